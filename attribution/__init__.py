@@ -1,0 +1,1 @@
+"""The domain core: traffic sources, pool rules, number leases and call attribution. No I/O."""
