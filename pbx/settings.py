@@ -70,9 +70,7 @@ E164 = Annotated[
 Patterns = Annotated[
     list[str],
     BeforeValidator(lambda v: [v] if isinstance(v, str) else v),
-    WithJsonSchema(
-        {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
-    ),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}),
 ]
 
 
@@ -252,7 +250,11 @@ class ConfigProblem:
 
     def __str__(self) -> str:
         position = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
-        return f"{position}: {self.where}: {self.message}" if self.where else f"{position}: {self.message}"
+        return (
+            f"{position}: {self.where}: {self.message}"
+            if self.where
+            else f"{position}: {self.message}"
+        )
 
 
 class ConfigError(Exception):
@@ -300,7 +302,9 @@ def _friendly(error: Any) -> str:
 def _problems_from(error: ValidationError, file: str, tree: Any) -> list[ConfigProblem]:
     problems = []
     for item in error.errors():
-        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        loc = tuple(
+            p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-"))
+        )
         message = _friendly(item)
         if item["type"] == "extra_forbidden" or item["type"] == "missing":
             where_loc = loc[:-1] if item["type"] == "missing" else loc
@@ -382,7 +386,9 @@ def load_settings(path: str | Path) -> Settings:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError([ConfigProblem(str(path), None, None, "", exc.strerror or str(exc))]) from None
+        raise ConfigError(
+            [ConfigProblem(str(path), None, None, "", exc.strerror or str(exc))]
+        ) from None
     except UnicodeDecodeError:
         raise ConfigError([ConfigProblem(str(path), None, None, "", "not UTF-8 text")]) from None
     return parse_settings(text, str(path), path.resolve().parent)
@@ -393,4 +399,3 @@ def json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "calltrack configuration"
     return schema
-

@@ -1,0 +1,86 @@
+"""The rules of number leases, free of storage: when a lease is held, who held a number when.
+
+A lease is held while its session is active and for `freeze_time` after the last activity, so a
+visitor who calls from the car minutes later still reaches their own session. A held number is
+never handed to another session; among free numbers the one free the longest is handed out, so
+a late call still finds the session that held it as often as possible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from attribution.phone import to_e164
+
+
+class Tracking(StrEnum):
+    """Why a visit has, or has not, a tracking number: the pool-size report counts these."""
+
+    TRACKED = "tracked"
+    NO_POOL = "no_pool"  # matched no pool: the site's own number
+    EXHAUSTED = "exhausted"  # the pool had no free number: the fallback number
+    PRIVACY = "privacy"  # DNT/GPC respected: the site's own number
+    IP_CAP = "ip_cap"  # one client holds too many numbers: the fallback number
+
+
+@dataclass(frozen=True)
+class LeasePolicy:
+    freeze_time: float
+    #: a cached lease is extended without asking the database only while it is this far from
+    #: expiring; it must exceed the longest delay of the write-behind flush
+    sync_margin: float = 5.0
+
+    def held_until(self, last_activity: float) -> float:
+        return last_activity + self.freeze_time
+
+    @staticmethod
+    def is_held(held_until: float | None, now: float) -> bool:
+        return held_until is not None and held_until >= now
+
+    def may_extend_unconfirmed(self, confirmed_held_until: float, now: float) -> bool:
+        """True when no other session can take the number before a delayed write lands."""
+        return now + self.sync_margin <= confirmed_held_until
+
+
+@dataclass(frozen=True)
+class LeaseSpan:
+    lease_id: str
+    number: str
+    session_id: str
+    started_at: float
+    held_until: float
+
+
+def holder_at(spans: Iterable[LeaseSpan], at: float) -> LeaseSpan | None:
+    """The lease that held the number at instant `at` (spans of one number never overlap)."""
+    best: LeaseSpan | None = None
+    for span in spans:
+        if span.started_at <= at <= span.held_until and (
+            best is None or span.started_at > best.started_at
+        ):
+            best = span
+    return best
+
+
+def display_like(template: str, e164: str) -> str:
+    """The tracking number written in the style of the site's own number.
+
+    The template's digits are replaced from the right by the new number's; a trunk prefix the
+    template writes instead of the country code (Russia's 8) is kept. A number that cannot wear
+    the template's style (another length or country) is shown in E.164.
+    """
+    written = "".join(c for c in template if c.isdigit())
+    international = to_e164(template)[1:]
+    new = e164.lstrip("+")
+    if len(new) != len(international) or new[0] != international[0]:
+        return e164
+    national = 0  # digits shared with the E.164 form, counted from the right
+    while national < len(written) and written[-1 - national] == international[-1 - national]:
+        national += 1
+    replacement = list(new if written == international else new[len(new) - national :])
+    out: list[str] = []
+    for char in reversed(template):
+        out.append(replacement.pop() if char.isdigit() and replacement else char)
+    return "".join(reversed(out))

@@ -1,0 +1,111 @@
+"""Where a visit came from, read the way analytics tools read it: UTM tags, click ids, referrer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlsplit
+
+CLICK_ID_SOURCES = {
+    "gclid": ("google", "cpc"),
+    "gbraid": ("google", "cpc"),
+    "wbraid": ("google", "cpc"),
+    "yclid": ("yandex", "cpc"),
+    "msclkid": ("bing", "cpc"),
+    "fbclid": ("facebook", "referral"),  # also set on organic shares, so not "paid"
+    "ttclid": ("tiktok", "cpc"),
+    "vkclid": ("vk", "cpc"),
+}
+SEARCH_ENGINES = {
+    "google": "google",
+    "yandex": "yandex",
+    "ya.ru": "yandex",
+    "bing.com": "bing",
+    "duckduckgo.com": "duckduckgo",
+    "search.yahoo.com": "yahoo",
+    "baidu.com": "baidu",
+    "go.mail.ru": "mail.ru",
+    "ecosia.org": "ecosia",
+}
+UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
+MAX_VALUE = 512
+DIRECT = "(direct)"
+NONE = "(none)"
+
+
+@dataclass(frozen=True)
+class TrafficSource:
+    source: str
+    medium: str
+    campaign: str | None = None
+    term: str | None = None
+    content: str | None = None
+    click_ids: dict[str, str] = field(default_factory=dict)
+    referrer: str | None = None
+    landing_url: str = ""
+
+    @property
+    def referrer_host(self) -> str | None:
+        return _host(self.referrer) if self.referrer else None
+
+    @property
+    def landing_path(self) -> str:
+        return urlsplit(self.landing_url).path or "/"
+
+    @property
+    def is_campaign(self) -> bool:
+        """A tagged or clicked visit: a new one of these starts a new session."""
+        return self.medium not in (NONE, "organic", "referral") or bool(self.click_ids)
+
+    def campaign_key(self) -> tuple[str, ...]:
+        return (self.source, self.medium, self.campaign or "", *sorted(self.click_ids.values()))
+
+
+def _host(url: str) -> str | None:
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return None
+    return host.lower().removeprefix("www.") if host else None
+
+
+def _search_engine(host: str) -> str | None:
+    for marker, name in SEARCH_ENGINES.items():
+        if host == marker or host.startswith(marker + ".") or host.endswith("." + marker):
+            return name
+        if "." not in marker and (f".{marker}." in f".{host}."):
+            return name
+    return None
+
+
+def read_source(url: str, referrer: str | None) -> TrafficSource:
+    """The visit's source: explicit UTM tags first, then click ids, then the referrer."""
+    try:
+        query = dict(parse_qsl(urlsplit(url).query, keep_blank_values=False))
+    except ValueError:
+        query = {}
+    tags = {k: query[k][:MAX_VALUE] for k in UTM_KEYS if query.get(k)}
+    click_ids = {k: query[k][:MAX_VALUE] for k in CLICK_ID_SOURCES if query.get(k)}
+    referrer = referrer[:2048] if referrer else None
+    ref_host = _host(referrer) if referrer else None
+    if ref_host and ref_host == _host(url):
+        ref_host = None  # moving inside the site is not a source
+    if "utm_source" in tags:
+        source, medium = tags["utm_source"], tags.get("utm_medium", NONE)
+    elif click_ids:
+        source, medium = CLICK_ID_SOURCES[next(iter(click_ids))]
+    elif ref_host and (engine := _search_engine(ref_host)):
+        source, medium = engine, "organic"
+    elif ref_host:
+        source, medium = ref_host, "referral"
+    else:
+        source, medium = DIRECT, NONE
+    return TrafficSource(
+        source=source,
+        medium=medium,
+        campaign=tags.get("utm_campaign"),
+        term=tags.get("utm_term"),
+        content=tags.get("utm_content"),
+        click_ids=click_ids,
+        referrer=referrer,
+        landing_url=url[:2048],
+    )

@@ -1,0 +1,87 @@
+"""The app factory: one `build_app(settings, clock=...)`, every resource in a cleanup context."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+from sqlalchemy import text
+
+from pbx import staff_api
+from pbx.http import errors_as_json
+from pbx.keys import CALLS, CLOCK, ENGINE, METRICS, PBX_LINK, SETTINGS, VISITS
+from pbx.metrics import Metrics
+from pbx.settings import Settings
+from pbx.storage.calls import CallStore
+from pbx.storage.db import open_engine, require_current_schema
+from pbx.storage.visits import VisitStore
+from web_widget import api as visitor_api
+
+log = logging.getLogger(__name__)
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    engine = open_engine(settings.database)
+    try:
+        await require_current_schema(engine)
+        visits = VisitStore(engine, settings, app[CLOCK])
+        await visits.sync_numbers()
+        app[ENGINE] = engine
+        app[VISITS] = visits
+        app[CALLS] = CallStore(engine, settings, visits, app[CLOCK])
+        flusher = asyncio.create_task(visits.run_flusher(), name="lease-flusher")
+        yield
+        flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
+        await visits.flush()
+    finally:
+        await engine.dispose()
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """200 when the database answers; the PBX link's state is reported, not required."""
+    state: dict[str, object] = {"pbx": dict(request.app[PBX_LINK])}
+    try:
+        async with asyncio.timeout(2.0), request.app[ENGINE].connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        state["database"] = "ok"
+        status = 200
+    except Exception as exc:  # any failure to answer is "down", with the reason shown
+        state["database"] = f"down: {type(exc).__name__}"
+        status = 503
+    state["status"] = "ok" if status == 200 else "degraded"
+    return web.json_response(state, status=status)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(
+        body=request.app[METRICS].render(),
+        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+    )
+
+
+def build_app(settings: Settings, clock: Callable[[], float] = time.time) -> web.Application:
+    app = web.Application(
+        middlewares=[errors_as_json, visitor_api.cors],
+        client_max_size=settings.http.max_body_bytes,
+    )
+    app[SETTINGS] = settings
+    app[CLOCK] = clock
+    app[METRICS] = Metrics()
+    app[PBX_LINK] = dict[str, bool]()
+    app.cleanup_ctx.append(_database)
+    app.add_routes(
+        [
+            web.get("/healthz", healthz),
+            web.get("/metrics", metrics),
+            *visitor_api.routes(),
+            *staff_api.routes(),
+        ]
+    )
+    return app

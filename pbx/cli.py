@@ -1,0 +1,168 @@
+"""`calltrack`: serve, check a config, upgrade the database, watch the pools, write the dialplan."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from aiohttp import web
+
+from pbx.settings import ConfigError, Settings, json_schema, load_settings
+
+
+def _load(path: str) -> Settings:
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _prepare_paths(settings: Settings) -> None:
+    prefix = "sqlite+aiosqlite:///"
+    if settings.database.startswith(prefix):
+        Path(settings.database.removeprefix(prefix)).parent.mkdir(parents=True, exist_ok=True)
+    settings.recordings.dir.mkdir(parents=True, exist_ok=True)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    settings = _load(args.config)
+    numbers = sum(len(p.numbers) for s in settings.sites for p in s.pools)
+    print(
+        f"{args.config}: OK ({len(settings.sites)} site(s), {numbers} tracking number(s),"
+        f" {len(settings.static)} static number(s))"
+    )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from pbx.app import build_app
+    from pbx.storage.db import OutdatedSchema
+
+    settings = _load(args.config)
+    _prepare_paths(settings)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        web.run_app(
+            build_app(settings),
+            host=args.host or settings.http.host,
+            port=args.port or settings.http.port,
+            access_log=None,
+            print=lambda text: print(text, flush=True),
+        )
+    except OutdatedSchema as exc:
+        print(f"calltrack: {exc}".replace("-c CONFIG", f"-c {args.config}"), file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from pbx.storage.db import open_engine, schema_revisions, upgrade
+
+    settings = _load(args.config)
+    _prepare_paths(settings)
+
+    async def run() -> str | None:
+        engine = open_engine(settings.database)
+        try:
+            await upgrade(engine)
+            return (await schema_revisions(engine))[0]
+        finally:
+            await engine.dispose()
+
+    print(f"database is at revision {asyncio.run(run())}")
+    return 0
+
+
+def cmd_pools(args: argparse.Namespace) -> int:
+    from pbx.storage.db import open_engine
+    from pbx.storage.visits import VisitStore
+
+    settings = _load(args.config)
+
+    async def run() -> list[dict[str, object]]:
+        engine = open_engine(settings.database)
+        try:
+            return list(await VisitStore(engine, settings, time.time).current_leases())
+        finally:
+            await engine.dispose()
+
+    rows = asyncio.run(run())
+    if args.json:
+        print(json.dumps(rows, default=str, indent=2))
+        return 0
+    print(f"{'site/pool':<24} {'number':<16} {'state':<6} {'until':<9} source / medium  session")
+    for row in rows:
+        until = row["held_until"]
+        held = bool(row["held"])
+        when = (
+            datetime.fromtimestamp(until).strftime("%H:%M:%S")
+            if isinstance(until, float) and held
+            else ""
+        )
+        source = f"{row['source']} / {row['medium']}" if held else ""
+        session = str(row["session_id"])[:8] if held else ""
+        print(
+            f"{row['site']}/{row['pool']:<{23 - len(str(row['site']))}} {row['number']:<16}"
+            f" {'held' if held else 'free':<6} {when:<9} {source:<16} {session}"
+        )
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    text = json.dumps(json_schema(), indent=2) + "\n"
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="calltrack", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the daemon")
+    serve.add_argument("-c", "--config", required=True)
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(run=cmd_serve)
+
+    check = commands.add_parser("check", help="validate a config file")
+    check.add_argument("config")
+    check.set_defaults(run=cmd_check)
+
+    db = commands.add_parser("db", help="database schema")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_commands.add_parser("upgrade", help="apply migrations")
+    upgrade.add_argument("-c", "--config", required=True)
+    upgrade.set_defaults(run=cmd_db_upgrade)
+
+    pools = commands.add_parser("pools", help="numbers, who holds them, until when")
+    pools.add_argument("-c", "--config", required=True)
+    pools.add_argument("--json", action="store_true")
+    pools.set_defaults(run=cmd_pools)
+
+    schema = commands.add_parser("schema", help="JSON schema of the config file")
+    schema.add_argument("-o", "--output")
+    schema.set_defaults(run=cmd_schema)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    result: int = args.run(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

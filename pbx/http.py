@@ -1,0 +1,72 @@
+"""HTTP plumbing shared by the APIs: JSON bodies within a size cap, JSON errors, client address."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from pbx.keys import METRICS, SETTINGS
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object; any other body is the client's error (4xx), never ours."""
+    limit = request.app[SETTINGS].http.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
+    try:
+        data = json.loads(body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise web.HTTPBadRequest(reason="body is not JSON") from None
+    if not isinstance(data, dict):
+        raise web.HTTPBadRequest(reason="body must be a JSON object")
+    return data
+
+
+def client_ip(request: web.Request) -> str | None:
+    """The visitor's address; X-Forwarded-For is believed only from configured proxies."""
+    peer = request.remote
+    trusted = request.app[SETTINGS].http.trusted_proxies
+    forwarded = request.headers.get("X-Forwarded-For")
+    if peer and forwarded and peer in trusted:
+        candidate = forwarded.split(",")[-1].strip()
+        try:
+            return str(ipaddress.ip_address(candidate))
+        except ValueError:
+            return peer
+    return peer
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Errors leave as JSON with a reason; a bug is logged here and answers 500 without a trace."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or not request.path.startswith("/api/"):
+            raise
+        request.app[METRICS].http_errors.labels(str(exc.status)).inc()
+        response = json_error(exc.status, exc.reason)
+        for header in ("Allow", "WWW-Authenticate"):
+            if header in exc.headers:
+                response.headers[header] = exc.headers[header]
+        return response
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        request.app[METRICS].http_errors.labels("500").inc()
+        return json_error(500, "internal error; it has been logged")

@@ -1,0 +1,38 @@
+"""Prometheus metrics, one registry per app (no process-wide globals)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.visits = Counter(
+            "calltrack_visits",
+            "Visits started, by site and tracking outcome",
+            ["site", "tracking"],
+            registry=self.registry,
+        )
+        self.pings = Counter("calltrack_pings", "Session pings answered", registry=self.registry)
+        self.calls = Counter(
+            "calltrack_calls",
+            "Calls stored, by status and attribution",
+            ["status", "attribution"],
+            registry=self.registry,
+        )
+        self.call_store_latency = Histogram(
+            "calltrack_call_store_seconds",
+            "From the call's hangup to its record being stored",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60),
+            registry=self.registry,
+        )
+        self.http_errors = Counter(
+            "calltrack_http_errors",
+            "HTTP answers with an error status",
+            ["status"],
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,108 @@
+"""The staff and integration API: calls and live leases, behind a bearer token."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from pbx.http import json_error
+from pbx.keys import CALLS, SETTINGS, VISITS
+from pbx.storage.calls import CallFilter
+
+
+def token_name(request: web.Request) -> str | None:
+    """The configured token the request's bearer token matches (compared in constant time)."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return None
+    digest = hashlib.sha256(token.strip().encode()).hexdigest()
+    for configured in request.app[SETTINGS].api_tokens:
+        if hmac.compare_digest(digest, configured.token_sha256):
+            return configured.name
+    return None
+
+
+def _unauthorized() -> web.Response:
+    response = json_error(401, "a valid bearer token is required")
+    response.headers["WWW-Authenticate"] = 'Bearer realm="calltrack"'
+    return response
+
+
+def _time(value: str | None, name: str) -> float | None:
+    """Unix seconds or ISO 8601 (a time without zone is UTC)."""
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise web.HTTPBadRequest(reason=f"{name}: expected ISO 8601 time or Unix seconds") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def _int(value: str | None, name: str, default: int, low: int, high: int) -> int:
+    if value is None:
+        return default
+    if not value.isdigit() or not low <= int(value) <= high:
+        raise web.HTTPBadRequest(reason=f"{name}: expected a whole number from {low} to {high}")
+    return int(value)
+
+
+def iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat() if ts is not None else None
+
+
+def call_json(row: dict[str, Any], base_url: str) -> dict[str, Any]:
+    out = {
+        **row,
+        "started_at": iso(row["started_at"]),
+        "answered_at": iso(row["answered_at"]),
+        "ended_at": iso(row["ended_at"]),
+        "recording_url": f"{base_url}/api/v1/calls/{row['id']}/recording"
+        if row["recording"]
+        else None,
+    }
+    out.pop("recording")
+    return out
+
+
+async def list_calls(request: web.Request) -> web.Response:
+    if token_name(request) is None:
+        return _unauthorized()
+    query = request.query
+    where = CallFilter(
+        since=_time(query.get("since"), "since"),
+        until=_time(query.get("until"), "until"),
+        source=query.get("source") or None,
+        limit=_int(query.get("limit"), "limit", 100, 1, 1000),
+        offset=_int(query.get("offset"), "offset", 0, 0, 10**9),
+    )
+    total, rows = await request.app[CALLS].list(where)
+    base = f"{request.scheme}://{request.host}"
+    return web.json_response({"total": total, "calls": [call_json(r, base) for r in rows]})
+
+
+async def list_leases(request: web.Request) -> web.Response:
+    if token_name(request) is None:
+        return _unauthorized()
+    rows = await request.app[VISITS].current_leases()
+    leases = [
+        {**r, "held_until": iso(r["held_until"]), "started_at": iso(r["started_at"])}
+        for r in rows
+        if r["held"]
+    ]
+    return web.json_response({"leases": leases})
+
+
+def routes() -> list[web.AbstractRouteDef]:
+    return [web.get("/api/v1/calls", list_calls), web.get("/api/v1/leases", list_leases)]

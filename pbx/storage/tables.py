@@ -1,0 +1,141 @@
+"""The database schema. Migrations in pbx/migrations create it; this module describes it.
+
+Times are Unix epoch seconds (float): one representation from the clock to the database, the
+same on SQLite and PostgreSQL, with no time zone to get wrong.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+ID = String(32)  # 128 random bits, hex
+
+visitors = Table(
+    "visitors",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("created_at", Float, nullable=False),
+    Column("visits", Integer, nullable=False),
+    Column("first_source", String(512), nullable=False),
+    Column("first_medium", String(512), nullable=False),
+    Column("first_campaign", String(512)),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("visitor_id", ID, ForeignKey("visitors.id"), nullable=False, index=True),
+    Column("site", String(64), nullable=False),
+    Column("visit_number", Integer, nullable=False),
+    Column("started_at", Float, nullable=False, index=True),
+    Column("last_seen", Float, nullable=False),
+    Column("client_ip", String(64)),
+    Column("landing_url", Text, nullable=False),
+    Column("referrer", Text),
+    Column("source", String(512), nullable=False),
+    Column("medium", String(512), nullable=False),
+    Column("campaign", String(512)),
+    Column("term", String(512)),
+    Column("content", String(512)),
+    Column("click_ids", Text, nullable=False),  # JSON object
+    Column("pool", String(64)),
+    Column("tracking", String(16), nullable=False),
+    Column("pages_viewed", Integer, nullable=False),
+    Column("last_url", Text, nullable=False),
+)
+
+page_views = Table(
+    "page_views",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("session_id", ID, ForeignKey("sessions.id"), nullable=False, index=True),
+    Column("at", Float, nullable=False),
+    Column("url", Text, nullable=False),
+)
+
+# One row per tracking number: the mutex that makes a lease exclusive. A lease is taken or
+# extended by a conditional UPDATE of this row, which PostgreSQL and SQLite both serialise.
+numbers = Table(
+    "numbers",
+    metadata,
+    Column("number", String(16), primary_key=True),
+    Column("site", String(64), nullable=False),
+    Column("pool", String(64), nullable=False),
+    Column("lease_id", ID),
+    Column("session_id", ID),
+    Column("held_until", Float),
+    Column("client_ip", String(64)),
+    Index("ix_numbers_pool_held", "site", "pool", "held_until"),
+    Index("ix_numbers_client_ip", "client_ip", "held_until"),
+)
+
+# Every lease ever given: answers "who held number N at instant T", also long after.
+leases = Table(
+    "leases",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("number", String(16), nullable=False),
+    Column("session_id", ID, ForeignKey("sessions.id"), nullable=False, index=True),
+    Column("started_at", Float, nullable=False),
+    Column("last_activity", Float, nullable=False),
+    Column("held_until", Float, nullable=False),
+    Index("ix_leases_number_started", "number", "started_at"),
+)
+
+calls = Table(
+    "calls",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("linkedid", String(64), nullable=False, unique=True),
+    Column("caller", String(64), nullable=False, index=True),
+    Column("did", String(16), nullable=False),
+    Column("started_at", Float, nullable=False, index=True),
+    Column("answered_at", Float),
+    Column("ended_at", Float, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("dial_status", String(32), nullable=False),
+    Column("ring_seconds", Float, nullable=False),
+    Column("talk_seconds", Float, nullable=False),
+    Column("recording", String(255)),
+    Column("repeat_caller", Boolean, nullable=False),
+    # attribution: how the call was matched, and the source it was matched to
+    Column("attribution", String(16), nullable=False),  # session | static | fallback | unknown
+    Column("site", String(64)),
+    Column("pool", String(64)),
+    Column("session_id", ID),
+    Column("visitor_id", ID),
+    Column("source", String(512)),
+    Column("medium", String(512)),
+    Column("campaign", String(512)),
+    Column("term", String(512)),
+    Column("content", String(512)),
+    Column("click_ids", Text),  # JSON object
+    Column("referrer", Text),
+    Column("landing_url", Text),
+    Column("visit_number", Integer),
+    Column("pages_viewed", Integer),
+    Column("first_source", String(512)),
+    Column("first_medium", String(512)),
+    Column("first_campaign", String(512)),
+)

@@ -1,0 +1,167 @@
+"""The visitor API the widget calls: start a visit, ping it; CORS for the sites' own origins."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from attribution.leasing import display_like
+from pbx.http import Handler, client_ip, json_error, read_json_object
+from pbx.keys import METRICS, SETTINGS, VISITS
+from pbx.settings import Site
+from pbx.storage.visits import Visit, VisitRequest, is_id
+
+STATIC = Path(__file__).parent / "static"
+API_PREFIX = "/api/v1/visits"
+
+
+class VisitBody(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    site: str = Field(max_length=64)
+    url: str = Field(max_length=4096, pattern=r"^https?://")
+    referrer: str | None = Field(None, max_length=4096)
+    visitor_id: str | None = Field(None, max_length=64)
+    session_id: str | None = Field(None, max_length=64)
+    dnt: bool = False
+
+
+class PingBody(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    visitor_id: str = Field(max_length=64)
+    url: str | None = Field(None, max_length=4096, pattern=r"^https?://")
+
+
+def _invalid(exc: ValidationError) -> web.Response:
+    problems = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()]
+    return json_error(400, "invalid request", problems=problems)
+
+
+def _origin_allowed(request: web.Request, site: Site) -> bool:
+    return request.headers.get("Origin", "").lower() in site.origins
+
+
+def _answer(request: web.Request, site: Site, visit: Visit) -> web.Response:
+    numbers: list[dict[str, str]] = []
+    if visit.number is not None:
+        numbers = [
+            {"replace": shown, "number": visit.number, "display": display_like(shown, visit.number)}
+            for shown in site.replace
+        ]
+    return web.json_response(
+        {
+            "visitor_id": visit.visitor_id,
+            "session_id": visit.session_id,
+            "numbers": numbers,
+            "ping_interval_s": request.app[SETTINGS].http.ping_interval,
+        }
+    )
+
+
+async def start_visit(request: web.Request) -> web.Response:
+    try:
+        body = VisitBody.model_validate(await read_json_object(request))
+    except ValidationError as exc:
+        return _invalid(exc)
+    site = request.app[SETTINGS].site(body.site)
+    if site is None or not _origin_allowed(request, site):
+        return json_error(403, "unknown site or origin not allowed for it")
+    privacy = site.respect_privacy_signals and (
+        body.dnt or request.headers.get("Sec-GPC") == "1" or request.headers.get("DNT") == "1"
+    )
+    visit = await request.app[VISITS].start_visit(
+        VisitRequest(
+            site=site,
+            url=body.url,
+            referrer=body.referrer or None,
+            visitor_id=body.visitor_id if is_id(body.visitor_id) else None,
+            session_id=body.session_id if is_id(body.session_id) else None,
+            client_ip=client_ip(request),
+            privacy_signal=privacy,
+        )
+    )
+    request.app[METRICS].visits.labels(site.name, visit.tracking).inc()
+    return _answer(request, site, visit)
+
+
+async def ping(request: web.Request) -> web.Response:
+    session_id = request.match_info["session_id"]
+    try:
+        body = PingBody.model_validate(await read_json_object(request))
+    except ValidationError as exc:
+        return _invalid(exc)
+    if not is_id(session_id) or not is_id(body.visitor_id):
+        return json_error(404, "no such session; start a new visit")
+    sites = {s.name: s for s in request.app[SETTINGS].sites if _origin_allowed(request, s)}
+    if not sites:
+        return json_error(403, "origin not allowed")
+    visit = await request.app[VISITS].ping(
+        session_id, body.visitor_id, body.url, allowed_sites=sites.keys()
+    )
+    if visit is None:
+        return json_error(404, "no such session; start a new visit")
+    site = sites[visit.site]
+    request.app[METRICS].pings.inc()
+    return _answer(request, site, visit)
+
+
+async def widget_js(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(
+        STATIC / "widget.js",
+        headers={
+            "Content-Type": "application/javascript; charset=utf-8",
+            "Cache-Control": "public, max-age=300",
+            "Access-Control-Allow-Origin": "*",
+        },
+    )
+
+
+def _allowed_origins(request: web.Request) -> set[str]:
+    return {o for site in request.app[SETTINGS].sites for o in site.origins}
+
+
+@web.middleware
+async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """CORS for the visitor API, only for origins some site lists; the handler checks the site."""
+    if not request.path.startswith(API_PREFIX):
+        return await handler(request)
+    origin = request.headers.get("Origin", "")
+    allowed = origin.lower() in _allowed_origins(request)
+    if request.method == "OPTIONS":
+        if not allowed:
+            return json_error(403, "origin not allowed")
+        return web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Methods": "POST",
+                "Access-Control-Allow-Headers": "Content-Type",
+                "Access-Control-Max-Age": "86400",
+                "Vary": "Origin",
+            },
+        )
+    response = await handler(request)
+    if allowed:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+    return response
+
+
+def routes() -> list[web.AbstractRouteDef]:
+    async def preflight(_request: web.Request) -> web.Response:  # answered by the middleware
+        return web.Response(status=204)
+
+    options: list[Any] = [
+        web.options(API_PREFIX, preflight),
+        web.options(API_PREFIX + "/{session_id}/ping", preflight),
+    ]
+    return [
+        web.post(API_PREFIX, start_visit),
+        web.post(API_PREFIX + "/{session_id}/ping", ping),
+        web.get("/widget.js", widget_js),
+        *options,
+    ]
