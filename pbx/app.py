@@ -7,13 +7,14 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict
 
 from aiohttp import web
 from sqlalchemy import text
 
 from pbx import staff_api
 from pbx.http import errors_as_json
-from pbx.keys import CALLS, CLOCK, ENGINE, METRICS, PBX_LINK, SETTINGS, VISITS
+from pbx.keys import CALLS, CLOCK, ENGINE, METRICS, PBX_LINK, SETTINGS, VISITS, PbxLink
 from pbx.metrics import Metrics
 from pbx.settings import Settings
 from pbx.storage.calls import CallStore
@@ -46,7 +47,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 async def healthz(request: web.Request) -> web.Response:
     """200 when the database answers; the PBX link's state is reported, not required."""
-    state: dict[str, object] = {"pbx": dict(request.app[PBX_LINK])}
+    state: dict[str, object] = {"pbx": asdict(request.app[PBX_LINK])}
     try:
         async with asyncio.timeout(2.0), request.app[ENGINE].connect() as conn:
             await conn.execute(text("SELECT 1"))
@@ -74,7 +75,7 @@ def build_app(settings: Settings, clock: Callable[[], float] = time.time) -> web
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[METRICS] = Metrics()
-    app[PBX_LINK] = dict[str, bool]()
+    app[PBX_LINK] = PbxLink()
     app.cleanup_ctx.append(_database)
     app.add_routes(
         [
