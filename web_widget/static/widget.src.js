@@ -1,0 +1,243 @@
+/*! calltrack widget: a tracking number per visitor; source and docs: web_widget/static/ */
+// The readable source. web_widget/static/widget.js is built from it by `scripts/widget-size --write`
+// (terser); the daemon serves that build at /widget.js.
+(function (w, d) {
+  "use strict";
+  if (w.calltrack) return;
+  var K = "calltrack", IDLE = 18e5, SKIP = /^(SCRIPT|STYLE|NOSCRIPT|TEXTAREA|SELECT|OPTION)$/,
+    NOSWAP = "[data-calltrack-noswap]", MARK = "[data-calltrack]",
+    // a run of digits and phone separators; a run may hold several numbers
+    RUN = /\+?\(?\d[\d\s().\-\u2010-\u2015]*\d/g,
+    // country codes of one and two digits; all others have three
+    CC = /^(?:[17]|2[07]|3[0-469]|4[013-9]|5[1-8]|6[0-6]|8[1246]|9[0-58])/,
+    nums = [], shown = "", TX = new WeakMap(), HR = new WeakMap(),
+    api, site, every = 30, last = Date.now(), sent = 0, url, mem = {}, obs;
+
+  function digits(s) { return String(s || "").replace(/\D/g, ""); }
+
+  // API numbers [{replace, number, display}] -> what matching needs
+  function prep(list) {
+    var out = [];
+    (Array.isArray(list) ? list : []).forEach(function (x) {
+      var D = digits(x && x.replace), T = digits(x && x.number), m = CC.exec(D),
+        c = m ? m[0].length : 3, cc = D.slice(0, c), N = D.slice(c);
+      if (N.length > 5 && T) out.push({
+        cc: cc, N: N, x: String(x.display || "+" + T),
+        t: T.slice(0, c) == cc && T.length == D.length ? T.slice(c) : ""
+      });
+    });
+    return out;
+  }
+
+  // how many trailing digits of O are the national part of e's number, or 0
+  function fit(O, e) {
+    var n = e.N.length, p = O.slice(0, -n), cc = e.cc;
+    return O.length >= n && O.slice(-n) == e.N &&
+      ["", "0", cc, "00" + cc, cc + "0", cc == "7" ? "8" : "0"].indexOf(p) >= 0 ? n : 0;
+  }
+
+  // one candidate number as written -> the tracking number written the same way, or undefined
+  function one(s, L) {
+    var O = digits(s), i = 0, k, e, off, n;
+    for (k = 0; k < L.length; k++) {
+      e = L[k];
+      if ((n = fit(O, e))) {
+        if (!e.t) return e.x;
+        off = O.length - n;
+        return s.replace(/\d/g, function (ch) { return i++ < off ? ch : e.t[i - 1 - off]; });
+      }
+    }
+  }
+
+  // every own number in text s, in any formatting, replaced keeping that formatting
+  function swap(s, L) {
+    return L.length ? String(s).replace(RUN, function (run) {
+      var g = [], m, re = /\d+/g, out = "", pos = 0, i, j, a, b, r;
+      while ((m = re.exec(run))) g.push([m.index, re.lastIndex]);
+      for (i = 0; i < g.length; i++)
+        for (j = Math.min(g.length, i + 17) - 1; j >= i; j--) {
+          a = i ? g[i][0] : 0; b = g[j][1];
+          if ((r = one(run.slice(a, b), L)) != null) {
+            out += run.slice(pos, a) + r; pos = b; i = j; break;
+          }
+        }
+      return out + run.slice(pos);
+    }) : s;
+  }
+
+  // node's value from its original (as the site wrote it); site changes become the new original
+  function upd(map, n, cur, make, put) {
+    var e = map.get(n), o = e && cur === e[1] ? e[0] : cur, v = make(o);
+    if (v !== cur) put(v);
+    if (v !== o || e) map.set(n, [o, v]);
+  }
+
+  function visit(n) {
+    if (n.nodeType == 3) {
+      return upd(TX, n, n.data, function (o) { return swap(o, nums); }, function (v) { n.data = v; });
+    }
+    if (n.nodeType != 1 || SKIP.test(n.tagName) || n.isContentEditable ||
+      n.hasAttribute("data-calltrack-noswap")) return;
+    var h = n.getAttribute("href");
+    if (h && /^\s*tel:/i.test(h)) {
+      upd(HR, n, h, function (o) { return swap(o, nums); }, function (v) { n.setAttribute("href", v); });
+    }
+    if (n.hasAttribute("data-calltrack")) {
+      var want = digits(n.getAttribute("data-calltrack")), pick = nums.filter(function (e) {
+        return !want || fit(want, e);
+      })[0];
+      return upd(TX, n, n.textContent, function (o) { return pick ? pick.x : o; },
+        function (v) { n.textContent = v; });
+    }
+    for (var c = n.firstChild; c; c = c.nextSibling) visit(c);
+  }
+
+  // a node added or changed later: skip it inside noswap, redo a whole data-calltrack element
+  function enter(n) {
+    var e = n.nodeType == 1 ? n : n.parentNode;
+    if (!e || e.nodeType != 1 || e.closest(NOSWAP) || SKIP.test(e.tagName)) return;
+    visit(e.closest(MARK) || n);
+  }
+
+  function use(list) {
+    var key = JSON.stringify(list || []);
+    if (key == shown) return;
+    shown = key; nums = prep(list);
+    visit(d.documentElement);
+    if (!obs && nums.length) {
+      obs = new MutationObserver(function (recs) {
+        try {
+          recs.forEach(function (r) {
+            if (r.type == "childList") r.addedNodes.forEach(enter);
+            else enter(r.target);
+          });
+        } catch (e) { /* never break the site */ }
+      });
+      obs.observe(d.documentElement, {
+        childList: true, subtree: true, characterData: true, attributes: true,
+        attributeFilter: ["href", "data-calltrack"]
+      });
+    }
+  }
+
+  function reveal() { d.documentElement.classList.add("calltrack-ready"); }
+
+  function load() {
+    var v;
+    try { v = localStorage.getItem(K); } catch (e) { /* blocked */ }
+    try {
+      if (v == null) v = decodeURIComponent((d.cookie.match(/(?:^|; )calltrack=([^;]*)/) || [])[1] || "");
+      return JSON.parse(v) || mem;
+    } catch (e) { return mem; }
+  }
+
+  function save(o) {
+    var v = JSON.stringify(mem = o);
+    try { localStorage.setItem(K, v); } catch (e) {
+      try {
+        d.cookie = K + "=" + encodeURIComponent(v) + ";path=/;max-age=34560000;samesite=lax" +
+          (location.protocol == "https:" ? ";secure" : "");
+      } catch (e2) { /* blocked */ }
+    }
+  }
+
+  // utm_* and click ids of a URL: a new value starts a new session
+  function campaign(u) {
+    var out = [];
+    new URL(u).searchParams.forEach(function (v, k) {
+      if (/^(utm_|gclid$|yclid$|fbclid$|msclkid$)/.test(k)) out.push(k + "=" + v);
+    });
+    return out.sort().join("&");
+  }
+
+  function post(path, body) {
+    var ac = w.AbortController && new AbortController(),
+      t = setTimeout(function () { if (ac) ac.abort(); }, 1500);
+    sent = Date.now();
+    return fetch(api + path, {
+      method: "POST", body: JSON.stringify(body), credentials: "omit", signal: ac && ac.signal
+    }).then(function (r) {
+      if (!r.ok) throw r.status;
+      return r.json();
+    }).finally(function () { clearTimeout(t); });
+  }
+
+  function got(r, st, c, sid) {
+    if (r.session_id != sid) st.c = c;
+    if (r.visitor_id) st.v = r.visitor_id;
+    st.s = r.session_id; st.t = Date.now();
+    if (r.visitor_id || r.session_id) save(st);
+    every = Math.max(1, +r.ping_interval_s || 30);
+    use(r.numbers);
+  }
+
+  function start(landing) {
+    var st = load(), u = landing || location.href, c = campaign(u), nav = w.navigator,
+      sid = st.s && Date.now() - st.t < IDLE && (!c || c == st.c) ? st.s : undefined;
+    url = location.href;
+    return post("visits", {
+      site: site, url: u, referrer: d.referrer || undefined, visitor_id: st.v || undefined,
+      session_id: sid, dnt: nav.doNotTrack == "1" || !!nav.globalPrivacyControl || undefined
+    }).then(function (r) { got(r, st, c, sid); });
+  }
+
+  // keep the session's number: ping, or a new visit when the session is over
+  function sync() {
+    var st = load(), c = campaign(location.href), b = { visitor_id: st.v };
+    if (!st.s || Date.now() - st.t > IDLE || (c && c != st.c)) return start();
+    if (location.href != url) b.url = url = location.href;
+    return post("visits/" + encodeURIComponent(st.s) + "/ping", b).then(function (r) {
+      got(r, st, st.c, st.s);
+    }, function (e) { if (e == 404) return start(); });
+  }
+
+  function safe(f) {
+    return function () {
+      try { var p = f(); if (p && p.then) p.then(null, function () { /* keep numbers */ }); } catch (e) { /* keep numbers */ }
+    };
+  }
+
+  var tick = safe(function () { if (!d.hidden && last > sent) return sync(); });
+
+  function loop() { setTimeout(function () { tick(); loop(); }, every * 1e3); }
+
+  function act() { last = Date.now(); }
+
+  w.calltrack = {
+    // calltrack.swap("8 (495) 123-45-67", [{replace, number, display}]) -> the text with numbers swapped
+    swap: function (s, list) { return swap(s, prep(list)); }
+  };
+
+  try {
+    var me = d.currentScript || d.querySelector("script[data-site][src*='widget']"),
+      // the URL the page was loaded with, even if the site has since rewritten it (or this
+      // script was delayed until the first interaction by a page-speed plugin)
+      nav = performance.getEntriesByType && performance.getEntriesByType("navigation")[0];
+    site = me.getAttribute("data-site");
+    api = new URL("api/v1/", me.src).href;
+    start(nav && nav.name).then(loop, function (e) {
+      if (!(e >= 400 && e < 500)) loop(); // API down: try again on the next activity
+    }).finally(reveal);
+    ["scroll", "click", "keydown", "touchstart", "mousemove", "pointerdown"].forEach(function (e) {
+      w.addEventListener(e, act, { capture: true, passive: true });
+    });
+    d.addEventListener("visibilitychange", function () {
+      if (!d.hidden) { act(); if (Date.now() - sent >= every * 1e3) tick(); }
+    });
+    // single-page apps: a route change is a page view, sent with the next ping
+    var route = safe(function () {
+      if (location.href != url) { act(); return sync(); }
+    });
+    ["pushState", "replaceState"].forEach(function (k) {
+      var f = history[k];
+      history[k] = function () {
+        var r = f.apply(this, arguments);
+        setTimeout(route);
+        return r;
+      };
+    });
+    w.addEventListener("popstate", function () { setTimeout(route); });
+  } catch (e) {
+    try { reveal(); } catch (e2) { /* nothing to do */ }
+  }
+})(window, document);
