@@ -1,0 +1,87 @@
+"""SIPp as the carrier (UAC on 5090, plays RTP audio) and as the business's real line (UAS on 5070).
+
+The built-in `uac_pcap` scenario plays `pcap/g711a.pcap` and `pcap/dtmf_2833_1.pcap` relative to
+its working directory, so each run gets its own folder with a copy of the pcap files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+PCAP_DIR = Path("/usr/share/sip-tester")
+SCENARIOS = Path(__file__).parent / "scenarios"
+LAB_SIP = "127.0.0.1:5060"
+UAC_PORT = 5090
+UAS_PORT = 5070
+
+
+@dataclass(frozen=True)
+class CallResult:
+    returncode: int
+    seconds: float
+    output: str
+
+
+def workdir(base: Path) -> Path:
+    """A folder with ./pcap/ for uac_pcap."""
+    base.mkdir(parents=True, exist_ok=True)
+    if not (base / "pcap").exists():
+        shutil.copytree(PCAP_DIR, base / "pcap")
+    return base
+
+
+async def place_call(did: str, cwd: Path, limit: float = 40.0) -> CallResult:
+    """Dial `did` on the lab trunk and play the pcap's audio; returns when SIPp exits."""
+    started = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        "sipp", "-sn", "uac_pcap", "-i", "127.0.0.1", "-p", str(UAC_PORT), "-s", did,
+        "-m", "1", "-nostdin", "-timeout", f"{int(limit)}s", "-timeout_error", LAB_SIP,
+        cwd=workdir(cwd), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), limit + 5)
+    assert proc.returncode is not None
+    return CallResult(proc.returncode, time.monotonic() - started, out.decode(errors="replace"))
+
+
+def _mkdir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+
+
+class RealLine:
+    """A running SIPp UAS; `messages()` is its SIP trace (for headers it received)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, cwd: Path) -> None:
+        self.proc = proc
+        self.cwd = cwd
+
+    def messages(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in self.cwd.glob("*_messages.log"))
+
+    async def wait(self, limit: float = 30.0) -> int:
+        return await asyncio.wait_for(self.proc.wait(), limit)
+
+
+@contextlib.asynccontextmanager
+async def real_line(cwd: Path, scenario: str = "uas") -> AsyncIterator[RealLine]:
+    """The real line for one call: `uas` answers, `busy` rejects with 486, `ring` never answers."""
+    files = {"busy": "uas_busy.xml", "ring": "uas_ring_forever.xml"}
+    chosen = ["-sn", "uas"] if scenario == "uas" else ["-sf", str(SCENARIOS / files[scenario])]
+    _mkdir(cwd)
+    proc = await asyncio.create_subprocess_exec(
+        "sipp", *chosen, "-i", "127.0.0.1", "-p", str(UAS_PORT), "-m", "1", "-nostdin",
+        "-trace_msg", "-timeout", "60s",
+        cwd=cwd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+    await asyncio.sleep(0.3)  # bound to its port
+    try:
+        yield RealLine(proc, cwd)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -1,0 +1,266 @@
+"""Real calls through the lab Asterisk: SIPp as carrier and real line, our dialplan, AGI and AMI.
+
+None of these needs the daemon core: the AGI router and the call store are stand-ins here.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import socket
+import time
+import wave
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from ami_bridge import AmiBridge, reconcile
+from attribution.calls import CallReport, CallStatus, Route
+from dialplan.agi import start_agi_server
+from pbx.settings import Settings
+from tests.asterisk.conftest import lab
+from tests.asterisk.sipp import place_call, real_line
+
+pytestmark = pytest.mark.asterisk
+
+DID = "74990000002"
+
+
+def _assert_port_free(port: int) -> None:
+    with socket.socket() as s:
+        refused = s.connect_ex(("127.0.0.1", port)) != 0
+    assert refused, f"something listens on 127.0.0.1:{port}; these tests need it free"
+
+
+def _speech_rms(path: Path) -> tuple[float, float]:
+    """Duration (s) and RMS of a 16-bit mono WAV."""
+    with wave.open(str(path)) as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, 8000)
+        frames = w.readframes(w.getnframes())
+        seconds = w.getnframes() / w.getframerate()
+    samples = array.array("h", frames)
+    rms = (sum(s * s for s in samples) / max(1, len(samples))) ** 0.5
+    return seconds, rms
+
+
+class Store:
+    """Stands in for the daemon's call store; can be told to fail the first attempts."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.reports: asyncio.Queue[CallReport] = asyncio.Queue()
+        self.failures = failures
+        self.attempts = 0
+
+    async def __call__(self, report: CallReport) -> None:
+        self.attempts += 1
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("database is locked")
+        self.reports.put_nowait(report)
+
+    async def next(self, within: float = 15.0) -> CallReport:
+        return await asyncio.wait_for(self.reports.get(), within)
+
+
+@pytest.fixture
+async def bridge_factory(
+    lab_dialplan: Settings,
+) -> AsyncIterator[Callable[..., Awaitable[AmiBridge]]]:
+    bridges: list[AmiBridge] = []
+
+    async def make(store: Store, **kwargs: object) -> AmiBridge:
+        bridge = AmiBridge(lab_dialplan, store, **kwargs)  # type: ignore[arg-type]
+        bridge.start()
+        bridges.append(bridge)
+        await asyncio.wait_for(bridge.wait_connected(), 10)
+        return bridge
+
+    yield make
+    for bridge in bridges:
+        await bridge.close()
+
+
+async def test_agi_down_call_still_forwarded_and_recorded(
+    lab_dialplan: Settings, tmp_path: Path
+) -> None:
+    _assert_port_free(lab_dialplan.asterisk.agi.port)  # type: ignore[union-attr]
+    recordings = lab_dialplan.asterisk_recordings_dir
+    before = set(recordings.glob("*.wav"))
+    async with real_line(tmp_path / "uas") as line:
+        call = await place_call(DID, tmp_path / "uac")
+        assert call.returncode == 0, call.output
+        assert await line.wait() == 0
+    assert "INVITE sip:" in line.messages()
+    await asyncio.sleep(0.5)
+    new = set(recordings.glob("*.wav")) - before
+    assert len(new) == 1, new
+    seconds, rms = _speech_rms(new.pop())
+    assert seconds > 5.0
+    assert rms > 300, "the recording is silent"
+
+
+async def test_stalled_router_answered_with_fallback_within_a_second(
+    lab_dialplan: Settings, tmp_path: Path, bridge_factory: Callable[..., Awaitable[AmiBridge]]
+) -> None:
+    asked: list[tuple[str, str]] = []
+
+    async def stalled(did: str, caller: str) -> Route:
+        asked.append((did, caller))
+        await asyncio.sleep(30)
+        return Route("PJSIP/nowhere")
+
+    store = Store()
+    await bridge_factory(store)
+    server = await start_agi_server(lab_dialplan, stalled)
+    try:
+        async with real_line(tmp_path / "uas") as line:
+            call = await place_call(DID, tmp_path / "uac")
+            assert call.returncode == 0, call.output
+            await line.wait()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert asked == [("+74990000002", "sipp")]
+    report = await store.next()
+    assert report.status is CallStatus.ANSWERED
+    # The router had answer_within (0.5 s); then the real line got the call at once.
+    assert 0.45 < report.ring_seconds < 1.0, report
+
+
+async def test_raising_router_still_forwarded(
+    lab_dialplan: Settings, tmp_path: Path, bridge_factory: Callable[..., Awaitable[AmiBridge]]
+) -> None:
+    asked: list[str] = []
+
+    async def broken(did: str, caller: str) -> Route:
+        asked.append(did)
+        raise RuntimeError("no such table: leases")
+
+    store = Store()
+    await bridge_factory(store)
+    server = await start_agi_server(lab_dialplan, broken)
+    try:
+        async with real_line(tmp_path / "uas") as line:
+            call = await place_call(DID, tmp_path / "uac")
+            assert call.returncode == 0, call.output
+            await line.wait()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert asked == ["+74990000002"]
+    report = await store.next()
+    assert report.status is CallStatus.ANSWERED
+    assert report.ring_seconds < 0.45, report
+
+
+async def test_router_route_and_caller_name_reach_the_real_line(
+    lab_dialplan: Settings, tmp_path: Path
+) -> None:
+    async def route(did: str, caller: str) -> Route:
+        return Route("PJSIP/realline", 'cpc "Anna"\r\nX-Injected: 1')
+
+    server = await start_agi_server(lab_dialplan, route)
+    try:
+        async with real_line(tmp_path / "uas") as line:
+            call = await place_call(DID, tmp_path / "uac")
+            assert call.returncode == 0, call.output
+            await line.wait()
+    finally:
+        server.close()
+        await server.wait_closed()
+    invite = line.messages().split("INVITE sip:", 1)[1]
+    from_header = next(h for h in invite.splitlines() if h.startswith("From:"))
+    assert '"cpc Anna X-Injected: 1"' in from_header, from_header
+    assert "\nX-Injected" not in invite
+
+
+@pytest.mark.parametrize(
+    ("scenario", "status", "ring", "talk"),
+    [
+        ("uas", CallStatus.ANSWERED, (0.0, 0.5), (6.0, 10.0)),
+        ("busy", CallStatus.BUSY, (0.0, 0.5), (0.0, 0.0)),
+        ("ring", CallStatus.MISSED, (5.5, 7.0), (0.0, 0.0)),  # lab.yaml: ring_timeout 6s
+    ],
+)
+async def test_bridge_reports_each_call_once(
+    lab_dialplan: Settings,
+    tmp_path: Path,
+    bridge_factory: Callable[..., Awaitable[AmiBridge]],
+    scenario: str,
+    status: CallStatus,
+    ring: tuple[float, float],
+    talk: tuple[float, float],
+) -> None:
+    store = Store(failures=2)  # the store fails twice: the report is retried, not lost
+    await bridge_factory(store)
+    started = time.time()
+    async with real_line(tmp_path / "uas", scenario) as line:
+        await place_call("+74990000003", tmp_path / "uac")
+        await line.wait()
+    report = await store.next()
+    assert report.did == "+74990000003"
+    assert report.caller == "sipp"
+    assert started - 0.5 < report.started_at < started + 1.0
+    assert report.status is status
+    assert ring[0] <= report.ring_seconds <= ring[1], report
+    assert talk[0] <= report.talk_seconds <= talk[1], report
+    if status is CallStatus.ANSWERED:
+        assert report.recording == f"{report.linkedid}.wav"
+        seconds, rms = _speech_rms(lab_dialplan.asterisk_recordings_dir / report.recording)
+        assert seconds > 5.0 and rms > 300
+    else:
+        assert report.recording is None
+    assert store.attempts == 3
+    with pytest.raises(TimeoutError):
+        await store.next(within=1.5)
+
+
+async def test_bridge_reconnects_after_asterisk_restart(
+    lab_dialplan: Settings, tmp_path: Path, bridge_factory: Callable[..., Awaitable[AmiBridge]]
+) -> None:
+    connects: list[float | None] = []
+    reconnected = asyncio.Event()
+
+    async def on_connected(lost_at: float | None) -> None:
+        connects.append(lost_at)
+        if len(connects) == 2:
+            reconnected.set()
+
+    store = Store()
+    bridge = await bridge_factory(store, on_connected=on_connected)
+    assert bridge.connected
+    restarted = await asyncio.to_thread(lab, "restart")
+    assert restarted.returncode == 0, restarted.stderr
+    await asyncio.wait_for(reconnected.wait(), 20)
+    assert bridge.connected
+    assert len(connects) == 2 and connects[0] is None and connects[1] is not None, connects
+    async with real_line(tmp_path / "uas", "busy") as line:
+        await place_call("+74990000004", tmp_path / "uac")
+        await line.wait()
+    report = await store.next()
+    assert (report.did, report.status) == ("+74990000004", CallStatus.BUSY)
+
+
+async def test_reconcile_reads_calls_made_while_the_bridge_was_down(
+    lab_dialplan: Settings, tmp_path: Path
+) -> None:
+    await asyncio.sleep(1.1)  # calls of earlier tests end over a second before `since`
+    since = float(int(time.time()))  # CDR times are whole seconds
+    async with real_line(tmp_path / "uas1") as line:
+        await place_call("74990000005", tmp_path / "uac")
+        await line.wait()
+    async with real_line(tmp_path / "uas2", "busy") as line:
+        await place_call("+74990000009", tmp_path / "uac")
+        await line.wait()
+    await asyncio.sleep(0.5)
+    reports = await asyncio.to_thread(reconcile, lab_dialplan, since)
+    assert [(r.did, r.status) for r in reports] == [
+        ("+74990000005", CallStatus.ANSWERED),
+        ("+74990000009", CallStatus.BUSY),
+    ]
+    answered, busy = reports
+    assert answered.recording == f"{answered.linkedid}.wav"
+    assert 5.0 < answered.talk_seconds < 11.0
+    assert busy.recording is None and busy.answered_at is None
+    assert all(r.caller == "sipp" for r in reports)
