@@ -1,0 +1,67 @@
+"""Reconciliation from cdr_csv's Master.csv as the lab's Asterisk 22 writes it with
+asterisk.conf.d/cdr.conf (tests/fixtures/ami/Master.csv: the same three calls as lab_calls.ami).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ami_bridge.reconcile import read_cdr_reports, read_rows
+from ami_bridge.tracker import CallTracker, parse_stream
+from attribution.calls import CallStatus
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "ami"
+MASTER = FIXTURES / "Master.csv"
+CONTEXTS = {"calltrack-inbound", "calltrack-inbound-call"}
+
+
+def test_rows_carry_uniqueid_and_linkedid() -> None:
+    rows = list(read_rows(MASTER))
+    assert len(rows) == 5
+    assert all(r.linkedid == r.uniqueid for r in rows)
+    assert rows[0].dst == "74990000002" and rows[0].lastapp == "Dial"
+
+
+def test_one_report_per_call_matching_the_live_ones() -> None:
+    reports = read_cdr_reports(MASTER, since=0, contexts=CONTEXTS)
+    tracker = CallTracker()
+    live = [r for e in parse_stream((FIXTURES / "lab_calls.ami").read_text())
+            for r in tracker.feed(e, 0.0)]
+    assert [r.linkedid for r in reports] == [r.linkedid for r in live]
+    for cdr, seen in zip(reports, live, strict=True):
+        assert (cdr.did, cdr.caller, cdr.status) == (seen.did, seen.caller, seen.status)
+        # whole seconds in the CDR
+        assert abs(cdr.started_at - seen.started_at) < 1
+        assert abs(cdr.ended_at - seen.ended_at) < 1
+        assert abs(cdr.talk_seconds - seen.talk_seconds) <= 1
+    assert [r.dial_status for r in reports] == ["ANSWER", "BUSY", "NOANSWER"]
+    assert reports[0].recording == "1795807245.16.wav"
+    assert reports[1].recording is None
+
+
+def test_since_and_context_filter() -> None:
+    # the busy and the unanswered call ended at 19:20:59 and 19:21:05 UTC
+    since = 1795807259.0
+    assert [r.did for r in read_cdr_reports(MASTER, since, CONTEXTS)] == [
+        "+74990000003", "+74990000004",
+    ]
+    assert read_cdr_reports(MASTER, 0, {"from-internal"}) == []
+
+
+def test_recording_named_only_if_the_file_has_audio(tmp_path: Path) -> None:
+    name = "1795807245.16.wav"
+    (tmp_path / name).write_bytes(b"RIFF" + b"\0" * 40)  # MixMonitor's empty WAV
+    (report, *_) = read_cdr_reports(MASTER, 0, CONTEXTS, recordings_dir=tmp_path)
+    assert report.status is CallStatus.ANSWERED and report.recording is None
+    (tmp_path / name).write_bytes(b"RIFF" + b"\0" * 4000)
+    (report, *_) = read_cdr_reports(MASTER, 0, CONTEXTS, recordings_dir=tmp_path)
+    assert report.recording == name
+
+
+def test_rows_of_other_formats_are_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "Master.csv"
+    shutil.copy(MASTER, path)
+    with path.open("a") as f:
+        f.write('"","1","2","calltrack-inbound-call"\n')
+    assert len(read_cdr_reports(path, 0, CONTEXTS)) == 3

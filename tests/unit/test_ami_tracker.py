@@ -1,0 +1,123 @@
+"""CallTracker on raw AMI events recorded from the lab (tests/fixtures/ami/lab_calls.ami):
+an answered call, one the real line rejected with 486, one it never answered (ring_timeout 6s).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ami_bridge.tracker import CallTracker, parse_stream
+from attribution.calls import CallReport, CallStatus
+
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "ami" / "lab_calls.ami"
+EVENTS = parse_stream(FIXTURE.read_text())
+
+
+def replay(events: list[dict[str, str]], tracker: CallTracker | None = None) -> list[CallReport]:
+    tracker = CallTracker() if tracker is None else tracker
+    return [r for e in events for r in tracker.feed(e, received_at=0.0)]
+
+
+FULL = {r.linkedid: r for r in replay(EVENTS)}
+
+
+def test_fixture_is_what_the_calltrack_user_receives() -> None:
+    names = {e["Event"] for e in EVENTS}
+    assert names == {
+        "Newchannel", "MixMonitorStart", "UserEvent", "DialBegin", "DialEnd", "MixMonitorStop",
+        "Hangup",
+    }
+    assert all("Timestamp" in e for e in EVENTS)
+
+
+def test_one_report_per_call_with_status_ring_and_talk() -> None:
+    reports = replay(EVENTS)
+    assert [(r.did, r.caller, r.status) for r in reports] == [
+        ("+74990000002", "sipp", CallStatus.ANSWERED),
+        ("+74990000003", "sipp", CallStatus.BUSY),
+        ("+74990000004", "sipp", CallStatus.MISSED),
+    ]
+    answered, busy, missed = reports
+    assert answered.ring_seconds == pytest.approx(0.0095, abs=0.001)
+    assert answered.talk_seconds == pytest.approx(9.07, abs=0.01)
+    assert answered.recording == f"{answered.linkedid}.wav"
+    assert busy.talk_seconds == 0 and busy.recording is None and busy.dial_status == "BUSY"
+    assert missed.ring_seconds == pytest.approx(6.01, abs=0.01)
+    assert missed.recording is None and missed.answered_at is None
+    # started_at is the inbound channel's creation (Newchannel), not the first event seen.
+    assert answered.started_at == float(EVENTS[0]["Timestamp"])
+
+
+def _end_index(linkedid: str) -> int:
+    return next(
+        i for i, e in enumerate(EVENTS)
+        if e.get("UserEvent") == "CalltrackEnd" and e["Linkedid"] == linkedid
+    )
+
+
+@pytest.mark.parametrize("dropped", range(len(EVENTS) + 1))
+def test_attaching_mid_call_drops_the_first_n_events(dropped: int) -> None:
+    """Like connecting to AMI while calls are up: reports stay right, or are left to the CDR."""
+    reports = replay(EVENTS[dropped:])
+    assert len({r.linkedid for r in reports}) == len(reports)
+    # A call is reported iff its CalltrackEnd (sent from the hangup handler) was received.
+    assert {r.linkedid for r in reports} == {
+        lid for lid in FULL if _end_index(lid) >= dropped
+    }
+    for report in reports:
+        full = FULL[report.linkedid]
+        assert (report.did, report.caller, report.status, report.recording) == (
+            full.did, full.caller, full.status, full.recording,
+        )
+        assert report.started_at == pytest.approx(full.started_at, abs=0.02)
+        assert report.ended_at == full.ended_at
+        assert report.talk_seconds == pytest.approx(full.talk_seconds, abs=0.05)
+
+
+def test_calls_outside_calltrack_are_not_reported() -> None:
+    others = [e for e in EVENTS if e["Event"] != "UserEvent"]
+    tracker = CallTracker()
+    assert replay(others, tracker) == []
+    assert len(tracker) == 0
+
+
+def test_events_after_the_report_do_not_report_twice() -> None:
+    tracker = CallTracker()
+    first = replay(EVENTS, tracker)
+    assert replay(EVENTS, tracker) == []
+    assert len(first) == 3
+
+
+def test_recording_only_after_mixmonitor_stopped() -> None:
+    """Without MixMonitorStop/CalltrackEnd the file may still be open: no recording named."""
+    answered = [e for e in EVENTS if e["Linkedid"] == EVENTS[0]["Linkedid"]]
+    unclosed = [
+        e for e in answered
+        if e["Event"] != "MixMonitorStop" and e.get("UserEvent") != "CalltrackEnd"
+    ]
+    (report,) = replay(unclosed)
+    assert report.status is CallStatus.ANSWERED
+    assert report.recording is None
+
+
+def test_calls_open_across_a_lost_link_are_dropped_only_when_silent() -> None:
+    tracker = CallTracker()
+    first_call = [e for e in EVENTS if e["Linkedid"] == EVENTS[0]["Linkedid"]]
+    replay(first_call[:6], tracker)
+    assert len(tracker) == 1
+    assert tracker.drop_stale(now=2e9, older_than=60) == []  # not stale: link never lost
+    tracker.link_lost()
+    now = float(first_call[5]["Timestamp"])
+    assert tracker.drop_stale(now=now + 30, older_than=60) == []
+    assert tracker.drop_stale(now=now + 61, older_than=60) == [EVENTS[0]["Linkedid"]]
+    assert len(tracker) == 0
+
+
+def test_parse_stream_skips_responses_and_keeps_empty_values() -> None:
+    text = (
+        "Asterisk Call Manager/9.0.0\r\nResponse: Success\r\nPing: Pong\r\n\r\n"
+        "Event: Hangup\r\nAccountCode: \r\nLinkedid: 1.0\r\n\r\n"
+    )
+    assert parse_stream(text) == [{"Event": "Hangup", "AccountCode": "", "Linkedid": "1.0"}]
