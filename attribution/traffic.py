@@ -89,8 +89,9 @@ def read_source(url: str, referrer: str | None) -> TrafficSource:
     ref_host = _host(referrer) if referrer else None
     if ref_host and ref_host == _host(url):
         ref_host = None  # moving inside the site is not a source
-    if "utm_source" in tags:
-        source, medium = tags["utm_source"], tags.get("utm_medium", NONE)
+    if "utm_source" in tags or "utm_medium" in tags:
+        source = tags.get("utm_source") or ref_host or "(not set)"
+        medium = tags.get("utm_medium", NONE)
     elif click_ids:
         source, medium = CLICK_ID_SOURCES[next(iter(click_ids))]
     elif ref_host and (engine := _search_engine(ref_host)):

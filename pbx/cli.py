@@ -92,7 +92,9 @@ def cmd_pools(args: argparse.Namespace) -> int:
     async def run() -> list[dict[str, object]]:
         engine = open_engine(settings.database)
         try:
-            return list(await VisitStore(engine, settings, time.time).current_leases())
+            store = VisitStore(engine, settings, time.time)
+            await store.sync_numbers()  # show the numbers the config has now
+            return list(await store.current_leases())
         finally:
             await engine.dispose()
 

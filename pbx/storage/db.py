@@ -20,7 +20,9 @@ def open_engine(url: str) -> AsyncEngine:
     """An engine tuned for the backend: SQLite serialises writers in WAL mode, one connection."""
     if not is_sqlite(url):
         return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
-    engine = create_async_engine(url, pool_size=1, max_overflow=0)
+    # one connection: writers queue in the process instead of contending for SQLite's lock
+    one_connection = {} if ":memory:" in url else {"pool_size": 1, "max_overflow": 0}
+    engine = create_async_engine(url, **one_connection)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -1,0 +1,63 @@
+"""The `calltrack` command as an admin runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers import config_dict, write_config
+
+
+def calltrack(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pbx.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def config(tmp_path: Path) -> Path:
+    return write_config(
+        tmp_path / "calltrack.yaml", config_dict("sqlite+aiosqlite:///calltrack.db")
+    )
+
+
+def test_check_reports_problems_with_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("freeze_time: 1 fortnight\nforward_to: PJSIP/x\nsites: []\nsurprise: 1\n")
+    result = calltrack("check", str(path))
+    assert result.returncode == 2
+    assert f"{path}:1:1: freeze_time: expected a duration" in result.stderr
+    assert f"{path}:4:1: surprise: unknown key 'surprise'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_check_accepts_a_good_file(tmp_path: Path) -> None:
+    result = calltrack("check", str(config(tmp_path)))
+    assert result.returncode == 0, result.stderr
+    assert "OK (1 site(s), 3 tracking number(s), 1 static number(s))" in result.stdout
+
+
+def test_serve_refuses_an_unmigrated_database_and_says_what_to_run(tmp_path: Path) -> None:
+    path = config(tmp_path)
+    result = calltrack("serve", "-c", str(path), "--port", "0", timeout=30)
+    assert result.returncode == 2
+    assert f"run `calltrack db upgrade -c {path}` first" in result.stderr
+
+
+def test_db_upgrade_then_pools_lists_every_number(tmp_path: Path) -> None:
+    path = config(tmp_path)
+    upgraded = calltrack("db", "upgrade", "-c", str(path))
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert (tmp_path / "calltrack.db").exists()  # relative to the config file
+    assert calltrack("db", "upgrade", "-c", str(path)).returncode == 0  # idempotent
+    pools = calltrack("pools", "-c", str(path), "--json")
+    assert pools.returncode == 0, pools.stderr
+    rows = json.loads(pools.stdout)
+    assert sorted(r["number"] for r in rows) == ["+74990000001", "+74990000002", "+74990000011"]
+    assert not any(r["held"] for r in rows)
+    table = calltrack("pools", "-c", str(path))
+    assert "main/paid" in table.stdout and "free" in table.stdout

@@ -1,0 +1,176 @@
+"""The HTTP contract through a real aiohttp server on localhost, hostile input included."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient
+
+from pbx.app import build_app
+from tests.helpers import ORIGIN, STAFF_TOKEN, FakeClock, migrate, settings_for
+
+Client = TestClient  # type: ignore[type-arg]
+PAID = "https://shop.test/?utm_source=google&utm_medium=cpc&utm_campaign=spring&gclid=G1"
+HEADERS = {"Origin": ORIGIN}
+STAFF = {"Authorization": f"Bearer {STAFF_TOKEN}"}
+
+
+@pytest.fixture
+async def client(tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]) -> Client:
+    settings = settings_for(tmp_path, http={"max_body_bytes": 2048})
+    await migrate(settings)
+    return await aiohttp_client(build_app(settings, clock=FakeClock()))
+
+
+async def visit(client: Client, **body: Any) -> ClientResponse:
+    return await client.post(
+        "/api/v1/visits", json={"site": "main", "url": PAID, **body}, headers=HEADERS
+    )
+
+
+async def test_visit_gets_a_tracking_number_in_the_sites_formats(client: Client) -> None:
+    response = await visit(client, referrer="https://www.google.com/")
+    assert response.status == 200
+    assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
+    body = await response.json()
+    assert len(body["visitor_id"]) == len(body["session_id"]) == 32
+    number = body["numbers"][0]["number"]
+    assert [n["replace"] for n in body["numbers"]] == ["+7 (495) 123-45-67", "8 495 1234567"]
+    assert body["numbers"][1]["display"] == "8 " + number[2:5] + " " + number[5:]
+    assert body["ping_interval_s"] == 30
+
+
+async def test_ping_keeps_the_number_and_counts_page_views(client: Client) -> None:
+    first = await (await visit(client)).json()
+    response = await client.post(
+        f"/api/v1/visits/{first['session_id']}/ping",
+        json={"visitor_id": first["visitor_id"], "url": "https://shop.test/prices"},
+        headers=HEADERS,
+    )
+    assert response.status == 200
+    assert (await response.json())["numbers"] == first["numbers"]
+    leases = await (await client.get("/api/v1/leases", headers=STAFF)).json()
+    [lease] = [x for x in leases["leases"] if x["session_id"] == first["session_id"]]
+    assert (lease["source"], lease["medium"], lease["campaign"]) == ("google", "cpc", "spring")
+
+
+async def test_preflight_only_for_known_origins(client: Client) -> None:
+    ok = await client.options(
+        "/api/v1/visits",
+        headers={**HEADERS, "Access-Control-Request-Method": "POST"},
+    )
+    assert ok.status == 204 and ok.headers["Access-Control-Allow-Origin"] == ORIGIN
+    bad = await client.options("/api/v1/visits", headers={"Origin": "https://evil.test"})
+    assert bad.status == 403
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status"),
+    [
+        (b"{not json", HEADERS, 400),
+        (b"[1, 2]", HEADERS, 400),
+        (b'{"site": 5, "url": "https://shop.test/"}', HEADERS, 400),
+        (b'{"site": "main", "url": "javascript:alert(1)"}', HEADERS, 400),
+        (b'{"site": "main"}', HEADERS, 400),
+        (b'{"site": "main", "url": "https://shop.test/", "dnt": "yes"}', HEADERS, 400),
+        (b"\xff\xfe\x00garbage", HEADERS, 400),
+        (b'{"site": "nope", "url": "https://shop.test/"}', HEADERS, 403),
+        (b'{"site": "main", "url": "https://shop.test/"}', {}, 403),
+        (b'{"site": "main", "url": "https://shop.test/"}', {"Origin": "https://evil.test"}, 403),
+        (b'{"site": "main", "url": "https://shop.test/?' + b"a" * 4096 + b'"}', HEADERS, 413),
+    ],
+)
+async def test_hostile_visits_get_a_clear_4xx(
+    client: Client, body: bytes, headers: dict[str, str], status: int
+) -> None:
+    response = await client.post("/api/v1/visits", data=body, headers=headers)
+    assert response.status == status
+    assert "error" in await response.json()
+
+
+async def test_oversize_body_by_header_is_refused_before_reading(client: Client) -> None:
+    response = await client.post(
+        "/api/v1/visits", data=b"{}" * 5000, headers={**HEADERS, "Content-Type": "text/plain"}
+    )
+    assert response.status == 413
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api/v1/visits/../../etc/passwd/ping", "/api/v1/visits/%00/ping", "/api/v1/visits/x/ping"],
+)
+async def test_pings_of_unknown_sessions_are_404(client: Client, path: str) -> None:
+    response = await client.post(path, json={"visitor_id": "a" * 32}, headers=HEADERS)
+    assert response.status == 404
+
+
+async def test_ping_from_another_origin_is_refused(client: Client) -> None:
+    first = await (await visit(client)).json()
+    response = await client.post(
+        f"/api/v1/visits/{first['session_id']}/ping",
+        json={"visitor_id": first["visitor_id"]},
+        headers={"Origin": "https://evil.test"},
+    )
+    assert response.status == 403
+
+
+async def test_text_plain_body_works_so_the_widget_avoids_a_preflight(client: Client) -> None:
+    response = await client.post(
+        "/api/v1/visits",
+        data=b'{"site": "main", "url": "https://shop.test/"}',
+        headers={**HEADERS, "Content-Type": "text/plain"},
+    )
+    assert response.status == 200
+
+
+@pytest.mark.parametrize("auth", [None, "Bearer wrong", "Basic abc", "Bearer "])
+async def test_staff_api_needs_a_valid_token(client: Client, auth: str | None) -> None:
+    headers = {"Authorization": auth} if auth else {}
+    for path in ("/api/v1/calls", "/api/v1/leases"):
+        response = await client.get(path, headers=headers)
+        assert response.status == 401
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+async def test_calls_list_schema_and_filters(client: Client) -> None:
+    response = await client.get(
+        "/api/v1/calls?since=2026-01-01T00:00:00&source=google", headers=STAFF
+    )
+    assert response.status == 200
+    assert await response.json() == {"total": 0, "calls": []}
+    bad = await client.get("/api/v1/calls?since=yesterday", headers=STAFF)
+    assert bad.status == 400 and "since" in (await bad.json())["error"]
+    bad = await client.get("/api/v1/calls?limit=-1", headers=STAFF)
+    assert bad.status == 400
+
+
+async def test_health_and_metrics(client: Client) -> None:
+    await visit(client)
+    health = await client.get("/healthz")
+    assert health.status == 200 and (await health.json())["database"] == "ok"
+    metrics = await (await client.get("/metrics")).text()
+    assert 'calltrack_visits_total{site="main",tracking="tracked"} 1.0' in metrics
+
+
+async def test_widget_script_is_served(client: Client) -> None:
+    response = await client.get("/widget.js")
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("application/javascript")
+
+
+async def test_privacy_signal_is_respected_when_configured(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    settings = settings_for(tmp_path)
+    site = settings.sites[0].model_copy(update={"respect_privacy_signals": True})
+    settings = settings.model_copy(update={"sites": [site]})
+    await migrate(settings)
+    client = await aiohttp_client(build_app(settings, clock=FakeClock()))
+    response = await client.post(
+        "/api/v1/visits", json={"site": "main", "url": PAID}, headers={**HEADERS, "Sec-GPC": "1"}
+    )
+    assert (await response.json())["numbers"] == []

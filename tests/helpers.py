@@ -1,0 +1,89 @@
+"""Building blocks shared by the test suites: a settable clock, configs, a migrated database."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from pbx.settings import Settings, parse_settings
+from pbx.storage.db import open_engine, upgrade
+
+STAFF_TOKEN = "test-staff-token"
+ORIGIN = "http://shop.test"
+
+
+class FakeClock:
+    """Time that moves only when a test says so, so freeze-time edges are exact."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def config_dict(database: str, **overrides: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "freeze_time": "60s",
+        "forward_to": "PJSIP/realline",
+        "sites": [
+            {
+                "name": "main",
+                "origins": [ORIGIN],
+                "replace": ["+7 (495) 123-45-67", "8 495 1234567"],
+                "pools": [
+                    {
+                        "name": "paid",
+                        "when": {"utm_medium": ["cpc", "ppc"]},
+                        "numbers": ["+74990000001", "+74990000002"],
+                    },
+                    {
+                        "name": "organic",
+                        "when": {"utm_medium": "organic"},
+                        "numbers": ["+74990000011"],
+                    },
+                ],
+                "fallback": "+74990000099",
+            }
+        ],
+        "static": [
+            {"number": "+74990000101", "source": "billboard", "medium": "offline"},
+        ],
+        "database": database,
+        "api_tokens": [
+            {"name": "staff", "token_sha256": hashlib.sha256(STAFF_TOKEN.encode()).hexdigest()}
+        ],
+    }
+    config.update(overrides)
+    return config
+
+
+def write_config(path: Path, config: dict[str, Any]) -> Path:
+    with path.open("w") as out:
+        YAML().dump(config, out)
+    return path
+
+
+def make_settings(database: str, **overrides: Any) -> Settings:
+    return Settings.model_validate(config_dict(database, **overrides))
+
+
+def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
+    """Settings read back from a config file written in `tmp_path`, with a database beside it."""
+    database = f"sqlite+aiosqlite:///{tmp_path / 'calltrack.db'}"
+    path = write_config(tmp_path / "calltrack.yaml", config_dict(database, **overrides))
+    return parse_settings(path.read_text(), str(path), tmp_path)
+
+
+async def migrate(settings: Settings) -> None:
+    engine = open_engine(settings.database)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pbx.settings import ConfigError, json_schema, load_settings, parse_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+GOOD = """\
+freeze_time: 15m
+forward_to: PJSIP/realline
+sites:
+  - name: main
+    origins: ["https://example.com"]
+    replace: ["+7 495 123-45-67"]
+    pools:
+      - name: paid
+        when: {utm_medium: [cpc, ppc]}
+        numbers: ["+7 499 000-00-01", "84990000002"]
+    fallback: "+74951234567"
+static:
+  - number: "+74990000101"
+    source: billboard
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(text, "calltrack.yaml")
+    return [str(p) for p in caught.value.problems]
+
+
+def test_good_config_normalises_numbers_and_durations() -> None:
+    settings = parse_settings(GOOD, "calltrack.yaml")
+    assert settings.freeze_time == 900
+    assert settings.sites[0].pools[0].numbers == ["+74990000001", "+74990000002"]
+    assert settings.sites[0].replace == ["+7 495 123-45-67"]  # the display form is kept
+    assert settings.static[0].medium == "offline"
+
+
+def test_bad_duration_names_file_line_and_expectation() -> None:
+    assert problems(GOOD.replace("15m", "15 minutes")) == [
+        "calltrack.yaml:1:1: freeze_time: expected a duration like 90s, 15m or 1h, got '15 minutes'"
+    ]
+
+
+def test_unknown_key_is_reported_where_it_stands() -> None:
+    text = GOOD.replace("        numbers:", "        numbrs: []\n        numbers:")
+    assert problems(text) == ["calltrack.yaml:10:9: sites[0].pools[0].numbrs: unknown key 'numbrs'"]
+
+
+def test_bad_phone_number() -> None:
+    [problem] = problems(GOOD.replace('"+74990000101"', '"12-34"'))
+    assert problem.startswith("calltrack.yaml:13:5: static[0].number: expected a phone number")
+    assert "+74951234567" in problem
+
+
+def test_duplicate_number_across_pool_and_static_names_both_places() -> None:
+    [problem] = problems(GOOD.replace('"+74990000101"', '"+7 (499) 000-00-02"'))
+    assert problem == (
+        "calltrack.yaml:13:5: static[0].number: +74990000002 is already used at"
+        " sites[0].pools[0].numbers[1]"
+    )
+
+
+def test_missing_required_key() -> None:
+    assert problems(GOOD.replace("forward_to: PJSIP/realline\n", "")) == [
+        "calltrack.yaml: forward_to: required key 'forward_to' is missing"
+    ]
+
+
+def test_malformed_yaml_points_at_the_line() -> None:
+    [problem] = problems(GOOD.replace("    replace:", "   replace: ]"))
+    assert problem.startswith("calltrack.yaml:6:")
+    assert "not valid YAML" in problem
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    text = GOOD.replace("15m", "soon").replace('"+74990000101"', '"1"')
+    assert len(problems(text)) == 2
+
+
+def test_origin_with_a_path_is_refused() -> None:
+    [problem] = problems(GOOD.replace('"https://example.com"', '"https://example.com/shop"'))
+    assert "sites[0].origins" in problem and "no path" in problem
+
+
+def test_relative_paths_are_next_to_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "etc" / "calltrack.yaml"
+    path.parent.mkdir()
+    path.write_text(GOOD + "database: sqlite+aiosqlite:///var/db.sqlite\n")
+    settings = load_settings(path)
+    assert settings.database == f"sqlite+aiosqlite:///{tmp_path}/etc/var/db.sqlite"
+    assert settings.recordings.dir == tmp_path / "etc" / "var" / "recordings"
+
+
+def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="No such file"):
+        load_settings(tmp_path / "missing.yaml")
+
+
+def test_example_config_is_valid() -> None:
+    settings = load_settings(ROOT / "config" / "example.yaml")
+    assert settings.sites[0].name == "main"
+
+
+def test_committed_schema_matches_the_models() -> None:
+    committed = json.loads((ROOT / "config" / "schema.json").read_text())
+    assert committed == json_schema(), "run: calltrack schema -o config/schema.json"

@@ -1,0 +1,179 @@
+"""The lease rules at their edges, on the real store (SQLite in memory) with a settable clock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from attribution.calls import CallReport
+from attribution.leasing import Tracking
+from pbx.storage.calls import CallFilter, CallStore
+from pbx.storage.db import open_engine, upgrade
+from pbx.storage.visits import Visit, VisitRequest, VisitStore
+from tests.helpers import FakeClock, make_settings
+
+PAID_URL = "https://shop.test/?utm_source=google&utm_medium=cpc&utm_campaign=spring"
+
+
+class Harness:
+    def __init__(self, store: VisitStore, calls: CallStore, clock: FakeClock, site: Any) -> None:
+        self.store, self.calls, self.clock, self.site = store, calls, clock, site
+
+    async def visit(
+        self,
+        url: str = PAID_URL,
+        visitor: str | None = None,
+        session: str | None = None,
+        ip: str = "10.0.0.1",
+        referrer: str | None = None,
+    ) -> Visit:
+        return await self.store.start_visit(
+            VisitRequest(self.site, url, referrer, visitor, session, ip)
+        )
+
+
+async def harness(**overrides: Any) -> AsyncIterator[Harness]:
+    settings = make_settings("sqlite+aiosqlite:///:memory:", **overrides)
+    engine = open_engine(settings.database)
+    await upgrade(engine)
+    clock = FakeClock()
+    store = VisitStore(engine, settings, clock)
+    await store.sync_numbers()
+    yield Harness(store, CallStore(engine, settings, store, clock), clock, settings.sites[0])
+    await engine.dispose()
+
+
+@pytest.fixture
+async def h() -> AsyncIterator[Harness]:
+    async for item in harness():
+        yield item
+
+
+async def test_number_is_held_to_the_freeze_edge_and_then_free(h: Harness) -> None:
+    a = await h.visit()
+    b = await h.visit()
+    assert {a.number, b.number} == {"+74990000001", "+74990000002"}
+    h.clock.advance(60.0)  # exactly freeze_time after a's last activity: still a's
+    assert (await h.visit()).tracking is Tracking.EXHAUSTED
+    h.clock.advance(0.001)
+    c = await h.visit()
+    assert c.number == a.number  # the one free the longest
+
+
+async def test_the_longest_free_number_is_handed_out_first(h: Harness) -> None:
+    a = await h.visit()
+    b = await h.visit()
+    h.clock.advance(30)
+    await h.store.ping(a.session_id, a.visitor_id, None)  # a is released 30 s after b
+    h.clock.advance(120)
+    assert (await h.visit()).number == b.number
+
+
+async def test_ping_keeps_the_number_past_the_first_freeze(h: Harness) -> None:
+    a = await h.visit()
+    for _ in range(5):
+        h.clock.advance(50)
+        pinged = await h.store.ping(a.session_id, a.visitor_id, None)
+        assert pinged is not None and pinged.number == a.number
+    await h.visit()  # the other number
+    assert (await h.visit()).tracking is Tracking.EXHAUSTED
+
+
+async def test_expired_session_gets_its_number_back_if_still_free(h: Harness) -> None:
+    a = await h.visit()
+    h.clock.advance(600)
+    pinged = await h.store.ping(a.session_id, a.visitor_id, None)
+    assert pinged is not None and pinged.number == a.number
+
+
+async def test_same_session_same_number_on_every_page(h: Harness) -> None:
+    a = await h.visit()
+    again = await h.visit("https://shop.test/prices", a.visitor_id, a.session_id)
+    assert (again.session_id, again.number) == (a.session_id, a.number)
+
+
+async def test_returning_visitor_gets_a_new_visit_and_keeps_first_touch(h: Harness) -> None:
+    first = await h.visit("https://shop.test/", referrer="https://www.google.com/")
+    h.clock.advance(2 * 3600)
+    second = await h.visit(PAID_URL, first.visitor_id, first.session_id)
+    assert second.visitor_id == first.visitor_id
+    assert second.session_id != first.session_id
+    holder = await h.store.holder_at(second.number or "", h.clock.now)
+    assert holder is not None
+    assert holder.row["visit_number"] == 2
+    assert (holder.row["first_source"], holder.row["first_medium"]) == ("google", "organic")
+    assert (holder.row["source"], holder.row["medium"]) == ("google", "cpc")
+
+
+async def test_a_new_campaign_click_starts_a_new_session(h: Harness) -> None:
+    a = await h.visit()
+    b = await h.visit(PAID_URL.replace("spring", "autumn"), a.visitor_id, a.session_id)
+    assert b.session_id != a.session_id and b.visitor_id == a.visitor_id
+
+
+async def test_forged_or_foreign_session_ids_do_not_take_a_lease(h: Harness) -> None:
+    a = await h.visit()
+    assert await h.store.ping(a.session_id, "f" * 32, None) is None  # not a's visitor
+    assert await h.store.ping("0" * 32, a.visitor_id, None) is None
+    assert await h.store.ping("not-an-id", a.visitor_id, None) is None
+    stranger = await h.visit(PAID_URL, None, a.session_id)
+    assert stranger.session_id != a.session_id and stranger.number != a.number
+
+
+async def test_no_matching_pool_is_still_a_visit_with_the_sites_number(h: Harness) -> None:
+    visit = await h.visit("https://shop.test/")
+    assert visit.number is None and visit.tracking is Tracking.NO_POOL
+    assert await h.store.ping(visit.session_id, visit.visitor_id, None) is not None
+
+
+async def test_exhausted_session_is_tracked_once_a_number_frees() -> None:
+    async for h in harness():
+        await h.visit()
+        await h.visit()
+        late = await h.visit()
+        assert late.tracking is Tracking.EXHAUSTED
+        h.clock.advance(61)
+        pinged = await h.store.ping(late.session_id, late.visitor_id, None)
+        assert pinged is not None and pinged.tracking is Tracking.TRACKED
+
+
+async def test_one_client_address_cannot_drain_a_pool() -> None:
+    async for h in harness(http={"max_leases_per_ip": 1}):
+        assert (await h.visit(ip="203.0.113.9")).tracking is Tracking.TRACKED
+        assert (await h.visit(ip="203.0.113.9")).tracking is Tracking.IP_CAP
+        assert (await h.visit(ip="203.0.113.10")).tracking is Tracking.TRACKED
+
+
+def report(did: str, at: float, linkedid: str = "1.1", caller: str = "+79161234567") -> CallReport:
+    return CallReport(linkedid, caller, did, at, at + 40, at + 10, "ANSWER", f"{linkedid}.wav")
+
+
+async def test_call_is_attributed_to_the_session_holding_the_number_at_its_start(
+    h: Harness,
+) -> None:
+    a = await h.visit()
+    h.clock.advance(120)  # c1 started 30 s after the last activity, c2 60 s after the freeze
+    assert await h.calls.store(report(a.number or "", h.clock.now - 90, "c1"))
+    assert await h.calls.store(report(a.number or "", h.clock.now, "c2"))
+    _, rows = await h.calls.list(CallFilter())
+    by_id = {r["linkedid"]: r for r in rows}
+    assert by_id["c1"]["attribution"] == "session"
+    assert by_id["c1"]["session_id"] == a.session_id
+    assert (by_id["c1"]["source"], by_id["c1"]["campaign"]) == ("google", "spring")
+    assert by_id["c2"]["attribution"] == "unknown"  # past the freeze: not the old session
+    assert by_id["c2"]["repeat_caller"] and not by_id["c1"]["repeat_caller"]
+
+
+async def test_call_is_stored_once_per_linkedid(h: Harness) -> None:
+    assert await h.calls.store(report("+74990000101", h.clock.now))
+    assert not await h.calls.store(report("+74990000101", h.clock.now))
+    total, rows = await h.calls.list(CallFilter())
+    assert total == 1 and rows[0]["attribution"] == "static" and rows[0]["source"] == "billboard"
+
+
+async def test_fallback_number_call_is_marked_unattributable(h: Harness) -> None:
+    await h.calls.store(report("+74990000099", h.clock.now))
+    _, rows = await h.calls.list(CallFilter())
+    assert rows[0]["attribution"] == "fallback" and rows[0]["session_id"] is None
