@@ -1,0 +1,175 @@
+"""AmiBridge against a scripted AMI server replaying events recorded from the lab: reports are
+retried until stored, the link is re-established after a drop or a silent (Pong-less) socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from ami_bridge import AmiBridge
+from attribution.calls import CallReport
+from pbx.settings import Settings, parse_settings
+
+RAW = (Path(__file__).parents[1] / "fixtures" / "ami" / "lab_calls.ami").read_bytes().decode()
+BLOCKS = [b + "\r\n\r\n" for b in RAW.split("\r\n\r\n") if b.strip()]
+FIRST_CALL = BLOCKS[:10]  # Newchannel .. Hangup of the answered call
+OTHER_CALLS = BLOCKS[10:]
+
+
+class FakeAsterisk:
+    """Accepts AMI logins; connection n gets `scripts[n]` of events, then stays open.
+
+    `pong[n]` False makes connection n ignore Ping (a half-dead link); `close[n]` drops it
+    right after the events.
+    """
+
+    def __init__(self, scripts: list[list[str]], pong: list[bool], close: list[bool]) -> None:
+        self.scripts, self.pong, self.close = scripts, pong, close
+        self.logins = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        port: int = self.server.sockets[0].getsockname()[1]
+        return port
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"Asterisk Call Manager/11.0.0\r\n")
+        n = None
+        try:
+            while True:
+                raw = await reader.readuntil(b"\r\n\r\n")
+                action = dict(
+                    line.split(": ", 1) for line in raw.decode().split("\r\n") if ": " in line
+                )
+                reply = f"ActionID: {action.get('ActionID', '')}\r\n"
+                if action["Action"] == "Login":
+                    if action["Secret"] != "pw":
+                        writer.write(f"Response: Error\r\n{reply}Message: Authentication failed"
+                                     "\r\n\r\n".encode())
+                        continue
+                    n = self.logins
+                    self.logins += 1
+                    writer.write(f"Response: Success\r\n{reply}Message: Authentication accepted"
+                                 "\r\n\r\n".encode())
+                    await asyncio.sleep(0.05)
+                    writer.write("".join(self.scripts[n]).encode())
+                    if self.close[n]:
+                        await writer.drain()
+                        writer.close()
+                        return
+                elif action["Action"] == "Ping" and n is not None and self.pong[n]:
+                    writer.write(f"Response: Success\r\n{reply}Ping: Pong\r\n\r\n".encode())
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+
+def _settings(port: int, secret: str = "pw") -> Settings:
+    return parse_settings(f"""
+forward_to: PJSIP/office
+asterisk:
+  ami: {{port: {port}, secret: {secret}, action_timeout: 0.3s, ping_interval: 0.2s}}
+""")
+
+
+class Store:
+    def __init__(self, failures: int = 0) -> None:
+        self.reports: list[CallReport] = []
+        self.failures = failures
+        self.attempts = 0
+        self.changed = asyncio.Event()
+
+    async def __call__(self, report: CallReport) -> None:
+        self.attempts += 1
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("database is locked")
+        self.reports.append(report)
+        self.changed.set()
+
+    async def wait_for(self, count: int) -> None:
+        async with asyncio.timeout(10):
+            while len(self.reports) < count:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@pytest.fixture
+async def run() -> AsyncIterator[list[AmiBridge]]:
+    bridges: list[AmiBridge] = []
+    yield bridges
+    for bridge in bridges:
+        await bridge.close()
+
+
+async def test_reports_are_retried_until_stored(run: list[AmiBridge]) -> None:
+    fake = FakeAsterisk([BLOCKS], pong=[True], close=[False])
+    store = Store(failures=3)
+    bridge = AmiBridge(_settings(await fake.start()), store, max_backoff=0.2)
+    run.append(bridge)
+    bridge.start()
+    await store.wait_for(3)
+    assert [r.did for r in store.reports] == ["+74990000002", "+74990000003", "+74990000004"]
+    assert store.attempts == 6
+    assert bridge.connected
+    await asyncio.sleep(0.5)  # pings answered: still the first connection
+    assert fake.logins == 1
+
+
+@pytest.mark.parametrize("failure", ["dropped", "silent"])
+async def test_relinks_after_a_dropped_or_silent_connection(
+    run: list[AmiBridge], failure: str
+) -> None:
+    dropped = failure == "dropped"
+    fake = FakeAsterisk(
+        [FIRST_CALL, OTHER_CALLS], pong=[dropped, True], close=[dropped, False]
+    )
+    connects: list[float | None] = []
+
+    async def on_connected(lost_at: float | None) -> None:
+        connects.append(lost_at)
+
+    store = Store()
+    bridge = AmiBridge(_settings(await fake.start()), store, on_connected)
+    run.append(bridge)
+    bridge.start()
+    await store.wait_for(3)
+    assert fake.logins == 2
+    assert len(connects) == 2 and connects[0] is None
+    assert connects[1] == bridge.lost_at and connects[1] is not None
+    assert len({r.linkedid for r in store.reports}) == 3
+
+
+async def test_refused_login_is_retried_and_not_connected(run: list[AmiBridge]) -> None:
+    fake = FakeAsterisk([BLOCKS], pong=[True], close=[False])
+    store = Store()
+    bridge = AmiBridge(_settings(await fake.start(), secret="wrong"), store, max_backoff=0.1)
+    run.append(bridge)
+    bridge.start()
+    await asyncio.sleep(0.8)
+    assert not bridge.connected
+    assert fake.logins == 0 and store.reports == []
+
+
+async def test_asterisk_down_then_up(run: list[AmiBridge]) -> None:
+    fake = FakeAsterisk([BLOCKS], pong=[True], close=[False])
+    port = await fake.start()
+    await fake.stop()
+    store = Store()
+    bridge = AmiBridge(_settings(port), store, max_backoff=0.2)
+    run.append(bridge)
+    bridge.start()
+    await asyncio.sleep(0.6)
+    assert not bridge.connected
+    fake.server = await asyncio.start_server(fake._client, "127.0.0.1", port)
+    await asyncio.wait_for(bridge.wait_connected(), 3)
+    await store.wait_for(3)
+    await fake.stop()
