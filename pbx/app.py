@@ -7,7 +7,6 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict
 
 from aiohttp import web
 from sqlalchemy import text
@@ -16,6 +15,7 @@ from pbx import staff_api
 from pbx.http import errors_as_json
 from pbx.keys import CALLS, CLOCK, ENGINE, METRICS, PBX_LINK, SETTINGS, VISITS, PbxLink
 from pbx.metrics import Metrics
+from pbx.pbx_link import pbx_link
 from pbx.settings import Settings
 from pbx.storage.calls import CallStore
 from pbx.storage.db import open_engine, require_current_schema
@@ -47,7 +47,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 async def healthz(request: web.Request) -> web.Response:
     """200 when the database answers; the PBX link's state is reported, not required."""
-    state: dict[str, object] = {"pbx": asdict(request.app[PBX_LINK])}
+    state: dict[str, object] = {"pbx": request.app[PBX_LINK].state()}
     try:
         async with asyncio.timeout(2.0), request.app[ENGINE].connect() as conn:
             await conn.execute(text("SELECT 1"))
@@ -77,6 +77,7 @@ def build_app(settings: Settings, clock: Callable[[], float] = time.time) -> web
     app[METRICS] = Metrics()
     app[PBX_LINK] = PbxLink()
     app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(pbx_link)
     app.add_routes(
         [
             web.get("/healthz", healthz),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ami_bridge import AmiBridge
 from pbx.metrics import Metrics
 from pbx.settings import Settings
 from pbx.storage.calls import CallStore
@@ -16,10 +18,18 @@ from pbx.storage.visits import VisitStore
 
 @dataclass
 class PbxLink:
-    """The state of the link to Asterisk, for /healthz (None: not configured)."""
+    """The link to Asterisk, when the config has one; /healthz reports its state."""
 
-    ami_connected: bool | None = None
-    agi_listening: bool | None = None
+    ami: AmiBridge | None = None
+    agi: asyncio.Server | None = None
+
+    def state(self) -> dict[str, str]:
+        if self.ami is None:
+            return {"ami": "not configured"}
+        return {
+            "ami": "connected" if self.ami.connected else "disconnected",
+            "agi": "listening" if self.agi is not None and self.agi.is_serving() else "down",
+        }
 
 
 SETTINGS = web.AppKey("settings", Settings)

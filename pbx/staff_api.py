@@ -104,5 +104,24 @@ async def list_leases(request: web.Request) -> web.Response:
     return web.json_response({"leases": leases})
 
 
+async def recording(request: web.Request) -> web.StreamResponse:
+    """The call's recording, with HTTP Range so players can seek; only for a valid token."""
+    if token_name(request) is None:
+        return _unauthorized()
+    call_id = request.match_info["call_id"]
+    call = await request.app[CALLS].get(int(call_id)) if call_id.isdigit() else None
+    if call is None or not call["recording"]:
+        return json_error(404, "no such call, or it has no recording")
+    folder = request.app[SETTINGS].asterisk_recordings_dir.resolve()
+    path = (folder / call["recording"]).resolve()
+    if path.parent != folder or not path.is_file():
+        return json_error(404, "the recording file is missing")
+    return web.FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})
+
+
 def routes() -> list[web.AbstractRouteDef]:
-    return [web.get("/api/v1/calls", list_calls), web.get("/api/v1/leases", list_leases)]
+    return [
+        web.get("/api/v1/calls", list_calls),
+        web.get("/api/v1/calls/{call_id}/recording", recording),
+        web.get("/api/v1/leases", list_leases),
+    ]

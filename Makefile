@@ -1,0 +1,32 @@
+# The two commands a new machine needs: `make demo` and `make test` (both install what they need).
+SHELL := /bin/bash
+VENV := .venv/bin
+export CALLTRACK_REQUIRE_LAB ?= 1
+export CALLTRACK_REQUIRE_BROWSER ?= 1
+export CALLTRACK_REQUIRE_POSTGRES ?= 1
+
+.PHONY: install lab demo test lint check-widget bench
+
+install:
+	scripts/bootstrap
+
+lab: install
+	scripts/asterisk-lab install
+	scripts/asterisk-lab start
+
+demo: install lab
+	scripts/demo
+
+lint: install
+	$(VENV)/ruff check .
+	$(VENV)/ruff format --check .
+	$(VENV)/mypy
+
+check-widget: install
+	scripts/widget-size
+
+test: install lab lint check-widget
+	$(VENV)/pytest -q -p no:cacheprovider
+
+bench: install lab
+	$(VENV)/python bench/lease_api.py

@@ -1,0 +1,67 @@
+"""The daemon's link to Asterisk: the FastAGI router and the AMI bridge, with reconciliation.
+
+Every call ends up stored exactly once: the AMI bridge reports calls as they end, and after every
+(re)connection the calls that ended while the link (or the daemon) was down are read back from
+Asterisk's CDR file; the store is idempotent on Linkedid, so both paths may report a call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from sqlalchemy import func, select
+
+from ami_bridge import AmiBridge
+from ami_bridge.reconcile import reconcile
+from attribution.calls import CallReport
+from dialplan.agi import start_agi_server
+from pbx.keys import CALLS, CLOCK, ENGINE, METRICS, PBX_LINK, SETTINGS
+from pbx.storage.tables import calls
+
+log = logging.getLogger(__name__)
+
+RECONCILE_OVERLAP = 3600.0  # look back this far before the gap: re-reading is harmless
+
+
+async def pbx_link(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    if settings.asterisk is None:
+        yield
+        return
+    store = app[CALLS]
+    metrics = app[METRICS]
+    clock = app[CLOCK]
+
+    async def on_call_ended(report: CallReport) -> None:
+        if await store.store(report):
+            metrics.calls.labels(report.status, "stored").inc()
+            metrics.call_store_latency.observe(max(0.0, clock() - report.ended_at))
+
+    async def on_connected(lost_at: float | None) -> None:
+        """Store the calls that ended while nobody listened (the link or the daemon was down)."""
+        since = lost_at
+        if since is None:
+            async with app[ENGINE].connect() as conn:
+                since = await conn.scalar(select(func.max(calls.c.ended_at)))
+        since = (since or 0.0) - RECONCILE_OVERLAP
+        reports = await asyncio.to_thread(reconcile, settings, since)
+        stored = 0
+        for report in reports:
+            stored += await store.store(report)
+        if stored:
+            log.info("reconciled %d call(s) that ended while the link was down", stored)
+
+    bridge = AmiBridge(settings, on_call_ended, on_connected)
+    bridge.start()
+    agi = await start_agi_server(settings, store.route)
+    app[PBX_LINK].ami = bridge
+    app[PBX_LINK].agi = agi
+    try:
+        yield
+    finally:
+        agi.close()
+        await agi.wait_closed()
+        await bridge.close()
