@@ -19,7 +19,10 @@
   function prep(list) {
     var out = [];
     (Array.isArray(list) ? list : []).forEach(function (x) {
-      var D = digits(x && x.replace), T = digits(x && x.number), m = CC.exec(D),
+      var r = String(x && x.replace), T = digits(x && x.number),
+        // the site's number as written, in E.164 (as the daemon reads it: 00 or Russia's 8)
+        D = /^\s*\+/.test(r) ? digits(r) : digits(r).replace(/^00/, "").replace(/^8(\d{10})$/, "7$1"),
+        m = CC.exec(D),
         c = m ? m[0].length : 3, cc = D.slice(0, c), N = D.slice(c);
       if (N.length > 5 && T) out.push({
         cc: cc, N: N, x: String(x.display || "+" + T),

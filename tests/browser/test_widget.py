@@ -1,0 +1,414 @@
+"""The widget on the demo site, in headless Chromium, against the real daemon."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import pytest
+
+from .conftest import (
+    ORGANIC,
+    OWN,
+    PAID,
+    PRIVATE,
+    REPO,
+    Daemon,
+    Server,
+    StubState,
+    Watched,
+    free_port,
+)
+
+pytestmark = pytest.mark.browser
+
+SCREENSHOTS = REPO / "artifacts" / "screenshots"
+CPC = "utm_source=google&utm_medium=cpc"
+
+# what the demo page shows before the widget runs: element id -> text, and id -> tel: href
+TEXTS = {
+    "head-phone": "+7 (495) 123-45-67",
+    "hero-line": "Emergency line, day and night: 8\u00a0495\u00a0123-45-67",
+    "inline-phone": "+7 495 1234567",
+    "contact-phone": "+7\u00a0(495)\u00a0123\u201145\u201167 (24/7)",
+    "messenger-phone": "+74951234567",
+    "marked-phone": "ask for our number",
+    "supplier-phone": "+7 (495) 123-45-67, ext. 2",
+    "partner-phone": "+7 (495) 765-43-21",
+    "footer-phone": "8 (495) 123-45-67",
+    "popup-phone": "+7 (495) 123-45-67",
+}
+HREFS = {
+    "head-phone": "tel:+74951234567",
+    "call-button": "tel:84951234567",
+    "footer-phone": "tel:+7-495-123-45-67",
+    "popup-phone": "tel:+74951234567",
+}
+UNTOUCHED = {"supplier-phone", "partner-phone"}  # data-calltrack-noswap; another number
+
+READ_PAGE = """([textIds, hrefIds]) => {
+  const out = {texts: {}, hrefs: {}}, byId = id => document.getElementById(id);
+  for (const id of textIds) out.texts[id] = byId(id) && byId(id).textContent;
+  for (const id of hrefIds) out.hrefs[id] = byId(id) && byId(id).getAttribute("href");
+  out.ready = document.documentElement.classList.contains("calltrack-ready");
+  try { out.stored = JSON.parse(localStorage.getItem("calltrack") || "null"); }
+  catch (e) { out.stored = null; }  // storage blocked
+  return out;
+}"""
+
+POPUP_SWAPPED = """() => {
+  const e = document.getElementById("popup-phone");
+  return !!e && !e.textContent.includes("495") && !e.getAttribute("href").includes("495");
+}"""
+
+
+def restyle(text: str, e164: str) -> str:
+    """Each phone number in text in its own style with the tracking number's last ten digits."""
+
+    def one(match: re.Match[str]) -> str:
+        written = match.group()
+        if sum(ch.isdigit() for ch in written) < 10:
+            return written
+        new = list(e164[-10:])
+        out = [new.pop() if ch.isdigit() and new else ch for ch in reversed(written)]
+        return "".join(reversed(out))
+
+    return re.sub(r"\+?\(?\d[\d\s()\-\u2011.]*\d", one, text)
+
+
+def read(page: Any) -> dict[str, Any]:
+    result: dict[str, Any] = page.evaluate(READ_PAGE, [list(TEXTS), list(HREFS)])
+    return result
+
+
+def shown_number(state: dict[str, Any]) -> str:
+    """The tracking number the page shows, read from its tap-to-call link."""
+    return "+" + re.sub(r"\D", "", state["hrefs"]["head-phone"])
+
+
+def open_demo(watched: Watched, demo: Server, tracker: str, query: str = "") -> None:
+    url = f"{demo.url}/index.html?tracker={tracker}" + (f"&{query}" if query else "")
+    watched.page.goto(url)
+
+
+def assert_swapped(state: dict[str, Any], number: str) -> None:
+    for key, original in TEXTS.items():
+        got = state["texts"][key]
+        if key in UNTOUCHED:
+            assert got == original, key
+        elif key == "marked-phone":
+            assert got == restyle("+7 495 123-45-67", number), key  # the server's display
+        else:
+            tail = " (24/7)" if original.endswith(" (24/7)") else ""  # digits, but no phone
+            assert got == restyle(original.removesuffix(tail), number) + tail, key
+    for key, original in HREFS.items():
+        assert state["hrefs"][key] == restyle(original, number), key
+
+
+def assert_original(state: dict[str, Any]) -> None:
+    assert state["texts"] == TEXTS
+    assert state["hrefs"] == HREFS
+
+
+def test_paid_visit_swaps_every_occurrence(
+    new_page: Callable[[], Watched], demo: Server, daemon: Daemon
+) -> None:
+    watched = new_page()
+    page = watched.page
+    open_demo(watched, demo, daemon.url, CPC)
+    page.wait_for_function(POPUP_SWAPPED, timeout=10_000)  # the pop-up comes after 2 s
+    state = read(page)
+    number = shown_number(state)
+    assert number in PAID
+    assert_swapped(state, number)
+    # nowhere outside data-calltrack-noswap does the site's own number remain, in any format
+    leftover = page.evaluate(
+        """() => {
+          const body = document.body.cloneNode(true);
+          body.querySelectorAll("[data-calltrack-noswap], script").forEach(e => e.remove());
+          const hrefs = [...body.querySelectorAll("a[href]")].map(a => a.getAttribute("href"));
+          return [body.textContent, ...hrefs].join("|").replace(/\\D/g, "");
+        }"""
+    )
+    assert OWN[2:] not in leftover
+    assert state["ready"] is True
+    assert watched.problems(daemon.url) == []
+
+    lease = daemon.held()[state["stored"]["s"]]
+    assert lease["number"] == number
+    assert lease["pool"] == "paid"
+    assert lease["site"] == "main"
+    assert lease["visitor_id"] == state["stored"]["v"]
+    # the brief names them utm_source/utm_medium; the daemon says source/medium
+    assert lease.get("utm_source", lease.get("source")) == "google"
+    assert lease.get("utm_medium", lease.get("medium")) == "cpc"
+
+
+def test_two_visitors_at_once_get_two_numbers(
+    new_page: Callable[[], Watched], demo: Server, daemon: Daemon
+) -> None:
+    first, second = new_page(), new_page()
+    open_demo(first, demo, daemon.url, CPC + "&utm_campaign=plumbing")
+    open_demo(second, demo, daemon.url, CPC + "&utm_campaign=plumbing")
+    states = []
+    for watched in (first, second):
+        watched.page.wait_for_function(POPUP_SWAPPED, timeout=10_000)
+        states.append(read(watched.page))
+    numbers = [shown_number(state) for state in states]
+    assert numbers[0] != numbers[1]
+    assert set(numbers) <= set(PAID)
+    for state, number in zip(states, numbers, strict=True):
+        assert_swapped(state, number)
+    held = daemon.held()
+    sessions = [state["stored"]["s"] for state in states]
+    assert sessions[0] != sessions[1]
+    assert [held[s]["number"] for s in sessions] == numbers
+    assert states[0]["stored"]["v"] != states[1]["stored"]["v"]
+    assert first.problems(daemon.url) == [] and second.problems(daemon.url) == []
+
+
+def test_session_outlives_pages_but_not_a_new_campaign(
+    new_page: Callable[[], Watched], demo: Server, daemon: Daemon
+) -> None:
+    watched = new_page()
+    page = watched.page
+    open_demo(watched, demo, daemon.url, "utm_source=newsletter&utm_medium=email")
+    page.wait_for_function(POPUP_SWAPPED, timeout=10_000)
+    landing = read(page)
+    number = shown_number(landing)
+    assert number in ORGANIC  # the catch-all pool
+
+    open_demo(watched, demo, daemon.url)  # the next page of the same visit
+    page.wait_for_function(POPUP_SWAPPED, timeout=10_000)
+    second = read(page)
+    assert second["stored"]["s"] == landing["stored"]["s"]
+    assert shown_number(second) == number
+
+    open_demo(watched, demo, daemon.url, CPC)  # later an ad click: a new session, same visitor
+    page.wait_for_function(POPUP_SWAPPED, timeout=10_000)
+    third = read(page)
+    assert third["stored"]["s"] != landing["stored"]["s"]
+    assert third["stored"]["v"] == landing["stored"]["v"]
+    assert shown_number(third) in PAID
+    assert daemon.held()[third["stored"]["s"]]["pool"] == "paid"
+    assert watched.problems(daemon.url) == []
+
+
+def test_spa_route_change_is_sent_with_a_ping(
+    new_page: Callable[[], Watched], demo: Server, daemon: Daemon
+) -> None:
+    watched = new_page()
+    page = watched.page
+    open_demo(watched, demo, daemon.url, CPC)
+    page.wait_for_function(POPUP_SWAPPED, timeout=10_000)
+    with page.expect_request(lambda r: r.url.endswith("/ping")) as pushed:
+        page.evaluate("history.pushState({}, '', '/prices.html')")
+    assert json.loads(pushed.value.post_data or "{}")["url"] == f"{demo.url}/prices.html"
+    with page.expect_request(lambda r: r.url.endswith("/ping")) as back:
+        page.go_back()
+    assert json.loads(back.value.post_data or "{}")["url"].startswith(f"{demo.url}/index.html")
+    # a number the new "route" renders is swapped as well
+    page.evaluate(
+        """() => { const p = document.createElement("p"); p.id = "route-phone";
+                   p.textContent = "Prices by phone: 8 495 123 45 67"; document.body.append(p); }"""
+    )
+    number = shown_number(read(page))
+    page.wait_for_function(
+        "n => document.getElementById('route-phone').textContent.endsWith(n)",
+        arg=restyle("8 495 123 45 67", number)[-13:],
+    )
+    assert watched.problems(daemon.url) == []
+
+
+SIGNALS = {
+    "gpc": "Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', {get: () => true})",
+    "dnt": "Object.defineProperty(Navigator.prototype, 'doNotTrack', {get: () => '1'})",
+}
+
+
+@pytest.mark.parametrize("signal", list(SIGNALS))
+def test_privacy_signals_are_sent_and_the_server_decides(
+    new_page: Callable[[], Watched], demo: Server, daemon: Daemon, signal: str
+) -> None:
+    # site "private" respects the signals: its own number stays
+    private = new_page()
+    private.page.add_init_script(SIGNALS[signal])
+    with private.page.expect_request(lambda r: r.url.endswith("/api/v1/visits")) as visit:
+        open_demo(private, demo, daemon.url, "site=private&" + CPC)
+    assert json.loads(visit.value.post_data or "{}")["dnt"] is True
+    private.page.wait_for_function(
+        "() => document.documentElement.classList.contains('calltrack-ready')"
+    )
+    private.page.wait_for_selector("#popup-phone")
+    assert_original(read(private.page))
+    assert private.problems(daemon.url) == []
+
+    # the same site without the signal does swap
+    plain = new_page()
+    with plain.page.expect_request(lambda r: r.url.endswith("/api/v1/visits")) as visit:
+        open_demo(plain, demo, daemon.url, "site=private&" + CPC)
+    assert "dnt" not in json.loads(visit.value.post_data or "{}")
+    plain.page.wait_for_function(POPUP_SWAPPED, timeout=10_000)
+    assert shown_number(read(plain.page)) in PRIVATE
+
+    # site "main" does not respect them (the default): tracked all the same
+    main = new_page()
+    main.page.add_init_script(SIGNALS[signal])
+    open_demo(main, demo, daemon.url, CPC)
+    main.page.wait_for_function(POPUP_SWAPPED, timeout=10_000)
+    assert shown_number(read(main.page)) in PAID
+
+
+def test_cookie_keeps_the_session_where_storage_is_blocked(
+    new_page: Callable[[], Watched], demo: Server, daemon: Daemon
+) -> None:
+    watched = new_page()
+    page = watched.page
+    page.add_init_script(
+        """Object.defineProperty(window, "localStorage",
+             {get() { throw new DOMException("blocked", "SecurityError"); }});"""
+    )
+
+    def stored() -> dict[str, Any]:
+        cookie = next(c for c in page.context.cookies() if c["name"] == "calltrack")
+        value: dict[str, Any] = json.loads(unquote(cookie["value"]))
+        return value
+
+    open_demo(watched, demo, daemon.url, CPC)
+    page.wait_for_function(POPUP_SWAPPED, timeout=10_000)
+    first, number = stored(), shown_number(read(page))
+    open_demo(watched, demo, daemon.url)
+    page.wait_for_function(POPUP_SWAPPED, timeout=10_000)
+    assert stored()["s"] == first["s"] and stored()["v"] == first["v"]
+    assert shown_number(read(page)) == number
+    assert daemon.held()[first["s"]]["number"] == number
+    assert watched.problems(daemon.url) == []
+
+
+FAILURES = ["hang-up", "slow", "500", "403", "400", "not-json", "bad-shape", "numbers-not-a-list"]
+
+
+@pytest.mark.parametrize("mode", FAILURES)
+def test_broken_api_keeps_the_site_numbers(
+    new_page: Callable[[], Watched], demo: Server, stub: tuple[Server, StubState], mode: str
+) -> None:
+    server, state = stub
+    state.mode = mode
+    state.requests.clear()
+    watched = new_page()
+    page = watched.page
+    started = time.monotonic()
+    open_demo(watched, demo, server.url, CPC)
+    page.wait_for_function(
+        "() => document.documentElement.classList.contains('calltrack-ready')", timeout=5_000
+    )
+    assert time.monotonic() - started < 2.5  # revealed after at most the 1.5 s timeout
+    page.wait_for_selector("#popup-phone")
+    page.wait_for_timeout(3_500 if mode == "slow" else 500)  # a late answer changes nothing
+    assert state.requests and state.requests[0] == "/api/v1/visits"
+    assert_original(read(page))
+    assert page.eval_on_selector("#head-phone", "e => getComputedStyle(e).visibility") == "visible"
+    assert watched.problems(server.url) == []
+
+
+def test_tracker_down_keeps_the_site_numbers(new_page: Callable[[], Watched], demo: Server) -> None:
+    tracker = f"http://127.0.0.1:{free_port()}"  # nothing listens: widget.js does not load
+    watched = new_page()
+    page = watched.page
+    open_demo(watched, demo, tracker, CPC)
+    page.wait_for_selector("#popup-phone")
+    assert_original(read(page))
+    # numbers hidden with calltrack-hide show by CSS alone within 3 s
+    page.wait_for_function(
+        "() => getComputedStyle(document.getElementById('head-phone')).visibility === 'visible'",
+        timeout=4_000,
+    )
+    assert watched.problems(tracker) == []
+
+
+def test_lease_follows_activity_and_visibility(
+    new_page: Callable[[], Watched], demo: Server, daemon_factory: Callable[[str, float], Daemon]
+) -> None:
+    daemon = daemon_factory("3s", 0.5)
+    watched = new_page()
+    page = watched.page
+    pings: list[float] = []
+    page.on("request", lambda r: r.url.endswith("/ping") and pings.append(time.monotonic()))
+    open_demo(watched, demo, daemon.url, CPC)
+    page.wait_for_function(POPUP_SWAPPED, timeout=10_000)
+    state = read(page)
+    session, number = state["stored"]["s"], shown_number(state)
+
+    # an active visitor: pings keep the lease well past freeze_time
+    for i in range(20):
+        page.mouse.move(100 + 20 * i, 200 + 10 * (i % 3))
+        page.wait_for_timeout(300)
+    assert len(pings) >= 5
+    assert daemon.held()[session]["number"] == number
+
+    # the tab is hidden: no more pings, and the lease ends freeze_time after the last one
+    page.evaluate(
+        """() => {
+          const hide = (name, value) =>
+            Object.defineProperty(document, name, {configurable: true, get: () => value});
+          hide("hidden", true);
+          hide("visibilityState", "hidden");
+          document.dispatchEvent(new Event("visibilitychange"));
+        }"""
+    )
+    hidden_at = time.monotonic()
+    deadline = hidden_at + 15
+    while session in daemon.held() and time.monotonic() < deadline:
+        page.mouse.move(300, 300)  # events still arrive; the widget must not ping while hidden
+        page.wait_for_timeout(250)
+    released_after = time.monotonic() - hidden_at
+    assert session not in daemon.held()
+    assert released_after >= 2.0  # not before freeze_time (3 s) after the last ping
+    assert not [t for t in pings if t > hidden_at + 0.5]
+
+    # the visitor comes back: the widget asks again and shows a held tracking number
+    page.evaluate(
+        """() => {
+          delete document.hidden; delete document.visibilityState;
+          document.dispatchEvent(new Event("visibilitychange"));
+        }"""
+    )
+    page.wait_for_function(
+        "s => { const c = JSON.parse(localStorage.getItem('calltrack')); return c.s && c.t > s }",
+        arg=int(time.time() * 1000) - 1000,
+        timeout=5_000,
+    )
+    back = read(page)
+    held = daemon.held()
+    assert back["stored"]["s"] in held
+    assert held[back["stored"]["s"]]["number"] == shown_number(back)
+    assert_swapped(back, shown_number(back))
+    assert watched.problems(daemon.url) == []
+
+
+def test_screenshots_before_and_after_swap(
+    new_page: Callable[[], Watched], demo: Server, daemon: Daemon
+) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    before = new_page()
+    before.page.route("**/api/v1/**", lambda route: route.abort("connectionrefused"))
+    open_demo(before, demo, daemon.url, CPC)
+    before.page.wait_for_selector("#popup-phone")
+    assert_original(read(before.page))
+    shot_before = SCREENSHOTS / "demo-before-swap.png"
+    before.page.screenshot(path=str(shot_before), full_page=True)
+
+    after = new_page()
+    open_demo(after, demo, daemon.url, CPC)
+    after.page.wait_for_function(POPUP_SWAPPED, timeout=10_000)
+    state = read(after.page)
+    assert_swapped(state, shown_number(state))
+    shot_after = SCREENSHOTS / "demo-after-swap.png"
+    after.page.screenshot(path=str(shot_after), full_page=True)
+    for shot in (shot_before, shot_after):
+        assert Path(shot).stat().st_size > 10_000
