@@ -120,6 +120,12 @@ def cmd_pools(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dialplan(args: argparse.Namespace) -> int:
+    from dialplan.generator import main as generate
+
+    return generate(["-c", args.config, *(["-o", args.output] if args.output else [])])
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     text = json.dumps(json_schema(), indent=2) + "\n"
     if args.output:
@@ -153,6 +159,11 @@ def parser() -> argparse.ArgumentParser:
     pools.add_argument("-c", "--config", required=True)
     pools.add_argument("--json", action="store_true")
     pools.set_defaults(run=cmd_pools)
+
+    dialplan = commands.add_parser("dialplan", help="write the Asterisk dialplan for the config")
+    dialplan.add_argument("-c", "--config", required=True)
+    dialplan.add_argument("-o", "--output", help="file to write (default: standard output)")
+    dialplan.set_defaults(run=cmd_dialplan)
 
     schema = commands.add_parser("schema", help="JSON schema of the config file")
     schema.add_argument("-o", "--output")

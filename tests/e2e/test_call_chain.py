@@ -1,0 +1,126 @@
+"""Issue 3's six scenarios, end to end: a visitor's number, a real call, a stored, attributed
+record with its recording, read back through the public staff API."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.asterisk.conftest import lab
+from tests.asterisk.sipp import place_call, real_line
+from tests.asterisk.test_lab_calls import _speech_rms
+from tests.e2e.conftest import FREEZE, Daemon
+from tests.helpers import STAFF_TOKEN
+
+pytestmark = pytest.mark.asterisk
+
+CPC = "http://127.0.0.1:8080/landing?utm_source=google&utm_medium=cpc&utm_campaign=x&gclid=G1"
+STATIC = "+74990000009"
+
+
+async def call(did: str, tmp_path: Path, line: str = "uas") -> float:
+    """Dial `did` from the carrier while the real line behaves as `line`; SIPp's seconds."""
+    async with real_line(tmp_path / f"uas-{time.monotonic()}", line) as real:
+        result = await place_call(did.lstrip("+"), tmp_path / "uac")
+        await real.wait()
+    assert "INVITE sip:" in real.messages(), "the call never reached the real line"
+    return result.seconds
+
+
+async def test_paid_visitor_call_is_answered_recorded_and_attributed(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    visit = await daemon.visit(CPC)
+    did = visit["numbers"][0]["number"]
+    await call(did, tmp_path)
+    stored = await daemon.wait_call(did)
+    assert stored["status"] == "answered"
+    assert stored["attribution"] == "session"
+    assert stored["session_id"] == visit["session_id"]
+    assert stored["visitor_id"] == visit["visitor_id"]
+    assert (stored["source"], stored["medium"], stored["campaign"]) == ("google", "cpc", "x")
+    assert stored["click_ids"] == {"gclid": "G1"}
+    assert stored["landing_url"] == CPC and stored["visit_number"] == 1
+    assert stored["first_source"] == "google"
+    assert not stored["repeat_caller"]
+    async with aiohttp.ClientSession() as http:
+        async with http.get(stored["recording_url"]) as anonymous:
+            assert anonymous.status == 401
+        async with http.get(
+            stored["recording_url"], headers={"Authorization": f"Bearer {STAFF_TOKEN}"}
+        ) as response:
+            assert response.status == 200
+            wav = tmp_path / "call.wav"
+            wav.write_bytes(await response.read())
+    seconds, rms = _speech_rms(wav)
+    assert rms > 300, "the recording is silent"
+    # uac_pcap plays ~7.1 s of audio and hangs up: talk time and recording agree with it
+    assert abs(stored["talk_seconds"] - seconds) < 1.0
+    assert 6.0 < stored["talk_seconds"] < 9.0
+
+
+async def test_static_number_call_is_attributed_to_its_source(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    await call(STATIC, tmp_path)
+    stored = await daemon.wait_call(STATIC)
+    assert (stored["attribution"], stored["source"], stored["medium"]) == (
+        "static",
+        "billboard",
+        "offline",
+    )
+    assert stored["session_id"] is None
+
+
+async def test_call_after_the_freeze_is_not_given_to_the_old_session(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    visit = await daemon.visit(CPC)
+    did = visit["numbers"][0]["number"]
+    await asyncio.sleep(FREEZE + 1.0)  # no pings: the lease ends freeze_time after the visit
+    await call(did, tmp_path)
+    stored = await daemon.wait_call(did)
+    assert stored["attribution"] == "unknown"
+    assert stored["session_id"] is None and stored["source"] is None
+
+
+@pytest.mark.parametrize(("line", "status"), [("busy", "busy"), ("ring", "missed")])
+async def test_unanswered_call_is_stored_with_its_ring_time(
+    daemon: Daemon, tmp_path: Path, line: str, status: str
+) -> None:
+    await call(STATIC, tmp_path, line)
+    stored = await daemon.wait_call(STATIC)
+    assert stored["status"] == status
+    assert stored["answered_at"] is None and stored["talk_seconds"] == 0
+    if line == "ring":  # lab.yaml: ring_timeout 6s
+        assert 5.0 < stored["ring_seconds"] < 8.0
+
+
+async def test_call_while_the_daemon_is_dead_is_forwarded_recorded_and_stored_later(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    visit = await daemon.visit(CPC)
+    did = visit["numbers"][0]["number"]
+    daemon.kill()  # SIGKILL: no goodbye to Asterisk, AGI refused from now on
+    await call(did, tmp_path)
+    daemon.start()
+    await daemon.wait_ready()
+    stored = await daemon.wait_call(did)
+    assert stored["status"] == "answered"
+    assert stored["session_id"] == visit["session_id"] and stored["source"] == "google"
+    assert stored["recording_url"]
+
+
+async def test_bridge_reconnects_after_asterisk_restart(daemon: Daemon, tmp_path: Path) -> None:
+    restarted = await asyncio.to_thread(lab, "restart")
+    assert restarted.returncode == 0, restarted.stderr
+    await daemon.wait_ready(within=60)
+    await call(STATIC, tmp_path)
+    stored = await daemon.wait_call(STATIC)
+    assert stored["status"] == "answered"
+    calls = [c for c in await daemon.calls() if c["did"] == STATIC]
+    assert len(calls) == 1, "stored once, not once per path (AMI and reconciliation)"
