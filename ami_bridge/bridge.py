@@ -1,0 +1,234 @@
+"""The AMI link: Asterisk's events in, one CallReport per finished call out.
+
+Asterisk stops writing to an AMI client that reads slower than its 100 ms write timeout, so the
+reader only parses and enqueues; another task folds events into calls and hands each report to
+`on_call_ended`, retrying with backoff until it succeeds. The link is supervised here, not by
+panoramisk: a Ping watchdog notices a half-dead socket, and reconnecting backs off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from panoramisk import Manager
+
+from ami_bridge.tracker import CallTracker
+from attribution.calls import CallReport
+from pbx.settings import Settings
+
+log = logging.getLogger(__name__)
+
+OnCallEnded = Callable[[CallReport], Awaitable[None]]
+#: Called after every successful login with the time the previous link was lost (None at first).
+OnConnected = Callable[[float | None], Awaitable[None]]
+
+_LINK_LOST = object()
+
+
+class AmiLoginError(Exception):
+    pass
+
+
+class _Manager(Manager):  # type: ignore[misc]
+    """panoramisk's Manager with its own reconnecting and keep-alive switched off.
+
+    Its ping never checks the answer and its reconnect has no backoff; AmiBridge does both.
+    """
+
+    def __init__(self, on_lost: Callable[[], None], **config: Any) -> None:
+        super().__init__(**config)
+        self._on_lost = on_lost
+
+    def connection_made(self, f: asyncio.Future[Any]) -> None:
+        if not f.cancelled() and f.exception() is None:
+            super().connection_made(f)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._connected = False
+        self._on_lost()
+
+    def ping(self) -> None:
+        """The bridge's watchdog pings instead."""
+
+
+class AmiBridge:
+    """Follows calls over AMI and reports each finished one to `on_call_ended`.
+
+    `connected` says whether the link is up and logged in (for /healthz); `on_connected` runs
+    after every login, so the daemon can reconcile calls that ended while the link was down.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        on_call_ended: OnCallEnded,
+        on_connected: OnConnected | None = None,
+        *,
+        stale_after: float = 6 * 3600.0,
+        max_backoff: float = 30.0,
+    ) -> None:
+        if settings.asterisk is None:
+            raise ValueError("the config has no `asterisk:` section")
+        self._ami = settings.asterisk.ami
+        self._on_call_ended = on_call_ended
+        self._on_connected = on_connected
+        self._stale_after = stale_after
+        self._max_backoff = max_backoff
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._tracker = CallTracker()
+        self._up = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._callbacks: set[asyncio.Task[None]] = set()
+        self._manager: _Manager | None = None
+        self._lost_at: float | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._up.is_set()
+
+    @property
+    def lost_at(self) -> float | None:
+        """Wall-clock time the link was last lost, None if it never was."""
+        return self._lost_at
+
+    async def wait_connected(self) -> None:
+        await self._up.wait()
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._supervise(), name="ami-link"),
+            asyncio.create_task(self._consume(), name="ami-calls"),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._manager is not None:
+            self._manager.close()
+            self._manager = None
+        self._up.clear()
+
+    # The link.
+
+    async def _supervise(self) -> None:
+        backoff = 0.5
+        while True:
+            lost = asyncio.Event()
+            try:
+                manager = await self._connect(lost)
+            except Exception as exc:  # refused, timed out, login refused, garbled
+                log.warning("AMI %s:%s: %s; retrying in %.1fs", self._ami.host, self._ami.port,
+                            exc or type(exc).__name__, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+                continue
+            backoff = 0.5
+            self._manager = manager
+            self._up.set()
+            log.info("AMI connected to %s:%s", self._ami.host, self._ami.port)
+            if self._on_connected is not None:
+                task = asyncio.create_task(self._notify_connected(self._lost_at))
+                self._callbacks.add(task)
+                task.add_done_callback(self._callbacks.discard)
+            await self._watch(manager, lost)
+            self._up.clear()
+            self._lost_at = time.time()
+            self._queue.put_nowait(_LINK_LOST)
+            manager.close()
+            self._manager = None
+            log.warning("AMI link lost; reconnecting")
+
+    async def _connect(self, lost: asyncio.Event) -> _Manager:
+        timeout = self._ami.action_timeout
+        manager = _Manager(
+            lost.set,
+            host=self._ami.host,
+            port=self._ami.port,
+            loop=asyncio.get_running_loop(),
+            ping_delay=3600,
+        )
+        manager.register_event("*", self._on_event)
+        try:
+            await asyncio.wait_for(manager.connect(), timeout)
+            await asyncio.sleep(0)  # let panoramisk attach its protocol
+            if manager.protocol is None:
+                raise OSError("connection not established")
+            response = await asyncio.wait_for(
+                manager.send_action(
+                    {"Action": "Login", "Username": self._ami.username,
+                     "Secret": self._ami.secret, "Events": "on"}
+                ),
+                timeout,
+            )
+            if not response.success:
+                raise AmiLoginError(f"login as {self._ami.username!r} refused: {response.message}")
+        except BaseException:
+            manager.close()
+            raise
+        return manager
+
+    async def _watch(self, manager: _Manager, lost: asyncio.Event) -> None:
+        """Returns when the link is gone: closed by Asterisk, or no Pong within the timeout."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(lost.wait(), self._ami.ping_interval)
+                return
+            try:
+                await asyncio.wait_for(manager.send_action({"Action": "Ping"}),
+                                       self._ami.action_timeout)
+            except TimeoutError:
+                log.warning("AMI: no answer to Ping within %.1fs", self._ami.action_timeout)
+                return
+
+    async def _notify_connected(self, lost_at: float | None) -> None:
+        assert self._on_connected is not None
+        try:
+            await self._on_connected(lost_at)
+        except Exception:
+            log.exception("on_connected failed")
+
+    def _on_event(self, _manager: Manager, message: Any) -> None:
+        """panoramisk's callback: parse and enqueue, nothing else."""
+        event = {k: v[0] if isinstance(v, list) else v for k, v in message.items()}
+        self._queue.put_nowait((time.time(), event))
+
+    # The calls.
+
+    async def _consume(self) -> None:
+        sweep_at = time.monotonic()
+        while True:
+            if time.monotonic() >= sweep_at:
+                self._tracker.drop_stale(time.time(), self._stale_after)
+                sweep_at = time.monotonic() + 60
+            try:
+                item = await asyncio.wait_for(self._queue.get(), 60)
+            except TimeoutError:
+                continue
+            if item is _LINK_LOST:
+                self._tracker.link_lost()
+                continue
+            assert isinstance(item, tuple)
+            received_at, event = item
+            for report in self._tracker.feed(event, received_at):
+                await self._deliver(report)
+
+    async def _deliver(self, report: CallReport) -> None:
+        """Hand the report over; the store is idempotent on linkedid, so retrying is safe."""
+        delay = 0.5
+        while True:
+            try:
+                await self._on_call_ended(report)
+                return
+            except Exception:
+                log.exception("storing call %s failed; retrying in %.1fs", report.linkedid, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._max_backoff)
