@@ -1,0 +1,188 @@
+"""AMI events folded into calls (one per Linkedid) and a CallReport once a call is over.
+
+Pure bookkeeping, no I/O: the bridge feeds it events as they come, tests feed it recorded ones.
+A call counts only if the calltrack dialplan handled it (it sent a Calltrack* UserEvent); the
+report is built when the inbound channel and every other leg seen have hung up.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from attribution.calls import CallReport
+from attribution.phone import PhoneNumberError, to_e164
+from dialplan.generator import EVENT_END, EVENT_START
+
+log = logging.getLogger(__name__)
+
+Event = Mapping[str, str]
+
+_REMEMBER_FINISHED = 10_000
+
+
+def parse_stream(text: str) -> list[dict[str, str]]:
+    """Raw AMI text (as read from the socket) into events; responses and banners are skipped."""
+    events = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        headers: dict[str, str] = {}
+        for line in block.split("\n"):
+            key, sep, value = line.partition(": ")
+            if sep and key not in headers:
+                headers[key] = value
+        if "Event" in headers:
+            events.append(headers)
+    return events
+
+
+def _float(text: str | None) -> float | None:
+    try:
+        value = float(text) if text else None
+    except ValueError:
+        return None
+    return value if value else None
+
+
+def _caller(event: Event) -> str:
+    number = event.get("CallerIDNum", "")
+    return "" if number == "<unknown>" else number
+
+
+@dataclass
+class _Call:
+    linkedid: str
+    first_seen: float
+    inbound: str = ""  # uniqueid of the caller's channel
+    marked: bool = False  # the calltrack dialplan ran on it
+    did: str = ""
+    caller: str = ""
+    started_at: float | None = None
+    answered_at: float | None = None
+    ended_at: float | None = None
+    dial_status: str = ""
+    answered_ms: float | None = None
+    end_event_at: float | None = None
+    recording: str | None = None
+    recording_closed: bool = False
+    alive: set[str] = field(default_factory=set)
+    gone: set[str] = field(default_factory=set)
+    last_event: float = 0.0
+    stale: bool = False  # open across a lost AMI link: its end may never come
+
+
+class CallTracker:
+    """Follows calls by Linkedid; `feed` returns the reports of calls that just ended."""
+
+    def __init__(self) -> None:
+        self._calls: dict[str, _Call] = {}
+        self._finished: OrderedDict[str, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def feed(self, event: Event, received_at: float) -> list[CallReport]:
+        linkedid = event.get("Linkedid")
+        if not linkedid or linkedid in self._finished:
+            return []
+        at = _float(event.get("Timestamp")) or received_at
+        call = self._calls.get(linkedid)
+        if call is None:
+            call = self._calls[linkedid] = _Call(linkedid, first_seen=at)
+        call.last_event = at
+        call.stale = False
+        self._apply(call, event, at)
+        return self._finish_if_over(call)
+
+    def link_lost(self) -> None:
+        """Calls open now may have ended unseen; reconciliation from the CDR covers those."""
+        for call in self._calls.values():
+            call.stale = True
+
+    def drop_stale(self, now: float, older_than: float) -> list[str]:
+        """Forget calls that stayed silent since a lost link; returns their linkedids."""
+        dropped = [
+            c.linkedid
+            for c in self._calls.values()
+            if c.stale and now - c.last_event > older_than
+        ]
+        for linkedid in dropped:
+            del self._calls[linkedid]
+            log.warning("call %s: end not seen (AMI link lost); left to reconciliation", linkedid)
+        return dropped
+
+    def _apply(self, call: _Call, event: Event, at: float) -> None:
+        name = event.get("Event", "")
+        uniqueid = event.get("Uniqueid", "")
+        if uniqueid and name != "Hangup" and uniqueid not in call.gone:
+            call.alive.add(uniqueid)
+        if name == "UserEvent" and event.get("UserEvent") in (EVENT_START, EVENT_END):
+            self._calltrack_event(call, event, at)
+        elif name == "Newchannel" and uniqueid == call.linkedid:
+            call.started_at = at
+            call.caller = call.caller or _caller(event)
+        elif name == "DialBegin" and event.get("DestUniqueid"):
+            call.alive.add(event["DestUniqueid"])
+        elif name == "DialEnd" and uniqueid == (call.inbound or call.linkedid):
+            call.dial_status = event.get("DialStatus", call.dial_status)
+            if call.dial_status == "ANSWER" and call.answered_at is None:
+                call.answered_at = at
+        elif name == "MixMonitorStop" and uniqueid == (call.inbound or call.linkedid):
+            call.recording_closed = True
+        elif name == "Hangup":
+            call.alive.discard(uniqueid)
+            call.gone.add(uniqueid)
+            if uniqueid == (call.inbound or call.linkedid):
+                call.ended_at = at
+
+    @staticmethod
+    def _calltrack_event(call: _Call, event: Event, at: float) -> None:
+        call.marked = True
+        call.inbound = event.get("Uniqueid", "") or call.inbound
+        call.caller = call.caller or _caller(event)
+        try:
+            call.did = to_e164(event.get("DID", "") or event.get("Exten", ""))
+        except PhoneNumberError:
+            log.error("call %s: no usable DID in %s", call.linkedid, dict(event))
+        call.recording = event.get("Recording") or call.recording
+        if call.started_at is None:
+            call.started_at = _float(event.get("Start"))
+        if event.get("UserEvent") == EVENT_END:
+            # Sent from the hangup handler after StopMixMonitor closed the file.
+            call.recording_closed = True
+            call.end_event_at = at
+            call.dial_status = event.get("DialStatus") or call.dial_status
+            call.answered_ms = _float(event.get("AnsweredMs"))
+
+    def _finish_if_over(self, call: _Call) -> list[CallReport]:
+        inbound = call.inbound or call.linkedid
+        if inbound not in call.gone or call.alive:
+            return []
+        del self._calls[call.linkedid]
+        self._finished[call.linkedid] = None
+        if len(self._finished) > _REMEMBER_FINISHED:
+            self._finished.popitem(last=False)
+        if not call.marked or not call.did:
+            return []
+        return [self._report(call)]
+
+    @staticmethod
+    def _report(call: _Call) -> CallReport:
+        ended = call.ended_at or call.end_event_at or call.last_event
+        answered = call.answered_at
+        if answered is None and call.answered_ms:
+            answered = (call.end_event_at or ended) - call.answered_ms / 1000
+        # No dial status and no answer: the caller left before the real line was dialed.
+        status = call.dial_status or ("ANSWER" if answered is not None else "CANCEL")
+        recording = call.recording if answered is not None and call.recording_closed else None
+        return CallReport(
+            linkedid=call.linkedid,
+            caller=call.caller,
+            did=call.did,
+            started_at=call.started_at or call.first_seen,
+            ended_at=ended,
+            answered_at=answered,
+            dial_status=status,
+            recording=recording,
+        )

@@ -1,0 +1,130 @@
+"""The FastAGI server the dialplan asks where each call goes.
+
+Asterisk waits for a FastAGI server forever once connected, and takes a closed socket for
+SUCCESS. So every request gets an explicit answer within `asterisk.agi.answer_within`: the
+router's route, or, when the router is slow, raises or returns junk, the number's real line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import unicodedata
+from collections.abc import Awaitable, Callable
+
+from panoramisk.fast_agi import Application, Request
+
+from attribution.calls import Route
+from attribution.phone import PhoneNumberError, to_e164
+from dialplan.generator import AGI_ROUTE, VAR_DEST, check_dial_string, tracked_numbers
+from pbx.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Router = Callable[[str, str], Awaitable[Route]]
+
+#: How long a connected Asterisk may take to send the AGI environment.
+ENV_TIMEOUT = 2.0
+#: How long sending the answer may take; Asterisk reads it at once unless the call is gone.
+SEND_TIMEOUT = 1.0
+CALLER_NAME_MAX = 48
+_NOT_IN_NAMES = re.compile(r'["\'\\<>;,|`$]')
+
+
+def clean_caller_name(name: str | None) -> str | None:
+    """A caller-ID name safe for an AGI command and a phone display, or None if nothing is left.
+
+    The name may carry visitor-controlled text (a campaign tag): no control or format characters,
+    quotes or separators, one space between words, at most CALLER_NAME_MAX characters.
+    """
+    if not name:
+        return None
+    kept = "".join(" " if unicodedata.category(c)[0] in "CZ" else c for c in name)
+    kept = " ".join(_NOT_IN_NAMES.sub("", kept).split())[:CALLER_NAME_MAX].strip()
+    return kept or None
+
+
+class _App(Application):  # type: ignore[misc]
+    """panoramisk's FastAGI application with a request reader that cannot hang or spin.
+
+    The stock reader loops forever on a connection closed before the AGI environment arrived and
+    leaves the socket open if the environment is not valid UTF-8.
+    """
+
+    async def handler(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            raw = await asyncio.wait_for(reader.readuntil(b"\n\n"), ENV_TIMEOUT)
+            lines = raw.decode(self.default_encoding, errors="replace").splitlines()
+            headers = dict(line.split(": ", 1) for line in lines if ": " in line)
+            script = headers.get("agi_network_script", "")
+            route = self._route.get(script)
+            if route is None:
+                log.error("FastAGI request for unknown script %r", script)
+                writer.write(b"FAILURE\n")
+                await asyncio.wait_for(writer.drain(), SEND_TIMEOUT)
+                return
+            await route(Request(self, headers, reader, writer, self.default_encoding))
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
+            log.warning("FastAGI request from %s dropped", writer.get_extra_info("peername"))
+        finally:
+            writer.close()
+
+
+class _RouteHandler:
+    """Answers `agi://host:port/route,DID`: sets CALLTRACK_DEST and the caller-ID name."""
+
+    def __init__(self, settings: Settings, router: Router) -> None:
+        assert settings.asterisk is not None
+        self._router = router
+        self._within = settings.asterisk.agi.answer_within
+        self._default = settings.forward_to
+        self._fallbacks = {n.e164: n.forward_to for n in tracked_numbers(settings)}
+
+    async def handle(self, request: Request) -> None:
+        headers: dict[str, str] = request.headers
+        raw_did = headers.get("agi_arg_1") or headers.get("agi_extension", "")
+        caller = headers.get("agi_callerid", "")
+        caller = "" if caller == "unknown" else caller
+        try:
+            did = to_e164(raw_did)
+        except PhoneNumberError:
+            log.error("FastAGI route for %r, not a phone number: the default real line", raw_did)
+            did = ""
+        fallback = self._fallbacks.get(did, self._default)
+        destination, name = fallback, None
+        if did:
+            try:
+                route = await asyncio.wait_for(self._router(did, caller), self._within)
+                destination = check_dial_string(route.destination)
+                name = clean_caller_name(route.caller_name)
+            except TimeoutError:
+                log.warning("router silent for %s after %.2fs: %s", did, self._within, fallback)
+            except Exception:
+                log.exception("router failed for %s: %s", did, fallback)
+        try:
+            await asyncio.wait_for(self._answer(request, destination, name), SEND_TIMEOUT)
+        except Exception as exc:  # a closed socket makes panoramisk raise ValueError
+            log.warning("FastAGI answer for %s not sent (%r); the dialplan falls back", did, exc)
+
+    @staticmethod
+    async def _answer(request: Request, destination: str, name: str | None) -> None:
+        # The destination first: it is what the call needs, the name is a courtesy.
+        result = await request.send_command(f'SET VARIABLE {VAR_DEST} "{destination}"')
+        if result.get("status_code") != 200:
+            log.error("Asterisk refused SET VARIABLE %s: %s", VAR_DEST, result)
+        if name:
+            await request.send_command(f'SET VARIABLE CALLERID(name) "{name}"')
+
+
+async def start_agi_server(settings: Settings, router: Router) -> asyncio.Server:
+    """Listen on asterisk.agi.host:port; close the returned server to stop.
+
+    `router(did_e164, caller)` returns where the call goes; it gets `answer_within` seconds.
+    """
+    if settings.asterisk is None:
+        raise ValueError("the config has no `asterisk:` section")
+    app = _App()
+    app.add_route(AGI_ROUTE, _RouteHandler(settings, router).handle)
+    agi = settings.asterisk.agi
+    return await asyncio.start_server(app.handler, agi.host, agi.port, reuse_address=True)
