@@ -91,9 +91,11 @@ def shown_number(state: dict[str, Any]) -> str:
     return "+" + re.sub(r"\D", "", state["hrefs"]["head-phone"])
 
 
-def open_demo(watched: Watched, demo: Server, tracker: str, query: str = "") -> None:
+def open_demo(
+    watched: Watched, demo: Server, tracker: str, query: str = "", referer: str | None = None
+) -> None:
     url = f"{demo.url}/index.html?tracker={tracker}" + (f"&{query}" if query else "")
-    watched.page.goto(url)
+    watched.page.goto(url, referer=referer)
 
 
 def assert_swapped(state: dict[str, Any], number: str) -> None:
@@ -120,7 +122,12 @@ def test_paid_visit_swaps_every_occurrence(
 ) -> None:
     watched = new_page()
     page = watched.page
-    open_demo(watched, demo, daemon.url, CPC)
+    with page.expect_request(lambda r: r.url == daemon.url + "/api/v1/visits") as visit:
+        open_demo(watched, demo, daemon.url, CPC, referer="https://www.google.com/")
+    body = json.loads(visit.value.post_data or "{}")
+    assert body["site"] == "main"
+    assert body["url"] == f"{demo.url}/index.html?tracker={daemon.url}&{CPC}"
+    assert body["referrer"] == "https://www.google.com/"
     page.wait_for_function(POPUP_SWAPPED, timeout=10_000)  # the pop-up comes after 2 s
     state = read(page)
     number = shown_number(state)
@@ -137,6 +144,17 @@ def test_paid_visit_swaps_every_occurrence(
     )
     assert OWN[2:] not in leftover
     assert state["ready"] is True
+    # the widget's own changes do not set it off again: the page is quiet once swapped
+    changes = page.evaluate(
+        """() => new Promise(done => {
+          let count = 0;
+          const observer = new MutationObserver(records => { count += records.length; });
+          observer.observe(document.documentElement,
+                           {childList: true, subtree: true, characterData: true, attributes: true});
+          setTimeout(() => { observer.disconnect(); done(count); }, 1000);
+        })"""
+    )
+    assert changes == 0
     assert watched.problems(daemon.url) == []
 
     lease = daemon.held()[state["stored"]["s"]]
