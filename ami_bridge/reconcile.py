@@ -18,6 +18,7 @@ from pathlib import Path
 
 from attribution.calls import CallReport
 from attribution.phone import PhoneNumberError, to_e164
+from dialplan.generator import CDR_START_PREFIX
 from pbx.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,16 @@ class CdrRow:
     uniqueid: str
     linkedid: str
     sequence: int
+    exact_start: float | None = None  # from the dialplan's CDR userfield
+
+
+def _exact_start(userfield: str) -> float | None:
+    if not userfield.startswith(CDR_START_PREFIX):
+        return None
+    try:
+        return float(userfield.removeprefix(CDR_START_PREFIX))
+    except ValueError:
+        return None
 
 
 def _time(text: str) -> float | None:
@@ -58,10 +69,11 @@ def read_rows(path: Path) -> Iterator[CdrRow]:
     """Master.csv rows with uniqueid and linkedid (with or without the userfield column)."""
     with path.open(newline="", encoding="utf-8", errors="replace") as f:
         for number, row in enumerate(csv.reader(f), 1):
+            userfield = ""
             if len(row) == 20:  # loguniqueid, newcdrcolumns
                 uniqueid, linkedid, sequence = row[16], row[18], row[19]
             elif len(row) == 21:  # ... and loguserfield
-                uniqueid, linkedid, sequence = row[16], row[19], row[20]
+                uniqueid, userfield, linkedid, sequence = row[16], row[17], row[19], row[20]
             else:
                 log.warning("%s:%d: %d columns, expected 20 or 21 (see asterisk.conf.d/cdr.conf)",
                             path, number, len(row))
@@ -78,6 +90,7 @@ def read_rows(path: Path) -> Iterator[CdrRow]:
                 src=row[1], dst=row[2], dcontext=row[3], lastapp=row[7], start=start,
                 answer=answer, end=end, disposition=row[14], uniqueid=uniqueid,
                 linkedid=linkedid or uniqueid, sequence=int(sequence or 0),
+                exact_start=_exact_start(userfield),
             )
 
 
@@ -112,7 +125,7 @@ def _report(linkedid: str, rows: list[CdrRow], recordings_dir: Path | None) -> C
         linkedid=linkedid,
         caller=inbound.src,
         did=did,
-        started_at=min(r.start for r in rows),
+        started_at=inbound.exact_start or min(r.start for r in rows),
         ended_at=max(r.end for r in rows),
         answered_at=answered_at,
         dial_status=status,

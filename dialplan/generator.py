@@ -26,6 +26,7 @@ VAR_FALLBACK = "CALLTRACK_FALLBACK"
 VAR_DEST = "CALLTRACK_DEST"
 VAR_RECORDING = "CALLTRACK_RECORDING"
 VAR_START = "CALLTRACK_START"
+CDR_START_PREFIX = "calltrack-start="
 EVENT_START = "CalltrackStart"
 EVENT_END = "CalltrackEnd"
 
@@ -126,6 +127,9 @@ def render_dialplan(settings: Settings) -> str:
         f"exten => _[+0-9].,1,Set(CHANNEL(hangup_handler_push)={context}-hangup,s,1)",
         # The channel's creation time; later in the call CDR(start) is that of a split-off record.
         f" same => n,Set({VAR_START}=${{CDR(start,u)}})",
+        # The CSV CDR keeps whole seconds only; the exact start lets a call read back after an
+        # outage still find the session that got its number a fraction of a second earlier.
+        f" same => n,Set(CDR(userfield)={CDR_START_PREFIX}${{{VAR_START}}})",
         # The file name is built from the unique id only: caller-controlled text never reaches it.
         f" same => n,Set({VAR_RECORDING}=${{UNIQUEID}}.wav)",
         # b: only the bridged talk, not the ringing.

@@ -6,10 +6,12 @@ its working directory, so each run gets its own folder with a copy of the pcap f
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import shutil
 import time
+import wave
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,17 +38,49 @@ def workdir(base: Path) -> Path:
     return base
 
 
-async def place_call(did: str, cwd: Path, limit: float = 40.0) -> CallResult:
-    """Dial `did` on the lab trunk and play the pcap's audio; returns when SIPp exits."""
+async def place_call(
+    did: str, cwd: Path, limit: float = 40.0, scenario: str | None = None
+) -> CallResult:
+    """Dial `did` on the lab trunk and play the pcap's audio; returns when SIPp exits.
+
+    `scenario` names a file in scenarios/ instead of SIPp's built-in `uac_pcap`.
+    """
     started = time.monotonic()
+    chosen = ["-sf", str(SCENARIOS / scenario)] if scenario else ["-sn", "uac_pcap"]
     proc = await asyncio.create_subprocess_exec(
-        "sipp", "-sn", "uac_pcap", "-i", "127.0.0.1", "-p", str(UAC_PORT), "-s", did,
-        "-m", "1", "-nostdin", "-timeout", f"{int(limit)}s", "-timeout_error", LAB_SIP,
-        cwd=workdir(cwd), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        "sipp",
+        *chosen,
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(UAC_PORT),
+        "-s",
+        did,
+        "-m",
+        "1",
+        "-nostdin",
+        "-timeout",
+        f"{int(limit)}s",
+        "-timeout_error",
+        LAB_SIP,
+        cwd=workdir(cwd),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await asyncio.wait_for(proc.communicate(), limit + 5)
     assert proc.returncode is not None
     return CallResult(proc.returncode, time.monotonic() - started, out.decode(errors="replace"))
+
+
+def wav_duration_and_rms(path: Path) -> tuple[float, float]:
+    """Duration (s) and RMS of a 16-bit 8 kHz mono WAV, as MixMonitor writes them."""
+    with wave.open(str(path)) as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, 8000)
+        frames = w.readframes(w.getnframes())
+        seconds = w.getnframes() / w.getframerate()
+    samples = array.array("h", frames)
+    rms = (sum(s * s for s in samples) / max(1, len(samples))) ** 0.5
+    return seconds, rms
 
 
 def _mkdir(path: Path) -> None:
@@ -74,9 +108,21 @@ async def real_line(cwd: Path, scenario: str = "uas") -> AsyncIterator[RealLine]
     chosen = ["-sn", "uas"] if scenario == "uas" else ["-sf", str(SCENARIOS / files[scenario])]
     _mkdir(cwd)
     proc = await asyncio.create_subprocess_exec(
-        "sipp", *chosen, "-i", "127.0.0.1", "-p", str(UAS_PORT), "-m", "1", "-nostdin",
-        "-trace_msg", "-timeout", "60s",
-        cwd=cwd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        "sipp",
+        *chosen,
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(UAS_PORT),
+        "-m",
+        "1",
+        "-nostdin",
+        "-trace_msg",
+        "-timeout",
+        "60s",
+        cwd=cwd,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     await asyncio.sleep(0.3)  # bound to its port
     try:

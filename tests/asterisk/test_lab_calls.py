@@ -5,11 +5,9 @@ None of these needs the daemon core: the AGI router and the call store are stand
 
 from __future__ import annotations
 
-import array
 import asyncio
 import socket
 import time
-import wave
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from attribution.calls import CallReport, CallStatus, Route
 from dialplan.agi import start_agi_server
 from pbx.settings import Settings
 from tests.asterisk.conftest import lab
-from tests.asterisk.sipp import place_call, real_line
+from tests.asterisk.sipp import place_call, real_line, wav_duration_and_rms
 
 pytestmark = pytest.mark.asterisk
 
@@ -31,17 +29,6 @@ def _assert_port_free(port: int) -> None:
     with socket.socket() as s:
         refused = s.connect_ex(("127.0.0.1", port)) != 0
     assert refused, f"something listens on 127.0.0.1:{port}; these tests need it free"
-
-
-def _speech_rms(path: Path) -> tuple[float, float]:
-    """Duration (s) and RMS of a 16-bit mono WAV."""
-    with wave.open(str(path)) as w:
-        assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, 8000)
-        frames = w.readframes(w.getnframes())
-        seconds = w.getnframes() / w.getframerate()
-    samples = array.array("h", frames)
-    rms = (sum(s * s for s in samples) / max(1, len(samples))) ** 0.5
-    return seconds, rms
 
 
 class Store:
@@ -95,7 +82,7 @@ async def test_agi_down_call_still_forwarded_and_recorded(
     await asyncio.sleep(0.5)
     new = set(recordings.glob("*.wav")) - before
     assert len(new) == 1, new
-    seconds, rms = _speech_rms(new.pop())
+    seconds, rms = wav_duration_and_rms(new.pop())
     assert seconds > 5.0
     assert rms > 300, "the recording is silent"
 
@@ -207,7 +194,7 @@ async def test_bridge_reports_each_call_once(
     assert talk[0] <= report.talk_seconds <= talk[1], report
     if status is CallStatus.ANSWERED:
         assert report.recording == f"{report.linkedid}.wav"
-        seconds, rms = _speech_rms(lab_dialplan.asterisk_recordings_dir / report.recording)
+        seconds, rms = wav_duration_and_rms(lab_dialplan.asterisk_recordings_dir / report.recording)
         assert seconds > 5.0 and rms > 300
     else:
         assert report.recording is None

@@ -17,7 +17,12 @@ import pytest
 from ruamel.yaml import YAML
 
 from pbx.settings import Settings, load_settings
-from tests.asterisk.conftest import LAB_CONFIG
+from tests.asterisk.conftest import (  # noqa: F401  (the lab fixtures, shared)
+    LAB_CONFIG,
+    lab_dialplan,
+    lab_running,
+    lab_settings,
+)
 from tests.helpers import STAFF_TOKEN, config_dict
 
 LAB_ORIGIN = "http://127.0.0.1:8080"
@@ -38,6 +43,7 @@ class Daemon:
         self.url = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.settings: Settings = load_settings(config)
+        self.since = time.time()  # the lab's CDR holds calls of earlier tests: ignore those
 
     def start(self) -> None:
         with self.log.open("ab") as log:
@@ -94,7 +100,9 @@ class Daemon:
         async with (
             aiohttp.ClientSession() as http,
             http.get(
-                self.url + "/api/v1/calls", headers={"Authorization": f"Bearer {STAFF_TOKEN}"}
+                self.url + "/api/v1/calls",
+                params={"since": str(self.since), "limit": "1000"},
+                headers={"Authorization": f"Bearer {STAFF_TOKEN}"},
             ) as response,
         ):
             assert response.status == 200
@@ -141,7 +149,9 @@ def daemon_config(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def daemon(
-    lab_dialplan: Settings, daemon_config: Path, tmp_path: Path
+    lab_dialplan: Settings,  # noqa: F811  (the fixture imported above)
+    daemon_config: Path,
+    tmp_path: Path,
 ) -> AsyncIterator[Daemon]:
     settings = load_settings(daemon_config)
     running = Daemon(daemon_config, settings.http.port, tmp_path / "daemon.log")

@@ -11,8 +11,7 @@ import aiohttp
 import pytest
 
 from tests.asterisk.conftest import lab
-from tests.asterisk.sipp import place_call, real_line
-from tests.asterisk.test_lab_calls import _speech_rms
+from tests.asterisk.sipp import place_call, real_line, wav_duration_and_rms
 from tests.e2e.conftest import FREEZE, Daemon
 from tests.helpers import STAFF_TOKEN
 
@@ -20,12 +19,13 @@ pytestmark = pytest.mark.asterisk
 
 CPC = "http://127.0.0.1:8080/landing?utm_source=google&utm_medium=cpc&utm_campaign=x&gclid=G1"
 STATIC = "+74990000009"
+SCENARIO_TALK = 7.1  # scenarios/uac_audio.xml: pause after ACK, then BYE
 
 
 async def call(did: str, tmp_path: Path, line: str = "uas") -> float:
     """Dial `did` from the carrier while the real line behaves as `line`; SIPp's seconds."""
     async with real_line(tmp_path / f"uas-{time.monotonic()}", line) as real:
-        result = await place_call(did.lstrip("+"), tmp_path / "uac")
+        result = await place_call(did.lstrip("+"), tmp_path / "uac", scenario="uac_audio.xml")
         await real.wait()
     assert "INVITE sip:" in real.messages(), "the call never reached the real line"
     return result.seconds
@@ -56,11 +56,11 @@ async def test_paid_visitor_call_is_answered_recorded_and_attributed(
             assert response.status == 200
             wav = tmp_path / "call.wav"
             wav.write_bytes(await response.read())
-    seconds, rms = _speech_rms(wav)
+    seconds, rms = wav_duration_and_rms(wav)
     assert rms > 300, "the recording is silent"
-    # uac_pcap plays ~7.1 s of audio and hangs up: talk time and recording agree with it
-    assert abs(stored["talk_seconds"] - seconds) < 1.0
-    assert 6.0 < stored["talk_seconds"] < 9.0
+    # the scenario talks for 7.1 s (7.08 s of audio, then BYE): both agree with it within 1 s
+    assert abs(stored["talk_seconds"] - SCENARIO_TALK) < 1.0
+    assert abs(seconds - SCENARIO_TALK) < 1.0
 
 
 async def test_static_number_call_is_attributed_to_its_source(

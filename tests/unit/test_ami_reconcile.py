@@ -65,3 +65,13 @@ def test_rows_of_other_formats_are_skipped(tmp_path: Path) -> None:
     with path.open("a") as f:
         f.write('"","1","2","calltrack-inbound-call"\n')
     assert len(read_cdr_reports(path, 0, CONTEXTS)) == 3
+
+
+def test_exact_start_from_the_dialplans_userfield() -> None:
+    """The CSV keeps whole seconds; the userfield (loguserfield=yes) keeps the exact start, so a
+    call read back after an outage is matched to a lease that began within the same second."""
+    [row] = read_rows(FIXTURES / "Master-userfield.csv")
+    assert row.start == 1795808104.0
+    assert row.exact_start == 1795808104.429731
+    [report] = read_cdr_reports(FIXTURES / "Master-userfield.csv", since=0, contexts=CONTEXTS)
+    assert report.started_at == 1795808104.429731
