@@ -138,6 +138,7 @@ class CallStore:
                     talk_seconds=round(report.talk_seconds, 3),
                     recording=report.recording,
                     repeat_caller=repeat,
+                    stored_at=self._clock(),
                     **found,
                 ).on_conflict_do_nothing(index_elements=["linkedid"])
             )

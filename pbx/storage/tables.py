@@ -119,6 +119,7 @@ calls = Table(
     Column("talk_seconds", Float, nullable=False),
     Column("recording", String(255)),
     Column("repeat_caller", Boolean, nullable=False),
+    Column("stored_at", Float),  # when the record was written: hangup-to-record latency
     # attribution: how the call was matched, and the source it was matched to
     Column("attribution", String(16), nullable=False),  # session | static | fallback | unknown
     Column("site", String(64)),
