@@ -126,8 +126,13 @@ class AmiBridge:
             try:
                 manager = await self._connect(lost)
             except Exception as exc:  # refused, timed out, login refused, garbled
-                log.warning("AMI %s:%s: %s; retrying in %.1fs", self._ami.host, self._ami.port,
-                            exc or type(exc).__name__, backoff)
+                log.warning(
+                    "AMI %s:%s: %s; retrying in %.1fs",
+                    self._ami.host,
+                    self._ami.port,
+                    exc or type(exc).__name__,
+                    backoff,
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
                 continue
@@ -164,8 +169,12 @@ class AmiBridge:
                 raise OSError("connection not established")
             response = await asyncio.wait_for(
                 manager.send_action(
-                    {"Action": "Login", "Username": self._ami.username,
-                     "Secret": self._ami.secret, "Events": "on"}
+                    {
+                        "Action": "Login",
+                        "Username": self._ami.username,
+                        "Secret": self._ami.secret,
+                        "Events": "on",
+                    }
                 ),
                 timeout,
             )
@@ -183,8 +192,9 @@ class AmiBridge:
                 await asyncio.wait_for(lost.wait(), self._ami.ping_interval)
                 return
             try:
-                await asyncio.wait_for(manager.send_action({"Action": "Ping"}),
-                                       self._ami.action_timeout)
+                await asyncio.wait_for(
+                    manager.send_action({"Action": "Ping"}), self._ami.action_timeout
+                )
             except TimeoutError:
                 log.warning("AMI: no answer to Ping within %.1fs", self._ami.action_timeout)
                 return

@@ -75,8 +75,12 @@ def read_rows(path: Path) -> Iterator[CdrRow]:
             elif len(row) == 21:  # ... and loguserfield
                 uniqueid, userfield, linkedid, sequence = row[16], row[17], row[19], row[20]
             else:
-                log.warning("%s:%d: %d columns, expected 20 or 21 (see asterisk.conf.d/cdr.conf)",
-                            path, number, len(row))
+                log.warning(
+                    "%s:%d: %d columns, expected 20 or 21 (see asterisk.conf.d/cdr.conf)",
+                    path,
+                    number,
+                    len(row),
+                )
                 continue
             try:
                 start, end = _time(row[9]), _time(row[11])
@@ -87,9 +91,17 @@ def read_rows(path: Path) -> Iterator[CdrRow]:
             if start is None or end is None:
                 continue
             yield CdrRow(
-                src=row[1], dst=row[2], dcontext=row[3], lastapp=row[7], start=start,
-                answer=answer, end=end, disposition=row[14], uniqueid=uniqueid,
-                linkedid=linkedid or uniqueid, sequence=int(sequence or 0),
+                src=row[1],
+                dst=row[2],
+                dcontext=row[3],
+                lastapp=row[7],
+                start=start,
+                answer=answer,
+                end=end,
+                disposition=row[14],
+                uniqueid=uniqueid,
+                linkedid=linkedid or uniqueid,
+                sequence=int(sequence or 0),
                 exact_start=_exact_start(userfield),
             )
 

@@ -103,9 +103,7 @@ class CallTracker:
     def drop_stale(self, now: float, older_than: float) -> list[str]:
         """Forget calls that stayed silent since a lost link; returns their linkedids."""
         dropped = [
-            c.linkedid
-            for c in self._calls.values()
-            if c.stale and now - c.last_event > older_than
+            c.linkedid for c in self._calls.values() if c.stale and now - c.last_event > older_than
         ]
         for linkedid in dropped:
             del self._calls[linkedid]

@@ -61,8 +61,7 @@ async def asterisk(
     writer.write(
         f"agi_network: yes\nagi_network_script: {script}\n"
         f"agi_request: agi://127.0.0.1:{port}/{script}\nagi_channel: PJSIP/trunk-00000001\n"
-        f"agi_callerid: {caller}\nagi_extension: {did.lstrip('+')}\nagi_arg_1: {did}\n\n"
-        .encode()
+        f"agi_callerid: {caller}\nagi_extension: {did.lstrip('+')}\nagi_arg_1: {did}\n\n".encode()
     )
     commands = []
     while line := await asyncio.wait_for(reader.readline(), 3):

@@ -53,13 +53,17 @@ class FakeAsterisk:
                 reply = f"ActionID: {action.get('ActionID', '')}\r\n"
                 if action["Action"] == "Login":
                     if action["Secret"] != "pw":
-                        writer.write(f"Response: Error\r\n{reply}Message: Authentication failed"
-                                     "\r\n\r\n".encode())
+                        writer.write(
+                            f"Response: Error\r\n{reply}Message: Authentication failed"
+                            "\r\n\r\n".encode()
+                        )
                         continue
                     n = self.logins
                     self.logins += 1
-                    writer.write(f"Response: Success\r\n{reply}Message: Authentication accepted"
-                                 "\r\n\r\n".encode())
+                    writer.write(
+                        f"Response: Success\r\n{reply}Message: Authentication accepted"
+                        "\r\n\r\n".encode()
+                    )
                     await asyncio.sleep(0.05)
                     writer.write("".join(self.scripts[n]).encode())
                     if self.close[n]:
@@ -129,9 +133,7 @@ async def test_relinks_after_a_dropped_or_silent_connection(
     run: list[AmiBridge], failure: str
 ) -> None:
     dropped = failure == "dropped"
-    fake = FakeAsterisk(
-        [FIRST_CALL, OTHER_CALLS], pong=[dropped, True], close=[dropped, False]
-    )
+    fake = FakeAsterisk([FIRST_CALL, OTHER_CALLS], pong=[dropped, True], close=[dropped, False])
     connects: list[float | None] = []
 
     async def on_connected(lost_at: float | None) -> None:

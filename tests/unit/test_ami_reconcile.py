@@ -26,8 +26,11 @@ def test_rows_carry_uniqueid_and_linkedid() -> None:
 def test_one_report_per_call_matching_the_live_ones() -> None:
     reports = read_cdr_reports(MASTER, since=0, contexts=CONTEXTS)
     tracker = CallTracker()
-    live = [r for e in parse_stream((FIXTURES / "lab_calls.ami").read_text())
-            for r in tracker.feed(e, 0.0)]
+    live = [
+        r
+        for e in parse_stream((FIXTURES / "lab_calls.ami").read_text())
+        for r in tracker.feed(e, 0.0)
+    ]
     assert [r.linkedid for r in reports] == [r.linkedid for r in live]
     for cdr, seen in zip(reports, live, strict=True):
         assert (cdr.did, cdr.caller, cdr.status) == (seen.did, seen.caller, seen.status)
@@ -44,7 +47,8 @@ def test_since_and_context_filter() -> None:
     # the busy and the unanswered call ended at 19:20:59 and 19:21:05 UTC
     since = 1795807259.0
     assert [r.did for r in read_cdr_reports(MASTER, since, CONTEXTS)] == [
-        "+74990000003", "+74990000004",
+        "+74990000003",
+        "+74990000004",
     ]
     assert read_cdr_reports(MASTER, 0, {"from-internal"}) == []
 

@@ -26,7 +26,12 @@ FULL = {r.linkedid: r for r in replay(EVENTS)}
 def test_fixture_is_what_the_calltrack_user_receives() -> None:
     names = {e["Event"] for e in EVENTS}
     assert names == {
-        "Newchannel", "MixMonitorStart", "UserEvent", "DialBegin", "DialEnd", "MixMonitorStop",
+        "Newchannel",
+        "MixMonitorStart",
+        "UserEvent",
+        "DialBegin",
+        "DialEnd",
+        "MixMonitorStop",
         "Hangup",
     }
     assert all("Timestamp" in e for e in EVENTS)
@@ -52,7 +57,8 @@ def test_one_report_per_call_with_status_ring_and_talk() -> None:
 
 def _end_index(linkedid: str) -> int:
     return next(
-        i for i, e in enumerate(EVENTS)
+        i
+        for i, e in enumerate(EVENTS)
         if e.get("UserEvent") == "CalltrackEnd" and e["Linkedid"] == linkedid
     )
 
@@ -63,13 +69,14 @@ def test_attaching_mid_call_drops_the_first_n_events(dropped: int) -> None:
     reports = replay(EVENTS[dropped:])
     assert len({r.linkedid for r in reports}) == len(reports)
     # A call is reported iff its CalltrackEnd (sent from the hangup handler) was received.
-    assert {r.linkedid for r in reports} == {
-        lid for lid in FULL if _end_index(lid) >= dropped
-    }
+    assert {r.linkedid for r in reports} == {lid for lid in FULL if _end_index(lid) >= dropped}
     for report in reports:
         full = FULL[report.linkedid]
         assert (report.did, report.caller, report.status, report.recording) == (
-            full.did, full.caller, full.status, full.recording,
+            full.did,
+            full.caller,
+            full.status,
+            full.recording,
         )
         assert report.started_at == pytest.approx(full.started_at, abs=0.02)
         assert report.ended_at == full.ended_at
@@ -94,7 +101,8 @@ def test_recording_only_after_mixmonitor_stopped() -> None:
     """Without MixMonitorStop/CalltrackEnd the file may still be open: no recording named."""
     answered = [e for e in EVENTS if e["Linkedid"] == EVENTS[0]["Linkedid"]]
     unclosed = [
-        e for e in answered
+        e
+        for e in answered
         if e["Event"] != "MixMonitorStop" and e.get("UserEvent") != "CalltrackEnd"
     ]
     (report,) = replay(unclosed)

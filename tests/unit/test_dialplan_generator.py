@@ -45,7 +45,7 @@ def block(plan: str, exten: str) -> list[str]:
     lines = plan.splitlines()
     start = lines.index(next(line for line in lines if line.startswith(f"exten => {exten},1,")))
     out = [lines[start]]
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if not line.startswith(" same =>"):
             break
         out.append(line)
