@@ -1,0 +1,432 @@
+"""Lease-API benchmark: calltrack's visitor API against a bare aiohttp JSON endpoint, same run.
+
+A machine's absolute requests/s say little (this one has two noisy cores), so the figure that
+matters is the ratio of calltrack's leases+pings per second to what aiohttp itself does when it
+only parses and answers JSON (bench/bare_app.py), measured in the same run with runs interleaved
+A/B/A/B so that noise hits both. Both servers are driven by one wrk script (bench/lease_mix.lua):
+visitors that each take a lease and then ping it 9 times, ids taken from the answers.
+
+calltrack runs as `calltrack serve` on a fresh SQLite database per run (so every run starts
+from the same state) with a pool large enough that no visitor gets the fallback, and after each
+run the database is checked: every lease stored, no number leased twice at once, page views kept.
+
+With --pinning split the server gets core 0 and wrk core 1 (taskset); with none the kernel
+places them. Both are measured by default, because on two cores neither is the whole truth.
+
+Usage: .venv/bin/python bench/lease_api.py [--duration 10] [--connections 50] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).absolute().parent
+REPO = BENCH.parent  # the checkout whose calltrack is measured (PYTHONPATH, not the installed one)
+LUA = BENCH / "lease_mix.lua"
+ORIGIN = "http://127.0.0.1:8000"
+SITE = "bench"
+TARGET_RATIO = 0.5
+TARGET_P99_MS = 25.0
+
+
+@dataclass
+class Run:
+    """One wrk run against one server, with what the database says about it afterwards."""
+
+    server: str  # "bare" or "calltrack"
+    pinning: str
+    round: int
+    requests: int
+    seconds: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    non2xx: int
+    socket_errors: int
+    leases: int
+    pings: int
+    fallbacks: int
+    unparsed: int
+    db: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def mix(self) -> str:
+        return f"1:{self.pings / self.leases:.2f}" if self.leases else "-"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def pinned(core: str | None, argv: Sequence[str]) -> list[str]:
+    return ["taskset", "-c", core, *argv] if core is not None else list(argv)
+
+
+def write_config(directory: Path, numbers: int) -> Path:
+    """A site with two pools (paid clicks, everything else) sharing `numbers` numbers."""
+    half = numbers // 2
+    paid = [f"+7499{1000000 + i:07d}" for i in range(half)]
+    other = [f"+7499{2000000 + i:07d}" for i in range(numbers - half)]
+    config = {
+        "freeze_time": "15m",
+        "forward_to": "PJSIP/realline",
+        "sites": [
+            {
+                "name": SITE,
+                "origins": [ORIGIN],
+                "replace": ["+7 (495) 123-45-67"],
+                "pools": [
+                    {"name": "paid", "when": {"utm_medium": ["cpc", "ppc"]}, "numbers": paid},
+                    {"name": "other", "numbers": other},
+                ],
+                "fallback": "+74990000099",
+            }
+        ],
+        "database": "sqlite+aiosqlite:///calltrack.db",
+        "recordings": {"dir": "recordings"},
+        "http": {"trusted_proxies": ["127.0.0.1"], "ping_interval": "30s"},
+    }
+    path = directory / "calltrack.yaml"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    return path
+
+
+def wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}:\n{log.read_text()}")
+        url = f"http://127.0.0.1:{port}/healthz"
+        with (
+            contextlib.suppress(OSError, urllib.error.URLError),
+            urllib.request.urlopen(url, timeout=1) as answer,
+        ):
+            if answer.status == 200:
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"server on port {port} not ready in 60 s:\n{log.read_text()}")
+
+
+def server_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+@contextlib.contextmanager
+def server(argv: list[str], port: int, log: Path) -> Iterator[None]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent, env=server_env()
+        )
+        try:
+            wait_ready(port, proc, log)
+            yield
+        finally:
+            proc.send_signal(signal.SIGINT)  # calltrack flushes its write-behind on the way out
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def run_wrk(
+    args: argparse.Namespace, core: str | None, port: int, seconds: float
+) -> dict[str, Any]:
+    argv = pinned(
+        core,
+        [
+            "wrk",
+            f"-t{args.threads}",
+            f"-c{args.connections}",
+            f"-d{seconds:g}s",
+            "--latency",
+            "-s",
+            str(LUA),
+            f"http://127.0.0.1:{port}",
+            "--",
+            str(args.pings),
+            ORIGIN,
+            SITE,
+        ],
+    )
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    line = next((x for x in out.splitlines() if x.startswith("BENCH_JSON ")), None)
+    if line is None:
+        raise SystemExit(f"wrk printed no BENCH_JSON line:\n{out}")
+    result: dict[str, Any] = json.loads(line.removeprefix("BENCH_JSON "))
+    return result
+
+
+def db_stats(path: Path) -> dict[str, int]:
+    """What calltrack stored: all of it must be there, and no number leased twice at once."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+
+        def one(sql: str) -> int:
+            value: int = db.execute(sql).fetchone()[0]
+            return value
+
+        return {
+            "sessions": one("SELECT count(*) FROM sessions"),
+            "tracked": one("SELECT count(*) FROM sessions WHERE tracking = 'tracked'"),
+            "leases": one("SELECT count(*) FROM leases"),
+            "page_views": one("SELECT count(*) FROM page_views"),
+            "extended": one("SELECT count(*) FROM leases WHERE last_activity > started_at"),
+            "overlaps": one(
+                "SELECT count(*) FROM leases a JOIN leases b ON a.number = b.number"
+                " AND a.id < b.id AND a.started_at <= b.held_until"
+                " AND b.started_at <= a.held_until"
+            ),
+        }
+
+
+def measure(args: argparse.Namespace, kind: str, pinning: str, round_no: int, workdir: Path) -> Run:
+    server_core, wrk_core = ("0", "1") if pinning == "split" else (None, None)
+    port = free_port()
+    run_dir = workdir / f"{kind}-{pinning}-{round_no}"
+    run_dir.mkdir()
+    if kind == "bare":
+        argv = [sys.executable, str(BENCH / "bare_app.py"), str(port)]
+    else:
+        config = write_config(run_dir, args.numbers)
+        subprocess.run(
+            [sys.executable, "-m", "pbx.cli", "db", "upgrade", "-c", str(config)],
+            check=True,
+            capture_output=True,
+            cwd=REPO,
+            env=server_env(),
+        )
+        argv = [sys.executable, "-m", "pbx.cli", "serve", "-c", str(config), "--port", str(port)]
+    with server(pinned(server_core, argv), port, run_dir / "server.log"):
+        if args.warmup > 0:
+            run_wrk(args, wrk_core, port, args.warmup)
+        raw = run_wrk(args, wrk_core, port, args.duration)
+    run = Run(
+        server=kind,
+        pinning=pinning,
+        round=round_no,
+        requests=raw["requests"],
+        seconds=raw["duration_us"] / 1e6,
+        p50_ms=raw["p50_us"] / 1000,
+        p90_ms=raw["p90_us"] / 1000,
+        p99_ms=raw["p99_us"] / 1000,
+        max_ms=raw["max_us"] / 1000,
+        non2xx=raw["non2xx"],
+        socket_errors=raw["connect_errors"]
+        + raw["read_errors"]
+        + raw["write_errors"]
+        + raw["timeouts"],
+        leases=raw["leases"],
+        pings=raw["pings"],
+        fallbacks=raw["fallbacks"],
+        unparsed=raw["unparsed"],
+    )
+    if kind == "calltrack":
+        run.db = db_stats(run_dir / "calltrack.db")
+    print(
+        f"  {kind:<9} {pinning:<5} round {round_no}: {run.rps:8.0f} req/s"
+        f"  p50 {run.p50_ms:6.2f} ms  p99 {run.p99_ms:6.2f} ms  non-2xx {run.non2xx}"
+        f"  mix {run.mix}" + (f"  db {run.db}" if run.db else ""),
+        flush=True,
+    )
+    return run
+
+
+@dataclass
+class Summary:
+    pinning: str
+    bare_rps: float
+    calltrack_rps: float
+    ratio: float
+    pair_ratios: list[float]
+    p50_ms: float
+    p99_ms: float  # the worst calltrack run's p99
+    bare_p99_ms: float
+    non2xx: int
+    problems: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return self.ratio >= TARGET_RATIO and self.p99_ms < TARGET_P99_MS and not self.problems
+
+
+def summarise(pinning: str, runs: list[Run]) -> Summary:
+    bare = [r for r in runs if r.server == "bare" and r.pinning == pinning]
+    ours = [r for r in runs if r.server == "calltrack" and r.pinning == pinning]
+    problems: list[str] = []
+    for run in ours:
+        db = run.db
+        where = f"calltrack {pinning} round {run.round}"
+        if run.fallbacks:
+            problems.append(f"{where}: {run.fallbacks} visits got the fallback (pool too small)")
+        if db["overlaps"]:
+            problems.append(f"{where}: {db['overlaps']} overlapping leases")
+        if db["leases"] != db["tracked"] or db["leases"] < run.leases:
+            problems.append(f"{where}: leases stored {db['leases']}, answered {run.leases}")
+    for run in bare + ours:
+        if run.non2xx or run.socket_errors or run.unparsed:
+            problems.append(
+                f"{run.server} {pinning} round {run.round}: non-2xx {run.non2xx},"
+                f" socket errors {run.socket_errors}, unparsed {run.unparsed}"
+            )
+    bare_rps = statistics.mean(r.rps for r in bare)
+    our_rps = statistics.mean(r.rps for r in ours)
+    return Summary(
+        pinning=pinning,
+        bare_rps=bare_rps,
+        calltrack_rps=our_rps,
+        ratio=our_rps / bare_rps,
+        pair_ratios=[o.rps / b.rps for b, o in zip(bare, ours, strict=True)],
+        p50_ms=statistics.median(r.p50_ms for r in ours),
+        p99_ms=max(r.p99_ms for r in ours),
+        bare_p99_ms=max(r.p99_ms for r in bare),
+        non2xx=sum(r.non2xx for r in bare + ours),
+        problems=problems,
+    )
+
+
+def versions() -> str:
+    import aiohttp
+    import sqlalchemy
+
+    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split(" [")[0]
+    return (
+        f"Python {platform.python_version()}, aiohttp {aiohttp.__version__},"
+        f" SQLAlchemy {sqlalchemy.__version__}, SQLite {sqlite3.sqlite_version}, {wrk};"
+        f" {os.cpu_count()} CPUs ({platform.machine()}), Linux {platform.release()}"
+    )
+
+
+def markdown(args: argparse.Namespace, runs: list[Run], summaries: list[Summary]) -> str:
+    lines = [
+        "# Lease API benchmark",
+        "",
+        f"`{' '.join(['.venv/bin/python', 'bench/lease_api.py', *args.argv])}`"
+        f" — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"{versions()}.",
+        f"wrk: {args.threads} thread(s), {args.connections} connections, {args.duration:g} s per"
+        f" run after {args.warmup:g} s of warm-up; {args.rounds} rounds of bare/calltrack"
+        f" interleaved; each visitor 1 lease + {args.pings} pings; calltrack on a fresh SQLite"
+        f" database per run, {args.numbers} numbers in two pools.",
+        "Pinning `split`: server on core 0, wrk on core 1 (taskset); `none`: not pinned.",
+        "",
+        "## Summary",
+        "",
+        "| pinning | bare req/s | calltrack req/s | ratio (pairs) | calltrack p50 | calltrack"
+        " p99 (worst run) | bare p99 | non-2xx | targets |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---|",
+    ]
+    for s in summaries:
+        pairs = ", ".join(f"{r:.2f}" for r in s.pair_ratios)
+        verdict = "met" if s.passed else "NOT met"
+        lines.append(
+            f"| {s.pinning} | {s.bare_rps:.0f} | {s.calltrack_rps:.0f} | **{s.ratio:.2f}**"
+            f" ({pairs}) | {s.p50_ms:.2f} ms | {s.p99_ms:.2f} ms | {s.bare_p99_ms:.2f} ms |"
+            f" {s.non2xx} | {verdict} |"
+        )
+    lines += [
+        "",
+        f"Targets: ratio ≥ {TARGET_RATIO}, calltrack p99 < {TARGET_P99_MS:g} ms, no non-2xx,"
+        " no fallback, no overlapping lease.",
+    ]
+    for s in summaries:
+        lines += [f"- {s.pinning}: {p}" for p in s.problems]
+    lines += [
+        "",
+        "## Runs",
+        "",
+        "| # | server | pinning | req/s | p50 | p90 | p99 | max | non-2xx | leases | pings |"
+        " lease:ping | stored: sessions / leases / extended / page views / overlaps |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for i, r in enumerate(runs, 1):
+        db = r.db
+        stored = (
+            f"{db['sessions']} / {db['leases']} / {db['extended']} / {db['page_views']}"
+            f" / {db['overlaps']}"
+            if db
+            else "-"
+        )
+        lines.append(
+            f"| {i} | {r.server} | {r.pinning} | {r.rps:.0f} | {r.p50_ms:.2f} | {r.p90_ms:.2f}"
+            f" | {r.p99_ms:.2f} | {r.max_ms:.1f} | {r.non2xx} | {r.leases} | {r.pings} |"
+            f" {r.mix} | {stored} |"
+        )
+    lines += [
+        "",
+        "Latencies in ms, from wrk. `leases`/`pings`: answers to new and to known sessions as"
+        " counted by the wrk script (the mix actually served, including the warm-up-free"
+        " measured run only); `stored`: rows in the run's database after the server stopped"
+        " (includes the warm-up). `extended`: leases whose last activity moved past their start.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured run")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds before each run")
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument("--rounds", type=int, default=2, help="bare/calltrack pairs per pinning")
+    parser.add_argument("--pings", type=int, default=9, help="pings per visit")
+    parser.add_argument("--numbers", type=int, default=20000, help="tracking numbers in the pool")
+    parser.add_argument("--pinning", choices=["split", "none", "both"], default="both")
+    parser.add_argument("--out", type=Path, default=BENCH / "results" / "lease_api.md")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    for tool in ("wrk", "taskset"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is not installed (Debian: apt-get install wrk util-linux)")
+    pinnings = ["split", "none"] if args.pinning == "both" else [args.pinning]
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory(prefix="calltrack-bench-") as tmp:
+        for pinning in pinnings:
+            for round_no in range(1, args.rounds + 1):
+                for kind in ("bare", "calltrack"):
+                    runs.append(measure(args, kind, pinning, round_no, Path(tmp)))
+    summaries = [summarise(p, runs) for p in pinnings]
+    report = markdown(args, runs, summaries)
+    print()
+    print(report)
+    if not args.no_write:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report)
+        print(f"written to {args.out}")
+    return 0 if all(s.passed for s in summaries) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
