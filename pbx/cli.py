@@ -85,20 +85,23 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 def cmd_pools(args: argparse.Namespace) -> int:
     from pbx.storage.db import open_engine
+    from pbx.storage.reports import PoolCoverage, pool_coverage
     from pbx.storage.visits import VisitStore
 
     settings = _load(args.config)
 
-    async def run() -> list[dict[str, object]]:
+    async def run() -> tuple[list[dict[str, object]], list[PoolCoverage]]:
         engine = open_engine(settings.database)
         try:
             store = VisitStore(engine, settings, time.time)
             await store.sync_numbers()  # show the numbers the config has now
-            return list(await store.current_leases())
+            now = time.time()
+            coverage = await pool_coverage(engine, settings, now - 86400, now)
+            return list(await store.current_leases()), list(coverage)
         finally:
             await engine.dispose()
 
-    rows = asyncio.run(run())
+    rows, coverage = asyncio.run(run())
     if args.json:
         print(json.dumps(rows, default=str, indent=2))
         return 0
@@ -116,6 +119,12 @@ def cmd_pools(args: argparse.Namespace) -> int:
         print(
             f"{row['site']}/{row['pool']:<{23 - len(str(row['site']))}} {row['number']:<16}"
             f" {'held' if held else 'free':<6} {when:<9} {source:<16} {session}"
+        )
+    print("\nlast 24 h: visits per pool and how many got no number (pool exhausted)")
+    for pool in coverage:
+        print(
+            f"{pool.site}/{pool.pool:<{23 - len(pool.site)}} {pool.held_now}/{pool.size} held now,"
+            f" {pool.visits} visits, {pool.not_tracked} not tracked ({pool.missed_share:.0%})"
         )
     return 0
 

@@ -61,3 +61,5 @@ def test_db_upgrade_then_pools_lists_every_number(tmp_path: Path) -> None:
     assert not any(r["held"] for r in rows)
     table = calltrack("pools", "-c", str(path))
     assert "main/paid" in table.stdout and "free" in table.stdout
+    assert "main/paid" in table.stdout.split("last 24 h")[1]
+    assert "0/2 held now, 0 visits, 0 not tracked (0%)" in table.stdout

@@ -6,11 +6,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from attribution.calls import CallReport
 from attribution.leasing import Tracking
+from pbx.settings import Settings
 from pbx.storage.calls import CallFilter, CallStore
 from pbx.storage.db import open_engine, upgrade
+from pbx.storage.reports import pool_coverage
 from pbx.storage.visits import Visit, VisitRequest, VisitStore
 from tests.helpers import FakeClock, make_settings
 
@@ -18,6 +21,9 @@ PAID_URL = "https://shop.test/?utm_source=google&utm_medium=cpc&utm_campaign=spr
 
 
 class Harness:
+    engine: AsyncEngine
+    settings: Settings
+
     def __init__(self, store: VisitStore, calls: CallStore, clock: FakeClock, site: Any) -> None:
         self.store, self.calls, self.clock, self.site = store, calls, clock, site
 
@@ -41,7 +47,9 @@ async def harness(**overrides: Any) -> AsyncIterator[Harness]:
     clock = FakeClock()
     store = VisitStore(engine, settings, clock)
     await store.sync_numbers()
-    yield Harness(store, CallStore(engine, settings, store, clock), clock, settings.sites[0])
+    h = Harness(store, CallStore(engine, settings, store, clock), clock, settings.sites[0])
+    h.engine, h.settings = engine, settings
+    yield h
     await engine.dispose()
 
 
@@ -177,3 +185,16 @@ async def test_fallback_number_call_is_marked_unattributable(h: Harness) -> None
     await h.calls.store(report("+74990000099", h.clock.now))
     _, rows = await h.calls.list(CallFilter())
     assert rows[0]["attribution"] == "fallback" and rows[0]["session_id"] is None
+
+
+async def test_pool_coverage_counts_visits_that_got_no_number() -> None:
+    async for h in harness():
+        for _ in range(3):
+            await h.visit()
+        await h.visit("https://shop.test/")  # no pool: not counted against any pool
+        report = await pool_coverage(h.engine, h.settings, h.clock.now - 60, h.clock.now)
+        paid = next(p for p in report if p.pool == "paid")
+        assert (paid.size, paid.held_now, paid.visits, paid.not_tracked) == (2, 2, 3, 1)
+        assert round(paid.missed_share, 2) == 0.33
+        organic = next(p for p in report if p.pool == "organic")
+        assert (organic.visits, organic.held_now) == (0, 0)
