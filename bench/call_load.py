@@ -6,14 +6,13 @@ the lease history. Reports how many were stored (must be exactly 200, one per Li
 hangup-to-stored-record latency: the record's `stored_at` minus the hangup time Asterisk put on
 its AMI Hangup event.
 
-    scripts/asterisk-lab start && .venv/bin/python bench/call_load.py [--calls 200]
+    .venv/bin/python -m bench.call_load [--calls 200]   (from the repository root)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import fcntl
 import json
 import sqlite3
 import statistics
@@ -26,10 +25,11 @@ from pathlib import Path
 import aiohttp
 from ruamel.yaml import YAML
 
+from tests.asterisk.lablock import hold_lab
+
 ROOT = Path(__file__).resolve().parents[1]
 LAB_CONFIG = ROOT / "tests" / "fixtures" / "lab.yaml"
 LAB_DIALPLAN = Path("/var/lib/calltrack-lab/etc/extensions_calltrack.conf")
-LAB_LOCK = Path("/run/calltrack-lab/tests.lock")
 ORIGIN = "http://127.0.0.1:8080"
 
 
@@ -189,9 +189,8 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=20, help="calls at once")
     parser.add_argument("--seconds", type=float, default=2.0, help="talk time of each call")
     args = parser.parse_args()
-    LAB_LOCK.parent.mkdir(parents=True, exist_ok=True)
-    with LAB_LOCK.open("w") as lock, tempfile.TemporaryDirectory() as tmp:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # the lab's ports are shared with test runs
+    hold_lab()  # the lab's ports are shared with test runs
+    with tempfile.TemporaryDirectory() as tmp:
         lab("start")
         result = run(args, Path(tmp))
     print(json.dumps(result, indent=2))

@@ -6,7 +6,6 @@ CALLTRACK_REQUIRE_LAB=1 (CI), where that is a failure.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import subprocess
 from collections.abc import Iterator
@@ -16,12 +15,12 @@ import pytest
 
 from dialplan.generator import render_dialplan
 from pbx.settings import Settings, load_settings
+from tests.asterisk.lablock import hold_lab
 
 REPO = Path(__file__).resolve().parents[2]
 LAB_SCRIPT = REPO / "scripts" / "asterisk-lab"
 LAB_CONFIG = REPO / "tests" / "fixtures" / "lab.yaml"
 LAB_DIALPLAN = Path("/var/lib/calltrack-lab/etc/extensions_calltrack.conf")
-LAB_LOCK = Path("/run/calltrack-lab/tests.lock")
 
 
 def lab(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -42,18 +41,15 @@ def lab_settings() -> Settings:
 
 
 @pytest.fixture(scope="session")
-def lab_running(lab_settings: Settings) -> Iterator[None]:
-    """Start the lab once per session if needed, and hold it: SIP ports and the AGI port are
-    shared, so a second test run (or a benchmark) on this machine waits for the lock."""
-    LAB_LOCK.parent.mkdir(parents=True, exist_ok=True)
-    with LAB_LOCK.open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if lab("status").returncode != 0:
-            for step in ("install", "start"):
-                result = lab(step)
-                if result.returncode != 0:
-                    _unavailable(f"`asterisk-lab {step}` failed:\n{result.stdout}\n{result.stderr}")
-        yield
+def lab_running(lab_settings: Settings) -> None:
+    """Start the lab once per session if needed."""
+    hold_lab()
+    if lab("status").returncode == 0:
+        return
+    for step in ("install", "start"):
+        result = lab(step)
+        if result.returncode != 0:
+            _unavailable(f"`asterisk-lab {step}` failed:\n{result.stdout}\n{result.stderr}")
 
 
 @pytest.fixture
