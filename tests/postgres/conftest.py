@@ -1,0 +1,114 @@
+"""A real PostgreSQL for the tests in this folder: a throwaway cluster from Debian's binaries.
+
+The cluster lives in a temporary directory owned by `postgres` (the server refuses to run as
+root), listens on a free port of 127.0.0.1 with trust authentication, and is stopped and removed
+after the session. Without the binaries the tests are skipped, unless CALLTRACK_REQUIRE_POSTGRES
+is set (as `make test` and CI do): then a missing PostgreSQL is a failure, not a silent skip.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SERVER_USER = "postgres"
+
+
+def _bindir() -> Path | None:
+    """The newest /usr/lib/postgresql/N/bin with initdb, or CALLTRACK_PG_BINDIR."""
+    if override := os.environ.get("CALLTRACK_PG_BINDIR"):
+        return Path(override)
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: (
+            int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0
+        ),
+    )
+    return Path(found[-1]).parent if found else None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class PostgresCluster:
+    bindir: Path
+    port: int
+    as_server_user: tuple[str, ...]  # command prefix: run as `postgres` when we are root
+
+    def run(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*self.as_server_user, str(self.bindir / tool), *args],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+
+    def create_database(self) -> str:
+        """A new, empty database; its SQLAlchemy URL."""
+        name = f"calltrack_{uuid.uuid4().hex[:12]}"
+        self.run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", SERVER_USER, name)
+        return f"postgresql+asyncpg://{SERVER_USER}@127.0.0.1:{self.port}/{name}"
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    bindir = _bindir()
+    if bindir is None or not (bindir / "pg_ctl").exists():
+        message = "PostgreSQL server binaries not found (Debian: apt-get install postgresql)"
+        if os.environ.get("CALLTRACK_REQUIRE_POSTGRES"):
+            pytest.fail(f"{message}; CALLTRACK_REQUIRE_POSTGRES is set")
+        pytest.skip(message)
+    prefix: tuple[str, ...] = ()
+    owner: pwd.struct_passwd | None = None
+    if os.geteuid() == 0:
+        owner = pwd.getpwnam(SERVER_USER)
+        prefix = ("runuser", "-u", SERVER_USER, "--")
+    # not under pytest's basetemp: that is private to root, and the server runs as postgres
+    root = Path(tempfile.mkdtemp(prefix="calltrack-pg-"))
+    data, log = root / "data", root / "server.log"
+    if owner is not None:
+        os.chown(root, owner.pw_uid, owner.pw_gid)
+    cluster = PostgresCluster(bindir, _free_port(), prefix)
+    try:
+        cluster.run(
+            "initdb", "-D", str(data), "-U", SERVER_USER, "--auth=trust", "-E", "UTF8", "--no-sync"
+        )
+        options = (
+            f"-p {cluster.port} -h 127.0.0.1 -k {root} -c fsync=off -c synchronous_commit=off"
+            " -c full_page_writes=off -c max_connections=100"
+        )
+        cluster.run("pg_ctl", "-D", str(data), "-l", str(log), "-o", options, "-w", "start")
+    except subprocess.CalledProcessError as exc:
+        server_log = log.read_text() if log.exists() else ""
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.fail(f"could not start PostgreSQL: {exc.stderr}\n{server_log}")
+    try:
+        yield cluster
+    finally:
+        subprocess.run(
+            [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+            capture_output=True,
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: PostgresCluster) -> str:
+    """An empty database of its own for each test: `postgresql+asyncpg://...`."""
+    return postgres_cluster.create_database()
