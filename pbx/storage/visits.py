@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from attribution.leasing import LeasePolicy, LeaseSpan, Tracking, holder_at
 from attribution.rules import choose_pool
 from attribution.traffic import TrafficSource, read_source
 from pbx.settings import Settings, Site
+from pbx.storage.db import Tx, run_transaction
 from pbx.storage.tables import leases, numbers, page_views, sessions, visitors
 
 log = logging.getLogger(__name__)
@@ -39,9 +40,101 @@ def new_id() -> str:
 
 
 def is_id(value: object) -> bool:
-    return (
-        isinstance(value, str) and len(value) == 32 and all(c in "0123456789abcdef" for c in value)
+    # strip() leaves nothing exactly when every character is a lowercase hex digit
+    return isinstance(value, str) and len(value) == 32 and not value.strip("0123456789abcdef")
+
+
+# The statements of the hot paths, built once: SQLAlchemy then finds them in its compiled cache
+# without generating a cache key per call, which costs more than SQLite runs them in.
+_INSERT_VISITOR = insert(visitors)
+_INSERT_SESSION = insert(sessions)
+_INSERT_PAGE_VIEW = insert(page_views)
+_INSERT_LEASE = insert(leases)
+_RETURNING_VISITOR = (
+    update(visitors)
+    .where(visitors.c.id == bindparam("vid"))
+    .values(visits=visitors.c.visits + 1)
+    .returning(visitors.c.visits)
+)
+_HELD_BY_IP = (
+    select(func.count())
+    .select_from(numbers)
+    .where(numbers.c.client_ip == bindparam("ip"), numbers.c.held_until >= bindparam("now"))
+)
+_SET_LEASE: dict[str, Any] = {
+    "lease_id": bindparam("lid"),
+    "session_id": bindparam("sid"),
+    "held_until": bindparam("until"),
+    "client_ip": bindparam("ip"),
+}
+#: take a number that is free now (never leased, or its lease ran out)
+_TAKE_FREE = (
+    update(numbers)
+    .where(
+        numbers.c.number == bindparam("n"),
+        or_(numbers.c.held_until.is_(None), numbers.c.held_until < bindparam("now")),
     )
+    .values(**_SET_LEASE)
+)
+#: take a number that has never been leased (see VisitStore._unused)
+_TAKE_UNUSED = (
+    update(numbers)
+    .where(numbers.c.number == bindparam("n"), numbers.c.held_until.is_(None))
+    .values(**_SET_LEASE)
+)
+_SET_TRACKING = (
+    update(sessions).where(sessions.c.id == bindparam("sid")).values(tracking=bindparam("t"))
+)
+_UNUSED = select(numbers.c.number).where(
+    numbers.c.site == bindparam("site"),
+    numbers.c.pool == bindparam("pool"),
+    numbers.c.held_until.is_(None),
+)
+#: free the longest first: never leased, then the earliest expired; then by number
+_LONGEST_FREE = (
+    select(numbers.c.number)
+    .where(
+        numbers.c.site == bindparam("site"),
+        numbers.c.pool == bindparam("pool"),
+        or_(numbers.c.held_until.is_(None), numbers.c.held_until < bindparam("now")),
+    )
+    .order_by(numbers.c.held_until.asc().nulls_first(), numbers.c.number)
+    .limit(1)
+)
+_LONGEST_FREE_SKIP_LOCKED = _LONGEST_FREE.with_for_update(skip_locked=True)
+# the write-behind batches (see VisitStore.flush)
+_FLUSH_NUMBERS = (
+    update(numbers)
+    .where(numbers.c.number == bindparam("n"), numbers.c.lease_id == bindparam("l"))
+    .values(held_until=bindparam("h"))
+)
+_FLUSH_LEASES = (
+    update(leases)
+    .where(leases.c.id == bindparam("l"))
+    .values(last_activity=bindparam("a"), held_until=bindparam("h"))
+)
+_FLUSH_LAST_SEEN = (
+    update(sessions).where(sessions.c.id == bindparam("s")).values(last_seen=bindparam("t"))
+)
+_FLUSH_VIEWED = (
+    update(sessions)
+    .where(sessions.c.id == bindparam("s"))
+    .values(pages_viewed=sessions.c.pages_viewed + bindparam("c"), last_url=bindparam("u"))
+)
+_EXTEND_NUMBER = (
+    update(numbers)
+    .where(
+        numbers.c.number == bindparam("n"),
+        numbers.c.lease_id == bindparam("lid"),
+        numbers.c.held_until >= bindparam("now"),
+    )
+    .values(held_until=bindparam("until"))
+)
+_EXTEND_LEASE = (
+    update(leases)
+    .where(leases.c.id == bindparam("lid"))
+    .values(last_activity=bindparam("now"), held_until=bindparam("until"))
+)
 
 
 @dataclass(frozen=True)
@@ -79,6 +172,25 @@ class _CachedLease:
     last_seen: float
 
 
+@dataclass(frozen=True)
+class _Outcome:
+    """What taking a number came to, made in a transaction and applied to the cache after it
+    (on SQLite the transaction runs in another thread, where the cache is not touched)."""
+
+    tracking: Tracking
+    number: str | None = None
+    lease_id: str | None = None
+    held_until: float = 0.0
+
+    def apply(self, cached: _CachedLease) -> None:
+        cached.tracking, cached.number, cached.lease_id, cached.confirmed_until = (
+            self.tracking,
+            self.number,
+            self.lease_id,
+            self.held_until,
+        )
+
+
 @dataclass
 class _PendingWrites:
     #: lease id -> (the cached lease, its number, activity time, new held_until)
@@ -110,6 +222,11 @@ class VisitStore:
         self._policy = LeasePolicy(settings.freeze_time)
         self._postgres = engine.dialect.name == "postgresql"
         self._cache: dict[str, _CachedLease] = {}
+        #: SQLite only: per (site, pool), the numbers never leased when last read, largest
+        #: first. Ordering a pool by "free the longest, then by number" makes SQLite sort every
+        #: never-leased row of it per lease (milliseconds for a pool of thousands), so the
+        #: smallest never-leased number is taken from here instead; see _candidate.
+        self._unused: dict[tuple[str, str], list[str]] = {}
         self._pending = _PendingWrites()
         self._last_flush_ok = clock()
         self._flush_wakeup = asyncio.Event()
@@ -118,6 +235,7 @@ class VisitStore:
 
     async def sync_numbers(self) -> None:
         """Make the `numbers` rows match the config; a removed number keeps its history."""
+        self._unused.clear()
         wanted = {
             number: (site.name, pool.name)
             for site in self._settings.sites
@@ -166,50 +284,64 @@ class VisitStore:
             )
             if continued is not None:
                 return continued
-        async with self._engine.begin() as conn:
-            visitor_id, visit_number = await self._visitor(conn, request.visitor_id, source, now)
-            session_id = new_id()
-            pool = None if request.privacy_signal else choose_pool(request.site.pools, source)
-            tracking = Tracking.PRIVACY if request.privacy_signal else Tracking.NO_POOL
-            await conn.execute(
-                insert(sessions).values(
-                    id=session_id,
-                    visitor_id=visitor_id,
-                    site=request.site.name,
-                    visit_number=visit_number,
-                    started_at=now,
-                    last_seen=now,
-                    client_ip=request.client_ip,
-                    landing_url=source.landing_url,
-                    referrer=source.referrer,
-                    source=source.source,
-                    medium=source.medium,
-                    campaign=source.campaign,
-                    term=source.term,
-                    content=source.content,
-                    click_ids=json.dumps(source.click_ids),
-                    pool=pool.name if pool else None,
-                    tracking=tracking,
-                    pages_viewed=1,
-                    last_url=source.landing_url,
-                )
-            )
-            await conn.execute(
-                insert(page_views).values(session_id=session_id, at=now, url=request.url)
-            )
-            cached = _CachedLease(
-                visitor_id,
-                request.site.name,
-                pool.name if pool else None,
-                tracking,
-                None,
-                None,
-                0.0,
-                source.landing_url,
-                now,
-            )
+        pool = None if request.privacy_signal else choose_pool(request.site.pools, source)
+        tracking = Tracking.PRIVACY if request.privacy_signal else Tracking.NO_POOL
+        session_id = new_id()
+
+        def work(tx: Tx) -> tuple[str, _Outcome]:
+            visitor_id, visit_number = self._visitor(tx, request.visitor_id, source, now)
+            session = {
+                "id": session_id,
+                "visitor_id": visitor_id,
+                "site": request.site.name,
+                "visit_number": visit_number,
+                "started_at": now,
+                "last_seen": now,
+                "client_ip": request.client_ip,
+                "landing_url": source.landing_url,
+                "referrer": source.referrer,
+                "source": source.source,
+                "medium": source.medium,
+                "campaign": source.campaign,
+                "term": source.term,
+                "content": source.content,
+                "click_ids": json.dumps(source.click_ids),
+                "pool": pool.name if pool else None,
+                "tracking": str(tracking),
+                "pages_viewed": 1,
+                "last_url": source.landing_url,
+            }
+            outcome = _Outcome(tracking)
             if pool is not None:
-                await self._take_number(conn, session_id, cached, request.client_ip, None, now)
+                # the session row is written by _take_number, with the outcome in it
+                outcome = self._take_number(
+                    tx,
+                    session_id,
+                    request.site.name,
+                    pool.name,
+                    request.client_ip,
+                    None,
+                    now,
+                    new_session=session,
+                )
+            else:
+                tx.run(_INSERT_SESSION, session)
+            tx.run(_INSERT_PAGE_VIEW, {"session_id": session_id, "at": now, "url": request.url})
+            return visitor_id, outcome
+
+        visitor_id, outcome = await run_transaction(self._engine, work)
+        cached = _CachedLease(
+            visitor_id,
+            request.site.name,
+            pool.name if pool else None,
+            tracking,
+            None,
+            None,
+            0.0,
+            source.landing_url,
+            now,
+        )
+        outcome.apply(cached)
         self._remember(session_id, cached)
         return self._visit(session_id, cached)
 
@@ -251,15 +383,28 @@ class VisitStore:
                 self._pending.extensions[cached.lease_id] = (cached, cached.number, now, held_until)
                 self._kick_flush()
                 return self._visit(session_id, cached)
-            async with self._engine.begin() as conn:
-                if await self._extend(conn, cached.lease_id, cached.number, now, held_until):
-                    cached.confirmed_until = held_until
-                    return self._visit(session_id, cached)
+            lease_id, number = cached.lease_id, cached.number
+            site, pool = cached.site, cached.pool
+
+            def extend_or_lease_again(tx: Tx) -> _Outcome | None:
+                if self._extend(tx, lease_id, number, now, held_until):
+                    return None
                 # the lease ran out and the number went to someone else: lease again
-                await self._take_number(conn, session_id, cached, None, cached.number, now)
+                assert pool is not None
+                return self._take_number(tx, session_id, site, pool, None, number, now)
+
+            outcome = await run_transaction(self._engine, extend_or_lease_again)
+            if outcome is None:
+                cached.confirmed_until = held_until
+                return self._visit(session_id, cached)
+            outcome.apply(cached)
         elif cached.pool is not None and cached.tracking in (Tracking.EXHAUSTED, Tracking.IP_CAP):
-            async with self._engine.begin() as conn:
-                await self._take_number(conn, session_id, cached, None, None, now)
+            site, pool = cached.site, cached.pool
+            outcome = await run_transaction(
+                self._engine,
+                lambda tx: self._take_number(tx, session_id, site, pool, None, None, now),
+            )
+            outcome.apply(cached)
         self._kick_flush()
         return self._visit(session_id, cached)
 
@@ -286,137 +431,134 @@ class VisitStore:
 
     # -- lease mechanics --------------------------------------------------------------------
 
-    def _free(self, now: float) -> Any:
-        return or_(numbers.c.held_until.is_(None), numbers.c.held_until < now)
-
-    async def _take_number(
+    def _take_number(
         self,
-        conn: AsyncConnection,
+        tx: Tx,
         session_id: str,
-        cached: _CachedLease,
+        site: str,
+        pool: str,
         client_ip: str | None,
         preferred: str | None,
         now: float,
-    ) -> None:
-        """Lease a free number of the session's pool to it, or mark why it has none."""
-        assert cached.pool is not None
+        *,
+        new_session: dict[str, Any] | None = None,
+    ) -> _Outcome:
+        """Lease a free number of the pool to the session, or say why it has none.
+
+        `new_session`: the row of a session being started, inserted here with the outcome as its
+        tracking (one statement fewer per visit than inserting it first and updating it after).
+        """
+        outcome = self._claim(tx, session_id, site, pool, client_ip, preferred, now)
+        if new_session is not None:
+            tx.run(_INSERT_SESSION, {**new_session, "tracking": str(outcome.tracking)})
+        else:
+            tx.run(_SET_TRACKING, {"sid": session_id, "t": str(outcome.tracking)})
+        if outcome.number is not None:
+            tx.run(
+                _INSERT_LEASE,
+                {
+                    "id": outcome.lease_id,
+                    "number": outcome.number,
+                    "session_id": session_id,
+                    "started_at": now,
+                    "last_activity": now,
+                    "held_until": outcome.held_until,
+                },
+            )
+        return outcome
+
+    def _claim(
+        self,
+        tx: Tx,
+        session_id: str,
+        site: str,
+        pool: str,
+        client_ip: str | None,
+        preferred: str | None,
+        now: float,
+    ) -> _Outcome:
+        """Take a number's row for the session: the conditional UPDATE that makes it exclusive."""
         cap = self._settings.http.max_leases_per_ip
         if client_ip is not None:
-            held_by_ip = await conn.scalar(
-                select(func.count())
-                .select_from(numbers)
-                .where(numbers.c.client_ip == client_ip, numbers.c.held_until >= now)
-            )
+            held_by_ip = tx.scalar(_HELD_BY_IP, {"ip": client_ip, "now": now})
             if (held_by_ip or 0) >= cap:
-                self._no_number(cached, Tracking.IP_CAP)
-                await self._set_tracking(conn, session_id, cached.tracking)
-                return
+                return _Outcome(Tracking.IP_CAP)
         held_until = self._policy.held_until(now)
         lease_id = new_id()
+        lease = {"lid": lease_id, "sid": session_id, "until": held_until, "ip": client_ip}
         for _attempt in range(8):
-            number = preferred if preferred else await self._longest_free(conn, cached, now)
-            preferred = None
+            unused = False
+            number: str | None
+            if preferred:
+                number, preferred = preferred, None
+            else:
+                number, unused = self._candidate(tx, site, pool, now)
             if number is None:
                 break
-            taken = await conn.execute(
-                update(numbers)
-                .where(numbers.c.number == number, self._free(now))
-                .values(
-                    lease_id=lease_id,
-                    session_id=session_id,
-                    held_until=held_until,
-                    client_ip=client_ip,
-                )
+            taken = tx.run(
+                _TAKE_UNUSED if unused else _TAKE_FREE, {**lease, "n": number, "now": now}
             )
-            if taken.rowcount == 1:
-                await conn.execute(
-                    insert(leases).values(
-                        id=lease_id,
-                        number=number,
-                        session_id=session_id,
-                        started_at=now,
-                        last_activity=now,
-                        held_until=held_until,
-                    )
-                )
-                cached.tracking, cached.number, cached.lease_id = Tracking.TRACKED, number, lease_id
-                cached.confirmed_until = held_until
-                await self._set_tracking(conn, session_id, cached.tracking)
-                return
-        self._no_number(cached, Tracking.EXHAUSTED)
-        await self._set_tracking(conn, session_id, cached.tracking)
+            if unused:
+                self._used(site, pool, number, taken == 1)
+            if taken == 1:
+                return _Outcome(Tracking.TRACKED, number, lease_id, held_until)
+        return _Outcome(Tracking.EXHAUSTED)
 
-    async def _longest_free(
-        self, conn: AsyncConnection, cached: _CachedLease, now: float
-    ) -> str | None:
-        query = (
-            select(numbers.c.number)
-            .where(numbers.c.site == cached.site, numbers.c.pool == cached.pool, self._free(now))
-            .order_by(numbers.c.held_until.asc().nulls_first(), numbers.c.number)
-            .limit(1)
-        )
-        if self._postgres:
-            query = query.with_for_update(skip_locked=True)
-        return await conn.scalar(query)
+    def _candidate(self, tx: Tx, site: str, pool: str, now: float) -> tuple[str | None, bool]:
+        """The number to try to lease next, and whether it comes from the never-leased list.
 
-    @staticmethod
-    def _no_number(cached: _CachedLease, why: Tracking) -> None:
-        cached.tracking, cached.number, cached.lease_id, cached.confirmed_until = (
-            why,
-            None,
-            None,
-            0.0,
-        )
+        The never-leased numbers sort first ("free the longest"), smallest number first. On
+        SQLite they are read once per pool into `_unused` and handed out from there; the
+        UPDATE then requires the row to be still never leased, and if it is not (another
+        process took it) the list is read again (_used), so the order is kept. PostgreSQL
+        keeps the query with SKIP LOCKED, which lets concurrent transactions pass each other.
+        """
+        if not self._postgres:
+            unused = self._unused.get((site, pool))
+            if unused is None:
+                rows = tx.scalars(_UNUSED, {"site": site, "pool": pool})
+                unused = self._unused[(site, pool)] = sorted(rows, reverse=True)
+            if unused:
+                return unused[-1], True
+        query = _LONGEST_FREE_SKIP_LOCKED if self._postgres else _LONGEST_FREE
+        return tx.scalar(query, {"site": site, "pool": pool, "now": now}), False
+
+    def _used(self, site: str, pool: str, number: str, taken: bool) -> None:
+        """The never-leased `number` was tried: it is never-leased no more, whoever took it."""
+        unused = self._unused.get((site, pool))
+        if not taken:
+            self._unused.pop((site, pool), None)  # another process leases from it: read again
+        elif unused and unused[-1] == number:
+            unused.pop()
 
     @staticmethod
-    async def _set_tracking(conn: AsyncConnection, session_id: str, tracking: Tracking) -> None:
-        await conn.execute(
-            update(sessions).where(sessions.c.id == session_id).values(tracking=tracking)
-        )
-
-    @staticmethod
-    async def _extend(
-        conn: AsyncConnection, lease_id: str, number: str, now: float, held_until: float
-    ) -> bool:
-        extended = await conn.execute(
-            update(numbers)
-            .where(
-                numbers.c.number == number,
-                numbers.c.lease_id == lease_id,
-                numbers.c.held_until >= now,
-            )
-            .values(held_until=held_until)
-        )
-        if extended.rowcount != 1:
+    def _extend(tx: Tx, lease_id: str, number: str, now: float, held_until: float) -> bool:
+        params = {"lid": lease_id, "n": number, "now": now, "until": held_until}
+        if tx.run(_EXTEND_NUMBER, params) != 1:
             return False
-        await conn.execute(
-            update(leases)
-            .where(leases.c.id == lease_id)
-            .values(last_activity=now, held_until=held_until)
-        )
+        tx.run(_EXTEND_LEASE, params)
         return True
 
-    async def _visitor(
-        self, conn: AsyncConnection, visitor_id: str | None, source: TrafficSource, now: float
+    @staticmethod
+    def _visitor(
+        tx: Tx, visitor_id: str | None, source: TrafficSource, now: float
     ) -> tuple[str, int]:
         """The returning visitor (their next visit number), or a new one with this first touch."""
         if visitor_id and is_id(visitor_id):
-            visits = await conn.scalar(select(visitors.c.visits).where(visitors.c.id == visitor_id))
+            visits = tx.scalar(_RETURNING_VISITOR, {"vid": visitor_id})
             if visits is not None:
-                await conn.execute(
-                    update(visitors).where(visitors.c.id == visitor_id).values(visits=visits + 1)
-                )
-                return visitor_id, visits + 1
+                return visitor_id, visits
         visitor_id = new_id()
-        await conn.execute(
-            insert(visitors).values(
-                id=visitor_id,
-                created_at=now,
-                visits=1,
-                first_source=source.source,
-                first_medium=source.medium,
-                first_campaign=source.campaign,
-            )
+        tx.run(
+            _INSERT_VISITOR,
+            {
+                "id": visitor_id,
+                "created_at": now,
+                "visits": 1,
+                "first_source": source.source,
+                "first_medium": source.medium,
+                "first_campaign": source.campaign,
+            },
         )
         return visitor_id, 1
 
@@ -497,56 +639,30 @@ class VisitStore:
         if not pending:
             self._last_flush_ok = self._clock()
             return
+        extensions = [
+            {"l": lease_id, "n": number, "a": at, "h": held_until}
+            for lease_id, (_cached, number, at, held_until) in pending.extensions.items()
+        ]
+        last_seen = [{"s": s, "t": t} for s, t in pending.last_seen.items()]
+        views = [{"session_id": s, "at": at, "url": u} for s, at, u in pending.page_views]
+        counts: dict[str, tuple[int, str]] = {}
+        for s, _at, u in pending.page_views:
+            counts[s] = (counts.get(s, (0, u))[0] + 1, u)
+        viewed = [{"s": s, "c": c, "u": u} for s, (c, u) in counts.items()]
+
+        def write(tx: Tx) -> None:
+            for statement, rows in (
+                (_FLUSH_NUMBERS, extensions),
+                (_FLUSH_LEASES, extensions),
+                (_FLUSH_LAST_SEEN, last_seen),
+                (_INSERT_PAGE_VIEW, views),
+                (_FLUSH_VIEWED, viewed),
+            ):
+                if rows:
+                    tx.run_many(statement, rows)
+
         try:
-            async with self._engine.begin() as conn:
-                if pending.extensions:
-                    rows = [
-                        {"l": lease_id, "n": number, "a": at, "h": held_until}
-                        for lease_id, (
-                            _cached,
-                            number,
-                            at,
-                            held_until,
-                        ) in pending.extensions.items()
-                    ]
-                    await conn.execute(
-                        update(numbers)
-                        .where(
-                            numbers.c.number == bindparam("n"), numbers.c.lease_id == bindparam("l")
-                        )
-                        .values(held_until=bindparam("h")),
-                        rows,
-                    )
-                    await conn.execute(
-                        update(leases)
-                        .where(leases.c.id == bindparam("l"))
-                        .values(last_activity=bindparam("a"), held_until=bindparam("h")),
-                        rows,
-                    )
-                if pending.last_seen:
-                    await conn.execute(
-                        update(sessions)
-                        .where(sessions.c.id == bindparam("s"))
-                        .values(last_seen=bindparam("t")),
-                        [{"s": s, "t": t} for s, t in pending.last_seen.items()],
-                    )
-                if pending.page_views:
-                    await conn.execute(
-                        insert(page_views),
-                        [{"session_id": s, "at": at, "url": u} for s, at, u in pending.page_views],
-                    )
-                    counts: dict[str, tuple[int, str]] = {}
-                    for s, _at, u in pending.page_views:
-                        counts[s] = (counts.get(s, (0, u))[0] + 1, u)
-                    await conn.execute(
-                        update(sessions)
-                        .where(sessions.c.id == bindparam("s"))
-                        .values(
-                            pages_viewed=sessions.c.pages_viewed + bindparam("c"),
-                            last_url=bindparam("u"),
-                        ),
-                        [{"s": s, "c": c, "u": u} for s, (c, u) in counts.items()],
-                    )
+            await run_transaction(self._engine, write)
         except Exception:
             self._requeue(pending)
             raise
