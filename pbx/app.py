@@ -11,18 +11,37 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 from sqlalchemy import text
 
-from pbx import staff_api
+from pbx import staff_api, staff_ui
 from pbx.http import errors_as_json
-from pbx.keys import CALLS, CLOCK, ENGINE, METRICS, PBX_LINK, SETTINGS, VISITS, PbxLink
+from pbx.keys import (
+    CALLS,
+    CLOCK,
+    ENGINE,
+    LOGIN_FAILURES,
+    METRICS,
+    PBX_LINK,
+    RECORDINGS,
+    SETTINGS,
+    STAFF_SESSIONS,
+    TEMPLATES,
+    VISITS,
+    PbxLink,
+)
 from pbx.metrics import Metrics
 from pbx.pbx_link import pbx_link
+from pbx.ratelimit import FailureLimit
 from pbx.settings import Settings
 from pbx.storage.calls import CallStore
 from pbx.storage.db import open_engine, require_current_schema
+from pbx.storage.staff_sessions import StaffSessionStore
 from pbx.storage.visits import VisitStore
+from recordings.worker import RecordingWorker
 from web_widget import api as visitor_api
 
 log = logging.getLogger(__name__)
+
+LOGIN_FAILURE_LIMIT = 10  # per client address and per user name, within the window
+LOGIN_FAILURE_WINDOW = 300.0
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -35,6 +54,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         app[ENGINE] = engine
         app[VISITS] = visits
         app[CALLS] = CallStore(engine, settings, visits, app[CLOCK])
+        app[STAFF_SESSIONS] = StaffSessionStore(engine, app[CLOCK], settings.ui.session_idle)
         flusher = asyncio.create_task(visits.run_flusher(), name="lease-flusher")
         yield
         flusher.cancel()
@@ -43,6 +63,22 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         await visits.flush()
     finally:
         await engine.dispose()
+
+
+async def _recordings(app: web.Application) -> AsyncIterator[None]:
+    """Convert new recordings for browsers and apply retention, beside the event loop."""
+    worker = RecordingWorker(app[CALLS], app[SETTINGS], app[METRICS], app[CLOCK])
+    app[RECORDINGS] = worker
+    tasks = [
+        asyncio.create_task(worker.run_conversions(), name="recording-conversions"),
+        asyncio.create_task(worker.run_retention(), name="recording-retention"),
+    ]
+    yield
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -69,14 +105,17 @@ async def metrics(request: web.Request) -> web.Response:
 
 def build_app(settings: Settings, clock: Callable[[], float] = time.time) -> web.Application:
     app = web.Application(
-        middlewares=[errors_as_json, visitor_api.cors],
+        middlewares=[errors_as_json, staff_ui.html_errors, visitor_api.cors],
         client_max_size=settings.http.max_body_bytes,
     )
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[METRICS] = Metrics()
     app[PBX_LINK] = PbxLink()
+    app[TEMPLATES] = staff_ui.templates(settings)
+    app[LOGIN_FAILURES] = FailureLimit(clock, LOGIN_FAILURE_LIMIT, LOGIN_FAILURE_WINDOW)
     app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_recordings)
     app.cleanup_ctx.append(pbx_link)
     app.add_routes(
         [
@@ -84,6 +123,7 @@ def build_app(settings: Settings, clock: Callable[[], float] = time.time) -> web
             web.get("/metrics", metrics),
             *visitor_api.routes(),
             *staff_api.routes(),
+            *staff_ui.routes(),
         ]
     )
     return app

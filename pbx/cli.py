@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import logging
 import sys
@@ -135,6 +136,25 @@ def cmd_dialplan(args: argparse.Namespace) -> int:
     return generate(["-c", args.config, *(["-o", args.output] if args.output else [])])
 
 
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    """An argon2 hash for `users[].password_argon2`; the password is read, never an argument
+    (arguments end up in shell history and in `ps`)."""
+    from pbx.auth import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("calltrack: the passwords differ", file=sys.stderr)
+            return 2
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < 4:
+        print("calltrack: a password needs at least 4 characters", file=sys.stderr)
+        return 2
+    print(hash_password(password))
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     text = json.dumps(json_schema(), indent=2) + "\n"
     if args.output:
@@ -173,6 +193,11 @@ def parser() -> argparse.ArgumentParser:
     dialplan.add_argument("-c", "--config", required=True)
     dialplan.add_argument("-o", "--output", help="file to write (default: standard output)")
     dialplan.set_defaults(run=cmd_dialplan)
+
+    hashing = commands.add_parser(
+        "hash-password", help="argon2 hash of a password (read from the prompt or stdin)"
+    )
+    hashing.set_defaults(run=cmd_hash_password)
 
     schema = commands.add_parser("schema", help="JSON schema of the config file")
     schema.add_argument("-o", "--output")

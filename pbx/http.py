@@ -52,6 +52,14 @@ def client_ip(request: web.Request) -> str | None:
     return peer
 
 
+def with_error_headers(response: web.Response, error: web.HTTPException) -> web.Response:
+    """An error answer keeps the headers that tell the client what to do next."""
+    for header in ("Allow", "WWW-Authenticate", "Retry-After"):
+        if header in error.headers:
+            response.headers[header] = error.headers[header]
+    return response
+
+
 @web.middleware
 async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Errors leave as JSON with a reason; a bug is logged here and answers 500 without a trace."""
@@ -61,11 +69,7 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         if exc.status < 400 or not request.path.startswith("/api/"):
             raise
         request.app[METRICS].http_errors.labels(str(exc.status)).inc()
-        response = json_error(exc.status, exc.reason)
-        for header in ("Allow", "WWW-Authenticate"):
-            if header in exc.headers:
-                response.headers[header] = exc.headers[header]
-        return response
+        return with_error_headers(json_error(exc.status, exc.reason), exc)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         request.app[METRICS].http_errors.labels("500").inc()

@@ -6,14 +6,18 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import jinja2
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ami_bridge import AmiBridge
 from pbx.metrics import Metrics
+from pbx.ratelimit import FailureLimit
 from pbx.settings import Settings
 from pbx.storage.calls import CallStore
+from pbx.storage.staff_sessions import StaffSessionStore
 from pbx.storage.visits import VisitStore
+from recordings.worker import RecordingWorker
 
 
 @dataclass
@@ -39,3 +43,7 @@ VISITS = web.AppKey("visits", VisitStore)
 CALLS = web.AppKey("calls", CallStore)
 METRICS = web.AppKey("metrics", Metrics)
 PBX_LINK = web.AppKey("pbx_link", PbxLink)
+STAFF_SESSIONS = web.AppKey("staff_sessions", StaffSessionStore)
+LOGIN_FAILURES = web.AppKey("login_failures", FailureLimit)
+TEMPLATES = web.AppKey("templates", jinja2.Environment)
+RECORDINGS = web.AppKey("recordings", RecordingWorker)

@@ -27,6 +27,12 @@ class Metrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60),
             registry=self.registry,
         )
+        self.recordings = Counter(
+            "calltrack_recordings",
+            "Recordings converted for browsers, failed to convert, deleted by retention",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.http_errors = Counter(
             "calltrack_http_errors",
             "HTTP answers with an error status",

@@ -18,7 +18,7 @@ from ami_bridge import AmiBridge
 from ami_bridge.reconcile import reconcile
 from attribution.calls import CallReport
 from dialplan.agi import start_agi_server
-from pbx.keys import CALLS, CLOCK, ENGINE, METRICS, PBX_LINK, SETTINGS
+from pbx.keys import CALLS, CLOCK, ENGINE, METRICS, PBX_LINK, RECORDINGS, SETTINGS
 from pbx.storage.tables import calls
 
 log = logging.getLogger(__name__)
@@ -34,11 +34,13 @@ async def pbx_link(app: web.Application) -> AsyncIterator[None]:
     store = app[CALLS]
     metrics = app[METRICS]
     clock = app[CLOCK]
+    recordings = app[RECORDINGS]
 
     async def on_call_ended(report: CallReport) -> None:
         if await store.store(report):
             metrics.calls.labels(report.status, "stored").inc()
             metrics.call_store_latency.observe(max(0.0, clock() - report.ended_at))
+            recordings.call_stored()
 
     async def on_connected(lost_at: float | None) -> None:
         """Store the calls that ended while nobody listened (the link or the daemon was down)."""
@@ -52,6 +54,7 @@ async def pbx_link(app: web.Application) -> AsyncIterator[None]:
         for report in reports:
             stored += await store.store(report)
         if stored:
+            recordings.call_stored()
             log.info("reconciled %d call(s) that ended while the link was down", stored)
 
     bridge = AmiBridge(settings, on_call_ended, on_connected)

@@ -10,7 +10,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -143,7 +144,10 @@ class StaticNumber(_Model):
 
 class Recordings(_Model):
     dir: Path = Path("var/recordings")
-    keep_days: int = Field(365, ge=1)
+    keep_days: int = Field(365, ge=1, description="older recordings are deleted, the calls kept")
+    format: Literal["mp3", "opus"] = Field(
+        "mp3", description="what WAVs are converted to: mp3 plays in every browser, opus is smaller"
+    )
 
 
 class Http(_Model):
@@ -163,6 +167,44 @@ class Http(_Model):
 class ApiToken(_Model):
     name: str
     token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class User(_Model):
+    """A person who logs in to the staff pages; admins also see the configuration status."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")
+    password_argon2: str = Field(
+        description="from `calltrack hash-password`",
+        json_schema_extra={"pattern": r"^\$argon2(id|i|d)\$"},
+    )
+    role: Literal["admin", "staff"] = "staff"
+
+    @field_validator("password_argon2")
+    @classmethod
+    def _is_a_hash(cls, value: str) -> str:
+        if not re.match(r"^\$argon2(id|i|d)\$", value):
+            raise ValueError(
+                "expected an argon2 hash (run `calltrack hash-password`), never the password itself"
+            )
+        return value
+
+
+class Ui(_Model):
+    session_idle: Seconds = Field(12 * 3600.0, description="a login ends after this idle time")
+    timezone: str = Field("UTC", description="times on the staff pages, e.g. Europe/Moscow")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r}; expected e.g. Europe/Moscow") from None
+        return name
+
+
+Tag = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[^,]+$")]
+DEFAULT_TAGS = ["lead", "sale", "spam", "wrong number"]
 
 
 class Ami(_Model):
@@ -199,6 +241,11 @@ class Settings(_Model):
     recordings: Recordings = Recordings()
     database: str = "sqlite+aiosqlite:///var/calltrack.db"
     api_tokens: list[ApiToken] = Field(default_factory=list)
+    users: list[User] = Field(default_factory=list, description="who may log in to the staff pages")
+    tags: list[Tag] = Field(
+        default_factory=lambda: list(DEFAULT_TAGS), description="what staff may tag calls with"
+    )
+    ui: Ui = Ui()
     http: Http = Http()
     asterisk: Asterisk | None = None
 
@@ -212,11 +259,14 @@ class Settings(_Model):
                 problems.append(f"{_dotted(loc)}: {number} is already used at {first}")
             else:
                 seen[number] = loc
-        names: set[str] = set()
-        for site in self.sites:
-            if site.name in names:
-                problems.append(f"sites: site name {site.name!r} is used twice")
-            names.add(site.name)
+        for key, values in (
+            ("sites", [site.name for site in self.sites]),
+            ("users", [user.name for user in self.users]),
+            ("tags", self.tags),
+        ):
+            for i, value in enumerate(values):
+                if value in values[:i]:
+                    problems.append(f"{key}[{i}]: {value!r} is used twice")
         if problems:
             raise ValueError("; ".join(problems))
         return self

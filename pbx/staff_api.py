@@ -9,9 +9,11 @@ from typing import Any
 
 from aiohttp import web
 
+from pbx.auth import current_user
 from pbx.http import json_error
 from pbx.keys import CALLS, SETTINGS, VISITS
 from pbx.storage.calls import CallFilter
+from recordings.files import recording_path
 
 
 def token_name(request: web.Request) -> str | None:
@@ -105,16 +107,16 @@ async def list_leases(request: web.Request) -> web.Response:
 
 
 async def recording(request: web.Request) -> web.StreamResponse:
-    """The call's recording, with HTTP Range so players can seek; only for a valid token."""
-    if token_name(request) is None:
+    """The call's recording, with HTTP Range so players can seek; for a valid token or a
+    logged-in staff member."""
+    if token_name(request) is None and await current_user(request) is None:
         return _unauthorized()
     call_id = request.match_info["call_id"]
     call = await request.app[CALLS].get(int(call_id)) if call_id.isdigit() else None
     if call is None or not call["recording"]:
         return json_error(404, "no such call, or it has no recording")
-    folder = request.app[SETTINGS].asterisk_recordings_dir.resolve()
-    path = (folder / call["recording"]).resolve()
-    if path.parent != folder or not path.is_file():
+    path = recording_path(request.app[SETTINGS].asterisk_recordings_dir, call["recording"])
+    if path is None or not path.is_file():
         return json_error(404, "the recording file is missing")
     return web.FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
 
+from pbx.auth import hash_password
 from pbx.settings import Settings, parse_settings
 from pbx.storage.db import open_engine, upgrade
 
@@ -87,3 +89,16 @@ async def migrate(settings: Settings) -> None:
         await upgrade(engine)
     finally:
         await engine.dispose()
+
+
+PASSWORD = "correct horse"
+
+
+@functools.cache
+def staff_users() -> list[dict[str, str]]:
+    """An admin and a staff user, both with PASSWORD (hashed once per test run: argon2 is slow)."""
+    hashed = hash_password(PASSWORD)
+    return [
+        {"name": "ada", "password_argon2": hashed, "role": "admin"},
+        {"name": "sam", "password_argon2": hashed, "role": "staff"},
+    ]

@@ -7,13 +7,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, exists, func, select
+from sqlalchemy import ColumnElement, Select, delete, exists, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from attribution.calls import CallReport, Route
 from pbx.settings import Settings
-from pbx.storage.tables import calls
+from pbx.storage.tables import call_tags, calls
 from pbx.storage.visits import VisitStore
 
 SESSION_FIELDS = (
@@ -37,8 +37,25 @@ class CallFilter:
     since: float | None = None
     until: float | None = None
     source: str | None = None
+    medium: str | None = None
+    campaign: str | None = None
+    static_source: str | None = None  # calls to the static number of this source
+    answered: bool | None = None  # False: missed, busy or abandoned
+    tag: str | None = None
+    caller: str | None = None  # digits anywhere in the caller's number
+    after_id: int | None = None  # stored after the call with this id (live updates)
     limit: int = 100
     offset: int = 0
+
+
+@dataclass(frozen=True)
+class Review:
+    """What staff made of a call."""
+
+    tags: frozenset[str]
+    score: int | None
+    notes: str | None
+    sale_cents: int | None
 
 
 class CallStore:
@@ -145,15 +162,34 @@ class CallStore:
         return bool(result.rowcount)
 
     def _filtered(self, query: Select[Any], where: CallFilter) -> Select[Any]:
+        c = calls.c
+        for column, value in (
+            (c.source, where.source),
+            (c.medium, where.medium),
+            (c.campaign, where.campaign),
+        ):
+            if value is not None:
+                query = query.where(column == value)
         if where.since is not None:
-            query = query.where(calls.c.started_at >= where.since)
+            query = query.where(c.started_at >= where.since)
         if where.until is not None:
-            query = query.where(calls.c.started_at < where.until)
-        if where.source is not None:
-            query = query.where(calls.c.source == where.source)
+            query = query.where(c.started_at < where.until)
+        if where.static_source is not None:
+            query = query.where(c.attribution == "static", c.source == where.static_source)
+        if where.answered is not None:
+            query = query.where((c.status == "answered") == where.answered)
+        if where.tag is not None:
+            query = query.where(
+                exists().where(call_tags.c.call_id == c.id, call_tags.c.tag == where.tag)
+            )
+        if where.caller:
+            query = query.where(c.caller.contains(where.caller, autoescape=True))
+        if where.after_id is not None:
+            query = query.where(c.id > where.after_id)
         return query
 
     async def list(self, where: CallFilter) -> tuple[int, Sequence[dict[str, Any]]]:
+        """One page of matching calls, newest first, each with its tags; and how many match."""
         async with self._engine.connect() as conn:
             total = await conn.scalar(
                 self._filtered(select(func.count()).select_from(calls), where)
@@ -166,14 +202,128 @@ class CallStore:
                     .offset(where.offset)
                 )
             ).all()
-        return total or 0, [_public(dict(r._mapping)) for r in rows]
+            tags = await _tags_of(conn, [row.id for row in rows])
+        return total or 0, [_public(dict(r._mapping), tags) for r in rows]
 
     async def get(self, call_id: int) -> dict[str, Any] | None:
         async with self._engine.connect() as conn:
             row = (await conn.execute(select(calls).where(calls.c.id == call_id))).one_or_none()
-        return _public(dict(row._mapping)) if row else None
+            tags = await _tags_of(conn, [call_id])
+        return _public(dict(row._mapping), tags) if row else None
+
+    async def earlier_calls(
+        self, caller: str, before: float, limit: int = 20
+    ) -> Sequence[dict[str, Any]]:
+        """The caller's calls before this one, newest first: is this a returning customer?"""
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(calls)
+                    .where(calls.c.caller == caller, calls.c.started_at < before)
+                    .order_by(calls.c.started_at.desc())
+                    .limit(limit)
+                )
+            ).all()
+            tags = await _tags_of(conn, [row.id for row in rows])
+        return [_public(dict(r._mapping), tags) for r in rows]
+
+    async def choices(self, column: str, limit: int = 200) -> Sequence[str]:
+        """The values a column holds (sources, media, campaigns), for the log's filter hints."""
+        field = calls.c[column]
+        async with self._engine.connect() as conn:
+            values = await conn.scalars(
+                select(field).where(field.is_not(None)).distinct().order_by(field).limit(limit)
+            )
+            return [str(v) for v in values]
+
+    async def review(self, call_id: int, review: Review, by: str) -> bool:
+        """Save staff's tags, score, notes and sale; False when there is no such call."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(calls)
+                .where(calls.c.id == call_id)
+                .values(
+                    score=review.score,
+                    notes=review.notes,
+                    sale_cents=review.sale_cents,
+                    reviewed_by=by,
+                    reviewed_at=self._clock(),
+                )
+            )
+            if not result.rowcount:
+                return False
+            await conn.execute(delete(call_tags).where(call_tags.c.call_id == call_id))
+            if review.tags:
+                await conn.execute(
+                    insert(call_tags), [{"call_id": call_id, "tag": t} for t in sorted(review.tags)]
+                )
+        return True
+
+    async def _recordings(
+        self, where: Any, limit: int, newest_first: bool = False
+    ) -> Sequence[tuple[int, str]]:
+        """(call id, recording file) of calls matching `where`, in id order."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(calls.c.id, calls.c.recording)
+                .where(calls.c.recording.is_not(None), where)
+                .order_by(calls.c.id.desc() if newest_first else calls.c.id)
+                .limit(limit)
+            )
+            return [(row.id, row.recording) for row in rows]
+
+    async def unconverted_recordings(
+        self, before_id: int | None, limit: int
+    ) -> Sequence[tuple[int, str]]:
+        """Recordings still as Asterisk wrote them (WAV), newest first: today's calls are the
+        ones staff open, an old backlog can wait."""
+        where: ColumnElement[bool] = calls.c.recording.like("%.wav")
+        if before_id is not None:
+            where = where & (calls.c.id < before_id)
+        return await self._recordings(where, limit, newest_first=True)
+
+    async def recordings_before(self, before: float, limit: int) -> Sequence[tuple[int, str]]:
+        """Recordings of calls that started before `before`: past the retention period."""
+        return await self._recordings(calls.c.started_at < before, limit)
+
+    async def replace_recording(
+        self,
+        call_id: int,
+        old: str,
+        new: str | None,
+        seconds: float | None = None,
+        peaks: Sequence[int] | None = None,
+    ) -> bool:
+        """Point the call at its converted (or no longer kept) recording, if it still has `old`."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(calls)
+                .where(calls.c.id == call_id, calls.c.recording == old)
+                .values(
+                    recording=new,
+                    recording_seconds=seconds,
+                    recording_peaks=json.dumps(list(peaks)) if peaks is not None else None,
+                )
+            )
+        return bool(result.rowcount)
 
 
-def _public(row: dict[str, Any]) -> dict[str, Any]:
+async def _tags_of(conn: AsyncConnection, call_ids: Sequence[int]) -> dict[int, list[str]]:
+    if not call_ids:
+        return {}
+    rows = await conn.execute(
+        select(call_tags.c.call_id, call_tags.c.tag)
+        .where(call_tags.c.call_id.in_(call_ids))
+        .order_by(call_tags.c.tag)
+    )
+    tags: dict[int, list[str]] = {}
+    for row in rows:
+        tags.setdefault(row.call_id, []).append(row.tag)
+    return tags
+
+
+def _public(row: dict[str, Any], tags: dict[int, list[str]]) -> dict[str, Any]:
     row["click_ids"] = json.loads(row["click_ids"]) if row.get("click_ids") else {}
+    row["recording_peaks"] = json.loads(row["recording_peaks"]) if row["recording_peaks"] else []
+    row["tags"] = tags.get(row["id"], [])
     return row

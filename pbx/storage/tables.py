@@ -139,4 +139,32 @@ calls = Table(
     Column("first_source", String(512)),
     Column("first_medium", String(512)),
     Column("first_campaign", String(512)),
+    # the recording once converted for browsers (recordings/): its length and a coarse waveform
+    Column("recording_seconds", Float),
+    Column("recording_peaks", Text),  # JSON list of 0..100
+    # what staff made of the call on its page
+    Column("score", Integer),  # 1..5
+    Column("notes", Text),
+    Column("sale_cents", Integer),  # the sale it led to, for ROI; whole cents, no float money
+    Column("reviewed_by", String(64)),
+    Column("reviewed_at", Float),
+)
+
+call_tags = Table(
+    "call_tags",
+    metadata,
+    Column("call_id", Integer, ForeignKey("calls.id"), primary_key=True),
+    Column("tag", String(64), primary_key=True, index=True),
+)
+
+# Logged-in staff. The cookie holds a random token; only its sha256 is kept, so a leaked
+# database does not hand out logins.
+staff_sessions = Table(
+    "staff_sessions",
+    metadata,
+    Column("id_sha256", String(64), primary_key=True),
+    Column("user", String(64), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("last_seen", Float, nullable=False, index=True),
 )

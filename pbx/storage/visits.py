@@ -752,3 +752,15 @@ class VisitStore:
                 )
             ).all()
         return [{**dict(r._mapping), "held": self._policy.is_held(r.held_until, now)} for r in rows]
+
+    async def page_views(self, session_id: str, limit: int = 200) -> Sequence[dict[str, Any]]:
+        """The pages a session viewed, in order (its journey before the call)."""
+        await self.flush()
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(page_views.c.at, page_views.c.url)
+                .where(page_views.c.session_id == session_id)
+                .order_by(page_views.c.at, page_views.c.id)
+                .limit(limit)
+            )
+            return [dict(r._mapping) for r in rows]

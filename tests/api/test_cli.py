@@ -7,12 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pbx.auth import verify_password
 from tests.helpers import config_dict, write_config
 
 
-def calltrack(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def calltrack(
+    *args: str, timeout: float = 60, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "pbx.cli", *args],
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -63,3 +67,16 @@ def test_db_upgrade_then_pools_lists_every_number(tmp_path: Path) -> None:
     assert "main/paid" in table.stdout and "free" in table.stdout
     assert "main/paid" in table.stdout.split("last 24 h")[1]
     assert "0/2 held now, 0 visits, 0 not tracked (0%)" in table.stdout
+
+
+def test_hash_password_reads_stdin_and_prints_an_argon2_hash() -> None:
+    result = calltrack("hash-password", stdin="s3cret pass\n")
+    assert result.returncode == 0, result.stderr
+    hashed = result.stdout.strip()
+    assert hashed.startswith("$argon2id$") and "s3cret" not in hashed
+    assert verify_password(hashed, "s3cret pass") and not verify_password(hashed, "s3cret")
+
+
+def test_hash_password_refuses_an_empty_password() -> None:
+    result = calltrack("hash-password", stdin="\n")
+    assert result.returncode == 2 and "at least 4 characters" in result.stderr

@@ -109,6 +109,18 @@ class Daemon:
             body = await response.json()
             return list(body["calls"])
 
+    async def wait_converted(self, call_id: int, within: float = 20.0) -> dict[str, Any]:
+        """The call once its recording is converted for browsers (recordings/ worker)."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            call = next(c for c in await self.calls() if c["id"] == call_id)
+            if call["recording_seconds"] is not None:
+                return call
+            await asyncio.sleep(0.3)
+        raise AssertionError(
+            f"recording of call {call_id} not converted in {within}s:\n{self.log.read_text()[-3000:]}"
+        )
+
     async def wait_call(self, did: str, known: int = 0, within: float = 20.0) -> dict[str, Any]:
         """The newest call to `did` once more than `known` calls to it are stored."""
         deadline = time.monotonic() + within

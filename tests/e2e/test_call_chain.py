@@ -4,14 +4,16 @@ record with its recording, read back through the public staff API."""
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from pathlib import Path
 
 import aiohttp
 import pytest
+from pydub import AudioSegment
 
 from tests.asterisk.conftest import lab
-from tests.asterisk.sipp import place_call, real_line, wav_duration_and_rms
+from tests.asterisk.sipp import place_call, real_line
 from tests.e2e.conftest import FREEZE, Daemon
 from tests.helpers import STAFF_TOKEN
 
@@ -47,20 +49,21 @@ async def test_paid_visitor_call_is_answered_recorded_and_attributed(
     assert stored["landing_url"] == CPC and stored["visit_number"] == 1
     assert stored["first_source"] == "google"
     assert not stored["repeat_caller"]
+    converted = await daemon.wait_converted(stored["id"])  # the WAV became an mp3
     async with aiohttp.ClientSession() as http:
-        async with http.get(stored["recording_url"]) as anonymous:
+        async with http.get(converted["recording_url"]) as anonymous:
             assert anonymous.status == 401
         async with http.get(
-            stored["recording_url"], headers={"Authorization": f"Bearer {STAFF_TOKEN}"}
+            converted["recording_url"], headers={"Authorization": f"Bearer {STAFF_TOKEN}"}
         ) as response:
             assert response.status == 200
-            wav = tmp_path / "call.wav"
-            wav.write_bytes(await response.read())
-    seconds, rms = wav_duration_and_rms(wav)
-    assert rms > 300, "the recording is silent"
-    # the scenario talks for 7.1 s (7.08 s of audio, then BYE): both agree with it within 1 s
+            assert response.headers["Content-Type"] == "audio/mpeg"
+            audio = AudioSegment.from_file(io.BytesIO(await response.read()), format="mp3")
+    assert audio.rms > 300, "the recording is silent"
+    # the scenario talks for 7.1 s (7.08 s of audio, then BYE): all agree with it within 1 s
     assert abs(stored["talk_seconds"] - SCENARIO_TALK) < 1.0
-    assert abs(seconds - SCENARIO_TALK) < 1.0
+    assert abs(len(audio) / 1000 - SCENARIO_TALK) < 1.0
+    assert abs(converted["recording_seconds"] - SCENARIO_TALK) < 1.0
 
 
 async def test_static_number_call_is_attributed_to_its_source(

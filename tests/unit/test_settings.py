@@ -110,3 +110,43 @@ def test_example_config_is_valid() -> None:
 def test_committed_schema_matches_the_models() -> None:
     committed = json.loads((ROOT / "config" / "schema.json").read_text())
     assert committed == json_schema(), "run: calltrack schema -o config/schema.json"
+
+
+USERS = """\
+users:
+  - name: ada
+    password_argon2: "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2g"
+    role: admin
+  - name: ada
+    password_argon2: "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2g"
+"""
+
+
+def test_users_default_to_staff_and_names_are_unique() -> None:
+    settings = parse_settings(
+        GOOD + USERS.replace("  - name: ada\n    password", "  - name: sam\n    password", 1),
+        "c.yaml",
+    )
+    assert [(u.name, u.role) for u in settings.users] == [("sam", "admin"), ("ada", "staff")]
+    assert problems(GOOD + USERS) == ["calltrack.yaml:19:5: users[1]: 'ada' is used twice"]
+
+
+def test_a_plain_password_is_refused_with_the_command_to_hash_it() -> None:
+    text = GOOD + USERS.replace(
+        '"$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2g"', "secret", 1
+    )
+    [problem] = [p for p in problems(text) if "password_argon2" in p]
+    assert problem == (
+        "calltrack.yaml:17:5: users[0].password_argon2: expected an argon2 hash"
+        " (run `calltrack hash-password`), never the password itself"
+    )
+
+
+def test_tags_have_defaults_and_the_time_zone_must_exist() -> None:
+    assert parse_settings(GOOD, "c.yaml").tags == ["lead", "sale", "spam", "wrong number"]
+    assert problems(GOOD + "tags: [lead, lead]\n") == [
+        "calltrack.yaml:15:14: tags[1]: 'lead' is used twice"
+    ]
+    assert problems(GOOD + "ui: {timezone: Mars/Olympus}\n") == [
+        "calltrack.yaml:15:6: ui.timezone: unknown time zone 'Mars/Olympus'; expected e.g. Europe/Moscow"
+    ]

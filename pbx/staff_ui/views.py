@@ -1,0 +1,301 @@
+"""The staff pages: log in, the call log (filters, live rows, CSV), one call (its journey, the
+player, the review form) and the admins' configuration status."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import replace
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+from sqlalchemy.engine import make_url
+
+from pbx.auth import (
+    LOGIN_CSRF_COOKIE,
+    SESSION_COOKIE,
+    StaffUser,
+    check_csrf,
+    log_in,
+    log_out,
+    login_limit_keys,
+    new_login_csrf,
+    require_user,
+    set_cookie,
+)
+from pbx.keys import CALLS, LOGIN_FAILURES, PBX_LINK, SETTINGS, TEMPLATES, VISITS
+from pbx.staff_ui.export import COLUMNS, csv_row, csv_text
+from pbx.staff_ui.query import PAGE_SIZE, parse_log_query
+from pbx.storage.calls import Review
+
+STATIC = Path(__file__).parent / "static"
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self';"
+        " media-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self';"
+        " frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+MAX_NOTES = 5000
+MAX_SALE_CENTS = 10**13
+EXPORT_BATCH = 1000
+
+
+def render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
+    html = request.app[TEMPLATES].get_template(template).render(path=request.path, **context)
+    return web.Response(
+        text=html, status=status, content_type="text/html", headers=SECURITY_HEADERS
+    )
+
+
+def _zone(request: web.Request) -> ZoneInfo:
+    return ZoneInfo(request.app[SETTINGS].ui.timezone)
+
+
+def _local_path(target: str) -> str:
+    """Where to go after logging in: only a path on this site, never another host."""
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return "/calls"
+    if "\\" in target or any(ord(ch) < 32 for ch in target):
+        return "/calls"
+    return target
+
+
+async def home(request: web.Request) -> web.Response:
+    raise web.HTTPSeeOther("/calls")
+
+
+async def login_form(request: web.Request, error: str = "", status: int = 200) -> web.Response:
+    token = new_login_csrf()
+    next_path = _local_path(request.query.get("next", "/calls"))
+    response = render(
+        request, "login.html", status, user=None, csrf=token, next=next_path, error=error
+    )
+    set_cookie(request, response, LOGIN_CSRF_COOKIE, token)
+    return response
+
+
+async def login(request: web.Request) -> web.Response:
+    form = await request.post()
+    check_csrf(request.cookies.get(LOGIN_CSRF_COOKIE), form.get("csrf"))
+    name, password = str(form.get("name", "")), str(form.get("password", ""))
+    wait = request.app[LOGIN_FAILURES].retry_after(login_limit_keys(request, name))
+    if wait > 0:
+        minutes = math.ceil(wait / 60)
+        response = await login_form(
+            request, f"Too many failed attempts. Try again in {minutes} min.", 429
+        )
+        response.headers["Retry-After"] = str(math.ceil(wait))
+        return response
+    token = await log_in(request, name, password)
+    if token is None:
+        return await login_form(request, "Wrong user name or password.", 401)
+    response = web.HTTPSeeOther(_local_path(str(form.get("next", "/calls"))))
+    set_cookie(request, response, SESSION_COOKIE, token)
+    response.del_cookie(LOGIN_CSRF_COOKIE, path="/")
+    raise response
+
+
+async def logout(request: web.Request) -> web.Response:
+    user = await require_user(request)
+    check_csrf(user.csrf, (await request.post()).get("csrf"))
+    await log_out(request)
+    response = web.HTTPSeeOther("/login")
+    response.del_cookie(SESSION_COOKIE, path="/")
+    raise response
+
+
+async def call_log(request: web.Request) -> web.Response:
+    user = await require_user(request)
+    query = parse_log_query(request.query, _zone(request))
+    calls = request.app[CALLS]
+    total, rows = await calls.list(query.where)
+    settings = request.app[SETTINGS]
+    return render(
+        request,
+        "calls.html",
+        user=user,
+        q=query,
+        total=total,
+        rows=rows,
+        pages=max(1, math.ceil(total / PAGE_SIZE)),
+        newest_id=max((row["id"] for row in rows), default=0),
+        choices={c: await calls.choices(c) for c in ("source", "medium", "campaign")},
+        tags=settings.tags,
+        statics=settings.static,
+    )
+
+
+async def live_rows(request: web.Request) -> web.Response:
+    """Calls stored after `after` that match the log's filters, as table rows to prepend."""
+    user = await require_user(request)
+    after = request.query.get("after", "")
+    if not after.isdigit():
+        raise web.HTTPBadRequest(reason="after: expected a call id")
+    query = parse_log_query(request.query, _zone(request))
+    where = replace(query.where, after_id=int(after), offset=0)
+    _total, rows = await request.app[CALLS].list(where)
+    html = request.app[TEMPLATES].get_template("_rows.html").render(rows=rows, q=query, user=user)
+    newest = max((row["id"] for row in rows), default=int(after))
+    return web.json_response(
+        {"html": html, "count": len(rows), "newest_id": newest}, headers=SECURITY_HEADERS
+    )
+
+
+async def export_csv(request: web.Request) -> web.StreamResponse:
+    """Every call matching the log's filters (not one page), newest first."""
+    await require_user(request)
+    query = parse_log_query(request.query, _zone(request))
+    when = request.app[TEMPLATES].filters["when_iso"]
+    stamp = datetime.now(_zone(request)).strftime("%Y%m%d-%H%M")
+    response = web.StreamResponse(
+        headers={
+            **SECURITY_HEADERS,
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": f'attachment; filename="calls-{stamp}.csv"',
+        }
+    )
+    await response.prepare(request)
+    await response.write(("\ufeff" + csv_text([list(COLUMNS)])).encode())  # BOM: Excel reads UTF-8
+    offset = 0
+    while True:
+        batch = replace(query.where, limit=EXPORT_BATCH, offset=offset)
+        _total, rows = await request.app[CALLS].list(batch)
+        if not rows:
+            break
+        await response.write(csv_text(csv_row(row, when) for row in rows).encode())
+        offset += EXPORT_BATCH
+    await response.write_eof()
+    return response
+
+
+async def _call(request: web.Request) -> dict[str, Any]:
+    call = await request.app[CALLS].get(int(request.match_info["call_id"]))
+    if call is None:
+        raise web.HTTPNotFound(reason="there is no call with this number")
+    return call
+
+
+async def _call_page(
+    request: web.Request, user: StaffUser, call: dict[str, Any], error: str = "", status: int = 200
+) -> web.Response:
+    settings = request.app[SETTINGS]
+    views = await request.app[VISITS].page_views(call["session_id"]) if call["session_id"] else []
+    earlier = await request.app[CALLS].earlier_calls(call["caller"], call["started_at"])
+    return render(
+        request,
+        "call.html",
+        status,
+        user=user,
+        call=call,
+        views=views,
+        earlier=earlier,
+        tags=_allowed_tags(settings.tags, call),
+        error=error,
+        saved=request.query.get("saved") == "1" and not error,
+    )
+
+
+def _allowed_tags(configured: list[str], call: dict[str, Any]) -> list[str]:
+    """The configured tags, and any the call has from before a tag left the config."""
+    return configured + [t for t in call["tags"] if t not in configured]
+
+
+async def call_page(request: web.Request) -> web.Response:
+    user = await require_user(request)
+    return await _call_page(request, user, await _call(request))
+
+
+class _InvalidReview(ValueError):
+    pass
+
+
+def _sale_cents(text: str) -> int | None:
+    """'1500', '1 500,50', '1500.5' as cents; empty means no sale."""
+    cleaned = re.sub(r"[\s\u00a0]", "", text).replace(",", ".")
+    if not cleaned:
+        return None
+    if not re.fullmatch(r"\d+(\.\d{1,2})?", cleaned):
+        raise _InvalidReview("Sale amount: a number like 1500 or 1500.50")
+    try:
+        cents = int(Decimal(cleaned) * 100)
+    except InvalidOperation:
+        raise _InvalidReview("Sale amount: a number like 1500 or 1500.50") from None
+    if cents > MAX_SALE_CENTS:
+        raise _InvalidReview("Sale amount: too large")
+    return cents
+
+
+def _review(form: Any, allowed: list[str]) -> Review:
+    tags = frozenset(str(t) for t in form.getall("tag", []))
+    if unknown := tags - set(allowed):
+        raise _InvalidReview(f"Unknown tag(s): {', '.join(sorted(unknown))}")
+    score_text = str(form.get("score", ""))
+    if score_text not in ("", "1", "2", "3", "4", "5"):
+        raise _InvalidReview("Score: from 1 to 5, or none")
+    notes = str(form.get("notes", "")).strip()
+    if len(notes) > MAX_NOTES:
+        raise _InvalidReview(f"Notes: at most {MAX_NOTES} characters")
+    return Review(
+        tags=tags,
+        score=int(score_text) if score_text else None,
+        notes=notes or None,
+        sale_cents=_sale_cents(str(form.get("sale", ""))),
+    )
+
+
+async def save_review(request: web.Request) -> web.Response:
+    user = await require_user(request)
+    form = await request.post()
+    check_csrf(user.csrf, form.get("csrf"))
+    call = await _call(request)
+    try:
+        review = _review(form, _allowed_tags(request.app[SETTINGS].tags, call))
+    except _InvalidReview as exc:
+        return await _call_page(request, user, call, str(exc), 400)
+    await request.app[CALLS].review(call["id"], review, user.name)
+    raise web.HTTPSeeOther(f"/calls/{call['id']}?saved=1")
+
+
+async def admin_status(request: web.Request) -> web.Response:
+    user = await require_user(request, admin=True)
+    settings = request.app[SETTINGS]
+    held: dict[tuple[str, str], int] = {}
+    for lease in await request.app[VISITS].current_leases():
+        key = (str(lease["site"]), str(lease["pool"]))
+        held[key] = held.get(key, 0) + bool(lease["held"])
+    return render(
+        request,
+        "admin.html",
+        user=user,
+        settings=settings,
+        held=held,
+        pbx=request.app[PBX_LINK].state(),
+        database=make_url(settings.database).render_as_string(hide_password=True),
+        pending=len(await request.app[CALLS].unconverted_recordings(None, 1000)),
+    )
+
+
+def routes() -> list[web.AbstractRouteDef]:
+    return [
+        web.get("/", home),
+        web.get("/login", login_form),
+        web.post("/login", login),
+        web.post("/logout", logout),
+        web.get("/calls", call_log),
+        web.get("/calls/live", live_rows),
+        web.get("/calls.csv", export_csv),
+        web.get(r"/calls/{call_id:\d{1,12}}", call_page),
+        web.post(r"/calls/{call_id:\d{1,12}}", save_review),
+        web.get("/admin", admin_status),
+        web.static("/static/ui", STATIC),
+    ]

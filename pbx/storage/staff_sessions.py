@@ -1,0 +1,76 @@
+"""Staff login sessions in the database, so a restart or a second daemon keeps people logged in."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pbx.storage.tables import staff_sessions
+
+TOUCH_EVERY = 60.0  # write last_seen at most once a minute per session, not on every request
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class StaffSession:
+    user: str
+    csrf: str
+
+
+class StaffSessionStore:
+    def __init__(self, engine: AsyncEngine, clock: Callable[[], float], idle: float) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._idle = idle
+
+    async def create(self, user: str) -> str:
+        """A new session for `user`; returns the cookie token (256 random bits, never reused)."""
+        token = secrets.token_urlsafe(32)
+        now = self._clock()
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                delete(staff_sessions).where(staff_sessions.c.last_seen < now - self._idle)
+            )
+            await conn.execute(
+                insert(staff_sessions).values(
+                    id_sha256=_digest(token),
+                    user=user,
+                    csrf=secrets.token_urlsafe(32),
+                    created_at=now,
+                    last_seen=now,
+                )
+            )
+        return token
+
+    async def find(self, token: str) -> StaffSession | None:
+        """The live session the token opens; an idle one has ended."""
+        now = self._clock()
+        key = _digest(token)
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(select(staff_sessions).where(staff_sessions.c.id_sha256 == key))
+            ).one_or_none()
+        if row is None or row.last_seen < now - self._idle:
+            return None
+        if row.last_seen < now - TOUCH_EVERY:
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    update(staff_sessions)
+                    .where(staff_sessions.c.id_sha256 == key)
+                    .values(last_seen=now)
+                )
+        return StaffSession(row.user, row.csrf)
+
+    async def end(self, token: str) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                delete(staff_sessions).where(staff_sessions.c.id_sha256 == _digest(token))
+            )

@@ -1,0 +1,205 @@
+"""Recordings: WAV to a browser format off the event loop, the original removed only after a
+successful conversion, retention, and names that cannot leave the folder."""
+
+from __future__ import annotations
+
+import array
+import math
+import os
+import time
+import wave
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from pydub import AudioSegment
+
+from attribution.calls import CallReport
+from pbx.metrics import Metrics
+from pbx.settings import Settings
+from pbx.storage.calls import CallFilter, CallStore
+from pbx.storage.db import open_engine
+from pbx.storage.visits import VisitStore
+from recordings.files import recording_path, waveform
+from recordings.worker import MAX_ATTEMPTS, RecordingWorker
+from tests.helpers import FakeClock, migrate, settings_for
+
+DAY = 86400.0
+
+
+def make_wav(path: Path, seconds: float = 3.0, rate: int = 8000) -> Path:
+    """A 440 Hz tone that grows louder, as MixMonitor would write it (8 kHz, 16 bit, mono)."""
+    frames = int(seconds * rate)
+    samples = array.array(
+        "h",
+        (int(12000 * (i / frames) * math.sin(2 * math.pi * 440 * i / rate)) for i in range(frames)),
+    )
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(samples.tobytes())
+    old = time.time() - 60  # settled: MixMonitor closed it a minute ago
+    os.utime(path, (old, old))
+    return path
+
+
+class Lab:
+    def __init__(self, settings: Settings, store: CallStore, clock: FakeClock) -> None:
+        self.settings, self.store, self.clock = settings, store, clock
+        self.folder = settings.asterisk_recordings_dir
+        self.metrics = Metrics()
+
+    def worker(self, fmt: str = "mp3") -> RecordingWorker:
+        settings = self.settings.model_copy(
+            update={"recordings": self.settings.recordings.model_copy(update={"format": fmt})}
+        )
+        return RecordingWorker(self.store, settings, self.metrics, self.clock)
+
+    async def call(self, linkedid: str, recording: str | None, at: float | None = None) -> int:
+        at = self.clock.now if at is None else at
+        report = CallReport(
+            linkedid, "+79161234567", "+74990000101", at, at + 10, at + 2, "ANSWER", recording
+        )
+        assert await self.store.store(report)
+        return await self.id_of(linkedid)
+
+    async def id_of(self, linkedid: str) -> int:
+        _total, rows = await self.store.list(CallFilter())
+        return int(next(r["id"] for r in rows if r["linkedid"] == linkedid))
+
+    async def recording(self, call_id: int) -> dict[str, object]:
+        call = await self.store.get(call_id)
+        assert call is not None
+        return call
+
+
+@pytest.fixture
+async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
+    (tmp_path / "rec").mkdir()
+    settings = settings_for(tmp_path, recordings={"dir": "rec", "keep_days": 30})
+    await migrate(settings)
+    engine = open_engine(settings.database)
+    clock = FakeClock(time.time())
+    visits = VisitStore(engine, settings, clock)
+    try:
+        yield Lab(settings, CallStore(engine, settings, visits, clock), clock)
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "suffix", "codec"), [("mp3", ".mp3", "mp3"), ("opus", ".ogg", "ogg")]
+)
+async def test_wav_becomes_a_compact_browser_format_and_the_wav_goes(
+    lab: Lab, fmt: str, suffix: str, codec: str
+) -> None:
+    wav = make_wav(lab.folder / "1700000000.1.wav")
+    call = await lab.call("1700000000.1", wav.name)
+    assert await lab.worker(fmt).convert_pending() is None
+    stored = await lab.recording(call)
+    assert stored["recording"] == "1700000000.1" + suffix
+    converted = lab.folder / str(stored["recording"])
+    assert not wav.exists(), "the original is deleted after the conversion"
+    assert converted.stat().st_size < 48_000 / 4, "a tenth of the WAV's 16 KB per second"
+    assert abs(len(AudioSegment.from_file(converted, format=codec)) - 3000) < 100
+    assert stored["recording_seconds"] == pytest.approx(3.0, abs=0.05)
+    peaks = stored["recording_peaks"]
+    assert isinstance(peaks, list) and len(peaks) == 120 and max(peaks) == 100
+    assert peaks[5] < peaks[-5], "the tone grows louder"
+    assert [p.name for p in lab.folder.iterdir()] == [converted.name], "no partial files left"
+
+
+async def test_a_wav_that_does_not_convert_is_kept_and_retried_a_few_times(lab: Lab) -> None:
+    broken = lab.folder / "broken.wav"
+    broken.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot audio at all")
+    os.utime(broken, (time.time() - 60, time.time() - 60))
+    call = await lab.call("broken", broken.name)
+    worker = lab.worker()
+    for _ in range(MAX_ATTEMPTS + 2):
+        await worker.convert_pending()
+    assert broken.read_bytes().startswith(b"RIFF"), "the original stays"
+    assert (await lab.recording(call))["recording"] == "broken.wav"
+    assert sorted(p.name for p in lab.folder.iterdir()) == ["broken.wav"]
+    failed = lab.metrics.registry.get_sample_value(
+        "calltrack_recordings_total", {"outcome": "failed"}
+    )
+    assert failed == MAX_ATTEMPTS, "gives up after a few attempts, not on every sweep"
+
+
+async def test_a_wav_still_being_written_waits_until_it_settles(lab: Lab) -> None:
+    wav = make_wav(lab.folder / "fresh.wav")
+    os.utime(wav)  # written just now
+    call = await lab.call("fresh", wav.name)
+    worker = lab.worker()
+    wait = await worker.convert_pending()
+    assert wait is not None and 0 < wait <= 3.0
+    assert wav.exists() and (await lab.recording(call))["recording"] == "fresh.wav"
+    os.utime(wav, (time.time() - 10, time.time() - 10))
+    assert await worker.convert_pending() is None
+    assert (await lab.recording(call))["recording"] == "fresh.mp3"
+
+
+async def test_newest_calls_are_converted_first_and_news_cuts_the_backlog(lab: Lab) -> None:
+    old = await lab.call("old", make_wav(lab.folder / "old.wav", 1).name)
+    new = await lab.call("new", make_wav(lab.folder / "new.wav", 1).name)
+    worker = lab.worker()
+    worker.call_stored()  # a call arrived: the sweep starts again from the newest
+    assert await worker.convert_pending() == 0.0
+    assert (await lab.recording(old))["recording"] == "old.wav"
+    assert (await lab.recording(new))["recording"] == "new.wav"
+
+
+async def test_names_outside_the_folder_are_never_converted(lab: Lab, tmp_path: Path) -> None:
+    outside = make_wav(tmp_path / "outside.wav")
+    call = await lab.call("escape", "../outside.wav")
+    await lab.worker().convert_pending()
+    assert outside.exists() and not (tmp_path / "outside.mp3").exists()
+    assert (await lab.recording(call))["recording"] == "../outside.wav"
+
+
+async def test_retention_deletes_old_recordings_and_keeps_the_calls(lab: Lab) -> None:
+    now = lab.clock.now
+    (lab.folder / "old.mp3").write_bytes(b"x")
+    (lab.folder / "recent.mp3").write_bytes(b"y")
+    old = await lab.call("old", "old.mp3", at=now - 31 * DAY)
+    gone = await lab.call("gone", "already-gone.mp3", at=now - 40 * DAY)
+    recent = await lab.call("recent", "recent.mp3", at=now - 29 * DAY)
+    assert await lab.worker().expire() == 2
+    assert not (lab.folder / "old.mp3").exists()
+    assert (lab.folder / "recent.mp3").exists()
+    assert (await lab.recording(old))["recording"] is None
+    assert (await lab.recording(gone))["recording"] is None
+    assert (await lab.recording(recent))["recording"] == "recent.mp3"
+    assert await lab.worker().expire() == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "inside"),
+    [
+        ("1700000000.1.wav", True),
+        ("../x.wav", False),
+        ("/etc/passwd", False),
+        ("a/b.wav", False),
+        ("", False),
+        (".", False),
+        ("..", False),
+        (".hidden.wav", False),
+    ],
+)
+def test_recording_path_stays_in_the_folder(tmp_path: Path, name: str, inside: bool) -> None:
+    found = recording_path(tmp_path, name)
+    assert (found is not None) == inside
+    if found is not None:
+        assert found.parent == tmp_path.resolve()
+
+
+def test_recording_path_refuses_a_symlink_out(tmp_path: Path) -> None:
+    (tmp_path / "rec").mkdir()
+    (tmp_path / "rec" / "link.wav").symlink_to(tmp_path / "secret")
+    assert recording_path(tmp_path / "rec", "link.wav") is None
+
+
+def test_waveform_of_silence_and_of_nothing() -> None:
+    assert waveform(AudioSegment.silent(duration=0)) == []
+    assert set(waveform(AudioSegment.silent(duration=1000))) == {0}
