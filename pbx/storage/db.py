@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql.base import Executable
 
 T = TypeVar("T")
+BUSY_TIMEOUT_MS = 5000
 
 
 def is_sqlite(url: str) -> bool:
@@ -30,7 +31,13 @@ def open_engine(url: str) -> AsyncEngine:
     # No rollback when a connection goes back to the pool: a Connection that ends with a
     # transaction open rolls it back itself, and run_transaction always commits or rolls back,
     # so the pool's rollback only cost one more trip to aiosqlite's thread per transaction.
-    engine = create_async_engine(url, pool_reset_on_return=None, **one_connection)
+    engine = create_async_engine(
+        url,
+        pool_reset_on_return=None,
+        # run_transaction uses the connection from the event loop's thread
+        connect_args={"check_same_thread": False},
+        **one_connection,
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -39,8 +46,11 @@ def open_engine(url: str) -> AsyncEngine:
         for pragma in (
             "journal_mode=WAL",
             "synchronous=NORMAL",
-            "busy_timeout=5000",
+            f"busy_timeout={BUSY_TIMEOUT_MS}",
             "foreign_keys=ON",
+            # checkpoints fsync: run_transaction commits in the event loop, so they are left
+            # to checkpoint(), in aiosqlite's thread
+            "wal_autocheckpoint=0",
         ):
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
@@ -156,7 +166,7 @@ def _compile(statement: Executable, dialect: Dialect, params: Mapping[str, Any])
 
 
 class _SqliteTx:
-    """Tx on the sqlite3 connection itself, inside the thread aiosqlite runs it in.
+    """Tx on the sqlite3 connection itself (in the event loop, or in aiosqlite's thread).
 
     The statements are SQLAlchemy Core ones, compiled once for SQLite ("?" parameters); they
     use plain column types (text, integer, real) that need no conversion on the way in or out.
@@ -187,9 +197,26 @@ class _SqliteTx:
         )
 
 
-def _sqlite_transaction(driver: Any, dialect: Dialect, work: Callable[[Tx], T]) -> T:
-    conn: sqlite3.Connection = driver._conn  # in aiosqlite's thread, where it may be used
-    conn.execute("BEGIN IMMEDIATE")
+class _Busy(Exception):
+    """Another process holds SQLite's write lock: wait for it in aiosqlite's thread instead."""
+
+
+def _sqlite_transaction(
+    driver: Any, dialect: Dialect, work: Callable[[Tx], T], *, wait: bool = True
+) -> T:
+    conn: sqlite3.Connection = driver._conn
+    if wait:
+        conn.execute("BEGIN IMMEDIATE")
+    else:
+        conn.execute("PRAGMA busy_timeout=0")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise _Busy from exc
+            raise
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     try:
         result = work(_SqliteTx(conn, dialect))
         conn.execute("COMMIT")
@@ -200,22 +227,52 @@ def _sqlite_transaction(driver: Any, dialect: Dialect, work: Callable[[Tx], T]) 
     return result
 
 
+def _in_loop(engine: AsyncEngine) -> bool:
+    """A file database has one pooled connection, which run_transaction holds while it runs;
+    ":memory:" shares one among all (StaticPool), so it stays with aiosqlite's queue."""
+    return (engine.url.database or ":memory:") != ":memory:"
+
+
+async def checkpoint(engine: AsyncEngine) -> None:
+    """Copy the WAL into the database file (PASSIVE: readers and writers are not blocked),
+    in aiosqlite's thread: its fsync must not stall the event loop. No-op off SQLite."""
+    if engine.dialect.name != "sqlite":
+        return
+    conn = await engine.connect()
+    try:
+        await conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+    finally:
+        await conn.close()
+
+
 async def run_transaction(engine: AsyncEngine, work: Callable[[Tx], T]) -> T:
-    """Run `work` in one transaction, all of it in one hop to SQLite's thread on SQLite.
+    """Run `work` in one transaction; on SQLite synchronously, in the event loop.
 
     aiosqlite runs every call in its own thread and SQLAlchemy makes three or four such calls
     per statement (cursor, execute, fetch, close), each a thread switch and an event-loop
-    wakeup: ~0.1 ms apiece here, so a lease of seven statements waited ~3 ms on handoffs while
-    SQLite needed ~0.05 ms, holding the one connection all along. Here the whole transaction
-    is one call into that thread (the way SQLAlchemy's own aiosqlite adapter sets isolation
-    levels), and `work` must not await: it gets a `Tx` and runs its statements synchronously.
-    Elsewhere the transaction is SQLAlchemy's, with `work` run by `run_sync`.
+    wakeup; under load each wakeup waits a whole loop iteration, so a lease of seven
+    statements held the one connection for tens of milliseconds while SQLite needed ~0.3 ms,
+    and leases queued for it. Here `work` (which must not await: it gets a `Tx` and runs its
+    statements synchronously) runs in the loop on the sqlite3 connection itself, checked out
+    of the pool so nothing else uses it meanwhile. It never waits for SQLite's lock there:
+    if another process holds it, the transaction goes to aiosqlite's thread, which may wait
+    (busy_timeout). Elsewhere the transaction is SQLAlchemy's, `work` run by `run_sync`.
     """
     if engine.dialect.name != "sqlite":
         async with engine.begin() as conn:
             return await conn.run_sync(lambda sync_conn: work(_AlchemyTx(sync_conn)))
-    async with engine.connect() as conn:
+    # not `async with`: its exit closes in a shielded task, a loop iteration later, and the
+    # one connection stayed checked out that long (leases queued ~200 ms for it under load)
+    conn = await engine.connect()
+    try:
         raw = await conn.get_raw_connection()
         driver = raw.driver_connection  # the aiosqlite.Connection
+        if _in_loop(engine):
+            try:
+                return _sqlite_transaction(driver, engine.dialect, work, wait=False)
+            except _Busy:
+                pass
         result: T = await driver._execute(_sqlite_transaction, driver, engine.dialect, work)  # type: ignore[union-attr]
         return result
+    finally:
+        await conn.close()

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import secrets
+import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,13 +25,14 @@ from attribution.leasing import LeasePolicy, LeaseSpan, Tracking, holder_at
 from attribution.rules import choose_pool
 from attribution.traffic import TrafficSource, read_source
 from pbx.settings import Settings, Site
-from pbx.storage.db import Tx, run_transaction
+from pbx.storage.db import Tx, checkpoint, run_transaction
 from pbx.storage.tables import leases, numbers, page_views, sessions, visitors
 
 log = logging.getLogger(__name__)
 
 SESSION_IDLE_TIMEOUT = 30 * 60.0  # a visit ends after 30 minutes without activity, as in GA
 FLUSH_INTERVAL = 0.2
+CHECKPOINT_INTERVAL = 1.0  # SQLite: WAL into the database file (see db.checkpoint)
 CACHE_LIMIT = 200_000
 
 
@@ -622,7 +624,12 @@ class VisitStore:
         self._flush_wakeup.set()
 
     async def run_flusher(self) -> None:
-        """Write the batched lease extensions, last-seen times and page views, forever."""
+        """Write the batched lease extensions, last-seen times and page views, forever.
+
+        On SQLite also checkpoint the WAL now and then: transactions commit in the event loop
+        with automatic checkpoints off, so that their fsync happens in aiosqlite's thread.
+        """
+        checkpointed = time.monotonic()
         while True:
             await self._flush_wakeup.wait()
             await asyncio.sleep(FLUSH_INTERVAL)
@@ -633,6 +640,13 @@ class VisitStore:
                 log.exception("could not write lease extensions; retrying")
                 await asyncio.sleep(1.0)
                 self._flush_wakeup.set()
+                continue
+            if time.monotonic() - checkpointed >= CHECKPOINT_INTERVAL:
+                checkpointed = time.monotonic()
+                try:
+                    await checkpoint(self._engine)
+                except Exception:
+                    log.exception("could not checkpoint the database; will try again")
 
     async def flush(self) -> None:
         pending, self._pending = self._pending, _PendingWrites()
