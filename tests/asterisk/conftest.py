@@ -52,11 +52,16 @@ def lab_running(lab_settings: Settings) -> None:
             _unavailable(f"`asterisk-lab {step}` failed:\n{result.stdout}\n{result.stderr}")
 
 
-@pytest.fixture
-def lab_dialplan(lab_running: None, lab_settings: Settings) -> Iterator[Settings]:
-    """The running lab with the dialplan of tests/fixtures/lab.yaml loaded."""
-    text = render_dialplan(lab_settings)
+def load_lab_dialplan(settings: Settings) -> None:
+    """Give the running lab the dialplan of `settings`, reloading only when it changed."""
+    text = render_dialplan(settings)
     if not LAB_DIALPLAN.exists() or LAB_DIALPLAN.read_text() != text:
         LAB_DIALPLAN.write_text(text)
         assert lab("rx", "dialplan reload").returncode == 0
+
+
+@pytest.fixture
+def lab_dialplan(lab_running: None, lab_settings: Settings) -> Iterator[Settings]:
+    """The running lab with the dialplan of tests/fixtures/lab.yaml loaded."""
+    load_lab_dialplan(lab_settings)
     yield lab_settings

@@ -23,10 +23,20 @@ from tests.asterisk.conftest import (  # noqa: F401  (the lab fixtures, shared)
     lab_running,
     lab_settings,
 )
+from tests.asterisk.sipp import place_call, real_line
 from tests.helpers import STAFF_TOKEN, config_dict
 
 LAB_ORIGIN = "http://127.0.0.1:8080"
 FREEZE = 5.0
+
+
+async def call(did: str, tmp_path: Path, line: str = "uas") -> float:
+    """Dial `did` from the carrier while the real line behaves as `line`; SIPp's seconds."""
+    async with real_line(tmp_path / f"uas-{time.monotonic()}", line) as real:
+        result = await place_call(did.lstrip("+"), tmp_path / "uac", scenario="uac_audio.xml")
+        await real.wait()
+    assert "INVITE sip:" in real.messages(), "the call never reached the real line"
+    return result.seconds
 
 
 def free_port() -> int:
@@ -134,19 +144,19 @@ class Daemon:
         )
 
 
-@pytest.fixture
-def daemon_config(tmp_path: Path) -> Path:
+def write_daemon_config(folder: Path, **overrides: Any) -> Path:
     """The lab config with its own (migrated) database, a short freeze time, the test's token."""
     with LAB_CONFIG.open() as f:
         config: dict[str, Any] = YAML(typ="safe").load(f)
     token = config_dict("unused")["api_tokens"]
     config.update(
         freeze_time=f"{FREEZE}s",
-        database=f"sqlite+aiosqlite:///{tmp_path / 'calltrack.db'}",
+        database=f"sqlite+aiosqlite:///{folder / 'calltrack.db'}",
         api_tokens=token,
         http={"host": "127.0.0.1", "port": free_port()},
     )
-    path = tmp_path / "calltrack.yaml"
+    config.update(overrides)
+    path = folder / "calltrack.yaml"
     with path.open("w") as f:
         YAML().dump(config, f)
     upgraded = subprocess.run(
@@ -157,6 +167,11 @@ def daemon_config(tmp_path: Path) -> Path:
     )
     assert upgraded.returncode == 0, upgraded.stderr
     return path
+
+
+@pytest.fixture
+def daemon_config(tmp_path: Path) -> Path:
+    return write_daemon_config(tmp_path)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import time
 from pathlib import Path
 
 import aiohttp
@@ -13,8 +12,7 @@ import pytest
 from pydub import AudioSegment
 
 from tests.asterisk.conftest import lab
-from tests.asterisk.sipp import place_call, real_line
-from tests.e2e.conftest import FREEZE, Daemon
+from tests.e2e.conftest import FREEZE, Daemon, call
 from tests.helpers import STAFF_TOKEN
 
 pytestmark = pytest.mark.asterisk
@@ -22,15 +20,6 @@ pytestmark = pytest.mark.asterisk
 CPC = "http://127.0.0.1:8080/landing?utm_source=google&utm_medium=cpc&utm_campaign=x&gclid=G1"
 STATIC = "+74990000009"
 SCENARIO_TALK = 7.1  # scenarios/uac_audio.xml: pause after ACK, then BYE
-
-
-async def call(did: str, tmp_path: Path, line: str = "uas") -> float:
-    """Dial `did` from the carrier while the real line behaves as `line`; SIPp's seconds."""
-    async with real_line(tmp_path / f"uas-{time.monotonic()}", line) as real:
-        result = await place_call(did.lstrip("+"), tmp_path / "uac", scenario="uac_audio.xml")
-        await real.wait()
-    assert "INVITE sip:" in real.messages(), "the call never reached the real line"
-    return result.seconds
 
 
 async def test_paid_visitor_call_is_answered_recorded_and_attributed(

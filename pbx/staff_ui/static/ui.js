@@ -28,6 +28,16 @@
     });
   }
 
+  // filters: leave empty fields out of the address, so links to a filtered log stay short
+  var filters = document.querySelector("form.filter-grid");
+  if (filters) {
+    filters.addEventListener("submit", function () {
+      filters.querySelectorAll("input, select").forEach(function (field) {
+        if (!field.value) field.disabled = true;
+      });
+    });
+  }
+
   // live: calls that end while the log is open are added on top (page 1 only)
   var rows = document.getElementById("rows");
   if (rows && rows.dataset.live) {
