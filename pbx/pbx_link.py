@@ -19,7 +19,7 @@ from ami_bridge.reconcile import reconcile
 from attribution.calls import CallReport
 from dialplan.agi import start_agi_server
 from pbx.keys import CALLS, CLOCK, ENGINE, METRICS, PBX_LINK, RECORDINGS, SETTINGS
-from pbx.storage.tables import calls
+from pbx.storage.tables import calls, sessions
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +45,13 @@ async def pbx_link(app: web.Application) -> AsyncIterator[None]:
     async def on_connected(lost_at: float | None) -> None:
         """Store the calls that ended while nobody listened (the link or the daemon was down)."""
         since = lost_at
-        if since is None:
+        if since is None:  # daemon start: since the last stored call, or since tracking began
             async with app[ENGINE].connect() as conn:
                 since = await conn.scalar(select(func.max(calls.c.ended_at)))
-        since = (since or 0.0) - RECONCILE_OVERLAP
+                if since is None:
+                    since = await conn.scalar(select(func.min(sessions.c.started_at)))
+        # a first start does not import the PBX's whole history, only the last hour
+        since = (since if since is not None else clock()) - RECONCILE_OVERLAP
         reports = await asyncio.to_thread(reconcile, settings, since)
         stored = 0
         for report in reports:

@@ -119,9 +119,10 @@ class LeaseMachine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def ping(self, data: st.DataObject) -> None:
-        live = sorted(
+        # in creation order, not by id: ids are random, and a replay must pick the same session
+        live = [
             s for s, m in self.model.sessions.items() if self.clock.now - m.last_activity <= 30 * 60
-        )
+        ]
         if not live:
             return
         session_id = data.draw(st.sampled_from(live))
