@@ -61,6 +61,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await flusher
         await visits.flush()
+        visits.close()
     finally:
         await engine.dispose()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +46,17 @@ def _origin_allowed(request: web.Request, site: Site) -> bool:
     return request.headers.get("Origin", "").lower() in site.origins
 
 
+@functools.lru_cache(maxsize=4096)
+def _numbers(shown_numbers: tuple[str, ...], number: str) -> tuple[dict[str, str], ...]:
+    """The answer's `numbers`: the same for every ping of a lease, so formatted once."""
+    return tuple(
+        {"replace": shown, "number": number, "display": display_like(shown, number)}
+        for shown in shown_numbers
+    )
+
+
 def _answer(request: web.Request, site: Site, visit: Visit) -> web.Response:
-    numbers: list[dict[str, str]] = []
-    if visit.number is not None:
-        numbers = [
-            {"replace": shown, "number": visit.number, "display": display_like(shown, visit.number)}
-            for shown in site.replace
-        ]
+    numbers = _numbers(tuple(site.replace), visit.number) if visit.number is not None else ()
     return web.json_response(
         {
             "visitor_id": visit.visitor_id,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
@@ -28,31 +30,14 @@ def open_engine(url: str) -> AsyncEngine:
         return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
     # one connection: writers queue in the process instead of contending for SQLite's lock
     one_connection = {} if ":memory:" in url else {"pool_size": 1, "max_overflow": 0}
-    # No rollback when a connection goes back to the pool: a Connection that ends with a
-    # transaction open rolls it back itself, and run_transaction always commits or rolls back,
-    # so the pool's rollback only cost one more trip to aiosqlite's thread per transaction.
-    engine = create_async_engine(
-        url,
-        pool_reset_on_return=None,
-        # run_transaction uses the connection from the event loop's thread
-        connect_args={"check_same_thread": False},
-        **one_connection,
-    )
+    engine = create_async_engine(url, **one_connection)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # transactions are begun below, IMMEDIATE
         cursor = dbapi_connection.cursor()
-        for pragma in (
-            "journal_mode=WAL",
-            "synchronous=NORMAL",
-            f"busy_timeout={BUSY_TIMEOUT_MS}",
-            "foreign_keys=ON",
-            # checkpoints fsync: run_transaction commits in the event loop, so they are left
-            # to checkpoint(), in aiosqlite's thread
-            "wal_autocheckpoint=0",
-        ):
-            cursor.execute(f"PRAGMA {pragma}")
+        for pragma in sqlite_pragmas(BUSY_TIMEOUT_MS):
+            cursor.execute(pragma)
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -198,81 +183,100 @@ class _SqliteTx:
 
 
 class _Busy(Exception):
-    """Another process holds SQLite's write lock: wait for it in aiosqlite's thread instead."""
+    """Another connection holds SQLite's write lock: wait for it in a thread instead."""
 
 
-def _sqlite_transaction(
-    driver: Any, dialect: Dialect, work: Callable[[Tx], T], *, wait: bool = True
-) -> T:
-    conn: sqlite3.Connection = driver._conn
-    if wait:
-        conn.execute("BEGIN IMMEDIATE")
-    else:
-        conn.execute("PRAGMA busy_timeout=0")
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
-                raise _Busy from exc
-            raise
-        finally:
-            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    try:
-        result = work(_SqliteTx(conn, dialect))
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return result
+def sqlite_pragmas(busy_timeout_ms: int) -> list[str]:
+    """How every connection to the SQLite file is set up."""
+    return [
+        "PRAGMA journal_mode=WAL",
+        "PRAGMA synchronous=NORMAL",
+        f"PRAGMA busy_timeout={busy_timeout_ms}",
+        "PRAGMA foreign_keys=ON",
+        # checkpoints fsync: transactions commit in the event loop, so they are left to
+        # checkpoint(), in a thread
+        "PRAGMA wal_autocheckpoint=0",
+    ]
 
 
-def _in_loop(engine: AsyncEngine) -> bool:
-    """A file database has one pooled connection, which run_transaction holds while it runs;
-    ":memory:" shares one among all (StaticPool), so it stays with aiosqlite's queue."""
-    return (engine.url.database or ":memory:") != ":memory:"
+def _checkpoint_file(path: str) -> None:
+    with contextlib.closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
 async def checkpoint(engine: AsyncEngine) -> None:
     """Copy the WAL into the database file (PASSIVE: readers and writers are not blocked),
-    in aiosqlite's thread: its fsync must not stall the event loop. No-op off SQLite."""
-    if engine.dialect.name != "sqlite":
+    in a thread and on a connection of its own: its fsync must neither stall the event loop
+    nor keep a connection from the leases meanwhile. No-op off a SQLite file."""
+    path = engine.url.database
+    if engine.dialect.name != "sqlite" or not path or path == ":memory:":
         return
-    conn = await engine.connect()
-    try:
-        await conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
-    finally:
-        await conn.close()
+    await asyncio.to_thread(_checkpoint_file, path)
 
 
-async def run_transaction(engine: AsyncEngine, work: Callable[[Tx], T]) -> T:
-    """Run `work` in one transaction; on SQLite synchronously, in the event loop.
+class Transactions:
+    """Short write transactions (leases, their extensions): `work` gets a `Tx` and runs its
+    statements synchronously, without awaiting.
 
-    aiosqlite runs every call in its own thread and SQLAlchemy makes three or four such calls
-    per statement (cursor, execute, fetch, close), each a thread switch and an event-loop
-    wakeup; under load each wakeup waits a whole loop iteration, so a lease of seven
-    statements held the one connection for tens of milliseconds while SQLite needed ~0.3 ms,
-    and leases queued for it. Here `work` (which must not await: it gets a `Tx` and runs its
-    statements synchronously) runs in the loop on the sqlite3 connection itself, checked out
-    of the pool so nothing else uses it meanwhile. It never waits for SQLite's lock there:
-    if another process holds it, the transaction goes to aiosqlite's thread, which may wait
-    (busy_timeout). Elsewhere the transaction is SQLAlchemy's, `work` run by `run_sync`.
+    On a SQLite file they run in the event loop, on a sqlite3 connection of their own, with
+    no await at all: under load every await costs a whole loop iteration (tens of ms with
+    50 busy connections), and SQLAlchemy's aiosqlite adapter needs three or four thread hops
+    per statement, so a lease of seven statements took tens of milliseconds where SQLite
+    needs ~0.3 ms. They never wait for SQLite's lock in the loop: when another connection
+    holds it, the transaction waits in a thread instead (and later ones queue behind it).
+    Elsewhere (PostgreSQL, in-memory SQLite) the transaction is SQLAlchemy's.
     """
-    if engine.dialect.name != "sqlite":
-        async with engine.begin() as conn:
-            return await conn.run_sync(lambda sync_conn: work(_AlchemyTx(sync_conn)))
-    # not `async with`: its exit closes in a shielded task, a loop iteration later, and the
-    # one connection stayed checked out that long (leases queued ~200 ms for it under load)
-    conn = await engine.connect()
-    try:
-        raw = await conn.get_raw_connection()
-        driver = raw.driver_connection  # the aiosqlite.Connection
-        if _in_loop(engine):
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        path = engine.url.database
+        self._path = path if engine.dialect.name == "sqlite" and path != ":memory:" else None
+        self._conn: sqlite3.Connection | None = None
+        self._waiting = asyncio.Lock()
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            assert self._path is not None
+            self._conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            for pragma in sqlite_pragmas(busy_timeout_ms=0):
+                self._conn.execute(pragma)
+        return self._conn
+
+    def _run(self, work: Callable[[Tx], T], *, wait: bool) -> T:
+        conn = self._connection()
+        if wait:
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if not wait and ("locked" in str(exc) or "busy" in str(exc)):
+                raise _Busy from exc
+            raise
+        finally:
+            if wait:
+                conn.execute("PRAGMA busy_timeout=0")
+        try:
+            result = work(_SqliteTx(conn, self._engine.dialect))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return result
+
+    async def run(self, work: Callable[[Tx], T]) -> T:
+        if self._path is None:
+            async with self._engine.begin() as conn:
+                return await conn.run_sync(lambda sync_conn: work(_AlchemyTx(sync_conn)))
+        if not self._waiting.locked():
             try:
-                return _sqlite_transaction(driver, engine.dialect, work, wait=False)
+                return self._run(work, wait=False)
             except _Busy:
                 pass
-        result: T = await driver._execute(_sqlite_transaction, driver, engine.dialect, work)  # type: ignore[union-attr]
-        return result
-    finally:
-        await conn.close()
+        async with self._waiting:
+            return await asyncio.to_thread(self._run, work, wait=True)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

@@ -25,7 +25,7 @@ from attribution.leasing import LeasePolicy, LeaseSpan, Tracking, holder_at
 from attribution.rules import choose_pool
 from attribution.traffic import TrafficSource, read_source
 from pbx.settings import Settings, Site
-from pbx.storage.db import Tx, checkpoint, run_transaction
+from pbx.storage.db import Transactions, Tx, checkpoint
 from pbx.storage.tables import leases, numbers, page_views, sessions, visitors
 
 log = logging.getLogger(__name__)
@@ -219,6 +219,7 @@ class Holder:
 class VisitStore:
     def __init__(self, engine: AsyncEngine, settings: Settings, clock: Callable[[], float]) -> None:
         self._engine = engine
+        self._transactions = Transactions(engine)
         self._settings = settings
         self._clock = clock
         self._policy = LeasePolicy(settings.freeze_time)
@@ -232,6 +233,10 @@ class VisitStore:
         self._pending = _PendingWrites()
         self._last_flush_ok = clock()
         self._flush_wakeup = asyncio.Event()
+
+    def close(self) -> None:
+        """Close the connection the short transactions use (SQLite)."""
+        self._transactions.close()
 
     # -- numbers from the config ------------------------------------------------------------
 
@@ -331,7 +336,7 @@ class VisitStore:
             tx.run(_INSERT_PAGE_VIEW, {"session_id": session_id, "at": now, "url": request.url})
             return visitor_id, outcome
 
-        visitor_id, outcome = await run_transaction(self._engine, work)
+        visitor_id, outcome = await self._transactions.run(work)
         cached = _CachedLease(
             visitor_id,
             request.site.name,
@@ -395,15 +400,14 @@ class VisitStore:
                 assert pool is not None
                 return self._take_number(tx, session_id, site, pool, None, number, now)
 
-            outcome = await run_transaction(self._engine, extend_or_lease_again)
+            outcome = await self._transactions.run(extend_or_lease_again)
             if outcome is None:
                 cached.confirmed_until = held_until
                 return self._visit(session_id, cached)
             outcome.apply(cached)
         elif cached.pool is not None and cached.tracking in (Tracking.EXHAUSTED, Tracking.IP_CAP):
             site, pool = cached.site, cached.pool
-            outcome = await run_transaction(
-                self._engine,
+            outcome = await self._transactions.run(
                 lambda tx: self._take_number(tx, session_id, site, pool, None, None, now),
             )
             outcome.apply(cached)
@@ -676,7 +680,7 @@ class VisitStore:
                     tx.run_many(statement, rows)
 
         try:
-            await run_transaction(self._engine, write)
+            await self._transactions.run(write)
         except Exception:
             self._requeue(pending)
             raise
