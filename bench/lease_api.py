@@ -177,6 +177,7 @@ def run_wrk(
             str(args.pings),
             ORIGIN,
             SITE,
+            str(args.think_ms),
         ],
     )
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
@@ -339,6 +340,13 @@ def markdown(args: argparse.Namespace, runs: list[Run], summaries: list[Summary]
         f" interleaved; each visitor 1 lease + {args.pings} pings; calltrack on a fresh SQLite"
         f" database per run, {args.numbers} numbers in two pools.",
         "Pinning `split`: server on core 0, wrk on core 1 (taskset); `none`: not pinned.",
+        (
+            f"Offered load: each connection waits {args.think_ms} ms before each request, so"
+            " the latencies are at that fixed load and the req/s ratio says nothing."
+            if args.think_ms
+            else "Offered load: saturation (no wait between requests): the req/s ratio is the"
+            " throughput ratio; latencies are those of a saturated server."
+        ),
         "",
         "## Summary",
         "",
@@ -403,6 +411,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pings", type=int, default=9, help="pings per visit")
     parser.add_argument("--numbers", type=int, default=20000, help="tracking numbers in the pool")
     parser.add_argument("--pinning", choices=["split", "none", "both"], default="both")
+    parser.add_argument(
+        "--think-ms",
+        type=int,
+        default=0,
+        help="each connection waits this long before each request: a fixed offered load"
+        " (latency at that load) instead of saturation (throughput)",
+    )
     parser.add_argument("--out", type=Path, default=BENCH / "results" / "lease_api.md")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)

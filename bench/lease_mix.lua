@@ -8,12 +8,14 @@
 -- session); half arrive from a paid click (utm_medium=cpc), half from elsewhere; each visitor has
 -- its own address in X-Forwarded-For (the daemon trusts the bench's proxy, 127.0.0.1).
 --
--- Usage: wrk -s bench/lease_mix.lua URL -- [PINGS] [ORIGIN] [SITE]
+-- Usage: wrk -s bench/lease_mix.lua URL -- [PINGS] [ORIGIN] [SITE] [THINK_MS]
+-- THINK_MS > 0: each connection waits that long before each request (a fixed offered load).
 -- done() prints one line "BENCH_JSON {...}" with the counts and latency percentiles (in us).
 
 local pings_per_visit = 9
 local origin = "http://127.0.0.1:8000"
 local site = "bench"
+local think_ms = 0
 
 -- thread state; globals so that done() can read them with thread:get()
 queue = {}          -- sessions still to ping: {sid, vid, done}
@@ -37,6 +39,7 @@ function init(args)
    if args[1] then pings_per_visit = tonumber(args[1]) end
    if args[2] then origin = args[2] end
    if args[3] then site = args[3] end
+   if args[4] then think_ms = tonumber(args[4]) end
    math.randomseed(os.time() * 1000 + (thread_no or 0))
    headers = {["Content-Type"] = "application/json", ["Origin"] = origin}
 end
@@ -137,4 +140,8 @@ function done(summary, latency, _requests)
       summary.requests, summary.duration, e.status, e.connect, e.read, e.write, e.timeout,
       latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
       total.leases, total.pings, total.fallbacks, total.bad_status, total.unparsed))
+end
+
+function delay()
+   return think_ms
 end
