@@ -20,6 +20,7 @@ from attribution.calls import CallReport
 from dialplan.agi import start_agi_server
 from pbx.keys import CALLS, CLOCK, ENGINE, METRICS, PBX_LINK, RECORDINGS, SETTINGS
 from pbx.storage.tables import calls, sessions
+from pbx.watchdog import LoopWatchdog
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ async def pbx_link(app: web.Application) -> AsyncIterator[None]:
             recordings.call_stored()
             log.info("reconciled %d call(s) that ended while the link was down", stored)
 
+    watchdog = LoopWatchdog(settings.asterisk.agi.exit_on_stall).start()
     bridge = AmiBridge(settings, on_call_ended, on_connected)
     bridge.start()
     agi = await start_agi_server(settings, store.route)
@@ -71,3 +73,4 @@ async def pbx_link(app: web.Application) -> AsyncIterator[None]:
         agi.close()
         await agi.wait_closed()
         await bridge.close()
+        watchdog.cancel()

@@ -220,6 +220,11 @@ class Agi(_Model):
     host: str = "127.0.0.1"
     port: int = Field(4573, ge=1, le=65535)
     answer_within: Seconds = Field(0.5, le=1.0, description="then the dialplan's fallback")
+    exit_on_stall: Seconds = Field(
+        3.0,
+        description="the daemon exits when its event loop stalls this long, so Asterisk's AGI"
+        " connections close and calls go to the real line instead of waiting on it",
+    )
 
 
 class Asterisk(_Model):

@@ -55,10 +55,12 @@ class Daemon:
         self.settings: Settings = load_settings(config)
         self.since = time.time()  # the lab's CDR holds calls of earlier tests: ignore those
 
-    def start(self) -> None:
+    def start(self, program: list[str] | None = None) -> None:
+        """`calltrack serve -c CONFIG`, or `program` (given the config path as last argument)."""
+        argv = program or [sys.executable, "-m", "pbx.cli", "serve", "-c"]
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pbx.cli", "serve", "-c", str(self.config)],
+                [*argv, str(self.config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
