@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
 import subprocess
@@ -182,8 +183,14 @@ async def daemon(
     daemon_config: Path,
     tmp_path: Path,
 ) -> AsyncIterator[Daemon]:
-    settings = load_settings(daemon_config)
-    running = Daemon(daemon_config, settings.http.port, tmp_path / "daemon.log")
+    async with serving(daemon_config, tmp_path) as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def serving(config: Path, folder: Path) -> AsyncIterator[Daemon]:
+    """`calltrack serve` on `config`, ready (database and AMI up) until the block ends."""
+    running = Daemon(config, load_settings(config).http.port, folder / "daemon.log")
     running.start()
     try:
         await running.wait_ready()

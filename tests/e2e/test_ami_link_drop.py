@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pbx.settings import Settings, load_settings
-from tests.e2e.conftest import Daemon, call, free_port, write_daemon_config
+from pbx.settings import Settings
+from tests.e2e.conftest import Daemon, call, free_port, serving, write_daemon_config
 
 pytestmark = pytest.mark.asterisk
 
@@ -71,14 +71,8 @@ async def relayed_daemon(
         **lab_dialplan.asterisk.model_dump(mode="json", exclude={"ami"}),
         "ami": {**ami, "action_timeout": "2s", "ping_interval": "1s"},
     }
-    config = write_daemon_config(tmp_path, asterisk=asterisk)
-    running = Daemon(config, load_settings(config).http.port, tmp_path / "daemon.log")
-    running.start()
-    try:
-        await running.wait_ready()
+    async with serving(write_daemon_config(tmp_path, asterisk=asterisk), tmp_path) as running:
         yield running
-    finally:
-        running.stop()
 
 
 async def test_call_spanning_an_ami_outage_is_stored_once_and_attributed(
