@@ -18,7 +18,7 @@ from attribution.calls import CallReport, CallStatus, Route
 from dialplan.agi import start_agi_server
 from pbx.settings import Settings
 from tests.asterisk.conftest import lab
-from tests.asterisk.sipp import place_call, real_line, wav_duration_and_rms
+from tests.asterisk.sipp import RealLine, place_call, real_line, wav_duration_and_rms
 
 pytestmark = pytest.mark.asterisk
 
@@ -68,6 +68,22 @@ async def bridge_factory(
         await bridge.close()
 
 
+async def call_through_router(
+    settings: Settings, router: Callable[[str, str], Awaitable[Route]], tmp_path: Path
+) -> RealLine:
+    """One call to DID with `router` serving AGI; the real line that answered it."""
+    server = await start_agi_server(settings, router)
+    try:
+        async with real_line(tmp_path / "uas") as line:
+            call = await place_call(DID, tmp_path / "uac")
+            assert call.returncode == 0, call.output
+            await line.wait()
+    finally:
+        server.close()
+        await server.wait_closed()
+    return line
+
+
 async def test_agi_down_call_still_forwarded_and_recorded(
     lab_dialplan: Settings, tmp_path: Path
 ) -> None:
@@ -99,15 +115,7 @@ async def test_stalled_router_answered_with_fallback_within_a_second(
 
     store = Store()
     await bridge_factory(store)
-    server = await start_agi_server(lab_dialplan, stalled)
-    try:
-        async with real_line(tmp_path / "uas") as line:
-            call = await place_call(DID, tmp_path / "uac")
-            assert call.returncode == 0, call.output
-            await line.wait()
-    finally:
-        server.close()
-        await server.wait_closed()
+    await call_through_router(lab_dialplan, stalled, tmp_path)
     assert asked == [("+74990000002", "sipp")]
     report = await store.next()
     assert report.status is CallStatus.ANSWERED
@@ -126,15 +134,7 @@ async def test_raising_router_still_forwarded(
 
     store = Store()
     await bridge_factory(store)
-    server = await start_agi_server(lab_dialplan, broken)
-    try:
-        async with real_line(tmp_path / "uas") as line:
-            call = await place_call(DID, tmp_path / "uac")
-            assert call.returncode == 0, call.output
-            await line.wait()
-    finally:
-        server.close()
-        await server.wait_closed()
+    await call_through_router(lab_dialplan, broken, tmp_path)
     assert asked == ["+74990000002"]
     report = await store.next()
     assert report.status is CallStatus.ANSWERED
@@ -147,15 +147,7 @@ async def test_router_route_and_caller_name_reach_the_real_line(
     async def route(did: str, caller: str) -> Route:
         return Route("PJSIP/realline", 'cpc "Anna"\r\nX-Injected: 1')
 
-    server = await start_agi_server(lab_dialplan, route)
-    try:
-        async with real_line(tmp_path / "uas") as line:
-            call = await place_call(DID, tmp_path / "uac")
-            assert call.returncode == 0, call.output
-            await line.wait()
-    finally:
-        server.close()
-        await server.wait_closed()
+    line = await call_through_router(lab_dialplan, route, tmp_path)
     invite = line.messages().split("INVITE sip:", 1)[1]
     from_header = next(h for h in invite.splitlines() if h.startswith("From:"))
     assert '"cpc Anna X-Injected: 1"' in from_header, from_header
