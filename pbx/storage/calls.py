@@ -12,6 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from attribution.calls import CallReport, Route
+from dialplan.generator import tracked_numbers
 from pbx.settings import Settings
 from pbx.storage.tables import call_tags, calls
 from pbx.storage.visits import VisitStore
@@ -78,6 +79,7 @@ class CallStore:
             for pool in site.pools
             for number in pool.numbers
         }
+        self._real_lines = {t.e164: t.forward_to for t in tracked_numbers(settings)}
         insert_for = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         self._insert = insert_for(calls)
 
@@ -109,16 +111,16 @@ class CallStore:
         }
 
     async def route(self, did: str, caller: str) -> Route:
-        """Where a ringing call goes, and the caller-ID name that tells staff its source."""
-        destination = self._settings.forward_to
+        """Where a ringing call goes, and the caller-ID name that tells staff its source.
+
+        The real line is the one the dialplan falls back to for the number (one rule for both,
+        so the daemon and a daemon-less dialplan never send a call to different lines).
+        """
+        destination = self._real_lines.get(did, self._settings.forward_to)
         if (static := self._static.get(did)) is not None:
-            return Route(static.forward_to or destination, f"[{static.source}]")
-        if (site := self._fallbacks.get(did)) is not None:
-            return Route(site.forward_to or destination, None)
+            return Route(destination, f"[{static.source}]")
         if did not in self._pools:
             return Route(destination, None)
-        site, pool = self._pools[did]
-        destination = pool.forward_to or site.forward_to or destination
         holder = await self._visits.holder_at(did, self._clock())
         if holder is None:
             return Route(destination, None)

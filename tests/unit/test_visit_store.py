@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from attribution.calls import CallReport
+from attribution.calls import CallReport, Route
 from attribution.leasing import Tracking
+from dialplan.generator import tracked_numbers
 from pbx.settings import Settings
 from pbx.storage.calls import CallFilter, CallStore
 from pbx.storage.db import open_engine, upgrade
@@ -198,3 +199,35 @@ async def test_pool_coverage_counts_visits_that_got_no_number() -> None:
         assert round(paid.missed_share, 2) == 0.33
         organic = next(p for p in report if p.pool == "organic")
         assert (organic.visits, organic.held_now) == (0, 0)
+
+
+async def test_route_sends_each_number_where_the_dialplan_fallback_would() -> None:
+    site = make_settings("sqlite+aiosqlite:///:memory:").sites[0].model_dump(mode="json")
+    site["forward_to"] = "PJSIP/office"
+    site["pools"][0]["forward_to"] = "PJSIP/sales"
+    static = [
+        {"number": "+74990000101", "source": "billboard", "forward_to": "PJSIP/reception"},
+        {"number": "+74990000102", "source": "cards"},
+    ]
+    async for h in harness(sites=[site], static=static):
+        paid = await h.visit()
+        routes = {
+            did: await h.calls.route(did, "+79161234567")
+            for did in (
+                paid.number or "",
+                "+74990000011",
+                "+74990000099",
+                "+74990000101",
+                "+74990000102",
+                "+74990000777",
+            )
+        }
+        assert routes[paid.number or ""] == Route("PJSIP/sales", "[cpc] google")
+        assert routes["+74990000011"] == Route("PJSIP/office", None)  # organic pool, free
+        assert routes["+74990000099"] == Route("PJSIP/office", None)  # the site's fallback
+        assert routes["+74990000101"] == Route("PJSIP/reception", "[billboard]")
+        assert routes["+74990000102"] == Route("PJSIP/realline", "[cards]")
+        assert routes["+74990000777"] == Route("PJSIP/realline", None)  # not ours
+        dialplan = {t.e164: t.forward_to for t in tracked_numbers(h.settings)}
+        for did, route in routes.items():
+            assert route.destination == dialplan.get(did, "PJSIP/realline")
