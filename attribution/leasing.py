@@ -28,9 +28,20 @@ class Tracking(StrEnum):
 @dataclass(frozen=True)
 class LeasePolicy:
     freeze_time: float
+    #: how many numbers one client address may hold at once (a scraper must not drain a pool)
+    max_per_client: int = 200
     #: a cached lease is extended without asking the database only while it is this far from
     #: expiring; it must exceed the longest delay of the write-behind flush
     sync_margin: float = 5.0
+
+    def may_take(self, client_ip: str | None, held_by_client: int) -> bool:
+        """Whether a session of `client_ip` may take one more number.
+
+        Every path that takes a number asks this, with the address the session started from,
+        so a refused session cannot get round the cap by pinging. A session with no known
+        address (none was recorded) is not capped: there is nothing to count it against.
+        """
+        return client_ip is None or held_by_client < self.max_per_client
 
     def held_until(self, last_activity: float) -> float:
         return last_activity + self.freeze_time

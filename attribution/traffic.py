@@ -51,14 +51,6 @@ class TrafficSource:
     def landing_path(self) -> str:
         return urlsplit(self.landing_url).path or "/"
 
-    @property
-    def is_campaign(self) -> bool:
-        """A tagged or clicked visit: a new one of these starts a new session."""
-        return self.medium not in (NONE, "organic", "referral") or bool(self.click_ids)
-
-    def campaign_key(self) -> tuple[str, ...]:
-        return (self.source, self.medium, self.campaign or "", *sorted(self.click_ids.values()))
-
 
 def _host(url: str) -> str | None:
     try:

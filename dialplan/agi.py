@@ -16,8 +16,9 @@ from collections.abc import Awaitable, Callable
 from panoramisk.fast_agi import Application, Request
 
 from attribution.calls import Route
+from attribution.numbering import Numbering
 from attribution.phone import PhoneNumberError, to_e164
-from dialplan.generator import AGI_ROUTE, VAR_DEST, check_dial_string, tracked_numbers
+from dialplan.generator import AGI_ROUTE, VAR_DEST, check_dial_string
 from pbx.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,7 @@ class _RouteHandler:
         assert settings.asterisk is not None
         self._router = router
         self._within = settings.asterisk.agi.answer_within
-        self._default = settings.forward_to
-        self._fallbacks = {n.e164: n.forward_to for n in tracked_numbers(settings)}
+        self._numbering = Numbering.from_settings(settings)
 
     async def handle(self, request: Request) -> None:
         headers: dict[str, str] = request.headers
@@ -91,7 +91,7 @@ class _RouteHandler:
         except PhoneNumberError:
             log.error("FastAGI route for %r, not a phone number: the default real line", raw_did)
             did = ""
-        fallback = self._fallbacks.get(did, self._default)
+        fallback = self._numbering.real_line(did)
         destination, name = fallback, None
         if did:
             try:

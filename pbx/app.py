@@ -33,6 +33,7 @@ from pbx.ratelimit import FailureLimit
 from pbx.settings import Settings
 from pbx.storage.calls import CallStore
 from pbx.storage.db import open_engine, require_current_schema
+from pbx.storage.retention import run_visit_retention
 from pbx.storage.staff_sessions import StaffSessionStore
 from pbx.storage.visits import VisitStore
 from recordings.worker import RecordingWorker
@@ -55,11 +56,19 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         app[VISITS] = visits
         app[CALLS] = CallStore(engine, settings, visits, app[CLOCK])
         app[STAFF_SESSIONS] = StaffSessionStore(engine, app[CLOCK], settings.ui.session_idle)
-        flusher = asyncio.create_task(visits.run_flusher(), name="lease-flusher")
+        tasks = [
+            asyncio.create_task(visits.run_flusher(), name="lease-flusher"),
+            asyncio.create_task(
+                run_visit_retention(engine, settings.visits.keep_days, app[CLOCK]),
+                name="visit-retention",
+            ),
+        ]
         yield
-        flusher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await flusher
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await visits.flush()
         visits.close()
     finally:

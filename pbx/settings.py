@@ -95,10 +95,17 @@ class PoolRule(_Model):
 
 
 class Pool(_Model):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="the pool's name in reports")
     when: PoolRule | None = Field(None, description="no `when`: every visit not matched earlier")
-    numbers: list[E164] = Field(min_length=1)
-    forward_to: str | None = None
+    numbers: list[E164] = Field(min_length=1, description="the tracking numbers leased to visits")
+    forward_to: str | None = Field(
+        None, description="the real line this pool's calls go to; default: the site's"
+    )
+    replaces: list[str] | None = Field(
+        None,
+        description="which of the site's own numbers (from `replace`) this pool's numbers stand"
+        " in for, e.g. only the sales line; default: all of them",
+    )
 
 
 class Site(_Model):
@@ -106,8 +113,14 @@ class Site(_Model):
     origins: list[str] = Field(min_length=1, description="e.g. https://example.com")
     replace: list[str] = Field(min_length=1, description="the site's own numbers, as shown")
     pools: list[Pool] = Field(default_factory=list)
-    fallback: E164 | None = Field(None, description="shown when the matching pool is exhausted")
-    forward_to: str | None = None
+    fallback: E164 | None = Field(
+        None,
+        description="shown instead of a tracking number when the matching pool has none free, so"
+        " untracked web calls are still told apart from offline calls to the site's own number",
+    )
+    forward_to: str | None = Field(
+        None, description="the real line of this site's calls; default: the top-level forward_to"
+    )
     respect_privacy_signals: bool = Field(
         False, description="no tracking number for visitors sending DNT or GPC"
     )
@@ -122,6 +135,22 @@ class Site(_Model):
                     f" no path), got {origin!r}"
                 )
         return [o.lower() for o in origins]
+
+    @model_validator(mode="after")
+    def _replaces_name_own_numbers(self) -> Site:
+        own = {to_e164(text) for text in self.replace}
+        for p, pool in enumerate(self.pools):
+            for r, text in enumerate(pool.replaces or []):
+                try:
+                    known = to_e164(text) in own
+                except PhoneNumberError as exc:
+                    raise ValueError(f"pools[{p}].replaces[{r}]: {exc}") from None
+                if not known:
+                    raise ValueError(
+                        f"pools[{p}].replaces[{r}]: {text!r} is not one of this site's own"
+                        f" numbers (`replace`)"
+                    )
+        return self
 
     @field_validator("replace")
     @classmethod
@@ -162,6 +191,20 @@ class Http(_Model):
         default_factory=list, description="peers whose X-Forwarded-For is believed"
     )
     ping_interval: Seconds = 30.0
+
+
+class Visits(_Model):
+    """How much of the web traffic is kept, and for how long."""
+
+    keep_days: int = Field(
+        400,
+        ge=1,
+        description="visits (sessions, their leases and page views) older than this are deleted,"
+        " except those a stored call refers to",
+    )
+    max_page_views: int = Field(
+        200, ge=1, description="page views kept per session; later ones are counted, not kept"
+    )
 
 
 class ApiToken(_Model):
@@ -244,6 +287,7 @@ class Settings(_Model):
     sites: list[Site] = Field(default_factory=list)
     static: list[StaticNumber] = Field(default_factory=list)
     recordings: Recordings = Recordings()
+    visits: Visits = Visits()
     database: str = "sqlite+aiosqlite:///var/calltrack.db"
     api_tokens: list[ApiToken] = Field(default_factory=list)
     users: list[User] = Field(default_factory=list, description="who may log in to the staff pages")
@@ -365,16 +409,26 @@ def _problems_from(error: ValidationError, file: str, tree: Any) -> list[ConfigP
             where_loc = loc[:-1] if item["type"] == "missing" else loc
         else:
             where_loc = loc
-        if item["type"] == "value_error" and not loc:
-            # cross-field checks name their own places: "sites[0].pools[1].numbers[0]: ..."
+        if item["type"] == "value_error" and _names_its_places(message):
+            # cross-field checks name their own places below the checked object:
+            # "sites[0].pools[1].numbers[0]: ..." at the top, "pools[1].replaces[0]: ..." in a site
             for part in message.split("; "):
                 where, _, text = part.partition(": ")
-                line, column = _position(tree, _parse_dotted(where))
-                problems.append(ConfigProblem(file, line, column, where, text))
+                full = (*loc, *_parse_dotted(where))
+                line, column = _position(tree, full)
+                problems.append(ConfigProblem(file, line, column, _dotted(full), text))
             continue
         line, column = _position(tree, where_loc)
         problems.append(ConfigProblem(file, line, column, _dotted(loc), message))
     return problems
+
+
+def _names_its_places(message: str) -> bool:
+    return all(
+        re.fullmatch(r"[A-Za-z_]+(\[\d+\])*(\.[A-Za-z_]+(\[\d+\])*)*", part.partition(": ")[0])
+        and ": " in part
+        for part in message.split("; ")
+    )
 
 
 def _parse_dotted(where: str) -> tuple[Any, ...]:

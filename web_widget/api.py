@@ -10,6 +10,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from attribution.leasing import display_like
+from attribution.numbering import own_numbers
 from pbx.http import Handler, client_ip, json_error, read_json_object
 from pbx.keys import METRICS, SETTINGS, VISITS
 from pbx.settings import Site
@@ -47,16 +48,23 @@ def _origin_allowed(request: web.Request, site: Site) -> bool:
 
 
 @functools.lru_cache(maxsize=4096)
-def _numbers(shown_numbers: tuple[str, ...], number: str) -> tuple[dict[str, str], ...]:
-    """The answer's `numbers`: the same for every ping of a lease, so formatted once."""
+def _numbers(written: tuple[str, ...], number: str) -> tuple[dict[str, str], ...]:
+    """Entries of the answer's `numbers` for one own number as the site writes it: the same
+    for every ping of a lease, so formatted once."""
     return tuple(
         {"replace": shown, "number": number, "display": display_like(shown, number)}
-        for shown in shown_numbers
+        for shown in written
     )
 
 
 def _answer(request: web.Request, site: Site, visit: Visit) -> web.Response:
-    numbers = _numbers(tuple(site.replace), visit.number) if visit.number is not None else ()
+    """The visit's numbers, one entry per way the site writes each own number shown otherwise:
+    a tracking number, or the fallback number when the pool had none to give."""
+    numbers = [
+        entry
+        for own, number in visit.shown.items()
+        for entry in _numbers(_written(tuple(site.replace))[own], number)
+    ]
     return web.json_response(
         {
             "visitor_id": visit.visitor_id,
@@ -65,6 +73,12 @@ def _answer(request: web.Request, site: Site, visit: Visit) -> web.Response:
             "ping_interval_s": request.app[SETTINGS].http.ping_interval,
         }
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _written(replace: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """A site's own numbers (E.164), each with the ways the site writes it."""
+    return {own: tuple(texts) for own, texts in own_numbers(replace).items()}
 
 
 async def start_visit(request: web.Request) -> web.Response:

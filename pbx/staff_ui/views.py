@@ -189,7 +189,11 @@ async def _call_page(
     request: web.Request, user: StaffUser, call: dict[str, Any], error: str = "", status: int = 200
 ) -> web.Response:
     settings = request.app[SETTINGS]
-    views = await request.app[VISITS].page_views(call["session_id"]) if call["session_id"] else []
+    views = (
+        await request.app[VISITS].page_views(call["session_id"], before=call["started_at"])
+        if call["session_id"]
+        else []
+    )
     earlier = await request.app[CALLS].earlier_calls(call["caller"], call["started_at"])
     return render(
         request,

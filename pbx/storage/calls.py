@@ -12,25 +12,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from attribution.calls import CallReport, Route
-from dialplan.generator import tracked_numbers
+from attribution.numbering import Numbering
+from attribution.owner import Attribution, CallOwner, attribute, needs_holder
 from pbx.settings import Settings
 from pbx.storage.tables import call_tags, calls
 from pbx.storage.visits import VisitStore
-
-SESSION_FIELDS = (
-    "source",
-    "medium",
-    "campaign",
-    "term",
-    "content",
-    "referrer",
-    "landing_url",
-    "visit_number",
-    "pages_viewed",
-    "first_source",
-    "first_medium",
-    "first_campaign",
-)
 
 
 @dataclass(frozen=True)
@@ -71,67 +57,31 @@ class CallStore:
         self._settings = settings
         self._visits = visits
         self._clock = clock
-        self._static = {s.number: s for s in settings.static}
-        self._fallbacks = {site.fallback: site for site in settings.sites if site.fallback}
-        self._pools = {
-            number: (site, pool)
-            for site in settings.sites
-            for pool in site.pools
-            for number in pool.numbers
-        }
-        self._real_lines = {t.e164: t.forward_to for t in tracked_numbers(settings)}
+        self._numbering = Numbering.from_settings(settings)
         insert_for = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         self._insert = insert_for(calls)
 
-    async def attribution(self, did: str, at: float) -> dict[str, Any]:
+    async def owner(self, did: str, at: float) -> CallOwner:
         """Who a call to `did` starting at `at` belongs to: a session, a static source, or none."""
-        if (static := self._static.get(did)) is not None:
-            return {
-                "attribution": "static",
-                "source": static.source,
-                "medium": static.medium,
-                "campaign": static.campaign,
-            }
-        if (site := self._fallbacks.get(did)) is not None:
-            return {"attribution": "fallback", "site": site.name}
-        if did not in self._pools:
-            return {"attribution": "unknown"}
-        site, pool = self._pools[did]
-        holder = await self._visits.holder_at(did, at)
-        if holder is None:
-            return {"attribution": "unknown", "site": site.name, "pool": pool.name}
-        return {
-            "attribution": "session",
-            "site": holder.site,
-            "pool": holder.pool,
-            "session_id": holder.session_id,
-            "visitor_id": holder.visitor_id,
-            "click_ids": holder.row["click_ids"],
-            **{key: holder.row[key] for key in SESSION_FIELDS},
-        }
+        number = self._numbering.get(did)
+        holder = await self._visits.holder_at(did, at) if needs_holder(number) else None
+        return attribute(number, holder)
 
     async def route(self, did: str, caller: str) -> Route:
         """Where a ringing call goes, and the caller-ID name that tells staff its source.
 
-        The real line is the one the dialplan falls back to for the number (one rule for both,
+        The real line is the one the dialplan falls back to for the number (one table for both,
         so the daemon and a daemon-less dialplan never send a call to different lines).
         """
-        destination = self._real_lines.get(did, self._settings.forward_to)
-        if (static := self._static.get(did)) is not None:
-            return Route(destination, f"[{static.source}]")
-        if did not in self._pools:
-            return Route(destination, None)
-        holder = await self._visits.holder_at(did, self._clock())
-        if holder is None:
-            return Route(destination, None)
-        return Route(destination, f"[{holder.row['medium']}] {holder.row['source']}")
+        owner = await self.owner(did, self._clock())
+        return Route(self._numbering.real_line(did), owner.caller_name)
 
     async def store(self, report: CallReport) -> bool:
         """Store the call once; a second report of the same Linkedid changes nothing."""
         async with self._engine.connect() as conn:
             if await conn.scalar(select(exists().where(calls.c.linkedid == report.linkedid))):
                 return False
-        found = await self.attribution(report.did, report.started_at)
+        found = _columns(await self.owner(report.did, report.started_at))
         async with self._engine.begin() as conn:
             repeat = bool(report.caller.strip("+").isdigit()) and bool(
                 await conn.scalar(
@@ -177,7 +127,9 @@ class CallStore:
         if where.until is not None:
             query = query.where(c.started_at < where.until)
         if where.static_source is not None:
-            query = query.where(c.attribution == "static", c.source == where.static_source)
+            query = query.where(
+                c.attribution == Attribution.STATIC, c.source == where.static_source
+            )
         if where.answered is not None:
             query = query.where((c.status == "answered") == where.answered)
         if where.tag is not None:
@@ -308,6 +260,46 @@ class CallStore:
                 )
             )
         return bool(result.rowcount)
+
+
+def _columns(owner: CallOwner) -> dict[str, Any]:
+    """The call's attribution columns: who it belongs to and the source it was matched to."""
+    columns: dict[str, Any] = {
+        "attribution": str(owner.attribution),
+        "site": owner.site,
+        "pool": owner.pool,
+    }
+    if owner.static is not None:
+        columns |= {
+            "source": owner.static.source,
+            "medium": owner.static.medium,
+            "campaign": owner.static.campaign,
+        }
+    if owner.holder is not None:
+        facts = owner.holder.facts
+        columns |= {
+            "session_id": owner.holder.session_id,
+            "visitor_id": owner.holder.visitor_id,
+            "click_ids": json.dumps(facts.click_ids),
+            **{
+                key: getattr(facts, key)
+                for key in (
+                    "source",
+                    "medium",
+                    "campaign",
+                    "term",
+                    "content",
+                    "referrer",
+                    "landing_url",
+                    "visit_number",
+                    "pages_viewed",
+                    "first_source",
+                    "first_medium",
+                    "first_campaign",
+                )
+            },
+        }
+    return columns
 
 
 async def _tags_of(conn: AsyncConnection, call_ids: Sequence[int]) -> dict[int, list[str]]:

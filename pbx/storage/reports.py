@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from attribution.leasing import Tracking
 from pbx.settings import Settings
-from pbx.storage.tables import numbers, sessions
+from pbx.storage.tables import numbers, session_pools
 
 
 @dataclass(frozen=True)
@@ -37,10 +37,13 @@ async def pool_coverage(
             (r.site, r.pool, r.tracking): r.n
             for r in await conn.execute(
                 select(
-                    sessions.c.site, sessions.c.pool, sessions.c.tracking, func.count().label("n")
+                    session_pools.c.site,
+                    session_pools.c.pool,
+                    session_pools.c.tracking,
+                    func.count().label("n"),
                 )
-                .where(sessions.c.started_at >= since, sessions.c.pool.is_not(None))
-                .group_by(sessions.c.site, sessions.c.pool, sessions.c.tracking)
+                .where(session_pools.c.started_at >= since)
+                .group_by(session_pools.c.site, session_pools.c.pool, session_pools.c.tracking)
             )
         }
         held = {

@@ -65,6 +65,19 @@ sessions = Table(
     Column("last_url", Text, nullable=False),
 )
 
+# The pools a session leases from, one per group of the site's own numbers (sales, service),
+# with what each came to: the pool-size report counts these.
+session_pools = Table(
+    "session_pools",
+    metadata,
+    Column("session_id", ID, ForeignKey("sessions.id"), primary_key=True),
+    Column("pool", String(64), primary_key=True),
+    Column("site", String(64), nullable=False),
+    Column("replaces", String(255), nullable=False),  # own numbers (E.164), comma-separated
+    Column("tracking", String(16), nullable=False),
+    Column("started_at", Float, nullable=False, index=True),
+)
+
 page_views = Table(
     "page_views",
     metadata,

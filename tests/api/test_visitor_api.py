@@ -174,3 +174,37 @@ async def test_privacy_signal_is_respected_when_configured(
         "/api/v1/visits", json={"site": "main", "url": PAID}, headers={**HEADERS, "Sec-GPC": "1"}
     )
     assert (await response.json())["numbers"] == []
+
+
+async def test_an_exhausted_pool_answers_the_fallback_number_formatted(client: Client) -> None:
+    for _ in range(2):  # the paid pool has two numbers
+        await visit(client)
+    body = await (await visit(client)).json()
+    assert [(n["replace"], n["number"], n["display"]) for n in body["numbers"]] == [
+        ("+7 (495) 123-45-67", "+74990000099", "+7 (499) 000-00-99"),
+        ("8 495 1234567", "+74990000099", "8 499 0000099"),
+    ]
+
+
+async def test_two_own_numbers_get_two_tracking_numbers(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    site = settings_for(tmp_path).sites[0].model_dump(mode="json")
+    site["replace"] = ["+7 (495) 123-45-67", "+7 (495) 555-00-11"]
+    site["pools"] = [
+        {"name": "sales", "replaces": ["+74951234567"], "numbers": ["+74990000001"]},
+        {
+            "name": "service",
+            "replaces": ["+74955550011"],
+            "numbers": ["+74990000021"],
+            "forward_to": "PJSIP/service",
+        },
+    ]
+    settings = settings_for(tmp_path, sites=[site])
+    await migrate(settings)
+    client = await aiohttp_client(build_app(settings, clock=FakeClock()))
+    body = await (await visit(client)).json()
+    assert [(n["replace"], n["display"]) for n in body["numbers"]] == [
+        ("+7 (495) 123-45-67", "+7 (499) 000-00-01"),
+        ("+7 (495) 555-00-11", "+7 (499) 000-00-21"),
+    ]

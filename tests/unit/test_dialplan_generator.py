@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from dialplan.generator import main, render_dialplan, tracked_numbers
+from attribution.numbering import Numbering
+from dialplan.generator import main, render_dialplan
 from pbx.settings import Settings, parse_settings
 
 CONFIG = """
@@ -102,7 +103,7 @@ def test_hangup_handler_stops_recording_then_reports() -> None:
 
 def test_fallback_that_is_also_a_pool_number_keeps_the_pool_line() -> None:
     text = CONFIG.replace('fallback: "+74951111119"', 'fallback: "+74951111111"')
-    numbers = {n.e164: n.forward_to for n in tracked_numbers(settings(text))}
+    numbers = {n.e164: n.real_line for n in Numbering.from_settings(settings(text))}
     assert numbers["+74951111111"] == "PJSIP/sales"
     assert len(numbers) == 4
 

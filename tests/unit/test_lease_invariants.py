@@ -18,11 +18,12 @@ from attribution.leasing import Tracking
 from pbx.settings import Settings
 from pbx.storage.db import open_engine, upgrade
 from pbx.storage.tables import leases
-from pbx.storage.visits import VisitRequest, VisitStore
+from pbx.storage.visits import Visit, VisitRequest, VisitStore
 from tests.helpers import FakeClock, make_settings
 
 FREEZE = 60.0
 PAID = ["+74990000001", "+74990000002"]
+FALLBACK = "+74990000099"  # the site's fallback in tests.helpers' config
 STEPS = [0.0, 0.001, 1.0, 4.0, 7.0, 30.0, FREEZE - 0.001, FREEZE, FREEZE + 0.001, 2 * FREEZE]
 
 
@@ -109,13 +110,13 @@ class LeaseMachine(RuleBasedStateMachine):
         if not paid:
             assert visit.tracking is Tracking.NO_POOL and visit.number is None
             return
-        if visit.number is None:
+        if visit.tracking is not Tracking.TRACKED:
             # the fallback only when every number is really held by someone
-            assert visit.tracking is Tracking.EXHAUSTED
+            assert visit.tracking is Tracking.EXHAUSTED and visit.number == FALLBACK
             assert all(self.model.holder(n, self.clock.now) for n in PAID)
         else:
             assert visit.number in PAID
-        self._record(visit.session_id, visit.visitor_id, visit.number)
+        self._record(visit.session_id, visit.visitor_id, leased(visit))
 
     @rule(data=st.data())
     def ping(self, data: st.DataObject) -> None:
@@ -130,8 +131,10 @@ class LeaseMachine(RuleBasedStateMachine):
         visit = self.run(self.store.ping(session_id, before.visitor_id, None))
         assert visit is not None
         if before.holds(self.clock.now):
-            assert visit.number == before.number, "a held number must stay with its session"
-        self._record(session_id, before.visitor_id, visit.number)
+            assert leased(visit) == before.number, "a held number must stay with its session"
+        if visit.tracking is Tracking.EXHAUSTED:
+            assert visit.number == FALLBACK, "a paid visit with no number sees the fallback"
+        self._record(session_id, before.visitor_id, leased(visit))
 
     @rule(seconds=st.sampled_from(STEPS))
     def wait(self, seconds: float) -> None:
@@ -174,6 +177,11 @@ class LeaseMachine(RuleBasedStateMachine):
             if n1 == n2:
                 assert s2 > e1, f"{n1}: a lease started at {s2} before the last ended at {e1}"
         assert len(rows) == len(self.model.spans)
+
+
+def leased(visit: Visit) -> str | None:
+    """The number the visit holds (it is shown the fallback when it holds none)."""
+    return visit.number if visit.tracking is Tracking.TRACKED else None
 
 
 LeaseMachine.TestCase.settings = hypothesis_settings(stateful_step_count=40)

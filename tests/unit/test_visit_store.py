@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from attribution.calls import CallReport, Route
 from attribution.leasing import Tracking
-from dialplan.generator import tracked_numbers
+from attribution.numbering import Numbering
 from pbx.settings import Settings
 from pbx.storage.calls import CallFilter, CallStore
 from pbx.storage.db import open_engine, upgrade
@@ -111,9 +111,9 @@ async def test_returning_visitor_gets_a_new_visit_and_keeps_first_touch(h: Harne
     assert second.session_id != first.session_id
     holder = await h.store.holder_at(second.number or "", h.clock.now)
     assert holder is not None
-    assert holder.row["visit_number"] == 2
-    assert (holder.row["first_source"], holder.row["first_medium"]) == ("google", "organic")
-    assert (holder.row["source"], holder.row["medium"]) == ("google", "cpc")
+    assert holder.facts.visit_number == 2
+    assert (holder.facts.first_source, holder.facts.first_medium) == ("google", "organic")
+    assert (holder.facts.source, holder.facts.medium) == ("google", "cpc")
 
 
 async def test_a_new_campaign_click_starts_a_new_session(h: Harness) -> None:
@@ -228,6 +228,6 @@ async def test_route_sends_each_number_where_the_dialplan_fallback_would() -> No
         assert routes["+74990000101"] == Route("PJSIP/reception", "[billboard]")
         assert routes["+74990000102"] == Route("PJSIP/realline", "[cards]")
         assert routes["+74990000777"] == Route("PJSIP/realline", None)  # not ours
-        dialplan = {t.e164: t.forward_to for t in tracked_numbers(h.settings)}
+        dialplan = {t.e164: t.real_line for t in Numbering.from_settings(h.settings)}
         for did, route in routes.items():
             assert route.destination == dialplan.get(did, "PJSIP/realline")

@@ -1,0 +1,115 @@
+"""Which numbers a visitor sees: one tracking number per own number of the site.
+
+A site may show several own numbers (sales and service). Each is stood in for by the first
+matching pool that `replaces` it, and calls to that pool's numbers go to that pool's line; own
+numbers served by the same pool share its one number. An own number no matching pool replaces
+stays as it is. When the pool has no number to give, the site's fallback number is shown instead,
+but only where it rings the same line: a fallback never sends a service call to sales.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from attribution.leasing import Tracking
+from attribution.numbering import own_numbers, pool_line, replaced_by
+from attribution.rules import Rule, matches
+from attribution.traffic import TrafficSource
+
+if TYPE_CHECKING:
+    from pbx.settings import Settings, Site
+
+#: outcomes that show the fallback number (a matching pool, but no number from it)
+_FALLBACK_OUTCOMES = (Tracking.EXHAUSTED, Tracking.IP_CAP)
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    name: str
+    line: str
+    replaces: tuple[str, ...]  # own numbers (E.164)
+    when: Rule | None
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A pool chosen for a visit and the own numbers its number stands in for."""
+
+    pool: str
+    replaces: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SlotOutcome:
+    pool: str
+    replaces: tuple[str, ...]
+    tracking: Tracking
+    number: str | None  # the leased number when tracked
+
+
+@dataclass(frozen=True)
+class SitePlan:
+    name: str
+    own: Mapping[str, Sequence[str]]  # own number (E.164) -> as the site writes it
+    pools: tuple[PoolPlan, ...]
+    fallback: str | None
+    fallback_line: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings, site: Site) -> SitePlan:
+        own = own_numbers(site.replace)
+        return cls(
+            site.name,
+            own,
+            tuple(
+                PoolPlan(
+                    pool.name,
+                    pool_line(settings, site, pool),
+                    tuple(replaced_by(pool, list(own))),
+                    pool.when,
+                )
+                for pool in site.pools
+            ),
+            site.fallback,
+            site.forward_to or settings.forward_to,
+        )
+
+    def slots(self, arrival: TrafficSource) -> list[Slot]:
+        """The pools a visit leases from, in the order of the site's own numbers."""
+        chosen: dict[str, list[str]] = {}
+        for own in self.own:
+            pool = next(
+                (
+                    p
+                    for p in self.pools
+                    if own in p.replaces and (p.when is None or matches(p.when, arrival))
+                ),
+                None,
+            )
+            if pool is not None:
+                chosen.setdefault(pool.name, []).append(own)
+        return [Slot(pool, tuple(own)) for pool, own in chosen.items()]
+
+    def shown(self, outcomes: Sequence[SlotOutcome]) -> dict[str, str]:
+        """Own number (E.164) -> the number shown in its place; own numbers left out stay."""
+        pools = {p.name: p for p in self.pools}
+        out: dict[str, str] = {}
+        for outcome in outcomes:
+            pool = pools.get(outcome.pool)
+            if pool is None:
+                continue  # the pool left the config; its session keeps the own numbers
+            if outcome.tracking is Tracking.TRACKED and outcome.number:
+                number = outcome.number
+            elif (
+                outcome.tracking in _FALLBACK_OUTCOMES
+                and self.fallback
+                and pool.line == self.fallback_line
+            ):
+                number = self.fallback
+            else:
+                continue
+            for own in outcome.replaces:
+                out[own] = number
+        return out

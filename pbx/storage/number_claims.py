@@ -1,0 +1,256 @@
+"""Taking and extending a number: the conditional UPDATEs that make a lease exclusive.
+
+Taking a number is a conditional UPDATE of its row in `numbers` ("set my lease where the number
+is free"), which PostgreSQL and SQLite both serialise, so several daemons on one PostgreSQL never
+hand one number to two sessions.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import bindparam, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from attribution.leasing import LeasePolicy, Tracking
+from pbx.settings import Settings
+from pbx.storage.db import Tx
+from pbx.storage.tables import leases, numbers
+
+
+def new_id() -> str:
+    """128 random bits: session, visitor and lease ids cannot be guessed or enumerated."""
+    return secrets.token_hex(16)
+
+
+@dataclass
+class HeldNumber:
+    """One pool a session leases from, and what it holds from it (cached between requests)."""
+
+    pool: str
+    replaces: tuple[str, ...]  # the site's own numbers this pool's number stands in for
+    tracking: Tracking
+    number: str | None = None
+    lease_id: str | None = None
+    confirmed_until: float = 0.0  # held_until as last written to the database
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What taking a number came to, made in a transaction and applied to the cache after it
+    (on SQLite the transaction may run in another thread, where the cache is not touched)."""
+
+    tracking: Tracking
+    number: str | None = None
+    lease_id: str | None = None
+    held_until: float = 0.0
+
+    def apply(self, held: HeldNumber) -> None:
+        held.tracking, held.number, held.lease_id, held.confirmed_until = (
+            self.tracking,
+            self.number,
+            self.lease_id,
+            self.held_until,
+        )
+
+
+# The statements of the hot paths, built once: SQLAlchemy then finds them in its compiled cache
+# without generating a cache key per call, which costs more than SQLite runs them in.
+_INSERT_LEASE = insert(leases)
+_HELD_BY_IP = (
+    select(func.count())
+    .select_from(numbers)
+    .where(numbers.c.client_ip == bindparam("ip"), numbers.c.held_until >= bindparam("now"))
+)
+_SET_LEASE: dict[str, Any] = {
+    "lease_id": bindparam("lid"),
+    "session_id": bindparam("sid"),
+    "held_until": bindparam("until"),
+    "client_ip": bindparam("ip"),
+}
+#: take a number that is free now (never leased, or its lease ran out)
+_TAKE_FREE = (
+    update(numbers)
+    .where(
+        numbers.c.number == bindparam("n"),
+        or_(numbers.c.held_until.is_(None), numbers.c.held_until < bindparam("now")),
+    )
+    .values(**_SET_LEASE)
+)
+#: take a number that has never been leased (see NumberClaims._unused)
+_TAKE_UNUSED = (
+    update(numbers)
+    .where(numbers.c.number == bindparam("n"), numbers.c.held_until.is_(None))
+    .values(**_SET_LEASE)
+)
+_UNUSED = select(numbers.c.number).where(
+    numbers.c.site == bindparam("site"),
+    numbers.c.pool == bindparam("pool"),
+    numbers.c.held_until.is_(None),
+)
+#: free the longest first: never leased, then the earliest expired; then by number
+_LONGEST_FREE = (
+    select(numbers.c.number)
+    .where(
+        numbers.c.site == bindparam("site"),
+        numbers.c.pool == bindparam("pool"),
+        or_(numbers.c.held_until.is_(None), numbers.c.held_until < bindparam("now")),
+    )
+    .order_by(numbers.c.held_until.asc().nulls_first(), numbers.c.number)
+    .limit(1)
+)
+_LONGEST_FREE_SKIP_LOCKED = _LONGEST_FREE.with_for_update(skip_locked=True)
+_EXTEND_NUMBER = (
+    update(numbers)
+    .where(
+        numbers.c.number == bindparam("n"),
+        numbers.c.lease_id == bindparam("lid"),
+        numbers.c.held_until >= bindparam("now"),
+    )
+    .values(held_until=bindparam("until"))
+)
+_EXTEND_LEASE = (
+    update(leases)
+    .where(leases.c.id == bindparam("lid"))
+    .values(last_activity=bindparam("now"), held_until=bindparam("until"))
+)
+
+
+class NumberClaims:
+    def __init__(self, settings: Settings, policy: LeasePolicy, postgres: bool) -> None:
+        self._settings = settings
+        self._policy = policy
+        self._postgres = postgres
+        #: SQLite only: per (site, pool), the numbers never leased when last read, largest
+        #: first. Ordering a pool by "free the longest, then by number" makes SQLite sort every
+        #: never-leased row of it per lease (milliseconds for a pool of thousands), so the
+        #: smallest never-leased number is taken from here instead; see _candidate.
+        self._unused: dict[tuple[str, str], list[str]] = {}
+
+    async def sync_numbers(self, engine: AsyncEngine) -> None:
+        """Make the `numbers` rows match the config; a removed number keeps its history."""
+        self._unused.clear()
+        wanted = {
+            number: (site.name, pool.name)
+            for site in self._settings.sites
+            for pool in site.pools
+            for number in pool.numbers
+        }
+        async with engine.begin() as conn:
+            rows = (
+                await conn.execute(select(numbers.c.number, numbers.c.site, numbers.c.pool))
+            ).all()
+            have = {r.number: (r.site, r.pool) for r in rows}
+            gone = [n for n in have if n not in wanted]
+            if gone:
+                await conn.execute(numbers.delete().where(numbers.c.number.in_(gone)))
+            moved = [
+                {"n": n, "site": s, "pool": p}
+                for n, (s, p) in wanted.items()
+                if n in have and have[n] != (s, p)
+            ]
+            if moved:
+                await conn.execute(
+                    update(numbers)
+                    .where(numbers.c.number == bindparam("n"))
+                    .values(site=bindparam("site"), pool=bindparam("pool")),
+                    moved,
+                )
+            new = [
+                {"number": n, "site": s, "pool": p} for n, (s, p) in wanted.items() if n not in have
+            ]
+            if new:
+                await conn.execute(insert(numbers), new)
+
+    def take(
+        self,
+        tx: Tx,
+        session_id: str,
+        site: str,
+        pool: str,
+        client_ip: str | None,
+        preferred: str | None,
+        now: float,
+    ) -> Claim:
+        """Lease a free number of the pool to the session (`preferred` first), or say why not.
+
+        The caller writes the lease's history row with `record`, once the session's row exists.
+        """
+        if client_ip is not None:
+            held_by_ip = tx.scalar(_HELD_BY_IP, {"ip": client_ip, "now": now}) or 0
+            if not self._policy.may_take(client_ip, held_by_ip):
+                return Claim(Tracking.IP_CAP)
+        held_until = self._policy.held_until(now)
+        lease_id = new_id()
+        lease = {"lid": lease_id, "sid": session_id, "until": held_until, "ip": client_ip}
+        for _attempt in range(8):
+            unused = False
+            number: str | None
+            if preferred:
+                number, preferred = preferred, None
+            else:
+                number, unused = self._candidate(tx, site, pool, now)
+            if number is None:
+                break
+            taken = tx.run(
+                _TAKE_UNUSED if unused else _TAKE_FREE, {**lease, "n": number, "now": now}
+            )
+            if unused:
+                self._used(site, pool, number, taken == 1)
+            if taken == 1:
+                return Claim(Tracking.TRACKED, number, lease_id, held_until)
+        return Claim(Tracking.EXHAUSTED)
+
+    @staticmethod
+    def record(tx: Tx, session_id: str, claim: Claim, now: float) -> None:
+        """Write a taken number's lease into the history (after the session's row exists)."""
+        if claim.lease_id is not None:
+            tx.run(
+                _INSERT_LEASE,
+                {
+                    "id": claim.lease_id,
+                    "number": claim.number,
+                    "session_id": session_id,
+                    "started_at": now,
+                    "last_activity": now,
+                    "held_until": claim.held_until,
+                },
+            )
+
+    def _candidate(self, tx: Tx, site: str, pool: str, now: float) -> tuple[str | None, bool]:
+        """The number to try to lease next, and whether it comes from the never-leased list.
+
+        The never-leased numbers sort first ("free the longest"), smallest number first. On
+        SQLite they are read once per pool into `_unused` and handed out from there; the
+        UPDATE then requires the row to be still never leased, and if it is not (another
+        process took it) the list is read again (_used), so the order is kept. PostgreSQL
+        keeps the query with SKIP LOCKED, which lets concurrent transactions pass each other.
+        """
+        if not self._postgres:
+            unused = self._unused.get((site, pool))
+            if unused is None:
+                rows = tx.scalars(_UNUSED, {"site": site, "pool": pool})
+                unused = self._unused[(site, pool)] = sorted(rows, reverse=True)
+            if unused:
+                return unused[-1], True
+        query = _LONGEST_FREE_SKIP_LOCKED if self._postgres else _LONGEST_FREE
+        return tx.scalar(query, {"site": site, "pool": pool, "now": now}), False
+
+    def _used(self, site: str, pool: str, number: str, taken: bool) -> None:
+        """The never-leased `number` was tried: it is never-leased no more, whoever took it."""
+        unused = self._unused.get((site, pool))
+        if not taken:
+            self._unused.pop((site, pool), None)  # another process leases from it: read again
+        elif unused and unused[-1] == number:
+            unused.pop()
+
+    @staticmethod
+    def extend(tx: Tx, lease_id: str, number: str, now: float, held_until: float) -> bool:
+        """Extend a lease still held; False when it ran out (the number may be someone else's)."""
+        params = {"lid": lease_id, "n": number, "now": now, "until": held_until}
+        if tx.run(_EXTEND_NUMBER, params) != 1:
+            return False
+        tx.run(_EXTEND_LEASE, params)
+        return True

@@ -1,0 +1,164 @@
+"""Writes that may wait a moment: lease extensions far from expiry, last-seen times, page views.
+
+Extending a lease that is far from expiring needs no round trip: it is acknowledged from the
+process's cache and written here, in batches, because no other session can take the number
+before the delayed write lands (see LeasePolicy.sync_margin). Flushes are serialised: two
+batches in flight at once could land in either order and write an older `held_until` last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import bindparam, insert, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pbx.storage.db import Transactions, Tx, checkpoint
+from pbx.storage.number_claims import HeldNumber
+from pbx.storage.tables import leases, numbers, page_views, sessions
+
+log = logging.getLogger(__name__)
+
+FLUSH_INTERVAL = 0.2
+CHECKPOINT_INTERVAL = 1.0  # SQLite: WAL into the database file (see db.checkpoint)
+
+_INSERT_PAGE_VIEW = insert(page_views)
+_FLUSH_NUMBERS = (
+    update(numbers)
+    .where(numbers.c.number == bindparam("n"), numbers.c.lease_id == bindparam("l"))
+    .values(held_until=bindparam("h"))
+)
+_FLUSH_LEASES = (
+    update(leases)
+    .where(leases.c.id == bindparam("l"))
+    .values(last_activity=bindparam("a"), held_until=bindparam("h"))
+)
+_FLUSH_LAST_SEEN = (
+    update(sessions).where(sessions.c.id == bindparam("s")).values(last_seen=bindparam("t"))
+)
+_FLUSH_VIEWED = (
+    update(sessions)
+    .where(sessions.c.id == bindparam("s"))
+    .values(pages_viewed=sessions.c.pages_viewed + bindparam("c"), last_url=bindparam("u"))
+)
+
+
+@dataclass
+class _Pending:
+    #: lease id -> (the cached lease, its number, activity time, new held_until)
+    extensions: dict[str, tuple[HeldNumber, str, float, float]] = field(default_factory=dict)
+    last_seen: dict[str, float] = field(default_factory=dict)
+    page_views: list[tuple[str, float, str]] = field(default_factory=list)
+    #: session id -> (pages viewed, the last one's URL); also pages past the kept ones
+    viewed: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.extensions or self.last_seen or self.viewed)
+
+    def merge_older(self, older: _Pending) -> None:
+        """Put back a batch that could not be written, under what came since."""
+        for key, value in older.extensions.items():
+            self.extensions.setdefault(key, value)
+        for key, at in older.last_seen.items():
+            self.last_seen.setdefault(key, at)
+        self.page_views[:0] = older.page_views
+        for key, (count, url) in older.viewed.items():
+            newer = self.viewed.get(key)
+            self.viewed[key] = (count + newer[0], newer[1]) if newer else (count, url)
+
+
+class WriteBehind:
+    def __init__(
+        self, engine: AsyncEngine, transactions: Transactions, clock: Callable[[], float]
+    ) -> None:
+        self._engine = engine
+        self._transactions = transactions
+        self._clock = clock
+        self._pending = _Pending()
+        self._lock = asyncio.Lock()
+        self._wakeup = asyncio.Event()
+        self.last_ok = clock()
+
+    def extend(self, held: HeldNumber, now: float, held_until: float) -> None:
+        assert held.lease_id is not None and held.number is not None
+        self._pending.extensions[held.lease_id] = (held, held.number, now, held_until)
+        self._wakeup.set()
+
+    def seen(self, session_id: str, now: float) -> None:
+        self._pending.last_seen[session_id] = now
+        self._wakeup.set()
+
+    def viewed(self, session_id: str, now: float, url: str, *, keep: bool) -> None:
+        """A page view: counted always, its row kept only while the session is under its cap."""
+        if keep:
+            self._pending.page_views.append((session_id, now, url))
+        count, _url = self._pending.viewed.get(session_id, (0, url))
+        self._pending.viewed[session_id] = (count + 1, url)
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """Write the batches, forever.
+
+        On SQLite also checkpoint the WAL now and then: transactions commit in the event loop
+        with automatic checkpoints off, so that their fsync happens in aiosqlite's thread.
+        """
+        checkpointed = time.monotonic()
+        while True:
+            await self._wakeup.wait()
+            await asyncio.sleep(FLUSH_INTERVAL)
+            self._wakeup.clear()
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("could not write lease extensions; retrying")
+                await asyncio.sleep(1.0)
+                self._wakeup.set()
+                continue
+            if time.monotonic() - checkpointed >= CHECKPOINT_INTERVAL:
+                checkpointed = time.monotonic()
+                try:
+                    await checkpoint(self._engine)
+                except Exception:
+                    log.exception("could not checkpoint the database; will try again")
+
+    async def flush(self) -> None:
+        """Write what is pending; one flush at a time, in the order they were asked for."""
+        async with self._lock:
+            pending, self._pending = self._pending, _Pending()
+            if pending:
+                try:
+                    await self._transactions.run(_writer(pending))
+                except Exception:
+                    self._pending.merge_older(pending)
+                    raise
+                for lease_id, (held, _number, _at, held_until) in pending.extensions.items():
+                    if held.lease_id == lease_id:
+                        held.confirmed_until = max(held.confirmed_until, held_until)
+            self.last_ok = self._clock()
+
+
+def _writer(pending: _Pending) -> Callable[[Tx], None]:
+    extensions = [
+        {"l": lease_id, "n": number, "a": at, "h": held_until}
+        for lease_id, (_held, number, at, held_until) in pending.extensions.items()
+    ]
+    last_seen = [{"s": s, "t": t} for s, t in pending.last_seen.items()]
+    views = [{"session_id": s, "at": at, "url": u} for s, at, u in pending.page_views]
+    viewed = [{"s": s, "c": c, "u": u} for s, (c, u) in pending.viewed.items()]
+
+    def write(tx: Tx) -> None:
+        for statement, rows in (
+            (_FLUSH_NUMBERS, extensions),
+            (_FLUSH_LEASES, extensions),
+            (_FLUSH_LAST_SEEN, last_seen),
+            (_INSERT_PAGE_VIEW, views),
+            (_FLUSH_VIEWED, viewed),
+        ):
+            if rows:
+                tx.run_many(statement, rows)
+
+    return write

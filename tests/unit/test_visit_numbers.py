@@ -1,0 +1,259 @@
+"""Which numbers a visit sees and keeps, on the real store (SQLite) with a settable clock:
+the fallback number, the per-client cap on every path, one number per own number, serialised
+write-behind, the page-view cap and retention (issue 11)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import func, select
+
+from attribution.calls import CallReport, Route
+from attribution.leasing import Tracking
+from pbx.storage.calls import CallFilter
+from pbx.storage.db import Tx
+from pbx.storage.retention import forget_visits_before
+from pbx.storage.tables import leases, numbers, page_views, sessions, visitors
+from pbx.storage.visits import MAX_URL
+from tests.helpers import make_settings
+from tests.unit.test_visit_store import Harness, harness
+
+FALLBACK = "+74990000099"
+SALES, SERVICE = "+74951234567", "+74955550011"
+
+
+async def count(h: Harness, query: Any) -> int:
+    async with h.engine.connect() as conn:
+        return int(await conn.scalar(query) or 0)
+
+
+async def test_an_exhausted_pool_shows_the_fallback_number() -> None:
+    async for h in harness():
+        await h.visit()
+        await h.visit()
+        late = await h.visit()
+        assert late.tracking is Tracking.EXHAUSTED
+        assert dict(late.shown) == {SALES: FALLBACK}
+        pinged = await h.store.ping(late.session_id, late.visitor_id, None)
+        assert pinged is not None and pinged.number == FALLBACK
+
+
+async def test_a_client_at_its_cap_sees_the_fallback_number() -> None:
+    async for h in harness(http={"max_leases_per_ip": 1}):
+        await h.visit(ip="203.0.113.9")
+        capped = await h.visit(ip="203.0.113.9")
+        assert (capped.tracking, capped.number) == (Tracking.IP_CAP, FALLBACK)
+
+
+async def test_a_visit_no_pool_matches_keeps_the_sites_own_number() -> None:
+    async for h in harness():
+        visit = await h.visit("https://shop.test/")
+        assert visit.tracking is Tracking.NO_POOL and dict(visit.shown) == {}
+
+
+async def test_a_site_without_fallback_keeps_its_own_number_when_exhausted() -> None:
+    site = make_settings("sqlite+aiosqlite:///:memory:").sites[0].model_dump(mode="json")
+    site["fallback"] = None
+    async for h in harness(sites=[site]):
+        await h.visit()
+        await h.visit()
+        late = await h.visit()
+        assert late.tracking is Tracking.EXHAUSTED and dict(late.shown) == {}
+
+
+def big_pool_site(size: int) -> dict[str, Any]:
+    site = make_settings("sqlite+aiosqlite:///:memory:").sites[0].model_dump(mode="json")
+    site["pools"][0]["numbers"] = [f"+7499000{n:04d}" for n in range(1000, 1000 + size)]
+    return site
+
+
+async def held(h: Harness) -> int:
+    return await count(
+        h, select(func.count()).select_from(numbers).where(numbers.c.held_until >= h.clock.now)
+    )
+
+
+async def held_by(h: Harness, ip: str) -> int:
+    return await count(
+        h,
+        select(func.count())
+        .select_from(numbers)
+        .where(numbers.c.client_ip == ip, numbers.c.held_until >= h.clock.now),
+    )
+
+
+async def test_the_per_client_cap_holds_on_pings_too() -> None:
+    """Reproduces the bypass: refused sessions re-leased on their next ping with no address."""
+    async for h in harness(sites=[big_pool_site(30)], http={"max_leases_per_ip": 2}):
+        visits = [await h.visit(ip="198.51.100.7") for _ in range(22)]
+        assert sum(v.tracking is Tracking.TRACKED for v in visits) == 2
+        for v in visits:
+            await h.store.ping(v.session_id, v.visitor_id, None)
+        assert await held(h) == 2
+        assert await held_by(h, "198.51.100.7") == 2
+
+
+async def test_the_per_client_cap_holds_for_a_session_reloaded_after_a_restart() -> None:
+    async for h in harness(sites=[big_pool_site(10)], http={"max_leases_per_ip": 1}):
+        first = await h.visit(ip="198.51.100.7")
+        second = await h.visit(ip="198.51.100.7")
+        assert second.tracking is Tracking.IP_CAP
+        h.store._cache.clear()  # as after a restart: the session comes from the database
+        await h.store.ping(second.session_id, second.visitor_id, None)
+        assert await held(h) == 1
+        assert first.tracking is Tracking.TRACKED
+
+
+async def test_a_lease_that_ran_out_is_taken_again_under_the_cap() -> None:
+    async for h in harness(sites=[big_pool_site(10)], http={"max_leases_per_ip": 1}):
+        a = await h.visit(ip="198.51.100.7")
+        h.clock.advance(61)  # a's lease ran out; another session of the address takes one
+        await h.visit(ip="198.51.100.7")
+        again = await h.store.ping(a.session_id, a.visitor_id, None)
+        assert again is not None and again.tracking is Tracking.IP_CAP
+        assert await held(h) == 1
+
+
+def two_lines_site() -> dict[str, Any]:
+    site = make_settings("sqlite+aiosqlite:///:memory:").sites[0].model_dump(mode="json")
+    site["replace"] = ["+7 (495) 123-45-67", "+7 (495) 555-00-11"]
+    site["pools"] = [
+        {
+            "name": "paid-sales",
+            "when": {"utm_medium": "cpc"},
+            "replaces": ["+7 (495) 123-45-67"],
+            "numbers": ["+74990000001", "+74990000002"],
+            "forward_to": "PJSIP/sales",
+        },
+        {
+            "name": "paid-service",
+            "when": {"utm_medium": "cpc"},
+            "replaces": ["+7 495 555-00-11"],
+            "numbers": ["+74990000021", "+74990000022"],
+            "forward_to": "PJSIP/service",
+        },
+        {"name": "organic", "replaces": ["+74951234567"], "numbers": ["+74990000011"]},
+    ]
+    site["forward_to"] = "PJSIP/sales"
+    return site
+
+
+async def test_each_own_number_gets_its_own_tracking_number_and_line() -> None:
+    async for h in harness(sites=[two_lines_site()]):
+        paid = await h.visit()
+        assert set(paid.shown) == {SALES, SERVICE}
+        sales, service = paid.shown[SALES], paid.shown[SERVICE]
+        assert sales in ("+74990000001", "+74990000002")
+        assert service in ("+74990000021", "+74990000022")
+        routes = {n: await h.calls.route(n, "+79161234567") for n in (sales, service)}
+        assert routes[sales] == Route("PJSIP/sales", "[cpc] google")
+        assert routes[service] == Route("PJSIP/service", "[cpc] google")
+        # both stay with the session on pings, and a call to each is attributed to it
+        h.clock.advance(50)
+        pinged = await h.store.ping(paid.session_id, paid.visitor_id, None)
+        assert pinged is not None and dict(pinged.shown) == dict(paid.shown)
+        for i, number in enumerate((sales, service)):
+            await h.calls.store(
+                CallReport(f"c{i}", "+79161234567", number, h.clock.now, h.clock.now + 9, None, "")
+            )
+        _, rows = await h.calls.list(CallFilter())
+        assert {r["session_id"] for r in rows} == {paid.session_id}
+        assert {r["pool"] for r in rows} == {"paid-sales", "paid-service"}
+
+
+async def test_an_own_number_no_matching_pool_replaces_stays() -> None:
+    async for h in harness(sites=[two_lines_site()]):
+        organic = await h.visit("https://shop.test/?utm_medium=organic")
+        assert set(organic.shown) == {SALES}  # the service line stays the site's own
+
+
+async def test_the_fallback_never_stands_in_for_another_line() -> None:
+    async for h in harness(sites=[two_lines_site()]):  # the fallback rings PJSIP/sales
+        for _ in range(2):
+            await h.visit()
+        late = await h.visit()
+        assert dict(late.shown) == {SALES: FALLBACK}  # service stays as it is
+
+
+async def test_a_reloaded_session_keeps_both_numbers() -> None:
+    async for h in harness(sites=[two_lines_site()]):
+        paid = await h.visit()
+        h.store._cache.clear()
+        again = await h.visit("https://shop.test/next", paid.visitor_id, paid.session_id)
+        assert again.session_id == paid.session_id and dict(again.shown) == dict(paid.shown)
+
+
+async def test_flushes_never_land_out_of_order() -> None:
+    """An older held_until written last would shorten a lease on another daemon's view."""
+    async for h in harness():
+        a = await h.visit()
+        writes = h.store._writes
+        real_run = writes._transactions.run
+        calls = 0
+
+        async def slow_first(work: Callable[[Tx], Any], real_run: Any = real_run) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                await asyncio.sleep(0.05)  # the first batch is slow to reach the database
+            return await real_run(work)
+
+        h.clock.advance(10)
+        await h.store.flush()  # the flusher is healthy: pings are written behind
+        writes._transactions.run = slow_first  # type: ignore[method-assign]
+        await h.store.ping(a.session_id, a.visitor_id, None)  # older: held until now + 60
+        first = asyncio.create_task(h.store.flush())
+        await asyncio.sleep(0.01)
+        h.clock.advance(1)
+        await h.store.ping(a.session_id, a.visitor_id, None)  # newer
+        await asyncio.gather(first, h.store.flush())
+        async with h.engine.connect() as conn:
+            held_until = await conn.scalar(
+                select(numbers.c.held_until).where(numbers.c.number == a.number)
+            )
+        assert held_until == h.clock.now + 60
+
+
+async def test_page_views_past_the_cap_are_counted_not_kept() -> None:
+    async for h in harness(visits={"max_page_views": 3}):
+        a = await h.visit()
+        for i in range(10):
+            await h.store.ping(a.session_id, a.visitor_id, f"https://shop.test/p{i}?" + "x" * 3000)
+        await h.store.flush()
+        kept = await count(h, select(func.count()).select_from(page_views))
+        longest = await count(h, select(func.max(func.length(page_views.c.url))))
+        viewed = await count(h, select(sessions.c.pages_viewed))
+        assert (kept, viewed) == (3, 11)
+        assert longest == MAX_URL
+
+
+async def test_retention_forgets_old_visits_but_not_what_calls_refer_to() -> None:
+    async for h in harness(sites=[big_pool_site(10)]):
+        called = await h.visit()
+        await h.calls.store(
+            CallReport(
+                "c1", "+79161234567", called.number or "", h.clock.now, h.clock.now, None, ""
+            )
+        )
+        forgotten = [await h.visit() for _ in range(3)]
+        await h.visit("https://shop.test/")
+        await h.store.flush()
+        h.clock.advance(400 * 86400)
+        recent = await h.visit()
+        # the numbers' rows still name their last holders: hand every number on first
+        for _ in range(9):
+            await h.visit()
+        deleted = await forget_visits_before(h.engine, h.clock.now - 86400, batch=2)
+        assert deleted == 4  # three paid visits and the organic one
+        remaining = set(await _ids(h, sessions.c.id))
+        assert called.session_id in remaining and recent.session_id in remaining
+        assert not remaining & {v.session_id for v in forgotten}
+        assert await count(h, select(func.count()).select_from(leases)) == 11
+        assert called.visitor_id in set(await _ids(h, visitors.c.id))
+
+
+async def _ids(h: Harness, column: Any) -> list[str]:
+    async with h.engine.connect() as conn:
+        return list(await conn.scalars(select(column)))
