@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from attribution.leasing import display_like
+from attribution.phone import display_like
 from pbx.http import Handler, client_ip, json_error, read_json_object
 from pbx.keys import METRICS, SETTINGS, VISITS
 from pbx.settings import Site
