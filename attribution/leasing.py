@@ -12,8 +12,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from attribution.phone import to_e164
-
 
 class Tracking(StrEnum):
     """Why a visit has, or has not, a tracking number: the pool-size report counts these."""
@@ -73,25 +71,3 @@ def holder_at(spans: Iterable[LeaseSpan], at: float) -> LeaseSpan | None:
         ):
             best = span
     return best
-
-
-def display_like(template: str, e164: str) -> str:
-    """The tracking number written in the style of the site's own number.
-
-    The template's digits are replaced from the right by the new number's; a trunk prefix the
-    template writes instead of the country code (Russia's 8) is kept. A number that cannot wear
-    the template's style (another length or country) is shown in E.164.
-    """
-    written = "".join(c for c in template if c.isdigit())
-    international = to_e164(template)[1:]
-    new = e164.lstrip("+")
-    if len(new) != len(international) or new[0] != international[0]:
-        return e164
-    national = 0  # digits shared with the E.164 form, counted from the right
-    while national < len(written) and written[-1 - national] == international[-1 - national]:
-        national += 1
-    replacement = list(new if written == international else new[len(new) - national :])
-    out: list[str] = []
-    for char in reversed(template):
-        out.append(replacement.pop() if char.isdigit() and replacement else char)
-    return "".join(reversed(out))

@@ -51,19 +51,20 @@ def pool_line(settings: Settings, site: Site, pool: Pool) -> str:
     return pool.forward_to or site.forward_to or settings.forward_to
 
 
-def own_numbers(replace: Sequence[str]) -> dict[str, list[str]]:
-    """A site's own numbers (its `replace`) in E.164, each with the ways the site writes it."""
+def own_numbers(replace: Sequence[str], region: str | None) -> dict[str, list[str]]:
+    """A site's own numbers (its `replace`) in E.164, each with the ways the site writes it;
+    numbers written without a country code are read in `region`, as the config was."""
     written: dict[str, list[str]] = {}
     for text in replace:
-        written.setdefault(to_e164(text), []).append(text)
+        written.setdefault(to_e164(text, region, bare_e164=False), []).append(text)
     return written
 
 
-def replaced_by(pool: Pool, own: Sequence[str]) -> list[str]:
+def replaced_by(pool: Pool, own: Sequence[str], region: str | None) -> list[str]:
     """The own numbers (E.164) a pool's numbers stand in for: `replaces`, or all of them."""
     if pool.replaces is None:
         return list(own)
-    wanted = {to_e164(text) for text in pool.replaces}
+    wanted = {to_e164(text, region, bare_e164=False) for text in pool.replaces}
     return [number for number in own if number in wanted]
 
 

@@ -1,40 +1,139 @@
-"""Phone numbers as people write them, reduced to E.164 so that they compare equal."""
+"""Phone numbers as people and carriers write them, reduced to E.164 so that they compare equal.
+
+Which numbers can exist, how long they are and how each country writes them nationally is the
+numbering-plan metadata of `phonenumbers` (the Python port of Google's libphonenumber), kept up
+to date for every country; a hand-written parser knew one country and let impossible numbers in.
+"""
 
 from __future__ import annotations
 
-import re
+import phonenumbers
+from phonenumbers import (
+    CountryCodeSource,
+    NumberParseException,
+    PhoneNumber,
+    PhoneNumberFormat,
+    ValidationResult,
+)
 
-_SEPARATORS = re.compile(r"[\s\u00a0\u2009\u202f()\-./]")
+#: ISO 3166 two-letter codes of the regions whose numbering plans are known.
+REGIONS: frozenset[str] = frozenset(phonenumbers.SUPPORTED_REGIONS)
+
+_WHY_NOT_POSSIBLE = {
+    ValidationResult.TOO_SHORT: "too few digits",
+    ValidationResult.TOO_LONG: "too many digits",
+    ValidationResult.INVALID_LENGTH: "a number of digits no number there has",
+    ValidationResult.IS_POSSIBLE_LOCAL_ONLY: "a local number: add its area code",
+    ValidationResult.INVALID_COUNTRY_CODE: "no country has this code",
+}
+_WHY_NOT_PARSED = {
+    NumberParseException.INVALID_COUNTRY_CODE: "no country has this code",
+    NumberParseException.NOT_A_NUMBER: "not a phone number",
+    NumberParseException.TOO_SHORT_AFTER_IDD: "too few digits",
+    NumberParseException.TOO_SHORT_NSN: "too few digits",
+    NumberParseException.TOO_LONG: "too many digits",
+}
 
 
 class PhoneNumberError(ValueError):
-    pass
+    """Text that is not a number that can exist; the message says why, for a person to fix."""
 
 
-def to_e164(text: str) -> str:
-    """'+7 (495) 123-45-67', '8 495 1234567' and '0049 30 1234567' become '+74951234567' etc.
+def parse(text: str, region: str | None = None, *, bare_e164: bool = True) -> PhoneNumber:
+    """The number `text` stands for, if it can exist.
 
-    A leading 8 followed by ten digits is the Russian trunk prefix (the seed market); every other
-    number must carry its country code, with + or 00.
+    '+7 …' and '00 7 …' carry their country code. Other text is read as written in `region`
+    (ISO 3166 code such as RU, DE, US: '8 495 123-45-67', '030 1234567', '(212) 555-0100'),
+    and failing that, when it is bare digits and `bare_e164`, as E.164 without its '+' (as
+    carriers send it; a person may mean a trunk prefix: '84951234567' is also a number in
+    Vietnam). Extensions are refused: a tracked or dialled number has none.
     """
-    digits = _SEPARATORS.sub("", text.strip())
-    if digits.startswith("+"):
-        digits = digits[1:]
-    elif digits.startswith("00"):
-        digits = digits[2:]
-    elif len(digits) == 11 and digits.startswith("8"):
-        digits = "7" + digits[1:]
-    elif not digits.isdigit() or len(digits) < 8:
+    written = text.strip()
+    if written.startswith("00"):  # the international prefix of most of the world
+        written = "+" + written[2:]
+    readings: list[tuple[str, str | None]] = []
+    if written.startswith("+"):
+        readings.append((written, None))
+    else:
+        if region:
+            readings.append((written, region))
+        if bare_e164 and written.isdigit():
+            readings.append(("+" + written, None))
+    if not any(c.isdigit() for c in written):
+        raise PhoneNumberError(f"{text!r} is not a phone number")
+    if not readings:  # no region given
         raise PhoneNumberError(
-            f"expected a phone number with its country code like +74951234567, got {text!r}"
+            f"{text!r} has no country code: expected a number like +74951234567"
+            " (or a region to read national numbers in)"
         )
-    if not digits.isdigit() or not 8 <= len(digits) <= 15 or digits.startswith("0"):
-        raise PhoneNumberError(
-            f"expected a phone number with its country code like +74951234567, got {text!r}"
-        )
-    return "+" + digits
+    problems = []
+    for candidate, in_region in readings:
+        try:
+            number = phonenumbers.parse(candidate, in_region, keep_raw_input=True)
+        except NumberParseException as exc:
+            problems.append(_WHY_NOT_PARSED.get(exc.error_type, "not a phone number"))
+            continue
+        if number.extension:
+            problems.append("an extension, not a number that can be dialled directly")
+        elif phonenumbers.is_valid_number(number):
+            return number
+        else:
+            problems.append(_why_invalid(number))
+    raise PhoneNumberError(f"{text!r} is not a phone number that can exist: {problems[0]}")
+
+
+def _why_invalid(number: PhoneNumber) -> str:
+    reason = phonenumbers.is_possible_number_with_reason(number)
+    code = number.country_code or 0  # always set once parsed
+    why = _WHY_NOT_POSSIBLE.get(reason, "not in that country's numbering plan")
+    return f"{why} (+{code}, {phonenumbers.region_code_for_country_code(code)})"
+
+
+def to_e164(text: str, region: str | None = None, *, bare_e164: bool = True) -> str:
+    """'+7 (495) 123-45-67', '0049 30 1234567', and with region RU '8 495 1234567', in E.164."""
+    return phonenumbers.format_number(
+        parse(text, region, bare_e164=bare_e164), PhoneNumberFormat.E164
+    )
 
 
 def digits_only(text: str) -> str:
     """What the dialplan matches on: the number without '+' (carriers send either)."""
     return to_e164(text)[1:]
+
+
+def display_like(template: str, e164: str) -> str:
+    """The tracking number `e164` written in the style of the site's own number `template`.
+
+    The template's digits are replaced from the right by the new number's, so its spacing and a
+    trunk prefix written instead of the country code (Russia's 8, Germany's 0) are kept; a
+    template without a country code is read in the tracking number's country. A number that
+    cannot wear the template's style (another country or length) is formatted by the numbering
+    plan instead: nationally if the template is national and of the same country, else
+    internationally, never as bare E.164.
+    """
+    number = parse(e164)
+    try:
+        own = parse(template, phonenumbers.region_code_for_number(number))
+    except PhoneNumberError:
+        return phonenumbers.format_number(number, PhoneNumberFormat.INTERNATIONAL)
+    new = phonenumbers.format_number(number, PhoneNumberFormat.E164)[1:]
+    international = phonenumbers.format_number(own, PhoneNumberFormat.E164)[1:]
+    if own.country_code != number.country_code or len(new) != len(international):
+        national = (
+            own.country_code == number.country_code
+            and own.country_code_source == CountryCodeSource.FROM_DEFAULT_COUNTRY
+        )
+        style = PhoneNumberFormat.NATIONAL if national else PhoneNumberFormat.INTERNATIONAL
+        return phonenumbers.format_number(number, style)
+    written = "".join(c for c in template if c.isdigit())
+    shared = 0  # digits shared with the E.164 form, counted from the right
+    while (
+        shared < min(len(written), len(international))
+        and written[-1 - shared] == international[-1 - shared]
+    ):
+        shared += 1
+    replacement = list(new if written == international else new[len(new) - shared :])
+    out: list[str] = []
+    for char in reversed(template):
+        out.append(replacement.pop() if char.isdigit() and replacement else char)
+    return "".join(reversed(out))

@@ -59,7 +59,7 @@ class SitePlan:
 
     @classmethod
     def from_settings(cls, settings: Settings, site: Site) -> SitePlan:
-        own = own_numbers(site.replace)
+        own = own_numbers(site.replace, settings.region)
         return cls(
             site.name,
             own,
@@ -67,7 +67,7 @@ class SitePlan:
                 PoolPlan(
                     pool.name,
                     pool_line(settings, site, pool),
-                    tuple(replaced_by(pool, list(own))),
+                    tuple(replaced_by(pool, list(own), settings.region)),
                     pool.when,
                 )
                 for pool in site.pools

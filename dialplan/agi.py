@@ -80,6 +80,7 @@ class _RouteHandler:
         self._router = router
         self._within = settings.asterisk.agi.answer_within
         self._numbering = Numbering.from_settings(settings)
+        self._region = settings.region  # carriers may send the DID as a national number
 
     async def handle(self, request: Request) -> None:
         headers: dict[str, str] = request.headers
@@ -87,7 +88,7 @@ class _RouteHandler:
         caller = headers.get("agi_callerid", "")
         caller = "" if caller == "unknown" else caller
         try:
-            did = to_e164(raw_did)
+            did = to_e164(raw_did, self._region)
         except PhoneNumberError:
             log.error("FastAGI route for %r, not a phone number: the default real line", raw_did)
             did = ""

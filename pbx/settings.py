@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
     ValidationError,
+    ValidatorFunctionWrapHandler,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -28,7 +31,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
-from attribution.phone import PhoneNumberError, to_e164
+from attribution.phone import REGIONS, PhoneNumberError, to_e164
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -48,11 +51,22 @@ def _parse_duration(value: Any) -> float:
     return seconds
 
 
+#: The `region` of the Settings being validated, for the numbers nested in sites and static.
+#: Without one a number needs its '+' or '00': bare digits may be a country code or a trunk prefix.
+_REGION: ContextVar[str | None] = ContextVar("calltrack_settings_region", default=None)
+
+
+def _region_code(value: Any) -> str | None:
+    """A known ISO 3166 region code (any case) as the numbering plan names it, else None."""
+    code = value.upper() if isinstance(value, str) else None
+    return code if code in REGIONS else None
+
+
 def _parse_e164(value: Any) -> str:
     if not isinstance(value, str | int) or isinstance(value, bool):
         raise ValueError("expected a phone number in E.164 form like +74951234567")
     try:
-        return to_e164(str(value))
+        return to_e164(str(value), _REGION.get(), bare_e164=False)
     except PhoneNumberError as exc:
         raise ValueError(str(exc)) from None
 
@@ -68,6 +82,15 @@ E164 = Annotated[
     PlainSerializer(str),
     WithJsonSchema({"type": "string", "pattern": r"^\+?[0-9 ()\-.]{8,24}$"}),
 ]
+
+
+def _check_shown(text: str) -> str:
+    to_e164(text, _REGION.get(), bare_e164=False)  # a PhoneNumberError is a ValueError
+    return text
+
+
+#: A number as the site shows it, kept in that form: the tracking number is displayed like it.
+ShownNumber = Annotated[str, AfterValidator(_check_shown)]
 Patterns = Annotated[
     list[str],
     BeforeValidator(lambda v: [v] if isinstance(v, str) else v),
@@ -101,7 +124,7 @@ class Pool(_Model):
     forward_to: str | None = Field(
         None, description="the real line this pool's calls go to; default: the site's"
     )
-    replaces: list[str] | None = Field(
+    replaces: list[ShownNumber] | None = Field(
         None,
         description="which of the site's own numbers (from `replace`) this pool's numbers stand"
         " in for, e.g. only the sales line; default: all of them",
@@ -111,7 +134,7 @@ class Pool(_Model):
 class Site(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     origins: list[str] = Field(min_length=1, description="e.g. https://example.com")
-    replace: list[str] = Field(min_length=1, description="the site's own numbers, as shown")
+    replace: list[ShownNumber] = Field(min_length=1, description="the site's own numbers, as shown")
     pools: list[Pool] = Field(default_factory=list)
     fallback: E164 | None = Field(
         None,
@@ -138,11 +161,12 @@ class Site(_Model):
 
     @model_validator(mode="after")
     def _replaces_name_own_numbers(self) -> Site:
-        own = {to_e164(text) for text in self.replace}
+        region = _REGION.get()
+        own = {to_e164(text, region, bare_e164=False) for text in self.replace}
         for p, pool in enumerate(self.pools):
             for r, text in enumerate(pool.replaces or []):
                 try:
-                    known = to_e164(text) in own
+                    known = to_e164(text, region, bare_e164=False) in own
                 except PhoneNumberError as exc:
                     raise ValueError(f"pools[{p}].replaces[{r}]: {exc}") from None
                 if not known:
@@ -151,16 +175,6 @@ class Site(_Model):
                         f" numbers (`replace`)"
                     )
         return self
-
-    @field_validator("replace")
-    @classmethod
-    def _replace_are_numbers(cls, shown: list[str]) -> list[str]:
-        for text in shown:
-            try:
-                to_e164(text)
-            except PhoneNumberError as exc:
-                raise ValueError(f"{text!r}: {exc}") from None
-        return shown
 
 
 class StaticNumber(_Model):
@@ -282,6 +296,12 @@ class Asterisk(_Model):
 
 
 class Settings(_Model):
+    region: str | None = Field(
+        None,
+        description="ISO 3166 code (RU, DE, US) of the country whose numbers may be written"
+        " without a country code, like '8 495 123-45-67' in RU; by default every number needs one",
+        json_schema_extra={"pattern": "^[A-Za-z]{2}$"},
+    )
     freeze_time: Seconds = Field(900.0, description="a number stays held this long after activity")
     forward_to: str = Field(description="the business's real line, e.g. PJSIP/realline")
     sites: list[Site] = Field(default_factory=list)
@@ -297,6 +317,25 @@ class Settings(_Model):
     ui: Ui = Ui()
     http: Http = Http()
     asterisk: Asterisk | None = None
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _read_numbers_in_region(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        """Numbers are read in the sibling `region` while each is validated in its own place,
+        so that an impossible number is reported at its own line, not at the top of the file."""
+        region = _region_code(data.get("region")) if isinstance(data, dict) else None
+        token = _REGION.set(region)
+        try:
+            return handler(data)
+        finally:
+            _REGION.reset(token)
+
+    @field_validator("region")
+    @classmethod
+    def _known_region(cls, code: str | None) -> str | None:
+        if code is not None and _region_code(code) is None:
+            raise ValueError(f"unknown region {code!r}; expected an ISO 3166 code like RU, DE, US")
+        return _region_code(code)
 
     @model_validator(mode="after")
     def _numbers_unique(self) -> Settings:

@@ -34,6 +34,7 @@ def config_dict(database: str, **overrides: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
         "freeze_time": "60s",
         "forward_to": "PJSIP/realline",
+        "region": "RU",  # the second own number is written nationally
         "sites": [
             {
                 "name": "main",

@@ -9,8 +9,8 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from attribution.leasing import display_like
 from attribution.numbering import own_numbers
+from attribution.phone import display_like
 from pbx.http import Handler, client_ip, json_error, read_json_object
 from pbx.keys import METRICS, SETTINGS, VISITS
 from pbx.settings import Site
@@ -60,10 +60,11 @@ def _numbers(written: tuple[str, ...], number: str) -> tuple[dict[str, str], ...
 def _answer(request: web.Request, site: Site, visit: Visit) -> web.Response:
     """The visit's numbers, one entry per way the site writes each own number shown otherwise:
     a tracking number, or the fallback number when the pool had none to give."""
+    region = request.app[SETTINGS].region
     numbers = [
         entry
         for own, number in visit.shown.items()
-        for entry in _numbers(_written(tuple(site.replace))[own], number)
+        for entry in _numbers(_written(tuple(site.replace), region)[own], number)
     ]
     return web.json_response(
         {
@@ -76,9 +77,9 @@ def _answer(request: web.Request, site: Site, visit: Visit) -> web.Response:
 
 
 @functools.lru_cache(maxsize=64)
-def _written(replace: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+def _written(replace: tuple[str, ...], region: str | None) -> dict[str, tuple[str, ...]]:
     """A site's own numbers (E.164), each with the ways the site writes it."""
-    return {own: tuple(texts) for own, texts in own_numbers(replace).items()}
+    return {own: tuple(texts) for own, texts in own_numbers(replace, region).items()}
 
 
 async def start_visit(request: web.Request) -> web.Response:

@@ -23,8 +23,9 @@ def _free_port() -> int:
         return port
 
 
-def _settings(port: int) -> Settings:
+def _settings(port: int, region: str = "null") -> Settings:
     return parse_settings(f"""
+region: {region}
 forward_to: PJSIP/office
 sites:
   - name: shop
@@ -84,6 +85,26 @@ async def test_route_and_caller_name(agi: Callable[[Router], Awaitable[int]]) ->
         'SET VARIABLE CALLTRACK_DEST "PJSIP/sales&PJSIP/boss"',
         'SET VARIABLE CALLERID(name) "[cpc] Anna"',
     ]
+
+
+@pytest.mark.parametrize("did", ["84951111111", "4951111111", "74951111111", "+74951111111"])
+async def test_a_national_did_is_read_in_the_region(did: str) -> None:
+    """Carriers may send the DID nationally: with `region: RU` it is still the tracked number."""
+    asked = []
+
+    async def router(did: str, caller: str) -> Route:
+        asked.append(did)
+        return Route("PJSIP/sales")
+
+    port = _free_port()
+    server = await start_agi_server(_settings(port, "RU"), router)
+    try:
+        commands, _ = await asterisk(port, did=did)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert asked == ["+74951111111"]
+    assert commands == ['SET VARIABLE CALLTRACK_DEST "PJSIP/sales"']
 
 
 async def test_stalled_router_gets_the_numbers_real_line_in_time(

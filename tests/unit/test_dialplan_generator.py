@@ -11,7 +11,7 @@ from attribution.numbering import Numbering
 from dialplan.generator import main, render_dialplan
 from pbx.settings import Settings, parse_settings
 
-CONFIG = """
+CONFIG = """region: RU  # 84951111112 below is written with the trunk prefix 8
 forward_to: PJSIP/office
 sites:
   - name: shop

@@ -2,8 +2,6 @@ from __future__ import annotations
 
 import pytest
 
-from attribution.leasing import display_like
-from attribution.phone import PhoneNumberError, to_e164
 from attribution.rules import choose_pool
 from attribution.traffic import read_source
 from pbx.settings import Pool, PoolRule
@@ -76,37 +74,3 @@ def test_first_matching_pool_wins(url: str, referrer: str | None, pool: str) -> 
 def test_no_matching_pool_keeps_the_sites_number() -> None:
     only_paid = pools()[:1]
     assert choose_pool(only_paid, read_source("https://s.test/", None)) is None
-
-
-@pytest.mark.parametrize(
-    ("written", "e164"),
-    [
-        ("+7 (495) 123-45-67", "+74951234567"),
-        ("8 495 1234567", "+74951234567"),
-        ("8\u00a0495\u00a0123\u201145\u201167".replace("\u2011", "-"), "+74951234567"),
-        ("+74951234567", "+74951234567"),
-        ("0049 30 1234567", "+49301234567"),
-    ],
-)
-def test_phone_numbers_normalise_to_e164(written: str, e164: str) -> None:
-    assert to_e164(written) == e164
-
-
-@pytest.mark.parametrize("bad", ["", "123", "+0 123 456 789", "phone", "+7 495 123 45 67 89 01 23"])
-def test_bad_phone_numbers_are_refused(bad: str) -> None:
-    with pytest.raises(PhoneNumberError):
-        to_e164(bad)
-
-
-@pytest.mark.parametrize(
-    ("template", "shown"),
-    [
-        ("+7 (495) 123-45-67", "+7 (499) 000-00-01"),
-        ("8 495 1234567", "8 499 0000001"),
-        ("8\u00a0(495)\u00a0123-45-67", "8\u00a0(499)\u00a0000-00-01"),
-        ("+74951234567", "+74990000001"),
-        ("+1 (212) 555-0100", "+74990000001"),  # another country cannot wear this style
-    ],
-)
-def test_tracking_number_wears_the_sites_style(template: str, shown: str) -> None:
-    assert display_like(template, "+74990000001") == shown
