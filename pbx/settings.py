@@ -105,13 +105,21 @@ class _Model(BaseModel):
 class PoolRule(_Model):
     """Which visits a pool serves; every key given must match (glob patterns, any case)."""
 
-    utm_source: Patterns | None = None
-    utm_medium: Patterns | None = None
-    utm_campaign: Patterns | None = None
-    utm_term: Patterns | None = None
-    utm_content: Patterns | None = None
-    referrer_host: Patterns | None = None
-    landing_path: Patterns | None = None
+    utm_source: Patterns | None = Field(
+        None, description="the source as derived (utm_source, else from click id or referrer)"
+    )
+    utm_medium: Patterns | None = Field(
+        None, description="the medium as derived, e.g. cpc, organic, referral, (none)"
+    )
+    utm_campaign: Patterns | None = Field(None, description="utm_campaign of the landing URL")
+    utm_term: Patterns | None = Field(None, description="utm_term of the landing URL")
+    utm_content: Patterns | None = Field(None, description="utm_content of the landing URL")
+    referrer_host: Patterns | None = Field(
+        None, description="the referring site's host without www., e.g. *.google.com"
+    )
+    landing_path: Patterns | None = Field(
+        None, description="the landing page's path, e.g. /promo/*"
+    )
     click_id: Patterns | None = Field(
         None, description="names of click ids that must be present, e.g. gclid, yclid"
     )
@@ -132,10 +140,14 @@ class Pool(_Model):
 
 
 class Site(_Model):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="the site's name; the widget sends it"
+    )
     origins: list[str] = Field(min_length=1, description="e.g. https://example.com")
     replace: list[ShownNumber] = Field(min_length=1, description="the site's own numbers, as shown")
-    pools: list[Pool] = Field(default_factory=list)
+    pools: list[Pool] = Field(
+        default_factory=list, description="tried in order: the first whose `when` matches serves"
+    )
     fallback: E164 | None = Field(
         None,
         description="shown instead of a tracking number when the matching pool has none free, so"
@@ -178,15 +190,23 @@ class Site(_Model):
 
 
 class StaticNumber(_Model):
-    number: E164
-    source: str = Field(min_length=1, max_length=128)
-    medium: str = "offline"
-    campaign: str | None = None
-    forward_to: str | None = None
+    """A number printed on one offline source: every call to it is that source's."""
+
+    number: E164 = Field(description="the number as printed")
+    source: str = Field(
+        min_length=1, max_length=128, description="e.g. billboard, business cards, avito"
+    )
+    medium: str = Field("offline", description="the medium reports group the source under")
+    campaign: str | None = Field(None, description="e.g. spring-2027")
+    forward_to: str | None = Field(
+        None, description="the real line of its calls; default: the top-level forward_to"
+    )
 
 
 class Recordings(_Model):
-    dir: Path = Path("var/recordings")
+    dir: Path = Field(
+        Path("var/recordings"), description="where converted recordings are kept and served from"
+    )
     keep_days: int = Field(365, ge=1, description="older recordings are deleted, the calls kept")
     format: Literal["mp3", "opus"] = Field(
         "mp3", description="what WAVs are converted to: mp3 plays in every browser, opus is smaller"
@@ -194,17 +214,21 @@ class Recordings(_Model):
 
 
 class Http(_Model):
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=1, le=65535)
+    host: str = Field("127.0.0.1", description="address the HTTP server listens on")
+    port: int = Field(8080, ge=1, le=65535, description="port the HTTP server listens on")
     public_url: str | None = Field(None, description="how browsers reach the daemon")
-    max_body_bytes: int = Field(16384, ge=256)
+    max_body_bytes: int = Field(
+        16384, ge=256, description="larger request bodies are refused with 413"
+    )
     max_leases_per_ip: int = Field(
         200, ge=1, description="generous: offices and mobile carriers share one IP"
     )
     trusted_proxies: list[str] = Field(
         default_factory=list, description="peers whose X-Forwarded-For is believed"
     )
-    ping_interval: Seconds = 30.0
+    ping_interval: Seconds = Field(
+        30.0, description="how often the widget reports activity while the page is open"
+    )
 
 
 class Visits(_Model):
@@ -222,19 +246,23 @@ class Visits(_Model):
 
 
 class ApiToken(_Model):
-    name: str
-    token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    """A bearer token for the staff API (a CRM, a script); only its hash is in the file."""
+
+    name: str = Field(description="who uses it, for the logs")
+    token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="printf %s TOKEN | sha256sum")
 
 
 class User(_Model):
     """A person who logs in to the staff pages; admins also see the configuration status."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$", description="the login name")
     password_argon2: str = Field(
         description="from `calltrack hash-password`",
         json_schema_extra={"pattern": r"^\$argon2(id|i|d)\$"},
     )
-    role: Literal["admin", "staff"] = "staff"
+    role: Literal["admin", "staff"] = Field(
+        "staff", description="staff: calls and recordings; admin: also the configuration status"
+    )
 
     @field_validator("password_argon2")
     @classmethod
@@ -265,17 +293,19 @@ DEFAULT_TAGS = ["lead", "sale", "spam", "wrong number"]
 
 
 class Ami(_Model):
-    host: str = "127.0.0.1"
-    port: int = Field(5038, ge=1, le=65535)
-    username: str = "calltrack"
-    secret: str
-    action_timeout: Seconds = 5.0
-    ping_interval: Seconds = 10.0
+    host: str = Field("127.0.0.1", description="Asterisk's manager interface address")
+    port: int = Field(5038, ge=1, le=65535, description="Asterisk's manager interface port")
+    username: str = Field("calltrack", description="the AMI user (manager.conf)")
+    secret: str = Field(description="the AMI user's secret (manager.conf)")
+    action_timeout: Seconds = Field(5.0, description="an AMI action unanswered this long fails")
+    ping_interval: Seconds = Field(
+        10.0, description="how often the link is checked; a silent link is reconnected"
+    )
 
 
 class Agi(_Model):
-    host: str = "127.0.0.1"
-    port: int = Field(4573, ge=1, le=65535)
+    host: str = Field("127.0.0.1", description="address the FastAGI server listens on")
+    port: int = Field(4573, ge=1, le=65535, description="port the FastAGI server listens on")
     answer_within: Seconds = Field(0.5, le=1.0, description="then the dialplan's fallback")
     exit_on_stall: Seconds = Field(
         3.0,
@@ -285,10 +315,14 @@ class Agi(_Model):
 
 
 class Asterisk(_Model):
-    ami: Ami
-    agi: Agi = Agi()
-    context: str = Field("calltrack-inbound", pattern=r"^[A-Za-z0-9_-]+$")
-    ring_timeout: Seconds = 30.0
+    ami: Ami = Field(description="the manager interface: call events and the CDR check")
+    agi: Agi = Field(Agi(), description="the FastAGI server the dialplan asks per call")
+    context: str = Field(
+        "calltrack-inbound",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="the dialplan context the carrier trunk's calls enter",
+    )
+    ring_timeout: Seconds = Field(30.0, description="how long the real line rings")
     recordings_dir: Path | None = Field(
         None, description="where Asterisk writes recordings; default: recordings.dir"
     )
@@ -304,19 +338,29 @@ class Settings(_Model):
     )
     freeze_time: Seconds = Field(900.0, description="a number stays held this long after activity")
     forward_to: str = Field(description="the business's real line, e.g. PJSIP/realline")
-    sites: list[Site] = Field(default_factory=list)
-    static: list[StaticNumber] = Field(default_factory=list)
-    recordings: Recordings = Recordings()
-    visits: Visits = Visits()
-    database: str = "sqlite+aiosqlite:///var/calltrack.db"
-    api_tokens: list[ApiToken] = Field(default_factory=list)
+    sites: list[Site] = Field(default_factory=list, description="the websites that show numbers")
+    static: list[StaticNumber] = Field(
+        default_factory=list, description="numbers of offline sources"
+    )
+    recordings: Recordings = Field(Recordings(), description="call recordings")
+    visits: Visits = Field(Visits(), description="how much web traffic is kept")
+    database: str = Field(
+        "sqlite+aiosqlite:///var/calltrack.db",
+        description="sqlite+aiosqlite:///path.db, or postgresql+asyncpg://user:pw@host/db for"
+        " several daemons",
+    )
+    api_tokens: list[ApiToken] = Field(
+        default_factory=list, description="bearer tokens for the staff API"
+    )
     users: list[User] = Field(default_factory=list, description="who may log in to the staff pages")
     tags: list[Tag] = Field(
         default_factory=lambda: list(DEFAULT_TAGS), description="what staff may tag calls with"
     )
-    ui: Ui = Ui()
-    http: Http = Http()
-    asterisk: Asterisk | None = None
+    ui: Ui = Field(Ui(), description="the staff pages")
+    http: Http = Field(Http(), description="the HTTP server: widget API, staff pages and API")
+    asterisk: Asterisk | None = Field(
+        None, description="the PBX; without it calltrack only leases numbers"
+    )
 
     @model_validator(mode="wrap")
     @classmethod

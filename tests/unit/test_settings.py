@@ -220,3 +220,15 @@ def test_tags_have_defaults_and_the_time_zone_must_exist() -> None:
     assert problems(GOOD + "ui: {timezone: Mars/Olympus}\n") == [
         "calltrack.yaml:15:6: ui.timezone: unknown time zone 'Mars/Olympus'; expected e.g. Europe/Moscow"
     ]
+
+
+def test_every_setting_has_a_description_for_editors() -> None:
+    """The JSON schema is what editors show while the admin types: no key without help."""
+    schema = json_schema()
+    missing = [
+        f"{model}.{key}"
+        for model, definition in [("Settings", schema), *schema["$defs"].items()]
+        for key, prop in definition.get("properties", {}).items()
+        if not prop.get("description")
+    ]
+    assert missing == []
