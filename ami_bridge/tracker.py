@@ -183,4 +183,4 @@ class CallTracker:
             answered_at=answered,
             dial_status=status,
             recording=recording,
-        )
+        ).fitted()

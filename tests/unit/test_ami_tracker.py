@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ami_bridge.tracker import CallTracker, parse_stream
-from attribution.calls import CallReport, CallStatus
+from attribution.calls import CALLER_MAX, DIAL_STATUS_MAX, CallReport, CallStatus
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "ami" / "lab_calls.ami"
 EVENTS = parse_stream(FIXTURE.read_text())
@@ -129,3 +129,24 @@ def test_parse_stream_skips_responses_and_keeps_empty_values() -> None:
         "Event: Hangup\r\nAccountCode: \r\nLinkedid: 1.0\r\n\r\n"
     )
     assert parse_stream(text) == [{"Event": "Hangup", "AccountCode": "", "Linkedid": "1.0"}]
+
+
+def _first_call_with(**changes: str) -> list[dict[str, str]]:
+    linkedid = EVENTS[0]["Linkedid"]
+    return [
+        {**e, **{k: v for k, v in changes.items() if k in e}}
+        for e in EVENTS
+        if e["Linkedid"] == linkedid
+    ]
+
+
+def test_pbx_fields_are_fitted_to_the_calls_table() -> None:
+    """An over-long caller ID is cut to its column, a recording that is no plain file name is
+    dropped: the database never gets a value it would refuse, and nothing outside the folder."""
+    (long,) = replay(_first_call_with(CallerIDNum="7" * 200, DialStatus="ANSWER" + "X" * 50))
+    assert long.caller == "7" * CALLER_MAX
+    assert len(long.dial_status) == DIAL_STATUS_MAX
+    for bad in ("../../etc/passwd", "/var/spool/x.wav", "a\\b.wav", "x" * 300 + ".wav"):
+        (report,) = replay(_first_call_with(Recording=bad))
+        assert report.recording is None, bad
+        assert report.status is CallStatus.ANSWERED
