@@ -2,8 +2,9 @@
 
 Asterisk stops writing to an AMI client that reads slower than its 100 ms write timeout, so the
 reader only parses and enqueues; another task folds events into calls and hands each report to
-`on_call_ended`, retrying with backoff until it succeeds. The link is supervised here, not by
-panoramisk: a Ping watchdog notices a half-dead socket, and reconnecting backs off.
+a ReportDelivery (which retries while the database is away and skips a report it refuses for
+good). The link is supervised here, not by panoramisk: a Ping watchdog notices a half-dead
+socket, and reconnecting backs off.
 """
 
 from __future__ import annotations
@@ -17,13 +18,12 @@ from typing import Any
 
 from panoramisk import Manager
 
+from ami_bridge.delivery import ReportDelivery
 from ami_bridge.tracker import CallTracker
-from attribution.calls import CallReport
 from pbx.settings import Settings
 
 log = logging.getLogger(__name__)
 
-OnCallEnded = Callable[[CallReport], Awaitable[None]]
 #: Called after every successful login with the time the previous link was lost (None at first).
 OnConnected = Callable[[float | None], Awaitable[None]]
 
@@ -57,7 +57,7 @@ class _Manager(Manager):  # type: ignore[misc]
 
 
 class AmiBridge:
-    """Follows calls over AMI and reports each finished one to `on_call_ended`.
+    """Follows calls over AMI and hands each finished one to `deliver`.
 
     `connected` says whether the link is up and logged in (for /healthz); `on_connected` runs
     after every login, so the daemon can reconcile calls that ended while the link was down.
@@ -66,7 +66,7 @@ class AmiBridge:
     def __init__(
         self,
         settings: Settings,
-        on_call_ended: OnCallEnded,
+        deliver: ReportDelivery,
         on_connected: OnConnected | None = None,
         *,
         stale_after: float = 6 * 3600.0,
@@ -75,7 +75,7 @@ class AmiBridge:
         if settings.asterisk is None:
             raise ValueError("the config has no `asterisk:` section")
         self._ami = settings.asterisk.ami
-        self._on_call_ended = on_call_ended
+        self._deliver = deliver
         self._on_connected = on_connected
         self._stale_after = stale_after
         self._max_backoff = max_backoff
@@ -230,15 +230,3 @@ class AmiBridge:
             received_at, event = item
             for report in self._tracker.feed(event, received_at):
                 await self._deliver(report)
-
-    async def _deliver(self, report: CallReport) -> None:
-        """Hand the report over; the store is idempotent on linkedid, so retrying is safe."""
-        delay = 0.5
-        while True:
-            try:
-                await self._on_call_ended(report)
-                return
-            except Exception:
-                log.exception("storing call %s failed; retrying in %.1fs", report.linkedid, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._max_backoff)

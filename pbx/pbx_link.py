@@ -2,7 +2,9 @@
 
 Every call ends up stored exactly once: the AMI bridge reports calls as they end, and after every
 (re)connection the calls that ended while the link (or the daemon) was down are read back from
-Asterisk's CDR file; the store is idempotent on Linkedid, so both paths may report a call.
+Asterisk's CDR file; the store is idempotent on Linkedid, so both paths may report a call. Both
+hand their reports to one ReportDelivery: a database outage is waited out, a report the database
+refuses for good is logged, counted (calltrack_call_reports_rejected) and skipped.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from sqlalchemy import func, select
 
-from ami_bridge import AmiBridge
+from ami_bridge import AmiBridge, ReportDelivery
 from ami_bridge.reconcile import reconcile
 from attribution.calls import CallReport
 from dialplan.agi import start_agi_server
 from pbx.keys import CALLS, CLOCK, ENGINE, METRICS, PBX_LINK, RECORDINGS, SETTINGS
+from pbx.storage.errors import is_transient
 from pbx.storage.tables import calls, sessions
 from pbx.watchdog import LoopWatchdog
 
@@ -37,11 +40,17 @@ async def pbx_link(app: web.Application) -> AsyncIterator[None]:
     clock = app[CLOCK]
     recordings = app[RECORDINGS]
 
-    async def on_call_ended(report: CallReport) -> None:
-        if await store.store(report):
-            metrics.calls.labels(report.status, "stored").inc()
-            metrics.call_store_latency.observe(max(0.0, clock() - report.ended_at))
-            recordings.call_stored()
+    async def on_call_ended(report: CallReport) -> bool:
+        if not await store.store(report):
+            return False
+        metrics.calls.labels(report.status, "stored").inc()
+        metrics.call_store_latency.observe(max(0.0, clock() - report.ended_at))
+        recordings.call_stored()
+        return True
+
+    deliver = ReportDelivery(
+        on_call_ended, is_transient, lambda _report: metrics.call_reports_rejected.inc()
+    )
 
     async def on_connected(lost_at: float | None) -> None:
         """Store the calls that ended while nobody listened (the link or the daemon was down)."""
@@ -56,13 +65,12 @@ async def pbx_link(app: web.Application) -> AsyncIterator[None]:
         reports = await asyncio.to_thread(reconcile, settings, since)
         stored = 0
         for report in reports:
-            stored += await store.store(report)
+            stored += await deliver(report)
         if stored:
-            recordings.call_stored()
             log.info("reconciled %d call(s) that ended while the link was down", stored)
 
     watchdog = LoopWatchdog(settings.asterisk.agi.exit_on_stall).start()
-    bridge = AmiBridge(settings, on_call_ended, on_connected)
+    bridge = AmiBridge(settings, deliver, on_connected)
     bridge.start()
     agi = await start_agi_server(settings, store.route)
     app[PBX_LINK].ami = bridge

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
+from sqlalchemy.exc import DBAPIError
 
 from pbx.auth import hash_password
 from pbx.settings import Settings, parse_settings
@@ -81,6 +82,11 @@ def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
     database = f"sqlite+aiosqlite:///{tmp_path / 'calltrack.db'}"
     path = write_config(tmp_path / "calltrack.yaml", config_dict(database, **overrides))
     return parse_settings(path.read_text(), str(path), tmp_path)
+
+
+def db_error(kind: type[DBAPIError], message: str, **flags: bool) -> DBAPIError:
+    """A database failure as SQLAlchemy raises it around the driver's, e.g. `OperationalError`."""
+    return kind("INSERT INTO calls ...", {}, Exception(message), **flags)
 
 
 async def migrate(settings: Settings) -> None:
