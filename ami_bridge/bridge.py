@@ -17,9 +17,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from panoramisk import Manager
+from panoramisk.ami_protocol import AMIProtocol
 
 from ami_bridge.delivery import ReportDelivery
-from ami_bridge.tracker import CallTracker
+from ami_bridge.tracker import CallTracker, event_from_headers
 from pbx.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,22 @@ _LINK_LOST = object()
 
 class AmiLoginError(Exception):
     pass
+
+
+class _Protocol(AMIProtocol):  # type: ignore[misc]
+    """panoramisk's protocol, not brought down by a repeated header.
+
+    panoramisk keeps all values of a header given twice in a list, and its own dispatching,
+    which expects one string for Event and ActionID, fails on it and drops the connection. Such
+    a repeat can only have been smuggled in through a caller's name (see
+    tracker.event_from_headers), and these headers come ahead of it: the first value is real.
+    """
+
+    def handle_message(self, message: Any) -> None:
+        for key in ("Event", "Response", "ActionID", "CommandID"):
+            if isinstance(value := message.get(key), list):
+                message[key] = value[0]
+        super().handle_message(message)
 
 
 class _Manager(Manager):  # type: ignore[misc]
@@ -160,6 +177,7 @@ class AmiBridge:
             port=self._ami.port,
             loop=asyncio.get_running_loop(),
             ping_delay=3600,
+            protocol_factory=_Protocol,
         )
         manager.register_event("*", self._on_event)
         try:
@@ -208,8 +226,9 @@ class AmiBridge:
 
     def _on_event(self, _manager: Manager, message: Any) -> None:
         """panoramisk's callback: parse and enqueue, nothing else."""
-        event = {k: v[0] if isinstance(v, list) else v for k, v in message.items()}
-        self._queue.put_nowait((time.time(), event))
+        event = event_from_headers(dict(message.items()))
+        if event is not None:
+            self._queue.put_nowait((time.time(), event))
 
     # The calls.
 

@@ -16,7 +16,7 @@ from ami_bridge import AmiBridge, OnConnected, ReportDelivery
 from attribution.calls import CallReport
 from pbx.settings import Settings, parse_settings
 from pbx.storage.errors import is_transient
-from tests.helpers import db_error
+from tests.helpers import db_error, smuggle
 
 RAW = (Path(__file__).parents[1] / "fixtures" / "ami" / "lab_calls.ami").read_bytes().decode()
 BLOCKS = [b + "\r\n\r\n" for b in RAW.split("\r\n\r\n") if b.strip()]
@@ -188,6 +188,24 @@ async def test_a_report_refused_for_good_is_skipped_and_the_next_calls_stored(
     assert [r.did for r in store.reports] == ["+74990000003", "+74990000004"]
     assert [r.linkedid for r in store.rejected] == [poison]
     assert store.attempts == 3  # the refused one was tried once
+
+
+async def test_headers_smuggled_in_through_the_callers_name_are_ignored(
+    run: list[AmiBridge],
+) -> None:
+    """As panoramisk parses them: a CallerIDName carrying CR/LF cannot set DID or Recording."""
+    forged = [smuggle(block) for block in BLOCKS]
+    assert forged != BLOCKS
+    honest, smuggled = Store(), Store()
+    for store, script in ((honest, BLOCKS), (smuggled, forged)):
+        fake = FakeAsterisk([script], pong=[True], close=[False])
+        bridge = _bridge(_settings(await fake.start()), store)
+        run.append(bridge)
+        bridge.start()
+        await store.wait_for(3)
+    assert [(r.linkedid, r.did, r.recording, r.status) for r in smuggled.reports] == [
+        (r.linkedid, r.did, r.recording, r.status) for r in honest.reports
+    ]
 
 
 async def test_refused_login_is_retried_and_not_connected(run: list[AmiBridge]) -> None:
