@@ -108,11 +108,6 @@ class AmiBridge:
     def connected(self) -> bool:
         return self._up.is_set()
 
-    @property
-    def lost_at(self) -> float | None:
-        """Wall-clock time the link was last lost, None if it never was."""
-        return self._lost_at
-
     async def wait_connected(self) -> None:
         await self._up.wait()
 

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 from sqlalchemy import func, select
 
-from ami_bridge import AmiBridge, ReportDelivery
+from ami_bridge import AmiBridge, ReportDelivery, StoreReport
 from ami_bridge.reconcile import reconcile
 from attribution.calls import CallReport
 from dialplan.agi import start_agi_server
 from pbx.keys import CALLS, CLOCK, ENGINE, METRICS, PBX_LINK, RECORDINGS, SETTINGS
+from pbx.metrics import Metrics
+from pbx.storage.calls import CallStore
 from pbx.storage.errors import is_transient
 from pbx.storage.tables import calls, sessions
 from pbx.watchdog import LoopWatchdog
@@ -28,6 +30,23 @@ from pbx.watchdog import LoopWatchdog
 log = logging.getLogger(__name__)
 
 RECONCILE_OVERLAP = 3600.0  # look back this far before the gap: re-reading is harmless
+
+
+def call_recorder(
+    store: CallStore, metrics: Metrics, clock: Callable[[], float], on_stored: Callable[[], None]
+) -> StoreReport:
+    """Stores a finished call and counts it by status and attribution, if it is new."""
+
+    async def record(report: CallReport) -> bool:
+        attribution = await store.store(report)
+        if attribution is None:
+            return False
+        metrics.calls.labels(report.status, attribution).inc()
+        metrics.call_store_latency.observe(max(0.0, clock() - report.ended_at))
+        on_stored()
+        return True
+
+    return record
 
 
 async def pbx_link(app: web.Application) -> AsyncIterator[None]:
@@ -38,18 +57,10 @@ async def pbx_link(app: web.Application) -> AsyncIterator[None]:
     store = app[CALLS]
     metrics = app[METRICS]
     clock = app[CLOCK]
-    recordings = app[RECORDINGS]
-
-    async def on_call_ended(report: CallReport) -> bool:
-        if not await store.store(report):
-            return False
-        metrics.calls.labels(report.status, "stored").inc()
-        metrics.call_store_latency.observe(max(0.0, clock() - report.ended_at))
-        recordings.call_stored()
-        return True
-
     deliver = ReportDelivery(
-        on_call_ended, is_transient, lambda _report: metrics.call_reports_rejected.inc()
+        call_recorder(store, metrics, clock, app[RECORDINGS].call_stored),
+        is_transient,
+        lambda _report: metrics.call_reports_rejected.inc(),
     )
 
     async def on_connected(lost_at: float | None) -> None:

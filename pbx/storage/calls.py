@@ -126,11 +126,12 @@ class CallStore:
             return Route(destination, None)
         return Route(destination, f"[{holder.row['medium']}] {holder.row['source']}")
 
-    async def store(self, report: CallReport) -> bool:
-        """Store the call once; a second report of the same Linkedid changes nothing."""
+    async def store(self, report: CallReport) -> str | None:
+        """Store the call once and say how it was attributed; None (and no change) when its
+        Linkedid was stored before."""
         async with self._engine.connect() as conn:
             if await conn.scalar(select(exists().where(calls.c.linkedid == report.linkedid))):
-                return False
+                return None
         found = await self.attribution(report.did, report.started_at)
         async with self._engine.begin() as conn:
             repeat = bool(report.caller.strip("+").isdigit()) and bool(
@@ -161,7 +162,7 @@ class CallStore:
                     **found,
                 ).on_conflict_do_nothing(index_elements=["linkedid"])
             )
-        return bool(result.rowcount)
+        return str(found["attribution"]) if result.rowcount else None
 
     def _filtered(self, query: Select[Any], where: CallFilter) -> Select[Any]:
         c = calls.c

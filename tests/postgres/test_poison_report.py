@@ -14,6 +14,8 @@ from sqlalchemy import select
 from ami_bridge import ReportDelivery
 from ami_bridge.tracker import CallTracker, parse_stream
 from attribution.calls import CALLER_MAX, CallReport
+from pbx.metrics import Metrics
+from pbx.pbx_link import call_recorder
 from pbx.storage.calls import CallStore
 from pbx.storage.db import open_engine, upgrade
 from pbx.storage.errors import is_transient
@@ -56,7 +58,9 @@ async def test_a_long_caller_id_from_ami_is_cut_to_its_column(store: CallStore) 
         )
     ]
     rejected: list[CallReport] = []
-    deliver = ReportDelivery(store.store, is_transient, rejected.append)
+    deliver = ReportDelivery(
+        call_recorder(store, Metrics(), time.time, lambda: None), is_transient, rejected.append
+    )
     assert [await deliver(report) for report in reports] == [True, True, True]
     assert rejected == []
     callers = await _callers(store)
@@ -72,7 +76,7 @@ async def test_a_refused_report_is_skipped_and_the_next_call_stored(store: CallS
 
     async def store_report(report: CallReport) -> bool:
         attempts.append(report.linkedid)
-        return await store.store(report)
+        return await store.store(report) is not None
 
     rejected: list[CallReport] = []
     deliver = ReportDelivery(store_report, is_transient, rejected.append, max_backoff=0.1)

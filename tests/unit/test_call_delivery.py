@@ -22,6 +22,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from ami_bridge import ReportDelivery
 from attribution.calls import CallReport
+from pbx.metrics import Metrics
+from pbx.pbx_link import call_recorder
 from pbx.storage import db
 from pbx.storage.calls import CallStore
 from pbx.storage.errors import is_transient
@@ -78,7 +80,7 @@ async def test_a_locked_sqlite_is_waited_out_and_the_call_stored_once(
         attempts.append(time.monotonic())
         if len(attempts) == 3:
             retried.set()
-        return await store.store(report)
+        return await store.store(report) is not None
 
     rejected: list[CallReport] = []
     deliver = ReportDelivery(attempt, is_transient, rejected.append, max_backoff=0.2)
@@ -100,3 +102,38 @@ async def test_a_locked_sqlite_is_waited_out_and_the_call_stored_once(
     finally:
         other.close()
         await engine.dispose()
+
+
+async def test_stored_calls_are_counted_by_their_attribution(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    await migrate(settings)
+    engine = db.open_engine(settings.database)
+    clock = FakeClock(time.time())
+    metrics = Metrics()
+    stored: list[None] = []
+    record = call_recorder(
+        CallStore(engine, settings, VisitStore(engine, settings, clock), clock),
+        metrics,
+        clock,
+        lambda: stored.append(None),
+    )
+    try:
+        for linkedid, did in (
+            ("1.1", "+74990000101"),
+            ("1.2", "+74990000099"),
+            ("1.3", "+74990000101"),
+        ):
+            report = CallReport(
+                linkedid, "+79161234567", did, clock.now, clock.now + 9, None, "BUSY"
+            )
+            assert await record(report) is True
+        assert await record(report) is False  # the same call again: not counted twice
+    finally:
+        await engine.dispose()
+
+    def count(attribution: str) -> float | None:
+        labels = {"status": "busy", "attribution": attribution}
+        return metrics.registry.get_sample_value("calltrack_calls_total", labels)
+
+    assert (count("static"), count("fallback"), count("stored")) == (2.0, 1.0, None)
+    assert len(stored) == 3
