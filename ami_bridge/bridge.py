@@ -2,8 +2,9 @@
 
 Asterisk stops writing to an AMI client that reads slower than its 100 ms write timeout, so the
 reader only parses and enqueues; another task folds events into calls and hands each report to
-`on_call_ended`, retrying with backoff until it succeeds. The link is supervised here, not by
-panoramisk: a Ping watchdog notices a half-dead socket, and reconnecting backs off.
+a ReportDelivery (which retries while the database is away and skips a report it refuses for
+good). The link is supervised here, not by panoramisk: a Ping watchdog notices a half-dead
+socket, and reconnecting backs off.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from panoramisk import Manager
+from panoramisk.ami_protocol import AMIProtocol
 
-from ami_bridge.tracker import CallTracker
-from attribution.calls import CallReport
+from ami_bridge.delivery import ReportDelivery
+from ami_bridge.tracker import CallTracker, event_from_headers
 from pbx.settings import Settings
 
 log = logging.getLogger(__name__)
 
-OnCallEnded = Callable[[CallReport], Awaitable[None]]
 #: Called after every successful login with the time the previous link was lost (None at first).
 OnConnected = Callable[[float | None], Awaitable[None]]
 
@@ -32,6 +33,22 @@ _LINK_LOST = object()
 
 class AmiLoginError(Exception):
     pass
+
+
+class _Protocol(AMIProtocol):  # type: ignore[misc]
+    """panoramisk's protocol, not brought down by a repeated header.
+
+    panoramisk keeps all values of a header given twice in a list, and its own dispatching,
+    which expects one string for Event and ActionID, fails on it and drops the connection. Such
+    a repeat can only have been smuggled in through a caller's name (see
+    tracker.event_from_headers), and these headers come ahead of it: the first value is real.
+    """
+
+    def handle_message(self, message: Any) -> None:
+        for key in ("Event", "Response", "ActionID", "CommandID"):
+            if isinstance(value := message.get(key), list):
+                message[key] = value[0]
+        super().handle_message(message)
 
 
 class _Manager(Manager):  # type: ignore[misc]
@@ -57,7 +74,7 @@ class _Manager(Manager):  # type: ignore[misc]
 
 
 class AmiBridge:
-    """Follows calls over AMI and reports each finished one to `on_call_ended`.
+    """Follows calls over AMI and hands each finished one to `deliver`.
 
     `connected` says whether the link is up and logged in (for /healthz); `on_connected` runs
     after every login, so the daemon can reconcile calls that ended while the link was down.
@@ -66,7 +83,7 @@ class AmiBridge:
     def __init__(
         self,
         settings: Settings,
-        on_call_ended: OnCallEnded,
+        deliver: ReportDelivery,
         on_connected: OnConnected | None = None,
         *,
         stale_after: float = 6 * 3600.0,
@@ -75,7 +92,7 @@ class AmiBridge:
         if settings.asterisk is None:
             raise ValueError("the config has no `asterisk:` section")
         self._ami = settings.asterisk.ami
-        self._on_call_ended = on_call_ended
+        self._deliver = deliver
         self._on_connected = on_connected
         self._stale_after = stale_after
         self._max_backoff = max_backoff
@@ -90,11 +107,6 @@ class AmiBridge:
     @property
     def connected(self) -> bool:
         return self._up.is_set()
-
-    @property
-    def lost_at(self) -> float | None:
-        """Wall-clock time the link was last lost, None if it never was."""
-        return self._lost_at
 
     async def wait_connected(self) -> None:
         await self._up.wait()
@@ -160,6 +172,7 @@ class AmiBridge:
             port=self._ami.port,
             loop=asyncio.get_running_loop(),
             ping_delay=3600,
+            protocol_factory=_Protocol,
         )
         manager.register_event("*", self._on_event)
         try:
@@ -208,8 +221,9 @@ class AmiBridge:
 
     def _on_event(self, _manager: Manager, message: Any) -> None:
         """panoramisk's callback: parse and enqueue, nothing else."""
-        event = {k: v[0] if isinstance(v, list) else v for k, v in message.items()}
-        self._queue.put_nowait((time.time(), event))
+        event = event_from_headers(dict(message.items()))
+        if event is not None:
+            self._queue.put_nowait((time.time(), event))
 
     # The calls.
 
@@ -230,15 +244,3 @@ class AmiBridge:
             received_at, event = item
             for report in self._tracker.feed(event, received_at):
                 await self._deliver(report)
-
-    async def _deliver(self, report: CallReport) -> None:
-        """Hand the report over; the store is idempotent on linkedid, so retrying is safe."""
-        delay = 0.5
-        while True:
-            try:
-                await self._on_call_ended(report)
-                return
-            except Exception:
-                log.exception("storing call %s failed; retrying in %.1fs", report.linkedid, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._max_backoff)

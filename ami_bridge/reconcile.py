@@ -142,7 +142,7 @@ def _report(linkedid: str, rows: list[CdrRow], recordings_dir: Path | None) -> C
         answered_at=answered_at,
         dial_status=status,
         recording=recording,
-    )
+    ).fitted()
 
 
 def read_cdr_reports(

@@ -19,21 +19,62 @@ from dialplan.generator import EVENT_END, EVENT_START
 log = logging.getLogger(__name__)
 
 Event = Mapping[str, str]
+#: An AMI message as panoramisk parses it: a header seen more than once has all its values.
+Headers = Mapping[str, str | list[str]]
 
 _REMEMBER_FINISHED = 10_000
 
+# Asterisk writes each header once. One that appears twice was smuggled in by a caller-controlled
+# value carrying CR/LF (a CallerIDName, a ConnectedLineName), and those sit inside the channel's
+# fields: after the headers below, before the channel's Uniqueid/Linkedid and the event's own
+# fields (a UserEvent's DID and Recording). So the real value of a repeated header is its first
+# if it is one of these, its last otherwise.
+_AHEAD_OF_CALLER_FIELDS = frozenset(
+    {"Event", "Privilege", "Timestamp", "Channel", "ChannelState", "ChannelStateDesc"}
+)
+# ... except in events that describe a second channel (Dial*: Dest...), whose caller fields come
+# after the first channel's ids: there a repeated header cannot be told from the real one.
+_SECOND_CHANNEL = "DestUniqueid"
+
+
+def event_from_headers(headers: Headers) -> dict[str, str] | None:
+    """One value per header, the one Asterisk wrote; None to drop an event that cannot be
+    trusted (a repeated header in an event about two channels)."""
+    repeated = sorted(key for key, value in headers.items() if not isinstance(value, str))
+    if repeated:
+        trusted = _SECOND_CHANNEL not in headers
+        log.warning(
+            "AMI event with repeated headers %s (injected?)%s: %s",
+            repeated,
+            "" if trusted else ", dropped",
+            dict(headers),
+        )
+        if not trusted:
+            return None
+    return {
+        key: value if isinstance(value, str) else value[0 if key in _AHEAD_OF_CALLER_FIELDS else -1]
+        for key, value in headers.items()
+    }
+
 
 def parse_stream(text: str) -> list[dict[str, str]]:
-    """Raw AMI text (as read from the socket) into events; responses and banners are skipped."""
+    """Raw AMI text (as read from the socket) into events, a repeated header resolved as
+    `event_from_headers` does; responses and banners are skipped."""
     events = []
     for block in text.replace("\r\n", "\n").split("\n\n"):
-        headers: dict[str, str] = {}
+        headers: dict[str, str | list[str]] = {}
         for line in block.split("\n"):
             key, sep, value = line.partition(": ")
-            if sep and key not in headers:
+            if not sep:
+                continue
+            seen = headers.get(key)
+            if seen is None:
                 headers[key] = value
-        if "Event" in headers:
-            events.append(headers)
+            else:
+                headers[key] = [*([seen] if isinstance(seen, str) else seen), value]
+        event = event_from_headers(headers) if "Event" in headers else None
+        if event is not None:
+            events.append(event)
     return events
 
 
@@ -183,4 +224,4 @@ class CallTracker:
             answered_at=answered,
             dial_status=status,
             recording=recording,
-        )
+        ).fitted()

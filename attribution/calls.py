@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
+from pathlib import PurePosixPath
+
+# Widths of the calls table's columns (pbx/storage/tables.py is built from these): what the PBX
+# sends is fitted to them where it becomes a CallReport, so no odd value gets a call refused.
+LINKEDID_MAX = 64  # Asterisk's are "<epoch>.<sequence>"
+CALLER_MAX = 64
+DID_MAX = 16  # E.164: "+" and at most 15 digits
+DIAL_STATUS_MAX = 32
+RECORDING_MAX = 255
 
 
 class CallStatus(StrEnum):
@@ -39,6 +48,20 @@ class CallReport:
     dial_status: str
     recording: str | None = None
 
+    def fitted(self) -> CallReport:
+        """The report as the PBX boundary lets it in: caller and dial status cut to their
+        columns, and no recording unless it is a plain file name that fits (the dialplan names
+        it after the channel; anything else, such as a path, is not ours to open)."""
+        recording = self.recording
+        if recording is not None and not _plain_file_name(recording):
+            recording = None
+        return replace(
+            self,
+            caller=self.caller[:CALLER_MAX],
+            dial_status=self.dial_status[:DIAL_STATUS_MAX],
+            recording=recording,
+        )
+
     @property
     def status(self) -> CallStatus:
         if self.answered_at is not None:
@@ -55,6 +78,16 @@ class CallReport:
         if self.answered_at is None:
             return 0.0
         return max(0.0, self.ended_at - self.answered_at)
+
+
+def _plain_file_name(name: str) -> bool:
+    return (
+        0 < len(name) <= RECORDING_MAX
+        and PurePosixPath(name).name == name
+        and name not in (".", "..")
+        and "\\" not in name
+        and name.isprintable()
+    )
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,12 @@ class Metrics:
             ["status", "attribution"],
             registry=self.registry,
         )
+        self.call_reports_rejected = Counter(
+            "calltrack_call_reports_rejected",
+            "Call reports the database refused for good: logged with their Linkedid and skipped"
+            " (the call is still in Asterisk's CDR)",
+            registry=self.registry,
+        )
         self.call_store_latency = Histogram(
             "calltrack_call_store_seconds",
             "From the call's hangup to its record being stored",

@@ -2,29 +2,51 @@
 
 Every call ends up stored exactly once: the AMI bridge reports calls as they end, and after every
 (re)connection the calls that ended while the link (or the daemon) was down are read back from
-Asterisk's CDR file; the store is idempotent on Linkedid, so both paths may report a call.
+Asterisk's CDR file; the store is idempotent on Linkedid, so both paths may report a call. Both
+hand their reports to one ReportDelivery: a database outage is waited out, a report the database
+refuses for good is logged, counted (calltrack_call_reports_rejected) and skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 from sqlalchemy import func, select
 
-from ami_bridge import AmiBridge
+from ami_bridge import AmiBridge, ReportDelivery, StoreReport
 from ami_bridge.reconcile import reconcile
 from attribution.calls import CallReport
 from dialplan.agi import start_agi_server
 from pbx.keys import CALLS, CLOCK, ENGINE, METRICS, PBX_LINK, RECORDINGS, SETTINGS
+from pbx.metrics import Metrics
+from pbx.storage.calls import CallStore
+from pbx.storage.errors import is_transient
 from pbx.storage.tables import calls, sessions
 from pbx.watchdog import LoopWatchdog
 
 log = logging.getLogger(__name__)
 
 RECONCILE_OVERLAP = 3600.0  # look back this far before the gap: re-reading is harmless
+
+
+def call_recorder(
+    store: CallStore, metrics: Metrics, clock: Callable[[], float], on_stored: Callable[[], None]
+) -> StoreReport:
+    """Stores a finished call and counts it by status and attribution, if it is new."""
+
+    async def record(report: CallReport) -> bool:
+        attribution = await store.store(report)
+        if attribution is None:
+            return False
+        metrics.calls.labels(report.status, attribution).inc()
+        metrics.call_store_latency.observe(max(0.0, clock() - report.ended_at))
+        on_stored()
+        return True
+
+    return record
 
 
 async def pbx_link(app: web.Application) -> AsyncIterator[None]:
@@ -35,13 +57,11 @@ async def pbx_link(app: web.Application) -> AsyncIterator[None]:
     store = app[CALLS]
     metrics = app[METRICS]
     clock = app[CLOCK]
-    recordings = app[RECORDINGS]
-
-    async def on_call_ended(report: CallReport) -> None:
-        if await store.store(report):
-            metrics.calls.labels(report.status, "stored").inc()
-            metrics.call_store_latency.observe(max(0.0, clock() - report.ended_at))
-            recordings.call_stored()
+    deliver = ReportDelivery(
+        call_recorder(store, metrics, clock, app[RECORDINGS].call_stored),
+        is_transient,
+        lambda _report: metrics.call_reports_rejected.inc(),
+    )
 
     async def on_connected(lost_at: float | None) -> None:
         """Store the calls that ended while nobody listened (the link or the daemon was down)."""
@@ -56,13 +76,12 @@ async def pbx_link(app: web.Application) -> AsyncIterator[None]:
         reports = await asyncio.to_thread(reconcile, settings, since)
         stored = 0
         for report in reports:
-            stored += await store.store(report)
+            stored += await deliver(report)
         if stored:
-            recordings.call_stored()
             log.info("reconciled %d call(s) that ended while the link was down", stored)
 
     watchdog = LoopWatchdog(settings.asterisk.agi.exit_on_stall).start()
-    bridge = AmiBridge(settings, on_call_ended, on_connected)
+    bridge = AmiBridge(settings, deliver, on_connected)
     bridge.start()
     agi = await start_agi_server(settings, store.route)
     app[PBX_LINK].ami = bridge

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
+from sqlalchemy.exc import DBAPIError
 
 from pbx.auth import hash_password
 from pbx.settings import Settings, parse_settings
@@ -82,6 +84,29 @@ def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
     database = f"sqlite+aiosqlite:///{tmp_path / 'calltrack.db'}"
     path = write_config(tmp_path / "calltrack.yaml", config_dict(database, **overrides))
     return parse_settings(path.read_text(), str(path), tmp_path)
+
+
+def db_error(kind: type[DBAPIError], message: str, **flags: bool) -> DBAPIError:
+    """A database failure as SQLAlchemy raises it around the driver's, e.g. `OperationalError`."""
+    return kind("INSERT INTO calls ...", {}, Exception(message), **flags)
+
+
+#: What a caller could send as their name if it reached AMI with its CR/LF: lines that try to
+#: name the call's tracking number and recording, move the event to another call and change it.
+SMUGGLED = (
+    "sipp\r\nDID: +74990000666\r\nRecording: forged.wav\r\nUniqueid: 1.1\r\nLinkedid: 1.1"
+    "\r\nEvent: Hangup\r\nTimestamp: 1.0\r\nUserEvent: CalltrackEnd\r\nDialStatus: BUSY"
+)
+
+
+def smuggle(raw_ami: str) -> str:
+    """Raw AMI text with the caller's name, wherever Asterisk writes it, replaced by SMUGGLED."""
+    return re.sub(
+        r"^((?:Dest)?(?:CallerIDName|ConnectedLineName)): sipp\r$",
+        lambda m: f"{m[1]}: {SMUGGLED}\r",
+        raw_ami,
+        flags=re.MULTILINE,
+    )
 
 
 async def migrate(settings: Settings) -> None:

@@ -76,12 +76,13 @@ class CallStore:
         owner = await self.owner(did, self._clock())
         return Route(self._numbering.real_line(did), owner.caller_name)
 
-    async def store(self, report: CallReport) -> bool:
-        """Store the call once; a second report of the same Linkedid changes nothing."""
+    async def store(self, report: CallReport) -> Attribution | None:
+        """Store the call once and say how it was attributed; None (and no change) when its
+        Linkedid was stored before."""
         async with self._engine.connect() as conn:
             if await conn.scalar(select(exists().where(calls.c.linkedid == report.linkedid))):
-                return False
-        found = _columns(await self.owner(report.did, report.started_at))
+                return None
+        owner = await self.owner(report.did, report.started_at)
         async with self._engine.begin() as conn:
             repeat = bool(report.caller.strip("+").isdigit()) and bool(
                 await conn.scalar(
@@ -108,10 +109,10 @@ class CallStore:
                     recording=report.recording,
                     repeat_caller=repeat,
                     stored_at=self._clock(),
-                    **found,
+                    **_columns(owner),
                 ).on_conflict_do_nothing(index_elements=["linkedid"])
             )
-        return bool(result.rowcount)
+        return owner.attribution if result.rowcount else None
 
     def _filtered(self, query: Select[Any], where: CallFilter) -> Select[Any]:
         c = calls.c

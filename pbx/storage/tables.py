@@ -19,6 +19,8 @@ from sqlalchemy import (
     Text,
 )
 
+from attribution.calls import CALLER_MAX, DIAL_STATUS_MAX, DID_MAX, LINKEDID_MAX, RECORDING_MAX
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -120,17 +122,17 @@ calls = Table(
     "calls",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("linkedid", String(64), nullable=False, unique=True),
-    Column("caller", String(64), nullable=False, index=True),
-    Column("did", String(16), nullable=False),
+    Column("linkedid", String(LINKEDID_MAX), nullable=False, unique=True),
+    Column("caller", String(CALLER_MAX), nullable=False, index=True),
+    Column("did", String(DID_MAX), nullable=False),
     Column("started_at", Float, nullable=False, index=True),
     Column("answered_at", Float),
     Column("ended_at", Float, nullable=False),
     Column("status", String(16), nullable=False),
-    Column("dial_status", String(32), nullable=False),
+    Column("dial_status", String(DIAL_STATUS_MAX), nullable=False),
     Column("ring_seconds", Float, nullable=False),
     Column("talk_seconds", Float, nullable=False),
-    Column("recording", String(255)),
+    Column("recording", String(RECORDING_MAX)),
     Column("repeat_caller", Boolean, nullable=False),
     Column("stored_at", Float),  # when the record was written: hangup-to-record latency
     # attribution: how the call was matched, and the source it was matched to

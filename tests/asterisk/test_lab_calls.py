@@ -12,13 +12,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
-from ami_bridge import AmiBridge, reconcile
+from ami_bridge import AmiBridge, ReportDelivery, reconcile
 from attribution.calls import CallReport, CallStatus, Route
 from dialplan.agi import start_agi_server
 from pbx.settings import Settings
+from pbx.storage.errors import is_transient
 from tests.asterisk.conftest import lab
 from tests.asterisk.sipp import RealLine, place_call, real_line, wav_duration_and_rms
+from tests.helpers import db_error
 
 pytestmark = pytest.mark.asterisk
 
@@ -38,13 +41,15 @@ class Store:
         self.reports: asyncio.Queue[CallReport] = asyncio.Queue()
         self.failures = failures
         self.attempts = 0
+        self.rejected: list[CallReport] = []  # refused for good: none of these calls should be
 
-    async def __call__(self, report: CallReport) -> None:
+    async def __call__(self, report: CallReport) -> bool:
         self.attempts += 1
         if self.failures:
             self.failures -= 1
-            raise RuntimeError("database is locked")
+            raise db_error(OperationalError, "database is locked")
         self.reports.put_nowait(report)
+        return True
 
     async def next(self, within: float = 15.0) -> CallReport:
         return await asyncio.wait_for(self.reports.get(), within)
@@ -57,7 +62,8 @@ async def bridge_factory(
     bridges: list[AmiBridge] = []
 
     async def make(store: Store, **kwargs: object) -> AmiBridge:
-        bridge = AmiBridge(lab_dialplan, store, **kwargs)  # type: ignore[arg-type]
+        deliver = ReportDelivery(store, is_transient, store.rejected.append)
+        bridge = AmiBridge(lab_dialplan, deliver, **kwargs)  # type: ignore[arg-type]
         bridge.start()
         bridges.append(bridge)
         await asyncio.wait_for(bridge.wait_connected(), 10)
@@ -190,7 +196,7 @@ async def test_bridge_reports_each_call_once(
         assert seconds > 5.0 and rms > 300
     else:
         assert report.recording is None
-    assert store.attempts == 3
+    assert store.attempts == 3 and store.rejected == []
     with pytest.raises(TimeoutError):
         await store.next(within=1.5)
 

@@ -1,18 +1,23 @@
 """AmiBridge against a scripted AMI server replaying events recorded from the lab: reports are
-retried until stored, the link is re-established after a drop or a silent (Pong-less) socket.
+retried while the database is away and skipped when it refuses one for good, the link is
+re-established after a drop or a silent (Pong-less) socket.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 
-from ami_bridge import AmiBridge
+from ami_bridge import AmiBridge, OnConnected, ReportDelivery
 from attribution.calls import CallReport
 from pbx.settings import Settings, parse_settings
+from pbx.storage.errors import is_transient
+from tests.helpers import db_error, smuggle
 
 RAW = (Path(__file__).parents[1] / "fixtures" / "ami" / "lab_calls.ami").read_bytes().decode()
 BLOCKS = [b + "\r\n\r\n" for b in RAW.split("\r\n\r\n") if b.strip()]
@@ -84,26 +89,43 @@ asterisk:
 """)
 
 
+LOCKED = db_error(OperationalError, "database is locked")
+
+
 class Store:
-    def __init__(self, failures: int = 0) -> None:
+    """Fails its first `failures` attempts with `error`, and every attempt to store `poison`."""
+
+    def __init__(
+        self,
+        failures: int = 0,
+        error: DBAPIError = LOCKED,
+        poison: str | None = None,
+    ) -> None:
         self.reports: list[CallReport] = []
-        self.failures = failures
+        self.failures, self.error, self.poison = failures, error, poison
         self.attempts = 0
+        self.rejected: list[CallReport] = []
         self.changed = asyncio.Event()
 
-    async def __call__(self, report: CallReport) -> None:
+    async def __call__(self, report: CallReport) -> bool:
         self.attempts += 1
-        if self.failures:
-            self.failures -= 1
-            raise RuntimeError("database is locked")
+        if self.failures or report.linkedid == self.poison:
+            self.failures = max(0, self.failures - 1)
+            raise self.error
         self.reports.append(report)
         self.changed.set()
+        return True
 
     async def wait_for(self, count: int) -> None:
         async with asyncio.timeout(10):
             while len(self.reports) < count:
                 self.changed.clear()
                 await self.changed.wait()
+
+
+def _bridge(settings: Settings, store: Store, on_connected: OnConnected | None = None) -> AmiBridge:
+    deliver = ReportDelivery(store, is_transient, store.rejected.append, max_backoff=0.2)
+    return AmiBridge(settings, deliver, on_connected, max_backoff=0.2)
 
 
 @pytest.fixture
@@ -117,12 +139,13 @@ async def run() -> AsyncIterator[list[AmiBridge]]:
 async def test_reports_are_retried_until_stored(run: list[AmiBridge]) -> None:
     fake = FakeAsterisk([BLOCKS], pong=[True], close=[False])
     store = Store(failures=3)
-    bridge = AmiBridge(_settings(await fake.start()), store, max_backoff=0.2)
+    bridge = _bridge(_settings(await fake.start()), store)
     run.append(bridge)
     bridge.start()
     await store.wait_for(3)
     assert [r.did for r in store.reports] == ["+74990000002", "+74990000003", "+74990000004"]
     assert store.attempts == 6
+    assert store.rejected == []
     assert bridge.connected
     await asyncio.sleep(0.5)  # pings answered: still the first connection
     assert fake.logins == 1
@@ -140,20 +163,57 @@ async def test_relinks_after_a_dropped_or_silent_connection(
         connects.append(lost_at)
 
     store = Store()
-    bridge = AmiBridge(_settings(await fake.start()), store, on_connected)
+    bridge = _bridge(_settings(await fake.start()), store, on_connected)
     run.append(bridge)
+    started = time.time()
     bridge.start()
     await store.wait_for(3)
     assert fake.logins == 2
     assert len(connects) == 2 and connects[0] is None
-    assert connects[1] == bridge.lost_at and connects[1] is not None
+    assert connects[1] is not None and started < connects[1] < time.time()
     assert len({r.linkedid for r in store.reports}) == 3
+
+
+async def test_a_report_refused_for_good_is_skipped_and_the_next_calls_stored(
+    run: list[AmiBridge],
+) -> None:
+    """A value the database will never take must not hold back every call after it."""
+    first = next(line for line in FIRST_CALL[0].split("\r\n") if line.startswith("Linkedid: "))
+    poison = first.removeprefix("Linkedid: ")
+    fake = FakeAsterisk([BLOCKS], pong=[True], close=[False])
+    refused = db_error(DataError, "value too long for type character varying(64)")
+    store = Store(error=refused, poison=poison)
+    bridge = _bridge(_settings(await fake.start()), store)
+    run.append(bridge)
+    bridge.start()
+    await store.wait_for(2)
+    assert [r.did for r in store.reports] == ["+74990000003", "+74990000004"]
+    assert [r.linkedid for r in store.rejected] == [poison]
+    assert store.attempts == 3  # the refused one was tried once
+
+
+async def test_headers_smuggled_in_through_the_callers_name_are_ignored(
+    run: list[AmiBridge],
+) -> None:
+    """As panoramisk parses them: a CallerIDName carrying CR/LF cannot set DID or Recording."""
+    forged = [smuggle(block) for block in BLOCKS]
+    assert forged != BLOCKS
+    honest, smuggled = Store(), Store()
+    for store, script in ((honest, BLOCKS), (smuggled, forged)):
+        fake = FakeAsterisk([script], pong=[True], close=[False])
+        bridge = _bridge(_settings(await fake.start()), store)
+        run.append(bridge)
+        bridge.start()
+        await store.wait_for(3)
+    assert [(r.linkedid, r.did, r.recording, r.status) for r in smuggled.reports] == [
+        (r.linkedid, r.did, r.recording, r.status) for r in honest.reports
+    ]
 
 
 async def test_refused_login_is_retried_and_not_connected(run: list[AmiBridge]) -> None:
     fake = FakeAsterisk([BLOCKS], pong=[True], close=[False])
     store = Store()
-    bridge = AmiBridge(_settings(await fake.start(), secret="wrong"), store, max_backoff=0.1)
+    bridge = _bridge(_settings(await fake.start(), secret="wrong"), store)
     run.append(bridge)
     bridge.start()
     await asyncio.sleep(0.8)
@@ -166,7 +226,7 @@ async def test_asterisk_down_then_up(run: list[AmiBridge]) -> None:
     port = await fake.start()
     await fake.stop()
     store = Store()
-    bridge = AmiBridge(_settings(port), store, max_backoff=0.2)
+    bridge = _bridge(_settings(port), store)
     run.append(bridge)
     bridge.start()
     await asyncio.sleep(0.6)

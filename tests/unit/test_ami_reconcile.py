@@ -4,12 +4,14 @@ asterisk.conf.d/cdr.conf (tests/fixtures/ami/Master.csv: the same three calls as
 
 from __future__ import annotations
 
+import csv
+import io
 import shutil
 from pathlib import Path
 
 from ami_bridge.reconcile import read_cdr_reports, read_rows
 from ami_bridge.tracker import CallTracker, parse_stream
-from attribution.calls import CallStatus
+from attribution.calls import CALLER_MAX, CallStatus
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "ami"
 MASTER = FIXTURES / "Master.csv"
@@ -79,3 +81,15 @@ def test_exact_start_from_the_dialplans_userfield() -> None:
     assert row.exact_start == 1795808104.429731
     [report] = read_cdr_reports(FIXTURES / "Master-userfield.csv", since=0, contexts=CONTEXTS)
     assert report.started_at == 1795808104.429731
+
+
+def test_an_over_long_caller_id_is_cut_to_its_column(tmp_path: Path) -> None:
+    lines = MASTER.read_text().splitlines(keepends=True)
+    first = next(csv.reader(lines[:1]))
+    first[1] = "7" * 200  # src: the caller
+    out = io.StringIO()
+    csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\n").writerow(first)
+    master = tmp_path / "Master.csv"
+    master.write_text(out.getvalue() + "".join(lines[1:]))
+    (report, *_) = read_cdr_reports(master, 0, CONTEXTS)
+    assert report.caller == "7" * CALLER_MAX

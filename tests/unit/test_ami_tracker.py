@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ami_bridge.tracker import CallTracker, parse_stream
-from attribution.calls import CallReport, CallStatus
+from ami_bridge.tracker import CallTracker, event_from_headers, parse_stream
+from attribution.calls import CALLER_MAX, DIAL_STATUS_MAX, CallReport, CallStatus
+from tests.helpers import SMUGGLED, smuggle
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "ami" / "lab_calls.ami"
 EVENTS = parse_stream(FIXTURE.read_text())
@@ -129,3 +130,56 @@ def test_parse_stream_skips_responses_and_keeps_empty_values() -> None:
         "Event: Hangup\r\nAccountCode: \r\nLinkedid: 1.0\r\n\r\n"
     )
     assert parse_stream(text) == [{"Event": "Hangup", "AccountCode": "", "Linkedid": "1.0"}]
+
+
+def _first_call_with(**changes: str) -> list[dict[str, str]]:
+    linkedid = EVENTS[0]["Linkedid"]
+    return [
+        {**e, **{k: v for k, v in changes.items() if k in e}}
+        for e in EVENTS
+        if e["Linkedid"] == linkedid
+    ]
+
+
+def test_pbx_fields_are_fitted_to_the_calls_table() -> None:
+    """An over-long caller ID is cut to its column, a recording that is no plain file name is
+    dropped: the database never gets a value it would refuse, and nothing outside the folder."""
+    (long,) = replay(_first_call_with(CallerIDNum="7" * 200, DialStatus="ANSWER" + "X" * 50))
+    assert long.caller == "7" * CALLER_MAX
+    assert len(long.dial_status) == DIAL_STATUS_MAX
+    for bad in ("../../etc/passwd", "/var/spool/x.wav", "a\\b.wav", "x" * 300 + ".wav"):
+        (report,) = replay(_first_call_with(Recording=bad))
+        assert report.recording is None, bad
+        assert report.status is CallStatus.ANSWERED
+
+
+def test_headers_smuggled_in_through_the_callers_name_are_ignored() -> None:
+    """Asterisk writes the caller's name before the channel's ids and the UserEvent's own DID and
+    Recording: lines smuggled in there come first and must not win (nor move the event to another
+    call, or turn it into another event)."""
+    raw = FIXTURE.read_bytes().decode()
+    forged = smuggle(raw)
+    assert forged.count(SMUGGLED) == 33  # every name of the caller in the capture
+    reports = replay(parse_stream(forged))
+    assert [(r.linkedid, r.did, r.caller, r.status, r.recording) for r in reports] == [
+        (r.linkedid, r.did, r.caller, r.status, r.recording) for r in FULL.values()
+    ]
+    for report in reports:
+        full = FULL[report.linkedid]
+        assert (report.started_at, report.ended_at) == (full.started_at, full.ended_at)
+        assert report.talk_seconds == pytest.approx(full.talk_seconds, abs=0.05)
+
+
+def test_an_event_about_two_channels_with_a_repeated_header_is_dropped() -> None:
+    """In Dial events the second channel's caller fields come after the first channel's ids, so
+    a repeated Linkedid there cannot be told from the real one."""
+    assert (
+        event_from_headers({"Event": "DialEnd", "DestUniqueid": "2", "Linkedid": ["1", "3"]})
+        is None
+    )
+    assert event_from_headers(
+        {"Event": ["UserEvent", "Hangup"], "DID": ["+7499666", "+7499002"]}
+    ) == {
+        "Event": "UserEvent",
+        "DID": "+7499002",
+    }

@@ -176,8 +176,8 @@ async def test_call_is_attributed_to_the_session_holding_the_number_at_its_start
 
 
 async def test_call_is_stored_once_per_linkedid(h: Harness) -> None:
-    assert await h.calls.store(report("+74990000101", h.clock.now))
-    assert not await h.calls.store(report("+74990000101", h.clock.now))
+    assert await h.calls.store(report("+74990000101", h.clock.now)) == "static"
+    assert await h.calls.store(report("+74990000101", h.clock.now)) is None
     total, rows = await h.calls.list(CallFilter())
     assert total == 1 and rows[0]["attribution"] == "static" and rows[0]["source"] == "billboard"
 
