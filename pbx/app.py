@@ -17,7 +17,7 @@ from pbx.keys import (
     CALLS,
     CLOCK,
     ENGINE,
-    LOGIN_FAILURES,
+    LOGIN_GUARD,
     METRICS,
     PBX_LINK,
     RECORDINGS,
@@ -29,7 +29,7 @@ from pbx.keys import (
 )
 from pbx.metrics import Metrics
 from pbx.pbx_link import pbx_link
-from pbx.ratelimit import FailureLimit
+from pbx.ratelimit import LoginGuard
 from pbx.settings import Settings
 from pbx.storage.calls import CallStore
 from pbx.storage.db import open_engine, require_current_schema
@@ -39,9 +39,6 @@ from recordings.worker import RecordingWorker
 from web_widget import api as visitor_api
 
 log = logging.getLogger(__name__)
-
-LOGIN_FAILURE_LIMIT = 10  # per client address and per user name, within the window
-LOGIN_FAILURE_WINDOW = 300.0
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -114,7 +111,7 @@ def build_app(settings: Settings, clock: Callable[[], float] = time.time) -> web
     app[METRICS] = Metrics()
     app[PBX_LINK] = PbxLink()
     app[TEMPLATES] = staff_ui.templates(settings)
-    app[LOGIN_FAILURES] = FailureLimit(clock, LOGIN_FAILURE_LIMIT, LOGIN_FAILURE_WINDOW)
+    app[LOGIN_GUARD] = LoginGuard(clock)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_recordings)
     app.cleanup_ctx.append(pbx_link)

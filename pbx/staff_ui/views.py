@@ -23,12 +23,12 @@ from pbx.auth import (
     check_csrf,
     log_in,
     log_out,
-    login_limit_keys,
     new_login_csrf,
     require_user,
     set_cookie,
 )
-from pbx.keys import CALLS, LOGIN_FAILURES, PBX_LINK, SETTINGS, TEMPLATES, VISITS
+from pbx.keys import CALLS, PBX_LINK, SETTINGS, TEMPLATES, VISITS
+from pbx.ratelimit import LoginRefused
 from pbx.staff_ui.export import COLUMNS, csv_row, csv_text
 from pbx.staff_ui.query import PAGE_SIZE, parse_log_query
 from pbx.storage.calls import Review
@@ -88,15 +88,18 @@ async def login(request: web.Request) -> web.Response:
     form = await request.post()
     check_csrf(request.cookies.get(LOGIN_CSRF_COOKIE), form.get("csrf"))
     name, password = str(form.get("name", "")), str(form.get("password", ""))
-    wait = request.app[LOGIN_FAILURES].retry_after(login_limit_keys(request, name))
-    if wait > 0:
-        minutes = math.ceil(wait / 60)
-        response = await login_form(
-            request, f"Too many failed attempts. Try again in {minutes} min.", 429
+    try:
+        token = await log_in(request, name, password)
+    except LoginRefused as refused:
+        minutes = math.ceil(refused.retry_after / 60)
+        message = (
+            "Too many logins at once. Try again in a moment."
+            if refused.busy
+            else f"Too many failed attempts. Try again in {minutes} min."
         )
-        response.headers["Retry-After"] = str(math.ceil(wait))
+        response = await login_form(request, message, 429)
+        response.headers["Retry-After"] = str(math.ceil(refused.retry_after))
         return response
-    token = await log_in(request, name, password)
     if token is None:
         return await login_form(request, "Wrong user name or password.", 401)
     response = web.HTTPSeeOther(_local_path(str(form.get("next", "/calls"))))
