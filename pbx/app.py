@@ -51,7 +51,9 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         app[ENGINE] = engine
         app[VISITS] = visits
         app[CALLS] = CallStore(engine, settings, visits, app[CLOCK])
-        app[STAFF_SESSIONS] = StaffSessionStore(engine, app[CLOCK], settings.ui.session_idle)
+        app[STAFF_SESSIONS] = StaffSessionStore(
+            engine, app[CLOCK], settings.ui.session_idle, settings.ui.session_max
+        )
         flusher = asyncio.create_task(visits.run_flusher(), name="lease-flusher")
         yield
         flusher.cancel()

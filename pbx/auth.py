@@ -75,6 +75,9 @@ async def current_user(request: web.Request) -> StaffUser | None:
     configured = next((u for u in request.app[SETTINGS].users if u.name == session.user), None)
     if configured is None:  # removed from the config: the login ends with it
         return None
+    if not session.opened_with(configured.password_argon2):  # a new password ends old logins
+        await request.app[STAFF_SESSIONS].end(token)
+        return None
     user = StaffUser(configured.name, configured.role, session.csrf)
     request[_USER] = user
     return user
@@ -122,7 +125,7 @@ async def log_in(request: web.Request, name: str, password: str) -> str | None:
     if not await request.app[LOGIN_GUARD].check(name, client_ip(request), verify):
         return None
     assert configured is not None  # verify() said so
-    return await request.app[STAFF_SESSIONS].create(configured.name)
+    return await request.app[STAFF_SESSIONS].create(configured.name, configured.password_argon2)
 
 
 async def log_out(request: web.Request) -> None:

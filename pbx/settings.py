@@ -191,6 +191,9 @@ class User(_Model):
 
 class Ui(_Model):
     session_idle: Seconds = Field(12 * 3600.0, description="a login ends after this idle time")
+    session_max: Seconds = Field(
+        30 * 86400.0, description="a login ends this long after it began, even if in use"
+    )
     timezone: str = Field("UTC", description="times on the staff pages, e.g. Europe/Moscow")
 
     @field_validator("timezone")

@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from attribution.calls import CallReport
 from pbx.app import build_app
+from pbx.auth import hash_password
 from pbx.keys import CALLS
 from pbx.storage.calls import CallFilter
 from tests.helpers import PASSWORD, STAFF_TOKEN, FakeClock, migrate, settings_for, staff_users
@@ -204,6 +205,41 @@ async def test_logout_needs_csrf_and_ends_the_session(client: Client) -> None:
     assert response.status == 303 and response.headers["Location"] == "/login"
     use_session(client, token)  # the old cookie, replayed
     assert (await client.get("/calls", allow_redirects=False)).status == 303
+
+
+async def test_an_active_session_still_ends_after_session_max(
+    client: Client, clock: FakeClock
+) -> None:
+    token = (await log_in(client)).cookies["calltrack_session"].value
+    use_session(client, token)
+    for _ in range(65):  # in use every 11 h (under session_idle) for 29.8 days
+        clock.advance(11 * 3600)
+        assert (await client.get("/calls", allow_redirects=False)).status == 200
+    clock.advance(11 * 3600)  # past 30 days (ui.session_max's default) since the login
+    assert (await client.get("/calls", allow_redirects=False)).status == 303
+
+
+async def test_a_new_password_in_the_config_ends_that_users_sessions(
+    tmp_path: Path, clock: FakeClock, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    settings = settings_for(tmp_path, users=staff_users())
+    await migrate(settings)
+    before = await aiohttp_client(build_app(settings, clock=clock))
+    ada = (await log_in(before, "ada")).cookies["calltrack_session"].value
+    before.session.cookie_jar.clear()  # a login ends the session it is sent with
+    sam = (await log_in(before, "sam")).cookies["calltrack_session"].value
+    users = [
+        {**u, "password_argon2": hash_password("a new password")} if u["name"] == "ada" else u
+        for u in staff_users()
+    ]
+    after = await aiohttp_client(build_app(settings_for(tmp_path, users=users), clock=clock))
+    use_session(before, ada)
+    assert (await before.get("/calls", allow_redirects=False)).status == 200
+    await before.close()
+    use_session(after, ada)
+    assert (await after.get("/calls", allow_redirects=False)).status == 303
+    use_session(after, sam)
+    assert (await after.get("/calls", allow_redirects=False)).status == 200
 
 
 @pytest.mark.parametrize("target", ["//evil.test/", "https://evil.test/", "/\\evil.test", "calls"])
