@@ -383,6 +383,39 @@ async def test_csv_export_has_every_filtered_call_and_defuses_formulas(client: C
     assert rows[0]["source"] == "billboard" and rows[0]["started_at"].startswith("2027-01-15T")
 
 
+FORMULA_START = re.compile(r"^[\s\"]*[=+\-@]")
+PLAIN_NUMBER = re.compile(r"^[\s\"]*[+-]?[0-9][0-9 .,()-]*\"?$")
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t"])
+async def test_csv_cells_cannot_start_a_formula_whatever_the_separator(
+    client: Client, delimiter: str
+) -> None:
+    """A spreadsheet may split on `;` or tab (by locale) and ignore our quoting: every cell it
+    can make from the file must still be text."""
+    call = await store_call(client, "a", caller="+79161234567")
+    await log_in(client)
+    csrf = await page_csrf(client, f"/calls/{call}")
+    notes = 'ok;=cmd|"/c calc"!A1, @SUM(1),+1+1\t-2+3;"=HYPERLINK(1)" ; =1\n=2\r-3+4\n@x;\'=y, "+z'
+    response = await client.post(f"/calls/{call}", data={"csrf": csrf, "notes": notes})
+    assert response.status == 200
+    body = (await (await client.get("/calls.csv")).read()).decode("utf-8-sig")
+    cells = [
+        c for row in csv.reader(io.StringIO(body, newline=""), delimiter=delimiter) for c in row
+    ]
+    cells += re.split(f"[{delimiter}\r\n]", body)  # a reader that ignores quotes
+    dangerous = [c for c in cells if FORMULA_START.match(c) and not PLAIN_NUMBER.match(c)]
+    assert dangerous == []
+    assert body.startswith('"id","started_at"'), "every cell is quoted"
+    rows = list(csv.DictReader(io.StringIO(body, newline="")))
+    assert rows[0]["caller"] == "+79161234567", "phone numbers stay as they are"
+
+    def text(value: str) -> str:  # the notes, but for the defusing quotes and line endings
+        return re.sub(r"\r\n?", "\n", value.replace("'", ""))
+
+    assert text(rows[0]["notes"]) == text(notes)
+
+
 # --- recordings -----------------------------------------------------------------------------
 
 
