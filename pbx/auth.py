@@ -13,7 +13,7 @@ from aiohttp import web
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from pbx.http import client_ip
+from pbx.http import client_ip, served_over_https
 from pbx.keys import LOGIN_GUARD, SETTINGS, STAFF_SESSIONS
 
 SESSION_COOKIE = "calltrack_session"
@@ -50,15 +50,10 @@ class StaffUser:
 _USER = web.RequestKey("staff_user", StaffUser)
 
 
-def _secure(request: web.Request) -> bool:
-    public = request.app[SETTINGS].http.public_url
-    return request.secure or bool(public and public.startswith("https://"))
-
-
 def set_cookie(request: web.Request, response: web.StreamResponse, name: str, value: str) -> None:
     """HttpOnly, SameSite=Lax (no cross-site POST carries it), Secure when served over https."""
     response.set_cookie(
-        name, value, httponly=True, samesite="Lax", secure=_secure(request), path="/"
+        name, value, httponly=True, samesite="Lax", secure=served_over_https(request), path="/"
     )
 
 

@@ -64,15 +64,37 @@ def whole_number(value: str, name: str, low: int, high: int) -> int:
 def client_ip(request: web.Request) -> str | None:
     """The visitor's address; X-Forwarded-For is believed only from configured proxies."""
     peer = request.remote
-    trusted = request.app[SETTINGS].http.trusted_proxies
     forwarded = request.headers.get("X-Forwarded-For")
-    if peer and forwarded and peer in trusted:
+    if forwarded and _from_trusted_proxy(request):
         candidate = forwarded.split(",")[-1].strip()
         try:
             return str(ipaddress.ip_address(candidate))
         except ValueError:
             return peer
     return peer
+
+
+def _from_trusted_proxy(request: web.Request) -> bool:
+    return (
+        request.remote is not None and request.remote in request.app[SETTINGS].http.trusted_proxies
+    )
+
+
+def served_over_https(request: web.Request) -> bool:
+    """Whether the browser reached us over https: directly, per `http.public_url`, or through a
+    configured proxy saying so in X-Forwarded-Proto (from anyone else the header is ignored)."""
+    public = request.app[SETTINGS].http.public_url
+    if request.secure or (public and public.startswith("https://")):
+        return True
+    proto = request.headers.get("X-Forwarded-Proto", "")
+    return _from_trusted_proxy(request) and proto.split(",")[-1].strip().lower() == "https"
+
+
+def public_base_url(request: web.Request) -> str:
+    """Where browsers reach the daemon, for links in answers: `http.public_url` when set (the
+    request's Host header is the client's to choose), else the address this request used."""
+    public = request.app[SETTINGS].http.public_url
+    return public.rstrip("/") if public else f"{request.scheme}://{request.host}"
 
 
 def with_error_headers(response: web.Response, error: web.HTTPException) -> web.Response:

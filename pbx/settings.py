@@ -153,13 +153,18 @@ class Recordings(_Model):
 class Http(_Model):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
-    public_url: str | None = Field(None, description="how browsers reach the daemon")
+    public_url: str | None = Field(
+        None,
+        description="how browsers reach the daemon, e.g. https://calls.example.com: used for links"
+        " such as recording_url (not the request's Host header); https makes cookies Secure",
+    )
     max_body_bytes: int = Field(16384, ge=256)
     max_leases_per_ip: int = Field(
         200, ge=1, description="generous: offices and mobile carriers share one IP"
     )
     trusted_proxies: list[str] = Field(
-        default_factory=list, description="peers whose X-Forwarded-For is believed"
+        default_factory=list,
+        description="peers whose X-Forwarded-For and X-Forwarded-Proto are believed",
     )
     ping_interval: Seconds = 30.0
 

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from pbx.auth import current_user
-from pbx.http import json_error, whole_number
+from pbx.http import json_error, public_base_url, whole_number
 from pbx.keys import CALLS, SETTINGS, VISITS
 from pbx.storage.calls import CallFilter
 from recordings.files import recording_path
@@ -96,7 +96,7 @@ async def list_calls(request: web.Request) -> web.Response:
         offset=_int(query.get("offset"), "offset", 0, 0, 10**9),
     )
     total, rows = await request.app[CALLS].list(where)
-    base = f"{request.scheme}://{request.host}"
+    base = public_base_url(request)
     return web.json_response({"total": total, "calls": [call_json(r, base) for r in rows]})
 
 

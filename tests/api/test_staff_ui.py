@@ -145,6 +145,25 @@ async def test_cookie_is_secure_when_the_public_url_is_https(
     )
 
 
+@pytest.mark.parametrize(
+    ("trusted", "proto", "secure"),
+    [(["127.0.0.1"], "https", True), (["127.0.0.1"], "http", False), ([], "https", False)],
+)
+async def test_cookie_is_secure_behind_a_trusted_https_proxy(
+    tmp_path: Path,
+    aiohttp_client: Callable[..., Awaitable[Client]],
+    trusted: list[str],
+    proto: str,
+    secure: bool,
+) -> None:
+    """X-Forwarded-Proto counts only from a configured proxy (anyone can send the header)."""
+    settings = settings_for(tmp_path, users=staff_users(), http={"trusted_proxies": trusted})
+    await migrate(settings)
+    client = await aiohttp_client(build_app(settings, clock=FakeClock()))
+    form = await client.get("/login", headers={"X-Forwarded-Proto": proto})
+    assert ("Secure" in form.headers["Set-Cookie"]) is secure
+
+
 @pytest.mark.parametrize(("name", "password"), [("ada", "wrong"), ("nobody", PASSWORD), ("", "")])
 async def test_wrong_credentials_give_no_session(client: Client, name: str, password: str) -> None:
     response = await log_in(client, name, password)
@@ -446,6 +465,20 @@ async def test_recording_ranges_let_players_seek(client: Client, recorded: int) 
     assert tail.status == 206 and len(await tail.read()) == 100
     beyond = await client.get(url, headers={"Range": "bytes=20000-"})
     assert beyond.status == 416
+
+
+async def test_recording_urls_use_the_public_url_not_the_host_header(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    settings = settings_for(tmp_path, http={"public_url": "https://calls.example/"})
+    await migrate(settings)
+    client = await aiohttp_client(build_app(settings, clock=FakeClock()))
+    call = await store_call(client, "r", recording="r.mp3")
+    response = await client.get(
+        "/api/v1/calls", headers={"Authorization": f"Bearer {STAFF_TOKEN}", "Host": "evil.test"}
+    )
+    [listed] = (await response.json())["calls"]
+    assert listed["recording_url"] == f"https://calls.example/api/v1/calls/{call}/recording"
 
 
 @pytest.mark.parametrize(
