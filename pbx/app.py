@@ -17,7 +17,7 @@ from pbx.keys import (
     CALLS,
     CLOCK,
     ENGINE,
-    LOGIN_FAILURES,
+    LOGIN_GUARD,
     METRICS,
     PBX_LINK,
     RECORDINGS,
@@ -29,7 +29,7 @@ from pbx.keys import (
 )
 from pbx.metrics import Metrics
 from pbx.pbx_link import pbx_link
-from pbx.ratelimit import FailureLimit
+from pbx.ratelimit import LoginGuard
 from pbx.settings import Settings
 from pbx.storage.calls import CallStore
 from pbx.storage.db import open_engine, require_current_schema
@@ -40,9 +40,6 @@ from recordings.worker import RecordingWorker
 from web_widget import api as visitor_api
 
 log = logging.getLogger(__name__)
-
-LOGIN_FAILURE_LIMIT = 10  # per client address and per user name, within the window
-LOGIN_FAILURE_WINDOW = 300.0
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -55,7 +52,9 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         app[ENGINE] = engine
         app[VISITS] = visits
         app[CALLS] = CallStore(engine, settings, visits, app[CLOCK])
-        app[STAFF_SESSIONS] = StaffSessionStore(engine, app[CLOCK], settings.ui.session_idle)
+        app[STAFF_SESSIONS] = StaffSessionStore(
+            engine, app[CLOCK], settings.ui.session_idle, settings.ui.session_max
+        )
         tasks = [
             asyncio.create_task(visits.run_flusher(), name="lease-flusher"),
             asyncio.create_task(
@@ -123,7 +122,7 @@ def build_app(settings: Settings, clock: Callable[[], float] = time.time) -> web
     app[METRICS] = Metrics()
     app[PBX_LINK] = PbxLink()
     app[TEMPLATES] = staff_ui.templates(settings)
-    app[LOGIN_FAILURES] = FailureLimit(clock, LOGIN_FAILURE_LIMIT, LOGIN_FAILURE_WINDOW)
+    app[LOGIN_GUARD] = LoginGuard(clock)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_recordings)
     app.cleanup_ctx.append(pbx_link)

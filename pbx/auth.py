@@ -1,9 +1,8 @@
 """Staff logins: users from the config, argon2 password hashes, database sessions behind an
-HttpOnly cookie, a CSRF token per session, and a limit on failed logins."""
+HttpOnly cookie, a CSRF token per session, and limits on password guessing (pbx.ratelimit)."""
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import secrets
 from dataclasses import dataclass
@@ -14,8 +13,8 @@ from aiohttp import web
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from pbx.http import client_ip
-from pbx.keys import LOGIN_FAILURES, SETTINGS, STAFF_SESSIONS
+from pbx.http import client_ip, served_over_https
+from pbx.keys import LOGIN_GUARD, SETTINGS, STAFF_SESSIONS
 
 SESSION_COOKIE = "calltrack_session"
 LOGIN_CSRF_COOKIE = "calltrack_login_csrf"
@@ -51,15 +50,10 @@ class StaffUser:
 _USER = web.RequestKey("staff_user", StaffUser)
 
 
-def _secure(request: web.Request) -> bool:
-    public = request.app[SETTINGS].http.public_url
-    return request.secure or bool(public and public.startswith("https://"))
-
-
 def set_cookie(request: web.Request, response: web.StreamResponse, name: str, value: str) -> None:
     """HttpOnly, SameSite=Lax (no cross-site POST carries it), Secure when served over https."""
     response.set_cookie(
-        name, value, httponly=True, samesite="Lax", secure=_secure(request), path="/"
+        name, value, httponly=True, samesite="Lax", secure=served_over_https(request), path="/"
     )
 
 
@@ -75,6 +69,9 @@ async def current_user(request: web.Request) -> StaffUser | None:
         return None
     configured = next((u for u in request.app[SETTINGS].users if u.name == session.user), None)
     if configured is None:  # removed from the config: the login ends with it
+        return None
+    if not session.opened_with(configured.password_argon2):  # a new password ends old logins
+        await request.app[STAFF_SESSIONS].end(token)
         return None
     user = StaffUser(configured.name, configured.role, session.csrf)
     request[_USER] = user
@@ -107,25 +104,23 @@ def new_login_csrf() -> str:
     return secrets.token_urlsafe(32)
 
 
-def login_limit_keys(request: web.Request, name: str) -> list[str]:
-    return [f"ip:{client_ip(request)}", f"user:{name.lower()}"]
-
-
 async def log_in(request: web.Request, name: str, password: str) -> str | None:
-    """A new session token when name and password match; None otherwise.
+    """A new session token when name and password match; None otherwise; raises LoginRefused
+    when the login guard does not let the password be checked now.
 
-    Argon2 takes ~0.2 s of CPU on purpose, so it runs in a thread, never on the event loop.
+    Argon2 takes ~0.2 s of CPU on purpose, so the guard runs it in a thread, a few at a time.
     """
     await log_out(request)  # a login always starts a new session: a planted one ends here
     configured = next((u for u in request.app[SETTINGS].users if u.name == name), None)
     hashed = configured.password_argon2 if configured else UNKNOWN_USER_HASH
-    matches = await asyncio.to_thread(verify_password, hashed, password)
-    failures = request.app[LOGIN_FAILURES]
-    if not matches or configured is None:
-        failures.failed(login_limit_keys(request, name))
+
+    def verify() -> bool:
+        return verify_password(hashed, password) and configured is not None
+
+    if not await request.app[LOGIN_GUARD].check(name, client_ip(request), verify):
         return None
-    failures.forget(f"user:{name.lower()}")
-    return await request.app[STAFF_SESSIONS].create(configured.name)
+    assert configured is not None  # verify() said so
+    return await request.app[STAFF_SESSIONS].create(configured.name, configured.password_argon2)
 
 
 async def log_out(request: web.Request) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import hashlib
 import json
 import logging
 import sys
@@ -33,8 +34,34 @@ def _prepare_paths(settings: Settings) -> None:
     settings.recordings.dir.mkdir(parents=True, exist_ok=True)
 
 
+MIN_PASSWORD = 10
+# what config/example.yaml ships with: a config that still has them is open to anyone
+EXAMPLE_PASSWORD = "demo"
+EXAMPLE_TOKEN_SHA256 = hashlib.sha256(b"demo-token").hexdigest()
+
+
+def example_credentials(settings: Settings) -> list[str]:
+    """The example's users and token still in a config, each as a warning to print."""
+    from pbx.auth import verify_password
+
+    found = [
+        f'users[{i}] ({user.name}) still has the example\'s password "{EXAMPLE_PASSWORD}";'
+        " set a new one with `calltrack hash-password`"
+        for i, user in enumerate(settings.users)
+        if verify_password(user.password_argon2, EXAMPLE_PASSWORD)
+    ]
+    found += [
+        f"api_tokens[{i}] ({token.name}) is the example's token; make a new one"
+        for i, token in enumerate(settings.api_tokens)
+        if token.token_sha256 == EXAMPLE_TOKEN_SHA256
+    ]
+    return found
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     settings = _load(args.config)
+    for warning in example_credentials(settings):
+        print(f"{args.config}: warning: {warning}", file=sys.stderr)
     numbers = sum(len(p.numbers) for s in settings.sites for p in s.pools)
     print(
         f"{args.config}: OK ({len(settings.sites)} site(s), {numbers} tracking number(s),"
@@ -148,8 +175,8 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
             return 2
     else:
         password = sys.stdin.readline().rstrip("\r\n")
-    if len(password) < 4:
-        print("calltrack: a password needs at least 4 characters", file=sys.stderr)
+    if len(password) < MIN_PASSWORD:
+        print(f"calltrack: a password needs at least {MIN_PASSWORD} characters", file=sys.stderr)
         return 2
     print(hash_password(password))
     return 0

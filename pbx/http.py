@@ -1,14 +1,17 @@
-"""HTTP plumbing shared by the APIs: JSON bodies within a size cap, JSON errors, client address."""
+"""HTTP plumbing shared by the APIs and pages: JSON bodies within a size cap, forms, whole
+numbers from the query, JSON errors, the client's address."""
 
 from __future__ import annotations
 
 import ipaddress
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from pbx.keys import METRICS, SETTINGS
 
@@ -31,25 +34,67 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
     try:
         data = json.loads(body or b"{}")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nested too deep, e.g. [[[[...
         raise web.HTTPBadRequest(reason="body is not JSON") from None
     if not isinstance(data, dict):
         raise web.HTTPBadRequest(reason="body must be a JSON object")
     return data
 
 
+async def read_form(
+    request: web.Request,
+) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:
+    """The posted form; a body that does not decode is the client's error (400), never ours."""
+    try:
+        return await request.post()
+    except (ValueError, UnicodeDecodeError):
+        raise web.HTTPBadRequest(reason="the form is not valid UTF-8 form data") from None
+
+
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,18}")  # ASCII only: "²".isdigit() is true, int("²") fails
+
+
+def whole_number(value: str, name: str, low: int, high: int) -> int:
+    """A query parameter as a whole number within [low, high], or a 400 that says so."""
+    if not _WHOLE_NUMBER.fullmatch(value) or not low <= int(value) <= high:
+        raise web.HTTPBadRequest(reason=f"{name}: expected a whole number from {low} to {high}")
+    return int(value)
+
+
 def client_ip(request: web.Request) -> str | None:
     """The visitor's address; X-Forwarded-For is believed only from configured proxies."""
     peer = request.remote
-    trusted = request.app[SETTINGS].http.trusted_proxies
     forwarded = request.headers.get("X-Forwarded-For")
-    if peer and forwarded and peer in trusted:
+    if forwarded and _from_trusted_proxy(request):
         candidate = forwarded.split(",")[-1].strip()
         try:
             return str(ipaddress.ip_address(candidate))
         except ValueError:
             return peer
     return peer
+
+
+def _from_trusted_proxy(request: web.Request) -> bool:
+    return (
+        request.remote is not None and request.remote in request.app[SETTINGS].http.trusted_proxies
+    )
+
+
+def served_over_https(request: web.Request) -> bool:
+    """Whether the browser reached us over https: directly, per `http.public_url`, or through a
+    configured proxy saying so in X-Forwarded-Proto (from anyone else the header is ignored)."""
+    public = request.app[SETTINGS].http.public_url
+    if request.secure or (public and public.startswith("https://")):
+        return True
+    proto = request.headers.get("X-Forwarded-Proto", "")
+    return _from_trusted_proxy(request) and proto.split(",")[-1].strip().lower() == "https"
+
+
+def public_base_url(request: web.Request) -> str:
+    """Where browsers reach the daemon, for links in answers: `http.public_url` when set (the
+    request's Host header is the client's to choose), else the address this request used."""
+    public = request.app[SETTINGS].http.public_url
+    return public.rstrip("/") if public else f"{request.scheme}://{request.host}"
 
 
 def with_error_headers(response: web.Response, error: web.HTTPException) -> web.Response:
@@ -71,6 +116,7 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         request.app[METRICS].http_errors.labels(str(exc.status)).inc()
         return with_error_headers(json_error(exc.status, exc.reason), exc)
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        # the path repr'd: a %0a in it must not start a forged log line
+        log.exception("unhandled error on %s %r", request.method, request.path)
         request.app[METRICS].http_errors.labels("500").inc()
         return json_error(500, "internal error; it has been logged")

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ami_bridge import AmiBridge
 from pbx.metrics import Metrics
-from pbx.ratelimit import FailureLimit
+from pbx.ratelimit import LoginGuard
 from pbx.settings import Settings
 from pbx.storage.calls import CallStore
 from pbx.storage.staff_sessions import StaffSessionStore
@@ -44,6 +44,6 @@ CALLS = web.AppKey("calls", CallStore)
 METRICS = web.AppKey("metrics", Metrics)
 PBX_LINK = web.AppKey("pbx_link", PbxLink)
 STAFF_SESSIONS = web.AppKey("staff_sessions", StaffSessionStore)
-LOGIN_FAILURES = web.AppKey("login_failures", FailureLimit)
+LOGIN_GUARD = web.AppKey("login_guard", LoginGuard)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
 RECORDINGS = web.AppKey("recordings", RecordingWorker)

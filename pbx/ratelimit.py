@@ -1,7 +1,10 @@
-"""A sliding-window counter of failures, for the login form (kept in memory, per daemon)."""
+"""Limits on password guessing, kept in memory per daemon: sliding-window failure counters and
+the login guard that applies them around the (deliberately slow) password check."""
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 from collections import deque
 from collections.abc import Callable, Iterable
 
@@ -11,10 +14,13 @@ MAX_KEYS = 100_000  # a flood of distinct keys cannot grow memory without bound
 class FailureLimit:
     """At most `limit` failures per key within `window` seconds; then callers must wait."""
 
-    def __init__(self, clock: Callable[[], float], limit: int, window: float) -> None:
+    def __init__(
+        self, clock: Callable[[], float], limit: int, window: float, max_keys: int = MAX_KEYS
+    ) -> None:
         self._clock = clock
         self._limit = limit
         self._window = window
+        self._max_keys = max_keys
         self._failures: dict[str, deque[float]] = {}
 
     def retry_after(self, keys: Iterable[str]) -> float:
@@ -29,13 +35,34 @@ class FailureLimit:
 
     def failed(self, keys: Iterable[str]) -> None:
         now = self._clock()
-        if len(self._failures) >= MAX_KEYS:
-            self._failures.clear()
         for key in keys:
+            if key not in self._failures and len(self._failures) >= self._max_keys:
+                self._make_room(now)
             self._failures.setdefault(key, deque()).append(now)
+
+    def cancel(self, keys: Iterable[str]) -> None:
+        """Take back one counted failure per key (the attempt turned out to be a success)."""
+        for key in keys:
+            times = self._failures.get(key)
+            if times:
+                times.pop()
+                if not times:
+                    del self._failures[key]
 
     def forget(self, key: str) -> None:
         self._failures.pop(key, None)
+
+    def _make_room(self, now: float) -> None:
+        """Drop expired keys, then the keys with the fewest failures: a flood of junk keys (one
+        failure each) never erases the count of a key that is being guessed at. A tenth of the
+        room is freed at once, so the sorting is rare."""
+        for key in list(self._failures):
+            self._recent(key, now)
+        excess = len(self._failures) - self._max_keys * 9 // 10
+        if excess > 0:
+            fewest = sorted(self._failures, key=lambda k: len(self._failures[k]))[:excess]
+            for key in fewest:
+                del self._failures[key]
 
     def _recent(self, key: str, now: float) -> deque[float]:
         times = self._failures.get(key, deque())
@@ -44,3 +71,88 @@ class FailureLimit:
         if not times:
             self._failures.pop(key, None)
         return times
+
+
+class LoginRefused(Exception):
+    """The password was not checked; `retry_after` seconds from now it may be."""
+
+    def __init__(self, retry_after: float, busy: bool) -> None:
+        super().__init__(retry_after, busy)
+        self.retry_after = retry_after
+        self.busy = busy  # too many logins being checked at once, not too many failures
+
+
+def network(address: str | None) -> str:
+    """The unit an address limit counts: one IPv4 address, or an IPv6 /64 (one subscriber's
+    network; each of its 2^64 addresses must not be a fresh limit)."""
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return str(address)
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+class LoginGuard:
+    """Decides whether a password may be checked now, and counts the attempt first.
+
+    - `limit` failures per address, and per user name from one address, in `window`: then the
+      next attempts are refused. A user name is never blocked as a whole, so failing as someone
+      from elsewhere cannot lock them out.
+    - over `ceiling` failures for a user name from all addresses, each attempt for that name is
+      slowed by `slowdown` seconds (a distributed guesser is slowed, the real user still gets in).
+    - at most `hash_slots` password hashes run at once (they take real CPU, in threads) and
+      `hash_queue` wait; any more are refused at once, so a flood cannot starve the event loop.
+
+    The attempt is counted as a failure before the hash starts (and taken back on success), so
+    parallel guesses cannot all pass the check before any failure is recorded.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        *,
+        limit: int = 10,
+        ceiling: int = 100,
+        window: float = 300.0,
+        slowdown: float = 1.0,
+        hash_slots: int = 2,
+        hash_queue: int = 8,
+    ) -> None:
+        self._blocking = FailureLimit(clock, limit, window)
+        self._ceiling = FailureLimit(clock, ceiling, window)
+        self._slowdown = slowdown
+        self._slots = asyncio.Semaphore(hash_slots)
+        self._room = hash_slots + hash_queue
+        self._admitted = 0
+
+    async def check(self, name: str, address: str | None, verify: Callable[[], bool]) -> bool:
+        """Run `verify` (a password check) in a thread if allowed; raises LoginRefused if not."""
+        name = name[:64].lower()  # longer names are no user's: a key stays small
+        net = network(address)
+        blocking = [f"ip:{net}", f"user:{name}@{net}"]
+        ceiling = [f"user:{name}"]
+        self._refuse_if_blocked(blocking)
+        if self._ceiling.retry_after(ceiling) > 0:
+            await asyncio.sleep(self._slowdown)
+        if self._admitted >= self._room:
+            raise LoginRefused(1.0, busy=True)
+        self._admitted += 1
+        try:
+            async with self._slots:
+                self._refuse_if_blocked(blocking)  # others may have failed while this one waited
+                self._blocking.failed(blocking)
+                self._ceiling.failed(ceiling)
+                ok = await asyncio.to_thread(verify)
+        finally:
+            self._admitted -= 1
+        if ok:
+            self._blocking.cancel(blocking[:1])
+            self._blocking.forget(blocking[1])
+            self._ceiling.cancel(ceiling)
+        return ok
+
+    def _refuse_if_blocked(self, keys: list[str]) -> None:
+        if (wait := self._blocking.retry_after(keys)) > 0:
+            raise LoginRefused(wait, busy=False)

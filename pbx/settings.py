@@ -216,7 +216,11 @@ class Recordings(_Model):
 class Http(_Model):
     host: str = Field("127.0.0.1", description="address the HTTP server listens on")
     port: int = Field(8080, ge=1, le=65535, description="port the HTTP server listens on")
-    public_url: str | None = Field(None, description="how browsers reach the daemon")
+    public_url: str | None = Field(
+        None,
+        description="how browsers reach the daemon, e.g. https://calls.example.com: used for links"
+        " such as recording_url (not the request's Host header); https makes cookies Secure",
+    )
     max_body_bytes: int = Field(
         16384, ge=256, description="larger request bodies are refused with 413"
     )
@@ -224,7 +228,8 @@ class Http(_Model):
         200, ge=1, description="generous: offices and mobile carriers share one IP"
     )
     trusted_proxies: list[str] = Field(
-        default_factory=list, description="peers whose X-Forwarded-For is believed"
+        default_factory=list,
+        description="peers whose X-Forwarded-For and X-Forwarded-Proto are believed",
     )
     ping_interval: Seconds = Field(
         30.0, description="how often the widget reports activity while the page is open"
@@ -276,6 +281,9 @@ class User(_Model):
 
 class Ui(_Model):
     session_idle: Seconds = Field(12 * 3600.0, description="a login ends after this idle time")
+    session_max: Seconds = Field(
+        30 * 86400.0, description="a login ends this long after it began, even if in use"
+    )
     timezone: str = Field("UTC", description="times on the staff pages, e.g. Europe/Moscow")
 
     @field_validator("timezone")

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from pbx.auth import current_user
-from pbx.http import json_error
+from pbx.http import json_error, public_base_url, whole_number
 from pbx.keys import CALLS, SETTINGS, VISITS
 from pbx.storage.calls import CallFilter
 from recordings.files import recording_path
+
+LAST_TIME = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
+CALL_ID = re.compile(r"[0-9]{1,12}")
 
 
 def token_name(request: web.Request) -> str | None:
@@ -36,13 +40,19 @@ def _unauthorized() -> web.Response:
 
 
 def _time(value: str | None, name: str) -> float | None:
-    """Unix seconds or ISO 8601 (a time without zone is UTC)."""
+    """Unix seconds or ISO 8601 (a time without zone is UTC), from 1970 to 9999."""
     if value is None or value == "":
         return None
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
-        pass
+        seconds = _iso_seconds(value, name)
+    if not 0 <= seconds <= LAST_TIME:  # also NaN and infinities
+        raise web.HTTPBadRequest(reason=f"{name}: expected a time from 1970 to 9999")
+    return seconds
+
+
+def _iso_seconds(value: str, name: str) -> float:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
@@ -53,11 +63,7 @@ def _time(value: str | None, name: str) -> float | None:
 
 
 def _int(value: str | None, name: str, default: int, low: int, high: int) -> int:
-    if value is None:
-        return default
-    if not value.isdigit() or not low <= int(value) <= high:
-        raise web.HTTPBadRequest(reason=f"{name}: expected a whole number from {low} to {high}")
-    return int(value)
+    return default if value is None else whole_number(value, name, low, high)
 
 
 def iso(ts: float | None) -> str | None:
@@ -90,7 +96,7 @@ async def list_calls(request: web.Request) -> web.Response:
         offset=_int(query.get("offset"), "offset", 0, 0, 10**9),
     )
     total, rows = await request.app[CALLS].list(where)
-    base = f"{request.scheme}://{request.host}"
+    base = public_base_url(request)
     return web.json_response({"total": total, "calls": [call_json(r, base) for r in rows]})
 
 
@@ -112,7 +118,7 @@ async def recording(request: web.Request) -> web.StreamResponse:
     if token_name(request) is None and await current_user(request) is None:
         return _unauthorized()
     call_id = request.match_info["call_id"]
-    call = await request.app[CALLS].get(int(call_id)) if call_id.isdigit() else None
+    call = await request.app[CALLS].get(int(call_id)) if CALL_ID.fullmatch(call_id) else None
     if call is None or not call["recording"]:
         return json_error(404, "no such call, or it has no recording")
     path = recording_path(request.app[SETTINGS].asterisk_recordings_dir, call["recording"])

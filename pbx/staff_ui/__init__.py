@@ -11,6 +11,7 @@ from aiohttp import web
 from pbx.auth import current_user
 from pbx.http import Handler, with_error_headers
 from pbx.settings import Settings
+from pbx.staff_ui.export import amount
 from pbx.staff_ui.views import render, routes
 
 __all__ = ["html_errors", "routes", "templates"]
@@ -39,11 +40,6 @@ def _clock(seconds: float | None) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
-def _amount(cents: int | None) -> str:
-    """Whole cents as the decimal a person types: 1500.00."""
-    return "" if cents is None else f"{cents // 100}.{cents % 100:02d}"
-
-
 def templates(settings: Settings) -> jinja2.Environment:
     """The page templates, with times shown in the configured time zone."""
     zone = ZoneInfo(settings.ui.timezone)
@@ -64,7 +60,7 @@ def templates(settings: Settings) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(when=when, when_iso=when_iso, clock=_clock, amount=_amount)
+    env.filters.update(when=when, when_iso=when_iso, clock=_clock, amount=amount)
     env.globals.update(
         status_labels=STATUS_LABELS,
         attribution_labels=ATTRIBUTION_LABELS,

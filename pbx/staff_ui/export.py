@@ -35,15 +35,28 @@ COLUMNS = (
     "notes",
 )
 _PLAIN_NUMBER = re.compile(r"^[+-]?[0-9][0-9 .,()-]*$")
+# what a spreadsheet may split a cell on when it guesses the separator by locale or ignores quotes
+_PIECE = re.compile(r"(^|[;,\t\r\n])([^;,\t\r\n]*)")
+
+
+def _defused(match: re.Match[str]) -> str:
+    separator, piece = match.groups()
+    start = piece.lstrip(' "')
+    if start[:1] in ("=", "+", "-", "@") and not _PLAIN_NUMBER.match(start):
+        return f"{separator}'{piece}"
+    return match.group(0)
 
 
 def cell(value: object) -> str:
-    """A cell a spreadsheet shows as text: a leading = + - @ would otherwise run as a formula
+    """A cell a spreadsheet shows as text: a leading = + - @ would otherwise run as a formula,
+    at the start and after every `;`, `,`, tab or line break a spreadsheet may split the cell on
     (phone numbers like +7499... and negative numbers stay as they are)."""
-    text = "" if value is None else str(value)
-    if text[:1] in ("=", "+", "-", "@", "\t", "\r") and not _PLAIN_NUMBER.match(text):
-        return "'" + text
-    return text
+    return _PIECE.sub(_defused, "" if value is None else str(value))
+
+
+def amount(cents: int | None) -> str:
+    """Whole cents as the decimal a person types: 1500.00 (the pages and the CSV alike)."""
+    return "" if cents is None else f"{cents // 100}.{cents % 100:02d}"
 
 
 def csv_row(call: dict[str, Any], when: Callable[[float | None], str]) -> list[str]:
@@ -51,7 +64,7 @@ def csv_row(call: dict[str, Any], when: Callable[[float | None], str]) -> list[s
         **call,
         "started_at": when(call["started_at"]),
         "tags": ", ".join(call["tags"]),
-        "sale_amount": f"{call['sale_cents'] / 100:.2f}" if call["sale_cents"] is not None else "",
+        "sale_amount": amount(call["sale_cents"]),
         "repeat_caller": "yes" if call["repeat_caller"] else "no",
     }
     return [cell(values[column]) for column in COLUMNS]
@@ -59,6 +72,6 @@ def csv_row(call: dict[str, Any], when: Callable[[float | None], str]) -> list[s
 
 def csv_text(rows: Iterable[list[str]]) -> str:
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = csv.writer(out, quoting=csv.QUOTE_ALL)
     writer.writerows(rows)
     return out.getvalue()

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from multidict import MultiMapping
 
+from pbx.http import whole_number
 from pbx.storage.calls import CallFilter
 
 PAGE_SIZE = 50
@@ -57,13 +58,10 @@ def parse_log_query(query: MultiMapping[str], zone: ZoneInfo) -> LogQuery:
     for name, value in values.items():
         if len(value) > MAX_TEXT:
             raise web.HTTPBadRequest(reason=f"{name}: at most {MAX_TEXT} characters")
-    page_text = values["page"] or "1"
-    if not page_text.isdigit() or not 1 <= int(page_text) <= 100_000:
-        raise web.HTTPBadRequest(reason="page: expected a page number from 1")
+    page = whole_number(values["page"] or "1", "page", 1, 100_000)
     if values["status"] not in STATUSES:
         raise web.HTTPBadRequest(reason="status: expected answered or missed")
     until = _day(values["to"], "to", zone)
-    page = int(page_text)
     where = CallFilter(
         since=_day(values["from"], "from", zone),
         until=until + timedelta(days=1).total_seconds() if until is not None else None,
@@ -73,7 +71,7 @@ def parse_log_query(query: MultiMapping[str], zone: ZoneInfo) -> LogQuery:
         static_source=values["static"] or None,
         answered=STATUSES[values["status"]],
         tag=values["tag"] or None,
-        caller=re.sub(r"\D", "", values["caller"]) or None,
+        caller=re.sub(r"[^0-9]", "", values["caller"]) or None,
         limit=PAGE_SIZE,
         offset=(page - 1) * PAGE_SIZE,
     )

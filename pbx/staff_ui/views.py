@@ -23,12 +23,13 @@ from pbx.auth import (
     check_csrf,
     log_in,
     log_out,
-    login_limit_keys,
     new_login_csrf,
     require_user,
     set_cookie,
 )
-from pbx.keys import CALLS, LOGIN_FAILURES, PBX_LINK, SETTINGS, TEMPLATES, VISITS
+from pbx.http import read_form, whole_number
+from pbx.keys import CALLS, PBX_LINK, SETTINGS, TEMPLATES, VISITS
+from pbx.ratelimit import LoginRefused
 from pbx.staff_ui.export import COLUMNS, csv_row, csv_text
 from pbx.staff_ui.query import PAGE_SIZE, parse_log_query
 from pbx.storage.calls import Review
@@ -46,6 +47,7 @@ SECURITY_HEADERS = {
 }
 MAX_NOTES = 5000
 MAX_SALE_CENTS = 10**13
+MAX_CALL_ID = 10**12 - 1  # the pages' call ids have at most 12 digits
 EXPORT_BATCH = 1000
 
 
@@ -85,18 +87,21 @@ async def login_form(request: web.Request, error: str = "", status: int = 200) -
 
 
 async def login(request: web.Request) -> web.Response:
-    form = await request.post()
+    form = await read_form(request)
     check_csrf(request.cookies.get(LOGIN_CSRF_COOKIE), form.get("csrf"))
     name, password = str(form.get("name", "")), str(form.get("password", ""))
-    wait = request.app[LOGIN_FAILURES].retry_after(login_limit_keys(request, name))
-    if wait > 0:
-        minutes = math.ceil(wait / 60)
-        response = await login_form(
-            request, f"Too many failed attempts. Try again in {minutes} min.", 429
+    try:
+        token = await log_in(request, name, password)
+    except LoginRefused as refused:
+        minutes = math.ceil(refused.retry_after / 60)
+        message = (
+            "Too many logins at once. Try again in a moment."
+            if refused.busy
+            else f"Too many failed attempts. Try again in {minutes} min."
         )
-        response.headers["Retry-After"] = str(math.ceil(wait))
+        response = await login_form(request, message, 429)
+        response.headers["Retry-After"] = str(math.ceil(refused.retry_after))
         return response
-    token = await log_in(request, name, password)
     if token is None:
         return await login_form(request, "Wrong user name or password.", 401)
     response = web.HTTPSeeOther(_local_path(str(form.get("next", "/calls"))))
@@ -107,7 +112,7 @@ async def login(request: web.Request) -> web.Response:
 
 async def logout(request: web.Request) -> web.Response:
     user = await require_user(request)
-    check_csrf(user.csrf, (await request.post()).get("csrf"))
+    check_csrf(user.csrf, (await read_form(request)).get("csrf"))
     await log_out(request)
     response = web.HTTPSeeOther("/login")
     response.del_cookie(SESSION_COOKIE, path="/")
@@ -138,14 +143,12 @@ async def call_log(request: web.Request) -> web.Response:
 async def live_rows(request: web.Request) -> web.Response:
     """Calls stored after `after` that match the log's filters, as table rows to prepend."""
     user = await require_user(request)
-    after = request.query.get("after", "")
-    if not after.isdigit():
-        raise web.HTTPBadRequest(reason="after: expected a call id")
+    after = whole_number(request.query.get("after", ""), "after", 0, MAX_CALL_ID)
     query = parse_log_query(request.query, _zone(request))
-    where = replace(query.where, after_id=int(after), offset=0)
+    where = replace(query.where, after_id=after, offset=0)
     _total, rows = await request.app[CALLS].list(where)
     html = request.app[TEMPLATES].get_template("_rows.html").render(rows=rows, q=query, user=user)
-    newest = max((row["id"] for row in rows), default=int(after))
+    newest = max((row["id"] for row in rows), default=after)
     return web.json_response(
         {"html": html, "count": len(rows), "newest_id": newest}, headers=SECURITY_HEADERS
     )
@@ -259,7 +262,7 @@ def _review(form: Any, allowed: list[str]) -> Review:
 
 async def save_review(request: web.Request) -> web.Response:
     user = await require_user(request)
-    form = await request.post()
+    form = await read_form(request)
     check_csrf(user.csrf, form.get("csrf"))
     call = await _call(request)
     try:
@@ -298,8 +301,8 @@ def routes() -> list[web.AbstractRouteDef]:
         web.get("/calls", call_log),
         web.get("/calls/live", live_rows),
         web.get("/calls.csv", export_csv),
-        web.get(r"/calls/{call_id:\d{1,12}}", call_page),
-        web.post(r"/calls/{call_id:\d{1,12}}", save_review),
+        web.get(r"/calls/{call_id:[0-9]{1,12}}", call_page),
+        web.post(r"/calls/{call_id:[0-9]{1,12}}", save_review),
         web.get("/admin", admin_status),
         web.static("/static/ui", STATIC),
     ]

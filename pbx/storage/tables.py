@@ -182,4 +182,6 @@ staff_sessions = Table(
     Column("csrf", String(64), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("last_seen", Float, nullable=False, index=True),
+    # sha256 of the user's password hash at login: a new password in the config ends the session
+    Column("password_sha256", String(64), nullable=False, server_default=""),
 )

@@ -7,8 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pbx.auth import verify_password
+import pytest
+
+from pbx.auth import hash_password, verify_password
 from tests.helpers import config_dict, write_config
+
+EXAMPLE = Path(__file__).parents[2] / "config" / "example.yaml"
 
 
 def calltrack(
@@ -77,6 +81,27 @@ def test_hash_password_reads_stdin_and_prints_an_argon2_hash() -> None:
     assert verify_password(hashed, "s3cret pass") and not verify_password(hashed, "s3cret")
 
 
-def test_hash_password_refuses_an_empty_password() -> None:
-    result = calltrack("hash-password", stdin="\n")
-    assert result.returncode == 2 and "at least 4 characters" in result.stderr
+@pytest.mark.parametrize("password", ["", "demo", "nine char"])
+def test_hash_password_refuses_a_short_password(password: str) -> None:
+    result = calltrack("hash-password", stdin=password + "\n")
+    assert result.returncode == 2 and "at least 10 characters" in result.stderr
+    assert result.stdout == ""
+
+
+def test_check_warns_about_the_examples_users_and_token() -> None:
+    result = calltrack("check", str(EXAMPLE))
+    assert result.returncode == 0, result.stderr
+    assert f'{EXAMPLE}: warning: users[0] (admin) still has the example\'s password "demo"' in (
+        result.stderr
+    )
+    assert "users[1] (staff) still has the example's password" in result.stderr
+    assert "api_tokens[0] (demo) is the example's token" in result.stderr
+
+
+def test_check_is_quiet_about_credentials_of_ones_own(tmp_path: Path) -> None:
+    users = [{"name": "admin", "password_argon2": hash_password("a long secret"), "role": "admin"}]
+    path = write_config(
+        tmp_path / "calltrack.yaml", config_dict("sqlite+aiosqlite:///x.db", users=users)
+    )
+    result = calltrack("check", str(path))
+    assert result.returncode == 0 and "warning" not in result.stderr, result.stderr

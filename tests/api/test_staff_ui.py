@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from attribution.calls import CallReport
 from pbx.app import build_app
+from pbx.auth import hash_password
 from pbx.keys import CALLS
 from pbx.storage.calls import CallFilter
 from tests.helpers import PASSWORD, STAFF_TOKEN, FakeClock, migrate, settings_for, staff_users
@@ -144,6 +145,25 @@ async def test_cookie_is_secure_when_the_public_url_is_https(
     )
 
 
+@pytest.mark.parametrize(
+    ("trusted", "proto", "secure"),
+    [(["127.0.0.1"], "https", True), (["127.0.0.1"], "http", False), ([], "https", False)],
+)
+async def test_cookie_is_secure_behind_a_trusted_https_proxy(
+    tmp_path: Path,
+    aiohttp_client: Callable[..., Awaitable[Client]],
+    trusted: list[str],
+    proto: str,
+    secure: bool,
+) -> None:
+    """X-Forwarded-Proto counts only from a configured proxy (anyone can send the header)."""
+    settings = settings_for(tmp_path, users=staff_users(), http={"trusted_proxies": trusted})
+    await migrate(settings)
+    client = await aiohttp_client(build_app(settings, clock=FakeClock()))
+    form = await client.get("/login", headers={"X-Forwarded-Proto": proto})
+    assert ("Secure" in form.headers["Set-Cookie"]) is secure
+
+
 @pytest.mark.parametrize(("name", "password"), [("ada", "wrong"), ("nobody", PASSWORD), ("", "")])
 async def test_wrong_credentials_give_no_session(client: Client, name: str, password: str) -> None:
     response = await log_in(client, name, password)
@@ -204,6 +224,41 @@ async def test_logout_needs_csrf_and_ends_the_session(client: Client) -> None:
     assert response.status == 303 and response.headers["Location"] == "/login"
     use_session(client, token)  # the old cookie, replayed
     assert (await client.get("/calls", allow_redirects=False)).status == 303
+
+
+async def test_an_active_session_still_ends_after_session_max(
+    client: Client, clock: FakeClock
+) -> None:
+    token = (await log_in(client)).cookies["calltrack_session"].value
+    use_session(client, token)
+    for _ in range(65):  # in use every 11 h (under session_idle) for 29.8 days
+        clock.advance(11 * 3600)
+        assert (await client.get("/calls", allow_redirects=False)).status == 200
+    clock.advance(11 * 3600)  # past 30 days (ui.session_max's default) since the login
+    assert (await client.get("/calls", allow_redirects=False)).status == 303
+
+
+async def test_a_new_password_in_the_config_ends_that_users_sessions(
+    tmp_path: Path, clock: FakeClock, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    settings = settings_for(tmp_path, users=staff_users())
+    await migrate(settings)
+    before = await aiohttp_client(build_app(settings, clock=clock))
+    ada = (await log_in(before, "ada")).cookies["calltrack_session"].value
+    before.session.cookie_jar.clear()  # a login ends the session it is sent with
+    sam = (await log_in(before, "sam")).cookies["calltrack_session"].value
+    users = [
+        {**u, "password_argon2": hash_password("a new password")} if u["name"] == "ada" else u
+        for u in staff_users()
+    ]
+    after = await aiohttp_client(build_app(settings_for(tmp_path, users=users), clock=clock))
+    use_session(before, ada)
+    assert (await before.get("/calls", allow_redirects=False)).status == 200
+    await before.close()
+    use_session(after, ada)
+    assert (await after.get("/calls", allow_redirects=False)).status == 303
+    use_session(after, sam)
+    assert (await after.get("/calls", allow_redirects=False)).status == 200
 
 
 @pytest.mark.parametrize("target", ["//evil.test/", "https://evil.test/", "/\\evil.test", "calls"])
@@ -347,6 +402,39 @@ async def test_csv_export_has_every_filtered_call_and_defuses_formulas(client: C
     assert rows[0]["source"] == "billboard" and rows[0]["started_at"].startswith("2027-01-15T")
 
 
+FORMULA_START = re.compile(r"^[\s\"]*[=+\-@]")
+PLAIN_NUMBER = re.compile(r"^[\s\"]*[+-]?[0-9][0-9 .,()-]*\"?$")
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t"])
+async def test_csv_cells_cannot_start_a_formula_whatever_the_separator(
+    client: Client, delimiter: str
+) -> None:
+    """A spreadsheet may split on `;` or tab (by locale) and ignore our quoting: every cell it
+    can make from the file must still be text."""
+    call = await store_call(client, "a", caller="+79161234567")
+    await log_in(client)
+    csrf = await page_csrf(client, f"/calls/{call}")
+    notes = 'ok;=cmd|"/c calc"!A1, @SUM(1),+1+1\t-2+3;"=HYPERLINK(1)" ; =1\n=2\r-3+4\n@x;\'=y, "+z'
+    response = await client.post(f"/calls/{call}", data={"csrf": csrf, "notes": notes})
+    assert response.status == 200
+    body = (await (await client.get("/calls.csv")).read()).decode("utf-8-sig")
+    cells = [
+        c for row in csv.reader(io.StringIO(body, newline=""), delimiter=delimiter) for c in row
+    ]
+    cells += re.split(f"[{delimiter}\r\n]", body)  # a reader that ignores quotes
+    dangerous = [c for c in cells if FORMULA_START.match(c) and not PLAIN_NUMBER.match(c)]
+    assert dangerous == []
+    assert body.startswith('"id","started_at"'), "every cell is quoted"
+    rows = list(csv.DictReader(io.StringIO(body, newline="")))
+    assert rows[0]["caller"] == "+79161234567", "phone numbers stay as they are"
+
+    def text(value: str) -> str:  # the notes, but for the defusing quotes and line endings
+        return re.sub(r"\r\n?", "\n", value.replace("'", ""))
+
+    assert text(rows[0]["notes"]) == text(notes)
+
+
 # --- recordings -----------------------------------------------------------------------------
 
 
@@ -377,6 +465,20 @@ async def test_recording_ranges_let_players_seek(client: Client, recorded: int) 
     assert tail.status == 206 and len(await tail.read()) == 100
     beyond = await client.get(url, headers={"Range": "bytes=20000-"})
     assert beyond.status == 416
+
+
+async def test_recording_urls_use_the_public_url_not_the_host_header(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    settings = settings_for(tmp_path, http={"public_url": "https://calls.example/"})
+    await migrate(settings)
+    client = await aiohttp_client(build_app(settings, clock=FakeClock()))
+    call = await store_call(client, "r", recording="r.mp3")
+    response = await client.get(
+        "/api/v1/calls", headers={"Authorization": f"Bearer {STAFF_TOKEN}", "Host": "evil.test"}
+    )
+    [listed] = (await response.json())["calls"]
+    assert listed["recording_url"] == f"https://calls.example/api/v1/calls/{call}/recording"
 
 
 @pytest.mark.parametrize(

@@ -1,14 +1,14 @@
 """session pools: a session leases one number per own number of the site
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004_staff_sessions
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004_staff_sessions"
 branch_labels = None
 depends_on = None
 

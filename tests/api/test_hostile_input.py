@@ -1,0 +1,189 @@
+"""Hostile input on every route, logged in and with a token so the input is really parsed: deep
+JSON, unicode digits, huge numbers, bad UTF-8, line breaks in paths. Each answer is the client's
+error (4xx) with a JSON body on the API and an HTML page on the staff pages, never a 500."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from attribution.calls import CallReport
+from pbx.app import build_app
+from pbx.keys import CALLS
+from tests.helpers import (
+    ORIGIN,
+    PASSWORD,
+    STAFF_TOKEN,
+    FakeClock,
+    migrate,
+    settings_for,
+    staff_users,
+)
+
+Client = TestClient  # type: ignore[type-arg]
+CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
+DEEP_JSON = b"[" * 16_000
+HUGE = "9" * 30
+HUGER = "9" * 5000  # longer than Python's int() accepts from a string
+SESSION = "0" * 32
+
+
+@pytest.fixture
+async def client(tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]) -> Client:
+    settings = settings_for(tmp_path, users=staff_users())
+    await migrate(settings)
+    client = await aiohttp_client(build_app(settings, clock=FakeClock()))
+    page = await client.get("/login")
+    match = CSRF_FIELD.search(await page.text())
+    assert match
+    logged_in = await client.post(
+        "/login",
+        data={"csrf": match.group(1), "name": "ada", "password": PASSWORD},
+        allow_redirects=False,
+    )
+    assert logged_in.status == 303
+    await client.app[CALLS].store(
+        CallReport(
+            linkedid="c1",
+            caller="+79161234567",
+            did="+74990000101",
+            started_at=1_800_000_000.0,
+            ended_at=1_800_000_040.0,
+            answered_at=1_800_000_005.0,
+            dial_status="ANSWER",
+            recording=None,
+        )
+    )
+    return client
+
+
+def _get(path: str) -> tuple[str, str, bytes | None, str]:
+    return ("GET", path, None, "")
+
+
+def _post(path: str, body: bytes, content_type: str) -> tuple[str, str, bytes | None, str]:
+    return ("POST", path, body, content_type)
+
+
+JSON = "application/json"
+FORM = "application/x-www-form-urlencoded"
+BAD_UTF8 = b"\xff\xfe\xc3\x28"
+REQUESTS = [
+    # the staff API
+    _get("/api/v1/calls?limit=²"),
+    _get("/api/v1/calls?offset=²"),
+    _get(f"/api/v1/calls?limit={HUGE}"),
+    _get(f"/api/v1/calls?offset={HUGER}"),
+    _get("/api/v1/calls?since=1e999"),
+    _get("/api/v1/calls?since=nan"),
+    _get(f"/api/v1/calls?until={HUGE}"),
+    _get("/api/v1/calls?since=9999-12-31T23:59:59-23:59"),
+    _get("/api/v1/calls/²/recording"),
+    _get(f"/api/v1/calls/{HUGE}/recording"),
+    _get(f"/api/v1/calls/{HUGER}/recording"),
+    _get("/api/v1/calls/%ff/recording"),
+    _get("/api/v1/calls/1%0aforged/recording"),
+    _get("/api/v1/calls%0a"),
+    # the visitor API
+    _post("/api/v1/visits", DEEP_JSON, JSON),
+    _post("/api/v1/visits", b'{"site": "main", "url": ' + b"[" * 16_000, JSON),
+    _post("/api/v1/visits", BAD_UTF8, JSON),
+    _post("/api/v1/visits", b'{"site": "main", "url": "http://shop.test/", "dnt": 1e999}', JSON),
+    _post("/api/v1/visits", b'{"site": ' + HUGER.encode() + b"}", JSON),
+    _post(f"/api/v1/visits/{SESSION}/ping", DEEP_JSON, JSON),
+    _post(f"/api/v1/visits/{SESSION}/ping", BAD_UTF8, JSON),
+    _post("/api/v1/visits/%0a/ping", b"{}", JSON),
+    _post("/api/v1/visits/²/ping", '{"visitor_id": "²"}'.encode(), JSON),
+    # the staff pages
+    _get("/calls?page=²"),
+    _get(f"/calls?page={HUGE}"),
+    _get(f"/calls?page={HUGER}"),
+    _get("/calls?from=²⁰²⁴-01-01"),
+    _get("/calls/live?after=²"),
+    _get(f"/calls/live?after={HUGE}"),
+    _get(f"/calls/live?after={HUGER}"),
+    _get("/calls.csv?page=²"),
+    _get("/calls/²"),
+    _get("/calls/٣"),
+    _get(f"/calls/{HUGE}"),
+    _get("/calls/1%0aforged"),
+    _get("/calls%0a"),
+    _post("/calls/1", BAD_UTF8, FORM),
+    _post("/calls/1", DEEP_JSON, JSON),
+    _post("/calls/²", b"csrf=x", FORM),
+    _post("/login", BAD_UTF8, FORM),
+    _post("/login", DEEP_JSON, JSON),
+    _post("/login", b"csrf=%ff&name=%ff&password=%ff", FORM),
+    _post("/logout", BAD_UTF8, FORM),
+]
+# junk a route may accept (an unknown source matches no call; operations ignore the query)
+ACCEPTABLE = [
+    _get("/api/v1/calls?source=%ff%fe"),
+    _get("/api/v1/leases?x=%ff"),
+    _get("/calls?caller=²²²"),
+    _get("/calls?source=%ff%fe"),
+    _get("/admin?x=%ff"),
+    _get("/healthz?limit=²"),
+    _get("/metrics?x=%ff%0a"),
+]
+
+
+async def _send(
+    client: Client, method: str, path: str, body: bytes | None, content_type: str
+) -> tuple[int, str]:
+    headers = {"Authorization": f"Bearer {STAFF_TOKEN}", "Origin": ORIGIN}
+    if content_type:
+        headers["Content-Type"] = content_type
+    response = await client.request(method, path, data=body, headers=headers, allow_redirects=False)
+    text = await response.text(errors="replace")
+    if response.status >= 400:
+        if path.startswith("/api/"):
+            assert "error" in await response.json()
+        else:
+            assert response.content_type == "text/html" and "<h1>" in text
+    return response.status, text[:300]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "content_type"), REQUESTS)
+async def test_hostile_input_is_the_clients_error(
+    client: Client, method: str, path: str, body: bytes | None, content_type: str
+) -> None:
+    status, text = await _send(client, method, path, body, content_type)
+    assert 400 <= status < 500, f"{status}: {text}"
+
+
+@pytest.mark.parametrize(("method", "path", "body", "content_type"), ACCEPTABLE)
+async def test_junk_input_is_never_a_server_error(
+    client: Client, method: str, path: str, body: bytes | None, content_type: str
+) -> None:
+    status, text = await _send(client, method, path, body, content_type)
+    assert status < 500, f"{status}: {text}"
+
+
+async def test_the_logged_path_cannot_forge_a_log_line(
+    tmp_path: Path,
+    aiohttp_client: Callable[..., Awaitable[Client]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = settings_for(tmp_path)
+    await migrate(settings)
+    app = build_app(settings, clock=FakeClock())
+
+    async def broken(request: web.Request) -> web.Response:
+        raise RuntimeError("a bug")
+
+    app.router.add_get(r"/api/v1/broken/{tail:[\s\S]*}", broken)
+    client = await aiohttp_client(app)
+    with caplog.at_level(logging.ERROR, logger="pbx.http"):
+        response = await client.get("/api/v1/broken/x%0a2026-01-01 INFO forged%0d%0aline")
+    assert response.status == 500
+    [record] = [r for r in caplog.records if r.name == "pbx.http"]
+    message = record.getMessage()
+    assert "\n" not in message and "\r" not in message
+    assert "forged" in message
