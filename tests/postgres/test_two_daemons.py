@@ -39,7 +39,7 @@ from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from pbx.settings import Settings
-from pbx.storage import visits as visits_module
+from pbx.storage import number_claims
 from pbx.storage.db import open_engine, upgrade
 from pbx.storage.tables import leases, numbers
 from pbx.storage.visits import VisitRequest, VisitStore
@@ -52,6 +52,7 @@ POOL = [f"+7499555000{i}" for i in range(1, 6)]
 FREEZE = 6.0  # seconds: numbers of visitors who leave come back within the test
 VISITORS = 60
 LEAVERS = 2  # the first holders to leave after LEAVE_AFTER
+FALLBACK = "+74990000099"  # shown when no number is free: not a lease
 LEAVE_AFTER = 1.5
 DURATION = 12.0  # of the pinging, for everyone else
 PING_EVERY = 0.5
@@ -67,7 +68,7 @@ def config(database: str, recordings: Path) -> dict[str, Any]:
                 "origins": [ORIGIN],
                 "replace": ["+7 (495) 123-45-67"],
                 "pools": [{"name": "ads", "numbers": POOL}],
-                "fallback": "+74990000099",
+                "fallback": FALLBACK,
             }
         ],
         "database": database,
@@ -258,13 +259,13 @@ class Visitors:
             received = time.time()
             if r.status != 200:
                 raise AssertionError(f"visitor {visitor} {path}: {r.status} {data}")
-        numbers = data["numbers"]
+        shown = data["numbers"][0]["number"] if data["numbers"] else None
         answer = Answer(
             visitor,
             daemon,
             data["session_id"],
             data["visitor_id"],
-            numbers[0]["number"] if numbers else None,
+            None if shown == FALLBACK else shown,
             sent,
             received,
         )
@@ -367,16 +368,16 @@ async def test_the_checks_catch_a_double_lease(
         # two stores on one database, as two daemons, both taking the pool's first number
         # whether it is free or not
         monkeypatch.setattr(
-            visits_module,
+            number_claims,
             "_LONGEST_FREE_SKIP_LOCKED",
             select(numbers.c.number).order_by(numbers.c.number).limit(1),
         )
         monkeypatch.setattr(
-            visits_module,
+            number_claims,
             "_TAKE_FREE",
             update(numbers)
             .where(numbers.c.number == bindparam("n"))
-            .values(**visits_module._SET_LEASE),
+            .values(**number_claims._SET_LEASE),
         )
         stores = [VisitStore(engine, settings, time.time) for _ in range(2)]  # two "daemons"
         await stores[0].sync_numbers()
