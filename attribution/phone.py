@@ -96,9 +96,19 @@ def to_e164(text: str, region: str | None = None, *, bare_e164: bool = True) -> 
     )
 
 
-def digits_only(text: str) -> str:
-    """What the dialplan matches on: the number without '+' (carriers send either)."""
-    return to_e164(text)[1:]
+def dialled_forms(e164: str, region: str | None) -> list[str]:
+    """Every way a carrier may send `e164` as the dialled number: with and without '+', and,
+    for a number of `region`, nationally (with and without the trunk prefix: RU '84991234567'
+    and '4991234567', DE '0301234567' and '301234567')."""
+    number = parse(e164)
+    bare = phonenumbers.format_number(number, PhoneNumberFormat.E164)[1:]
+    forms = [bare, "+" + bare]
+    if region and phonenumbers.region_code_for_number(number) == region:
+        national = "".join(
+            c for c in phonenumbers.format_number(number, PhoneNumberFormat.NATIONAL) if c.isdigit()
+        )
+        forms += [national, phonenumbers.national_significant_number(number)]
+    return list(dict.fromkeys(forms))
 
 
 def display_like(template: str, e164: str) -> str:

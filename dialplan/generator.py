@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from attribution.numbering import Numbering
-from attribution.phone import digits_only
+from attribution.phone import dialled_forms
 from pbx.settings import ConfigError, Settings, load_settings
 
 #: The FastAGI request path the dialplan calls; dialplan/agi.py serves it.
@@ -78,10 +78,14 @@ def render_dialplan(settings: Settings) -> str:
         "",
         f"[{context}]",
     ]
+    # A national form never shadows another number's international one: those are claimed first.
+    claimed = {form for number in numbers for form in dialled_forms(number.e164, None)}
     for number in numbers:
-        bare = digits_only(number.e164)
         out.append(f"; {number.e164}: {number.origin}")
-        for exten in (bare, "+" + bare):
+        international = dialled_forms(number.e164, None)
+        for exten in dialled_forms(number.e164, settings.region):
+            if exten in claimed and exten not in international:
+                continue
             out.append(f"exten => {exten},1,Set({VAR_DID}={number.e164})")
             out.append(f" same => n,Set({VAR_FALLBACK}={number.real_line})")
             out.append(f" same => n,Goto({context}-call,${{EXTEN}},1)")

@@ -81,6 +81,19 @@ async def test_call_after_the_freeze_is_not_given_to_the_old_session(
 
 
 @pytest.mark.parametrize(("line", "status"), [("busy", "busy"), ("ring", "missed")])
+async def test_a_national_did_from_the_carrier_reaches_its_number(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    """With `region: RU`, a carrier sending 8 499 ... instead of +7 499 ... is still tracked."""
+    await call("8" + STATIC.removeprefix("+7"), tmp_path)
+    stored = await daemon.wait_call(STATIC)
+    assert (stored["did"], stored["attribution"], stored["source"]) == (
+        STATIC,
+        "static",
+        "billboard",
+    )
+
+
 async def test_unanswered_call_is_stored_with_its_ring_time(
     daemon: Daemon, tmp_path: Path, line: str, status: str
 ) -> None:

@@ -68,7 +68,8 @@ def test_every_number_with_and_without_plus_and_its_real_line() -> None:
             assert f"Set(CALLTRACK_DID=+{digits})" in lines[0]
             assert f"Set(CALLTRACK_FALLBACK={line})" in lines[1]
             assert "Goto(ct-in-call,${EXTEN},1)" in lines[2]
-    assert plan.count("exten => ") == 2 * len(expected) + 2  # + the shared and hangup extensions
+    russian = [d for d in expected if d.startswith("7")]  # region RU: also 8 495..., 495...
+    assert plan.count("exten => ") == 2 * len(expected) + 2 * len(russian) + 2  # + shared, hangup
     assert "[ct-in]" in plan and "[ct-in-call]" in plan and "[ct-in-hangup]" in plan
 
 
@@ -141,3 +142,11 @@ def test_cli_writes_the_file_and_reports_config_errors(
 def test_lab_config_renders() -> None:
     lab = Path(__file__).parents[1] / "fixtures" / "lab.yaml"
     assert "exten => +74990000002,1," in render_dialplan(parse_settings(lab.read_text()))
+
+
+def test_national_forms_of_the_region_are_answered() -> None:
+    """A carrier may send the dialled number nationally: 8 495 ... or 495 ... in Russia."""
+    plan = render_dialplan(settings())  # CONFIG has region RU
+    for exten in ("74951111111", "+74951111111", "84951111111", "4951111111"):
+        assert f"exten => {exten},1,Set(CALLTRACK_DID=+74951111111)" in plan
+    assert "exten => 301234567," not in plan  # the German number has no RU national form
