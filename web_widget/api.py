@@ -48,11 +48,13 @@ def _origin_allowed(request: web.Request, site: Site) -> bool:
 
 
 @functools.lru_cache(maxsize=4096)
-def _numbers(written: tuple[str, ...], number: str) -> tuple[dict[str, str], ...]:
+def _numbers(own: str, written: tuple[str, ...], number: str) -> tuple[dict[str, str], ...]:
     """Entries of the answer's `numbers` for one own number as the site writes it: the same
-    for every ping of a lease, so formatted once."""
+    for every ping of a lease, so formatted once. `own` is the own number in E.164, as the
+    server read it (in the config's region), so the widget need not guess a country's trunk
+    prefix to find it on the page."""
     return tuple(
-        {"replace": shown, "number": number, "display": display_like(shown, number)}
+        {"replace": shown, "own": own, "number": number, "display": display_like(shown, number)}
         for shown in written
     )
 
@@ -64,7 +66,7 @@ def _answer(request: web.Request, site: Site, visit: Visit) -> web.Response:
     numbers = [
         entry
         for own, number in visit.shown.items()
-        for entry in _numbers(_written(tuple(site.replace), region)[own], number)
+        for entry in _numbers(own, _written(tuple(site.replace), region)[own], number)
     ]
     return web.json_response(
         {
