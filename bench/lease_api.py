@@ -53,7 +53,7 @@ TARGET_P99_MS = 25.0
 class Run:
     """One wrk run against one server, with what the database says about it afterwards."""
 
-    server: str  # "bare" or "calltrack"
+    server: str  # "bare", "calltrack", or "before" (the --before checkout)
     pinning: str
     round: int
     requests: int
@@ -135,17 +135,17 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
     raise SystemExit(f"server on port {port} not ready in 60 s:\n{log.read_text()}")
 
 
-def server_env() -> dict[str, str]:
+def server_env(repo: Path = REPO) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH")]))
     return env
 
 
 @contextlib.contextmanager
-def server(argv: list[str], port: int, log: Path) -> Iterator[None]:
+def server(argv: list[str], port: int, log: Path, repo: Path = REPO) -> Iterator[None]:
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent, env=server_env()
+            argv, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent, env=server_env(repo)
         )
         try:
             wait_ready(port, proc, log)
@@ -215,6 +215,7 @@ def measure(args: argparse.Namespace, kind: str, pinning: str, round_no: int, wo
     port = free_port()
     run_dir = workdir / f"{kind}-{pinning}-{round_no}"
     run_dir.mkdir()
+    repo = args.before if kind == "before" else REPO
     if kind == "bare":
         argv = [sys.executable, str(BENCH / "bare_app.py"), str(port)]
     else:
@@ -223,11 +224,11 @@ def measure(args: argparse.Namespace, kind: str, pinning: str, round_no: int, wo
             [sys.executable, "-m", "pbx.cli", "db", "upgrade", "-c", str(config)],
             check=True,
             capture_output=True,
-            cwd=REPO,
-            env=server_env(),
+            cwd=repo,
+            env=server_env(repo),
         )
         argv = [sys.executable, "-m", "pbx.cli", "serve", "-c", str(config), "--port", str(port)]
-    with server(pinned(server_core, argv), port, run_dir / "server.log"):
+    with server(pinned(server_core, argv), port, run_dir / "server.log", repo):
         if args.warmup > 0:
             run_wrk(args, wrk_core, port, args.warmup)
         raw = run_wrk(args, wrk_core, port, args.duration)
@@ -251,7 +252,7 @@ def measure(args: argparse.Namespace, kind: str, pinning: str, round_no: int, wo
         fallbacks=raw["fallbacks"],
         unparsed=raw["unparsed"],
     )
-    if kind == "calltrack":
+    if kind != "bare":
         run.db = db_stats(run_dir / "calltrack.db")
     print(
         f"  {kind:<9} {pinning:<5} round {round_no}: {run.rps:8.0f} req/s"
@@ -274,6 +275,11 @@ class Summary:
     bare_p99_ms: float
     non2xx: int
     problems: list[str]
+    before_rps: float | None = None  # the --before checkout's calltrack, same rounds
+
+    @property
+    def versus_before(self) -> float | None:
+        return self.calltrack_rps / self.before_rps if self.before_rps else None
 
     @property
     def passed(self) -> bool:
@@ -301,7 +307,9 @@ def summarise(pinning: str, runs: list[Run]) -> Summary:
             )
     bare_rps = statistics.mean(r.rps for r in bare)
     our_rps = statistics.mean(r.rps for r in ours)
+    before = [r for r in runs if r.server == "before" and r.pinning == pinning]
     return Summary(
+        before_rps=statistics.mean(r.rps for r in before) if before else None,
         pinning=pinning,
         bare_rps=bare_rps,
         calltrack_rps=our_rps,
@@ -351,17 +359,28 @@ def markdown(args: argparse.Namespace, runs: list[Run], summaries: list[Summary]
         "## Summary",
         "",
         "| pinning | bare req/s | calltrack req/s | ratio (pairs) | calltrack p50 | calltrack"
-        " p99 (worst run) | bare p99 | non-2xx | targets |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---|",
+        " p99 (worst run) | bare p99 | non-2xx | targets | before req/s | now / before |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---|---:|---:|",
     ]
     for s in summaries:
         pairs = ", ".join(f"{r:.2f}" for r in s.pair_ratios)
         verdict = "met" if s.passed else "NOT met"
+        versus = (
+            f"{s.before_rps:.0f} | **{s.versus_before:.2f}**"
+            if s.before_rps and s.versus_before
+            else "- | -"
+        )
         lines.append(
             f"| {s.pinning} | {s.bare_rps:.0f} | {s.calltrack_rps:.0f} | **{s.ratio:.2f}**"
             f" ({pairs}) | {s.p50_ms:.2f} ms | {s.p99_ms:.2f} ms | {s.bare_p99_ms:.2f} ms |"
-            f" {s.non2xx} | {verdict} |"
+            f" {s.non2xx} | {verdict} | {versus} |"
         )
+    if args.before:
+        lines += [
+            "",
+            f"`before`: calltrack from `{args.before}` (`--before`), run in the same rounds"
+            " (bare, before, calltrack): a regression check of a change, side by side.",
+        ]
     lines += [
         "",
         f"Targets: ratio ≥ {TARGET_RATIO}, calltrack p99 < {TARGET_P99_MS:g} ms, no non-2xx,"
@@ -420,6 +439,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=BENCH / "results" / "lease_api.md")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="a checkout of an earlier calltrack (git worktree add DIR REV): measured in the"
+        " same rounds, for a side-by-side regression check",
+    )
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     for tool in ("wrk", "taskset"):
@@ -430,7 +455,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="calltrack-bench-") as tmp:
         for pinning in pinnings:
             for round_no in range(1, args.rounds + 1):
-                for kind in ("bare", "calltrack"):
+                for kind in (
+                    ("bare", "before", "calltrack") if args.before else ("bare", "calltrack")
+                ):
                     runs.append(measure(args, kind, pinning, round_no, Path(tmp)))
     summaries = [summarise(p, runs) for p in pinnings]
     report = markdown(args, runs, summaries)
