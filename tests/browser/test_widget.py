@@ -430,3 +430,100 @@ def test_screenshots_before_and_after_swap(
     after.page.screenshot(path=str(shot_after), full_page=True)
     for shot in (shot_before, shot_after):
         assert Path(shot).stat().st_size > 10_000
+
+
+# web_widget/demo/contacts.html: links to messengers and SMS keep their text (it must be the
+# number they really open)
+CHAT_LINKS = {
+    "wa": ("https://wa.me/74951234567", "WhatsApp +7 495 123 45 67"),
+    "wa-api": (
+        "https://api.whatsapp.com/send?phone=74951234567",
+        "WhatsApp Business +7 (495) 123-45-67",
+    ),
+    "tg": ("https://t.me/+74951234567", "Telegram 8 495 1234567"),
+    "viber": ("viber://chat?number=%2B74951234567", "Viber +7 495 123-45-67"),
+    "sms": ("sms:+74951234567", "Text us: 8 (495) 123-45-67"),
+}
+# swapped beside them: plain text and tap-to-call, with its label and title
+SWAPPED = {"plain": "Call +7 (495) 123-45-67 or write to us", "tel": "+7 495 123-45-67"}
+TEL_ATTRS = {
+    "href": "tel:+74951234567",
+    "aria-label": "Call us: +7 (495) 123-45-67",
+    "title": "8 495 123 45 67, 24/7",
+}
+READ_CONTACTS = """(ids) => Object.fromEntries(ids.map(id => {
+  const e = document.getElementById(id);
+  return [id, e && {text: e.textContent, href: e.getAttribute("href"),
+                    label: e.getAttribute("aria-label"), title: e.getAttribute("title")}];
+}))"""
+
+
+def open_contacts(watched: Watched, demo: Server, tracker: str) -> dict[str, Any]:
+    """The demo's contacts page (every kind of link) once swapped: id -> text and attributes."""
+    # a paid visit: the organic pool's two numbers may be taken by earlier tests
+    watched.page.goto(f"{demo.url}/contacts.html?tracker={tracker}&{CPC}")
+    watched.page.wait_for_function(
+        "() => !document.getElementById('tel').getAttribute('href').includes('495')"
+    )
+    state: dict[str, Any] = watched.page.evaluate(READ_CONTACTS, [*SWAPPED, *CHAT_LINKS])
+    return state
+
+
+def test_messenger_and_sms_links_keep_their_number(
+    new_page: Callable[[], Watched], demo: Server, daemon: Daemon
+) -> None:
+    watched = new_page()
+    page = watched.page
+    state = open_contacts(watched, demo, daemon.url)
+    number = "+" + re.sub(r"\D", "", state["tel"]["href"])
+    assert number in PAID
+    assert state["plain"]["text"] == restyle(SWAPPED["plain"], number)
+    assert state["tel"]["text"] == restyle(SWAPPED["tel"], number)
+    for key, (href, text) in CHAT_LINKS.items():
+        assert (state[key]["href"], state[key]["text"]) == (href, text), key
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "contacts-messenger-links.png"), full_page=True)
+
+    # added later, or changed later, they are left alone as well
+    page.evaluate(
+        """() => {
+          document.getElementById("wa").append(" or 8 495 123-45-67");
+          const a = document.createElement("a");
+          a.id = "late-sms"; a.href = "SMS:+74951234567"; a.textContent = "+7 495 123-45-67";
+          const p = document.createElement("p");
+          p.id = "late-plain"; p.textContent = "+7 495 123-45-67";
+          document.body.append(a, p);
+        }"""
+    )
+    page.wait_for_function(
+        "() => !document.getElementById('late-plain').textContent.includes('495')"
+    )
+    late = page.evaluate(READ_CONTACTS, ["wa", "late-sms"])
+    assert late["wa"]["text"] == CHAT_LINKS["wa"][1] + " or 8 495 123-45-67"
+    assert late["late-sms"]["text"] == "+7 495 123-45-67"
+    assert watched.problems(daemon.url) == []
+
+
+def test_tel_link_label_and_title_are_swapped_with_its_text(
+    new_page: Callable[[], Watched], demo: Server, daemon: Daemon
+) -> None:
+    watched = new_page()
+    state = open_contacts(watched, demo, daemon.url)["tel"]
+    number = "+" + re.sub(r"\D", "", state["href"])
+    assert number in PAID
+    assert state == {
+        "text": restyle(SWAPPED["tel"], number),
+        "href": restyle(TEL_ATTRS["href"], number),
+        "label": restyle(TEL_ATTRS["aria-label"], number),
+        "title": restyle(TEL_ATTRS["title"], number),
+    }
+    # a label the site sets later is swapped too
+    watched.page.evaluate(
+        "document.getElementById('tel').setAttribute('aria-label', 'Phone 8 (495) 123-45-67')"
+    )
+    watched.page.wait_for_function(
+        "() => !document.getElementById('tel').getAttribute('aria-label').includes('495')"
+    )
+    label = watched.page.eval_on_selector("#tel", "e => e.getAttribute('aria-label')")
+    assert label == restyle("Phone 8 (495) 123-45-67", number)
+    assert watched.problems(daemon.url) == []

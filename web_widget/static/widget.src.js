@@ -6,11 +6,15 @@
   if (w.calltrack) return;
   var K = "calltrack", IDLE = 18e5, SKIP = /^(SCRIPT|STYLE|NOSCRIPT|TEXTAREA|SELECT|OPTION)$/,
     NOSWAP = "[data-calltrack-noswap]", MARK = "[data-calltrack]",
+    // links that open a messenger or an SMS: their text must keep the number they really reach
+    CHAT = /^\s*((sms|smsto|viber|whatsapp|tg):|(https?:)?\/\/(www\.)?(wa\.me|api\.whatsapp\.com|t\.me)\/)/i,
+    // what is swapped in a tel: link besides its text (screen readers read the label or title)
+    ATTRS = ["href", "aria-label", "title"],
     // a run of digits and phone separators; a run may hold several numbers
     RUN = /\+?\(?\d[\d\s().\-\u2010-\u2015]*\d/g,
     // country codes of one and two digits; all others have three
     CC = /^(?:[17]|2[07]|3[0-469]|4[013-9]|5[1-8]|6[0-6]|8[1246]|9[0-58])/,
-    nums = [], shown = "", TX = new WeakMap(), HR = new WeakMap(),
+    nums = [], shown = "", TX = new WeakMap(), AT = {},
     api, site, every = 30, last = Date.now(), sent = 0, url, mem = {}, obs;
 
   function digits(s) { return String(s || "").replace(/\D/g, ""); }
@@ -82,9 +86,12 @@
     if (n.nodeType != 1 || SKIP.test(n.tagName) || n.isContentEditable ||
       n.hasAttribute("data-calltrack-noswap")) return;
     var h = n.getAttribute("href");
-    if (h && /^\s*tel:/i.test(h)) {
-      upd(HR, n, h, function (o) { return swap(o, nums); }, function (v) { n.setAttribute("href", v); });
-    }
+    if (CHAT.test(h)) return;
+    if (/^\s*tel:/i.test(h)) ATTRS.forEach(function (a) {
+      var cur = n.getAttribute(a);
+      if (cur != null) upd(AT[a] = AT[a] || new WeakMap(), n, cur, function (o) { return swap(o, nums); },
+        function (v) { n.setAttribute(a, v); });
+    });
     if (n.hasAttribute("data-calltrack")) {
       var want = digits(n.getAttribute("data-calltrack")), pick = nums.filter(function (e) {
         return !want || fit(want, e);
@@ -95,10 +102,12 @@
     for (var c = n.firstChild; c; c = c.nextSibling) visit(c);
   }
 
-  // a node added or changed later: skip it inside noswap, redo a whole data-calltrack element
+  // a node added or changed later: skip it inside noswap or a messenger link, redo a whole
+  // data-calltrack element
   function enter(n) {
-    var e = n.nodeType == 1 ? n : n.parentNode;
-    if (!e || e.nodeType != 1 || e.closest(NOSWAP) || SKIP.test(e.tagName)) return;
+    var e = n.nodeType == 1 ? n : n.parentNode, a;
+    if (!e || e.nodeType != 1 || e.closest(NOSWAP) || SKIP.test(e.tagName) ||
+      (a = e.closest("[href]")) && CHAT.test(a.getAttribute("href"))) return;
     visit(e.closest(MARK) || n);
   }
 
@@ -118,7 +127,7 @@
       });
       obs.observe(d.documentElement, {
         childList: true, subtree: true, characterData: true, attributes: true,
-        attributeFilter: ["href", "data-calltrack"]
+        attributeFilter: ATTRS.concat("data-calltrack")
       });
     }
   }
