@@ -4,7 +4,7 @@
 (function (w, d) {
   "use strict";
   if (w.calltrack) return;
-  var K = "calltrack", IDLE = 18e5, SKIP = /^(SCRIPT|STYLE|NOSCRIPT|TEXTAREA|SELECT|OPTION)$/,
+  var K = "calltrack", SKIP = /^(SCRIPT|STYLE|NOSCRIPT|TEXTAREA|SELECT|OPTION)$/,
     NOSWAP = "[data-calltrack-noswap]", MARK = "[data-calltrack]",
     // links that open a messenger or an SMS: their text must keep the number they really reach
     CHAT = /^\s*((sms|smsto|viber|whatsapp|tg):|(https?:)?\/\/(www\.)?(wa\.me|api\.whatsapp\.com|t\.me)\/)/i,
@@ -153,15 +153,6 @@
     }
   }
 
-  // utm_* and click ids of a URL: a new value starts a new session
-  function campaign(u) {
-    var out = [];
-    new URL(u).searchParams.forEach(function (v, k) {
-      if (/^(utm_|gclid$|yclid$|fbclid$|msclkid$)/.test(k)) out.push(k + "=" + v);
-    });
-    return out.sort().join("&");
-  }
-
   function post(path, body) {
     var ac = w.AbortController && new AbortController(),
       t = setTimeout(function () { if (ac) ac.abort(); }, 1500);
@@ -174,33 +165,34 @@
     }).finally(function () { clearTimeout(t); });
   }
 
-  function got(r, st, c, sid) {
-    if (r.session_id != sid) st.c = c;
+  // the server decides whether the session goes on: keep whichever session it answered
+  function got(r, st) {
     if (r.visitor_id) st.v = r.visitor_id;
-    st.s = r.session_id; st.t = Date.now();
+    st.s = r.session_id;
     if (r.visitor_id || r.session_id) save(st);
     every = Math.max(1, +r.ping_interval_s || 30);
     use(r.numbers);
   }
 
+  // a page view: the ids the widget has go to the server, which continues that session or
+  // starts a new one (idle too long, a new campaign): the session rules live on the server only
   function start(landing) {
-    var st = load(), u = landing || location.href, c = campaign(u), nav = w.navigator,
-      sid = st.s && Date.now() - st.t < IDLE && (!c || c == st.c) ? st.s : undefined;
+    var st = load(), nav = w.navigator;
     url = location.href;
     return post("visits", {
-      site: site, url: u, referrer: d.referrer || undefined, visitor_id: st.v || undefined,
-      session_id: sid, dnt: nav.doNotTrack == "1" || !!nav.globalPrivacyControl || undefined
-    }).then(function (r) { got(r, st, c, sid); });
+      site: site, url: landing || url, referrer: d.referrer || undefined,
+      visitor_id: st.v || undefined, session_id: st.s || undefined,
+      dnt: nav.doNotTrack == "1" || !!nav.globalPrivacyControl || undefined
+    }).then(function (r) { got(r, st); });
   }
 
-  // keep the session's number: ping, or a new visit when the session is over
+  // keep the session's number: ping; a new page (route) or a session the server has ended
+  // (404) is a visit
   function sync() {
-    var st = load(), c = campaign(location.href), b = { visitor_id: st.v };
-    if (!st.s || Date.now() - st.t > IDLE || (c && c != st.c)) return start();
-    if (location.href != url) b.url = url = location.href;
-    return post("visits/" + encodeURIComponent(st.s) + "/ping", b).then(function (r) {
-      got(r, st, st.c, st.s);
-    }, function (e) { if (e == 404) return start(); });
+    var st = load();
+    return st.s && location.href == url ? post("visits/" + encodeURIComponent(st.s) + "/ping", {
+      visitor_id: st.v
+    }).then(function (r) { got(r, st); }, function (e) { if (e == 404) return start(); }) : start();
   }
 
   function safe(f) {
@@ -236,9 +228,9 @@
     d.addEventListener("visibilitychange", function () {
       if (!d.hidden) { act(); if (Date.now() - sent >= every * 1e3) tick(); }
     });
-    // single-page apps: a route change is a page view, sent with the next ping
+    // single-page apps: a route change is a page view, sent as a visit like a page load
     var route = safe(function () {
-      if (location.href != url) { act(); return sync(); }
+      if (location.href != url) { act(); return start(); }
     });
     ["pushState", "replaceState"].forEach(function (k) {
       var f = history[k];
