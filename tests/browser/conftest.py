@@ -3,7 +3,8 @@
 - `daemon_factory` starts `calltrack serve` as a subprocess (a config and SQLite file in a tmp
   dir, free ports), one daemon per (freeze_time, ping_interval), for the whole session.
 - `demo` serves web_widget/demo/ from another port, so the widget's CORS requests are real.
-- `stub` is a fake tracker that serves the real widget.js but answers the API badly on purpose.
+- `stub` is a fake tracker that serves the real widget.js and answers the API as a test says
+  (badly on purpose, or with a chosen session id); it records what the widget sent.
 - `browser` is Debian's Chromium (never a downloaded one). Without it the tests skip, or fail
   when CALLTRACK_REQUIRE_BROWSER=1 (as CI sets it).
 
@@ -247,6 +248,8 @@ def daemon(daemon_factory: Callable[[str, float], Daemon]) -> Daemon:
 class StubState:
     mode: str = "ok"
     requests: list[str] = field(default_factory=list)
+    posts: list[tuple[str, Any]] = field(default_factory=list)  # (path, JSON body) of each
+    session_id: str = "s" * 32  # the session the stub answers
 
 
 STUB_ANSWER = {
@@ -276,13 +279,20 @@ def _stub_handler(state: StubState) -> type[SimpleHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
-            self.rfile.read(length)
+            sent = self.rfile.read(length)
+            try:
+                state.posts.append((self.path, json.loads(sent)))
+            except ValueError:
+                state.posts.append((self.path, None))
             state.requests.append(self.path)
             mode = state.mode
             if mode == "hang-up":
                 self.close_connection = True
                 return
-            status, body = 200, json.dumps(STUB_ANSWER).encode()
+            status = 200
+            body = json.dumps({**STUB_ANSWER, "session_id": state.session_id}).encode()
+            if mode == "ping-404" and self.path.endswith("/ping"):
+                mode = "404"  # the session is over; visits are answered as usual
             if mode == "slow":
                 time.sleep(3)
             elif mode.isdigit():

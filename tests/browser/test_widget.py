@@ -6,6 +6,7 @@ import json
 import re
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -217,17 +218,26 @@ def test_session_outlives_pages_but_not_a_new_campaign(
     assert watched.problems(daemon.url) == []
 
 
-def test_spa_route_change_is_sent_with_a_ping(
+def test_spa_route_change_is_a_page_view_of_the_session(
     new_page: Callable[[], Watched], demo: Server, daemon: Daemon
 ) -> None:
     watched = new_page()
     page = watched.page
     open_demo(watched, demo, daemon.url, CPC)
     page.wait_for_function(POPUP_SWAPPED, timeout=10_000)
-    with page.expect_request(lambda r: r.url.endswith("/ping")) as pushed:
+    session = read(page)["stored"]["s"]
+
+    def visit_sent(r: Any) -> bool:
+        return bool(r.url == daemon.url + "/api/v1/visits")
+
+    # sent as a visit with the session the widget has, like a page load: the server decides
+    with page.expect_response(visit_sent) as pushed:
         page.evaluate("history.pushState({}, '', '/prices.html')")
-    assert json.loads(pushed.value.post_data or "{}")["url"] == f"{demo.url}/prices.html"
-    with page.expect_request(lambda r: r.url.endswith("/ping")) as back:
+    sent = json.loads(pushed.value.request.post_data or "{}")
+    assert sent["url"] == f"{demo.url}/prices.html"
+    assert sent["session_id"] == session
+    assert pushed.value.json()["session_id"] == session  # the same session goes on
+    with page.expect_request(visit_sent) as back:
         page.go_back()
     assert json.loads(back.value.post_data or "{}")["url"].startswith(f"{demo.url}/index.html")
     # a number the new "route" renders is swapped as well
@@ -390,16 +400,17 @@ def test_lease_follows_activity_and_visibility(
     assert not [t for t in pings if t > hidden_at + 0.5]
 
     # the visitor comes back: the widget asks again and shows a held tracking number
-    page.evaluate(
-        """() => {
-          delete document.hidden; delete document.visibilityState;
-          document.dispatchEvent(new Event("visibilitychange"));
-        }"""
-    )
+    with page.expect_response(lambda r: r.url.startswith(daemon.url + "/api/v1/visits")) as ask:
+        page.evaluate(
+            """() => {
+              delete document.hidden; delete document.visibilityState;
+              document.dispatchEvent(new Event("visibilitychange"));
+            }"""
+        )
+    answer = ask.value.json()
     page.wait_for_function(
-        "s => { const c = JSON.parse(localStorage.getItem('calltrack')); return c.s && c.t > s }",
-        arg=int(time.time() * 1000) - 1000,
-        timeout=5_000,
+        "n => document.getElementById('head-phone').getAttribute('href') === 'tel:' + n",
+        arg=answer["numbers"][0]["number"],
     )
     back = read(page)
     held = daemon.held()
@@ -430,3 +441,154 @@ def test_screenshots_before_and_after_swap(
     after.page.screenshot(path=str(shot_after), full_page=True)
     for shot in (shot_before, shot_after):
         assert Path(shot).stat().st_size > 10_000
+
+
+# web_widget/demo/contacts.html: links to messengers and SMS keep their text (it must be the
+# number they really open)
+CHAT_LINKS = {
+    "wa": ("https://wa.me/74951234567", "WhatsApp +7 495 123 45 67"),
+    "wa-api": (
+        "https://api.whatsapp.com/send?phone=74951234567",
+        "WhatsApp Business +7 (495) 123-45-67",
+    ),
+    "tg": ("https://t.me/+74951234567", "Telegram 8 495 1234567"),
+    "viber": ("viber://chat?number=%2B74951234567", "Viber +7 495 123-45-67"),
+    "sms": ("sms:+74951234567", "Text us: 8 (495) 123-45-67"),
+}
+# swapped beside them: plain text and tap-to-call, with its label and title
+SWAPPED = {"plain": "Call +7 (495) 123-45-67 or write to us", "tel": "+7 495 123-45-67"}
+TEL_ATTRS = {
+    "href": "tel:+74951234567",
+    "aria-label": "Call us: +7 (495) 123-45-67",
+    "title": "8 495 123 45 67, 24/7",
+}
+READ_CONTACTS = """(ids) => Object.fromEntries(ids.map(id => {
+  const e = document.getElementById(id);
+  return [id, e && {text: e.textContent, href: e.getAttribute("href"),
+                    label: e.getAttribute("aria-label"), title: e.getAttribute("title")}];
+}))"""
+
+
+def open_contacts(watched: Watched, demo: Server, tracker: str) -> dict[str, Any]:
+    """The demo's contacts page (every kind of link) once swapped: id -> text and attributes."""
+    # a paid visit: the organic pool's two numbers may be taken by earlier tests
+    watched.page.goto(f"{demo.url}/contacts.html?tracker={tracker}&{CPC}")
+    watched.page.wait_for_function(
+        "() => !document.getElementById('tel').getAttribute('href').includes('495')"
+    )
+    state: dict[str, Any] = watched.page.evaluate(READ_CONTACTS, [*SWAPPED, *CHAT_LINKS])
+    return state
+
+
+def test_messenger_and_sms_links_keep_their_number(
+    new_page: Callable[[], Watched], demo: Server, daemon: Daemon
+) -> None:
+    watched = new_page()
+    page = watched.page
+    state = open_contacts(watched, demo, daemon.url)
+    number = "+" + re.sub(r"\D", "", state["tel"]["href"])
+    assert number in PAID
+    assert state["plain"]["text"] == restyle(SWAPPED["plain"], number)
+    assert state["tel"]["text"] == restyle(SWAPPED["tel"], number)
+    for key, (href, text) in CHAT_LINKS.items():
+        assert (state[key]["href"], state[key]["text"]) == (href, text), key
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "contacts-messenger-links.png"), full_page=True)
+
+    # added later, or changed later, they are left alone as well
+    page.evaluate(
+        """() => {
+          document.getElementById("wa").append(" or 8 495 123-45-67");
+          const a = document.createElement("a");
+          a.id = "late-sms"; a.href = "SMS:+74951234567"; a.textContent = "+7 495 123-45-67";
+          const p = document.createElement("p");
+          p.id = "late-plain"; p.textContent = "+7 495 123-45-67";
+          document.body.append(a, p);
+        }"""
+    )
+    page.wait_for_function(
+        "() => !document.getElementById('late-plain').textContent.includes('495')"
+    )
+    late = page.evaluate(READ_CONTACTS, ["wa", "late-sms"])
+    assert late["wa"]["text"] == CHAT_LINKS["wa"][1] + " or 8 495 123-45-67"
+    assert late["late-sms"]["text"] == "+7 495 123-45-67"
+    assert watched.problems(daemon.url) == []
+
+
+def test_tel_link_label_and_title_are_swapped_with_its_text(
+    new_page: Callable[[], Watched], demo: Server, daemon: Daemon
+) -> None:
+    watched = new_page()
+    state = open_contacts(watched, demo, daemon.url)["tel"]
+    number = "+" + re.sub(r"\D", "", state["href"])
+    assert number in PAID
+    assert state == {
+        "text": restyle(SWAPPED["tel"], number),
+        "href": restyle(TEL_ATTRS["href"], number),
+        "label": restyle(TEL_ATTRS["aria-label"], number),
+        "title": restyle(TEL_ATTRS["title"], number),
+    }
+    # a label the site sets later is swapped too
+    watched.page.evaluate(
+        "document.getElementById('tel').setAttribute('aria-label', 'Phone 8 (495) 123-45-67')"
+    )
+    watched.page.wait_for_function(
+        "() => !document.getElementById('tel').getAttribute('aria-label').includes('495')"
+    )
+    label = watched.page.eval_on_selector("#tel", "e => e.getAttribute('aria-label')")
+    assert label == restyle("Phone 8 (495) 123-45-67", number)
+    assert watched.problems(daemon.url) == []
+
+
+def test_the_server_decides_the_session(
+    new_page: Callable[[], Watched], demo: Server, stub: tuple[Server, StubState]
+) -> None:
+    server, state = stub
+    state.mode, state.session_id = "ok", "a" * 32
+    state.requests.clear()
+    state.posts.clear()
+    watched = new_page()
+    page = watched.page
+    page.clock.install(time=datetime(2026, 3, 1, 10, 0, tzinfo=UTC))
+
+    def stored() -> Any:
+        return page.evaluate("JSON.parse(localStorage.getItem('calltrack') || 'null')")
+
+    try:
+        open_demo(watched, demo, server.url, "utm_source=newsletter&utm_medium=email")
+        page.wait_for_function(
+            "() => document.documentElement.classList.contains('calltrack-ready')"
+        )
+        assert state.posts[0][0] == "/api/v1/visits"
+        assert "session_id" not in state.posts[0][1]  # a new visitor has none
+        assert stored()["s"] == "a" * 32
+
+        # hours later, from an ad: the widget still sends the session it has (only the server
+        # knows whether it is over) and keeps the one the server answers
+        page.clock.fast_forward("03:00:00")
+        state.session_id = "b" * 32
+        state.posts.clear()
+        open_demo(watched, demo, server.url, CPC + "&utm_campaign=spring")
+        page.wait_for_function(
+            "s => (JSON.parse(localStorage.getItem('calltrack')) || {}).s === s", arg="b" * 32
+        )
+        path, body = state.posts[0]
+        assert path == "/api/v1/visits"
+        assert body["session_id"] == "a" * 32
+        assert body["visitor_id"] == "v" * 32
+        assert body["url"].endswith(CPC + "&utm_campaign=spring")
+
+        # pings carry the answered session; a 404 (the server ended it) starts a visit
+        state.mode, state.session_id = "ping-404", "c" * 32
+        with page.expect_request(lambda r: r.url.endswith("/ping")) as ping:
+            page.mouse.move(200, 200)
+            page.clock.run_for(1500)
+        assert ping.value.url == f"{server.url}/api/v1/visits/{'b' * 32}/ping"
+        page.wait_for_function(
+            "s => (JSON.parse(localStorage.getItem('calltrack')) || {}).s === s", arg="c" * 32
+        )
+        visits = [body for path, body in state.posts if path == "/api/v1/visits"]
+        assert visits[-1]["session_id"] == "b" * 32
+        assert watched.problems(server.url) == []
+    finally:
+        state.mode, state.session_id = "ok", "s" * 32

@@ -4,13 +4,17 @@
 (function (w, d) {
   "use strict";
   if (w.calltrack) return;
-  var K = "calltrack", IDLE = 18e5, SKIP = /^(SCRIPT|STYLE|NOSCRIPT|TEXTAREA|SELECT|OPTION)$/,
+  var K = "calltrack", SKIP = /^(SCRIPT|STYLE|NOSCRIPT|TEXTAREA|SELECT|OPTION)$/,
     NOSWAP = "[data-calltrack-noswap]", MARK = "[data-calltrack]",
+    // links that open a messenger or an SMS: their text must keep the number they really reach
+    CHAT = /^\s*((sms|smsto|viber|whatsapp|tg):|(https?:)?\/\/(www\.)?(wa\.me|api\.whatsapp\.com|t\.me)\/)/i,
+    // what is swapped in a tel: link besides its text (screen readers read the label or title)
+    ATTRS = ["href", "aria-label", "title"],
     // a run of digits and phone separators; a run may hold several numbers
     RUN = /\+?\(?\d[\d\s().\-\u2010-\u2015]*\d/g,
     // country codes of one and two digits; all others have three
     CC = /^(?:[17]|2[07]|3[0-469]|4[013-9]|5[1-8]|6[0-6]|8[1246]|9[0-58])/,
-    nums = [], shown = "", TX = new WeakMap(), HR = new WeakMap(),
+    nums = [], shown = "", TX = new WeakMap(), AT = {},
     api, site, every = 30, last = Date.now(), sent = 0, url, mem = {}, obs;
 
   function digits(s) { return String(s || "").replace(/\D/g, ""); }
@@ -82,9 +86,12 @@
     if (n.nodeType != 1 || SKIP.test(n.tagName) || n.isContentEditable ||
       n.hasAttribute("data-calltrack-noswap")) return;
     var h = n.getAttribute("href");
-    if (h && /^\s*tel:/i.test(h)) {
-      upd(HR, n, h, function (o) { return swap(o, nums); }, function (v) { n.setAttribute("href", v); });
-    }
+    if (CHAT.test(h)) return;
+    if (/^\s*tel:/i.test(h)) ATTRS.forEach(function (a) {
+      var cur = n.getAttribute(a);
+      if (cur != null) upd(AT[a] = AT[a] || new WeakMap(), n, cur, function (o) { return swap(o, nums); },
+        function (v) { n.setAttribute(a, v); });
+    });
     if (n.hasAttribute("data-calltrack")) {
       var want = digits(n.getAttribute("data-calltrack")), pick = nums.filter(function (e) {
         return !want || fit(want, e);
@@ -95,10 +102,12 @@
     for (var c = n.firstChild; c; c = c.nextSibling) visit(c);
   }
 
-  // a node added or changed later: skip it inside noswap, redo a whole data-calltrack element
+  // a node added or changed later: skip it inside noswap or a messenger link, redo a whole
+  // data-calltrack element
   function enter(n) {
-    var e = n.nodeType == 1 ? n : n.parentNode;
-    if (!e || e.nodeType != 1 || e.closest(NOSWAP) || SKIP.test(e.tagName)) return;
+    var e = n.nodeType == 1 ? n : n.parentNode, a;
+    if (!e || e.nodeType != 1 || e.closest(NOSWAP) || SKIP.test(e.tagName) ||
+      (a = e.closest("[href]")) && CHAT.test(a.getAttribute("href"))) return;
     visit(e.closest(MARK) || n);
   }
 
@@ -118,7 +127,7 @@
       });
       obs.observe(d.documentElement, {
         childList: true, subtree: true, characterData: true, attributes: true,
-        attributeFilter: ["href", "data-calltrack"]
+        attributeFilter: ATTRS.concat("data-calltrack")
       });
     }
   }
@@ -144,15 +153,6 @@
     }
   }
 
-  // utm_* and click ids of a URL: a new value starts a new session
-  function campaign(u) {
-    var out = [];
-    new URL(u).searchParams.forEach(function (v, k) {
-      if (/^(utm_|gclid$|yclid$|fbclid$|msclkid$)/.test(k)) out.push(k + "=" + v);
-    });
-    return out.sort().join("&");
-  }
-
   function post(path, body) {
     var ac = w.AbortController && new AbortController(),
       t = setTimeout(function () { if (ac) ac.abort(); }, 1500);
@@ -165,33 +165,34 @@
     }).finally(function () { clearTimeout(t); });
   }
 
-  function got(r, st, c, sid) {
-    if (r.session_id != sid) st.c = c;
+  // the server decides whether the session goes on: keep whichever session it answered
+  function got(r, st) {
     if (r.visitor_id) st.v = r.visitor_id;
-    st.s = r.session_id; st.t = Date.now();
+    st.s = r.session_id;
     if (r.visitor_id || r.session_id) save(st);
     every = Math.max(1, +r.ping_interval_s || 30);
     use(r.numbers);
   }
 
+  // a page view: the ids the widget has go to the server, which continues that session or
+  // starts a new one (idle too long, a new campaign): the session rules live on the server only
   function start(landing) {
-    var st = load(), u = landing || location.href, c = campaign(u), nav = w.navigator,
-      sid = st.s && Date.now() - st.t < IDLE && (!c || c == st.c) ? st.s : undefined;
+    var st = load(), nav = w.navigator;
     url = location.href;
     return post("visits", {
-      site: site, url: u, referrer: d.referrer || undefined, visitor_id: st.v || undefined,
-      session_id: sid, dnt: nav.doNotTrack == "1" || !!nav.globalPrivacyControl || undefined
-    }).then(function (r) { got(r, st, c, sid); });
+      site: site, url: landing || url, referrer: d.referrer || undefined,
+      visitor_id: st.v || undefined, session_id: st.s || undefined,
+      dnt: nav.doNotTrack == "1" || !!nav.globalPrivacyControl || undefined
+    }).then(function (r) { got(r, st); });
   }
 
-  // keep the session's number: ping, or a new visit when the session is over
+  // keep the session's number: ping; a new page (route) or a session the server has ended
+  // (404) is a visit
   function sync() {
-    var st = load(), c = campaign(location.href), b = { visitor_id: st.v };
-    if (!st.s || Date.now() - st.t > IDLE || (c && c != st.c)) return start();
-    if (location.href != url) b.url = url = location.href;
-    return post("visits/" + encodeURIComponent(st.s) + "/ping", b).then(function (r) {
-      got(r, st, st.c, st.s);
-    }, function (e) { if (e == 404) return start(); });
+    var st = load();
+    return st.s && location.href == url ? post("visits/" + encodeURIComponent(st.s) + "/ping", {
+      visitor_id: st.v
+    }).then(function (r) { got(r, st); }, function (e) { if (e == 404) return start(); }) : start();
   }
 
   function safe(f) {
@@ -227,9 +228,9 @@
     d.addEventListener("visibilitychange", function () {
       if (!d.hidden) { act(); if (Date.now() - sent >= every * 1e3) tick(); }
     });
-    // single-page apps: a route change is a page view, sent with the next ping
+    // single-page apps: a route change is a page view, sent as a visit like a page load
     var route = safe(function () {
-      if (location.href != url) { act(); return sync(); }
+      if (location.href != url) { act(); return start(); }
     });
     ["pushState", "replaceState"].forEach(function (k) {
       var f = history[k];
