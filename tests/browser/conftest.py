@@ -256,7 +256,12 @@ STUB_ANSWER = {
     "visitor_id": "v" * 32,
     "session_id": "s" * 32,
     "numbers": [
-        {"replace": "+7 495 123-45-67", "number": "+74990000001", "display": "+7 499 000-00-01"}
+        {
+            "replace": "+7 495 123-45-67",
+            "own": "+74951234567",
+            "number": "+74990000001",
+            "display": "+7 499 000-00-01",
+        }
     ],
     "ping_interval_s": 1,
 }

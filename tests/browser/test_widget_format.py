@@ -11,7 +11,13 @@ from .conftest import WIDGET, Watched
 
 pytestmark = pytest.mark.browser
 
-RU = [{"replace": "+7 495 123-45-67", "number": "+74990000001", "display": "+7 499 000-00-01"}]
+
+def entry(replace: str, own: str, number: str, display: str) -> dict[str, str]:
+    """One `numbers` entry as the visitor API answers it."""
+    return {"replace": replace, "own": own, "number": number, "display": display}
+
+
+RU = [entry("+7 495 123-45-67", "+74951234567", "+74990000001", "+7 499 000-00-01")]
 NBSP, NBHY = "\u00a0", "\u2011"
 
 CASES: list[tuple[list[dict[str, str]], str, str]] = [
@@ -44,31 +50,37 @@ CASES: list[tuple[list[dict[str, str]], str, str]] = [
     ([], "+7 (495) 123-45-67", "+7 (495) 123-45-67"),
     # a tracking number that cannot wear the occurrence's style is shown as the server formats it
     (
-        [{"replace": "+7 495 123-45-67", "number": "+442079460123", "display": "+44 20 7946 0123"}],
+        [entry("+7 495 123-45-67", "+74951234567", "+442079460123", "+44 20 7946 0123")],
         "Call 8 (495) 123-45-67 now",
         "Call +44 20 7946 0123 now",
     ),
     # other countries: trunk prefix 0, (0), 00 and 1
     (
-        [{"replace": "+44 20 7946 0000", "number": "+442079460123", "display": "+44 20 7946 0123"}],
+        [entry("+44 20 7946 0000", "+442079460000", "+442079460123", "+44 20 7946 0123")],
         "020 7946 0000 / +44 (0)20 7946 0000 / 0044 20 7946 0000",
         "020 7946 0123 / +44 (0)20 7946 0123 / 0044 20 7946 0123",
     ),
     (
-        [{"replace": "+49 30 1234567", "number": "+49301234999", "display": "+49 30 1234999"}],
+        [entry("+49 30 1234567", "+49301234567", "+49301234999", "+49 30 1234999")],
         "030 1234567 or 030/123 45 67 or +49 (0)30 1234567",
         "030 1234999 or 030/123 45 67 or +49 (0)30 1234999",
     ),
     (
-        [{"replace": "+1 212 555 0100", "number": "+12125550199", "display": "+1 212 555 0199"}],
+        [entry("+1 212 555 0100", "+12125550100", "+12125550199", "+1 212 555 0199")],
         "(212) 555-0100, 1-212-555-0100, 212.555.0100",
         "(212) 555-0199, 1-212-555-0199, 212.555.0199",
+    ),
+    # an own number written nationally (region DE in the config): the server's `own` says whose
+    (
+        [entry("030 1234567", "+49301234567", "+49301234999", "030 1234999")],
+        "Berlin: 030 1234567 or +49 30 1234567",
+        "Berlin: 030 1234999 or +49 30 1234999",
     ),
     # two own numbers
     (
         [
             *RU,
-            {"replace": "8 800 100-20-30", "number": "+78001002099", "display": "8 800 100-20-99"},
+            entry("8 800 100-20-30", "+78001002030", "+78001002099", "8 800 100-20-99"),
         ],
         "Moscow +7 495 123-45-67, free 8-800-100-20-30",
         "Moscow +7 499 000-00-01, free 8-800-100-20-99",

@@ -19,13 +19,12 @@
 
   function digits(s) { return String(s || "").replace(/\D/g, ""); }
 
-  // API numbers [{replace, number, display}] -> what matching needs
+  // API numbers [{replace, own, number, display}] -> what matching needs; `own` is the site's
+  // number in E.164 as the server read it (the server owns phone-number rules)
   function prep(list) {
     var out = [];
     (Array.isArray(list) ? list : []).forEach(function (x) {
-      var r = String(x && x.replace), T = digits(x && x.number),
-        // the site's number as written, in E.164 (as the daemon reads it: 00 or Russia's 8)
-        D = /^\s*\+/.test(r) ? digits(r) : digits(r).replace(/^00/, "").replace(/^8(\d{10})$/, "7$1"),
+      var T = digits(x && x.number), D = digits(x && x.own),
         m = CC.exec(D),
         c = m ? m[0].length : 3, cc = D.slice(0, c), N = D.slice(c);
       if (N.length > 5 && T) out.push({
