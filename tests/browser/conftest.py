@@ -53,6 +53,9 @@ TOKEN = "browser-tests-staff-token"
 OWN = "+74951234567"
 PAID = [f"+749900001{i:02d}" for i in range(20)]  # a pool no test run exhausts
 ORGANIC = ["+74990000011", "+74990000012"]
+SERVICE = "+74955550011"  # site "lines": a second own number, the service desk's
+LINES_SALES = [f"+749900002{i:02d}" for i in range(30, 50)]
+LINES_SERVICE = [f"+749900003{i:02d}" for i in range(20)]
 PRIVATE = [
     "+74990000021",
     "+74990000022",
@@ -165,6 +168,20 @@ def start_daemon(workdir: Path, origin: str, freeze_time: str, ping_interval: fl
                     {"name": "organic", "numbers": ORGANIC},
                 ],
                 "fallback": OWN,
+            },
+            {
+                "name": "lines",
+                "origins": [origin],
+                "replace": ["+7 495 123-45-67", "+7 (495) 555-00-11"],
+                "pools": [
+                    {"name": "sales", "replaces": [OWN], "numbers": LINES_SALES},
+                    {
+                        "name": "service",
+                        "replaces": [SERVICE],
+                        "numbers": LINES_SERVICE,
+                        "forward_to": "PJSIP/service",
+                    },
+                ],
             },
             {
                 "name": "private",

@@ -14,6 +14,8 @@ from urllib.parse import unquote
 import pytest
 
 from .conftest import (
+    LINES_SALES,
+    LINES_SERVICE,
     ORGANIC,
     OWN,
     PAID,
@@ -592,3 +594,25 @@ def test_the_server_decides_the_session(
         assert watched.problems(server.url) == []
     finally:
         state.mode, state.session_id = "ok", "s" * 32
+
+
+def test_two_own_numbers_get_a_tracking_number_each(
+    new_page: Callable[[], Watched], demo: Server, daemon: Daemon
+) -> None:
+    """Sales and service each get their own number, each from the pool that replaces it."""
+    watched = new_page()
+    page = watched.page
+    page.goto(f"{demo.url}/contacts.html?site=lines&tracker={daemon.url}&{CPC}")
+    page.wait_for_function(
+        "() => !document.getElementById('service-tel').getAttribute('href').includes('555')"
+    )
+    state = page.evaluate(READ_CONTACTS, ["tel", "service-tel", "wa"])
+    sales = "+" + re.sub(r"\D", "", state["tel"]["href"])
+    service = "+" + re.sub(r"\D", "", state["service-tel"]["href"])
+    assert sales in LINES_SALES and service in LINES_SERVICE
+    assert state["service-tel"]["text"] == restyle("+7 (495) 555-00-11", service)
+    assert state["tel"]["text"] == restyle("+7 495 123-45-67", sales)
+    assert state["wa"]["text"] == CHAT_LINKS["wa"][1]  # the messenger keeps the sales line
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "contacts-two-lines.png"), full_page=True)
+    assert watched.problems(daemon.url) == []
