@@ -8,7 +8,9 @@ from pathlib import PurePosixPath
 
 # Widths of the calls table's columns (pbx/storage/tables.py is built from these): what the PBX
 # sends is fitted to them where it becomes a CallReport, so no odd value gets a call refused.
-LINKEDID_MAX = 64  # Asterisk's are "<epoch>.<sequence>"
+#: Asterisk's are "<epoch>.<sequence>", prefixed with asterisk.conf's systemname when set; its
+#: public unique ids may be 149 characters (AST_MAX_PUBLIC_UNIQUEID). Never cut: it is the key.
+LINKEDID_MAX = 150
 CALLER_MAX = 64
 DID_MAX = 16  # E.164: "+" and at most 15 digits
 DIAL_STATUS_MAX = 32

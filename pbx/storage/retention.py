@@ -1,19 +1,21 @@
 """Forgetting old web traffic: visits past `visits.keep_days`, except what calls still refer to.
 
-Anyone can start visits, so without this the database grows for ever. A stored call keeps its
-session (with its page views and leases: the call page shows the journey) and its visitor; a
-number's row keeps the session that last held it. Deletion runs in small batches so that it
-never holds the database for long.
+Anyone can start visits, so without this the database grows for ever. A visit is old when its
+last activity is (a live session is never deleted under its visitor's feet, however long ago it
+started). A stored call keeps its session (with its page views and leases: the call page shows
+the journey) and its visitor; a number's row keeps the session that last held it. Candidates are
+read first and deleted in small batches, each its own short transaction, so that leases are
+never kept waiting on SQLite's one writer for long.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from sqlalchemy import delete, exists, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Table, delete, exists, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pbx.storage.tables import calls, leases, numbers, page_views, session_pools, sessions, visitors
 
@@ -21,50 +23,81 @@ log = logging.getLogger(__name__)
 
 BATCH = 500
 INTERVAL = 3600.0
+FIRST_RUN_AFTER = 60.0  # not in the rush of a start (nor in a test's short-lived daemon)
 
 
 async def forget_visits_before(engine: AsyncEngine, before: float, batch: int = BATCH) -> int:
-    """Delete sessions started before `before` that nothing refers to; returns how many."""
+    """Delete sessions last active before `before` that nothing refers to; returns how many."""
+    async with engine.connect() as conn:
+        stale = list(
+            await conn.scalars(
+                select(sessions.c.id).where(
+                    sessions.c.last_seen < before,
+                    ~exists().where(calls.c.session_id == sessions.c.id),
+                    ~exists().where(numbers.c.session_id == sessions.c.id),
+                )
+            )
+        )
+        lone_visitors = list(
+            await conn.scalars(
+                select(visitors.c.id).where(
+                    visitors.c.created_at < before,
+                    ~exists().where(
+                        sessions.c.visitor_id == visitors.c.id, sessions.c.last_seen >= before
+                    ),
+                    ~exists().where(calls.c.visitor_id == visitors.c.id),
+                )
+            )
+        )
     deleted = 0
-    while True:
+    for start in range(0, len(stale), batch):
+        ids = stale[start : start + batch]
         async with engine.begin() as conn:
+            # checked again inside the write: a call may have been stored since the read
             ids = list(
                 await conn.scalars(
-                    select(sessions.c.id)
-                    .where(
-                        sessions.c.started_at < before,
+                    select(sessions.c.id).where(
+                        sessions.c.id.in_(ids),
+                        sessions.c.last_seen < before,
                         ~exists().where(calls.c.session_id == sessions.c.id),
                         ~exists().where(numbers.c.session_id == sessions.c.id),
                     )
-                    .limit(batch)
                 )
             )
-            if not ids:
-                break
-            for table in (page_views, session_pools, leases):
-                await conn.execute(delete(table).where(table.c.session_id.in_(ids)))
+            await _delete_rows_of(conn, (page_views, session_pools, leases), ids)
             await conn.execute(delete(sessions).where(sessions.c.id.in_(ids)))
         deleted += len(ids)
-    async with engine.begin() as conn:
-        await conn.execute(
-            delete(visitors).where(
-                visitors.c.created_at < before,
-                ~exists().where(sessions.c.visitor_id == visitors.c.id),
-                ~exists().where(calls.c.visitor_id == visitors.c.id),
+    for start in range(0, len(lone_visitors), batch):
+        ids = lone_visitors[start : start + batch]
+        async with engine.begin() as conn:
+            await conn.execute(
+                delete(visitors).where(
+                    visitors.c.id.in_(ids),
+                    ~exists().where(sessions.c.visitor_id == visitors.c.id),
+                    ~exists().where(calls.c.visitor_id == visitors.c.id),
+                )
             )
-        )
     return deleted
+
+
+async def _delete_rows_of(
+    conn: AsyncConnection, tables: Sequence[Table], session_ids: list[str]
+) -> None:
+    for table in tables:
+        await conn.execute(delete(table).where(table.c.session_id.in_(session_ids)))
 
 
 async def run_visit_retention(
     engine: AsyncEngine, keep_days: int, clock: Callable[[], float]
 ) -> None:
-    """Apply retention now and then every hour, for ever; a failure is logged and retried."""
+    """Apply retention a minute after the start and then every hour, for ever; a failure is
+    logged and tried again the next time."""
+    await asyncio.sleep(FIRST_RUN_AFTER)
     while True:
         try:
             deleted = await forget_visits_before(engine, clock() - keep_days * 86400.0)
             if deleted:
-                log.info("deleted %d visits older than %d days", deleted, keep_days)
+                log.info("deleted %d visits inactive for over %d days", deleted, keep_days)
         except Exception:
             log.exception("could not delete old visits; will try again")
         await asyncio.sleep(INTERVAL)

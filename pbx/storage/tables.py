@@ -139,8 +139,8 @@ calls = Table(
     Column("attribution", String(16), nullable=False),  # session | static | fallback | unknown
     Column("site", String(64)),
     Column("pool", String(64)),
-    Column("session_id", ID),
-    Column("visitor_id", ID),
+    Column("session_id", ID, index=True),  # retention keeps what calls refer to
+    Column("visitor_id", ID, index=True),
     Column("source", String(512)),
     Column("medium", String(512)),
     Column("campaign", String(512)),

@@ -14,10 +14,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import Float, String, Text, bindparam, exists, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pbx.storage.db import Transactions, Tx, checkpoint
+from pbx.storage.errors import is_transient
 from pbx.storage.number_claims import HeldNumber
 from pbx.storage.tables import leases, numbers, page_views, sessions
 
@@ -26,15 +27,29 @@ log = logging.getLogger(__name__)
 FLUSH_INTERVAL = 0.2
 CHECKPOINT_INTERVAL = 1.0  # SQLite: WAL into the database file (see db.checkpoint)
 
-_INSERT_PAGE_VIEW = insert(page_views)
+#: a page view of a session that is gone (deleted by retention meanwhile) is dropped, not an error
+_INSERT_PAGE_VIEW = insert(page_views).from_select(
+    ["session_id", "at", "url"],
+    select(
+        bindparam("session_id", type_=String),
+        bindparam("at", type_=Float),
+        bindparam("u", type_=Text),
+    ).where(exists().where(sessions.c.id == bindparam("session_id"))),
+)
+# Extensions only ever move a lease's end forward: a batch that lands after a newer synchronous
+# extension (a ping near expiry, see VisitStore._renew) must not shorten the lease again.
 _FLUSH_NUMBERS = (
     update(numbers)
-    .where(numbers.c.number == bindparam("n"), numbers.c.lease_id == bindparam("l"))
+    .where(
+        numbers.c.number == bindparam("n"),
+        numbers.c.lease_id == bindparam("l"),
+        numbers.c.held_until < bindparam("h"),
+    )
     .values(held_until=bindparam("h"))
 )
 _FLUSH_LEASES = (
     update(leases)
-    .where(leases.c.id == bindparam("l"))
+    .where(leases.c.id == bindparam("l"), leases.c.held_until < bindparam("h"))
     .values(last_activity=bindparam("a"), held_until=bindparam("h"))
 )
 _FLUSH_LAST_SEEN = (
@@ -126,13 +141,30 @@ class WriteBehind:
                     log.exception("could not checkpoint the database; will try again")
 
     async def flush(self) -> None:
-        """Write what is pending; one flush at a time, in the order they were asked for."""
+        """Write what is pending; one flush at a time, in the order they were asked for.
+
+        A batch the database cannot take just now is put back and the error raised (the caller
+        retries); one it refuses for good is logged and dropped, so that it cannot block every
+        later write, and call attribution with them. Dropping is safe for the leases: a lease
+        whose extension was not written is confirmed no further, so its next ping near expiry
+        goes to the database.
+        """
         async with self._lock:
             pending, self._pending = self._pending, _Pending()
             if pending:
                 try:
                     await self._transactions.run(_writer(pending))
-                except Exception:
+                except Exception as error:
+                    if not is_transient(error):
+                        log.exception(
+                            "dropped a write-behind batch the database refuses: %d lease"
+                            " extensions, %d last-seen times, %d page views",
+                            len(pending.extensions),
+                            len(pending.last_seen),
+                            len(pending.page_views),
+                        )
+                        self.last_ok = self._clock()
+                        return
                     self._pending.merge_older(pending)
                     raise
                 for lease_id, (held, _number, _at, held_until) in pending.extensions.items():
@@ -147,7 +179,7 @@ def _writer(pending: _Pending) -> Callable[[Tx], None]:
         for lease_id, (_held, number, at, held_until) in pending.extensions.items()
     ]
     last_seen = [{"s": s, "t": t} for s, t in pending.last_seen.items()]
-    views = [{"session_id": s, "at": at, "url": u} for s, at, u in pending.page_views]
+    views = [{"session_id": s, "at": at, "u": u} for s, at, u in pending.page_views]
     viewed = [{"s": s, "c": c, "u": u} for s, (c, u) in pending.viewed.items()]
 
     def write(tx: Tx) -> None:

@@ -8,14 +8,15 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from attribution.calls import CallReport, Route
 from attribution.leasing import Tracking
 from pbx.storage.calls import CallFilter
 from pbx.storage.db import Tx
 from pbx.storage.retention import forget_visits_before
-from pbx.storage.tables import leases, numbers, page_views, sessions, visitors
+from pbx.storage.tables import leases, numbers, page_views, session_pools, sessions, visitors
 from pbx.storage.visits import MAX_URL
 from tests.helpers import make_settings
 from tests.unit.test_visit_store import Harness, harness
@@ -185,35 +186,82 @@ async def test_a_reloaded_session_keeps_both_numbers() -> None:
         assert again.session_id == paid.session_id and dict(again.shown) == dict(paid.shown)
 
 
-async def test_flushes_never_land_out_of_order() -> None:
-    """An older held_until written last would shorten a lease on another daemon's view."""
+async def test_flushes_never_run_at_once() -> None:
+    """Two batches in flight at once could land in either order (an older held_until last)."""
     async for h in harness():
         a = await h.visit()
         writes = h.store._writes
         real_run = writes._transactions.run
-        calls = 0
+        in_flight = most = 0
 
-        async def slow_first(work: Callable[[Tx], Any], real_run: Any = real_run) -> Any:
-            nonlocal calls
-            calls += 1
-            if calls == 1:
-                await asyncio.sleep(0.05)  # the first batch is slow to reach the database
-            return await real_run(work)
+        async def slow(work: Callable[[Tx], Any], real_run: Any = real_run) -> Any:
+            nonlocal in_flight, most
+            in_flight += 1
+            most = max(most, in_flight)
+            await asyncio.sleep(0.05)  # a batch slow to reach the database
+            try:
+                return await real_run(work)
+            finally:
+                in_flight -= 1
 
         h.clock.advance(10)
         await h.store.flush()  # the flusher is healthy: pings are written behind
-        writes._transactions.run = slow_first  # type: ignore[method-assign]
-        await h.store.ping(a.session_id, a.visitor_id, None)  # older: held until now + 60
+        writes._transactions.run = slow  # type: ignore[method-assign]
+        await h.store.ping(a.session_id, a.visitor_id, None)
         first = asyncio.create_task(h.store.flush())
         await asyncio.sleep(0.01)
         h.clock.advance(1)
-        await h.store.ping(a.session_id, a.visitor_id, None)  # newer
+        await h.store.ping(a.session_id, a.visitor_id, None)
         await asyncio.gather(first, h.store.flush())
-        async with h.engine.connect() as conn:
-            held_until = await conn.scalar(
-                select(numbers.c.held_until).where(numbers.c.number == a.number)
-            )
-        assert held_until == h.clock.now + 60
+        assert most == 1
+        assert await held_until(h, a.number) == h.clock.now + 60
+
+
+async def held_until(h: Harness, number: str | None) -> float:
+    async with h.engine.connect() as conn:
+        value = await conn.scalar(select(numbers.c.held_until).where(numbers.c.number == number))
+    return float(value)
+
+
+async def test_a_late_batch_never_shortens_a_lease_extended_since() -> None:
+    async for h in harness():
+        a = await h.visit()
+        h.clock.advance(10)
+        await h.store.flush()
+        h.clock.advance(1)
+        await h.store.ping(a.session_id, a.visitor_id, None)  # written behind: until +71
+        h.clock.advance(3)  # the flusher looks stuck: this ping extends in the database, +74
+        await h.store.ping(a.session_id, a.visitor_id, None)
+        assert await held_until(h, a.number) == h.clock.now + 60
+        await h.store.flush()  # the older batch lands last
+        assert await held_until(h, a.number) == h.clock.now + 60
+
+
+async def test_a_batch_the_database_refuses_is_dropped_not_retried_for_ever() -> None:
+    async for h in harness():
+        a = await h.visit()
+        h.clock.advance(1)
+        await h.store.flush()  # healthy: the next ping is written behind
+        async with h.engine.begin() as conn:  # as if the session were deleted meanwhile
+            await conn.execute(page_views.delete())
+            await conn.execute(leases.delete())
+            await conn.execute(session_pools.delete())
+            await conn.execute(update(numbers).values(session_id=None, lease_id=None))
+            await conn.execute(sessions.delete())
+        await h.store.ping(a.session_id, a.visitor_id, "https://shop.test/late")
+        await h.store.flush()  # the page view of a session that is gone is dropped
+        writes = h.store._writes
+
+        async def refused(work: Callable[[Tx], Any]) -> Any:
+            raise IntegrityError("INSERT", {}, Exception("value too long"))
+
+        real_run = writes._transactions.run
+        writes._transactions.run = refused  # type: ignore[method-assign]
+        writes.seen(a.session_id, h.clock.now)
+        await h.store.flush()  # logged and dropped
+        writes._transactions.run = real_run  # type: ignore[method-assign]
+        assert not writes._pending
+        assert await h.store.holder_at("+74990000001", h.clock.now) is None  # calls go on
 
 
 async def test_page_views_past_the_cap_are_counted_not_kept() -> None:
@@ -239,8 +287,15 @@ async def test_retention_forgets_old_visits_but_not_what_calls_refer_to() -> Non
         )
         forgotten = [await h.visit() for _ in range(3)]
         await h.visit("https://shop.test/")
+        live = await h.visit("https://shop.test/", ip="10.9.9.9")
         await h.store.flush()
         h.clock.advance(400 * 86400)
+        async with h.engine.begin() as conn:  # started long ago, active until now (pinged)
+            await conn.execute(
+                update(sessions)
+                .where(sessions.c.id == live.session_id)
+                .values(last_seen=h.clock.now - 60)
+            )
         recent = await h.visit()
         # the numbers' rows still name their last holders: hand every number on first
         for _ in range(9):
@@ -248,10 +303,11 @@ async def test_retention_forgets_old_visits_but_not_what_calls_refer_to() -> Non
         deleted = await forget_visits_before(h.engine, h.clock.now - 86400, batch=2)
         assert deleted == 4  # three paid visits and the organic one
         remaining = set(await _ids(h, sessions.c.id))
-        assert called.session_id in remaining and recent.session_id in remaining
+        assert {called.session_id, recent.session_id, live.session_id} <= remaining
         assert not remaining & {v.session_id for v in forgotten}
         assert await count(h, select(func.count()).select_from(leases)) == 11
-        assert called.visitor_id in set(await _ids(h, visitors.c.id))
+        assert {called.visitor_id, live.visitor_id} <= set(await _ids(h, visitors.c.id))
+        assert not {v.visitor_id for v in forgotten} & set(await _ids(h, visitors.c.id))
 
 
 async def _ids(h: Harness, column: Any) -> list[str]:
