@@ -106,12 +106,14 @@ def read_rows(path: Path) -> Iterator[CdrRow]:
             )
 
 
-def _report(linkedid: str, rows: list[CdrRow], recordings_dir: Path | None) -> CallReport | None:
+def _report(
+    linkedid: str, rows: list[CdrRow], recordings_dir: Path | None, region: str | None
+) -> CallReport | None:
     rows.sort(key=lambda r: (r.start, r.sequence))
     did = None
     for row in rows:
         try:
-            did = to_e164(row.dst)
+            did = to_e164(row.dst, region)  # the dialplan also answers national forms
             break
         except PhoneNumberError:
             continue
@@ -150,11 +152,13 @@ def read_cdr_reports(
     since: float,
     contexts: Collection[str],
     recordings_dir: Path | None = None,
+    region: str | None = None,
 ) -> list[CallReport]:
     """Reports for calls through `contexts` that ended at or after `since` (Unix time).
 
     A recording is named only if `recordings_dir` holds a non-empty file for it (or if no
-    directory is given).
+    directory is given). A dialled number written nationally is read in `region`, as the
+    config's numbers are.
     """
     calls: dict[str, list[CdrRow]] = defaultdict(list)
     for row in read_rows(path):
@@ -164,7 +168,7 @@ def read_cdr_reports(
     for linkedid, rows in calls.items():
         if max(r.end for r in rows) < since:
             continue
-        report = _report(linkedid, rows, recordings_dir)
+        report = _report(linkedid, rows, recordings_dir, region)
         if report is not None:
             reports.append(report)
     reports.sort(key=lambda r: r.started_at)
@@ -184,5 +188,9 @@ def reconcile(settings: Settings, since: float) -> list[CallReport]:
         return []
     context = settings.asterisk.context
     return read_cdr_reports(
-        path, since, {context, f"{context}-call"}, settings.asterisk_recordings_dir
+        path,
+        since,
+        {context, f"{context}-call"},
+        settings.asterisk_recordings_dir,
+        settings.region,
     )
