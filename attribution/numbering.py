@@ -69,13 +69,10 @@ def replaced_by(pool: Pool, own: Sequence[str], region: str | None) -> list[str]
 
 
 class Numbering:
-    """The numbers of a config by E.164. The first place a number appears wins, so a site's
-    fallback that is also a pool number keeps the pool's real line."""
+    """The numbers of a config by E.164 (the settings refuse a number used twice)."""
 
     def __init__(self, numbers: Sequence[TrackedNumber], default_line: str) -> None:
-        self._numbers: dict[str, TrackedNumber] = {}
-        for number in numbers:
-            self._numbers.setdefault(number.e164, number)
+        self._numbers = {number.e164: number for number in numbers}
         self.default_line = default_line
 
     @classmethod

@@ -111,5 +111,6 @@ class SitePlan:
             else:
                 continue
             for own in outcome.replaces:
-                out[own] = number
+                if own in self.own:  # a session from before the site dropped an own number
+                    out[own] = number
         return out

@@ -417,6 +417,9 @@ class Settings(_Model):
             for p, pool in enumerate(site.pools):
                 for n, number in enumerate(pool.numbers):
                     yield ("sites", s, "pools", p, "numbers", n), number
+            if site.fallback:
+                # a fallback that is also leased or printed would get another number's calls
+                yield ("sites", s, "fallback"), site.fallback
         for i, static in enumerate(self.static):
             yield ("static", i, "number"), static.number
 

@@ -99,9 +99,9 @@ def test_a_national_dialled_number_is_read_in_the_region(tmp_path: Path) -> None
     """The dialplan answers 8 499 ... too (region RU); the CDR keeps the number as dialled."""
     national = tmp_path / "Master.csv"
     national.write_text(
-        MASTER.read_text().replace('"74990000002"', '"84990000002"').replace(
-            '"74990000003"', '"4990000003"'
-        )
+        MASTER.read_text()
+        .replace('"74990000002"', '"84990000002"')
+        .replace('"74990000003"', '"4990000003"')
     )
     assert [r.did for r in read_cdr_reports(national, 0, CONTEXTS, region="RU")] == [
         "+74990000002",

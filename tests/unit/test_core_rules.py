@@ -46,7 +46,7 @@ def test_who_a_call_belongs_to(
     assert needs_holder(number) is (number is POOL)
 
 
-def test_numbering_knows_every_number_once_first_place_wins() -> None:
+def test_numbering_knows_every_numbers_kind_and_line() -> None:
     settings = make_settings("sqlite+aiosqlite:///:memory:")
     numbering = Numbering.from_settings(settings)
     kinds = {n.e164: n.kind for n in numbering}
@@ -54,8 +54,6 @@ def test_numbering_knows_every_number_once_first_place_wins() -> None:
     assert kinds["+74990000099"] is NumberKind.FALLBACK
     assert kinds["+74990000101"] is NumberKind.STATIC
     assert numbering.real_line("+70000000000") == settings.forward_to
-    duplicate = Numbering([POOL, TrackedNumber(POOL.e164, NumberKind.FALLBACK, "x", "y")], "d")
-    assert duplicate.get(POOL.e164) == POOL
 
 
 def test_a_session_ends_after_its_idle_time_to_the_millisecond() -> None:
@@ -140,3 +138,10 @@ sites:
     [problem] = error.value.problems
     assert (problem.line, problem.where) == (9, "sites[0].pools[0].replaces[0]")
     assert "not one of this site's own numbers" in problem.message
+
+
+def test_an_own_number_the_site_no_longer_lists_is_not_shown() -> None:
+    """A session started before `replace` lost the service number must not bring it back."""
+    gone = "+74957770000"
+    outcome = SlotOutcome("all", (SERVICE, gone), Tracking.TRACKED, "+74990000001")
+    assert PLAN.shown([outcome]) == {SERVICE: "+74990000001"}

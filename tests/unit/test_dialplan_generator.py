@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from attribution.numbering import Numbering
 from dialplan.generator import main, render_dialplan
-from pbx.settings import Settings, parse_settings
+from pbx.settings import ConfigError, Settings, parse_settings
 
 CONFIG = """region: RU  # 84951111112 below is written with the trunk prefix 8
 forward_to: PJSIP/office
@@ -102,11 +101,11 @@ def test_hangup_handler_stops_recording_then_reports() -> None:
     assert not any(re.search(r"\b(AGI|System|Dial|Wait)\(", line) for line in hangup)
 
 
-def test_fallback_that_is_also_a_pool_number_keeps_the_pool_line() -> None:
+def test_a_fallback_that_is_also_a_pool_number_is_refused() -> None:
+    """It would be shown to visitors with no number while a session holds it."""
     text = CONFIG.replace('fallback: "+74951111119"', 'fallback: "+74951111111"')
-    numbers = {n.e164: n.real_line for n in Numbering.from_settings(settings(text))}
-    assert numbers["+74951111111"] == "PJSIP/sales"
-    assert len(numbers) == 4
+    with pytest.raises(ConfigError, match=r"sites\[0\]\.fallback: \+74951111111 is already used"):
+        settings(text)
 
 
 @pytest.mark.parametrize(
