@@ -4,9 +4,10 @@ the login guard that applies them around the (deliberately slow) password check.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from collections import deque
 from collections.abc import Callable, Iterable
+
+from attribution.clients import client_network
 
 MAX_KEYS = 100_000  # a flood of distinct keys cannot grow memory without bound
 
@@ -82,18 +83,6 @@ class LoginRefused(Exception):
         self.busy = busy  # too many logins being checked at once, not too many failures
 
 
-def network(address: str | None) -> str:
-    """The unit an address limit counts: one IPv4 address, or an IPv6 /64 (one subscriber's
-    network; each of its 2^64 addresses must not be a fresh limit)."""
-    try:
-        ip = ipaddress.ip_address(address or "")
-    except ValueError:
-        return str(address)
-    if ip.version == 6:
-        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
-    return str(ip)
-
-
 class LoginGuard:
     """Decides whether a password may be checked now, and counts the attempt first.
 
@@ -130,7 +119,7 @@ class LoginGuard:
     async def check(self, name: str, address: str | None, verify: Callable[[], bool]) -> bool:
         """Run `verify` (a password check) in a thread if allowed; raises LoginRefused if not."""
         name = name[:64].lower()  # longer names are no user's: a key stays small
-        net = network(address)
+        net = client_network(address)
         blocking = [f"ip:{net}", f"user:{name}@{net}"]
         ceiling = [f"user:{name}"]
         self._refuse_if_blocked(blocking)

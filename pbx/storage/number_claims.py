@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from attribution.clients import client_network
 from attribution.leasing import LeasePolicy, Tracking
 from pbx.settings import Settings
 from pbx.storage.db import Tx
@@ -178,13 +179,15 @@ class NumberClaims:
 
         The caller writes the lease's history row with `record`, once the session's row exists.
         """
-        if client_ip is not None:
-            held_by_ip = tx.scalar(_HELD_BY_IP, {"ip": client_ip, "now": now}) or 0
-            if not self._policy.may_take(client_ip, held_by_ip):
+        # numbers.client_ip holds the client's network (an IPv6 /64 counts once), not its address
+        client = client_network(client_ip) if client_ip is not None else None
+        if client is not None:
+            held_by_client = tx.scalar(_HELD_BY_IP, {"ip": client, "now": now}) or 0
+            if not self._policy.may_take(client, held_by_client):
                 return Claim(Tracking.IP_CAP)
         held_until = self._policy.held_until(now)
         lease_id = new_id()
-        lease = {"lid": lease_id, "sid": session_id, "until": held_until, "ip": client_ip}
+        lease = {"lid": lease_id, "sid": session_id, "until": held_until, "ip": client}
         for _attempt in range(8):
             unused = False
             number: str | None

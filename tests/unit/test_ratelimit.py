@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pbx.ratelimit import FailureLimit, network
+from attribution.clients import client_network
+from pbx.ratelimit import FailureLimit
 from tests.helpers import FakeClock
 
 
@@ -37,6 +38,7 @@ def test_a_success_takes_back_its_counted_attempt() -> None:
 
 
 def test_an_ipv6_network_is_one_address() -> None:
-    assert network("2001:db8::1") == network("2001:db8::ffff:1") == "2001:db8::/64"
-    assert network("192.0.2.1") == "192.0.2.1"
-    assert network(None) == "None"
+    assert client_network("2001:db8::1") == client_network("2001:db8::ffff:1") == "2001:db8::/64"
+    assert client_network("192.0.2.1") == "192.0.2.1"
+    assert client_network("::ffff:192.0.2.1") == "192.0.2.1"  # not every IPv4 client at once
+    assert client_network(None) == "None"

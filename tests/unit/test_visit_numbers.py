@@ -96,6 +96,13 @@ async def test_the_per_client_cap_holds_on_pings_too() -> None:
         assert await held_by(h, "198.51.100.7") == 2
 
 
+async def test_an_ipv6_client_cannot_rotate_addresses_past_the_cap() -> None:
+    async for h in harness(sites=[big_pool_site(10)], http={"max_leases_per_ip": 2}):
+        visits = [await h.visit(ip=f"2001:db8:0:1::{i:x}") for i in range(6)]
+        assert [v.tracking for v in visits].count(Tracking.TRACKED) == 2
+        assert (await h.visit(ip="2001:db8:0:2::1")).tracking is Tracking.TRACKED  # next /64
+
+
 async def test_the_per_client_cap_holds_for_a_session_reloaded_after_a_restart() -> None:
     async for h in harness(sites=[big_pool_site(10)], http={"max_leases_per_ip": 1}):
         first = await h.visit(ip="198.51.100.7")
