@@ -8,6 +8,7 @@ UPDATE; extending a lease far from expiry is written behind (write_behind).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -95,6 +96,7 @@ class _CachedSession:
     last_url: str
     last_seen: float
     pages_kept: int
+    renewing: asyncio.Lock | None = None  # made on the first renewal
 
 
 class VisitStore:
@@ -245,18 +247,29 @@ class VisitStore:
         cached.last_seen = now
         self._writes.seen(session_id, now)
         held_until = self._policy.held_until(now)
-        to_renew = []
+        if self._due(cached, now, held_until):
+            if cached.renewing is None:
+                cached.renewing = asyncio.Lock()
+            # one renewal of a session at a time: two tabs pinging an exhausted session at
+            # once must not take two numbers for it
+            async with cached.renewing:
+                if due := self._due(cached, now, held_until):
+                    await self._renew(session_id, cached, due, now, held_until)
+        return self._visit(session_id, cached)
+
+    def _due(self, cached: _CachedSession, now: float, held_until: float) -> list[HeldNumber]:
+        """Extend what may be written behind; return what needs the database now: leases near
+        their end, and pools that gave no number yet."""
+        due = []
         for held in cached.held:
             if held.tracking is Tracking.TRACKED and held.lease_id and held.number:
                 if self._may_write_behind(held, now):
                     self._writes.extend(held, now, held_until)
                 else:
-                    to_renew.append(held)
+                    due.append(held)
             elif held.tracking in (Tracking.EXHAUSTED, Tracking.IP_CAP):
-                to_renew.append(held)
-        if to_renew:
-            await self._renew(session_id, cached, to_renew, now, held_until)
-        return self._visit(session_id, cached)
+                due.append(held)
+        return due
 
     async def _renew(
         self,

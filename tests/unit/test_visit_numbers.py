@@ -224,6 +224,32 @@ async def test_flushes_never_run_at_once() -> None:
         assert await held_until(h, a.number) == h.clock.now + 60
 
 
+async def test_two_tabs_pinging_an_exhausted_session_take_one_number() -> None:
+    async for h in harness():
+        await h.visit()
+        await h.visit()
+        late = await h.visit()
+        h.clock.advance(61)  # both numbers free again
+        writes = h.store._writes
+        real_run = writes._transactions.run
+
+        async def slow(work: Callable[[Tx], Any], real_run: Any = real_run) -> Any:
+            await asyncio.sleep(0.02)  # as on PostgreSQL: the loop runs while it waits
+            return await real_run(work)
+
+        writes._transactions.run = slow  # type: ignore[method-assign]
+        a, b = await asyncio.gather(
+            h.store.ping(late.session_id, late.visitor_id, None),
+            h.store.ping(late.session_id, late.visitor_id, None),
+        )
+        assert a is not None and b is not None and a.number == b.number
+        leases_of_late = await count(
+            h,
+            select(func.count()).select_from(leases).where(leases.c.session_id == late.session_id),
+        )
+        assert leases_of_late == 1
+
+
 async def held_until(h: Harness, number: str | None) -> float:
     async with h.engine.connect() as conn:
         value = await conn.scalar(select(numbers.c.held_until).where(numbers.c.number == number))
