@@ -28,6 +28,7 @@ SEARCH_ENGINES = {
 }
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
 MAX_VALUE = 512
+MAX_URL = 1024  # the longest URL kept: one client must not fill the disk with URLs
 DIRECT = "(direct)"
 NONE = "(none)"
 
@@ -77,7 +78,7 @@ def read_source(url: str, referrer: str | None) -> TrafficSource:
         query = {}
     tags = {k: query[k][:MAX_VALUE] for k in UTM_KEYS if query.get(k)}
     click_ids = {k: query[k][:MAX_VALUE] for k in CLICK_ID_SOURCES if query.get(k)}
-    referrer = referrer[:2048] if referrer else None
+    referrer = referrer[:MAX_URL] if referrer else None
     ref_host = _host(referrer) if referrer else None
     if ref_host and ref_host == _host(url):
         ref_host = None  # moving inside the site is not a source
@@ -100,5 +101,5 @@ def read_source(url: str, referrer: str | None) -> TrafficSource:
         content=tags.get("utm_content"),
         click_ids=click_ids,
         referrer=referrer,
-        landing_url=url[:2048],
+        landing_url=url[:MAX_URL],
     )

@@ -1,5 +1,5 @@
-"""Limits on password guessing, kept in memory per daemon: sliding-window failure counters and
-the login guard that applies them around the (deliberately slow) password check."""
+"""Limits kept in memory per daemon: sliding-window failure counters and the login guard that
+applies them around the (deliberately slow) password check; hourly counts of new visits."""
 
 from __future__ import annotations
 
@@ -145,3 +145,31 @@ class LoginGuard:
     def _refuse_if_blocked(self, keys: list[str]) -> None:
         if (wait := self._blocking.retry_after(keys)) > 0:
             raise LoginRefused(wait, busy=False)
+
+
+class HourlyCount:
+    """At most `limit` events per key in each clock hour: one small counter per key, so that a
+    limit of thousands costs no more memory than a limit of ten."""
+
+    def __init__(self, clock: Callable[[], float], limit: int, max_keys: int = MAX_KEYS) -> None:
+        self._clock = clock
+        self._limit = limit
+        self._max_keys = max_keys
+        self._hour = -1
+        self._counts: dict[str, int] = {}
+
+    def take(self, key: str) -> float:
+        """Count one event of `key`; 0 when allowed, else seconds until the next hour."""
+        now = self._clock()
+        hour = int(now // 3600)
+        if hour != self._hour:
+            self._hour, self._counts = hour, {}
+        count = self._counts.get(key, 0)
+        if count >= self._limit:
+            return (hour + 1) * 3600 - now
+        if count == 0 and len(self._counts) >= self._max_keys:
+            # a flood of distinct keys: forget the lightest half rather than grow without bound
+            for light in sorted(self._counts, key=self._counts.__getitem__)[: self._max_keys // 2]:
+                del self._counts[light]
+        self._counts[key] = count + 1
+        return 0.0

@@ -227,6 +227,13 @@ class Http(_Model):
     max_leases_per_ip: int = Field(
         200, ge=1, description="generous: offices and mobile carriers share one IP"
     )
+    max_new_visits_per_ip: int = Field(
+        3000,
+        ge=1,
+        description="new visits one client (an IPv4 address or IPv6 /64) may start per hour;"
+        " more are answered 429 and the widget keeps the site's own numbers. Generous: mobile"
+        " carriers put many visitors behind one address",
+    )
     trusted_proxies: list[str] = Field(
         default_factory=list,
         description="peers whose X-Forwarded-For and X-Forwarded-Proto are believed",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from attribution.phone import display_like
 from pbx.http import Handler, client_ip, json_error, read_json_object
 from pbx.keys import METRICS, SETTINGS, VISITS
 from pbx.settings import Site
-from pbx.storage.visits import Visit, VisitRequest, is_id
+from pbx.storage.visits import TooManyVisits, Visit, VisitRequest, is_id
 
 STATIC = Path(__file__).parent / "static"
 API_PREFIX = "/api/v1/visits"
@@ -95,17 +96,22 @@ async def start_visit(request: web.Request) -> web.Response:
     privacy = site.respect_privacy_signals and (
         body.dnt or request.headers.get("Sec-GPC") == "1" or request.headers.get("DNT") == "1"
     )
-    visit = await request.app[VISITS].start_visit(
-        VisitRequest(
-            site=site,
-            url=body.url,
-            referrer=body.referrer or None,
-            visitor_id=body.visitor_id if is_id(body.visitor_id) else None,
-            session_id=body.session_id if is_id(body.session_id) else None,
-            client_ip=client_ip(request),
-            privacy_signal=privacy,
+    try:
+        visit = await request.app[VISITS].start_visit(
+            VisitRequest(
+                site=site,
+                url=body.url,
+                referrer=body.referrer or None,
+                visitor_id=body.visitor_id if is_id(body.visitor_id) else None,
+                session_id=body.session_id if is_id(body.session_id) else None,
+                client_ip=client_ip(request),
+                privacy_signal=privacy,
+            )
         )
-    )
+    except TooManyVisits as exc:
+        response = json_error(429, "too many new visits from this network; try again later")
+        response.headers["Retry-After"] = str(math.ceil(exc.retry_after))
+        return response
     request.app[METRICS].visits.labels(site.name, visit.tracking).inc()
     return _answer(request, site, visit)
 

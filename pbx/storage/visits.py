@@ -17,11 +17,13 @@ from typing import Any
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from attribution.clients import client_network
 from attribution.leasing import LeasePolicy, Tracking
 from attribution.owner import Holder
 from attribution.sessions import CampaignKey, SessionRule, campaign_key
 from attribution.site_plan import SitePlan, Slot, SlotOutcome
-from attribution.traffic import TrafficSource, read_source
+from attribution.traffic import MAX_URL, TrafficSource, read_source
+from pbx.ratelimit import HourlyCount
 from pbx.settings import Settings, Site
 from pbx.storage import lease_history
 from pbx.storage.db import Transactions, Tx
@@ -30,8 +32,6 @@ from pbx.storage.tables import leases, numbers, page_views, session_pools, sessi
 from pbx.storage.write_behind import WriteBehind
 
 CACHE_LIMIT = 200_000
-#: the longest page URL kept; longer ones are cut (one client must not fill the disk with URLs)
-MAX_URL = 1024
 
 _INSERT_VISITOR = insert(visitors)
 _INSERT_SESSION = insert(sessions)
@@ -56,6 +56,14 @@ _SET_POOL_TRACKING = (
 def is_id(value: object) -> bool:
     # strip() leaves nothing exactly when every character is a lowercase hex digit
     return isinstance(value, str) and len(value) == 32 and not value.strip("0123456789abcdef")
+
+
+class TooManyVisits(Exception):
+    """The client started `http.max_new_visits_per_ip` visits this hour; nothing was stored."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"too many new visits; retry after {retry_after:.0f} s")
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,9 @@ class VisitStore:
         self._claims = NumberClaims(settings, self._policy, engine.dialect.name == "postgresql")
         self._writes = WriteBehind(engine, self._transactions, clock)
         self._cache: dict[str, _CachedSession] = {}
+        #: what one client may make us store: new sessions per hour (page views per session
+        #: and URL lengths are capped where they are kept)
+        self._new_visits = HourlyCount(clock, settings.http.max_new_visits_per_ip)
 
     def close(self) -> None:
         """Close the connection the short transactions use (SQLite)."""
@@ -136,6 +147,9 @@ class VisitStore:
             )
             if continued is not None:
                 return continued
+        retry_after = self._new_visits.take(client_network(request.client_ip))
+        if retry_after:
+            raise TooManyVisits(retry_after)
         plan = self._plans[request.site.name]
         slots = [] if request.privacy_signal else plan.slots(source)
         session_id = new_id()

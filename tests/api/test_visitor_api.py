@@ -208,3 +208,33 @@ async def test_two_own_numbers_get_two_tracking_numbers(
         ("+7 (495) 123-45-67", "+7 (499) 000-00-01"),
         ("+7 (495) 555-00-11", "+7 (499) 000-00-21"),
     ]
+
+
+async def test_one_network_cannot_start_visits_without_bound(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    settings = settings_for(
+        tmp_path, http={"max_new_visits_per_ip": 3, "trusted_proxies": ["127.0.0.1"]}
+    )
+    await migrate(settings)
+    client = await aiohttp_client(build_app(settings, clock=FakeClock()))
+
+    async def from_(address: str, **body: Any) -> ClientResponse:
+        return await client.post(
+            "/api/v1/visits",
+            json={"site": "main", "url": PAID, **body},
+            headers={**HEADERS, "X-Forwarded-For": address},
+        )
+
+    first = await (await from_("2001:db8::1")).json()
+    for i in range(2):
+        assert (await from_(f"2001:db8::{i + 2}")).status == 200  # the same /64
+    refused = await from_("2001:db8::9")
+    assert refused.status == 429 and int(refused.headers["Retry-After"]) > 0
+    assert "too many new visits" in (await refused.json())["error"]
+    # the visits already started go on; another network is not affected
+    again = await from_(
+        "2001:db8::1", visitor_id=first["visitor_id"], session_id=first["session_id"]
+    )
+    assert again.status == 200 and (await again.json())["session_id"] == first["session_id"]
+    assert (await from_("2001:db8:0:1::1")).status == 200

@@ -13,13 +13,13 @@ from sqlalchemy.exc import IntegrityError
 
 from attribution.calls import CallReport, Route
 from attribution.leasing import Tracking
+from attribution.traffic import MAX_URL
 from pbx.storage.calls import CallFilter
 from pbx.storage.db import Tx
 from pbx.storage.retention import forget_visits_before
 from pbx.storage.tables import leases, numbers, page_views, session_pools, sessions, visitors
-from pbx.storage.visits import MAX_URL
 from tests.helpers import make_settings
-from tests.unit.test_visit_store import Harness, harness
+from tests.unit.test_visit_store import PAID_URL, Harness, harness
 
 FALLBACK = "+74990000099"
 SALES, SERVICE = "+74951234567", "+74955550011"
@@ -299,7 +299,7 @@ async def test_a_batch_the_database_refuses_is_dropped_not_retried_for_ever() ->
 
 async def test_page_views_past_the_cap_are_counted_not_kept() -> None:
     async for h in harness(visits={"max_page_views": 3}):
-        a = await h.visit()
+        a = await h.visit(PAID_URL + "&x=" + "y" * 3000, referrer="https://ref.test/" + "z" * 3000)
         for i in range(10):
             await h.store.ping(a.session_id, a.visitor_id, f"https://shop.test/p{i}?" + "x" * 3000)
         await h.store.flush()
@@ -308,6 +308,9 @@ async def test_page_views_past_the_cap_are_counted_not_kept() -> None:
         viewed = await count(h, select(sessions.c.pages_viewed))
         assert (kept, viewed) == (3, 11)
         assert longest == MAX_URL
+        landing = await count(h, select(func.length(sessions.c.landing_url)))
+        referrer = await count(h, select(func.length(sessions.c.referrer)))
+        assert landing == referrer == MAX_URL
 
 
 async def test_retention_forgets_old_visits_but_not_what_calls_refer_to() -> None:
