@@ -46,9 +46,14 @@ class TrackedNumber:
     static: StaticSource | None = None
 
 
+def site_line(settings: Settings, site: Site) -> str:
+    """The real line of a site's calls (its fallback's too): the site's, else the default."""
+    return site.forward_to or settings.forward_to
+
+
 def pool_line(settings: Settings, site: Site, pool: Pool) -> str:
-    """The real line a pool's numbers forward to: the pool's, else the site's, else the default."""
-    return pool.forward_to or site.forward_to or settings.forward_to
+    """The real line a pool's numbers forward to: the pool's, else the site's line."""
+    return pool.forward_to or site_line(settings, site)
 
 
 def own_numbers(replace: Sequence[str], region: str | None) -> dict[str, list[str]]:
@@ -91,7 +96,7 @@ class Numbering:
                     TrackedNumber(
                         site.fallback,
                         NumberKind.FALLBACK,
-                        site.forward_to or settings.forward_to,
+                        site_line(settings, site),
                         f"site {site.name}, fallback",
                         site.name,
                     )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from attribution.leasing import Tracking
-from attribution.numbering import own_numbers, pool_line, replaced_by
+from attribution.numbering import own_numbers, pool_line, replaced_by, site_line
 from attribution.rules import Rule, matches
 from attribution.traffic import TrafficSource
 
@@ -73,7 +73,7 @@ class SitePlan:
                 for pool in site.pools
             ),
             site.fallback,
-            site.forward_to or settings.forward_to,
+            site_line(settings, site),
         )
 
     def slots(self, arrival: TrafficSource) -> list[Slot]:

@@ -218,6 +218,7 @@ class Http(_Model):
     port: int = Field(8080, ge=1, le=65535, description="port the HTTP server listens on")
     public_url: str | None = Field(
         None,
+        pattern=r"^https?://[^\s/]+(/\S*)?$",
         description="how browsers reach the daemon, e.g. https://calls.example.com: used for links"
         " such as recording_url (not the request's Host header); https makes cookies Secure",
     )

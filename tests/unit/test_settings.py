@@ -232,3 +232,11 @@ def test_every_setting_has_a_description_for_editors() -> None:
         if not prop.get("description")
     ]
     assert missing == []
+
+
+def test_public_url_must_be_an_http_url() -> None:
+    base = "forward_to: PJSIP/office\nhttp:\n  public_url: {}\n"
+    parse_settings(base.format("https://calls.example.com/calltrack"))
+    with pytest.raises(ConfigError) as error:
+        parse_settings(base.format("calls.example.com"), "c.yaml")
+    assert error.value.problems[0].line == 3 and error.value.problems[0].where == "http.public_url"
