@@ -7,6 +7,8 @@ to date for every country; a hand-written parser knew one country and let imposs
 
 from __future__ import annotations
 
+import functools
+
 import phonenumbers
 from phonenumbers import (
     CountryCodeSource,
@@ -111,6 +113,25 @@ def dialled_forms(e164: str, region: str | None) -> list[str]:
     return list(dict.fromkeys(forms))
 
 
+def _country_code(digits: str) -> int:
+    """The country calling code an E.164 number (without '+') starts with; 0 if none. Country
+    codes are prefix-free, so the first of 1, 2 or 3 leading digits that is one is it."""
+    for length in (1, 2, 3):
+        if int(digits[:length] or 0) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            return int(digits[:length])
+    return 0
+
+
+@functools.lru_cache(maxsize=1024)
+def _own_number(template: str, region: str) -> PhoneNumber | None:
+    """The site's own number as written, read in the tracking number's region (kept: the same
+    few templates serve every lease, and parsing is what a lease would otherwise spend most on)."""
+    try:
+        return parse(template, region)
+    except PhoneNumberError:
+        return None
+
+
 def display_like(template: str, e164: str) -> str:
     """The tracking number `e164` written in the style of the site's own number `template`.
 
@@ -121,16 +142,15 @@ def display_like(template: str, e164: str) -> str:
     plan instead: nationally if the template is national and of the same country, else
     internationally, never as bare E.164.
     """
-    number = parse(e164)
-    try:
-        own = parse(template, phonenumbers.region_code_for_number(number))
-    except PhoneNumberError:
-        return phonenumbers.format_number(number, PhoneNumberFormat.INTERNATIONAL)
-    new = phonenumbers.format_number(number, PhoneNumberFormat.E164)[1:]
-    international = phonenumbers.format_number(own, PhoneNumberFormat.E164)[1:]
-    if own.country_code != number.country_code or len(new) != len(international):
+    new = e164.removeprefix("+")
+    country = _country_code(new)
+    own = _own_number(template, phonenumbers.region_code_for_country_code(country))
+    international = phonenumbers.format_number(own, PhoneNumberFormat.E164)[1:] if own else ""
+    if own is None or own.country_code != country or len(new) != len(international):
+        number = parse(e164)  # the rare case: formatted by the numbering plan
         national = (
-            own.country_code == number.country_code
+            own is not None
+            and own.country_code == number.country_code
             and own.country_code_source == CountryCodeSource.FROM_DEFAULT_COUNTRY
         )
         style = PhoneNumberFormat.NATIONAL if national else PhoneNumberFormat.INTERNATIONAL

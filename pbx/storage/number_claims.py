@@ -14,7 +14,6 @@ from typing import Any
 from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from attribution.clients import client_network
 from attribution.leasing import LeasePolicy, Tracking
 from pbx.settings import Settings
 from pbx.storage.db import Tx
@@ -171,7 +170,7 @@ class NumberClaims:
         session_id: str,
         site: str,
         pool: str,
-        client_ip: str | None,
+        client: str | None,
         preferred: str | None,
         now: float,
     ) -> Claim:
@@ -179,8 +178,8 @@ class NumberClaims:
 
         The caller writes the lease's history row with `record`, once the session's row exists.
         """
-        # numbers.client_ip holds the client's network (an IPv6 /64 counts once), not its address
-        client = client_network(client_ip) if client_ip is not None else None
+        # `client` is the session's network (attribution.clients: an IPv6 /64 counts once); the
+        # numbers it holds are counted by it (numbers.client_ip)
         if client is not None:
             held_by_client = tx.scalar(_HELD_BY_IP, {"ip": client, "now": now}) or 0
             if not self._policy.may_take(client, held_by_client):

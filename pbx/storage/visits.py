@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, update
@@ -97,13 +97,14 @@ class Visit:
 class _CachedSession:
     visitor_id: str
     site: str
-    client_ip: str | None
+    client: str | None  # the network the session started from (attribution.clients)
     campaign: CampaignKey
     tracking: Tracking
     held: list[HeldNumber]
     last_url: str
     last_seen: float
     pages_kept: int
+    shown: Mapping[str, str] = field(default_factory=dict)  # kept in step with `held`
     renewing: asyncio.Lock | None = None  # made on the first renewal
 
 
@@ -147,19 +148,19 @@ class VisitStore:
             )
             if continued is not None:
                 return continued
-        retry_after = self._new_visits.take(client_network(request.client_ip))
+        client = client_network(request.client_ip) if request.client_ip else None
+        retry_after = self._new_visits.take(client or "")
         if retry_after:
             raise TooManyVisits(retry_after)
         plan = self._plans[request.site.name]
         slots = [] if request.privacy_signal else plan.slots(source)
         session_id = new_id()
-        client_ip = request.client_ip
 
         def work(tx: Tx) -> tuple[str, list[HeldNumber]]:
             visitor_id, visit_number = self._visitor(tx, request.visitor_id, source, now)
             # numbers first (the session's row then carries what came of it), its rows after
             claims = [
-                self._claims.take(tx, session_id, plan.name, slot.pool, client_ip, None, now)
+                self._claims.take(tx, session_id, plan.name, slot.pool, client, None, now)
                 for slot in slots
             ]
             held = [_held(slot, claim) for slot, claim in zip(slots, claims, strict=True)]
@@ -173,7 +174,7 @@ class VisitStore:
                     "visit_number": visit_number,
                     "started_at": now,
                     "last_seen": now,
-                    "client_ip": client_ip,
+                    "client_ip": request.client_ip,
                     "landing_url": source.landing_url,
                     "referrer": source.referrer,
                     "source": source.source,
@@ -212,7 +213,7 @@ class VisitStore:
         cached = _CachedSession(
             visitor_id,
             plan.name,
-            client_ip,
+            client,
             campaign_key(source),
             _tracking(held, request.privacy_signal),
             held,
@@ -295,7 +296,7 @@ class VisitStore:
     ) -> None:
         """Extend leases near expiry in the database, or lease again those that ran out or
         never got a number, under the same rules as a new visit (the per-client cap too)."""
-        site, client_ip = cached.site, cached.client_ip
+        site, client = cached.site, cached.client
 
         def work(tx: Tx) -> list[tuple[HeldNumber, Claim | None]]:
             results: list[tuple[HeldNumber, Claim | None]] = []
@@ -308,9 +309,7 @@ class VisitStore:
                     results.append((held, None))
                     continue
                 # no number, or the lease ran out and the number may be someone else's: take one
-                claim = self._claims.take(
-                    tx, session_id, site, held.pool, client_ip, held.number, now
-                )
+                claim = self._claims.take(tx, session_id, site, held.pool, client, held.number, now)
                 self._claims.record(tx, session_id, claim, now)
                 if claim.tracking is not held.tracking:
                     params = {"sid": session_id, "p": held.pool, "t": str(claim.tracking)}
@@ -326,6 +325,7 @@ class VisitStore:
             else:
                 claim.apply(held)
         cached.tracking = _tracking(cached.held, False) if cached.held else cached.tracking
+        self._show(cached)
 
     def _may_write_behind(self, held: HeldNumber, now: float) -> bool:
         flusher_healthy = now - self._writes.last_ok < self._policy.sync_margin / 2
@@ -404,7 +404,7 @@ class VisitStore:
         cached = _CachedSession(
             row.visitor_id,
             row.site,
-            row.client_ip,
+            client_network(row.client_ip) if row.client_ip else None,
             campaign_key(source),
             Tracking(row.tracking),
             held,
@@ -416,6 +416,7 @@ class VisitStore:
         return cached
 
     def _remember(self, session_id: str, cached: _CachedSession) -> None:
+        self._show(cached)
         if len(self._cache) >= CACHE_LIMIT:
             now = self._clock()
             for key in [
@@ -426,14 +427,15 @@ class VisitStore:
                 self._cache.clear()  # the database has it all; the cache only saves round trips
         self._cache[session_id] = cached
 
-    def _visit(self, session_id: str, cached: _CachedSession) -> Visit:
+    def _show(self, cached: _CachedSession) -> None:
+        """Work out the numbers the session sees, after what it holds changed."""
         plan = self._plans.get(cached.site)
-        shown = (
-            plan.shown([SlotOutcome(h.pool, h.replaces, h.tracking, h.number) for h in cached.held])
-            if plan
-            else {}
-        )
-        return Visit(cached.visitor_id, session_id, cached.site, shown, cached.tracking)
+        outcomes = [SlotOutcome(h.pool, h.replaces, h.tracking, h.number) for h in cached.held]
+        cached.shown = plan.shown(outcomes) if plan else {}
+
+    @staticmethod
+    def _visit(session_id: str, cached: _CachedSession) -> Visit:
+        return Visit(cached.visitor_id, session_id, cached.site, cached.shown, cached.tracking)
 
     # -- write-behind and reading back ------------------------------------------------------
 
