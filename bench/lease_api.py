@@ -379,7 +379,8 @@ def markdown(args: argparse.Namespace, runs: list[Run], summaries: list[Summary]
         lines += [
             "",
             f"`before`: calltrack from `{args.before}` (`--before`), run in the same rounds"
-            " (bare, before, calltrack): a regression check of a change, side by side.",
+            " (bare, before, calltrack; the two calltracks swap places every other round): a"
+            " regression check of a change, side by side.",
         ]
     lines += [
         "",
@@ -420,6 +421,15 @@ def markdown(args: argparse.Namespace, runs: list[Run], summaries: list[Summary]
     return "\n".join(lines)
 
 
+def run_order(round_no: int, before: bool) -> tuple[str, ...]:
+    """The servers of one round. With --before, the two calltracks swap places every round
+    (A B / B A): on these machines a run's speed drifts within a round, and a fixed order would
+    lay that drift on one of them."""
+    if not before:
+        return ("bare", "calltrack")
+    return ("bare", "before", "calltrack") if round_no % 2 else ("bare", "calltrack", "before")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured run")
@@ -455,9 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="calltrack-bench-") as tmp:
         for pinning in pinnings:
             for round_no in range(1, args.rounds + 1):
-                for kind in (
-                    ("bare", "before", "calltrack") if args.before else ("bare", "calltrack")
-                ):
+                for kind in run_order(round_no, bool(args.before)):
                     runs.append(measure(args, kind, pinning, round_no, Path(tmp)))
     summaries = [summarise(p, runs) for p in pinnings]
     report = markdown(args, runs, summaries)
