@@ -75,7 +75,7 @@ session_pools = Table(
     Column("session_id", ID, ForeignKey("sessions.id"), primary_key=True),
     Column("pool", String(64), primary_key=True),
     Column("site", String(64), nullable=False),
-    Column("replaces", String(255), nullable=False),  # own numbers (E.164), comma-separated
+    Column("replaces", Text, nullable=False),  # own numbers (E.164), comma-separated
     Column("tracking", String(16), nullable=False),
     Column("started_at", Float, nullable=False, index=True),
 )

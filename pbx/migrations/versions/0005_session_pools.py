@@ -19,7 +19,7 @@ def upgrade() -> None:
         sa.Column("session_id", sa.String(length=32), nullable=False),
         sa.Column("pool", sa.String(length=64), nullable=False),
         sa.Column("site", sa.String(length=64), nullable=False),
-        sa.Column("replaces", sa.String(length=255), nullable=False),
+        sa.Column("replaces", sa.Text(), nullable=False),
         sa.Column("tracking", sa.String(length=16), nullable=False),
         sa.Column("started_at", sa.Float(), nullable=False),
         sa.ForeignKeyConstraint(
