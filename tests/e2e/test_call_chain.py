@@ -80,7 +80,6 @@ async def test_call_after_the_freeze_is_not_given_to_the_old_session(
     assert stored["session_id"] is None and stored["source"] is None
 
 
-@pytest.mark.parametrize(("line", "status"), [("busy", "busy"), ("ring", "missed")])
 async def test_a_national_did_from_the_carrier_reaches_its_number(
     daemon: Daemon, tmp_path: Path
 ) -> None:
@@ -94,6 +93,7 @@ async def test_a_national_did_from_the_carrier_reaches_its_number(
     )
 
 
+@pytest.mark.parametrize(("line", "status"), [("busy", "busy"), ("ring", "missed")])
 async def test_unanswered_call_is_stored_with_its_ring_time(
     daemon: Daemon, tmp_path: Path, line: str, status: str
 ) -> None:
