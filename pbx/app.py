@@ -63,11 +63,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
             ),
         ]
         yield
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await _stop(tasks)
         await visits.flush()
         visits.close()
     finally:
@@ -83,6 +79,11 @@ async def _recordings(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(worker.run_retention(), name="recording-retention"),
     ]
     yield
+    await _stop(tasks)
+
+
+async def _stop(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel background tasks and wait until each has stopped."""
     for task in tasks:
         task.cancel()
     for task in tasks:
