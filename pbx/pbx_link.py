@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ami_bridge import AmiBridge, ReportDelivery, StoreReport
 from ami_bridge.reconcile import reconcile
@@ -22,6 +23,7 @@ from attribution.calls import CallReport
 from dialplan.agi import start_agi_server
 from pbx.keys import CALLS, CLOCK, ENGINE, METRICS, PBX_LINK, RECORDINGS, SETTINGS
 from pbx.metrics import Metrics
+from pbx.settings import Settings
 from pbx.storage.calls import CallStore
 from pbx.storage.errors import is_transient
 from pbx.storage.tables import calls, sessions
@@ -49,6 +51,32 @@ def call_recorder(
     return record
 
 
+async def reconcile_missed(
+    settings: Settings,
+    engine: AsyncEngine,
+    deliver: ReportDelivery,
+    clock: Callable[[], float],
+    lost_at: float | None,
+) -> int:
+    """Store the calls that ended while nobody listened (the link or the daemon was down), each
+    through `deliver` like a live one; returns how many were new."""
+    since = lost_at
+    if since is None:  # daemon start: since the last stored call, or since tracking began
+        async with engine.connect() as conn:
+            since = await conn.scalar(select(func.max(calls.c.ended_at)))
+            if since is None:
+                since = await conn.scalar(select(func.min(sessions.c.started_at)))
+    # a first start does not import the PBX's whole history, only the last hour
+    since = (since if since is not None else clock()) - RECONCILE_OVERLAP
+    reports = await asyncio.to_thread(reconcile, settings, since)
+    stored = 0
+    for report in reports:
+        stored += await deliver(report)
+    if stored:
+        log.info("reconciled %d call(s) that ended while the link was down", stored)
+    return stored
+
+
 async def pbx_link(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     if settings.asterisk is None:
@@ -64,21 +92,7 @@ async def pbx_link(app: web.Application) -> AsyncIterator[None]:
     )
 
     async def on_connected(lost_at: float | None) -> None:
-        """Store the calls that ended while nobody listened (the link or the daemon was down)."""
-        since = lost_at
-        if since is None:  # daemon start: since the last stored call, or since tracking began
-            async with app[ENGINE].connect() as conn:
-                since = await conn.scalar(select(func.max(calls.c.ended_at)))
-                if since is None:
-                    since = await conn.scalar(select(func.min(sessions.c.started_at)))
-        # a first start does not import the PBX's whole history, only the last hour
-        since = (since if since is not None else clock()) - RECONCILE_OVERLAP
-        reports = await asyncio.to_thread(reconcile, settings, since)
-        stored = 0
-        for report in reports:
-            stored += await deliver(report)
-        if stored:
-            log.info("reconciled %d call(s) that ended while the link was down", stored)
+        await reconcile_missed(settings, app[ENGINE], deliver, clock, lost_at)
 
     watchdog = LoopWatchdog(settings.asterisk.agi.exit_on_stall).start()
     bridge = AmiBridge(settings, deliver, on_connected)
