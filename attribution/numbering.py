@@ -56,12 +56,13 @@ def pool_line(settings: Settings, site: Site, pool: Pool) -> str:
     return pool.forward_to or site_line(settings, site)
 
 
-def own_numbers(replace: Sequence[str], region: str | None) -> dict[str, list[str]]:
+def own_numbers(replace: Sequence[str], region: str | None) -> dict[str, tuple[str, ...]]:
     """A site's own numbers (its `replace`) in E.164, each with the ways the site writes it;
     numbers written without a country code are read in `region`, as the config was."""
-    written: dict[str, list[str]] = {}
+    written: dict[str, tuple[str, ...]] = {}
     for text in replace:
-        written.setdefault(to_e164(text, region, bare_e164=False), []).append(text)
+        own = to_e164(text, region, bare_e164=False)
+        written[own] = (*written.get(own, ()), text)
     return written
 
 

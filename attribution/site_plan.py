@@ -52,7 +52,7 @@ class SlotOutcome:
 @dataclass(frozen=True)
 class SitePlan:
     name: str
-    own: Mapping[str, Sequence[str]]  # own number (E.164) -> as the site writes it
+    own: Mapping[str, tuple[str, ...]]  # own number (E.164) -> as the site writes it
     pools: tuple[PoolPlan, ...]
     fallback: str | None
     fallback_line: str

@@ -10,7 +10,6 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from attribution.numbering import own_numbers
 from attribution.phone import display_like
 from pbx.http import Handler, client_ip, json_error, read_json_object
 from pbx.keys import METRICS, SETTINGS, VISITS
@@ -63,11 +62,11 @@ def _numbers(own: str, written: tuple[str, ...], number: str) -> tuple[dict[str,
 def _answer(request: web.Request, site: Site, visit: Visit) -> web.Response:
     """The visit's numbers, one entry per way the site writes each own number shown otherwise:
     a tracking number, or the fallback number when the pool had none to give."""
-    region = request.app[SETTINGS].region
+    written = request.app[VISITS].plan(site.name).own
     numbers = [
         entry
         for own, number in visit.shown.items()
-        for entry in _numbers(own, _written(tuple(site.replace), region)[own], number)
+        for entry in _numbers(own, written[own], number)
     ]
     return web.json_response(
         {
@@ -77,12 +76,6 @@ def _answer(request: web.Request, site: Site, visit: Visit) -> web.Response:
             "ping_interval_s": request.app[SETTINGS].http.ping_interval,
         }
     )
-
-
-@functools.lru_cache(maxsize=64)
-def _written(replace: tuple[str, ...], region: str | None) -> dict[str, tuple[str, ...]]:
-    """A site's own numbers (E.164), each with the ways the site writes it."""
-    return {own: tuple(texts) for own, texts in own_numbers(replace, region).items()}
 
 
 async def start_visit(request: web.Request) -> web.Response:

@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
-from sqlalchemy import Table, delete, exists, select
+from sqlalchemy import ColumnElement, Table, delete, exists, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pbx.storage.tables import calls, leases, numbers, page_views, session_pools, sessions, visitors
@@ -26,18 +26,19 @@ INTERVAL = 3600.0
 FIRST_RUN_AFTER = 60.0  # not in the rush of a start (nor in a test's short-lived daemon)
 
 
+def _forgettable(before: float) -> tuple[ColumnElement[bool], ...]:
+    """A session inactive since before `before` that no call and no number's row refers to."""
+    return (
+        sessions.c.last_seen < before,
+        ~exists().where(calls.c.session_id == sessions.c.id),
+        ~exists().where(numbers.c.session_id == sessions.c.id),
+    )
+
+
 async def forget_visits_before(engine: AsyncEngine, before: float, batch: int = BATCH) -> int:
     """Delete sessions last active before `before` that nothing refers to; returns how many."""
     async with engine.connect() as conn:
-        stale = list(
-            await conn.scalars(
-                select(sessions.c.id).where(
-                    sessions.c.last_seen < before,
-                    ~exists().where(calls.c.session_id == sessions.c.id),
-                    ~exists().where(numbers.c.session_id == sessions.c.id),
-                )
-            )
-        )
+        stale = list(await conn.scalars(select(sessions.c.id).where(*_forgettable(before))))
         lone_visitors = list(
             await conn.scalars(
                 select(visitors.c.id).where(
@@ -56,12 +57,7 @@ async def forget_visits_before(engine: AsyncEngine, before: float, batch: int = 
             # checked again inside the write: a call may have been stored since the read
             ids = list(
                 await conn.scalars(
-                    select(sessions.c.id).where(
-                        sessions.c.id.in_(ids),
-                        sessions.c.last_seen < before,
-                        ~exists().where(calls.c.session_id == sessions.c.id),
-                        ~exists().where(numbers.c.session_id == sessions.c.id),
-                    )
+                    select(sessions.c.id).where(sessions.c.id.in_(ids), *_forgettable(before))
                 )
             )
             await _delete_rows_of(conn, (page_views, session_pools, leases), ids)

@@ -128,6 +128,10 @@ class VisitStore:
         """Close the connection the short transactions use (SQLite)."""
         self._transactions.close()
 
+    def plan(self, site: str) -> SitePlan:
+        """What the site shows and leases (its own numbers, how it writes them, its pools)."""
+        return self._plans[site]
+
     async def sync_numbers(self) -> None:
         """Make the `numbers` rows match the config; a removed number keeps its history."""
         await self._claims.sync_numbers(self._engine)
@@ -324,7 +328,8 @@ class VisitStore:
                 held.confirmed_until = held_until
             else:
                 claim.apply(held)
-        cached.tracking = _tracking(cached.held, False) if cached.held else cached.tracking
+        if cached.held:
+            cached.tracking = cached.held[0].tracking
         self._show(cached)
 
     def _may_write_behind(self, held: HeldNumber, now: float) -> bool:
