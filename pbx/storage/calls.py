@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, delete, exists, func, insert, select, update
@@ -279,26 +279,10 @@ def _columns(owner: CallOwner) -> dict[str, Any]:
     if owner.holder is not None:
         facts = owner.holder.facts
         columns |= {
+            **asdict(facts),  # each fact has a column of its name
             "session_id": owner.holder.session_id,
             "visitor_id": owner.holder.visitor_id,
             "click_ids": json.dumps(facts.click_ids),
-            **{
-                key: getattr(facts, key)
-                for key in (
-                    "source",
-                    "medium",
-                    "campaign",
-                    "term",
-                    "content",
-                    "referrer",
-                    "landing_url",
-                    "visit_number",
-                    "pages_viewed",
-                    "first_source",
-                    "first_medium",
-                    "first_campaign",
-                )
-            },
         }
     return columns
 
