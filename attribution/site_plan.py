@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from attribution.leasing import Tracking
 from attribution.numbering import own_numbers, pool_line, replaced_by, site_line
-from attribution.rules import Rule, matches
+from attribution.rules import Rule, choose_pool
 from attribution.traffic import TrafficSource
 
 if TYPE_CHECKING:
@@ -80,14 +80,7 @@ class SitePlan:
         """The pools a visit leases from, in the order of the site's own numbers."""
         chosen: dict[str, list[str]] = {}
         for own in self.own:
-            pool = next(
-                (
-                    p
-                    for p in self.pools
-                    if own in p.replaces and (p.when is None or matches(p.when, arrival))
-                ),
-                None,
-            )
+            pool = choose_pool([p for p in self.pools if own in p.replaces], arrival)
             if pool is not None:
                 chosen.setdefault(pool.name, []).append(own)
         return [Slot(pool, tuple(own)) for pool, own in chosen.items()]
