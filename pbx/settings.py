@@ -31,6 +31,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
+from attribution.money import cents_text, to_cents
 from attribution.phone import REGIONS, PhoneNumberError, to_e164
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -88,6 +89,13 @@ def _check_shown(text: str) -> str:
     to_e164(text, _REGION.get(), bare_e164=False)  # a PhoneNumberError is a ValueError
     return text
 
+
+Cents = Annotated[
+    int,
+    BeforeValidator(to_cents),
+    PlainSerializer(cents_text),
+    WithJsonSchema({"type": ["string", "number"], "pattern": r"^\d+([.,]\d{1,2})?$"}),
+]
 
 #: A number as the site shows it, kept in that form: the tracking number is displayed like it.
 ShownNumber = Annotated[str, AfterValidator(_check_shown)]
@@ -201,6 +209,11 @@ class StaticNumber(_Model):
     forward_to: str | None = Field(
         None, description="the real line of its calls; default: the top-level forward_to"
     )
+    monthly_cost: Cents | None = Field(
+        None,
+        description='what the source costs a month, e.g. "15000.00" (the billboard\'s rent);'
+        " reports spread it evenly over the days of each month",
+    )
 
 
 class Recordings(_Model):
@@ -308,6 +321,39 @@ Tag = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[^,]+$")]
 DEFAULT_TAGS = ["lead", "sale", "spam", "wrong number"]
 
 
+class Leads(_Model):
+    """What makes a call a lead in reports: any one of these."""
+
+    tags: list[Tag] = Field(
+        default_factory=lambda: ["lead", "sale"],
+        description="a call staff tagged with one of these",
+    )
+    min_score: int | None = Field(
+        None, ge=1, le=5, description="a call staff scored at least this (1-5); none: not used"
+    )
+    min_talk: Seconds | None = Field(
+        30.0, description="a call talked at least this long, e.g. 30s; none: not used"
+    )
+
+
+class Sales(_Model):
+    match_days: int = Field(
+        90,
+        ge=1,
+        le=3650,
+        description="POST /api/v1/sales credits the caller's latest call at most this many days"
+        " before the sale",
+    )
+
+
+class AttributionSettings(_Model):
+    probable_window: Seconds | None = Field(
+        None,
+        description="a call to a pool number nobody held is a probable match of the sessions"
+        " whose lease ended at most this long before it; default: freeze_time",
+    )
+
+
 class Ami(_Model):
     host: str = Field("127.0.0.1", description="Asterisk's manager interface address")
     port: int = Field(5038, ge=1, le=65535, description="Asterisk's manager interface port")
@@ -373,6 +419,16 @@ class Settings(_Model):
         default_factory=lambda: list(DEFAULT_TAGS), description="what staff may tag calls with"
     )
     ui: Ui = Field(Ui(), description="the staff pages")
+    currency: str = Field(
+        "USD",
+        pattern=r"^[A-Z]{3}$",
+        description="ISO 4217 code of every amount (costs, sales); one currency per install",
+    )
+    leads: Leads = Field(Leads(), description="what counts as a lead in reports")
+    sales: Sales = Field(Sales(), description="sales reported by the CRM")
+    attribution: AttributionSettings = Field(
+        AttributionSettings(), description="matching calls no session held"
+    )
     http: Http = Field(Http(), description="the HTTP server: widget API, staff pages and API")
     asterisk: Asterisk | None = Field(
         None, description="the PBX; without it calltrack only leases numbers"
@@ -430,6 +486,10 @@ class Settings(_Model):
                 yield ("sites", s, "fallback"), site.fallback
         for i, static in enumerate(self.static):
             yield ("static", i, "number"), static.number
+
+    @property
+    def probable_window(self) -> float:
+        return self.attribution.probable_window or self.freeze_time
 
     def site(self, name: str) -> Site | None:
         return next((s for s in self.sites if s.name == name), None)

@@ -163,6 +163,12 @@ calls = Table(
     Column("sale_cents", Integer),  # the sale it led to, for ROI; whole cents, no float money
     Column("reviewed_by", String(64)),
     Column("reviewed_at", Float),
+    # a known caller's call no session held, linked to the visitor of this earlier call
+    Column("repeat_of", Integer),
+    # sales the CRM reported for this call (POST /api/v1/sales), kept in step with `sales`
+    Column("crm_sales", Integer, nullable=False, server_default="0"),
+    Column("crm_sale_cents", Integer, nullable=False, server_default="0"),
+    Index("ix_calls_caller_started", "caller", "started_at"),
 )
 
 call_tags = Table(
@@ -184,4 +190,114 @@ staff_sessions = Table(
     Column("last_seen", Float, nullable=False, index=True),
     # sha256 of the user's password hash at login: a new password in the config ends the session
     Column("password_sha256", String(64), nullable=False, server_default=""),
+)
+
+
+# Reports read rollups kept on write, never a scan of every visit or call per request. Each can be
+# rebuilt from the raw rows (`calltrack reports rebuild`), e.g. after ui.timezone changes: a
+# `day` is the local date (yyyymmdd) in ui.timezone. "" stands for "none" in key columns.
+
+# Visits (sessions) a day by channel: group by source, medium, campaign, pool, site or time.
+visit_channels = Table(
+    "visit_channels",
+    metadata,
+    Column("day", Integer, primary_key=True),
+    Column("site", String(64), primary_key=True),
+    Column("pool", String(64), primary_key=True),
+    Column("source", String(512), primary_key=True),
+    Column("medium", String(512), primary_key=True),
+    Column("campaign", String(512), primary_key=True),
+    Column("visits", Integer, nullable=False),
+)
+
+# Visits a day by one more facet of their landing: term, content, landing (path), referrer (host).
+visit_facets = Table(
+    "visit_facets",
+    metadata,
+    Column("facet", String(16), primary_key=True),
+    Column("day", Integer, primary_key=True),
+    Column("site", String(64), primary_key=True),
+    Column("value", String(1024), primary_key=True),
+    Column("visits", Integer, nullable=False),
+)
+
+# Whom each call is credited to under each attribution model (last, first, last_non_direct),
+# with every dimension a report groups by: one indexed read per report.
+call_credits = Table(
+    "call_credits",
+    metadata,
+    Column("call_id", Integer, ForeignKey("calls.id"), primary_key=True),
+    Column("model", String(16), primary_key=True),
+    Column("day", Integer, nullable=False),
+    Column("kind", String(16), nullable=False),  # session | static | visitor | probable | none
+    Column("site", String(64)),
+    Column("pool", String(64)),
+    Column("source", String(512)),
+    Column("medium", String(512)),
+    Column("campaign", String(512)),
+    Column("term", String(512)),
+    Column("content", String(512)),
+    Column("landing", String(1024)),  # path
+    Column("referrer", String(255)),  # host
+    Column("static", String(128)),  # the static number's source
+    Column("session_id", ID),
+    Index("ix_call_credits_model_day", "model", "day"),
+)
+
+# The sessions a call no session held probably came from (attribution "probable"), likeliest
+# first: their lease of the number ended shortly before the call.
+call_candidates = Table(
+    "call_candidates",
+    metadata,
+    Column("call_id", Integer, ForeignKey("calls.id"), primary_key=True),
+    Column("session_id", ID, primary_key=True),
+    Column("released_at", Float, nullable=False),
+    Column("likelihood", Float, nullable=False),
+)
+
+# Ad spend a day by channel, imported from the ad platforms' exports (calltrack costs import).
+costs = Table(
+    "costs",
+    metadata,
+    Column("day", Integer, primary_key=True),
+    Column("source", String(512), primary_key=True),
+    Column("medium", String(512), primary_key=True),
+    Column("campaign", String(512), primary_key=True),
+    Column("cost_cents", Integer, nullable=False),
+    Column("imported_at", Float, nullable=False),
+    Column("file", String(255), nullable=False),
+)
+
+# Deals the CRM reported (POST /api/v1/sales), each credited to the caller's latest call.
+sales = Table(
+    "sales",
+    metadata,
+    Column("reference", String(128), primary_key=True),  # the CRM's id: posting twice is one sale
+    Column("call_id", Integer, ForeignKey("calls.id"), nullable=False, index=True),
+    Column("caller", String(CALLER_MAX), nullable=False),
+    Column("amount_cents", Integer, nullable=False),
+    Column("at", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(64), nullable=False),
+)
+
+# Each caller's latest call, kept on write: the missed callers to call back, known callers.
+callers = Table(
+    "callers",
+    metadata,
+    Column("caller", String(CALLER_MAX), primary_key=True),
+    Column("last_call_id", Integer, nullable=False),
+    Column("last_started_at", Float, nullable=False),
+    Column("last_status", String(16), nullable=False, index=True),
+    Column("visitor_id", ID),  # the visitor of the caller's latest call credited to a session
+    Column("visitor_call_id", Integer),  # that call
+)
+
+# Missed calls staff have called back ("called back" on /calls/missed).
+callbacks = Table(
+    "callbacks",
+    metadata,
+    Column("call_id", Integer, ForeignKey("calls.id"), primary_key=True),
+    Column("by", String(64), nullable=False),
+    Column("at", Float, nullable=False),
 )
