@@ -1,0 +1,227 @@
+"""Report arithmetic: what a row of the channel report holds and how its ratios are computed.
+
+Storage sums raw counts per key (`Tally`); everything derived from them (answer rate, cost per
+lead, ROI) is computed here once, so the page, the JSON API, the CSV and the dashboard agree.
+Money is whole cents; a ratio with a zero denominator is None ("—" on the page), never 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from datetime import date, timedelta
+from enum import StrEnum
+from typing import Any
+
+from attribution.money import cents_text, divide_cents
+
+
+class GroupBy(StrEnum):
+    SOURCE = "source"
+    MEDIUM = "medium"
+    CAMPAIGN = "campaign"
+    TERM = "term"
+    CONTENT = "content"
+    LANDING = "landing"  # the landing page's path
+    REFERRER = "referrer"  # the referring host
+    STATIC = "static"  # the offline source of a static number
+    POOL = "pool"
+    SITE = "site"
+    DAY = "day"
+    WEEK = "week"  # keyed by its Monday
+    MONTH = "month"
+
+    @property
+    def is_time(self) -> bool:
+        return self in (GroupBy.DAY, GroupBy.WEEK, GroupBy.MONTH)
+
+
+class Model(StrEnum):
+    """Whom a call is credited to (see attribution.models)."""
+
+    LAST = "last"  # the session that called
+    FIRST = "first"  # the visitor's first touch
+    LAST_NON_DIRECT = "last_non_direct"  # a direct visit credited to the latest earlier source
+
+
+MODEL_NAMES = {
+    Model.LAST: "Last touch: the visit the caller called from",
+    Model.FIRST: "First touch: the visit that first brought the caller",
+    Model.LAST_NON_DIRECT: "Last non-direct: a direct visit credited to the caller's latest"
+    " earlier source (as Google Analytics and Metrica do)",
+}
+
+#: Keys of calls that no channel can be credited with; they are rows of their own, never dropped.
+UNATTRIBUTED = "(unattributed)"
+PROBABLE = "(probable)"  # calls only probably matched, when not asked to include them
+NOT_SET = "(not set)"  # e.g. the term of a visit without utm_term, or of a static call
+WEB = "(web)"  # under `static`: calls that came through the website
+
+
+def local_day(day: date) -> int:
+    """The rollups' day key: yyyymmdd."""
+    return day.year * 10000 + day.month * 100 + day.day
+
+
+def day_of(key: int) -> date:
+    return date(key // 10000, key // 100 % 100, key % 100)
+
+
+def time_key(day: date, group_by: GroupBy) -> str:
+    """A day's row key under a time grouping: the date, its week's Monday, or the month."""
+    if group_by is GroupBy.WEEK:
+        return (day - timedelta(days=day.weekday())).isoformat()
+    if group_by is GroupBy.MONTH:
+        return day.strftime("%Y-%m")
+    return day.isoformat()
+
+
+@dataclass(frozen=True)
+class Tally:
+    """Raw counts of one row; added up for totals and coarser groupings."""
+
+    visits: int = 0
+    calls: int = 0
+    first_time_callers: int = 0
+    answered: int = 0
+    missed: int = 0  # missed, busy, abandoned or failed
+    talk_seconds: float = 0.0  # of answered calls
+    leads: int = 0
+    sales: int = 0
+    revenue_cents: int = 0
+    cost_cents: int = 0
+
+    def __add__(self, other: Tally) -> Tally:
+        return Tally(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in _FIELDS})
+
+
+_FIELDS = fields(Tally)
+
+
+def total(tallies: Iterable[Tally]) -> Tally:
+    result = Tally()
+    for tally in tallies:
+        result = result + tally
+    return result
+
+
+def _ratio(part: float, whole: float, digits: int = 4) -> float | None:
+    return round(part / whole, digits) if whole else None
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    key: str
+    tally: Tally
+
+    @property
+    def repeat_calls(self) -> int:
+        return self.tally.calls - self.tally.first_time_callers
+
+    @property
+    def answer_rate(self) -> float | None:
+        return _ratio(self.tally.answered, self.tally.calls)
+
+    @property
+    def avg_talk_seconds(self) -> float | None:
+        return _ratio(self.tally.talk_seconds, self.tally.answered, 1)
+
+    @property
+    def cost_per_call(self) -> int | None:
+        return divide_cents(self.tally.cost_cents, self.tally.calls)
+
+    @property
+    def cost_per_lead(self) -> int | None:
+        return divide_cents(self.tally.cost_cents, self.tally.leads)
+
+    @property
+    def roi(self) -> float | None:
+        """(revenue − cost) / cost."""
+        t = self.tally
+        return _ratio(t.revenue_cents - t.cost_cents, t.cost_cents)
+
+    @property
+    def conversion(self) -> float | None:
+        """Calls per visit."""
+        return _ratio(self.tally.calls, self.tally.visits)
+
+    def as_json(self) -> dict[str, Any]:
+        """The API's row: money as exact decimal strings ("1500.00"), ratios as numbers."""
+        t = self.tally
+        return {
+            "key": self.key,
+            "visits": t.visits,
+            "calls": t.calls,
+            "first_time_callers": t.first_time_callers,
+            "repeat_calls": self.repeat_calls,
+            "answered": t.answered,
+            "missed": t.missed,
+            "answer_rate": self.answer_rate,
+            "avg_talk_seconds": self.avg_talk_seconds,
+            "leads": t.leads,
+            "sales": t.sales,
+            "revenue": cents_text(t.revenue_cents),
+            "cost": cents_text(t.cost_cents),
+            "cost_per_call": _money(self.cost_per_call),
+            "cost_per_lead": _money(self.cost_per_lead),
+            "roi": self.roi,
+            "conversion": self.conversion,
+        }
+
+
+#: The columns of a row, in the order of the JSON object, the CSV and the page.
+COLUMNS = tuple(ReportRow("", Tally()).as_json())
+
+
+def _money(cents: int | None) -> str | None:
+    return cents_text(cents) if cents is not None else None
+
+
+@dataclass(frozen=True)
+class ReportQuery:
+    """One report: a range of local days (both included), a grouping, filters, a model."""
+
+    since: date
+    until: date
+    group_by: GroupBy = GroupBy.SOURCE
+    model: Model = Model.LAST
+    filters: Mapping[GroupBy, str] = field(default_factory=dict)
+    include_probable: bool = False
+
+
+@dataclass(frozen=True)
+class Report:
+    query: ReportQuery
+    currency: str
+    rows: list[ReportRow]
+
+    @property
+    def totals(self) -> ReportRow:
+        return ReportRow("(total)", total(r.tally for r in self.rows))
+
+    def as_json(self) -> dict[str, Any]:
+        q = self.query
+        return {
+            "since": q.since.isoformat(),
+            "until": q.until.isoformat(),
+            "group_by": str(q.group_by),
+            "model": str(q.model),
+            "filters": {str(k): v for k, v in q.filters.items()},
+            "include_probable": q.include_probable,
+            "currency": self.currency,
+            "rows": [r.as_json() for r in self.rows],
+            "totals": self.totals.as_json(),
+        }
+
+
+def build_rows(tallies: Mapping[str, Tally], group_by: GroupBy) -> list[ReportRow]:
+    """Rows in reading order: time groupings by time; others by calls, then visits, then key,
+    with the rows that name no channel last."""
+    rows = [ReportRow(key, tally) for key, tally in tallies.items()]
+    if group_by.is_time:
+        return sorted(rows, key=lambda r: r.key)
+    special = (UNATTRIBUTED, PROBABLE)
+    return sorted(
+        rows,
+        key=lambda r: (r.key in special, -r.tally.calls, -r.tally.visits, r.key),
+    )
