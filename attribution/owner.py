@@ -17,6 +17,7 @@ class Attribution(StrEnum):
     STATIC = "static"
     FALLBACK = "fallback"
     SESSION = "session"
+    PROBABLE = "probable"  # stored only: no session held it, one probably did (probable.py)
     UNKNOWN = "unknown"
 
 

@@ -46,14 +46,23 @@ class TrafficSource:
 
     @property
     def referrer_host(self) -> str | None:
-        return _host(self.referrer) if self.referrer else None
+        return host_of(self.referrer) if self.referrer else None
 
     @property
     def landing_path(self) -> str:
-        return urlsplit(self.landing_url).path or "/"
+        return path_of(self.landing_url)
 
 
-def _host(url: str) -> str | None:
+def path_of(url: str) -> str:
+    """A landing page as reports group it: its path, without query or fragment."""
+    try:
+        return urlsplit(url).path or "/"
+    except ValueError:
+        return "/"
+
+
+def host_of(url: str) -> str | None:
+    """A referrer as reports group it: its host, lower case, without "www."."""
     try:
         host = urlsplit(url).hostname
     except ValueError:
@@ -79,8 +88,8 @@ def read_source(url: str, referrer: str | None) -> TrafficSource:
     tags = {k: query[k][:MAX_VALUE] for k in UTM_KEYS if query.get(k)}
     click_ids = {k: query[k][:MAX_VALUE] for k in CLICK_ID_SOURCES if query.get(k)}
     referrer = referrer[:MAX_URL] if referrer else None
-    ref_host = _host(referrer) if referrer else None
-    if ref_host and ref_host == _host(url):
+    ref_host = host_of(referrer) if referrer else None
+    if ref_host and ref_host == host_of(url):
         ref_host = None  # moving inside the site is not a source
     if "utm_source" in tags or "utm_medium" in tags:
         source = tags.get("utm_source") or ref_host or "(not set)"

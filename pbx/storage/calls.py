@@ -14,8 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from attribution.calls import CallReport, Route
 from attribution.numbering import Numbering
 from attribution.owner import Attribution, CallOwner, attribute, needs_holder
+from attribution.probable import Candidate, candidates
 from pbx.settings import Settings
-from pbx.storage.tables import call_tags, calls
+from pbx.storage.call_credits import CallCredits
+from pbx.storage.callers import is_known_number, known_visitor, record_call
+from pbx.storage.tables import call_candidates, call_tags, calls
 from pbx.storage.visits import VisitStore
 
 
@@ -58,6 +61,7 @@ class CallStore:
         self._visits = visits
         self._clock = clock
         self._numbering = Numbering.from_settings(settings)
+        self._credits = CallCredits(settings)
         insert_for = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         self._insert = insert_for(calls)
 
@@ -78,13 +82,15 @@ class CallStore:
 
     async def store(self, report: CallReport) -> Attribution | None:
         """Store the call once and say how it was attributed; None (and no change) when its
-        Linkedid was stored before."""
+        Linkedid was stored before. Its report credits and its caller's row are written in the
+        same transaction."""
         async with self._engine.connect() as conn:
             if await conn.scalar(select(exists().where(calls.c.linkedid == report.linkedid))):
                 return None
         owner = await self.owner(report.did, report.started_at)
+        likely = await self._probable(owner, report)
         async with self._engine.begin() as conn:
-            repeat = bool(report.caller.strip("+").isdigit()) and bool(
+            repeat = is_known_number(report.caller) and bool(
                 await conn.scalar(
                     select(
                         exists().where(
@@ -94,25 +100,53 @@ class CallStore:
                     )
                 )
             )
-            result = await conn.execute(
-                self._insert.values(
-                    linkedid=report.linkedid,
-                    caller=report.caller,
-                    did=report.did,
-                    started_at=report.started_at,
-                    answered_at=report.answered_at,
-                    ended_at=report.ended_at,
-                    status=report.status,
-                    dial_status=report.dial_status,
-                    ring_seconds=round(report.ring_seconds, 3),
-                    talk_seconds=round(report.talk_seconds, 3),
-                    recording=report.recording,
-                    repeat_caller=repeat,
-                    stored_at=self._clock(),
-                    **_columns(owner),
-                ).on_conflict_do_nothing(index_elements=["linkedid"])
+            values = {
+                "linkedid": report.linkedid,
+                "caller": report.caller,
+                "did": report.did,
+                "started_at": report.started_at,
+                "answered_at": report.answered_at,
+                "ended_at": report.ended_at,
+                "status": report.status,
+                "dial_status": report.dial_status,
+                "ring_seconds": round(report.ring_seconds, 3),
+                "talk_seconds": round(report.talk_seconds, 3),
+                "recording": report.recording,
+                "repeat_caller": repeat,
+                "stored_at": self._clock(),
+                "visitor_id": None,
+                "session_id": None,
+                "repeat_of": None,
+                **_columns(owner),
+            }
+            if likely:
+                values["attribution"] = str(Attribution.PROBABLE)
+            if owner.holder is None and (known := await known_visitor(conn, report.caller)):
+                values["visitor_id"], values["repeat_of"] = known
+            call_id = await conn.scalar(
+                self._insert.values(**values)
+                .on_conflict_do_nothing(index_elements=["linkedid"])
+                .returning(calls.c.id)
             )
-        return owner.attribution if result.rowcount else None
+            if call_id is None:
+                return None
+            call = values | {"id": call_id}
+            if likely:
+                await conn.execute(
+                    insert(call_candidates),
+                    [{"call_id": call_id, **asdict(candidate)} for candidate in likely],
+                )
+            await record_call(conn, call, from_session=owner.holder is not None)
+            await self._credits.write(conn, call)
+        return Attribution(values["attribution"])
+
+    async def _probable(self, owner: CallOwner, report: CallReport) -> list[Candidate]:
+        """The sessions that probably made a call to a pool number nobody held."""
+        if owner.attribution is not Attribution.UNKNOWN or not needs_holder(owner.number):
+            return []
+        window = self._settings.probable_window
+        spans = await self._visits.released_before(report.did, report.started_at, window)
+        return candidates(spans, report.started_at, window)
 
     def _filtered(self, query: Select[Any], where: CallFilter) -> Select[Any]:
         c = calls.c

@@ -32,6 +32,28 @@ _FACTS = (
 )
 
 
+async def released_before(
+    engine: AsyncEngine, number: str, at: float, window: float
+) -> list[LeaseSpan]:
+    """Leases of `number` that ended within `window` before `at`: a probable match's candidates."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(
+                leases.c.id,
+                leases.c.number,
+                leases.c.session_id,
+                leases.c.started_at,
+                leases.c.held_until,
+            ).where(
+                leases.c.number == number,
+                leases.c.started_at <= at,
+                leases.c.held_until >= at - window,
+                leases.c.held_until < at,
+            )
+        )
+        return [LeaseSpan(r.id, r.number, r.session_id, r.started_at, r.held_until) for r in rows]
+
+
 async def find_holder(engine: AsyncEngine, number: str, at: float) -> Holder | None:
     """The session that held `number` at instant `at`, for attributing a call."""
     async with engine.connect() as conn:

@@ -171,7 +171,11 @@ async def test_call_is_attributed_to_the_session_holding_the_number_at_its_start
     assert by_id["c1"]["attribution"] == "session"
     assert by_id["c1"]["session_id"] == a.session_id
     assert (by_id["c1"]["source"], by_id["c1"]["campaign"]) == ("google", "spring")
-    assert by_id["c2"]["attribution"] == "unknown"  # past the freeze: not the old session
+    # past the freeze: not the old session's call, only probably (it ended a minute before)
+    assert by_id["c2"]["attribution"] == "probable" and by_id["c2"]["session_id"] is None
+    # ... and its caller is known: the call is linked to the visitor of their earlier call
+    assert by_id["c2"]["visitor_id"] == by_id["c1"]["visitor_id"]
+    assert by_id["c2"]["repeat_of"] == by_id["c1"]["id"]
     assert by_id["c2"]["repeat_caller"] and not by_id["c1"]["repeat_caller"]
 
 

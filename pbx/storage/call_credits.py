@@ -1,0 +1,197 @@
+"""Call credits: the rows reports read, one per call and attribution model.
+
+Written with the call, in its transaction, and rebuilt idempotently from the raw rows (calls,
+sessions, call_candidates) by `calltrack reports rebuild`, e.g. after ui.timezone changed. Both
+paths go through `CallCredits.write`, so a rebuild gives exactly what was written live.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from attribution.models import NOBODY, CallHistory, Credit, CreditKind, Touch, credits
+from attribution.numbering import StaticSource
+from attribution.owner import Attribution
+from attribution.reports import local_day
+from attribution.traffic import host_of, path_of
+from pbx.settings import Settings
+from pbx.storage.tables import call_candidates, call_credits, calls, sessions
+
+MAX_HISTORY = 500  # the visitor's visits a call's credits consider (the latest ones)
+REBUILD_BATCH = 1000
+
+_TOUCH_COLUMNS = (
+    sessions.c.id,
+    sessions.c.started_at,
+    sessions.c.site,
+    sessions.c.pool,
+    sessions.c.source,
+    sessions.c.medium,
+    sessions.c.campaign,
+    sessions.c.term,
+    sessions.c.content,
+    sessions.c.landing_url,
+    sessions.c.referrer,
+)
+
+
+def _touch(row: Any) -> Touch:
+    return Touch(
+        session_id=row.id,
+        started_at=row.started_at,
+        site=row.site,
+        pool=row.pool,
+        source=row.source,
+        medium=row.medium,
+        campaign=row.campaign,
+        term=row.term,
+        content=row.content,
+        landing=path_of(row.landing_url),
+        referrer=host_of(row.referrer) if row.referrer else None,
+    )
+
+
+class CallCredits:
+    def __init__(self, settings: Settings) -> None:
+        self._zone = ZoneInfo(settings.ui.timezone)
+        self._internal = frozenset(
+            host for site in settings.sites for o in site.origins if (host := host_of(o))
+        )
+
+    def day(self, at: float) -> int:
+        return local_day(datetime.fromtimestamp(at, self._zone).date())
+
+    async def write(self, conn: AsyncConnection, call: Mapping[str, Any]) -> None:
+        """(Re)write the credits of one stored call; `call` holds its columns (with `id`)."""
+        visits = await _visits(conn, call["visitor_id"], call["started_at"])
+        matched = await _matched(conn, call, visits)
+        if matched.kind is CreditKind.PROBABLE and not visits and matched.touch:
+            visits = await _visits_of_session(conn, matched.touch.session_id, call["started_at"])
+        history = CallHistory(call["started_at"], matched, visits)
+        day = self.day(call["started_at"])
+        await conn.execute(delete(call_credits).where(call_credits.c.call_id == call["id"]))
+        await conn.execute(
+            insert(call_credits),
+            [
+                _row(call["id"], str(model), day, credit, call)
+                for model, credit in credits(history, self._internal).items()
+            ],
+        )
+
+    async def rebuild(self, engine: AsyncEngine) -> int:
+        """Write every call's credits again; returns how many calls."""
+        done, after = 0, -1
+        while True:
+            async with engine.begin() as conn:
+                rows = (
+                    await conn.execute(
+                        select(calls)
+                        .where(calls.c.id > after)
+                        .order_by(calls.c.id)
+                        .limit(REBUILD_BATCH)
+                    )
+                ).all()
+                for row in rows:
+                    await self.write(conn, dict(row._mapping))
+            if not rows:
+                return done
+            done += len(rows)
+            after = rows[-1].id
+
+
+async def _visits(conn: AsyncConnection, visitor_id: str | None, until: float) -> list[Touch]:
+    if visitor_id is None:
+        return []
+    rows = await conn.execute(
+        select(*_TOUCH_COLUMNS)
+        .where(sessions.c.visitor_id == visitor_id, sessions.c.started_at <= until)
+        .order_by(sessions.c.started_at.desc())
+        .limit(MAX_HISTORY)
+    )
+    return [_touch(r) for r in rows]
+
+
+async def _visits_of_session(conn: AsyncConnection, session_id: str, until: float) -> list[Touch]:
+    visitor = await conn.scalar(select(sessions.c.visitor_id).where(sessions.c.id == session_id))
+    return await _visits(conn, visitor, until)
+
+
+async def _matched(
+    conn: AsyncConnection, call: Mapping[str, Any], visits: Sequence[Touch]
+) -> Credit:
+    """What the call was matched to when stored, read back from its columns."""
+    attribution = call["attribution"]
+    if attribution == Attribution.STATIC:
+        return Credit(
+            CreditKind.STATIC,
+            static=StaticSource(call["source"], call["medium"], call["campaign"]),
+        )
+    if attribution == Attribution.SESSION and call["session_id"]:
+        own = next((t for t in visits if t.session_id == call["session_id"]), None)
+        if own is None:  # its visitor's history is capped: read the session itself
+            row = (
+                await conn.execute(
+                    select(*_TOUCH_COLUMNS).where(sessions.c.id == call["session_id"])
+                )
+            ).one_or_none()
+            own = _touch(row) if row else None
+        return Credit(CreditKind.SESSION, own) if own else NOBODY
+    if attribution == Attribution.PROBABLE:
+        row = (
+            await conn.execute(
+                select(*_TOUCH_COLUMNS)
+                .join(call_candidates, call_candidates.c.session_id == sessions.c.id)
+                .where(call_candidates.c.call_id == call["id"])
+                .order_by(call_candidates.c.likelihood.desc(), call_candidates.c.released_at.desc())
+                .limit(1)
+            )
+        ).one_or_none()
+        return Credit(CreditKind.PROBABLE, _touch(row)) if row else NOBODY
+    return NOBODY
+
+
+def _row(
+    call_id: int, model: str, day: int, credit: Credit, call: Mapping[str, Any]
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "call_id": call_id,
+        "model": model,
+        "day": day,
+        "kind": str(credit.kind),
+        "site": None,
+        "pool": None,
+        "source": None,
+        "medium": None,
+        "campaign": None,
+        "term": None,
+        "content": None,
+        "landing": None,
+        "referrer": None,
+        "static": None,
+        "session_id": None,
+    }
+    if credit.static is not None:
+        s = credit.static
+        row |= {"source": s.source, "medium": s.medium, "campaign": s.campaign, "static": s.source}
+        row |= {"site": call.get("site"), "pool": call.get("pool")}
+    elif credit.touch is not None:
+        t = credit.touch
+        row |= {
+            "site": t.site,
+            "pool": t.pool,
+            "source": t.source,
+            "medium": t.medium,
+            "campaign": t.campaign,
+            "term": t.term,
+            "content": t.content,
+            "landing": t.landing[:1024],
+            "referrer": t.referrer[:255] if t.referrer else None,
+            "session_id": t.session_id,
+        }
+    return row

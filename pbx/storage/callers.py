@@ -1,0 +1,61 @@
+"""Each caller's latest call, kept on write: who to call back, and which visitor a caller is.
+
+A caller's row moves only forward in time (a call reconciled late from the CDR does not hide a
+newer one), and remembers the visitor of their latest call a session was credited with, so that
+their next call to a static number, the fallback or a number nobody held is linked to it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pbx.storage.tables import callers
+
+
+def is_known_number(caller: str) -> bool:
+    """Only a real number identifies a caller ("anonymous" and empty ids are nobody)."""
+    return caller.strip("+").isdigit()
+
+
+async def known_visitor(conn: AsyncConnection, caller: str) -> tuple[str, int] | None:
+    """The visitor of the caller's latest session-attributed call, and that call's id."""
+    if not is_known_number(caller):
+        return None
+    row = (
+        await conn.execute(
+            select(callers.c.visitor_id, callers.c.visitor_call_id).where(
+                callers.c.caller == caller, callers.c.visitor_id.is_not(None)
+            )
+        )
+    ).one_or_none()
+    return (row.visitor_id, row.visitor_call_id) if row else None
+
+
+async def record_call(conn: AsyncConnection, call: dict[str, Any], *, from_session: bool) -> None:
+    """Fold a newly stored call into its caller's row."""
+    if not is_known_number(call["caller"]):
+        return
+    insert_for = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    latest = {
+        "last_call_id": call["id"],
+        "last_started_at": call["started_at"],
+        "last_status": call["status"],
+    }
+    statement = insert_for(callers).values(caller=call["caller"], **latest)
+    await conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=["caller"],
+            set_=latest,
+            where=callers.c.last_started_at <= statement.excluded.last_started_at,
+        )
+    )
+    if from_session:
+        await conn.execute(
+            update(callers)
+            .where(callers.c.caller == call["caller"])
+            .values(visitor_id=call["visitor_id"], visitor_call_id=call["id"])
+        )
