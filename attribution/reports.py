@@ -56,6 +56,7 @@ UNATTRIBUTED = "(unattributed)"
 PROBABLE = "(probable)"  # calls only probably matched, when not asked to include them
 NOT_SET = "(not set)"  # e.g. the term of a visit without utm_term, or of a static call
 WEB = "(web)"  # under `static`: calls that came through the website
+UNSPLIT_COST = "(costs)"  # the row of costs a grouping cannot split (e.g. by landing page)
 
 
 def local_day(day: date) -> int:
@@ -194,6 +195,7 @@ class Report:
     query: ReportQuery
     currency: str
     rows: list[ReportRow]
+    notes: list[str] = field(default_factory=list)  # what the reader must know, e.g. no costs
 
     @property
     def totals(self) -> ReportRow:
@@ -211,6 +213,7 @@ class Report:
             "currency": self.currency,
             "rows": [r.as_json() for r in self.rows],
             "totals": self.totals.as_json(),
+            "notes": self.notes,
         }
 
 
@@ -220,7 +223,7 @@ def build_rows(tallies: Mapping[str, Tally], group_by: GroupBy) -> list[ReportRo
     rows = [ReportRow(key, tally) for key, tally in tallies.items()]
     if group_by.is_time:
         return sorted(rows, key=lambda r: r.key)
-    special = (UNATTRIBUTED, PROBABLE)
+    special = (UNATTRIBUTED, PROBABLE, UNSPLIT_COST)
     return sorted(
         rows,
         key=lambda r: (r.key in special, -r.tally.calls, -r.tally.visits, r.key),

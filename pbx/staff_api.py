@@ -33,7 +33,7 @@ def token_name(request: web.Request) -> str | None:
     return None
 
 
-def _unauthorized() -> web.Response:
+def unauthorized() -> web.Response:
     response = json_error(401, "a valid bearer token is required")
     response.headers["WWW-Authenticate"] = 'Bearer realm="calltrack"'
     return response
@@ -86,7 +86,7 @@ def call_json(row: dict[str, Any], base_url: str) -> dict[str, Any]:
 
 async def list_calls(request: web.Request) -> web.Response:
     if token_name(request) is None:
-        return _unauthorized()
+        return unauthorized()
     query = request.query
     where = CallFilter(
         since=_time(query.get("since"), "since"),
@@ -102,7 +102,7 @@ async def list_calls(request: web.Request) -> web.Response:
 
 async def list_leases(request: web.Request) -> web.Response:
     if token_name(request) is None:
-        return _unauthorized()
+        return unauthorized()
     rows = await request.app[VISITS].current_leases()
     leases = [
         {**r, "held_until": iso(r["held_until"]), "started_at": iso(r["started_at"])}
@@ -116,7 +116,7 @@ async def recording(request: web.Request) -> web.StreamResponse:
     """The call's recording, with HTTP Range so players can seek; for a valid token or a
     logged-in staff member."""
     if token_name(request) is None and await current_user(request) is None:
-        return _unauthorized()
+        return unauthorized()
     call_id = request.match_info["call_id"]
     call = await request.app[CALLS].get(int(call_id)) if CALL_ID.fullmatch(call_id) else None
     if call is None or not call["recording"]:

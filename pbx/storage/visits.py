@@ -29,6 +29,7 @@ from pbx.storage import lease_history
 from pbx.storage.db import Transactions, Tx
 from pbx.storage.number_claims import Claim, HeldNumber, NumberClaims, new_id
 from pbx.storage.tables import leases, numbers, page_views, session_pools, sessions, visitors
+from pbx.storage.visit_rollups import VisitRollups
 from pbx.storage.write_behind import WriteBehind
 
 CACHE_LIMIT = 200_000
@@ -119,6 +120,7 @@ class VisitStore:
         self._plans = {site.name: SitePlan.from_settings(settings, site) for site in settings.sites}
         self._claims = NumberClaims(settings, self._policy, engine.dialect.name == "postgresql")
         self._writes = WriteBehind(engine, self._transactions, clock)
+        self._rollups = VisitRollups(settings, engine.dialect.name == "postgresql")
         self._cache: dict[str, _CachedSession] = {}
         #: what one client may make us store: new sessions per hour (page views per session
         #: and URL lengths are capped where they are kept)
@@ -211,6 +213,7 @@ class VisitStore:
                 _INSERT_PAGE_VIEW,
                 {"session_id": session_id, "at": now, "url": request.url[:MAX_URL]},
             )
+            self._rollups.count(tx, plan.name, held[0].pool if held else None, source, now)
             return visitor_id, held
 
         visitor_id, held = await self._transactions.run(work)

@@ -1,0 +1,119 @@
+"""`GET /api/v1/reports` (bearer token): the channel report as JSON, or CSV with format=csv.
+
+The query is read here once for the API and the staff page (/reports), so both accept the same
+parameters: since, until (local dates in ui.timezone, both included; default the last 30 days),
+group_by, model, include_probable, and a filter per grouping (e.g. source=google).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping
+from datetime import date, datetime
+from typing import TypeVar
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+
+from attribution.reports import COLUMNS, GroupBy, Model, Report, ReportQuery
+from pbx.keys import CLOCK, ENGINE, SETTINGS
+from pbx.staff_api import token_name, unauthorized
+from pbx.staff_ui.export import cell
+from pbx.storage.report_queries import build_report, report_range
+
+MAX_DAYS = 3 * 366  # what one request may make the server sum
+MAX_FILTER = 512
+DEFAULT_DAYS = 30
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+
+_Choice = TypeVar("_Choice", GroupBy, Model)
+
+
+def _choice(kind: type[_Choice], value: str | None, name: str, default: _Choice) -> _Choice:
+    if value is None or value == "":
+        return default
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(str(v) for v in kind)
+        raise web.HTTPBadRequest(reason=f"{name}: expected one of {allowed}") from None
+
+
+def _date(value: str | None, name: str, default: date) -> date:
+    if value is None or value == "":
+        return default
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise web.HTTPBadRequest(reason=f"{name}: expected a date like 2026-11-30") from None
+
+
+def today(request: web.Request) -> date:
+    zone = ZoneInfo(request.app[SETTINGS].ui.timezone)
+    return datetime.fromtimestamp(request.app[CLOCK](), zone).date()
+
+
+def read_report_query(params: Mapping[str, str], now: date) -> ReportQuery:
+    """The report a request asks for; a 400 that names the parameter for anything else."""
+    first, last = report_range(now, DEFAULT_DAYS)
+    since = _date(params.get("since"), "since", first)
+    until = _date(params.get("until"), "until", last)
+    if until < since:
+        raise web.HTTPBadRequest(reason="until: expected a date on or after since")
+    if (until - since).days + 1 > MAX_DAYS:
+        raise web.HTTPBadRequest(reason=f"since..until: at most {MAX_DAYS} days")
+    filters: dict[GroupBy, str] = {}
+    for group in GroupBy:
+        value = params.get(str(group))
+        if value is None or value == "" or group.is_time:
+            continue
+        if len(value) > MAX_FILTER:
+            raise web.HTTPBadRequest(reason=f"{group}: at most {MAX_FILTER} characters")
+        filters[group] = value
+    probable = params.get("include_probable", "").lower()
+    if probable not in _TRUE | _FALSE:
+        raise web.HTTPBadRequest(reason="include_probable: expected true or false")
+    return ReportQuery(
+        since=since,
+        until=until,
+        group_by=_choice(GroupBy, params.get("group_by"), "group_by", GroupBy.SOURCE),
+        model=_choice(Model, params.get("model"), "model", Model.LAST),
+        filters=filters,
+        include_probable=probable in _TRUE,
+    )
+
+
+def report_csv(report: Report) -> str:
+    """The report's table as CSV: a row per key, then the totals."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow([str(report.query.group_by), *COLUMNS[1:]])
+    for row in [*report.rows, report.totals]:
+        writer.writerow([cell(v) for v in row.as_json().values()])
+    return out.getvalue()
+
+
+async def get_report(request: web.Request) -> web.Response:
+    if token_name(request) is None:
+        return unauthorized()
+    params = request.query
+    output = params.get("format", "json")
+    if output not in ("json", "csv"):
+        raise web.HTTPBadRequest(reason="format: expected json or csv")
+    query = read_report_query(params, today(request))
+    report = await build_report(request.app[ENGINE], request.app[SETTINGS], query)
+    if output == "csv":
+        name = f"calltrack-{query.group_by}-{query.since}-{query.until}.csv"
+        return web.Response(
+            text=report_csv(report),
+            content_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+    return web.json_response(report.as_json())
+
+
+def routes() -> list[web.AbstractRouteDef]:
+    return [web.get("/api/v1/reports", get_report)]

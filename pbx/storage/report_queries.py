@@ -1,0 +1,357 @@
+"""The channel report's queries: sums of the rollups (call_credits, visit_channels,
+visit_facets, costs) for a range of local days; the arithmetic is attribution.reports'.
+
+Each part is one grouped read of an indexed rollup, never a scan of every visit or call: calls
+through call_credits (model, day), visits through the visit rollups. Only a facet grouping (term,
+content, landing, referrer) filtered by a channel falls back to counting sessions in the range.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    and_,
+    case,
+    cast,
+    exists,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from attribution.models import CreditKind
+from attribution.reports import (
+    NOT_SET,
+    PROBABLE,
+    UNATTRIBUTED,
+    UNSPLIT_COST,
+    WEB,
+    GroupBy,
+    Report,
+    ReportQuery,
+    Tally,
+    build_rows,
+    day_of,
+    local_day,
+    time_key,
+)
+from attribution.traffic import host_of, path_of
+from pbx.settings import Settings
+from pbx.storage.tables import (
+    call_credits,
+    call_tags,
+    calls,
+    costs,
+    sessions,
+    visit_channels,
+    visit_facets,
+)
+
+MISSED = ("missed", "busy", "abandoned", "failed")
+CHANNEL = (GroupBy.SOURCE, GroupBy.MEDIUM, GroupBy.CAMPAIGN)
+#: what the visit_channels rollup is keyed by (besides the day)
+CHANNEL_ROLLUP = frozenset({*CHANNEL, GroupBy.POOL, GroupBy.SITE})
+FACETS = frozenset({GroupBy.TERM, GroupBy.CONTENT, GroupBy.LANDING, GroupBy.REFERRER})
+#: cost is known by source, medium, campaign and day
+COST_KEYS = frozenset({*CHANNEL, GroupBy.DAY, GroupBy.WEEK, GroupBy.MONTH, GroupBy.STATIC})
+
+
+async def build_report(engine: AsyncEngine, settings: Settings, query: ReportQuery) -> Report:
+    since, until = local_day(query.since), local_day(query.until)
+    tallies: dict[str, Tally] = defaultdict(Tally)
+    notes: list[str] = []
+    async with engine.connect() as conn:
+        for key, tally in await _call_tallies(conn, settings, query, since, until):
+            tallies[key] = tallies[key] + tally
+        for key, visits in await _visit_counts(conn, settings, query, since, until):
+            tallies[key] = tallies[key] + Tally(visits=visits)
+        cost_rows, note = await _costs(conn, query, since, until)
+    for key, cents in cost_rows:
+        tallies[key] = tallies[key] + Tally(cost_cents=cents)
+    if note:
+        notes.append(note)
+    return Report(query, settings.currency, build_rows(tallies, query.group_by), notes)
+
+
+# -- calls -------------------------------------------------------------------------------------
+
+
+def _credit_key(query: ReportQuery) -> ColumnElement[Any]:
+    """The row a credit falls in: its value of the grouping, or a row of its own."""
+    c = call_credits.c
+    if query.group_by is GroupBy.STATIC:
+        value: ColumnElement[Any] = func.coalesce(c.static, literal(WEB))
+    else:
+        value = func.coalesce(c[str(query.group_by)], literal(NOT_SET))
+    whens: list[tuple[ColumnElement[bool], Any]] = [(c.kind == CreditKind.NONE, UNATTRIBUTED)]
+    if not query.include_probable:
+        whens.append((c.kind == CreditKind.PROBABLE, PROBABLE))
+    return case(*whens, else_=value)
+
+
+def _credit_filter(group: GroupBy, value: str) -> ColumnElement[bool]:
+    c = call_credits.c
+    if value == UNATTRIBUTED:
+        return c.kind == CreditKind.NONE
+    if group is GroupBy.STATIC:
+        return c.static.is_(None) if value == WEB else c.static == value
+    column = c[str(group)]
+    return column.is_(None) if value == NOT_SET else column == value
+
+
+def _is_lead(settings: Settings) -> ColumnElement[bool]:
+    leads = settings.leads
+    parts: list[ColumnElement[bool]] = []
+    if leads.tags:
+        parts.append(
+            exists().where(call_tags.c.call_id == calls.c.id, call_tags.c.tag.in_(leads.tags))
+        )
+    if leads.min_score is not None:
+        parts.append(calls.c.score >= leads.min_score)
+    if leads.min_talk is not None:
+        parts.append(and_(calls.c.status == "answered", calls.c.talk_seconds >= leads.min_talk))
+    return or_(*parts) if parts else literal(False)
+
+
+def _count(condition: ColumnElement[bool]) -> ColumnElement[Any]:
+    return func.sum(case((condition, 1), else_=0))
+
+
+async def _call_tallies(
+    conn: AsyncConnection, settings: Settings, query: ReportQuery, since: int, until: int
+) -> list[tuple[str, Tally]]:
+    c, k = calls.c, call_credits.c
+    group = k.day if query.group_by.is_time else _credit_key(query)
+    answered = c.status == "answered"
+    statement = (
+        select(
+            group.label("key"),
+            func.count().label("calls"),
+            _count(~c.repeat_caller).label("first_time"),
+            _count(answered).label("answered"),
+            _count(c.status.in_(MISSED)).label("missed"),
+            func.sum(case((answered, c.talk_seconds), else_=0.0)).label("talk"),
+            _count(_is_lead(settings)).label("leads"),
+            func.sum(cast(func.coalesce(c.sale_cents, 0) > 0, Integer) + c.crm_sales).label(
+                "sales"
+            ),
+            func.sum(func.coalesce(c.sale_cents, 0) + c.crm_sale_cents).label("revenue"),
+        )
+        .select_from(call_credits.join(calls, calls.c.id == k.call_id))
+        .where(k.model == str(query.model), k.day >= since, k.day <= until)
+        .group_by(group)
+    )
+    for dimension, value in query.filters.items():
+        statement = statement.where(_credit_filter(dimension, value))
+    rows = []
+    for r in await conn.execute(statement):
+        key = time_key(day_of(r.key), query.group_by) if query.group_by.is_time else r.key
+        rows.append(
+            (
+                key,
+                Tally(
+                    calls=r.calls,
+                    first_time_callers=r.first_time or 0,
+                    answered=r.answered or 0,
+                    missed=r.missed or 0,
+                    talk_seconds=float(r.talk or 0),
+                    leads=r.leads or 0,
+                    sales=int(r.sales or 0),
+                    revenue_cents=int(r.revenue or 0),
+                ),
+            )
+        )
+    return rows
+
+
+# -- visits ------------------------------------------------------------------------------------
+
+
+async def _visit_counts(
+    conn: AsyncConnection, settings: Settings, query: ReportQuery, since: int, until: int
+) -> list[tuple[str, int]]:
+    group, filters = query.group_by, dict(query.filters)
+    static = filters.pop(GroupBy.STATIC, None)
+    if static is not None and static != WEB:
+        return []  # visits came through the website, none through an offline source
+    if UNATTRIBUTED in filters.values():
+        return []
+    if group is GroupBy.STATIC:
+        group = GroupBy.SITE  # every visit is a (web) one: count them, then name the row
+    if (group.is_time or group in CHANNEL_ROLLUP) and set(filters) <= CHANNEL_ROLLUP:
+        counts = await _from_channels(conn, group, filters, since, until)
+    elif group in FACETS and set(filters) <= {GroupBy.SITE}:
+        counts = await _from_facets(conn, group, filters, since, until)
+    else:
+        counts = await _from_sessions(conn, settings, group, filters, since, until)
+    if query.group_by is GroupBy.STATIC:
+        return [(WEB, sum(n for _, n in counts))]
+    return counts
+
+
+def _rollup_value(value: str) -> str:
+    return "" if value == NOT_SET else value
+
+
+def _named(value: str) -> str:
+    return value or NOT_SET
+
+
+async def _from_channels(
+    conn: AsyncConnection, group: GroupBy, filters: Mapping[GroupBy, str], since: int, until: int
+) -> list[tuple[str, int]]:
+    v = visit_channels.c
+    column = v.day if group.is_time else v[str(group)]
+    statement = (
+        select(column.label("key"), func.sum(v.visits).label("visits"))
+        .where(v.day >= since, v.day <= until)
+        .group_by(column)
+    )
+    for dimension, value in filters.items():
+        statement = statement.where(v[str(dimension)] == _rollup_value(value))
+    rows = await conn.execute(statement)
+    if group.is_time:
+        return [(time_key(day_of(r.key), group), int(r.visits)) for r in rows]
+    return [(_named(r.key), int(r.visits)) for r in rows]
+
+
+async def _from_facets(
+    conn: AsyncConnection, group: GroupBy, filters: Mapping[GroupBy, str], since: int, until: int
+) -> list[tuple[str, int]]:
+    f = visit_facets.c
+    statement = (
+        select(f.value, func.sum(f.visits).label("visits"))
+        .where(f.facet == str(group), f.day >= since, f.day <= until)
+        .group_by(f.value)
+    )
+    if GroupBy.SITE in filters:
+        statement = statement.where(f.site == filters[GroupBy.SITE])
+    return [(_named(r.value), int(r.visits)) for r in await conn.execute(statement)]
+
+
+def _local_range(settings: Settings, since: int, until: int) -> tuple[float, float]:
+    zone = ZoneInfo(settings.ui.timezone)
+    start = datetime.combine(day_of(since), time(), zone)
+    end = datetime.combine(day_of(until) + timedelta(days=1), time(), zone)
+    return start.timestamp(), end.timestamp()
+
+
+_SESSION_COLUMN = {
+    GroupBy.SOURCE: sessions.c.source,
+    GroupBy.MEDIUM: sessions.c.medium,
+    GroupBy.CAMPAIGN: sessions.c.campaign,
+    GroupBy.TERM: sessions.c.term,
+    GroupBy.CONTENT: sessions.c.content,
+    GroupBy.LANDING: sessions.c.landing_url,
+    GroupBy.REFERRER: sessions.c.referrer,
+    GroupBy.POOL: sessions.c.pool,
+    GroupBy.SITE: sessions.c.site,
+}
+_READ_RAW = {GroupBy.LANDING: path_of, GroupBy.REFERRER: host_of}
+
+
+async def _from_sessions(
+    conn: AsyncConnection,
+    settings: Settings,
+    group: GroupBy,
+    filters: Mapping[GroupBy, str],
+    since: int,
+    until: int,
+) -> list[tuple[str, int]]:
+    """Count the sessions of the range: a facet grouping filtered by a channel, or the other
+    way round (no rollup holds both)."""
+    start, end = _local_range(settings, since, until)
+    column = sessions.c.started_at if group.is_time else _SESSION_COLUMN[group]
+    statement = select(sessions.c.started_at, column.label("key")).where(
+        sessions.c.started_at >= start, sessions.c.started_at < end
+    )
+    raw_filters: dict[GroupBy, str] = {}
+    for dimension, value in filters.items():
+        if dimension in _READ_RAW:
+            raw_filters[dimension] = value  # a path or host: read from the URL below
+            statement = statement.add_columns(_SESSION_COLUMN[dimension].label(str(dimension)))
+        else:
+            col = _SESSION_COLUMN[dimension]
+            statement = statement.where(col.is_(None) if value == NOT_SET else col == value)
+    zone = ZoneInfo(settings.ui.timezone)
+    counts: dict[str, int] = defaultdict(int)
+    result = await conn.stream(statement.execution_options(yield_per=5000))
+    async for r in result:
+        if any(_raw_value(d, getattr(r, str(d))) != v for d, v in raw_filters.items()):
+            continue
+        if group.is_time:
+            key = time_key(datetime.fromtimestamp(r.started_at, zone).date(), group)
+        else:
+            key = _raw_value(group, r.key)
+        counts[key] += 1
+    return list(counts.items())
+
+
+def _raw_value(group: GroupBy, value: str | None) -> str:
+    read = _READ_RAW.get(group)
+    if read is not None and value is not None:
+        value = read(value)
+    return value or NOT_SET
+
+
+# -- costs -------------------------------------------------------------------------------------
+
+
+async def _costs(
+    conn: AsyncConnection, query: ReportQuery, since: int, until: int
+) -> tuple[list[tuple[str, int]], str | None]:
+    """Cost per row, and a note when the grouping or a filter is one costs are not kept by."""
+    unknown = [d for d in query.filters if d not in COST_KEYS]
+    if unknown:
+        names = ", ".join(sorted(str(d) for d in unknown))
+        return (
+            [],
+            f"cost is kept by source, medium, campaign and day: not shown when filtered by {names}",
+        )
+    x = costs.c
+    group = query.group_by
+    if group.is_time:
+        column: ColumnElement[Any] = x.day
+    elif group in CHANNEL:
+        column = x[str(group)]
+    else:
+        column = null()
+    statement = (
+        select(column.label("key"), func.sum(x.cost_cents).label("cents"))
+        .where(x.day >= since, x.day <= until)
+        .group_by(column)
+    )
+    for dimension, value in query.filters.items():
+        if dimension in CHANNEL:
+            statement = statement.where(x[str(dimension)] == _rollup_value(value))
+        elif dimension is GroupBy.STATIC and value != WEB:
+            return [], None  # imported costs are the website's
+    rows: Iterable[Any] = await conn.execute(statement)
+    if group.is_time:
+        return [(time_key(day_of(r.key), group), int(r.cents)) for r in rows], None
+    if group in CHANNEL:
+        return [(_named(r.key), int(r.cents)) for r in rows], None
+    total = sum(int(r.cents) for r in rows)
+    if group is GroupBy.STATIC:
+        return ([(WEB, total)] if total else []), None
+    return ([(UNSPLIT_COST, total)] if total else []), (
+        f"cost is kept by source, medium, campaign and day: the {group} rows show none, the row"
+        f" {UNSPLIT_COST} holds it"
+        if total
+        else None
+    )
+
+
+def report_range(today: date, days: int) -> tuple[date, date]:
+    """The last `days` days up to today."""
+    return today - timedelta(days=days - 1), today

@@ -1,0 +1,146 @@
+"""Visits a day per channel and per landing facet, counted when a session starts.
+
+Reports read these instead of counting a year of sessions per request. The counts are written in
+the new session's transaction (a visit is never counted without its row, nor twice), and can be
+rebuilt from the sessions still kept (`calltrack reports rebuild`); note that sessions past
+`visits.keep_days` are gone, so a rebuild forgets their counts while live counting keeps them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Table, delete, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql import bindparam
+from sqlalchemy.sql.dml import Insert
+
+from attribution.reports import local_day
+from attribution.traffic import TrafficSource, host_of, path_of
+from pbx.settings import Settings
+from pbx.storage.db import Tx
+from pbx.storage.tables import sessions, visit_channels, visit_facets
+
+FACETS = ("term", "content", "landing", "referrer")
+INSERT_BATCH = 5000
+
+ChannelKey = tuple[int, str, str, str, str, str]  # day, site, pool, source, medium, campaign
+FacetKey = tuple[str, int, str, str]  # facet, day, site, value
+
+
+def _upsert(table: Table, postgres: bool) -> Insert:
+    """INSERT of one count, adding to the row when its key is there already."""
+    keys = [c.name for c in table.primary_key.columns]
+    statement = (postgresql.insert if postgres else sqlite.insert)(table).values(
+        {**{k: bindparam(k) for k in keys}, "visits": bindparam("visits")}
+    )
+    return statement.on_conflict_do_update(
+        index_elements=keys, set_={"visits": table.c.visits + statement.excluded.visits}
+    )
+
+
+def _facets(
+    term: str | None, content: str | None, landing_url: str, referrer: str | None
+) -> dict[str, str]:
+    return {
+        "term": term or "",
+        "content": content or "",
+        "landing": path_of(landing_url)[:1024],
+        "referrer": (host_of(referrer) or "")[:1024] if referrer else "",
+    }
+
+
+class VisitRollups:
+    def __init__(self, settings: Settings, postgres: bool) -> None:
+        self._zone = ZoneInfo(settings.ui.timezone)
+        self._channels = _upsert(visit_channels, postgres)
+        self._facet_counts = _upsert(visit_facets, postgres)
+
+    def day(self, at: float) -> int:
+        return local_day(datetime.fromtimestamp(at, self._zone).date())
+
+    def count(self, tx: Tx, site: str, pool: str | None, source: TrafficSource, at: float) -> None:
+        """Count a new session (inside its transaction)."""
+        day = self.day(at)
+        tx.run(
+            self._channels,
+            _channel_row(
+                (day, site, pool or "", source.source, source.medium, source.campaign or ""), 1
+            ),
+        )
+        tx.run_many(
+            self._facet_counts,
+            [
+                _facet_row((facet, day, site, value), 1)
+                for facet, value in _facets(
+                    source.term, source.content, source.landing_url, source.referrer
+                ).items()
+            ],
+        )
+
+    async def rebuild(self, engine: AsyncEngine) -> int:
+        """Count every kept session again; returns how many."""
+        channels: Counter[ChannelKey] = Counter()
+        facets: Counter[FacetKey] = Counter()
+        async with engine.connect() as conn:
+            result = await conn.stream(
+                select(
+                    sessions.c.started_at,
+                    sessions.c.site,
+                    sessions.c.pool,
+                    sessions.c.source,
+                    sessions.c.medium,
+                    sessions.c.campaign,
+                    sessions.c.term,
+                    sessions.c.content,
+                    sessions.c.landing_url,
+                    sessions.c.referrer,
+                ).execution_options(yield_per=INSERT_BATCH)
+            )
+            async for r in result:
+                day = self.day(r.started_at)
+                channels[(day, r.site, r.pool or "", r.source, r.medium, r.campaign or "")] += 1
+                for facet, value in _facets(r.term, r.content, r.landing_url, r.referrer).items():
+                    facets[(facet, day, r.site, value)] += 1
+        async with engine.begin() as conn:
+            await conn.execute(delete(visit_channels))
+            await conn.execute(delete(visit_facets))
+            for batch in _batches(_channel_row(k, n) for k, n in channels.items()):
+                await conn.execute(insert(visit_channels), batch)
+            for batch in _batches(_facet_row(k, n) for k, n in facets.items()):
+                await conn.execute(insert(visit_facets), batch)
+        return channels.total()
+
+
+def _channel_row(key: ChannelKey, visits: int) -> dict[str, Any]:
+    day, site, pool, source, medium, campaign = key
+    return {
+        "day": day,
+        "site": site,
+        "pool": pool,
+        "source": source,
+        "medium": medium,
+        "campaign": campaign,
+        "visits": visits,
+    }
+
+
+def _facet_row(key: FacetKey, visits: int) -> dict[str, Any]:
+    facet, day, site, value = key
+    return {"facet": facet, "day": day, "site": site, "value": value, "visits": visits}
+
+
+def _batches(rows: Iterable[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == INSERT_BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,164 @@
+"""GET /api/v1/reports on a hand-built history whose answer is known (issue 12).
+
+Visits go through the visitor API's store and calls through CallStore.store, so the rollups the
+report reads are the ones kept on write. Every expected number is written out by hand below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from attribution.calls import CallReport
+from pbx.app import build_app
+from pbx.keys import CALLS, SETTINGS, VISITS
+from pbx.storage.visits import VisitRequest
+from tests.helpers import ORIGIN, STAFF_TOKEN, FakeClock, migrate, settings_for
+
+Client = TestClient  # type: ignore[type-arg]
+AUTH = {"Authorization": f"Bearer {STAFF_TOKEN}"}
+DAY = "2027-01-15"  # FakeClock starts at 1_800_000_000 = 2027-01-15 08:00 UTC
+
+SITE = {
+    "name": "main",
+    "origins": [ORIGIN],
+    "replace": ["+7 (495) 123-45-67"],
+    "pools": [
+        {"name": "paid", "when": {"utm_medium": "cpc"}, "numbers": ["+74990000001"]},
+        {"name": "all", "numbers": ["+74990000011", "+74990000012", "+74990000013"]},
+    ],
+    "fallback": "+74990000099",
+}
+
+
+class Scenario:
+    def __init__(self, client: Client, clock: FakeClock) -> None:
+        self.client, self.clock = client, clock
+        self.site = client.app[SETTINGS].sites[0]
+        self.calls = 0
+
+    async def visit(
+        self, query: str = "", visitor: str | None = None, referrer: str | None = None
+    ) -> Any:
+        url = f"{ORIGIN}/landing?{query}" if query else f"{ORIGIN}/"
+        request = VisitRequest(self.site, url, referrer, visitor, None, "10.0.0.1")
+        return await self.client.app[VISITS].start_visit(request)
+
+    async def call(self, did: str, caller: str, talk: float | None = 40.0) -> None:
+        self.calls += 1
+        at = self.clock.now
+        answered = at + 5 if talk is not None else None
+        end = (answered or at) + (talk or 20)
+        dial = "ANSWER" if talk is not None else "NOANSWER"
+        report = CallReport(f"r{self.calls}", caller, did, at, end, answered, dial)
+        assert await self.client.app[CALLS].store(report)
+
+
+async def report(client: Client, **params: str) -> dict[str, Any]:
+    response = await client.get(
+        "/api/v1/reports", params={"since": DAY, "until": DAY, **params}, headers=AUTH
+    )
+    assert response.status == 200, await response.text()
+    data: dict[str, Any] = await response.json()
+    return data
+
+
+def rows(data: dict[str, Any], *fields: str) -> dict[str, tuple[Any, ...]]:
+    return {r["key"]: tuple(r[f] for f in fields) for r in data["rows"]}
+
+
+async def history(tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]) -> Client:
+    """Three visitors and five calls:
+
+    - V1: organic (yandex) visit, then 31 min later a google cpc visit; calls from it (talk 40 s).
+    - V2: google cpc visit; 40 min later a direct visit, from which they call (talk 10 s: not a
+      lead by talk; tagged lead afterwards).
+    - V3: a direct visit; no call.
+    - a static billboard call (missed), a fallback call (unattributed, answered 50 s)
+    """
+    clock = FakeClock()
+    settings = settings_for(tmp_path, sites=[SITE])
+    await migrate(settings)
+    client = await aiohttp_client(build_app(settings, clock=clock))
+    s = Scenario(client, clock)
+    v1 = await s.visit("utm_source=yandex&utm_medium=organic")
+    clock.advance(31 * 60)
+    v1b = await s.visit("utm_source=google&utm_medium=cpc&utm_campaign=spring", v1.visitor_id)
+    await s.call(v1b.number, "+79160000001")
+    v2 = await s.visit("utm_source=google&utm_medium=cpc&utm_campaign=brand")
+    clock.advance(40 * 60)
+    v2b = await s.visit(visitor=v2.visitor_id)
+    await s.call(v2b.number, "+79160000002", talk=10)
+    await s.visit()
+    await s.call("+74990000101", "+79160000003", talk=None)
+    await s.call("+74990000099", "+79160000004", talk=50)
+    return client
+
+
+FIELDS = ("visits", "calls", "answered", "missed", "leads")
+
+
+async def test_last_touch_by_source(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    client = await history(tmp_path, aiohttp_client)
+    data = await report(client, group_by="source")
+    assert rows(data, *FIELDS) == {
+        "google": (2, 1, 1, 0, 1),
+        "yandex": (1, 0, 0, 0, 0),
+        "(direct)": (2, 1, 1, 0, 0),
+        "billboard": (0, 1, 0, 1, 0),
+        "(unattributed)": (0, 1, 1, 0, 1),
+    }
+    assert data["totals"]["calls"] == 4 and data["totals"]["visits"] == 5
+    assert data["model"] == "last" and data["currency"] == "USD"
+
+
+async def test_first_touch_credits_the_visit_that_first_brought_the_caller(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    client = await history(tmp_path, aiohttp_client)
+    data = await report(client, group_by="source", model="first")
+    assert rows(data, "calls") == {
+        "yandex": (1,),  # V1's first visit
+        "google": (1,),  # V2's first visit
+        "(direct)": (0,),
+        "billboard": (1,),
+        "(unattributed)": (1,),
+    }
+
+
+async def test_last_non_direct_credits_the_latest_earlier_source(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    client = await history(tmp_path, aiohttp_client)
+    data = await report(client, group_by="campaign", model="last_non_direct")
+    assert rows(data, "calls") == {
+        "spring": (1,),
+        "brand": (1,),  # V2 called from a direct visit: credited to its cpc visit before
+        "(not set)": (1,),  # the billboard has no campaign
+        "(unattributed)": (1,),
+    }
+
+
+async def test_reports_need_a_token_and_sane_parameters(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    client = await history(tmp_path, aiohttp_client)
+    assert (await client.get("/api/v1/reports")).status == 401
+    for params in (
+        {"group_by": "nope"},
+        {"model": "linear"},
+        {"since": "2027-13-01"},
+        {"since": "2027-01-02", "until": "2027-01-01"},
+        {"since": "2000-01-01", "until": "2027-01-01"},
+        {"include_probable": "maybe"},
+        {"source": "x" * 600},
+        {"format": "xml"},
+    ):
+        response = await client.get("/api/v1/reports", params=params, headers=AUTH)
+        assert response.status == 400, params
+        assert "error" in await response.json()
