@@ -100,14 +100,38 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     _prepare_paths(settings)
 
     async def run() -> str | None:
+        from pbx.storage.report_rollups import rebuild_reports, rollups_missing
+
         engine = open_engine(settings.database)
         try:
             await upgrade(engine)
+            if await rollups_missing(engine):
+                rebuilt = await rebuild_reports(engine, settings)
+                print(f"report rollups built: {rebuilt.visits} visits, {rebuilt.calls} calls")
             return (await schema_revisions(engine))[0]
         finally:
             await engine.dispose()
 
     print(f"database is at revision {asyncio.run(run())}")
+    return 0
+
+
+def cmd_reports_rebuild(args: argparse.Namespace) -> int:
+    from pbx.storage.db import open_engine, require_current_schema
+    from pbx.storage.report_rollups import Rebuilt, rebuild_reports
+
+    settings = _load(args.config)
+
+    async def run() -> Rebuilt:
+        engine = open_engine(settings.database)
+        try:
+            await require_current_schema(engine, args.config)
+            return await rebuild_reports(engine, settings)
+        finally:
+            await engine.dispose()
+
+    rebuilt = asyncio.run(run())
+    print(f"report rollups rebuilt: {rebuilt.visits} visits, {rebuilt.calls} calls")
     return 0
 
 
@@ -220,6 +244,14 @@ def parser() -> argparse.ArgumentParser:
     dialplan.add_argument("-c", "--config", required=True)
     dialplan.add_argument("-o", "--output", help="file to write (default: standard output)")
     dialplan.set_defaults(run=cmd_dialplan)
+
+    reports = commands.add_parser("reports", help="the rollups reports read")
+    report_commands = reports.add_subparsers(dest="reports_command", required=True)
+    rebuild = report_commands.add_parser(
+        "rebuild", help="count visits and credit calls again (e.g. after ui.timezone changed)"
+    )
+    rebuild.add_argument("-c", "--config", required=True)
+    rebuild.set_defaults(run=cmd_reports_rebuild)
 
     hashing = commands.add_parser(
         "hash-password", help="argon2 hash of a password (read from the prompt or stdin)"

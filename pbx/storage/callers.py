@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from pbx.storage.tables import callers
+from pbx.storage.tables import callers, calls
 
 
 def is_known_number(caller: str) -> bool:
@@ -59,3 +59,22 @@ async def record_call(conn: AsyncConnection, call: dict[str, Any], *, from_sessi
             .where(callers.c.caller == call["caller"])
             .values(visitor_id=call["visitor_id"], visitor_call_id=call["id"])
         )
+
+
+async def rebuild_callers(engine: AsyncEngine) -> None:
+    """Fold every stored call into its caller's row again, oldest first."""
+    async with engine.begin() as conn:
+        await conn.execute(delete(callers))
+        rows = await conn.execute(
+            select(
+                calls.c.id,
+                calls.c.caller,
+                calls.c.started_at,
+                calls.c.status,
+                calls.c.visitor_id,
+                calls.c.attribution,
+            ).order_by(calls.c.started_at, calls.c.id)
+        )
+        for row in rows.all():
+            call = dict(row._mapping)
+            await record_call(conn, call, from_session=call["attribution"] == "session")

@@ -17,7 +17,17 @@ from collections.abc import Callable, Sequence
 from sqlalchemy import ColumnElement, Table, delete, exists, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from pbx.storage.tables import calls, leases, numbers, page_views, session_pools, sessions, visitors
+from pbx.storage.tables import (
+    call_candidates,
+    call_credits,
+    calls,
+    leases,
+    numbers,
+    page_views,
+    session_pools,
+    sessions,
+    visitors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +41,9 @@ def _forgettable(before: float) -> tuple[ColumnElement[bool], ...]:
     return (
         sessions.c.last_seen < before,
         ~exists().where(calls.c.session_id == sessions.c.id),
+        # a visit a call is credited to (first touch) or probably came from
+        ~exists().where(call_credits.c.session_id == sessions.c.id),
+        ~exists().where(call_candidates.c.session_id == sessions.c.id),
         ~exists().where(numbers.c.session_id == sessions.c.id),
     )
 

@@ -240,7 +240,7 @@ call_credits = Table(
     Column("landing", String(1024)),  # path
     Column("referrer", String(255)),  # host
     Column("static", String(128)),  # the static number's source
-    Column("session_id", ID),
+    Column("session_id", ID, index=True),  # retention keeps what calls are credited to
     Index("ix_call_credits_model_day", "model", "day"),
 )
 
@@ -250,7 +250,7 @@ call_candidates = Table(
     "call_candidates",
     metadata,
     Column("call_id", Integer, ForeignKey("calls.id"), primary_key=True),
-    Column("session_id", ID, primary_key=True),
+    Column("session_id", ID, primary_key=True, index=True),
     Column("released_at", Float, nullable=False),
     Column("likelihood", Float, nullable=False),
 )

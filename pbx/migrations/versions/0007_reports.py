@@ -71,6 +71,10 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("call_id", "session_id", name=op.f("pk_call_candidates")),
     )
+    with op.batch_alter_table("call_candidates", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_call_candidates_session_id"), ["session_id"], unique=False
+        )
     op.create_table(
         "call_credits",
         sa.Column("call_id", sa.Integer(), nullable=False),
@@ -95,6 +99,9 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("call_credits", schema=None) as batch_op:
         batch_op.create_index("ix_call_credits_model_day", ["model", "day"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_call_credits_session_id"), ["session_id"], unique=False
+        )
 
     op.create_table(
         "callbacks",
@@ -144,8 +151,11 @@ def downgrade() -> None:
     op.drop_table("callbacks")
     with op.batch_alter_table("call_credits", schema=None) as batch_op:
         batch_op.drop_index("ix_call_credits_model_day")
+        batch_op.drop_index(batch_op.f("ix_call_credits_session_id"))
 
     op.drop_table("call_credits")
+    with op.batch_alter_table("call_candidates", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_call_candidates_session_id"))
     op.drop_table("call_candidates")
     op.drop_table("visit_facets")
     op.drop_table("visit_channels")
