@@ -14,9 +14,9 @@ from aiohttp.test_utils import TestClient
 
 from attribution.calls import CallReport
 from pbx.app import build_app
-from pbx.keys import CALLS, SETTINGS, VISITS
+from pbx.keys import CALLS, CLOCK, SETTINGS, VISITS
 from pbx.storage.visits import VisitRequest
-from tests.helpers import ORIGIN, STAFF_TOKEN, FakeClock, migrate, settings_for
+from tests.helpers import ORIGIN, STAFF_TOKEN, FakeClock, make_settings, migrate, settings_for
 
 Client = TestClient  # type: ignore[type-arg]
 AUTH = {"Authorization": f"Bearer {STAFF_TOKEN}"}
@@ -70,7 +70,9 @@ def rows(data: dict[str, Any], *fields: str) -> dict[str, tuple[Any, ...]]:
     return {r["key"]: tuple(r[f] for f in fields) for r in data["rows"]}
 
 
-async def history(tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]) -> Client:
+async def history(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]], database: str | None = None
+) -> Client:
     """Three visitors and five calls:
 
     - V1: organic (yandex) visit, then 31 min later a google cpc visit; calls from it (talk 40 s).
@@ -80,7 +82,9 @@ async def history(tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client
     - a static billboard call (missed), a fallback call (unattributed, answered 50 s)
     """
     clock = FakeClock()
-    settings = settings_for(tmp_path, sites=[SITE])
+    settings = (
+        make_settings(database, sites=[SITE]) if database else settings_for(tmp_path, sites=[SITE])
+    )
     await migrate(settings)
     client = await aiohttp_client(build_app(settings, clock=clock))
     s = Scenario(client, clock)
@@ -99,49 +103,56 @@ async def history(tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client
 
 
 FIELDS = ("visits", "calls", "answered", "missed", "leads")
+#: the history's report under each model, worked out by hand: (params, fields, rows)
+EXPECTED: list[tuple[dict[str, str], tuple[str, ...], dict[str, tuple[int, ...]]]] = [
+    (
+        {"group_by": "source"},
+        FIELDS,
+        {
+            "google": (2, 1, 1, 0, 1),
+            "yandex": (1, 0, 0, 0, 0),
+            "(direct)": (2, 1, 1, 0, 0),
+            "billboard": (0, 1, 0, 1, 0),
+            "(unattributed)": (0, 1, 1, 0, 1),
+        },
+    ),
+    (
+        {"group_by": "source", "model": "first"},
+        ("calls",),
+        {
+            "yandex": (1,),  # V1's first visit
+            "google": (1,),  # V2's first visit
+            "(direct)": (0,),
+            "billboard": (1,),
+            "(unattributed)": (1,),
+        },
+    ),
+    (
+        {"group_by": "campaign", "model": "last_non_direct"},
+        ("calls",),
+        {
+            "spring": (1,),
+            "brand": (1,),  # V2 called from a direct visit: credited to its cpc visit before
+            "(not set)": (1,),  # the billboard has no campaign
+            "(unattributed)": (1,),
+        },
+    ),
+]
 
 
-async def test_last_touch_by_source(
+async def check_expected(client: Client) -> None:
+    for params, fields, expected in EXPECTED:
+        assert rows(await report(client, **params), *fields) == expected, params
+
+
+async def test_each_model_on_a_history_with_a_known_answer(
     tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
 ) -> None:
     client = await history(tmp_path, aiohttp_client)
+    await check_expected(client)
     data = await report(client, group_by="source")
-    assert rows(data, *FIELDS) == {
-        "google": (2, 1, 1, 0, 1),
-        "yandex": (1, 0, 0, 0, 0),
-        "(direct)": (2, 1, 1, 0, 0),
-        "billboard": (0, 1, 0, 1, 0),
-        "(unattributed)": (0, 1, 1, 0, 1),
-    }
     assert data["totals"]["calls"] == 4 and data["totals"]["visits"] == 5
     assert data["model"] == "last" and data["currency"] == "USD"
-
-
-async def test_first_touch_credits_the_visit_that_first_brought_the_caller(
-    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
-) -> None:
-    client = await history(tmp_path, aiohttp_client)
-    data = await report(client, group_by="source", model="first")
-    assert rows(data, "calls") == {
-        "yandex": (1,),  # V1's first visit
-        "google": (1,),  # V2's first visit
-        "(direct)": (0,),
-        "billboard": (1,),
-        "(unattributed)": (1,),
-    }
-
-
-async def test_last_non_direct_credits_the_latest_earlier_source(
-    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
-) -> None:
-    client = await history(tmp_path, aiohttp_client)
-    data = await report(client, group_by="campaign", model="last_non_direct")
-    assert rows(data, "calls") == {
-        "spring": (1,),
-        "brand": (1,),  # V2 called from a direct visit: credited to its cpc visit before
-        "(not set)": (1,),  # the billboard has no campaign
-        "(unattributed)": (1,),
-    }
 
 
 async def test_reports_need_a_token_and_sane_parameters(
@@ -162,3 +173,36 @@ async def test_reports_need_a_token_and_sane_parameters(
         response = await client.get("/api/v1/reports", params=params, headers=AUTH)
         assert response.status == 400, params
         assert "error" in await response.json()
+
+
+async def test_a_known_caller_on_the_billboard_is_credited_to_their_first_visit_under_first(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    client = await history(tmp_path, aiohttp_client)
+    s = Scenario(client, client.app[CLOCK])  # type: ignore[arg-type]
+    s.calls = 10
+    await s.call("+74990000101", "+79160000001")  # V1 again, on the billboard's number
+    last = await report(client, group_by="source")
+    first = await report(client, group_by="source", model="first")
+    assert rows(last, "calls")["billboard"] == (2,)
+    assert rows(first, "calls")["billboard"] == (1,)  # the other billboard caller is unknown
+    assert rows(first, "calls")["yandex"] == (2,)  # V1's first visit: both of V1's calls
+
+
+async def test_probable_calls_are_a_row_of_their_own_unless_asked_to_include_them(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    clock = FakeClock()
+    settings = settings_for(tmp_path, sites=[SITE])  # freeze_time 60 s: the probable window
+    await migrate(settings)
+    client = await aiohttp_client(build_app(settings, clock=clock))
+    s = Scenario(client, clock)
+    visit = await s.visit("utm_source=google&utm_medium=cpc&utm_campaign=spring")
+    clock.advance(90)  # the lease ended 30 s ago
+    await s.call(visit.number, "+79160000009")
+    assert rows(await report(client), "calls") == {"(probable)": (1,), "google": (0,)}
+    included = await report(client, include_probable="true", group_by="campaign")
+    assert rows(included, "calls") == {"spring": (1,)}
+    clock.advance(120)  # past the window: nobody
+    await s.call(visit.number, "+79160000010")
+    assert rows(await report(client), "calls")["(unattributed)"] == (1,)
