@@ -122,6 +122,20 @@ class Daemon:
             body = await response.json()
             return list(body["calls"])
 
+    async def report(self, **params: str) -> dict[str, Any]:
+        """GET /api/v1/reports for today (UTC, the lab config's time zone)."""
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(
+                self.url + "/api/v1/reports",
+                params=params,
+                headers={"Authorization": f"Bearer {STAFF_TOKEN}"},
+            ) as response,
+        ):
+            assert response.status == 200, await response.text()
+            body: dict[str, Any] = await response.json()
+            return body
+
     async def wait_converted(self, call_id: int, within: float = 20.0) -> dict[str, Any]:
         """The call once its recording is converted for browsers (recordings/ worker)."""
         deadline = time.monotonic() + within
