@@ -109,6 +109,10 @@ def _ratio(part: float, whole: float, digits: int = 4) -> float | None:
     return round(part / whole, digits) if whole else None
 
 
+def _money(cents: int | None) -> str | None:
+    return cents_text(cents) if cents is not None else None
+
+
 @dataclass(frozen=True)
 class ReportRow:
     key: str
@@ -171,10 +175,6 @@ class ReportRow:
 
 #: The columns of a row, in the order of the JSON object, the CSV and the page.
 COLUMNS = tuple(ReportRow("", Tally()).as_json())
-
-
-def _money(cents: int | None) -> str | None:
-    return cents_text(cents) if cents is not None else None
 
 
 @dataclass(frozen=True)
