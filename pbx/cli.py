@@ -16,6 +16,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from pbx import costs_cli
 from pbx.settings import ConfigError, Settings, json_schema, load_settings
 
 
@@ -257,6 +258,8 @@ def parser() -> argparse.ArgumentParser:
         "hash-password", help="argon2 hash of a password (read from the prompt or stdin)"
     )
     hashing.set_defaults(run=cmd_hash_password)
+
+    costs_cli.add_commands(commands)
 
     schema = commands.add_parser("schema", help="JSON schema of the config file")
     schema.add_argument("-o", "--output")
