@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 from sqlalchemy import text
 
-from pbx import staff_api, staff_ui
+from pbx import crm_api, staff_api, staff_ui
 from pbx.http import errors_as_json
 from pbx.keys import (
     CALLS,
@@ -133,6 +133,7 @@ def build_app(settings: Settings, clock: Callable[[], float] = time.time) -> web
             web.get("/metrics", metrics),
             *visitor_api.routes(),
             *staff_api.routes(),
+            *crm_api.routes(),
             *staff_ui.routes(),
         ]
     )
