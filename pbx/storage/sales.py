@@ -101,8 +101,11 @@ class SaleStore:
             await conn.execute(
                 update(sales).where(sales.c.reference == sale.reference).values(at=at, **row)
             )
-            await _credit(conn, known.call_id, -1, -known.amount_cents)
-        await _credit(conn, call_id, 1, sale.amount_cents)
+        credits = [(call_id, 1, sale.amount_cents)]
+        if known is not None:
+            credits.append((known.call_id, -1, -known.amount_cents))
+        for credit in sorted(credits):  # calls in id order: writers never wait in a circle
+            await _credit(conn, *credit)
         return Credited(call_id, sale.amount_cents, at, created=known is None)
 
     async def _candidates(self, conn: AsyncConnection, caller: str, at: float) -> list[CallSeen]:
