@@ -68,7 +68,7 @@ def _review_changes(body: dict[str, Any], allowed_tags: list[str]) -> ReviewChan
         notes = body["notes"]
         if notes is not None and (not isinstance(notes, str) or len(notes) > MAX_NOTES):
             raise _bad(f"notes: expected text of at most {MAX_NOTES} characters, or null")
-        changes["notes"] = notes.strip() or None if notes is not None else None
+        changes["notes"] = (notes or "").strip() or None  # as the staff form stores it
     return changes
 
 
