@@ -8,6 +8,7 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -49,6 +50,33 @@ async def read_form(
         return await request.post()
     except (ValueError, UnicodeDecodeError):
         raise web.HTTPBadRequest(reason="the form is not valid UTF-8 form data") from None
+
+
+LAST_TIME = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
+
+
+def unix_time(value: str | None, name: str) -> float | None:
+    """A time given as Unix seconds or ISO 8601 (a time without zone is UTC), from 1970 to
+    9999; None when not given."""
+    if value is None or value == "":
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = _iso_seconds(value, name)
+    if not 0 <= seconds <= LAST_TIME:  # also NaN and infinities
+        raise web.HTTPBadRequest(reason=f"{name}: expected a time from 1970 to 9999")
+    return seconds
+
+
+def _iso_seconds(value: str, name: str) -> float:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise web.HTTPBadRequest(reason=f"{name}: expected ISO 8601 time or Unix seconds") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
 
 
 _WHOLE_NUMBER = re.compile(r"[0-9]{1,18}")  # ASCII only: "²".isdigit() is true, int("²") fails

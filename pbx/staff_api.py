@@ -11,12 +11,11 @@ from typing import Any
 from aiohttp import web
 
 from pbx.auth import current_user
-from pbx.http import json_error, public_base_url, whole_number
+from pbx.http import json_error, public_base_url, unix_time, whole_number
 from pbx.keys import CALLS, SETTINGS, VISITS
 from pbx.storage.calls import CallFilter
 from recordings.files import recording_path
 
-LAST_TIME = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
 CALL_ID = re.compile(r"[0-9]{1,12}")
 
 
@@ -34,32 +33,10 @@ def token_name(request: web.Request) -> str | None:
 
 
 def unauthorized() -> web.Response:
+    """401 with the challenge that tells the client a bearer token is wanted."""
     response = json_error(401, "a valid bearer token is required")
     response.headers["WWW-Authenticate"] = 'Bearer realm="calltrack"'
     return response
-
-
-def _time(value: str | None, name: str) -> float | None:
-    """Unix seconds or ISO 8601 (a time without zone is UTC), from 1970 to 9999."""
-    if value is None or value == "":
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = _iso_seconds(value, name)
-    if not 0 <= seconds <= LAST_TIME:  # also NaN and infinities
-        raise web.HTTPBadRequest(reason=f"{name}: expected a time from 1970 to 9999")
-    return seconds
-
-
-def _iso_seconds(value: str, name: str) -> float:
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise web.HTTPBadRequest(reason=f"{name}: expected ISO 8601 time or Unix seconds") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
 
 
 def _int(value: str | None, name: str, default: int, low: int, high: int) -> int:
@@ -89,8 +66,8 @@ async def list_calls(request: web.Request) -> web.Response:
         return unauthorized()
     query = request.query
     where = CallFilter(
-        since=_time(query.get("since"), "since"),
-        until=_time(query.get("until"), "until"),
+        since=unix_time(query.get("since"), "since"),
+        until=unix_time(query.get("until"), "until"),
         source=query.get("source") or None,
         limit=_int(query.get("limit"), "limit", 100, 1, 1000),
         offset=_int(query.get("offset"), "offset", 0, 0, 10**9),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import ColumnElement, Select, delete, exists, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -41,6 +41,15 @@ class CallFilter:
 @dataclass(frozen=True)
 class Review:
     """What staff made of a call."""
+
+    tags: frozenset[str]
+    score: int | None
+    notes: str | None
+    sale_cents: int | None
+
+
+class ReviewChanges(TypedDict, total=False):
+    """The parts of a review to change; a part left out stays as it is."""
 
     tags: frozenset[str]
     score: int | None
@@ -226,26 +235,38 @@ class CallStore:
             return [str(v) for v in values]
 
     async def review(self, call_id: int, review: Review, by: str) -> bool:
-        """Save staff's tags, score, notes and sale; False when there is no such call."""
+        """Save staff's tags, score, notes and sale, all of them; False when there is no such
+        call."""
+        return await self.amend(
+            call_id,
+            ReviewChanges(
+                tags=review.tags,
+                score=review.score,
+                notes=review.notes,
+                sale_cents=review.sale_cents,
+            ),
+            by,
+        )
+
+    async def amend(self, call_id: int, changes: ReviewChanges, by: str) -> bool:
+        """Change only the given parts of the review (the CRM's PATCH sets one field at a time;
+        given tags replace the call's); False when there is no such call."""
+        columns = {name: value for name, value in changes.items() if name != "tags"}
         async with self._engine.begin() as conn:
             result = await conn.execute(
                 update(calls)
                 .where(calls.c.id == call_id)
-                .values(
-                    score=review.score,
-                    notes=review.notes,
-                    sale_cents=review.sale_cents,
-                    reviewed_by=by,
-                    reviewed_at=self._clock(),
-                )
+                .values(**columns, reviewed_by=by, reviewed_at=self._clock())
             )
             if not result.rowcount:
                 return False
-            await conn.execute(delete(call_tags).where(call_tags.c.call_id == call_id))
-            if review.tags:
-                await conn.execute(
-                    insert(call_tags), [{"call_id": call_id, "tag": t} for t in sorted(review.tags)]
-                )
+            if "tags" in changes:
+                await conn.execute(delete(call_tags).where(call_tags.c.call_id == call_id))
+                if changes["tags"]:
+                    await conn.execute(
+                        insert(call_tags),
+                        [{"call_id": call_id, "tag": t} for t in sorted(changes["tags"])],
+                    )
         return True
 
     async def _recordings(

@@ -20,6 +20,7 @@ from sqlalchemy import (
 )
 
 from attribution.calls import CALLER_MAX, DIAL_STATUS_MAX, DID_MAX, LINKEDID_MAX, RECORDING_MAX
+from attribution.sales import REFERENCE_MAX
 
 metadata = MetaData(
     naming_convention={
@@ -272,7 +273,8 @@ costs = Table(
 sales = Table(
     "sales",
     metadata,
-    Column("reference", String(128), primary_key=True),  # the CRM's id: posting twice is one sale
+    # the CRM's id of the deal: posting it twice is one sale
+    Column("reference", String(REFERENCE_MAX), primary_key=True),
     Column("call_id", Integer, ForeignKey("calls.id"), nullable=False, index=True),
     Column("caller", String(CALLER_MAX), nullable=False),
     Column("amount_cents", Integer, nullable=False),

@@ -1,0 +1,149 @@
+"""What a CRM tells calltrack, behind the staff API's bearer token: what a call came to
+(`PATCH /api/v1/calls/{id}`) and deals closed later (`POST /api/v1/sales`), so revenue reaches
+the channel that brought the caller."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from attribution.calls import CALLER_MAX
+from attribution.money import MoneyError, cents_text, to_cents
+from attribution.phone import PhoneNumberError, to_e164
+from attribution.sales import REFERENCE_MAX, Unmatched, why_unmatched
+from pbx.http import json_error, public_base_url, read_json_object, unix_time
+from pbx.keys import CALLS, CLOCK, ENGINE, SETTINGS
+from pbx.staff_api import CALL_ID, call_json, iso, token_name, unauthorized
+from pbx.staff_ui.views import MAX_NOTES
+from pbx.storage.calls import ReviewChanges
+from pbx.storage.sales import Sale, SaleStore
+
+CALL_FIELDS = ("tags", "score", "sale_amount", "notes")
+SALE_FIELDS = ("caller", "amount", "at", "reference")
+
+
+def _bad(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(reason=message)
+
+
+def _only(body: dict[str, Any], known: tuple[str, ...]) -> None:
+    """A field we do not know is a typo the client should hear about, not data to drop."""
+    if unknown := sorted(set(body) - set(known)):
+        raise _bad(f"unknown field(s) {', '.join(map(repr, unknown))}; expected {', '.join(known)}")
+
+
+def _cents(value: object, name: str) -> int:
+    try:
+        return to_cents(value)
+    except MoneyError as exc:
+        raise _bad(f"{name}: {exc}") from None
+
+
+def _review_changes(body: dict[str, Any], allowed_tags: list[str]) -> ReviewChanges:
+    """The PATCH body as the review fields it changes; the ones left out stay."""
+    _only(body, CALL_FIELDS)
+    if not body:
+        raise _bad(f"nothing to change: give any of {', '.join(CALL_FIELDS)}")
+    changes = ReviewChanges()
+    if "tags" in body:
+        tags = body["tags"]
+        if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+            raise _bad("tags: expected a list of tags")
+        if unknown := sorted(set(tags) - set(allowed_tags)):
+            raise _bad(
+                f"tags: unknown tag(s) {', '.join(map(repr, unknown))};"
+                f" expected any of {', '.join(allowed_tags)}"
+            )
+        changes["tags"] = frozenset(tags)
+    if "score" in body:
+        score = body["score"]
+        if score is not None and (type(score) is not int or not 1 <= score <= 5):
+            raise _bad("score: expected a whole number from 1 to 5, or null")
+        changes["score"] = score
+    if "sale_amount" in body:
+        amount = body["sale_amount"]
+        changes["sale_cents"] = None if amount is None else _cents(amount, "sale_amount")
+    if "notes" in body:
+        notes = body["notes"]
+        if notes is not None and (not isinstance(notes, str) or len(notes) > MAX_NOTES):
+            raise _bad(f"notes: expected text of at most {MAX_NOTES} characters, or null")
+        changes["notes"] = (notes or "").strip() or None  # as the staff form stores it
+    return changes
+
+
+async def patch_call(request: web.Request) -> web.Response:
+    """Change the given review fields of a call; the answer is the call as stored now."""
+    by = token_name(request)
+    if by is None:
+        return unauthorized()
+    call_id = request.match_info["call_id"]
+    if not CALL_ID.fullmatch(call_id):
+        return json_error(404, "no such call")
+    changes = _review_changes(await read_json_object(request), request.app[SETTINGS].tags)
+    store = request.app[CALLS]
+    call = await store.get(int(call_id)) if await store.amend(int(call_id), changes, by) else None
+    if call is None:
+        return json_error(404, "no such call")
+    return web.json_response(call_json(call, public_base_url(request)))
+
+
+def _text(body: dict[str, Any], name: str, longest: int) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value.strip() or len(value) > longest:
+        raise _bad(f"{name}: expected text of 1 to {longest} characters")
+    return value
+
+
+def _sale(body: dict[str, Any], region: str | None) -> Sale:
+    _only(body, SALE_FIELDS)
+    reference = _text(body, "reference", REFERENCE_MAX)
+    try:
+        caller = to_e164(_text(body, "caller", CALLER_MAX), region)
+    except PhoneNumberError as exc:
+        raise _bad(f"caller: {exc}") from None
+    if "amount" not in body:
+        raise _bad("amount: required")
+    at = body.get("at")
+    if isinstance(at, bool) or not isinstance(at, str | int | float | None):
+        raise _bad("at: expected ISO 8601 time or Unix seconds")
+    return Sale(
+        reference=reference,
+        caller=caller,
+        amount_cents=_cents(body["amount"], "amount"),
+        at=unix_time(None if at is None else str(at), "at"),
+    )
+
+
+async def post_sale(request: web.Request) -> web.Response:
+    """Credit a deal to the caller's latest call before it (201 new, 200 known reference)."""
+    by = token_name(request)
+    if by is None:
+        return unauthorized()
+    settings = request.app[SETTINGS]
+    sale = _sale(await read_json_object(request), settings.region)
+    store = SaleStore(
+        request.app[ENGINE], settings.region, settings.sales.match_days, request.app[CLOCK]
+    )
+    credited = await store.record(sale, by)
+    if isinstance(credited, Unmatched):
+        message = why_unmatched(credited, sale.caller, settings.sales.match_days)
+        return json_error(404, message, reason=str(credited))
+    call = await request.app[CALLS].get(credited.call_id)
+    answer = {
+        "call_id": credited.call_id,
+        "call": call_json(call, public_base_url(request)) if call else None,
+        "reference": sale.reference,
+        "amount": cents_text(credited.amount_cents),
+        "caller": sale.caller,
+        "at": iso(credited.at),
+        "created": credited.created,
+    }
+    return web.json_response(answer, status=201 if credited.created else 200)
+
+
+def routes() -> list[web.AbstractRouteDef]:
+    return [
+        web.patch("/api/v1/calls/{call_id}", patch_call),
+        web.post("/api/v1/sales", post_sale),
+    ]
