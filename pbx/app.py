@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 from sqlalchemy import text
 
-from pbx import reports_api, staff_api, staff_ui
+from pbx import journey_api, reports_api, staff_api, staff_ui
 from pbx.http import errors_as_json
 from pbx.keys import (
     CALLS,
@@ -134,6 +134,7 @@ def build_app(settings: Settings, clock: Callable[[], float] = time.time) -> web
             *visitor_api.routes(),
             *staff_api.routes(),
             *reports_api.routes(),
+            *journey_api.routes(),
             *staff_ui.routes(),
         ]
     )

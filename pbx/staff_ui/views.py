@@ -28,11 +28,12 @@ from pbx.auth import (
     set_cookie,
 )
 from pbx.http import read_form, whole_number
-from pbx.keys import CALLS, PBX_LINK, SETTINGS, TEMPLATES, VISITS
+from pbx.keys import CALLS, ENGINE, PBX_LINK, SETTINGS, TEMPLATES, VISITS
 from pbx.ratelimit import LoginRefused
 from pbx.staff_ui.export import COLUMNS, csv_row, csv_text
 from pbx.staff_ui.query import PAGE_SIZE, parse_log_query
 from pbx.storage.calls import Review
+from pbx.storage.journey import load_journey
 
 STATIC = Path(__file__).parent / "static"
 SECURITY_HEADERS = {
@@ -197,7 +198,7 @@ async def _call_page(
         if call["session_id"]
         else []
     )
-    earlier = await request.app[CALLS].earlier_calls(call["caller"], call["started_at"])
+    journey = await load_journey(request.app[ENGINE], call["id"])
     return render(
         request,
         "call.html",
@@ -205,7 +206,7 @@ async def _call_page(
         user=user,
         call=call,
         views=views,
-        earlier=earlier,
+        journey=journey,
         tags=_allowed_tags(settings.tags, call),
         error=error,
         saved=request.query.get("saved") == "1" and not error,
