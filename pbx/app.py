@@ -31,6 +31,7 @@ from pbx.metrics import Metrics
 from pbx.pbx_link import pbx_link
 from pbx.ratelimit import LoginGuard
 from pbx.settings import Settings
+from pbx.staff_ui import missed
 from pbx.storage.calls import CallStore
 from pbx.storage.db import open_engine, require_current_schema
 from pbx.storage.retention import run_visit_retention
@@ -115,7 +116,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 def build_app(settings: Settings, clock: Callable[[], float] = time.time) -> web.Application:
     app = web.Application(
-        middlewares=[errors_as_json, staff_ui.html_errors, visitor_api.cors],
+        middlewares=[errors_as_json, staff_ui.html_errors, visitor_api.cors, missed.count_missed],
         client_max_size=settings.http.max_body_bytes,
     )
     app[SETTINGS] = settings
@@ -136,6 +137,7 @@ def build_app(settings: Settings, clock: Callable[[], float] = time.time) -> web
             *reports_api.routes(),
             *journey_api.routes(),
             *staff_ui.routes(),
+            *missed.routes(),
         ]
     )
     return app

@@ -28,7 +28,7 @@ from pbx.auth import (
     set_cookie,
 )
 from pbx.http import read_form, whole_number
-from pbx.keys import CALLS, ENGINE, PBX_LINK, SETTINGS, TEMPLATES, VISITS
+from pbx.keys import CALLS, ENGINE, MISSED_COUNT, PBX_LINK, SETTINGS, TEMPLATES, VISITS
 from pbx.ratelimit import LoginRefused
 from pbx.staff_ui.export import COLUMNS, csv_row, csv_text
 from pbx.staff_ui.query import PAGE_SIZE, parse_log_query
@@ -53,7 +53,11 @@ EXPORT_BATCH = 1000
 
 
 def render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
-    html = request.app[TEMPLATES].get_template(template).render(path=request.path, **context)
+    html = (
+        request.app[TEMPLATES]
+        .get_template(template)
+        .render(path=request.path, missed_count=request.get(MISSED_COUNT), **context)
+    )
     return web.Response(
         text=html, status=status, content_type="text/html", headers=SECURITY_HEADERS
     )
