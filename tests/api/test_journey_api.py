@@ -11,7 +11,6 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from attribution.calls import CallReport
 from pbx.app import build_app
 from pbx.keys import CALLS, VISITS
 from pbx.storage.calls import CallFilter
