@@ -31,7 +31,7 @@ from pbx.metrics import Metrics
 from pbx.pbx_link import pbx_link
 from pbx.ratelimit import LoginGuard
 from pbx.settings import Settings
-from pbx.staff_ui import missed
+from pbx.staff_ui import dashboard, missed
 from pbx.storage.calls import CallStore
 from pbx.storage.db import open_engine, require_current_schema
 from pbx.storage.retention import run_visit_retention
@@ -138,6 +138,7 @@ def build_app(settings: Settings, clock: Callable[[], float] = time.time) -> web
             *journey_api.routes(),
             *staff_ui.routes(),
             *missed.routes(),
+            *dashboard.routes(),
         ]
     )
     return app

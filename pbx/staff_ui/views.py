@@ -71,19 +71,15 @@ def _local_path(target: str) -> str:
     """Where to go after logging in: only a path on this site, never another host."""
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
-        return "/calls"
+        return "/"
     if "\\" in target or any(ord(ch) < 32 for ch in target):
-        return "/calls"
+        return "/"
     return target
-
-
-async def home(request: web.Request) -> web.Response:
-    raise web.HTTPSeeOther("/calls")
 
 
 async def login_form(request: web.Request, error: str = "", status: int = 200) -> web.Response:
     token = new_login_csrf()
-    next_path = _local_path(request.query.get("next", "/calls"))
+    next_path = _local_path(request.query.get("next", "/"))
     response = render(
         request, "login.html", status, user=None, csrf=token, next=next_path, error=error
     )
@@ -109,7 +105,7 @@ async def login(request: web.Request) -> web.Response:
         return response
     if token is None:
         return await login_form(request, "Wrong user name or password.", 401)
-    response = web.HTTPSeeOther(_local_path(str(form.get("next", "/calls"))))
+    response = web.HTTPSeeOther(_local_path(str(form.get("next", "/"))))
     set_cookie(request, response, SESSION_COOKIE, token)
     response.del_cookie(LOGIN_CSRF_COOKIE, path="/")
     raise response
@@ -299,7 +295,6 @@ async def admin_status(request: web.Request) -> web.Response:
 
 def routes() -> list[web.AbstractRouteDef]:
     return [
-        web.get("/", home),
         web.get("/login", login_form),
         web.post("/login", login),
         web.post("/logout", logout),
