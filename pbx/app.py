@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 from sqlalchemy import text
 
-from pbx import crm_api, reports_api, staff_api, staff_ui
+from pbx import crm_api, journey_api, reports_api, staff_api, staff_ui
 from pbx.http import errors_as_json
 from pbx.keys import (
     CALLS,
@@ -32,6 +32,7 @@ from pbx.pbx_link import pbx_link
 from pbx.ratelimit import LoginGuard
 from pbx.settings import Settings
 from pbx.staff_ui import costs as staff_costs
+from pbx.staff_ui import dashboard, missed
 from pbx.storage.calls import CallStore
 from pbx.storage.db import open_engine, require_current_schema
 from pbx.storage.retention import run_visit_retention
@@ -116,7 +117,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 def build_app(settings: Settings, clock: Callable[[], float] = time.time) -> web.Application:
     app = web.Application(
-        middlewares=[errors_as_json, staff_ui.html_errors, visitor_api.cors],
+        middlewares=[errors_as_json, staff_ui.html_errors, visitor_api.cors, missed.count_missed],
         client_max_size=settings.http.max_body_bytes,
     )
     app[SETTINGS] = settings
@@ -136,8 +137,11 @@ def build_app(settings: Settings, clock: Callable[[], float] = time.time) -> web
             *staff_api.routes(),
             *reports_api.routes(),
             *crm_api.routes(),
+            *journey_api.routes(),
             *staff_ui.routes(),
             *staff_costs.routes(),
+            *missed.routes(),
+            *dashboard.routes(),
         ]
     )
     return app

@@ -28,11 +28,12 @@ from pbx.auth import (
     set_cookie,
 )
 from pbx.http import read_form, whole_number
-from pbx.keys import CALLS, PBX_LINK, SETTINGS, TEMPLATES, VISITS
+from pbx.keys import CALLS, ENGINE, MISSED_COUNT, PBX_LINK, SETTINGS, TEMPLATES, VISITS
 from pbx.ratelimit import LoginRefused
 from pbx.staff_ui.export import COLUMNS, csv_row, csv_text
 from pbx.staff_ui.query import PAGE_SIZE, parse_log_query
 from pbx.storage.calls import Review
+from pbx.storage.journey import load_journey
 
 STATIC = Path(__file__).parent / "static"
 SECURITY_HEADERS = {
@@ -52,7 +53,11 @@ EXPORT_BATCH = 1000
 
 
 def render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
-    html = request.app[TEMPLATES].get_template(template).render(path=request.path, **context)
+    html = (
+        request.app[TEMPLATES]
+        .get_template(template)
+        .render(path=request.path, missed_count=request.get(MISSED_COUNT), **context)
+    )
     return web.Response(
         text=html, status=status, content_type="text/html", headers=SECURITY_HEADERS
     )
@@ -66,19 +71,15 @@ def _local_path(target: str) -> str:
     """Where to go after logging in: only a path on this site, never another host."""
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
-        return "/calls"
+        return "/"
     if "\\" in target or any(ord(ch) < 32 for ch in target):
-        return "/calls"
+        return "/"
     return target
-
-
-async def home(request: web.Request) -> web.Response:
-    raise web.HTTPSeeOther("/calls")
 
 
 async def login_form(request: web.Request, error: str = "", status: int = 200) -> web.Response:
     token = new_login_csrf()
-    next_path = _local_path(request.query.get("next", "/calls"))
+    next_path = _local_path(request.query.get("next", "/"))
     response = render(
         request, "login.html", status, user=None, csrf=token, next=next_path, error=error
     )
@@ -104,7 +105,7 @@ async def login(request: web.Request) -> web.Response:
         return response
     if token is None:
         return await login_form(request, "Wrong user name or password.", 401)
-    response = web.HTTPSeeOther(_local_path(str(form.get("next", "/calls"))))
+    response = web.HTTPSeeOther(_local_path(str(form.get("next", "/"))))
     set_cookie(request, response, SESSION_COOKIE, token)
     response.del_cookie(LOGIN_CSRF_COOKIE, path="/")
     raise response
@@ -197,7 +198,7 @@ async def _call_page(
         if call["session_id"]
         else []
     )
-    earlier = await request.app[CALLS].earlier_calls(call["caller"], call["started_at"])
+    journey = await load_journey(request.app[ENGINE], call["id"])
     return render(
         request,
         "call.html",
@@ -205,7 +206,7 @@ async def _call_page(
         user=user,
         call=call,
         views=views,
-        earlier=earlier,
+        journey=journey,
         tags=_allowed_tags(settings.tags, call),
         error=error,
         saved=request.query.get("saved") == "1" and not error,
@@ -294,7 +295,6 @@ async def admin_status(request: web.Request) -> web.Response:
 
 def routes() -> list[web.AbstractRouteDef]:
     return [
-        web.get("/", home),
         web.get("/login", login_form),
         web.post("/login", login),
         web.post("/logout", logout),

@@ -209,22 +209,6 @@ class CallStore:
             tags = await _tags_of(conn, [call_id])
         return _public(dict(row._mapping), tags) if row else None
 
-    async def earlier_calls(
-        self, caller: str, before: float, limit: int = 20
-    ) -> Sequence[dict[str, Any]]:
-        """The caller's calls before this one, newest first: is this a returning customer?"""
-        async with self._engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(calls)
-                    .where(calls.c.caller == caller, calls.c.started_at < before)
-                    .order_by(calls.c.started_at.desc())
-                    .limit(limit)
-                )
-            ).all()
-            tags = await _tags_of(conn, [row.id for row in rows])
-        return [_public(dict(r._mapping), tags) for r in rows]
-
     async def choices(self, column: str, limit: int = 200) -> Sequence[str]:
         """The values a column holds (sources, media, campaigns), for the log's filter hints."""
         field = calls.c[column]
