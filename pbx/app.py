@@ -31,6 +31,7 @@ from pbx.metrics import Metrics
 from pbx.pbx_link import pbx_link
 from pbx.ratelimit import LoginGuard
 from pbx.settings import Settings
+from pbx.staff_ui import reports as staff_reports
 from pbx.storage.calls import CallStore
 from pbx.storage.db import open_engine, require_current_schema
 from pbx.storage.retention import run_visit_retention
@@ -135,6 +136,7 @@ def build_app(settings: Settings, clock: Callable[[], float] = time.time) -> web
             *staff_api.routes(),
             *reports_api.routes(),
             *staff_ui.routes(),
+            *staff_reports.routes(),
         ]
     )
     return app

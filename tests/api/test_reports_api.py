@@ -70,7 +70,9 @@ def rows(data: dict[str, Any], *fields: str) -> dict[str, tuple[Any, ...]]:
     return {r["key"]: tuple(r[f] for f in fields) for r in data["rows"]}
 
 
-async def history(tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]) -> Client:
+async def history(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]], **config: Any
+) -> Client:
     """Three visitors and five calls:
 
     - V1: organic (yandex) visit, then 31 min later a google cpc visit; calls from it (talk 40 s).
@@ -80,7 +82,7 @@ async def history(tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client
     - a static billboard call (missed), a fallback call (unattributed, answered 50 s)
     """
     clock = FakeClock()
-    settings = settings_for(tmp_path, sites=[SITE])
+    settings = settings_for(tmp_path, sites=[SITE], **config)
     await migrate(settings)
     client = await aiohttp_client(build_app(settings, clock=clock))
     s = Scenario(client, clock)
