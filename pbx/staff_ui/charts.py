@@ -2,7 +2,8 @@
 
 Server-side SVG needs no script and no CDN, and keeps within the pages' CSP: colours are SVG
 presentation attributes (fill=), never style=. A chart is drawn on a fixed 400-unit-wide viewBox
-that scales to its container, so the same shapes read on a desktop column and a 390 px phone.
+that scales to its container, so the same shapes read on a desktop column and a 390 px phone
+(where the stylesheet draws the text larger, into the room the layout leaves for it).
 Colours are the Okabe-Ito palette, told apart with any kind of colour blindness.
 """
 
@@ -18,9 +19,8 @@ OTHER_COLOUR = "#9AA1AC"
 OTHER = "(other)"
 TOP = 5  # keys stacked by name; the rest are one "(other)" block
 WIDTH = 400.0
-FONT = 11.0
-INK = "#475467"
-GRID = "#E3E6EB"
+FONT = 13.0  # the text's size in viewBox units (_chart.html)
+ROOM = 15.0  # the text height the layout leaves room for: phones draw it larger (ui.css)
 MAX_LABEL = 24  # characters of a bar's name before it is cut (the full name is its tooltip)
 
 
@@ -67,6 +67,7 @@ class Chart:
     rules: list[Rule] = field(default_factory=list)
     legend: list[Swatch] = field(default_factory=list)
     empty: str = ""  # what to say instead of shapes when there is nothing to draw
+    font: float = FONT
 
 
 def _r(value: float) -> float:
@@ -128,7 +129,7 @@ def stacked_columns(
 ) -> Chart:
     """A column per period (named as its axis label), its calls stacked by key (bottom = the
     first key)."""
-    height, left, right, top, bottom = 230.0, 34.0, 6.0, 20.0, 26.0
+    height, left, right, top, bottom = 240.0, 34.0, 6.0, ROOM + 10, ROOM + 9
     total = sum(map(sum, counts))
     summary = f"{title}: {total} {unit} over {len(columns)} periods"
     legend = [Swatch(_colour(k, i), k) for i, k in enumerate(keys)]
@@ -141,11 +142,11 @@ def stacked_columns(
     for value in steps:
         y = _r(base - value * scale)
         chart.rules.append(Rule(left, y, WIDTH - right, y))
-        chart.labels.append(Label(left - 4, _r(y + FONT / 3), _number(value), "end"))
-    chart.labels.append(Label(2, FONT, unit))  # the axis's unit, above its top step
+        chart.labels.append(Label(left - 4, _r(y + ROOM / 3), _number(value), "end"))
+    chart.labels.append(Label(2, ROOM - 2, unit))  # the axis's unit, above its top step
     slot = plot_w / len(columns)
     width = max(slot * 0.72, 1.0)
-    every = math.ceil(len(columns) / 6)  # at most 6 period labels: they must not overlap
+    every = math.ceil(len(columns) / 5)  # at most 5 period labels: they must not overlap
     for i, (name, layer_counts) in enumerate(zip(columns, counts, strict=True)):
         x = left + i * slot + (slot - width) / 2
         y = base
@@ -157,7 +158,7 @@ def stacked_columns(
                     Rect(_r(x), _r(y), _r(width), _r(h), swatch.colour, f"{name}, {key}: {count}")
                 )
         if i % every == 0:
-            chart.labels.append(Label(_r(x + width / 2), _r(base + FONT + 4), name, "middle"))
+            chart.labels.append(Label(_r(x + width / 2), _r(base + ROOM + 2), name, "middle"))
     return chart
 
 
@@ -177,7 +178,7 @@ def _cut(text: str) -> str:
 def grouped_bars(title: str, items: Sequence[str], measures: Sequence[Measure]) -> Chart:
     """Horizontal bars: per item its name, then a bar per measure with its value written at
     the end. Each measure has its own scale (calls and money do not share an axis)."""
-    row_gap, bar_h, name_h, value_w = 8.0, 11.0, FONT + 4, 64.0
+    row_gap, bar_h, name_h, value_w = 10.0, ROOM, ROOM + 3, 84.0
     per_item = name_h + bar_h * len(measures) + row_gap
     legend = [Swatch(PALETTE[i % len(PALETTE)], m.name) for i, m in enumerate(measures)]
     summary = f"{title}: {len(items)} rows"
@@ -186,9 +187,9 @@ def grouped_bars(title: str, items: Sequence[str], measures: Sequence[Measure]) 
     chart = Chart(title, summary, _r(per_item * len(items) + 4), legend=legend)
     plot_w = WIDTH - value_w
     for i, item in enumerate(items):
-        y = i * per_item + FONT
+        y = i * per_item + ROOM
         chart.labels.append(Label(0, _r(y), _cut(item)))
-        y += 4
+        y += 5
         for measure, swatch in zip(measures, legend, strict=True):
             biggest = max(measure.values) or 1
             value, text = measure.values[i], measure.texts[i]
