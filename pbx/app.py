@@ -33,6 +33,7 @@ from pbx.ratelimit import LoginGuard
 from pbx.settings import Settings
 from pbx.staff_ui import costs as staff_costs
 from pbx.staff_ui import dashboard, missed
+from pbx.staff_ui import reports as staff_reports
 from pbx.storage.calls import CallStore
 from pbx.storage.db import open_engine, require_current_schema
 from pbx.storage.retention import run_visit_retention
@@ -142,6 +143,7 @@ def build_app(settings: Settings, clock: Callable[[], float] = time.time) -> web
             *staff_costs.routes(),
             *missed.routes(),
             *dashboard.routes(),
+            *staff_reports.routes(),
         ]
     )
     return app

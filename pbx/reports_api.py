@@ -96,6 +96,17 @@ def report_csv(report: Report) -> str:
     return out.getvalue()
 
 
+def csv_response(report: Report) -> web.Response:
+    """The report as a CSV download (the API's and the staff page's)."""
+    q = report.query
+    name = f"calltrack-{q.group_by}-{q.since}-{q.until}.csv"
+    return web.Response(
+        text=report_csv(report),
+        content_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
 async def get_report(request: web.Request) -> web.Response:
     if token_name(request) is None:
         return unauthorized()
@@ -106,12 +117,7 @@ async def get_report(request: web.Request) -> web.Response:
     query = read_report_query(params, today(request))
     report = await build_report(request.app[ENGINE], request.app[SETTINGS], query)
     if output == "csv":
-        name = f"calltrack-{query.group_by}-{query.since}-{query.until}.csv"
-        return web.Response(
-            text=report_csv(report),
-            content_type="text/csv",
-            headers={"Content-Disposition": f'attachment; filename="{name}"'},
-        )
+        return csv_response(report)
     return web.json_response(report.as_json())
 
 

@@ -86,7 +86,7 @@ async def build_report(engine: AsyncEngine, settings: Settings, query: ReportQue
 # -- calls -------------------------------------------------------------------------------------
 
 
-def _credit_key(query: ReportQuery) -> ColumnElement[Any]:
+def credit_key(query: ReportQuery) -> ColumnElement[Any]:
     """The row a credit falls in: its value of the grouping, or a row of its own."""
     c = call_credits.c
     if query.group_by is GroupBy.STATIC:
@@ -99,7 +99,7 @@ def _credit_key(query: ReportQuery) -> ColumnElement[Any]:
     return case(*whens, else_=value)
 
 
-def _credit_filter(group: GroupBy, value: str) -> ColumnElement[bool]:
+def credit_filter(group: GroupBy, value: str) -> ColumnElement[bool]:
     c = call_credits.c
     if value == UNATTRIBUTED:
         return c.kind == CreditKind.NONE
@@ -131,7 +131,7 @@ async def _call_tallies(
     conn: AsyncConnection, settings: Settings, query: ReportQuery, since: int, until: int
 ) -> list[tuple[str, Tally]]:
     c, k = calls.c, call_credits.c
-    group = k.day if query.group_by.is_time else _credit_key(query)
+    group = k.day if query.group_by.is_time else credit_key(query)
     answered = c.status == "answered"
     statement = (
         select(
@@ -152,7 +152,7 @@ async def _call_tallies(
         .group_by(group)
     )
     for dimension, value in query.filters.items():
-        statement = statement.where(_credit_filter(dimension, value))
+        statement = statement.where(credit_filter(dimension, value))
     rows = []
     for r in await conn.execute(statement):
         key = time_key(day_of(r.key), query.group_by) if query.group_by.is_time else r.key

@@ -71,7 +71,10 @@ def rows(data: dict[str, Any], *fields: str) -> dict[str, tuple[Any, ...]]:
 
 
 async def history(
-    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]], database: str | None = None
+    tmp_path: Path,
+    aiohttp_client: Callable[..., Awaitable[Client]],
+    database: str | None = None,
+    **config: Any,
 ) -> Client:
     """Three visitors and five calls:
 
@@ -83,7 +86,9 @@ async def history(
     """
     clock = FakeClock()
     settings = (
-        make_settings(database, sites=[SITE]) if database else settings_for(tmp_path, sites=[SITE])
+        make_settings(database, sites=[SITE], **config)
+        if database
+        else settings_for(tmp_path, sites=[SITE], **config)
     )
     await migrate(settings)
     client = await aiohttp_client(build_app(settings, clock=clock))
