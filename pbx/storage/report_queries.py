@@ -9,7 +9,7 @@ content, landing, referrer) filtered by a channel falls back to counting session
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -29,6 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from attribution.costs import spread_costs
 from attribution.models import CreditKind
 from attribution.reports import (
     NOT_SET,
@@ -47,6 +48,7 @@ from attribution.reports import (
 )
 from attribution.traffic import host_of, path_of
 from pbx.settings import Settings
+from pbx.storage.costs import static_monthly_costs
 from pbx.storage.tables import (
     call_credits,
     call_tags,
@@ -75,7 +77,7 @@ async def build_report(engine: AsyncEngine, settings: Settings, query: ReportQue
             tallies[key] = tallies[key] + tally
         for key, visits in await _visit_counts(conn, settings, query, since, until):
             tallies[key] = tallies[key] + Tally(visits=visits)
-        cost_rows, note = await _costs(conn, query, since, until)
+        cost_rows, note = await _costs(conn, settings, query, since, until)
     for key, cents in cost_rows:
         tallies[key] = tallies[key] + Tally(cost_cents=cents)
     if note:
@@ -308,18 +310,54 @@ def _raw_value(group: GroupBy, value: str | None) -> str:
 
 
 async def _costs(
-    conn: AsyncConnection, query: ReportQuery, since: int, until: int
+    conn: AsyncConnection, settings: Settings, query: ReportQuery, since: int, until: int
 ) -> tuple[list[tuple[str, int]], str | None]:
-    """Cost per row, and a note when the grouping or a filter is one costs are not kept by."""
-    unknown = [d for d in query.filters if d not in COST_KEYS]
+    """Cost per row (imported, plus static numbers' monthly costs spread per day), and a note
+    when the grouping or a filter is one costs are not kept by."""
+    unknown = sorted(str(d) for d in query.filters if d not in COST_KEYS)
     if unknown:
-        names = ", ".join(sorted(str(d) for d in unknown))
-        return (
-            [],
-            f"cost is kept by source, medium, campaign and day: not shown when filtered by {names}",
+        return [], (
+            "cost is kept by source, medium, campaign and day: not shown when filtered by "
+            + ", ".join(unknown)
         )
-    x = costs.c
     group = query.group_by
+    static_filter = query.filters.get(GroupBy.STATIC)
+    channel_filters = {d: _rollup_value(v) for d, v in query.filters.items() if d in CHANNEL}
+    keyed: list[tuple[str, int]] = []
+    if static_filter in (None, WEB):
+        keyed += await _imported_costs(conn, group, channel_filters, since, until)
+    fixed = [
+        row
+        for row in spread_costs(static_monthly_costs(settings), since, until)
+        if static_filter in (None, row.source)
+        and all(getattr(row, str(d)) == v for d, v in channel_filters.items())
+    ]
+    for row in fixed:
+        if group.is_time:
+            key = time_key(day_of(row.day), group)
+        elif group in CHANNEL:
+            key = _named(getattr(row, str(group)))
+        elif group is GroupBy.STATIC:
+            key = row.source
+        else:
+            key = UNSPLIT_COST
+        keyed.append((key, row.cost_cents))
+    if any(key == UNSPLIT_COST for key, _ in keyed):
+        return keyed, (
+            f"cost is kept by source, medium, campaign and day: the {group} rows show none,"
+            f" the row {UNSPLIT_COST} holds it"
+        )
+    return keyed, None
+
+
+async def _imported_costs(
+    conn: AsyncConnection,
+    group: GroupBy,
+    channel_filters: Mapping[GroupBy, str],
+    since: int,
+    until: int,
+) -> list[tuple[str, int]]:
+    x = costs.c
     if group.is_time:
         column: ColumnElement[Any] = x.day
     elif group in CHANNEL:
@@ -331,25 +369,15 @@ async def _costs(
         .where(x.day >= since, x.day <= until)
         .group_by(column)
     )
-    for dimension, value in query.filters.items():
-        if dimension in CHANNEL:
-            statement = statement.where(x[str(dimension)] == _rollup_value(value))
-        elif dimension is GroupBy.STATIC and value != WEB:
-            return [], None  # imported costs are the website's
-    rows: Iterable[Any] = await conn.execute(statement)
+    for dimension, value in channel_filters.items():
+        statement = statement.where(x[str(dimension)] == value)
+    rows = list(await conn.execute(statement))
     if group.is_time:
-        return [(time_key(day_of(r.key), group), int(r.cents)) for r in rows], None
+        return [(time_key(day_of(r.key), group), int(r.cents)) for r in rows]
     if group in CHANNEL:
-        return [(_named(r.key), int(r.cents)) for r in rows], None
-    total = sum(int(r.cents) for r in rows)
-    if group is GroupBy.STATIC:
-        return ([(WEB, total)] if total else []), None
-    return ([(UNSPLIT_COST, total)] if total else []), (
-        f"cost is kept by source, medium, campaign and day: the {group} rows show none, the row"
-        f" {UNSPLIT_COST} holds it"
-        if total
-        else None
-    )
+        return [(_named(r.key), int(r.cents)) for r in rows]
+    key = WEB if group is GroupBy.STATIC else UNSPLIT_COST  # imported costs are the website's
+    return [(key, int(r.cents)) for r in rows if r.cents]
 
 
 def report_range(today: date, days: int) -> tuple[date, date]:

@@ -13,8 +13,11 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from attribution.calls import CallReport
+from attribution.costs import layout_for, read_costs
 from pbx.app import build_app
-from pbx.keys import CALLS, CLOCK, SETTINGS, VISITS
+from pbx.keys import CALLS, CLOCK, ENGINE, SETTINGS, VISITS
+from pbx.storage.calls import CallFilter
+from pbx.storage.costs import replace_costs
 from pbx.storage.visits import VisitRequest
 from tests.helpers import ORIGIN, STAFF_TOKEN, FakeClock, make_settings, migrate, settings_for
 
@@ -211,3 +214,78 @@ async def test_probable_calls_are_a_row_of_their_own_unless_asked_to_include_the
     clock.advance(120)  # past the window: nobody
     await s.call(visit.number, "+79160000010")
     assert rows(await report(client), "calls")["(unattributed)"] == (1,)
+
+
+COSTS_CSV = b"""date,source,medium,campaign,cost
+2027-01-14,google,cpc,spring,999.00
+2027-01-15,google,cpc,spring,50.00
+2027-01-15,google,cpc,brand,30.00
+"""
+MONEY = ("calls", "leads", "sales", "revenue", "cost", "cost_per_call", "cost_per_lead", "roi")
+
+
+async def money_history(tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]) -> Client:
+    """The history, with costs imported for google (80.00 on the day), a billboard rent of
+    3100.00 a month (January: 100.00 a day), a CRM sale of 1500.00 to V1 and a sale of 200.00
+    entered on V2's call."""
+    static = [
+        {
+            "number": "+74990000101",
+            "source": "billboard",
+            "medium": "offline",
+            "monthly_cost": "3100.00",
+        }
+    ]
+    client = await history(tmp_path, aiohttp_client, static=static, currency="RUB")
+    await replace_costs(client.app[ENGINE], read_costs(COSTS_CSV, "costs.csv", layout_for()), 0.0)
+    sale = {"caller": "8 916 000-00-01", "amount": "1500.00", "reference": "deal-1"}
+    response = await client.post("/api/v1/sales", json=sale, headers=AUTH)
+    assert response.status == 201, await response.text()
+    v2_call = (await client.app[CALLS].list(CallFilter(caller="79160000002")))[1][0]["id"]
+    response = await client.patch(
+        f"/api/v1/calls/{v2_call}", json={"sale_amount": 200}, headers=AUTH
+    )
+    assert response.status == 200, await response.text()
+    return client
+
+
+async def test_cost_revenue_and_roi_per_channel(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    client = await money_history(tmp_path, aiohttp_client)
+    data = await report(client, group_by="source")
+    assert data["currency"] == "RUB"
+    assert rows(data, *MONEY) == {
+        # 1 call, a lead; the CRM's 1500.00; 50.00 + 30.00 of ads: ROI (1500 - 80) / 80
+        "google": (1, 1, 1, "1500.00", "80.00", "80.00", "80.00", 17.75),
+        "yandex": (0, 0, 0, "0.00", "0.00", None, None, None),
+        "(direct)": (1, 0, 1, "200.00", "0.00", "0.00", None, None),  # free, and no cost: no ROI
+        "billboard": (1, 0, 0, "0.00", "100.00", "100.00", None, -1.0),
+        "(unattributed)": (1, 1, 0, "0.00", "0.00", "0.00", "0.00", None),
+    }
+    totals = data["totals"]
+    assert (totals["cost"], totals["revenue"], totals["sales"]) == ("180.00", "1700.00", 2)
+    assert totals["roi"] == round((1700 - 180) / 180, 4)
+    # under last non-direct V2's sale goes to the cpc visit before their direct one
+    lnd = await report(client, group_by="campaign", model="last_non_direct")
+    assert rows(lnd, "revenue", "cost")["brand"] == ("200.00", "30.00")
+
+
+async def test_costs_a_grouping_cannot_split_are_a_row_of_their_own(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    client = await money_history(tmp_path, aiohttp_client)
+    data = await report(client, group_by="landing")
+    assert rows(data, "cost")["(costs)"] == ("180.00",)
+    assert data["totals"]["cost"] == "180.00" and data["notes"]
+    static = await report(client, group_by="static")
+    assert rows(static, "cost", "calls") == {
+        "(web)": ("80.00", 2),
+        "billboard": ("100.00", 1),
+        "(unattributed)": ("0.00", 1),
+    }
+    filtered = await report(client, group_by="source", term="anything")
+    assert filtered["totals"]["cost"] == "0.00" and "term" in filtered["notes"][0]
+    month = await report(client, group_by="month", since="2027-01-01", until="2027-01-31")
+    # the whole month's rent, and google's costs of both days
+    assert rows(month, "cost") == {"2027-01": ("4179.00",)}
