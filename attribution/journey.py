@@ -54,6 +54,18 @@ class JourneyCall:
 
 
 @dataclass(frozen=True)
+class ProbableVisit:
+    """A session a call nobody's number held probably came from (attribution.probable)."""
+
+    session_id: str
+    released_at: float
+    likelihood: float
+    source: str
+    medium: str
+    campaign: str | None
+
+
+@dataclass(frozen=True)
 class Journey:
     call: JourneyCall
     visits: Sequence[JourneyVisit]  # oldest first
@@ -64,6 +76,7 @@ class Journey:
     channels_back: Sequence[str]  # distinct sources of the visits after the first, in order
     visits_total: int  # visits before the call, also those not listed
     truncated: dict[str, bool] = field(default_factory=dict)
+    probable: Sequence[ProbableVisit] = ()  # likeliest first, for a probable match
 
 
 def channels_back(visits: Sequence[JourneyVisit], first_visit_at: float | None) -> list[str]:
@@ -85,6 +98,7 @@ def assemble(
     first_visit_at: float | None = None,
     visits_total: int | None = None,
     truncated: dict[str, bool] | None = None,
+    probable: Sequence[ProbableVisit] = (),
 ) -> Journey:
     """The journey from its rows. `first_visit_at` is the visitor's first visit when the listed
     visits are only the latest ones (a capped read); otherwise the first listed visit is it."""
@@ -105,4 +119,5 @@ def assemble(
         channels_back=channels_back(visits, first),
         visits_total=len(visits) if visits_total is None else visits_total,
         truncated=dict(truncated or {}),
+        probable=sorted(probable, key=lambda p: (-p.likelihood, -p.released_at)),
     )

@@ -37,6 +37,7 @@ def journey_json(journey: Journey) -> dict[str, Any]:
         "days_between_calls": list(journey.days_between_calls),
         "channels_back": list(journey.channels_back),
         "truncated": journey.truncated,
+        "probable": [asdict(p) | {"released_at": iso(p.released_at)} for p in journey.probable],
         "limits": {"visits": MAX_VISITS, "pages": MAX_PAGES, "earlier_calls": MAX_CALLS},
     }
 

@@ -27,6 +27,7 @@ ATTRIBUTION_LABELS = {
     "session": "Website visit",
     "static": "Static number",
     "fallback": "Fallback number: pool was full, source unknown",
+    "probable": "Probably a recent visitor: their number had just been released",
     "unknown": "No visitor held the number",
 }
 

@@ -12,9 +12,16 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, false, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from attribution.journey import Journey, JourneyCall, JourneyVisit, PageView, assemble
+from attribution.journey import (
+    Journey,
+    JourneyCall,
+    JourneyVisit,
+    PageView,
+    ProbableVisit,
+    assemble,
+)
 from pbx.storage.callers import is_known_number
-from pbx.storage.tables import call_tags, calls, page_views, sessions
+from pbx.storage.tables import call_candidates, call_tags, calls, page_views, sessions
 
 MAX_VISITS = 200  # the latest visits listed; the first visit's time is read apart
 MAX_PAGES = 100  # pages listed per visit
@@ -30,6 +37,7 @@ async def load_journey(engine: AsyncEngine, call_id: int) -> Journey | None:
         call = dict(row._mapping)
         visits, total, first_at, visits_cut, pages_cut = await _visits(conn, call)
         earlier, calls_cut = await _earlier_calls(conn, call)
+        probable = await _probable(conn, call_id)
     return assemble(
         _journey_call(call),
         visits,
@@ -37,7 +45,25 @@ async def load_journey(engine: AsyncEngine, call_id: int) -> Journey | None:
         first_visit_at=first_at,
         visits_total=total,
         truncated={"visits": visits_cut, "pages": pages_cut, "earlier_calls": calls_cut},
+        probable=probable,
     )
+
+
+async def _probable(conn: AsyncConnection, call_id: int) -> list[ProbableVisit]:
+    """The sessions a probable match came from (at most attribution.probable.MAX_CANDIDATES)."""
+    rows = await conn.execute(
+        select(
+            call_candidates.c.session_id,
+            call_candidates.c.released_at,
+            call_candidates.c.likelihood,
+            sessions.c.source,
+            sessions.c.medium,
+            sessions.c.campaign,
+        )
+        .join(sessions, sessions.c.id == call_candidates.c.session_id)
+        .where(call_candidates.c.call_id == call_id)
+    )
+    return [ProbableVisit(*row) for row in rows]
 
 
 def _journey_call(row: dict[str, Any], tags: Sequence[str] = ()) -> JourneyCall:

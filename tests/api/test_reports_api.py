@@ -19,7 +19,16 @@ from pbx.keys import CALLS, CLOCK, ENGINE, SETTINGS, VISITS
 from pbx.storage.calls import CallFilter
 from pbx.storage.costs import replace_costs
 from pbx.storage.visits import VisitRequest
-from tests.helpers import ORIGIN, STAFF_TOKEN, FakeClock, make_settings, migrate, settings_for
+from tests.api.test_staff_ui import log_in
+from tests.helpers import (
+    ORIGIN,
+    STAFF_TOKEN,
+    FakeClock,
+    make_settings,
+    migrate,
+    settings_for,
+    staff_users,
+)
 
 Client = TestClient  # type: ignore[type-arg]
 AUTH = {"Authorization": f"Bearer {STAFF_TOKEN}"}
@@ -186,10 +195,15 @@ async def test_reports_need_a_token_and_sane_parameters(
 async def test_a_known_caller_on_the_billboard_is_credited_to_their_first_visit_under_first(
     tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
 ) -> None:
-    client = await history(tmp_path, aiohttp_client)
+    client = await history(tmp_path, aiohttp_client, users=staff_users())
     s = Scenario(client, client.app[CLOCK])  # type: ignore[arg-type]
     s.calls = 10
     await s.call("+74990000101", "+79160000001")  # V1 again, on the billboard's number
+    _, [again, first_call] = await client.app[CALLS].list(CallFilter(caller="79160000001"))
+    assert again["repeat_of"] == first_call["id"] and again["attribution"] == "static"
+    await log_in(client, "sam")
+    page = await (await client.get(f"/calls/{again['id']}")).text()
+    assert f'repeat of <a href="/calls/{first_call["id"]}">' in page
     last = await report(client, group_by="source")
     first = await report(client, group_by="source", model="first")
     assert rows(last, "calls")["billboard"] == (2,)
@@ -201,7 +215,8 @@ async def test_probable_calls_are_a_row_of_their_own_unless_asked_to_include_the
     tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
 ) -> None:
     clock = FakeClock()
-    settings = settings_for(tmp_path, sites=[SITE])  # freeze_time 60 s: the probable window
+    # freeze_time 60 s: the probable window
+    settings = settings_for(tmp_path, sites=[SITE], users=staff_users())
     await migrate(settings)
     client = await aiohttp_client(build_app(settings, clock=clock))
     s = Scenario(client, clock)
@@ -211,9 +226,21 @@ async def test_probable_calls_are_a_row_of_their_own_unless_asked_to_include_the
     assert rows(await report(client), "calls") == {"(probable)": (1,), "google": (0,)}
     included = await report(client, include_probable="true", group_by="campaign")
     assert rows(included, "calls") == {"spring": (1,)}
+    # the call's journey and page name the probable visit, with its likelihood: 1 - 30/60
+    [call] = (await client.app[CALLS].list(CallFilter()))[1]
+    journey = await (await client.get(f"/api/v1/calls/{call['id']}/journey", headers=AUTH)).json()
+    [probable] = journey["probable"]
+    assert (probable["session_id"], probable["likelihood"]) == (visit.session_id, 0.5)
+    assert probable["source"] == "google"
+    await log_in(client, "sam")
+    page = await client.get(f"/calls/{call['id']}")
+    assert page.status == 200
+    text = await page.text()
+    assert "Probable visits" in text and "likelihood 50%" in text
     clock.advance(120)  # past the window: nobody
     await s.call(visit.number, "+79160000010")
     assert rows(await report(client), "calls")["(unattributed)"] == (1,)
+    assert (await client.get("/calls")).status == 200  # the log lists both kinds
 
 
 COSTS_CSV = b"""date,source,medium,campaign,cost
