@@ -21,24 +21,12 @@ from attribution.owner import Attribution
 from attribution.reports import local_day
 from attribution.traffic import host_of, path_of
 from pbx.settings import Settings
-from pbx.storage.tables import call_candidates, call_credits, calls, sessions
+from pbx.storage.tables import SESSION_TRAFFIC, call_candidates, call_credits, calls, sessions
 
 MAX_HISTORY = 500  # the visitor's visits a call's credits consider (the latest ones)
 REBUILD_BATCH = 1000
 
-_TOUCH_COLUMNS = (
-    sessions.c.id,
-    sessions.c.started_at,
-    sessions.c.site,
-    sessions.c.pool,
-    sessions.c.source,
-    sessions.c.medium,
-    sessions.c.campaign,
-    sessions.c.term,
-    sessions.c.content,
-    sessions.c.landing_url,
-    sessions.c.referrer,
-)
+_TOUCH_COLUMNS = (sessions.c.id, *SESSION_TRAFFIC)
 
 
 def _touch(row: Any) -> Touch:

@@ -6,8 +6,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import ColumnElement, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from attribution.leasing import LeasePolicy, LeaseSpan, holder_at
 from attribution.owner import Holder, SessionFacts
@@ -32,50 +32,40 @@ _FACTS = (
 )
 
 
+async def _spans(
+    conn: AsyncConnection, number: str, *conditions: ColumnElement[bool]
+) -> list[LeaseSpan]:
+    rows = await conn.execute(
+        select(
+            leases.c.id,
+            leases.c.number,
+            leases.c.session_id,
+            leases.c.started_at,
+            leases.c.held_until,
+        ).where(leases.c.number == number, *conditions)
+    )
+    return [LeaseSpan(r.id, r.number, r.session_id, r.started_at, r.held_until) for r in rows]
+
+
 async def released_before(
     engine: AsyncEngine, number: str, at: float, window: float
 ) -> list[LeaseSpan]:
     """Leases of `number` that ended within `window` before `at`: a probable match's candidates."""
     async with engine.connect() as conn:
-        rows = await conn.execute(
-            select(
-                leases.c.id,
-                leases.c.number,
-                leases.c.session_id,
-                leases.c.started_at,
-                leases.c.held_until,
-            ).where(
-                leases.c.number == number,
-                leases.c.started_at <= at,
-                leases.c.held_until >= at - window,
-                leases.c.held_until < at,
-            )
+        return await _spans(
+            conn,
+            number,
+            leases.c.started_at <= at,
+            leases.c.held_until >= at - window,
+            leases.c.held_until < at,
         )
-        return [LeaseSpan(r.id, r.number, r.session_id, r.started_at, r.held_until) for r in rows]
 
 
 async def find_holder(engine: AsyncEngine, number: str, at: float) -> Holder | None:
     """The session that held `number` at instant `at`, for attributing a call."""
     async with engine.connect() as conn:
-        spans = (
-            await conn.execute(
-                select(
-                    leases.c.id,
-                    leases.c.number,
-                    leases.c.session_id,
-                    leases.c.started_at,
-                    leases.c.held_until,
-                ).where(
-                    leases.c.number == number,
-                    leases.c.started_at <= at,
-                    leases.c.held_until >= at,
-                )
-            )
-        ).all()
-        span = holder_at(
-            (LeaseSpan(s.id, s.number, s.session_id, s.started_at, s.held_until) for s in spans),
-            at,
-        )
+        spans = await _spans(conn, number, leases.c.started_at <= at, leases.c.held_until >= at)
+        span = holder_at(spans, at)
         if span is None:
             return None
         row = (

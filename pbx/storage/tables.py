@@ -68,6 +68,20 @@ sessions = Table(
     Column("last_url", Text, nullable=False),
 )
 
+#: Where a visit came from, as reports group it (with its start, site and pool).
+SESSION_TRAFFIC = (
+    sessions.c.started_at,
+    sessions.c.site,
+    sessions.c.pool,
+    sessions.c.source,
+    sessions.c.medium,
+    sessions.c.campaign,
+    sessions.c.term,
+    sessions.c.content,
+    sessions.c.landing_url,
+    sessions.c.referrer,
+)
+
 # The pools a session leases from, one per group of the site's own numbers (sales, service),
 # with what each came to: the pool-size report counts these.
 session_pools = Table(

@@ -24,7 +24,7 @@ from attribution.reports import local_day
 from attribution.traffic import TrafficSource, host_of, path_of
 from pbx.settings import Settings
 from pbx.storage.db import Tx
-from pbx.storage.tables import sessions, visit_channels, visit_facets
+from pbx.storage.tables import SESSION_TRAFFIC, visit_channels, visit_facets
 
 FACETS = ("term", "content", "landing", "referrer")
 INSERT_BATCH = 5000
@@ -89,18 +89,7 @@ class VisitRollups:
         facets: Counter[FacetKey] = Counter()
         async with engine.connect() as conn:
             result = await conn.stream(
-                select(
-                    sessions.c.started_at,
-                    sessions.c.site,
-                    sessions.c.pool,
-                    sessions.c.source,
-                    sessions.c.medium,
-                    sessions.c.campaign,
-                    sessions.c.term,
-                    sessions.c.content,
-                    sessions.c.landing_url,
-                    sessions.c.referrer,
-                ).execution_options(yield_per=INSERT_BATCH)
+                select(*SESSION_TRAFFIC).execution_options(yield_per=INSERT_BATCH)
             )
             async for r in result:
                 day = self.day(r.started_at)

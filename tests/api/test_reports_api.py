@@ -69,6 +69,15 @@ class Scenario:
         assert await self.client.app[CALLS].store(report)
 
 
+async def app_client(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]], clock: FakeClock
+) -> Client:
+    """The daemon's app on a fresh database with SITE and the staff users."""
+    settings = settings_for(tmp_path, sites=[SITE], users=staff_users())
+    await migrate(settings)
+    return await aiohttp_client(build_app(settings, clock=clock))
+
+
 async def report(client: Client, **params: str) -> dict[str, Any]:
     response = await client.get(
         "/api/v1/reports", params={"since": DAY, "until": DAY, **params}, headers=AUTH
@@ -215,10 +224,7 @@ async def test_probable_calls_are_a_row_of_their_own_unless_asked_to_include_the
     tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
 ) -> None:
     clock = FakeClock()
-    # freeze_time 60 s: the probable window
-    settings = settings_for(tmp_path, sites=[SITE], users=staff_users())
-    await migrate(settings)
-    client = await aiohttp_client(build_app(settings, clock=clock))
+    client = await app_client(tmp_path, aiohttp_client, clock)  # the probable window: 60 s
     s = Scenario(client, clock)
     visit = await s.visit("utm_source=google&utm_medium=cpc&utm_campaign=spring")
     clock.advance(90)  # the lease ended 30 s ago

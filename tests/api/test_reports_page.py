@@ -10,10 +10,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
-from pbx.app import build_app
-from tests.api.test_reports_api import DAY, SITE, Client, Scenario, history
+from tests.api.test_reports_api import DAY, Client, Scenario, app_client, history
 from tests.api.test_staff_ui import log_in
-from tests.helpers import FakeClock, migrate, settings_for, staff_users
+from tests.helpers import FakeClock, staff_users
 
 RANGE = f"since={DAY}&until={DAY}"
 
@@ -237,9 +236,7 @@ async def test_names_from_visitors_are_shown_as_text(
     tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
 ) -> None:
     clock = FakeClock()
-    settings = settings_for(tmp_path, sites=[SITE], users=staff_users())
-    await migrate(settings)
-    client = await aiohttp_client(build_app(settings, clock=clock))
+    client = await app_client(tmp_path, aiohttp_client, clock)
     s = Scenario(client, clock)
     visit = await s.visit(f"utm_source={quote(SCRIPT)}&utm_medium=cpc")
     await s.call(visit.number, "+79160000001")
