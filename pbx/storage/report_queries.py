@@ -23,7 +23,6 @@ from sqlalchemy import (
     exists,
     func,
     literal,
-    null,
     or_,
     select,
 )
@@ -358,17 +357,17 @@ async def _imported_costs(
     until: int,
 ) -> list[tuple[str, int]]:
     x = costs.c
+    column: ColumnElement[Any] | None = None
     if group.is_time:
-        column: ColumnElement[Any] = x.day
+        column = x.day
     elif group in CHANNEL:
         column = x[str(group)]
-    else:
-        column = null()
+    cents = func.sum(x.cost_cents).label("cents")
     statement = (
-        select(column.label("key"), func.sum(x.cost_cents).label("cents"))
-        .where(x.day >= since, x.day <= until)
-        .group_by(column)
-    )
+        select(column.label("key"), cents).group_by(column)
+        if column is not None
+        else select(literal(None).label("key"), cents)  # one sum: costs do not split this way
+    ).where(x.day >= since, x.day <= until)
     for dimension, value in channel_filters.items():
         statement = statement.where(x[str(dimension)] == value)
     rows = list(await conn.execute(statement))
@@ -377,7 +376,7 @@ async def _imported_costs(
     if group in CHANNEL:
         return [(_named(r.key), int(r.cents)) for r in rows]
     key = WEB if group is GroupBy.STATIC else UNSPLIT_COST  # imported costs are the website's
-    return [(key, int(r.cents)) for r in rows if r.cents]
+    return [(key, int(r.cents)) for r in rows if r.cents]  # a sum of no rows is NULL
 
 
 def report_range(today: date, days: int) -> tuple[date, date]:

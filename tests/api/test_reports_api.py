@@ -257,7 +257,9 @@ COSTS_CSV = b"""date,source,medium,campaign,cost
 MONEY = ("calls", "leads", "sales", "revenue", "cost", "cost_per_call", "cost_per_lead", "roi")
 
 
-async def money_history(tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]) -> Client:
+async def money_history(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]], database: str | None = None
+) -> Client:
     """The history, with costs imported for google (80.00 on the day), a billboard rent of
     3100.00 a month (January: 100.00 a day), a CRM sale of 1500.00 to V1 and a sale of 200.00
     entered on V2's call."""
@@ -269,7 +271,9 @@ async def money_history(tmp_path: Path, aiohttp_client: Callable[..., Awaitable[
             "monthly_cost": "3100.00",
         }
     ]
-    client = await history(tmp_path, aiohttp_client, static=static, currency="RUB")
+    client = await history(
+        tmp_path, aiohttp_client, database, static=static, currency="RUB", users=staff_users()
+    )
     await replace_costs(client.app[ENGINE], read_costs(COSTS_CSV, "costs.csv", layout_for()), 0.0)
     sale = {"caller": "8 916 000-00-01", "amount": "1500.00", "reference": "deal-1"}
     response = await client.post("/api/v1/sales", json=sale, headers=AUTH)
@@ -285,7 +289,10 @@ async def money_history(tmp_path: Path, aiohttp_client: Callable[..., Awaitable[
 async def test_cost_revenue_and_roi_per_channel(
     tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
 ) -> None:
-    client = await money_history(tmp_path, aiohttp_client)
+    await check_money(await money_history(tmp_path, aiohttp_client))
+
+
+async def check_money(client: Client) -> None:
     data = await report(client, group_by="source")
     assert data["currency"] == "RUB"
     assert rows(data, *MONEY) == {
@@ -307,7 +314,10 @@ async def test_cost_revenue_and_roi_per_channel(
 async def test_costs_a_grouping_cannot_split_are_a_row_of_their_own(
     tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
 ) -> None:
-    client = await money_history(tmp_path, aiohttp_client)
+    await check_unsplit_costs(await money_history(tmp_path, aiohttp_client))
+
+
+async def check_unsplit_costs(client: Client) -> None:
     data = await report(client, group_by="landing")
     assert rows(data, "cost")["(costs)"] == ("180.00",)
     assert data["totals"]["cost"] == "180.00" and data["notes"]
