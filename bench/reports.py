@@ -235,7 +235,8 @@ async def time_direct(database: str, repeat: int, budget: float) -> list[Timing]
     results = []
     try:
         for kind in kinds():
-            query, runs, rows = kind.query(), [], 0
+            query, rows = kind.query(), 0
+            runs: list[float] = []
             deadline = time.monotonic() + budget
             while len(runs) < repeat and (len(runs) < 3 or time.monotonic() < deadline):
                 started = time.perf_counter()
