@@ -326,11 +326,11 @@ async def _costs(
         column = x[str(group)]
     else:
         column = null()
-    statement = (
-        select(column.label("key"), func.sum(x.cost_cents).label("cents"))
-        .where(x.day >= since, x.day <= until)
-        .group_by(column)
+    statement = select(column.label("key"), func.sum(x.cost_cents).label("cents")).where(
+        x.day >= since, x.day <= until
     )
+    if group.is_time or group in CHANNEL:  # PostgreSQL refuses GROUP BY NULL
+        statement = statement.group_by(column)
     for dimension, value in query.filters.items():
         if dimension in CHANNEL:
             statement = statement.where(x[str(dimension)] == _rollup_value(value))
@@ -341,7 +341,7 @@ async def _costs(
         return [(time_key(day_of(r.key), group), int(r.cents)) for r in rows], None
     if group in CHANNEL:
         return [(_named(r.key), int(r.cents)) for r in rows], None
-    total = sum(int(r.cents) for r in rows)
+    total = sum(int(r.cents or 0) for r in rows)  # one row: NULL when no costs
     if group is GroupBy.STATIC:
         return ([(WEB, total)] if total else []), None
     return ([(UNSPLIT_COST, total)] if total else []), (
