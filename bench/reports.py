@@ -292,11 +292,11 @@ def time_http(database: str, repeat: int) -> list[Timing]:
     return results
 
 
-def table(title: str, timings: list[Timing]) -> str:
+def table(title: str, timings: list[Timing], size: str = "rows") -> str:
     lines = [
         f"#### {title}",
         "",
-        "| report | rows | runs | p50 ms | p95 ms |",
+        f"| report | {size} | runs | p50 ms | p95 ms |",
         "|---|---:|---:|---:|---:|",
     ]
     for t in timings:
@@ -353,7 +353,9 @@ def main(argv: list[str] | None = None) -> None:
         + ", ".join(f"{k} {v:.0f} s" for k, v in generation.items())
         + f"\n\np95 over {TARGET_MS:.0f} ms: {', '.join(over) if over else 'none'}\n\n"
     )
-    output = head + table("build_report", direct) + "\n" + (table("HTTP", http) if http else "")
+    output = (
+        head + table("build_report", direct) + "\n" + (table("HTTP", http, "bytes") if http else "")
+    )
     print(output)
     if args.out:
         with args.out.open("a") as out:
