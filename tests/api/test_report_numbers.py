@@ -22,12 +22,14 @@ import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
+from attribution.calls import CallReport
 from bench import report_data
 from pbx.app import build_app
 from pbx.keys import CALLS, SETTINGS, VISITS
 from pbx.settings import Settings
 from pbx.storage.db import open_engine
 from pbx.storage.tables import call_credits, visit_channels, visit_facets
+from pbx.storage.visits import VisitRequest
 from tests.helpers import STAFF_TOKEN, FakeClock, migrate, settings_for
 
 Client = TestClient  # type: ignore[type-arg]
@@ -390,9 +392,6 @@ async def snapshot(settings: Settings) -> list[list[tuple[Any, ...]]]:
 
 async def test_rebuild_after_live_writes_changes_nothing(world: World) -> None:
     """Credits and visit counts kept on write are exactly what `rebuild` makes of the raw rows."""
-    from attribution.calls import CallReport
-    from pbx.storage.visits import VisitRequest
-
     app = world.client.app
     site = app[SETTINGS].sites[0]
     now = world.clock.now
