@@ -152,8 +152,9 @@ def _row(
         "model": model,
         "day": day,
         "kind": str(credit.kind),
-        "site": None,
-        "pool": None,
+        # the number's: a static or unattributed call is still its site's (site filters)
+        "site": call.get("site"),
+        "pool": call.get("pool"),
         "source": None,
         "medium": None,
         "campaign": None,
@@ -167,7 +168,6 @@ def _row(
     if credit.static is not None:
         s = credit.static
         row |= {"source": s.source, "medium": s.medium, "campaign": s.campaign, "static": s.source}
-        row |= {"site": call.get("site"), "pool": call.get("pool")}
     elif credit.touch is not None:
         t = credit.touch
         row |= {
