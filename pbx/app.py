@@ -20,6 +20,7 @@ from pbx.keys import (
     LOGIN_GUARD,
     METRICS,
     PBX_LINK,
+    READER,
     RECORDINGS,
     SETTINGS,
     STAFF_SESSIONS,
@@ -35,7 +36,7 @@ from pbx.staff_ui import costs as staff_costs
 from pbx.staff_ui import dashboard, missed
 from pbx.staff_ui import reports as staff_reports
 from pbx.storage.calls import CallStore
-from pbx.storage.db import open_engine, require_current_schema
+from pbx.storage.db import is_sqlite, open_engine, require_current_schema
 from pbx.storage.retention import run_visit_retention
 from pbx.storage.staff_sessions import StaffSessionStore
 from pbx.storage.visits import VisitStore
@@ -48,11 +49,14 @@ log = logging.getLogger(__name__)
 async def _database(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     engine = open_engine(settings.database)
+    separate_reader = is_sqlite(settings.database) and ":memory:" not in settings.database
+    reader = open_engine(settings.database, read_only=True) if separate_reader else engine
     try:
         await require_current_schema(engine)
         visits = VisitStore(engine, settings, app[CLOCK])
         await visits.sync_numbers()
         app[ENGINE] = engine
+        app[READER] = reader
         app[VISITS] = visits
         app[CALLS] = CallStore(engine, settings, visits, app[CLOCK])
         app[STAFF_SESSIONS] = StaffSessionStore(
@@ -71,6 +75,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         visits.close()
     finally:
         await engine.dispose()
+        if reader is not engine:
+            await reader.dispose()
 
 
 async def _recordings(app: web.Application) -> AsyncIterator[None]:

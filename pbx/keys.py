@@ -39,6 +39,8 @@ class PbxLink:
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey[Callable[[], float]]("clock")
 ENGINE = web.AppKey("engine", AsyncEngine)
+#: for long reads (reports): on SQLite its transactions take no write lock; else ENGINE itself
+READER = web.AppKey("reader", AsyncEngine)
 VISITS = web.AppKey("visits", VisitStore)
 CALLS = web.AppKey("calls", CallStore)
 METRICS = web.AppKey("metrics", Metrics)

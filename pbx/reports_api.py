@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 
 from attribution.reports import COLUMNS, GroupBy, Model, Report, ReportQuery
-from pbx.keys import CLOCK, ENGINE, SETTINGS
+from pbx.keys import CLOCK, READER, SETTINGS
 from pbx.staff_api import token_name, unauthorized
 from pbx.staff_ui.export import cell
 from pbx.storage.report_queries import build_report, report_range
@@ -115,7 +115,7 @@ async def get_report(request: web.Request) -> web.Response:
     if output not in ("json", "csv"):
         raise web.HTTPBadRequest(reason="format: expected json or csv")
     query = read_report_query(params, today(request))
-    report = await build_report(request.app[ENGINE], request.app[SETTINGS], query)
+    report = await build_report(request.app[READER], request.app[SETTINGS], query)
     if output == "csv":
         return csv_response(report)
     return web.json_response(report.as_json())

@@ -21,7 +21,7 @@ from attribution.reports import (
     ReportRow,
 )
 from pbx.auth import require_user
-from pbx.keys import ENGINE, MISSED_COUNT, SETTINGS
+from pbx.keys import MISSED_COUNT, READER, SETTINGS
 from pbx.reports_api import today
 from pbx.staff_ui.views import render
 from pbx.storage.missed import missed_count
@@ -42,7 +42,7 @@ class Tile:
 
 async def dashboard(request: web.Request) -> web.Response:
     user = await require_user(request)
-    engine, settings = request.app[ENGINE], request.app[SETTINGS]
+    engine, settings = request.app[READER], request.app[SETTINGS]
     now = today(request)
     tiles: list[Tile] = []
     top: list[ReportRow] = []

@@ -7,7 +7,7 @@ from aiohttp import web
 
 from pbx.auth import SESSION_COOKIE, check_csrf, current_user, require_user
 from pbx.http import Handler, read_form, whole_number
-from pbx.keys import CLOCK, ENGINE, MISSED_COUNT
+from pbx.keys import CLOCK, ENGINE, MISSED_COUNT, READER
 from pbx.staff_ui.views import MAX_CALL_ID, render
 from pbx.storage.missed import (
     PAGE,
@@ -26,7 +26,7 @@ async def count_missed(request: web.Request, handler: Handler) -> web.StreamResp
         and not request.path.startswith(("/api/", "/static/"))
         and await current_user(request) is not None
     ):
-        request[MISSED_COUNT] = await missed_count(request.app[ENGINE])
+        request[MISSED_COUNT] = await missed_count(request.app[READER])
     return await handler(request)
 
 

@@ -31,7 +31,7 @@ from attribution.reports import (
     time_key,
 )
 from pbx.auth import require_user
-from pbx.keys import ENGINE, SETTINGS, TEMPLATES
+from pbx.keys import READER, SETTINGS, TEMPLATES
 from pbx.reports_api import MAX_FILTER, csv_response, read_report_query, today
 from pbx.staff_ui import charts
 from pbx.staff_ui.views import SECURITY_HEADERS, render
@@ -283,7 +283,7 @@ async def reports_page(request: web.Request) -> web.Response:
     compare = _compare_flag(request)
     now = today(request)
     query = read_report_query(request.query, now)
-    engine, settings = request.app[ENGINE], request.app[SETTINGS]
+    engine, settings = request.app[READER], request.app[SETTINGS]
     context: dict[str, Any] = {}
     if compare:
         first = await build_report(engine, settings, replace(query, model=Model.FIRST))
@@ -323,7 +323,7 @@ async def reports_csv(request: web.Request) -> web.Response:
     """The page's table as CSV, for a logged-in user (the API's CSV needs a bearer token)."""
     await require_user(request)
     query = read_report_query(request.query, today(request))
-    report = await build_report(request.app[ENGINE], request.app[SETTINGS], query)
+    report = await build_report(request.app[READER], request.app[SETTINGS], query)
     response = csv_response(report)
     response.headers.update(SECURITY_HEADERS)
     return response

@@ -28,7 +28,7 @@ from pbx.auth import (
     set_cookie,
 )
 from pbx.http import read_form, whole_number
-from pbx.keys import CALLS, ENGINE, MISSED_COUNT, PBX_LINK, SETTINGS, TEMPLATES, VISITS
+from pbx.keys import CALLS, MISSED_COUNT, PBX_LINK, READER, SETTINGS, TEMPLATES, VISITS
 from pbx.ratelimit import LoginRefused
 from pbx.staff_ui.export import COLUMNS, csv_row, csv_text
 from pbx.staff_ui.query import PAGE_SIZE, parse_log_query
@@ -198,7 +198,7 @@ async def _call_page(
         if call["session_id"]
         else []
     )
-    journey = await load_journey(request.app[ENGINE], call["id"])
+    journey = await load_journey(request.app[READER], call["id"])
     return render(
         request,
         "call.html",

@@ -7,12 +7,12 @@ paths go through `CallCredits.write`, so a rebuild gives exactly what was writte
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from attribution.models import NOBODY, CallHistory, Credit, CreditKind, Touch, credits
@@ -21,7 +21,14 @@ from attribution.owner import Attribution
 from attribution.reports import local_day
 from attribution.traffic import host_of, path_of
 from pbx.settings import Settings
-from pbx.storage.tables import SESSION_TRAFFIC, call_candidates, call_credits, calls, sessions
+from pbx.storage.tables import (
+    SESSION_TRAFFIC,
+    call_candidates,
+    call_credits,
+    call_tags,
+    calls,
+    sessions,
+)
 
 MAX_HISTORY = 500  # the visitor's visits a call's credits consider (the latest ones)
 REBUILD_BATCH = 1000
@@ -63,11 +70,12 @@ class CallCredits:
             visits = await _visits_of_session(conn, matched.touch.session_id, call["started_at"])
         history = CallHistory(call["started_at"], matched, visits)
         day = self.day(call["started_at"])
+        facts = await _facts(conn, call["id"])
         await conn.execute(delete(call_credits).where(call_credits.c.call_id == call["id"]))
         await conn.execute(
             insert(call_credits),
             [
-                _row(call["id"], str(model), day, credit, call)
+                _row(call["id"], str(model), day, credit, call) | facts
                 for model, credit in credits(history, self._internal).items()
             ],
         )
@@ -91,6 +99,50 @@ class CallCredits:
                 return done
             done += len(rows)
             after = rows[-1].id
+
+
+async def refresh_facts(conn: AsyncConnection, call_id: int) -> None:
+    """Copy a call's figures (status, talk, score, tags, sales) to its credits again, in the
+    transaction that changed them: reports read them there."""
+    await conn.execute(
+        update(call_credits)
+        .where(call_credits.c.call_id == call_id)
+        .values(**await _facts(conn, call_id))
+    )
+
+
+async def _facts(conn: AsyncConnection, call_id: int) -> dict[str, Any]:
+    c = calls.c
+    row = (
+        await conn.execute(
+            select(
+                c.status,
+                c.repeat_caller,
+                c.talk_seconds,
+                c.score,
+                c.sale_cents,
+                c.crm_sales,
+                c.crm_sale_cents,
+            ).where(c.id == call_id)
+        )
+    ).one()
+    tags = await conn.scalars(select(call_tags.c.tag).where(call_tags.c.call_id == call_id))
+    return {
+        "status": row.status,
+        "first_time": not row.repeat_caller,
+        "talk_seconds": row.talk_seconds,
+        "score": row.score,
+        "tags": tag_list(tags),
+        "sale_cents": row.sale_cents or 0,
+        "crm_sales": row.crm_sales,
+        "crm_sale_cents": row.crm_sale_cents,
+    }
+
+
+def tag_list(tags: Iterable[str]) -> str:
+    """Tags as one text that `LIKE '%,lead,%'` searches: ",lead,sale," ("" for none)."""
+    ordered = sorted(tags)
+    return f",{','.join(ordered)}," if ordered else ""
 
 
 async def _visits(conn: AsyncConnection, visitor_id: str | None, until: float) -> list[Touch]:

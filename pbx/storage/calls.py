@@ -16,7 +16,7 @@ from attribution.numbering import Numbering
 from attribution.owner import Attribution, CallOwner, attribute, needs_holder
 from attribution.probable import Candidate, candidates
 from pbx.settings import Settings
-from pbx.storage.call_credits import CallCredits
+from pbx.storage.call_credits import CallCredits, refresh_facts
 from pbx.storage.callers import is_known_number, known_visitor, record_call
 from pbx.storage.tables import call_candidates, call_tags, calls
 from pbx.storage.visits import VisitStore
@@ -251,6 +251,7 @@ class CallStore:
                         insert(call_tags),
                         [{"call_id": call_id, "tag": t} for t in sorted(changes["tags"])],
                     )
+            await refresh_facts(conn, call_id)
         return True
 
     async def _recordings(

@@ -24,8 +24,12 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def open_engine(url: str) -> AsyncEngine:
-    """An engine tuned for the backend: SQLite serialises writers in WAL mode, one connection."""
+def open_engine(url: str, *, read_only: bool = False) -> AsyncEngine:
+    """An engine tuned for the backend: SQLite serialises writers in WAL mode, one connection.
+
+    `read_only` (SQLite): for reports, which may read for a while: its transactions begin
+    deferred and take no write lock, so leases and calls are written meanwhile (WAL readers
+    see a snapshot and never block the writer)."""
     if not is_sqlite(url):
         return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
     # one connection: writers queue in the process instead of contending for SQLite's lock
@@ -34,16 +38,19 @@ def open_engine(url: str) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # transactions are begun below, IMMEDIATE
+        dbapi_connection.isolation_level = None  # transactions are begun below
         cursor = dbapi_connection.cursor()
         for pragma in sqlite_pragmas(BUSY_TIMEOUT_MS):
             cursor.execute(pragma)
+        if read_only:
+            cursor.execute("PRAGMA query_only=ON")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
-    def _begin_immediate(conn: Connection) -> None:
-        # take the write lock up front: a read-then-write transaction cannot deadlock another
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    def _begin(conn: Connection) -> None:
+        # a writer takes the write lock up front: a read-then-write transaction cannot
+        # deadlock another
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -196,6 +203,8 @@ def sqlite_pragmas(busy_timeout_ms: int) -> list[str]:
         # checkpoints fsync: transactions commit in the event loop, so they are left to
         # checkpoint(), in a thread
         "PRAGMA wal_autocheckpoint=0",
+        "PRAGMA cache_size=-32768",  # 32 MiB of pages: a year of report rollups stays in memory
+        "PRAGMA mmap_size=268435456",
     ]
 
 

@@ -16,11 +16,8 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
     ColumnElement,
-    Integer,
     and_,
     case,
-    cast,
-    exists,
     func,
     literal,
     or_,
@@ -50,8 +47,6 @@ from pbx.settings import Settings
 from pbx.storage.costs import static_monthly_costs
 from pbx.storage.tables import (
     call_credits,
-    call_tags,
-    calls,
     costs,
     sessions,
     visit_channels,
@@ -63,6 +58,8 @@ CHANNEL = (GroupBy.SOURCE, GroupBy.MEDIUM, GroupBy.CAMPAIGN)
 #: what the visit_channels rollup is keyed by (besides the day)
 CHANNEL_ROLLUP = frozenset({*CHANNEL, GroupBy.POOL, GroupBy.SITE})
 FACETS = frozenset({GroupBy.TERM, GroupBy.CONTENT, GroupBy.LANDING, GroupBy.REFERRER})
+#: what the visit_facets rollup is keyed by (besides the facet, its value and the day)
+FACET_ROLLUP = frozenset({GroupBy.SITE, GroupBy.SOURCE, GroupBy.MEDIUM})
 #: cost is known by source, medium, campaign and day
 COST_KEYS = frozenset({*CHANNEL, GroupBy.DAY, GroupBy.WEEK, GroupBy.MONTH, GroupBy.STATIC})
 
@@ -111,16 +108,14 @@ def credit_filter(group: GroupBy, value: str) -> ColumnElement[bool]:
 
 
 def _is_lead(settings: Settings) -> ColumnElement[bool]:
-    leads = settings.leads
-    parts: list[ColumnElement[bool]] = []
-    if leads.tags:
-        parts.append(
-            exists().where(call_tags.c.call_id == calls.c.id, call_tags.c.tag.in_(leads.tags))
-        )
+    k, leads = call_credits.c, settings.leads
+    parts: list[ColumnElement[bool]] = [
+        k.tags.contains(f",{tag},", autoescape=True) for tag in leads.tags
+    ]
     if leads.min_score is not None:
-        parts.append(calls.c.score >= leads.min_score)
+        parts.append(k.score >= leads.min_score)
     if leads.min_talk is not None:
-        parts.append(and_(calls.c.status == "answered", calls.c.talk_seconds >= leads.min_talk))
+        parts.append(and_(k.status == "answered", k.talk_seconds >= leads.min_talk))
     return or_(*parts) if parts else literal(False)
 
 
@@ -131,24 +126,21 @@ def _count(condition: ColumnElement[bool]) -> ColumnElement[Any]:
 async def _call_tallies(
     conn: AsyncConnection, settings: Settings, query: ReportQuery, since: int, until: int
 ) -> list[tuple[str, Tally]]:
-    c, k = calls.c, call_credits.c
+    k = call_credits.c
     group = k.day if query.group_by.is_time else credit_key(query)
-    answered = c.status == "answered"
+    answered = k.status == "answered"
     statement = (
         select(
             group.label("key"),
             func.count().label("calls"),
-            _count(~c.repeat_caller).label("first_time"),
+            _count(k.first_time).label("first_time"),
             _count(answered).label("answered"),
-            _count(c.status.in_(MISSED)).label("missed"),
-            func.sum(case((answered, c.talk_seconds), else_=0.0)).label("talk"),
+            _count(k.status.in_(MISSED)).label("missed"),
+            func.sum(case((answered, k.talk_seconds), else_=0.0)).label("talk"),
             _count(_is_lead(settings)).label("leads"),
-            func.sum(cast(func.coalesce(c.sale_cents, 0) > 0, Integer) + c.crm_sales).label(
-                "sales"
-            ),
-            func.sum(func.coalesce(c.sale_cents, 0) + c.crm_sale_cents).label("revenue"),
+            func.sum(case((k.sale_cents > 0, 1), else_=0) + k.crm_sales).label("sales"),
+            func.sum(k.sale_cents + k.crm_sale_cents).label("revenue"),
         )
-        .select_from(call_credits.join(calls, calls.c.id == k.call_id))
         .where(k.model == str(query.model), k.day >= since, k.day <= until)
         .group_by(group)
     )
@@ -191,7 +183,7 @@ async def _visit_counts(
         group = GroupBy.SITE  # every visit is a (web) one: count them, then name the row
     if (group.is_time or group in CHANNEL_ROLLUP) and set(filters) <= CHANNEL_ROLLUP:
         counts = await _from_channels(conn, group, filters, since, until)
-    elif group in FACETS and set(filters) <= {GroupBy.SITE}:
+    elif group in FACETS and set(filters) <= FACET_ROLLUP:
         counts = await _from_facets(conn, group, filters, since, until)
     else:
         counts = await _from_sessions(conn, settings, group, filters, since, until)
@@ -235,8 +227,8 @@ async def _from_facets(
         .where(f.facet == str(group), f.day >= since, f.day <= until)
         .group_by(f.value)
     )
-    if GroupBy.SITE in filters:
-        statement = statement.where(f.site == filters[GroupBy.SITE])
+    for dimension, value in filters.items():
+        statement = statement.where(f[str(dimension)] == _rollup_value(value))
     return [(_named(r.value), int(r.visits)) for r in await conn.execute(statement)]
 
 
@@ -272,20 +264,28 @@ async def _from_sessions(
     """Count the sessions of the range: a facet grouping filtered by a channel, or the other
     way round (no rollup holds both)."""
     start, end = _local_range(settings, since, until)
-    column = sessions.c.started_at if group.is_time else _SESSION_COLUMN[group]
-    statement = select(sessions.c.started_at, column.label("key")).where(
-        sessions.c.started_at >= start, sessions.c.started_at < end
-    )
+    conditions = [sessions.c.started_at >= start, sessions.c.started_at < end]
     raw_filters: dict[GroupBy, str] = {}
     for dimension, value in filters.items():
+        col = _SESSION_COLUMN[dimension]
         if dimension in _READ_RAW:
             raw_filters[dimension] = value  # a path or host: read from the URL below
-            statement = statement.add_columns(_SESSION_COLUMN[dimension].label(str(dimension)))
         else:
-            col = _SESSION_COLUMN[dimension]
-            statement = statement.where(col.is_(None) if value == NOT_SET else col == value)
-    zone = ZoneInfo(settings.ui.timezone)
+            conditions.append(col.is_(None) if value == NOT_SET else col == value)
     counts: dict[str, int] = defaultdict(int)
+    if not group.is_time and not raw_filters:  # the database groups; URLs are read after
+        column = _SESSION_COLUMN[group]
+        grouped = select(column.label("key"), func.count().label("n")).where(*conditions)
+        for r in await conn.execute(grouped.group_by(column)):
+            counts[_raw_value(group, r.key)] += r.n
+        return list(counts.items())
+    key_column = sessions.c.started_at if group.is_time else _SESSION_COLUMN[group]
+    statement = select(
+        sessions.c.started_at,
+        key_column.label("key"),
+        *(_SESSION_COLUMN[d].label(str(d)) for d in raw_filters),
+    ).where(*conditions)
+    zone = ZoneInfo(settings.ui.timezone)
     result = await conn.stream(statement.execution_options(yield_per=5000))
     async for r in result:
         if any(_raw_value(d, getattr(r, str(d))) != v for d, v in raw_filters.items()):

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from attribution.phone import dialled_forms
 from attribution.sales import CallSeen, Unmatched, credited_call
+from pbx.storage.call_credits import refresh_facts
 from pbx.storage.tables import calls, sales
 
 ATTEMPTS = 3  # a race lost to an identical post is settled by reading its row on the next one
@@ -133,3 +134,4 @@ async def _credit(conn: AsyncConnection, call_id: int, count: int, cents: int) -
             crm_sale_cents=calls.c.crm_sale_cents + cents,
         )
     )
+    await refresh_facts(conn, call_id)

@@ -213,6 +213,7 @@ staff_sessions = Table(
 # `day` is the local date (yyyymmdd) in ui.timezone. "" stands for "none" in key columns.
 
 # Visits (sessions) a day by channel: group by source, medium, campaign, pool, site or time.
+# WITHOUT ROWID on SQLite: the rows are kept in key order, so a range of days is read in place.
 visit_channels = Table(
     "visit_channels",
     metadata,
@@ -223,27 +224,35 @@ visit_channels = Table(
     Column("medium", String(512), primary_key=True),
     Column("campaign", String(512), primary_key=True),
     Column("visits", Integer, nullable=False),
+    sqlite_with_rowid=False,
 )
 
-# Visits a day by one more facet of their landing: term, content, landing (path), referrer (host).
+# Visits a day by one more facet of their landing: term, content, landing (path), referrer
+# (host), with their source and medium so that e.g. google's landing pages are a range read too.
 visit_facets = Table(
     "visit_facets",
     metadata,
     Column("facet", String(16), primary_key=True),
     Column("day", Integer, primary_key=True),
     Column("site", String(64), primary_key=True),
+    Column("source", String(512), primary_key=True),
+    Column("medium", String(512), primary_key=True),
     Column("value", String(1024), primary_key=True),
     Column("visits", Integer, nullable=False),
+    Index("ix_visit_facets_channel", "facet", "source", "medium", "day", "site", "value", "visits"),
+    sqlite_with_rowid=False,
 )
 
 # Whom each call is credited to under each attribution model (last, first, last_non_direct),
-# with every dimension a report groups by: one indexed read per report.
+# with every dimension a report groups by and the call's own figures (status, talk, tags, sales:
+# kept in step when staff or the CRM change them), so a report is one range read of this table,
+# in (model, day) order, without a join.
 call_credits = Table(
     "call_credits",
     metadata,
-    Column("call_id", Integer, ForeignKey("calls.id"), primary_key=True),
     Column("model", String(16), primary_key=True),
-    Column("day", Integer, nullable=False),
+    Column("day", Integer, primary_key=True),
+    Column("call_id", Integer, ForeignKey("calls.id"), primary_key=True, index=True),
     Column("kind", String(16), nullable=False),  # session | static | visitor | probable | none
     Column("site", String(64)),
     Column("pool", String(64)),
@@ -256,7 +265,16 @@ call_credits = Table(
     Column("referrer", String(255)),  # host
     Column("static", String(128)),  # the static number's source
     Column("session_id", ID, index=True),  # retention keeps what calls are credited to
-    Index("ix_call_credits_model_day", "model", "day"),
+    # the call's figures, copied from calls and call_tags
+    Column("status", String(16), nullable=False),
+    Column("first_time", Boolean, nullable=False),
+    Column("talk_seconds", Float, nullable=False),
+    Column("score", Integer),
+    Column("tags", Text, nullable=False),  # ",lead,sale," (a tag holds no comma)
+    Column("sale_cents", Integer, nullable=False),  # staff's (or PATCH's) sale, 0 for none
+    Column("crm_sales", Integer, nullable=False),
+    Column("crm_sale_cents", Integer, nullable=False),
+    sqlite_with_rowid=False,
 )
 
 # The sessions a call no session held probably came from (attribution "probable"), likeliest

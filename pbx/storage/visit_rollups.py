@@ -30,7 +30,7 @@ FACETS = ("term", "content", "landing", "referrer")
 INSERT_BATCH = 5000
 
 ChannelKey = tuple[int, str, str, str, str, str]  # day, site, pool, source, medium, campaign
-FacetKey = tuple[str, int, str, str]  # facet, day, site, value
+FacetKey = tuple[str, int, str, str, str, str]  # facet, day, site, source, medium, value
 
 
 def _upsert(table: Table, postgres: bool) -> Insert:
@@ -76,7 +76,7 @@ class VisitRollups:
         tx.run_many(
             self._facet_counts,
             [
-                _facet_row((facet, day, site, value), 1)
+                _facet_row((facet, day, site, source.source, source.medium, value), 1)
                 for facet, value in _facets(
                     source.term, source.content, source.landing_url, source.referrer
                 ).items()
@@ -95,7 +95,7 @@ class VisitRollups:
                 day = self.day(r.started_at)
                 channels[(day, r.site, r.pool or "", r.source, r.medium, r.campaign or "")] += 1
                 for facet, value in _facets(r.term, r.content, r.landing_url, r.referrer).items():
-                    facets[(facet, day, r.site, value)] += 1
+                    facets[(facet, day, r.site, r.source, r.medium, value)] += 1
         async with engine.begin() as conn:
             await conn.execute(delete(visit_channels))
             await conn.execute(delete(visit_facets))
@@ -120,8 +120,16 @@ def _channel_row(key: ChannelKey, visits: int) -> dict[str, Any]:
 
 
 def _facet_row(key: FacetKey, visits: int) -> dict[str, Any]:
-    facet, day, site, value = key
-    return {"facet": facet, "day": day, "site": site, "value": value, "visits": visits}
+    facet, day, site, source, medium, value = key
+    return {
+        "facet": facet,
+        "day": day,
+        "site": site,
+        "source": source,
+        "medium": medium,
+        "value": value,
+        "visits": visits,
+    }
 
 
 def _batches(rows: Iterable[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:

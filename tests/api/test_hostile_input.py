@@ -114,7 +114,7 @@ REQUESTS = [
         b'{"caller": "+79161234567", "amount": 1, "reference": "r", "at": "nan"}',
         JSON,
     ),
-    _post("/api/v1/sales", b'{"caller": "\u00b2\u00b2", "amount": 1, "reference": "r"}', JSON),
+    _post("/api/v1/sales", b'{"caller": "\\u00b2\\u00b2", "amount": 1, "reference": "r"}', JSON),
     _get("/reports?since=²"),
     _get("/reports?group_by=%ff"),
     _get(f"/reports.csv?until={HUGER}"),

@@ -1,4 +1,4 @@
-"""reports rollups, costs, sales, callers
+"""reports: rollups of visits and call credits, costs, sales, callers, callbacks
 
 Revision ID: 0007
 Revises: 0006
@@ -50,16 +50,29 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint(
             "day", "site", "pool", "source", "medium", "campaign", name=op.f("pk_visit_channels")
         ),
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "visit_facets",
         sa.Column("facet", sa.String(length=16), nullable=False),
         sa.Column("day", sa.Integer(), nullable=False),
         sa.Column("site", sa.String(length=64), nullable=False),
+        sa.Column("source", sa.String(length=512), nullable=False),
+        sa.Column("medium", sa.String(length=512), nullable=False),
         sa.Column("value", sa.String(length=1024), nullable=False),
         sa.Column("visits", sa.Integer(), nullable=False),
-        sa.PrimaryKeyConstraint("facet", "day", "site", "value", name=op.f("pk_visit_facets")),
+        sa.PrimaryKeyConstraint(
+            "facet", "day", "site", "source", "medium", "value", name=op.f("pk_visit_facets")
+        ),
+        sqlite_with_rowid=False,
     )
+    with op.batch_alter_table("visit_facets", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_visit_facets_channel",
+            ["facet", "source", "medium", "day", "site", "value", "visits"],
+            unique=False,
+        )
+
     op.create_table(
         "call_candidates",
         sa.Column("call_id", sa.Integer(), nullable=False),
@@ -75,11 +88,12 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_call_candidates_session_id"), ["session_id"], unique=False
         )
+
     op.create_table(
         "call_credits",
-        sa.Column("call_id", sa.Integer(), nullable=False),
         sa.Column("model", sa.String(length=16), nullable=False),
         sa.Column("day", sa.Integer(), nullable=False),
+        sa.Column("call_id", sa.Integer(), nullable=False),
         sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("site", sa.String(length=64), nullable=True),
         sa.Column("pool", sa.String(length=64), nullable=True),
@@ -92,13 +106,22 @@ def upgrade() -> None:
         sa.Column("referrer", sa.String(length=255), nullable=True),
         sa.Column("static", sa.String(length=128), nullable=True),
         sa.Column("session_id", sa.String(length=32), nullable=True),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("first_time", sa.Boolean(), nullable=False),
+        sa.Column("talk_seconds", sa.Float(), nullable=False),
+        sa.Column("score", sa.Integer(), nullable=True),
+        sa.Column("tags", sa.Text(), nullable=False),
+        sa.Column("sale_cents", sa.Integer(), nullable=False),
+        sa.Column("crm_sales", sa.Integer(), nullable=False),
+        sa.Column("crm_sale_cents", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(
             ["call_id"], ["calls.id"], name=op.f("fk_call_credits_call_id_calls")
         ),
-        sa.PrimaryKeyConstraint("call_id", "model", name=op.f("pk_call_credits")),
+        sa.PrimaryKeyConstraint("model", "day", "call_id", name=op.f("pk_call_credits")),
+        sqlite_with_rowid=False,
     )
     with op.batch_alter_table("call_credits", schema=None) as batch_op:
-        batch_op.create_index("ix_call_credits_model_day", ["model", "day"], unique=False)
+        batch_op.create_index(batch_op.f("ix_call_credits_call_id"), ["call_id"], unique=False)
         batch_op.create_index(
             batch_op.f("ix_call_credits_session_id"), ["session_id"], unique=False
         )
@@ -150,13 +173,17 @@ def downgrade() -> None:
     op.drop_table("sales")
     op.drop_table("callbacks")
     with op.batch_alter_table("call_credits", schema=None) as batch_op:
-        batch_op.drop_index("ix_call_credits_model_day")
         batch_op.drop_index(batch_op.f("ix_call_credits_session_id"))
+        batch_op.drop_index(batch_op.f("ix_call_credits_call_id"))
 
     op.drop_table("call_credits")
     with op.batch_alter_table("call_candidates", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_call_candidates_session_id"))
+
     op.drop_table("call_candidates")
+    with op.batch_alter_table("visit_facets", schema=None) as batch_op:
+        batch_op.drop_index("ix_visit_facets_channel")
+
     op.drop_table("visit_facets")
     op.drop_table("visit_channels")
     op.drop_table("costs")
