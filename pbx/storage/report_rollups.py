@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pbx.settings import Settings
 from pbx.storage.call_credits import CallCredits
 from pbx.storage.callers import rebuild_callers
-from pbx.storage.tables import call_credits, calls
+from pbx.storage.tables import call_credits, calls, sessions, visit_channels
 from pbx.storage.visit_rollups import VisitRollups
 
 
@@ -29,8 +29,14 @@ async def rebuild_reports(engine: AsyncEngine, settings: Settings) -> Rebuilt:
 
 
 async def rollups_missing(engine: AsyncEngine) -> bool:
-    """Calls stored before the rollups existed (a database upgraded to them)."""
+    """Visits or calls stored before the rollups existed (a database upgraded to them)."""
     async with engine.connect() as conn:
-        return bool(
-            await conn.scalar(select(exists().where(calls.c.id.is_not(None))))
-        ) and not await conn.scalar(select(exists().where(call_credits.c.call_id.is_not(None))))
+        for raw, rollup in (
+            (calls.c.id, call_credits.c.call_id),
+            (sessions.c.id, visit_channels.c.day),
+        ):
+            if await conn.scalar(select(exists().where(raw.is_not(None)))) and not (
+                await conn.scalar(select(exists().where(rollup.is_not(None))))
+            ):
+                return True
+    return False

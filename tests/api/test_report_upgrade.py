@@ -1,0 +1,88 @@
+"""An install upgraded to the report rollups: `calltrack db upgrade` counts the visits and
+credits the calls stored before them, and `calltrack reports rebuild` does it again, the same."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from alembic import command
+from sqlalchemy import create_engine
+
+from pbx.storage import db
+from tests.api.test_cli import calltrack, config
+
+AT = 1_800_000_000.0  # 2027-01-15 08:00 UTC
+
+
+def _database_at_0006_with_a_visit_and_its_call(path: Path) -> None:
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        alembic = db._alembic_config()
+        alembic.attributes["connection"] = conn
+        command.upgrade(alembic, "0006")
+    engine.dispose()
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "INSERT INTO visitors (id, created_at, visits, first_source, first_medium)"
+            " VALUES ('v1', ?, 1, 'google', 'cpc')",
+            (AT,),
+        )
+        conn.execute(
+            "INSERT INTO sessions (id, visitor_id, site, visit_number, started_at, last_seen,"
+            " landing_url, source, medium, campaign, click_ids, pool, tracking, pages_viewed,"
+            " last_url) VALUES ('s1', 'v1', 'main', 1, ?, ?, 'http://shop.test/sale', 'google',"
+            " 'cpc', 'spring', '{}', 'paid', 'tracked', 1, 'http://shop.test/sale')",
+            (AT, AT),
+        )
+        conn.execute(
+            "INSERT INTO calls (linkedid, caller, did, started_at, answered_at, ended_at, status,"
+            " dial_status, ring_seconds, talk_seconds, repeat_caller, attribution, site, pool,"
+            " session_id, visitor_id, source, medium, campaign, landing_url)"
+            " VALUES ('l1', '+79160000001', '+74990000001', ?, ?, ?, 'answered', 'ANSWER', 5, 40,"
+            " 0, 'session', 'main', 'paid', 's1', 'v1', 'google', 'cpc', 'spring',"
+            " 'http://shop.test/sale')",
+            (AT + 60, AT + 65, AT + 105),
+        )
+
+
+def _rollups(path: Path) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    with sqlite3.connect(path) as conn:
+        credits = conn.execute(
+            "SELECT model, day, kind, source, campaign, landing, status, talk_seconds"
+            " FROM call_credits ORDER BY model"
+        ).fetchall()
+        visits = conn.execute("SELECT day, source, visits FROM visit_channels").fetchall()
+    return credits, visits
+
+
+def test_db_upgrade_builds_the_rollups_of_what_was_stored_before(tmp_path: Path) -> None:
+    path = config(tmp_path)
+    database = tmp_path / "calltrack.db"
+    _database_at_0006_with_a_visit_and_its_call(database)
+    upgraded = calltrack("db", "upgrade", "-c", str(path))
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "report rollups built: 1 visits, 1 calls" in upgraded.stdout
+    credits, visits = _rollups(database)
+    assert visits == [(20270115, "google", 1)]
+    assert credits == [
+        (model, 20270115, "session", "google", "spring", "/sale", "answered", 40.0)
+        for model in ("first", "last", "last_non_direct")
+    ]
+    again = calltrack("reports", "rebuild", "-c", str(path))
+    assert again.returncode == 0, again.stderr
+    assert "report rollups rebuilt: 1 visits, 1 calls" in again.stdout
+    assert _rollups(database) == (credits, visits)
+    quiet = calltrack("db", "upgrade", "-c", str(path))  # built once: not again
+    assert "report rollups" not in quiet.stdout
+
+
+def test_db_upgrade_counts_the_visits_of_an_install_that_had_no_calls_yet(tmp_path: Path) -> None:
+    path = config(tmp_path)
+    database = tmp_path / "calltrack.db"
+    _database_at_0006_with_a_visit_and_its_call(database)
+    with sqlite3.connect(database) as conn:
+        conn.execute("DELETE FROM calls")
+    upgraded = calltrack("db", "upgrade", "-c", str(path))
+    assert "report rollups built: 1 visits, 0 calls" in upgraded.stdout, upgraded.stderr
+    assert _rollups(database) == ([], [(20270115, "google", 1)])
