@@ -66,7 +66,6 @@ class Layout:
     columns: Mapping[str, tuple[str, ...]]
     source: str | None = None  # used when the file has no source column
     medium: str | None = None
-    point_decimals: bool = False  # "1,234.56": commas only separate thousands
     forced: frozenset[str] = frozenset()  # roles whose constant wins over a column
 
     def constant(self, role: str) -> str:
@@ -84,7 +83,6 @@ PRESETS: dict[str, Layout] = {
         },
         source="google",
         medium="cpc",
-        point_decimals=True,
     ),
     "yandex-direct": Layout(
         columns={
@@ -117,7 +115,6 @@ def layout_for(
         columns=columns,
         source=source or base.source,
         medium=medium or base.medium,
-        point_decimals=base.point_decimals,
         forced=frozenset(forced),
     )
 
@@ -345,7 +342,7 @@ def _row(row: list[str], columns: Mapping[str, int], layout: Layout) -> CostRow 
         return "source: expected a name, got an empty cell"
     cost_text = _cell(row, columns, "cost")
     try:
-        cents = to_cents(cost_text.replace(",", "") if layout.point_decimals else cost_text)
+        cents = to_cents(cost_text)
     except MoneyError as exc:
         return f"cost: {exc}"
     return CostRow(day, names["source"], names["medium"], names["campaign"], cents)

@@ -30,14 +30,7 @@ def to_cents(value: object, *, allow_negative: bool = False) -> int:
     elif isinstance(value, float):
         amount = Decimal(repr(value))
     elif isinstance(value, str):
-        text = _SPACES.sub("", value.strip())
-        if "," in text and "." not in text:
-            text = text.replace(",", ".")
-        text = text.replace(",", "")  # "1,234.56": thousands separators
-        try:
-            amount = Decimal(text)
-        except InvalidOperation:
-            raise MoneyError(f"{_EXPECTED}, got {value!r}") from None
+        amount = _decimal(_SPACES.sub("", value.strip()), value)
     else:
         raise MoneyError(f"{_EXPECTED}, got {value!r}")
     if not amount.is_finite():
@@ -50,6 +43,26 @@ def to_cents(value: object, *, allow_negative: bool = False) -> int:
     if abs(cents) > MAX_CENTS:
         raise MoneyError(f"amount too large: {value!r}")
     return int(cents)
+
+
+_THOUSANDS = re.compile(r"^[+-]?\d{1,3}(,\d{3})+$")
+
+
+def _decimal(text: str, typed: str) -> Decimal:
+    """A decimal written either way: with both separators the last one is the decimal mark
+    ("1,234.56", "1.234,56"); a lone comma is a decimal comma ("1500,5"), except where it can
+    only be read both ways ("1,500": 1500 or 1.5?), which is refused rather than guessed."""
+    if "," in text and "." in text:
+        mark = "." if text.rindex(".") > text.rindex(",") else ","
+        text = text.replace("." if mark == "," else ",", "").replace(",", ".")
+    elif "," in text:
+        if _THOUSANDS.match(text):
+            raise MoneyError(f"{typed!r} may be read two ways: write 1500.00 or 1,50")
+        text = text.replace(",", ".")
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        raise MoneyError(f"{_EXPECTED}, got {typed!r}") from None
 
 
 def cents_text(cents: int) -> str:

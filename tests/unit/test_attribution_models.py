@@ -177,6 +177,9 @@ def test_likelihoods_are_shares_below_one(ends: list[tuple[str, float]], window:
         ("1500.5", 150050),
         ("1 500,50", 150050),
         ("1,234.56", 123456),
+        ("1.234,56", 123456),
+        ("12,345,678.90", 1234567890),
+        ("0,99", 99),
         (0, 0),
         (12.34, 1234),
     ],
@@ -185,7 +188,9 @@ def test_amounts_are_read_as_whole_cents(typed: object, cents: int) -> None:
     assert to_cents(typed) == cents
 
 
-@pytest.mark.parametrize("typed", ["abc", "1.234", -5, "-1", True, None, "nan", "inf", 10**12, [1]])
+@pytest.mark.parametrize(
+    "typed", ["abc", "1.234", "1,500", "12,345", -5, "-1", True, None, "nan", "inf", 10**12, [1]]
+)
 def test_bad_amounts_are_refused_with_a_reason(typed: object) -> None:
     with pytest.raises(MoneyError):
         to_cents(typed)

@@ -217,3 +217,10 @@ def test_spread_costs_over_a_range_across_months_and_combine_with_imported() -> 
         CostRow(20240331, "billboard", "offline", "", 105),
         CostRow(20240331, "g", "", "", 7),
     ]
+
+
+def test_a_russian_google_ads_export_reads_its_decimal_comma() -> None:
+    """Google Ads in a Russian locale writes "1 234,56": 1234.56, not 123456.00."""
+    data = 'День,Кампания,Стоимость\n2024-03-01,Бренд,"1 234,56"\n'.encode()
+    [row] = read_costs(data, "ads.csv", layout_for("google-ads")).rows
+    assert row.cost_cents == 123456
