@@ -221,9 +221,9 @@ def build_rows(tallies: Mapping[str, Tally], group_by: GroupBy) -> list[ReportRo
     """Rows in reading order: time groupings by time; others by calls, then visits, then key,
     with the rows that name no channel last."""
     rows = [ReportRow(key, tally) for key, tally in tallies.items()]
-    if group_by.is_time:
-        return sorted(rows, key=lambda r: r.key)
     special = (UNATTRIBUTED, PROBABLE, UNSPLIT_COST)
+    if group_by.is_time:
+        return sorted(rows, key=lambda r: (r.key in special, r.key))
     return sorted(
         rows,
         key=lambda r: (r.key in special, -r.tally.calls, -r.tally.visits, r.key),

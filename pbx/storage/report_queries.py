@@ -98,13 +98,17 @@ def credit_key(query: ReportQuery) -> ColumnElement[Any]:
 
 
 def credit_filter(group: GroupBy, value: str) -> ColumnElement[bool]:
+    """The credits of a row: a filter picks exactly what that row counted."""
     c = call_credits.c
     if value == UNATTRIBUTED:
         return c.kind == CreditKind.NONE
     if group is GroupBy.STATIC:
-        return c.static.is_(None) if value == WEB else c.static == value
-    column = c[str(group)]
-    return column.is_(None) if value == NOT_SET else column == value
+        column, empty = c.static, WEB
+    else:
+        column, empty = c[str(group)], NOT_SET
+    if value == empty:  # an unattributed call has no value either, but is a row of its own
+        return and_(column.is_(None), c.kind != CreditKind.NONE)
+    return column == value
 
 
 def _is_lead(settings: Settings) -> ColumnElement[bool]:
@@ -127,7 +131,12 @@ async def _call_tallies(
     conn: AsyncConnection, settings: Settings, query: ReportQuery, since: int, until: int
 ) -> list[tuple[str, Tally]]:
     k = call_credits.c
-    group = k.day if query.group_by.is_time else credit_key(query)
+    group: ColumnElement[Any]
+    if query.group_by.is_time:  # by day, but probable calls apart unless asked
+        probable = k.kind == CreditKind.PROBABLE
+        group = k.day if query.include_probable else case((probable, -1), else_=k.day)
+    else:
+        group = credit_key(query)
     answered = k.status == "answered"
     statement = (
         select(
@@ -148,7 +157,9 @@ async def _call_tallies(
         statement = statement.where(credit_filter(dimension, value))
     rows = []
     for r in await conn.execute(statement):
-        key = time_key(day_of(r.key), query.group_by) if query.group_by.is_time else r.key
+        key = r.key
+        if query.group_by.is_time:
+            key = PROBABLE if r.key == -1 else time_key(day_of(r.key), query.group_by)
         rows.append(
             (
                 key,

@@ -189,12 +189,12 @@ class Expected:
             kind, dims = self.credit(call, model)
             if not all(self.matches(kind, dims, f, v) for f, v in filters.items()):
                 continue
-            if timed:
+            if kind == "probable" and not include_probable:
+                key = "(probable)"  # apart in every grouping, by time too
+            elif timed:
                 key = self.key(group, day, None)
             elif kind == "none":
                 key = "(unattributed)"
-            elif kind == "probable" and not include_probable:
-                key = "(probable)"
             elif group == "static":
                 key = dims["static"] or "(web)"
             else:
@@ -220,6 +220,8 @@ class Expected:
     def matches(self, kind: str, dims: dict[str, Any], field: str, value: str) -> bool:
         if value == "(unattributed)":
             return kind == "none"
+        if value in ("(web)", "(not set)") and kind == "none":
+            return False  # an unattributed call is its own row, not one without a value
         if field == "static":
             return dims.get("static") == (None if value == "(web)" else value)
         return (dims.get(field) or "(not set)") == value
