@@ -2,7 +2,8 @@
 
 Written with the call, in its transaction, and rebuilt idempotently from the raw rows (calls,
 sessions, call_candidates) by `calltrack reports rebuild`, e.g. after ui.timezone changed. Both
-paths go through `CallCredits.write`, so a rebuild gives exactly what was written live.
+paths go through `CallCredits.write`, so a rebuild gives what was written live, except where the
+raw rows have changed since: a visitor's visits past visits.keep_days are gone.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from attribution.owner import Attribution
 from attribution.reports import local_day
 from attribution.traffic import host_of, path_of
 from pbx.settings import Settings
+from pbx.storage.callers import is_known_number
 from pbx.storage.tables import (
     SESSION_TRAFFIC,
     call_candidates,
@@ -91,6 +93,9 @@ class CallCredits:
                         .where(calls.c.id > after)
                         .order_by(calls.c.id)
                         .limit(REBUILD_BATCH)
+                        # PostgreSQL: a review or sale of these calls meanwhile waits for the
+                        # batch, then refreshes the rows it wrote (SQLite: one writer anyway)
+                        .with_for_update()
                     )
                 ).all()
                 for row in rows:
@@ -116,6 +121,7 @@ async def _facts(conn: AsyncConnection, call_id: int) -> dict[str, Any]:
     row = (
         await conn.execute(
             select(
+                c.caller,
                 c.status,
                 c.repeat_caller,
                 c.talk_seconds,
@@ -129,7 +135,8 @@ async def _facts(conn: AsyncConnection, call_id: int) -> dict[str, Any]:
     tags = await conn.scalars(select(call_tags.c.tag).where(call_tags.c.call_id == call_id))
     return {
         "status": row.status,
-        "first_time": not row.repeat_caller,
+        # an anonymous caller may have called before: not counted as a first-time caller
+        "first_time": is_known_number(row.caller) and not row.repeat_caller,
         "talk_seconds": row.talk_seconds,
         "score": row.score,
         "tags": tag_list(tags),
@@ -148,13 +155,20 @@ def tag_list(tags: Iterable[str]) -> str:
 async def _visits(conn: AsyncConnection, visitor_id: str | None, until: float) -> list[Touch]:
     if visitor_id is None:
         return []
+    mine = (sessions.c.visitor_id == visitor_id, sessions.c.started_at <= until)
     rows = await conn.execute(
         select(*_TOUCH_COLUMNS)
-        .where(sessions.c.visitor_id == visitor_id, sessions.c.started_at <= until)
+        .where(*mine)
         .order_by(sessions.c.started_at.desc())
         .limit(MAX_HISTORY)
     )
-    return [_touch(r) for r in rows]
+    visits = [_touch(r) for r in rows]
+    if len(visits) == MAX_HISTORY:  # capped: the first visit (the first touch) is read apart
+        first = await conn.execute(
+            select(*_TOUCH_COLUMNS).where(*mine).order_by(sessions.c.started_at).limit(1)
+        )
+        visits += [_touch(r) for r in first]
+    return visits
 
 
 async def _visits_of_session(conn: AsyncConnection, session_id: str, until: float) -> list[Touch]:

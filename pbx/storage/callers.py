@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -54,9 +54,13 @@ async def record_call(conn: AsyncConnection, call: dict[str, Any], *, from_sessi
         )
     )
     if from_session:
+        # the visitor of the latest call: a call reconciled late does not replace a newer one
         await conn.execute(
             update(callers)
-            .where(callers.c.caller == call["caller"])
+            .where(
+                callers.c.caller == call["caller"],
+                or_(callers.c.visitor_id.is_(None), callers.c.last_call_id == call["id"]),
+            )
             .values(visitor_id=call["visitor_id"], visitor_call_id=call["id"])
         )
 

@@ -52,6 +52,7 @@ from pbx.storage.tables import (
     visit_channels,
     visit_facets,
 )
+from pbx.storage.visit_rollups import key_text
 
 MISSED = ("missed", "busy", "abandoned", "failed")
 CHANNEL = (GroupBy.SOURCE, GroupBy.MEDIUM, GroupBy.CAMPAIGN)
@@ -204,7 +205,7 @@ async def _visit_counts(
 
 
 def _rollup_value(value: str) -> str:
-    return "" if value == NOT_SET else value
+    return "" if value == NOT_SET else key_text(value)
 
 
 def _named(value: str) -> str:

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Table, delete, insert, select
+from sqlalchemy import Table, delete, exists, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import bindparam
@@ -24,9 +24,10 @@ from attribution.reports import local_day
 from attribution.traffic import TrafficSource, host_of, path_of
 from pbx.settings import Settings
 from pbx.storage.db import Tx
-from pbx.storage.tables import SESSION_TRAFFIC, visit_channels, visit_facets
+from pbx.storage.tables import SESSION_TRAFFIC, sessions, visit_channels, visit_facets
 
 FACETS = ("term", "content", "landing", "referrer")
+KEY_MAX = 200
 INSERT_BATCH = 5000
 
 ChannelKey = tuple[int, str, str, str, str, str]  # day, site, pool, source, medium, campaign
@@ -50,8 +51,8 @@ def _facets(
     return {
         "term": term or "",
         "content": content or "",
-        "landing": path_of(landing_url)[:1024],
-        "referrer": (host_of(referrer) or "")[:1024] if referrer else "",
+        "landing": path_of(landing_url),
+        "referrer": (host_of(referrer) or "") if referrer else "",
     }
 
 
@@ -67,16 +68,12 @@ class VisitRollups:
     def count(self, tx: Tx, site: str, pool: str | None, source: TrafficSource, at: float) -> None:
         """Count a new session (inside its transaction)."""
         day = self.day(at)
-        tx.run(
-            self._channels,
-            _channel_row(
-                (day, site, pool or "", source.source, source.medium, source.campaign or ""), 1
-            ),
-        )
+        key = _channel_key(day, site, pool, source.source, source.medium, source.campaign)
+        tx.run(self._channels, _channel_row(key, 1))
         tx.run_many(
             self._facet_counts,
             [
-                _facet_row((facet, day, site, source.source, source.medium, value), 1)
+                _facet_row(_facet_key(facet, day, site, source.source, source.medium, value), 1)
                 for facet, value in _facets(
                     source.term, source.content, source.landing_url, source.referrer
                 ).items()
@@ -84,26 +81,52 @@ class VisitRollups:
         )
 
     async def rebuild(self, engine: AsyncEngine) -> int:
-        """Count every kept session again; returns how many."""
+        """Count the kept sessions again, in one transaction (no visit is counted meanwhile);
+        returns how many visits the rollups hold. Days before the oldest kept session keep
+        their counts: their sessions are gone (visits.keep_days), the counts are all that is
+        left of them."""
         channels: Counter[ChannelKey] = Counter()
         facets: Counter[FacetKey] = Counter()
-        async with engine.connect() as conn:
+        async with engine.begin() as conn:
+            oldest = await conn.scalar(select(func.min(sessions.c.started_at)))
+            if oldest is None:
+                return 0
+            kept_until = self.day(oldest)  # that day may have lost some sessions already
+            if not await conn.scalar(select(exists().where(visit_channels.c.day <= kept_until))):
+                kept_until = 0  # nothing counted that far back (a first build): count it all
             result = await conn.stream(
                 select(*SESSION_TRAFFIC).execution_options(yield_per=INSERT_BATCH)
             )
             async for r in result:
                 day = self.day(r.started_at)
-                channels[(day, r.site, r.pool or "", r.source, r.medium, r.campaign or "")] += 1
+                if day <= kept_until:
+                    continue
+                channels[_channel_key(day, r.site, r.pool, r.source, r.medium, r.campaign)] += 1
                 for facet, value in _facets(r.term, r.content, r.landing_url, r.referrer).items():
-                    facets[(facet, day, r.site, r.source, r.medium, value)] += 1
-        async with engine.begin() as conn:
-            await conn.execute(delete(visit_channels))
-            await conn.execute(delete(visit_facets))
+                    facets[_facet_key(facet, day, r.site, r.source, r.medium, value)] += 1
+            await conn.execute(delete(visit_channels).where(visit_channels.c.day > kept_until))
+            await conn.execute(delete(visit_facets).where(visit_facets.c.day > kept_until))
             for batch in _batches(_channel_row(k, n) for k, n in channels.items()):
                 await conn.execute(insert(visit_channels), batch)
             for batch in _batches(_facet_row(k, n) for k, n in facets.items()):
                 await conn.execute(insert(visit_facets), batch)
-        return channels.total()
+            return int(await conn.scalar(select(func.sum(visit_channels.c.visits))) or 0)
+
+
+def key_text(value: str | None) -> str:
+    """A rollup's key column: "" for none, cut to KEY_MAX characters (PostgreSQL's index
+    entries are limited; a visitor's 500-character utm_term must not make a visit fail)."""
+    return (value or "")[:KEY_MAX]
+
+
+def _channel_key(
+    day: int, site: str, pool: str | None, source: str, medium: str, campaign: str | None
+) -> ChannelKey:
+    return (day, site, key_text(pool), key_text(source), key_text(medium), key_text(campaign))
+
+
+def _facet_key(facet: str, day: int, site: str, source: str, medium: str, value: str) -> FacetKey:
+    return (facet, day, site, key_text(source), key_text(medium), key_text(value))
 
 
 def _channel_row(key: ChannelKey, visits: int) -> dict[str, Any]:

@@ -202,7 +202,8 @@ class Expected:
             n = rows[key]
             answered = call["status"] == "answered"
             n.calls += 1
-            n.first_time += not call["repeat_caller"]
+            # a withheld number may have called before: not a first-time caller
+            n.first_time += call["caller"].strip("+").isdigit() and not call["repeat_caller"]
             n.answered += answered
             n.missed += call["status"] in MISSED
             n.talk += call["talk_seconds"] if answered else 0

@@ -86,3 +86,33 @@ def test_db_upgrade_counts_the_visits_of_an_install_that_had_no_calls_yet(tmp_pa
     upgraded = calltrack("db", "upgrade", "-c", str(path))
     assert "report rollups built: 1 visits, 0 calls" in upgraded.stdout, upgraded.stderr
     assert _rollups(database) == ([], [(20270115, "google", 1)])
+
+
+def test_a_rebuild_keeps_the_counts_of_days_whose_visits_retention_deleted(
+    tmp_path: Path,
+) -> None:
+    path = config(tmp_path)
+    database = tmp_path / "calltrack.db"
+    _database_at_0006_with_a_visit_and_its_call(database)
+    with sqlite3.connect(database) as conn:  # an older visit, and a visit a day later
+        for sid, at in (("s0", AT - 86400 * 3), ("s2", AT + 86400)):
+            conn.execute(
+                "INSERT INTO sessions (id, visitor_id, site, visit_number, started_at, last_seen,"
+                " landing_url, source, medium, click_ids, tracking, pages_viewed, last_url)"
+                " VALUES (?, 'v1', 'main', 2, ?, ?, 'http://shop.test/', 'yandex', 'organic',"
+                " '{}', 'tracked', 1, 'http://shop.test/')",
+                (sid, at, at),
+            )
+    assert calltrack("db", "upgrade", "-c", str(path)).returncode == 0
+    counted = sorted(_rollups(database)[1])
+    assert counted == [
+        (20270112, "yandex", 1),
+        (20270115, "google", 1),
+        (20270116, "yandex", 1),
+    ]
+    with sqlite3.connect(database) as conn:  # retention: the oldest visit is forgotten
+        conn.execute("DELETE FROM page_views WHERE session_id = 's0'")
+        conn.execute("DELETE FROM sessions WHERE id = 's0'")
+    rebuilt = calltrack("reports", "rebuild", "-c", str(path))
+    assert "report rollups rebuilt: 3 visits, 1 calls" in rebuilt.stdout, rebuilt.stderr
+    assert sorted(_rollups(database)[1]) == counted
