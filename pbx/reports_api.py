@@ -20,9 +20,10 @@ from attribution.reports import COLUMNS, GroupBy, Model, Report, ReportQuery
 from pbx.keys import CLOCK, READER, SETTINGS
 from pbx.staff_api import token_name, unauthorized
 from pbx.staff_ui.export import cell
-from pbx.storage.report_queries import build_report, report_range
+from pbx.storage.report_queries import ReportTooLarge, build_report, report_range
 
 MAX_DAYS = 3 * 366  # what one request may make the server sum
+FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9998, 12, 31)  # room for a day or a month after
 MAX_FILTER = 512
 DEFAULT_DAYS = 30
 _TRUE = {"1", "true", "yes", "on"}
@@ -46,9 +47,12 @@ def _date(value: str | None, name: str, default: date) -> date:
     if value is None or value == "":
         return default
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         raise web.HTTPBadRequest(reason=f"{name}: expected a date like 2026-11-30") from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise web.HTTPBadRequest(reason=f"{name}: expected a date from {FIRST_DAY} to {LAST_DAY}")
+    return day
 
 
 def today(request: web.Request) -> date:
@@ -86,6 +90,22 @@ def read_report_query(params: Mapping[str, str], now: date) -> ReportQuery:
     )
 
 
+async def report_for(request: web.Request, query: ReportQuery) -> Report:
+    """The report through the reader; one too large to compute is the client's 400."""
+    try:
+        return await build_report(request.app[READER], request.app[SETTINGS], query)
+    except ReportTooLarge as exc:
+        raise web.HTTPBadRequest(reason=str(exc)) from None
+
+
+#: what GET /api/v1/reports takes: a typo (grup_by=) or a time filter (day=) is refused, not
+#: silently ignored
+API_PARAMETERS = frozenset(
+    {"since", "until", "group_by", "model", "include_probable", "format"}
+    | {str(g) for g in GroupBy if not g.is_time}
+)
+
+
 def report_csv(report: Report) -> str:
     """The report's table as CSV: a row per key, then the totals."""
     out = io.StringIO()
@@ -111,11 +131,16 @@ async def get_report(request: web.Request) -> web.Response:
     if token_name(request) is None:
         return unauthorized()
     params = request.query
+    unknown = sorted(set(params) - API_PARAMETERS)
+    if unknown:
+        raise web.HTTPBadRequest(
+            reason=f"unknown parameter {unknown[0]!r}; day, week and month ranges are since/until"
+        )
     output = params.get("format", "json")
     if output not in ("json", "csv"):
         raise web.HTTPBadRequest(reason="format: expected json or csv")
     query = read_report_query(params, today(request))
-    report = await build_report(request.app[READER], request.app[SETTINGS], query)
+    report = await report_for(request, query)
     if output == "csv":
         return csv_response(report)
     return web.json_response(report.as_json())

@@ -31,11 +31,10 @@ from attribution.reports import (
     time_key,
 )
 from pbx.auth import require_user
-from pbx.keys import READER, SETTINGS, TEMPLATES
-from pbx.reports_api import MAX_FILTER, csv_response, read_report_query, today
+from pbx.keys import READER, TEMPLATES
+from pbx.reports_api import MAX_FILTER, csv_response, read_report_query, report_for, today
 from pbx.staff_ui import charts
 from pbx.staff_ui.views import SECURITY_HEADERS, render
-from pbx.storage.report_queries import build_report
 from pbx.storage.report_series import calls_per_day
 
 GROUP_NAMES = {
@@ -283,18 +282,18 @@ async def reports_page(request: web.Request) -> web.Response:
     compare = _compare_flag(request)
     now = today(request)
     query = read_report_query(request.query, now)
-    engine, settings = request.app[READER], request.app[SETTINGS]
+    engine = request.app[READER]
     context: dict[str, Any] = {}
     if compare:
-        first = await build_report(engine, settings, replace(query, model=Model.FIRST))
-        last = await build_report(engine, settings, replace(query, model=Model.LAST))
+        first = await report_for(request, replace(query, model=Model.FIRST))
+        last = await report_for(request, replace(query, model=Model.LAST))
         report = last
         context.update(
             compared=compare_rows(first, last),
             compared_totals=Compared("(total)", first.totals, last.totals),
         )
     else:
-        report = await build_report(engine, settings, query)
+        report = await report_for(request, query)
         series = await calls_per_day(engine, query, stack_key(query))
         context.update(charts=[calls_chart(query, series), channel_chart(report)])
     clock = request.app[TEMPLATES].filters["clock"]
@@ -323,7 +322,7 @@ async def reports_csv(request: web.Request) -> web.Response:
     """The page's table as CSV, for a logged-in user (the API's CSV needs a bearer token)."""
     await require_user(request)
     query = read_report_query(request.query, today(request))
-    report = await build_report(request.app[READER], request.app[SETTINGS], query)
+    report = await report_for(request, query)
     response = csv_response(report)
     response.headers.update(SECURITY_HEADERS)
     return response

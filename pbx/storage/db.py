@@ -33,8 +33,9 @@ def open_engine(url: str, *, read_only: bool = False) -> AsyncEngine:
     if not is_sqlite(url):
         return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
     # one connection: writers queue in the process instead of contending for SQLite's lock
-    one_connection = {} if ":memory:" in url else {"pool_size": 1, "max_overflow": 0}
-    engine = create_async_engine(url, **one_connection)
+    # (a reader: a few, so one long report does not keep every page waiting)
+    pool = {"pool_size": 3 if read_only else 1, "max_overflow": 0}
+    engine = create_async_engine(url, **({} if ":memory:" in url else pool))
 
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -55,6 +55,13 @@ from pbx.storage.tables import (
 from pbx.storage.visit_rollups import key_text
 
 MISSED = ("missed", "busy", "abandoned", "failed")
+MAX_SESSION_DAYS = 92  # the longest range a report may count visits of one by one
+
+
+class ReportTooLarge(Exception):
+    """A report this server will not compute for one request (the client's to narrow)."""
+
+
 CHANNEL = (GroupBy.SOURCE, GroupBy.MEDIUM, GroupBy.CAMPAIGN)
 #: what the visit_channels rollup is keyed by (besides the day)
 CHANNEL_ROLLUP = frozenset({*CHANNEL, GroupBy.POOL, GroupBy.SITE})
@@ -198,6 +205,14 @@ async def _visit_counts(
     elif group in FACETS and set(filters) <= FACET_ROLLUP:
         counts = await _from_facets(conn, group, filters, since, until)
     else:
+        days = (day_of(until) - day_of(since)).days + 1
+        if days > MAX_SESSION_DAYS:
+            raise ReportTooLarge(
+                f"a {query.group_by} report filtered by "
+                + ", ".join(sorted(str(d) for d in filters))
+                + f" counts visits one by one (no rollup holds both): at most {MAX_SESSION_DAYS}"
+                " days; narrow since..until"
+            )
         counts = await _from_sessions(conn, settings, group, filters, since, until)
     if query.group_by is GroupBy.STATIC:
         return [(WEB, sum(n for _, n in counts))]

@@ -187,6 +187,7 @@ async def test_reports_need_a_token_and_sane_parameters(
     client = await history(tmp_path, aiohttp_client)
     assert (await client.get("/api/v1/reports")).status == 401
     for params in (
+        {"source": "google", "group_by": "landing", "campaign": "spring", "since": "2026-01-01"},
         {"group_by": "nope"},
         {"model": "linear"},
         {"since": "2027-13-01"},
@@ -195,6 +196,10 @@ async def test_reports_need_a_token_and_sane_parameters(
         {"include_probable": "maybe"},
         {"source": "x" * 600},
         {"format": "xml"},
+        {"grup_by": "source"},  # a typo is not ignored
+        {"day": "2027-01-15"},  # a day is a range: since/until
+        {"since": "9999-12-01", "until": "9999-12-31", "group_by": "month"},
+        {"since": "1969-12-31"},
     ):
         response = await client.get("/api/v1/reports", params=params, headers=AUTH)
         assert response.status == 400, params
