@@ -15,6 +15,7 @@ CALLER_MAX = 64
 DID_MAX = 16  # E.164: "+" and at most 15 digits
 DIAL_STATUS_MAX = 32
 RECORDING_MAX = 255
+NOTES_MAX = 5000  # what staff or the CRM may write on a call
 
 
 class CallStatus(StrEnum):
@@ -24,6 +25,9 @@ class CallStatus(StrEnum):
     ABANDONED = "abandoned"  # the caller hung up while it rang
     FAILED = "failed"  # the real line could not be reached
 
+
+#: what reports count as missed, and what leaves a caller to call back
+UNANSWERED = tuple(str(s) for s in CallStatus if s is not CallStatus.ANSWERED)
 
 _STATUS_BY_DIAL = {
     "ANSWER": CallStatus.ANSWERED,

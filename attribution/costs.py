@@ -392,12 +392,3 @@ def spread_costs(monthly: Iterable[MonthlyCost], since_day: int, until_day: int)
         for m in fixed
         if (cents := day_share(m.monthly_cents, day))
     ]
-
-
-def combine(*parts: Iterable[CostRow]) -> list[CostRow]:
-    """Rows of several origins (imported, fixed monthly) added up per day and channel."""
-    sums: dict[tuple[int, str, str, str], int] = {}
-    for rows in parts:
-        for row in rows:
-            sums[row.key] = sums.get(row.key, 0) + row.cost_cents
-    return [CostRow(*key, cents) for key, cents in sorted(sums.items())]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, tzinfo
 from enum import StrEnum
 from typing import Any
 
@@ -62,6 +62,16 @@ UNSPLIT_COST = "(costs)"  # the row of costs a grouping cannot split (e.g. by la
 def local_day(day: date) -> int:
     """The rollups' day key: yyyymmdd."""
     return day.year * 10000 + day.month * 100 + day.day
+
+
+def day_at(at: float, zone: tzinfo) -> int:
+    """The day key of an instant, in the time zone reports count days in (ui.timezone)."""
+    return local_day(datetime.fromtimestamp(at, zone).date())
+
+
+def report_range(today: date, days: int) -> tuple[date, date]:
+    """The last `days` days up to today."""
+    return today - timedelta(days=days - 1), today
 
 
 def day_of(key: int) -> date:

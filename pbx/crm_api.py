@@ -8,14 +8,13 @@ from typing import Any
 
 from aiohttp import web
 
-from attribution.calls import CALLER_MAX
+from attribution.calls import CALLER_MAX, NOTES_MAX
 from attribution.money import MoneyError, cents_text, to_cents
 from attribution.phone import PhoneNumberError, to_e164
 from attribution.sales import REFERENCE_MAX, Unmatched, why_unmatched
 from pbx.http import json_error, public_base_url, read_json_object, unix_time
 from pbx.keys import CALLS, CLOCK, ENGINE, SETTINGS
 from pbx.staff_api import CALL_ID, call_json, iso, token_name, unauthorized
-from pbx.staff_ui.views import MAX_NOTES
 from pbx.storage.calls import ReviewChanges
 from pbx.storage.sales import Sale, SaleStore
 
@@ -66,8 +65,8 @@ def _review_changes(body: dict[str, Any], allowed_tags: list[str]) -> ReviewChan
         changes["sale_cents"] = None if amount is None else _cents(amount, "sale_amount")
     if "notes" in body:
         notes = body["notes"]
-        if notes is not None and (not isinstance(notes, str) or len(notes) > MAX_NOTES):
-            raise _bad(f"notes: expected text of at most {MAX_NOTES} characters, or null")
+        if notes is not None and (not isinstance(notes, str) or len(notes) > NOTES_MAX):
+            raise _bad(f"notes: expected text of at most {NOTES_MAX} characters, or null")
         changes["notes"] = (notes or "").strip() or None  # as the staff form stores it
     return changes
 

@@ -16,11 +16,11 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from attribution.reports import COLUMNS, GroupBy, Model, Report, ReportQuery
+from attribution.reports import COLUMNS, GroupBy, Model, Report, ReportQuery, report_range
 from pbx.keys import CLOCK, READER, SETTINGS
 from pbx.staff_api import token_name, unauthorized
 from pbx.staff_ui.export import cell
-from pbx.storage.report_queries import ReportTooLarge, build_report, report_range
+from pbx.storage.report_queries import ReportTooLarge, build_report
 
 MAX_DAYS = 3 * 366  # what one request may make the server sum
 FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9998, 12, 31)  # room for a day or a month after

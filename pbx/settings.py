@@ -463,6 +463,10 @@ class Settings(_Model):
                 problems.append(f"{_dotted(loc)}: {number} is already used at {first}")
             else:
                 seen[number] = loc
+        written = self.leads.tags if "tags" in self.leads.model_fields_set else []
+        for i, tag in enumerate(written):  # (the default's lead and sale need not be in use)
+            if tag not in self.tags:
+                problems.append(f"leads.tags[{i}]: {tag!r} is not one of `tags`, so no call has it")
         for key, values in (
             ("sites", [site.name for site in self.sites]),
             ("users", [user.name for user in self.users]),

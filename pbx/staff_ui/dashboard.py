@@ -19,13 +19,14 @@ from attribution.reports import (
     GroupBy,
     ReportQuery,
     ReportRow,
+    report_range,
 )
 from pbx.auth import require_user
 from pbx.keys import MISSED_COUNT, READER, SETTINGS
 from pbx.reports_api import today
 from pbx.staff_ui.views import render
 from pbx.storage.missed import missed_count
-from pbx.storage.report_queries import build_report, report_range
+from pbx.storage.report_queries import build_report
 
 PERIODS = (("Today", 1), ("Last 7 days", 7), ("Last 30 days", 30))
 TOP_SOURCES = 5

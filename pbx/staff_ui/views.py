@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from sqlalchemy.engine import make_url
 
+from attribution.calls import NOTES_MAX
 from pbx.auth import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
@@ -46,7 +47,6 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
-MAX_NOTES = 5000
 MAX_SALE_CENTS = 10**13
 MAX_CALL_ID = 10**12 - 1  # the pages' call ids have at most 12 digits
 EXPORT_BATCH = 1000
@@ -251,8 +251,8 @@ def _review(form: Any, allowed: list[str]) -> Review:
     if score_text not in ("", "1", "2", "3", "4", "5"):
         raise _InvalidReview("Score: from 1 to 5, or none")
     notes = str(form.get("notes", "")).strip()
-    if len(notes) > MAX_NOTES:
-        raise _InvalidReview(f"Notes: at most {MAX_NOTES} characters")
+    if len(notes) > NOTES_MAX:
+        raise _InvalidReview(f"Notes: at most {NOTES_MAX} characters")
     return Review(
         tags=tags,
         score=int(score_text) if score_text else None,

@@ -9,7 +9,6 @@ raw rows have changed since: a visitor's visits past visits.keep_days are gone.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -19,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from attribution.models import NOBODY, CallHistory, Credit, CreditKind, Touch, credits
 from attribution.numbering import StaticSource
 from attribution.owner import Attribution
-from attribution.reports import local_day
+from attribution.reports import day_at
 from attribution.traffic import host_of, path_of
 from pbx.settings import Settings
 from pbx.storage.callers import is_known_number
@@ -62,7 +61,7 @@ class CallCredits:
         )
 
     def day(self, at: float) -> int:
-        return local_day(datetime.fromtimestamp(at, self._zone).date())
+        return day_at(at, self._zone)
 
     async def write(self, conn: AsyncConnection, call: Mapping[str, Any]) -> None:
         """(Re)write the credits of one stored call; `call` holds its columns (with `id`)."""

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from attribution.costs import CostFile, CostRow, MonthlyCost, combine, spread_costs
+from attribution.costs import CostFile, MonthlyCost
 from pbx.settings import Settings
 from pbx.storage.tables import costs
 
@@ -72,17 +72,6 @@ def static_monthly_costs(settings: Settings) -> list[MonthlyCost]:
         for s in settings.static
         if s.monthly_cost
     ]
-
-
-async def costs_in_range(
-    conn_or_engine: AsyncConnection | AsyncEngine,
-    settings: Settings,
-    since_day: int,
-    until_day: int,
-) -> list[CostRow]:
-    """Every cost of the range per day and channel: imported ones plus static monthly costs."""
-    imported = [CostRow(*row) for row in await daily_costs(conn_or_engine, since_day, until_day)]
-    return combine(imported, spread_costs(static_monthly_costs(settings), since_day, until_day))
 
 
 async def monthly_totals(engine: AsyncEngine, months: int = 24) -> Sequence[tuple[int, str, int]]:

@@ -14,9 +14,9 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from attribution.calls import UNANSWERED
 from pbx.storage.tables import callbacks, callers, calls
 
-MISSED = ("missed", "busy", "abandoned", "failed")
 PAGE = 200  # callers listed at once
 
 
@@ -45,7 +45,7 @@ def _waiting() -> ColumnElement[bool]:
     """Callers whose latest call was missed and not called back (callers.last_status is
     indexed; the call-back is looked up by its key)."""
     called_back = select(callbacks.c.call_id).where(callbacks.c.call_id == callers.c.last_call_id)
-    return callers.c.last_status.in_(MISSED) & ~called_back.exists()
+    return callers.c.last_status.in_(UNANSWERED) & ~called_back.exists()
 
 
 async def missed_count(engine: AsyncEngine) -> int:
@@ -120,7 +120,7 @@ async def mark_called_back(engine: AsyncEngine, call_id: int, by: str, at: float
             select(callers.c.caller).where(
                 callers.c.caller == caller,
                 callers.c.last_call_id == call_id,
-                callers.c.last_status.in_(MISSED),
+                callers.c.last_status.in_(UNANSWERED),
             )
         )
         if latest is None:

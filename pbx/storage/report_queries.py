@@ -1,16 +1,18 @@
 """The channel report's queries: sums of the rollups (call_credits, visit_channels,
 visit_facets, costs) for a range of local days; the arithmetic is attribution.reports'.
 
-Each part is one grouped read of an indexed rollup, never a scan of every visit or call: calls
-through call_credits (model, day), visits through the visit rollups. Only a facet grouping (term,
-content, landing, referrer) filtered by a channel falls back to counting sessions in the range.
+Each part is one grouped range read of a rollup, never a scan of every visit or call: calls
+through call_credits (model, day), visits through visit_channels (channel) or visit_facets
+(term, content, landing, referrer, with source and medium). Only a grouping and filters no rollup
+holds together (a facet filtered by campaign or pool, a channel or time grouping filtered by a
+facet) count sessions, and then for at most MAX_SESSION_DAYS days.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -25,6 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from attribution.calls import UNANSWERED
 from attribution.costs import spread_costs
 from attribution.models import CreditKind
 from attribution.reports import (
@@ -54,7 +57,6 @@ from pbx.storage.tables import (
 )
 from pbx.storage.visit_rollups import key_text
 
-MISSED = ("missed", "busy", "abandoned", "failed")
 MAX_SESSION_DAYS = 92  # the longest range a report may count visits of one by one
 
 
@@ -152,7 +154,7 @@ async def _call_tallies(
             func.count().label("calls"),
             _count(k.first_time).label("first_time"),
             _count(answered).label("answered"),
-            _count(k.status.in_(MISSED)).label("missed"),
+            _count(k.status.in_(UNANSWERED)).label("missed"),
             func.sum(case((answered, k.talk_seconds), else_=0.0)).label("talk"),
             _count(_is_lead(settings)).label("leads"),
             func.sum(case((k.sale_cents > 0, 1), else_=0) + k.crm_sales).label("sales"),
@@ -404,8 +406,3 @@ async def _imported_costs(
         return [(_named(r.key), int(r.cents)) for r in rows]
     key = WEB if group is GroupBy.STATIC else UNSPLIT_COST  # imported costs are the website's
     return [(key, int(r.cents)) for r in rows if r.cents]  # a sum of no rows is NULL
-
-
-def report_range(today: date, days: int) -> tuple[date, date]:
-    """The last `days` days up to today."""
-    return today - timedelta(days=days - 1), today

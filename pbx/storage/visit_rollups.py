@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -20,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import bindparam
 from sqlalchemy.sql.dml import Insert
 
-from attribution.reports import local_day
+from attribution.reports import day_at
 from attribution.traffic import TrafficSource, host_of, path_of
 from pbx.settings import Settings
 from pbx.storage.db import Tx
@@ -63,7 +62,7 @@ class VisitRollups:
         self._facet_counts = _upsert(visit_facets, postgres)
 
     def day(self, at: float) -> int:
-        return local_day(datetime.fromtimestamp(at, self._zone).date())
+        return day_at(at, self._zone)
 
     def count(self, tx: Tx, site: str, pool: str | None, source: TrafficSource, at: float) -> None:
         """Count a new session (inside its transaction)."""

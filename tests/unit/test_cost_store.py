@@ -9,9 +9,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from attribution.costs import CostFile, CostRow
-from pbx.storage.costs import costs_in_range, daily_costs, monthly_totals, replace_costs
+from pbx.storage.costs import daily_costs, monthly_totals, replace_costs
 from pbx.storage.db import open_engine, upgrade
-from tests.helpers import make_settings
 
 
 @pytest.fixture
@@ -67,23 +66,6 @@ async def test_a_narrower_file_replaces_only_its_days_and_its_sources(engine: As
     assert await daily_costs(engine, 20240302, 20240304) == [
         (20240302, "google", "cpc", "new", 42),
         (20240304, "google", "cpc", "new", 58),
-    ]
-
-
-async def test_static_monthly_costs_join_the_imported_ones(engine: AsyncEngine) -> None:
-    await replace_costs(engine, YANDEX, 1.0)
-    settings = make_settings(
-        "sqlite://",
-        static=[
-            {"number": "+74990000101", "source": "billboard", "monthly_cost": "310.00"},
-            {"number": "+74990000102", "source": "cards", "campaign": "spring"},  # no cost
-        ],
-    )
-    rows = await costs_in_range(engine, settings, 20240301, 20240302)
-    assert [(r.day, r.source, r.medium, r.campaign, r.cost_cents) for r in rows] == [
-        (20240301, "billboard", "offline", "", 1000),  # 31000 cents / 31 days
-        (20240301, "yandex", "cpc", "a", 700),
-        (20240302, "billboard", "offline", "", 1000),
     ]
 
 

@@ -15,7 +15,6 @@ from attribution.costs import (
     CostFileError,
     CostRow,
     MonthlyCost,
-    combine,
     day_share,
     layout_for,
     monthly_spread,
@@ -203,7 +202,7 @@ def test_the_remainder_goes_to_the_first_days() -> None:
     assert day_share(3002, 20240215) == 104 and day_share(3002, 20240216) == 103
 
 
-def test_spread_costs_over_a_range_across_months_and_combine_with_imported() -> None:
+def test_spread_costs_over_a_range_across_months() -> None:
     billboard = MonthlyCost("billboard", "offline", "", 3100)  # 100 a day in March
     rows = spread_costs([billboard], 20240330, 20240401)
     april_day = 3100 // 30 + 1  # 3100 = 30*103 + 10: April 1st gets a remainder cent
@@ -211,11 +210,6 @@ def test_spread_costs_over_a_range_across_months_and_combine_with_imported() -> 
         CostRow(20240330, "billboard", "offline", "", 100),
         CostRow(20240331, "billboard", "offline", "", 100),
         CostRow(20240401, "billboard", "offline", "", april_day),
-    ]
-    imported = [CostRow(20240331, "billboard", "offline", "", 5), CostRow(20240331, "g", "", "", 7)]
-    assert combine(rows, imported)[1:3] == [
-        CostRow(20240331, "billboard", "offline", "", 105),
-        CostRow(20240331, "g", "", "", 7),
     ]
 
 

@@ -240,3 +240,9 @@ def test_public_url_must_be_an_http_url() -> None:
     with pytest.raises(ConfigError) as error:
         parse_settings(base.format("calls.example.com"), "c.yaml")
     assert error.value.problems[0].line == 3 and error.value.problems[0].where == "http.public_url"
+
+
+def test_a_lead_tag_staff_cannot_give_is_refused_at_its_line() -> None:
+    [problem] = problems(GOOD + "tags: [lead, sale]\nleads:\n  tags: [sale, leed]\n")
+    assert problem.endswith("leads.tags[1]: 'leed' is not one of `tags`, so no call has it")
+    assert problem.startswith(f"calltrack.yaml:{GOOD.count(chr(10)) + 3}:")
