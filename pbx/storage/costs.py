@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from attribution.costs import CostFile, MonthlyCost
@@ -22,14 +22,16 @@ CostKey = tuple[int, str, str, str, int]  # day, source, medium, campaign, cost_
 
 
 async def replace_costs(engine: AsyncEngine, cost_file: CostFile, now: float) -> None:
-    """Store a file's rows in place of what its days × sources held, in one transaction."""
+    """Store a file's rows in place of what its days × channels (source and medium) held, in
+    one transaction: a Google Ads cpc export leaves google/display from another file alone."""
     if not cost_file.rows:
         return
+    channels = sorted({(r.source, r.medium) for r in cost_file.rows})
     async with engine.begin() as conn:
         await conn.execute(
             delete(costs).where(
                 costs.c.day.between(cost_file.since_day, cost_file.until_day),
-                costs.c.source.in_(cost_file.sources),
+                tuple_(costs.c.source, costs.c.medium).in_(channels),
             )
         )
         rows = [

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from attribution.costs import CostFile, CostRow
+from attribution.costs import CostFile, CostRow, layout_for, read_costs
 from pbx.storage.costs import daily_costs, monthly_totals, replace_costs
 from pbx.storage.db import open_engine, upgrade
 
@@ -85,3 +85,15 @@ async def test_monthly_totals_per_source_newest_first(engine: AsyncEngine) -> No
         (202404, "google", 2),
         (202403, "yandex", 1600),
     ]
+
+
+async def test_a_file_replaces_only_its_own_channels_of_a_source(engine: AsyncEngine) -> None:
+    display = read_costs(
+        b"date,source,medium,campaign,cost\n2024-03-01,google,display,banners,5.00\n",
+        "display.csv",
+        layout_for(),
+    )
+    await replace_costs(engine, display, 1.0)
+    await replace_costs(engine, MARCH, 1.0)  # google/cpc
+    stored = await daily_costs(engine, 20240301, 20240301)
+    assert (20240301, "google", "display", "banners", 500) in stored
