@@ -54,6 +54,7 @@ MODEL_NAMES = {
 #: Keys of calls that no channel can be credited with; they are rows of their own, never dropped.
 UNATTRIBUTED = "(unattributed)"
 PROBABLE = "(probable)"  # calls only probably matched, when not asked to include them
+TOTAL = "(total)"
 NOT_SET = "(not set)"  # e.g. the term of a visit without utm_term, or of a static call
 WEB = "(web)"  # under `static`: calls that came through the website
 UNSPLIT_COST = "(costs)"  # the row of costs a grouping cannot split (e.g. by landing page)
@@ -209,7 +210,7 @@ class Report:
 
     @property
     def totals(self) -> ReportRow:
-        return ReportRow("(total)", total(r.tally for r in self.rows))
+        return ReportRow(TOTAL, total(r.tally for r in self.rows))
 
     def as_json(self) -> dict[str, Any]:
         q = self.query

@@ -29,6 +29,8 @@ SEARCH_ENGINES = {
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
 MAX_VALUE = 512
 MAX_URL = 1024  # the longest URL kept: one client must not fill the disk with URLs
+#: the report's rows that name no channel (attribution.reports), never a visitor's tag
+RESERVED_KEYS = frozenset({"(unattributed)", "(probable)", "(costs)", "(web)", "(total)"})
 DIRECT = "(direct)"
 NONE = "(none)"
 
@@ -79,13 +81,19 @@ def _search_engine(host: str) -> str | None:
     return None
 
 
+def _own_name(value: str) -> str:
+    """A tag that spells one of the report's own rows ("(unattributed)") is kept apart from it:
+    a visitor's link must not add to, or hide in, the row of calls nobody is credited with."""
+    return f"utm:{value}" if value in RESERVED_KEYS else value
+
+
 def read_source(url: str, referrer: str | None) -> TrafficSource:
     """The visit's source: explicit UTM tags first, then click ids, then the referrer."""
     try:
         query = dict(parse_qsl(urlsplit(url).query, keep_blank_values=False))
     except ValueError:
         query = {}
-    tags = {k: query[k][:MAX_VALUE] for k in UTM_KEYS if query.get(k)}
+    tags = {k: _own_name(query[k][:MAX_VALUE]) for k in UTM_KEYS if query.get(k)}
     click_ids = {k: query[k][:MAX_VALUE] for k in CLICK_ID_SOURCES if query.get(k)}
     referrer = referrer[:MAX_URL] if referrer else None
     ref_host = host_of(referrer) if referrer else None

@@ -19,7 +19,8 @@ from attribution.models import (
 from attribution.money import MoneyError, cents_text, divide_cents, to_cents
 from attribution.numbering import StaticSource
 from attribution.probable import MAX_CANDIDATES, candidates
-from attribution.reports import Model
+from attribution.reports import PROBABLE, TOTAL, UNATTRIBUTED, UNSPLIT_COST, WEB, Model
+from attribution.traffic import RESERVED_KEYS, read_source
 
 DAY = 86400.0
 BILLBOARD = Credit(CreditKind.STATIC, static=StaticSource("billboard", "offline", None))
@@ -200,3 +201,12 @@ def test_cents_are_written_and_divided_exactly() -> None:
     assert cents_text(150005) == "1500.05" and cents_text(-5) == "-0.05"
     assert divide_cents(1000, 3) == 333 and divide_cents(5, 2) == 2 and divide_cents(7, 2) == 4
     assert divide_cents(100, 0) is None
+
+
+def test_a_visitors_tag_cannot_spell_a_row_of_the_report() -> None:
+    assert {UNATTRIBUTED, PROBABLE, UNSPLIT_COST, WEB, TOTAL} == RESERVED_KEYS
+    for reserved in RESERVED_KEYS:
+        source = read_source(
+            f"http://shop.test/?utm_source={reserved}&utm_campaign={reserved}", None
+        )
+        assert (source.source, source.campaign) == (f"utm:{reserved}", f"utm:{reserved}")
