@@ -231,7 +231,7 @@ class Timing:
 
 async def time_direct(database: str, repeat: int, budget: float) -> list[Timing]:
     settings = settings_for(database)
-    engine = open_engine(database)
+    engine = open_engine(database, read_only=True)  # the app's READER: what reports read through
     results = []
     try:
         for kind in kinds():
