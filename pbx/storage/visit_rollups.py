@@ -91,11 +91,16 @@ class VisitRollups:
             result = await conn.stream(
                 select(*SESSION_TRAFFIC).execution_options(yield_per=INSERT_BATCH)
             )
-            async for r in result:
-                day = self.day(r.started_at)
-                channels[(day, r.site, r.pool or "", r.source, r.medium, r.campaign or "")] += 1
-                for facet, value in _facets(r.term, r.content, r.landing_url, r.referrer).items():
-                    facets[(facet, day, r.site, r.source, r.medium, value)] += 1
+            # a batch per await: iterating the stream row by row costs a greenlet switch a row,
+            # half of the rebuild's time
+            async for part in result.partitions():
+                for r in part:
+                    day = self.day(r.started_at)
+                    key = (day, r.site, r.pool or "", r.source, r.medium, r.campaign or "")
+                    channels[key] += 1
+                    facts = _facets(r.term, r.content, r.landing_url, r.referrer)
+                    for facet, value in facts.items():
+                        facets[(facet, day, r.site, r.source, r.medium, value)] += 1
         async with engine.begin() as conn:
             await conn.execute(delete(visit_channels))
             await conn.execute(delete(visit_facets))
