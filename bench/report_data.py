@@ -5,15 +5,15 @@ The report benchmark needs a year of a busy site (1,000,000 visits, 100,000 call
 which the live write path (a transaction per visit and per call) cannot give; and the report tests
 need a history whose every number they can work out themselves. Both come from here: the same
 seed gives the same rows. Only raw rows are written (what the visitor API and CallStore.store
-write); `visit_channels`, `visit_facets` and `call_credits` come from `VisitRollups.rebuild` and
-`CallCredits.rebuild`, the code behind `calltrack reports rebuild`, so what reports read is what
-the product would have kept.
+write); `visit_channels`, `visit_facets`, `callers` and `call_credits` come from
+`rebuild_reports`, what `calltrack reports rebuild` (and `db upgrade` of an existing install) runs,
+so what reports read is what the product would have kept, and its time is the rebuild's.
 
 The shape is a real one, skewed: a few big sources (search, direct, paid search), a long tail of
 referring hosts, search terms and landing pages; a third of visitors come back, often directly;
 calls are mostly matched to the session that held the number, the rest are static numbers, the
 fallback, numbers nobody held (some of them probable matches) and known callers calling again.
-Leases and the `callers` table are not written: neither reports nor the rebuild read them.
+Leases are not written: neither reports nor the rebuild read them.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from sqlalchemy import Table, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pbx.settings import Settings
-from pbx.storage.call_credits import CallCredits
+from pbx.storage.report_rollups import Rebuilt, rebuild_reports
 from pbx.storage.tables import (
     call_candidates,
     call_tags,
@@ -40,7 +40,6 @@ from pbx.storage.tables import (
     sessions,
     visitors,
 )
-from pbx.storage.visit_rollups import VisitRollups
 
 ORIGINS = {"main": "https://shop.example", "clinic": "https://clinic.example"}
 
@@ -556,9 +555,7 @@ async def write(
     return records
 
 
-async def build_rollups(engine: AsyncEngine, settings: Settings) -> tuple[int, int]:
-    """The rollups reports read, by the product's rebuild: (visits counted, calls credited)."""
-    postgres = engine.dialect.name == "postgresql"
-    visits = await VisitRollups(settings, postgres).rebuild(engine)
-    credited = await CallCredits(settings).rebuild(engine)
-    return visits, credited
+async def build_rollups(engine: AsyncEngine, settings: Settings) -> Rebuilt:
+    """The rollups reports read (and the callers), by what `calltrack reports rebuild` and
+    `calltrack db upgrade` of an existing install run: (visits counted, calls credited)."""
+    return await rebuild_reports(engine, settings)

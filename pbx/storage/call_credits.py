@@ -8,6 +8,7 @@ raw rows have changed since: a visitor's visits past visits.keep_days are gone.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -65,24 +66,32 @@ class CallCredits:
 
     async def write(self, conn: AsyncConnection, call: Mapping[str, Any]) -> None:
         """(Re)write the credits of one stored call; `call` holds its columns (with `id`)."""
+        rows = await self._rows(conn, call, await _facts(conn, call["id"]))
+        await conn.execute(delete(call_credits).where(call_credits.c.call_id == call["id"]))
+        await conn.execute(insert(call_credits), rows)
+
+    async def _rows(
+        self, conn: AsyncConnection, call: Mapping[str, Any], facts: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """The call's credit rows, one per model, with its figures `facts`."""
         visits = await _visits(conn, call["visitor_id"], call["started_at"])
         matched = await _matched(conn, call, visits)
         if matched.kind is CreditKind.PROBABLE and not visits and matched.touch:
             visits = await _visits_of_session(conn, matched.touch.session_id, call["started_at"])
         history = CallHistory(call["started_at"], matched, visits)
         day = self.day(call["started_at"])
-        facts = await _facts(conn, call["id"])
-        await conn.execute(delete(call_credits).where(call_credits.c.call_id == call["id"]))
-        await conn.execute(
-            insert(call_credits),
-            [
-                _row(call["id"], str(model), day, credit, call) | facts
-                for model, credit in credits(history, self._internal).items()
-            ],
-        )
+        return [
+            _row(call["id"], str(model), day, credit, call) | facts
+            for model, credit in credits(history, self._internal).items()
+        ]
 
     async def rebuild(self, engine: AsyncEngine) -> int:
-        """Write every call's credits again; returns how many calls."""
+        """Write every call's credits again; returns how many calls.
+
+        The same rows as `write`, but a batch of calls at a time: the figures come from the call
+        rows already read and the batch's tags in one query, and the batch's credits are deleted
+        and inserted by one statement each. A statement per call costs more than its work (five
+        per call took 2 ms a call: 100,000 calls in minutes)."""
         done, after = 0, -1
         while True:
             async with engine.begin() as conn:
@@ -97,12 +106,25 @@ class CallCredits:
                         .with_for_update()
                     )
                 ).all()
+                if not rows:
+                    return done
+                last = rows[-1].id
+                tags: dict[int, list[str]] = defaultdict(list)
+                for call_id, tag in await conn.execute(
+                    select(call_tags.c.call_id, call_tags.c.tag).where(
+                        call_tags.c.call_id > after, call_tags.c.call_id <= last
+                    )
+                ):
+                    tags[call_id].append(tag)
+                written: list[dict[str, Any]] = []
                 for row in rows:
-                    await self.write(conn, dict(row._mapping))
-            if not rows:
-                return done
+                    call = dict(row._mapping)
+                    written += await self._rows(conn, call, _figures(call, tags[row.id]))
+                k = call_credits.c
+                await conn.execute(delete(call_credits).where(k.call_id > after, k.call_id <= last))
+                await conn.execute(insert(call_credits), written)
             done += len(rows)
-            after = rows[-1].id
+            after = last
 
 
 async def refresh_facts(conn: AsyncConnection, call_id: int) -> None:
@@ -116,32 +138,23 @@ async def refresh_facts(conn: AsyncConnection, call_id: int) -> None:
 
 
 async def _facts(conn: AsyncConnection, call_id: int) -> dict[str, Any]:
-    c = calls.c
-    row = (
-        await conn.execute(
-            select(
-                c.caller,
-                c.status,
-                c.repeat_caller,
-                c.talk_seconds,
-                c.score,
-                c.sale_cents,
-                c.crm_sales,
-                c.crm_sale_cents,
-            ).where(c.id == call_id)
-        )
-    ).one()
+    row = (await conn.execute(select(calls).where(calls.c.id == call_id))).one()
     tags = await conn.scalars(select(call_tags.c.tag).where(call_tags.c.call_id == call_id))
+    return _figures(dict(row._mapping), tags)
+
+
+def _figures(call: Mapping[str, Any], tags: Iterable[str]) -> dict[str, Any]:
+    """The call's figures as its credits carry them, from its row and its tags."""
     return {
-        "status": row.status,
+        "status": call["status"],
         # an anonymous caller may have called before: not counted as a first-time caller
-        "first_time": is_known_number(row.caller) and not row.repeat_caller,
-        "talk_seconds": row.talk_seconds,
-        "score": row.score,
+        "first_time": is_known_number(call["caller"]) and not call["repeat_caller"],
+        "talk_seconds": call["talk_seconds"],
+        "score": call["score"],
         "tags": tag_list(tags),
-        "sale_cents": row.sale_cents or 0,
-        "crm_sales": row.crm_sales,
-        "crm_sale_cents": row.crm_sale_cents,
+        "sale_cents": call["sale_cents"] or 0,
+        "crm_sales": call["crm_sales"],
+        "crm_sale_cents": call["crm_sale_cents"],
     }
 
 

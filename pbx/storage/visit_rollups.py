@@ -96,13 +96,18 @@ class VisitRollups:
             result = await conn.stream(
                 select(*SESSION_TRAFFIC).execution_options(yield_per=INSERT_BATCH)
             )
-            async for r in result:
-                day = self.day(r.started_at)
-                if day <= kept_until:
-                    continue
-                channels[_channel_key(day, r.site, r.pool, r.source, r.medium, r.campaign)] += 1
-                for facet, value in _facets(r.term, r.content, r.landing_url, r.referrer).items():
-                    facets[_facet_key(facet, day, r.site, r.source, r.medium, value)] += 1
+            # a batch per await: iterating the stream row by row costs a greenlet switch a row,
+            # half of the rebuild's time
+            async for part in result.partitions():
+                for r in part:
+                    day = self.day(r.started_at)
+                    if day <= kept_until:
+                        continue
+                    key = _channel_key(day, r.site, r.pool, r.source, r.medium, r.campaign)
+                    channels[key] += 1
+                    facts = _facets(r.term, r.content, r.landing_url, r.referrer)
+                    for facet, value in facts.items():
+                        facets[_facet_key(facet, day, r.site, r.source, r.medium, value)] += 1
             await conn.execute(delete(visit_channels).where(visit_channels.c.day > kept_until))
             await conn.execute(delete(visit_facets).where(visit_facets.c.day > kept_until))
             for batch in _batches(_channel_row(k, n) for k, n in channels.items()):
