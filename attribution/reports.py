@@ -239,3 +239,35 @@ def build_rows(tallies: Mapping[str, Tally], group_by: GroupBy) -> list[ReportRo
         rows,
         key=lambda r: (r.key in special, -r.tally.calls, -r.tally.visits, r.key),
     )
+
+
+@dataclass(frozen=True)
+class Part:
+    """A piece of a report's range: a whole month that is over (kept once computed), or days
+    computed for each request."""
+
+    since: date
+    until: date
+    month: int | None = None  # yyyymm, for a closed month
+
+
+def month_parts(since: date, until: date, today: date) -> list[Part]:
+    """The range as closed whole months and the days around them. A month is closed once the
+    day after it is over too (a call of its last evening may still be on its way)."""
+    parts: list[Part] = []
+    live_from: date | None = None
+    day = since
+    while day <= until:
+        month_end = (day.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+        whole = day.day == 1 and month_end <= until and month_end + timedelta(days=1) < today
+        if whole:
+            if live_from is not None:
+                parts.append(Part(live_from, day - timedelta(days=1)))
+                live_from = None
+            parts.append(Part(day, month_end, day.year * 100 + day.month))
+        elif live_from is None:
+            live_from = day
+        day = min(month_end, until) + timedelta(days=1)
+    if live_from is not None:
+        parts.append(Part(live_from, until))
+    return parts

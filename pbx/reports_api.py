@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 
 from attribution.reports import COLUMNS, GroupBy, Model, Report, ReportQuery, report_range
-from pbx.keys import CLOCK, READER, SETTINGS
+from pbx.keys import CLOCK, ENGINE, READER, SETTINGS
 from pbx.staff_api import token_name, unauthorized
 from pbx.staff_ui.export import cell
 from pbx.storage.report_queries import ReportTooLarge, build_report
@@ -93,7 +93,13 @@ def read_report_query(params: Mapping[str, str], now: date) -> ReportQuery:
 async def report_for(request: web.Request, query: ReportQuery) -> Report:
     """The report through the reader; one too large to compute is the client's 400."""
     try:
-        return await build_report(request.app[READER], request.app[SETTINGS], query)
+        return await build_report(
+            request.app[READER],
+            request.app[SETTINGS],
+            query,
+            today=today(request),
+            keeper=request.app[ENGINE],
+        )
     except ReportTooLarge as exc:
         raise web.HTTPBadRequest(reason=str(exc)) from None
 

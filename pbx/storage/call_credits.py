@@ -23,6 +23,7 @@ from attribution.reports import day_at
 from attribution.traffic import host_of, path_of
 from pbx.settings import Settings
 from pbx.storage.callers import is_known_number
+from pbx.storage.report_months import bump
 from pbx.storage.tables import (
     SESSION_TRAFFIC,
     call_candidates,
@@ -69,6 +70,7 @@ class CallCredits:
         rows = await self._rows(conn, call, await _facts(conn, call["id"]))
         await conn.execute(delete(call_credits).where(call_credits.c.call_id == call["id"]))
         await conn.execute(insert(call_credits), rows)
+        await bump(conn, {row["day"] // 100 for row in rows})  # a late call changes its month
 
     async def _rows(
         self, conn: AsyncConnection, call: Mapping[str, Any], facts: dict[str, Any]
@@ -135,6 +137,8 @@ async def refresh_facts(conn: AsyncConnection, call_id: int) -> None:
         .where(call_credits.c.call_id == call_id)
         .values(**await _facts(conn, call_id))
     )
+    days = await conn.scalars(select(call_credits.c.day).where(call_credits.c.call_id == call_id))
+    await bump(conn, {day // 100 for day in days})
 
 
 async def _facts(conn: AsyncConnection, call_id: int) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from attribution.costs import CostFile, MonthlyCost
 from pbx.settings import Settings
+from pbx.storage.report_months import bump, months_between
 from pbx.storage.tables import costs
 
 BATCH = 10_000
@@ -48,6 +49,8 @@ async def replace_costs(engine: AsyncEngine, cost_file: CostFile, now: float) ->
         ]
         for start in range(0, len(rows), BATCH):
             await conn.execute(insert(costs), rows[start : start + BATCH])
+        days = [row.day for row in cost_file.rows]
+        await bump(conn, months_between(min(days), max(days)))  # every month it replaced
 
 
 async def daily_costs(

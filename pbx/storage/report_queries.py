@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -37,17 +37,20 @@ from attribution.reports import (
     UNSPLIT_COST,
     WEB,
     GroupBy,
+    Part,
     Report,
     ReportQuery,
     Tally,
     build_rows,
     day_of,
     local_day,
+    month_parts,
     time_key,
 )
 from attribution.traffic import host_of, path_of
 from pbx.settings import Settings
 from pbx.storage.costs import static_monthly_costs
+from pbx.storage.report_months import keep, read_kept
 from pbx.storage.tables import (
     call_credits,
     costs,
@@ -74,21 +77,70 @@ FACET_ROLLUP = frozenset({GroupBy.SITE, GroupBy.SOURCE, GroupBy.MEDIUM})
 COST_KEYS = frozenset({*CHANNEL, GroupBy.DAY, GroupBy.WEEK, GroupBy.MONTH, GroupBy.STATIC})
 
 
-async def build_report(engine: AsyncEngine, settings: Settings, query: ReportQuery) -> Report:
-    since, until = local_day(query.since), local_day(query.until)
+async def build_report(
+    engine: AsyncEngine,
+    settings: Settings,
+    query: ReportQuery,
+    *,
+    today: date | None = None,
+    keeper: AsyncEngine | None = None,
+) -> Report:
+    """The report. With `today` and a `keeper` (an engine that may write), closed months of an
+    unfiltered report are read from report_months, and kept there once computed."""
+    since, until = query.since, query.until
+    parts = [Part(since, until)]
+    if today is not None and keeper is not None and not query.filters:
+        parts = month_parts(since, until, today)
+    months = [p.month for p in parts if p.month is not None]
     tallies: dict[str, Tally] = defaultdict(Tally)
-    notes: list[str] = []
+    computed: dict[int, dict[str, Tally]] = {}
     async with engine.connect() as conn:
-        for key, tally in await _call_tallies(conn, settings, query, since, until):
-            tallies[key] = tallies[key] + tally
-        for key, visits in await _visit_counts(conn, settings, query, since, until):
-            tallies[key] = tallies[key] + Tally(visits=visits)
-        cost_rows, note = await _costs(conn, settings, query, since, until)
-    for key, cents in cost_rows:
+        kept = await read_kept(conn, settings, query, months)
+        for part in parts:
+            if part.month is not None and part.month in kept.tallies:
+                found = kept.tallies[part.month]
+            else:
+                found = await _tallies(conn, settings, query, part.since, part.until)
+                if part.month is not None:
+                    computed[part.month] = found
+            for key, tally in found.items():
+                tallies[key] = tallies[key] + tally
+    if keeper is not None:
+        await keep(keeper, settings, query, computed, kept.versions)
+    return Report(
+        query, settings.currency, build_rows(tallies, query.group_by), _notes(query, tallies)
+    )
+
+
+async def _tallies(
+    conn: AsyncConnection, settings: Settings, query: ReportQuery, first: date, last: date
+) -> dict[str, Tally]:
+    """Every row's raw counts for the days first..last."""
+    since, until = local_day(first), local_day(last)
+    tallies: dict[str, Tally] = defaultdict(Tally)
+    for key, tally in await _call_tallies(conn, settings, query, since, until):
+        tallies[key] = tallies[key] + tally
+    for key, visits in await _visit_counts(conn, settings, query, since, until):
+        tallies[key] = tallies[key] + Tally(visits=visits)
+    for key, cents in await _costs(conn, settings, query, since, until):
         tallies[key] = tallies[key] + Tally(cost_cents=cents)
-    if note:
-        notes.append(note)
-    return Report(query, settings.currency, build_rows(tallies, query.group_by), notes)
+    return dict(tallies)
+
+
+def _notes(query: ReportQuery, tallies: Mapping[str, Tally]) -> list[str]:
+    """What the reader must know about the costs shown."""
+    unknown = sorted(str(d) for d in query.filters if d not in COST_KEYS)
+    if unknown:
+        return [
+            "cost is kept by source, medium, campaign and day: not shown when filtered by "
+            + ", ".join(unknown)
+        ]
+    if UNSPLIT_COST in tallies:
+        return [
+            f"cost is kept by source, medium, campaign and day: the {query.group_by} rows show"
+            f" none, the row {UNSPLIT_COST} holds it"
+        ]
+    return []
 
 
 # -- calls -------------------------------------------------------------------------------------
@@ -339,15 +391,10 @@ def _raw_value(group: GroupBy, value: str | None) -> str:
 
 async def _costs(
     conn: AsyncConnection, settings: Settings, query: ReportQuery, since: int, until: int
-) -> tuple[list[tuple[str, int]], str | None]:
-    """Cost per row (imported, plus static numbers' monthly costs spread per day), and a note
-    when the grouping or a filter is one costs are not kept by."""
-    unknown = sorted(str(d) for d in query.filters if d not in COST_KEYS)
-    if unknown:
-        return [], (
-            "cost is kept by source, medium, campaign and day: not shown when filtered by "
-            + ", ".join(unknown)
-        )
+) -> list[tuple[str, int]]:
+    """Cost per row: imported, plus static numbers' monthly costs spread per day."""
+    if any(d not in COST_KEYS for d in query.filters):
+        return []  # not known by such a filter (_notes says so)
     group = query.group_by
     static_filter = query.filters.get(GroupBy.STATIC)
     channel_filters = {d: _rollup_value(v) for d, v in query.filters.items() if d in CHANNEL}
@@ -370,12 +417,7 @@ async def _costs(
         else:
             key = UNSPLIT_COST
         keyed.append((key, row.cost_cents))
-    if any(key == UNSPLIT_COST for key, _ in keyed):
-        return keyed, (
-            f"cost is kept by source, medium, campaign and day: the {group} rows show none,"
-            f" the row {UNSPLIT_COST} holds it"
-        )
-    return keyed, None
+    return keyed
 
 
 async def _imported_costs(

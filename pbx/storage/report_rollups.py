@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pbx.settings import Settings
 from pbx.storage.call_credits import CallCredits
 from pbx.storage.callers import rebuild_callers
+from pbx.storage.report_months import forget_all
 from pbx.storage.tables import call_credits, calls, sessions, visit_channels
 from pbx.storage.visit_rollups import VisitRollups
 
@@ -25,7 +26,10 @@ class Rebuilt:
 async def rebuild_reports(engine: AsyncEngine, settings: Settings) -> Rebuilt:
     visits = await VisitRollups(settings, engine.dialect.name == "postgresql").rebuild(engine)
     await rebuild_callers(engine)
-    return Rebuilt(visits, await CallCredits(settings).rebuild(engine))
+    calls_done = await CallCredits(settings).rebuild(engine)
+    async with engine.begin() as conn:
+        await forget_all(conn)  # every kept month was computed from the rollups replaced
+    return Rebuilt(visits, calls_done)
 
 
 async def rollups_missing(engine: AsyncEngine) -> bool:

@@ -335,3 +335,27 @@ callbacks = Table(
     Column("by", String(64), nullable=False),
     Column("at", Float, nullable=False),
 )
+
+
+# Closed months of the report, per grouping and model, kept so that a year's report sums twelve
+# rows per key instead of a year of credits. Filled when a report first needs a month that is
+# over; valid while the month's version (month_versions) is the one it was computed at: every
+# write that changes a month's figures (a late call, a review, a sale, a cost import) bumps it.
+report_months = Table(
+    "report_months",
+    metadata,
+    Column("model", String(16), primary_key=True),
+    Column("group_by", String(16), primary_key=True),
+    Column("probable", Boolean, primary_key=True),
+    Column("fingerprint", String(64), primary_key=True),  # the settings the figures depend on
+    Column("month", Integer, primary_key=True),  # yyyymm
+    Column("version", Integer, nullable=False),
+    Column("tallies", Text, nullable=False),  # JSON: {key: [the Tally's fields]}
+)
+
+month_versions = Table(
+    "month_versions",
+    metadata,
+    Column("month", Integer, primary_key=True),  # yyyymm
+    Column("version", Integer, nullable=False),
+)

@@ -11,6 +11,7 @@ import pytest
 
 from pbx.keys import CALLS
 from pbx.storage.calls import CallFilter
+from tests.api.test_report_months import check_kept_months
 from tests.api.test_reports_api import (
     AUTH,
     DAY,
@@ -18,6 +19,7 @@ from tests.api.test_reports_api import (
     check_expected,
     check_money,
     check_unsplit_costs,
+    history,
     money_history,
 )
 from tests.api.test_staff_ui import log_in
@@ -48,3 +50,9 @@ async def test_each_model_and_every_report_page_on_postgresql(
     ):
         response = await client.get(path)
         assert response.status == 200, (path, await response.text())
+
+
+async def test_kept_months_on_postgresql(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]], postgres_url: str
+) -> None:
+    await check_kept_months(await history(tmp_path, aiohttp_client, postgres_url))

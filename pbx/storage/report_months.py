@@ -1,0 +1,128 @@
+"""Closed months of the report, kept: a year's report reads twelve kept rows per key and
+computes only the days around them.
+
+A kept month is valid while its version is the one it was computed at. Every write that can
+change a month's figures bumps that month's version in its own transaction: a call stored late
+(CallCredits.write), a review or a sale (refresh_facts), a cost import. New visits need none: they
+are counted on the day they happen, never in a closed month. The version is read before the
+figures, so a month computed while a write committed is kept with the older version and computed
+again next time, never kept stale. A rebuild forgets them all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import astuple, dataclass
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from attribution.reports import ReportQuery, Tally
+from pbx.settings import Settings
+from pbx.storage.tables import month_versions, report_months
+
+
+def fingerprint(settings: Settings) -> str:
+    """What a month's figures depend on besides the data: the lead rule, the fixed costs, the
+    time zone days are counted in."""
+    facts = {
+        "leads": settings.leads.model_dump(mode="json"),
+        "static": [s.model_dump(mode="json") for s in settings.static],
+        "timezone": settings.ui.timezone,
+    }
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
+
+
+async def bump(conn: AsyncConnection, months: Iterable[int]) -> None:
+    """A write changed these months' figures (yyyymm): their kept reports are outdated."""
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    for month in sorted(set(months)):
+        statement = insert(month_versions).values(month=month, version=1)
+        await conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=["month"], set_={"version": month_versions.c.version + 1}
+            )
+        )
+
+
+def months_between(since_day: int, until_day: int) -> list[int]:
+    """The yyyymm of every month from the one of since_day to the one of until_day."""
+    months, month = [], since_day // 100
+    while month <= until_day // 100:
+        months.append(month)
+        month = month + 1 if month % 100 < 12 else (month // 100 + 1) * 100 + 1
+    return months
+
+
+@dataclass(frozen=True)
+class Kept:
+    versions: dict[int, int]  # month -> its version now (read first)
+    tallies: dict[int, dict[str, Tally]]  # month -> kept rows still valid
+
+
+async def read_kept(
+    conn: AsyncConnection, settings: Settings, query: ReportQuery, months: Sequence[int]
+) -> Kept:
+    if not months:
+        return Kept({}, {})
+    versions = {
+        r.month: r.version
+        for r in await conn.execute(
+            select(month_versions).where(month_versions.c.month.in_(months))
+        )
+    }
+    m = report_months.c
+    rows = await conn.execute(
+        select(m.month, m.version, m.tallies).where(
+            m.model == str(query.model),
+            m.group_by == str(query.group_by),
+            m.probable == query.include_probable,
+            m.fingerprint == fingerprint(settings),
+            m.month.in_(months),
+        )
+    )
+    valid = {
+        r.month: {key: Tally(*fields) for key, fields in json.loads(r.tallies).items()}
+        for r in rows
+        if r.version == versions.get(r.month, 0)
+    }
+    return Kept(versions, valid)
+
+
+async def keep(
+    engine: AsyncEngine,
+    settings: Settings,
+    query: ReportQuery,
+    computed: Mapping[int, Mapping[str, Tally]],
+    versions: Mapping[int, int],
+) -> None:
+    """Keep months just computed, each with the version read before its figures."""
+    if not computed:
+        return
+    current = fingerprint(settings)
+    async with engine.begin() as conn:
+        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        for month, tallies in computed.items():
+            values = {
+                "model": str(query.model),
+                "group_by": str(query.group_by),
+                "probable": query.include_probable,
+                "fingerprint": current,
+                "month": month,
+                "version": versions.get(month, 0),
+                "tallies": json.dumps({k: astuple(t) for k, t in tallies.items()}),
+            }
+            statement = insert(report_months).values(**values)
+            await conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["model", "group_by", "probable", "fingerprint", "month"],
+                    set_={"version": values["version"], "tallies": values["tallies"]},
+                )
+            )
+
+
+async def forget_all(conn: AsyncConnection) -> None:
+    await conn.execute(delete(report_months))
