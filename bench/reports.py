@@ -35,8 +35,9 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import text
 
@@ -232,8 +233,17 @@ class Timing:
 
 
 async def time_direct(database: str, repeat: int, budget: float) -> list[Timing]:
+    """Each kind through `build_report` as GET /api/v1/reports runs it: read through a reader
+    (the app's READER), closed months kept through the writer. The first run of a kind starts
+    with nothing kept (it computes and keeps its months: a report's cost right after a write to
+    those months); the rest read the kept months, as every later request does."""
     settings = settings_for(database)
+    writer = open_engine(database)
+    await upgrade(writer)  # a cached file made before the latest migration
+    async with writer.begin() as conn:
+        await conn.execute(text("DELETE FROM report_months"))
     engine = open_engine(database, read_only=True)  # the app's READER: what reports read through
+    today = END + timedelta(days=2)  # the day after the data's last: its months are over
     results = []
     try:
         for kind in kinds():
@@ -242,17 +252,20 @@ async def time_direct(database: str, repeat: int, budget: float) -> list[Timing]
             deadline = time.monotonic() + budget
             while len(runs) < repeat and (len(runs) < 3 or time.monotonic() < deadline):
                 started = time.perf_counter()
-                report = await build_report(engine, settings, query)
+                report = await build_report(engine, settings, query, today=today, keeper=writer)
                 if kind.csv:
                     report_csv(report)
                 runs.append((time.perf_counter() - started) * 1000)
                 rows = len(report.rows)
             results.append(Timing(kind.name, rows, runs))
             print(
-                f"{kind.name:45} rows {rows:5}  p50 {statistics.median(runs):8.1f} ms", flush=True
+                f"{kind.name:45} rows {rows:5}  first {runs[0]:8.1f} ms"
+                f"  p50 {statistics.median(runs):8.1f} ms",
+                flush=True,
             )
     finally:
         await engine.dispose()
+        await writer.dispose()
     return results
 
 
@@ -275,10 +288,12 @@ def time_http(database: str, repeat: int) -> list[Timing]:
                 for group in HTTP_KINDS:
                     for output in ("json", "csv"):
                         kind = Kind(days, group, Model.LAST, csv=output == "csv")
-                        q = kind.query()
+                        # the server's today, not END: its clock says which months are over
+                        until = datetime.now(ZoneInfo(TIMEZONE)).date()
+                        since = until - timedelta(days=days - 1)
                         url = (
-                            f"http://127.0.0.1:{port}/api/v1/reports?since={q.since}"
-                            f"&until={q.until}&group_by={group}&format={output}"
+                            f"http://127.0.0.1:{port}/api/v1/reports?since={since}"
+                            f"&until={until}&group_by={group}&format={output}"
                         )
                         request = urllib.request.Request(
                             url, headers={"Authorization": f"Bearer {TOKEN}"}
@@ -298,14 +313,15 @@ def table(title: str, timings: list[Timing], size: str = "rows") -> str:
     lines = [
         f"#### {title}",
         "",
-        f"| report | {size} | runs | p50 ms | p95 ms |",
-        "|---|---:|---:|---:|---:|",
+        f"| report | {size} | runs | first ms | p50 ms | p95 ms |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for t in timings:
         p95 = t.quantile(0.95)
         mark = " **over**" if p95 > TARGET_MS else ""
         lines.append(
-            f"| {t.kind} | {t.rows} | {len(t.runs)} | {t.quantile(0.5):.1f} | {p95:.1f}{mark} |"
+            f"| {t.kind} | {t.rows} | {len(t.runs)} | {t.runs[0]:.1f} | {t.quantile(0.5):.1f}"
+            f" | {p95:.1f}{mark} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -60,7 +60,7 @@ def months_between(since_day: int, until_day: int) -> list[int]:
 @dataclass(frozen=True)
 class Kept:
     versions: dict[int, int]  # month -> its version now (read first)
-    tallies: dict[int, dict[str, Tally]]  # month -> kept rows still valid
+    tallies: dict[int, dict[str, list[float]]]  # month -> kept rows still valid (Tally fields)
 
 
 async def read_kept(
@@ -84,11 +84,7 @@ async def read_kept(
             m.month.in_(months),
         )
     )
-    valid = {
-        r.month: {key: Tally(*fields) for key, fields in json.loads(r.tallies).items()}
-        for r in rows
-        if r.version == versions.get(r.month, 0)
-    }
+    valid = {r.month: json.loads(r.tallies) for r in rows if r.version == versions.get(r.month, 0)}
     return Kept(versions, valid)
 
 

@@ -11,7 +11,8 @@ facet) count sessions, and then for at most MAX_SESSION_DAYS days.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import astuple, fields
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -63,6 +64,9 @@ from pbx.storage.visit_rollups import key_text
 MAX_SESSION_DAYS = 92  # the longest range a report may count visits of one by one
 
 
+TALK_FIELD = [f.name for f in fields(Tally)].index("talk_seconds")
+
+
 class ReportTooLarge(Exception):
     """A report this server will not compute for one request (the client's to narrow)."""
 
@@ -92,24 +96,37 @@ async def build_report(
     if today is not None and keeper is not None and not query.filters:
         parts = month_parts(since, until, today)
     months = [p.month for p in parts if p.month is not None]
-    tallies: dict[str, Tally] = defaultdict(Tally)
+    # summed as plain lists of the Tally's fields: a year of a term report is 12 × 4000 rows
+    sums: dict[str, list[float]] = {}
     computed: dict[int, dict[str, Tally]] = {}
     async with engine.connect() as conn:
         kept = await read_kept(conn, settings, query, months)
         for part in parts:
+            found: Mapping[str, Sequence[float]]
             if part.month is not None and part.month in kept.tallies:
                 found = kept.tallies[part.month]
             else:
-                found = await _tallies(conn, settings, query, part.since, part.until)
+                live = await _tallies(conn, settings, query, part.since, part.until)
                 if part.month is not None:
-                    computed[part.month] = found
-            for key, tally in found.items():
-                tallies[key] = tallies[key] + tally
+                    computed[part.month] = live
+                found = {key: astuple(tally) for key, tally in live.items()}
+            for key, values in found.items():
+                into = sums.get(key)
+                if into is None:
+                    sums[key] = list(values)
+                else:
+                    for i, value in enumerate(values):
+                        into[i] += value
     if keeper is not None:
         await keep(keeper, settings, query, computed, kept.versions)
-    return Report(
-        query, settings.currency, build_rows(tallies, query.group_by), _notes(query, tallies)
-    )
+    tallies = {key: Tally(*_whole(values)) for key, values in sums.items()}
+    rows = build_rows(tallies, query.group_by)
+    return Report(query, settings.currency, rows, _notes(query, tallies))
+
+
+def _whole(values: Sequence[float]) -> list[Any]:
+    """A Tally's fields as summed: counts and cents back to int (JSON keeps them so anyway)."""
+    return [v if i == TALK_FIELD else int(v) for i, v in enumerate(values)]
 
 
 async def _tallies(
