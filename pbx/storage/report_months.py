@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import astuple, dataclass
 
@@ -23,6 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from attribution.reports import ReportQuery, Tally
 from pbx.settings import Settings
 from pbx.storage.tables import month_versions, report_months
+
+MAX_KEPT = 20_000  # kept months (all groupings, models and filters together)
 
 
 def fingerprint(settings: Settings) -> str:
@@ -46,6 +49,14 @@ async def bump(conn: AsyncConnection, months: Iterable[int]) -> None:
                 index_elements=["month"], set_={"version": month_versions.c.version + 1}
             )
         )
+
+
+def filters_key(query: ReportQuery) -> str:
+    """The filters a kept month was computed with: "" for none, else a digest of them."""
+    if not query.filters:
+        return ""
+    text = json.dumps({str(k): v for k, v in query.filters.items()}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def months_between(since_day: int, until_day: int) -> list[int]:
@@ -81,6 +92,7 @@ async def read_kept(
             m.group_by == str(query.group_by),
             m.probable == query.include_probable,
             m.fingerprint == fingerprint(settings),
+            m.filters == filters_key(query),
             m.month.in_(months),
         )
     )
@@ -107,17 +119,39 @@ async def keep(
                 "group_by": str(query.group_by),
                 "probable": query.include_probable,
                 "fingerprint": current,
+                "filters": filters_key(query),
                 "month": month,
+                "kept_at": time.time(),
                 "version": versions.get(month, 0),
                 "tallies": json.dumps({k: astuple(t) for k, t in tallies.items()}),
             }
             statement = insert(report_months).values(**values)
             await conn.execute(
                 statement.on_conflict_do_update(
-                    index_elements=["model", "group_by", "probable", "fingerprint", "month"],
-                    set_={"version": values["version"], "tallies": values["tallies"]},
+                    index_elements=[
+                        "model",
+                        "group_by",
+                        "probable",
+                        "fingerprint",
+                        "filters",
+                        "month",
+                    ],
+                    set_={
+                        "version": values["version"],
+                        "tallies": values["tallies"],
+                        "kept_at": values["kept_at"],
+                    },
                 )
             )
+        # what clients' filters can make us keep is bounded: the oldest go
+        newest = await conn.scalar(
+            select(report_months.c.kept_at)
+            .order_by(report_months.c.kept_at.desc())
+            .offset(MAX_KEPT)
+            .limit(1)
+        )
+        if newest is not None:
+            await conn.execute(delete(report_months).where(report_months.c.kept_at <= newest))
 
 
 async def forget_all(conn: AsyncConnection) -> None:

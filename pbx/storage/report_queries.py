@@ -89,11 +89,12 @@ async def build_report(
     today: date | None = None,
     keeper: AsyncEngine | None = None,
 ) -> Report:
-    """The report. With `today` and a `keeper` (an engine that may write), closed months of an
-    unfiltered report are read from report_months, and kept there once computed."""
+    """The report. With `today` and a `keeper` (an engine that may write), closed months are
+    read from report_months, and kept there once computed."""
+    check_size(query)
     since, until = query.since, query.until
     parts = [Part(since, until)]
-    if today is not None and keeper is not None and not query.filters:
+    if today is not None and keeper is not None:
         parts = month_parts(since, until, today)
     months = [p.month for p in parts if p.month is not None]
     # summed as plain lists of the Tally's fields: a year of a term report is 12 × 4000 rows
@@ -260,31 +261,56 @@ async def _call_tallies(
 # -- visits ------------------------------------------------------------------------------------
 
 
-async def _visit_counts(
-    conn: AsyncConnection, settings: Settings, query: ReportQuery, since: int, until: int
-) -> list[tuple[str, int]]:
+def _visit_filters(query: ReportQuery) -> tuple[GroupBy, dict[GroupBy, str]] | None:
+    """The grouping and filters visits are counted by; None when no visit can match."""
     group, filters = query.group_by, dict(query.filters)
     static = filters.pop(GroupBy.STATIC, None)
     if static is not None and static != WEB:
-        return []  # visits came through the website, none through an offline source
+        return None  # visits came through the website, none through an offline source
     if UNATTRIBUTED in filters.values():
-        return []
+        return None
     if group is GroupBy.STATIC:
         group = GroupBy.SITE  # every visit is a (web) one: count them, then name the row
+    return group, filters
+
+
+def _counts_sessions(query: ReportQuery) -> bool:
+    """Whether no rollup holds this grouping with these filters (visits are counted one by
+    one): a facet filtered by campaign or pool, a channel or time grouping filtered by a facet."""
+    found = _visit_filters(query)
+    if found is None:
+        return False
+    group, filters = found
     if (group.is_time or group in CHANNEL_ROLLUP) and set(filters) <= CHANNEL_ROLLUP:
-        counts = await _from_channels(conn, group, filters, since, until)
-    elif group in FACETS and set(filters) <= FACET_ROLLUP:
+        return False
+    return not (group in FACETS and set(filters) <= FACET_ROLLUP)
+
+
+def check_size(query: ReportQuery) -> None:
+    """Refuse what one request must not make the server compute."""
+    days = (query.until - query.since).days + 1
+    if _counts_sessions(query) and days > MAX_SESSION_DAYS:
+        raise ReportTooLarge(
+            f"a {query.group_by} report filtered by "
+            + ", ".join(sorted(str(d) for d in query.filters))
+            + f" counts visits one by one (no rollup holds both): at most {MAX_SESSION_DAYS}"
+            " days; narrow since..until"
+        )
+
+
+async def _visit_counts(
+    conn: AsyncConnection, settings: Settings, query: ReportQuery, since: int, until: int
+) -> list[tuple[str, int]]:
+    found = _visit_filters(query)
+    if found is None:
+        return []
+    group, filters = found
+    if _counts_sessions(query):
+        counts = await _from_sessions(conn, settings, group, filters, since, until)
+    elif group in FACETS:
         counts = await _from_facets(conn, group, filters, since, until)
     else:
-        days = (day_of(until) - day_of(since)).days + 1
-        if days > MAX_SESSION_DAYS:
-            raise ReportTooLarge(
-                f"a {query.group_by} report filtered by "
-                + ", ".join(sorted(str(d) for d in filters))
-                + f" counts visits one by one (no rollup holds both): at most {MAX_SESSION_DAYS}"
-                " days; narrow since..until"
-            )
-        counts = await _from_sessions(conn, settings, group, filters, since, until)
+        counts = await _from_channels(conn, group, filters, since, until)
     if query.group_by is GroupBy.STATIC:
         return [(WEB, sum(n for _, n in counts))]
     return counts

@@ -348,9 +348,11 @@ report_months = Table(
     Column("group_by", String(16), primary_key=True),
     Column("probable", Boolean, primary_key=True),
     Column("fingerprint", String(64), primary_key=True),  # the settings the figures depend on
+    Column("filters", String(64), primary_key=True),  # sha256 of the filters ("" for none)
     Column("month", Integer, primary_key=True),  # yyyymm
     Column("version", Integer, nullable=False),
     Column("tallies", Text, nullable=False),  # JSON: {key: [the Tally's fields]}
+    Column("kept_at", Float, nullable=False, index=True),  # the oldest go past MAX_KEPT
 )
 
 month_versions = Table(

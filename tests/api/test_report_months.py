@@ -10,8 +10,10 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
+import pbx.storage.report_months as report_months_module
 from attribution.calls import CallReport
 from attribution.costs import layout_for, read_costs
 from attribution.reports import GroupBy, Model, ReportQuery
@@ -39,12 +41,15 @@ async def kept_rows(client: Client) -> int:
         return int(await conn.scalar(select(func.count()).select_from(report_months)) or 0)
 
 
-async def uncached(client: Client, group_by: str, model: str = "last") -> dict[str, Any]:
+async def uncached(
+    client: Client, group_by: str, model: str = "last", **filters: str
+) -> dict[str, Any]:
     query = ReportQuery(
         since=date(2027, 1, 1),
         until=date(2027, 1, 31),
         group_by=GroupBy(group_by),
         model=Model(model),
+        filters={GroupBy(k): v for k, v in filters.items()},
     )
     report = await build_report(client.app[ENGINE], client.app[SETTINGS], query)
     return report.as_json()
@@ -101,3 +106,21 @@ async def check_kept_months(client: Client) -> None:
     final = await january(client, group_by="source")
     assert google(final)["cost"] == "42.00"
     assert final == await uncached(client, "source")
+    # filtered reports keep their months apart, and are kept up to date the same way
+    filtered = await january(client, group_by="campaign", source="google")
+    assert filtered == await january(client, group_by="campaign", source="google")
+    assert filtered == await uncached(client, "campaign", source="google")
+    assert filtered != await january(client, group_by="campaign", source="yandex")
+
+
+async def test_what_filters_can_make_the_server_keep_is_bounded(
+    tmp_path: Path,
+    aiohttp_client: Callable[..., Awaitable[Client]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(report_months_module, "MAX_KEPT", 3)
+    client = await history(tmp_path, aiohttp_client)
+    client.app[CLOCK].now = MARCH_5  # type: ignore[attr-defined]
+    for n in range(6):
+        await january(client, group_by="campaign", source=f"made-up-{n}")
+    assert await kept_rows(client) == 3

@@ -26,15 +26,28 @@ def upgrade() -> None:
         sa.Column("group_by", sa.String(length=16), nullable=False),
         sa.Column("probable", sa.Boolean(), nullable=False),
         sa.Column("fingerprint", sa.String(length=64), nullable=False),
+        sa.Column("filters", sa.String(length=64), nullable=False),
         sa.Column("month", sa.Integer(), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("tallies", sa.Text(), nullable=False),
+        sa.Column("kept_at", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint(
-            "model", "group_by", "probable", "fingerprint", "month", name=op.f("pk_report_months")
+            "model",
+            "group_by",
+            "probable",
+            "fingerprint",
+            "filters",
+            "month",
+            name=op.f("pk_report_months"),
         ),
     )
+    with op.batch_alter_table("report_months", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_report_months_kept_at"), ["kept_at"], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("report_months", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_report_months_kept_at"))
+
     op.drop_table("report_months")
     op.drop_table("month_versions")
