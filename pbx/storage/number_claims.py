@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from attribution.leasing import LeasePolicy, Tracking
@@ -162,7 +163,9 @@ class NumberClaims:
                 {"number": n, "site": s, "pool": p} for n, (s, p) in wanted.items() if n not in have
             ]
             if new:
-                await conn.execute(insert(numbers), new)
+                # another daemon on the same PostgreSQL may be starting too: its rows are the same
+                insert_for = postgresql.insert if self._postgres else sqlite.insert
+                await conn.execute(insert_for(numbers).on_conflict_do_nothing(), new)
 
     def take(
         self,
