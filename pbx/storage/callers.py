@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import delete, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from pbx.storage.db import conflict_insert
 from pbx.storage.tables import callers, calls
 
 
@@ -39,13 +39,13 @@ async def record_call(conn: AsyncConnection, call: dict[str, Any], *, from_sessi
     """Fold a newly stored call into its caller's row."""
     if not is_known_number(call["caller"]):
         return
-    insert_for = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     latest = {
         "last_call_id": call["id"],
         "last_started_at": call["started_at"],
         "last_status": call["status"],
     }
-    statement = insert_for(callers).values(caller=call["caller"], **latest)
+    postgres = conn.dialect.name == "postgresql"
+    statement = conflict_insert(callers, postgres=postgres).values(caller=call["caller"], **latest)
     await conn.execute(
         statement.on_conflict_do_update(
             index_elements=["caller"],

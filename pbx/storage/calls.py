@@ -8,7 +8,6 @@ from dataclasses import asdict, dataclass
 from typing import Any, TypedDict
 
 from sqlalchemy import ColumnElement, Select, delete, exists, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from attribution.calls import CallReport, Route
@@ -18,6 +17,7 @@ from attribution.probable import Candidate, candidates
 from pbx.settings import Settings
 from pbx.storage.call_credits import CallCredits, refresh_facts
 from pbx.storage.callers import is_known_number, known_visitor, record_call
+from pbx.storage.db import conflict_insert
 from pbx.storage.tables import call_candidates, call_tags, calls
 from pbx.storage.visits import VisitStore
 
@@ -71,8 +71,7 @@ class CallStore:
         self._clock = clock
         self._numbering = Numbering.from_settings(settings)
         self._credits = CallCredits(settings)
-        insert_for = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-        self._insert = insert_for(calls)
+        self._insert = conflict_insert(calls, postgres=engine.dialect.name == "postgresql")
 
     async def owner(self, did: str, at: float) -> CallOwner:
         """Who a call to `did` starting at `at` belongs to: a session, a static source, or none."""

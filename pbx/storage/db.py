@@ -12,12 +12,19 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Dialect, event
+from sqlalchemy import Connection, Dialect, Table, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql.base import Executable
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 5000
+
+
+def conflict_insert(table: Table, *, postgres: bool) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT that can say ON CONFLICT (an upsert, or insert-or-nothing): both backends
+    spell it alike, each through its own dialect's construct."""
+    return (postgresql.insert if postgres else sqlite.insert)(table)
 
 
 def is_sqlite(url: str) -> bool:

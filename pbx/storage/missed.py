@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from attribution.calls import UNANSWERED
+from pbx.storage.db import conflict_insert
 from pbx.storage.tables import callbacks, callers, calls
 
 PAGE = 200  # callers listed at once
@@ -113,7 +113,7 @@ async def missed_callers(engine: AsyncEngine, limit: int = PAGE) -> list[MissedC
 async def mark_called_back(engine: AsyncEngine, call_id: int, by: str, at: float) -> bool:
     """Mark a missed caller done; False when `call_id` is no caller's latest missed call (it
     was answered or they called again since: the page was stale). Marking twice is once."""
-    insert_for = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+    postgres = engine.dialect.name == "postgresql"
     async with engine.begin() as conn:
         caller = select(calls.c.caller).where(calls.c.id == call_id).scalar_subquery()
         latest = await conn.scalar(
@@ -126,7 +126,7 @@ async def mark_called_back(engine: AsyncEngine, call_id: int, by: str, at: float
         if latest is None:
             return False
         await conn.execute(
-            insert_for(callbacks)
+            conflict_insert(callbacks, postgres=postgres)
             .values(call_id=call_id, by=by, at=at)
             .on_conflict_do_nothing(index_elements=["call_id"])
         )

@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from attribution.leasing import LeasePolicy, Tracking
 from pbx.settings import Settings
-from pbx.storage.db import Tx
+from pbx.storage.db import Tx, conflict_insert
 from pbx.storage.tables import leases, numbers
 
 
@@ -164,8 +163,8 @@ class NumberClaims:
             ]
             if new:
                 # another daemon on the same PostgreSQL may be starting too: its rows are the same
-                insert_for = postgresql.insert if self._postgres else sqlite.insert
-                await conn.execute(insert_for(numbers).on_conflict_do_nothing(), new)
+                statement = conflict_insert(numbers, postgres=self._postgres)
+                await conn.execute(statement.on_conflict_do_nothing(), new)
 
     def take(
         self,

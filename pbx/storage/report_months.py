@@ -18,11 +18,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import astuple, dataclass
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from attribution.reports import ReportQuery, Tally
 from pbx.settings import Settings
+from pbx.storage.db import conflict_insert
 from pbx.storage.tables import month_versions, report_months
 
 MAX_KEPT = 20_000  # kept months (all groupings, models and filters together)
@@ -41,9 +41,11 @@ def fingerprint(settings: Settings) -> str:
 
 async def bump(conn: AsyncConnection, months: Iterable[int]) -> None:
     """A write changed these months' figures (yyyymm): their kept reports are outdated."""
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    postgres = conn.dialect.name == "postgresql"
     for month in sorted(set(months)):
-        statement = insert(month_versions).values(month=month, version=1)
+        statement = conflict_insert(month_versions, postgres=postgres).values(
+            month=month, version=1
+        )
         await conn.execute(
             statement.on_conflict_do_update(
                 index_elements=["month"], set_={"version": month_versions.c.version + 1}
@@ -112,7 +114,7 @@ async def keep(
         return
     current = fingerprint(settings)
     async with engine.begin() as conn:
-        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        postgres = conn.dialect.name == "postgresql"
         for month, tallies in computed.items():
             values = {
                 "model": str(query.model),
@@ -125,7 +127,7 @@ async def keep(
                 "version": versions.get(month, 0),
                 "tallies": json.dumps({k: astuple(t) for k, t in tallies.items()}),
             }
-            statement = insert(report_months).values(**values)
+            statement = conflict_insert(report_months, postgres=postgres).values(**values)
             await conn.execute(
                 statement.on_conflict_do_update(
                     index_elements=[

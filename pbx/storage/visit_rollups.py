@@ -14,7 +14,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Table, delete, exists, func, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import bindparam
 from sqlalchemy.sql.dml import Insert
@@ -22,7 +21,7 @@ from sqlalchemy.sql.dml import Insert
 from attribution.reports import day_at
 from attribution.traffic import TrafficSource, host_of, path_of
 from pbx.settings import Settings
-from pbx.storage.db import Tx
+from pbx.storage.db import Tx, conflict_insert
 from pbx.storage.tables import SESSION_TRAFFIC, sessions, visit_channels, visit_facets
 
 FACETS = ("term", "content", "landing", "referrer")
@@ -36,7 +35,7 @@ FacetKey = tuple[str, int, str, str, str, str]  # facet, day, site, source, medi
 def _upsert(table: Table, postgres: bool) -> Insert:
     """INSERT of one count, adding to the row when its key is there already."""
     keys = [c.name for c in table.primary_key.columns]
-    statement = (postgresql.insert if postgres else sqlite.insert)(table).values(
+    statement = conflict_insert(table, postgres=postgres).values(
         {**{k: bindparam(k) for k in keys}, "visits": bindparam("visits")}
     )
     return statement.on_conflict_do_update(
@@ -68,11 +67,15 @@ class VisitRollups:
         """Count a new session (inside its transaction)."""
         day = self.day(at)
         key = _channel_key(day, site, pool, source.source, source.medium, source.campaign)
-        tx.run(self._channels, _channel_row(key, 1))
+        tx.run(self._channels, _row(visit_channels, key, 1))
         tx.run_many(
             self._facet_counts,
             [
-                _facet_row(_facet_key(facet, day, site, source.source, source.medium, value), 1)
+                _row(
+                    visit_facets,
+                    _facet_key(facet, day, site, source.source, source.medium, value),
+                    1,
+                )
                 for facet, value in _facets(
                     source.term, source.content, source.landing_url, source.referrer
                 ).items()
@@ -110,9 +113,9 @@ class VisitRollups:
                         facets[_facet_key(facet, day, r.site, r.source, r.medium, value)] += 1
             await conn.execute(delete(visit_channels).where(visit_channels.c.day > kept_until))
             await conn.execute(delete(visit_facets).where(visit_facets.c.day > kept_until))
-            for batch in _batches(_channel_row(k, n) for k, n in channels.items()):
+            for batch in _batches(_row(visit_channels, k, n) for k, n in channels.items()):
                 await conn.execute(insert(visit_channels), batch)
-            for batch in _batches(_facet_row(k, n) for k, n in facets.items()):
+            for batch in _batches(_row(visit_facets, k, n) for k, n in facets.items()):
                 await conn.execute(insert(visit_facets), batch)
             return int(await conn.scalar(select(func.sum(visit_channels.c.visits))) or 0)
 
@@ -133,30 +136,14 @@ def _facet_key(facet: str, day: int, site: str, source: str, medium: str, value:
     return (facet, day, site, key_text(source), key_text(medium), key_text(value))
 
 
-def _channel_row(key: ChannelKey, visits: int) -> dict[str, Any]:
-    day, site, pool, source, medium, campaign = key
-    return {
-        "day": day,
-        "site": site,
-        "pool": pool,
-        "source": source,
-        "medium": medium,
-        "campaign": campaign,
-        "visits": visits,
-    }
+def _row(table: Table, key: tuple[object, ...], visits: int) -> dict[str, Any]:
+    """A rollup row from its key, which lists the table's key columns in their order."""
+    return dict(zip(_KEY_NAMES[table.name], key, strict=True)) | {"visits": visits}
 
 
-def _facet_row(key: FacetKey, visits: int) -> dict[str, Any]:
-    facet, day, site, source, medium, value = key
-    return {
-        "facet": facet,
-        "day": day,
-        "site": site,
-        "source": source,
-        "medium": medium,
-        "value": value,
-        "visits": visits,
-    }
+_KEY_NAMES = {
+    t.name: [c.name for c in t.primary_key.columns] for t in (visit_channels, visit_facets)
+}
 
 
 def _batches(rows: Iterable[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
