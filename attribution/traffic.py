@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
 
+from attribution.reports import PROBABLE, TOTAL, UNATTRIBUTED, UNSPLIT_COST, WEB
+
 CLICK_ID_SOURCES = {
     "gclid": ("google", "cpc"),
     "gbraid": ("google", "cpc"),
@@ -30,7 +32,7 @@ UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content
 MAX_VALUE = 512
 MAX_URL = 1024  # the longest URL kept: one client must not fill the disk with URLs
 #: the report's rows that name no channel (attribution.reports), never a visitor's tag
-RESERVED_KEYS = frozenset({"(unattributed)", "(probable)", "(costs)", "(web)", "(total)"})
+RESERVED_KEYS = frozenset({UNATTRIBUTED, PROBABLE, UNSPLIT_COST, WEB, TOTAL})
 DIRECT = "(direct)"
 NONE = "(none)"
 
