@@ -1,19 +1,27 @@
 """Pool-size replay: how recorded visits would have fared with other pool sizes (issue 13).
 
 Each recorded session needed a number from its arrival until the lease policy let it go (its
-last activity plus the freeze time, `LeasePolicy.held_until`). Replayed through a pool of N
-numbers in arrival order, a session that arrives while all N are held gets none (the fallback),
-as the daemon does. Which number a session gets does not change who gets one, so a pass only
-counts held numbers. Exact for the recorded traffic; not a forecast.
+last activity plus the freeze time, `LeasePolicy.held_until`). With a pool of N numbers, a
+session that arrives while all N are held gets none (the fallback), as the daemon does. Which
+number a session gets does not change who gets one, so the replay only counts held numbers.
 
-What the replay cannot know: a session refused at its start may get a number at a later ping in
-the daemon; the recorded sessions keep only their first and last activity, so the replay counts
-such a session as not tracked (the share is a lower bound, by at most those late takers).
+One pass answers every pool size at once. Number the pool's places 1, 2, 3, … and give each
+arriving session the lowest place free at that instant (an "ordered hunt"): a session that
+gets place k found places 1…k-1 held, so a pool of N numbers tracks exactly the sessions that
+got a place ≤ N. (Induction over arrivals: the sessions a pool of N holds at any instant are
+those on places 1…N, so a pool of N refuses exactly the sessions that found them all held.)
+The count per place is the whole curve, from one sort and one sweep, whatever the pool sizes.
+
+Exact for the recorded traffic; not a forecast. What the replay cannot know: a session refused
+at its start may get a number at a later ping in the daemon; the recorded sessions keep only
+their first and last activity, so the replay counts such a session as not tracked (the share is
+a lower bound, by at most those late takers).
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -27,63 +35,71 @@ class RecordedVisit:
 
 
 @dataclass(frozen=True)
-class Spans:
-    """The visits as (arrival, release) pairs in arrival order: made once, replayed per size."""
+class Replay:
+    """Recorded visits replayed through the lease policy: per pool size, the visits tracked."""
 
-    spans: Sequence[tuple[float, float]]
+    visits: int
+    #: places[k - 1]: the visits whose lowest free place was k
+    places: tuple[int, ...]
+    #: the first instant the most numbers were held (None without visits)
+    peak_at: float | None
+
+    @property
+    def peak(self) -> int:
+        """The most numbers held at once with an unlimited pool: the size tracking every visit."""
+        return len(self.places)
+
+    def tracked(self, size: int) -> int:
+        return sum(self.places[: max(size, 0)])
+
+    def share(self, size: int) -> float:
+        """The share of visits a pool of `size` would have tracked; no visits is all tracked."""
+        return self.tracked(size) / self.visits if self.visits else 1.0
+
+    def curve(self) -> list[tuple[int, float]]:
+        """(size, tracked share) for every size from 1 to the peak."""
+        shares = itertools.accumulate(self.places)
+        return [(size, count / self.visits) for size, count in enumerate(shares, start=1)]
+
+    def smallest_for(self, target: float) -> int:
+        """The smallest pool that tracks at least `target` (0..1) of the visits."""
+        need = target * self.visits * (1 - 1e-12)  # 0.07 * 100 is 7.000000000000001
+        if need <= 0:
+            return 0
+        for size, count in enumerate(itertools.accumulate(self.places), start=1):
+            if count >= need:
+                return size
+        return self.peak
+
+
+@dataclass(frozen=True)
+class Arrivals:
+    """Recorded visits as (arrival, last activity) in arrival order: sorted once, replayed
+    through as many policies (freeze times) as asked."""
+
+    visits: Sequence[tuple[float, float]]
 
     @classmethod
-    def of(cls, visits: Iterable[RecordedVisit], policy: LeasePolicy) -> Spans:
-        return cls(
-            sorted((v.arrival, max(v.arrival, policy.held_until(v.last_activity))) for v in visits)
-        )
+    def of(cls, visits: Iterable[RecordedVisit]) -> Arrivals:
+        return cls(sorted((v.arrival, max(v.arrival, v.last_activity)) for v in visits))
 
 
-def tracked(spans: Spans, size: int) -> int:
-    """How many of the visits a pool of `size` numbers would have given a number."""
-    if size <= 0:
-        return 0
-    releases: list[float] = []  # release times of the numbers held now
-    count = 0
-    for arrival, release in spans.spans:
-        while releases and releases[0] < arrival:  # held until then: free from just after
-            heapq.heappop(releases)
-        if len(releases) < size:
-            heapq.heappush(releases, release)
-            count += 1
-    return count
-
-
-def peak_held(spans: Spans) -> tuple[int, float | None]:
-    """The most numbers held at once with an unlimited pool, and when: the size that tracks
-    every recorded visit."""
-    releases: list[float] = []
-    peak, at = 0, None
-    for arrival, release in spans.spans:
-        while releases and releases[0] < arrival:
-            heapq.heappop(releases)
-        heapq.heappush(releases, release)
-        if len(releases) > peak:
-            peak, at = len(releases), arrival
-    return peak, at
-
-
-def curve(spans: Spans, sizes: Iterable[int]) -> list[tuple[int, float]]:
-    """(size, tracked share) for each size; an empty history is fully tracked."""
-    total = len(spans.spans)
-    return [(n, tracked(spans, n) / total if total else 1.0) for n in sizes]
-
-
-def recommend(spans: Spans, target: float) -> int:
-    """The smallest pool that tracks at least `target` (0..1) of the visits. The tracked count
-    never falls as the pool grows (property-tested in tests/unit/test_pool_replay.py), so a
-    binary search between 0 and the peak finds it in log(peak) passes."""
-    total = len(spans.spans)
-    low, high = 0, peak_held(spans)[0]
-    while low < high:
-        middle = (low + high) // 2
-        if total and tracked(spans, middle) / total >= target:
-            high = middle
-        else:
-            low = middle + 1
-    return low
+def replay(arrivals: Arrivals, policy: LeasePolicy) -> Replay:
+    """Replay the arrivals through `policy` for every pool size at once (see the module doc)."""
+    held: list[tuple[float, int]] = []  # (held until, place)
+    free: list[int] = []  # places let go, lowest first
+    places: list[int] = []
+    peak_at = None
+    push, pop, held_until = heapq.heappush, heapq.heappop, policy.held_until
+    for arrival, last_activity in arrivals.visits:
+        while held and held[0][0] < arrival:  # held until then: free from just after
+            push(free, pop(held)[1])
+        if free:
+            place = pop(free)
+        else:  # every place so far is held: a new peak
+            place = len(places)
+            places.append(0)
+            peak_at = arrival
+        places[place] += 1
+        push(held, (held_until(last_activity), place))
+    return Replay(visits=len(arrivals.visits), places=tuple(places), peak_at=peak_at)

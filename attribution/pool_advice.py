@@ -1,0 +1,237 @@
+"""How many numbers a pool needs and what its freeze time buys, from its own recorded traffic.
+
+Storage reads one pool's visits and calls over a range (`PoolRecord`); this module turns them
+into the advice the admin reads on /admin/pools and in `calltrack pools --recommend`: what was
+lost, the peak, the replayed curve of pool size against tracked visits (`pool_replay`), and the
+freeze-time table. No I/O: the time zone is passed in, the clock is the record's range.
+
+Freeze time. A call is caught by a freeze time F when it started at most F after its session's
+last activity. The delays are known for the calls attributed to a session, and for probable
+matches (a pool number nobody held, `attribution/probable.py`) through their likeliest
+candidate: the only calls that show what a longer freeze would have caught. A call made while
+its session was active has delay 0: every freeze catches it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, tzinfo
+
+from attribution.leasing import LeasePolicy, Tracking
+from attribution.pool_replay import Arrivals, RecordedVisit, Replay, replay
+
+#: the freeze times the table shows, in minutes
+FREEZE_STEPS = (5, 10, 15, 20, 30, 45, 60)
+DEFAULT_TARGET = 0.99
+DEFAULT_DAYS = 28
+#: visits that would have had a number with a bigger pool; IP-capped ones were refused for the
+#: client's share (a scraper), which no pool size changes, so the replay leaves them out
+REPLAYED = frozenset({Tracking.TRACKED, Tracking.EXHAUSTED})
+LOST = (Tracking.EXHAUSTED, Tracking.IP_CAP)
+#: every time zone's offset is a whole number of quarter hours: local time is read per quarter
+_QUARTER = 900
+
+
+@dataclass(frozen=True)
+class PoolVisit:
+    started_at: float
+    last_seen: float
+    tracking: Tracking
+
+
+@dataclass(frozen=True)
+class PoolCall:
+    call_id: int
+    started_at: float
+
+
+@dataclass(frozen=True)
+class PoolRecord:
+    """One pool's recorded traffic over [since, until), as storage read it."""
+
+    site: str
+    pool: str
+    numbers: int
+    since: float
+    until: float
+    visits: Sequence[PoolVisit]
+    #: seconds from the session's last activity to the call (negative: while it was active)
+    call_delays: Sequence[float]
+    #: how many of `call_delays` are probable matches (the rest were attributed exactly)
+    probable_calls: int
+    fallback_calls: Sequence[PoolCall]
+    unheld_calls: Sequence[PoolCall]
+
+
+@dataclass(frozen=True)
+class FreezeStep:
+    minutes: float
+    caught_share: float | None  # None: no calls to measure by
+    size_needed: int
+
+
+@dataclass(frozen=True)
+class Lost:
+    """Visits a pool gave no number: the pool was exhausted, or the client held too many."""
+
+    exhausted: int = 0
+    ip_cap: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.exhausted + self.ip_cap
+
+
+@dataclass(frozen=True)
+class PoolAdvice:
+    record: PoolRecord
+    target: float
+    freeze_minutes: float
+    replay: Replay
+    recommended: int
+    freeze: Sequence[FreezeStep]
+    #: what the admin can act on, e.g. "freeze 15m caught 96% of calls; 25m would catch 99% …"
+    freeze_advice: str
+    lost_by_day: dict[int, Lost]  # local yyyymmdd
+    lost_by_hour: Sequence[Lost]  # local hour of day 0..23
+    #: exhausted visits per local weekday (0 = Monday) and hour: when the pool ran out
+    ran_out: Sequence[Sequence[int]]
+
+    @property
+    def visits_not_tracked(self) -> int:
+        return sum(1 for v in self.record.visits if v.tracking in LOST)
+
+    def as_json(self) -> dict[str, object]:
+        """The shape of `calltrack pools --recommend --json` (one entry of "pools")."""
+        return {
+            "site": self.record.site,
+            "pool": self.record.pool,
+            "numbers": self.record.numbers,
+            "peak_held": self.replay.peak,
+            "peak_at": self.replay.peak_at,
+            "visits": len(self.record.visits),
+            "visits_not_tracked": self.visits_not_tracked,
+            "fallback_calls": len(self.record.fallback_calls),
+            "unheld_calls": len(self.record.unheld_calls),
+            "recommended": self.recommended,
+            "target": self.target,
+            "curve": [[size, round(share, 6)] for size, share in self.replay.curve()],
+            "freeze": [
+                [
+                    step.minutes,
+                    None if step.caught_share is None else round(step.caught_share, 6),
+                    step.size_needed,
+                ]
+                for step in self.freeze
+            ],
+        }
+
+
+def caught(delays: Sequence[float], minutes: float) -> float | None:
+    """The share of calls at most `minutes` after their session's last activity
+    (`delays` sorted)."""
+    if not delays:
+        return None
+    return bisect.bisect_right(delays, minutes * 60) / len(delays)
+
+
+def freeze_for(delays: Sequence[float], target: float) -> float | None:
+    """The shortest whole-minute freeze time that catches `target` of the calls (`delays`
+    sorted), at least a minute; None without calls."""
+    if not delays:
+        return None
+    index = max(math.ceil(target * len(delays) * (1 - 1e-12)) - 1, 0)
+    return float(max(math.ceil(max(delays[index], 0.0) / 60), 1))
+
+
+def _minutes(value: float) -> str:
+    return f"{value:g}m"
+
+
+def _advice(
+    delays: Sequence[float], policy: LeasePolicy, target: float, sizes: dict[float, int]
+) -> str:
+    now = policy.freeze_time / 60
+    if not delays:
+        return "No calls were attributed in this period: nothing yet to say about the freeze time."
+    share = caught(delays, now) or 0.0
+    better = freeze_for(delays, target)
+    head = f"freeze {_minutes(now)} caught {share:.0%} of calls"
+    if better is None or better == now:
+        return f"{head}; it is the shortest freeze that catches {target:.0%}."
+    more = sizes[better] - sizes[now]
+    change = f"{abs(more)} {'more' if more >= 0 else 'fewer'} number{'s' * (abs(more) != 1)}"
+    if better > now:
+        return f"{head}; {_minutes(better)} would catch {target:.0%} and needs {change}."
+    return (
+        f"{head}; {_minutes(better)} would still catch {target:.0%} and needs {change}"
+        " (a shorter freeze also gives late callers' numbers to others sooner)."
+    )
+
+
+class _LocalTime:
+    """Local (day, hour, weekday) of instants, read once per quarter hour."""
+
+    def __init__(self, zone: tzinfo) -> None:
+        self._zone = zone
+        self._quarters: dict[int, tuple[int, int, int]] = {}
+
+    def __call__(self, at: float) -> tuple[int, int, int]:
+        quarter = int(at // _QUARTER)
+        found = self._quarters.get(quarter)
+        if found is None:
+            local = datetime.fromtimestamp(quarter * _QUARTER, self._zone)
+            day = local.year * 10000 + local.month * 100 + local.day
+            found = self._quarters[quarter] = (day, local.hour, local.weekday())
+        return found
+
+
+def advise(record: PoolRecord, policy: LeasePolicy, target: float, zone: tzinfo) -> PoolAdvice:
+    """The advice for one pool: `policy` is the daemon's lease policy (its freeze time now)."""
+    arrivals = Arrivals.of(
+        RecordedVisit(v.started_at, v.last_seen) for v in record.visits if v.tracking in REPLAYED
+    )
+    delays = sorted(record.call_delays)
+    freeze_now = policy.freeze_time / 60
+    steps = sorted({*FREEZE_STEPS, freeze_now, freeze_for(delays, target) or freeze_now})
+    replays = {m: replay(arrivals, replace(policy, freeze_time=m * 60)) for m in steps}
+    sizes = {m: result.smallest_for(target) for m, result in replays.items()}
+    now = replays[freeze_now]
+
+    local = _LocalTime(zone)
+    by_day: Counter[tuple[int, Tracking]] = Counter()
+    by_hour: Counter[tuple[int, Tracking]] = Counter()
+    ran_out = [[0] * 24 for _ in range(7)]
+    for visit in record.visits:
+        if visit.tracking in LOST:
+            day, hour, weekday = local(visit.started_at)
+            by_day[day, visit.tracking] += 1
+            by_hour[hour, visit.tracking] += 1
+            if visit.tracking is Tracking.EXHAUSTED:
+                ran_out[weekday][hour] += 1
+    days = sorted({day for day, _ in by_day})
+    return PoolAdvice(
+        record=record,
+        target=target,
+        freeze_minutes=freeze_now,
+        replay=now,
+        recommended=sizes[freeze_now],
+        freeze=[
+            FreezeStep(minutes=m, caught_share=caught(delays, m), size_needed=sizes[m])
+            for m in FREEZE_STEPS
+        ],
+        freeze_advice=_advice(delays, policy, target, sizes),
+        lost_by_day={
+            day: Lost(by_day[day, Tracking.EXHAUSTED], by_day[day, Tracking.IP_CAP])
+            for day in days
+        },
+        lost_by_hour=[
+            Lost(by_hour[hour, Tracking.EXHAUSTED], by_hour[hour, Tracking.IP_CAP])
+            for hour in range(24)
+        ],
+        ran_out=ran_out,
+    )

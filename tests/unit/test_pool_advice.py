@@ -1,0 +1,167 @@
+"""Pool advice on hand-built records: lost visits by local day and hour, the freeze table and
+the sentence, the JSON shape. Expected figures are worked out by hand in each test."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from attribution.leasing import LeasePolicy, Tracking
+from attribution.pool_advice import (
+    PoolCall,
+    PoolRecord,
+    PoolVisit,
+    advise,
+    caught,
+    freeze_for,
+)
+
+MOSCOW = ZoneInfo("Europe/Moscow")  # UTC+3 all year
+POLICY = LeasePolicy(freeze_time=15 * 60.0)
+MINUTE = 60.0
+
+
+def at(day: int, hour: int, minute: int = 0) -> float:
+    """An instant in November 2026, Moscow time."""
+    return datetime(2026, 11, day, hour, minute, tzinfo=MOSCOW).timestamp()
+
+
+def record(
+    visits: list[PoolVisit], delays: list[float] | None = None, probable: int = 0
+) -> PoolRecord:
+    return PoolRecord(
+        site="shop",
+        pool="web",
+        numbers=3,
+        since=at(1, 0),
+        until=at(29, 0),
+        visits=visits,
+        call_delays=delays or [],
+        probable_calls=probable,
+        fallback_calls=[PoolCall(7, at(2, 10))],
+        unheld_calls=[PoolCall(8, at(2, 11)), PoolCall(9, at(3, 11))],
+    )
+
+
+def test_lost_visits_by_local_day_hour_and_weekday() -> None:
+    visits = [
+        PoolVisit(at(2, 0, 30), at(2, 0, 40), Tracking.EXHAUSTED),  # Monday 00:30 Moscow
+        PoolVisit(at(2, 0, 50), at(2, 1, 0), Tracking.IP_CAP),
+        PoolVisit(at(3, 14, 0), at(3, 14, 5), Tracking.EXHAUSTED),  # Tuesday 14:00
+        PoolVisit(at(3, 14, 1), at(3, 14, 5), Tracking.TRACKED),
+    ]
+    advice = advise(record(visits), POLICY, 0.99, MOSCOW)
+    # 00:30 Moscow on the 2nd is 21:30 UTC on the 1st: the local day and hour count
+    assert datetime.fromtimestamp(visits[0].started_at, UTC).day == 1
+    assert {d: (v.exhausted, v.ip_cap) for d, v in advice.lost_by_day.items()} == {
+        20261102: (1, 1),
+        20261103: (1, 0),
+    }
+    assert (advice.lost_by_hour[0].exhausted, advice.lost_by_hour[0].ip_cap) == (1, 1)
+    assert advice.lost_by_hour[14].total == 1
+    assert sum(lost.total for lost in advice.lost_by_hour) == 3
+    assert advice.ran_out[0][0] == 1 and advice.ran_out[1][14] == 1
+    assert sum(map(sum, advice.ran_out)) == 2  # the IP-capped visit is not the pool running out
+    assert advice.visits_not_tracked == 3
+
+
+def test_the_replay_leaves_out_ip_capped_visits() -> None:
+    # three visits at once, one refused for its client's share: two numbers track everyone else
+    visits = [
+        PoolVisit(at(2, 10), at(2, 10, 5), Tracking.TRACKED),
+        PoolVisit(at(2, 10, 1), at(2, 10, 5), Tracking.EXHAUSTED),
+        PoolVisit(at(2, 10, 2), at(2, 10, 5), Tracking.IP_CAP),
+    ]
+    advice = advise(record(visits), POLICY, 0.99, MOSCOW)
+    assert advice.replay.visits == 2 and advice.replay.peak == 2 and advice.recommended == 2
+    assert advice.replay.peak_at == at(2, 10, 1)
+
+
+def test_caught_shares_and_the_freeze_that_reaches_the_target() -> None:
+    delays = sorted([-30.0, 0.0, 4 * MINUTE, 9 * MINUTE, 14 * MINUTE, 24.5 * MINUTE])
+    assert caught(delays, 5) == 3 / 6
+    assert caught(delays, 15) == 5 / 6
+    assert caught(delays, 25) == 1.0
+    assert caught([], 15) is None
+    assert freeze_for(delays, 0.99) == 25.0  # 24.5 minutes, rounded up
+    assert freeze_for(delays, 0.8) == 14.0  # the 5th of 6 is 14 minutes: 0.8 × 6 = 4.8
+    assert freeze_for([-5.0], 0.99) == 1.0  # at least a minute
+    assert freeze_for([], 0.99) is None
+
+
+def test_a_longer_freeze_is_advised_with_the_numbers_it_needs() -> None:
+    # two sessions a day apart, each leaving at :00; one call 24.5 minutes after the first left
+    # and one at once after the second. With 25m instead of 15m the lone sessions still need
+    # one number each, so no more numbers; visits 20 minutes apart make the difference:
+    visits = [
+        PoolVisit(at(2, 10), at(2, 10), Tracking.TRACKED),
+        PoolVisit(at(2, 10, 20), at(2, 10, 20), Tracking.TRACKED),
+    ]
+    advice = advise(record(visits, [24.5 * MINUTE, 0.0]), POLICY, 0.99, MOSCOW)
+    # freeze 15: the first is free again at 10:15, before the second comes at 10:20 → 1 number
+    # freeze 25: the first is held until 10:25 → 2 numbers
+    assert advice.recommended == 1
+    assert advice.freeze_advice == (
+        "freeze 15m caught 50% of calls; 25m would catch 99% and needs 1 more number."
+    )
+    steps = {step.minutes: (step.caught_share, step.size_needed) for step in advice.freeze}
+    assert steps == {
+        5: (0.5, 1),
+        10: (0.5, 1),
+        15: (0.5, 1),
+        20: (0.5, 2),  # held until 10:20 inclusive: the second arrives while it is held
+        30: (1.0, 2),
+        45: (1.0, 2),
+        60: (1.0, 2),
+    }
+
+
+def test_a_shorter_freeze_is_advised_when_calls_come_quickly() -> None:
+    visits = [
+        PoolVisit(at(2, 10), at(2, 10), Tracking.TRACKED),
+        PoolVisit(at(2, 10, 10), at(2, 10, 10), Tracking.TRACKED),
+    ]
+    advice = advise(record(visits, [2 * MINUTE, 3.5 * MINUTE]), POLICY, 0.99, MOSCOW)
+    assert advice.recommended == 2  # 15m: the first is held until 10:15, past 10:10
+    assert advice.freeze_advice == (
+        "freeze 15m caught 100% of calls; 4m would still catch 99% and needs 1 fewer number"
+        " (a shorter freeze also gives late callers' numbers to others sooner)."
+    )
+
+
+def test_without_calls_there_is_no_freeze_advice_and_shares_are_unknown() -> None:
+    advice = advise(record([]), POLICY, 0.99, MOSCOW)
+    assert advice.freeze_advice.startswith("No calls were attributed")
+    assert all(step.caught_share is None for step in advice.freeze)
+    assert advice.recommended == 0 and advice.replay.peak_at is None
+
+
+def test_the_json_shape_is_the_one_the_issue_names() -> None:
+    visits = [
+        PoolVisit(at(2, 10), at(2, 10, 5), Tracking.TRACKED),
+        PoolVisit(at(2, 10, 1), at(2, 10, 5), Tracking.EXHAUSTED),
+    ]
+    shape = advise(record(visits, [60.0]), POLICY, 0.99, MOSCOW).as_json()
+    assert list(shape) == [
+        "site",
+        "pool",
+        "numbers",
+        "peak_held",
+        "peak_at",
+        "visits",
+        "visits_not_tracked",
+        "fallback_calls",
+        "unheld_calls",
+        "recommended",
+        "target",
+        "curve",
+        "freeze",
+    ]
+    assert shape["curve"] == [[1, 0.5], [2, 1.0]]
+    assert shape["peak_held"] == 2 and shape["recommended"] == 2 and shape["target"] == 0.99
+    assert (shape["fallback_calls"], shape["unheld_calls"], shape["visits_not_tracked"]) == (
+        1,
+        2,
+        1,
+    )
+    assert shape["freeze"][0] == [5, 1.0, 2]
