@@ -226,8 +226,7 @@ def advise(record: PoolRecord, policy: LeasePolicy, target: float, zone: tzinfo)
         ],
         freeze_advice=_advice(delays, policy, target, sizes),
         lost_by_day={
-            day: Lost(by_day[day, Tracking.EXHAUSTED], by_day[day, Tracking.IP_CAP])
-            for day in days
+            day: Lost(by_day[day, Tracking.EXHAUSTED], by_day[day, Tracking.IP_CAP]) for day in days
         },
         lost_by_hour=[
             Lost(by_hour[hour, Tracking.EXHAUSTED], by_hour[hour, Tracking.IP_CAP])

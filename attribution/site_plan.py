@@ -76,6 +76,11 @@ class SitePlan:
             site_line(settings, site),
         )
 
+    def shows_fallback(self, pool: PoolPlan) -> bool:
+        """Whether a visit this pool gives no number sees the fallback: only where the
+        fallback rings the pool's line (a fallback never sends a service call to sales)."""
+        return bool(self.fallback) and pool.line == self.fallback_line
+
     def slots(self, arrival: TrafficSource) -> list[Slot]:
         """The pools a visit leases from, in the order of the site's own numbers."""
         chosen: dict[str, list[str]] = {}
@@ -98,7 +103,7 @@ class SitePlan:
             elif (
                 outcome.tracking in _FALLBACK_OUTCOMES
                 and self.fallback
-                and pool.line == self.fallback_line
+                and self.shows_fallback(pool)
             ):
                 number = self.fallback
             else:

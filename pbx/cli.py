@@ -9,14 +9,12 @@ import hashlib
 import json
 import logging
 import sys
-import time
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 
 from aiohttp import web
 
-from pbx import costs_cli
+from pbx import costs_cli, pools_cli
 from pbx.settings import ConfigError, Settings, json_schema, load_settings
 
 
@@ -136,52 +134,6 @@ def cmd_reports_rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_pools(args: argparse.Namespace) -> int:
-    from pbx.storage.db import open_engine
-    from pbx.storage.reports import PoolCoverage, pool_coverage
-    from pbx.storage.visits import VisitStore
-
-    settings = _load(args.config)
-
-    async def run() -> tuple[list[dict[str, object]], list[PoolCoverage]]:
-        engine = open_engine(settings.database)
-        try:
-            store = VisitStore(engine, settings, time.time)
-            await store.sync_numbers()  # show the numbers the config has now
-            now = time.time()
-            coverage = await pool_coverage(engine, settings, now - 86400, now)
-            return list(await store.current_leases()), list(coverage)
-        finally:
-            await engine.dispose()
-
-    rows, coverage = asyncio.run(run())
-    if args.json:
-        print(json.dumps(rows, default=str, indent=2))
-        return 0
-    print(f"{'site/pool':<24} {'number':<16} {'state':<6} {'until':<9} source / medium  session")
-    for row in rows:
-        until = row["held_until"]
-        held = bool(row["held"])
-        when = (
-            datetime.fromtimestamp(until).strftime("%H:%M:%S")
-            if isinstance(until, float) and held
-            else ""
-        )
-        source = f"{row['source']} / {row['medium']}" if held else ""
-        session = str(row["session_id"])[:8] if held else ""
-        print(
-            f"{row['site']}/{row['pool']:<{23 - len(str(row['site']))}} {row['number']:<16}"
-            f" {'held' if held else 'free':<6} {when:<9} {source:<16} {session}"
-        )
-    print("\nlast 24 h: visits per pool and how many got no number (pool exhausted)")
-    for pool in coverage:
-        print(
-            f"{pool.site}/{pool.pool:<{23 - len(pool.site)}} {pool.held_now}/{pool.size} held now,"
-            f" {pool.visits} visits, {pool.not_tracked} not tracked ({pool.missed_share:.0%})"
-        )
-    return 0
-
-
 def cmd_dialplan(args: argparse.Namespace) -> int:
     from dialplan.generator import main as generate
 
@@ -236,10 +188,7 @@ def parser() -> argparse.ArgumentParser:
     upgrade.add_argument("-c", "--config", required=True)
     upgrade.set_defaults(run=cmd_db_upgrade)
 
-    pools = commands.add_parser("pools", help="numbers, who holds them, until when")
-    pools.add_argument("-c", "--config", required=True)
-    pools.add_argument("--json", action="store_true")
-    pools.set_defaults(run=cmd_pools)
+    pools_cli.add_commands(commands)
 
     dialplan = commands.add_parser("dialplan", help="write the Asterisk dialplan for the config")
     dialplan.add_argument("-c", "--config", required=True)

@@ -31,6 +31,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
+from attribution.leasing import LeasePolicy
 from attribution.money import cents_text, to_cents
 from attribution.phone import REGIONS, PhoneNumberError, to_e164
 
@@ -490,6 +491,12 @@ class Settings(_Model):
                 yield ("sites", s, "fallback"), site.fallback
         for i, static in enumerate(self.static):
             yield ("static", i, "number"), static.number
+
+    @property
+    def lease_policy(self) -> LeasePolicy:
+        """The lease rules this config sets: the daemon leases by them, the pool advice
+        replays through them."""
+        return LeasePolicy(self.freeze_time, self.http.max_leases_per_ip)
 
     @property
     def probable_window(self) -> float:

@@ -18,7 +18,7 @@ from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from attribution.clients import client_network
-from attribution.leasing import LeasePolicy, LeaseSpan, Tracking
+from attribution.leasing import LeaseSpan, Tracking
 from attribution.owner import Holder
 from attribution.sessions import CampaignKey, SessionRule, campaign_key
 from attribution.site_plan import SitePlan, Slot, SlotOutcome
@@ -115,7 +115,7 @@ class VisitStore:
         self._transactions = Transactions(engine)
         self._settings = settings
         self._clock = clock
-        self._policy = LeasePolicy(settings.freeze_time, settings.http.max_leases_per_ip)
+        self._policy = settings.lease_policy
         self._rule = SessionRule()
         self._plans = {site.name: SitePlan.from_settings(settings, site) for site in settings.sites}
         self._claims = NumberClaims(settings, self._policy, engine.dialect.name == "postgresql")

@@ -1,0 +1,83 @@
+"""The pool advice over a range of local days, for `calltrack pools --recommend` and
+/admin/pools: one reading of their options, one way to compute it.
+
+The replay is CPU work (a second or two for a month of a busy site), so it runs in a worker
+thread: the daemon's event loop keeps answering visitors and Asterisk meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from attribution.pool_advice import DEFAULT_DAYS, DEFAULT_TARGET, PoolAdvice, advise
+from attribution.reports import report_range
+from pbx.settings import Settings
+from pbx.storage.pool_usage import pool_records
+
+#: what one request may make the server replay: a quarter of a year of visits
+MAX_DAYS = 92
+FIRST_DAY, LAST_DAY = date(1970, 1, 2), date(9998, 12, 31)
+
+
+class SizingError(ValueError):
+    """An option the advice cannot take; the text names it and says what was expected."""
+
+
+def read_target(text: str | None) -> float:
+    """`--target`: a share of visits as a percentage ("99", "99.5%") or a fraction ("0.99")."""
+    if text is None or text.strip() == "":
+        return DEFAULT_TARGET
+    value = text.strip().removesuffix("%")
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or not 0 < number <= 100:
+        raise SizingError("target: expected a share of visits such as 99, 99.5% or 0.99")
+    return number / 100 if number > 1 or text.strip().endswith("%") else number
+
+
+def _day(text: str | None, name: str, default: date) -> date:
+    if text is None or text == "":
+        return default
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise SizingError(f"{name}: expected a date like 2026-11-30") from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise SizingError(f"{name}: expected a date from {FIRST_DAY} to {LAST_DAY}")
+    return day
+
+
+def read_range(since: str | None, until: str | None, today: date) -> tuple[date, date]:
+    """The local days the advice is based on, both included: by default the last 28 days."""
+    first, last = report_range(today, DEFAULT_DAYS)
+    first, last = _day(since, "since", first), _day(until, "until", last)
+    if last < first:
+        raise SizingError("until: expected a date on or after since")
+    if (last - first).days + 1 > MAX_DAYS:
+        raise SizingError(f"since..until: at most {MAX_DAYS} days")
+    return first, last
+
+
+def today(settings: Settings, now: float) -> date:
+    return datetime.fromtimestamp(now, ZoneInfo(settings.ui.timezone)).date()
+
+
+async def pool_advice(
+    engine: AsyncEngine, settings: Settings, first: date, last: date, target: float
+) -> list[PoolAdvice]:
+    """The advice for every configured pool over the local days first..last."""
+    zone = ZoneInfo(settings.ui.timezone)
+    since = datetime.combine(first, time(), zone).timestamp()
+    until = datetime.combine(last + timedelta(days=1), time(), zone).timestamp()
+    records = await pool_records(engine, settings, since, until)
+    policy = settings.lease_policy
+    return await asyncio.to_thread(
+        lambda: [advise(record, policy, target, zone) for record in records]
+    )

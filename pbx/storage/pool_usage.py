@@ -1,0 +1,127 @@
+"""What the pool advice reads: each pool's visits and calls over a range (issue 13).
+
+Three range reads, whatever the number of pools: the visits that asked a pool for a number
+(`session_pools`, with their session's last activity), the calls to pool and fallback numbers
+(with the last activity of the session credited), and the likeliest candidate of each probable
+match. The arithmetic is `attribution/pool_advice.py`'s.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from attribution.leasing import Tracking
+from attribution.owner import Attribution
+from attribution.pool_advice import PoolCall, PoolRecord, PoolVisit
+from attribution.site_plan import SitePlan
+from pbx.settings import Settings
+from pbx.storage.tables import call_candidates, calls, session_pools, sessions
+
+_POOL_CALLS = (Attribution.SESSION, Attribution.PROBABLE, Attribution.UNKNOWN)
+_UNHELD = (Attribution.PROBABLE, Attribution.UNKNOWN)
+Key = tuple[str, str]
+
+
+async def pool_records(
+    engine: AsyncEngine, settings: Settings, since: float, until: float
+) -> list[PoolRecord]:
+    """Every configured pool's record over [since, until), in the config's order."""
+    async with engine.connect() as conn:
+        visit_rows = await conn.execute(
+            select(
+                session_pools.c.site,
+                session_pools.c.pool,
+                session_pools.c.started_at,
+                sessions.c.last_seen,
+                session_pools.c.tracking,
+            )
+            .join(sessions, sessions.c.id == session_pools.c.session_id)
+            .where(session_pools.c.started_at >= since, session_pools.c.started_at < until)
+        )
+        visits: defaultdict[Key, list[PoolVisit]] = defaultdict(list)
+        for site, pool, started_at, last_seen, tracking in visit_rows:
+            visits[site, pool].append(PoolVisit(started_at, last_seen, Tracking(tracking)))
+
+        call_rows = await conn.execute(
+            select(
+                calls.c.id,
+                calls.c.started_at,
+                calls.c.attribution,
+                calls.c.site,
+                calls.c.pool,
+                sessions.c.last_seen,
+            )
+            .outerjoin(sessions, sessions.c.id == calls.c.session_id)
+            .where(
+                calls.c.started_at >= since,
+                calls.c.started_at < until,
+                calls.c.attribution.in_([*_POOL_CALLS, Attribution.FALLBACK]),
+            )
+            .order_by(calls.c.started_at)
+        )
+        delays: defaultdict[Key, list[float]] = defaultdict(list)
+        probable: defaultdict[Key, int] = defaultdict(int)
+        fallback: defaultdict[str, list[PoolCall]] = defaultdict(list)
+        unheld: defaultdict[Key, list[PoolCall]] = defaultdict(list)
+        probable_calls: dict[int, Key] = {}
+        for call_id, started_at, attribution, site, pool, last_seen in call_rows:
+            if attribution == Attribution.FALLBACK:
+                fallback[site].append(PoolCall(call_id, started_at))
+            elif pool is None:
+                continue  # a number no pool has (unknown DIDs)
+            elif attribution == Attribution.SESSION and last_seen is not None:
+                delays[site, pool].append(started_at - last_seen)
+            elif attribution in _UNHELD:
+                unheld[site, pool].append(PoolCall(call_id, started_at))
+                if attribution == Attribution.PROBABLE:
+                    probable_calls[call_id] = (site, pool)
+
+        # a probable match's likeliest candidate: its last activity tells how late the call was
+        candidate_rows = await conn.execute(
+            select(
+                call_candidates.c.call_id,
+                calls.c.started_at,
+                sessions.c.last_seen,
+            )
+            .join(calls, calls.c.id == call_candidates.c.call_id)
+            .join(sessions, sessions.c.id == call_candidates.c.session_id)
+            .where(
+                calls.c.started_at >= since,
+                calls.c.started_at < until,
+                calls.c.attribution == Attribution.PROBABLE,
+            )
+            .order_by(call_candidates.c.call_id, call_candidates.c.likelihood.desc())
+        )
+        seen: set[int] = set()
+        for call_id, started_at, last_seen in candidate_rows:
+            key = probable_calls.get(call_id)
+            if key is not None and call_id not in seen:
+                seen.add(call_id)
+                delays[key].append(started_at - last_seen)
+                probable[key] += 1
+
+    records = []
+    for site in settings.sites:
+        plan = SitePlan.from_settings(settings, site)
+        for pool, pool_plan in zip(site.pools, plan.pools, strict=True):
+            key = (site.name, pool.name)
+            records.append(
+                PoolRecord(
+                    site=site.name,
+                    pool=pool.name,
+                    numbers=len(pool.numbers),
+                    since=since,
+                    until=until,
+                    visits=visits.get(key, []),
+                    call_delays=delays.get(key, []),
+                    probable_calls=probable.get(key, 0),
+                    fallback_calls=fallback.get(site.name, [])
+                    if plan.shows_fallback(pool_plan)
+                    else [],
+                    unheld_calls=unheld.get(key, []),
+                )
+            )
+    return records

@@ -1,0 +1,123 @@
+"""`calltrack pools --recommend` on a history the daemon stored, whose answer is worked out by
+hand (issue 13): visits through the visitor API's store, calls through CallStore, then the
+command in a subprocess on the same database, as an admin runs it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from pbx.app import build_app
+from pbx.keys import VISITS
+from tests.api.test_cli import calltrack
+from tests.api.test_reports_api import DAY, SITE, Scenario
+from tests.helpers import FakeClock, migrate, settings_for
+
+Client = TestClient  # type: ignore[type-arg]
+T0 = 1_800_000_000.0  # FakeClock's start: 2027-01-15 08:00 UTC, 11:00 in Moscow
+STEPS = (5, 10, 15, 20, 30, 45, 60)
+
+
+async def stored_history(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> Path:
+    """Freeze time 60 s. Pool "all" (3 numbers) gets four direct visits 10 s apart, none of
+    them active again: the fourth finds all three held (exhausted). Calls: 40 s after the first
+    visit to its number (attributed: 40 s late), one to pool "paid"'s number nobody ever held
+    (unknown), one to the site's fallback."""
+    clock = FakeClock(T0)
+    settings = settings_for(tmp_path, sites=[SITE], ui={"timezone": "Europe/Moscow"})
+    await migrate(settings)
+    client = await aiohttp_client(build_app(settings, clock=clock))
+    s = Scenario(client, clock)
+    first = await s.visit()
+    for _ in range(3):
+        clock.advance(10)
+        await s.visit()
+    clock.advance(10)  # T0 + 40
+    await s.call(first.number, "+79160000001")
+    clock.advance(10)
+    await s.call("+74990000001", "+79160000002")
+    await s.call("+74990000099", "+79160000003")
+    await client.app[VISITS].flush()
+    return tmp_path / "calltrack.yaml"
+
+
+def recommend(config: Path, *flags: str) -> Any:
+    result = calltrack("pools", "-c", str(config), "--recommend", "--since", DAY, *flags)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+async def test_recommend_json_counts_the_stored_history(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    config = await stored_history(tmp_path, aiohttp_client)
+    pools = {p["pool"]: p for p in json.loads(recommend(config, "--until", DAY, "--json"))["pools"]}
+    assert pools["all"] == {
+        "site": "main",
+        "pool": "all",
+        "numbers": 3,
+        "peak_held": 4,  # all four held at once with an unlimited pool
+        "peak_at": T0 + 30,
+        "visits": 4,
+        "visits_not_tracked": 1,
+        "fallback_calls": 1,
+        "unheld_calls": 0,
+        "recommended": 4,  # 3 of 4 is 75%: below 99%
+        "target": 0.99,
+        "curve": [[1, 0.25], [2, 0.5], [3, 0.75], [4, 1.0]],
+        # the only attributed call came 40 s late: every freeze catches it; the four visits
+        # lie within 30 s, so any freeze of minutes needs four numbers
+        "freeze": [[m, 1.0, 4] for m in STEPS],
+    }
+    assert pools["paid"] == {
+        "site": "main",
+        "pool": "paid",
+        "numbers": 1,
+        "peak_held": 0,
+        "peak_at": None,
+        "visits": 0,
+        "visits_not_tracked": 0,
+        "fallback_calls": 1,  # the site's fallback: both pools ring its line
+        "unheld_calls": 1,
+        "recommended": 0,
+        "target": 0.99,
+        "curve": [],
+        "freeze": [[m, None, 0] for m in STEPS],
+    }
+
+
+async def test_recommend_text_says_the_period_and_takes_a_target(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    config = await stored_history(tmp_path, aiohttp_client)
+    text = recommend(config, "--until", DAY, "--target", "75")
+    assert "main/all: 3 numbers; 2027-01-15..2027-01-15 (1 day), exact for the recorded" in text
+    assert "visits 4, not tracked 1 (25.0%): pool exhausted 1, per-client cap 0" in text
+    assert "calls to the fallback 1, to pool numbers nobody held 0" in text
+    assert "peak: 4 numbers held at once, first at 2027-01-15 11:00" in text
+    assert "recommended: 3 numbers track 75.0% of the 4 visits" in text
+    assert "freeze 1m caught 100% of calls; it is the shortest freeze that catches 75%." in text
+    paid = text.split("main/paid: 1 number; ")[1]
+    assert "no visits asked this pool for a number in the period" in paid
+
+
+def test_recommend_refuses_bad_options_with_a_reason(tmp_path: Path) -> None:
+    config = settings_for(tmp_path) and tmp_path / "calltrack.yaml"
+    cases = {
+        ("--recommend", "--target", "150"): "target: expected a share of visits",
+        ("--recommend", "--target", "nan"): "target: expected a share of visits",
+        ("--recommend", "--since", "30.11.2026"): "since: expected a date like 2026-11-30",
+        ("--recommend", "--since", "2026-01-01", "--until", "2026-12-31"): "at most 92 days",
+        ("--recommend", "--since", "2026-02-01", "--until", "2026-01-01"): "until: expected",
+        ("--target", "99"): "--target, --since and --until go with --recommend",
+    }
+    for flags, reason in cases.items():
+        result = calltrack("pools", "-c", str(config), *flags)
+        assert result.returncode == 2, (flags, result.stdout)
+        assert reason in result.stderr and "Traceback" not in result.stderr
