@@ -22,9 +22,7 @@ T0 = 1_800_000_000.0  # FakeClock's start: 2027-01-15 08:00 UTC, 11:00 in Moscow
 STEPS = (5, 10, 15, 20, 30, 45, 60)
 
 
-async def stored_history(
-    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
-) -> Path:
+async def stored_history(tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]) -> Path:
     """Freeze time 60 s. Pool "all" (3 numbers) gets four direct visits 10 s apart, none of
     them active again: the fourth finds all three held (exhausted). Calls: 40 s after the first
     visit to its number (attributed: 40 s late), one to pool "paid"'s number nobody ever held
