@@ -34,6 +34,7 @@ from pbx.ratelimit import LoginGuard
 from pbx.settings import Settings
 from pbx.staff_ui import costs as staff_costs
 from pbx.staff_ui import dashboard, missed
+from pbx.staff_ui import pools as staff_pools
 from pbx.staff_ui import reports as staff_reports
 from pbx.storage.calls import CallStore
 from pbx.storage.db import is_sqlite, open_engine, require_current_schema
@@ -152,4 +153,5 @@ def build_app(settings: Settings, clock: Callable[[], float] = time.time) -> web
             *staff_reports.routes(),
         ]
     )
+    staff_pools.setup(app)
     return app

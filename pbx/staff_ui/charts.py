@@ -200,3 +200,46 @@ def grouped_bars(title: str, items: Sequence[str], measures: Sequence[Measure]) 
             chart.labels.append(Label(_r(width + 4), _r(y + bar_h - 3), text))
             y += bar_h
     return chart
+
+
+@dataclass(frozen=True)
+class Band:
+    """Columns up to `last` (inclusive) drawn in one colour, named in the legend."""
+
+    last: int
+    colour: str
+    name: str
+
+
+def share_columns(title: str, shares: Sequence[tuple[int, float]], bands: Sequence[Band]) -> Chart:
+    """A column per x (e.g. a pool size) of a share from 0 to 100 %, coloured by the band the
+    x falls in (the first band whose `last` reaches it; the last band takes the rest)."""
+    height, left, right, top, bottom = 240.0, 40.0, 6.0, ROOM + 10, ROOM + 9
+    summary = f"{title}: {len(shares)} columns"
+    if not shares:
+        return Chart(title, summary, 120.0, empty="Nothing to replay in this range")
+    used = [b for b in bands if any(x <= b.last for x, _ in shares)] or list(bands[-1:])
+    chart = Chart(title, summary, height, legend=[Swatch(b.colour, b.name) for b in used])
+    base, plot_h, plot_w = height - bottom, height - bottom - top, WIDTH - left - right
+    for value in (0, 25, 50, 75, 100):
+        y = _r(base - value / 100 * plot_h)
+        chart.rules.append(Rule(left, y, WIDTH - right, y))
+        chart.labels.append(Label(left - 4, _r(y + ROOM / 3), f"{value}%", "end"))
+    slot = plot_w / len(shares)
+    width = max(slot * 0.8, 0.6)
+    every = math.ceil(len(shares) / 6)  # at most 6 axis labels, and the last column's
+    named = set(range(0, len(shares), every))
+    if len(shares) - 1 - max(named) >= every / 2:
+        named.add(len(shares) - 1)
+    for i, (x_value, share) in enumerate(shares):
+        band = next((b for b in bands if x_value <= b.last), bands[-1])
+        x = left + i * slot + (slot - width) / 2
+        h = share * plot_h
+        chart.rects.append(
+            Rect(_r(x), _r(base - h), _r(width), _r(h), band.colour, f"{x_value}: {share:.1%}")
+        )
+        if i in named:
+            chart.labels.append(
+                Label(_r(x + width / 2), _r(base + ROOM + 2), str(x_value), "middle")
+            )
+    return chart

@@ -5,17 +5,20 @@ command in a subprocess on the same database, as an admin runs it."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from pbx.app import build_app
 from pbx.keys import VISITS
 from tests.api.test_cli import calltrack
 from tests.api.test_reports_api import DAY, SITE, Scenario
-from tests.helpers import FakeClock, migrate, settings_for
+from tests.api.test_staff_ui import log_in
+from tests.helpers import FakeClock, migrate, settings_for, staff_users
 
 Client = TestClient  # type: ignore[type-arg]
 T0 = 1_800_000_000.0  # FakeClock's start: 2027-01-15 08:00 UTC, 11:00 in Moscow
@@ -28,7 +31,9 @@ async def stored_history(tmp_path: Path, aiohttp_client: Callable[..., Awaitable
     visit to its number (attributed: 40 s late), one to pool "paid"'s number nobody ever held
     (unknown), one to the site's fallback."""
     clock = FakeClock(T0)
-    settings = settings_for(tmp_path, sites=[SITE], ui={"timezone": "Europe/Moscow"})
+    settings = settings_for(
+        tmp_path, sites=[SITE], ui={"timezone": "Europe/Moscow"}, users=staff_users()
+    )
     await migrate(settings)
     client = await aiohttp_client(build_app(settings, clock=clock))
     s = Scenario(client, clock)
@@ -42,7 +47,7 @@ async def stored_history(tmp_path: Path, aiohttp_client: Callable[..., Awaitable
     await s.call("+74990000001", "+79160000002")
     await s.call("+74990000099", "+79160000003")
     await client.app[VISITS].flush()
-    return tmp_path / "calltrack.yaml"
+    return client, tmp_path / "calltrack.yaml"
 
 
 def recommend(config: Path, *flags: str) -> Any:
@@ -54,7 +59,7 @@ def recommend(config: Path, *flags: str) -> Any:
 async def test_recommend_json_counts_the_stored_history(
     tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
 ) -> None:
-    config = await stored_history(tmp_path, aiohttp_client)
+    _, config = await stored_history(tmp_path, aiohttp_client)
     pools = {p["pool"]: p for p in json.loads(recommend(config, "--until", DAY, "--json"))["pools"]}
     assert pools["all"] == {
         "site": "main",
@@ -93,7 +98,7 @@ async def test_recommend_json_counts_the_stored_history(
 async def test_recommend_text_says_the_period_and_takes_a_target(
     tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
 ) -> None:
-    config = await stored_history(tmp_path, aiohttp_client)
+    _, config = await stored_history(tmp_path, aiohttp_client)
     text = recommend(config, "--until", DAY, "--target", "75")
     assert "main/all: 3 numbers; 2027-01-15..2027-01-15 (1 day), exact for the recorded" in text
     assert "visits 4, not tracked 1 (25.0%): pool exhausted 1, per-client cap 0" in text
@@ -119,3 +124,46 @@ def test_recommend_refuses_bad_options_with_a_reason(tmp_path: Path) -> None:
         result = calltrack("pools", "-c", str(config), *flags)
         assert result.returncode == 2, (flags, result.stdout)
         assert reason in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_the_page_is_for_admins_and_shows_each_pools_advice(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    client, _ = await stored_history(tmp_path, aiohttp_client)
+    url = f"/admin/pools?since={DAY}&until={DAY}"
+    anonymous = await client.get(url, allow_redirects=False)
+    assert anonymous.status == 303 and anonymous.headers["Location"].startswith("/login")
+    assert (await log_in(client, "sam")).status == 303
+    assert (await client.get(url)).status == 403  # staff: not an admin
+    assert (await log_in(client, "ada")).status == 303
+    page = await client.get(url)
+    html = await page.text()
+    assert page.status == 200, html
+    assert "main / all" in html and "main / paid" in html
+    assert "Add 1 number: 4 would have tracked 99% of visits; your 3 tracked 75.0%." in html
+    assert "4 numbers held at once, first on 15 Jan 2027, 11:00" in html
+    assert "freeze 1m caught 100% of calls; it is the shortest freeze" in html
+    assert "(1 attributed call)" in html
+    # the fallback call under both pools, the unheld one under "paid"
+    assert len(re.findall(r'href="/calls/\d+"', html)) == 3
+    assert 'title="Fri 11:00, 1 visit"' in html  # 2027-01-15 is a Friday: the exhausted visit
+    assert "<svg" in html and "Visits tracked, by pool size" in html
+
+
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [
+        ("target=101", "target: expected a share of visits"),
+        ("target=%3Cscript%3E", "target: expected a share of visits"),
+        ("since=2026-13-01", "since: expected a date like 2026-11-30"),
+        ("since=2026-01-01&until=2026-12-31", "since..until: at most 92 days"),
+    ],
+)
+async def test_the_page_answers_bad_options_with_400_and_a_reason(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]], query: str, reason: str
+) -> None:
+    client, _ = await stored_history(tmp_path, aiohttp_client)
+    await log_in(client, "ada")
+    page = await client.get(f"/admin/pools?{query}")
+    html = await page.text()
+    assert page.status == 400 and reason in html and "<script>" not in html
