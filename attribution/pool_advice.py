@@ -165,11 +165,12 @@ def _advice(
         return f"{head}; it is the shortest freeze that catches {target:.0%}."
     more = sizes[better] - sizes[now]
     change = f"{abs(more)} {'more' if more >= 0 else 'fewer'} number{'s' * (abs(more) != 1)}"
+    pool = f"{sizes[better]} in all for {target:.0%} of visits"
     if better > now:
-        return f"{head}; {_minutes(better)} would catch {target:.0%} and needs {change}."
+        return f"{head}; {_minutes(better)} would catch {target:.0%} and needs {change} ({pool})."
     return (
         f"{head}; {_minutes(better)} would still catch {target:.0%} and needs {change}"
-        " (a shorter freeze also gives late callers' numbers to others sooner)."
+        f" ({pool}; a shorter freeze also gives late callers' numbers to others sooner)."
     )
 
 

@@ -214,7 +214,7 @@ class Band:
 def share_columns(title: str, shares: Sequence[tuple[int, float]], bands: Sequence[Band]) -> Chart:
     """A column per x (e.g. a pool size) of a share from 0 to 100 %, coloured by the band the
     x falls in (the first band whose `last` reaches it; the last band takes the rest)."""
-    height, left, right, top, bottom = 240.0, 40.0, 6.0, ROOM + 10, ROOM + 9
+    height, left, right, top, bottom = 240.0, 50.0, 6.0, ROOM + 10, ROOM + 9
     summary = f"{title}: {len(shares)} columns"
     if not shares:
         return Chart(title, summary, 120.0, empty="Nothing to replay in this range")

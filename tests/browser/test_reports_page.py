@@ -57,6 +57,10 @@ class Server:
     def __init__(self, tmp_path: Path) -> None:
         self.clock = FakeClock(FIRST_DAY)
         self.settings = settings_for(tmp_path, sites=[SITE], users=staff_users())
+        self._start()
+
+    def _start(self) -> None:
+        """Serve `self.settings` with `self.clock` (set by the constructor)."""
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
         self.port = free_port()

@@ -102,7 +102,8 @@ def test_a_longer_freeze_is_advised_with_the_numbers_it_needs() -> None:
     # freeze 25: the first is held until 10:25 → 2 numbers
     assert advice.recommended == 1
     assert advice.freeze_advice == (
-        "freeze 15m caught 50% of calls; 25m would catch 99% and needs 1 more number."
+        "freeze 15m caught 50% of calls; 25m would catch 99% and needs 1 more number"
+        " (2 in all for 99% of visits)."
     )
     steps = {step.minutes: (step.caught_share, step.size_needed) for step in advice.freeze}
     assert steps == {
@@ -125,7 +126,8 @@ def test_a_shorter_freeze_is_advised_when_calls_come_quickly() -> None:
     assert advice.recommended == 2  # 15m: the first is held until 10:15, past 10:10
     assert advice.freeze_advice == (
         "freeze 15m caught 100% of calls; 4m would still catch 99% and needs 1 fewer number"
-        " (a shorter freeze also gives late callers' numbers to others sooner)."
+        " (1 in all for 99% of visits; a shorter freeze also gives late callers' numbers to"
+        " others sooner)."
     )
 
 
