@@ -90,7 +90,8 @@ _UNUSED = select(numbers.c.number).where(
     numbers.c.pool == bindparam("pool"),
     numbers.c.held_until.is_(None),
 )
-#: free the longest first: never leased, then the earliest expired; then by number
+#: the SQL of the allocation rule defined in attribution/allocation.py (LongestFree): free the
+#: longest first, never leased, then the earliest expired; then by number
 _LONGEST_FREE = (
     select(numbers.c.number)
     .where(
