@@ -60,6 +60,27 @@ WEB = "(web)"  # under `static`: calls that came through the website
 UNSPLIT_COST = "(costs)"  # the row of costs a grouping cannot split (e.g. by landing page)
 
 
+#: the days a request may name: room for a day or a month after the last
+FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9998, 12, 31)
+
+
+class DayError(ValueError):
+    """A day option that is not a date in range; the text names the option."""
+
+
+def read_day(text: str | None, name: str, default: date) -> date:
+    """A local day as requests and commands give it (2026-11-30); `default` when not given."""
+    if text is None or text == "":
+        return default
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise DayError(f"{name}: expected a date like 2026-11-30") from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise DayError(f"{name}: expected a date from {FIRST_DAY} to {LAST_DAY}")
+    return day
+
+
 def local_day(day: date) -> int:
     """The rollups' day key: yyyymmdd."""
     return day.year * 10000 + day.month * 100 + day.day

@@ -15,13 +15,14 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from attribution.pool_advice import DEFAULT_DAYS, DEFAULT_TARGET, PoolAdvice, advise
-from attribution.reports import report_range
+from attribution.reports import DayError, read_day, report_range
 from pbx.settings import Settings
 from pbx.storage.pool_usage import pool_records
 
 #: what one request may make the server replay: a quarter of a year of visits
 MAX_DAYS = 92
-FIRST_DAY, LAST_DAY = date(1970, 1, 2), date(9998, 12, 31)
+#: how the advice's weekdays (0 = Monday) are written
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
 class SizingError(ValueError):
@@ -42,22 +43,13 @@ def read_target(text: str | None) -> float:
     return number / 100 if number > 1 or text.strip().endswith("%") else number
 
 
-def _day(text: str | None, name: str, default: date) -> date:
-    if text is None or text == "":
-        return default
-    try:
-        day = date.fromisoformat(text)
-    except ValueError:
-        raise SizingError(f"{name}: expected a date like 2026-11-30") from None
-    if not FIRST_DAY <= day <= LAST_DAY:
-        raise SizingError(f"{name}: expected a date from {FIRST_DAY} to {LAST_DAY}")
-    return day
-
-
 def read_range(since: str | None, until: str | None, today: date) -> tuple[date, date]:
     """The local days the advice is based on, both included: by default the last 28 days."""
     first, last = report_range(today, DEFAULT_DAYS)
-    first, last = _day(since, "since", first), _day(until, "until", last)
+    try:
+        first, last = read_day(since, "since", first), read_day(until, "until", last)
+    except DayError as exc:
+        raise SizingError(str(exc)) from None
     if last < first:
         raise SizingError("until: expected a date on or after since")
     if (last - first).days + 1 > MAX_DAYS:

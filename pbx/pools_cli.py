@@ -13,7 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from attribution.pool_advice import PoolAdvice
-from pbx.pool_sizing import SizingError, pool_advice, read_range, read_target, today
+from pbx.pool_sizing import WEEKDAYS, SizingError, pool_advice, read_range, read_target, today
 from pbx.settings import Settings
 
 
@@ -99,6 +99,23 @@ def _text(advice: PoolAdvice, first: date, last: date, zone: ZoneInfo) -> str:
         f"  calls to the fallback {len(record.fallback_calls)},"
         f" to pool numbers nobody held {len(record.unheld_calls)}",
     ]
+    busiest = sorted(
+        (
+            (n, day, hour)
+            for day, hours in enumerate(advice.ran_out)
+            for hour, n in enumerate(hours)
+        ),
+        reverse=True,
+    )[:3]
+    if busiest and busiest[0][0]:
+        lines.append(
+            "  ran out most: "
+            + ", ".join(
+                f"{WEEKDAYS[day]} {hour:02d}:00 ({_count(n, 'visit')})"
+                for n, day, hour in busiest
+                if n
+            )
+        )
     if replay.peak_at is not None:
         peak_at = datetime.fromtimestamp(replay.peak_at, zone).strftime("%Y-%m-%d %H:%M")
         lines.append(f"  peak: {replay.peak} numbers held at once, first at {peak_at}")

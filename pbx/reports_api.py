@@ -16,14 +16,22 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from attribution.reports import COLUMNS, GroupBy, Model, Report, ReportQuery, report_range
+from attribution.reports import (
+    COLUMNS,
+    DayError,
+    GroupBy,
+    Model,
+    Report,
+    ReportQuery,
+    read_day,
+    report_range,
+)
 from pbx.keys import CLOCK, ENGINE, READER, SETTINGS
 from pbx.staff_api import token_name, unauthorized
 from pbx.staff_ui.export import cell
 from pbx.storage.report_queries import ReportTooLarge, build_report
 
 MAX_DAYS = 3 * 366  # what one request may make the server sum
-FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9998, 12, 31)  # room for a day or a month after
 MAX_FILTER = 512
 DEFAULT_DAYS = 30
 _TRUE = {"1", "true", "yes", "on"}
@@ -44,15 +52,10 @@ def _choice(kind: type[_Choice], value: str | None, name: str, default: _Choice)
 
 
 def _date(value: str | None, name: str, default: date) -> date:
-    if value is None or value == "":
-        return default
     try:
-        day = date.fromisoformat(value)
-    except ValueError:
-        raise web.HTTPBadRequest(reason=f"{name}: expected a date like 2026-11-30") from None
-    if not FIRST_DAY <= day <= LAST_DAY:
-        raise web.HTTPBadRequest(reason=f"{name}: expected a date from {FIRST_DAY} to {LAST_DAY}")
-    return day
+        return read_day(value, name, default)
+    except DayError as exc:
+        raise web.HTTPBadRequest(reason=str(exc)) from None
 
 
 def today(request: web.Request) -> date:

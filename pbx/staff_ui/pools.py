@@ -19,7 +19,7 @@ from attribution.pool_advice import PoolAdvice, PoolCall
 from attribution.reports import local_day
 from pbx.auth import require_user
 from pbx.keys import CLOCK, READER, SETTINGS
-from pbx.pool_sizing import SizingError, pool_advice, read_range, read_target, today
+from pbx.pool_sizing import WEEKDAYS, SizingError, pool_advice, read_range, read_target, today
 from pbx.staff_ui import charts
 from pbx.staff_ui.views import render
 
@@ -27,7 +27,6 @@ POOL_ADVICE_LOCK = web.AppKey("pool_advice_lock", asyncio.Lock)
 CALLS_LISTED = 50  # of each kind per pool; the counts stay exact
 #: exhausted visits in an hour of the week, from which a cell is drawn darker (ui.css heat-N)
 HEAT = (1, 3, 10, 30)
-WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,7 @@ async def test_recommend_text_says_the_period_and_takes_a_target(
     assert "visits 4, not tracked 1 (25.0%): pool exhausted 1, per-client cap 0" in text
     assert "calls to the fallback 1, to pool numbers nobody held 0" in text
     assert "peak: 4 numbers held at once, first at 2027-01-15 11:00" in text
+    assert "ran out most: Fri 11:00 (1 visit)" in text  # 2027-01-15, Moscow time
     assert "recommended: 3 numbers track 75.0% of the 4 visits" in text
     assert "freeze 1m caught 100% of calls; it is the shortest freeze that catches 75%." in text
     paid = text.split("main/paid: 1 number; ")[1]

@@ -135,12 +135,13 @@ def log_in(page: Any, base: str, path: str) -> None:
     page.wait_for_url("**/reports*")
 
 
-def check_fits(page: Any, width: int) -> None:
-    """Nothing wider than the screen but the table's own scroller; chart text readable."""
+def check_fits(page: Any, width: int, count: int = 2) -> None:
+    """Nothing wider than the screen but the table's own scroller; `count` charts, their text
+    readable."""
     assert page.evaluate("document.documentElement.scrollWidth") <= width
     charts = page.locator("svg.chart-svg")
-    assert charts.count() == 2
-    for i in range(2):
+    assert charts.count() == count
+    for i in range(count):
         box = charts.nth(i).bounding_box()
         assert box["width"] <= width and box["height"] > 100
     smallest = page.evaluate(
