@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, tzinfo
+from typing import NamedTuple
 
 from attribution.leasing import LeasePolicy, Tracking
 from attribution.pool_replay import Arrivals, RecordedVisit, Replay, replay
@@ -36,15 +37,15 @@ LOST = (Tracking.EXHAUSTED, Tracking.IP_CAP)
 _QUARTER = 900
 
 
-@dataclass(frozen=True)
-class PoolVisit:
+class PoolVisit(NamedTuple):
+    """A visit that asked the pool for a number (a tuple: a busy month has a million)."""
+
     started_at: float
     last_seen: float
     tracking: Tracking
 
 
-@dataclass(frozen=True)
-class PoolCall:
+class PoolCall(NamedTuple):
     call_id: int
     started_at: float
 
@@ -88,7 +89,19 @@ class Lost:
 
 @dataclass(frozen=True)
 class PoolAdvice:
-    record: PoolRecord
+    """What the admin reads about one pool. It keeps counts, not the record's visits: a month
+    of a busy site is a million of them, and the advice outlives the computation."""
+
+    site: str
+    pool: str
+    numbers: int
+    visits: int
+    visits_not_tracked: int
+    fallback_calls: Sequence[PoolCall]
+    unheld_calls: Sequence[PoolCall]
+    #: the calls the freeze table measures: attributed exactly, and probable matches
+    attributed_calls: int
+    probable_calls: int
     target: float
     freeze_minutes: float
     replay: Replay
@@ -101,22 +114,18 @@ class PoolAdvice:
     #: exhausted visits per local weekday (0 = Monday) and hour: when the pool ran out
     ran_out: Sequence[Sequence[int]]
 
-    @property
-    def visits_not_tracked(self) -> int:
-        return sum(1 for v in self.record.visits if v.tracking in LOST)
-
     def as_json(self) -> dict[str, object]:
         """The shape of `calltrack pools --recommend --json` (one entry of "pools")."""
         return {
-            "site": self.record.site,
-            "pool": self.record.pool,
-            "numbers": self.record.numbers,
+            "site": self.site,
+            "pool": self.pool,
+            "numbers": self.numbers,
             "peak_held": self.replay.peak,
             "peak_at": self.replay.peak_at,
-            "visits": len(self.record.visits),
+            "visits": self.visits,
             "visits_not_tracked": self.visits_not_tracked,
-            "fallback_calls": len(self.record.fallback_calls),
-            "unheld_calls": len(self.record.unheld_calls),
+            "fallback_calls": len(self.fallback_calls),
+            "unheld_calls": len(self.unheld_calls),
             "recommended": self.recommended,
             "target": self.target,
             "curve": [[size, round(share, 6)] for size, share in self.replay.curve()],
@@ -194,7 +203,9 @@ class _LocalTime:
 def advise(record: PoolRecord, policy: LeasePolicy, target: float, zone: tzinfo) -> PoolAdvice:
     """The advice for one pool: `policy` is the daemon's lease policy (its freeze time now)."""
     arrivals = Arrivals.of(
-        RecordedVisit(v.started_at, v.last_seen) for v in record.visits if v.tracking in REPLAYED
+        RecordedVisit(started, last)
+        for started, last, tracking in record.visits
+        if tracking in REPLAYED
     )
     delays = sorted(record.call_delays)
     freeze_now = policy.freeze_time / 60
@@ -207,16 +218,24 @@ def advise(record: PoolRecord, policy: LeasePolicy, target: float, zone: tzinfo)
     by_day: Counter[tuple[int, Tracking]] = Counter()
     by_hour: Counter[tuple[int, Tracking]] = Counter()
     ran_out = [[0] * 24 for _ in range(7)]
-    for visit in record.visits:
-        if visit.tracking in LOST:
-            day, hour, weekday = local(visit.started_at)
-            by_day[day, visit.tracking] += 1
-            by_hour[hour, visit.tracking] += 1
-            if visit.tracking is Tracking.EXHAUSTED:
+    for started, _, tracking in record.visits:
+        if tracking in LOST:
+            day, hour, weekday = local(started)
+            by_day[day, tracking] += 1
+            by_hour[hour, tracking] += 1
+            if tracking is Tracking.EXHAUSTED:
                 ran_out[weekday][hour] += 1
     days = sorted({day for day, _ in by_day})
     return PoolAdvice(
-        record=record,
+        site=record.site,
+        pool=record.pool,
+        numbers=record.numbers,
+        visits=len(record.visits),
+        visits_not_tracked=sum(by_day.values()),
+        fallback_calls=record.fallback_calls,
+        unheld_calls=record.unheld_calls,
+        attributed_calls=len(delays) - record.probable_calls,
+        probable_calls=record.probable_calls,
         target=target,
         freeze_minutes=freeze_now,
         replay=now,

@@ -24,12 +24,12 @@ import heapq
 import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from attribution.leasing import LeasePolicy
 
 
-@dataclass(frozen=True)
-class RecordedVisit:
+class RecordedVisit(NamedTuple):
     arrival: float
     last_activity: float
 
@@ -81,7 +81,7 @@ class Arrivals:
 
     @classmethod
     def of(cls, visits: Iterable[RecordedVisit]) -> Arrivals:
-        return cls(sorted((v.arrival, max(v.arrival, v.last_activity)) for v in visits))
+        return cls(sorted((arrival, max(arrival, last)) for arrival, last in visits))
 
 
 def replay(arrivals: Arrivals, policy: LeasePolicy) -> Replay:

@@ -86,18 +86,18 @@ def _recommend(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _text(advice: PoolAdvice, first: date, last: date, zone: ZoneInfo) -> str:
-    record, replay = advice.record, advice.replay
-    visits = len(record.visits)
+    replay = advice.replay
+    visits = advice.visits
     lost = advice.visits_not_tracked
     exhausted = sum(day.exhausted for day in advice.lost_by_day.values())
     lines = [
-        f"{record.site}/{record.pool}: {_count(record.numbers, 'number')};"
+        f"{advice.site}/{advice.pool}: {_count(advice.numbers, 'number')};"
         f" {first}..{last} ({_count((last - first).days + 1, 'day')}),"
         " exact for the recorded traffic",
         f"  visits {visits}, not tracked {lost} ({lost / visits if visits else 0:.1%}):"
         f" pool exhausted {exhausted}, per-client cap {lost - exhausted}",
-        f"  calls to the fallback {len(record.fallback_calls)},"
-        f" to pool numbers nobody held {len(record.unheld_calls)}",
+        f"  calls to the fallback {len(advice.fallback_calls)},"
+        f" to pool numbers nobody held {len(advice.unheld_calls)}",
     ]
     busiest = sorted(
         (
@@ -125,7 +125,7 @@ def _text(advice: PoolAdvice, first: date, last: date, zone: ZoneInfo) -> str:
     lines.append(
         f"  recommended: {_count(advice.recommended, 'number')} track {advice.target:.1%} of the"
         f" {replay.visits} visits that asked for one"
-        f" ({record.numbers} track {replay.share(record.numbers):.1%})"
+        f" ({advice.numbers} track {replay.share(advice.numbers):.1%})"
     )
     lines.append("  freeze  calls caught  numbers needed")
     for step in advice.freeze:

@@ -44,7 +44,7 @@ class PoolView:
 
     @property
     def share_now(self) -> float:
-        return self.advice.replay.share(self.advice.record.numbers)
+        return self.advice.replay.share(self.advice.numbers)
 
 
 def _heat(count: int) -> int:
@@ -52,7 +52,7 @@ def _heat(count: int) -> int:
 
 
 def _curve(advice: PoolAdvice) -> charts.Chart:
-    numbers, recommended = advice.record.numbers, advice.recommended
+    numbers, recommended = advice.numbers, advice.recommended
     bands = [charts.Band(numbers, charts.PALETTE[0], f"up to your {numbers} numbers")]
     if recommended > numbers:
         bands.append(
@@ -119,8 +119,8 @@ def pool_view(advice: PoolAdvice, first: date, last: date) -> PoolView:
         lost_by_hour=_lost_by_hour(advice),
         freeze=_freeze(advice),
         ran_out=[[(n, _heat(n)) for n in hours] for hours in advice.ran_out],
-        fallback_calls=list(advice.record.fallback_calls[-CALLS_LISTED:])[::-1],
-        unheld_calls=list(advice.record.unheld_calls[-CALLS_LISTED:])[::-1],
+        fallback_calls=list(advice.fallback_calls[-CALLS_LISTED:])[::-1],
+        unheld_calls=list(advice.unheld_calls[-CALLS_LISTED:])[::-1],
     )
 
 

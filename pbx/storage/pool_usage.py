@@ -23,6 +23,8 @@ from pbx.storage.tables import call_candidates, calls, session_pools, sessions
 _POOL_CALLS = (Attribution.SESSION, Attribution.PROBABLE, Attribution.UNKNOWN)
 _UNHELD = (Attribution.PROBABLE, Attribution.UNKNOWN)
 Key = tuple[str, str]
+#: a stored tracking word as the enum: a dict lookup, not an Enum call, per row of a million
+_TRACKING = {str(t): t for t in Tracking}
 
 
 async def pool_records(
@@ -43,7 +45,7 @@ async def pool_records(
         )
         visits: defaultdict[Key, list[PoolVisit]] = defaultdict(list)
         for site, pool, started_at, last_seen, tracking in visit_rows:
-            visits[site, pool].append(PoolVisit(started_at, last_seen, Tracking(tracking)))
+            visits[site, pool].append(PoolVisit(started_at, last_seen, _TRACKING[tracking]))
 
         call_rows = await conn.execute(
             select(
