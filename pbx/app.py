@@ -19,6 +19,7 @@ from pbx.keys import (
     ENGINE,
     LOGIN_GUARD,
     METRICS,
+    OUTBOX,
     PBX_LINK,
     READER,
     RECORDINGS,
@@ -38,6 +39,7 @@ from pbx.staff_ui import pools as staff_pools
 from pbx.staff_ui import reports as staff_reports
 from pbx.storage.calls import CallStore
 from pbx.storage.db import is_sqlite, open_engine, require_current_schema
+from pbx.storage.outbox import Outbox
 from pbx.storage.retention import run_visit_retention
 from pbx.storage.staff_sessions import StaffSessionStore
 from pbx.storage.visits import VisitStore
@@ -59,7 +61,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         app[ENGINE] = engine
         app[READER] = reader
         app[VISITS] = visits
-        app[CALLS] = CallStore(engine, settings, visits, app[CLOCK])
+        app[OUTBOX] = Outbox(settings, app[CLOCK])
+        app[CALLS] = CallStore(engine, settings, visits, app[CLOCK], app[OUTBOX])
         app[STAFF_SESSIONS] = StaffSessionStore(
             engine, app[CLOCK], settings.ui.session_idle, settings.ui.session_max
         )

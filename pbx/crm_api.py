@@ -13,7 +13,7 @@ from attribution.money import MoneyError, cents_text, to_cents
 from attribution.phone import PhoneNumberError, to_e164
 from attribution.sales import REFERENCE_MAX, Unmatched, why_unmatched
 from pbx.http import json_error, public_base_url, read_json_object, unix_time
-from pbx.keys import CALLS, CLOCK, ENGINE, SETTINGS
+from pbx.keys import CALLS, CLOCK, ENGINE, OUTBOX, SETTINGS
 from pbx.staff_api import CALL_ID, call_json, iso, token_name, unauthorized
 from pbx.storage.calls import ReviewChanges
 from pbx.storage.sales import Sale, SaleStore
@@ -122,7 +122,11 @@ async def post_sale(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     sale = _sale(await read_json_object(request), settings.region)
     store = SaleStore(
-        request.app[ENGINE], settings.region, settings.sales.match_days, request.app[CLOCK]
+        request.app[ENGINE],
+        settings.region,
+        settings.sales.match_days,
+        request.app[CLOCK],
+        request.app[OUTBOX],
     )
     credited = await store.record(sale, by)
     if isinstance(credited, Unmatched):

@@ -15,6 +15,7 @@ from pbx.metrics import Metrics
 from pbx.ratelimit import LoginGuard
 from pbx.settings import Settings
 from pbx.storage.calls import CallStore
+from pbx.storage.outbox import Outbox
 from pbx.storage.staff_sessions import StaffSessionStore
 from pbx.storage.visits import VisitStore
 from recordings.worker import RecordingWorker
@@ -42,6 +43,8 @@ ENGINE = web.AppKey("engine", AsyncEngine)
 #: for long reads (reports): on SQLite its transactions take no write lock; else ENGINE itself
 READER = web.AppKey("reader", AsyncEngine)
 VISITS = web.AppKey("visits", VisitStore)
+#: events for webhooks and GA4, written with the calls and sales (integrations/ delivers them)
+OUTBOX = web.AppKey("outbox", Outbox)
 CALLS = web.AppKey("calls", CallStore)
 METRICS = web.AppKey("metrics", Metrics)
 PBX_LINK = web.AppKey("pbx_link", PbxLink)

@@ -6,8 +6,9 @@ the message is editing YAML by hand, not reading a Python traceback.
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from ruamel.yaml.error import MarkedYAMLError
 from attribution.leasing import LeasePolicy
 from attribution.money import cents_text, to_cents
 from attribution.phone import REGIONS, PhoneNumberError, to_e164
+from integrations.events import GA4_TARGET, Event, Format
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -392,6 +394,104 @@ class Asterisk(_Model):
     cdr_csv: Path | None = Field(None, description="Asterisk's Master.csv, for reconciliation")
 
 
+class Webhook(_Model):
+    """One receiver of events: a CRM, an automation tool, the business's own endpoint."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="names it on the admin page and in logs"
+    )
+    url: str = Field(
+        pattern=r"^https?://[^\s]+$",
+        max_length=2000,
+        description="where events are POSTed (for bitrix24: the incoming-webhook URL,"
+        " https://PORTAL/rest/USER/KEY/)",
+    )
+    secret: str | None = Field(
+        None,
+        min_length=16,
+        description="signs each delivery (X-Calltrack-Signature, HMAC-SHA256); or secret_env",
+    )
+    secret_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="the environment variable holding the secret, to keep it out of this file",
+    )
+    events: list[Event] = Field(
+        default_factory=lambda: [Event.CALL_COMPLETED],
+        min_length=1,
+        description="call.completed, call.updated, sale.created",
+    )
+    format: Format = Field(
+        Format.JSON, description="json (calltrack's signed body) or bitrix24 (crm.lead.add)"
+    )
+    retry_for: Seconds = Field(
+        86400.0,
+        description="a failing delivery is retried (backoff with jitter) this long, then marked"
+        " failed",
+    )
+    timeout: Seconds = Field(10.0, description="how long one delivery may take")
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> Webhook:
+        if self.secret is not None and self.secret_env is not None:
+            raise ValueError("give secret or secret_env, not both")
+        if self.secret_env is not None:
+            value = os.environ.get(self.secret_env, "")
+            if len(value) < 16:
+                raise ValueError(
+                    f"secret_env: the environment variable {self.secret_env} is not set"
+                    " (or has fewer than 16 characters)"
+                )
+        elif self.secret is None and self.format is Format.JSON:
+            raise ValueError("a json webhook needs secret or secret_env to sign its deliveries")
+        return self
+
+    @property
+    def signing_secret(self) -> str | None:
+        """The secret deliveries are signed with (from the environment when secret_env)."""
+        return os.environ[self.secret_env] if self.secret_env else self.secret
+
+
+class Webhooks(_Model):
+    """Where events go. `webhooks:` may be just the list of targets, when the defaults do."""
+
+    targets: list[Webhook] = Field(default_factory=list, description="the receivers")
+    recording_link_ttl: Seconds = Field(
+        7 * 86400.0,
+        description="how long the recording link in a webhook plays without a staff login",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _list_is_targets(cls, data: Any) -> Any:
+        return {"targets": data} if isinstance(data, list) else data
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> Webhooks:
+        seen: set[str] = set()
+        for i, target in enumerate(self.targets):
+            if target.name in seen or target.name == GA4_TARGET:
+                raise ValueError(f"targets[{i}].name: {target.name!r} is already used")
+            seen.add(target.name)
+        return self
+
+
+class Ga4(_Model):
+    """Google Analytics 4: a `phone_call` event per call through the Measurement Protocol."""
+
+    measurement_id: str = Field(
+        pattern=r"^G-[A-Z0-9]{4,20}$", description="the web stream's measurement id, G-XXXXXXX"
+    )
+    api_secret: str = Field(
+        min_length=8, max_length=200, description="a Measurement Protocol API secret of the stream"
+    )
+    endpoint: str = Field(
+        "https://www.google-analytics.com/mp/collect",
+        pattern=r"^https?://[^\s]+$",
+        description="where events are posted (tests point it at a local receiver)",
+    )
+
+
 class Settings(_Model):
     region: str | None = Field(
         None,
@@ -430,6 +530,10 @@ class Settings(_Model):
     attribution: AttributionSettings = Field(
         AttributionSettings(), description="matching calls no session held"
     )
+    webhooks: Webhooks = Field(
+        Webhooks(), description="signed, retried deliveries of calls and sales to other systems"
+    )
+    ga4: Ga4 | None = Field(None, description="send each call to Google Analytics 4")
     http: Http = Field(Http(), description="the HTTP server: widget API, staff pages and API")
     asterisk: Asterisk | None = Field(
         None, description="the PBX; without it calltrack only leases numbers"
@@ -544,21 +648,32 @@ def _dotted(loc: Sequence[Any]) -> str:
     return out
 
 
+def _walk(tree: Any, loc: Sequence[Any]) -> Iterator[tuple[Any, tuple[int, int] | None]]:
+    """Each part of `loc` as the file spells it, with its line and column (0-based) while the
+    parsed YAML has it. A list written for a mapping's one list (`webhooks: [...]` for
+    `webhooks.targets`) has no name for that list."""
+    node = tree
+    for i, part in enumerate(loc):
+        if isinstance(node, CommentedSeq) and isinstance(part, str):
+            continue
+        if isinstance(node, CommentedMap) and part in node:
+            yield part, node.lc.key(part)
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
+            yield part, node.lc.item(part)
+        else:
+            yield from ((rest, None) for rest in loc[i:])
+            return
+        node = node[part]
+
+
+def _as_written(tree: Any, loc: Sequence[Any]) -> tuple[Any, ...]:
+    return tuple(part for part, _ in _walk(tree, loc))
+
+
 def _position(tree: Any, loc: Sequence[Any]) -> tuple[int | None, int | None]:
     """Line and column (1-based) of the deepest node of `loc` that exists in the parsed YAML."""
-    line: int | None = None
-    column: int | None = None
-    node = tree
-    for part in loc:
-        if isinstance(node, CommentedMap) and part in node:
-            line, column = node.lc.key(part)
-            node = node[part]
-        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
-            line, column = node.lc.item(part)
-            node = node[part]
-        else:
-            break
-    return (line + 1, column + 1) if line is not None and column is not None else (None, None)
+    found = [at for _, at in _walk(tree, loc) if at is not None]
+    return (found[-1][0] + 1, found[-1][1] + 1) if found else (None, None)
 
 
 def _friendly(error: Any) -> str:
@@ -589,10 +704,12 @@ def _problems_from(error: ValidationError, file: str, tree: Any) -> list[ConfigP
                 where, _, text = part.partition(": ")
                 full = (*loc, *_parse_dotted(where))
                 line, column = _position(tree, full)
-                problems.append(ConfigProblem(file, line, column, _dotted(full), text))
+                problems.append(
+                    ConfigProblem(file, line, column, _dotted(_as_written(tree, full)), text)
+                )
             continue
         line, column = _position(tree, where_loc)
-        problems.append(ConfigProblem(file, line, column, _dotted(loc), message))
+        problems.append(ConfigProblem(file, line, column, _dotted(_as_written(tree, loc)), message))
     return problems
 
 

@@ -14,10 +14,12 @@ from attribution.calls import CallReport, Route
 from attribution.numbering import Numbering
 from attribution.owner import Attribution, CallOwner, attribute, needs_holder
 from attribution.probable import Candidate, candidates
+from integrations.events import Event
 from pbx.settings import Settings
 from pbx.storage.call_credits import CallCredits, refresh_facts
 from pbx.storage.callers import is_known_number, known_visitor, record_call
 from pbx.storage.db import conflict_insert
+from pbx.storage.outbox import Outbox
 from pbx.storage.tables import call_candidates, call_tags, calls
 from pbx.storage.visits import VisitStore
 
@@ -64,11 +66,13 @@ class CallStore:
         settings: Settings,
         visits: VisitStore,
         clock: Callable[[], float],
+        outbox: Outbox | None = None,
     ) -> None:
         self._engine = engine
         self._settings = settings
         self._visits = visits
         self._clock = clock
+        self._outbox = outbox or Outbox(settings, clock)
         self._numbering = Numbering.from_settings(settings)
         self._credits = CallCredits(settings)
         self._insert = conflict_insert(calls, postgres=engine.dialect.name == "postgresql")
@@ -146,6 +150,9 @@ class CallStore:
                 )
             await record_call(conn, call, from_session=owner.holder is not None)
             await self._credits.write(conn, call)
+            queued = await self._outbox.add(conn, Event.CALL_COMPLETED, call_id)
+        if queued:
+            self._outbox.wake()
         return Attribution(values["attribution"])
 
     async def _probable(self, owner: CallOwner, report: CallReport) -> list[Candidate]:
@@ -251,6 +258,9 @@ class CallStore:
                         [{"call_id": call_id, "tag": t} for t in sorted(changes["tags"])],
                     )
             await refresh_facts(conn, call_id)
+            queued = await self._outbox.add(conn, Event.CALL_UPDATED, call_id)
+        if queued:
+            self._outbox.wake()
         return True
 
     async def _recordings(

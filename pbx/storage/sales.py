@@ -16,7 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from attribution.phone import dialled_forms
 from attribution.sales import CallSeen, Unmatched, credited_call
+from integrations.events import Event
 from pbx.storage.call_credits import refresh_facts
+from pbx.storage.outbox import Outbox
 from pbx.storage.tables import calls, sales
 
 ATTEMPTS = 3  # a race lost to an identical post is settled by reading its row on the next one
@@ -50,11 +52,13 @@ class SaleStore:
         region: str | None,
         match_days: int,
         clock: Callable[[], float],
+        outbox: Outbox | None = None,
     ) -> None:
         self._engine = engine
         self._region = region
         self._match_days = match_days
         self._clock = clock
+        self._outbox = outbox
 
     async def record(self, sale: Sale, by: str) -> Credited | Unmatched:
         """Store or correct the sale and credit it; why not when no call can have brought it
@@ -68,7 +72,15 @@ class SaleStore:
 
     async def _attempt(self, sale: Sale, by: str) -> Credited | Unmatched:
         async with self._engine.begin() as conn:
-            return await self._record(conn, sale, by)
+            result = await self._record(conn, sale, by)
+            queued = (
+                await self._outbox.add(conn, Event.SALE_CREATED, result.call_id, sale.reference)
+                if self._outbox is not None and isinstance(result, Credited) and result.created
+                else 0
+            )
+        if queued and self._outbox is not None:
+            self._outbox.wake()
+        return result
 
     async def _record(self, conn: AsyncConnection, sale: Sale, by: str) -> Credited | Unmatched:
         known = (

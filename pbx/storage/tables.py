@@ -66,6 +66,10 @@ sessions = Table(
     Column("tracking", String(16), nullable=False),
     Column("pages_viewed", Integer, nullable=False),
     Column("last_url", Text, nullable=False),
+    # the ad platforms' ids of this browser, read by the widget from their cookies: GA4's
+    # client id (of `_ga`) and Yandex Metrica's ClientID (`_ym_uid`), for conversions
+    Column("ga_client_id", String(64)),
+    Column("ym_client_id", String(32)),
 )
 
 #: Where a visit came from, as reports group it (with its start, site and pool).
@@ -360,4 +364,29 @@ month_versions = Table(
     metadata,
     Column("month", Integer, primary_key=True),  # yyyymm
     Column("version", Integer, nullable=False),
+)
+
+# Events for other systems (webhooks, GA4), written in the transaction that makes them true and
+# delivered by a worker with retries: one row per event and target (integrations/).
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", ID, nullable=False, unique=True),  # X-Calltrack-Event-Id: idempotency
+    Column("target", String(64), nullable=False),  # a webhook's name, or "ga4"
+    Column("event", String(32), nullable=False),  # integrations.events.Event
+    Column("call_id", Integer, ForeignKey("calls.id"), nullable=False, index=True),
+    Column("sale_reference", String(REFERENCE_MAX), ForeignKey("sales.reference")),
+    Column("created_at", Float, nullable=False),
+    Column("state", String(16), nullable=False),  # pending | delivered | failed
+    Column("due_at", Float, nullable=False),  # the next attempt (pending)
+    Column("give_up_at", Float, nullable=False),  # created_at + the target's retry_for
+    Column("claimed_until", Float),  # a worker is delivering it until then
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("body", Text),  # what was sent, kept from the first attempt: retries send the same
+    Column("last_status", Integer),  # the receiver's HTTP status, none: no answer
+    Column("last_error", String(512)),
+    Column("last_attempt_at", Float),
+    Column("delivered_at", Float),
+    Index("ix_outbox_state_due", "state", "due_at"),
 )

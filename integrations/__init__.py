@@ -1,0 +1,1 @@
+"""Outbound integrations: webhooks to CRMs, conversions to ad platforms, and their exports."""
