@@ -1,0 +1,51 @@
+"""The seam between what is sent (a composer: the body for a target's format) and how it is
+sent (the worker: claims from the outbox, signs, posts, retries).
+
+The worker claims a `PendingEvent`, asks the composer for the request once (its first attempt)
+and keeps it in the outbox row, so every retry sends the same bytes under the same event id; a
+receiver that got an earlier attempt sees a duplicate it can drop, never a changed event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from integrations.events import Event
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One HTTP POST as the receiver will get it (before the worker's signature headers)."""
+
+    url: str
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+    #: signs the delivery (X-Calltrack-Signature) when set: webhooks, not GA4
+    secret: str | None = None
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    """An outbox row the worker claimed."""
+
+    id: int
+    event_id: str
+    target: str
+    event: Event
+    call_id: int
+    sale_reference: str | None
+    created_at: float
+    attempts: int
+
+
+class Skip(Exception):
+    """The event needs no delivery (e.g. GA4 for a visit without a GA client id); the message
+    says why, on the admin page."""
+
+
+class Composer(Protocol):
+    async def compose(self, event: PendingEvent) -> Outgoing:
+        """The request for `event`'s target; raises Skip when there is nothing to send."""
+        ...
