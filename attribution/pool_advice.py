@@ -29,6 +29,8 @@ from attribution.pool_replay import Arrivals, RecordedVisit, Replay, replay
 FREEZE_STEPS = (5, 10, 15, 20, 30, 45, 60)
 DEFAULT_TARGET = 0.99
 DEFAULT_DAYS = 28
+#: fewer calls than this say too little to advise a freeze time
+MIN_CALLS = 30
 #: visits that would have had a number with a bigger pool; IP-capped ones were refused for the
 #: client's share (a scraper), which no pool size changes, so the replay leaves them out
 REPLAYED = frozenset({Tracking.TRACKED, Tracking.EXHAUSTED})
@@ -66,6 +68,9 @@ class PoolRecord:
     probable_calls: int
     fallback_calls: Sequence[PoolCall]
     unheld_calls: Sequence[PoolCall]
+    #: the other pools of the site whose visitors see the same fallback number (its calls
+    #: are the site's: they show under each of them)
+    fallback_shared_with: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,15 +103,22 @@ class PoolAdvice:
     visits: int
     visits_not_tracked: int
     fallback_calls: Sequence[PoolCall]
+    fallback_shared_with: tuple[str, ...]
     unheld_calls: Sequence[PoolCall]
-    #: the calls the freeze table measures: attributed exactly, and probable matches
+    #: the calls the freeze table measures: attributed exactly, probable matches, and calls to
+    #: pool numbers no visit could be matched to (counted as caught by no freeze)
     attributed_calls: int
     probable_calls: int
+    unmatched_calls: int
     target: float
     freeze_minutes: float
     replay: Replay
     recommended: int
     freeze: Sequence[FreezeStep]
+    #: minutes after a visit's last activity up to which a call is matched to it at all (the
+    #: freeze time and the probable window): the caught shares of longer freezes are upper
+    #: bounds, since calls later than this leave no trace of their visit
+    calls_seen_within: float
     #: what the admin can act on, e.g. "freeze 15m caught 96% of calls; 25m would catch 99% …"
     freeze_advice: str
     lost_by_day: dict[int, Lost]  # local yyyymmdd
@@ -120,8 +132,8 @@ class PoolAdvice:
             "site": self.site,
             "pool": self.pool,
             "numbers": self.numbers,
-            "peak_held": self.replay.peak,
-            "peak_at": self.replay.peak_at,
+            "peak_held": self.replay.held_peak,
+            "peak_at": self.replay.held_peak_at,
             "visits": self.visits,
             "visits_not_tracked": self.visits_not_tracked,
             "fallback_calls": len(self.fallback_calls),
@@ -137,43 +149,68 @@ class PoolAdvice:
                 ]
                 for step in self.freeze
             ],
+            # beside the issue's fields: what an unlimited pool would have held at once
+            "peak_demand": self.replay.peak,
+            "peak_demand_at": self.replay.peak_at,
+            "unmatched_calls": self.unmatched_calls,
         }
 
 
-def caught(delays: Sequence[float], minutes: float) -> float | None:
-    """The share of calls at most `minutes` after their session's last activity
-    (`delays` sorted)."""
-    if not delays:
-        return None
-    return bisect.bisect_right(delays, minutes * 60) / len(delays)
+@dataclass(frozen=True)
+class CallDelays:
+    """The calls the freeze table measures: how long after their visit's last activity each
+    came (sorted), and the calls to pool numbers no visit could be matched to (`unmatched`:
+    later than any freeze the record can see, so never counted as caught)."""
 
+    delays: Sequence[float]
+    unmatched: int = 0
 
-def freeze_for(delays: Sequence[float], target: float) -> float | None:
-    """The shortest whole-minute freeze time that catches `target` of the calls (`delays`
-    sorted), at least a minute; None without calls."""
-    if not delays:
-        return None
-    index = max(math.ceil(target * len(delays) * (1 - 1e-12)) - 1, 0)
-    return float(max(math.ceil(max(delays[index], 0.0) / 60), 1))
+    @classmethod
+    def of(cls, delays: Sequence[float], unmatched: int = 0) -> CallDelays:
+        return cls(sorted(delays), unmatched)
+
+    @property
+    def total(self) -> int:
+        return len(self.delays) + self.unmatched
+
+    def caught(self, minutes: float) -> float | None:
+        """The share of calls a freeze of `minutes` would have caught; None without calls."""
+        if not self.total:
+            return None
+        return bisect.bisect_right(self.delays, minutes * 60) / self.total
+
+    def freeze_for(self, target: float) -> float | None:
+        """The shortest whole-minute freeze that catches `target` of the calls, at least the
+        table's shortest; None when none can (too many calls matched no visit) or no calls."""
+        needed = math.ceil(target * self.total * (1 - 1e-12))
+        if not self.total or needed > len(self.delays):
+            return None
+        longest = max(self.delays[needed - 1], 0.0) if needed else 0.0
+        return float(max(math.ceil(longest / 60), FREEZE_STEPS[0]))
 
 
 def _minutes(value: float) -> str:
     return f"{value:g}m"
 
 
-def _advice(
-    delays: Sequence[float], policy: LeasePolicy, target: float, sizes: dict[float, int]
-) -> str:
-    now = policy.freeze_time / 60
-    if not delays:
-        return "No calls were attributed in this period: nothing yet to say about the freeze time."
-    share = caught(delays, now) or 0.0
-    better = freeze_for(delays, target)
-    head = f"freeze {_minutes(now)} caught {share:.0%} of calls"
-    if better is None or better == now:
+def _advice(calls: CallDelays, now: float, target: float, sizes: dict[float, int]) -> str:
+    if calls.total < MIN_CALLS:
+        return (
+            f"Only {calls.total} call{'s' * (calls.total != 1)} to measure by in this period:"
+            f" too few to advise a freeze time (at least {MIN_CALLS})."
+        )
+    head = f"freeze {_minutes(now)} caught {calls.caught(now) or 0:.0%} of calls"
+    better = calls.freeze_for(target)
+    if better is None:
+        return (
+            f"{head}; {calls.unmatched} of {calls.total} calls matched no visit, so no freeze"
+            f" time catches {target:.0%} of them."
+        )
+    if better == now:
         return f"{head}; it is the shortest freeze that catches {target:.0%}."
     more = sizes[better] - sizes[now]
-    change = f"{abs(more)} {'more' if more >= 0 else 'fewer'} number{'s' * (abs(more) != 1)}"
+    word = "more" if more > 0 else "fewer"
+    change = f"{abs(more)} {word} number{'s' * (abs(more) != 1)}" if more else "no more numbers"
     pool = f"{sizes[better]} in all for {target:.0%} of visits"
     if better > now:
         return f"{head}; {_minutes(better)} would catch {target:.0%} and needs {change} ({pool})."
@@ -200,17 +237,27 @@ class _LocalTime:
         return found
 
 
-def advise(record: PoolRecord, policy: LeasePolicy, target: float, zone: tzinfo) -> PoolAdvice:
-    """The advice for one pool: `policy` is the daemon's lease policy (its freeze time now)."""
+def advise(
+    record: PoolRecord,
+    policy: LeasePolicy,
+    target: float,
+    zone: tzinfo,
+    probable_window: float | None = None,
+) -> PoolAdvice:
+    """The advice for one pool: `policy` is the daemon's lease policy (its freeze time now),
+    `probable_window` how long after a lease ended a call is still matched to it (default: the
+    freeze time, as the config's `attribution.probable_window`)."""
     arrivals = Arrivals.of(
         RecordedVisit(started, last)
         for started, last, tracking in record.visits
         if tracking in REPLAYED
     )
-    delays = sorted(record.call_delays)
+    calls = CallDelays.of(record.call_delays, len(record.unheld_calls) - record.probable_calls)
     freeze_now = policy.freeze_time / 60
-    steps = sorted({*FREEZE_STEPS, freeze_now, freeze_for(delays, target) or freeze_now})
-    replays = {m: replay(arrivals, replace(policy, freeze_time=m * 60)) for m in steps}
+    steps = sorted({*FREEZE_STEPS, freeze_now, calls.freeze_for(target) or freeze_now})
+    replays = {
+        m: replay(arrivals, replace(policy, freeze_time=m * 60), size=record.numbers) for m in steps
+    }
     sizes = {m: result.smallest_for(target) for m, result in replays.items()}
     now = replays[freeze_now]
 
@@ -233,18 +280,21 @@ def advise(record: PoolRecord, policy: LeasePolicy, target: float, zone: tzinfo)
         visits=len(record.visits),
         visits_not_tracked=sum(by_day.values()),
         fallback_calls=record.fallback_calls,
+        fallback_shared_with=record.fallback_shared_with,
         unheld_calls=record.unheld_calls,
-        attributed_calls=len(delays) - record.probable_calls,
+        attributed_calls=len(calls.delays) - record.probable_calls,
         probable_calls=record.probable_calls,
+        unmatched_calls=calls.unmatched,
         target=target,
         freeze_minutes=freeze_now,
         replay=now,
         recommended=sizes[freeze_now],
         freeze=[
-            FreezeStep(minutes=m, caught_share=caught(delays, m), size_needed=sizes[m])
+            FreezeStep(minutes=m, caught_share=calls.caught(m), size_needed=sizes[m])
             for m in FREEZE_STEPS
         ],
-        freeze_advice=_advice(delays, policy, target, sizes),
+        calls_seen_within=freeze_now + (probable_window or policy.freeze_time) / 60,
+        freeze_advice=_advice(calls, freeze_now, target, sizes),
         lost_by_day={
             day: Lost(by_day[day, Tracking.EXHAUSTED], by_day[day, Tracking.IP_CAP]) for day in days
         },

@@ -41,8 +41,12 @@ class Replay:
     visits: int
     #: places[k - 1]: the visits whose lowest free place was k
     places: tuple[int, ...]
-    #: the first instant the most numbers were held (None without visits)
+    #: the first instant the most numbers were held with an unlimited pool (None: no visits)
     peak_at: float | None
+    #: with a pool of the size asked (`replay(..., size=)`): the most numbers it held at once,
+    #: and the first instant it did: never more than that size
+    held_peak: int = 0
+    held_peak_at: float | None = None
 
     @property
     def peak(self) -> int:
@@ -84,16 +88,21 @@ class Arrivals:
         return cls(sorted((arrival, max(arrival, last)) for arrival, last in visits))
 
 
-def replay(arrivals: Arrivals, policy: LeasePolicy) -> Replay:
-    """Replay the arrivals through `policy` for every pool size at once (see the module doc)."""
+def replay(arrivals: Arrivals, policy: LeasePolicy, size: int = 0) -> Replay:
+    """Replay the arrivals through `policy` for every pool size at once (see the module doc);
+    with `size`, also the most numbers a pool of that size held at once (places 0..size-1)."""
     held: list[tuple[float, int]] = []  # (held until, place)
     free: list[int] = []  # places let go, lowest first
     places: list[int] = []
     peak_at = None
+    in_pool = held_peak = 0  # places below `size` held now, and the most at once
+    held_peak_at = None
     push, pop, held_until = heapq.heappush, heapq.heappop, policy.held_until
     for arrival, last_activity in arrivals.visits:
         while held and held[0][0] < arrival:  # held until then: free from just after
-            push(free, pop(held)[1])
+            let_go = pop(held)[1]
+            push(free, let_go)
+            in_pool -= let_go < size
         if free:
             place = pop(free)
         else:  # every place so far is held: a new peak
@@ -102,4 +111,8 @@ def replay(arrivals: Arrivals, policy: LeasePolicy) -> Replay:
             peak_at = arrival
         places[place] += 1
         push(held, (held_until(last_activity), place))
-    return Replay(visits=len(arrivals.visits), places=tuple(places), peak_at=peak_at)
+        if place < size:
+            in_pool += 1
+            if in_pool > held_peak:
+                held_peak, held_peak_at = in_pool, arrival
+    return Replay(len(arrivals.visits), tuple(places), peak_at, held_peak, held_peak_at)

@@ -71,5 +71,7 @@ async def pool_advice(
     records = await pool_records(engine, settings, since, until)
     policy = settings.lease_policy
     return await asyncio.to_thread(
-        lambda: [advise(record, policy, target, zone) for record in records]
+        lambda: [
+            advise(record, policy, target, zone, settings.probable_window) for record in records
+        ]
     )

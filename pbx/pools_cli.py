@@ -90,48 +90,66 @@ def _text(advice: PoolAdvice, first: date, last: date, zone: ZoneInfo) -> str:
     visits = advice.visits
     lost = advice.visits_not_tracked
     exhausted = sum(day.exhausted for day in advice.lost_by_day.values())
+
+    def when(at: float) -> str:
+        return datetime.fromtimestamp(at, zone).strftime("%Y-%m-%d %H:%M")
+
+    shared = (
+        f" (the site's fallback, also shown by {', '.join(advice.fallback_shared_with)})"
+        if advice.fallback_shared_with
+        else ""
+    )
     lines = [
         f"{advice.site}/{advice.pool}: {_count(advice.numbers, 'number')};"
-        f" {first}..{last} ({_count((last - first).days + 1, 'day')}),"
-        " exact for the recorded traffic",
-        f"  visits {visits}, not tracked {lost} ({lost / visits if visits else 0:.1%}):"
+        f" {first}..{last} ({_count((last - first).days + 1, 'day')}); the recorded visits"
+        " replayed through the lease rules (arrival to last activity)",
+        f"  visits {visits}, got no number {lost} ({lost / visits if visits else 0:.1%}):"
         f" pool exhausted {exhausted}, per-client cap {lost - exhausted}",
-        f"  calls to the fallback {len(advice.fallback_calls)},"
+        f"  calls to the fallback {len(advice.fallback_calls)}{shared},"
         f" to pool numbers nobody held {len(advice.unheld_calls)}",
     ]
     busiest = sorted(
         (
-            (n, day, hour)
+            (-n, day, hour)
             for day, hours in enumerate(advice.ran_out)
             for hour, n in enumerate(hours)
-        ),
-        reverse=True,
+            if n
+        )
     )[:3]
-    if busiest and busiest[0][0]:
+    if busiest:
         lines.append(
             "  ran out most: "
             + ", ".join(
-                f"{WEEKDAYS[day]} {hour:02d}:00 ({_count(n, 'visit')})"
-                for n, day, hour in busiest
-                if n
+                f"{WEEKDAYS[day]} {hour:02d}:00 ({_count(-n, 'visit')})" for n, day, hour in busiest
             )
         )
-    if replay.peak_at is not None:
-        peak_at = datetime.fromtimestamp(replay.peak_at, zone).strftime("%Y-%m-%d %H:%M")
-        lines.append(f"  peak: {replay.peak} numbers held at once, first at {peak_at}")
     if not replay.visits:
         lines.append("  no visits asked this pool for a number in the period: nothing to replay")
         return "\n".join(lines) + "\n"
+    if replay.held_peak_at is not None and replay.peak_at is not None:
+        lines.append(
+            f"  peak: {replay.held_peak} of {advice.numbers} held at once, first at"
+            f" {when(replay.held_peak_at)}; an unlimited pool would have held"
+            f" {replay.peak} at once ({when(replay.peak_at)})"
+        )
     lines.append(
-        f"  recommended: {_count(advice.recommended, 'number')} track {advice.target:.1%} of the"
-        f" {replay.visits} visits that asked for one"
-        f" ({advice.numbers} track {replay.share(advice.numbers):.1%})"
+        f"  recommended: {_count(advice.recommended, 'number')}, the smallest pool that tracks"
+        f" {advice.target:.1%} of the {replay.visits} visits that asked for one"
+        f" ({replay.share(advice.recommended):.1%}; your {advice.numbers}:"
+        f" {replay.share(advice.numbers):.1%})"
     )
     lines.append("  freeze  calls caught  numbers needed")
     for step in advice.freeze:
         share = "-" if step.caught_share is None else f"{step.caught_share:.0%}"
+        if step.caught_share is not None and step.minutes > advice.calls_seen_within:
+            share = f"at most {share}"
         lines.append(f"  {step.minutes:>4g}m  {share:>12}  {step.size_needed:>14}")
     lines.append(f"  {advice.freeze_advice}")
+    if any(s.minutes > advice.calls_seen_within for s in advice.freeze):
+        lines.append(
+            f"  (calls later than {advice.calls_seen_within:g} minutes after a visit left are"
+            " matched to no visit: the shares past that are upper bounds)"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -124,19 +124,30 @@ def pool_view(advice: PoolAdvice, first: date, last: date) -> PoolView:
     )
 
 
+def _percent(text: str | None) -> str | None:
+    """The form asks for a percentage: "1" is 1 %, not the fraction 1 the command reads."""
+    if text is None or text.strip() == "" or text.strip().endswith("%"):
+        return text
+    return text.strip() + "%"
+
+
 async def pools_page(request: web.Request) -> web.Response:
     user = await require_user(request, admin=True)
     settings = request.app[SETTINGS]
     params = request.query
     form = {name: params.get(name, "") for name in ("since", "until", "target")}
     try:
-        target = read_target(params.get("target"))
+        target = read_target(_percent(params.get("target")))
         first, last = read_range(
             params.get("since"), params.get("until"), today(settings, request.app[CLOCK]())
         )
     except SizingError as exc:
         return render(request, "pools.html", 400, user=user, error=str(exc), form=form, pools=[])
-    async with request.app[POOL_ADVICE_LOCK]:
+    lock = request.app[POOL_ADVICE_LOCK]
+    if lock.locked():  # one replay at a time; a reload must not queue another behind it
+        busy = "Another pool computation is running; try again in a few seconds."
+        return render(request, "pools.html", 503, user=user, error=busy, form=form, pools=[])
+    async with lock:
         advice = await pool_advice(request.app[READER], settings, first, last, target)
     return render(
         request,

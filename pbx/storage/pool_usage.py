@@ -23,6 +23,7 @@ from pbx.storage.tables import call_candidates, calls, session_pools, sessions
 _POOL_CALLS = (Attribution.SESSION, Attribution.PROBABLE, Attribution.UNKNOWN)
 _UNHELD = (Attribution.PROBABLE, Attribution.UNKNOWN)
 Key = tuple[str, str]
+PART = 5000  # rows handled between two turns of the event loop
 #: a stored tracking word as the enum: a dict lookup, not an Enum call, per row of a million
 _TRACKING = {str(t): t for t in Tracking}
 
@@ -32,7 +33,7 @@ async def pool_records(
 ) -> list[PoolRecord]:
     """Every configured pool's record over [since, until), in the config's order."""
     async with engine.connect() as conn:
-        visit_rows = await conn.execute(
+        visit_rows = await conn.stream(
             select(
                 session_pools.c.site,
                 session_pools.c.pool,
@@ -44,8 +45,11 @@ async def pool_records(
             .where(session_pools.c.started_at >= since, session_pools.c.started_at < until)
         )
         visits: defaultdict[Key, list[PoolVisit]] = defaultdict(list)
-        for site, pool, started_at, last_seen, tracking in visit_rows:
-            visits[site, pool].append(PoolVisit(started_at, last_seen, _TRACKING[tracking]))
+        # in parts: the event loop serves visitors and Asterisk between them (a month of a
+        # busy site is a million rows)
+        async for part in visit_rows.partitions(PART):
+            for site, pool, started_at, last_seen, tracking in part:
+                visits[site, pool].append(PoolVisit(started_at, last_seen, _TRACKING[tracking]))
 
         call_rows = await conn.execute(
             select(
@@ -108,6 +112,7 @@ async def pool_records(
     records = []
     for site in settings.sites:
         plan = SitePlan.from_settings(settings, site)
+        showing = [p.name for p in plan.pools if plan.shows_fallback(p)]
         for pool, pool_plan in zip(site.pools, plan.pools, strict=True):
             key = (site.name, pool.name)
             records.append(
@@ -124,6 +129,9 @@ async def pool_records(
                     if plan.shows_fallback(pool_plan)
                     else [],
                     unheld_calls=unheld.get(key, []),
+                    fallback_shared_with=tuple(p for p in showing if p != pool.name)
+                    if plan.shows_fallback(pool_plan)
+                    else (),
                 )
             )
     return records

@@ -65,8 +65,8 @@ async def test_recommend_json_counts_the_stored_history(
         "site": "main",
         "pool": "all",
         "numbers": 3,
-        "peak_held": 4,  # all four held at once with an unlimited pool
-        "peak_at": T0 + 30,
+        "peak_held": 3,  # all three from the third visit on
+        "peak_at": T0 + 20,
         "visits": 4,
         "visits_not_tracked": 1,
         "fallback_calls": 1,
@@ -77,6 +77,9 @@ async def test_recommend_json_counts_the_stored_history(
         # the only attributed call came 40 s late: every freeze catches it; the four visits
         # lie within 30 s, so any freeze of minutes needs four numbers
         "freeze": [[m, 1.0, 4] for m in STEPS],
+        "peak_demand": 4,  # all four at once with an unlimited pool
+        "peak_demand_at": T0 + 30,
+        "unmatched_calls": 0,
     }
     assert pools["paid"] == {
         "site": "main",
@@ -91,7 +94,11 @@ async def test_recommend_json_counts_the_stored_history(
         "recommended": 0,
         "target": 0.99,
         "curve": [],
-        "freeze": [[m, None, 0] for m in STEPS],
+        # its one call matched no visit: no freeze would have caught it
+        "freeze": [[m, 0.0, 0] for m in STEPS],
+        "peak_demand": 0,
+        "peak_demand_at": None,
+        "unmatched_calls": 1,
     }
 
 
@@ -100,13 +107,22 @@ async def test_recommend_text_says_the_period_and_takes_a_target(
 ) -> None:
     _, config = await stored_history(tmp_path, aiohttp_client)
     text = recommend(config, "--until", DAY, "--target", "75")
-    assert "main/all: 3 numbers; 2027-01-15..2027-01-15 (1 day), exact for the recorded" in text
-    assert "visits 4, not tracked 1 (25.0%): pool exhausted 1, per-client cap 0" in text
-    assert "calls to the fallback 1, to pool numbers nobody held 0" in text
-    assert "peak: 4 numbers held at once, first at 2027-01-15 11:00" in text
+    assert "main/all: 3 numbers; 2027-01-15..2027-01-15 (1 day); the recorded visits" in text
+    assert "visits 4, got no number 1 (25.0%): pool exhausted 1, per-client cap 0" in text
+    assert (
+        "calls to the fallback 1 (the site's fallback, also shown by paid),"
+        " to pool numbers nobody held 0"
+    ) in text
+    assert (
+        "peak: 3 of 3 held at once, first at 2027-01-15 11:00; an unlimited pool would have"
+        " held 4 at once (2027-01-15 11:00)"
+    ) in text
     assert "ran out most: Fri 11:00 (1 visit)" in text  # 2027-01-15, Moscow time
-    assert "recommended: 3 numbers track 75.0% of the 4 visits" in text
-    assert "freeze 1m caught 100% of calls; it is the shortest freeze that catches 75%." in text
+    assert (
+        "recommended: 3 numbers, the smallest pool that tracks 75.0% of the 4 visits that asked"
+        " for one (75.0%; your 3: 75.0%)"
+    ) in text
+    assert "Only 1 call to measure by in this period: too few to advise a freeze time" in text
     paid = text.split("main/paid: 1 number; ")[1]
     assert "no visits asked this pool for a number in the period" in paid
 
@@ -142,9 +158,10 @@ async def test_the_page_is_for_admins_and_shows_each_pools_advice(
     assert page.status == 200, html
     assert "main / all" in html and "main / paid" in html
     assert "Add 1 number: 4 would have tracked 99% of visits; your 3 tracked 75.0%." in html
-    assert "4 numbers held at once, first on 15 Jan 2027, 11:00" in html
-    assert "freeze 1m caught 100% of calls; it is the shortest freeze" in html
-    assert "(1 attributed call)" in html
+    assert "3 of 3 held at once, first on 15 Jan 2027, 11:00; an unlimited pool would" in html
+    assert "Only 1 call to measure by in this period" in html
+    assert "(1 attributed call)" in html and "1 matched to no visit" in html
+    assert "(the site's fallback number, also shown by paid)" in html
     # the fallback call under both pools, the unheld one under "paid"
     assert len(re.findall(r'href="/calls/\d+"', html)) == 3
     assert 'title="Fri 11:00, 1 visit"' in html  # 2027-01-15 is a Friday: the exhausted visit
@@ -155,6 +172,7 @@ async def test_the_page_is_for_admins_and_shows_each_pools_advice(
     ("query", "reason"),
     [
         ("target=101", "target: expected a share of visits"),
+        ("target=0", "target: expected a share of visits"),
         ("target=%3Cscript%3E", "target: expected a share of visits"),
         ("since=2026-13-01", "since: expected a date like 2026-11-30"),
         ("since=2026-01-01&until=2026-12-31", "since..until: at most 92 days"),

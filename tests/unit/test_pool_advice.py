@@ -7,14 +7,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from attribution.leasing import LeasePolicy, Tracking
-from attribution.pool_advice import (
-    PoolCall,
-    PoolRecord,
-    PoolVisit,
-    advise,
-    caught,
-    freeze_for,
-)
+from attribution.pool_advice import CallDelays, PoolCall, PoolRecord, PoolVisit, advise
 
 MOSCOW = ZoneInfo("Europe/Moscow")  # UTC+3 all year
 POLICY = LeasePolicy(freeze_time=15 * 60.0)
@@ -26,8 +19,14 @@ def at(day: int, hour: int, minute: int = 0) -> float:
     return datetime(2026, 11, day, hour, minute, tzinfo=MOSCOW).timestamp()
 
 
+UNHELD = [PoolCall(8, at(2, 11)), PoolCall(9, at(3, 11))]
+
+
 def record(
-    visits: list[PoolVisit], delays: list[float] | None = None, probable: int = 0
+    visits: list[PoolVisit],
+    delays: list[float] | None = None,
+    probable: int = 0,
+    unheld: list[PoolCall] | None = None,
 ) -> PoolRecord:
     return PoolRecord(
         site="shop",
@@ -39,7 +38,7 @@ def record(
         call_delays=delays or [],
         probable_calls=probable,
         fallback_calls=[PoolCall(7, at(2, 10))],
-        unheld_calls=[PoolCall(8, at(2, 11)), PoolCall(9, at(3, 11))],
+        unheld_calls=unheld or [],
     )
 
 
@@ -78,39 +77,50 @@ def test_the_replay_leaves_out_ip_capped_visits() -> None:
 
 
 def test_caught_shares_and_the_freeze_that_reaches_the_target() -> None:
-    delays = sorted([-30.0, 0.0, 4 * MINUTE, 9 * MINUTE, 14 * MINUTE, 24.5 * MINUTE])
-    assert caught(delays, 5) == 3 / 6
-    assert caught(delays, 15) == 5 / 6
-    assert caught(delays, 25) == 1.0
-    assert caught([], 15) is None
-    assert freeze_for(delays, 0.99) == 25.0  # 24.5 minutes, rounded up
-    assert freeze_for(delays, 0.8) == 14.0  # the 5th of 6 is 14 minutes: 0.8 × 6 = 4.8
-    assert freeze_for([-5.0], 0.99) == 1.0  # at least a minute
-    assert freeze_for([], 0.99) is None
+    calls = CallDelays.of([24.5 * MINUTE, -30.0, 0.0, 4 * MINUTE, 9 * MINUTE, 14 * MINUTE])
+    assert calls.caught(5) == 3 / 6
+    assert calls.caught(15) == 5 / 6
+    assert calls.caught(25) == 1.0
+    assert CallDelays.of([]).caught(15) is None
+    assert calls.freeze_for(0.99) == 25.0  # 24.5 minutes, rounded up
+    assert calls.freeze_for(0.8) == 14.0  # the 5th of 6 is 14 minutes: 0.8 × 6 = 4.8
+    assert CallDelays.of([-5.0]).freeze_for(0.99) == 5.0  # never below the table's shortest
+    assert CallDelays.of([]).freeze_for(0.99) is None
+
+
+def test_calls_no_visit_matched_are_caught_by_no_freeze() -> None:
+    # 8 timed calls and 2 nobody could be matched to: at most 80 % can be caught
+    calls = CallDelays.of([60.0 * i for i in range(8)], unmatched=2)
+    assert calls.total == 10 and calls.caught(60) == 0.8
+    assert calls.freeze_for(0.8) == 7.0 and calls.freeze_for(0.9) is None
+
+
+def quick_and_late(quick: int, late: int, late_minutes: float) -> list[float]:
+    """`quick` calls within a minute of leaving, `late` calls `late_minutes` after."""
+    return [30.0] * quick + [late_minutes * MINUTE] * late
 
 
 def test_a_longer_freeze_is_advised_with_the_numbers_it_needs() -> None:
-    # two sessions a day apart, each leaving at :00; one call 24.5 minutes after the first left
-    # and one at once after the second. With 25m instead of 15m the lone sessions still need
-    # one number each, so no more numbers; visits 20 minutes apart make the difference:
+    # two sessions 20 minutes apart, each leaving at once; 40 calls, one of them 24.5 minutes
+    # after its visit left: 99 % of 40 is 39.6, so the 40th must be caught too
     visits = [
         PoolVisit(at(2, 10), at(2, 10), Tracking.TRACKED),
         PoolVisit(at(2, 10, 20), at(2, 10, 20), Tracking.TRACKED),
     ]
-    advice = advise(record(visits, [24.5 * MINUTE, 0.0]), POLICY, 0.99, MOSCOW)
+    advice = advise(record(visits, quick_and_late(39, 1, 24.5)), POLICY, 0.99, MOSCOW)
     # freeze 15: the first is free again at 10:15, before the second comes at 10:20 → 1 number
     # freeze 25: the first is held until 10:25 → 2 numbers
     assert advice.recommended == 1
     assert advice.freeze_advice == (
-        "freeze 15m caught 50% of calls; 25m would catch 99% and needs 1 more number"
+        "freeze 15m caught 98% of calls; 25m would catch 99% and needs 1 more number"
         " (2 in all for 99% of visits)."
     )
     steps = {step.minutes: (step.caught_share, step.size_needed) for step in advice.freeze}
     assert steps == {
-        5: (0.5, 1),
-        10: (0.5, 1),
-        15: (0.5, 1),
-        20: (0.5, 2),  # held until 10:20 inclusive: the second arrives while it is held
+        5: (39 / 40, 1),
+        10: (39 / 40, 1),
+        15: (39 / 40, 1),
+        20: (39 / 40, 2),  # held until 10:20 inclusive: the second arrives while it is held
         30: (1.0, 2),
         45: (1.0, 2),
         60: (1.0, 2),
@@ -122,18 +132,44 @@ def test_a_shorter_freeze_is_advised_when_calls_come_quickly() -> None:
         PoolVisit(at(2, 10), at(2, 10), Tracking.TRACKED),
         PoolVisit(at(2, 10, 10), at(2, 10, 10), Tracking.TRACKED),
     ]
-    advice = advise(record(visits, [2 * MINUTE, 3.5 * MINUTE]), POLICY, 0.99, MOSCOW)
+    advice = advise(record(visits, quick_and_late(30, 0, 0)), POLICY, 0.99, MOSCOW)
     assert advice.recommended == 2  # 15m: the first is held until 10:15, past 10:10
     assert advice.freeze_advice == (
-        "freeze 15m caught 100% of calls; 4m would still catch 99% and needs 1 fewer number"
+        "freeze 15m caught 100% of calls; 5m would still catch 99% and needs 1 fewer number"
         " (1 in all for 99% of visits; a shorter freeze also gives late callers' numbers to"
         " others sooner)."
     )
 
 
+def test_the_same_pool_for_another_freeze_needs_no_more_numbers() -> None:
+    visits = [PoolVisit(at(2, 10), at(2, 10), Tracking.TRACKED)]
+    advice = advise(record(visits, quick_and_late(29, 1, 40)), POLICY, 0.99, MOSCOW)
+    assert advice.freeze_advice == (
+        "freeze 15m caught 97% of calls; 40m would catch 99% and needs no more numbers"
+        " (1 in all for 99% of visits)."
+    )
+
+
+def test_too_few_calls_give_no_freeze_advice() -> None:
+    advice = advise(record([], [60.0] * 29), POLICY, 0.99, MOSCOW)
+    assert advice.freeze_advice == (
+        "Only 29 calls to measure by in this period: too few to advise a freeze time (at least 30)."
+    )
+
+
+def test_unmatched_calls_can_make_the_target_unreachable() -> None:
+    # 2 of the record's 2 unheld calls have no candidate: with 30 timed calls, 30 of 32 caught
+    advice = advise(record([], [60.0] * 30, unheld=UNHELD), POLICY, 0.99, MOSCOW)
+    assert advice.unmatched_calls == 2
+    assert advice.freeze_advice == (
+        "freeze 15m caught 94% of calls; 2 of 32 calls matched no visit, so no freeze time"
+        " catches 99% of them."
+    )
+
+
 def test_without_calls_there_is_no_freeze_advice_and_shares_are_unknown() -> None:
     advice = advise(record([]), POLICY, 0.99, MOSCOW)
-    assert advice.freeze_advice.startswith("No calls were attributed")
+    assert advice.freeze_advice.startswith("Only 0 calls to measure by")
     assert all(step.caught_share is None for step in advice.freeze)
     assert advice.recommended == 0 and advice.replay.peak_at is None
 
@@ -143,7 +179,7 @@ def test_the_json_shape_is_the_one_the_issue_names() -> None:
         PoolVisit(at(2, 10), at(2, 10, 5), Tracking.TRACKED),
         PoolVisit(at(2, 10, 1), at(2, 10, 5), Tracking.EXHAUSTED),
     ]
-    shape = advise(record(visits, [60.0]), POLICY, 0.99, MOSCOW).as_json()
+    shape = advise(record(visits, [60.0], unheld=UNHELD), POLICY, 0.99, MOSCOW).as_json()
     assert list(shape) == [
         "site",
         "pool",
@@ -158,6 +194,9 @@ def test_the_json_shape_is_the_one_the_issue_names() -> None:
         "target",
         "curve",
         "freeze",
+        "peak_demand",
+        "peak_demand_at",
+        "unmatched_calls",
     ]
     assert shape["curve"] == [[1, 0.5], [2, 1.0]]
     assert shape["peak_held"] == 2 and shape["recommended"] == 2 and shape["target"] == 0.99
@@ -166,4 +205,6 @@ def test_the_json_shape_is_the_one_the_issue_names() -> None:
         2,
         1,
     )
-    assert shape["freeze"][0] == [5, 1.0, 2]
+    # one timed call and the two unheld ones no visit matched: a third caught by any freeze
+    assert shape["freeze"][0] == [5, 0.333333, 2]
+    assert (shape["peak_held"], shape["peak_demand"], shape["unmatched_calls"]) == (2, 2, 2)

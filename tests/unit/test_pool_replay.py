@@ -39,6 +39,12 @@ def test_five_overlapping_sessions_need_five_numbers() -> None:
     assert five.curve() == [(1, 0.2), (2, 0.4), (3, 0.6), (4, 0.8), (5, 1.0)]
 
 
+def test_a_pool_of_a_given_size_holds_at_most_that_many() -> None:
+    five = replay(Arrivals.of(RecordedVisit(float(i), 100.0) for i in range(5)), FREEZE, size=3)
+    assert (five.held_peak, five.held_peak_at) == (3, 2.0)
+    assert (five.peak, five.peak_at) == (5, 4.0)
+
+
 def test_a_number_is_free_only_after_the_freeze_time() -> None:
     # the first holds until 10 + 60 = 70: at 70 it is still held, at 70.5 it is free again
     history = replayed((0.0, 10.0), (70.0, 80.0), (70.5, 90.0))
@@ -82,6 +88,9 @@ def test_one_pass_counts_what_each_pool_size_would_have_served(
         assert result.tracked(size) == pool_of(size, history)
     # the peak is the smallest pool that serves everyone
     assert pool_of(result.peak, history) == len(history)
+    for size in range(len(history) + 2):
+        capped = replay(Arrivals.of(RecordedVisit(a, b) for a, b in history), FREEZE, size)
+        assert capped.held_peak == min(size, result.peak)
     assert result.peak == 0 or pool_of(result.peak - 1, history) < len(history)
 
 

@@ -63,11 +63,12 @@ def test_a_pool_of_the_minimum_or_more_tracks_every_visit() -> None:
     assert sim.run(sim.minimum - 1, "longest_free").not_tracked > 0
 
 
-def test_a_visitor_shown_no_number_is_never_credited_to_another_visit() -> None:
+def test_an_exhausted_pool_never_credits_a_call_within_the_freeze_time_to_another_visit() -> None:
     sim = simulation(SMALL)
     for allocator in ("longest_free", "random_free"):
         exhausted = sim.run(sim.size(0.5), allocator)
-        assert exhausted.not_tracked > 0 and exhausted.wrong_without_number == 0
+        assert exhausted.not_tracked > 0 and exhausted.wrong > 0  # late calls can go wrong
+        assert exhausted.wrong_in_freeze == 0
         assert exhausted.right + exhausted.wrong + exhausted.none == exhausted.calls
 
 
