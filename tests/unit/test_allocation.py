@@ -119,3 +119,37 @@ def test_a_held_number_is_never_handed_to_another_session(
     for number in (f"n{i}" for i in range(size)):  # and no two leases of a number overlap
         spans = p.spans_of(number)
         assert all(a.held_until < b.started_at for a, b in pairwise(spans))
+
+
+async def test_the_daemons_sql_hands_out_numbers_in_the_cores_order() -> None:
+    """The rule is defined in the core (NumberPool with LongestFree) and implemented in SQL
+    (pbx/storage/number_claims.py): a seeded script of visits through the real VisitStore on
+    SQLite and through NumberPool gets the same number, or none, at every step."""
+    from pbx.storage.db import open_engine, upgrade
+    from pbx.storage.visits import VisitRequest, VisitStore
+    from tests.helpers import ORIGIN, FakeClock, make_settings
+
+    numbers = [f"+7499000{n:04d}" for n in range(11, 15)]
+    site = {"name": "main", "origins": [ORIGIN], "replace": ["+7 (495) 123-45-67"]}
+    settings = make_settings(
+        "sqlite+aiosqlite:///:memory:",
+        freeze_time="60s",
+        sites=[{**site, "pools": [{"name": "all", "numbers": numbers}]}],
+    )
+    engine = open_engine(settings.database)
+    await upgrade(engine)
+    clock = FakeClock()
+    store = VisitStore(engine, settings, clock)
+    await store.sync_numbers()
+    pool = NumberPool(numbers, settings.lease_policy, LongestFree())
+    rng = random.Random(7)
+    given = []
+    for i in range(120):
+        clock.advance(rng.choice([1, 5, 20, 40, 61, 90]))
+        request = VisitRequest(settings.sites[0], f"{ORIGIN}/", None, None, None, f"10.1.0.{i}")
+        visit = await store.start_visit(request)
+        expected = pool.take(str(i), clock.now)
+        assert visit.number == expected, (i, clock.now)
+        given.append(expected)
+    assert None in given and len(set(given) - {None}) == len(numbers)  # it ran out, used all
+    await engine.dispose()
