@@ -1,14 +1,17 @@
 """The pool advice over a range of local days, for `calltrack pools --recommend` and
 /admin/pools: one reading of their options, one way to compute it.
 
-The replay is CPU work (a second or two for a month of a busy site), so it runs in a worker
+The replay is CPU work (a few seconds for a month of a busy site), so it runs in a worker
 thread: the daemon's event loop keeps answering visitors and Asterisk meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import math
+from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -68,10 +71,26 @@ async def pool_advice(
     zone = ZoneInfo(settings.ui.timezone)
     since = datetime.combine(first, time(), zone).timestamp()
     until = datetime.combine(last + timedelta(days=1), time(), zone).timestamp()
-    records = await pool_records(engine, settings, since, until)
     policy = settings.lease_policy
-    return await asyncio.to_thread(
-        lambda: [
-            advise(record, policy, target, zone, settings.probable_window) for record in records
-        ]
-    )
+    with _no_cycle_collection():
+        records = await pool_records(engine, settings, since, until)
+        return await asyncio.to_thread(
+            lambda: [
+                advise(record, policy, target, zone, settings.probable_window) for record in records
+            ]
+        )
+
+
+@contextlib.contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Python's cycle collector off while a month of visits is read and replayed: the million
+    tuples they make hold no cycles (they are freed by reference counting), but each burst of
+    them set off a full collection of the whole heap, every one a pause of the event loop
+    (11 of 0.1-0.5 s measured over 560,000 visits, 2 s in all)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
