@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 from sqlalchemy import text
 
+from integrations.worker import delivery_worker
 from pbx import crm_api, journey_api, reports_api, staff_api, staff_ui
 from pbx.http import errors_as_json
 from pbx.keys import (
@@ -139,6 +140,7 @@ def build_app(settings: Settings, clock: Callable[[], float] = time.time) -> web
     app[LOGIN_GUARD] = LoginGuard(clock)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_recordings)
+    app.cleanup_ctx.append(delivery_worker)
     app.cleanup_ctx.append(pbx_link)
     app.add_routes(
         [

@@ -39,6 +39,19 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.deliveries = Counter(
+            "calltrack_webhook_deliveries",
+            "Webhook and GA4 delivery attempts, by target and outcome (delivered, retried,"
+            " failed: given up; skipped: nothing to send)",
+            ["target", "outcome"],
+            registry=self.registry,
+        )
+        self.delivery_latency = Histogram(
+            "calltrack_webhook_delivery_seconds",
+            "From an event's commit (a call stored, a sale recorded) to its delivery",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60, 600, 3600, 86400),
+            registry=self.registry,
+        )
         self.http_errors = Counter(
             "calltrack_http_errors",
             "HTTP answers with an error status",

@@ -1,0 +1,71 @@
+"""The retry schedule (issue 14): the first retry within 10 s, delays that grow on average up to
+a cap, and never a try after the row's give-up time (then it fails)."""
+
+from __future__ import annotations
+
+from random import Random
+from statistics import mean
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from integrations.retry import DEFAULT, Backoff, next_try
+
+seeds = st.integers(min_value=0, max_value=2**32)
+NOW = 1_800_000_000.0
+DAY = 86_400.0
+
+
+@given(seeds)
+def test_the_first_retry_comes_within_10_seconds(seed: int) -> None:
+    rng = Random(seed)
+    for _ in range(50):
+        due = next_try(1, NOW, NOW + DAY, rng)
+        assert due is not None and NOW + 1.0 <= due <= NOW + 10.0
+
+
+@given(seeds, st.integers(min_value=1, max_value=9))  # 5 s x 2**9 = 2560 s: below the cap
+def test_delays_grow_on_average_until_the_cap(seed: int, attempts: int) -> None:
+    rng = Random(seed)
+    now = mean(DEFAULT.delay(attempts, rng) for _ in range(400))
+    later = mean(DEFAULT.delay(attempts + 1, rng) for _ in range(400))
+    # the ceiling doubles, so the mean (half the ceiling) does: 1.5 x leaves room for chance
+    assert later > 1.5 * now
+
+
+@given(seeds, st.integers(min_value=1, max_value=10_000))
+def test_no_two_attempts_are_further_apart_than_the_cap(seed: int, attempts: int) -> None:
+    assert 1.0 <= DEFAULT.delay(attempts, Random(seed)) <= 3600.0
+
+
+@given(
+    seeds,
+    st.integers(min_value=1, max_value=200),
+    st.floats(min_value=0, max_value=3 * DAY),
+    st.floats(min_value=1, max_value=3 * DAY),
+)
+def test_never_beyond_give_up_at(seed: int, attempts: int, elapsed: float, window: float) -> None:
+    give_up_at = NOW + window
+    last = NOW + elapsed
+    due = next_try(attempts, last, give_up_at, Random(seed))
+    if last >= give_up_at:
+        assert due is None  # failed
+    else:
+        assert due is not None and last < due <= give_up_at
+
+
+def test_a_schedule_retries_for_its_window_then_fails() -> None:
+    rng, at, tries = Random(14), NOW, 0
+    while (due := next_try(tries + 1, at, NOW + DAY, rng)) is not None:
+        at, tries = due, tries + 1
+    assert at == NOW + DAY  # the last try is at the give-up time
+    # ~ 5 s, 10 s, ... doubling to 1 h apart: a day is a few dozen tries, not thousands
+    assert 20 <= tries <= 80
+
+
+def test_the_floor_keeps_a_refusing_receiver_from_being_hammered() -> None:
+    class Zero(Random):
+        def uniform(self, a: float, b: float) -> float:
+            return a
+
+    assert Backoff().delay(1, Zero()) == 1.0

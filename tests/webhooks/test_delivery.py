@@ -1,0 +1,300 @@
+"""The delivery worker on a real SQLite outbox and a local receiver (issue 14): a stored call is
+POSTed right after its commit, signed, with its event id; 500s and timeouts are retried with
+the same bytes and the same event id until delivered once; past the give-up time the row is
+failed; "retry now" sends it again; a composer's Skip is recorded; the counts are in /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import select
+
+from attribution.calls import CallReport
+from integrations.delivery import Outgoing, PendingEvent, Skip
+from integrations.signing import verify
+from integrations.worker import DeliveryWorker
+from pbx.app import build_app
+from pbx.keys import CALLS, DELIVERIES, ENGINE
+from pbx.metrics import Metrics
+from pbx.settings import Settings
+from pbx.storage.calls import CallStore
+from pbx.storage.db import open_engine
+from pbx.storage.deliveries import Deliveries, recent
+from pbx.storage.outbox import Outbox
+from pbx.storage.tables import outbox
+from pbx.storage.visits import VisitStore
+from tests.helpers import FakeClock, migrate, settings_for
+from tests.webhooks.receiver import PATH, Receiver, serve
+
+SECRET = "whsec-delivery-tests-0123"
+Client = TestClient  # type: ignore[type-arg]
+
+
+def report(linkedid: str, at: float) -> CallReport:
+    return CallReport(linkedid, "+79161234567", "+74990000101", at, at + 60, at + 5, "ANSWER")
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[Receiver, TestServer]]:
+    got = Receiver()
+    server = await serve(got)
+    yield got, server
+    await server.close()
+
+
+def hook(server: TestServer, **extra: Any) -> dict[str, Any]:
+    return {"name": "crm", "url": str(server.make_url(PATH)), "secret": SECRET, **extra}
+
+
+async def test_a_stored_call_is_posted_signed_with_its_event_id(
+    tmp_path: Path,
+    receiver: tuple[Receiver, TestServer],
+    aiohttp_client: Callable[..., Awaitable[Client]],
+) -> None:
+    got, server = receiver
+    settings = settings_for(tmp_path, webhooks=[hook(server)])
+    await migrate(settings)
+    client = await aiohttp_client(build_app(settings))  # the real clock: signatures are now
+    assert await client.app[CALLS].store(report("L1", 1_800_000_000.0))
+    await got.wait_for(1, within=2.0)  # woken by the commit, not by the 1 s poll alone
+    request = got.got[0]
+    async with client.app[ENGINE].connect() as conn:
+        event_id = await conn.scalar(select(outbox.c.event_id))
+    assert request.headers["X-Calltrack-Event-Id"] == event_id
+    assert request.headers["X-Calltrack-Event"] == "call.completed"
+    assert request.headers["User-Agent"] == "calltrack"
+    assert request.headers["Content-Type"] == "application/json"
+    header = request.headers["X-Calltrack-Signature"]
+    t = header.split(",")[0].removeprefix("t=")
+    mac = hmac.new(SECRET.encode(), f"{t}.".encode() + request.body, hashlib.sha256).hexdigest()
+    assert header == f"t={t},v1={mac}"
+    assert verify(SECRET, request.body, header, now=request.at)
+    body = json.loads(request.body)
+    assert body["event_id"] == event_id and body["call"]["caller"] == "+79161234567"
+    for _ in range(50):  # the outcome is written just after the answer
+        rows = await recent(client.app[ENGINE], 10)
+        if rows[0]["state"] == "delivered":
+            break
+        await asyncio.sleep(0.05)
+    assert rows[0]["state"] == "delivered" and rows[0]["attempts"] == 1
+    assert rows[0]["last_status"] == 200 and rows[0]["next_try"] is None
+    metrics = await (await client.get("/metrics")).text()
+    assert 'calltrack_webhook_deliveries_total{outcome="delivered",target="crm"} 1.0' in metrics
+    assert "calltrack_webhook_delivery_seconds_count 1.0" in metrics
+    assert client.app[DELIVERIES] is not None
+
+
+# -- the worker on its own, with a test composer and a settable clock --------------------------
+
+
+class Composer:
+    """Sends a body that changes each time it is composed: a retry that composed again would
+    show at the receiver."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.composed = 0
+        self.skip: str | None = None
+
+    async def compose(self, event: PendingEvent) -> Outgoing:
+        if self.skip:
+            raise Skip(self.skip)
+        self.composed += 1
+        body = json.dumps({"id": event.event_id, "composed": self.composed}).encode()
+        return Outgoing(self.url, body, {"Content-Type": "application/x-test"}, secret=SECRET)
+
+
+@dataclass
+class Harness:
+    store: CallStore
+    deliveries: Deliveries
+    composer: Composer
+    clock: FakeClock
+    metrics: Metrics
+    engine: Any
+    receiver: Receiver
+    task: asyncio.Task[None]
+
+    async def row(self) -> dict[str, Any]:
+        return dict((await recent(self.engine, 1))[0])
+
+    async def settled(self, attempts: int, within: float = 10.0) -> dict[str, Any]:
+        """The row once `attempts` outcomes are written."""
+        return await self.until(
+            lambda row: row["attempts"] >= attempts and row["claimed_until"] is None, within
+        )
+
+    async def until(self, done: Callable[[dict[str, Any]], bool], within: float) -> dict[str, Any]:
+        async with asyncio.timeout(within):
+            while True:
+                row = await self.row()
+                if done(row):
+                    return row
+                await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def harness(
+    tmp_path: Path, receiver: tuple[Receiver, TestServer], request: pytest.FixtureRequest
+) -> AsyncIterator[Harness]:
+    """A worker polling every 50 ms (tests move the FakeClock to make retries due), or as
+    long as the test's indirect parameter says."""
+    got, server = receiver
+    settings: Settings = settings_for(
+        tmp_path, webhooks=[hook(server, timeout="0.5s", retry_for="1h")]
+    )
+    await migrate(settings)
+    engine = open_engine(settings.database)
+    clock = FakeClock()
+    box = Outbox(settings, clock)
+    store = CallStore(engine, settings, VisitStore(engine, settings, clock), clock, box)
+    deliveries = Deliveries(engine, clock)
+    composer = Composer(str(server.make_url(PATH)))
+    metrics = Metrics()
+    worker = DeliveryWorker(
+        deliveries,
+        composer,
+        settings,
+        metrics,
+        clock,
+        rng=random.Random(7),
+        poll=getattr(request, "param", 0.05),
+    )
+    box.on_added(worker.wake)
+    task = asyncio.create_task(worker.run())
+    yield Harness(store, deliveries, composer, clock, metrics, engine, got, task)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await engine.dispose()
+
+
+async def test_500s_and_a_timeout_are_retried_with_the_same_bytes_until_delivered_once(
+    harness: Harness,
+) -> None:
+    h = harness
+    h.receiver.answers = [500, "hang", 503]
+    assert await h.store.store(report("R1", h.clock.now))
+    stored_at = h.clock.now
+    row = await h.settled(1)
+    assert row["state"] == "pending" and row["last_status"] == 500
+    assert row["last_error"].startswith("HTTP 500")
+    assert stored_at + 1 <= row["next_try"] <= stored_at + 10  # the first retry within 10 s
+    await asyncio.sleep(0.3)
+    assert len(h.receiver.got) == 1  # not due yet: the clock has not moved
+    for attempts in (2, 3):
+        h.clock.now = row["next_try"]
+        row = await h.settled(attempts)
+        assert row["state"] == "pending"
+        assert row["next_try"] > h.clock.now
+    assert row["last_status"] == 503
+    h.clock.now = row["next_try"]
+    row = await h.settled(4)
+    assert row["state"] == "delivered" and row["last_status"] == 200
+    assert row["delivered_at"] == h.clock.now
+    bodies = {g.body for g in h.receiver.got}
+    ids = h.receiver.by_event_id()
+    assert len(h.receiver.got) == 4 and len(bodies) == 1 and h.composer.composed == 1
+    assert list(ids.values()) == [4] and list(ids) == [row["event_id"]]
+    assert {g.headers["Content-Type"] for g in h.receiver.got} == {"application/x-test"}
+    last = h.receiver.got[-1]
+    assert verify(SECRET, last.body, last.headers["X-Calltrack-Signature"], now=h.clock.now)
+    await asyncio.sleep(0.3)
+    assert len(h.receiver.got) == 4  # delivered: never again
+    count = h.metrics.deliveries.labels("crm", "retried")._value.get()
+    assert count == 3
+
+
+@pytest.mark.parametrize("harness", [3600.0], indirect=True)
+async def test_the_commit_wakes_the_worker_without_waiting_for_a_poll(harness: Harness) -> None:
+    h = harness
+    await asyncio.sleep(0.1)  # the worker looked once at startup, and sleeps for an hour now
+    assert await h.store.store(report("W1", h.clock.now))
+    await h.receiver.wait_for(1, within=1.0)
+    row = await h.settled(1)
+    assert row["state"] == "delivered"
+
+
+async def test_the_hanging_attempt_recorded_its_timeout(harness: Harness) -> None:
+    h = harness
+    h.receiver.answers = ["hang"]
+    assert await h.store.store(report("T1", h.clock.now))
+    row = await h.settled(1, within=5.0)
+    assert row["last_status"] is None and row["last_error"] == "no answer within 0.5 s"
+
+
+async def test_past_give_up_at_the_row_fails_and_retry_now_sends_it_again(
+    harness: Harness,
+) -> None:
+    h = harness
+    h.receiver.answers = [500] * 100
+    assert await h.store.store(report("F1", h.clock.now))
+    give_up_at = h.clock.now + 3600  # retry_for: 1h
+    row = await h.settled(1)
+    attempts = 1
+    while row["state"] == "pending":
+        assert row["next_try"] <= give_up_at
+        h.clock.now = row["next_try"]
+        attempts += 1
+        row = await h.settled(attempts)
+    assert row["state"] == "failed" and row["last_attempt_at"] == give_up_at
+    assert row["next_try"] is None
+    sent = len(h.receiver.got)
+    h.clock.advance(3600)
+    await asyncio.sleep(0.3)
+    assert len(h.receiver.got) == sent  # failed: left alone
+    h.receiver.answers = []
+    assert await h.deliveries.retry_now(row["id"])
+    row = await h.settled(attempts + 1)
+    assert row["state"] == "delivered" and len(h.receiver.got) == sent + 1
+    assert not await h.deliveries.retry_now(row["id"])  # delivered: nothing to retry
+    assert not await h.deliveries.retry_now(10_000)
+
+
+async def test_retry_now_makes_a_waiting_row_due_at_once(harness: Harness) -> None:
+    h = harness
+    h.receiver.answers = [500]
+    assert await h.store.store(report("N1", h.clock.now))
+    row = await h.settled(1)
+    assert row["next_try"] > h.clock.now
+    assert await h.deliveries.retry_now(row["id"])
+    row = await h.settled(2)
+    assert row["state"] == "delivered" and len(h.receiver.got) == 2
+
+
+async def test_a_skip_is_recorded_with_its_reason_and_nothing_is_sent(harness: Harness) -> None:
+    h = harness
+    h.composer.skip = "no GA client id"
+    assert await h.store.store(report("S1", h.clock.now))
+    row = await h.until(lambda row: row["state"] != "pending", within=5.0)
+    assert row["state"] == "skipped" and row["last_error"] == "no GA client id"
+    assert h.receiver.got == []
+
+
+async def test_a_database_outage_does_not_stop_the_worker(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = harness
+    real = Deliveries.claim
+    failures = 0
+
+    async def down(self: Deliveries, limit: int, lease: float) -> Any:
+        nonlocal failures
+        failures += 1
+        if failures <= 2:
+            raise OSError("database is down")
+        return await real(self, limit, lease)
+
+    monkeypatch.setattr(Deliveries, "claim", down)
+    assert await h.store.store(report("D1", h.clock.now))
+    row = await h.settled(1, within=10.0)
+    assert row["state"] == "delivered" and failures > 2 and not h.task.done()
