@@ -36,6 +36,7 @@ from pbx.ratelimit import LoginGuard
 from pbx.settings import Settings
 from pbx.staff_ui import costs as staff_costs
 from pbx.staff_ui import dashboard, missed
+from pbx.staff_ui import exports as staff_exports
 from pbx.staff_ui import pools as staff_pools
 from pbx.staff_ui import reports as staff_reports
 from pbx.storage.calls import CallStore
@@ -153,6 +154,7 @@ def build_app(settings: Settings, clock: Callable[[], float] = time.time) -> web
             *journey_api.routes(),
             *staff_ui.routes(),
             *staff_costs.routes(),
+            *staff_exports.routes(),
             *missed.routes(),
             *dashboard.routes(),
             *staff_reports.routes(),

@@ -36,6 +36,7 @@ from attribution.leasing import LeasePolicy
 from attribution.money import cents_text, to_cents
 from attribution.phone import REGIONS, PhoneNumberError, to_e164
 from integrations.events import GA4_TARGET, Event, Format
+from integrations.google_ads import Counted
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -492,6 +493,25 @@ class Ga4(_Model):
     )
 
 
+class GoogleAds(_Model):
+    """Google Ads offline click conversions: `calltrack export google-ads` and /admin/exports."""
+
+    conversion_name: str = Field(
+        min_length=1,
+        max_length=100,
+        description="the conversion action's name in Google Ads, exactly as spelled there",
+    )
+    calls: Counted = Field(
+        Counted.LEADS,
+        description="which calls are conversions: leads (by `leads:`), answered, or all",
+    )
+    value: Cents | None = Field(
+        None,
+        description="the value of a call without a sale, e.g. 500.00; none: such rows have no"
+        " value",
+    )
+
+
 class Settings(_Model):
     region: str | None = Field(
         None,
@@ -534,6 +554,9 @@ class Settings(_Model):
         Webhooks(), description="signed, retried deliveries of calls and sales to other systems"
     )
     ga4: Ga4 | None = Field(None, description="send each call to Google Analytics 4")
+    google_ads: GoogleAds | None = Field(
+        None, description="offline click conversions for Google Ads (an export)"
+    )
     http: Http = Field(Http(), description="the HTTP server: widget API, staff pages and API")
     asterisk: Asterisk | None = Field(
         None, description="the PBX; without it calltrack only leases numbers"

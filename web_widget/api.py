@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from attribution.ad_clients import AdClientIds
 from attribution.phone import display_like
 from pbx.http import Handler, client_ip, json_error, read_json_object
 from pbx.keys import METRICS, SETTINGS, VISITS
@@ -29,6 +30,10 @@ class VisitBody(BaseModel):
     visitor_id: str | None = Field(None, max_length=64)
     session_id: str | None = Field(None, max_length=64)
     dnt: bool = False
+    # read by the widget from the ad platforms' cookies; checked by AdClientIds, which drops
+    # what has not their shape instead of refusing the visit
+    ga_client_id: object = None
+    ym_client_id: object = None
 
 
 class PingBody(BaseModel):
@@ -99,6 +104,10 @@ async def start_visit(request: web.Request) -> web.Response:
                 session_id=body.session_id if is_id(body.session_id) else None,
                 client_ip=client_ip(request),
                 privacy_signal=privacy,
+                # a visitor who asked not to be tracked is not linked to their ad profiles
+                ad_ids=AdClientIds()
+                if privacy
+                else AdClientIds.read(body.ga_client_id, body.ym_client_id),
             )
         )
     except TooManyVisits as exc:

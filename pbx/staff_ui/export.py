@@ -75,3 +75,11 @@ def csv_text(rows: Iterable[list[str]]) -> str:
     writer = csv.writer(out, quoting=csv.QUOTE_ALL)
     writer.writerows(rows)
     return out.getvalue()
+
+
+def upload_text(lines: Iterable[list[str]]) -> str:
+    """An ad platform's upload file (the admin download and `calltrack export` alike): every
+    cell through `cell`, quoted only where CSV needs it, as the platforms' templates are."""
+    out = io.StringIO()
+    csv.writer(out).writerows([cell(value) for value in line] for line in lines)
+    return out.getvalue()

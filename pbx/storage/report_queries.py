@@ -191,7 +191,8 @@ def credit_filter(group: GroupBy, value: str) -> ColumnElement[bool]:
     return column == value
 
 
-def _is_lead(settings: Settings) -> ColumnElement[bool]:
+def is_lead(settings: Settings) -> ColumnElement[bool]:
+    """The lead rule of `leads:` over a call's credit row (reports, ad platform exports)."""
     k, leads = call_credits.c, settings.leads
     parts: list[ColumnElement[bool]] = [
         k.tags.contains(f",{tag},", autoescape=True) for tag in leads.tags
@@ -226,7 +227,7 @@ async def _call_tallies(
             _count(answered).label("answered"),
             _count(k.status.in_(UNANSWERED)).label("missed"),
             func.sum(case((answered, k.talk_seconds), else_=0.0)).label("talk"),
-            _count(_is_lead(settings)).label("leads"),
+            _count(is_lead(settings)).label("leads"),
             func.sum(case((k.sale_cents > 0, 1), else_=0) + k.crm_sales).label("sales"),
             func.sum(k.sale_cents + k.crm_sale_cents).label("revenue"),
         )

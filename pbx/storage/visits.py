@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from attribution.ad_clients import AdClientIds
 from attribution.clients import client_network
 from attribution.leasing import LeaseSpan, Tracking
 from attribution.owner import Holder
@@ -47,6 +48,15 @@ _RETURNING_VISITOR = (
 _SET_TRACKING = (
     update(sessions).where(sessions.c.id == bindparam("sid")).values(tracking=bindparam("t"))
 )
+#: ids the row lacks are filled in; one it has is kept (another daemon may have filled it)
+_FILL_AD_IDS = (
+    update(sessions)
+    .where(sessions.c.id == bindparam("sid"))
+    .values(
+        ga_client_id=func.coalesce(sessions.c.ga_client_id, bindparam("ga_client_id")),
+        ym_client_id=func.coalesce(sessions.c.ym_client_id, bindparam("ym_client_id")),
+    )
+)
 _SET_POOL_TRACKING = (
     update(session_pools)
     .where(session_pools.c.session_id == bindparam("sid"), session_pools.c.pool == bindparam("p"))
@@ -76,6 +86,7 @@ class VisitRequest:
     session_id: str | None
     client_ip: str | None
     privacy_signal: bool = False
+    ad_ids: AdClientIds = field(default_factory=AdClientIds)
 
 
 @dataclass(frozen=True)
@@ -106,6 +117,7 @@ class _CachedSession:
     last_seen: float
     pages_kept: int
     shown: Mapping[str, str] = field(default_factory=dict)  # kept in step with `held`
+    ad_ids: AdClientIds = field(default_factory=AdClientIds)
     renewing: asyncio.Lock | None = None  # made on the first renewal
 
 
@@ -153,6 +165,7 @@ class VisitStore:
                 arrival=source,
             )
             if continued is not None:
+                await self._fill_ad_ids(request.session_id, request.ad_ids)
                 return continued
         client = client_network(request.client_ip) if request.client_ip else None
         retry_after = self._new_visits.take(client or "")
@@ -193,6 +206,7 @@ class VisitStore:
                     "tracking": str(tracking),
                     "pages_viewed": 1,
                     "last_url": source.landing_url,
+                    **request.ad_ids.columns(),
                 },
             )
             for claim in claims:
@@ -227,9 +241,21 @@ class VisitStore:
             source.landing_url,
             now,
             1,
+            ad_ids=request.ad_ids,
         )
         self._remember(session_id, cached)
         return self._visit(session_id, cached)
+
+    async def _fill_ad_ids(self, session_id: str, ids: AdClientIds) -> None:
+        """Store the ad platforms' ids a later page of the session brings and its row lacks."""
+        cached = self._cache.get(session_id)
+        new = ids.missing_from(cached.ad_ids) if cached else {}
+        if cached is None or not new:
+            return
+        merged = AdClientIds(**{**cached.ad_ids.columns(), **new})
+        params = {"sid": session_id, **merged.columns()}
+        await self._transactions.run(lambda tx: tx.run(_FILL_AD_IDS, params))
+        cached.ad_ids = merged
 
     async def ping(
         self,
@@ -419,6 +445,7 @@ class VisitStore:
             row.last_url,
             row.last_seen,
             kept or 0,
+            ad_ids=AdClientIds(row.ga_client_id, row.ym_client_id),
         )
         self._remember(session_id, cached)
         return cached

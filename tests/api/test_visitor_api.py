@@ -9,8 +9,11 @@ from typing import Any
 import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
+from sqlalchemy import select
 
 from pbx.app import build_app
+from pbx.keys import ENGINE
+from pbx.storage.tables import sessions
 from tests.helpers import ORIGIN, STAFF_TOKEN, FakeClock, migrate, settings_for
 
 Client = TestClient  # type: ignore[type-arg]
@@ -238,3 +241,68 @@ async def test_one_network_cannot_start_visits_without_bound(
     )
     assert again.status == 200 and (await again.json())["session_id"] == first["session_id"]
     assert (await from_("2001:db8:0:1::1")).status == 200
+
+
+async def _ad_ids(client: Client, session_id: str) -> tuple[str | None, str | None]:
+    async with client.app[ENGINE].connect() as conn:
+        row = (
+            await conn.execute(
+                select(sessions.c.ga_client_id, sessions.c.ym_client_id).where(
+                    sessions.c.id == session_id
+                )
+            )
+        ).one()
+    return row.ga_client_id, row.ym_client_id
+
+
+async def test_ad_platform_client_ids_are_stored_with_the_session(client: Client) -> None:
+    body = await (
+        await visit(client, ga_client_id="1234567890.1700000000", ym_client_id="17000000001234")
+    ).json()
+    assert await _ad_ids(client, body["session_id"]) == (
+        "1234567890.1700000000",
+        "17000000001234",
+    )
+
+
+async def test_client_ids_set_after_the_first_page_are_filled_in_later(client: Client) -> None:
+    first = await (await visit(client)).json()
+    assert await _ad_ids(client, first["session_id"]) == (None, None)
+    ids = {"visitor_id": first["visitor_id"], "session_id": first["session_id"]}
+    second = await (await visit(client, **ids, ga_client_id="99.1700000001")).json()
+    assert second["session_id"] == first["session_id"]
+    await visit(client, **ids, ga_client_id="11.1700000002", ym_client_id="5551")
+    # the first id the session learnt is kept; the missing one is filled in
+    assert await _ad_ids(client, first["session_id"]) == ("99.1700000001", "5551")
+
+
+@pytest.mark.parametrize(
+    ("ga", "ym"),
+    [
+        ("GA1.1.1234567890.1700000000", "17000000001234x"),  # the raw cookie is not an id
+        ("1" * 30 + ".1", "1" * 40),  # longer than any the platforms write
+        ("<script>.1", "-1"),
+        (12345, 17000000001234),  # not strings
+        ({"a": 1}, ["1"]),
+    ],
+)
+async def test_bad_client_ids_are_dropped_not_refused(client: Client, ga: Any, ym: Any) -> None:
+    response = await visit(client, ga_client_id=ga, ym_client_id=ym)
+    assert response.status == 200
+    assert await _ad_ids(client, (await response.json())["session_id"]) == (None, None)
+
+
+async def test_no_client_ids_are_kept_for_a_visitor_asking_not_to_be_tracked(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    settings = settings_for(tmp_path)
+    site = settings.sites[0].model_copy(update={"respect_privacy_signals": True})
+    settings = settings.model_copy(update={"sites": [site]})
+    await migrate(settings)
+    private = await aiohttp_client(build_app(settings, clock=FakeClock()))
+    response = await private.post(
+        "/api/v1/visits",
+        json={"site": "main", "url": PAID, "dnt": True, "ga_client_id": "1.2"},
+        headers=HEADERS,
+    )
+    assert await _ad_ids(private, (await response.json())["session_id"]) == (None, None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -615,4 +616,44 @@ def test_two_own_numbers_get_a_tracking_number_each(
     assert state["wa"]["text"] == CHAT_LINKS["wa"][1]  # the messenger keeps the sales line
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "contacts-two-lines.png"), full_page=True)
+    assert watched.problems(daemon.url) == []
+
+
+def session_ad_ids(daemon: Daemon, session_id: str) -> tuple[str | None, str | None]:
+    with sqlite3.connect(daemon.log.parent / "calltrack.db") as db:
+        row = db.execute(
+            "SELECT ga_client_id, ym_client_id FROM sessions WHERE id = ?", (session_id,)
+        ).fetchone()
+    return row[0], row[1]
+
+
+def test_ad_platform_cookies_reach_the_session(
+    new_page: Callable[[], Watched], demo: Server, daemon: Daemon
+) -> None:
+    watched = new_page()
+    page = watched.page
+    # GA4's per-stream cookie (_ga_<stream>) holds session data, not the client id
+    page.context.add_cookies(
+        [
+            {
+                "name": "_ga_ABC123XYZ",
+                "value": "GS1.1.1700000000.1.1.1700000100.0.0.0",
+                "url": demo.url,
+            },
+            {"name": "_ym_uid", "value": "1700000000123456789", "url": demo.url},
+        ]
+    )
+    open_demo(watched, demo, daemon.url, CPC)
+    page.wait_for_function(POPUP_SWAPPED, timeout=10_000)
+    session_id = read(page)["stored"]["s"]
+    assert session_ad_ids(daemon, session_id) == (None, "1700000000123456789")
+
+    # Google Analytics sets _ga after the first page: the next page fills it in
+    page.context.add_cookies(
+        [{"name": "_ga", "value": "GA1.2.1234567890.1700000000", "url": demo.url}]
+    )
+    open_demo(watched, demo, daemon.url)
+    page.wait_for_function(POPUP_SWAPPED, timeout=10_000)
+    assert read(page)["stored"]["s"] == session_id
+    assert session_ad_ids(daemon, session_id) == ("1234567890.1700000000", "1700000000123456789")
     assert watched.problems(daemon.url) == []

@@ -133,11 +133,16 @@
 
   function reveal() { d.documentElement.classList.add("calltrack-ready"); }
 
+  // the first group of cookie n's value when all of it matches pattern p, or undefined
+  function ck(n, p) {
+    try { return (d.cookie.match(RegExp("(?:^|; )" + n + "=" + p + "(?:;|$)")) || [])[1]; } catch (e) { /* blocked */ }
+  }
+
   function load() {
     var v;
     try { v = localStorage.getItem(K); } catch (e) { /* blocked */ }
     try {
-      if (v == null) v = decodeURIComponent((d.cookie.match(/(?:^|; )calltrack=([^;]*)/) || [])[1] || "");
+      if (v == null) v = decodeURIComponent(ck(K, "([^;]*)") || "");
       return JSON.parse(v) || mem;
     } catch (e) { return mem; }
   }
@@ -181,7 +186,10 @@
     return post("visits", {
       site: site, url: landing || url, referrer: d.referrer || undefined,
       visitor_id: st.v || undefined, session_id: st.s || undefined,
-      dnt: nav.doNotTrack == "1" || !!nav.globalPrivacyControl || undefined
+      dnt: nav.doNotTrack == "1" || !!nav.globalPrivacyControl || undefined,
+      // the ad platforms' ids of this browser: Google Analytics' client id is what follows
+      // "GA1.1." in _ga (not _ga_<stream>), Metrica's is _ym_uid; the server checks both
+      ga_client_id: ck("_ga", "GA\\d\\.\\d+\\.(\\d+\\.\\d+)"), ym_client_id: ck("_ym_uid", "(\\d+)")
     }).then(function (r) { got(r, st); });
   }
 
