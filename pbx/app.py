@@ -11,12 +11,13 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 from sqlalchemy import text
 
-from pbx import crm_api, journey_api, reports_api, staff_api, staff_ui
+from pbx import crm_api, journey_api, recording_links_api, reports_api, staff_api, staff_ui
 from pbx.http import errors_as_json
 from pbx.keys import (
     CALLS,
     CLOCK,
     ENGINE,
+    LINK_KEYS,
     LOGIN_GUARD,
     METRICS,
     OUTBOX,
@@ -39,6 +40,7 @@ from pbx.staff_ui import pools as staff_pools
 from pbx.staff_ui import reports as staff_reports
 from pbx.storage.calls import CallStore
 from pbx.storage.db import is_sqlite, open_engine, require_current_schema
+from pbx.storage.link_keys import LinkKeys
 from pbx.storage.outbox import Outbox
 from pbx.storage.retention import run_visit_retention
 from pbx.storage.staff_sessions import StaffSessionStore
@@ -62,6 +64,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         app[READER] = reader
         app[VISITS] = visits
         app[OUTBOX] = Outbox(settings, app[CLOCK])
+        app[LINK_KEYS] = LinkKeys(engine, app[CLOCK])
         app[CALLS] = CallStore(engine, settings, visits, app[CLOCK], app[OUTBOX])
         app[STAFF_SESSIONS] = StaffSessionStore(
             engine, app[CLOCK], settings.ui.session_idle, settings.ui.session_max
@@ -149,6 +152,7 @@ def build_app(settings: Settings, clock: Callable[[], float] = time.time) -> web
             *reports_api.routes(),
             *crm_api.routes(),
             *journey_api.routes(),
+            *recording_links_api.routes(),
             *staff_ui.routes(),
             *staff_costs.routes(),
             *missed.routes(),

@@ -15,6 +15,7 @@ from pbx.metrics import Metrics
 from pbx.ratelimit import LoginGuard
 from pbx.settings import Settings
 from pbx.storage.calls import CallStore
+from pbx.storage.link_keys import LinkKeys
 from pbx.storage.outbox import Outbox
 from pbx.storage.staff_sessions import StaffSessionStore
 from pbx.storage.visits import VisitStore
@@ -46,6 +47,8 @@ VISITS = web.AppKey("visits", VisitStore)
 #: events for webhooks and GA4, written with the calls and sales (integrations/ delivers them)
 OUTBOX = web.AppKey("outbox", Outbox)
 CALLS = web.AppKey("calls", CallStore)
+#: the key that signs recording links in webhooks (made on first use, kept in the database)
+LINK_KEYS = web.AppKey("link_keys", LinkKeys)
 METRICS = web.AppKey("metrics", Metrics)
 PBX_LINK = web.AppKey("pbx_link", PbxLink)
 STAFF_SESSIONS = web.AppKey("staff_sessions", StaffSessionStore)
