@@ -35,7 +35,7 @@ from pbx.pbx_link import pbx_link
 from pbx.ratelimit import LoginGuard
 from pbx.settings import Settings
 from pbx.staff_ui import costs as staff_costs
-from pbx.staff_ui import dashboard, missed
+from pbx.staff_ui import dashboard, deliveries, missed
 from pbx.staff_ui import pools as staff_pools
 from pbx.staff_ui import reports as staff_reports
 from pbx.storage.calls import CallStore
@@ -158,6 +158,7 @@ def build_app(settings: Settings, clock: Callable[[], float] = time.time) -> web
             *missed.routes(),
             *dashboard.routes(),
             *staff_reports.routes(),
+            *deliveries.routes(),
         ]
     )
     staff_pools.setup(app)
