@@ -1,42 +1,100 @@
-"""What each target is sent: a stand-in until the content of issue 14's bodies is merged.
+"""What each delivery says: the `Composer` the worker asks for a claimed event's request.
 
-`composer_for(app)` is what the delivery worker asks for; this minimal composer sends the call
-as the staff API shows it, signed with the webhook's secret, and skips GA4.
+The target decides the shape: a webhook's `format` (json: webhook_json, bitrix24: bitrix24) or
+GA4 (ga4). This module only reads what the shapes need (the call, its journey, its sale, the
+visit's GA client id) and makes the signed recording link; the shapes are built without I/O in
+their own modules, each tested on a hand-built call.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from integrations.bitrix24 import lead_request
 from integrations.delivery import Composer, Outgoing, PendingEvent, Skip
-from integrations.events import GA4_TARGET
-from pbx.keys import CALLS, SETTINGS
+from integrations.events import GA4_TARGET, Format
+from integrations.ga4 import event_request
+from integrations.recording_links import recording_link
+from integrations.webhook_json import sale_json, webhook_body
+from pbx.keys import CALLS, CLOCK, ENGINE, LINK_KEYS, SETTINGS
+from pbx.settings import Settings
 from pbx.staff_api import call_json
+from pbx.storage.calls import CallStore
+from pbx.storage.event_facts import ga_client_id, sale_row
+from pbx.storage.journey import load_journey
+from pbx.storage.link_keys import LinkKeys
 
 
-class _CallComposer:
-    def __init__(self, app: web.Application) -> None:
-        self._app = app
+def base_url(settings: Settings) -> str:
+    """Where the receiver reaches this daemon: `http.public_url`, else its listening address
+    (there is no request to take a host from)."""
+    public = settings.http.public_url
+    return public.rstrip("/") if public else f"http://{settings.http.host}:{settings.http.port}"
+
+
+class EventComposer:
+    def __init__(
+        self,
+        settings: Settings,
+        calls: CallStore,
+        engine: AsyncEngine,
+        link_keys: LinkKeys,
+        clock: Callable[[], float],
+    ) -> None:
+        self._settings = settings
+        self._calls = calls
+        self._engine = engine
+        self._link_keys = link_keys
+        self._clock = clock
+        self._base = base_url(settings)
 
     async def compose(self, event: PendingEvent) -> Outgoing:
-        settings = self._app[SETTINGS]
-        hooks = {hook.name: hook for hook in settings.webhooks.targets}
-        if event.target == GA4_TARGET or event.target not in hooks:
-            raise Skip(f"no webhook named {event.target!r} in the config")
-        call = await self._app[CALLS].get(event.call_id)
+        call = await self._calls.get(event.call_id)
         if call is None:
-            raise Skip(f"call {event.call_id} is gone")
-        base = (settings.http.public_url or "").rstrip("/")
-        body = {
-            "event": str(event.event),
-            "event_id": event.event_id,
-            "call": call_json(call, base),
-        }
-        hook = hooks[event.target]
-        return Outgoing(hook.url, json.dumps(body).encode(), secret=hook.signing_secret)
+            raise Skip(f"call {event.call_id} is no longer stored")
+        if event.target == GA4_TARGET:
+            if self._settings.ga4 is None:
+                raise Skip("ga4 is no longer configured")
+            client_id = await ga_client_id(self._engine, call["session_id"])
+            return event_request(
+                self._settings.ga4, call, client_id, self._settings.currency, self._clock()
+            )
+        hook = next((t for t in self._settings.webhooks.targets if t.name == event.target), None)
+        if hook is None:
+            raise Skip(f"no webhook named {event.target!r} in the config now")
+        link = await self._recording_link(call)
+        if hook.format is Format.BITRIX24:
+            return lead_request(hook.url, hook.signing_secret, event, call, link)
+        sale = await self._sale(event.sale_reference)
+        body = webhook_body(
+            event,
+            call_json(call, self._base),
+            link,
+            await load_journey(self._engine, call["id"]),
+            sale,
+        )
+        return Outgoing(
+            hook.url, body, {"Content-Type": "application/json"}, secret=hook.signing_secret
+        )
+
+    async def _recording_link(self, call: dict[str, Any]) -> str | None:
+        """A link that plays the recording for webhooks.recording_link_ttl from now."""
+        if not call["recording"]:
+            return None
+        expires = int(self._clock() + self._settings.webhooks.recording_link_ttl)
+        key = await self._link_keys.key()
+        return recording_link(self._base, key, call["id"], expires)
+
+    async def _sale(self, reference: str | None) -> dict[str, Any] | None:
+        if reference is None:
+            return None
+        row = await sale_row(self._engine, reference)
+        return sale_json(row, self._settings.currency) if row else None
 
 
 def composer_for(app: web.Application) -> Composer:
-    return _CallComposer(app)
+    return EventComposer(app[SETTINGS], app[CALLS], app[ENGINE], app[LINK_KEYS], app[CLOCK])

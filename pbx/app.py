@@ -12,12 +12,13 @@ from aiohttp import web
 from sqlalchemy import text
 
 from integrations.worker import delivery_worker
-from pbx import crm_api, journey_api, reports_api, staff_api, staff_ui
+from pbx import crm_api, journey_api, recording_links_api, reports_api, staff_api, staff_ui
 from pbx.http import errors_as_json
 from pbx.keys import (
     CALLS,
     CLOCK,
     ENGINE,
+    LINK_KEYS,
     LOGIN_GUARD,
     METRICS,
     OUTBOX,
@@ -35,12 +36,13 @@ from pbx.pbx_link import pbx_link
 from pbx.ratelimit import LoginGuard
 from pbx.settings import Settings
 from pbx.staff_ui import costs as staff_costs
-from pbx.staff_ui import dashboard, missed
+from pbx.staff_ui import dashboard, deliveries, missed
 from pbx.staff_ui import exports as staff_exports
 from pbx.staff_ui import pools as staff_pools
 from pbx.staff_ui import reports as staff_reports
 from pbx.storage.calls import CallStore
 from pbx.storage.db import is_sqlite, open_engine, require_current_schema
+from pbx.storage.link_keys import LinkKeys
 from pbx.storage.outbox import Outbox
 from pbx.storage.retention import run_visit_retention
 from pbx.storage.staff_sessions import StaffSessionStore
@@ -64,6 +66,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         app[READER] = reader
         app[VISITS] = visits
         app[OUTBOX] = Outbox(settings, app[CLOCK])
+        app[LINK_KEYS] = LinkKeys(engine, app[CLOCK])
         app[CALLS] = CallStore(engine, settings, visits, app[CLOCK], app[OUTBOX])
         app[STAFF_SESSIONS] = StaffSessionStore(
             engine, app[CLOCK], settings.ui.session_idle, settings.ui.session_max
@@ -152,12 +155,14 @@ def build_app(settings: Settings, clock: Callable[[], float] = time.time) -> web
             *reports_api.routes(),
             *crm_api.routes(),
             *journey_api.routes(),
+            *recording_links_api.routes(),
             *staff_ui.routes(),
             *staff_costs.routes(),
             *staff_exports.routes(),
             *missed.routes(),
             *dashboard.routes(),
             *staff_reports.routes(),
+            *deliveries.routes(),
         ]
     )
     staff_pools.setup(app)

@@ -16,6 +16,7 @@ from pbx.ratelimit import LoginGuard
 from pbx.settings import Settings
 from pbx.storage.calls import CallStore
 from pbx.storage.deliveries import Deliveries
+from pbx.storage.link_keys import LinkKeys
 from pbx.storage.outbox import Outbox
 from pbx.storage.staff_sessions import StaffSessionStore
 from pbx.storage.visits import VisitStore
@@ -49,6 +50,8 @@ OUTBOX = web.AppKey("outbox", Outbox)
 CALLS = web.AppKey("calls", CallStore)
 #: the outbox as the delivery worker and the admin page see it (integrations.worker sets it)
 DELIVERIES = web.AppKey("deliveries", Deliveries)
+#: the key that signs recording links in webhooks (made on first use, kept in the database)
+LINK_KEYS = web.AppKey("link_keys", LinkKeys)
 METRICS = web.AppKey("metrics", Metrics)
 PBX_LINK = web.AppKey("pbx_link", PbxLink)
 STAFF_SESSIONS = web.AppKey("staff_sessions", StaffSessionStore)

@@ -95,7 +95,15 @@ async def recording(request: web.Request) -> web.StreamResponse:
     if token_name(request) is None and await current_user(request) is None:
         return unauthorized()
     call_id = request.match_info["call_id"]
-    call = await request.app[CALLS].get(int(call_id)) if CALL_ID.fullmatch(call_id) else None
+    if not CALL_ID.fullmatch(call_id):
+        return json_error(404, "no such call, or it has no recording")
+    return await recording_file(request, int(call_id))
+
+
+async def recording_file(request: web.Request, call_id: int) -> web.StreamResponse:
+    """Call `call_id`'s recording file (FileResponse answers Range), once the caller is
+    allowed: by a token or login here, by a signed link in pbx/recording_links_api.py."""
+    call = await request.app[CALLS].get(call_id)
     if call is None or not call["recording"]:
         return json_error(404, "no such call, or it has no recording")
     path = recording_path(request.app[SETTINGS].asterisk_recordings_dir, call["recording"])

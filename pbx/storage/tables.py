@@ -390,3 +390,13 @@ outbox = Table(
     Column("delivered_at", Float),
     Index("ix_outbox_state_due", "state", "due_at"),
 )
+
+# The server's own secrets (the key that signs recording links in webhooks): random, made on
+# first use and kept here, so every daemon on the database signs alike and a restart keeps them.
+link_keys = Table(
+    "link_keys",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("secret", String(128), nullable=False),  # hex
+    Column("created_at", Float, nullable=False),
+)

@@ -1,0 +1,30 @@
+"""`GET /recordings/{call_id}?expires=&sig=`: a call's recording for whoever holds a signed link
+(the CRM a webhook told about the call), without a staff login, until the link expires."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from integrations.recording_links import check
+from pbx.http import json_error
+from pbx.keys import CLOCK, LINK_KEYS
+from pbx.staff_api import recording_file
+
+
+async def signed_recording(request: web.Request) -> web.StreamResponse:
+    call_id = int(request.match_info["call_id"])
+    key = await request.app[LINK_KEYS].key()
+    refused = check(
+        key,
+        call_id,
+        request.query.get("expires", ""),
+        request.query.get("sig", ""),
+        request.app[CLOCK](),
+    )
+    if refused is not None:
+        return json_error(403, refused)
+    return await recording_file(request, call_id)
+
+
+def routes() -> list[web.AbstractRouteDef]:
+    return [web.get(r"/recordings/{call_id:[0-9]{1,12}}", signed_recording)]

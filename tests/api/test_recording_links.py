@@ -1,0 +1,125 @@
+"""Signed recording links (issue 14): `/recordings/{id}?expires=&sig=` plays the call's recording
+without a login until it expires; a changed call, expiry or signature is refused with a JSON
+403; the key is kept in the database, so another daemon (or a restart) on it accepts the link.
+The signatures are computed here with hmac from the key in the table, not by the code under test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient
+from sqlalchemy import select
+
+from pbx.app import build_app
+from pbx.keys import ENGINE, LINK_KEYS
+from pbx.storage.tables import link_keys
+from tests.api.test_staff_ui import store_call
+from tests.helpers import FakeClock, migrate, settings_for, staff_users
+
+Client = TestClient  # type: ignore[type-arg]
+AUDIO = bytes(range(256)) * 40  # 10240 bytes
+DAY = 86_400
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def config(tmp_path: Path) -> dict[str, object]:
+    return {"users": staff_users(), "recordings": {"dir": "rec"}}
+
+
+@pytest.fixture
+async def client(
+    tmp_path: Path, clock: FakeClock, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> Client:
+    (tmp_path / "rec").mkdir()
+    (tmp_path / "rec" / "r1.mp3").write_bytes(AUDIO)
+    settings = settings_for(tmp_path, **config(tmp_path))
+    await migrate(settings)
+    return await aiohttp_client(build_app(settings, clock=clock))
+
+
+async def stored_key(client: Client) -> bytes:
+    await client.app[LINK_KEYS].key()  # made on first use
+    async with client.app[ENGINE].connect() as conn:
+        secret = await conn.scalar(select(link_keys.c.secret))
+    return bytes.fromhex(secret)
+
+
+def link(key: bytes, call_id: int, expires: int) -> str:
+    sig = hmac.new(key, f"recording:{call_id}:{expires}".encode(), hashlib.sha256).hexdigest()
+    return f"/recordings/{call_id}?expires={expires}&sig={sig}"
+
+
+async def test_a_valid_link_plays_without_a_login_and_seeks(
+    client: Client, clock: FakeClock
+) -> None:
+    call = await store_call(client, "r1", recording="r1.mp3")
+    url = link(await stored_key(client), call, int(clock.now) + 7 * DAY)
+    whole = await client.get(url)
+    assert whole.status == 200 and await whole.read() == AUDIO
+    assert whole.headers["Content-Type"] == "audio/mpeg"
+    part = await client.get(url, headers={"Range": "bytes=1000-1999"})
+    assert part.status == 206 and part.headers["Content-Range"] == "bytes 1000-1999/10240"
+    assert await part.read() == AUDIO[1000:2000]
+
+
+async def test_an_expired_link_is_refused(client: Client, clock: FakeClock) -> None:
+    call = await store_call(client, "r1", recording="r1.mp3")
+    url = link(await stored_key(client), call, int(clock.now) + 60)
+    assert (await client.get(url)).status == 200
+    clock.advance(60)
+    expired = await client.get(url)
+    assert expired.status == 403
+    assert await expired.json() == {"error": "this link has expired"}
+
+
+async def test_tampered_links_are_refused(client: Client, clock: FakeClock) -> None:
+    call = await store_call(client, "r1", recording="r1.mp3")
+    other = await store_call(client, "r2", recording="r1.mp3", at=clock.now + 100)
+    key = await stored_key(client)
+    expires = int(clock.now) + 60
+    good = link(key, call, expires)
+    sig = good.rsplit("=", 1)[1]
+    forged = [
+        good.replace(f"expires={expires}", f"expires={expires + 10 * DAY}"),  # made to last
+        f"/recordings/{other}?expires={expires}&sig={sig}",  # moved to another call
+        good[:-1] + ("0" if good[-1] != "0" else "1"),  # a changed signature
+        link(b"another server's key", call, expires),
+        f"/recordings/{call}?expires={expires}",  # no signature
+        f"/recordings/{call}?expires=soon&sig={sig}",
+    ]
+    for url in forged:
+        response = await client.get(url)
+        assert response.status == 403, url
+        assert await response.json() == {"error": "this link is not valid"}, url
+
+
+async def test_the_key_survives_a_restart_and_is_shared_by_daemons(
+    client: Client,
+    clock: FakeClock,
+    tmp_path: Path,
+    aiohttp_client: Callable[..., Awaitable[Client]],
+) -> None:
+    call = await store_call(client, "r1", recording="r1.mp3")
+    url = link(await stored_key(client), call, int(clock.now) + DAY)
+    second = await aiohttp_client(
+        build_app(settings_for(tmp_path, **config(tmp_path)), clock=clock)
+    )
+    assert await second.app[LINK_KEYS].key() == await stored_key(client)
+    assert (await second.get(url)).status == 200
+
+
+async def test_a_link_to_a_call_without_recording_is_a_clear_404(
+    client: Client, clock: FakeClock
+) -> None:
+    call = await store_call(client, "n1")
+    response = await client.get(link(await stored_key(client), call, int(clock.now) + DAY))
+    assert response.status == 404 and "error" in await response.json()
