@@ -61,6 +61,10 @@ def lead_request(
         "SOURCE_DESCRIPTION": _description(call),
         **{f"UTM_{name.upper()}": call[name] for name in UTM_FIELDS if call[name] is not None},
         "COMMENTS": _comments(call, recording_url),
+        # the event's id, the same on every retry: crm.lead.add is not idempotent, so a retry
+        # after a lost answer can make a second lead, which this id lets Bitrix24 users find
+        "ORIGINATOR_ID": "calltrack",
+        "ORIGIN_ID": event.event_id,
     }
     body = {"fields": fields, "params": {"REGISTER_SONET_EVENT": "Y"}}
     return Outgoing(

@@ -14,14 +14,14 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from integrations.bitrix24 import lead_request
-from integrations.delivery import Composer, Outgoing, PendingEvent, Skip
+from integrations.bitrix24 import lead_request, lead_url
+from integrations.delivery import Composer, Destination, Outgoing, PendingEvent, Skip
 from integrations.events import GA4_TARGET, Format
-from integrations.ga4 import event_request
+from integrations.ga4 import GA4_TIMEOUT, collect_url, event_request
 from integrations.recording_links import recording_link
 from integrations.webhook_json import sale_json, webhook_body
 from pbx.keys import CALLS, CLOCK, ENGINE, LINK_KEYS, SETTINGS
-from pbx.settings import Settings
+from pbx.settings import Settings, Webhook
 from pbx.staff_api import call_json
 from pbx.storage.calls import CallStore
 from pbx.storage.event_facts import ga_client_id, sale_row
@@ -63,7 +63,7 @@ class EventComposer:
             return event_request(
                 self._settings.ga4, call, client_id, self._settings.currency, self._clock()
             )
-        hook = next((t for t in self._settings.webhooks.targets if t.name == event.target), None)
+        hook = self._hook(event.target)
         if hook is None:
             raise Skip(f"no webhook named {event.target!r} in the config now")
         link = await self._recording_link(call)
@@ -80,6 +80,23 @@ class EventComposer:
         return Outgoing(
             hook.url, body, {"Content-Type": "application/json"}, secret=hook.signing_secret
         )
+
+    def destination(self, target: str) -> Destination | None:
+        if target == GA4_TARGET:
+            ga4 = self._settings.ga4
+            return None if ga4 is None else Destination(collect_url(ga4), None, GA4_TIMEOUT)
+        hook = self._hook(target)
+        if hook is None:
+            return None
+        url = lead_url(hook.url) if hook.format is Format.BITRIX24 else hook.url
+        return Destination(url, hook.signing_secret, hook.timeout)
+
+    def targets(self) -> frozenset[str]:
+        names = {t.name for t in self._settings.webhooks.targets}
+        return frozenset(names | ({GA4_TARGET} if self._settings.ga4 is not None else set()))
+
+    def _hook(self, target: str) -> Webhook | None:
+        return next((t for t in self._settings.webhooks.targets if t.name == target), None)
 
     async def _recording_link(self, call: dict[str, Any]) -> str | None:
         """A link that plays the recording for webhooks.recording_link_ttl from now."""

@@ -17,7 +17,11 @@ from integrations.events import Event
 
 @dataclass(frozen=True)
 class Outgoing:
-    """One HTTP POST as the receiver will get it (before the worker's signature headers)."""
+    """One HTTP POST as the receiver will get it (before the worker's signature headers).
+    The body and headers are kept for every retry; `url` and `secret` are the target's at
+    compose time, and the worker takes them from the config again at each attempt
+    (`Composer.destination`): a target moved or re-keyed since is honoured by its retries, and
+    neither a URL (GA4's and Bitrix24's carry their keys) nor a secret is ever stored."""
 
     url: str
     body: bytes
@@ -40,6 +44,16 @@ class PendingEvent:
     attempts: int
 
 
+@dataclass(frozen=True)
+class Destination:
+    """Where a target's deliveries go now, by the config: its URL, the secret that signs them
+    (None: unsigned, e.g. GA4) and how long an attempt may take."""
+
+    url: str
+    secret: str | None
+    timeout: float
+
+
 class Skip(Exception):
     """The event needs no delivery (e.g. GA4 for a visit without a GA client id); the message
     says why, on the admin page."""
@@ -48,4 +62,13 @@ class Skip(Exception):
 class Composer(Protocol):
     async def compose(self, event: PendingEvent) -> Outgoing:
         """The request for `event`'s target; raises Skip when there is nothing to send."""
+        ...
+
+    def destination(self, target: str) -> Destination | None:
+        """Where `target`'s deliveries go now; None: the config has no such target now."""
+        ...
+
+    def targets(self) -> frozenset[str]:
+        """The targets this daemon's config has: it claims only their events (a daemon with
+        another config, e.g. in a rolling update, leaves the rest to the daemons that know)."""
         ...

@@ -48,9 +48,18 @@ def event_request(
         "timestamp_micros": round(call["started_at"] * 1_000_000),
         "events": [{"name": EVENT_NAME, "params": params}],
     }
-    query = urlencode({"measurement_id": ga4.measurement_id, "api_secret": ga4.api_secret})
     return Outgoing(
-        url=f"{ga4.endpoint}?{query}",
+        url=collect_url(ga4),
         body=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
         headers={"Content-Type": "application/json"},
     )
+
+
+#: how long a Measurement Protocol post may take
+GA4_TIMEOUT = 10.0
+
+
+def collect_url(ga4: Ga4) -> str:
+    """The Measurement Protocol endpoint with the stream's id and API secret."""
+    query = urlencode({"measurement_id": ga4.measurement_id, "api_secret": ga4.api_secret})
+    return f"{ga4.endpoint}?{query}"

@@ -77,12 +77,14 @@ def webhook_body(
     journey: Journey | None,
     sale: Mapping[str, Any] | None,
 ) -> bytes:
-    """The body for `event`: `call` as staff_api.call_json shows it, `sale` as sale_json."""
+    """The body for `event`: `call` as staff_api.call_json shows it, `sale` as sale_json. The
+    call's own `recording_url` is the staff route (it needs a login): a receiver gets the
+    signed link in its place, and at the top."""
     body: dict[str, Any] = {
         "event": str(event.event),
         "event_id": event.event_id,
         "created_at": _iso(event.created_at),
-        "call": dict(call),
+        "call": {**call, "recording_url": recording_url} if "recording_url" in call else dict(call),
         "attribution": attribution(call),
         "recording_url": recording_url,
         "journey": journey_summary(journey),

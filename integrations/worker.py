@@ -14,28 +14,38 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 import aiohttp
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from integrations.compose import composer_for
-from integrations.delivery import Composer, Outgoing, PendingEvent, Skip
+from integrations.delivery import Composer, Destination, PendingEvent, Skip
+from integrations.ga4 import GA4_TIMEOUT
 from integrations.retry import next_try
 from integrations.signing import HEADER, sign
 from pbx.keys import CLOCK, DELIVERIES, ENGINE, METRICS, OUTBOX, SETTINGS
 from pbx.metrics import Metrics
 from pbx.settings import Settings
-from pbx.storage.deliveries import Claimed, Deliveries
+from pbx.storage.deliveries import Claimed, Deliveries, Kept, forget_settled_before
 
 log = logging.getLogger(__name__)
 
 POLL = 1.0  # seconds between looks for rows nobody woke us for
 CONCURRENCY = 8  # deliveries in flight at once
+#: deliveries in flight to one target: a receiver that hangs holds at most these slots, and the
+#: other targets' events go on (a backlog for a dead CRM must not delay GA4 or another hook)
+PER_TARGET = 3
 LEASE_MARGIN = 15.0  # a claim outlives its request's timeout by this much
-GA4_TIMEOUT = 10.0
 DB_BACKOFF_MAX = 30.0  # seconds between claims while the database is down
-SHUTDOWN_GRACE = 5.0  # in-flight deliveries may finish when the daemon stops
+SHUTDOWN_GRACE = 5.0
+RETENTION_FIRST_RUN, RETENTION_INTERVAL = (
+    60.0,
+    3600.0,
+)  # in-flight deliveries may finish when the daemon stops
 
 
 class DeliveryWorker:
@@ -53,13 +63,14 @@ class DeliveryWorker:
     ) -> None:
         self._deliveries = deliveries
         self._composer = composer
-        self._hooks = {hook.name: hook for hook in settings.webhooks.targets}
         self._metrics = metrics
         self._clock = clock
         self._rng = rng or random.Random()
         self._limit = concurrency
         self._poll = poll
-        self._lease = max([GA4_TIMEOUT, *(h.timeout for h in self._hooks.values())]) + LEASE_MARGIN
+        timeouts = [GA4_TIMEOUT, *(hook.timeout for hook in settings.webhooks.targets)]
+        self._lease = max(timeouts) + LEASE_MARGIN
+        self._in_flight: Counter[str] = Counter()
         self._wakeup = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
 
@@ -76,7 +87,10 @@ class DeliveryWorker:
                     free = self._limit - len(self._running)
                     if free > 0:
                         try:
-                            claimed = await self._deliveries.claim(free, self._lease)
+                            busy = {t for t, n in self._in_flight.items() if n >= PER_TARGET}
+                            claimed = await self._deliveries.claim(
+                                free, self._lease, self._composer.targets(), busy
+                            )
                             db_failures = 0
                         except Exception:
                             db_failures += 1
@@ -84,7 +98,7 @@ class DeliveryWorker:
                             log.warning("outbox: cannot claim deliveries", exc_info=True)
                             await asyncio.sleep(pause)
                             continue
-                        for row in claimed:
+                        for row in self._within_share(claimed):
                             self._start(http, row)
                         if len(claimed) == free:
                             continue  # more may be due
@@ -96,10 +110,31 @@ class DeliveryWorker:
                 for task in self._running:
                     task.cancel()
 
+    def _within_share(self, claimed: list[Claimed]) -> list[Claimed]:
+        """The claimed rows a target's share of the slots allows; the rest are let go at once
+        (their claims are released: another pass, or another daemon, takes them)."""
+        taken, over = [], []
+        counts = Counter(self._in_flight)
+        for row in claimed:
+            if counts[row.event.target] < PER_TARGET:
+                counts[row.event.target] += 1
+                taken.append(row)
+            else:
+                over.append(row)
+        for row in over:
+            self._start_task(self._deliveries.release(row), row)
+        return taken
+
     def _start(self, http: aiohttp.ClientSession, row: Claimed) -> None:
-        task = asyncio.create_task(self._deliver(http, row), name=f"deliver-{row.event.id}")
+        self._in_flight[row.event.target] += 1
+        task = self._start_task(self._deliver(http, row), row)
+        task.add_done_callback(lambda _: self._in_flight.subtract([row.event.target]))
+
+    def _start_task(self, work: Coroutine[Any, Any, None], row: Claimed) -> asyncio.Task[None]:
+        task = asyncio.create_task(work, name=f"deliver-{row.event.id}")
         self._running.add(task)
         task.add_done_callback(self._finished)
+        return task
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
@@ -109,56 +144,52 @@ class DeliveryWorker:
 
     async def _deliver(self, http: aiohttp.ClientSession, row: Claimed) -> None:
         event = row.event
-        outgoing, secret = row.sent, self._secret(event.target) if row.signed else None
-        if row.signed and secret is None:
-            await self._deliveries.skipped(event.id, f"no webhook named {event.target!r} now")
+        where = self._composer.destination(event.target)
+        if where is None:  # the target left the config since the event was written
+            await self._deliveries.skipped(row, f"no target named {event.target!r} now")
             self._count(event, "skipped")
             return
-        if outgoing is None:
+        kept = row.kept
+        if kept is None:
             try:
                 outgoing = await self._composer.compose(event)
             except Skip as skip:
-                await self._deliveries.skipped(event.id, str(skip))
+                await self._deliveries.skipped(row, str(skip))
                 self._count(event, "skipped")
                 return
             except Exception as exc:
                 log.exception("composing %s for %s", event.event_id, event.target)
                 await self._failed_attempt(row, None, f"compose: {type(exc).__name__}: {exc}")
                 return
-            await self._deliveries.keep(event.id, outgoing)
-            secret = outgoing.secret
-        status, error = await self._post(http, event, outgoing, secret)
+            kept = Kept(outgoing.body, outgoing.headers)
+            await self._deliveries.keep(row, kept)
+        status, error = await self._post(http, event, where, kept)
         if error is None and status is not None:
             now = self._clock()
-            await self._deliveries.delivered(event.id, now, status)
+            await self._deliveries.delivered(row, now, status)
             self._count(event, "delivered")
             self._metrics.delivery_latency.observe(max(0.0, now - event.created_at))
         else:
             await self._failed_attempt(row, status, error or "")
 
     async def _post(
-        self,
-        http: aiohttp.ClientSession,
-        event: PendingEvent,
-        outgoing: Outgoing,
-        secret: str | None,
+        self, http: aiohttp.ClientSession, event: PendingEvent, where: Destination, kept: Kept
     ) -> tuple[int | None, str | None]:
         """(status, error): error None when the receiver took it (2xx)."""
         headers = {
             "Content-Type": "application/json",
-            **outgoing.headers,
+            **kept.headers,
             "X-Calltrack-Event-Id": event.event_id,
             "X-Calltrack-Event": str(event.event),
         }
-        if secret is not None:
-            headers[HEADER] = sign(secret, outgoing.body, int(self._clock()))
-        timeout = self._timeout(event.target)
+        if where.secret is not None:
+            headers[HEADER] = sign(where.secret, kept.body, int(self._clock()))
         try:
             async with http.post(
-                outgoing.url,
-                data=outgoing.body,
+                where.url,
+                data=kept.body,
                 headers=headers,
-                timeout=aiohttp.ClientTimeout(total=timeout),
+                timeout=aiohttp.ClientTimeout(total=where.timeout),
                 allow_redirects=False,
             ) as response:
                 if 200 <= response.status < 300:
@@ -166,7 +197,7 @@ class DeliveryWorker:
                 said = (await response.content.read(200)).decode(errors="replace")
                 return response.status, f"HTTP {response.status}: {said}".strip()
         except TimeoutError:
-            return None, f"no answer within {timeout:g} s"
+            return None, f"no answer within {where.timeout:g} s"
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             return None, f"{type(exc).__name__}: {exc}"
 
@@ -175,36 +206,50 @@ class DeliveryWorker:
         event = row.event
         due = next_try(event.attempts + 1, now, row.give_up_at, self._rng)
         if due is None:
-            await self._deliveries.failed(event.id, now, status, error)
+            await self._deliveries.failed(row, now, status, error)
             self._count(event, "failed")
             log.warning("gave up delivering %s to %s: %s", event.event_id, event.target, error)
         else:
-            await self._deliveries.retry(event.id, now, status, error, due)
+            await self._deliveries.retry(row, now, status, error, due)
             self._count(event, "retried")
-
-    def _secret(self, target: str) -> str | None:
-        hook = self._hooks.get(target)
-        return None if hook is None else hook.signing_secret
-
-    def _timeout(self, target: str) -> float:
-        hook = self._hooks.get(target)
-        return GA4_TIMEOUT if hook is None else hook.timeout
 
     def _count(self, event: PendingEvent, outcome: str) -> None:
         self._metrics.deliveries.labels(event.target, outcome).inc()
 
 
 async def delivery_worker(app: web.Application) -> AsyncIterator[None]:
-    """The daemon's worker, when the config has any webhook or GA4 (pbx.app's cleanup context)."""
+    """The daemon's worker, when the config has any webhook or GA4, and the retention of
+    settled deliveries (pbx.app's cleanup context)."""
     settings = app[SETTINGS]
     app[DELIVERIES] = Deliveries(app[ENGINE], app[CLOCK])
-    if not settings.webhooks.targets and settings.ga4 is None:
-        yield
-        return
-    worker = DeliveryWorker(app[DELIVERIES], composer_for(app), settings, app[METRICS], app[CLOCK])
-    app[OUTBOX].on_added(worker.wake)
-    task = asyncio.create_task(worker.run(), name="webhook-deliveries")
+    tasks = [
+        asyncio.create_task(
+            _forget_settled(app[ENGINE], settings.webhooks.keep_days, app[CLOCK]),
+            name="delivery-retention",
+        )
+    ]
+    if settings.webhooks.targets or settings.ga4 is not None:
+        composer = composer_for(app)
+        worker = DeliveryWorker(app[DELIVERIES], composer, settings, app[METRICS], app[CLOCK])
+        app[OUTBOX].on_added(worker.wake)
+        tasks.append(asyncio.create_task(worker.run(), name="webhook-deliveries"))
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _forget_settled(engine: AsyncEngine, keep_days: int, clock: Callable[[], float]) -> None:
+    """Hourly, from a minute after the start: settled deliveries past `webhooks.keep_days`
+    go, with the caller details their bodies hold."""
+    await asyncio.sleep(RETENTION_FIRST_RUN)
+    while True:
+        try:
+            deleted = await forget_settled_before(engine, clock() - keep_days * 86400.0)
+            if deleted:
+                log.info("deleted %d deliveries settled over %d days ago", deleted, keep_days)
+        except Exception:
+            log.exception("could not delete old deliveries; will try again")
+        await asyncio.sleep(RETENTION_INTERVAL)

@@ -11,8 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from integrations import google_ads, metrica
 from integrations.conversions import ConversionCall, Export, day_span
+from integrations.metrica import UPLOAD_WINDOW
 from pbx.settings import Settings
 from pbx.storage.conversions import conversion_calls
+
+#: the days an export covers by default (page and command): what Metrica still links to visits
+DEFAULT_DAYS = round(UPLOAD_WINDOW / 86400)
 
 GOOGLE_ADS, METRICA = "google-ads", "metrica"
 KINDS = (GOOGLE_ADS, METRICA)

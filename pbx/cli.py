@@ -39,8 +39,9 @@ EXAMPLE_PASSWORD = "demo"
 EXAMPLE_TOKEN_SHA256 = hashlib.sha256(b"demo-token").hexdigest()
 
 
-def example_credentials(settings: Settings) -> list[str]:
-    """The example's users and token still in a config, each as a warning to print."""
+def config_warnings(settings: Settings) -> list[str]:
+    """What `check` warns about, each a line to print: the example's users and token still in
+    the config, and webhooks whose recording links would name the listening address."""
     from pbx.auth import verify_password
 
     found = [
@@ -54,12 +55,17 @@ def example_credentials(settings: Settings) -> list[str]:
         for i, token in enumerate(settings.api_tokens)
         if token.token_sha256 == EXAMPLE_TOKEN_SHA256
     ]
+    if settings.webhooks.targets and not settings.http.public_url:
+        found.append(
+            "webhooks: http.public_url is not set, so the recording links they carry name the"
+            " daemon's listening address; set the address receivers reach it at"
+        )
     return found
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     settings = _load(args.config)
-    for warning in example_credentials(settings):
+    for warning in config_warnings(settings):
         print(f"{args.config}: warning: {warning}", file=sys.stderr)
     numbers = sum(len(p.numbers) for s in settings.sites for p in s.pools)
     print(

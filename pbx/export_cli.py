@@ -12,9 +12,10 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from attribution.reports import DayError, read_day
+from attribution.reports import DayError, read_day, report_range
 from integrations.conversions import Export
-from pbx.ad_exports import GOOGLE_ADS, METRICA, NotConfigured, build, read_calls
+from pbx.ad_exports import DEFAULT_DAYS, GOOGLE_ADS, METRICA, NotConfigured, build, read_calls
+from pbx.pool_sizing import today
 
 _HELP = {
     GOOGLE_ADS: "Google Ads offline click conversions (calls from a gclid, gbraid or wbraid)",
@@ -29,16 +30,18 @@ def add_commands(commands: Any) -> None:
     for kind, text in _HELP.items():
         command = kinds.add_parser(kind, help=text)
         command.add_argument("-c", "--config", required=True)
-        command.add_argument("--since", required=True, help="first day (ui.timezone), 2026-11-01")
-        command.add_argument("--until", required=True, help="last day, included")
+        command.add_argument(
+            "--since", help="first day (ui.timezone), 2026-11-01; default: 21 days ago"
+        )
+        command.add_argument("--until", help="last day, included; default: today")
         command.add_argument("-o", "--output", help="file to write (default: standard output)")
         command.set_defaults(run=cmd_export, kind=kind)
 
 
-def _day(text: str, name: str) -> date:
-    if not text:
+def _day(text: str | None, name: str, default: date) -> date:
+    if text == "":
         raise DayError(f"{name}: expected a date like 2026-11-30")
-    return read_day(text, name, date.min)
+    return read_day(text, name, default)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -49,7 +52,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     settings = _load(args.config)
     try:
-        since, until = _day(args.since, "--since"), _day(args.until, "--until")
+        # by default the days Metrica still links to visits (the page's default too)
+        first, last = report_range(today(settings, time.time()), DEFAULT_DAYS)
+        since, until = _day(args.since, "--since", first), _day(args.until, "--until", last)
     except DayError as exc:
         print(f"calltrack export: {exc}", file=sys.stderr)
         return 2

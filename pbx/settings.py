@@ -461,6 +461,13 @@ class Webhooks(_Model):
         7 * 86400.0,
         description="how long the recording link in a webhook plays without a staff login",
     )
+    keep_days: int = Field(
+        30,
+        ge=1,
+        le=3650,
+        description="deliveries settled (delivered, failed, skipped) this many days ago are"
+        " deleted, with the bodies they sent",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -15,7 +15,7 @@ from pbx.storage.outbox import DELIVERED, FAILED, PENDING, SKIPPED
 
 STATES = (PENDING, FAILED, DELIVERED, SKIPPED)
 LISTED = 200
-MAX_ID = 10**12 - 1
+MAX_ID = 2**31 - 1  # outbox.id is a 32-bit integer on PostgreSQL
 
 
 def _state(value: str | None) -> str | None:

@@ -11,8 +11,7 @@ from aiohttp import web
 
 from attribution.reports import DayError, read_day, report_range
 from integrations.conversions import Export
-from integrations.metrica import UPLOAD_WINDOW
-from pbx.ad_exports import KINDS, NotConfigured, build, file_name, read_calls
+from pbx.ad_exports import DEFAULT_DAYS, KINDS, NotConfigured, build, file_name, read_calls
 from pbx.auth import require_user
 from pbx.keys import CLOCK, READER, SETTINGS
 from pbx.staff_ui.export import upload_text
@@ -20,7 +19,6 @@ from pbx.staff_ui.views import SECURITY_HEADERS, render
 from pbx.storage.conversions import TooManyCalls
 
 MAX_DAYS = 92  # one file: a quarter (the CLI takes longer ranges)
-DEFAULT_DAYS = round(UPLOAD_WINDOW / 86400)  # what Metrica still links to visits
 
 
 class _BadRange(ValueError):

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, or_, select, update
+from sqlalchemy import case, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from integrations.delivery import Outgoing, PendingEvent
+from integrations.delivery import PendingEvent
 from integrations.events import Event
 from pbx.storage.outbox import DELIVERED, FAILED, PENDING, SKIPPED
 from pbx.storage.tables import outbox
@@ -30,34 +30,37 @@ RECENT_MAX = 500
 
 
 @dataclass(frozen=True)
+class Kept:
+    """What the first attempt sent, for every retry: the body and its headers. Never the URL
+    (GA4's and Bitrix24's carry their keys) nor the secret: both come from the config."""
+
+    body: bytes
+    headers: Mapping[str, str]
+
+    def dump(self) -> str:
+        try:
+            body: dict[str, str] = {"body": self.body.decode()}
+        except UnicodeDecodeError:
+            body = {"body_base64": base64.b64encode(self.body).decode()}
+        return json.dumps({"headers": dict(self.headers), **body}, ensure_ascii=False)
+
+    @classmethod
+    def load(cls, text: str) -> Kept:
+        kept = json.loads(text)
+        body = kept["body"].encode() if "body" in kept else base64.b64decode(kept["body_base64"])
+        return cls(body, kept["headers"])
+
+
+@dataclass(frozen=True)
 class Claimed:
-    """A row the worker now delivers: the event, and the request kept from an earlier try."""
+    """A row the worker now delivers: the event, the request kept from an earlier try, and
+    the claim's lease end, which the worker's writes name (a claim taken over after its lease
+    ran out makes the late writer's outcome a no-op)."""
 
     event: PendingEvent
     give_up_at: float
-    sent: Outgoing | None  # None: the first attempt, compose it
-    signed: bool  # the kept request is signed (with the target's secret of the moment)
-
-
-def dump_outgoing(outgoing: Outgoing) -> str:
-    """The request as kept in `outbox.body`: never its secret, which stays in the config."""
-    try:
-        body: dict[str, str] = {"body": outgoing.body.decode()}
-    except UnicodeDecodeError:
-        body = {"body_base64": base64.b64encode(outgoing.body).decode()}
-    kept = {
-        "url": outgoing.url,
-        "headers": dict(outgoing.headers),
-        **body,
-        "signed": outgoing.secret is not None,
-    }
-    return json.dumps(kept, ensure_ascii=False)
-
-
-def _load_outgoing(text: str) -> tuple[Outgoing, bool]:
-    kept = json.loads(text)
-    body = kept["body"].encode() if "body" in kept else base64.b64decode(kept["body_base64"])
-    return Outgoing(kept["url"], body, kept["headers"]), bool(kept["signed"])
+    kept: Kept | None  # None: the first attempt, compose it
+    lease: float
 
 
 class Deliveries:
@@ -65,16 +68,28 @@ class Deliveries:
         self._engine = engine
         self._clock = clock
 
-    async def claim(self, limit: int, lease: float) -> list[Claimed]:
-        """Up to `limit` due rows, oldest due first, now leased for `lease` seconds."""
+    async def claim(
+        self, limit: int, lease: float, targets: Collection[str], busy: Collection[str] = ()
+    ) -> list[Claimed]:
+        """Up to `limit` due rows of `targets` (but not of the `busy` ones, which have as many
+        deliveries in flight as one target may), oldest due first, now leased for `lease`
+        seconds. Nothing due: no write transaction (SQLite's is the one writer's lock)."""
         now = self._clock()
+        wanted = [t for t in targets if t not in busy]
+        if not wanted or limit <= 0:
+            return []
+        where = (
+            outbox.c.state == PENDING,
+            outbox.c.due_at <= now,
+            or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now),
+            outbox.c.target.in_(wanted),
+        )
+        async with self._engine.connect() as conn:
+            if await conn.scalar(select(outbox.c.id).where(*where).limit(1)) is None:
+                return []
         due = (
             select(outbox)
-            .where(
-                outbox.c.state == PENDING,
-                outbox.c.due_at <= now,
-                or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now),
-            )
+            .where(*where)
             .order_by(outbox.c.due_at, outbox.c.id)
             .limit(limit)
             .with_for_update(skip_locked=True)  # PostgreSQL; SQLite's BEGIN IMMEDIATE instead
@@ -87,29 +102,32 @@ class Deliveries:
                     .where(outbox.c.id.in_([row["id"] for row in rows]))
                     .values(claimed_until=now + lease)
                 )
-        return [_claimed(row) for row in rows]
+        return [_claimed(row, now + lease) for row in rows]
 
-    async def keep(self, outbox_id: int, outgoing: Outgoing) -> None:
+    async def release(self, row: Claimed) -> None:
+        """Give a claimed row back untried (its target has its share of deliveries in
+        flight): due as it was, claimable at once."""
+        await self._write(row, claimed_until=None)
+
+    async def keep(self, row: Claimed, kept: Kept) -> None:
         """Keep the first attempt's request, so every retry sends the same bytes."""
-        await self._write(outbox_id, body=dump_outgoing(outgoing))
+        await self._write(row, body=kept.dump())
 
-    async def delivered(self, outbox_id: int, at: float, status: int) -> None:
-        await self._attempted(outbox_id, at, status, None, state=DELIVERED, delivered_at=at)
+    async def delivered(self, row: Claimed, at: float, status: int) -> None:
+        await self._attempted(row, at, status, None, state=DELIVERED, delivered_at=at)
 
     async def retry(
-        self, outbox_id: int, at: float, status: int | None, error: str, due_at: float
+        self, row: Claimed, at: float, status: int | None, error: str, due_at: float
     ) -> None:
-        await self._attempted(outbox_id, at, status, error, due_at=due_at)
+        await self._attempted(row, at, status, error, due_at=due_at)
 
-    async def failed(self, outbox_id: int, at: float, status: int | None, error: str) -> None:
+    async def failed(self, row: Claimed, at: float, status: int | None, error: str) -> None:
         """The last attempt failed at the give-up time: nobody will try again by itself."""
-        await self._attempted(outbox_id, at, status, error, state=FAILED)
+        await self._attempted(row, at, status, error, state=FAILED)
 
-    async def skipped(self, outbox_id: int, reason: str) -> None:
+    async def skipped(self, row: Claimed, reason: str) -> None:
         """Nothing to send (the composer said why): not an attempt."""
-        await self._write(
-            outbox_id, state=SKIPPED, last_error=reason[:ERROR_MAX], claimed_until=None
-        )
+        await self._write(row, state=SKIPPED, last_error=reason[:ERROR_MAX], claimed_until=None)
 
     async def retry_now(self, outbox_id: int) -> bool:
         """Make a pending or failed row due now; a failed one gets its retry window again
@@ -132,10 +150,10 @@ class Deliveries:
         return result.rowcount > 0
 
     async def _attempted(
-        self, outbox_id: int, at: float, status: int | None, error: str | None, **values: Any
+        self, row: Claimed, at: float, status: int | None, error: str | None, **values: Any
     ) -> None:
         await self._write(
-            outbox_id,
+            row,
             attempts=outbox.c.attempts + 1,
             last_attempt_at=at,
             last_status=status,
@@ -144,17 +162,21 @@ class Deliveries:
             **values,
         )
 
-    async def _write(self, outbox_id: int, **values: Any) -> None:
+    async def _write(self, row: Claimed, **values: Any) -> None:
+        """Only to the row still pending and still under this claim."""
         async with self._engine.begin() as conn:
             await conn.execute(
                 update(outbox)
-                .where(outbox.c.id == outbox_id, outbox.c.state == PENDING)
+                .where(
+                    outbox.c.id == row.event.id,
+                    outbox.c.state == PENDING,
+                    outbox.c.claimed_until == row.lease,
+                )
                 .values(**values)
             )
 
 
-def _claimed(row: Any) -> Claimed:
-    sent, signed = _load_outgoing(row["body"]) if row["body"] else (None, False)
+def _claimed(row: Any, lease: float) -> Claimed:
     event = PendingEvent(
         id=row["id"],
         event_id=row["event_id"],
@@ -165,7 +187,26 @@ def _claimed(row: Any) -> Claimed:
         created_at=row["created_at"],
         attempts=row["attempts"],
     )
-    return Claimed(event, row["give_up_at"], sent, signed)
+    kept = Kept.load(row["body"]) if row["body"] else None
+    return Claimed(event, row["give_up_at"], kept, lease)
+
+
+async def forget_settled_before(engine: AsyncEngine, before: float, batch: int = 500) -> int:
+    """Delete deliveries created before `before` that are settled (a pending one is kept,
+    however old: it is still due); in small transactions. Returns how many."""
+    settled = outbox.c.state.in_([DELIVERED, FAILED, SKIPPED])
+    deleted = 0
+    while True:
+        async with engine.begin() as conn:
+            ids = list(
+                await conn.scalars(
+                    select(outbox.c.id).where(settled, outbox.c.created_at < before).limit(batch)
+                )
+            )
+            if not ids:
+                return deleted
+            await conn.execute(delete(outbox).where(outbox.c.id.in_(ids)))
+        deleted += len(ids)
 
 
 async def recent(

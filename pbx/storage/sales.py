@@ -43,6 +43,9 @@ class Credited:
     amount_cents: int
     at: float
     created: bool  # False: the reference was known (unchanged, or corrected)
+    #: the calls whose sale figures this changed (a correction may move the sale to another
+    #: call): none when a known sale came again unchanged
+    changed: tuple[int, ...] = ()
 
 
 class SaleStore:
@@ -52,7 +55,7 @@ class SaleStore:
         region: str | None,
         match_days: int,
         clock: Callable[[], float],
-        outbox: Outbox | None = None,
+        outbox: Outbox,
     ) -> None:
         self._engine = engine
         self._region = region
@@ -73,12 +76,15 @@ class SaleStore:
     async def _attempt(self, sale: Sale, by: str) -> Credited | Unmatched:
         async with self._engine.begin() as conn:
             result = await self._record(conn, sale, by)
-            queued = (
-                await self._outbox.add(conn, Event.SALE_CREATED, result.call_id, sale.reference)
-                if self._outbox is not None and isinstance(result, Credited) and result.created
-                else 0
-            )
-        if queued and self._outbox is not None:
+            queued = 0
+            if isinstance(result, Credited) and result.created:
+                queued = await self._outbox.add(
+                    conn, Event.SALE_CREATED, result.call_id, sale.reference
+                )
+            elif isinstance(result, Credited):  # a correction: the calls it changed
+                for call_id in result.changed:
+                    queued += await self._outbox.add(conn, Event.CALL_UPDATED, call_id)
+        if queued:
             self._outbox.wake()
         return result
 
@@ -119,7 +125,8 @@ class SaleStore:
             credits.append((known.call_id, -1, -known.amount_cents))
         for credit in sorted(credits):  # calls in id order: writers never wait in a circle
             await _credit(conn, *credit)
-        return Credited(call_id, sale.amount_cents, at, created=known is None)
+        changed = tuple(sorted({credit[0] for credit in credits}))
+        return Credited(call_id, sale.amount_cents, at, created=known is None, changed=changed)
 
     async def _candidates(self, conn: AsyncConnection, caller: str, at: float) -> list[CallSeen]:
         """The caller's latest call at or before `at` and first call after it, in whichever form

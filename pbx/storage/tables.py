@@ -378,7 +378,7 @@ outbox = Table(
     Column("call_id", Integer, ForeignKey("calls.id"), nullable=False, index=True),
     Column("sale_reference", String(REFERENCE_MAX), ForeignKey("sales.reference")),
     Column("created_at", Float, nullable=False),
-    Column("state", String(16), nullable=False),  # pending | delivered | failed
+    Column("state", String(16), nullable=False),  # pending | delivered | failed | skipped
     Column("due_at", Float, nullable=False),  # the next attempt (pending)
     Column("give_up_at", Float, nullable=False),  # created_at + the target's retry_for
     Column("claimed_until", Float),  # a worker is delivering it until then

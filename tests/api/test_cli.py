@@ -105,3 +105,24 @@ def test_check_is_quiet_about_credentials_of_ones_own(tmp_path: Path) -> None:
     )
     result = calltrack("check", str(path))
     assert result.returncode == 0 and "warning" not in result.stderr, result.stderr
+
+
+def test_check_warns_when_webhook_links_would_name_the_listening_address(tmp_path: Path) -> None:
+    hook = {"name": "crm", "url": "https://crm.example/hook", "secret": "s" * 32}
+    path = write_config(
+        tmp_path / "calltrack.yaml", config_dict("sqlite+aiosqlite:///x.db", webhooks=[hook])
+    )
+    result = calltrack("check", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "warning: webhooks: http.public_url is not set" in result.stderr
+
+
+def test_export_defaults_to_the_days_metrica_still_links(tmp_path: Path) -> None:
+    from datetime import date, timedelta
+
+    path = config(tmp_path)
+    assert calltrack("db", "upgrade", "-c", str(path)).returncode == 0
+    result = calltrack("export", "metrica", "-c", str(path))
+    assert result.returncode == 0, result.stderr
+    today = date.today()  # the config's ui.timezone is UTC, as the test machine's clock
+    assert f"metrica {today - timedelta(days=20)}..{today}:" in result.stderr

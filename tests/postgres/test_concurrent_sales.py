@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from attribution.calls import CallReport
 from pbx.storage.calls import CallStore
 from pbx.storage.db import open_engine, upgrade
+from pbx.storage.outbox import Outbox
 from pbx.storage.sales import Credited, Sale, SaleStore
 from pbx.storage.tables import calls, sales
 from pbx.storage.visits import VisitStore
@@ -52,11 +53,16 @@ async def _crm(engine: AsyncEngine) -> dict[int, tuple[int, int]]:
         return {row.id: (row.crm_sales, row.crm_sale_cents) for row in rows}
 
 
+def sale_store(engine: AsyncEngine, postgres_url: str) -> SaleStore:
+    clock = FakeClock(NOW)
+    return SaleStore(engine, "RU", 90, clock, Outbox(make_settings(postgres_url), clock))
+
+
 async def test_one_sale_posted_at_once_many_times_counts_once(
     engine: AsyncEngine, postgres_url: str
 ) -> None:
     [call] = await _store_calls(engine, postgres_url, NOW - 3600)
-    store = SaleStore(engine, "RU", 90, FakeClock(NOW))
+    store = sale_store(engine, postgres_url)
     sale = Sale("D-1", CALLER, 150000, NOW)
     results = await asyncio.gather(*(store.record(sale, "crm") for _ in range(8)))
     assert all(isinstance(r, Credited) and r.call_id == call for r in results)
@@ -70,7 +76,7 @@ async def test_sales_and_corrections_at_once_keep_the_calls_in_step(
     engine: AsyncEngine, postgres_url: str
 ) -> None:
     old, new = await _store_calls(engine, postgres_url, NOW - 10 * 86_400, NOW - 3600)
-    store = SaleStore(engine, "RU", 90, FakeClock(NOW))
+    store = sale_store(engine, postgres_url)
     early = NOW - 5 * 86_400  # credited to `old`; NOW is credited to `new`
     for n in range(10):
         assert isinstance(await store.record(Sale(f"D-{n}", CALLER, 100, early), "crm"), Credited)

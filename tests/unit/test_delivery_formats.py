@@ -105,7 +105,7 @@ def test_the_json_body_carries_the_call_its_attribution_link_and_journey() -> No
         "event": "sale.created",
         "event_id": "e" * 32,
         "created_at": "2027-01-15T08:01:40+00:00",
-        "call": call(),
+        "call": {**call(), "recording_url": LINK},  # the signed link, not the staff route
         "attribution": {
             "method": "session",
             "site": "main",
@@ -167,6 +167,8 @@ def test_bitrix24_adds_a_lead_with_the_utm_fields(url: str) -> None:
             "UTM_CAMPAIGN": "spring",
             "UTM_TERM": "sofa",
             "COMMENTS": f"answered, talk 95 s\nRecording: {LINK}",
+            "ORIGINATOR_ID": "calltrack",
+            "ORIGIN_ID": "e" * 32,
         },
         "params": {"REGISTER_SONET_EVENT": "Y"},
     }

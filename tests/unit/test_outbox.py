@@ -80,11 +80,15 @@ async def test_each_event_is_written_for_each_target_that_takes_it(tmp_path: Pat
         ("all", "sale.created", 1, "deal-1"),
     ]
     assert len(woken) == 3  # once per committed change that wrote events
+    # a correction of the amount: the call's sale figures changed, so call.updated for it
+    fixed = await sales.record(Sale("deal-1", "+79161234567", 175000, None), "crm")
+    assert isinstance(fixed, Credited) and not fixed.created and fixed.changed == (1,)
+    assert (await rows(engine))[5:] == [("all", "call.updated", 1, None)]
     async with engine.connect() as conn:
         ids = list(await conn.scalars(select(outbox.c.event_id)))
         due = set(await conn.scalars(select(outbox.c.due_at)))
         give_up = set(await conn.scalars(select(outbox.c.give_up_at)))
-    assert len(set(ids)) == 5 and all(len(i) == 32 for i in ids)
+    assert len(set(ids)) == 6 and all(len(i) == 32 for i in ids)
     assert due == {clock.now}
     assert give_up == {clock.now + 86400, clock.now + 72 * 3600}  # webhooks 24 h, GA4 72 h
     await engine.dispose()
@@ -155,3 +159,25 @@ def test_bad_webhooks_are_config_errors_at_their_line(
     text = str(error.value)
     assert message in text, text
     assert "calltrack.yaml:" in text and ":None" not in text
+
+
+async def test_settled_deliveries_past_keep_days_are_forgotten_pending_ones_kept(
+    tmp_path: Path,
+) -> None:
+    from sqlalchemy import update
+
+    from pbx.storage.deliveries import forget_settled_before
+
+    store, _, (engine, _), clock = await harness(tmp_path, webhooks=HOOKS)
+    for n in range(3):  # six rows: two targets per call
+        assert await store.store(report(f"k{n}", clock.now))
+    async with engine.begin() as conn:
+        await conn.execute(update(outbox).where(outbox.c.id.in_([1, 2])).values(state="delivered"))
+        await conn.execute(update(outbox).where(outbox.c.id == 3).values(state="failed"))
+        await conn.execute(update(outbox).where(outbox.c.id == 4).values(state="skipped"))
+        await conn.execute(update(outbox).where(outbox.c.id == 2).values(created_at=clock.now + 5))
+    assert await forget_settled_before(engine, clock.now + 1, batch=1) == 3  # 1, 3 and 4
+    async with engine.connect() as conn:
+        kept = dict((await conn.execute(select(outbox.c.id, outbox.c.state))).all())
+    assert kept == {2: "delivered", 5: "pending", 6: "pending"}  # newer, and still due
+    await engine.dispose()

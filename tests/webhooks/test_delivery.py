@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
 from attribution.calls import CallReport
-from integrations.delivery import Outgoing, PendingEvent, Skip
+from integrations.delivery import Destination, Outgoing, PendingEvent, Skip
 from integrations.signing import verify
 from integrations.worker import DeliveryWorker
 from pbx.app import build_app
@@ -37,6 +37,7 @@ from tests.helpers import FakeClock, migrate, settings_for
 from tests.webhooks.receiver import PATH, Receiver, serve
 
 SECRET = "whsec-delivery-tests-0123"
+TIMEOUT = 0.5  # seconds an attempt may take in the harness
 Client = TestClient  # type: ignore[type-arg]
 
 
@@ -105,6 +106,7 @@ class Composer:
         self.url = url
         self.composed = 0
         self.skip: str | None = None
+        self.gone = False  # the target left the config
 
     async def compose(self, event: PendingEvent) -> Outgoing:
         if self.skip:
@@ -112,6 +114,12 @@ class Composer:
         self.composed += 1
         body = json.dumps({"id": event.event_id, "composed": self.composed}).encode()
         return Outgoing(self.url, body, {"Content-Type": "application/x-test"}, secret=SECRET)
+
+    def destination(self, target: str) -> Destination | None:
+        return Destination(self.url, SECRET, TIMEOUT) if target == "crm" and not self.gone else None
+
+    def targets(self) -> frozenset[str]:
+        return frozenset({"crm"})
 
 
 @dataclass
@@ -151,7 +159,7 @@ async def harness(
     long as the test's indirect parameter says."""
     got, server = receiver
     settings: Settings = settings_for(
-        tmp_path, webhooks=[hook(server, timeout="0.5s", retry_for="1h")]
+        tmp_path, webhooks=[hook(server, timeout=f"{TIMEOUT}s", retry_for="1h")]
     )
     await migrate(settings)
     engine = open_engine(settings.database)
@@ -287,14 +295,91 @@ async def test_a_database_outage_does_not_stop_the_worker(
     real = Deliveries.claim
     failures = 0
 
-    async def down(self: Deliveries, limit: int, lease: float) -> Any:
+    async def down(self: Deliveries, *args: Any) -> Any:
         nonlocal failures
         failures += 1
         if failures <= 2:
             raise OSError("database is down")
-        return await real(self, limit, lease)
+        return await real(self, *args)
 
     monkeypatch.setattr(Deliveries, "claim", down)
     assert await h.store.store(report("D1", h.clock.now))
     row = await h.settled(1, within=10.0)
     assert row["state"] == "delivered" and failures > 2 and not h.task.done()
+
+
+async def test_a_retry_goes_where_the_config_says_now(
+    harness: Harness, receiver: tuple[Receiver, TestServer]
+) -> None:
+    """The URL (and secret) are not kept with the request: a target moved off a host gets its
+    pending retries at the new one."""
+    h = harness
+    moved = Receiver()
+    server = await serve(moved)
+    h.receiver.answers = [500]
+    assert await h.store.store(report("M1", h.clock.now))
+    row = await h.settled(1)
+    h.composer.url = str(server.make_url(PATH))
+    h.clock.now = row["next_try"]
+    row = await h.settled(2)
+    assert row["state"] == "delivered"
+    assert len(h.receiver.got) == 1 and len(moved.got) == 1
+    assert moved.got[0].body == h.receiver.got[0].body  # the same bytes, at the new place
+    async with h.engine.connect() as conn:
+        kept = json.loads(await conn.scalar(select(outbox.c.body)))
+    assert set(kept) == {"headers", "body"}  # neither the URL nor the secret is stored
+    await server.close()
+
+
+async def test_a_target_gone_from_the_config_is_skipped_not_sent(harness: Harness) -> None:
+    h = harness
+    h.receiver.answers = [500]
+    assert await h.store.store(report("G1", h.clock.now))
+    row = await h.settled(1)
+    h.composer.gone = True
+    h.clock.now = row["next_try"]
+    row = await h.until(lambda r: r["state"] != "pending", 5.0)
+    assert row["state"] == "skipped" and row["last_error"] == "no target named 'crm' now"
+    assert len(h.receiver.got) == 1
+
+
+class TwoTargets:
+    """ "slow" and "fast", each to its own receiver."""
+
+    def __init__(self, urls: dict[str, str]) -> None:
+        self.urls = urls
+
+    async def compose(self, event: PendingEvent) -> Outgoing:
+        body = json.dumps({"id": event.event_id}).encode()
+        return Outgoing(self.urls[event.target], body, secret=SECRET)
+
+    def destination(self, target: str) -> Destination | None:
+        return Destination(self.urls[target], SECRET, 3.0) if target in self.urls else None
+
+    def targets(self) -> frozenset[str]:
+        return frozenset(self.urls)
+
+
+async def test_a_hanging_receiver_does_not_hold_up_another_target(tmp_path: Path) -> None:
+    slow, fast = Receiver(answers=["hang"] * 50), Receiver()
+    slow_server, fast_server = await serve(slow), await serve(fast)
+    urls = {"slow": str(slow_server.make_url(PATH)), "fast": str(fast_server.make_url(PATH))}
+    hooks = [{"name": name, "url": url, "secret": SECRET} for name, url in urls.items()]
+    settings = settings_for(tmp_path, webhooks=hooks)
+    await migrate(settings)
+    engine = open_engine(settings.database)
+    clock = FakeClock()
+    box = Outbox(settings, clock)
+    store = CallStore(engine, settings, VisitStore(engine, settings, clock), clock, box)
+    worker = DeliveryWorker(Deliveries(engine, clock), TwoTargets(urls), settings, Metrics(), clock)
+    box.on_added(worker.wake)
+    task = asyncio.create_task(worker.run())
+    for n in range(8):  # 16 events, slow's and fast's in turn, oldest first
+        assert await store.store(report(f"H{n}", clock.now))
+    await fast.wait_for(8, within=2.0)  # well before slow's 3 s timeouts free a slot
+    assert len(slow.got) <= 3  # its share of the worker's slots
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await engine.dispose()
+    await slow_server.close()
+    await fast_server.close()
