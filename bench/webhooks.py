@@ -1,11 +1,11 @@
 """Webhooks: stored-to-delivered latency while the receiver is up (issue 14: p99 < 1 s).
 
 The daemon's app (build_app, its cleanup contexts: the database on a fresh SQLite file, the
-delivery worker with the real composer: json body, journey, recording link) stores N calls through its CallStore, as the AMI
-bridge does after a hangup, at a steady rate; a local receiver on 127.0.0.1 answers 200 and
-notes when each event arrived. Latency = arrival time - the call's `stored_at`, per event id.
-Receiver and daemon share one process and event loop (no lab, no network): the loop's
-contention is counted in, so this is pessimistic for the worker.
+delivery worker with the real composer: json body, journey, recording link) stores N calls
+through its CallStore, as the AMI bridge does after a hangup, at a steady rate; a local
+receiver on 127.0.0.1 answers 200 and notes when each event arrived. Latency = arrival time -
+the call's `stored_at`, per event id. Receiver and daemon share one process and event loop (no
+lab, no network): the loop's contention is counted in, so this is pessimistic for the worker.
 
     .venv/bin/python -m bench.webhooks [--calls 500] [--rate 20] [--out bench/results/webhooks.md]
 """
