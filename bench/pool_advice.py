@@ -73,9 +73,18 @@ def data(shape: pool_data.Shape) -> tuple[Path, pool_data.Facts, float]:
         facts = asyncio.run(_generate(f"sqlite+aiosqlite:///{partial}", shape))
         kept.write_text(json.dumps(facts.as_json() | {"write_s": time.monotonic() - started}))
         os.replace(partial, path)
+    asyncio.run(_upgrade(f"sqlite+aiosqlite:///{path}"))  # a file cached by older code
     stored = json.loads(kept.read_text())
     write_s = stored.pop("write_s")
     return path, pool_data.Facts(**stored), write_s
+
+
+async def _upgrade(database: str) -> None:
+    engine = open_engine(database)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
 
 
 async def _generate(database: str, shape: pool_data.Shape) -> pool_data.Facts:
