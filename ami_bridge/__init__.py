@@ -2,7 +2,7 @@
 
 from ami_bridge.bridge import AmiBridge, OnConnected
 from ami_bridge.delivery import ReportDelivery, StoreReport
-from ami_bridge.reconcile import read_cdr_reports, reconcile
+from ami_bridge.reconcile import read_cdr_reports, reconcile_pass
 from ami_bridge.tracker import CallTracker, parse_stream
 
 __all__ = [
@@ -13,5 +13,5 @@ __all__ = [
     "StoreReport",
     "parse_stream",
     "read_cdr_reports",
-    "reconcile",
+    "reconcile_pass",
 ]

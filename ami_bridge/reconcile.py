@@ -4,18 +4,25 @@ AMI has no replay: events sent while calltrack was down or the link was broken a
 file has every call, at one-second precision; the store is idempotent on linkedid, so a call both
 seen live and read here is kept once. Needs the cdr.conf from asterisk.conf.d (uniqueid and
 linkedid columns, unanswered calls, times in UTC).
+
+The daemon reads the file incrementally (ami_bridge.cdr_tail): each pass goes on from where the
+last one stopped, follows logrotate's rotations and reads a capped amount, so a file of millions
+of rows costs nothing when nothing is new and never blocks a pass for long.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
+import math
 from collections import defaultdict
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ami_bridge.cdr_follow import Position
+from ami_bridge.cdr_tail import read_tail
 from attribution.calls import CallReport
 from attribution.phone import PhoneNumberError, to_e164
 from dialplan.generator import CDR_START_PREFIX
@@ -30,6 +37,8 @@ _DIAL_STATUS = {
     "FAILED": "CHANUNAVAIL",
     "CONGESTION": "CONGESTION",
 }
+PASS_BYTES = 4 << 20  # a pass reads about this much (some 16,000 rows, well under a second)
+_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # UTC (cdr.conf usegmtime)
 # An empty WAV is its 44-byte header: MixMonitor creates one even for calls never bridged.
 _EMPTY_WAV = 44
 
@@ -59,51 +68,56 @@ def _exact_start(userfield: str) -> float | None:
         return None
 
 
+def _columns(fields: list[str]) -> str:
+    return f"{len(fields)} columns, expected 20 or 21 (see asterisk.conf.d/cdr.conf)"
+
+
 def _time(text: str) -> float | None:
     if not text:
         return None
-    return datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
+    return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC).timestamp()
 
 
-def read_rows(path: Path) -> Iterator[CdrRow]:
-    """Master.csv rows with uniqueid and linkedid (with or without the userfield column)."""
-    with path.open(newline="", encoding="utf-8", errors="replace") as f:
-        for number, row in enumerate(csv.reader(f), 1):
-            userfield = ""
-            if len(row) == 20:  # loguniqueid, newcdrcolumns
-                uniqueid, linkedid, sequence = row[16], row[18], row[19]
-            elif len(row) == 21:  # ... and loguserfield
-                uniqueid, userfield, linkedid, sequence = row[16], row[17], row[19], row[20]
-            else:
-                log.warning(
-                    "%s:%d: %d columns, expected 20 or 21 (see asterisk.conf.d/cdr.conf)",
-                    path,
-                    number,
-                    len(row),
-                )
-                continue
-            try:
-                start, end = _time(row[9]), _time(row[11])
-                answer = _time(row[10])
-            except ValueError:
-                log.warning("%s:%d: unreadable times %r", path, number, row[9:12])
-                continue
-            if start is None or end is None:
-                continue
-            yield CdrRow(
-                src=row[1],
-                dst=row[2],
-                dcontext=row[3],
-                lastapp=row[7],
-                start=start,
-                answer=answer,
-                end=end,
-                disposition=row[14],
-                uniqueid=uniqueid,
-                linkedid=linkedid or uniqueid,
-                sequence=int(sequence or 0),
-                exact_start=_exact_start(userfield),
-            )
+def _linkedid(fields: list[str]) -> str | None:
+    """The call a row belongs to, read without parsing the row (None: not a row of ours)."""
+    if len(fields) == 20:  # loguniqueid, newcdrcolumns
+        return fields[18] or fields[16]
+    if len(fields) == 21:  # ... and loguserfield
+        return fields[19] or fields[16]
+    return None
+
+
+def parse_row(fields: list[str]) -> CdrRow | str | None:
+    """The row, or why it cannot be read (None: a row without times, nothing to report)."""
+    userfield = ""
+    if len(fields) == 20:  # loguniqueid, newcdrcolumns
+        uniqueid, linkedid, sequence = fields[16], fields[18], fields[19]
+    elif len(fields) == 21:  # ... and loguserfield
+        uniqueid, userfield, linkedid, sequence = fields[16], fields[17], fields[19], fields[20]
+    else:
+        return _columns(fields)
+    try:
+        start, end = _time(fields[9]), _time(fields[11])
+        answer = _time(fields[10])
+        number = int(sequence or 0)
+    except ValueError:
+        return f"unreadable times or sequence {fields[9:12]!r} {sequence!r}"
+    if start is None or end is None:
+        return None
+    return CdrRow(
+        src=fields[1],
+        dst=fields[2],
+        dcontext=fields[3],
+        lastapp=fields[7],
+        start=start,
+        answer=answer,
+        end=end,
+        disposition=fields[14],
+        uniqueid=uniqueid,
+        linkedid=linkedid or uniqueid,
+        sequence=number,
+        exact_start=_exact_start(userfield),
+    )
 
 
 def _report(
@@ -147,6 +161,55 @@ def _report(
     ).fitted()
 
 
+def _reports(
+    table: Iterable[list[str]],
+    where: Path,
+    since: float,
+    contexts: Collection[str],
+    recordings_dir: Path | None,
+    region: str | None,
+) -> list[CallReport]:
+    """Reports for the calls in `table` (csv rows of `where`) through `contexts` that ended at
+    or after `since`.
+
+    Rows are grouped by call before they are parsed, and only calls that ended since `since`
+    are parsed: a CDR's times sort as text, so the many old calls of a big file cost a string
+    comparison each, not a parse.
+    """
+    newest = datetime.fromtimestamp(math.ceil(since), UTC).strftime(_TIME_FORMAT)
+    calls: dict[str, list[list[str]]] = defaultdict(list)
+    ended: dict[str, str] = {}
+    bad = 0
+    for fields in table:
+        linkedid = _linkedid(fields)
+        if linkedid is None:
+            bad += 1
+            if bad == 1:
+                log.warning("%s: %s", where, _columns(fields))
+            continue
+        if fields[3] in contexts:
+            calls[linkedid].append(fields)
+            ended[linkedid] = max(ended.get(linkedid, ""), fields[11])
+    if bad > 1:  # one line however many rows: a file in another format is one fault
+        log.warning("%s: %d rows skipped for their columns", where, bad)
+    reports = []
+    for linkedid, table_rows in calls.items():
+        if ended[linkedid] < newest:
+            continue
+        rows = []
+        for fields in table_rows:
+            row = parse_row(fields)
+            if isinstance(row, str):
+                log.warning("%s: call %s: %s", where, linkedid, row)
+            elif row is not None:
+                rows.append(row)
+        report = _report(linkedid, rows, recordings_dir, region) if rows else None
+        if report is not None and report.ended_at >= since:
+            reports.append(report)
+    reports.sort(key=lambda r: r.started_at)
+    return reports
+
+
 def read_cdr_reports(
     path: Path,
     since: float,
@@ -154,43 +217,63 @@ def read_cdr_reports(
     recordings_dir: Path | None = None,
     region: str | None = None,
 ) -> list[CallReport]:
-    """Reports for calls through `contexts` that ended at or after `since` (Unix time).
+    """Reports for calls in the whole file at `path` through `contexts` that ended at or after
+    `since` (Unix time).
 
     A recording is named only if `recordings_dir` holds a non-empty file for it (or if no
     directory is given). A dialled number written nationally is read in `region`, as the
     config's numbers are.
     """
-    calls: dict[str, list[CdrRow]] = defaultdict(list)
-    for row in read_rows(path):
-        if row.dcontext in contexts:
-            calls[row.linkedid].append(row)
-    reports = []
-    for linkedid, rows in calls.items():
-        if max(r.end for r in rows) < since:
-            continue
-        report = _report(linkedid, rows, recordings_dir, region)
-        if report is not None:
-            reports.append(report)
-    reports.sort(key=lambda r: r.started_at)
-    return reports
+    with path.open(newline="", encoding="utf-8", errors="replace") as f:
+        return _reports(csv.reader(f), path, since, contexts, recordings_dir, region)
 
 
-def reconcile(settings: Settings, since: float) -> list[CallReport]:
-    """Calls that ended since `since` per `asterisk.cdr_csv`; [] if that is not configured.
+def _decoded(lines: Iterable[bytes]) -> Iterator[str]:
+    return (line.decode("utf-8", errors="replace") for line in lines)
 
-    Reads the whole file: run it in a thread (asyncio.to_thread) from the daemon.
+
+def _whole_calls(lines: list[bytes]) -> int:
+    """How many of `lines` a capped pass takes: Asterisk writes a call's rows one after another,
+    so the run of rows of the last call may go on past the cap; it is left for the next pass,
+    unless it is all the pass read."""
+    linkedids = [_linkedid(fields) for fields in csv.reader(_decoded(lines[-64:]))]
+    last = linkedids[-1]
+    run = 1
+    while run < len(linkedids) and linkedids[-run - 1] == last:
+        run += 1
+    return len(lines) - run or len(lines)
+
+
+@dataclass(frozen=True)
+class Pass:
+    reports: list[CallReport]
+    rows: int  # CDR lines read
+    position: Position | None  # where the next pass goes on
+    caught_up: bool  # False: the cap stopped this pass, run another
+
+
+def reconcile_pass(
+    settings: Settings, since: float, position: Position | None, max_bytes: int = PASS_BYTES
+) -> Pass:
+    """Calls that ended since `since` among the rows `asterisk.cdr_csv` gained after `position`,
+    about `max_bytes` of them (none if cdr_csv is not configured).
+
+    Reads and parses files: run it in a thread (asyncio.to_thread) from the daemon. The caller
+    keeps `Pass.position` once it has stored the reports, and runs passes until `caught_up`.
     """
     if settings.asterisk is None or settings.asterisk.cdr_csv is None:
-        return []
+        return Pass([], 0, position, caught_up=True)
     path = settings.asterisk.cdr_csv
     if not path.exists():
         log.warning("CDR file %s does not exist (yet)", path)
-        return []
+    tail = read_tail(path, position, max_bytes, _whole_calls)
     context = settings.asterisk.context
-    return read_cdr_reports(
+    reports = _reports(
+        csv.reader(_decoded(tail.lines)),
         path,
         since,
         {context, f"{context}-call"},
         settings.asterisk_recordings_dir,
         settings.region,
     )
+    return Pass(reports, len(tail.lines), tail.position, tail.caught_up)

@@ -27,6 +27,12 @@ class Metrics:
             " (the call is still in Asterisk's CDR)",
             registry=self.registry,
         )
+        self.call_reports_duplicate = Counter(
+            "calltrack_call_reports_duplicate",
+            "Call reports of calls already stored, skipped (the live link and the CDR both"
+            " report a call; reconciliation re-reads an hour before a gap)",
+            registry=self.registry,
+        )
         self.call_store_latency = Histogram(
             "calltrack_call_store_seconds",
             "From the call's hangup to its record being stored",

@@ -18,13 +18,14 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ami_bridge import AmiBridge, ReportDelivery, StoreReport
-from ami_bridge.reconcile import reconcile
+from ami_bridge.reconcile import reconcile_pass
 from attribution.calls import CallReport
 from dialplan.agi import start_agi_server
 from pbx.keys import CALLS, CLOCK, ENGINE, METRICS, PBX_LINK, RECORDINGS, SETTINGS
 from pbx.metrics import Metrics
 from pbx.settings import Settings
 from pbx.storage.calls import CallStore
+from pbx.storage.cdr_positions import CdrPositions
 from pbx.storage.errors import is_transient
 from pbx.storage.tables import calls, sessions
 from pbx.watchdog import LoopWatchdog
@@ -42,6 +43,7 @@ def call_recorder(
     async def record(report: CallReport) -> bool:
         attribution = await store.store(report)
         if attribution is None:
+            metrics.call_reports_duplicate.inc()
             return False
         metrics.calls.labels(report.status, attribution).inc()
         metrics.call_store_latency.observe(max(0.0, clock() - report.ended_at))
@@ -59,7 +61,13 @@ async def reconcile_missed(
     lost_at: float | None,
 ) -> int:
     """Store the calls that ended while nobody listened (the link or the daemon was down), each
-    through `deliver` like a live one; returns how many were new."""
+    through `deliver` like a live one; returns how many were new.
+
+    The CDR file is read from where the last pass stopped, in capped passes (each in a thread)
+    until it is caught up; each pass's position is kept once its calls are stored, so a daemon
+    stopped mid-way goes on from there."""
+    if settings.asterisk is None or settings.asterisk.cdr_csv is None:
+        return 0
     since = lost_at
     if since is None:  # daemon start: since the last stored call, or since tracking began
         async with engine.connect() as conn:
@@ -68,12 +76,26 @@ async def reconcile_missed(
                 since = await conn.scalar(select(func.min(sessions.c.started_at)))
     # a first start does not import the PBX's whole history, only the last hour
     since = (since if since is not None else clock()) - RECONCILE_OVERLAP
-    reports = await asyncio.to_thread(reconcile, settings, since)
-    stored = 0
-    for report in reports:
-        stored += await deliver(report)
-    if stored:
-        log.info("reconciled %d call(s) that ended while the link was down", stored)
+    path = str(settings.asterisk.cdr_csv)
+    positions = CdrPositions(engine, clock)
+    position = await positions.load(path)
+    stored = reported = 0
+    while True:
+        step = await asyncio.to_thread(reconcile_pass, settings, since, position)
+        for report in step.reports:
+            stored += await deliver(report)
+        reported += len(step.reports)
+        if step.position is not None and step.position != position:
+            await positions.save(path, step.position)
+            position = step.position
+        if step.caught_up:
+            break
+    if reported:
+        log.info(
+            "reconciled %d call(s) that ended while the link was down (%d not new)",
+            stored,
+            reported - stored,
+        )
     return stored
 
 

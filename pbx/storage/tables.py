@@ -7,6 +7,7 @@ same on SQLite and PostgreSQL, with no time zone to get wrong.
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -399,4 +400,17 @@ link_keys = Table(
     Column("name", String(32), primary_key=True),
     Column("secret", String(128), nullable=False),  # hex
     Column("created_at", Float, nullable=False),
+)
+
+# Where reconciliation stopped reading a CDR file (ami_bridge.cdr_follow). Inode and device are
+# text: st_ino and st_dev are unsigned 64-bit, wider than SQL's BIGINT.
+cdr_positions = Table(
+    "cdr_positions",
+    metadata,
+    Column("path", String(1024), primary_key=True),
+    Column("inode", String(20), nullable=False),
+    Column("device", String(20), nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("mark", String(32), nullable=False),  # blake2b-128 hex, "" at offset 0
+    Column("updated_at", Float, nullable=False),
 )

@@ -9,7 +9,7 @@ import io
 import shutil
 from pathlib import Path
 
-from ami_bridge.reconcile import read_cdr_reports, read_rows
+from ami_bridge.reconcile import CdrRow, parse_row, read_cdr_reports
 from ami_bridge.tracker import CallTracker, parse_stream
 from attribution.calls import CALLER_MAX, CallStatus
 
@@ -18,8 +18,13 @@ MASTER = FIXTURES / "Master.csv"
 CONTEXTS = {"calltrack-inbound", "calltrack-inbound-call"}
 
 
+def read_rows(path: Path) -> list[CdrRow]:
+    with path.open(newline="") as f:
+        return [row for fields in csv.reader(f) if isinstance(row := parse_row(fields), CdrRow)]
+
+
 def test_rows_carry_uniqueid_and_linkedid() -> None:
-    rows = list(read_rows(MASTER))
+    rows = read_rows(MASTER)
     assert len(rows) == 5
     assert all(r.linkedid == r.uniqueid for r in rows)
     assert rows[0].dst == "74990000002" and rows[0].lastapp == "Dial"
