@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pbx.sd_notify import notify
+from pbx.sd_notify import notify, watchdog_interval
 from tests.helpers import config_dict, write_config
 
 WATCHDOG_USEC = 1_000_000
@@ -114,7 +114,8 @@ def start(
     cli = [sys.executable, "-m", "pbx.cli"]
     subprocess.run([*cli, "db", "upgrade", "-c", str(config)], check=True, capture_output=True)
     port = free_port()
-    env = {**os.environ, "NOTIFY_SOCKET": str(systemd.path), "WATCHDOG_USEC": str(WATCHDOG_USEC)}
+    env = {k: v for k, v in os.environ.items() if k != "WATCHDOG_PID"}  # a CI under systemd's
+    env.update(NOTIFY_SOCKET=str(systemd.path), WATCHDOG_USEC=str(WATCHDOG_USEC))
     with (tmp_path / "serve.log").open("wb") as log:
         daemon = subprocess.Popen(
             [*program, "serve", "-c", str(config), "--port", str(port)],
@@ -178,3 +179,12 @@ def test_an_abstract_socket_is_named_with_an_at_sign() -> None:
 
 def test_nothing_is_sent_outside_systemd() -> None:
     assert not notify("READY=1", {})
+
+
+def test_pings_are_asked_only_of_the_process_systemd_named() -> None:
+    asked = {"NOTIFY_SOCKET": "/run/notify", "WATCHDOG_USEC": "3000000"}
+    assert watchdog_interval(asked) == 1.5
+    assert watchdog_interval({**asked, "WATCHDOG_PID": str(os.getpid())}) == 1.5
+    assert watchdog_interval({**asked, "WATCHDOG_PID": str(os.getpid() + 1)}) is None
+    assert watchdog_interval({**asked, "WATCHDOG_USEC": "0"}) is None
+    assert watchdog_interval({"WATCHDOG_USEC": "3000000"}) is None
