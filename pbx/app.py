@@ -34,6 +34,7 @@ from pbx.keys import (
 from pbx.metrics import Metrics
 from pbx.pbx_link import pbx_link
 from pbx.ratelimit import LoginGuard
+from pbx.sd_notify import supervised
 from pbx.settings import Settings
 from pbx.staff_ui import costs as staff_costs
 from pbx.staff_ui import dashboard, deliveries, missed
@@ -146,6 +147,7 @@ def build_app(settings: Settings, clock: Callable[[], float] = time.time) -> web
     app.cleanup_ctx.append(_recordings)
     app.cleanup_ctx.append(delivery_worker)
     app.cleanup_ctx.append(pbx_link)
+    app.cleanup_ctx.append(supervised)  # systemd; last, so its shutdown step runs first
     app.add_routes(
         [
             web.get("/healthz", healthz),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from pbx import costs_cli, export_cli, pools_cli, simulate_cli
+from pbx import backup_cli, costs_cli, export_cli, pools_cli, sd_notify, simulate_cli
 from pbx.settings import ConfigError, Settings, json_schema, load_settings
 
 
@@ -90,7 +90,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             host=args.host or settings.http.host,
             port=args.port or settings.http.port,
             access_log=None,
-            print=lambda text: print(text, flush=True),
+            print=sd_notify.serving,
         )
     except OutdatedSchema as exc:
         print(f"calltrack: {exc}".replace("-c CONFIG", f"-c {args.config}"), file=sys.stderr)
@@ -217,6 +217,7 @@ def parser() -> argparse.ArgumentParser:
     costs_cli.add_commands(commands)
     simulate_cli.add_commands(commands)
     export_cli.add_commands(commands)
+    backup_cli.add_commands(commands)
 
     schema = commands.add_parser("schema", help="JSON schema of the config file")
     schema.add_argument("-o", "--output")

@@ -1,0 +1,120 @@
+"""`calltrack backup -c CONFIG FILE`: a consistent copy of the SQLite database, while it serves.
+
+Copying calltrack.db with `cp` is not a backup: the daemon keeps recent transactions in the WAL
+file beside it (it checkpoints on its own schedule) and writes meanwhile, so a copy can miss them
+or catch a page half-written. SQLite's online backup API copies the database as one read
+transaction sees it: a snapshot of committed data, taken while writers go on (WAL readers never
+block them). The copy is written beside FILE and renamed into place, so FILE is either the old
+file or a whole backup, never part of one.
+
+PostgreSQL has its own tool for this: the command says which `pg_dump` to run instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from pbx.settings import ConfigError, load_settings
+
+# a reader waits this long for a moment when the WAL can be read (e.g. during its recovery)
+BUSY_TIMEOUT = 30.0
+
+
+class BackupError(Exception):
+    """Why no backup was made; the message is for the admin."""
+
+
+def pg_dump_advice(database: str, target: str) -> str:
+    """The pg_dump (and pg_restore) commands for a PostgreSQL `database` URL, password left out."""
+    url = make_url(database)
+    plain = URL.create(
+        "postgresql", url.username, None, url.host, url.port, url.database, url.query
+    ).render_as_string(hide_password=False)
+    return (
+        "calltrack backup copies SQLite databases only; this one is PostgreSQL: back it up with\n"
+        f"  pg_dump --format=custom --file={target} '{plain}'\n"
+        f"and restore it with\n  pg_restore --clean --if-exists --dbname='{plain}' {target}\n"
+        "(the password: PGPASSWORD or ~/.pgpass)"
+    )
+
+
+def backup_sqlite(source: Path, target: Path, *, force: bool) -> str | None:
+    """Copy the database at `source` to `target`; the backup's migration revision."""
+    if not source.is_file():
+        raise BackupError(f"{source}: no such database file")
+    if target.is_dir():
+        raise BackupError(f"{target} is a folder: name the backup file")
+    if target.exists() and not force:
+        raise BackupError(f"{target} exists: pass --force to overwrite it")
+    if not target.parent.is_dir():
+        raise BackupError(f"{target.parent}: no such folder")
+    partial = target.with_name(f".{target.name}.partial")
+    partial.unlink(missing_ok=True)
+    # only its owner may read it: it holds every call and visit
+    os.close(os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    try:
+        reader = sqlite3.connect(f"{source.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT)
+        with contextlib.closing(reader), contextlib.closing(sqlite3.connect(partial)) as copy:
+            reader.backup(copy)  # in one step: one read transaction, one snapshot
+            copy.execute("PRAGMA journal_mode=DELETE")  # one file, no WAL beside it
+            revision = _revision(copy)
+        partial.replace(target)
+    except sqlite3.Error as exc:
+        raise BackupError(f"{source}: {exc}") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    return revision
+
+
+def _revision(conn: sqlite3.Connection) -> str | None:
+    try:
+        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.OperationalError:  # no calltrack schema (yet)
+        return None
+    return None if row is None else str(row[0])
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    try:
+        database = load_settings(args.config).database
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    try:
+        url = make_url(database)
+    except ArgumentError:
+        print(f"calltrack: {args.config}: database is not a database URL", file=sys.stderr)
+        return 2
+    if url.get_backend_name() == "postgresql":
+        print(pg_dump_advice(database, args.file), file=sys.stderr)
+        return 2
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        print(f"calltrack: {args.config}: the database is not a SQLite file", file=sys.stderr)
+        return 2
+    try:
+        revision = backup_sqlite(
+            Path(url.database or "").resolve(), Path(args.file), force=args.force
+        )
+    except BackupError as exc:
+        print(f"calltrack: {exc}", file=sys.stderr)
+        return 2
+    print(f"backup written to {args.file} (database revision {revision or 'none'})")
+    return 0
+
+
+def add_commands(commands: Any) -> None:
+    """The `backup` command, on calltrack's subcommand parser."""
+    backup = commands.add_parser("backup", help="copy the SQLite database, also while serving")
+    backup.add_argument("-c", "--config", required=True)
+    backup.add_argument("file", help="the backup file to write")
+    backup.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    backup.set_defaults(run=cmd_backup)

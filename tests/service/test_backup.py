@@ -1,0 +1,146 @@
+"""`calltrack backup`: a consistent copy of the SQLite database while the stores write to it, a
+refusal to overwrite without --force, and pg_dump's command for PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from attribution.calls import CallReport
+from pbx.cli import main
+from pbx.settings import Settings
+from pbx.storage.calls import CallStore
+from pbx.storage.db import open_engine
+from pbx.storage.outbox import Outbox
+from pbx.storage.visits import VisitRequest, VisitStore
+from tests.helpers import config_dict, migrate, settings_for, write_config
+from tests.service.test_packaging import head_revision
+
+
+def counts(db: Path) -> tuple[int, int]:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        (visits,) = conn.execute("SELECT count(*) FROM sessions").fetchone()
+        (calls,) = conn.execute("SELECT count(*) FROM calls").fetchone()
+    return visits, calls
+
+
+async def write_until(stop: asyncio.Event, settings: Settings, written: list[int]) -> None:
+    """Visits and calls through the daemon's own stores, as fast as they go, until `stop`."""
+    engine = open_engine(settings.database)
+    visits = VisitStore(engine, settings, time.time)
+    calls = CallStore(engine, settings, visits, time.time, Outbox(settings, time.time))
+    try:
+        await visits.sync_numbers()
+        while not stop.is_set():
+            n = written[0]
+            await visits.start_visit(
+                VisitRequest(
+                    settings.sites[0],
+                    f"http://shop.test/?utm_medium=cpc&n={n}",
+                    None,
+                    None,
+                    None,
+                    f"10.0.{n // 250}.{n % 250}",
+                )
+            )
+            now = time.time()
+            await calls.store(
+                CallReport(
+                    f"1700.{n}", "+79161234567", "+74990000101", now - 30, now, now - 25, "ANSWER"
+                )
+            )
+            await visits.flush()
+            written[0] += 1
+            await asyncio.sleep(0)
+    finally:
+        visits.close()
+        await engine.dispose()
+
+
+async def test_a_backup_taken_while_the_stores_write_is_whole_and_current(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    await migrate(settings)
+    db = tmp_path / "calltrack.db"
+    config = tmp_path / "calltrack.yaml"
+    backup = tmp_path / "backups" / "calltrack.db"
+    backup.parent.mkdir()
+    stop, written = asyncio.Event(), [0]
+    writer = asyncio.create_task(write_until(stop, settings, written))
+    try:
+        while written[0] < 200:
+            assert not writer.done()
+            await asyncio.sleep(0.01)
+        before = counts(db)
+        status = await asyncio.to_thread(main, ["backup", "-c", str(config), str(backup)])
+        during = written[0]
+        while written[0] < during + 50:  # the daemon's writes went on meanwhile, and go on
+            assert not writer.done()
+            await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await writer
+    after = counts(db)
+    assert status == 0
+    with contextlib.closing(sqlite3.connect(backup)) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [
+            (head_revision(),)
+        ]
+    saved = counts(backup)
+    # everything committed before the backup began is in it; what came after may be
+    assert all(b <= s <= a for b, s, a in zip(before, saved, after, strict=True)), (
+        before,
+        saved,
+        after,
+    )
+    assert after[1] >= before[1] + 50
+    assert not list(backup.parent.glob(".*partial"))
+
+
+async def test_an_existing_file_is_kept_unless_forced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = settings_for(tmp_path)
+    await migrate(settings)
+    config = str(tmp_path / "calltrack.yaml")
+    backup = tmp_path / "backup.db"
+    backup.write_text("last week's backup")
+    assert main(["backup", "-c", config, str(backup)]) == 2
+    assert "exists: pass --force" in capsys.readouterr().err
+    assert backup.read_text() == "last week's backup"
+    assert main(["backup", "-c", config, str(backup), "--force"]) == 0
+    with contextlib.closing(sqlite3.connect(backup)) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+def test_a_missing_database_is_an_error_and_no_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(
+        tmp_path / "calltrack.yaml", config_dict(f"sqlite+aiosqlite:///{tmp_path / 'none.db'}")
+    )
+    assert main(["backup", "-c", str(config), str(tmp_path / "backup.db")]) == 2
+    assert "none.db: no such database file" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calltrack.yaml"]
+
+
+def test_postgresql_is_pointed_at_pg_dump(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(
+        tmp_path / "calltrack.yaml",
+        config_dict("postgresql+asyncpg://calltrack:s3cret@db.example:5433/calltrack"),
+    )
+    assert main(["backup", "-c", str(config), "/backups/calltrack.dump"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "pg_dump --format=custom --file=/backups/calltrack.dump"
+        " 'postgresql://calltrack@db.example:5433/calltrack'"
+    ) in err
+    assert "s3cret" not in err
