@@ -18,8 +18,8 @@ from pbx.storage.conversions import conversion_calls
 #: the days an export covers by default (page and command): what Metrica still links to visits
 DEFAULT_DAYS = round(UPLOAD_WINDOW / 86400)
 
-GOOGLE_ADS, METRICA = "google-ads", "metrica"
-KINDS = (GOOGLE_ADS, METRICA)
+GOOGLE_ADS, METRICA, METRICA_YCLID = "google-ads", "metrica", "metrica-yclid"
+KINDS = (GOOGLE_ADS, METRICA, METRICA_YCLID)
 NOT_CONFIGURED = (
     "google_ads is not configured: add google_ads: {conversion_name: ...} to the config"
 )
@@ -40,9 +40,13 @@ async def read_calls(
 
 def build(kind: str, calls: Sequence[ConversionCall], settings: Settings, now: float) -> Export:
     """The `kind` upload file of `calls`; raises NotConfigured."""
-    if kind == METRICA:
+    if kind in (METRICA, METRICA_YCLID):
         return metrica.export(
-            calls, now=now, currency=settings.currency, public_url=settings.http.public_url
+            calls,
+            now=now,
+            currency=settings.currency,
+            public_url=settings.http.public_url,
+            by=metrica.YCLID if kind == METRICA_YCLID else metrica.CLIENT_ID,
         )
     ads = settings.google_ads
     if ads is None:

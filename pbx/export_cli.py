@@ -14,12 +14,21 @@ from typing import Any
 
 from attribution.reports import DayError, read_day, report_range
 from integrations.conversions import Export
-from pbx.ad_exports import DEFAULT_DAYS, GOOGLE_ADS, METRICA, NotConfigured, build, read_calls
+from pbx.ad_exports import (
+    DEFAULT_DAYS,
+    GOOGLE_ADS,
+    METRICA,
+    METRICA_YCLID,
+    NotConfigured,
+    build,
+    read_calls,
+)
 from pbx.pool_sizing import today
 
 _HELP = {
     GOOGLE_ADS: "Google Ads offline click conversions (calls from a gclid, gbraid or wbraid)",
-    METRICA: "Yandex Metrica offline calls (calls from a visit with a ClientID or yclid)",
+    METRICA: "Yandex Metrica offline calls of visits with a ClientID (client_id_type CLIENT_ID)",
+    METRICA_YCLID: "Yandex Metrica offline calls from a Direct click, by its yclid",
 }
 
 

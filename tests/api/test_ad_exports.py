@@ -118,16 +118,17 @@ async def test_admin_downloads_the_google_ads_file(shop: Shop) -> None:
     assert response.headers["X-Calltrack-Left-Out"] == "2"
 
 
-async def test_admin_downloads_the_metrica_file(shop: Shop) -> None:
+async def test_admin_downloads_the_metrica_files(shop: Shop) -> None:
+    """One by ClientID, one by yclid: an upload names its visitors one way."""
     await log_in(shop.client, "ada")
-    response = await shop.client.get("/admin/exports/metrica.csv?since=2026-12-01&until=2027-01-15")
-    assert response.status == 200
+    query = "since=2026-12-01&until=2027-01-15"
+    by_client = await shop.client.get(f"/admin/exports/metrica.csv?{query}")
+    assert by_client.status == 200
     first = int(NOW - 2 * DAY + 10)
     second = first + 3600 + 10
-    assert rows(await response.text())[1:] == [
+    assert rows(await by_client.text())[1:] == [
         [
             "1700000000123",
-            "",
             str(first),
             "0",
             "",
@@ -141,8 +142,27 @@ async def test_admin_downloads_the_metrica_file(shop: Shop) -> None:
             SHOP + "?gclid=CjwK-1&utm_medium=cpc",
             "",  # no http.public_url: no link to the call's page
         ],
+    ]
+    assert by_client.headers["X-Calltrack-Left-Out"] == "3"  # 30 days old; yclid only; no id
+    by_click = await shop.client.get(f"/admin/exports/metrica-yclid.csv?{query}")
+    assert by_click.status == 200
+    assert rows(await by_click.text()) == [
         [
-            "",
+            "Yclid",
+            "DateTime",
+            "StaticCall",
+            "Price",
+            "Currency",
+            "PhoneNumber",
+            "TalkDuration",
+            "HoldDuration",
+            "CallMissed",
+            "Tag",
+            "FirstTimeCaller",
+            "URL",
+            "CallTrackerURL",
+        ],
+        [
             "8842",
             str(second),
             "0",
@@ -158,7 +178,6 @@ async def test_admin_downloads_the_metrica_file(shop: Shop) -> None:
             "",
         ],
     ]
-    assert response.headers["X-Calltrack-Left-Out"] == "2"  # 30 days old; no id
 
 
 async def test_the_page_says_what_was_left_out_and_why(shop: Shop) -> None:
@@ -168,7 +187,7 @@ async def test_the_page_says_what_was_left_out_and_why(shop: Shop) -> None:
     page = await response.text()
     assert "4 calls from 2026-12-01 to 2027-01-15" in page
     assert "1 call older than Metrica&#39;s 21-day upload window" in page
-    assert "1 call without a Metrica ClientID or yclid" in page
+    assert "2 calls without a Metrica ClientID" in page and "3 calls without a yclid" in page
     assert "1 call not counted (google_ads.calls: answered)" in page
     assert "1 call without a Google click id (gclid, gbraid, wbraid)" in page
     assert 'href="/admin/exports/metrica.csv?since=2026-12-01&amp;until=2027-01-15"' in page
@@ -240,7 +259,11 @@ async def test_the_cli_writes_the_same_file_and_says_what_it_left_out(
         "export", "metrica", "-c", config, "--since", "2027-01-13", "--until", "2027-01-13"
     )
     assert metrica.returncode == 0, metrica.stderr
-    assert [r[0] or r[1] for r in rows(metrica.stdout)[1:]] == ["1700000000123", "8842"]
+    assert [r[0] for r in rows(metrica.stdout)[1:]] == ["1700000000123"]
+    by_click = calltrack(
+        "export", "metrica-yclid", "-c", config, "--since", "2027-01-13", "--until", "2027-01-13"
+    )
+    assert [r[0] for r in rows(by_click.stdout)[1:]] == ["8842"]
     bad = calltrack("export", "metrica", "-c", config, "--since", "2027-01-13", "--until", "x")
     assert bad.returncode == 2
     assert bad.stderr == "calltrack export: --until: expected a date like 2026-11-30\n"

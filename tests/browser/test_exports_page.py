@@ -123,10 +123,12 @@ def test_an_admin_sees_what_is_left_out_and_downloads_both_files(
         "2 calls without a Google click id (gclid, gbraid, wbraid)"
     ]
     metrica = page.locator("#export-metrica")
-    assert metrica.locator("p.rows").inner_text() == "2 rows"
+    assert metrica.locator("p.rows").inner_text() == "1 row"
     assert metrica.locator("ul.left-out li").all_inner_texts() == [
-        "1 call without a Metrica ClientID or yclid"
+        "2 calls without a Metrica ClientID"
     ]
+    by_click = page.locator("#export-metrica-yclid")
+    assert by_click.locator("p.rows").inner_text() == "1 row"
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
 
@@ -148,8 +150,9 @@ def test_an_admin_sees_what_is_left_out_and_downloads_both_files(
     with page.expect_download() as info:
         metrica.locator("a.button").click()
     metrica_lines = Path(info.value.path()).read_text().splitlines()
-    assert [line.split(",")[:2] for line in metrica_lines[1:]] == [
-        ["1700000000123", ""],
-        ["", "8842"],
-    ]
+    assert [line.split(",")[0] for line in metrica_lines] == ["ClientId", "1700000000123"]
+    with page.expect_download() as info:
+        by_click.locator("a.button").click()
+    yclid_lines = Path(info.value.path()).read_text().splitlines()
+    assert [line.split(",")[0] for line in yclid_lines] == ["Yclid", "8842"]
     context.close()

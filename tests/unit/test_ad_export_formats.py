@@ -96,21 +96,25 @@ def test_google_ads_without_a_value_leaves_value_and_currency_empty() -> None:
     ]
 
 
-def metrica_text(calls: list[ConversionCall], now: float = AT + 3600) -> str:
-    out = metrica.export(calls, now=now, currency="RUB", public_url="https://calls.shop.test/")
+def metrica_text(
+    calls: list[ConversionCall], now: float = AT + 3600, by: str = metrica.CLIENT_ID
+) -> str:
+    out = metrica.export(
+        calls, now=now, currency="RUB", public_url="https://calls.shop.test/", by=by
+    )
     return upload_text(out.lines)
 
 
 def test_metrica_header_and_a_row() -> None:
     assert metrica_text([CALL]).splitlines() == [
-        "ClientId,Yclid,DateTime,StaticCall,Price,Currency,PhoneNumber,TalkDuration,"
+        "ClientId,DateTime,StaticCall,Price,Currency,PhoneNumber,TalkDuration,"
         "HoldDuration,CallMissed,Tag,FirstTimeCaller,URL,CallTrackerURL",
-        '1700000000123456789,,1800000000,0,1500.00,RUB,+74990000001,96,12,0,"lead, implants",1,'
+        '1700000000123456789,1800000000,0,1500.00,RUB,+74990000001,96,12,0,"lead, implants",1,'
         "https://shop.test/implants?utm_source=google,https://calls.shop.test/calls/42",
     ]
 
 
-def test_metrica_yclid_without_client_id_and_a_missed_repeat_call() -> None:
+def test_metrica_by_yclid_names_the_click_and_a_missed_repeat_call() -> None:
     missed = replace(
         CALL,
         ym_client_id=None,
@@ -122,9 +126,13 @@ def test_metrica_yclid_without_client_id_and_a_missed_repeat_call() -> None:
         tags=(),
         landing_url=None,
     )
-    assert metrica_text([missed]).splitlines()[1] == (
-        ",8842,1800000000,0,,,+74990000001,0,31,1,,0,,https://calls.shop.test/calls/42"
-    )
+    assert metrica_text([missed], by=metrica.YCLID).splitlines() == [
+        "Yclid,DateTime,StaticCall,Price,Currency,PhoneNumber,TalkDuration,"
+        "HoldDuration,CallMissed,Tag,FirstTimeCaller,URL,CallTrackerURL",
+        "8842,1800000000,0,,,+74990000001,0,31,1,,0,,https://calls.shop.test/calls/42",
+    ]
+    # a ClientID file leaves out the call Metrica knows only by its click
+    assert metrica_text([missed]).splitlines()[1:] == []
 
 
 def test_metrica_leaves_out_calls_past_its_21_day_window_and_without_an_id() -> None:
@@ -134,11 +142,11 @@ def test_metrica_leaves_out_calls_past_its_21_day_window_and_without_an_id() -> 
     outside = replace(CALL, started_at=now - 21 * day - 1)
     unknown = replace(CALL, ym_client_id=None, click_ids={"gclid": "G"})
     out = metrica.export([inside, outside, unknown], now=now, currency="RUB", public_url=None)
-    assert [line[2] for line in out.lines[1:]] == [str(int(now - 21 * day + 1))]
+    assert [line[1] for line in out.lines[1:]] == [str(int(now - 21 * day + 1))]
     assert out.lines[1][-1] == ""  # no public_url: no link to the call
     assert dict(out.left_out) == {
         "older than Metrica's 21-day upload window": 1,
-        "without a Metrica ClientID or yclid": 1,
+        "without a Metrica ClientID": 1,
     }
 
 
