@@ -31,6 +31,7 @@ from pbx.keys import CLOCK, DELIVERIES, ENGINE, METRICS, OUTBOX, SETTINGS
 from pbx.metrics import Metrics
 from pbx.settings import Settings
 from pbx.storage.deliveries import Claimed, Deliveries, Kept, forget_settled_before
+from pbx.storage.retention import every_hour
 
 log = logging.getLogger(__name__)
 
@@ -242,14 +243,9 @@ async def delivery_worker(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _forget_settled(engine: AsyncEngine, keep_days: int, clock: Callable[[], float]) -> None:
-    """Hourly, from a minute after the start: settled deliveries past `webhooks.keep_days`
-    go, with the caller details their bodies hold."""
-    await asyncio.sleep(RETENTION_FIRST_RUN)
-    while True:
-        try:
-            deleted = await forget_settled_before(engine, clock() - keep_days * 86400.0)
-            if deleted:
-                log.info("deleted %d deliveries settled over %d days ago", deleted, keep_days)
-        except Exception:
-            log.exception("could not delete old deliveries; will try again")
-        await asyncio.sleep(RETENTION_INTERVAL)
+    """Settled deliveries past `webhooks.keep_days` go, hourly, with the caller details their
+    bodies hold."""
+    await every_hour(
+        lambda: forget_settled_before(engine, clock() - keep_days * 86400.0),
+        f"deliveries settled over {keep_days} days ago",
+    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from sqlalchemy import ColumnElement, Table, delete, exists, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -96,17 +96,25 @@ async def _delete_rows_of(
         await conn.execute(delete(table).where(table.c.session_id.in_(session_ids)))
 
 
-async def run_visit_retention(
-    engine: AsyncEngine, keep_days: int, clock: Callable[[], float]
-) -> None:
-    """Apply retention a minute after the start and then every hour, for ever; a failure is
-    logged and tried again the next time."""
+async def every_hour(forget: Callable[[], Awaitable[int]], what: str) -> None:
+    """Run a retention job a minute after the start and then every hour, for ever; `forget`
+    returns how many `what` it deleted. A failure is logged and tried again the next time."""
     await asyncio.sleep(FIRST_RUN_AFTER)
     while True:
         try:
-            deleted = await forget_visits_before(engine, clock() - keep_days * 86400.0)
+            deleted = await forget()
             if deleted:
-                log.info("deleted %d visits inactive for over %d days", deleted, keep_days)
+                log.info("deleted %d %s", deleted, what)
         except Exception:
-            log.exception("could not delete old visits; will try again")
+            log.exception("could not delete old %s; will try again", what)
         await asyncio.sleep(INTERVAL)
+
+
+async def run_visit_retention(
+    engine: AsyncEngine, keep_days: int, clock: Callable[[], float]
+) -> None:
+    """Forget visits past `visits.keep_days`, hourly."""
+    await every_hour(
+        lambda: forget_visits_before(engine, clock() - keep_days * 86400.0),
+        f"visits inactive for over {keep_days} days",
+    )

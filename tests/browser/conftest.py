@@ -14,6 +14,7 @@ again before any asyncio test elsewhere in the suite runs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -150,6 +151,32 @@ def _calltrack() -> list[str]:
         return [str(script)]
     found = shutil.which("calltrack")
     return [found] if found else [sys.executable, "-m", "pbx.cli"]
+
+
+@contextlib.contextmanager
+def serving(config: Path, port: int) -> Iterator[str]:
+    """`calltrack serve -c config` (migrated) in the config's folder until the block ends; its
+    URL once /healthz answers (its log beside the config)."""
+    folder = config.parent
+    log = folder / "daemon.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*_calltrack(), "serve", "-c", str(config)], cwd=folder, stdout=out, stderr=out
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            try:
+                with urllib.request.urlopen(url + "/healthz", timeout=1):
+                    break
+            except (OSError, urllib.error.URLError):
+                time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
 
 
 def start_daemon(workdir: Path, origin: str, freeze_time: str, ping_interval: float) -> Daemon:

@@ -4,9 +4,6 @@ serve`; the screenshot goes to artifacts/screenshots/costs-upload.png."""
 from __future__ import annotations
 
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +12,7 @@ import pytest
 
 from tests.helpers import PASSWORD, config_dict, staff_users, write_config
 
-from .conftest import REPO, _calltrack, free_port
+from .conftest import REPO, _calltrack, free_port, serving
 
 pytestmark = pytest.mark.browser
 
@@ -36,25 +33,8 @@ def daemon_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         ),
     )
     subprocess.run([*_calltrack(), "db", "upgrade", "-c", str(config)], check=True, cwd=folder)
-    log = folder / "daemon.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [*_calltrack(), "serve", "-c", str(config)], cwd=folder, stdout=out, stderr=out
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-            try:
-                with urllib.request.urlopen(url + "/healthz", timeout=1):
-                    break
-            except (OSError, urllib.error.URLError):
-                time.sleep(0.2)
+    with serving(config, port) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def test_an_admin_uploads_a_google_ads_export(

@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
@@ -26,7 +24,7 @@ from pbx.storage.outbox import Outbox
 from pbx.storage.visits import VisitRequest, VisitStore
 from tests.helpers import PASSWORD, FakeClock, config_dict, staff_users, write_config
 
-from .conftest import REPO, _calltrack, free_port
+from .conftest import REPO, _calltrack, free_port, serving
 
 pytestmark = pytest.mark.browser
 
@@ -83,25 +81,8 @@ def daemon_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # in a thread of its own: the browser fixtures' event loop is running in this one
     with ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, _seed(config)).result()
-    log = folder / "daemon.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [*_calltrack(), "serve", "-c", str(config)], cwd=folder, stdout=out, stderr=out
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-            try:
-                with urllib.request.urlopen(url + "/healthz", timeout=1):
-                    break
-            except (OSError, urllib.error.URLError):
-                time.sleep(0.2)
+    with serving(config, port) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def test_an_admin_sees_what_is_left_out_and_downloads_both_files(
