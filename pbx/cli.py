@@ -14,7 +14,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from pbx import costs_cli, export_cli, pools_cli, simulate_cli
+from pbx import costs_cli, doctor_cli, export_cli, pools_cli, simulate_cli
 from pbx.settings import ConfigError, Settings, json_schema, load_settings
 
 
@@ -211,6 +211,7 @@ def parser() -> argparse.ArgumentParser:
     costs_cli.add_commands(commands)
     simulate_cli.add_commands(commands)
     export_cli.add_commands(commands)
+    doctor_cli.add_commands(commands)
 
     schema = commands.add_parser("schema", help="JSON schema of the config file")
     schema.add_argument("-o", "--output")
