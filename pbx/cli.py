@@ -14,7 +14,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from pbx import backup_cli, costs_cli, export_cli, pools_cli, sd_notify, simulate_cli
+from pbx import backup_cli, costs_cli, doctor_cli, export_cli, pools_cli, sd_notify, simulate_cli
 from pbx.settings import ConfigError, Settings, json_schema, load_settings
 
 
@@ -218,6 +218,7 @@ def parser() -> argparse.ArgumentParser:
     simulate_cli.add_commands(commands)
     export_cli.add_commands(commands)
     backup_cli.add_commands(commands)
+    doctor_cli.add_commands(commands)
 
     schema = commands.add_parser("schema", help="JSON schema of the config file")
     schema.add_argument("-o", "--output")

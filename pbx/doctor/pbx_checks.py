@@ -1,0 +1,301 @@
+"""The checks that ask Asterisk, over AMI as the daemon's configured user.
+
+Every AMI action is bounded by `asterisk.ami.action_timeout` (panoramisk's futures never time
+out). A check needing a right the user lacks (Asterisk answers "Permission denied") is skipped
+with the right to add: the daemon itself needs only `read = call,user`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from typing import Any
+
+from panoramisk import Manager
+
+from attribution.numbering import Numbering
+from attribution.phone import dialled_forms
+from dialplan.generator import agi_address, render_dialplan
+from pbx.doctor import Result, Status, fail, ok, skip
+from pbx.doctor.asterisk_text import (
+    first_difference,
+    parse_dialplan_show,
+    parse_extensions_conf,
+    parse_fields,
+    permissions,
+)
+from pbx.settings import Ami, Settings
+
+NEEDS_COMMAND = "`write = command` for the AMI user (manager.conf)"
+NEEDS_USER = "`write = user` for the AMI user (manager.conf)"
+NEEDS_LOGIN = "a working AMI login (see the AMI line)"
+PROBE_EVENT = "CalltrackDoctor"  # passes the daemon user's `starts_with Calltrack` filter
+
+
+class Denied(Exception):
+    """Asterisk refused an action for lack of rights."""
+
+
+class AmiSession:
+    """One AMI login for the checks; collects the events it is sent."""
+
+    def __init__(self, ami: Ami) -> None:
+        self.ami = ami
+        self.events: list[dict[str, Any]] = []
+        self.event_arrived = asyncio.Event()
+        self._manager: Manager | None = None
+
+    async def login(self) -> None:
+        """Raises OSError/TimeoutError when unreachable, PermissionError when refused."""
+        manager = Manager(
+            host=self.ami.host,
+            port=self.ami.port,
+            loop=asyncio.get_running_loop(),
+            ping_delay=3600,
+            reconnect_timeout=3600,
+        )
+        manager.register_event("*", self._on_event)
+        self._manager = manager
+        await asyncio.wait_for(manager.connect(), self.ami.action_timeout)
+        await asyncio.sleep(0)  # let panoramisk attach its protocol
+        if manager.protocol is None:
+            raise OSError("connection not established")
+        response = await self._send(
+            {"Action": "Login", "Username": self.ami.username, "Secret": self.ami.secret}
+        )
+        if response.get("Response") != "Success":
+            raise PermissionError(response.get("Message") or "login refused")
+
+    def close(self) -> None:
+        if self._manager is not None:
+            # a failed login makes Asterisk close the link; panoramisk would dial again
+            self._manager.reconnect_timeout = None
+            self._manager.close()
+            self._manager = None
+
+    def _on_event(self, _manager: Manager, message: Any) -> None:
+        self.events.append(dict(message.items()))
+        self.event_arrived.set()
+
+    async def _send(self, action: dict[str, str]) -> dict[str, Any]:
+        assert self._manager is not None
+        response = await asyncio.wait_for(
+            self._manager.send_action(action), self.ami.action_timeout
+        )
+        return dict(response.items())
+
+    async def command(self, cli: str) -> list[str]:
+        """A CLI command's output lines (also when the command itself failed)."""
+        response = await self._send({"Action": "Command", "Command": cli})
+        if response.get("Message") == "Permission denied":
+            raise Denied(cli)
+        output = response.get("Output", [])
+        return [output] if isinstance(output, str) else list(output)
+
+    async def user_event(self, probe: str) -> None:
+        response = await self._send(
+            {"Action": "UserEvent", "UserEvent": PROBE_EVENT, "Probe": probe}
+        )
+        if response.get("Message") == "Permission denied":
+            raise Denied("UserEvent")
+
+
+async def login_check(session: AmiSession) -> Result:
+    where = f"{session.ami.host}:{session.ami.port}"
+    try:
+        await session.login()
+    except PermissionError as exc:
+        return fail(
+            "AMI",
+            f"{where} refused the login of {session.ami.username!r}: {exc}",
+            f"the [{session.ami.username}] secret in manager.conf must equal asterisk.ami.secret,"
+            " and its permit= must allow this host; then `manager reload`",
+        )
+    except (OSError, TimeoutError) as exc:
+        return fail(
+            "AMI",
+            f"cannot reach {where}: {exc or type(exc).__name__}",
+            "check asterisk.ami.host/port and manager.conf [general] enabled = yes,"
+            " bindaddr/port; a firewall between the hosts",
+        )
+    return ok("AMI", f"{where} accepted the login of {session.ami.username!r}")
+
+
+async def rights_check(session: AmiSession) -> tuple[Result, dict[str, str] | None]:
+    """The user's read classes (`manager show user`); the daemon needs call and user."""
+    user = session.ami.username
+    try:
+        fields = parse_fields(await session.command(f"manager show user {user}"))
+    except Denied:
+        return skip("AMI rights", "cannot read the user's rights", NEEDS_COMMAND), None
+    have = permissions(fields.get("read perm", ""))
+    missing = sorted({"call", "user"} - have) if "all" not in have else []
+    if missing:
+        return (
+            fail(
+                "AMI rights",
+                f"{user!r} reads {', '.join(sorted(have)) or 'nothing'}; calltrack follows"
+                " channel events (call) and the dialplan's UserEvents (user)",
+                f"`read = call,user` in [{user}] (manager.conf), then `manager reload`",
+            ),
+            fields,
+        )
+    return ok("AMI rights", f"{user!r} reads {', '.join(sorted(have))}"), fields
+
+
+async def events_check(session: AmiSession) -> tuple[Result, dict[str, Any] | None]:
+    """Sends a UserEvent named like the dialplan's and waits for it to come back."""
+    probe = uuid.uuid4().hex
+    try:
+        await session.user_event(probe)
+    except Denied:
+        return skip("AMI events", "cannot send a test UserEvent", NEEDS_USER), None
+
+    def arrived() -> dict[str, Any] | None:
+        return next((e for e in session.events if e.get("Probe") == probe), None)
+
+    deadline = asyncio.get_running_loop().time() + session.ami.action_timeout
+    while (event := arrived()) is None:
+        session.event_arrived.clear()
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            break
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(session.event_arrived.wait(), left)
+    if event is None:
+        return (
+            fail(
+                "AMI events",
+                f"a test UserEvent {PROBE_EVENT} did not come back",
+                f"`read = call,user` in [{session.ami.username}] and an eventfilter passing"
+                " UserEvents that start with Calltrack (asterisk.conf.d/manager_calltrack.conf)",
+            ),
+            None,
+        )
+    return ok("AMI events", f"a test UserEvent {PROBE_EVENT} came back"), event
+
+
+async def timestamp_check(session: AmiSession, event: dict[str, Any] | None) -> Result:
+    """calltrack takes call times from the events' Timestamp header."""
+    fix = "`timestampevents = yes` in manager.conf [general], then `manager reload`"
+    if event is not None:
+        if "Timestamp" in event:
+            return ok("timestampevents", "events carry a Timestamp")
+        return fail("timestampevents", "events carry no Timestamp", fix)
+    try:
+        fields = parse_fields(await session.command("manager show settings"))
+    except Denied:
+        return skip("timestampevents", "no event to look at", f"{NEEDS_USER} or {NEEDS_COMMAND}")
+    if fields.get("timestamp events", "").lower() == "yes":
+        return ok("timestampevents", "on (manager show settings)")
+    return fail("timestampevents", "off (manager show settings)", fix)
+
+
+async def dialplan_check(session: AmiSession, settings: Settings, config: str) -> Result:
+    """The loaded contexts against what `calltrack dialplan` writes for this config."""
+    assert settings.asterisk is not None
+    fix = (
+        f"`calltrack dialplan -c {config} -o /etc/asterisk/extensions_calltrack.conf`,"
+        " `#include extensions_calltrack.conf` in extensions.conf, then `dialplan reload`"
+    )
+    wanted = parse_extensions_conf(render_dialplan(settings))
+    for context, extensions in wanted.items():
+        try:
+            loaded = parse_dialplan_show(await session.command(f"dialplan show {context}"))
+        except Denied:
+            return skip("dialplan", "cannot read the loaded dialplan", NEEDS_COMMAND)
+        if loaded is None:
+            return fail("dialplan", f"context {context} is not loaded", fix)
+        difference = first_difference(extensions, loaded)
+        if difference is not None:
+            return fail("dialplan", f"context {context} is not current: {difference}", fix)
+    return ok("dialplan", f"{', '.join(wanted)} loaded and current")
+
+
+async def dids_check(session: AmiSession, settings: Settings) -> list[Result]:
+    """Each tracked number, as the carrier may dial it, lands on its own extension."""
+    assert settings.asterisk is not None
+    context = settings.asterisk.context
+    lost: list[Result] = []
+    numbers = list(Numbering.from_settings(settings))
+    for number in numbers:
+        reached = []
+        for form in dialled_forms(number.e164, settings.region):
+            try:
+                lines = await session.command(f"dialplan show {form}@{context}")
+            except Denied:
+                return [skip("DIDs", "cannot look the numbers up", NEEDS_COMMAND)]
+            found = parse_dialplan_show(lines) or {}
+            first = [p for priorities in found.values() for p in priorities[:1]]
+            if any(f"CALLTRACK_DID={number.e164}" in p.app for p in first):
+                reached.append(form)
+        if not reached:
+            lost.append(
+                fail(
+                    "DIDs",
+                    f"{number.e164} ({number.origin}) does not reach [{context}]",
+                    "regenerate and reload the dialplan (see the dialplan line)",
+                )
+            )
+    return lost or [ok("DIDs", f"all {len(numbers)} tracked numbers reach [{context}]")]
+
+
+async def agi_check(settings: Settings) -> Result:
+    """The FastAGI port accepts a connection from this host (the daemon is listening)."""
+    assert settings.asterisk is not None
+    address = agi_address(settings)
+    host, _, port = address.rpartition(":")
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host.strip("[]"), int(port)),
+            settings.asterisk.ami.action_timeout,
+        )
+    except (OSError, TimeoutError) as exc:
+        return fail(
+            "FastAGI",
+            f"{address} does not accept connections: {exc or type(exc).__name__}",
+            "start the daemon (`calltrack serve`, or `systemctl start calltrack`); calls go to"
+            " the real lines meanwhile",
+        )
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return ok(
+        "FastAGI",
+        f"{address} accepts connections from here (Asterisk's own side is proven by a test call"
+        " or `agi set debug on` while one rings)",
+    )
+
+
+async def asterisk_user(session: AmiSession) -> str | None:
+    """The Unix user Asterisk runs as (for the recordings folder check); None if unknown."""
+    try:
+        fields = parse_fields(await session.command("core show settings"))
+    except Denied:
+        return None
+    # "User name and group: asterisk/asterisk"; "/" when started without -U (as root)
+    user = fields.get("user name and group", "").partition("/")[0].strip()
+    return user or None
+
+
+async def pbx_checks(settings: Settings, config: str) -> tuple[list[Result], str | None]:
+    """Every AMI-based check, in order; and the Unix user Asterisk runs as, when it says."""
+    assert settings.asterisk is not None
+    session = AmiSession(settings.asterisk.ami)
+    results = [await login_check(session)]
+    try:
+        if results[0].status is not Status.OK:
+            for name in ("AMI rights", "AMI events", "timestampevents", "dialplan", "DIDs"):
+                results.append(skip(name, "not checked", NEEDS_LOGIN))
+            results.append(await agi_check(settings))
+            return results, None
+        rights, _ = await rights_check(session)
+        events, event = await events_check(session)
+        results += [rights, events, await timestamp_check(session, event)]
+        results.append(await dialplan_check(session, settings, config))
+        results += await dids_check(session, settings)
+        results.append(await agi_check(settings))
+        return results, await asterisk_user(session)
+    finally:
+        session.close()

@@ -1,0 +1,108 @@
+"""doctor's checks of this host's files, on real files and a real SQLite database."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from pbx.doctor import Status
+from pbx.doctor.local_checks import (
+    cdr_check,
+    database_check,
+    disk_check,
+    may_write,
+    recordings_check,
+)
+from tests.helpers import migrate, settings_for
+
+# a Master.csv row of the lab (loguniqueid, loguserfield, newcdrcolumns): 21 columns
+ROW_21 = (
+    '"","sipp","74990000002","calltrack-inbound-call","""sipp"" <sipp>","PJSIP/trunk-00000000",'
+    '"PJSIP/realline-00000001","Dial","PJSIP/realline,6","2026-11-30 09:27:44",'
+    '"2026-11-30 09:27:44","2026-11-30 09:27:53",9,9,"ANSWERED","DOCUMENTATION",'
+    '"1796030864.0","calltrack-start=1796030864.413772","","1796030864.0",0\n'
+)
+# the same call with cdr.conf's defaults: 16 columns, up to amaflags
+ROW_16 = ROW_21.split(',"1796030864.0"', 1)[0] + "\n"
+
+
+def _asterisk(tmp_path: Path, **overrides: object) -> dict[str, object]:
+    recordings = tmp_path / "asterisk-recordings"
+    recordings.mkdir(exist_ok=True)
+    section: dict[str, object] = {
+        "ami": {"secret": "x"},
+        "recordings_dir": str(recordings),
+        "cdr_csv": str(tmp_path / "Master.csv"),
+    }
+    section.update(overrides)
+    return {"asterisk": section}
+
+
+def test_cdr_with_the_columns_is_ok(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, **_asterisk(tmp_path))
+    (tmp_path / "Master.csv").write_text(ROW_16 + ROW_21)
+    assert cdr_check(settings).status is Status.OK
+
+
+def test_cdr_missing_or_without_columns_fails(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, **_asterisk(tmp_path))
+    missing = cdr_check(settings)
+    assert missing.status is Status.FAIL and "does not exist" in missing.message
+    (tmp_path / "Master.csv").write_text(ROW_21 + ROW_16)  # the newest row counts
+    columns = cdr_check(settings)
+    assert columns.status is Status.FAIL
+    assert "16 columns" in columns.message and "loguniqueid = yes" in columns.fix
+    unset = cdr_check(settings_for(tmp_path, **_asterisk(tmp_path, cdr_csv=None)))
+    assert unset.status is Status.FAIL and "asterisk.cdr_csv" in unset.fix
+
+
+def test_empty_cdr_is_a_warning(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, **_asterisk(tmp_path))
+    (tmp_path / "Master.csv").write_text("")
+    assert cdr_check(settings).status is Status.WARN
+
+
+def test_recordings_folder(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, **_asterisk(tmp_path))
+    folder = tmp_path / "asterisk-recordings"
+    assert recordings_check(settings, None).status is Status.OK
+    folder.chmod(0o555)
+    try:
+        nobody = recordings_check(settings, None)
+        assert nobody.status is Status.FAIL and "writable by nobody" in nobody.message
+    finally:
+        folder.chmod(0o755)
+    folder.rmdir()
+    gone = recordings_check(settings, None)
+    assert gone.status is Status.FAIL and "is not a folder" in gone.message
+
+
+def test_write_permission_by_owner_group_other() -> None:
+    drwxr_xr_x = stat.S_IFDIR | 0o755
+    drwxrwsr_x = stat.S_IFDIR | 0o2775
+    assert may_write(drwxr_xr_x, 100, 100, 100, {100})
+    assert not may_write(drwxr_xr_x, 100, 100, 200, {100})  # group member, group lacks w
+    assert may_write(drwxrwsr_x, 100, 100, 200, {100})
+    assert not may_write(drwxrwsr_x, 100, 100, 200, {300})  # other lacks w
+    assert may_write(stat.S_IFDIR | 0o500, 100, 100, 0, set())  # root
+
+
+async def test_database_at_the_current_migration(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    missing = await database_check(settings, "c.yaml")
+    assert missing.status is Status.FAIL and missing.fix == "`calltrack db upgrade -c c.yaml`"
+    (tmp_path / "calltrack.db").write_bytes(b"")  # a file, no schema
+    empty = await database_check(settings, "c.yaml")
+    assert empty.status is Status.FAIL and "no calltrack schema" in empty.message
+    await migrate(settings)
+    assert (await database_check(settings, "c.yaml")).status is Status.OK
+
+
+def test_free_disk_warns_under_the_threshold(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, **_asterisk(tmp_path))
+    free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
+    plenty = disk_check(settings, free // 2)
+    assert plenty and all(r.status is Status.OK for r in plenty)
+    short = disk_check(settings, free * 2)
+    assert short and all(r.status is Status.WARN for r in short)
