@@ -5,18 +5,22 @@ that wakes up learns that it lost it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import select
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from pbx.ami_role import AmiConsumerLock
+from pbx.ami_role import AmiConsumerLock, consume_when_elected
+from pbx.keys import PbxLink
 
 pytestmark = pytest.mark.postgres
 
@@ -104,3 +108,61 @@ async def test_closing_releases_the_lock(postgres_url: str) -> None:
         await asyncio.wait_for(second.acquire(), 2 * RETRY + 0.5)
     finally:
         await second.close()
+
+
+class FakeBridge:
+    """Stands in for the AMI bridge: records whether it runs."""
+
+    connected = False  # as /healthz asks
+
+    def __init__(self) -> None:
+        self.running = False
+
+    def start(self) -> None:
+        self.running = True
+
+    async def close(self) -> None:
+        self.running = False
+
+
+async def test_a_consumer_whose_session_ends_stops_following_ami_and_waits_its_turn(
+    postgres_url: str,
+) -> None:
+    bridges: list[FakeBridge] = []
+
+    def new_bridge() -> FakeBridge:
+        bridges.append(FakeBridge())
+        return bridges[-1]
+
+    link = PbxLink()
+    lock = AmiConsumerLock(postgres_url, retry_every=RETRY, idle_limit=IDLE_LIMIT)
+    role = asyncio.create_task(consume_when_elected(lock, new_bridge, link))
+    admin = create_async_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    try:
+        await until(lambda: bool(bridges) and bridges[0].running)
+        assert len(bridges) == 1 and link.state()["ami"] == "disconnected"  # the fake never is
+        async with admin.connect() as conn:  # the server ends the lock's session (a restart)
+            ended = await conn.scalar(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE application_name = 'calltrack ami lock'"
+                )
+            )
+        assert ended == 1
+        await until(lambda: not bridges[0].running)
+        # nobody else holds it: the daemon takes it again, with a new bridge
+        await until(lambda: len(bridges) == 2 and bridges[1].running)
+        assert link.state()["ami"] == "disconnected"
+    finally:
+        role.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await role
+        await admin.dispose()
+    assert not bridges[-1].running and link.state()["ami"] == "standby"
+
+
+async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
