@@ -29,14 +29,21 @@ class PbxLink:
 
     ami: AmiBridge | None = None
     agi: asyncio.Server | None = None
+    #: another daemon on this database follows AMI (pbx.ami_role); this one serves FastAGI
+    standby: bool = False
 
     def state(self) -> dict[str, str]:
+        if self.standby:
+            return {"ami": "standby", "agi": self._agi_state()}
         if self.ami is None:
             return {"ami": "not configured"}
         return {
             "ami": "connected" if self.ami.connected else "disconnected",
-            "agi": "listening" if self.agi is not None and self.agi.is_serving() else "down",
+            "agi": self._agi_state(),
         }
+
+    def _agi_state(self) -> str:
+        return "listening" if self.agi is not None and self.agi.is_serving() else "down"
 
 
 SETTINGS = web.AppKey("settings", Settings)

@@ -2,7 +2,8 @@
 
 Every call ends up stored exactly once: the AMI bridge reports calls as they end, and after every
 (re)connection the calls that ended while the link (or the daemon) was down are read back from
-Asterisk's CDR file; the store is idempotent on Linkedid, so both paths may report a call. Both
+Asterisk's CDR file; the store is idempotent on Linkedid, so both paths may report a call.
+Several daemons on one PostgreSQL take turns following AMI (pbx.ami_role); all serve FastAGI. Both
 hand their reports to one ReportDelivery: a database outage is waited out, a report the database
 refuses for good is logged, counted (calltrack_call_reports_rejected) and skipped.
 """
@@ -10,6 +11,7 @@ refuses for good is logged, counted (calltrack_call_reports_rejected) and skippe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -21,11 +23,13 @@ from ami_bridge import AmiBridge, ReportDelivery, StoreReport
 from ami_bridge.reconcile import reconcile_pass
 from attribution.calls import CallReport
 from dialplan.agi import start_agi_server
+from pbx.ami_role import AmiConsumerLock, consume_when_elected
 from pbx.keys import CALLS, CLOCK, ENGINE, METRICS, PBX_LINK, RECORDINGS, SETTINGS
 from pbx.metrics import Metrics
 from pbx.settings import Settings
 from pbx.storage.calls import CallStore
 from pbx.storage.cdr_positions import CdrPositions
+from pbx.storage.db import is_sqlite
 from pbx.storage.errors import is_transient
 from pbx.storage.tables import calls, sessions
 from pbx.watchdog import LoopWatchdog
@@ -116,16 +120,28 @@ async def pbx_link(app: web.Application) -> AsyncIterator[None]:
     async def on_connected(lost_at: float | None) -> None:
         await reconcile_missed(settings, app[ENGINE], deliver, clock, lost_at)
 
+    def new_bridge() -> AmiBridge:
+        return AmiBridge(settings, deliver, on_connected)
+
+    link = app[PBX_LINK]
     watchdog = LoopWatchdog(settings.asterisk.agi.exit_on_stall).start()
-    bridge = AmiBridge(settings, deliver, on_connected)
-    bridge.start()
-    agi = await start_agi_server(settings, store.route)
-    app[PBX_LINK].ami = bridge
-    app[PBX_LINK].agi = agi
+    consumer: asyncio.Task[None] | None = None
+    if is_sqlite(settings.database):  # one daemon by design: it follows AMI
+        link.ami = new_bridge()
+        link.ami.start()
+    else:  # several daemons may share the database: one follows AMI at a time
+        elected = consume_when_elected(AmiConsumerLock(settings.database), new_bridge, link)
+        consumer = asyncio.create_task(elected, name="ami-role")
+    link.agi = agi = await start_agi_server(settings, store.route)
     try:
         yield
     finally:
         agi.close()
         await agi.wait_closed()
-        await bridge.close()
+        if consumer is not None:
+            consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await consumer
+        elif link.ami is not None:
+            await link.ami.close()
         watchdog.cancel()
