@@ -158,12 +158,13 @@ def test_a_frozen_loop_stops_the_pings(tmp_path: Path, systemd: Systemd) -> None
     daemon, _url = start(tmp_path, systemd, [sys.executable, "-c", FREEZING_SERVE])
     try:
         ready = systemd.wait_for("READY=1", within=30)
-        systemd.listen(1.0 + FREEZE + 1.0)  # before, during and after the freeze
+        systemd.listen(1.0 + FREEZE + 3.0)  # before, during and well after the freeze
         pings = systemd.times("WATCHDOG=1", after=ready)
         gaps = [b - a for a, b in itertools.pairwise(pings)]
-        assert max(gaps) > FREEZE - 0.3, gaps  # silent while frozen: systemd would restart it
-        # pings around it (well apart from the freeze: a loaded CI machine delays some)
-        assert len([gap for gap in gaps if gap < FREEZE / 2]) >= 2, gaps
+        frozen = gaps.index(max(gaps))
+        assert gaps[frozen] > FREEZE - 0.3, gaps  # silent while frozen: systemd would restart it
+        # and pinging again, at its pace, once the loop runs (a loaded machine delays some)
+        assert any(gap < FREEZE / 2 for gap in gaps[frozen + 1 :]), gaps
     finally:
         daemon.kill()
         daemon.wait()
