@@ -122,18 +122,14 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_reports_rebuild(args: argparse.Namespace) -> int:
-    from pbx.storage.db import open_engine, require_current_schema
+    from pbx.storage.db import current_engine
     from pbx.storage.report_rollups import Rebuilt, rebuild_reports
 
     settings = _load(args.config)
 
     async def run() -> Rebuilt:
-        engine = open_engine(settings.database)
-        try:
-            await require_current_schema(engine, args.config)
+        async with current_engine(settings.database, args.config) as engine:
             return await rebuild_reports(engine, settings)
-        finally:
-            await engine.dispose()
 
     rebuilt = asyncio.run(run())
     print(f"report rollups rebuilt: {rebuilt.visits} visits, {rebuilt.calls} calls")

@@ -54,7 +54,7 @@ def _read(path: str) -> bytes:
 def cmd_costs_import(args: argparse.Namespace) -> int:
     from pbx.cli import _load
     from pbx.storage.costs import replace_costs
-    from pbx.storage.db import OutdatedSchema, open_engine, require_current_schema
+    from pbx.storage.db import OutdatedSchema, current_engine
 
     settings = _load(args.config)
     try:
@@ -70,12 +70,8 @@ def cmd_costs_import(args: argparse.Namespace) -> int:
         return 0
 
     async def run() -> None:
-        engine = open_engine(settings.database)
-        try:
-            await require_current_schema(engine, args.config)
+        async with current_engine(settings.database, args.config) as engine:
             await replace_costs(engine, cost_file, time.time())
-        finally:
-            await engine.dispose()
 
     try:
         asyncio.run(run())

@@ -57,7 +57,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from pbx.cli import _load
     from pbx.staff_ui.export import upload_text
     from pbx.storage.conversions import TooManyCalls
-    from pbx.storage.db import OutdatedSchema, open_engine, require_current_schema
+    from pbx.storage.db import OutdatedSchema, current_engine
 
     settings = _load(args.config)
     try:
@@ -72,12 +72,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 2
 
     async def run() -> Export:
-        engine = open_engine(settings.database, read_only=True)
-        try:
-            await require_current_schema(engine, args.config)
+        async with current_engine(settings.database, args.config, read_only=True) as engine:
             calls = await read_calls(engine, settings, since, until)
-        finally:
-            await engine.dispose()
         return build(args.kind, calls, settings, time.time())
 
     try:

@@ -54,7 +54,7 @@ def cmd_pools(args: argparse.Namespace) -> int:
 
 
 def _recommend(args: argparse.Namespace, settings: Settings) -> int:
-    from pbx.storage.db import OutdatedSchema, open_engine, require_current_schema
+    from pbx.storage.db import OutdatedSchema, current_engine
 
     try:
         target = read_target(args.target)
@@ -64,12 +64,8 @@ def _recommend(args: argparse.Namespace, settings: Settings) -> int:
         return 2
 
     async def run() -> list[PoolAdvice]:
-        engine = open_engine(settings.database, read_only=True)
-        try:
-            await require_current_schema(engine, args.config)
+        async with current_engine(settings.database, args.config, read_only=True) as engine:
             return await pool_advice(engine, settings, first, last, target)
-        finally:
-            await engine.dispose()
 
     try:
         advice = asyncio.run(run())

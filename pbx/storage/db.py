@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from alembic import command
@@ -104,6 +104,20 @@ async def require_current_schema(engine: AsyncEngine, config_path: str = "CONFIG
             f"the database {state}, this calltrack needs {head}:"
             f" run `calltrack db upgrade -c {config_path}` first"
         )
+
+
+@contextlib.asynccontextmanager
+async def current_engine(
+    url: str, config_path: str, *, read_only: bool = False
+) -> AsyncIterator[AsyncEngine]:
+    """An engine on a database at the current migration, for a command's one job: it raises
+    OutdatedSchema (naming what to run) before the job starts, and is disposed after it."""
+    engine = open_engine(url, read_only=read_only)
+    try:
+        await require_current_schema(engine, config_path)
+        yield engine
+    finally:
+        await engine.dispose()
 
 
 # -- short transactions in one call ---------------------------------------------------------
