@@ -202,12 +202,16 @@ async def test_rotation_while_calls_arrive_stores_every_call_once(
     lock = threading.Lock()  # copytruncate loses rows written between its copy and truncate
     done = threading.Event()
 
+    passed = threading.Event()  # a reconcile pass ended: the writer goes on in step with them
+
     def writer() -> None:
         for n in range(60):
             with lock:
                 append(master, f"5.{n}")
                 written.append(f"5.{n}")
-            time.sleep(0.004)
+            if n % 5 == 4:  # a few rows per pass, however loaded the machine
+                passed.wait(5)
+                passed.clear()
         done.set()
 
     def rotate() -> None:
@@ -224,6 +228,7 @@ async def test_rotation_while_calls_arrive_stores_every_call_once(
     while not done.is_set():
         await daemon.reconcile()
         passes += 1
+        passed.set()
         if len(written) > 30 and not (tmp_path / "Master.csv.1").exists():
             rotate()
         await asyncio.sleep(0.01)
