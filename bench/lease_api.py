@@ -1,5 +1,11 @@
 """Lease-API benchmark: calltrack's visitor API against a bare aiohttp JSON endpoint, same run.
 
+Two scenarios (issue 15): `pings`, pings of held numbers only (bench/lease_pings.lua, after
+--held visits were started before wrk runs), and `mix`, 1 lease : 9 pings (bench/lease_mix.lua).
+Besides req/s, each run records the server's CPU time (utime + stime from /proc), so the CPU
+cost of a request is compared too: on a machine shared with other work, CPU per request moves
+much less than req/s, which drops whenever another process takes the server's core.
+
 A machine's absolute requests/s say little (this one has two noisy cores), so the figure that
 matters is the ratio of calltrack's leases+pings per second to what aiohttp itself does when it
 only parses and answers JSON (bench/bare_app.py), measured in the same run with runs interleaved
@@ -45,7 +51,9 @@ REPO = BENCH.parent  # the checkout whose calltrack is measured (PYTHONPATH, not
 LUA = BENCH / "lease_mix.lua"
 ORIGIN = "http://127.0.0.1:8000"
 SITE = "bench"
-TARGET_RATIO = 0.5
+LUA_PINGS = BENCH / "lease_pings.lua"
+#: scenario -> the req/s ratio to the bare endpoint it must reach (issue 15)
+TARGET_RATIO = {"pings": 0.8, "mix": 0.6}
 TARGET_P99_MS = 25.0
 
 
@@ -54,6 +62,7 @@ class Run:
     """One wrk run against one server, with what the database says about it afterwards."""
 
     server: str  # "bare", "calltrack", or "before" (the --before checkout)
+    scenario: str  # "pings" or "mix"
     pinning: str
     round: int
     requests: int
@@ -68,7 +77,13 @@ class Run:
     pings: int
     fallbacks: int
     unparsed: int
+    cpu_s: float  # the server process's CPU time during the measured run
     db: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def cpu_us(self) -> float:
+        """CPU per request, in microseconds."""
+        return self.cpu_s / self.requests * 1e6 if self.requests else 0.0
 
     @property
     def rps(self) -> float:
@@ -142,14 +157,16 @@ def server_env(repo: Path = REPO) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def server(argv: list[str], port: int, log: Path, repo: Path = REPO) -> Iterator[None]:
+def server(
+    argv: list[str], port: int, log: Path, repo: Path = REPO
+) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
         proc = subprocess.Popen(
             argv, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent, env=server_env(repo)
         )
         try:
             wait_ready(port, proc, log)
-            yield
+            yield proc
         finally:
             proc.send_signal(signal.SIGINT)  # calltrack flushes its write-behind on the way out
             try:
@@ -159,9 +176,55 @@ def server(argv: list[str], port: int, log: Path, repo: Path = REPO) -> Iterator
                 proc.wait()
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_visits(port: int, count: int, out: Path) -> None:
+    """Start `count` visits before wrk runs (the pings scenario pings only these): one line
+    "session_id visitor_id" each, each visitor from an address of its own."""
+    lines = []
+    for i in range(count):
+        body = json.dumps(
+            {"site": SITE, "url": f"https://bench.example/landing/{i % 50}?utm_medium=cpc"}
+        ).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/v1/visits",
+            data=body,
+            headers={
+                "Content-Type": "application/json",
+                "Origin": ORIGIN,
+                "X-Forwarded-For": f"10.1.{i // 250}.{i % 250 + 1}",
+            },
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            visit = json.load(answer)
+        lines.append(f"{visit['session_id']} {visit['visitor_id']}\n")
+    out.write_text("".join(lines))
+
+
 def run_wrk(
-    args: argparse.Namespace, core: str | None, port: int, seconds: float
+    args: argparse.Namespace,
+    core: str | None,
+    port: int,
+    seconds: float,
+    sessions: Path | None = None,
 ) -> dict[str, Any]:
+    script = (
+        [str(LUA_PINGS), f"http://127.0.0.1:{port}", "--", str(sessions), ORIGIN]
+        if sessions is not None
+        else [
+            str(LUA),
+            f"http://127.0.0.1:{port}",
+            "--",
+            str(args.pings),
+            ORIGIN,
+            SITE,
+            str(args.think_ms),
+        ]
+    )
     argv = pinned(
         core,
         [
@@ -171,13 +234,7 @@ def run_wrk(
             f"-d{seconds:g}s",
             "--latency",
             "-s",
-            str(LUA),
-            f"http://127.0.0.1:{port}",
-            "--",
-            str(args.pings),
-            ORIGIN,
-            SITE,
-            str(args.think_ms),
+            *script,
         ],
     )
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
@@ -210,10 +267,12 @@ def db_stats(path: Path) -> dict[str, int]:
         }
 
 
-def measure(args: argparse.Namespace, kind: str, pinning: str, round_no: int, workdir: Path) -> Run:
+def measure(
+    args: argparse.Namespace, kind: str, scenario: str, pinning: str, round_no: int, workdir: Path
+) -> Run:
     server_core, wrk_core = ("0", "1") if pinning == "split" else (None, None)
     port = free_port()
-    run_dir = workdir / f"{kind}-{pinning}-{round_no}"
+    run_dir = workdir / f"{kind}-{scenario}-{pinning}-{round_no}"
     run_dir.mkdir()
     repo = args.before if kind == "before" else REPO
     if kind == "bare":
@@ -228,12 +287,19 @@ def measure(args: argparse.Namespace, kind: str, pinning: str, round_no: int, wo
             env=server_env(repo),
         )
         argv = [sys.executable, "-m", "pbx.cli", "serve", "-c", str(config), "--port", str(port)]
-    with server(pinned(server_core, argv), port, run_dir / "server.log", repo):
+    with server(pinned(server_core, argv), port, run_dir / "server.log", repo) as proc:
+        sessions = None
+        if scenario == "pings":
+            sessions = run_dir / "sessions.txt"
+            start_visits(port, args.held, sessions)
         if args.warmup > 0:
-            run_wrk(args, wrk_core, port, args.warmup)
-        raw = run_wrk(args, wrk_core, port, args.duration)
+            run_wrk(args, wrk_core, port, args.warmup, sessions)
+        cpu_before = cpu_seconds(proc.pid)
+        raw = run_wrk(args, wrk_core, port, args.duration, sessions)
+        cpu = cpu_seconds(proc.pid) - cpu_before
     run = Run(
         server=kind,
+        scenario=scenario,
         pinning=pinning,
         round=round_no,
         requests=raw["requests"],
@@ -251,11 +317,13 @@ def measure(args: argparse.Namespace, kind: str, pinning: str, round_no: int, wo
         pings=raw["pings"],
         fallbacks=raw["fallbacks"],
         unparsed=raw["unparsed"],
+        cpu_s=cpu,
     )
     if kind != "bare":
         run.db = db_stats(run_dir / "calltrack.db")
     print(
-        f"  {kind:<9} {pinning:<5} round {round_no}: {run.rps:8.0f} req/s"
+        f"  {kind:<9} {scenario:<5} {pinning:<5} round {round_no}: {run.rps:8.0f} req/s"
+        f"  CPU {run.cpu_us:6.1f} us/req"
         f"  p50 {run.p50_ms:6.2f} ms  p99 {run.p99_ms:6.2f} ms  non-2xx {run.non2xx}"
         f"  mix {run.mix}" + (f"  db {run.db}" if run.db else ""),
         flush=True,
@@ -265,6 +333,7 @@ def measure(args: argparse.Namespace, kind: str, pinning: str, round_no: int, wo
 
 @dataclass
 class Summary:
+    scenario: str
     pinning: str
     bare_rps: float
     calltrack_rps: float
@@ -275,7 +344,14 @@ class Summary:
     bare_p99_ms: float
     non2xx: int
     problems: list[str]
+    bare_cpu_us: float  # CPU per request, mean of the runs
+    calltrack_cpu_us: float
     before_rps: float | None = None  # the --before checkout's calltrack, same rounds
+
+    @property
+    def cpu_ratio(self) -> float:
+        """bare's CPU per request / calltrack's: the req/s ratio a core of its own would give."""
+        return self.bare_cpu_us / self.calltrack_cpu_us
 
     @property
     def versus_before(self) -> float | None:
@@ -283,22 +359,30 @@ class Summary:
 
     @property
     def passed(self) -> bool:
-        return self.ratio >= TARGET_RATIO and self.p99_ms < TARGET_P99_MS and not self.problems
+        return (
+            self.ratio >= TARGET_RATIO[self.scenario]
+            and self.p99_ms < TARGET_P99_MS
+            and not self.problems
+        )
 
 
-def summarise(pinning: str, runs: list[Run]) -> Summary:
-    bare = [r for r in runs if r.server == "bare" and r.pinning == pinning]
-    ours = [r for r in runs if r.server == "calltrack" and r.pinning == pinning]
+def summarise(scenario: str, pinning: str, runs: list[Run], held: int) -> Summary:
+    def of(server: str) -> list[Run]:
+        return [r for r in runs if (r.server, r.scenario, r.pinning) == (server, scenario, pinning)]
+
+    bare, ours, before = of("bare"), of("calltrack"), of("before")
     problems: list[str] = []
     for run in ours:
         db = run.db
-        where = f"calltrack {pinning} round {run.round}"
+        where = f"calltrack {scenario} {pinning} round {run.round}"
         if run.fallbacks:
             problems.append(f"{where}: {run.fallbacks} visits got the fallback (pool too small)")
         if db["overlaps"]:
             problems.append(f"{where}: {db['overlaps']} overlapping leases")
         if db["leases"] != db["tracked"] or db["leases"] < run.leases:
             problems.append(f"{where}: leases stored {db['leases']}, answered {run.leases}")
+        if scenario == "pings" and (db["leases"] != held or run.leases):
+            problems.append(f"{where}: {db['leases']} leases stored, {held} visits started")
     for run in bare + ours:
         if run.non2xx or run.socket_errors or run.unparsed:
             problems.append(
@@ -307,9 +391,9 @@ def summarise(pinning: str, runs: list[Run]) -> Summary:
             )
     bare_rps = statistics.mean(r.rps for r in bare)
     our_rps = statistics.mean(r.rps for r in ours)
-    before = [r for r in runs if r.server == "before" and r.pinning == pinning]
     return Summary(
         before_rps=statistics.mean(r.rps for r in before) if before else None,
+        scenario=scenario,
         pinning=pinning,
         bare_rps=bare_rps,
         calltrack_rps=our_rps,
@@ -320,6 +404,8 @@ def summarise(pinning: str, runs: list[Run]) -> Summary:
         bare_p99_ms=max(r.p99_ms for r in bare),
         non2xx=sum(r.non2xx for r in bare + ours),
         problems=problems,
+        bare_cpu_us=statistics.mean(r.cpu_us for r in bare),
+        calltrack_cpu_us=statistics.mean(r.cpu_us for r in ours),
     )
 
 
@@ -345,8 +431,11 @@ def markdown(args: argparse.Namespace, runs: list[Run], summaries: list[Summary]
         f"{versions()}.",
         f"wrk: {args.threads} thread(s), {args.connections} connections, {args.duration:g} s per"
         f" run after {args.warmup:g} s of warm-up; {args.rounds} rounds of bare/calltrack"
-        f" interleaved; each visitor 1 lease + {args.pings} pings; calltrack on a fresh SQLite"
-        f" database per run, {args.numbers} numbers in two pools.",
+        f" interleaved; calltrack on a fresh SQLite database per run, {args.numbers} numbers in"
+        " two pools.",
+        f"Scenarios: `pings`: pings of held numbers only, {args.held} visits started before wrk"
+        " runs, each pinged round-robin, a new page every third ping; `mix`: each visitor 1"
+        f" lease + {args.pings} pings.",
         "Pinning `split`: server on core 0, wrk on core 1 (taskset); `none`: not pinned.",
         (
             f"Offered load: each connection waits {args.think_ms} ms before each request, so"
@@ -358,9 +447,10 @@ def markdown(args: argparse.Namespace, runs: list[Run], summaries: list[Summary]
         "",
         "## Summary",
         "",
-        "| pinning | bare req/s | calltrack req/s | ratio (pairs) | calltrack p50 | calltrack"
-        " p99 (worst run) | bare p99 | non-2xx | targets | before req/s | now / before |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---|---:|---:|",
+        "| scenario | pinning | bare req/s | calltrack req/s | ratio (pairs) | CPU µs/req bare"
+        " / calltrack (ratio) | calltrack p50 | calltrack p99 (worst run) | bare p99 | non-2xx"
+        " | targets | before req/s | now / before |",
+        "|---|---|---:|---:|---|---|---:|---:|---:|---:|---|---:|---:|",
     ]
     for s in summaries:
         pairs = ", ".join(f"{r:.2f}" for r in s.pair_ratios)
@@ -371,9 +461,10 @@ def markdown(args: argparse.Namespace, runs: list[Run], summaries: list[Summary]
             else "- | -"
         )
         lines.append(
-            f"| {s.pinning} | {s.bare_rps:.0f} | {s.calltrack_rps:.0f} | **{s.ratio:.2f}**"
-            f" ({pairs}) | {s.p50_ms:.2f} ms | {s.p99_ms:.2f} ms | {s.bare_p99_ms:.2f} ms |"
-            f" {s.non2xx} | {verdict} | {versus} |"
+            f"| {s.scenario} | {s.pinning} | {s.bare_rps:.0f} | {s.calltrack_rps:.0f} |"
+            f" **{s.ratio:.2f}** ({pairs}) | {s.bare_cpu_us:.1f} / {s.calltrack_cpu_us:.1f}"
+            f" ({s.cpu_ratio:.2f}) | {s.p50_ms:.2f} ms | {s.p99_ms:.2f} ms |"
+            f" {s.bare_p99_ms:.2f} ms | {s.non2xx} | {verdict} | {versus} |"
         )
     if args.before:
         lines += [
@@ -384,18 +475,22 @@ def markdown(args: argparse.Namespace, runs: list[Run], summaries: list[Summary]
         ]
     lines += [
         "",
-        f"Targets: ratio ≥ {TARGET_RATIO}, calltrack p99 < {TARGET_P99_MS:g} ms, no non-2xx,"
-        " no fallback, no overlapping lease.",
+        "Targets: req/s ratio ≥ "
+        + ", ".join(f"{ratio} ({scenario})" for scenario, ratio in TARGET_RATIO.items())
+        + f", calltrack p99 < {TARGET_P99_MS:g} ms, no non-2xx, no fallback, no overlapping"
+        " lease. The CPU ratio is bare's CPU per request over calltrack's: what the req/s ratio"
+        " would be if each server had a core to itself.",
     ]
     for s in summaries:
-        lines += [f"- {s.pinning}: {p}" for p in s.problems]
+        lines += [f"- {s.scenario} {s.pinning}: {p}" for p in s.problems]
     lines += [
         "",
         "## Runs",
         "",
-        "| # | server | pinning | req/s | p50 | p90 | p99 | max | non-2xx | leases | pings |"
-        " lease:ping | stored: sessions / leases / extended / page views / overlaps |",
-        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "| # | server | scenario | pinning | req/s | CPU µs/req | p50 | p90 | p99 | max | non-2xx"
+        " | leases | pings | lease:ping | stored: sessions / leases / extended / page views /"
+        " overlaps |",
+        "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for i, r in enumerate(runs, 1):
         db = r.db
@@ -406,7 +501,8 @@ def markdown(args: argparse.Namespace, runs: list[Run], summaries: list[Summary]
             else "-"
         )
         lines.append(
-            f"| {i} | {r.server} | {r.pinning} | {r.rps:.0f} | {r.p50_ms:.2f} | {r.p90_ms:.2f}"
+            f"| {i} | {r.server} | {r.scenario} | {r.pinning} | {r.rps:.0f} | {r.cpu_us:.1f}"
+            f" | {r.p50_ms:.2f} | {r.p90_ms:.2f}"
             f" | {r.p99_ms:.2f} | {r.max_ms:.1f} | {r.non2xx} | {r.leases} | {r.pings} |"
             f" {r.mix} | {stored} |"
         )
@@ -440,6 +536,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pings", type=int, default=9, help="pings per visit")
     parser.add_argument("--numbers", type=int, default=20000, help="tracking numbers in the pool")
     parser.add_argument("--pinning", choices=["split", "none", "both"], default="both")
+    parser.add_argument("--scenario", choices=["pings", "mix", "both"], default="both")
+    parser.add_argument("--held", type=int, default=1000, help="visits started before a pings run")
     parser.add_argument(
         "--think-ms",
         type=int,
@@ -461,13 +559,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed (Debian: apt-get install wrk util-linux)")
     pinnings = ["split", "none"] if args.pinning == "both" else [args.pinning]
+    scenarios = ["pings", "mix"] if args.scenario == "both" else [args.scenario]
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="calltrack-bench-") as tmp:
-        for pinning in pinnings:
-            for round_no in range(1, args.rounds + 1):
-                for kind in run_order(round_no, bool(args.before)):
-                    runs.append(measure(args, kind, pinning, round_no, Path(tmp)))
-    summaries = [summarise(p, runs) for p in pinnings]
+        for scenario in scenarios:
+            for pinning in pinnings:
+                for round_no in range(1, args.rounds + 1):
+                    for kind in run_order(round_no, bool(args.before)):
+                        runs.append(measure(args, kind, scenario, pinning, round_no, Path(tmp)))
+    summaries = [summarise(sc, p, runs, args.held) for sc in scenarios for p in pinnings]
     report = markdown(args, runs, summaries)
     print()
     print(report)

@@ -15,6 +15,7 @@ from integrations.worker import delivery_worker
 from pbx import crm_api, journey_api, recording_links_api, reports_api, staff_api, staff_ui
 from pbx.http import errors_as_json
 from pbx.keys import (
+    ANSWERS,
     CALLS,
     CLOCK,
     ENGINE,
@@ -50,6 +51,7 @@ from pbx.storage.staff_sessions import StaffSessionStore
 from pbx.storage.visits import VisitStore
 from recordings.worker import RecordingWorker
 from web_widget import api as visitor_api
+from web_widget.answers import VisitorAnswers
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +145,7 @@ def build_app(settings: Settings, clock: Callable[[], float] = time.time) -> web
     app[PBX_LINK] = PbxLink()
     app[TEMPLATES] = staff_ui.templates(settings)
     app[LOGIN_GUARD] = LoginGuard(clock)
+    app[ANSWERS] = VisitorAnswers(settings)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_recordings)
     app.cleanup_ctx.append(delivery_worker)

@@ -25,14 +25,20 @@ def json_error(status: int, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
 
 
-async def read_json_object(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object; any other body is the client's error (4xx), never ours."""
+async def read_body(request: web.Request) -> bytes:
+    """The request's body, within `http.max_body_bytes` (413 past it)."""
     limit = request.app[SETTINGS].http.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
     body = await request.content.read(limit + 1)
     if len(body) > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
+    return body
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object; any other body is the client's error (4xx), never ours."""
+    body = await read_body(request)
     try:
         data = json.loads(body or b"{}")
     except (ValueError, RecursionError):  # RecursionError: nested too deep, e.g. [[[[...

@@ -21,6 +21,7 @@ from pbx.storage.outbox import Outbox
 from pbx.storage.staff_sessions import StaffSessionStore
 from pbx.storage.visits import VisitStore
 from recordings.worker import RecordingWorker
+from web_widget.answers import VisitorAnswers
 
 
 @dataclass
@@ -52,6 +53,7 @@ ENGINE = web.AppKey("engine", AsyncEngine)
 #: for long reads (reports): on SQLite its transactions take no write lock; else ENGINE itself
 READER = web.AppKey("reader", AsyncEngine)
 VISITS = web.AppKey("visits", VisitStore)
+ANSWERS = web.AppKey("visitor_answers", VisitorAnswers)
 #: events for webhooks and GA4, written with the calls and sales (integrations/ delivers them)
 OUTBOX = web.AppKey("outbox", Outbox)
 CALLS = web.AppKey("calls", CallStore)

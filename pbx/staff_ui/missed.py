@@ -22,8 +22,8 @@ from pbx.storage.missed import (
 async def count_missed(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The navigation's "Missed calls (N)": one indexed count per page a logged-in user opens."""
     if (
-        SESSION_COOKIE in request.cookies
-        and not request.path.startswith(("/api/", "/static/"))
+        not request.path.startswith(("/api/", "/static/"))
+        and SESSION_COOKIE in request.cookies
         and await current_user(request) is not None
     ):
         request[MISSED_COUNT] = await missed_count(request.app[READER])

@@ -119,6 +119,11 @@ class _CachedSession:
     shown: Mapping[str, str] = field(default_factory=dict)  # kept in step with `held`
     ad_ids: AdClientIds = field(default_factory=AdClientIds)
     renewing: asyncio.Lock | None = None  # made on the first renewal
+    #: the last `last_seen` handed to the write-behind (what the database has, or will)
+    seen_written: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.seen_written = self.last_seen
 
 
 class VisitStore:
@@ -293,7 +298,8 @@ class VisitStore:
             cached.pages_kept += keep
             self._writes.viewed(session_id, now, url[:MAX_URL], keep=keep)
         cached.last_seen = now
-        self._writes.seen(session_id, now)
+        if self._writes.seen(session_id, now, cached.seen_written):
+            cached.seen_written = now
         held_until = self._policy.held_until(now)
         if self._due(cached, now, held_until):
             if cached.renewing is None:

@@ -9,9 +9,10 @@ batches in flight at once could land in either order and write an older `held_un
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from sqlalchemy import Float, String, Text, bindparam, exists, insert, select, update
@@ -26,6 +27,16 @@ log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL = 0.2
 CHECKPOINT_INTERVAL = 1.0  # SQLite: WAL into the database file (see db.checkpoint)
+#: activity within this many seconds of what the database already has is held back (deferred)
+#: for up to this long: a session pinged by several tabs, or many times a second, costs one
+#: write per few seconds instead of one per ping. The deferred write always lands, and a lease
+#: end's before the database's end comes near (see WriteBehind.extend); so the database lags
+#: by at most this much, and only while the process runs (a crash loses what was deferred).
+WRITE_STEP = 5.0
+#: rows per transaction of a flush; the loop gets a turn between them, so that a flush of a
+#: busy second's pings never holds it for more than a few milliseconds
+ROWS_PER_TRANSACTION = 256
+DEFERRED_CHECK = 1.0  # seconds between looks for deferred writes that are due
 
 #: a page view of a session that is gone (deleted by retention meanwhile) is dropped, not an error
 _INSERT_PAGE_VIEW = insert(page_views).from_select(
@@ -74,6 +85,22 @@ class _Pending:
     def __bool__(self) -> bool:
         return bool(self.extensions or self.last_seen or self.viewed)
 
+    def parts(self, rows: int) -> Iterator[_Pending]:
+        """The batch in parts of at most `rows` rows of each kind, extensions first: each part
+        is one transaction, so what landed stays landed when a later part fails."""
+        extensions = list(self.extensions.items())
+        last_seen = list(self.last_seen.items())
+        viewed = list(self.viewed.items())
+        longest = max(len(extensions), len(last_seen), len(self.page_views), len(viewed))
+        for start in range(0, longest, rows):
+            end = start + rows
+            yield _Pending(
+                dict(extensions[start:end]),
+                dict(last_seen[start:end]),
+                self.page_views[start:end],
+                dict(viewed[start:end]),
+            )
+
     def merge_older(self, older: _Pending) -> None:
         """Put back a batch that could not be written, under what came since."""
         for key, value in older.extensions.items():
@@ -94,18 +121,56 @@ class WriteBehind:
         self._transactions = transactions
         self._clock = clock
         self._pending = _Pending()
+        #: held back until their time comes (see WRITE_STEP): key -> (when due, the write)
+        self._deferred_extensions: dict[
+            str, tuple[float, tuple[HeldNumber, str, float, float]]
+        ] = {}
+        self._deferred_seen: dict[str, tuple[float, float]] = {}
         self._lock = asyncio.Lock()
         self._wakeup = asyncio.Event()
         self.last_ok = clock()
 
     def extend(self, held: HeldNumber, now: float, held_until: float) -> None:
-        assert held.lease_id is not None and held.number is not None
-        self._pending.extensions[held.lease_id] = (held, held.number, now, held_until)
-        self._wakeup.set()
+        """Move a lease's end forward. When the database's end is within WRITE_STEP of the
+        new one, the write is deferred: until WRITE_STEP from now, and never later than
+        WRITE_STEP before the database's end (so it lands while the number is still held)."""
+        lease_id = held.lease_id
+        assert lease_id is not None and held.number is not None
+        write = (held, held.number, now, held_until)
+        if lease_id in self._pending.extensions or held_until >= held.confirmed_until + WRITE_STEP:
+            self._pending.extensions[lease_id] = write
+            self._deferred_extensions.pop(lease_id, None)
+            self._wakeup.set()
+            return
+        earlier = self._deferred_extensions.get(lease_id)
+        due = (
+            earlier[0] if earlier else min(now, held.confirmed_until - 2 * WRITE_STEP) + WRITE_STEP
+        )
+        self._deferred_extensions[lease_id] = (due, write)
 
-    def seen(self, session_id: str, now: float) -> None:
+    def seen(self, session_id: str, now: float, written: float) -> bool:
+        """The session's latest activity; `written` is the last one handed over. True when
+        handed over now; within WRITE_STEP of it, it is deferred until WRITE_STEP after it."""
+        if session_id not in self._pending.last_seen and now < written + WRITE_STEP:
+            self._deferred_seen[session_id] = (written + WRITE_STEP, now)
+            return False
         self._pending.last_seen[session_id] = now
+        self._deferred_seen.pop(session_id, None)
         self._wakeup.set()
+        return True
+
+    def _take_deferred(self, everything: bool) -> None:
+        """Move the deferred writes whose time has come (all of them: `everything`) into
+        the pending batch."""
+        now = self._clock()
+        for key, (due, extension) in list(self._deferred_extensions.items()):
+            if everything or due <= now:
+                del self._deferred_extensions[key]
+                self._pending.extensions.setdefault(key, extension)
+        for key, (due, at) in list(self._deferred_seen.items()):
+            if everything or due <= now:
+                del self._deferred_seen[key]
+                self._pending.last_seen.setdefault(key, at)
 
     def viewed(self, session_id: str, now: float, url: str, *, keep: bool) -> None:
         """A page view: counted always, its row kept only while the session is under its cap."""
@@ -123,11 +188,15 @@ class WriteBehind:
         """
         checkpointed = time.monotonic()
         while True:
-            await self._wakeup.wait()
+            if self._deferred_extensions or self._deferred_seen:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), DEFERRED_CHECK)
+            else:
+                await self._wakeup.wait()
             await asyncio.sleep(FLUSH_INTERVAL)
             self._wakeup.clear()
             try:
-                await self.flush()
+                await self.flush(everything=False)
             except Exception:
                 log.exception("could not write lease extensions; retrying")
                 await asyncio.sleep(1.0)
@@ -140,34 +209,42 @@ class WriteBehind:
                 except Exception:
                     log.exception("could not checkpoint the database; will try again")
 
-    async def flush(self) -> None:
-        """Write what is pending; one flush at a time, in the order they were asked for.
+    async def flush(self, *, everything: bool = True) -> None:
+        """Write what is pending, and what was deferred (only what is due: not `everything`);
+        one flush at a time, in the order they were asked for.
 
-        A batch the database cannot take just now is put back and the error raised (the caller
-        retries); one it refuses for good is logged and dropped, so that it cannot block every
-        later write, and call attribution with them. Dropping is safe for the leases: a lease
+        The batch is written in parts (see _Pending.parts). What the database cannot take just
+        now is put back and the error raised (the caller retries); a part it refuses for good
+        is logged and dropped, so that it cannot block every later write, and call attribution
+        with them. Dropping is safe for the leases: a lease
         whose extension was not written is confirmed no further, so its next ping near expiry
         goes to the database.
         """
         async with self._lock:
+            self._take_deferred(everything)
             pending, self._pending = self._pending, _Pending()
-            if pending:
+            parts = list(pending.parts(ROWS_PER_TRANSACTION))
+            for done, part in enumerate(parts):
+                if done:
+                    await asyncio.sleep(0)  # requests that came meanwhile go first
                 try:
-                    await self._transactions.run(_writer(pending))
+                    await self._transactions.run(_writer(part))
                 except Exception as error:
-                    if not is_transient(error):
-                        log.exception(
-                            "dropped a write-behind batch the database refuses: %d lease"
-                            " extensions, %d last-seen times, %d page views",
-                            len(pending.extensions),
-                            len(pending.last_seen),
-                            len(pending.page_views),
-                        )
-                        self.last_ok = self._clock()
-                        return
-                    self._pending.merge_older(pending)
-                    raise
-                for lease_id, (held, _number, _at, held_until) in pending.extensions.items():
+                    if is_transient(error):
+                        unwritten = _Pending()
+                        for rest in reversed(parts[done:]):
+                            unwritten.merge_older(rest)
+                        self._pending.merge_older(unwritten)
+                        raise
+                    log.exception(
+                        "dropped a write-behind part the database refuses: %d lease"
+                        " extensions, %d last-seen times, %d page views",
+                        len(part.extensions),
+                        len(part.last_seen),
+                        len(part.page_views),
+                    )
+                    continue
+                for lease_id, (held, _number, _at, held_until) in part.extensions.items():
                     if held.lease_id == lease_id:
                         held.confirmed_until = max(held.confirmed_until, held_until)
             self.last_ok = self._clock()

@@ -290,7 +290,7 @@ async def test_a_batch_the_database_refuses_is_dropped_not_retried_for_ever() ->
 
         real_run = writes._transactions.run
         writes._transactions.run = refused  # type: ignore[method-assign]
-        writes.seen(a.session_id, h.clock.now)
+        assert writes.seen(a.session_id, h.clock.now, written=0.0)
         await h.store.flush()  # logged and dropped
         writes._transactions.run = real_run  # type: ignore[method-assign]
         assert not writes._pending

@@ -1,0 +1,77 @@
+"""What the visitor API works out once instead of per request: which sites an origin may
+speak for, and the encoded answer of each visit while what it shows stays the same.
+
+Pings are nine in ten of the visitor API's requests, and a ping of a held number changes
+nothing the visitor sees: the answer is the same bytes as last time. Encoding it again (the
+numbers list, the display forms, json.dumps) was a fifth of a ping's cost, so the bytes are
+kept per session and used again while the store hands back the same `shown` mapping; the store
+makes a new mapping whenever the numbers change (VisitStore._show), so a changed visit can never
+get an old answer.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping
+
+from attribution.phone import display_like
+from pbx.settings import Settings, Site
+from pbx.storage.visits import Visit
+
+#: answers kept at most; past it the kept ones are dropped (they are only a saving)
+ANSWER_LIMIT = 100_000
+
+
+@functools.lru_cache(maxsize=4096)
+def _numbers(own: str, written: tuple[str, ...], number: str) -> tuple[dict[str, str], ...]:
+    """Entries of the answer's `numbers` for one own number as the site writes it. `own` is
+    the own number in E.164, as the server read it (in the config's region), so the widget
+    need not guess a country's trunk prefix to find it on the page."""
+    return tuple(
+        {"replace": shown, "own": own, "number": number, "display": display_like(shown, number)}
+        for shown in written
+    )
+
+
+class VisitorAnswers:
+    def __init__(self, settings: Settings) -> None:
+        self._ping_interval = settings.http.ping_interval
+        self._sites: dict[str, dict[str, Site]] = {}
+        for site in settings.sites:
+            for origin in site.origins:
+                self._sites.setdefault(origin, {})[site.name] = site
+        self._bodies: dict[str, tuple[Mapping[str, str], str, bytes]] = {}
+
+    def allowed(self, origin: str) -> bool:
+        """Whether some site lists this origin (CORS)."""
+        return origin.lower() in self._sites
+
+    def sites_for(self, origin: str) -> Mapping[str, Site]:
+        """The sites that list this origin, by name; empty for an origin none lists."""
+        return self._sites.get(origin.lower(), {})
+
+    def body(self, visit: Visit, written: Mapping[str, tuple[str, ...]]) -> bytes:
+        """The visit's answer: one entry per way the site writes each own number shown
+        otherwise, a tracking number or the fallback number when the pool had none to give.
+        `written` is how the visit's site writes each own number (SitePlan.own)."""
+        kept = self._bodies.get(visit.session_id)
+        if kept is not None and kept[0] is visit.shown and kept[1] == visit.visitor_id:
+            return kept[2]
+        numbers = [
+            entry
+            for own, number in visit.shown.items()
+            for entry in _numbers(own, written[own], number)
+        ]
+        body = json.dumps(
+            {
+                "visitor_id": visit.visitor_id,
+                "session_id": visit.session_id,
+                "numbers": numbers,
+                "ping_interval_s": self._ping_interval,
+            }
+        ).encode()
+        if len(self._bodies) >= ANSWER_LIMIT:
+            self._bodies.clear()
+        self._bodies[visit.session_id] = (visit.shown, visit.visitor_id, body)
+        return body
