@@ -45,6 +45,7 @@ from pbx.staff_ui import reports as staff_reports
 from pbx.storage.calls import CallStore
 from pbx.storage.db import is_sqlite, open_engine, require_current_schema
 from pbx.storage.link_keys import LinkKeys
+from pbx.storage.login_failures import LoginFailures
 from pbx.storage.outbox import Outbox
 from pbx.storage.retention import run_visit_retention
 from pbx.storage.staff_sessions import StaffSessionStore
@@ -70,6 +71,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         app[VISITS] = visits
         app[OUTBOX] = Outbox(settings, app[CLOCK])
         app[LINK_KEYS] = LinkKeys(engine, app[CLOCK])
+        app[LOGIN_GUARD].share(LoginFailures(engine))
         app[CALLS] = CallStore(engine, settings, visits, app[CLOCK], app[OUTBOX])
         app[STAFF_SESSIONS] = StaffSessionStore(
             engine, app[CLOCK], settings.ui.session_idle, settings.ui.session_max

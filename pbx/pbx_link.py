@@ -2,7 +2,8 @@
 
 Every call ends up stored exactly once: the AMI bridge reports calls as they end, and after every
 (re)connection the calls that ended while the link (or the daemon) was down are read back from
-Asterisk's CDR file; the store is idempotent on Linkedid, so both paths may report a call.
+Asterisk's CDR file, as they are every `asterisk.reconcile_every` while the link is up; the store
+is idempotent on Linkedid, so both paths may report a call.
 Several daemons on one PostgreSQL take turns following AMI (pbx.ami_role); all serve FastAGI. Both
 hand their reports to one ReportDelivery: a database outage is waited out, a report the database
 refuses for good is logged, counted (calltrack_call_reports_rejected) and skipped.
@@ -24,7 +25,7 @@ from ami_bridge.reconcile import reconcile_pass
 from attribution.calls import CallReport
 from dialplan.agi import start_agi_server
 from pbx.ami_role import AmiConsumerLock, consume_when_elected
-from pbx.keys import CALLS, CLOCK, ENGINE, METRICS, PBX_LINK, RECORDINGS, SETTINGS
+from pbx.keys import CALLS, CLOCK, ENGINE, METRICS, PBX_LINK, RECORDINGS, SETTINGS, PbxLink
 from pbx.metrics import Metrics
 from pbx.settings import Settings
 from pbx.storage.calls import CallStore
@@ -94,13 +95,51 @@ async def reconcile_missed(
             position = step.position
         if step.caught_up:
             break
-    if reported:
+    if stored:
         log.info(
-            "reconciled %d call(s) that ended while the link was down (%d not new)",
+            "reconciled %d call(s) from the CDR that AMI did not report (%d not new)",
             stored,
             reported - stored,
         )
     return stored
+
+
+class Reconciler:
+    """Runs reconciliation passes one at a time: after every AMI login, and every
+    `asterisk.reconcile_every` while this daemon follows AMI and the link is up, so the stored CDR
+    position stays fresh on a link that lasts for months and a rotation between two connections
+    is followed. Each periodic pass looks for calls since the previous pass began."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: AsyncEngine,
+        deliver: ReportDelivery,
+        clock: Callable[[], float],
+    ) -> None:
+        self._settings, self._engine, self._deliver, self._clock = settings, engine, deliver, clock
+        self._lock = asyncio.Lock()
+        self._last: float | None = None  # when the last pass began
+
+    async def after_login(self, lost_at: float | None) -> None:
+        await self._pass(lost_at)
+
+    async def run_periodic(self, link: PbxLink, every: float) -> None:
+        """Runs until cancelled; passes only while `link` follows AMI and is logged in."""
+        while True:
+            await asyncio.sleep(every)
+            if link.ami is None or not link.ami.connected:
+                continue
+            try:
+                await self._pass(self._last)
+            except Exception:  # the database is away: the next pass goes on from the position
+                log.exception("periodic CDR reconciliation failed")
+
+    async def _pass(self, since: float | None) -> None:
+        async with self._lock:
+            began = self._clock()
+            await reconcile_missed(self._settings, self._engine, self._deliver, self._clock, since)
+            self._last = began
 
 
 async def pbx_link(app: web.Application) -> AsyncIterator[None]:
@@ -117,11 +156,10 @@ async def pbx_link(app: web.Application) -> AsyncIterator[None]:
         lambda _report: metrics.call_reports_rejected.inc(),
     )
 
-    async def on_connected(lost_at: float | None) -> None:
-        await reconcile_missed(settings, app[ENGINE], deliver, clock, lost_at)
+    reconciler = Reconciler(settings, app[ENGINE], deliver, clock)
 
     def new_bridge() -> AmiBridge:
-        return AmiBridge(settings, deliver, on_connected)
+        return AmiBridge(settings, deliver, reconciler.after_login)
 
     link = app[PBX_LINK]
     watchdog = LoopWatchdog(settings.asterisk.agi.exit_on_stall).start()
@@ -132,10 +170,16 @@ async def pbx_link(app: web.Application) -> AsyncIterator[None]:
     else:  # several daemons may share the database: one follows AMI at a time
         elected = consume_when_elected(AmiConsumerLock(settings.database), new_bridge, link)
         consumer = asyncio.create_task(elected, name="ami-role")
+    periodic = asyncio.create_task(
+        reconciler.run_periodic(link, settings.asterisk.reconcile_every), name="cdr-reconcile"
+    )
     link.agi = agi = await start_agi_server(settings, store.route)
     try:
         yield
     finally:
+        periodic.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await periodic
         agi.close()
         await agi.wait_closed()
         if consumer is not None:

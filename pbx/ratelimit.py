@@ -1,11 +1,13 @@
 """Limits kept in memory per daemon: sliding-window failure counters and the login guard that
-applies them around the (deliberately slow) password check; hourly counts of new visits."""
+applies them (and the ceiling per user name the database keeps for all daemons) around the
+(deliberately slow) password check; hourly counts of new visits."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from attribution.clients import client_network
 
@@ -83,14 +85,27 @@ class LoginRefused(Exception):
         self.busy = busy  # too many logins being checked at once, not too many failures
 
 
+class FailureLedger(Protocol):
+    """Failures per user name counted by every daemon on the database
+    (pbx.storage.login_failures.LoginFailures)."""
+
+    async def add(self, name: str, now: float, window: float) -> tuple[int, int]: ...
+
+    async def oldest(self, name: str, now: float, window: float) -> float | None: ...
+
+    async def remove(self, failure_id: int) -> None: ...
+
+
 class LoginGuard:
     """Decides whether a password may be checked now, and counts the attempt first.
 
     - `limit` failures per address, and per user name from one address, in `window`: then the
-      next attempts are refused. A user name is never blocked as a whole, so failing as someone
-      from elsewhere cannot lock them out.
-    - over `ceiling` failures for a user name from all addresses, each attempt for that name is
-      slowed by `slowdown` seconds (a distributed guesser is slowed, the real user still gets in).
+      next attempts are refused. Counted in this daemon's memory.
+    - `ceiling` failures for a user name from all addresses on all daemons in `window`: then
+      every attempt for that name is refused until the oldest failure leaves the window. Counted
+      in the database (`share`), so N daemons do not allow N times the guesses at one account.
+      Whether the user exists makes no difference. The price: a guesser who spends the ceiling
+      locks the name out for the window; the addresses it takes are what makes that hard.
     - at most `hash_slots` password hashes run at once (they take real CPU, in threads) and
       `hash_queue` wait; any more are refused at once, so a flood cannot starve the event loop.
 
@@ -105,42 +120,61 @@ class LoginGuard:
         limit: int = 10,
         ceiling: int = 100,
         window: float = 300.0,
-        slowdown: float = 1.0,
         hash_slots: int = 2,
         hash_queue: int = 8,
     ) -> None:
+        self._clock = clock
         self._blocking = FailureLimit(clock, limit, window)
-        self._ceiling = FailureLimit(clock, ceiling, window)
-        self._slowdown = slowdown
+        self._ceiling = ceiling
+        self._window = window
+        self._ledger: FailureLedger | None = None
         self._slots = asyncio.Semaphore(hash_slots)
         self._room = hash_slots + hash_queue
         self._admitted = 0
+
+    def share(self, ledger: FailureLedger) -> None:
+        """Count the failures per user name in `ledger` (the app does once the database is open)."""
+        self._ledger = ledger
 
     async def check(self, name: str, address: str | None, verify: Callable[[], bool]) -> bool:
         """Run `verify` (a password check) in a thread if allowed; raises LoginRefused if not."""
         name = name[:64].lower()  # longer names are no user's: a key stays small
         net = client_network(address)
         blocking = [f"ip:{net}", f"user:{name}@{net}"]
-        ceiling = [f"user:{name}"]
         self._refuse_if_blocked(blocking)
-        if self._ceiling.retry_after(ceiling) > 0:
-            await asyncio.sleep(self._slowdown)
         if self._admitted >= self._room:
             raise LoginRefused(1.0, busy=True)
         self._admitted += 1
         try:
             async with self._slots:
                 self._refuse_if_blocked(blocking)  # others may have failed while this one waited
-                self._blocking.failed(blocking)
-                self._ceiling.failed(ceiling)
+                self._blocking.failed(blocking)  # before any await: parallel guesses see it
+                try:
+                    shared = await self._count_shared(name)
+                except LoginRefused:
+                    self._blocking.cancel(blocking)  # not checked: not a guess
+                    raise
                 ok = await asyncio.to_thread(verify)
         finally:
             self._admitted -= 1
         if ok:
             self._blocking.cancel(blocking[:1])
             self._blocking.forget(blocking[1])
-            self._ceiling.cancel(ceiling)
+            if shared is not None and self._ledger is not None:
+                await self._ledger.remove(shared)  # only this attempt: the others' still count
         return ok
+
+    async def _count_shared(self, name: str) -> int | None:
+        """Counts the attempt in the ledger (its id), or raises LoginRefused over the ceiling."""
+        if self._ledger is None:
+            return None
+        now = self._clock()
+        failure_id, count = await self._ledger.add(name, now, self._window)
+        if count <= self._ceiling:
+            return failure_id
+        await self._ledger.remove(failure_id)  # refused unchecked: not a guess
+        oldest = await self._ledger.oldest(name, now, self._window)
+        raise LoginRefused(max(1.0, (oldest or now) + self._window - now), busy=False)
 
     def _refuse_if_blocked(self, keys: list[str]) -> None:
         if (wait := self._blocking.retry_after(keys)) > 0:

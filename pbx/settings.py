@@ -393,6 +393,13 @@ class Asterisk(_Model):
         None, description="where Asterisk writes recordings; default: recordings.dir"
     )
     cdr_csv: Path | None = Field(None, description="Asterisk's Master.csv, for reconciliation")
+    reconcile_every: Seconds = Field(
+        300.0,
+        gt=0,
+        description="how often the daemon following AMI also reads what cdr_csv gained, besides"
+        " after each (re)connection: calls whose events were missed are stored, a rotation is"
+        " followed",
+    )
 
 
 class Webhook(_Model):

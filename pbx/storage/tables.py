@@ -414,3 +414,15 @@ cdr_positions = Table(
     Column("mark", String(32), nullable=False),  # blake2b-128 hex, "" at offset 0
     Column("updated_at", Float, nullable=False),
 )
+
+# Failed staff logins per user name, counted by every daemon (pbx.storage.login_failures): the
+# ceiling per name holds across daemons. Only a sha256 of the name is kept: a password typed into
+# the name field does not end up in the database. Rows older than the window are deleted.
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name_sha256", String(64), nullable=False),
+    Column("at", Float, nullable=False, index=True),
+    Index("ix_login_failures_name_at", "name_sha256", "at"),
+)

@@ -122,17 +122,6 @@ async def test_failures_from_other_addresses_do_not_lock_the_user_out(
     assert await attempt(cheap, session, csrf, PASSWORD, address="192.0.2.1") == 303
 
 
-async def test_many_addresses_failing_as_one_user_slow_them_but_the_user_still_gets_in(
-    cheap: Client, session: aiohttp.ClientSession
-) -> None:
-    csrf = await login_csrf(cheap)
-    for i in range(100):  # the per-user ceiling, from 100 addresses
-        assert await attempt(cheap, session, csrf, "guess", address=f"198.51.100.{i}") == 401
-    started = time.monotonic()
-    assert await attempt(cheap, session, csrf, PASSWORD, address="192.0.2.1") == 303
-    assert time.monotonic() - started >= 1.0, "over the ceiling, every attempt is slowed"
-
-
 async def test_ipv6_addresses_of_one_network_share_a_limit(
     cheap: Client, session: aiohttp.ClientSession
 ) -> None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection
 
-from pbx.storage.db import open_engine, require_current_schema, upgrade
+from pbx.storage.db import open_engine, require_current_schema, schema_revisions, upgrade
 from pbx.storage.tables import metadata
 
 
@@ -19,6 +23,28 @@ async def test_migrations_build_the_described_schema() -> None:
     try:
         await upgrade(engine)
         await require_current_schema(engine)
+        async with engine.connect() as conn:
+            assert await conn.run_sync(_differences) == []
+    finally:
+        await engine.dispose()
+
+
+def _downgrade_one(connection: Connection) -> None:
+    config = Config()
+    config.set_main_option("script_location", "pbx:migrations")
+    config.attributes["connection"] = connection
+    command.downgrade(config, "-1")
+
+
+async def test_the_newest_migration_can_be_undone_and_redone(tmp_path: Path) -> None:
+    engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        await upgrade(engine)
+        async with engine.begin() as conn:
+            await conn.run_sync(_downgrade_one)
+        current, head = await schema_revisions(engine)
+        assert current is not None and head is not None and int(current) == int(head) - 1
+        await upgrade(engine)
         async with engine.connect() as conn:
             assert await conn.run_sync(_differences) == []
     finally:
