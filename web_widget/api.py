@@ -1,4 +1,11 @@
-"""The visitor API the widget calls: start a visit, ping it; CORS for the sites' own origins."""
+"""The visitor API the widget calls: start a visit, ping it; CORS for the sites' own origins.
+
+When the database cannot take the visit (down, full), the visitor gets a 200 with no numbers,
+which the widget reads as "show the site's own numbers", and the ids it sent, so that it goes
+on pinging (a visitor with no session yet starts one on the next ping): the site keeps working
+and nobody sees an error. The database's failure is logged and shown in /healthz (its owner,
+storage.health, says so once, not once per visitor).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ from attribution.phone import display_like
 from pbx.http import Handler, client_ip, json_error, read_json_object
 from pbx.keys import METRICS, SETTINGS, VISITS
 from pbx.settings import Site
+from pbx.storage.errors import is_transient
 from pbx.storage.visits import TooManyVisits, Visit, VisitRequest, is_id
 
 STATIC = Path(__file__).parent / "static"
@@ -83,6 +91,23 @@ def _answer(request: web.Request, site: Site, visit: Visit) -> web.Response:
     )
 
 
+def _own_numbers(
+    request: web.Request, error: Exception, visitor_id: str | None, session_id: str | None
+) -> web.Response:
+    """The answer while the database is away: the site's own numbers, the visitor's own ids."""
+    if not is_transient(error):
+        raise error
+    request.app[METRICS].visits_unstored.inc()
+    return web.json_response(
+        {
+            "visitor_id": visitor_id if is_id(visitor_id) else None,
+            "session_id": session_id if is_id(session_id) else None,
+            "numbers": [],
+            "ping_interval_s": request.app[SETTINGS].http.ping_interval,
+        }
+    )
+
+
 async def start_visit(request: web.Request) -> web.Response:
     try:
         body = VisitBody.model_validate(await read_json_object(request))
@@ -114,6 +139,8 @@ async def start_visit(request: web.Request) -> web.Response:
         response = json_error(429, "too many new visits from this network; try again later")
         response.headers["Retry-After"] = str(math.ceil(exc.retry_after))
         return response
+    except Exception as error:
+        return _own_numbers(request, error, body.visitor_id, body.session_id)
     request.app[METRICS].visits.labels(site.name, visit.tracking).inc()
     return _answer(request, site, visit)
 
@@ -129,9 +156,12 @@ async def ping(request: web.Request) -> web.Response:
     sites = {s.name: s for s in request.app[SETTINGS].sites if _origin_allowed(request, s)}
     if not sites:
         return json_error(403, "origin not allowed")
-    visit = await request.app[VISITS].ping(
-        session_id, body.visitor_id, body.url, allowed_sites=sites.keys()
-    )
+    try:
+        visit = await request.app[VISITS].ping(
+            session_id, body.visitor_id, body.url, allowed_sites=sites.keys()
+        )
+    except Exception as error:
+        return _own_numbers(request, error, body.visitor_id, session_id)
     if visit is None:
         return json_error(404, "no such session; start a new visit")
     site = sites[visit.site]

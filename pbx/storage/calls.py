@@ -77,10 +77,13 @@ class CallStore:
         self._credits = CallCredits(settings)
         self._insert = conflict_insert(calls, postgres=engine.dialect.name == "postgresql")
 
-    async def owner(self, did: str, at: float) -> CallOwner:
-        """Who a call to `did` starting at `at` belongs to: a session, a static source, or none."""
+    async def owner(self, did: str, at: float, *, exact: bool = True) -> CallOwner:
+        """Who a call to `did` starting at `at` belongs to: a session, a static source, or none
+        (`exact=False`: see VisitStore.holder_at)."""
         number = self._numbering.get(did)
-        holder = await self._visits.holder_at(did, at) if needs_holder(number) else None
+        holder = None
+        if needs_holder(number):
+            holder = await self._visits.holder_at(did, at, exact=exact)
         return attribute(number, holder)
 
     async def route(self, did: str, caller: str) -> Route:
@@ -89,7 +92,7 @@ class CallStore:
         The real line is the one the dialplan falls back to for the number (one table for both,
         so the daemon and a daemon-less dialplan never send a call to different lines).
         """
-        owner = await self.owner(did, self._clock())
+        owner = await self.owner(did, self._clock(), exact=False)
         return Route(self._numbering.real_line(did), owner.caller_name)
 
     async def store(self, report: CallReport) -> Attribution | None:

@@ -17,6 +17,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql.base import Executable
 
+from pbx.storage.errors import is_transient
+from pbx.storage.health import WriteHealth
+
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 5000
 
@@ -256,10 +259,14 @@ class Transactions:
     needs ~0.3 ms. They never wait for SQLite's lock in the loop: when another connection
     holds it, the transaction waits in a thread instead (and later ones queue behind it).
     Elsewhere (PostgreSQL, in-memory SQLite) the transaction is SQLAlchemy's.
+
+    Each outcome is told to `health`: a database that cannot take writes (full, down) shows in
+    /healthz and the log.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, health: WriteHealth) -> None:
         self._engine = engine
+        self._health = health
         path = engine.url.database
         self._path = path if engine.dialect.name == "sqlite" and path != ":memory:" else None
         self._conn: sqlite3.Connection | None = None
@@ -296,6 +303,16 @@ class Transactions:
         return result
 
     async def run(self, work: Callable[[Tx], T]) -> T:
+        try:
+            result = await self._attempt(work)
+        except Exception as error:
+            if is_transient(error):
+                self._health.failed(error)
+            raise
+        self._health.ok()
+        return result
+
+    async def _attempt(self, work: Callable[[Tx], T]) -> T:
         if self._path is None:
             async with self._engine.begin() as conn:
                 return await conn.run_sync(lambda sync_conn: work(_AlchemyTx(sync_conn)))

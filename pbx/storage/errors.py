@@ -1,19 +1,41 @@
-"""Which database failures pass by themselves, so a write is worth retrying."""
+"""Which database failures pass by themselves, so a write is worth retrying, and what to call
+them in the log and in /healthz."""
 
 from __future__ import annotations
+
+import sqlite3
 
 from sqlalchemy import exc
 
 
 def is_transient(error: Exception) -> bool:
     """True when the database could not be reached or could not take the write just now
-    (unreachable, restarting, locked, read-only for a while, timed out): the same write can
-    succeed later. False for what it will refuse every time (a value too long or of the wrong
-    type, a broken constraint) and for anything that is not a database failure at all.
+    (unreachable, restarting, locked, full, read-only for a while, timed out): the same write
+    can succeed later. False for what it will refuse every time (a value too long or of the
+    wrong type, a broken constraint) and for anything that is not a database failure at all.
+
+    sqlite3's own OperationalError counts too: the short transactions (db.Transactions) run on
+    a bare sqlite3 connection, so a full disk reaches their callers unwrapped.
     """
     if isinstance(error, exc.DBAPIError):
         return error.connection_invalidated or isinstance(
             error, exc.OperationalError | exc.InterfaceError
         )
     # a pool that has no connection to give, or a connection that could not be made
-    return isinstance(error, exc.TimeoutError | exc.DisconnectionError | OSError)
+    return isinstance(
+        error, exc.TimeoutError | exc.DisconnectionError | OSError | sqlite3.OperationalError
+    )
+
+
+REASON_MAX = 200
+
+
+def outage_reason(error: BaseException) -> str:
+    """What is wrong, in words an admin can act on: "full: database or disk is full
+    (SQLITE_FULL)" when SQLite ran out of space, else "down: <the driver's error>"."""
+    driver = getattr(error, "orig", None) or error  # SQLAlchemy wraps the driver's error
+    name = getattr(driver, "sqlite_errorname", None)
+    if name == "SQLITE_FULL":
+        return f"full: {driver} ({name})"
+    detail = f"{type(driver).__name__}: {driver}" if str(driver) else type(driver).__name__
+    return f"down: {detail}"[:REASON_MAX]

@@ -128,8 +128,9 @@ class WriteBehind:
             self._wakeup.clear()
             try:
                 await self.flush()
-            except Exception:
-                log.exception("could not write lease extensions; retrying")
+            except Exception as error:  # transient: flush() drops what is refused for good
+                # the database's state is logged once by its health (storage.health)
+                log.debug("lease extensions not written (%s); retrying", error)
                 await asyncio.sleep(1.0)
                 self._wakeup.set()
                 continue
@@ -137,8 +138,11 @@ class WriteBehind:
                 checkpointed = time.monotonic()
                 try:
                     await checkpoint(self._engine)
-                except Exception:
-                    log.exception("could not checkpoint the database; will try again")
+                except Exception as error:
+                    if not is_transient(error):
+                        log.exception("could not checkpoint the database; will try again")
+                    else:  # full or away: its writers' failures say so (storage.health)
+                        log.debug("checkpoint not done (%s); will try again", error)
 
     async def flush(self) -> None:
         """Write what is pending; one flush at a time, in the order they were asked for.

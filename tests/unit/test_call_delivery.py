@@ -26,7 +26,7 @@ from pbx.metrics import Metrics
 from pbx.pbx_link import call_recorder
 from pbx.storage import db
 from pbx.storage.calls import CallStore
-from pbx.storage.errors import is_transient
+from pbx.storage.errors import is_transient, outage_reason
 from pbx.storage.tables import calls
 from pbx.storage.visits import VisitStore
 from tests.helpers import FakeClock, db_error, migrate, settings_for
@@ -47,6 +47,36 @@ from tests.helpers import FakeClock, db_error, migrate, settings_for
 )
 def test_outages_are_transient(error: Exception) -> None:
     assert is_transient(error)
+
+
+def sqlite_full() -> sqlite3.OperationalError:
+    """What SQLite raises when it cannot grow its file: a real one, from a capped database."""
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (x BLOB)")
+    conn.execute("PRAGMA max_page_count = 4")  # the page count the table already needs, or so
+    try:
+        while True:
+            conn.execute("INSERT INTO t VALUES (zeroblob(4096))")
+    except sqlite3.OperationalError as error:
+        return error
+    finally:
+        conn.close()
+
+
+def test_a_full_disk_met_by_the_short_transactions_is_transient_and_named() -> None:
+    error = sqlite_full()  # db.Transactions run on bare sqlite3: nothing wraps it
+    assert is_transient(error)
+    assert outage_reason(error) == "full: database or disk is full (SQLITE_FULL)"
+    wrapped = OperationalError("INSERT ...", {}, error)  # as SQLAlchemy raises it
+    assert outage_reason(wrapped) == "full: database or disk is full (SQLITE_FULL)"
+
+
+def test_an_unreachable_server_is_named_down_with_the_drivers_words() -> None:
+    error = ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+    assert outage_reason(error) == (
+        "down: ConnectionRefusedError: [Errno 111] Connect call failed ('127.0.0.1', 5432)"
+    )
+    assert outage_reason(TimeoutError()) == "down: TimeoutError"
 
 
 @pytest.mark.parametrize(
