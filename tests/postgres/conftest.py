@@ -50,6 +50,9 @@ class PostgresCluster:
     bindir: Path
     port: int
     as_server_user: tuple[str, ...]  # command prefix: run as `postgres` when we are root
+    data: Path
+    log: Path
+    options: str  # the server's command-line options (port, socket folder, settings)
 
     def run(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -58,6 +61,16 @@ class PostgresCluster:
             capture_output=True,
             text=True,
         )
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        self.run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", self.options, "-w", "start"
+        )
+
+    def stop(self) -> None:
+        """Stop the server (fast: sessions are ended, as in a restart), and wait for it."""
+        self.run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
 
     def create_database(self) -> str:
         """A new, empty database; its SQLAlchemy URL."""
@@ -84,16 +97,17 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
     data, log = root / "data", root / "server.log"
     if owner is not None:
         os.chown(root, owner.pw_uid, owner.pw_gid)
-    cluster = PostgresCluster(bindir, _free_port(), prefix)
+    port = _free_port()
+    options = (
+        f"-p {port} -h 127.0.0.1 -k {root} -c fsync=off -c synchronous_commit=off"
+        " -c full_page_writes=off -c max_connections=100"
+    )
+    cluster = PostgresCluster(bindir, port, prefix, data, log, options)
     try:
         cluster.run(
             "initdb", "-D", str(data), "-U", SERVER_USER, "--auth=trust", "-E", "UTF8", "--no-sync"
         )
-        options = (
-            f"-p {cluster.port} -h 127.0.0.1 -k {root} -c fsync=off -c synchronous_commit=off"
-            " -c full_page_writes=off -c max_connections=100"
-        )
-        cluster.run("pg_ctl", "-D", str(data), "-l", str(log), "-o", options, "-w", "start")
+        cluster.start()
     except subprocess.CalledProcessError as exc:
         server_log = log.read_text() if log.exists() else ""
         shutil.rmtree(root, ignore_errors=True)
