@@ -9,6 +9,7 @@ batches in flight at once could land in either order and write an older `held_un
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -118,22 +119,26 @@ class WriteBehind:
     async def run(self) -> None:
         """Write the batches, forever.
 
-        On SQLite also checkpoint the WAL now and then: transactions commit in the event loop
-        with automatic checkpoints off, so that their fsync happens in aiosqlite's thread.
+        On SQLite also checkpoint the WAL every CHECKPOINT_INTERVAL: transactions commit in the
+        event loop with automatic checkpoints off, so that their fsync happens in aiosqlite's
+        thread. Also while no visitor comes: calls are written meanwhile, and a WAL that is
+        never checkpointed grows until the disk is full.
         """
         checkpointed = time.monotonic()
         while True:
-            await self._wakeup.wait()
-            await asyncio.sleep(FLUSH_INTERVAL)
-            self._wakeup.clear()
-            try:
-                await self.flush()
-            except Exception as error:  # transient: flush() drops what is refused for good
-                # the database's state is logged once by its health (storage.health)
-                log.debug("lease extensions not written (%s); retrying", error)
-                await asyncio.sleep(1.0)
-                self._wakeup.set()
-                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), CHECKPOINT_INTERVAL)
+            if self._wakeup.is_set():
+                await asyncio.sleep(FLUSH_INTERVAL)
+                self._wakeup.clear()
+                try:
+                    await self.flush()
+                except Exception as error:  # transient: flush() drops what is refused for good
+                    # the database's state is logged once by its health (storage.health)
+                    log.debug("lease extensions not written (%s); retrying", error)
+                    await asyncio.sleep(1.0)
+                    self._wakeup.set()
+                    continue
             if time.monotonic() - checkpointed >= CHECKPOINT_INTERVAL:
                 checkpointed = time.monotonic()
                 try:

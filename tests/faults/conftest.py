@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -23,7 +24,7 @@ import pytest
 from tests.e2e.conftest import Daemon, free_port
 from tests.helpers import ORIGIN, config_dict, write_config
 
-TMPFS_SIZE = "8m"
+TMPFS_SIZE = "64m"
 
 
 def _unavailable(reason: str) -> None:
@@ -54,7 +55,16 @@ def small_tmpfs() -> Iterator[Path]:
 
 
 def fill(folder: Path) -> Path:
-    """Write zeros into `folder` until its filesystem is full; the filler file."""
+    """Write zeros into `folder` until its filesystem is full; the filler file.
+
+    The WAL of each SQLite database there is emptied first (a TRUNCATE checkpoint, between the
+    daemon's transactions): SQLite reuses a WAL's space after a checkpoint, so a full disk only
+    stops the writes that need the files to grow, and here the next one does.
+    """
+    for database in folder.glob("*.db"):
+        with contextlib.closing(sqlite3.connect(database, timeout=5)) as conn:
+            busy, _frames, _copied = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            assert busy == 0, f"{database}: the WAL was in use"
     filler = folder / "filler"
     # unbuffered: nothing is left to write (and fail) when the file is closed
     with filler.open("wb", buffering=0) as out, contextlib.suppress(OSError):  # ENOSPC

@@ -167,3 +167,23 @@ async def test_stored_calls_are_counted_by_their_attribution(tmp_path: Path) -> 
 
     assert (count("static"), count("fallback"), count("stored")) == (2.0, 1.0, None)
     assert len(stored) == 3
+
+
+async def test_a_long_outage_is_retried_every_five_seconds_at_most(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """So a call is stored within 5 s of the database's return, however long it was away."""
+    waits: list[float] = []
+
+    async def waited(seconds: float) -> None:
+        waits.append(seconds)
+
+    async def down_ten_times(report: CallReport) -> bool:
+        if len(waits) < 10:
+            raise db_error(OperationalError, "database or disk is full")
+        return True
+
+    monkeypatch.setattr("ami_bridge.delivery.asyncio.sleep", waited)
+    report = CallReport("1.1", "+79161234567", "+74990000101", 0.0, 9.0, None, "BUSY")
+    assert await ReportDelivery(down_ten_times, is_transient)(report) is True
+    assert waits == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0]
