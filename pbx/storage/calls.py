@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, TypedDict
@@ -19,9 +20,12 @@ from pbx.settings import Settings
 from pbx.storage.call_credits import CallCredits, refresh_facts
 from pbx.storage.callers import is_known_number, known_visitor, record_call
 from pbx.storage.db import conflict_insert
+from pbx.storage.errors import is_transient, outage_reason
 from pbx.storage.outbox import Outbox
 from pbx.storage.tables import call_candidates, call_tags, calls
 from pbx.storage.visits import VisitStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -92,8 +96,18 @@ class CallStore:
         The real line is the one the dialplan falls back to for the number (one table for both,
         so the daemon and a daemon-less dialplan never send a call to different lines).
         """
-        owner = await self.owner(did, self._clock(), exact=False)
-        return Route(self._numbering.real_line(did), owner.caller_name)
+        line = self._numbering.real_line(did)
+        try:
+            owner = await self.owner(did, self._clock(), exact=False)
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            # the line comes from the config; only the source's name needed the database
+            log.warning(
+                "call to %s routed without its source: database %s", did, outage_reason(error)
+            )
+            return Route(line, None)
+        return Route(line, owner.caller_name)
 
     async def store(self, report: CallReport) -> Attribution | None:
         """Store the call once and say how it was attributed; None (and no change) when its
