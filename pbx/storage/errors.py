@@ -18,12 +18,29 @@ def is_transient(error: Exception) -> bool:
     a bare sqlite3 connection, so a full disk reaches their callers unwrapped.
     """
     if isinstance(error, exc.DBAPIError):
-        return error.connection_invalidated or isinstance(
-            error, exc.OperationalError | exc.InterfaceError
+        return (
+            error.connection_invalidated
+            or isinstance(error, exc.OperationalError | exc.InterfaceError)
+            or _transient_sqlstate(getattr(error.orig, "sqlstate", None))
         )
     # a pool that has no connection to give, or a connection that could not be made
     return isinstance(
         error, exc.TimeoutError | exc.DisconnectionError | OSError | sqlite3.OperationalError
+    )
+
+
+#: PostgreSQL error codes that pass by themselves. Classes: 08 the connection failed, 53 out of
+#: resources (disk full, too many connections), 57P0 the server is shutting down, starting up
+#: or restarting (asyncpg's "cannot connect now", which SQLAlchemy wraps in a bare DBAPIError);
+#: codes: 40001/40P01 serialization failure and deadlock (retrying is the cure), 25006 a
+#: read-only transaction (a replica being promoted).
+_TRANSIENT_CLASSES = ("08", "53", "57P0")
+_TRANSIENT_CODES = frozenset({"40001", "40P01", "25006"})
+
+
+def _transient_sqlstate(code: object) -> bool:
+    return isinstance(code, str) and (
+        code in _TRANSIENT_CODES or code.startswith(_TRANSIENT_CLASSES)
     )
 
 

@@ -9,9 +9,17 @@ import time
 from pathlib import Path
 
 import pytest
+from asyncpg.exceptions import (
+    AdminShutdownError,
+    CannotConnectNowError,
+    DeadlockDetectedError,
+    DiskFullError,
+    UniqueViolationError,
+)
 from sqlalchemy import func, select
 from sqlalchemy.exc import (
     DataError,
+    DBAPIError,
     IntegrityError,
     InterfaceError,
     OperationalError,
@@ -42,6 +50,12 @@ from tests.helpers import FakeClock, db_error, migrate, settings_for
         PoolTimeout("QueuePool limit of size 10 overflow 10 reached"),
         ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)"),
         TimeoutError(),
+        # PostgreSQL restarting: asyncpg's errors, which SQLAlchemy wraps in a bare DBAPIError
+        DBAPIError("BEGIN", {}, CannotConnectNowError("the database system is starting up")),
+        DBAPIError("BEGIN", {}, CannotConnectNowError("the database system is shutting down")),
+        DBAPIError("COMMIT", {}, AdminShutdownError("terminating connection")),
+        DBAPIError("INSERT ...", {}, DiskFullError("could not extend file")),
+        DBAPIError("UPDATE ...", {}, DeadlockDetectedError("deadlock detected")),
     ],
     ids=repr,
 )
@@ -82,6 +96,7 @@ def test_an_unreachable_server_is_named_down_with_the_drivers_words() -> None:
 @pytest.mark.parametrize(
     "error",
     [
+        DBAPIError("INSERT ...", {}, UniqueViolationError("duplicate key value")),
         db_error(DataError, "value too long for type character varying(64)"),
         db_error(IntegrityError, 'null value in column "did" violates not-null constraint'),
         db_error(ProgrammingError, 'column "caller" does not exist'),
