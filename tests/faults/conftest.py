@@ -33,25 +33,38 @@ def _unavailable(reason: str) -> None:
     pytest.skip(f"no tmpfs to fill: {reason}")
 
 
-@pytest.fixture
-def small_tmpfs() -> Iterator[Path]:
-    """An empty tmpfs of TMPFS_SIZE, unmounted after the test."""
+class NoTmpfs(Exception):
+    """This machine cannot mount one (not root, or no right to mount)."""
+
+
+@contextlib.contextmanager
+def tmpfs(size: str = TMPFS_SIZE) -> Iterator[Path]:
+    """An empty tmpfs of `size`, unmounted when the block ends. Also used by bench/faults.py."""
     if os.geteuid() != 0:
-        _unavailable("mounting one needs root")
+        raise NoTmpfs("mounting one needs root")
     folder = Path(tempfile.mkdtemp(prefix="calltrack-full-"))
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE}", "tmpfs", str(folder)],
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
         capture_output=True,
         text=True,
     )
     if mounted.returncode != 0:
         folder.rmdir()
-        _unavailable(f"`mount -t tmpfs` failed: {mounted.stderr.strip()}")
+        raise NoTmpfs(f"`mount -t tmpfs` failed: {mounted.stderr.strip()}")
     try:
         yield folder
     finally:
         subprocess.run(["umount", "-l", str(folder)], capture_output=True)
         folder.rmdir()
+
+
+@pytest.fixture
+def small_tmpfs() -> Iterator[Path]:
+    try:
+        with tmpfs() as folder:
+            yield folder
+    except NoTmpfs as exc:
+        _unavailable(str(exc))
 
 
 def fill(folder: Path) -> Path:
@@ -63,8 +76,12 @@ def fill(folder: Path) -> Path:
     """
     for database in folder.glob("*.db"):
         with contextlib.closing(sqlite3.connect(database, timeout=5)) as conn:
-            busy, _frames, _copied = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            assert busy == 0, f"{database}: the WAL was in use"
+            for _ in range(100):  # a reader of the daemon's may be reading the WAL just now
+                busy, _frames, _copied = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if not busy:
+                    break
+                time.sleep(0.01)
+            assert not busy, f"{database}: the WAL stayed in use"
     filler = folder / "filler"
     # unbuffered: nothing is left to write (and fail) when the file is closed
     with filler.open("wb", buffering=0) as out, contextlib.suppress(OSError):  # ENOSPC

@@ -8,6 +8,7 @@ is set (as `make test` and CI do): then a missing PostgreSQL is a failure, not a
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -25,7 +26,7 @@ import pytest
 SERVER_USER = "postgres"
 
 
-def _bindir() -> Path | None:
+def pg_bindir() -> Path | None:
     """The newest /usr/lib/postgresql/N/bin with initdb, or CALLTRACK_PG_BINDIR."""
     if override := os.environ.get("CALLTRACK_PG_BINDIR"):
         return Path(override)
@@ -79,14 +80,10 @@ class PostgresCluster:
         return f"postgresql+asyncpg://{SERVER_USER}@127.0.0.1:{self.port}/{name}"
 
 
-@pytest.fixture(scope="session")
-def postgres_cluster() -> Iterator[PostgresCluster]:
-    bindir = _bindir()
-    if bindir is None or not (bindir / "pg_ctl").exists():
-        message = "PostgreSQL server binaries not found (Debian: apt-get install postgresql)"
-        if os.environ.get("CALLTRACK_REQUIRE_POSTGRES"):
-            pytest.fail(f"{message}; CALLTRACK_REQUIRE_POSTGRES is set")
-        pytest.skip(message)
+@contextlib.contextmanager
+def temporary_cluster(bindir: Path) -> Iterator[PostgresCluster]:
+    """A new cluster from `bindir`'s binaries, running until the block ends, then removed.
+    Raises RuntimeError (with the server's log) if it cannot start. Also used by bench/."""
     prefix: tuple[str, ...] = ()
     owner: pwd.struct_passwd | None = None
     if os.geteuid() == 0:
@@ -111,7 +108,7 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
     except subprocess.CalledProcessError as exc:
         server_log = log.read_text() if log.exists() else ""
         shutil.rmtree(root, ignore_errors=True)
-        pytest.fail(f"could not start PostgreSQL: {exc.stderr}\n{server_log}")
+        raise RuntimeError(f"could not start PostgreSQL: {exc.stderr}\n{server_log}") from None
     try:
         yield cluster
     finally:
@@ -120,6 +117,21 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
             capture_output=True,
         )
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    bindir = pg_bindir()
+    if bindir is None or not (bindir / "pg_ctl").exists():
+        message = "PostgreSQL server binaries not found (Debian: apt-get install postgresql)"
+        if os.environ.get("CALLTRACK_REQUIRE_POSTGRES"):
+            pytest.fail(f"{message}; CALLTRACK_REQUIRE_POSTGRES is set")
+        pytest.skip(message)
+    try:
+        with temporary_cluster(bindir) as cluster:
+            yield cluster
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture
