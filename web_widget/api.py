@@ -94,7 +94,8 @@ def _answer(request: web.Request, site: Site, visit: Visit) -> web.Response:
 def _own_numbers(
     request: web.Request, error: Exception, visitor_id: str | None, session_id: str | None
 ) -> web.Response:
-    """The answer while the database is away: the site's own numbers, the visitor's own ids."""
+    """The answer while the database is away: the site's own numbers, the visitor's own ids.
+    Any other failure is a bug, raised again for errors_as_json (a logged 500)."""
     if not is_transient(error):
         raise error
     request.app[METRICS].visits_unstored.inc()

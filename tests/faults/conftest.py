@@ -90,7 +90,7 @@ def fill(folder: Path) -> Path:
     return filler
 
 
-class Site:
+class SiteClient:
     """`calltrack serve` on tests.helpers' config (site "main"), spoken to as the widget does."""
 
     def __init__(self, folder: Path, database: str, **overrides: Any) -> None:
@@ -143,8 +143,8 @@ class Site:
 
 
 @contextlib.asynccontextmanager
-async def serving(folder: Path, database: str, **overrides: Any) -> AsyncIterator[Site]:
-    site = Site(folder, database, **overrides)
+async def serving(folder: Path, database: str, **overrides: Any) -> AsyncIterator[SiteClient]:
+    site = SiteClient(folder, database, **overrides)
     site.daemon.start()
     try:
         await site.wait_health(200, 30)
