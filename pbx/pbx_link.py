@@ -30,7 +30,7 @@ from pbx.settings import Settings
 from pbx.storage.calls import CallStore
 from pbx.storage.cdr_positions import CdrPositions
 from pbx.storage.db import is_sqlite
-from pbx.storage.errors import is_transient
+from pbx.storage.errors import is_transient, log_failure
 from pbx.storage.tables import calls, sessions
 from pbx.watchdog import LoopWatchdog
 
@@ -118,7 +118,10 @@ async def pbx_link(app: web.Application) -> AsyncIterator[None]:
     )
 
     async def on_connected(lost_at: float | None) -> None:
-        await reconcile_missed(settings, app[ENGINE], deliver, clock, lost_at)
+        try:
+            await reconcile_missed(settings, app[ENGINE], deliver, clock, lost_at)
+        except Exception as error:  # the next (re)connection reads from the same position
+            log_failure(log, "reconciliation from the CDR failed", error)
 
     def new_bridge() -> AmiBridge:
         return AmiBridge(settings, deliver, on_connected)

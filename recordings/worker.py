@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pbx.metrics import Metrics
 from pbx.settings import Settings
 from pbx.storage.calls import CallStore
-from pbx.storage.errors import is_transient, outage_reason
+from pbx.storage.errors import log_failure
 from recordings.files import ConversionFailed, convert, recording_path
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ class RecordingWorker:
             try:
                 next_in = await self.convert_pending()
             except Exception as error:  # tried again on the next sweep
-                _sweep_failed("recording conversion", error)
+                log_failure(log, "recording conversion sweep failed, the next one retries", error)
                 next_in = None
             try:
                 async with asyncio.timeout(next_in if next_in is not None else SWEEP_EVERY):
@@ -127,16 +127,5 @@ class RecordingWorker:
             try:
                 await self.expire()
             except Exception as error:
-                _sweep_failed("recording retention", error)
+                log_failure(log, "recording retention sweep failed, the next one retries", error)
             await asyncio.sleep(RETENTION_EVERY)
-
-
-def _sweep_failed(sweep: str, error: Exception) -> None:
-    """A database that is away is one line per sweep (its state is in /healthz and the log
-    already); anything else is a bug, logged with its traceback."""
-    if is_transient(error):
-        log.warning(
-            "%s sweep failed, the next one retries: database %s", sweep, outage_reason(error)
-        )
-    else:
-        log.exception("%s sweep failed", sweep)

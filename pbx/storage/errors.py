@@ -3,6 +3,7 @@ them in the log and in /healthz."""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 
 from sqlalchemy import exc
@@ -56,3 +57,13 @@ def outage_reason(error: BaseException) -> str:
         return f"full: {driver} ({name})"
     detail = f"{type(driver).__name__}: {driver}" if str(driver) else type(driver).__name__
     return f"down: {detail}"[:REASON_MAX]
+
+
+def log_failure(logger: logging.Logger, what: str, error: BaseException) -> None:
+    """Log that `what` failed (a job that is tried again): one line naming the database's state
+    when it is away or full, which /healthz and storage.health report too, so an outage is not
+    a traceback every few seconds; anything else, a bug, with its traceback."""
+    if isinstance(error, Exception) and is_transient(error):
+        logger.warning("%s: database %s", what, outage_reason(error))
+    else:
+        logger.error("%s", what, exc_info=error)

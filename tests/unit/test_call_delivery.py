@@ -4,6 +4,7 @@ is locked for a while (another process holding it) gets the call once it is free
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from pathlib import Path
@@ -34,7 +35,7 @@ from pbx.metrics import Metrics
 from pbx.pbx_link import call_recorder
 from pbx.storage import db
 from pbx.storage.calls import CallStore
-from pbx.storage.errors import is_transient, outage_reason
+from pbx.storage.errors import is_transient, log_failure, outage_reason
 from pbx.storage.tables import calls
 from pbx.storage.visits import VisitStore
 from tests.helpers import FakeClock, db_error, migrate, settings_for
@@ -202,3 +203,17 @@ async def test_a_long_outage_is_retried_every_five_seconds_at_most(
     report = CallReport("1.1", "+79161234567", "+74990000101", 0.0, 9.0, None, "BUSY")
     assert await ReportDelivery(down_ten_times, is_transient)(report) is True
     assert waits == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0]
+
+
+def test_a_failed_job_logs_an_outage_in_one_line_and_a_bug_with_its_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = logging.getLogger("test.job")
+    log_failure(log, "sweep failed", ConnectionRefusedError(111, "Connect call failed"))
+    log_failure(log, "sweep failed", ValueError("a bug"))
+    outage, bug = caplog.records
+    assert outage.levelname == "WARNING" and outage.exc_info is None
+    assert outage.getMessage() == (
+        "sweep failed: database down: ConnectionRefusedError: [Errno 111] Connect call failed"
+    )
+    assert bug.levelname == "ERROR" and bug.exc_info is not None
