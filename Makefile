@@ -4,6 +4,7 @@ VENV := .venv/bin
 export CALLTRACK_REQUIRE_LAB ?= 1
 export CALLTRACK_REQUIRE_BROWSER ?= 1
 export CALLTRACK_REQUIRE_POSTGRES ?= 1
+export CALLTRACK_REQUIRE_TMPFS ?= 1
 
 .PHONY: install lab demo test lint check-widget bench
 

@@ -18,7 +18,9 @@ StoreReport = Callable[[CallReport], Awaitable[bool]]
 class ReportDelivery:
     """Calls `store` until it succeeds, as long as its failures are `transient`.
 
-    Retrying cannot double a call: the store is idempotent on Linkedid. A failure that is not
+    Retrying cannot double a call: the store is idempotent on Linkedid. The wait between tries
+    stops growing at `max_backoff`: a call is stored at most that long after the database is
+    back (one try every 5 s against a database that is away costs nothing). A failure that is not
     transient would fail the same way forever, so the report is logged whole (the call is still
     in Asterisk's CDR), `on_rejected` is told, and the next report goes ahead.
     """
@@ -29,7 +31,7 @@ class ReportDelivery:
         transient: Callable[[Exception], bool],
         on_rejected: Callable[[CallReport], None] = lambda _report: None,
         *,
-        max_backoff: float = 30.0,
+        max_backoff: float = 5.0,
     ) -> None:
         self._store = store
         self._transient = transient

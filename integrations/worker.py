@@ -31,6 +31,7 @@ from pbx.keys import CLOCK, DELIVERIES, ENGINE, METRICS, OUTBOX, SETTINGS
 from pbx.metrics import Metrics
 from pbx.settings import Settings
 from pbx.storage.deliveries import Claimed, Deliveries, Kept, forget_settled_before
+from pbx.storage.errors import log_failure
 from pbx.storage.retention import every_hour
 
 log = logging.getLogger(__name__)
@@ -93,10 +94,10 @@ class DeliveryWorker:
                                 free, self._lease, self._composer.targets(), busy
                             )
                             db_failures = 0
-                        except Exception:
+                        except Exception as error:
                             db_failures += 1
                             pause = min(DB_BACKOFF_MAX, self._poll * 2**db_failures)
-                            log.warning("outbox: cannot claim deliveries", exc_info=True)
+                            log_failure(log, "outbox: cannot claim deliveries", error)
                             await asyncio.sleep(pause)
                             continue
                         for row in self._within_share(claimed):

@@ -44,6 +44,8 @@ from pbx.staff_ui import pools as staff_pools
 from pbx.staff_ui import reports as staff_reports
 from pbx.storage.calls import CallStore
 from pbx.storage.db import is_sqlite, open_engine, require_current_schema
+from pbx.storage.errors import outage_reason
+from pbx.storage.health import low_disk
 from pbx.storage.link_keys import LinkKeys
 from pbx.storage.login_failures import LoginFailures
 from pbx.storage.outbox import Outbox
@@ -115,16 +117,19 @@ async def _stop(tasks: list[asyncio.Task[None]]) -> None:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """200 when the database answers; the PBX link's state is reported, not required."""
+    """200 when the database answers and takes writes; the PBX link's state is reported, not
+    required. A full disk still answers reads: the writers' last failure and the free space
+    beside a SQLite file tell it."""
     state: dict[str, object] = {"pbx": request.app[PBX_LINK].state()}
+    engine = request.app[ENGINE]
     try:
-        async with asyncio.timeout(2.0), request.app[ENGINE].connect() as conn:
+        async with asyncio.timeout(2.0), engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
-        state["database"] = "ok"
-        status = 200
+        problem = request.app[VISITS].health.problem() or low_disk(engine)
     except Exception as exc:  # any failure to answer is "down", with the reason shown
-        state["database"] = f"down: {type(exc).__name__}"
-        status = 503
+        problem = outage_reason(exc)
+    state["database"] = problem or "ok"
+    status = 503 if problem else 200
     state["status"] = "ok" if status == 200 else "degraded"
     return web.json_response(state, status=status)
 

@@ -15,6 +15,12 @@ class Metrics:
             registry=self.registry,
         )
         self.pings = Counter("calltrack_pings", "Session pings answered", registry=self.registry)
+        self.visits_unstored = Counter(
+            "calltrack_visits_unstored",
+            "Visits and pings answered with the site's own numbers because the database could"
+            " not take them (down or full)",
+            registry=self.registry,
+        )
         self.calls = Counter(
             "calltrack_calls",
             "Calls stored, by status and attribution",

@@ -31,7 +31,7 @@ from pbx.settings import Settings
 from pbx.storage.calls import CallStore
 from pbx.storage.cdr_positions import CdrPositions
 from pbx.storage.db import is_sqlite
-from pbx.storage.errors import is_transient
+from pbx.storage.errors import is_transient, log_failure
 from pbx.storage.tables import calls, sessions
 from pbx.watchdog import LoopWatchdog
 
@@ -122,7 +122,10 @@ class Reconciler:
         self._last: float | None = None  # when the last pass began
 
     async def after_login(self, lost_at: float | None) -> None:
-        await self._pass(lost_at)
+        try:
+            await self._pass(lost_at)
+        except Exception as error:  # the next pass reads from the same position
+            log_failure(log, "reconciliation from the CDR failed", error)
 
     async def run_periodic(self, link: PbxLink, every: float) -> None:
         """Runs until cancelled; passes only while `link` follows AMI and is logged in."""
@@ -132,8 +135,8 @@ class Reconciler:
                 continue
             try:
                 await self._pass(self._last)
-            except Exception:  # the database is away: the next pass goes on from the position
-                log.exception("periodic CDR reconciliation failed")
+            except Exception as error:  # the database is away: the next pass goes on from there
+                log_failure(log, "periodic CDR reconciliation failed", error)
 
     async def _pass(self, since: float | None) -> None:
         async with self._lock:

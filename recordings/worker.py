@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pbx.metrics import Metrics
 from pbx.settings import Settings
 from pbx.storage.calls import CallStore
+from pbx.storage.errors import log_failure
 from recordings.files import ConversionFailed, convert, recording_path
 
 log = logging.getLogger(__name__)
@@ -112,8 +113,8 @@ class RecordingWorker:
             self._news.clear()
             try:
                 next_in = await self.convert_pending()
-            except Exception:  # the database was away; try again on the next sweep
-                log.exception("recording conversion sweep failed")
+            except Exception as error:  # tried again on the next sweep
+                log_failure(log, "recording conversion sweep failed, the next one retries", error)
                 next_in = None
             try:
                 async with asyncio.timeout(next_in if next_in is not None else SWEEP_EVERY):
@@ -125,6 +126,6 @@ class RecordingWorker:
         while True:
             try:
                 await self.expire()
-            except Exception:
-                log.exception("recording retention sweep failed")
+            except Exception as error:
+                log_failure(log, "recording retention sweep failed, the next one retries", error)
             await asyncio.sleep(RETENTION_EVERY)

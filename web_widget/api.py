@@ -1,4 +1,11 @@
-"""The visitor API the widget calls: start a visit, ping it; CORS for the sites' own origins."""
+"""The visitor API the widget calls: start a visit, ping it; CORS for the sites' own origins.
+
+When the database cannot take the visit (down, full), the visitor gets a 200 with no numbers,
+which the widget reads as "show the site's own numbers", and the ids it sent, so that it goes
+on pinging (a visitor with no session yet starts one on the next ping): the site keeps working
+and nobody sees an error. The database's failure is logged and shown in /healthz (its owner,
+storage.health, says so once, not once per visitor).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ from attribution.ad_clients import AdClientIds
 from pbx.http import Handler, client_ip, json_error, read_body
 from pbx.keys import ANSWERS, METRICS, SETTINGS, VISITS
 from pbx.settings import Site
+from pbx.storage.errors import is_transient
 from pbx.storage.visits import TooManyVisits, Visit, VisitRequest, is_id
 
 STATIC = Path(__file__).parent / "static"
@@ -62,6 +70,24 @@ def _answer(request: web.Request, visit: Visit) -> web.Response:
     )
 
 
+def _own_numbers(
+    request: web.Request, error: Exception, visitor_id: str | None, session_id: str | None
+) -> web.Response:
+    """The answer while the database is away: the site's own numbers, the visitor's own ids.
+    Any other failure is a bug, raised again for errors_as_json (a logged 500)."""
+    if not is_transient(error):
+        raise error
+    request.app[METRICS].visits_unstored.inc()
+    return web.json_response(
+        {
+            "visitor_id": visitor_id if is_id(visitor_id) else None,
+            "session_id": session_id if is_id(session_id) else None,
+            "numbers": [],
+            "ping_interval_s": request.app[SETTINGS].http.ping_interval,
+        }
+    )
+
+
 async def start_visit(request: web.Request) -> web.Response:
     try:
         body = VisitBody.model_validate_json(await read_body(request) or b"{}")
@@ -93,6 +119,8 @@ async def start_visit(request: web.Request) -> web.Response:
         response = json_error(429, "too many new visits from this network; try again later")
         response.headers["Retry-After"] = str(math.ceil(exc.retry_after))
         return response
+    except Exception as error:
+        return _own_numbers(request, error, body.visitor_id, body.session_id)
     request.app[METRICS].visits.labels(site.name, visit.tracking).inc()
     return _answer(request, visit)
 
@@ -108,9 +136,12 @@ async def ping(request: web.Request) -> web.Response:
     sites = request.app[ANSWERS].sites_for(request.headers.get("Origin", ""))
     if not sites:
         return json_error(403, "origin not allowed")
-    visit = await request.app[VISITS].ping(
-        session_id, body.visitor_id, body.url, allowed_sites=sites.keys()
-    )
+    try:
+        visit = await request.app[VISITS].ping(
+            session_id, body.visitor_id, body.url, allowed_sites=sites.keys()
+        )
+    except Exception as error:
+        return _own_numbers(request, error, body.visitor_id, session_id)
     if visit is None:
         return json_error(404, "no such session; start a new visit")
     request.app[METRICS].pings.inc()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, TypedDict
@@ -19,9 +20,12 @@ from pbx.settings import Settings
 from pbx.storage.call_credits import CallCredits, refresh_facts
 from pbx.storage.callers import is_known_number, known_visitor, record_call
 from pbx.storage.db import conflict_insert
+from pbx.storage.errors import is_transient, outage_reason
 from pbx.storage.outbox import Outbox
 from pbx.storage.tables import call_candidates, call_tags, calls
 from pbx.storage.visits import VisitStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -77,10 +81,13 @@ class CallStore:
         self._credits = CallCredits(settings)
         self._insert = conflict_insert(calls, postgres=engine.dialect.name == "postgresql")
 
-    async def owner(self, did: str, at: float) -> CallOwner:
-        """Who a call to `did` starting at `at` belongs to: a session, a static source, or none."""
+    async def owner(self, did: str, at: float, *, exact: bool = True) -> CallOwner:
+        """Who a call to `did` starting at `at` belongs to: a session, a static source, or none
+        (`exact=False`: see VisitStore.holder_at)."""
         number = self._numbering.get(did)
-        holder = await self._visits.holder_at(did, at) if needs_holder(number) else None
+        holder = None
+        if needs_holder(number):
+            holder = await self._visits.holder_at(did, at, exact=exact)
         return attribute(number, holder)
 
     async def route(self, did: str, caller: str) -> Route:
@@ -89,8 +96,18 @@ class CallStore:
         The real line is the one the dialplan falls back to for the number (one table for both,
         so the daemon and a daemon-less dialplan never send a call to different lines).
         """
-        owner = await self.owner(did, self._clock())
-        return Route(self._numbering.real_line(did), owner.caller_name)
+        line = self._numbering.real_line(did)
+        try:
+            owner = await self.owner(did, self._clock(), exact=False)
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            # the line comes from the config; only the source's name needed the database
+            log.warning(
+                "call to %s routed without its source: database %s", did, outage_reason(error)
+            )
+            return Route(line, None)
+        return Route(line, owner.caller_name)
 
     async def store(self, report: CallReport) -> Attribution | None:
         """Store the call once and say how it was attributed; None (and no change) when its

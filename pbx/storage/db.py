@@ -17,6 +17,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql.base import Executable
 
+from pbx.storage.errors import is_transient
+from pbx.storage.health import WriteHealth
+
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 5000
 
@@ -272,10 +275,14 @@ class Transactions:
     work that fails rolls back alone. They never wait for SQLite's lock in the loop: when
     another connection holds it, the group waits in a thread instead (and later ones queue
     behind it). Elsewhere (PostgreSQL, in-memory SQLite) each transaction is SQLAlchemy's.
+
+    Each outcome is told to `health`: a database that cannot take writes (full, down) shows in
+    /healthz and the log.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, health: WriteHealth) -> None:
         self._engine = engine
+        self._health = health
         path = engine.url.database
         self._path = path if engine.dialect.name == "sqlite" and path != ":memory:" else None
         self._conn: sqlite3.Connection | None = None
@@ -331,6 +338,16 @@ class Transactions:
         return outcomes
 
     async def run(self, work: Callable[[Tx], T]) -> T:
+        try:
+            result = await self._attempt(work)
+        except Exception as error:
+            if is_transient(error):
+                self._health.failed(error)
+            raise
+        self._health.ok()
+        return result
+
+    async def _attempt(self, work: Callable[[Tx], T]) -> T:
         if self._path is None:
             async with self._engine.begin() as conn:
                 return await conn.run_sync(lambda sync_conn: work(_AlchemyTx(sync_conn)))

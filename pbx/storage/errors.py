@@ -1,19 +1,69 @@
-"""Which database failures pass by themselves, so a write is worth retrying."""
+"""Which database failures pass by themselves, so a write is worth retrying, and what to call
+them in the log and in /healthz."""
 
 from __future__ import annotations
+
+import logging
+import sqlite3
 
 from sqlalchemy import exc
 
 
 def is_transient(error: Exception) -> bool:
     """True when the database could not be reached or could not take the write just now
-    (unreachable, restarting, locked, read-only for a while, timed out): the same write can
-    succeed later. False for what it will refuse every time (a value too long or of the wrong
-    type, a broken constraint) and for anything that is not a database failure at all.
+    (unreachable, restarting, locked, full, read-only for a while, timed out): the same write
+    can succeed later. False for what it will refuse every time (a value too long or of the
+    wrong type, a broken constraint) and for anything that is not a database failure at all.
+
+    sqlite3's own OperationalError counts too: the short transactions (db.Transactions) run on
+    a bare sqlite3 connection, so a full disk reaches their callers unwrapped.
     """
     if isinstance(error, exc.DBAPIError):
-        return error.connection_invalidated or isinstance(
-            error, exc.OperationalError | exc.InterfaceError
+        return (
+            error.connection_invalidated
+            or isinstance(error, exc.OperationalError | exc.InterfaceError)
+            or _transient_sqlstate(getattr(error.orig, "sqlstate", None))
         )
     # a pool that has no connection to give, or a connection that could not be made
-    return isinstance(error, exc.TimeoutError | exc.DisconnectionError | OSError)
+    return isinstance(
+        error, exc.TimeoutError | exc.DisconnectionError | OSError | sqlite3.OperationalError
+    )
+
+
+#: PostgreSQL error codes that pass by themselves. Classes: 08 the connection failed, 53 out of
+#: resources (disk full, too many connections), 57P0 the server is shutting down, starting up
+#: or restarting (asyncpg's "cannot connect now", which SQLAlchemy wraps in a bare DBAPIError);
+#: codes: 40001/40P01 serialization failure and deadlock (retrying is the cure), 25006 a
+#: read-only transaction (a replica being promoted).
+_TRANSIENT_CLASSES = ("08", "53", "57P0")
+_TRANSIENT_CODES = frozenset({"40001", "40P01", "25006"})
+
+
+def _transient_sqlstate(code: object) -> bool:
+    return isinstance(code, str) and (
+        code in _TRANSIENT_CODES or code.startswith(_TRANSIENT_CLASSES)
+    )
+
+
+REASON_MAX = 200
+
+
+def outage_reason(error: BaseException) -> str:
+    """What is wrong, in words an admin can act on: "full: database or disk is full
+    (SQLITE_FULL)" when SQLite ran out of space, else "down: <the driver's error>"."""
+    driver = getattr(error, "orig", None) or error  # SQLAlchemy wraps the driver's error
+    name = getattr(driver, "sqlite_errorname", None)
+    if name == "SQLITE_FULL":
+        return f"full: {driver} ({name})"
+    detail = f"{type(driver).__name__}: {driver}" if str(driver) else type(driver).__name__
+    return f"down: {detail}"[:REASON_MAX]
+
+
+def log_failure(logger: logging.Logger, what: str, error: BaseException) -> None:
+    """Log that `what` failed (a job that is tried again): one line naming the database's state
+    when it is away or full, which /healthz and storage.health report too, so an outage is not
+    a traceback every few seconds; anything else, a bug, with its traceback."""
+    if isinstance(error, Exception) and is_transient(error):
+        logger.warning("%s: database %s", what, outage_reason(error))
+    else:
+        logger.error("%s", what, exc_info=error)

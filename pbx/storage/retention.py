@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from sqlalchemy import ColumnElement, Table, delete, exists, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from pbx.storage.errors import log_failure
 from pbx.storage.tables import (
     call_candidates,
     call_credits,
@@ -105,8 +106,8 @@ async def every_hour(forget: Callable[[], Awaitable[int]], what: str) -> None:
             deleted = await forget()
             if deleted:
                 log.info("deleted %d %s", deleted, what)
-        except Exception:
-            log.exception("could not delete old %s; will try again", what)
+        except Exception as error:
+            log_failure(log, f"could not delete old {what}; will try again", error)
         await asyncio.sleep(INTERVAL)
 
 

@@ -28,6 +28,8 @@ from pbx.ratelimit import HourlyCount
 from pbx.settings import Settings, Site
 from pbx.storage import lease_history
 from pbx.storage.db import Transactions, Tx
+from pbx.storage.errors import is_transient
+from pbx.storage.health import WriteHealth
 from pbx.storage.number_claims import Claim, HeldNumber, NumberClaims, new_id
 from pbx.storage.tables import leases, numbers, page_views, session_pools, sessions, visitors
 from pbx.storage.visit_rollups import VisitRollups
@@ -129,7 +131,9 @@ class _CachedSession:
 class VisitStore:
     def __init__(self, engine: AsyncEngine, settings: Settings, clock: Callable[[], float]) -> None:
         self._engine = engine
-        self._transactions = Transactions(engine)
+        #: what the writes below last met; /healthz shows it
+        self.health = WriteHealth(clock)
+        self._transactions = Transactions(engine, self.health)
         self._settings = settings
         self._clock = clock
         self._policy = settings.lease_policy
@@ -486,9 +490,23 @@ class VisitStore:
     async def flush(self) -> None:
         await self._writes.flush()
 
-    async def holder_at(self, number: str, at: float) -> Holder | None:
-        """The session that held `number` at instant `at`, for attributing a call."""
-        await self.flush()
+    async def flush_if_possible(self) -> None:
+        """Land the pending writes if the database takes them now; else leave them pending
+        (retried by the flusher). For reads that may lag the last moments: pending writes only
+        lengthen leases and count pages, so what the database has is nearly current."""
+        try:
+            await self.flush()
+        except Exception as error:
+            if not is_transient(error):
+                raise
+
+    async def holder_at(self, number: str, at: float, *, exact: bool = True) -> Holder | None:
+        """The session that held `number` at instant `at`, for attributing a call.
+
+        `exact=False`: for routing a ringing call (its caller-ID name), which must not wait for
+        a database that cannot take writes (a full disk still answers reads); the stored call
+        is attributed exactly, once the pending writes have landed."""
+        await (self.flush() if exact else self.flush_if_possible())
         return await lease_history.find_holder(self._engine, number, at)
 
     async def released_before(self, number: str, at: float, window: float) -> list[LeaseSpan]:
@@ -498,14 +516,14 @@ class VisitStore:
 
     async def current_leases(self) -> Sequence[dict[str, Any]]:
         """Numbers held now, with the session holding each (for staff and `calltrack pools`)."""
-        await self.flush()
+        await self.flush_if_possible()
         return await lease_history.current_leases(self._engine, self._policy, self._clock())
 
     async def page_views(
         self, session_id: str, before: float | None = None, limit: int = 200
     ) -> Sequence[dict[str, Any]]:
         """The pages a session viewed, in order; with `before`, those before a call started."""
-        await self.flush()
+        await self.flush_if_possible()
         return await lease_history.session_page_views(self._engine, session_id, before, limit)
 
 

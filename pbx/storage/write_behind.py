@@ -36,7 +36,6 @@ WRITE_STEP = 5.0
 #: rows per transaction of a flush; the loop gets a turn between them, so that a flush of a
 #: busy second's pings never holds it for more than a few milliseconds
 ROWS_PER_TRANSACTION = 256
-DEFERRED_CHECK = 1.0  # seconds between looks for deferred writes that are due
 
 #: a page view of a session that is gone (deleted by retention meanwhile) is dropped, not an error
 _INSERT_PAGE_VIEW = insert(page_views).from_select(
@@ -183,31 +182,36 @@ class WriteBehind:
     async def run(self) -> None:
         """Write the batches, forever.
 
-        On SQLite also checkpoint the WAL now and then: transactions commit in the event loop
-        with automatic checkpoints off, so that their fsync happens in aiosqlite's thread.
+        On SQLite also checkpoint the WAL every CHECKPOINT_INTERVAL: transactions commit in the
+        event loop with automatic checkpoints off, so that their fsync happens in aiosqlite's
+        thread. Also while no visitor comes: calls are written meanwhile, and a WAL that is
+        never checkpointed grows until the disk is full.
         """
         checkpointed = time.monotonic()
         while True:
-            if self._deferred_extensions or self._deferred_seen:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), DEFERRED_CHECK)
-            else:
-                await self._wakeup.wait()
-            await asyncio.sleep(FLUSH_INTERVAL)
-            self._wakeup.clear()
-            try:
-                await self.flush(everything=False)
-            except Exception:
-                log.exception("could not write lease extensions; retrying")
-                await asyncio.sleep(1.0)
-                self._wakeup.set()
-                continue
+            # at least every CHECKPOINT_INTERVAL, for the checkpoint and the deferred writes
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), CHECKPOINT_INTERVAL)
+            if self._wakeup.is_set() or self._deferred_extensions or self._deferred_seen:
+                await asyncio.sleep(FLUSH_INTERVAL)
+                self._wakeup.clear()
+                try:
+                    await self.flush(everything=False)
+                except Exception as error:  # transient: flush() drops what is refused for good
+                    # the database's state is logged once by its health (storage.health)
+                    log.debug("lease extensions not written (%s); retrying", error)
+                    await asyncio.sleep(1.0)
+                    self._wakeup.set()
+                    continue
             if time.monotonic() - checkpointed >= CHECKPOINT_INTERVAL:
                 checkpointed = time.monotonic()
                 try:
                     await checkpoint(self._engine)
-                except Exception:
-                    log.exception("could not checkpoint the database; will try again")
+                except Exception as error:
+                    if not is_transient(error):
+                        log.exception("could not checkpoint the database; will try again")
+                    else:  # full or away: its writers' failures say so (storage.health)
+                        log.debug("checkpoint not done (%s); will try again", error)
 
     async def flush(self, *, everything: bool = True) -> None:
         """Write what is pending, and what was deferred (only what is due: not `everything`);

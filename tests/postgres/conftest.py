@@ -8,6 +8,7 @@ is set (as `make test` and CI do): then a missing PostgreSQL is a failure, not a
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -25,7 +26,7 @@ import pytest
 SERVER_USER = "postgres"
 
 
-def _bindir() -> Path | None:
+def pg_bindir() -> Path | None:
     """The newest /usr/lib/postgresql/N/bin with initdb, or CALLTRACK_PG_BINDIR."""
     if override := os.environ.get("CALLTRACK_PG_BINDIR"):
         return Path(override)
@@ -50,6 +51,9 @@ class PostgresCluster:
     bindir: Path
     port: int
     as_server_user: tuple[str, ...]  # command prefix: run as `postgres` when we are root
+    data: Path
+    log: Path
+    options: str  # the server's command-line options (port, socket folder, settings)
 
     def run(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -59,6 +63,16 @@ class PostgresCluster:
             text=True,
         )
 
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        self.run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", self.options, "-w", "start"
+        )
+
+    def stop(self) -> None:
+        """Stop the server (fast: sessions are ended, as in a restart), and wait for it."""
+        self.run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
     def create_database(self) -> str:
         """A new, empty database; its SQLAlchemy URL."""
         name = f"calltrack_{uuid.uuid4().hex[:12]}"
@@ -66,14 +80,10 @@ class PostgresCluster:
         return f"postgresql+asyncpg://{SERVER_USER}@127.0.0.1:{self.port}/{name}"
 
 
-@pytest.fixture(scope="session")
-def postgres_cluster() -> Iterator[PostgresCluster]:
-    bindir = _bindir()
-    if bindir is None or not (bindir / "pg_ctl").exists():
-        message = "PostgreSQL server binaries not found (Debian: apt-get install postgresql)"
-        if os.environ.get("CALLTRACK_REQUIRE_POSTGRES"):
-            pytest.fail(f"{message}; CALLTRACK_REQUIRE_POSTGRES is set")
-        pytest.skip(message)
+@contextlib.contextmanager
+def temporary_cluster(bindir: Path) -> Iterator[PostgresCluster]:
+    """A new cluster from `bindir`'s binaries, running until the block ends, then removed.
+    Raises RuntimeError (with the server's log) if it cannot start. Also used by bench/."""
     prefix: tuple[str, ...] = ()
     owner: pwd.struct_passwd | None = None
     if os.geteuid() == 0:
@@ -84,20 +94,21 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
     data, log = root / "data", root / "server.log"
     if owner is not None:
         os.chown(root, owner.pw_uid, owner.pw_gid)
-    cluster = PostgresCluster(bindir, _free_port(), prefix)
+    port = _free_port()
+    options = (
+        f"-p {port} -h 127.0.0.1 -k {root} -c fsync=off -c synchronous_commit=off"
+        " -c full_page_writes=off -c max_connections=100"
+    )
+    cluster = PostgresCluster(bindir, port, prefix, data, log, options)
     try:
         cluster.run(
             "initdb", "-D", str(data), "-U", SERVER_USER, "--auth=trust", "-E", "UTF8", "--no-sync"
         )
-        options = (
-            f"-p {cluster.port} -h 127.0.0.1 -k {root} -c fsync=off -c synchronous_commit=off"
-            " -c full_page_writes=off -c max_connections=100"
-        )
-        cluster.run("pg_ctl", "-D", str(data), "-l", str(log), "-o", options, "-w", "start")
+        cluster.start()
     except subprocess.CalledProcessError as exc:
         server_log = log.read_text() if log.exists() else ""
         shutil.rmtree(root, ignore_errors=True)
-        pytest.fail(f"could not start PostgreSQL: {exc.stderr}\n{server_log}")
+        raise RuntimeError(f"could not start PostgreSQL: {exc.stderr}\n{server_log}") from None
     try:
         yield cluster
     finally:
@@ -106,6 +117,21 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
             capture_output=True,
         )
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    bindir = pg_bindir()
+    if bindir is None or not (bindir / "pg_ctl").exists():
+        message = "PostgreSQL server binaries not found (Debian: apt-get install postgresql)"
+        if os.environ.get("CALLTRACK_REQUIRE_POSTGRES"):
+            pytest.fail(f"{message}; CALLTRACK_REQUIRE_POSTGRES is set")
+        pytest.skip(message)
+    try:
+        with temporary_cluster(bindir) as cluster:
+            yield cluster
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture

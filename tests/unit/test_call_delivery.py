@@ -4,14 +4,23 @@ is locked for a while (another process holding it) gets the call once it is free
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from pathlib import Path
 
 import pytest
+from asyncpg.exceptions import (
+    AdminShutdownError,
+    CannotConnectNowError,
+    DeadlockDetectedError,
+    DiskFullError,
+    UniqueViolationError,
+)
 from sqlalchemy import func, select
 from sqlalchemy.exc import (
     DataError,
+    DBAPIError,
     IntegrityError,
     InterfaceError,
     OperationalError,
@@ -26,7 +35,7 @@ from pbx.metrics import Metrics
 from pbx.pbx_link import call_recorder
 from pbx.storage import db
 from pbx.storage.calls import CallStore
-from pbx.storage.errors import is_transient
+from pbx.storage.errors import is_transient, log_failure, outage_reason
 from pbx.storage.tables import calls
 from pbx.storage.visits import VisitStore
 from tests.helpers import FakeClock, db_error, migrate, settings_for
@@ -42,6 +51,12 @@ from tests.helpers import FakeClock, db_error, migrate, settings_for
         PoolTimeout("QueuePool limit of size 10 overflow 10 reached"),
         ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)"),
         TimeoutError(),
+        # PostgreSQL restarting: asyncpg's errors, which SQLAlchemy wraps in a bare DBAPIError
+        DBAPIError("BEGIN", {}, CannotConnectNowError("the database system is starting up")),
+        DBAPIError("BEGIN", {}, CannotConnectNowError("the database system is shutting down")),
+        DBAPIError("COMMIT", {}, AdminShutdownError("terminating connection")),
+        DBAPIError("INSERT ...", {}, DiskFullError("could not extend file")),
+        DBAPIError("UPDATE ...", {}, DeadlockDetectedError("deadlock detected")),
     ],
     ids=repr,
 )
@@ -49,9 +64,40 @@ def test_outages_are_transient(error: Exception) -> None:
     assert is_transient(error)
 
 
+def sqlite_full() -> sqlite3.OperationalError:
+    """What SQLite raises when it cannot grow its file: a real one, from a capped database."""
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (x BLOB)")
+    conn.execute("PRAGMA max_page_count = 4")  # the page count the table already needs, or so
+    try:
+        while True:
+            conn.execute("INSERT INTO t VALUES (zeroblob(4096))")
+    except sqlite3.OperationalError as error:
+        return error
+    finally:
+        conn.close()
+
+
+def test_a_full_disk_met_by_the_short_transactions_is_transient_and_named() -> None:
+    error = sqlite_full()  # db.Transactions run on bare sqlite3: nothing wraps it
+    assert is_transient(error)
+    assert outage_reason(error) == "full: database or disk is full (SQLITE_FULL)"
+    wrapped = OperationalError("INSERT ...", {}, error)  # as SQLAlchemy raises it
+    assert outage_reason(wrapped) == "full: database or disk is full (SQLITE_FULL)"
+
+
+def test_an_unreachable_server_is_named_down_with_the_drivers_words() -> None:
+    error = ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+    assert outage_reason(error) == (
+        "down: ConnectionRefusedError: [Errno 111] Connect call failed ('127.0.0.1', 5432)"
+    )
+    assert outage_reason(TimeoutError()) == "down: TimeoutError"
+
+
 @pytest.mark.parametrize(
     "error",
     [
+        DBAPIError("INSERT ...", {}, UniqueViolationError("duplicate key value")),
         db_error(DataError, "value too long for type character varying(64)"),
         db_error(IntegrityError, 'null value in column "did" violates not-null constraint'),
         db_error(ProgrammingError, 'column "caller" does not exist'),
@@ -137,3 +183,37 @@ async def test_stored_calls_are_counted_by_their_attribution(tmp_path: Path) -> 
 
     assert (count("static"), count("fallback"), count("stored")) == (2.0, 1.0, None)
     assert len(stored) == 3
+
+
+async def test_a_long_outage_is_retried_every_five_seconds_at_most(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """So a call is stored within 5 s of the database's return, however long it was away."""
+    waits: list[float] = []
+
+    async def waited(seconds: float) -> None:
+        waits.append(seconds)
+
+    async def down_ten_times(report: CallReport) -> bool:
+        if len(waits) < 10:
+            raise db_error(OperationalError, "database or disk is full")
+        return True
+
+    monkeypatch.setattr("ami_bridge.delivery.asyncio.sleep", waited)
+    report = CallReport("1.1", "+79161234567", "+74990000101", 0.0, 9.0, None, "BUSY")
+    assert await ReportDelivery(down_ten_times, is_transient)(report) is True
+    assert waits == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0]
+
+
+def test_a_failed_job_logs_an_outage_in_one_line_and_a_bug_with_its_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = logging.getLogger("test.job")
+    log_failure(log, "sweep failed", ConnectionRefusedError(111, "Connect call failed"))
+    log_failure(log, "sweep failed", ValueError("a bug"))
+    outage, bug = caplog.records
+    assert outage.levelname == "WARNING" and outage.exc_info is None
+    assert outage.getMessage() == (
+        "sweep failed: database down: ConnectionRefusedError: [Errno 111] Connect call failed"
+    )
+    assert bug.levelname == "ERROR" and bug.exc_info is not None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import OperationalError
 
 from pbx.storage.db import Transactions, Tx, open_engine, upgrade
+from pbx.storage.health import WriteHealth
 from pbx.storage.tables import leases, page_views, sessions, visitors
 from pbx.storage.write_behind import ROWS_PER_TRANSACTION, WRITE_STEP
 from tests.helpers import make_settings
@@ -138,7 +140,7 @@ def _insert_visitor(visitor_id: str) -> Callable[[Tx], str]:
 async def test_one_turns_transactions_commit_together_and_fail_alone(tmp_path: Path) -> None:
     engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / 'calltrack.db'}")
     await upgrade(engine)
-    transactions = Transactions(engine)
+    transactions = Transactions(engine, WriteHealth(time.time))
     groups: list[int] = []
     real_group = transactions._run_group
 

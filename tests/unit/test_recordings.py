@@ -4,6 +4,8 @@ successful conversion, retention, and names that cannot leave the folder."""
 from __future__ import annotations
 
 import array
+import asyncio
+import contextlib
 import math
 import os
 import time
@@ -203,3 +205,25 @@ def test_recording_path_refuses_a_symlink_out(tmp_path: Path) -> None:
 def test_waveform_of_silence_and_of_nothing() -> None:
     assert waveform(AudioSegment.silent(duration=0)) == []
     assert set(waveform(AudioSegment.silent(duration=1000))) == {0}
+
+
+async def test_a_database_that_is_away_is_one_line_per_sweep_not_a_traceback(
+    lab: Lab, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    away = f"sqlite+aiosqlite:///{tmp_path / 'gone' / 'calltrack.db'}"  # cannot be opened
+    settings = lab.settings.model_copy(update={"database": away})
+    engine = open_engine(away)
+    store = CallStore(engine, settings, VisitStore(engine, settings, lab.clock), lab.clock)
+    sweeping = asyncio.create_task(
+        RecordingWorker(store, settings, lab.metrics, lab.clock).run_conversions()
+    )
+    try:
+        await asyncio.sleep(0.3)
+    finally:
+        sweeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeping
+        await engine.dispose()
+    failed = [r for r in caplog.records if "sweep failed" in r.getMessage()]
+    assert failed and all(r.exc_info is None and r.levelname == "WARNING" for r in failed)
+    assert "database down: " in failed[0].getMessage()
