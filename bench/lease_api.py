@@ -245,6 +245,57 @@ def run_wrk(
     return result
 
 
+def start_profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling the server while wrk runs (--nonblocking: the server is not paused)."""
+    argv = ["py-spy", "record", "-p", str(pid), "-d", str(max(1, int(seconds) - 1))]
+    argv += ["-r", "250", "-f", "raw", "--nonblocking", "-o", str(out)]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+#: where a sample's innermost frame is, by file: what is calltrack's own work and what is not
+PROFILE_KINDS = (
+    ("SQLite, run by calltrack (pbx/storage/db.py)", ("pbx/storage/db.py",)),
+    ("calltrack's Python", ("pbx/", "web_widget/", "attribution/", "integrations/")),
+    ("socket send (the kernel's loopback, as bare)", ("_SelectorSocketTransport.write",)),
+    ("aiohttp, asyncio, yarl, multidict (as bare)", ("aiohttp/", "asyncio/", "yarl/", "selectors")),
+    ("JSON (json, pydantic)", ("json/", "pydantic")),
+)
+
+
+def _frame(frame: str) -> tuple[str, str]:
+    """("path/file.py:function", "function (path/file.py)") of a py-spy raw frame."""
+    function, _, where = frame.partition(" (")
+    path = where.split(":")[0].split("site-packages/")[-1].removeprefix(str(REPO) + "/")
+    return f"{path}:{function}", f"{function} ({path})"
+
+
+def profile_table(raw: Path) -> list[str]:
+    """Self time by kind of work and the top functions, from py-spy's raw (folded) output."""
+    kinds: dict[str, int] = {}
+    functions: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        key, name = _frame(stack.split(";")[-1])
+        total += int(count)
+        functions[name] = functions.get(name, 0) + int(count)
+        kind = next((k for k, marks in PROFILE_KINDS if any(m in key for m in marks)), "other")
+        kinds[kind] = kinds.get(kind, 0) + int(count)
+    if not total:
+        return ["(no samples)"]
+    lines = ["| where the server's time went (self time) | share |", "|---|---:|"]
+    lines += [
+        f"| {kind} | {count / total:.0%} |"
+        for kind, count in sorted(kinds.items(), key=lambda x: -x[1])
+    ]
+    lines += ["", "| top functions (self time) | share |", "|---|---:|"]
+    top = sorted(functions.items(), key=lambda x: -x[1])[:15]
+    lines += [f"| `{name}` | {count / total:.1%} |" for name, count in top]
+    return lines
+
+
 def db_stats(path: Path) -> dict[str, int]:
     """What calltrack stored: all of it must be there, and no number leased twice at once."""
     with contextlib.closing(sqlite3.connect(path)) as db:
@@ -295,8 +346,14 @@ def measure(
         if args.warmup > 0:
             run_wrk(args, wrk_core, port, args.warmup, sessions)
         cpu_before = cpu_seconds(proc.pid)
+        spy = None
+        if args.profile and kind == "calltrack" and round_no == 1:
+            spy = start_profile(proc.pid, args.duration, run_dir / "profile.txt")
         raw = run_wrk(args, wrk_core, port, args.duration, sessions)
         cpu = cpu_seconds(proc.pid) - cpu_before
+        if spy is not None:
+            spy.wait(timeout=60)
+            args.profiles[scenario] = profile_table(run_dir / "profile.txt")
     run = Run(
         server=kind,
         scenario=scenario,
@@ -514,6 +571,8 @@ def markdown(args: argparse.Namespace, runs: list[Run], summaries: list[Summary]
         " (includes the warm-up). `extended`: leases whose last activity moved past their start.",
         "",
     ]
+    for scenario, table in args.profiles.items():
+        lines += [f"## Profile: {scenario} (py-spy, calltrack's first run)", "", *table, ""]
     return "\n".join(lines)
 
 
@@ -545,6 +604,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="each connection waits this long before each request: a fixed offered load"
         " (latency at that load) instead of saturation (throughput)",
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample calltrack's first run of each scenario with py-spy (on PATH) and add where"
+        " its time went to the report",
+    )
     parser.add_argument("--out", type=Path, default=BENCH / "results" / "lease_api.md")
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument(
@@ -555,6 +620,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.profiles = {}
+    if args.profile and shutil.which("py-spy") is None:
+        raise SystemExit("--profile needs py-spy on PATH (pip install py-spy)")
     for tool in ("wrk", "taskset"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed (Debian: apt-get install wrk util-linux)")

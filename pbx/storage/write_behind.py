@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -120,38 +121,41 @@ class WriteBehind:
         self._transactions = transactions
         self._clock = clock
         self._pending = _Pending()
-        #: held back until their time comes (see WRITE_STEP): key -> (when due, the write)
-        self._deferred_extensions: dict[
+        #: held back until their time comes (see WRITE_STEP): key -> (when due, the write), in
+        #: the order they fall due (each is due WRITE_STEP after it was first held back)
+        self._deferred_extensions: OrderedDict[
             str, tuple[float, tuple[HeldNumber, str, float, float]]
-        ] = {}
-        self._deferred_seen: dict[str, tuple[float, float]] = {}
+        ] = OrderedDict()
+        self._deferred_seen: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._lock = asyncio.Lock()
         self._wakeup = asyncio.Event()
         self.last_ok = clock()
 
     def extend(self, held: HeldNumber, now: float, held_until: float) -> None:
         """Move a lease's end forward. When the database's end is within WRITE_STEP of the
-        new one, the write is deferred: until WRITE_STEP from now, and never later than
-        WRITE_STEP before the database's end (so it lands while the number is still held)."""
+        new one, the write is deferred for WRITE_STEP; not when the database's end is less than
+        two steps away (the deferred write must land while the number is still held)."""
         lease_id = held.lease_id
         assert lease_id is not None and held.number is not None
         write = (held, held.number, now, held_until)
-        if lease_id in self._pending.extensions or held_until >= held.confirmed_until + WRITE_STEP:
+        if (
+            lease_id in self._pending.extensions
+            or held_until >= held.confirmed_until + WRITE_STEP
+            or held.confirmed_until < now + 2 * WRITE_STEP
+        ):
             self._pending.extensions[lease_id] = write
             self._deferred_extensions.pop(lease_id, None)
             self._wakeup.set()
             return
         earlier = self._deferred_extensions.get(lease_id)
-        due = (
-            earlier[0] if earlier else min(now, held.confirmed_until - 2 * WRITE_STEP) + WRITE_STEP
-        )
-        self._deferred_extensions[lease_id] = (due, write)
+        self._deferred_extensions[lease_id] = (earlier[0] if earlier else now + WRITE_STEP, write)
 
     def seen(self, session_id: str, now: float, written: float) -> bool:
         """The session's latest activity; `written` is the last one handed over. True when
         handed over now; within WRITE_STEP of it, it is deferred until WRITE_STEP after it."""
         if session_id not in self._pending.last_seen and now < written + WRITE_STEP:
-            self._deferred_seen[session_id] = (written + WRITE_STEP, now)
+            earlier = self._deferred_seen.get(session_id)
+            self._deferred_seen[session_id] = (earlier[0] if earlier else now + WRITE_STEP, now)
             return False
         self._pending.last_seen[session_id] = now
         self._deferred_seen.pop(session_id, None)
@@ -162,14 +166,13 @@ class WriteBehind:
         """Move the deferred writes whose time has come (all of them: `everything`) into
         the pending batch."""
         now = self._clock()
-        for key, (due, extension) in list(self._deferred_extensions.items()):
-            if everything or due <= now:
-                del self._deferred_extensions[key]
-                self._pending.extensions.setdefault(key, extension)
-        for key, (due, at) in list(self._deferred_seen.items()):
-            if everything or due <= now:
-                del self._deferred_seen[key]
-                self._pending.last_seen.setdefault(key, at)
+        extensions, seen = self._deferred_extensions, self._deferred_seen
+        while extensions and (everything or extensions[next(iter(extensions))][0] <= now):
+            key, (_due, extension) = extensions.popitem(last=False)
+            self._pending.extensions.setdefault(key, extension)
+        while seen and (everything or seen[next(iter(seen))][0] <= now):
+            key, (_due, at) = seen.popitem(last=False)
+            self._pending.last_seen.setdefault(key, at)
 
     def viewed(self, session_id: str, now: float, url: str, *, keep: bool) -> None:
         """A page view: counted always, its row kept only while the session is under its cap."""
