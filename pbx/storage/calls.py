@@ -263,28 +263,26 @@ class CallStore:
             self._outbox.wake()
         return True
 
-    async def _recordings(
-        self, where: Any, limit: int, newest_first: bool = False
-    ) -> Sequence[tuple[int, str]]:
+    async def _recordings(self, where: Any, limit: int) -> Sequence[tuple[int, str]]:
         """(call id, recording file) of calls matching `where`, in id order."""
         async with self._engine.connect() as conn:
             rows = await conn.execute(
                 select(calls.c.id, calls.c.recording)
                 .where(calls.c.recording.is_not(None), where)
-                .order_by(calls.c.id.desc() if newest_first else calls.c.id)
+                .order_by(calls.c.id)
                 .limit(limit)
             )
             return [(row.id, row.recording) for row in rows]
 
     async def unconverted_recordings(
-        self, before_id: int | None, limit: int
+        self, after_id: int | None, limit: int
     ) -> Sequence[tuple[int, str]]:
-        """Recordings still as Asterisk wrote them (WAV), newest first: today's calls are the
-        ones staff open, an old backlog can wait."""
+        """Recordings still as Asterisk wrote them (WAV) of calls after `after_id`, in id order:
+        the conversion queue reads only what is new since its last look."""
         where: ColumnElement[bool] = calls.c.recording.like("%.wav")
-        if before_id is not None:
-            where = where & (calls.c.id < before_id)
-        return await self._recordings(where, limit, newest_first=True)
+        if after_id is not None:
+            where = where & (calls.c.id > after_id)
+        return await self._recordings(where, limit)
 
     async def recordings_before(self, before: float, limit: int) -> Sequence[tuple[int, str]]:
         """Recordings of calls that started before `before`: past the retention period."""
