@@ -43,6 +43,7 @@ from pbx.staff_ui import pools as staff_pools
 from pbx.staff_ui import reports as staff_reports
 from pbx.storage.calls import CallStore
 from pbx.storage.db import is_sqlite, open_engine, require_current_schema
+from pbx.storage.inline_sqlite import open_inline_engine
 from pbx.storage.link_keys import LinkKeys
 from pbx.storage.outbox import Outbox
 from pbx.storage.retention import run_visit_retention
@@ -59,6 +60,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     engine = open_engine(settings.database)
     separate_reader = is_sqlite(settings.database) and ":memory:" not in settings.database
     reader = open_engine(settings.database, read_only=True) if separate_reader else engine
+    inline = open_inline_engine(str(engine.url.database)) if separate_reader else engine
     try:
         await require_current_schema(engine)
         visits = VisitStore(engine, settings, app[CLOCK])
@@ -68,7 +70,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         app[VISITS] = visits
         app[OUTBOX] = Outbox(settings, app[CLOCK])
         app[LINK_KEYS] = LinkKeys(engine, app[CLOCK])
-        app[CALLS] = CallStore(engine, settings, visits, app[CLOCK], app[OUTBOX])
+        app[CALLS] = CallStore(engine, settings, visits, app[CLOCK], app[OUTBOX], inline)
         app[STAFF_SESSIONS] = StaffSessionStore(
             engine, app[CLOCK], settings.ui.session_idle, settings.ui.session_max
         )
@@ -87,6 +89,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         await engine.dispose()
         if reader is not engine:
             await reader.dispose()
+            await inline.dispose()
 
 
 async def _recordings(app: web.Application) -> AsyncIterator[None]:

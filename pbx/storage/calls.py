@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, TypedDict
 
 from sqlalchemy import ColumnElement, Select, delete, exists, func, insert, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from attribution.calls import CallReport, Route
@@ -16,9 +17,11 @@ from attribution.owner import Attribution, CallOwner, attribute, needs_holder
 from attribution.probable import Candidate, candidates
 from integrations.events import Event
 from pbx.settings import Settings
+from pbx.storage import lease_history
 from pbx.storage.call_credits import CallCredits, refresh_facts
 from pbx.storage.callers import is_known_number, known_visitor, record_call
 from pbx.storage.db import conflict_insert
+from pbx.storage.inline_sqlite import is_locked
 from pbx.storage.outbox import Outbox
 from pbx.storage.tables import call_candidates, call_tags, calls
 from pbx.storage.visits import VisitStore
@@ -67,8 +70,12 @@ class CallStore:
         visits: VisitStore,
         clock: Callable[[], float],
         outbox: Outbox | None = None,
+        inline: AsyncEngine | None = None,
     ) -> None:
         self._engine = engine
+        # SQLite: an engine whose statements run in the event loop (pbx.storage.inline_sqlite)
+        # for routing a ringing call and storing an ended one, the daemon's hot path
+        self._inline = inline or engine
         self._settings = settings
         self._visits = visits
         self._clock = clock
@@ -77,10 +84,13 @@ class CallStore:
         self._credits = CallCredits(settings)
         self._insert = conflict_insert(calls, postgres=engine.dialect.name == "postgresql")
 
-    async def owner(self, did: str, at: float) -> CallOwner:
+    async def owner(self, did: str, at: float, engine: AsyncEngine | None = None) -> CallOwner:
         """Who a call to `did` starting at `at` belongs to: a session, a static source, or none."""
         number = self._numbering.get(did)
-        holder = await self._visits.holder_at(did, at) if needs_holder(number) else None
+        holder = None
+        if needs_holder(number):
+            await self._visits.flush()  # pings written behind may extend the holder's lease
+            holder = await lease_history.find_holder(engine or self._inline, did, at)
         return attribute(number, holder)
 
     async def route(self, did: str, caller: str) -> Route:
@@ -95,13 +105,23 @@ class CallStore:
     async def store(self, report: CallReport) -> Attribution | None:
         """Store the call once and say how it was attributed; None (and no change) when its
         Linkedid was stored before. Its report credits and its caller's row are written in the
-        same transaction."""
-        async with self._engine.connect() as conn:
+        same transaction: in the event loop, or in a thread when another connection holds
+        SQLite's lock."""
+        if self._inline is not self._engine:
+            try:
+                return await self._store(report, self._inline)
+            except OperationalError as error:
+                if not is_locked(error):
+                    raise
+        return await self._store(report, self._engine)
+
+    async def _store(self, report: CallReport, engine: AsyncEngine) -> Attribution | None:
+        async with engine.connect() as conn:
             if await conn.scalar(select(exists().where(calls.c.linkedid == report.linkedid))):
                 return None
-        owner = await self.owner(report.did, report.started_at)
-        likely = await self._probable(owner, report)
-        async with self._engine.begin() as conn:
+        owner = await self.owner(report.did, report.started_at, engine)
+        likely = await self._probable(owner, report, engine)
+        async with engine.begin() as conn:
             repeat = is_known_number(report.caller) and bool(
                 await conn.scalar(
                     select(
@@ -155,12 +175,15 @@ class CallStore:
             self._outbox.wake()
         return Attribution(values["attribution"])
 
-    async def _probable(self, owner: CallOwner, report: CallReport) -> list[Candidate]:
+    async def _probable(
+        self, owner: CallOwner, report: CallReport, engine: AsyncEngine
+    ) -> list[Candidate]:
         """The sessions that probably made a call to a pool number nobody held."""
         if owner.attribution is not Attribution.UNKNOWN or not needs_holder(owner.number):
             return []
         window = self._settings.probable_window
-        spans = await self._visits.released_before(report.did, report.started_at, window)
+        await self._visits.flush()
+        spans = await lease_history.released_before(engine, report.did, report.started_at, window)
         return candidates(spans, report.started_at, window)
 
     def _filtered(self, query: Select[Any], where: CallFilter) -> Select[Any]:

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from attribution.ad_clients import AdClientIds
 from attribution.clients import client_network
-from attribution.leasing import LeaseSpan, Tracking
+from attribution.leasing import Tracking
 from attribution.owner import Holder
 from attribution.sessions import CampaignKey, SessionRule, campaign_key
 from attribution.site_plan import SitePlan, Slot, SlotOutcome
@@ -484,11 +484,6 @@ class VisitStore:
         """The session that held `number` at instant `at`, for attributing a call."""
         await self.flush()
         return await lease_history.find_holder(self._engine, number, at)
-
-    async def released_before(self, number: str, at: float, window: float) -> list[LeaseSpan]:
-        """Leases of `number` that ended within `window` before `at` (probable matches)."""
-        await self.flush()
-        return await lease_history.released_before(self._engine, number, at, window)
 
     async def current_leases(self) -> Sequence[dict[str, Any]]:
         """Numbers held now, with the session holding each (for staff and `calltrack pools`)."""
