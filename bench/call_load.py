@@ -141,6 +141,9 @@ def prepare(work: Path, repo: Path) -> tuple[Path, int]:
     config = YAML(typ="safe").load(LAB_CONFIG.read_text())
     port = 18480
     config.update(database=f"sqlite+aiosqlite:///{work / 'bench.db'}", http={"port": port})
+    # the live AMI path only: the lab's CDR holds every earlier run's calls, which a fresh
+    # database would import (reconciliation) in the middle of the burst
+    config["asterisk"]["cdr_csv"] = str(work / "no-cdr.csv")
     path = work / "calltrack.yaml"
     with path.open("w") as f:
         YAML().dump(config, f)
@@ -293,6 +296,8 @@ def run(args: argparse.Namespace, work: Path, repo: Path) -> dict[str, object]:
     finally:
         daemon.terminate()
         daemon.wait(10)
+        log_text = (work / "daemon.log").read_text()
+        print(f"AMI connections: {log_text.count('AMI connected')}", flush=True)
 
 
 def main() -> int:

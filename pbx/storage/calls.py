@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, TypedDict
+from functools import partial
+from typing import Any, TypedDict, TypeVar
 
 from sqlalchemy import ColumnElement, Select, delete, exists, func, insert, select, update
 from sqlalchemy.exc import OperationalError
@@ -25,6 +26,8 @@ from pbx.storage.inline_sqlite import is_locked
 from pbx.storage.outbox import Outbox
 from pbx.storage.tables import call_candidates, call_tags, calls
 from pbx.storage.visits import VisitStore
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -105,15 +108,19 @@ class CallStore:
     async def store(self, report: CallReport) -> Attribution | None:
         """Store the call once and say how it was attributed; None (and no change) when its
         Linkedid was stored before. Its report credits and its caller's row are written in the
-        same transaction: in the event loop, or in a thread when another connection holds
-        SQLite's lock."""
+        same transaction."""
+        return await self._in_loop(partial(self._store, report))
+
+    async def _in_loop(self, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+        """`work` on the engine that runs in the event loop; again on the ordinary one, in a
+        thread, when another connection holds SQLite's write lock."""
         if self._inline is not self._engine:
             try:
-                return await self._store(report, self._inline)
+                return await work(self._inline)
             except OperationalError as error:
                 if not is_locked(error):
                     raise
-        return await self._store(report, self._engine)
+        return await work(self._engine)
 
     async def _store(self, report: CallReport, engine: AsyncEngine) -> Attribution | None:
         async with engine.connect() as conn:
@@ -288,7 +295,7 @@ class CallStore:
 
     async def _recordings(self, where: Any, limit: int) -> Sequence[tuple[int, str]]:
         """(call id, recording file) of calls matching `where`, in id order."""
-        async with self._engine.connect() as conn:
+        async with self._inline.connect() as conn:  # a read: never waits in WAL mode
             rows = await conn.execute(
                 select(calls.c.id, calls.c.recording)
                 .where(calls.c.recording.is_not(None), where)
@@ -320,7 +327,20 @@ class CallStore:
         peaks: Sequence[int] | None = None,
     ) -> bool:
         """Point the call at its converted (or no longer kept) recording, if it still has `old`."""
-        async with self._engine.begin() as conn:
+        return await self._in_loop(
+            partial(self._replace_recording, call_id, old, new, seconds, peaks)
+        )
+
+    async def _replace_recording(
+        self,
+        call_id: int,
+        old: str,
+        new: str | None,
+        seconds: float | None,
+        peaks: Sequence[int] | None,
+        engine: AsyncEngine,
+    ) -> bool:
+        async with engine.begin() as conn:
             result = await conn.execute(
                 update(calls)
                 .where(calls.c.id == call_id, calls.c.recording == old)
