@@ -63,7 +63,10 @@ class JobPool:
     async def run(self, job: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         executor = self._current()
         try:
-            return await asyncio.wrap_future(executor.submit(job, *args, **kwargs))
+            # submitting may start a worker, and the first one the fork server, which imports
+            # the preloaded modules before it answers (seconds): never in the event loop
+            future = await asyncio.to_thread(executor.submit, job, *args, **kwargs)
+            return await asyncio.wrap_future(future)
         except BrokenProcessPool as exc:
             if self._executor is executor:  # the first of its jobs to notice renews the pool
                 executor.shutdown(wait=False, cancel_futures=True)
