@@ -46,6 +46,7 @@ from pbx.storage.calls import CallStore
 from pbx.storage.db import is_sqlite, open_engine, require_current_schema
 from pbx.storage.errors import outage_reason
 from pbx.storage.health import low_disk
+from pbx.storage.inline_sqlite import open_inline_engine
 from pbx.storage.link_keys import LinkKeys
 from pbx.storage.login_failures import LoginFailures
 from pbx.storage.outbox import Outbox
@@ -64,6 +65,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     engine = open_engine(settings.database)
     separate_reader = is_sqlite(settings.database) and ":memory:" not in settings.database
     reader = open_engine(settings.database, read_only=True) if separate_reader else engine
+    inline = open_inline_engine(str(engine.url.database)) if separate_reader else engine
     try:
         await require_current_schema(engine)
         visits = VisitStore(engine, settings, app[CLOCK])
@@ -74,7 +76,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         app[OUTBOX] = Outbox(settings, app[CLOCK])
         app[LINK_KEYS] = LinkKeys(engine, app[CLOCK])
         app[LOGIN_GUARD].share(LoginFailures(engine))
-        app[CALLS] = CallStore(engine, settings, visits, app[CLOCK], app[OUTBOX])
+        app[CALLS] = CallStore(engine, settings, visits, app[CLOCK], app[OUTBOX], inline)
         app[STAFF_SESSIONS] = StaffSessionStore(
             engine, app[CLOCK], settings.ui.session_idle, settings.ui.session_max
         )
@@ -93,6 +95,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         await engine.dispose()
         if reader is not engine:
             await reader.dispose()
+            await inline.dispose()
 
 
 async def _recordings(app: web.Application) -> AsyncIterator[None]:

@@ -228,6 +228,13 @@ class Recordings(_Model):
     format: Literal["mp3", "opus"] = Field(
         "mp3", description="what WAVs are converted to: mp3 plays in every browser, opus is smaller"
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="processes converting recordings beside the daemon (each runs one ffmpeg at a"
+        " time); more clears a backlog sooner but takes CPU from the calls",
+    )
 
 
 class Http(_Model):

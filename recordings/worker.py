@@ -1,22 +1,26 @@
 """The recordings' background work: convert each new call's WAV, delete recordings past keep_days.
 
-Both run as tasks beside the event loop; ffmpeg runs in a thread (asyncio.to_thread), one file at
-a time, so AMI, FastAGI and HTTP never wait for audio work. What is pending is read from the
-calls table (recordings still named *.wav), so nothing is lost across restarts.
+Conversion (ffmpeg and the waveform) runs in worker processes (`recordings.workers`, through
+pbx.job_pool), so AMI, FastAGI and HTTP never wait for audio work nor share a core's GIL with
+it. What is pending is read from the calls table (recordings still named *.wav), so nothing is
+lost across restarts; a worker that dies is replaced and its recording tried again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+from pbx.job_pool import JobPool, JobQueue
 from pbx.metrics import Metrics
 from pbx.settings import Settings
 from pbx.storage.calls import CallStore
 from pbx.storage.errors import log_failure
-from recordings.files import ConversionFailed, convert, recording_path
+from recordings.files import ConversionFailed, Converted, convert, recording_path
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +30,16 @@ RETENTION_EVERY = 3600.0
 MAX_ATTEMPTS = 3  # per file and process; a WAV that cannot be converted stays as it is
 BATCH = 100
 
+ConvertJob = Callable[[Path, str, str], Converted]
+
+
+def convert_recording(folder: Path, name: str, to: str) -> Converted:
+    """The job a worker process runs: `name` inside `folder`, converted to `to`."""
+    path = recording_path(folder, name)
+    if path is None:
+        raise ConversionFailed(f"{name}: no such file in {folder}")
+    return convert(path, to)
+
 
 class RecordingWorker:
     def __init__(
@@ -34,6 +48,7 @@ class RecordingWorker:
         settings: Settings,
         metrics: Metrics,
         clock: Callable[[], float],
+        job: ConvertJob = convert_recording,
     ) -> None:
         self._store = store
         self._folder = settings.asterisk_recordings_dir
@@ -41,58 +56,48 @@ class RecordingWorker:
         self._keep_seconds = settings.recordings.keep_days * 86400.0
         self._metrics = metrics
         self._clock = clock  # the app's: retention compares it with the calls' times
-        self._attempts: dict[int, int] = {}
-        self._news = asyncio.Event()
+        self._job = job  # a module-level function: it is pickled to the worker process
+        self.pool = JobPool(
+            settings.recordings.workers, "recording conversion", preload=[job.__module__]
+        )
+        self._queue = JobQueue(
+            "recording of call",
+            self.pool,
+            store.unconverted_recordings,
+            self._convert,
+            max_attempts=MAX_ATTEMPTS,
+            sweep_every=SWEEP_EVERY,
+            batch=BATCH,
+        )
 
     def call_stored(self) -> None:
         """A call was stored: its recording may be waiting."""
-        self._news.set()
+        self._queue.nudge()
 
     async def convert_pending(self) -> float | None:
         """Convert every waiting WAV that has settled, newest first; seconds until the next one
-        settles. A call stored meanwhile cuts the sweep short: it goes before the backlog."""
-        next_in: float | None = None
-        before: int | None = None
-        while batch := await self._store.unconverted_recordings(before, BATCH):
-            for call_id, name in batch:
-                if self._news.is_set():
-                    return 0.0
-                before = call_id
-                if self._attempts.get(call_id, 0) >= MAX_ATTEMPTS:
-                    continue
-                wait = await self._convert(call_id, name)
-                if wait is not None:
-                    next_in = wait if next_in is None else min(next_in, wait)
-        return next_in
+        settles."""
+        await self._queue.read(everything=True)
+        return await self._queue.drain()
 
     async def _convert(self, call_id: int, name: str) -> float | None:
-        path = recording_path(self._folder, name)
-        try:
-            age = time.time() - path.stat().st_mtime if path else None  # the file system's clock
-        except FileNotFoundError:
-            age = None
-        if path is None or age is None:
-            self._failed(call_id, f"{name}: no such file in {self._folder}")
-            return None
+        try:  # the file system's clock; a name that is not a plain file name fails in the job
+            age = time.time() - os.stat(self._folder / name).st_mtime
+        except (OSError, ValueError):
+            age = SETTLE_SECONDS
         if age < SETTLE_SECONDS:
             return SETTLE_SECONDS - age
         try:
-            converted = await asyncio.to_thread(convert, path, self._format)
-        except ConversionFailed as exc:
-            self._failed(call_id, str(exc))
-            return None
+            converted = await self.pool.run(self._job, self._folder, name, self._format)
+        except ConversionFailed:
+            self._metrics.recordings.labels("failed").inc()
+            raise
         if await self._store.replace_recording(
             call_id, name, converted.path.name, converted.seconds, converted.peaks
         ):
-            path.unlink(missing_ok=True)  # only now: the call points at the converted file
-            self._metrics.recordings.labels("converted").inc()
-        self._attempts.pop(call_id, None)
+            converted.path.with_name(name).unlink(missing_ok=True)  # only now: the call points
+            self._metrics.recordings.labels("converted").inc()  # at the converted file
         return None
-
-    def _failed(self, call_id: int, reason: str) -> None:
-        self._attempts[call_id] = self._attempts.get(call_id, 0) + 1
-        self._metrics.recordings.labels("failed").inc()
-        log.warning("recording of call %d not converted (the WAV is kept): %s", call_id, reason)
 
     async def expire(self) -> int:
         """Delete the recordings of calls older than keep_days; the calls themselves stay."""
@@ -109,18 +114,10 @@ class RecordingWorker:
         return expired
 
     async def run_conversions(self) -> None:
-        while True:
-            self._news.clear()
-            try:
-                next_in = await self.convert_pending()
-            except Exception as error:  # tried again on the next sweep
-                log_failure(log, "recording conversion sweep failed, the next one retries", error)
-                next_in = None
-            try:
-                async with asyncio.timeout(next_in if next_in is not None else SWEEP_EVERY):
-                    await self._news.wait()
-            except TimeoutError:
-                pass
+        try:
+            await self._queue.run()
+        finally:
+            self.pool.close()
 
     async def run_retention(self) -> None:
         while True:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, TypedDict
+from functools import partial
+from typing import Any, TypedDict, TypeVar
 
 from sqlalchemy import ColumnElement, Select, delete, exists, func, insert, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from attribution.calls import CallReport, Route
@@ -17,15 +19,18 @@ from attribution.owner import Attribution, CallOwner, attribute, needs_holder
 from attribution.probable import Candidate, candidates
 from integrations.events import Event
 from pbx.settings import Settings
+from pbx.storage import lease_history
 from pbx.storage.call_credits import CallCredits, refresh_facts
 from pbx.storage.callers import is_known_number, known_visitor, record_call
 from pbx.storage.db import conflict_insert
 from pbx.storage.errors import is_transient, outage_reason
+from pbx.storage.inline_sqlite import is_locked
 from pbx.storage.outbox import Outbox
 from pbx.storage.tables import call_candidates, call_tags, calls
 from pbx.storage.visits import VisitStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -71,8 +76,12 @@ class CallStore:
         visits: VisitStore,
         clock: Callable[[], float],
         outbox: Outbox | None = None,
+        inline: AsyncEngine | None = None,
     ) -> None:
         self._engine = engine
+        # SQLite: an engine whose statements run in the event loop (pbx.storage.inline_sqlite)
+        # for routing a ringing call and storing an ended one, the daemon's hot path
+        self._inline = inline or engine
         self._settings = settings
         self._visits = visits
         self._clock = clock
@@ -81,13 +90,20 @@ class CallStore:
         self._credits = CallCredits(settings)
         self._insert = conflict_insert(calls, postgres=engine.dialect.name == "postgresql")
 
-    async def owner(self, did: str, at: float, *, exact: bool = True) -> CallOwner:
-        """Who a call to `did` starting at `at` belongs to: a session, a static source, or none
-        (`exact=False`: see VisitStore.holder_at)."""
+    async def owner(
+        self, did: str, at: float, engine: AsyncEngine | None = None, *, exact: bool = True
+    ) -> CallOwner:
+        """Who a call to `did` starting at `at` belongs to: a session, a static source, or none.
+
+        `exact=False`: for routing a ringing call (its caller-ID name), which must not wait for
+        a database that cannot take writes (a full disk still answers reads); the stored call
+        is attributed exactly, once the pending writes have landed."""
         number = self._numbering.get(did)
         holder = None
         if needs_holder(number):
-            holder = await self._visits.holder_at(did, at, exact=exact)
+            # pings written behind may extend the holder's lease
+            await (self._visits.flush() if exact else self._visits.flush_if_possible())
+            holder = await lease_history.find_holder(engine or self._inline, did, at)
         return attribute(number, holder)
 
     async def route(self, did: str, caller: str) -> Route:
@@ -113,12 +129,26 @@ class CallStore:
         """Store the call once and say how it was attributed; None (and no change) when its
         Linkedid was stored before. Its report credits and its caller's row are written in the
         same transaction."""
-        async with self._engine.connect() as conn:
+        return await self._in_loop(partial(self._store, report))
+
+    async def _in_loop(self, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+        """`work` on the engine that runs in the event loop; again on the ordinary one, in a
+        thread, when another connection holds SQLite's write lock."""
+        if self._inline is not self._engine:
+            try:
+                return await work(self._inline)
+            except OperationalError as error:
+                if not is_locked(error):
+                    raise
+        return await work(self._engine)
+
+    async def _store(self, report: CallReport, engine: AsyncEngine) -> Attribution | None:
+        async with engine.connect() as conn:
             if await conn.scalar(select(exists().where(calls.c.linkedid == report.linkedid))):
                 return None
-        owner = await self.owner(report.did, report.started_at)
-        likely = await self._probable(owner, report)
-        async with self._engine.begin() as conn:
+        owner = await self.owner(report.did, report.started_at, engine)
+        likely = await self._probable(owner, report, engine)
+        async with engine.begin() as conn:
             repeat = is_known_number(report.caller) and bool(
                 await conn.scalar(
                     select(
@@ -172,12 +202,15 @@ class CallStore:
             self._outbox.wake()
         return Attribution(values["attribution"])
 
-    async def _probable(self, owner: CallOwner, report: CallReport) -> list[Candidate]:
+    async def _probable(
+        self, owner: CallOwner, report: CallReport, engine: AsyncEngine
+    ) -> list[Candidate]:
         """The sessions that probably made a call to a pool number nobody held."""
         if owner.attribution is not Attribution.UNKNOWN or not needs_holder(owner.number):
             return []
         window = self._settings.probable_window
-        spans = await self._visits.released_before(report.did, report.started_at, window)
+        await self._visits.flush()
+        spans = await lease_history.released_before(engine, report.did, report.started_at, window)
         return candidates(spans, report.started_at, window)
 
     def _filtered(self, query: Select[Any], where: CallFilter) -> Select[Any]:
@@ -280,28 +313,26 @@ class CallStore:
             self._outbox.wake()
         return True
 
-    async def _recordings(
-        self, where: Any, limit: int, newest_first: bool = False
-    ) -> Sequence[tuple[int, str]]:
+    async def _recordings(self, where: Any, limit: int) -> Sequence[tuple[int, str]]:
         """(call id, recording file) of calls matching `where`, in id order."""
-        async with self._engine.connect() as conn:
+        async with self._inline.connect() as conn:  # a read: never waits in WAL mode
             rows = await conn.execute(
                 select(calls.c.id, calls.c.recording)
                 .where(calls.c.recording.is_not(None), where)
-                .order_by(calls.c.id.desc() if newest_first else calls.c.id)
+                .order_by(calls.c.id)
                 .limit(limit)
             )
             return [(row.id, row.recording) for row in rows]
 
     async def unconverted_recordings(
-        self, before_id: int | None, limit: int
+        self, after_id: int | None, limit: int
     ) -> Sequence[tuple[int, str]]:
-        """Recordings still as Asterisk wrote them (WAV), newest first: today's calls are the
-        ones staff open, an old backlog can wait."""
+        """Recordings still as Asterisk wrote them (WAV) of calls after `after_id`, in id order:
+        the conversion queue reads only what is new since its last look."""
         where: ColumnElement[bool] = calls.c.recording.like("%.wav")
-        if before_id is not None:
-            where = where & (calls.c.id < before_id)
-        return await self._recordings(where, limit, newest_first=True)
+        if after_id is not None:
+            where = where & (calls.c.id > after_id)
+        return await self._recordings(where, limit)
 
     async def recordings_before(self, before: float, limit: int) -> Sequence[tuple[int, str]]:
         """Recordings of calls that started before `before`: past the retention period."""
@@ -316,7 +347,20 @@ class CallStore:
         peaks: Sequence[int] | None = None,
     ) -> bool:
         """Point the call at its converted (or no longer kept) recording, if it still has `old`."""
-        async with self._engine.begin() as conn:
+        return await self._in_loop(
+            partial(self._replace_recording, call_id, old, new, seconds, peaks)
+        )
+
+    async def _replace_recording(
+        self,
+        call_id: int,
+        old: str,
+        new: str | None,
+        seconds: float | None,
+        peaks: Sequence[int] | None,
+        engine: AsyncEngine,
+    ) -> bool:
+        async with engine.begin() as conn:
             result = await conn.execute(
                 update(calls)
                 .where(calls.c.id == call_id, calls.c.recording == old)

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from attribution.ad_clients import AdClientIds
 from attribution.clients import client_network
-from attribution.leasing import LeaseSpan, Tracking
+from attribution.leasing import Tracking
 from attribution.owner import Holder
 from attribution.sessions import CampaignKey, SessionRule, campaign_key
 from attribution.site_plan import SitePlan, Slot, SlotOutcome
@@ -500,19 +500,11 @@ class VisitStore:
             if not is_transient(error):
                 raise
 
-    async def holder_at(self, number: str, at: float, *, exact: bool = True) -> Holder | None:
-        """The session that held `number` at instant `at`, for attributing a call.
-
-        `exact=False`: for routing a ringing call (its caller-ID name), which must not wait for
-        a database that cannot take writes (a full disk still answers reads); the stored call
-        is attributed exactly, once the pending writes have landed."""
-        await (self.flush() if exact else self.flush_if_possible())
-        return await lease_history.find_holder(self._engine, number, at)
-
-    async def released_before(self, number: str, at: float, window: float) -> list[LeaseSpan]:
-        """Leases of `number` that ended within `window` before `at` (probable matches)."""
+    async def holder_at(self, number: str, at: float) -> Holder | None:
+        """The session that held `number` at instant `at` (CallStore.owner asks the database
+        the same way, on the engine it stores the call with)."""
         await self.flush()
-        return await lease_history.released_before(self._engine, number, at, window)
+        return await lease_history.find_holder(self._engine, number, at)
 
     async def current_leases(self) -> Sequence[dict[str, Any]]:
         """Numbers held now, with the session holding each (for staff and `calltrack pools`)."""

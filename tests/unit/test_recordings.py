@@ -1,5 +1,6 @@
-"""Recordings: WAV to a browser format off the event loop, the original removed only after a
-successful conversion, retention, and names that cannot leave the folder."""
+"""Recordings: WAV to a browser format in a worker process, the original removed only after a
+successful conversion, a dead worker replaced and its job retried, retention, and names that
+cannot leave the folder."""
 
 from __future__ import annotations
 
@@ -22,11 +23,44 @@ from pbx.settings import Settings
 from pbx.storage.calls import CallFilter, CallStore
 from pbx.storage.db import open_engine
 from pbx.storage.visits import VisitStore
-from recordings.files import recording_path, waveform
-from recordings.worker import MAX_ATTEMPTS, RecordingWorker
+from recordings.files import Converted, recording_path, waveform
+from recordings.worker import MAX_ATTEMPTS, ConvertJob, RecordingWorker, convert_recording
 from tests.helpers import FakeClock, migrate, settings_for
 
 DAY = 86400.0
+
+
+def job_log_of(folder: Path) -> Path:
+    """Where the test jobs note which process ran what: beside the recordings folder."""
+    return folder.parent / "jobs.log"
+
+
+def logged(folder: Path, name: str, to: str) -> Converted:
+    """The real job, after noting which process converted which file."""
+    with job_log_of(folder).open("a") as log:
+        log.write(f"{os.getpid()} {name}\n")
+    return convert_recording(folder, name, to)
+
+
+def busy_then_logged(folder: Path, name: str, to: str) -> Converted:
+    """A second of pure CPU first: it would freeze an event loop sharing its process or GIL."""
+    end = time.process_time() + 1.0
+    while time.process_time() < end:
+        pass
+    return logged(folder, name, to)
+
+
+def dies_once(folder: Path, name: str, to: str) -> Converted:
+    """The worker process dies abruptly on the first attempt (a crash in a decoder)."""
+    first = job_log_of(folder).with_suffix(".died")
+    if not first.exists():
+        first.touch()
+        os._exit(1)
+    return logged(folder, name, to)
+
+
+def always_dies(folder: Path, name: str, to: str) -> Converted:
+    os._exit(1)
 
 
 def make_wav(path: Path, seconds: float = 3.0, rate: int = 8000) -> Path:
@@ -51,12 +85,15 @@ class Lab:
         self.settings, self.store, self.clock = settings, store, clock
         self.folder = settings.asterisk_recordings_dir
         self.metrics = Metrics()
+        self.workers: list[RecordingWorker] = []
 
-    def worker(self, fmt: str = "mp3") -> RecordingWorker:
+    def worker(self, fmt: str = "mp3", job: ConvertJob = convert_recording) -> RecordingWorker:
         settings = self.settings.model_copy(
             update={"recordings": self.settings.recordings.model_copy(update={"format": fmt})}
         )
-        return RecordingWorker(self.store, settings, self.metrics, self.clock)
+        worker = RecordingWorker(self.store, settings, self.metrics, self.clock, job)
+        self.workers.append(worker)
+        return worker
 
     async def call(self, linkedid: str, recording: str | None, at: float | None = None) -> int:
         at = self.clock.now if at is None else at
@@ -84,10 +121,26 @@ async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
     engine = open_engine(settings.database)
     clock = FakeClock(time.time())
     visits = VisitStore(engine, settings, clock)
+    lab = Lab(settings, CallStore(engine, settings, visits, clock), clock)
     try:
-        yield Lab(settings, CallStore(engine, settings, visits, clock), clock)
+        yield lab
     finally:
+        for worker in lab.workers:
+            worker.pool.close()
         await engine.dispose()
+
+
+@pytest.fixture
+def job_log(lab: Lab) -> Path:
+    log = job_log_of(lab.folder)
+    log.touch()
+    return log
+
+
+def jobs(log: Path) -> list[tuple[int, str]]:
+    return [
+        (int(pid), name) for pid, name in (line.split() for line in log.read_text().splitlines())
+    ]
 
 
 @pytest.mark.parametrize(
@@ -142,14 +195,60 @@ async def test_a_wav_still_being_written_waits_until_it_settles(lab: Lab) -> Non
     assert (await lab.recording(call))["recording"] == "fresh.mp3"
 
 
-async def test_newest_calls_are_converted_first_and_news_cuts_the_backlog(lab: Lab) -> None:
-    old = await lab.call("old", make_wav(lab.folder / "old.wav", 1).name)
-    new = await lab.call("new", make_wav(lab.folder / "new.wav", 1).name)
-    worker = lab.worker()
-    worker.call_stored()  # a call arrived: the sweep starts again from the newest
-    assert await worker.convert_pending() == 0.0
-    assert (await lab.recording(old))["recording"] == "old.wav"
-    assert (await lab.recording(new))["recording"] == "new.wav"
+async def test_newest_calls_are_converted_first(lab: Lab, job_log: Path) -> None:
+    await lab.call("old", make_wav(lab.folder / "old.wav", 1).name)
+    await lab.call("new", make_wav(lab.folder / "new.wav", 1).name)
+    assert await lab.worker(job=logged).convert_pending() is None
+    assert [name for _pid, name in jobs(job_log)] == ["new.wav", "old.wav"]
+
+
+async def test_conversion_runs_in_a_worker_process_and_the_loop_stays_responsive(
+    lab: Lab, job_log: Path
+) -> None:
+    call = await lab.call("busy", make_wav(lab.folder / "busy.wav", 1).name)
+    worker = lab.worker(job=busy_then_logged)
+    lags: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(0.01)
+            lags.append(time.monotonic() - before - 0.01)
+
+    ticking = asyncio.create_task(ticker())
+    try:
+        assert await worker.convert_pending() is None
+    finally:
+        ticking.cancel()
+    [(pid, name)] = jobs(job_log)
+    assert name == "busy.wav" and pid != os.getpid(), "converted in another process"
+    assert (await lab.recording(call))["recording"] == "busy.mp3"
+    assert len(lags) > 50 and max(lags) < 0.25, "the loop ran all along"
+
+
+async def test_a_worker_that_dies_is_replaced_and_its_recording_retried(
+    lab: Lab, job_log: Path
+) -> None:
+    call = await lab.call("crash", make_wav(lab.folder / "crash.wav", 1).name)
+    worker = lab.worker(job=dies_once)
+    assert await worker.convert_pending() is None
+    assert job_log.with_suffix(".died").exists(), "the first attempt's worker died"
+    [(pid, name)] = jobs(job_log)
+    assert name == "crash.wav" and pid != os.getpid()
+    assert (await lab.recording(call))["recording"] == "crash.mp3"
+    later = await lab.call("later", make_wav(lab.folder / "later.wav", 1).name)
+    worker.call_stored()
+    assert await worker.convert_pending() is None
+    assert (await lab.recording(later))["recording"] == "later.mp3", "the new pool works on"
+
+
+async def test_a_recording_whose_worker_always_dies_is_given_up_and_kept(lab: Lab) -> None:
+    wav = make_wav(lab.folder / "poison.wav", 1)
+    call = await lab.call("poison", wav.name)
+    worker = lab.worker(job=always_dies)
+    assert await worker.convert_pending() is None
+    assert await worker.convert_pending() is None  # a sweep: no attempts left in this process
+    assert wav.exists() and (await lab.recording(call))["recording"] == "poison.wav"
 
 
 async def test_names_outside_the_folder_are_never_converted(lab: Lab, tmp_path: Path) -> None:

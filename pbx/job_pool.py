@@ -1,0 +1,222 @@
+"""Heavy per-call work (recording conversion; later speech) in worker processes, fed from the
+database.
+
+Storing a call must never wait for audio work: at 50 calls/s the event loop's process has no CPU
+to spare, and a thread would still share its GIL. So the work runs in a small
+ProcessPoolExecutor (`JobPool`), and what is to do is read from the database (`JobQueue`: the
+rows still waiting), so nothing is lost across restarts and nothing waits in memory that the
+database does not also say. A worker that dies (a crash in ffmpeg's decoder, the OOM killer)
+breaks the executor; the pool starts a new one and the job is tried again, a few times at most.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import multiprocessing
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Generic, ParamSpec, TypeVar
+
+from pbx.storage.errors import log_failure
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+_preloaded: set[str] = set()
+
+
+class WorkerCrashed(Exception):
+    """The worker process running the job died; the pool has been renewed."""
+
+
+class JobPool:
+    """At most `workers` processes; `run` awaits a job without blocking the event loop.
+
+    Workers are forked from multiprocessing's fork server, not from the daemon: the daemon has
+    threads (SQLite, the watchdog) whose locks a fork would copy in whatever state they are in.
+    The server is a fresh process that imports `preload` (the jobs' modules) once, so a new
+    worker (at start, after a crash) is ready in milliseconds instead of importing them again.
+    """
+
+    def __init__(self, workers: int, name: str, preload: Sequence[str] = ()) -> None:
+        self.workers = workers
+        self._name = name
+        self._preload = list(preload)
+        self._executor: ProcessPoolExecutor | None = None
+
+    def _current(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            context = multiprocessing.get_context("forkserver")
+            # one server per daemon: the union of what every pool needs (before it starts)
+            _preloaded.update(self._preload)
+            context.set_forkserver_preload(sorted(_preloaded))
+            self._executor = ProcessPoolExecutor(self.workers, mp_context=context)
+        return self._executor
+
+    async def run(self, job: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        executor = self._current()
+        try:
+            # submitting may start a worker, and the first one the fork server, which imports
+            # the preloaded modules before it answers (seconds): never in the event loop
+            future = await asyncio.to_thread(executor.submit, job, *args, **kwargs)
+            return await asyncio.wrap_future(future)
+        except BrokenProcessPool as exc:
+            if self._executor is executor:  # the first of its jobs to notice renews the pool
+                executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = None
+                log.error("a %s worker process died; starting a new one", self._name)
+            raise WorkerCrashed(f"the {self._name} worker process died") from exc
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+
+Fetch = Callable[[int | None, int], Awaitable[Sequence[tuple[int, T]]]]
+"""(after id, limit) -> the waiting rows with a greater id, in id order: (id, what to do)."""
+Handle = Callable[[int, T], Awaitable[float | None]]
+"""Does one job (through the pool); seconds until it may be tried again if it is not ready yet,
+else None. Raises on failure: the job is counted as an attempt."""
+
+
+class JobQueue(Generic[T]):
+    """The waiting rows of one kind of job, run newest first, at most `pool.workers` at a time.
+
+    New rows are read after a `nudge` (only ids past the last one seen: no rescan of a backlog
+    per call) and all of them on every `sweep_every`, which retries the failed ones. A job that
+    failed or whose worker died is tried `max_attempts` times per process at most.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        pool: JobPool,
+        fetch: Fetch[T],
+        handle: Handle[T],
+        *,
+        max_attempts: int = 3,
+        sweep_every: float = 300.0,
+        batch: int = 500,
+    ) -> None:
+        self._name = name
+        self._pool = pool
+        self._fetch = fetch
+        self._handle = handle
+        self._max_attempts = max_attempts
+        self._sweep_every = sweep_every
+        self._batch = batch
+        self._jobs: dict[int, T] = {}  # known and not done: ready, waiting or running
+        self._ready: list[int] = []  # heap of -id: newest first
+        self._waiting: list[tuple[float, int]] = []  # heap of (monotonic time, id)
+        self._attempts: dict[int, int] = {}
+        self._last_id: int | None = None
+        self._news = asyncio.Event()
+
+    def nudge(self) -> None:
+        """A row may have been added: read the new ones."""
+        self._news.set()
+
+    async def read(self, everything: bool = False) -> None:
+        """Queue the rows added since the last read, or all waiting rows (and look again at
+        once at those not ready before)."""
+        after = None if everything else self._last_id
+        if everything:
+            for _at, row_id in self._waiting:
+                heapq.heappush(self._ready, -row_id)
+            self._waiting.clear()
+        while rows := await self._fetch(after, self._batch):
+            for row_id, job in rows:
+                if row_id in self._jobs or self._attempts.get(row_id, 0) >= self._max_attempts:
+                    continue
+                self._jobs[row_id] = job
+                heapq.heappush(self._ready, -row_id)
+            after = rows[-1][0]  # fetch gives id order
+            self._last_id = after if self._last_id is None else max(self._last_id, after)
+            if len(rows) < self._batch:
+                break
+
+    async def drain(self) -> float | None:
+        """Run every ready job, reading new rows as they are nudged (they go first); seconds
+        until the next waiting one is ready, None if none."""
+        running: set[asyncio.Task[None]] = set()
+        while True:
+            if self._news.is_set():
+                self._news.clear()
+                await self.read()
+            self._wake_waiting()
+            while self._ready and len(running) < self._pool.workers:
+                row_id = -heapq.heappop(self._ready)
+                running.add(asyncio.create_task(self._run(row_id)))
+            if not running:
+                break
+            _done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        return self._next_wait()
+
+    def _wake_waiting(self) -> None:
+        now = time.monotonic()
+        while self._waiting and self._waiting[0][0] <= now:
+            heapq.heappush(self._ready, -heapq.heappop(self._waiting)[1])
+
+    def _next_wait(self) -> float | None:
+        return max(0.0, self._waiting[0][0] - time.monotonic()) if self._waiting else None
+
+    async def _run(self, row_id: int) -> None:
+        job = self._jobs[row_id]
+        try:
+            retry_in = await self._handle(row_id, job)
+        except WorkerCrashed:
+            if self._failed(row_id, "its worker process died"):
+                heapq.heappush(self._ready, -row_id)  # at once: the pool is new
+                return
+        except Exception as exc:
+            self._failed(row_id, str(exc) or type(exc).__name__)
+        else:
+            if retry_in is not None:
+                heapq.heappush(self._waiting, (time.monotonic() + retry_in, row_id))
+                return
+            self._attempts.pop(row_id, None)
+        del self._jobs[row_id]  # done, or failed: the next sweep reads it again
+
+    def _failed(self, row_id: int, reason: str) -> bool:
+        """Count an attempt; whether another one is allowed."""
+        attempts = self._attempts[row_id] = self._attempts.get(row_id, 0) + 1
+        left = attempts < self._max_attempts
+        log.warning(
+            "%s %d failed (attempt %d of %d): %s",
+            self._name,
+            row_id,
+            attempts,
+            self._max_attempts,
+            reason,
+        )
+        return left
+
+    async def run(self) -> None:
+        """Forever: read new rows when nudged, all of them every sweep_every, run them."""
+        swept = -self._sweep_every
+        while True:
+            try:
+                everything = time.monotonic() - swept >= self._sweep_every
+                await self.read(everything)
+                if everything:
+                    swept = time.monotonic()
+                next_in = await self.drain()
+            except Exception as error:  # the database was away; try again on the next sweep
+                log_failure(log, f"{self._name} sweep failed, the next one retries", error)
+                next_in = None
+            until_sweep = max(0.0, swept + self._sweep_every - time.monotonic())
+            timeout = until_sweep if next_in is None else min(next_in, until_sweep)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._news.wait()
+            self._news.clear()
