@@ -90,7 +90,9 @@ def pinned(core: str | None, argv: Sequence[str]) -> list[str]:
     return ["taskset", "-c", core, *argv] if core is not None else list(argv)
 
 
-def write_config(directory: Path, numbers: int) -> Path:
+def write_config(
+    directory: Path, numbers: int, database: str = "sqlite+aiosqlite:///calltrack.db"
+) -> Path:
     """A site with two pools (paid clicks, everything else) sharing `numbers` numbers."""
     half = numbers // 2
     paid = [f"+7499{1000000 + i:07d}" for i in range(half)]
@@ -110,7 +112,7 @@ def write_config(directory: Path, numbers: int) -> Path:
                 "fallback": "+74990000099",
             }
         ],
-        "database": "sqlite+aiosqlite:///calltrack.db",
+        "database": database,
         "recordings": {"dir": "recordings"},
         "http": {"trusted_proxies": ["127.0.0.1"], "ping_interval": "30s"},
     }
@@ -142,14 +144,16 @@ def server_env(repo: Path = REPO) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def server(argv: list[str], port: int, log: Path, repo: Path = REPO) -> Iterator[None]:
+def server(
+    argv: list[str], port: int, log: Path, repo: Path = REPO
+) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
         proc = subprocess.Popen(
             argv, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent, env=server_env(repo)
         )
         try:
             wait_ready(port, proc, log)
-            yield
+            yield proc
         finally:
             proc.send_signal(signal.SIGINT)  # calltrack flushes its write-behind on the way out
             try:
@@ -188,26 +192,23 @@ def run_wrk(
     return result
 
 
+# What calltrack stored: all of it must be there, and no number leased twice at once. Plain
+# SQL that SQLite and PostgreSQL both run (bench/soak.py reads them on either).
+STATS = {
+    "sessions": "SELECT count(*) FROM sessions",
+    "tracked": "SELECT count(*) FROM sessions WHERE tracking = 'tracked'",
+    "leases": "SELECT count(*) FROM leases",
+    "page_views": "SELECT count(*) FROM page_views",
+    "extended": "SELECT count(*) FROM leases WHERE last_activity > started_at",
+    "overlaps": "SELECT count(*) FROM leases a JOIN leases b ON a.number = b.number"
+    " AND a.id < b.id AND a.started_at <= b.held_until AND b.started_at <= a.held_until",
+}
+
+
 def db_stats(path: Path) -> dict[str, int]:
-    """What calltrack stored: all of it must be there, and no number leased twice at once."""
+    """STATS of a SQLite database."""
     with contextlib.closing(sqlite3.connect(path)) as db:
-
-        def one(sql: str) -> int:
-            value: int = db.execute(sql).fetchone()[0]
-            return value
-
-        return {
-            "sessions": one("SELECT count(*) FROM sessions"),
-            "tracked": one("SELECT count(*) FROM sessions WHERE tracking = 'tracked'"),
-            "leases": one("SELECT count(*) FROM leases"),
-            "page_views": one("SELECT count(*) FROM page_views"),
-            "extended": one("SELECT count(*) FROM leases WHERE last_activity > started_at"),
-            "overlaps": one(
-                "SELECT count(*) FROM leases a JOIN leases b ON a.number = b.number"
-                " AND a.id < b.id AND a.started_at <= b.held_until"
-                " AND b.started_at <= a.held_until"
-            ),
-        }
+        return {name: int(db.execute(sql).fetchone()[0]) for name, sql in STATS.items()}
 
 
 def measure(args: argparse.Namespace, kind: str, pinning: str, round_no: int, workdir: Path) -> Run:
