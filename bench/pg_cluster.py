@@ -15,7 +15,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from bench.lease_api import free_port
@@ -39,8 +39,9 @@ def bindir() -> Path:
 
 
 @contextlib.contextmanager
-def throwaway_postgres() -> Iterator[str]:
-    """A running cluster's `postgres` database: its SQLAlchemy (asyncpg) URL."""
+def throwaway_postgres(settings: Sequence[str] = ()) -> Iterator[str]:
+    """A running cluster's `postgres` database: its SQLAlchemy (asyncpg) URL. `settings`:
+    server settings as `name=value` (e.g. synchronous_commit=off), given to postgres as -c."""
     tools = bindir()
     prefix: list[str] = []
     root = Path(tempfile.mkdtemp(prefix="calltrack-bench-pg-"))
@@ -55,7 +56,7 @@ def throwaway_postgres() -> Iterator[str]:
 
     try:
         run(str(tools / "initdb"), "-D", str(data), "-U", SERVER_USER, "--auth=trust", "-E", "UTF8")
-        options = f"-p {port} -h 127.0.0.1 -k {root}"
+        options = " ".join([f"-p {port} -h 127.0.0.1 -k {root}", *(f"-c {x}" for x in settings)])
         run(str(tools / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "start")
         try:
             yield f"postgresql+asyncpg://{SERVER_USER}@127.0.0.1:{port}/postgres"

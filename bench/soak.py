@@ -46,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -137,7 +138,7 @@ class Load:
         self.fallbacks = 0
         self.visits_answered: set[str] = set()
         self.pings_answered = 0
-        self.errors: list[str] = []  # the first few, to say what went wrong
+        self.errors: Counter[str] = Counter()  # what went wrong: path kind and status/exception
         self.inflight: set[asyncio.Task[None]] = set()
         self.start = 0.0
         self._schedule()
@@ -200,6 +201,7 @@ class Load:
     async def send(self, http: aiohttp.ClientSession, at: float, session: Session) -> None:
         bucket = self.minute(at)
         path, body = self._request(session)
+        kind = "ping" if session.sid else "visit"
         url = self.urls[next(self.turn)] + path
         try:
             async with http.post(url, json=body, headers=self._headers(session)) as answer:
@@ -207,12 +209,13 @@ class Load:
                 status = answer.status
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             bucket.socket_errors += 1
-            self._error(f"{path}: {type(exc).__name__} {exc}")
+            self._error(f"{kind}: {type(exc).__name__} {exc}".strip())
             return
         bucket.latencies.append((time.monotonic() - self.start - at) * 1000)
         if status != 200:
             bucket.non2xx += 1
-            self._error(f"{path}: {status} {data}")
+            reason = data.get("error", "") if isinstance(data, dict) else ""
+            self._error(f"{kind}: {status} {reason}".strip())
             return
         if session.sid:
             bucket.pings += 1
@@ -229,8 +232,7 @@ class Load:
             self._push(next_at, session)
 
     def _error(self, message: str) -> None:
-        if len(self.errors) < 10:
-            self.errors.append(message)
+        self.errors[message] += 1
 
 
 # -- the daemons' resources ------------------------------------------------------------------
@@ -312,7 +314,7 @@ class Report:
     fallbacks: int
     stored: dict[str, int]
     db_bytes: int
-    errors: list[str]
+    errors: dict[str, int]  # kind of failure: how many
     load_average: tuple[str, str]  # 1/5/15-minute load averages before and after the run
 
     @property
@@ -328,7 +330,10 @@ class Report:
         """What must not happen; an empty list is a pass."""
         found = []
         if self.failures:
-            found.append(f"{self.failures} requests failed, e.g. {self.errors[:3]}")
+            kinds = ", ".join(
+                f"{k} × {n}" for k, n in sorted(self.errors.items(), key=lambda e: -e[1])
+            )
+            found.append(f"{self.failures} requests failed: {kinds}")
         if self.fallbacks:
             found.append(f"{self.fallbacks} visitors got the fallback (pool too small)")
         db = self.stored
@@ -477,7 +482,7 @@ def soak(
         fallbacks=load.fallbacks,
         stored=stats,
         db_bytes=size,
-        errors=load.errors,
+        errors=dict(load.errors),
         load_average=(before, loadavg()),
     )
 
@@ -548,6 +553,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ramp-s", type=float, default=defaults.ramp_s)
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--daemons", type=int, default=1, help="PostgreSQL only")
+    parser.add_argument(
+        "--pg-setting",
+        action="append",
+        default=[],
+        help="name=value for the throwaway PostgreSQL, e.g. synchronous_commit=off (repeatable)",
+    )
     parser.add_argument("--out", type=Path, help="default: bench/results/soak_<database>.md")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
@@ -563,7 +574,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="calltrack-soak-")))
-        url = stack.enter_context(throwaway_postgres()) if args.database == "postgresql" else None
+        postgres = args.database == "postgresql"
+        url = stack.enter_context(throwaway_postgres(args.pg_setting)) if postgres else None
         report = soak(shape, workdir, url, args.daemons)
     text_ = markdown(report, sys.argv[1:] if argv is None else argv)
     print(text_)

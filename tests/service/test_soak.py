@@ -75,5 +75,5 @@ def test_the_soak_reports_refusals_and_fallbacks(tmp_path: Path) -> None:
     refused = sum(m["non2xx"] for m in report.minutes.values())
     assert refused >= 30 and report.failures == refused
     problems = " | ".join(report.problems)
-    assert f"{refused} requests failed" in problems
+    assert f"{refused} requests failed: visit: 429" in problems
     assert "20 visitors got the fallback" in problems
