@@ -105,7 +105,9 @@ def pinned(core: str | None, argv: Sequence[str]) -> list[str]:
     return ["taskset", "-c", core, *argv] if core is not None else list(argv)
 
 
-def write_config(directory: Path, numbers: int) -> Path:
+def write_config(
+    directory: Path, numbers: int, database: str = "sqlite+aiosqlite:///calltrack.db"
+) -> Path:
     """A site with two pools (paid clicks, everything else) sharing `numbers` numbers."""
     half = numbers // 2
     paid = [f"+7499{1000000 + i:07d}" for i in range(half)]
@@ -125,7 +127,7 @@ def write_config(directory: Path, numbers: int) -> Path:
                 "fallback": "+74990000099",
             }
         ],
-        "database": "sqlite+aiosqlite:///calltrack.db",
+        "database": database,
         "recordings": {"dir": "recordings"},
         "http": {"trusted_proxies": ["127.0.0.1"], "ping_interval": "30s"},
     }
@@ -296,26 +298,23 @@ def profile_table(raw: Path) -> list[str]:
     return lines
 
 
+# What calltrack stored: all of it must be there, and no number leased twice at once. Plain
+# SQL that SQLite and PostgreSQL both run (bench/soak.py reads them on either).
+STATS = {
+    "sessions": "SELECT count(*) FROM sessions",
+    "tracked": "SELECT count(*) FROM sessions WHERE tracking = 'tracked'",
+    "leases": "SELECT count(*) FROM leases",
+    "page_views": "SELECT count(*) FROM page_views",
+    "extended": "SELECT count(*) FROM leases WHERE last_activity > started_at",
+    "overlaps": "SELECT count(*) FROM leases a JOIN leases b ON a.number = b.number"
+    " AND a.id < b.id AND a.started_at <= b.held_until AND b.started_at <= a.held_until",
+}
+
+
 def db_stats(path: Path) -> dict[str, int]:
-    """What calltrack stored: all of it must be there, and no number leased twice at once."""
+    """STATS of a SQLite database."""
     with contextlib.closing(sqlite3.connect(path)) as db:
-
-        def one(sql: str) -> int:
-            value: int = db.execute(sql).fetchone()[0]
-            return value
-
-        return {
-            "sessions": one("SELECT count(*) FROM sessions"),
-            "tracked": one("SELECT count(*) FROM sessions WHERE tracking = 'tracked'"),
-            "leases": one("SELECT count(*) FROM leases"),
-            "page_views": one("SELECT count(*) FROM page_views"),
-            "extended": one("SELECT count(*) FROM leases WHERE last_activity > started_at"),
-            "overlaps": one(
-                "SELECT count(*) FROM leases a JOIN leases b ON a.number = b.number"
-                " AND a.id < b.id AND a.started_at <= b.held_until"
-                " AND b.started_at <= a.held_until"
-            ),
-        }
+        return {name: int(db.execute(sql).fetchone()[0]) for name, sql in STATS.items()}
 
 
 def measure(
