@@ -46,6 +46,10 @@ async def test_guesses_at_both_daemons_at_once_check_no_more_than_the_ceiling(
     statuses = await asyncio.gather(
         *(daemons.login(daemons.a if n % 2 else daemons.b, "guess") for n in range(4 * CEILING))
     )
-    assert statuses.count((401, "Wrong user name or password.")) <= CEILING
+    checked = statuses.count((401, "Wrong user name or password."))
+    assert checked <= CEILING
     assert all(status in (401, 429) for status, _ in statuses)
-    assert (await daemons.login(daemons.a, PASSWORD))[0] == 429
+    # only checked guesses count: when all arrive at once, some that would have been within the
+    # ceiling may see the others' attempts and be refused too, leaving room for the real user
+    expected = 429 if checked == CEILING else 303
+    assert (await daemons.login(daemons.a, PASSWORD))[0] == expected
