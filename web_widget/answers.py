@@ -63,15 +63,25 @@ class VisitorAnswers:
             for own, number in visit.shown.items()
             for entry in _numbers(own, written[own], number)
         ]
-        body = json.dumps(
-            {
-                "visitor_id": visit.visitor_id,
-                "session_id": visit.session_id,
-                "numbers": numbers,
-                "ping_interval_s": self._ping_interval,
-            }
-        ).encode()
+        body = self._encode(visit.visitor_id, visit.session_id, numbers)
         if len(self._bodies) >= ANSWER_LIMIT:
             self._bodies.clear()
         self._bodies[visit.session_id] = (visit.shown, visit.visitor_id, body)
         return body
+
+    def own_numbers(self, visitor_id: str | None, session_id: str | None) -> bytes:
+        """The answer that leaves the site's own numbers on the page: nothing could be stored
+        (the database is away), so no tracking number is promised."""
+        return self._encode(visitor_id, session_id, [])
+
+    def _encode(
+        self, visitor_id: str | None, session_id: str | None, numbers: list[dict[str, str]]
+    ) -> bytes:
+        return json.dumps(
+            {
+                "visitor_id": visitor_id,
+                "session_id": session_id,
+                "numbers": numbers,
+                "ping_interval_s": self._ping_interval,
+            }
+        ).encode()

@@ -18,8 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from attribution.ad_clients import AdClientIds
 from pbx.http import Handler, client_ip, json_error, read_body
-from pbx.keys import ANSWERS, METRICS, SETTINGS, VISITS
-from pbx.settings import Site
+from pbx.keys import ANSWERS, METRICS, VISITS
 from pbx.storage.errors import is_transient
 from pbx.storage.visits import TooManyVisits, Visit, VisitRequest, is_id
 
@@ -56,18 +55,14 @@ def _invalid(exc: ValidationError) -> web.Response:
     return json_error(400, "invalid request", problems=problems)
 
 
-def _origin_allowed(request: web.Request, site: Site) -> bool:
-    return request.headers.get("Origin", "").lower() in site.origins
+def _json(body: bytes) -> web.Response:
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 def _answer(request: web.Request, visit: Visit) -> web.Response:
     """The visit's numbers (see VisitorAnswers.body), encoded once while they stay the same."""
     written = request.app[VISITS].plan(visit.site).own
-    return web.Response(
-        body=request.app[ANSWERS].body(visit, written),
-        content_type="application/json",
-        charset="utf-8",
-    )
+    return _json(request.app[ANSWERS].body(visit, written))
 
 
 def _own_numbers(
@@ -78,13 +73,10 @@ def _own_numbers(
     if not is_transient(error):
         raise error
     request.app[METRICS].visits_unstored.inc()
-    return web.json_response(
-        {
-            "visitor_id": visitor_id if is_id(visitor_id) else None,
-            "session_id": session_id if is_id(session_id) else None,
-            "numbers": [],
-            "ping_interval_s": request.app[SETTINGS].http.ping_interval,
-        }
+    return _json(
+        request.app[ANSWERS].own_numbers(
+            visitor_id if is_id(visitor_id) else None, session_id if is_id(session_id) else None
+        )
     )
 
 
@@ -93,8 +85,8 @@ async def start_visit(request: web.Request) -> web.Response:
         body = VisitBody.model_validate_json(await read_body(request) or b"{}")
     except ValidationError as exc:
         return _invalid(exc)
-    site = request.app[SETTINGS].site(body.site)
-    if site is None or not _origin_allowed(request, site):
+    site = request.app[ANSWERS].sites_for(request.headers.get("Origin", "")).get(body.site)
+    if site is None:
         return json_error(403, "unknown site or origin not allowed for it")
     privacy = site.respect_privacy_signals and (
         body.dnt or request.headers.get("Sec-GPC") == "1" or request.headers.get("DNT") == "1"
