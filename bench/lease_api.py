@@ -1,7 +1,7 @@
 """Lease-API benchmark: calltrack's visitor API against a bare aiohttp JSON endpoint, same run.
 
-Two scenarios (issue 15): `pings`, pings of held numbers only (bench/lease_pings.lua, after
---held visits were started before wrk runs), and `mix`, 1 lease : 9 pings (bench/lease_mix.lua).
+Two scenarios (issue 15), both driven by bench/lease_mix.lua: `pings`, pings of held numbers
+only (after --held visits were started before wrk runs), and `mix`, 1 lease : 9 pings.
 Besides req/s, each run records the server's CPU time (utime + stime from /proc), so the CPU
 cost of a request is compared too: on a machine shared with other work, CPU per request moves
 much less than req/s, which drops whenever another process takes the server's core.
@@ -51,7 +51,6 @@ REPO = BENCH.parent  # the checkout whose calltrack is measured (PYTHONPATH, not
 LUA = BENCH / "lease_mix.lua"
 ORIGIN = "http://127.0.0.1:8000"
 SITE = "bench"
-LUA_PINGS = BENCH / "lease_pings.lua"
 #: scenario -> the req/s ratio to the bare endpoint it must reach (issue 15)
 TARGET_RATIO = {"pings": 0.8, "mix": 0.6}
 TARGET_P99_MS = 25.0
@@ -214,19 +213,8 @@ def run_wrk(
     seconds: float,
     sessions: Path | None = None,
 ) -> dict[str, Any]:
-    script = (
-        [str(LUA_PINGS), f"http://127.0.0.1:{port}", "--", str(sessions), ORIGIN]
-        if sessions is not None
-        else [
-            str(LUA),
-            f"http://127.0.0.1:{port}",
-            "--",
-            str(args.pings),
-            ORIGIN,
-            SITE,
-            str(args.think_ms),
-        ]
-    )
+    script = [str(LUA), f"http://127.0.0.1:{port}", "--", str(args.pings), ORIGIN, SITE]
+    script += [str(args.think_ms), *([str(sessions)] if sessions is not None else [])]
     argv = pinned(
         core,
         [

@@ -8,14 +8,17 @@
 -- session); half arrive from a paid click (utm_medium=cpc), half from elsewhere; each visitor has
 -- its own address in X-Forwarded-For (the daemon trusts the bench's proxy, 127.0.0.1).
 --
--- Usage: wrk -s bench/lease_mix.lua URL -- [PINGS] [ORIGIN] [SITE] [THINK_MS]
+-- Usage: wrk -s bench/lease_mix.lua URL -- [PINGS] [ORIGIN] [SITE] [THINK_MS] [SESSIONS]
 -- THINK_MS > 0: each connection waits that long before each request (a fixed offered load).
+-- SESSIONS: a file of visits started before wrk runs, one "session_id visitor_id" line each:
+-- then no lease at all, only pings of these held numbers, round-robin (PINGS is ignored).
 -- done() prints one line "BENCH_JSON {...}" with the counts and latency percentiles (in us).
 
 local pings_per_visit = 9
 local origin = "http://127.0.0.1:8000"
 local site = "bench"
 local think_ms = 0
+local pings_only = false
 
 -- thread state; globals so that done() can read them with thread:get()
 queue = {}          -- sessions still to ping: {sid, vid, done}
@@ -40,6 +43,18 @@ function init(args)
    if args[2] then origin = args[2] end
    if args[3] then site = args[3] end
    if args[4] then think_ms = tonumber(args[4]) end
+   if args[5] then
+      pings_only, pings_per_visit = true, math.huge
+      for line in io.lines(args[5]) do
+         local sid, vid = string.match(line, "^(%x+) (%x+)$")
+         if sid then
+            known[sid] = true
+            qtail = qtail + 1
+            queue[qtail] = {sid = sid, vid = vid, done = 0}
+         end
+      end
+      if qtail == 0 then error("no sessions in " .. args[5]) end
+   end
    math.randomseed(os.time() * 1000 + (thread_no or 0))
    headers = {["Content-Type"] = "application/json", ["Origin"] = origin}
 end
@@ -94,7 +109,7 @@ end
 
 function request()
    -- keep the mix at 1 lease : PINGS pings; lease when no session is waiting for a ping
-   if qhead > qtail or sent_pings >= pings_per_visit * sent_leases then
+   if not pings_only and (qhead > qtail or sent_pings >= pings_per_visit * sent_leases) then
       return lease_request()
    end
    return ping_request()
