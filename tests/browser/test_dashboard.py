@@ -32,9 +32,10 @@ BILLBOARD, FALLBACK = "+74990000101", "+74990000099"  # tests/helpers' config
 
 
 async def seed(config: Path) -> None:
-    """Calls of the last minutes (real time: the daemon's clock; minutes, so that "today" holds
-    them unless the test runs just after midnight): a paid caller answered, a billboard caller
-    busy, an organic visitor's call missed; and a call answered three days ago."""
+    """Calls of the last minutes (real time: the daemon's clock; the staff pages' time zone is
+    chosen by `midday_zone`, so "today" holds them at any hour of the run): a paid caller
+    answered, a billboard caller busy, an organic visitor's call missed; and a call answered
+    three days ago."""
     settings = load_settings(config)
     engine = open_engine(settings.database)
     now = time.time()
@@ -79,6 +80,14 @@ async def seed(config: Path) -> None:
         await engine.dispose()
 
 
+def midday_zone(now: float) -> str:
+    """A fixed-offset zone where `now` falls between 11:00 and 13:00, so calls of the last
+    minutes are "today" there. (With Europe/Moscow, a CI run just after 21:00 UTC put them on
+    the day before.) Etc/GMT signs are inverted: Etc/GMT-5 is UTC+5."""
+    offset = 12 - time.gmtime(now).tm_hour  # -11 .. +12, all of which Etc/GMT has
+    return "Etc/GMT" if offset == 0 else f"Etc/GMT{-offset:+d}"
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("dashboard")
@@ -89,7 +98,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             config_dict(
                 f"sqlite+aiosqlite:///{folder / 'calltrack.db'}",
                 users=staff_users(),
-                ui={"timezone": "Europe/Moscow"},
+                ui={"timezone": midday_zone(time.time())},
             ),
             out,
         )
