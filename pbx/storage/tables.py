@@ -199,6 +199,40 @@ call_tags = Table(
     metadata,
     Column("call_id", Integer, ForeignKey("calls.id"), primary_key=True),
     Column("tag", String(64), primary_key=True, index=True),
+    # added by a keyword the speech worker heard (speech.keywords), not by staff; staff may
+    # remove it like any other tag, and the call is not analysed again to put it back
+    Column("automatic", Boolean, nullable=False, server_default="0"),
+)
+
+# What the speech worker (recordings/speech) made of a call's recording: one row per analysed
+# call, so a call with a row is not analysed again. `transcript` is null when the engine only
+# spots keywords, and after speech.keep_days; `segments` is the transcript by channel as JSON
+# ([{"channel": "caller" | "staff" | null, "start": s, "end": s, "text": ...}]); `error` says why
+# the audio could not be analysed (after the worker's last attempt).
+call_speech = Table(
+    "call_speech",
+    metadata,
+    Column("call_id", Integer, ForeignKey("calls.id"), primary_key=True),
+    Column("engine", String(32), nullable=False),
+    Column("analysed_at", Float, nullable=False, index=True),
+    Column("transcript", Text),
+    Column("segments", Text),
+    Column("error", Text),
+)
+
+# The configured phrases heard in a call: where (seconds from the recording's start, for the
+# waveform) and on which channel when the recording keeps them apart. `tag` is the tag the
+# phrase mapped to when it was heard (speech.keywords may change later).
+call_keywords = Table(
+    "call_keywords",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("call_id", Integer, ForeignKey("calls.id"), nullable=False, index=True),
+    Column("phrase", String(128), nullable=False),
+    Column("tag", String(64), nullable=False),
+    Column("at_seconds", Float, nullable=False),
+    Column("channel", String(16)),
+    Index("ix_call_keywords_phrase_call_id", "phrase", "call_id"),
 )
 
 # Logged-in staff. The cookie holds a random token; only its sha256 is kept, so a leaked
