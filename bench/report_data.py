@@ -521,7 +521,8 @@ async def _flush(conn: AsyncConnection, out: _Out) -> None:
     double the time): executemany on SQLite, COPY on PostgreSQL, in the open transaction."""
     raw: Any = (await conn.get_raw_connection()).driver_connection
     for table, rows in out.take():
-        names = [c.name for c in table.columns]
+        # the columns the generator fills; the others keep their server defaults
+        names = [c.name for c in table.columns if c.server_default is None or c.name in rows[0]]
         records = [tuple(row.get(n) for n in names) for row in rows]
         if conn.dialect.name == "postgresql":
             await raw.copy_records_to_table(table.name, records=records, columns=names)

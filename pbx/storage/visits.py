@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,10 @@ from pbx.storage.visit_rollups import VisitRollups
 from pbx.storage.write_behind import WriteBehind
 
 CACHE_LIMIT = 200_000
+#: a cached session not seen for this many ping intervals is dropped from the cache (the
+#: database has it; a later ping reads it back): a closed tab stops pinging, and without this
+#: the cache, and the process's memory, would grow with every visit until CACHE_LIMIT
+CACHE_IDLE_PINGS = 4
 
 _INSERT_VISITOR = insert(visitors)
 _INSERT_SESSION = insert(sessions)
@@ -107,7 +112,7 @@ class Visit:
         return next(iter(self.shown.values()), None)
 
 
-@dataclass
+@dataclass(slots=True)  # one per live session: no per-instance __dict__
 class _CachedSession:
     visitor_id: str
     site: str
@@ -142,7 +147,10 @@ class VisitStore:
         self._claims = NumberClaims(settings, self._policy, engine.dialect.name == "postgresql")
         self._writes = WriteBehind(engine, self._transactions, clock)
         self._rollups = VisitRollups(settings, engine.dialect.name == "postgresql")
-        self._cache: dict[str, _CachedSession] = {}
+        #: least recently active first (moved to the end on every activity), so the idle ones
+        #: are dropped from the front without a scan
+        self._cache: OrderedDict[str, _CachedSession] = OrderedDict()
+        self._cache_idle = CACHE_IDLE_PINGS * settings.http.ping_interval
         #: what one client may make us store: new sessions per hour (page views per session
         #: and URL lengths are capped where they are kept)
         self._new_visits = HourlyCount(clock, settings.http.max_new_visits_per_ip)
@@ -289,6 +297,8 @@ class VisitStore:
         cached = self._cache.get(session_id)
         if cached is None:
             cached = await self._load(session_id)
+        else:
+            self._cache.move_to_end(session_id)
         if (
             cached is None
             or cached.visitor_id != visitor_id
@@ -462,15 +472,23 @@ class VisitStore:
 
     def _remember(self, session_id: str, cached: _CachedSession) -> None:
         self._show(cached)
-        if len(self._cache) >= CACHE_LIMIT:
-            now = self._clock()
-            for key in [
-                k for k, v in self._cache.items() if not self._rule.is_live(v.last_seen, now)
-            ]:
-                del self._cache[key]
-            if len(self._cache) >= CACHE_LIMIT:
-                self._cache.clear()  # the database has it all; the cache only saves round trips
         self._cache[session_id] = cached
+        self._cache.move_to_end(session_id)
+        self._forget_idle(self._clock(), keep=session_id)
+
+    def _forget_idle(self, now: float, keep: str) -> None:
+        """Drop the sessions idle for CACHE_IDLE_PINGS ping intervals, and the least recently
+        active beyond CACHE_LIMIT. One being renewed stays: its lock keeps two renewals of a
+        session from taking two numbers, and a copy read back would have its own."""
+        cache = self._cache
+        while cache:
+            session_id, oldest = next(iter(cache.items()))
+            if session_id == keep:  # read back from the database just now: in use
+                return
+            idle = now - oldest.last_seen > self._cache_idle or len(cache) > CACHE_LIMIT
+            if not idle or (oldest.renewing is not None and oldest.renewing.locked()):
+                return
+            del cache[session_id]
 
     def _show(self, cached: _CachedSession) -> None:
         """Work out the numbers the session sees, after what it holds changed."""
