@@ -33,6 +33,7 @@ from pbx.keys import CALLS, MISSED_COUNT, PBX_LINK, READER, SETTINGS, TEMPLATES,
 from pbx.ratelimit import LoginRefused
 from pbx.staff_ui.export import COLUMNS, csv_row, csv_text
 from pbx.staff_ui.query import PAGE_SIZE, parse_log_query
+from pbx.storage.call_speech_read import heard_phrases, speech_of
 from pbx.storage.calls import Review
 from pbx.storage.journey import load_journey
 
@@ -137,6 +138,7 @@ async def call_log(request: web.Request) -> web.Response:
         newest_id=max((row["id"] for row in rows), default=0),
         choices={c: await calls.choices(c) for c in ("source", "medium", "campaign")},
         tags=settings.tags,
+        phrases=await heard_phrases(request.app[READER]),
         statics=settings.static,
     )
 
@@ -207,6 +209,7 @@ async def _call_page(
         call=call,
         views=views,
         journey=journey,
+        speech=await speech_of(request.app[READER], call["id"]),
         tags=_allowed_tags(settings.tags, call),
         error=error,
         saved=request.query.get("saved") == "1" and not error,
