@@ -77,7 +77,7 @@
   var player = document.getElementById("player");
   var wave = document.getElementById("waveform");
   if (player && wave) {
-    var bars = wave.querySelectorAll("rect");
+    var bars = wave.querySelectorAll(":scope > rect");  // not the keyword markers' hit areas
     player.addEventListener("timeupdate", function () {
       var done = player.duration ? player.currentTime / player.duration * bars.length : 0;
       bars.forEach(function (rect, i) { rect.classList.toggle("done", i < done); });
