@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from sqlalchemy.engine import make_url
 
-from attribution.calls import NOTES_MAX
+from attribution.calls import NOTES_MAX, allowed_tags
 from pbx.auth import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
@@ -210,15 +210,10 @@ async def _call_page(
         views=views,
         journey=journey,
         speech=await speech_of(request.app[READER], call["id"]),
-        tags=_allowed_tags(settings.tags, call),
+        tags=allowed_tags(settings.tags, call["tags"]),
         error=error,
         saved=request.query.get("saved") == "1" and not error,
     )
-
-
-def _allowed_tags(configured: list[str], call: dict[str, Any]) -> list[str]:
-    """The configured tags, and any the call has from before a tag left the config."""
-    return configured + [t for t in call["tags"] if t not in configured]
 
 
 async def call_page(request: web.Request) -> web.Response:
@@ -270,7 +265,7 @@ async def save_review(request: web.Request) -> web.Response:
     check_csrf(user.csrf, form.get("csrf"))
     call = await _call(request)
     try:
-        review = _review(form, _allowed_tags(request.app[SETTINGS].tags, call))
+        review = _review(form, allowed_tags(request.app[SETTINGS].tags, call["tags"]))
     except _InvalidReview as exc:
         return await _call_page(request, user, call, str(exc), 400)
     await request.app[CALLS].review(call["id"], review, user.name)

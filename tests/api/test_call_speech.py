@@ -157,6 +157,19 @@ async def test_a_crm_patch_keeps_a_kept_automatic_tag_automatic_and_a_removed_on
     assert await tag_rows(client, call) == {"lead": False, "sale": False, "spam": True}
 
 
+async def test_a_crm_patch_may_keep_an_automatic_tag_that_is_not_configured(client: Client) -> None:
+    call = await store_call(client, "s1")  # `tags` (the default) has no "complaint"
+    await analysed(client, call, [("refund", "complaint", 3.0, None)], automatic=["complaint"])
+    kept = await client.patch(
+        f"/api/v1/calls/{call}", json={"tags": ["complaint", "lead"]}, headers=AUTH
+    )
+    assert kept.status == 200, await kept.text()
+    assert await tag_rows(client, call) == {"complaint": True, "lead": False}
+    refused = await client.patch(f"/api/v1/calls/{call}", json={"tags": ["vip"]}, headers=AUTH)
+    assert refused.status == 400 and "vip" in (await refused.json())["error"]
+    assert await tag_rows(client, call) == {"complaint": True, "lead": False}
+
+
 async def analysed_tag(client: Client, call_id: int, tag: str) -> None:
     async with client.app[ENGINE].begin() as conn:
         await conn.execute(insert(call_tags).values(call_id=call_id, tag=tag, automatic=True))
