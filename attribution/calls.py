@@ -102,3 +102,10 @@ class Route:
 
     destination: str
     caller_name: str | None = None
+
+
+def allowed_tags(configured: list[str], current: list[str]) -> list[str]:
+    """The tags staff or the CRM may give a call: the configured ones, and any the call has
+    already (from before a tag left the config, or added by a keyword the speech worker heard),
+    so that keeping a call's tags is never refused."""
+    return configured + [tag for tag in current if tag not in configured]

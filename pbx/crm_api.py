@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from attribution.calls import CALLER_MAX, NOTES_MAX
+from attribution.calls import CALLER_MAX, NOTES_MAX, allowed_tags
 from attribution.money import MoneyError, cents_text, to_cents
 from attribution.phone import PhoneNumberError, to_e164
 from attribution.sales import REFERENCE_MAX, Unmatched, why_unmatched
@@ -79,8 +79,12 @@ async def patch_call(request: web.Request) -> web.Response:
     call_id = request.match_info["call_id"]
     if not CALL_ID.fullmatch(call_id):
         return json_error(404, "no such call")
-    changes = _review_changes(await read_json_object(request), request.app[SETTINGS].tags)
+    body = await read_json_object(request)
     store = request.app[CALLS]
+    current = await store.get(int(call_id))
+    if current is None:
+        return json_error(404, "no such call")
+    changes = _review_changes(body, allowed_tags(request.app[SETTINGS].tags, current["tags"]))
     call = await store.get(int(call_id)) if await store.amend(int(call_id), changes, by) else None
     if call is None:
         return json_error(404, "no such call")

@@ -13,6 +13,7 @@ from aiohttp import web
 from pbx.auth import current_user
 from pbx.http import json_error, public_base_url, unix_time, whole_number
 from pbx.keys import CALLS, SETTINGS, VISITS
+from pbx.storage.call_speech_read import PHRASE_MAX
 from pbx.storage.calls import CallFilter
 from recordings.files import recording_path
 
@@ -43,6 +44,14 @@ def _int(value: str | None, name: str, default: int, low: int, high: int) -> int
     return default if value is None else whole_number(value, name, low, high)
 
 
+def keyword(value: str | None) -> str | None:
+    """The `keyword` filter: a phrase the speech worker heard (empty: any call)."""
+    phrase = (value or "").strip()
+    if len(phrase) > PHRASE_MAX:
+        raise web.HTTPBadRequest(reason=f"keyword: at most {PHRASE_MAX} characters")
+    return phrase or None
+
+
 def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, tz=UTC).isoformat() if ts is not None else None
 
@@ -69,6 +78,7 @@ async def list_calls(request: web.Request) -> web.Response:
         since=unix_time(query.get("since"), "since"),
         until=unix_time(query.get("until"), "until"),
         source=query.get("source") or None,
+        keyword=keyword(query.get("keyword")),
         limit=_int(query.get("limit"), "limit", 100, 1, 1000),
         offset=_int(query.get("offset"), "offset", 0, 0, 10**9),
     )

@@ -17,10 +17,22 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from pbx.http import whole_number
+from pbx.staff_api import keyword
 from pbx.storage.calls import CallFilter
 
 PAGE_SIZE = 50
-FIELDS = ("from", "to", "source", "medium", "campaign", "static", "status", "tag", "caller")
+FIELDS = (
+    "from",
+    "to",
+    "source",
+    "medium",
+    "campaign",
+    "static",
+    "status",
+    "tag",
+    "keyword",
+    "caller",
+)
 STATUSES = {"": None, "answered": True, "missed": False}
 MAX_TEXT = 512
 
@@ -71,6 +83,7 @@ def parse_log_query(query: MultiMapping[str], zone: ZoneInfo) -> LogQuery:
         static_source=values["static"] or None,
         answered=STATUSES[values["status"]],
         tag=values["tag"] or None,
+        keyword=keyword(values["keyword"]),
         caller=re.sub(r"[^0-9]", "", values["caller"]) or None,
         limit=PAGE_SIZE,
         offset=(page - 1) * PAGE_SIZE,

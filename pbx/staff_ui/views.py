@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from sqlalchemy.engine import make_url
 
-from attribution.calls import NOTES_MAX
+from attribution.calls import NOTES_MAX, allowed_tags
 from pbx.auth import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
@@ -33,6 +33,7 @@ from pbx.keys import CALLS, MISSED_COUNT, PBX_LINK, READER, SETTINGS, TEMPLATES,
 from pbx.ratelimit import LoginRefused
 from pbx.staff_ui.export import COLUMNS, csv_row, csv_text
 from pbx.staff_ui.query import PAGE_SIZE, parse_log_query
+from pbx.storage.call_speech_read import heard_phrases, speech_of
 from pbx.storage.calls import Review
 from pbx.storage.journey import load_journey
 
@@ -137,6 +138,7 @@ async def call_log(request: web.Request) -> web.Response:
         newest_id=max((row["id"] for row in rows), default=0),
         choices={c: await calls.choices(c) for c in ("source", "medium", "campaign")},
         tags=settings.tags,
+        phrases=await heard_phrases(request.app[READER]),
         statics=settings.static,
     )
 
@@ -207,15 +209,11 @@ async def _call_page(
         call=call,
         views=views,
         journey=journey,
-        tags=_allowed_tags(settings.tags, call),
+        speech=await speech_of(request.app[READER], call["id"]),
+        tags=allowed_tags(settings.tags, call["tags"]),
         error=error,
         saved=request.query.get("saved") == "1" and not error,
     )
-
-
-def _allowed_tags(configured: list[str], call: dict[str, Any]) -> list[str]:
-    """The configured tags, and any the call has from before a tag left the config."""
-    return configured + [t for t in call["tags"] if t not in configured]
 
 
 async def call_page(request: web.Request) -> web.Response:
@@ -267,7 +265,7 @@ async def save_review(request: web.Request) -> web.Response:
     check_csrf(user.csrf, form.get("csrf"))
     call = await _call(request)
     try:
-        review = _review(form, _allowed_tags(request.app[SETTINGS].tags, call))
+        review = _review(form, allowed_tags(request.app[SETTINGS].tags, call["tags"]))
     except _InvalidReview as exc:
         return await _call_page(request, user, call, str(exc), 400)
     await request.app[CALLS].review(call["id"], review, user.name)

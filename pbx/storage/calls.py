@@ -21,12 +21,13 @@ from integrations.events import Event
 from pbx.settings import Settings
 from pbx.storage import lease_history
 from pbx.storage.call_credits import CallCredits, refresh_facts
+from pbx.storage.call_speech_read import keywords_of, transcripts_of
 from pbx.storage.callers import is_known_number, known_visitor, record_call
 from pbx.storage.db import conflict_insert
 from pbx.storage.errors import is_transient, outage_reason
 from pbx.storage.inline_sqlite import is_locked
 from pbx.storage.outbox import Outbox
-from pbx.storage.tables import call_candidates, call_tags, calls
+from pbx.storage.tables import call_candidates, call_keywords, call_tags, calls
 from pbx.storage.visits import VisitStore
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class CallFilter:
     static_source: str | None = None  # calls to the static number of this source
     answered: bool | None = None  # False: missed, busy or abandoned
     tag: str | None = None
+    keyword: str | None = None  # a phrase the speech worker heard in the call
     caller: str | None = None  # digits anywhere in the caller's number
     after_id: int | None = None  # stored after the call with this id (live updates)
     limit: int = 100
@@ -236,6 +238,12 @@ class CallStore:
             query = query.where(
                 exists().where(call_tags.c.call_id == c.id, call_tags.c.tag == where.tag)
             )
+        if where.keyword is not None:
+            query = query.where(
+                exists().where(
+                    call_keywords.c.phrase == where.keyword, call_keywords.c.call_id == c.id
+                )
+            )
         if where.caller:
             query = query.where(c.caller.contains(where.caller, autoescape=True))
         if where.after_id is not None:
@@ -256,14 +264,14 @@ class CallStore:
                     .offset(where.offset)
                 )
             ).all()
-            tags = await _tags_of(conn, [row.id for row in rows])
-        return total or 0, [_public(dict(r._mapping), tags) for r in rows]
+            heard = await _heard(conn, [row.id for row in rows])
+        return total or 0, [_public(dict(r._mapping), heard) for r in rows]
 
     async def get(self, call_id: int) -> dict[str, Any] | None:
         async with self._engine.connect() as conn:
             row = (await conn.execute(select(calls).where(calls.c.id == call_id))).one_or_none()
-            tags = await _tags_of(conn, [call_id])
-        return _public(dict(row._mapping), tags) if row else None
+            heard = await _heard(conn, [call_id])
+        return _public(dict(row._mapping), heard) if row else None
 
     async def choices(self, column: str, limit: int = 200) -> Sequence[str]:
         """The values a column holds (sources, media, campaigns), for the log's filter hints."""
@@ -290,7 +298,8 @@ class CallStore:
 
     async def amend(self, call_id: int, changes: ReviewChanges, by: str) -> bool:
         """Change only the given parts of the review (the CRM's PATCH sets one field at a time;
-        given tags replace the call's); False when there is no such call."""
+        given tags replace the call's, and a kept tag a heard keyword added stays marked
+        automatic); False when there is no such call."""
         columns = {name: value for name, value in changes.items() if name != "tags"}
         async with self._engine.begin() as conn:
             result = await conn.execute(
@@ -301,11 +310,21 @@ class CallStore:
             if not result.rowcount:
                 return False
             if "tags" in changes:
+                automatic = set(
+                    await conn.scalars(
+                        select(call_tags.c.tag).where(
+                            call_tags.c.call_id == call_id, call_tags.c.automatic
+                        )
+                    )
+                )
                 await conn.execute(delete(call_tags).where(call_tags.c.call_id == call_id))
                 if changes["tags"]:
                     await conn.execute(
                         insert(call_tags),
-                        [{"call_id": call_id, "tag": t} for t in sorted(changes["tags"])],
+                        [
+                            {"call_id": call_id, "tag": t, "automatic": t in automatic}
+                            for t in sorted(changes["tags"])
+                        ],
                     )
             await refresh_facts(conn, call_id)
             queued = await self._outbox.add(conn, Event.CALL_UPDATED, call_id)
@@ -397,22 +416,44 @@ def _columns(owner: CallOwner) -> dict[str, Any]:
     return columns
 
 
-async def _tags_of(conn: AsyncConnection, call_ids: Sequence[int]) -> dict[int, list[str]]:
-    if not call_ids:
-        return {}
-    rows = await conn.execute(
-        select(call_tags.c.call_id, call_tags.c.tag)
-        .where(call_tags.c.call_id.in_(call_ids))
-        .order_by(call_tags.c.tag)
-    )
+@dataclass(frozen=True)
+class _Heard:
+    """What the page of calls has beside its rows: tags (which of them a keyword added), the
+    keywords heard and the transcripts."""
+
+    tags: dict[int, list[str]]
+    automatic: dict[int, list[str]]
+    keywords: dict[int, list[dict[str, Any]]]
+    transcripts: dict[int, str]
+
+
+async def _heard(conn: AsyncConnection, call_ids: Sequence[int]) -> _Heard:
     tags: dict[int, list[str]] = {}
-    for row in rows:
-        tags.setdefault(row.call_id, []).append(row.tag)
-    return tags
+    automatic: dict[int, list[str]] = {}
+    if call_ids:
+        rows = await conn.execute(
+            select(call_tags.c.call_id, call_tags.c.tag, call_tags.c.automatic)
+            .where(call_tags.c.call_id.in_(call_ids))
+            .order_by(call_tags.c.tag)
+        )
+        for row in rows:
+            tags.setdefault(row.call_id, []).append(row.tag)
+            if row.automatic:
+                automatic.setdefault(row.call_id, []).append(row.tag)
+    return _Heard(
+        tags,
+        automatic,
+        await keywords_of(conn, call_ids),
+        await transcripts_of(conn, call_ids),
+    )
 
 
-def _public(row: dict[str, Any], tags: dict[int, list[str]]) -> dict[str, Any]:
+def _public(row: dict[str, Any], heard: _Heard) -> dict[str, Any]:
+    call_id = row["id"]
     row["click_ids"] = json.loads(row["click_ids"]) if row.get("click_ids") else {}
     row["recording_peaks"] = json.loads(row["recording_peaks"]) if row["recording_peaks"] else []
-    row["tags"] = tags.get(row["id"], [])
+    row["tags"] = heard.tags.get(call_id, [])
+    row["automatic_tags"] = heard.automatic.get(call_id, [])
+    row["keywords"] = heard.keywords.get(call_id, [])
+    row["transcript"] = heard.transcripts.get(call_id)
     return row

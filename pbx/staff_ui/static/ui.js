@@ -1,4 +1,5 @@
-// calltrack staff pages: the log's play buttons and live rows, the call page's waveform.
+// calltrack staff pages: the log's play buttons and live rows, the call page's waveform and
+// keywords.
 // Everything works without this file; it only saves clicks and reloads.
 (function () {
   "use strict";
@@ -76,15 +77,27 @@
   var player = document.getElementById("player");
   var wave = document.getElementById("waveform");
   if (player && wave) {
-    var bars = wave.querySelectorAll("rect");
+    var bars = wave.querySelectorAll(":scope > rect");  // not the keyword markers' hit areas
     player.addEventListener("timeupdate", function () {
       var done = player.duration ? player.currentTime / player.duration * bars.length : 0;
       bars.forEach(function (rect, i) { rect.classList.toggle("done", i < done); });
     });
     wave.addEventListener("click", function (event) {
+      if (event.target.closest("[data-at]")) return;  // a keyword marker: seeks to its time
       var box = wave.getBoundingClientRect();
       if (!player.duration) return;
       player.currentTime = (event.clientX - box.left) / box.width * player.duration;
+    });
+  }
+  // the call page: a keyword (on the waveform or in the list) or a transcript line plays from
+  // its time
+  if (player) {
+    document.addEventListener("click", function (event) {
+      var mark = event.target.closest("[data-at]");
+      if (!mark) return;
+      event.preventDefault();
+      player.currentTime = Number(mark.dataset.at);
+      player.play().catch(function () {});
     });
   }
 })();
