@@ -4,6 +4,7 @@ pages, the staff API and webhooks. Queries only: the worker (recordings/speech) 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pbx.storage.tables import call_keywords, call_speech
+
+log = logging.getLogger(__name__)
 
 PHRASE_MAX = 128  # call_keywords.phrase: a longer filter can match nothing
 PHRASES_LISTED = 200  # the log's keyword select: the phrases heard, not every call's text
@@ -92,18 +95,23 @@ async def speech_of(engine: AsyncEngine, call_id: int) -> Speech | None:
 
 
 def _segments(stored: str | None) -> list[Segment]:
-    """call_speech.segments as the worker wrote it (a JSON list), in time order."""
+    """call_speech.segments as the worker wrote it (a JSON list), in time order; a row that is
+    not that shape (a bug, or an edit by hand) shows no segments, never a broken call page."""
     if not stored:
         return []
-    parts = [
-        Segment(
-            channel=part.get("channel"),
-            start=float(part["start"]),
-            end=float(part["end"]),
-            text=str(part["text"]),
-        )
-        for part in json.loads(stored)
-    ]
+    try:
+        parts = [
+            Segment(
+                channel=None if part.get("channel") is None else str(part["channel"]),
+                start=float(part["start"]),
+                end=float(part["end"]),
+                text=str(part["text"]),
+            )
+            for part in json.loads(stored)
+        ]
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        log.warning("call_speech.segments is not a list of segments (%s); not shown", error)
+        return []
     return sorted(parts, key=lambda part: part.start)
 
 

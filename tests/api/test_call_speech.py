@@ -267,6 +267,19 @@ async def test_a_failed_analysis_says_why_and_an_unanalysed_call_shows_nothing(
     assert 'id="speech"' not in page
 
 
+async def test_segments_not_in_the_shape_the_worker_writes_show_the_transcript_not_a_500(
+    client: Client,
+) -> None:
+    call = await store_call(client, "s1")
+    await analysed(client, call, transcript="plain words")
+    async with client.app[ENGINE].begin() as conn:
+        await conn.execute(call_speech.update().values(segments='[{"start": "soon"}]'))
+    await log_in(client)
+    response = await client.get(f"/calls/{call}")
+    assert response.status == 200
+    assert '<p class="transcript" id="transcript">plain words</p>' in await response.text()
+
+
 # --- reports count by the automatic tags --------------------------------------------------------
 
 
