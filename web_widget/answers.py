@@ -4,9 +4,10 @@ speak for, and the encoded answer of each visit while what it shows stays the sa
 Pings are nine in ten of the visitor API's requests, and a ping of a held number changes
 nothing the visitor sees: the answer is the same bytes as last time. Encoding it again (the
 numbers list, the display forms, json.dumps) was a fifth of a ping's cost, so the bytes are
-kept per session and used again while the store hands back the same `shown` mapping; the store
-makes a new mapping whenever the numbers change (VisitStore._show), so a changed visit can never
-get an old answer.
+kept in the visit's `AnswerMemo`, which lives in the store's session cache: the store gives the
+session a new, empty memo whenever its numbers change (VisitStore._show), so a changed visit can
+never get an old answer, and the answers leave memory with the sessions they belong to (a
+separate table of answers grew with every visit until its own limit).
 """
 
 from __future__ import annotations
@@ -18,9 +19,6 @@ from collections.abc import Mapping
 from attribution.phone import display_like
 from pbx.settings import Settings, Site
 from pbx.storage.visits import Visit
-
-#: answers kept at most; past it the kept ones are dropped (they are only a saving)
-ANSWER_LIMIT = 100_000
 
 
 @functools.lru_cache(maxsize=4096)
@@ -41,7 +39,6 @@ class VisitorAnswers:
         for site in settings.sites:
             for origin in site.origins:
                 self._sites.setdefault(origin, {})[site.name] = site
-        self._bodies: dict[str, tuple[Mapping[str, str], str, bytes]] = {}
 
     def allowed(self, origin: str) -> bool:
         """Whether some site lists this origin (CORS)."""
@@ -55,18 +52,14 @@ class VisitorAnswers:
         """The visit's answer: one entry per way the site writes each own number shown
         otherwise, a tracking number or the fallback number when the pool had none to give.
         `written` is how the visit's site writes each own number (SitePlan.own)."""
-        kept = self._bodies.get(visit.session_id)
-        if kept is not None and kept[0] is visit.shown and kept[1] == visit.visitor_id:
-            return kept[2]
+        if visit.memo.body is not None:
+            return visit.memo.body
         numbers = [
             entry
             for own, number in visit.shown.items()
             for entry in _numbers(own, written[own], number)
         ]
-        body = self._encode(visit.visitor_id, visit.session_id, numbers)
-        if len(self._bodies) >= ANSWER_LIMIT:
-            self._bodies.clear()
-        self._bodies[visit.session_id] = (visit.shown, visit.visitor_id, body)
+        body = visit.memo.body = self._encode(visit.visitor_id, visit.session_id, numbers)
         return body
 
     def own_numbers(self, visitor_id: str | None, session_id: str | None) -> bytes:

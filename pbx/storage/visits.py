@@ -96,6 +96,15 @@ class VisitRequest:
     ad_ids: AdClientIds = field(default_factory=AdClientIds)
 
 
+@dataclass(slots=True)
+class AnswerMemo:
+    """What the visitor API made of a visit's numbers (its encoded answer), kept with the cached
+    session: it is dropped with the session, and a new, empty one replaces it whenever the
+    numbers shown change, so an answer is never older than the numbers it shows."""
+
+    body: bytes | None = None
+
+
 @dataclass(frozen=True)
 class Visit:
     """What the visitor API answers: who the visitor is and which numbers they see."""
@@ -105,6 +114,7 @@ class Visit:
     site: str
     shown: Mapping[str, str]  # own number (E.164) -> the number shown instead
     tracking: Tracking  # of the first pool (the privacy or no-pool reason when none)
+    memo: AnswerMemo = field(default_factory=AnswerMemo, compare=False)
 
     @property
     def number(self) -> str | None:
@@ -124,6 +134,7 @@ class _CachedSession:
     last_seen: float
     pages_kept: int
     shown: Mapping[str, str] = field(default_factory=dict)  # kept in step with `held`
+    memo: AnswerMemo = field(default_factory=AnswerMemo)  # renewed with `shown`
     ad_ids: AdClientIds = field(default_factory=AdClientIds)
     renewing: asyncio.Lock | None = None  # made on the first renewal
     #: the last `last_seen` handed to the write-behind (what the database has, or will)
@@ -495,10 +506,13 @@ class VisitStore:
         plan = self._plans.get(cached.site)
         outcomes = [SlotOutcome(h.pool, h.replaces, h.tracking, h.number) for h in cached.held]
         cached.shown = plan.shown(outcomes) if plan else {}
+        cached.memo = AnswerMemo()
 
     @staticmethod
     def _visit(session_id: str, cached: _CachedSession) -> Visit:
-        return Visit(cached.visitor_id, session_id, cached.site, cached.shown, cached.tracking)
+        return Visit(
+            cached.visitor_id, session_id, cached.site, cached.shown, cached.tracking, cached.memo
+        )
 
     # -- write-behind and reading back ------------------------------------------------------
 
