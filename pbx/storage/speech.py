@@ -24,6 +24,7 @@ from pbx.storage.tables import call_keywords, call_speech, call_tags, calls
 from recordings.speech import SpeechResult
 
 MAX_ERROR = 500  # characters of an engine's or ffmpeg's complaint worth keeping
+MAX_HEARD = 200  # phrases kept per call: an hour of "price, price, ..." must not fill the disk
 
 
 class SpeechStore:
@@ -66,7 +67,7 @@ class SpeechStore:
         """Store the analysis, the phrases heard and the tags they add, in one transaction;
         False (and no change) when the call was analysed before."""
         segments = None if result.segments is None else [asdict(s) for s in result.segments]
-        heard = [h for h in result.keywords if h.phrase in tag_of_phrase]
+        heard = [h for h in result.keywords if h.phrase in tag_of_phrase][:MAX_HEARD]
         queued = 0
         async with self._engine.begin() as conn:
             stored = await conn.scalar(

@@ -170,6 +170,14 @@ async def test_no_event_when_the_call_already_had_the_tags_or_nothing_was_heard(
     ]
 
 
+async def test_a_call_keeps_at_most_a_bounded_number_of_phrases(h: Harness) -> None:
+    call = await h.call("a", "a.mp3")
+    chatter = SpeechResult([Heard("price", i * 0.5) for i in range(1000)])
+    assert await h.speech.save(call, "pocketsphinx", chatter, KEYWORDS)
+    kept = await h.rows(select(call_keywords.c.at_seconds).order_by(call_keywords.c.at_seconds))
+    assert len(kept) == 200 and kept[-1] == (199 * 0.5,), "the first ones, in time order"
+
+
 async def test_a_failure_is_kept_once_and_stops_the_call_waiting(h: Harness) -> None:
     call = await h.call("a", "a.mp3")
     assert await h.speech.failed(call, "pocketsphinx", "x" * 2000)
