@@ -1,6 +1,6 @@
 """The speech worker: each converted recording through the configured engine, once.
 
-Analysis takes seconds of CPU per call (pocketsphinx: about 5% of the call's length here, the
+Analysis takes seconds of CPU per call (pocketsphinx: about 3% of the call's length here, the
 transcript engines much more), so it runs in worker processes
 (`speech.workers`, through pbx.job_pool) and never in the event loop's. What is pending is read
 from the database (converted recordings without a call_speech row); the recording worker nudges
