@@ -329,7 +329,7 @@ class _Generator:
                 )
         out.row(calls, row)
         for tag in tags:
-            out.row(call_tags, {"call_id": self.call_id, "tag": tag})
+            out.row(call_tags, {"call_id": self.call_id, "tag": tag, "automatic": False})
         return row
 
     def new_caller(self) -> str:

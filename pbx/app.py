@@ -51,8 +51,10 @@ from pbx.storage.link_keys import LinkKeys
 from pbx.storage.login_failures import LoginFailures
 from pbx.storage.outbox import Outbox
 from pbx.storage.retention import run_visit_retention
+from pbx.storage.speech import SpeechStore
 from pbx.storage.staff_sessions import StaffSessionStore
 from pbx.storage.visits import VisitStore
+from recordings.speech_worker import SpeechWorker
 from recordings.worker import RecordingWorker
 from web_widget import api as visitor_api
 from web_widget.answers import VisitorAnswers
@@ -110,6 +112,24 @@ async def _recordings(app: web.Application) -> AsyncIterator[None]:
     await _stop(tasks)
 
 
+async def _speech(app: web.Application) -> AsyncIterator[None]:
+    """Keyword tags and transcripts of converted recordings, when speech is configured (phrases
+    to spot, or an engine that gives transcripts)."""
+    settings = app[SETTINGS]
+    if not settings.speech.enabled:
+        yield
+        return
+    store = SpeechStore(app[ENGINE], app[OUTBOX], app[CLOCK])
+    worker = SpeechWorker(store, settings, app[METRICS], app[CLOCK])
+    app[RECORDINGS].on_converted(worker.recording_converted)
+    tasks = [
+        asyncio.create_task(worker.run_analysis(), name="speech-analysis"),
+        asyncio.create_task(worker.run_upkeep(), name="speech-upkeep"),
+    ]
+    yield
+    await _stop(tasks)
+
+
 async def _stop(tasks: list[asyncio.Task[None]]) -> None:
     """Cancel background tasks and wait until each has stopped."""
     for task in tasks:
@@ -158,6 +178,7 @@ def build_app(settings: Settings, clock: Callable[[], float] = time.time) -> web
     app[ANSWERS] = VisitorAnswers(settings)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_recordings)
+    app.cleanup_ctx.append(_speech)  # after _recordings: conversions nudge it
     app.cleanup_ctx.append(delivery_worker)
     app.cleanup_ctx.append(pbx_link)
     app.cleanup_ctx.append(supervised)  # systemd; last, so its shutdown step runs first

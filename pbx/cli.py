@@ -14,7 +14,16 @@ from pathlib import Path
 
 from aiohttp import web
 
-from pbx import backup_cli, costs_cli, doctor_cli, export_cli, pools_cli, sd_notify, simulate_cli
+from pbx import (
+    backup_cli,
+    costs_cli,
+    doctor_cli,
+    export_cli,
+    pools_cli,
+    sd_notify,
+    simulate_cli,
+    transcribe_cli,
+)
 from pbx.settings import ConfigError, Settings, json_schema, load_settings
 
 
@@ -67,6 +76,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     for warning in config_warnings(settings):
         print(f"{args.config}: warning: {warning}", file=sys.stderr)
+    if settings.speech.enabled or settings.speech.model_dir:  # not at the first call
+        from recordings.speech import SpeechUnavailable, load_engine
+
+        try:
+            load_engine(settings.speech)
+        except SpeechUnavailable as exc:
+            print(f"{args.config}: {exc}", file=sys.stderr)
+            return 2
     numbers = sum(len(p.numbers) for s in settings.sites for p in s.pools)
     print(
         f"{args.config}: OK ({len(settings.sites)} site(s), {numbers} tracking number(s),"
@@ -215,6 +232,7 @@ def parser() -> argparse.ArgumentParser:
     export_cli.add_commands(commands)
     backup_cli.add_commands(commands)
     doctor_cli.add_commands(commands)
+    transcribe_cli.add_commands(commands)
 
     schema = commands.add_parser("schema", help="JSON schema of the config file")
     schema.add_argument("-o", "--output")

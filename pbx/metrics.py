@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
 class Metrics:
@@ -49,6 +49,17 @@ class Metrics:
             "calltrack_recordings",
             "Recordings converted for browsers, failed to convert, deleted by retention",
             ["outcome"],
+            registry=self.registry,
+        )
+        self.speech = Counter(
+            "calltrack_speech_calls",
+            "Recorded calls the speech worker analysed, or failed to (unreadable audio)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.speech_backlog = Gauge(
+            "calltrack_speech_backlog",
+            "Converted recordings waiting for speech analysis",
             registry=self.registry,
         )
         self.deliveries = Counter(

@@ -347,6 +347,99 @@ class Leads(_Model):
     )
 
 
+#: The staff tags (`tags`) of the Settings being validated, which speech.keywords may add.
+_TAGS: ContextVar[list[str]] = ContextVar("calltrack_settings_tags", default=DEFAULT_TAGS)
+MAX_KEYWORDS = 200  # each phrase is one more search through every recording
+
+
+def _phrase(value: Any) -> str:
+    """A phrase as the engines match it: lowercase words separated by single spaces."""
+    if not isinstance(value, str):
+        raise ValueError("expected a phrase of words, e.g. call me back")
+    words = value.lower().split()
+    if not words:
+        raise ValueError("expected a phrase of words, got an empty one")
+    if not all(any(ch.isalnum() for ch in word) for word in words):
+        raise ValueError(f"expected words, got {value!r}")
+    phrase = " ".join(words)
+    if len(phrase) > 128:
+        raise ValueError("expected a phrase of at most 128 characters")
+    return phrase
+
+
+def _known_tag(tag: str) -> str:
+    if tag not in _TAGS.get():
+        raise ValueError(f"{tag!r} is not one of `tags`; add it there so staff can see it")
+    return tag
+
+
+def _unique_phrases(value: Any) -> Any:
+    if isinstance(value, dict):
+        seen: dict[str, str] = {}
+        for written in value:
+            with_case = str(written)
+            try:
+                phrase = _phrase(with_case)
+            except ValueError:
+                continue  # reported at its key by the key's own validation
+            if phrase in seen:
+                raise ValueError(f"{with_case!r} is the same phrase as {seen[phrase]!r}")
+            seen[phrase] = with_case
+    return value
+
+
+Phrase = Annotated[str, BeforeValidator(_phrase)]
+KeywordTag = Annotated[Tag, AfterValidator(_known_tag)]
+
+
+class Speech(_Model):
+    """Keyword tags and transcripts of recorded calls, made on this machine (recordings/speech)."""
+
+    engine: Literal["pocketsphinx", "vosk", "faster-whisper"] = Field(
+        "pocketsphinx",
+        description="pocketsphinx: English keyword spotting, model included; vosk,"
+        " faster-whisper: full transcripts in the model's language (pip install"
+        " calltrack[vosk] or calltrack[whisper], and a model in model_dir)",
+    )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="processes analysing recordings beside the daemon; each takes a core while it"
+        " works, so more clears a backlog sooner but takes CPU from the calls",
+    )
+    keywords: Annotated[dict[Phrase, KeywordTag], BeforeValidator(_unique_phrases)] = Field(
+        default_factory=dict,
+        max_length=MAX_KEYWORDS,
+        description='phrase -> tag, e.g. {price: lead, "call me back": callback}: a call in which'
+        " the phrase is heard gets the tag (marked automatic); tags must be in `tags`",
+    )
+    model_dir: Path | None = Field(
+        None,
+        description="the engine's model directory (required for vosk and faster-whisper);"
+        " pocketsphinx: default the English model its package ships",
+    )
+    keep_days: int | None = Field(
+        None,
+        ge=1,
+        description="transcripts older than this are deleted (keywords and tags stay); default:"
+        " recordings.keep_days",
+    )
+
+    @model_validator(mode="after")
+    def _model_for_transcripts(self) -> Speech:
+        if self.engine != "pocketsphinx" and self.model_dir is None:
+            raise ValueError(
+                f"model_dir: the {self.engine} engine needs the directory of a downloaded model"
+            )
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        """Whether there is anything to do: phrases to spot, or transcripts to keep."""
+        return bool(self.keywords) or self.engine != "pocketsphinx"
+
+
 class Sales(_Model):
     match_days: int = Field(
         90,
@@ -578,6 +671,9 @@ class Settings(_Model):
     google_ads: GoogleAds | None = Field(
         None, description="offline click conversions for Google Ads (an export)"
     )
+    speech: Speech = Field(
+        Speech(), description="keyword tags and transcripts of recorded calls (offline)"
+    )
     http: Http = Field(Http(), description="the HTTP server: widget API, staff pages and API")
     asterisk: Asterisk | None = Field(
         None, description="the PBX; without it calltrack only leases numbers"
@@ -594,6 +690,18 @@ class Settings(_Model):
             return handler(data)
         finally:
             _REGION.reset(token)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keywords_map_to_tags(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        """speech.keywords' tags are checked against the sibling `tags` where each is written,
+        so a tag staff cannot see is reported at its own line."""
+        tags = data.get("tags", DEFAULT_TAGS) if isinstance(data, dict) else DEFAULT_TAGS
+        token = _TAGS.set([t for t in tags if isinstance(t, str)] if isinstance(tags, list) else [])
+        try:
+            return handler(data)
+        finally:
+            _TAGS.reset(token)
 
     @field_validator("region")
     @classmethod
@@ -652,6 +760,10 @@ class Settings(_Model):
 
     def site(self, name: str) -> Site | None:
         return next((s for s in self.sites if s.name == name), None)
+
+    @property
+    def transcript_keep_days(self) -> int:
+        return self.speech.keep_days or self.recordings.keep_days
 
     @property
     def asterisk_recordings_dir(self) -> Path:
@@ -814,6 +926,9 @@ def _rebase(settings: Settings, base_dir: Path) -> Settings:
         path = settings.database.removeprefix(prefix)
         if path and not path.startswith("/") and not path.startswith(":memory:"):
             update["database"] = prefix + str((base_dir / path).resolve())
+    if settings.speech.model_dir is not None:
+        model_dir = base_dir / settings.speech.model_dir
+        update["speech"] = settings.speech.model_copy(update={"model_dir": model_dir})
     if settings.asterisk:
         paths = {
             key: base_dir / value

@@ -57,6 +57,7 @@ class RecordingWorker:
         self._metrics = metrics
         self._clock = clock  # the app's: retention compares it with the calls' times
         self._job = job  # a module-level function: it is pickled to the worker process
+        self._on_converted: list[Callable[[], None]] = []
         self.pool = JobPool(
             settings.recordings.workers, "recording conversion", preload=[job.__module__]
         )
@@ -69,6 +70,10 @@ class RecordingWorker:
             sweep_every=SWEEP_EVERY,
             batch=BATCH,
         )
+
+    def on_converted(self, listener: Callable[[], None]) -> None:
+        """`listener` is called after each conversion (the speech worker analyses it)."""
+        self._on_converted.append(listener)
 
     def call_stored(self) -> None:
         """A call was stored: its recording may be waiting."""
@@ -97,6 +102,8 @@ class RecordingWorker:
         ):
             converted.path.with_name(name).unlink(missing_ok=True)  # only now: the call points
             self._metrics.recordings.labels("converted").inc()  # at the converted file
+            for listener in self._on_converted:
+                listener()
         return None
 
     async def expire(self) -> int:

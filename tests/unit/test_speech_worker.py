@@ -1,0 +1,168 @@
+"""The speech worker: converted recordings analysed in a worker process, the automatic tag on the
+call, a corrupt file marked failed without stopping the next call, a conversion nudging it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from attribution.calls import CallReport
+from pbx.metrics import Metrics
+from pbx.settings import Settings, Speech
+from pbx.storage.calls import CallFilter, CallStore
+from pbx.storage.db import open_engine
+from pbx.storage.outbox import Outbox
+from pbx.storage.speech import SpeechStore
+from pbx.storage.tables import call_keywords, call_speech, call_tags
+from pbx.storage.visits import VisitStore
+from recordings.speech import SpeechResult
+from recordings.speech_worker import MAX_ATTEMPTS, AnalyseJob, SpeechWorker, analyse_recording
+from recordings.worker import RecordingWorker
+from tests.helpers import FakeClock, migrate, settings_for
+from tests.speech_audio import KEYWORD_TEXT, UNRELATED_TEXT, need_espeak, speak
+
+KEYWORDS = {"price": "lead", "call me back": "callback", "refund": "complaint"}
+
+
+def always_dies(folder: Path, name: str, speech: Speech) -> SpeechResult:
+    os._exit(1)
+
+
+@dataclass
+class Lab:
+    settings: Settings
+    engine: AsyncEngine
+    calls: CallStore
+    store: SpeechStore
+    metrics: Metrics
+    clock: FakeClock
+    workers: list[SpeechWorker]
+
+    @property
+    def folder(self) -> Path:
+        return self.settings.asterisk_recordings_dir
+
+    def worker(self, job: AnalyseJob = analyse_recording) -> SpeechWorker:
+        worker = SpeechWorker(self.store, self.settings, self.metrics, self.clock, job)
+        self.workers.append(worker)
+        return worker
+
+    async def call(self, linkedid: str, recording: str) -> int:
+        at = self.clock.now
+        report = CallReport(
+            linkedid, "+79161234567", "+74990000101", at, at + 10, at + 2, "ANSWER", recording
+        )
+        assert await self.calls.store(report)
+        _total, rows = await self.calls.list(CallFilter())
+        return int(next(r["id"] for r in rows if r["linkedid"] == linkedid))
+
+    async def rows(self, query: object) -> list[tuple[object, ...]]:
+        async with self.engine.connect() as conn:
+            return [tuple(r) for r in await conn.execute(query)]  # type: ignore[call-overload]
+
+    def sample(self, name: str, labels: dict[str, str] | None = None) -> float | None:
+        return self.metrics.registry.get_sample_value(name, labels or {})
+
+
+@pytest.fixture
+async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
+    (tmp_path / "rec").mkdir()
+    settings = settings_for(
+        tmp_path,
+        recordings={"dir": "rec"},
+        tags=["lead", "callback", "complaint"],
+        speech={"keywords": KEYWORDS},
+    )
+    await migrate(settings)
+    engine = open_engine(settings.database)
+    clock = FakeClock()
+    box = Outbox(settings, clock)
+    calls = CallStore(engine, settings, VisitStore(engine, settings, clock), clock, box)
+    lab = Lab(settings, engine, calls, SpeechStore(engine, box, clock), Metrics(), clock, [])
+    try:
+        yield lab
+    finally:
+        for worker in lab.workers:
+            worker.pool.close()
+        await engine.dispose()
+
+
+async def test_a_corrupt_file_is_marked_failed_and_the_next_call_still_gets_its_tags(
+    lab: Lab,
+) -> None:
+    need_espeak()
+    corrupt = lab.folder / "corrupt.mp3"
+    corrupt.write_bytes(b"ID3\x03\x00\x00\x00" + os.urandom(4000))
+    spoken = speak(KEYWORD_TEXT, lab.folder / "spoken.mp3")
+    quiet = speak(UNRELATED_TEXT, lab.folder / "quiet.mp3")
+    bad = await lab.call("bad", corrupt.name)
+    good = await lab.call("good", spoken.name)
+    other = await lab.call("other", quiet.name)
+    worker = lab.worker()
+    await worker.update_backlog()
+    assert lab.sample("calltrack_speech_backlog") == 3
+    await worker.analyse_pending()
+
+    speech = dict(
+        (r[0], r[1:])
+        for r in await lab.rows(
+            select(call_speech.c.call_id, call_speech.c.engine, call_speech.c.error)
+        )
+    )
+    assert speech[good] == ("pocketsphinx", None)
+    assert speech[other] == ("pocketsphinx", None)
+    assert speech[bad][0] == "pocketsphinx" and speech[bad][1], "the reason is kept"
+    heard = await lab.rows(
+        select(
+            call_keywords.c.call_id, call_keywords.c.phrase, call_keywords.c.at_seconds
+        ).order_by(call_keywords.c.at_seconds)
+    )
+    assert [(c, p) for c, p, _at in heard] == [(good, "price"), (good, "call me back")]
+    assert 0.8 < float(heard[0][2]) < float(heard[1][2]) < 4.4  # type: ignore[arg-type]
+    assert await lab.rows(
+        select(call_tags.c.call_id, call_tags.c.tag, call_tags.c.automatic).order_by(
+            call_tags.c.tag
+        )
+    ) == [
+        (good, "callback", True),
+        (good, "lead", True),
+    ]
+    assert lab.sample("calltrack_speech_calls_total", {"outcome": "analysed"}) == 2
+    assert lab.sample("calltrack_speech_calls_total", {"outcome": "failed"}) == 1
+    assert lab.sample("calltrack_speech_backlog") == 0
+    await worker.analyse_pending()  # nothing is analysed twice
+    assert lab.sample("calltrack_speech_calls_total", {"outcome": "analysed"}) == 2
+
+
+async def test_a_file_that_kills_its_worker_is_given_up_after_a_few_attempts(lab: Lab) -> None:
+    (lab.folder / "x.mp3").write_bytes(b"whatever")
+    call = await lab.call("x", "x.mp3")
+    worker = lab.worker(always_dies)
+    for _ in range(MAX_ATTEMPTS + 1):
+        await worker.analyse_pending()
+    ((error,),) = await lab.rows(select(call_speech.c.error).where(call_speech.c.call_id == call))
+    assert "crashed its worker process" in str(error)
+    assert await lab.store.pending(None, 10) == []
+
+
+async def test_a_conversion_nudges_the_speech_worker(lab: Lab) -> None:
+    wav = lab.folder / "call.wav"
+    speak(UNRELATED_TEXT, wav)
+    old = wav.stat().st_mtime - 60
+    os.utime(wav, (old, old))
+    await lab.call("call", wav.name)
+    recordings = RecordingWorker(lab.calls, lab.settings, lab.metrics, lab.clock)
+    nudged: list[int] = []
+    recordings.on_converted(lambda: nudged.append(1))
+    try:
+        await recordings.convert_pending()
+    finally:
+        recordings.pool.close()
+    assert nudged == [1]
+    assert [name for _id, name in await lab.store.pending(None, 10)] == ["call.mp3"]
