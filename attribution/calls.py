@@ -15,6 +15,9 @@ CALLER_MAX = 64
 DID_MAX = 16  # E.164: "+" and at most 15 digits
 DIAL_STATUS_MAX = 32
 RECORDING_MAX = 255
+#: how MixMonitor's file is named (the generated dialplan): a recording still so named waits for
+#: conversion (recordings/worker.py); any other name is the converted file, ready for speech
+AS_RECORDED = ".wav"
 NOTES_MAX = 5000  # what staff or the CRM may write on a call
 
 

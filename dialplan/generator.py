@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from attribution.calls import AS_RECORDED
 from attribution.numbering import Numbering
 from attribution.phone import dialled_forms
 from pbx.settings import ConfigError, Settings, load_settings
@@ -102,7 +103,7 @@ def render_dialplan(settings: Settings) -> str:
         # outage still find the session that got its number a fraction of a second earlier.
         f" same => n,Set(CDR(userfield)={CDR_START_PREFIX}${{{VAR_START}}})",
         # The file name is built from the unique id only: caller-controlled text never reaches it.
-        f" same => n,Set({VAR_RECORDING}=${{UNIQUEID}}.wav)",
+        f" same => n,Set({VAR_RECORDING}=${{UNIQUEID}}{AS_RECORDED})",
         # b: only the bridged talk, not the ringing.
         f" same => n,MixMonitor({recordings}/${{{VAR_RECORDING}}},b)",
         f" same => n,UserEvent({EVENT_START},DID: ${{{VAR_DID}}},"

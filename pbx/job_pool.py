@@ -50,14 +50,14 @@ class JobPool:
     def __init__(self, workers: int, name: str, preload: Sequence[str] = ()) -> None:
         self.workers = workers
         self._name = name
-        self._preload = list(preload)
         self._executor: ProcessPoolExecutor | None = None
+        # one fork server per daemon, started by the first pool to run a job: it preloads the
+        # union of what every pool made so far needs (the daemon makes its pools at start-up)
+        _preloaded.update(preload)
 
     def _current(self) -> ProcessPoolExecutor:
         if self._executor is None:
             context = multiprocessing.get_context("forkserver")
-            # one server per daemon: the union of what every pool needs (before it starts)
-            _preloaded.update(self._preload)
             context.set_forkserver_preload(sorted(_preloaded))
             self._executor = ProcessPoolExecutor(self.workers, mp_context=context)
         return self._executor

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from sqlalchemy.engine import make_url
 
-from attribution.calls import NOTES_MAX, allowed_tags
+from attribution.calls import AS_RECORDED, NOTES_MAX, allowed_tags
 from pbx.auth import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
@@ -201,6 +201,7 @@ async def _call_page(
         else []
     )
     journey = await load_journey(request.app[READER], call["id"])
+    speech = await speech_of(request.app[READER], call["id"])
     return render(
         request,
         "call.html",
@@ -209,7 +210,11 @@ async def _call_page(
         call=call,
         views=views,
         journey=journey,
-        speech=await speech_of(request.app[READER], call["id"]),
+        speech=speech,
+        speech_waiting=speech is None
+        and settings.speech.enabled
+        and bool(call["recording"])
+        and not call["recording"].endswith(AS_RECORDED),
         tags=allowed_tags(settings.tags, call["tags"]),
         error=error,
         saved=request.query.get("saved") == "1" and not error,

@@ -13,7 +13,7 @@ from sqlalchemy import ColumnElement, Select, delete, exists, func, insert, sele
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from attribution.calls import CallReport, Route
+from attribution.calls import AS_RECORDED, CallReport, Route
 from attribution.numbering import Numbering
 from attribution.owner import Attribution, CallOwner, attribute, needs_holder
 from attribution.probable import Candidate, candidates
@@ -348,7 +348,7 @@ class CallStore:
     ) -> Sequence[tuple[int, str]]:
         """Recordings still as Asterisk wrote them (WAV) of calls after `after_id`, in id order:
         the conversion queue reads only what is new since its last look."""
-        where: ColumnElement[bool] = calls.c.recording.like("%.wav")
+        where: ColumnElement[bool] = calls.c.recording.like("%" + AS_RECORDED)
         if after_id is not None:
             where = where & (calls.c.id > after_id)
         return await self._recordings(where, limit)

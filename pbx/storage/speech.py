@@ -15,6 +15,7 @@ from dataclasses import asdict
 from sqlalchemy import ColumnElement, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from attribution.calls import AS_RECORDED
 from attribution.keywords import tags_of
 from integrations.events import Event
 from pbx.storage.call_credits import refresh_facts
@@ -40,7 +41,7 @@ class SpeechStore:
         """Calls whose recording is converted (no longer Asterisk's WAV) and not analysed."""
         return (
             calls.c.recording.is_not(None)
-            & ~calls.c.recording.like("%.wav")
+            & ~calls.c.recording.like("%" + AS_RECORDED)
             & ~exists().where(call_speech.c.call_id == calls.c.id)
         )
 

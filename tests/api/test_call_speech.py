@@ -301,3 +301,24 @@ async def test_reports_count_a_call_whose_lead_tag_a_keyword_added(client: Clien
     assert await leads() == 0
     await analysed(client, lead, [("price", "lead", 3.0, None)], automatic=["lead"])
     assert await leads() == 1
+
+
+async def test_a_converted_recording_not_yet_analysed_says_so_when_speech_is_on(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    (tmp_path / "rec").mkdir()
+    settings = settings_for(
+        tmp_path,
+        users=staff_users(),
+        recordings={"dir": "rec"},
+        speech={"keywords": {"price": "lead"}},
+    )
+    await migrate(settings)
+    client = await aiohttp_client(build_app(settings, clock=FakeClock(NOW)))
+    converted = await store_call(client, "w1", recording="w1.mp3")
+    as_recorded = await store_call(client, "w2", caller="+79035550101", recording="w2.wav")
+    await log_in(client)
+    page = await (await client.get(f"/calls/{converted}")).text()
+    assert 'id="speech-waiting"' in page
+    page = await (await client.get(f"/calls/{as_recorded}")).text()
+    assert 'id="speech"' not in page  # not converted yet: nothing to analyse

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from attribution.calls import CallReport
+from pbx.settings import Settings
 from pbx.storage.calls import CallFilter, CallStore
 from pbx.storage.db import open_engine
 from pbx.storage.outbox import Outbox
@@ -65,14 +66,15 @@ class Harness:
         return await self.rows(select(outbox.c.event, outbox.c.call_id).order_by(outbox.c.id))
 
 
-@pytest.fixture
-async def h(tmp_path: Path) -> AsyncIterator[Harness]:
-    settings = settings_for(
-        tmp_path,
-        tags=["lead", "callback", "complaint", "spam"],
-        webhooks=[HOOK],
-        speech={"keywords": KEYWORDS},
-    )
+SPEECH_CONFIG: dict[str, Any] = {
+    "tags": ["lead", "callback", "complaint", "spam"],
+    "webhooks": [HOOK],
+    "speech": {"keywords": KEYWORDS},
+}
+
+
+async def harness(settings: Settings) -> AsyncIterator[Harness]:
+    """The stores on `settings`' database (SQLite here, PostgreSQL in tests/postgres)."""
     await migrate(settings)
     engine = open_engine(settings.database)
     clock = FakeClock()
@@ -84,6 +86,12 @@ async def h(tmp_path: Path) -> AsyncIterator[Harness]:
         yield Harness(engine, store, SpeechStore(engine, box, clock), clock, woken)
     finally:
         await engine.dispose()
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    async for item in harness(settings_for(tmp_path, **SPEECH_CONFIG)):
+        yield item
 
 
 async def test_only_converted_unanalysed_recordings_wait_in_id_order(h: Harness) -> None:
