@@ -238,9 +238,12 @@ class Load:
 # -- the daemons' resources ------------------------------------------------------------------
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, kind: str = "VmRSS") -> float:
+    """The process's resident memory; `RssAnon`: only its own (heap, stacks), without the
+    database file SQLite maps in (mmap_size), which the kernel may drop at any time and which
+    grows with the file, not with a leak."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(kind + ":"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -271,6 +274,7 @@ def machine_busy_s() -> float:
 class Sample:
     at: float  # run time, s
     rss_mb: list[float]  # per daemon
+    anon_mb: list[float]  # per daemon: RssAnon
     cpu_s: list[float]  # cumulative: each daemon, then the load generator, then the machine
 
 
@@ -279,7 +283,8 @@ async def sample(pids: Sequence[int], load: Load, into: list[Sample]) -> None:
     while True:
         at = time.monotonic() - load.start if load.start else 0.0
         cpu = [*(cpu_s(p) for p in pids), own_cpu_s(), machine_busy_s()]
-        into.append(Sample(at, [rss_mb(p) for p in pids], cpu))
+        rss = [rss_mb(p) for p in pids]
+        into.append(Sample(at, rss, [rss_mb(p, "RssAnon") for p in pids], cpu))
         await asyncio.sleep(1.0)
 
 
@@ -307,6 +312,11 @@ class Report:
     rss_ramped_mb: list[float]  # after the ramp: all --sessions alive
     rss_end_mb: list[float]
     rss_slope_mb_per_min: list[float]  # over the measured minutes
+    anon_start_mb: list[float]  # RssAnon, the same moments
+    anon_ramped_mb: list[float]
+    anon_end_mb: list[float]
+    anon_slope_mb_per_min: list[float]
+    anon_last_slope_mb_per_min: list[float]  # over the last two minutes
     # per minute: each daemon, the load generator, the whole machine (100 = one core)
     cpu_percent: dict[int, list[float]]
     visits_answered: int
@@ -460,10 +470,12 @@ def soak(
     before = loadavg()
     with daemons(config, count) as (urls, pids):
         start_rss = [rss_mb(p) for p in pids]
+        start_anon = [rss_mb(p, "RssAnon") for p in pids]
         load, samples = asyncio.run(drive(shape, urls, pids))
     stats, size = asyncio.run(stored(database))
     measured = [s for s in samples if s.at >= shape.ramp_s]
     ramped = measured[0] if measured else samples[-1]
+    last = [s for s in measured if s.at >= samples[-1].at - 120]
     return Report(
         shape=shape,
         database="postgresql" if database.startswith("postgresql") else "sqlite",
@@ -475,6 +487,15 @@ def soak(
         rss_end_mb=samples[-1].rss_mb,
         rss_slope_mb_per_min=[
             slope_mb_per_min([(s.at, s.rss_mb[i]) for s in measured]) for i in range(count)
+        ],
+        anon_start_mb=start_anon,
+        anon_ramped_mb=ramped.anon_mb,
+        anon_end_mb=samples[-1].anon_mb,
+        anon_slope_mb_per_min=[
+            slope_mb_per_min([(s.at, s.anon_mb[i]) for s in measured]) for i in range(count)
+        ],
+        anon_last_slope_mb_per_min=[
+            slope_mb_per_min([(s.at, s.anon_mb[i]) for s in last]) for i in range(count)
         ],
         cpu_percent=cpu_per_minute(samples, shape.ramp_s),
         visits_answered=len(load.visits_answered),
@@ -526,7 +547,13 @@ def markdown(report: Report, argv: Sequence[str]) -> str:
         f"- RSS per daemon: idle {mb(f'{x:.0f}' for x in report.rss_start_mb)} MB, after the"
         f" ramp {mb(f'{x:.0f}' for x in report.rss_ramped_mb)} MB, at the end"
         f" {mb(f'{x:.0f}' for x in report.rss_end_mb)} MB; slope over the measured minutes"
-        f" {mb(f'{x:+.1f}' for x in report.rss_slope_mb_per_min)} MB/min.",
+        f" {mb(f'{x:+.1f}' for x in report.rss_slope_mb_per_min)} MB/min. Of it anonymous"
+        f" (RssAnon: the heap, without the database file SQLite maps in): idle"
+        f" {mb(f'{x:.0f}' for x in report.anon_start_mb)} MB, after the ramp"
+        f" {mb(f'{x:.0f}' for x in report.anon_ramped_mb)} MB, at the end"
+        f" {mb(f'{x:.0f}' for x in report.anon_end_mb)} MB; slope"
+        f" {mb(f'{x:+.1f}' for x in report.anon_slope_mb_per_min)} MB/min, over the last two"
+        f" minutes {mb(f'{x:+.1f}' for x in report.anon_last_slope_mb_per_min)} MB/min.",
         "- CPU in % of one core (the machine has 2: 200 % is all of it); `machine`: every"
         " process, other engineers' included; generator lag: how late the load generator sent"
         " a request at worst.",
