@@ -10,15 +10,18 @@ recordings waiting for speech analysis moves the visitor API's latency.
    driven by bench/lease_mix.lua (bench/lease_api.py's pieces), once with nothing to analyse
    and once with `--queued` converted recordings waiting (so `speech.workers` processes analyse
    all through the run), interleaved A/B per round so that noise hits both. The figures that
-   matter are queued / idle for p99 and req/s, side by side in one run.
+   matter are queued / idle for p99 and req/s, side by side in one run, and the verdict: the
+   idle rounds vary among themselves (±15 % here), so one pair proves nothing; the queued
+   rounds' median p99 is compared with the idle rounds' range and by an exact permutation test.
 
-Usage: .venv/bin/python -m bench.speech [--rounds 2] [--duration 10] [--queued 20]
+Usage: .venv/bin/python -m bench.speech [--rounds 8] [--duration 10] [--queued 20]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import shutil
@@ -192,7 +195,45 @@ def markdown(args: argparse.Namespace, rtf: dict[str, float], runs: list[LeaseRu
             f" | {queued.p99_ms / idle.p99_ms:.2f} | {queued.backlog_before:.0f} →"
             f" {queued.backlog_after:.0f} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "", *verdict(runs)]) + "\n"
+
+
+def permutation_p(a: list[float], b: list[float]) -> float:
+    """Two-sided exact permutation test of the difference of medians: the share of all ways to
+    split the pooled rounds into groups of len(a) and len(b) whose medians differ at least as
+    much as a's and b's do. Exact (no random draws) for the few rounds a bench runs."""
+    pooled = a + b
+    seen = abs(statistics.median(a) - statistics.median(b))
+    splits = as_far = 0
+    for chosen in itertools.combinations(range(len(pooled)), len(a)):
+        inside = set(chosen)
+        first = [pooled[i] for i in chosen]
+        second = [v for i, v in enumerate(pooled) if i not in inside]
+        splits += 1
+        if abs(statistics.median(first) - statistics.median(second)) >= seen - 1e-12:
+            as_far += 1
+    return as_far / splits
+
+
+def verdict(runs: list[LeaseRun]) -> list[str]:
+    """Did speech move the lease p99 beyond the idle rounds' own noise? It did if the queued
+    rounds' median p99 lies outside the idle rounds' range, or if the permutation test says the
+    two medians differ (p < 0.05)."""
+    idle = [r.p99_ms for r in runs if r.kind == "idle"]
+    queued = [r.p99_ms for r in runs if r.kind == "queued"]
+    p = permutation_p(idle, queued)
+    middle = statistics.median(queued)
+    moved = not min(idle) <= middle <= max(idle) or p < 0.05
+    return [
+        f"Lease p99 over {len(idle)} rounds each: idle median {statistics.median(idle):.1f} ms"
+        f" (range {min(idle):.1f}–{max(idle):.1f} ms), queued median {middle:.1f} ms"
+        f" (range {min(queued):.1f}–{max(queued):.1f} ms); ratio of medians"
+        f" {middle / statistics.median(idle):.2f}; permutation test of the medians p = {p:.2f}.",
+        "",
+        "**Verdict: "
+        + ("moved beyond noise" if moved else "within the idle rounds' own noise")
+        + "** (moved = the queued median outside the idle range, or p < 0.05).",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path, help="speech.model_dir (vosk, faster-whisper)")
     parser.add_argument("--seconds", type=float, default=40.0, help="audio length for the RTF")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=2, help="idle/queued pairs")
+    parser.add_argument("--rounds", type=int, default=8, help="idle/queued pairs")
     parser.add_argument("--queued", type=int, default=20, help="recordings waiting for speech")
     parser.add_argument("--workers", type=int, default=1, help="speech.workers")
     parser.add_argument("--duration", type=float, default=10.0)

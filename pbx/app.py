@@ -119,7 +119,7 @@ async def _speech(app: web.Application) -> AsyncIterator[None]:
     if not settings.speech.enabled:
         yield
         return
-    store = SpeechStore(app[ENGINE], app[OUTBOX], app[CLOCK])
+    store = SpeechStore(app[ENGINE], app[VISITS].transactions, app[OUTBOX], app[CLOCK])
     worker = SpeechWorker(store, settings, app[METRICS], app[CLOCK])
     app[RECORDINGS].on_converted(worker.recording_converted)
     tasks = [

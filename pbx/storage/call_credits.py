@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from attribution.models import NOBODY, CallHistory, Credit, CreditKind, Touch, credits
@@ -23,7 +23,8 @@ from attribution.reports import day_at
 from attribution.traffic import host_of, path_of
 from pbx.settings import Settings
 from pbx.storage.callers import is_known_number
-from pbx.storage.report_months import bump
+from pbx.storage.db import Tx, run_in
+from pbx.storage.report_months import bump, bump_in
 from pbx.storage.tables import (
     SESSION_TRAFFIC,
     call_candidates,
@@ -67,7 +68,7 @@ class CallCredits:
 
     async def write(self, conn: AsyncConnection, call: Mapping[str, Any]) -> None:
         """(Re)write the credits of one stored call; `call` holds its columns (with `id`)."""
-        rows = await self._rows(conn, call, await _facts(conn, call["id"]))
+        rows = await self._rows(conn, call, await run_in(conn, lambda tx: facts_in(tx, call["id"])))
         await conn.execute(delete(call_credits).where(call_credits.c.call_id == call["id"]))
         await conn.execute(insert(call_credits), rows)
         await bump(conn, {row["day"] // 100 for row in rows})  # a late call changes its month
@@ -129,22 +130,49 @@ class CallCredits:
             after = last
 
 
-async def refresh_facts(conn: AsyncConnection, call_id: int) -> None:
+#: what a call's figures are made of (see _figures)
+_FIGURES_OF_CALL = select(
+    calls.c.status,
+    calls.c.caller,
+    calls.c.repeat_caller,
+    calls.c.talk_seconds,
+    calls.c.score,
+    calls.c.sale_cents,
+    calls.c.crm_sales,
+    calls.c.crm_sale_cents,
+).where(calls.c.id == bindparam("call_id"))
+_TAGS_OF_CALL = select(call_tags.c.tag).where(call_tags.c.call_id == bindparam("call_id"))
+_FIGURES = (
+    "status", "first_time", "talk_seconds", "score", "tags", "sale_cents", "crm_sales",
+    "crm_sale_cents",
+)  # fmt: skip
+_UPDATE_FIGURES = (
+    update(call_credits)
+    .where(call_credits.c.call_id == bindparam("credited_call"))
+    .values({name: bindparam("new_" + name) for name in _FIGURES})
+)
+_CREDITED_DAYS = select(call_credits.c.day).where(call_credits.c.call_id == bindparam("call_id"))
+
+
+def refresh_facts_in(tx: Tx, call_id: int) -> None:
     """Copy a call's figures (status, talk, score, tags, sales) to its credits again, in the
     transaction that changed them: reports read them there."""
-    await conn.execute(
-        update(call_credits)
-        .where(call_credits.c.call_id == call_id)
-        .values(**await _facts(conn, call_id))
+    figures = facts_in(tx, call_id)
+    tx.run(
+        _UPDATE_FIGURES, {"credited_call": call_id, **{"new_" + k: figures[k] for k in _FIGURES}}
     )
-    days = await conn.scalars(select(call_credits.c.day).where(call_credits.c.call_id == call_id))
-    await bump(conn, {day // 100 for day in days})
+    bump_in(tx, {day // 100 for day in tx.scalars(_CREDITED_DAYS, {"call_id": call_id})})
 
 
-async def _facts(conn: AsyncConnection, call_id: int) -> dict[str, Any]:
-    row = (await conn.execute(select(calls).where(calls.c.id == call_id))).one()
-    tags = await conn.scalars(select(call_tags.c.tag).where(call_tags.c.call_id == call_id))
-    return _figures(dict(row._mapping), tags)
+async def refresh_facts(conn: AsyncConnection, call_id: int) -> None:
+    """refresh_facts_in, in the async transaction `conn`."""
+    await run_in(conn, lambda tx: refresh_facts_in(tx, call_id))
+
+
+def facts_in(tx: Tx, call_id: int) -> dict[str, Any]:
+    row = tx.first(_FIGURES_OF_CALL, {"call_id": call_id})
+    assert row is not None, f"call {call_id} is not stored"
+    return _figures(row, tx.scalars(_TAGS_OF_CALL, {"call_id": call_id}))
 
 
 def _figures(call: Mapping[str, Any], tags: Iterable[str]) -> dict[str, Any]:

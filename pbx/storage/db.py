@@ -14,7 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Dialect, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.base import Executable
 
 from pbx.storage.errors import is_transient
@@ -127,7 +127,20 @@ async def current_engine(
 
 
 class Tx(Protocol):
-    """The statements of one transaction, run synchronously by `run_transaction`."""
+    """The statements of one transaction, run synchronously by `Transactions.run` (or by
+    `run_in`, inside an async transaction already open).
+
+    Statements are built once (module or instance constants, with bindparams): they are
+    compiled once per statement object."""
+
+    @property
+    def postgres(self) -> bool:
+        """On PostgreSQL (an upsert is spelled by each dialect's own construct)."""
+        ...
+
+    def first(self, statement: Executable, params: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """The first row by column name, or None."""
+        ...
 
     def run(self, statement: Executable, params: Mapping[str, Any]) -> int:
         """Execute; the number of rows changed."""
@@ -152,6 +165,14 @@ class _AlchemyTx:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
+    @property
+    def postgres(self) -> bool:
+        return self._conn.dialect.name == "postgresql"
+
+    def first(self, statement: Executable, params: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        row = self._conn.execute(statement, dict(params)).mappings().first()
+        return None if row is None else {str(k): v for k, v in row.items()}
+
     def run(self, statement: Executable, params: Mapping[str, Any]) -> int:
         return self._conn.execute(statement, dict(params)).rowcount
 
@@ -163,6 +184,13 @@ class _AlchemyTx:
 
     def run_many(self, statement: Executable, rows: Sequence[Mapping[str, Any]]) -> None:
         self._conn.execute(statement, [dict(row) for row in rows])
+
+
+async def run_in(conn: AsyncConnection, work: Callable[[Tx], T]) -> T:
+    """`work` inside the async transaction `conn` has open: statements written once for `Tx`
+    serve both the in-loop group commit (Transactions) and the writers that hold a
+    SQLAlchemy transaction of their own."""
+    return await conn.run_sync(lambda sync_conn: work(_AlchemyTx(sync_conn)))
 
 
 #: (statement, insert column keys) -> (SQL, bind names in order, default bind values)
@@ -196,6 +224,15 @@ class _SqliteTx:
     def _execute(self, statement: Executable, params: Mapping[str, Any]) -> sqlite3.Cursor:
         sql, names, defaults = _compile(statement, self._dialect, params)
         return self._conn.execute(sql, [params[n] if n in params else defaults[n] for n in names])
+
+    postgres = False
+
+    def first(self, statement: Executable, params: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        cursor = self._execute(statement, params)
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        return dict(zip([d[0] for d in cursor.description], row, strict=True))
 
     def run(self, statement: Executable, params: Mapping[str, Any]) -> int:
         return self._execute(statement, params).rowcount
@@ -350,7 +387,7 @@ class Transactions:
     async def _attempt(self, work: Callable[[Tx], T]) -> T:
         if self._path is None:
             async with self._engine.begin() as conn:
-                return await conn.run_sync(lambda sync_conn: work(_AlchemyTx(sync_conn)))
+                return await run_in(conn, work)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._group.append((work, future))

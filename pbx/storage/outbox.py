@@ -16,11 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from integrations.events import GA4_TARGET, Event
 from pbx.settings import Settings
+from pbx.storage.db import Tx, run_in
 from pbx.storage.tables import outbox
 
 PENDING, DELIVERED, FAILED, SKIPPED = "pending", "delivered", "failed", "skipped"
 #: how long GA4 events are retried: the Measurement Protocol takes events up to 72 h old
 GA4_RETRY_FOR = 72 * 3600.0
+_INSERT = insert(outbox)
 
 
 class Outbox:
@@ -45,6 +47,10 @@ class Outbox:
         call_id: int,
         sale_reference: str | None = None,
     ) -> int:
+        """add_in, in the async transaction `conn`."""
+        return await run_in(conn, lambda tx: self.add_in(tx, event, call_id, sale_reference))
+
+    def add_in(self, tx: Tx, event: Event, call_id: int, sale_reference: str | None = None) -> int:
         """Write `event` for each of its targets in the caller's transaction; call `wake`
         after the commit. Returns how many rows were written."""
         now = self._clock()
@@ -63,7 +69,7 @@ class Outbox:
             for target, retry_for in self.targets(event)
         ]
         if rows:
-            await conn.execute(insert(outbox), rows)
+            tx.run_many(_INSERT, rows)
         return len(rows)
 
     def on_added(self, waker: Callable[[], None]) -> None:

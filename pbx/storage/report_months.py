@@ -17,12 +17,12 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import astuple, dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import Insert, bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from attribution.reports import ReportQuery, Tally
 from pbx.settings import Settings
-from pbx.storage.db import conflict_insert
+from pbx.storage.db import Tx, conflict_insert, run_in
 from pbx.storage.tables import month_versions, report_months
 
 MAX_KEPT = 20_000  # kept months (all groupings, models and filters together)
@@ -39,18 +39,27 @@ def fingerprint(settings: Settings) -> str:
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 
 
-async def bump(conn: AsyncConnection, months: Iterable[int]) -> None:
+def _bump_statement(postgres: bool) -> Insert:
+    statement = conflict_insert(month_versions, postgres=postgres).values(
+        month=bindparam("changed_month"), version=1
+    )
+    return statement.on_conflict_do_update(
+        index_elements=["month"], set_={"version": month_versions.c.version + 1}
+    )
+
+
+_BUMP = {postgres: _bump_statement(postgres) for postgres in (False, True)}
+
+
+def bump_in(tx: Tx, months: Iterable[int]) -> None:
     """A write changed these months' figures (yyyymm): their kept reports are outdated."""
-    postgres = conn.dialect.name == "postgresql"
     for month in sorted(set(months)):
-        statement = conflict_insert(month_versions, postgres=postgres).values(
-            month=month, version=1
-        )
-        await conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=["month"], set_={"version": month_versions.c.version + 1}
-            )
-        )
+        tx.run(_BUMP[tx.postgres], {"changed_month": month})
+
+
+async def bump(conn: AsyncConnection, months: Iterable[int]) -> None:
+    """bump_in, in the async transaction `conn`."""
+    await run_in(conn, lambda tx: bump_in(tx, months))
 
 
 def filters_key(query: ReportQuery) -> str:

@@ -12,14 +12,14 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 
-from sqlalchemy import ColumnElement, exists, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from attribution.calls import AS_RECORDED
 from attribution.keywords import tags_of
 from integrations.events import Event
-from pbx.storage.call_credits import refresh_facts
-from pbx.storage.db import conflict_insert
+from pbx.storage.call_credits import refresh_facts_in
+from pbx.storage.db import Transactions, Tx, conflict_insert
 from pbx.storage.outbox import Outbox
 from pbx.storage.tables import call_keywords, call_speech, call_tags, calls
 from recordings.speech import SpeechResult
@@ -28,14 +28,33 @@ MAX_ERROR = 500  # characters of an engine's or ffmpeg's complaint worth keeping
 MAX_HEARD = 200  # phrases kept per call: an hour of "price, price, ..." must not fill the disk
 
 
+_ADD_KEYWORDS = insert(call_keywords)
+_ADD_TAGS = insert(call_tags)
+_TAGS_OF_CALL = select(call_tags.c.tag).where(call_tags.c.call_id == bindparam("call_id"))
+
+
 class SpeechStore:
-    def __init__(self, engine: AsyncEngine, outbox: Outbox, clock: Callable[[], float]) -> None:
+    """Writes go through `transactions` (the leases' group commit on a SQLite file): a write
+    transaction awaited statement by statement would hold SQLite's lock across many turns of a
+    busy event loop, and every lease meanwhile would wait for it."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        transactions: Transactions,
+        outbox: Outbox,
+        clock: Callable[[], float],
+    ) -> None:
         self._engine = engine
+        self._transactions = transactions
         self._outbox = outbox
         self._clock = clock
-        self._insert = conflict_insert(
-            call_speech, postgres=engine.dialect.name == "postgresql"
-        ).on_conflict_do_nothing(index_elements=["call_id"])
+        #: the call's call_speech row, unless it has one: its id, else nothing
+        self._claim = (
+            conflict_insert(call_speech, postgres=engine.dialect.name == "postgresql")
+            .on_conflict_do_nothing(index_elements=["call_id"])
+            .returning(call_speech.c.call_id)
+        )
 
     def _waiting(self) -> ColumnElement[bool]:
         """Calls whose recording is converted (no longer Asterisk's WAV) and not analysed."""
@@ -69,22 +88,21 @@ class SpeechStore:
         False (and no change) when the call was analysed before."""
         segments = None if result.segments is None else [asdict(s) for s in result.segments]
         heard = [h for h in result.keywords if h.phrase in tag_of_phrase][:MAX_HEARD]
-        queued = 0
-        async with self._engine.begin() as conn:
-            stored = await conn.scalar(
-                self._insert.values(
-                    call_id=call_id,
-                    engine=engine,
-                    analysed_at=self._clock(),
-                    transcript=result.transcript,
-                    segments=None if segments is None else json.dumps(segments),
-                ).returning(call_speech.c.call_id)
-            )
-            if stored is None:
-                return False
+        row = {
+            "call_id": call_id,
+            "engine": engine,
+            "analysed_at": self._clock(),
+            "transcript": result.transcript,
+            "segments": None if segments is None else json.dumps(segments),
+        }
+
+        def work(tx: Tx) -> int | None:
+            """None if the call was analysed before, else how many events were queued."""
+            if tx.scalar(self._claim, row) is None:
+                return None
             if heard:
-                await conn.execute(
-                    insert(call_keywords),
+                tx.run_many(
+                    _ADD_KEYWORDS,
                     [
                         {
                             "call_id": call_id,
@@ -96,32 +114,30 @@ class SpeechStore:
                         for h in heard
                     ],
                 )
-            has = set(
-                await conn.scalars(select(call_tags.c.tag).where(call_tags.c.call_id == call_id))
-            )
+            has = set(tx.scalars(_TAGS_OF_CALL, {"call_id": call_id}))
             added = [t for t in tags_of([h.phrase for h in heard], tag_of_phrase) if t not in has]
-            if added:
-                await conn.execute(
-                    insert(call_tags),
-                    [{"call_id": call_id, "tag": tag, "automatic": True} for tag in added],
-                )
-                await refresh_facts(conn, call_id)  # reports count the tags
-                queued = await self._outbox.add(conn, Event.CALL_UPDATED, call_id)
+            if not added:
+                return 0
+            tx.run_many(
+                _ADD_TAGS, [{"call_id": call_id, "tag": tag, "automatic": True} for tag in added]
+            )
+            refresh_facts_in(tx, call_id)  # reports count the tags
+            return self._outbox.add_in(tx, Event.CALL_UPDATED, call_id)
+
+        queued = await self._transactions.run(work)
         if queued:
             self._outbox.wake()
-        return True
+        return queued is not None
 
     async def failed(self, call_id: int, engine: str, error: str) -> bool:
         """Mark the call analysed with the reason it could not be; False if it was before."""
-        async with self._engine.begin() as conn:
-            stored = await conn.scalar(
-                self._insert.values(
-                    call_id=call_id,
-                    engine=engine,
-                    analysed_at=self._clock(),
-                    error=error[:MAX_ERROR],
-                ).returning(call_speech.c.call_id)
-            )
+        row = {
+            "call_id": call_id,
+            "engine": engine,
+            "analysed_at": self._clock(),
+            "error": error[:MAX_ERROR],
+        }
+        stored = await self._transactions.run(lambda tx: tx.scalar(self._claim, row))
         return stored is not None
 
     async def expire_transcripts(self, before: float) -> int:

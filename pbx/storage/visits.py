@@ -149,14 +149,14 @@ class VisitStore:
         self._engine = engine
         #: what the writes below last met; /healthz shows it
         self.health = WriteHealth(clock)
-        self._transactions = Transactions(engine, self.health)
+        self.transactions = Transactions(engine, self.health)
         self._settings = settings
         self._clock = clock
         self._policy = settings.lease_policy
         self._rule = SessionRule()
         self._plans = {site.name: SitePlan.from_settings(settings, site) for site in settings.sites}
         self._claims = NumberClaims(settings, self._policy, engine.dialect.name == "postgresql")
-        self._writes = WriteBehind(engine, self._transactions, clock)
+        self._writes = WriteBehind(engine, self.transactions, clock)
         self._rollups = VisitRollups(settings, engine.dialect.name == "postgresql")
         #: least recently active first (moved to the end on every activity), so the idle ones
         #: are dropped from the front without a scan
@@ -168,7 +168,7 @@ class VisitStore:
 
     def close(self) -> None:
         """Close the connection the short transactions use (SQLite)."""
-        self._transactions.close()
+        self.transactions.close()
 
     def plan(self, site: str) -> SitePlan:
         """What the site shows and leases (its own numbers, how it writes them, its pools)."""
@@ -258,7 +258,7 @@ class VisitStore:
             self._rollups.count(tx, plan.name, held[0].pool if held else None, source, now)
             return visitor_id, held
 
-        visitor_id, held = await self._transactions.run(work)
+        visitor_id, held = await self.transactions.run(work)
         cached = _CachedSession(
             visitor_id,
             plan.name,
@@ -282,7 +282,7 @@ class VisitStore:
             return
         merged = AdClientIds(**{**cached.ad_ids.columns(), **new})
         params = {"sid": session_id, **merged.columns()}
-        await self._transactions.run(lambda tx: tx.run(_FILL_AD_IDS, params))
+        await self.transactions.run(lambda tx: tx.run(_FILL_AD_IDS, params))
         cached.ad_ids = merged
 
     async def ping(
@@ -383,7 +383,7 @@ class VisitStore:
                 results.append((held, claim))
             return results
 
-        for held, claim in await self._transactions.run(work):
+        for held, claim in await self.transactions.run(work):
             if claim is None:
                 held.confirmed_until = held_until
             else:

@@ -4,12 +4,14 @@ small and larger are slower than the calls come in)."""
 
 from __future__ import annotations
 
+import io
+import wave
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from recordings.speech import SpeechResult, SpeechUnavailable
-from recordings.speech.audio import channels
+from recordings.speech.audio import RATE, channels
 from recordings.speech.transcripts import Utterance, result_of
 
 
@@ -18,7 +20,6 @@ class WhisperEngine:
 
     def __init__(self, phrases: Sequence[str], model_dir: Path) -> None:
         try:
-            import numpy
             from faster_whisper import WhisperModel
         except ImportError:
             raise SpeechUnavailable(
@@ -38,16 +39,27 @@ class WhisperEngine:
             raise SpeechUnavailable(
                 f"speech.model_dir: faster-whisper cannot load {model_dir}: {exc}"
             ) from None
-        self._numpy: Any = numpy
         self._phrases = list(phrases)
 
     def analyse(self, path: Path) -> SpeechResult:
         utterances: list[Utterance] = []
         for channel, pcm in channels(path):
-            audio = self._numpy.frombuffer(pcm, self._numpy.int16).astype("float32") / 32768.0
-            segments, _info = self._model.transcribe(audio, word_timestamps=True)
+            segments, _info = self._model.transcribe(_wav(pcm), word_timestamps=True)
             for segment in segments:
                 words = [(w.word, float(w.start), float(w.end)) for w in segment.words or ()]
                 if words:
                     utterances.append(Utterance(channel, words))
         return result_of(utterances, self._phrases)
+
+
+def _wav(pcm: bytes) -> io.BytesIO:
+    """One channel's PCM as the WAV file faster-whisper decodes itself (a file-like object is
+    one of the inputs it takes, so this glue needs no numpy of its own)."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(RATE)
+        wav.writeframes(pcm)
+    out.seek(0)
+    return out

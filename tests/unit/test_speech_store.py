@@ -19,7 +19,14 @@ from pbx.storage.calls import CallFilter, CallStore
 from pbx.storage.db import open_engine
 from pbx.storage.outbox import Outbox
 from pbx.storage.speech import SpeechStore
-from pbx.storage.tables import call_credits, call_keywords, call_speech, call_tags, outbox
+from pbx.storage.tables import (
+    call_credits,
+    call_keywords,
+    call_speech,
+    call_tags,
+    month_versions,
+    outbox,
+)
 from pbx.storage.visits import VisitStore
 from recordings.speech import Heard, Segment, SpeechResult
 from tests.helpers import FakeClock, migrate, settings_for
@@ -81,9 +88,11 @@ async def harness(settings: Settings) -> AsyncIterator[Harness]:
     box = Outbox(settings, clock)
     woken: list[int] = []
     box.on_added(lambda: woken.append(1))
-    store = CallStore(engine, settings, VisitStore(engine, settings, clock), clock, box)
+    visits = VisitStore(engine, settings, clock)
+    store = CallStore(engine, settings, visits, clock, box)
     try:
-        yield Harness(engine, store, SpeechStore(engine, box, clock), clock, woken)
+        speech = SpeechStore(engine, visits.transactions, box, clock)
+        yield Harness(engine, store, speech, clock, woken)
     finally:
         await engine.dispose()
 
@@ -111,6 +120,7 @@ async def test_only_converted_unanalysed_recordings_wait_in_id_order(h: Harness)
 async def test_save_stores_phrases_and_adds_automatic_tags_once(h: Harness) -> None:
     call = await h.call("a", "a.mp3")
     before = len(await h.events())
+    versions = dict(await h.rows(select(month_versions.c.month, month_versions.c.version)))
     assert await h.speech.save(call, "pocketsphinx", HEARD, KEYWORDS)
     assert await h.rows(
         select(
@@ -151,6 +161,10 @@ async def test_save_stores_phrases_and_adds_automatic_tags_once(h: Harness) -> N
     )
     assert (await h.events())[before:] == [("call.updated", call)], "webhooks hear of the tags"
     assert h.woken
+    assert dict(await h.rows(select(month_versions.c.month, month_versions.c.version))) == {
+        month: version + 1 for month, version in versions.items()
+    }, "the call's month is reported anew"
+    assert len(versions) == 1
 
     again = SpeechResult([Heard("refund", 2.0, None)])
     assert not await h.speech.save(call, "pocketsphinx", again, KEYWORDS), "analysed once"

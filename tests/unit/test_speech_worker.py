@@ -83,8 +83,10 @@ async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
     engine = open_engine(settings.database)
     clock = FakeClock()
     box = Outbox(settings, clock)
-    calls = CallStore(engine, settings, VisitStore(engine, settings, clock), clock, box)
-    lab = Lab(settings, engine, calls, SpeechStore(engine, box, clock), Metrics(), clock, [])
+    visits = VisitStore(engine, settings, clock)
+    calls = CallStore(engine, settings, visits, clock, box)
+    speech = SpeechStore(engine, visits.transactions, box, clock)
+    lab = Lab(settings, engine, calls, speech, Metrics(), clock, [])
     try:
         yield lab
     finally:

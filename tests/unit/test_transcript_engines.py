@@ -1,6 +1,7 @@
-"""The vosk engine's glue on real audio files: stereo split into caller and staff, the words
-vosk gives matched to the phrases, a model directory checked. vosk itself is an optional extra
-not installed here, so a stand-in module answers as vosk's KaldiRecognizer does (JSON results)."""
+"""The vosk and faster-whisper engines' glue on real audio files: stereo split into caller and
+staff, the words each engine gives matched to the phrases, a model directory checked. Both are
+optional extras not installed here, so stand-in modules answer as vosk's KaldiRecognizer (JSON
+results) and faster-whisper's WhisperModel (segments of words with times) do."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import subprocess
 import sys
 import types
+import wave
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +117,59 @@ def test_a_directory_that_is_not_a_vosk_model_is_refused(
 
     with pytest.raises(SpeechUnavailable, match="is not a vosk model"):
         VoskEngine(["price"], tmp_path)
+
+
+class FakeWhisperModel:
+    """faster_whisper.WhisperModel's constructor and transcribe (their names are its)."""
+
+    def __init__(self, path: str, device: str, compute_type: str, cpu_threads: int) -> None:
+        assert (device, compute_type, cpu_threads) == ("cpu", "int8", 1)
+        self.heard: list[float] = []
+
+    def transcribe(self, audio: Any, word_timestamps: bool) -> tuple[Any, Any]:
+        assert word_timestamps
+        with wave.open(audio) as wav:  # what faster-whisper's decode_audio reads
+            assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (1, 2, RATE)
+            self.heard.append(wav.getnframes() / RATE)
+        said = SAID[len(self.heard) - 1]  # whisper's words carry a leading space, punctuation
+        words = [
+            types.SimpleNamespace(word=f" {w.capitalize()}?" if w == "price" else f" {w}",
+                                  start=s, end=e)
+            for w, s, e in said
+        ]  # fmt: skip
+        segment = types.SimpleNamespace(words=words)
+        return iter([segment]), types.SimpleNamespace(language="en")
+
+
+@pytest.fixture
+def fake_whisper(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    module = types.ModuleType("faster_whisper")
+    module.WhisperModel = FakeWhisperModel  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "faster_whisper", module)
+    return module
+
+
+def test_whisper_words_become_segments_and_phrases_by_channel(
+    tmp_path: Path, fake_whisper: types.ModuleType
+) -> None:
+    from recordings.speech.whisper_engine import WhisperEngine
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model.bin").write_bytes(b"")
+    engine = WhisperEngine(["price", "call me back", "refund"], tmp_path / "model")
+    result = engine.analyse(tone(tmp_path / "call.wav", 2))
+    assert engine._model.heard == [pytest.approx(2.0, abs=0.1)] * 2, "each channel, 2 s"
+    assert result.keywords == [Heard("price", 0.8, "caller"), Heard("call me back", 1.5, "staff")]
+    assert result.segments == [
+        Segment("caller", 0.1, 1.2, "hello what's the Price?"),
+        Segment("staff", 1.5, 2.0, "call me back"),
+    ]
+
+
+def test_a_directory_that_is_not_a_whisper_model_is_refused(
+    tmp_path: Path, fake_whisper: types.ModuleType
+) -> None:
+    from recordings.speech.whisper_engine import WhisperEngine
+
+    with pytest.raises(SpeechUnavailable, match="is not a faster-whisper model"):
+        WhisperEngine(["price"], tmp_path)
