@@ -178,6 +178,10 @@ def markdown(args: argparse.Namespace, rtf: dict[str, float], runs: list[LeaseRu
         "|---|---:|---:|---:|---:|",
         f"| {args.engine} | {rtf['audio_s']:.1f} s | {rtf['load_s']:.2f} s"
         f" | {rtf['analyse_s']:.2f} s | {rtf['rtf']:.3f} |",
+    ]
+    if not runs:  # --rounds 0: the real-time factor only
+        return "\n".join(lines) + "\n"
+    lines += [
         "",
         f"## Lease API (lease+ping mix, {args.connections} connections, {args.duration:g} s"
         f" per run) with {args.queued} recordings queued for speech vs none",
@@ -242,7 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path, help="speech.model_dir (vosk, faster-whisper)")
     parser.add_argument("--seconds", type=float, default=40.0, help="audio length for the RTF")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=8, help="idle/queued pairs")
+    parser.add_argument(
+        "--rounds", type=int, default=8, help="idle/queued pairs (0: the real-time factor only)"
+    )
     parser.add_argument("--queued", type=int, default=20, help="recordings waiting for speech")
     parser.add_argument("--workers", type=int, default=1, help="speech.workers")
     parser.add_argument("--duration", type=float, default=10.0)
