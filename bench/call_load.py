@@ -11,7 +11,13 @@ Asterisk does (connect, send the AGI environment, time to the first command).
 
 With `--before DIR` (a checkout of an earlier revision: `git worktree add /tmp/old REV`) each
 round also runs that revision's daemon through the same burst, the two alternating, so the
-figures compare on the same machine in the same run.
+figures compare on the same machine in the same run. With `--speech` each round also runs this
+daemon with speech analysis on (every call's converted recording goes through pocketsphinx while
+the burst goes on), alternating with the one without: issue 16's "a burst of calls must never
+delay call storage". Then every call of every daemon carries speech (SIPp plays espeak-ng's
+"what is the price ... call me back" as G.711 RTP for 7.1 s, tests/asterisk/scenarios/
+uac_audio.xml), so each recording is converted, and analysed where speech is on; without it
+SIPp sends no audio and the recordings are empty.
 
     .venv/bin/python -m bench.call_load [--calls 200] [--before DIR]   (from the repository root)
 """
@@ -35,9 +41,11 @@ import aiohttp
 from ruamel.yaml import YAML
 
 from tests.asterisk.lablock import hold_lab
+from tests.speech_audio import KEYWORD_TEXT, speech_pcap
 
 ROOT = Path(__file__).resolve().parents[1]
 LAB_CONFIG = ROOT / "tests" / "fixtures" / "lab.yaml"
+AUDIO_SCENARIO = ROOT / "tests" / "asterisk" / "scenarios" / "uac_audio.xml"
 LAB_DIALPLAN = Path("/var/lib/calltrack-lab/etc/extensions_calltrack.conf")
 ORIGIN = "http://127.0.0.1:8080"
 AGI = ("127.0.0.1", 4573)
@@ -136,11 +144,13 @@ async def agi_probe(did: str, stop: asyncio.Event) -> list[float]:
     return waits
 
 
-def prepare(work: Path, repo: Path) -> tuple[Path, int]:
+def prepare(work: Path, repo: Path, speech: bool) -> tuple[Path, int]:
     """A config for the lab with its own database, migrated, and its dialplan loaded."""
     config = YAML(typ="safe").load(LAB_CONFIG.read_text())
     port = 18480
     config.update(database=f"sqlite+aiosqlite:///{work / 'bench.db'}", http={"port": port})
+    if speech:
+        config["speech"] = {"keywords": {"price": "lead", "call me back": "lead"}}
     # the live AMI path only: the lab's CDR holds every earlier run's calls, which a fresh
     # database would import (reconciliation) in the middle of the burst
     config["asterisk"]["cdr_csv"] = str(work / "no-cdr.csv")
@@ -175,7 +185,14 @@ def stored(db_path: Path, since: float, number: str) -> list[tuple[str, float, f
 
 
 async def measure(
-    url: str, work: Path, calls: int, rate: int, limit: int, seconds: float, pid: int
+    url: str,
+    work: Path,
+    calls: int,
+    rate: int,
+    limit: int,
+    seconds: float,
+    pid: int,
+    audio: bool,
 ) -> dict[str, object]:
     await wait_ready(url)
     async with (
@@ -209,10 +226,13 @@ async def measure(
         stderr=asyncio.subprocess.DEVNULL,
     )
     await asyncio.sleep(0.3)
+    if audio:
+        (work / "pcap").mkdir(exist_ok=True)
+        speech_pcap(KEYWORD_TEXT, work / "pcap" / "g711a.pcap")  # what uac_audio.xml plays
+    scenario = ["-sf", str(AUDIO_SCENARIO)] if audio else ["-sn", "uac"]
     carrier = await asyncio.create_subprocess_exec(
         "sipp",
-        "-sn",
-        "uac",
+        *scenario,
         "-i",
         "127.0.0.1",
         "-p",
@@ -253,6 +273,7 @@ async def measure(
             (began,),
         ).fetchone()[0]
     latencies = [(stored_at - ended) * 1000 for _, ended, stored_at in rows]
+    analysed = await speech_analysed(url)
     return {
         "calls placed": calls,
         "sipp exit status": carrier.returncode,
@@ -267,12 +288,26 @@ async def measure(
         "FastAGI probes answered": len(agi_waits),
         "FastAGI answer p50 ms": round(statistics.median(agi_waits), 1) if agi_waits else None,
         "FastAGI answer p99 ms": round(percentile(agi_waits, 99), 1) if agi_waits else None,
+        "recordings analysed for speech by then": analysed,
     }
 
 
-def run(args: argparse.Namespace, work: Path, repo: Path) -> dict[str, object]:
+async def speech_analysed(url: str) -> int:
+    """calltrack_speech_calls_total over both outcomes, from /metrics (0 without speech)."""
+    async with aiohttp.ClientSession() as http, http.get(url + "/metrics") as response:
+        text = await response.text()
+    return round(
+        sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("calltrack_speech_calls_total{")
+        )
+    )
+
+
+def run(args: argparse.Namespace, work: Path, repo: Path, speech: bool) -> dict[str, object]:
     work.mkdir()
-    path, port = prepare(work, repo)
+    path, port = prepare(work, repo, speech)
     with (work / "daemon.log").open("w") as log:
         daemon = subprocess.Popen(
             [sys.executable, "-m", "pbx.cli", "serve", "-c", str(path)],
@@ -291,6 +326,7 @@ def run(args: argparse.Namespace, work: Path, repo: Path) -> dict[str, object]:
                 args.limit,
                 args.seconds,
                 daemon.pid,
+                args.speech,
             )
         )
     finally:
@@ -309,20 +345,25 @@ def main() -> int:
     parser.add_argument(
         "--before", type=Path, help="also run this checkout's daemon, alternating with this one"
     )
+    parser.add_argument(
+        "--speech", action="store_true", help="also run this daemon with speech analysis on"
+    )
     parser.add_argument("--rounds", type=int, default=1, help="bursts per daemon")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "call_load.md")
     args = parser.parse_args()
     hold_lab()  # the lab's ports are shared with test runs
-    daemons = [("now", ROOT)] + ([("before", args.before.resolve())] if args.before else [])
+    daemons = [("now", ROOT, False)]
+    daemons += [("before", args.before.resolve(), False)] if args.before else []
+    daemons += [("speech", ROOT, True)] if args.speech else []
     results: list[tuple[str, dict[str, object]]] = []
     loads: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         lab("start")
         for round_no in range(args.rounds):
             order = daemons if round_no % 2 else daemons[::-1]  # before first in round 1
-            for name, repo in order:
+            for name, repo, speech in order:
                 loads.append(" ".join(f"{v:.2f}" for v in os.getloadavg()))
-                result = run(args, Path(tmp) / f"{name}-{round_no}", repo)
+                result = run(args, Path(tmp) / f"{name}-{round_no}", repo, speech)
                 print(name, json.dumps(result, indent=2), flush=True)
                 results.append((f"{name} ({round_no + 1})", result))
     ok = all(r["records stored"] == r["distinct linkedids"] == args.calls for _, r in results)
@@ -332,11 +373,16 @@ def main() -> int:
         "# Calls under load (bench/call_load.py)",
         "",
         f"{args.calls} calls at {args.rate}/s, at most {args.limit} at once,"
-        f" {args.seconds} s each,",
+        + (" 7.1 s of speech each," if args.speech else f" {args.seconds} s each,"),
         "through the lab Asterisk 22 (SIPp carrier and real line), SQLite, one daemon.",
         *(
             [f"`before`: the daemon of `{args.before}`, alternating with this one."]
             if args.before
+            else []
+        ),
+        *(
+            ["`speech`: this daemon with speech.keywords set (pocketsphinx on every recording)."]
+            if args.speech
             else []
         ),
         f"Load averages before each burst: {', '.join(loads)}; after: `{uptime}`.",
