@@ -120,8 +120,15 @@ async def _speech(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     store = SpeechStore(app[ENGINE], app[VISITS].transactions, app[OUTBOX], app[CLOCK])
-    worker = SpeechWorker(store, settings, app[METRICS], app[CLOCK])
-    app[RECORDINGS].on_converted(worker.recording_converted)
+    recordings = app[RECORDINGS]
+    worker = SpeechWorker(
+        store,
+        settings,
+        app[METRICS],
+        app[CLOCK],
+        last_call_stored=lambda: recordings.last_call_stored,
+    )
+    recordings.on_converted(worker.recording_converted)
     tasks = [
         asyncio.create_task(worker.run_analysis(), name="speech-analysis"),
         asyncio.create_task(worker.run_upkeep(), name="speech-upkeep"),

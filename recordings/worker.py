@@ -58,6 +58,9 @@ class RecordingWorker:
         self._clock = clock  # the app's: retention compares it with the calls' times
         self._job = job  # a module-level function: it is pickled to the worker process
         self._on_converted: list[Callable[[], None]] = []
+        #: when (time.monotonic()) the last call was stored, None before the first one: the
+        #: speech worker waits for a quiet moment
+        self.last_call_stored: float | None = None
         self.pool = JobPool(
             settings.recordings.workers, "recording conversion", preload=[job.__module__]
         )
@@ -77,6 +80,7 @@ class RecordingWorker:
 
     def call_stored(self) -> None:
         """A call was stored: its recording may be waiting."""
+        self.last_call_stored = time.monotonic()
         self._queue.nudge()
 
     async def convert_pending(self) -> float | None:

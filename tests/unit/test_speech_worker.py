@@ -4,7 +4,8 @@ call, a corrupt file marked failed without stopping the next call, a conversion 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from pbx.storage.outbox import Outbox
 from pbx.storage.speech import SpeechStore
 from pbx.storage.tables import call_keywords, call_speech, call_tags
 from pbx.storage.visits import VisitStore
+from recordings import speech_worker
 from recordings.speech import SpeechResult
 from recordings.speech_worker import MAX_ATTEMPTS, AnalyseJob, SpeechWorker, analyse_recording
 from recordings.worker import RecordingWorker
@@ -32,6 +34,11 @@ KEYWORDS = {"price": "lead", "call me back": "callback", "refund": "complaint"}
 
 def always_dies(folder: Path, name: str, speech: Speech) -> SpeechResult:
     os._exit(1)
+
+
+def says_when(folder: Path, name: str, speech: Speech) -> SpeechResult:
+    """A stand-in analysis whose transcript is when it ran (CLOCK_MONOTONIC, the machine's)."""
+    return SpeechResult(transcript=repr(time.monotonic()))
 
 
 @dataclass
@@ -48,8 +55,14 @@ class Lab:
     def folder(self) -> Path:
         return self.settings.asterisk_recordings_dir
 
-    def worker(self, job: AnalyseJob = analyse_recording) -> SpeechWorker:
-        worker = SpeechWorker(self.store, self.settings, self.metrics, self.clock, job)
+    def worker(
+        self,
+        job: AnalyseJob = analyse_recording,
+        last_call_stored: Callable[[], float | None] = lambda: None,
+    ) -> SpeechWorker:
+        worker = SpeechWorker(
+            self.store, self.settings, self.metrics, self.clock, job, last_call_stored
+        )
         self.workers.append(worker)
         return worker
 
@@ -168,3 +181,37 @@ async def test_a_conversion_nudges_the_speech_worker(lab: Lab) -> None:
         recordings.pool.close()
     assert nudged == [1]
     assert [name for _id, name in await lab.store.pending(None, 10)] == ["call.mp3"]
+
+
+async def ran_at(lab: Lab, call: int) -> float:
+    ((transcript,),) = await lab.rows(
+        select(call_speech.c.transcript).where(call_speech.c.call_id == call)
+    )
+    return float(str(transcript))
+
+
+async def test_an_analysis_waits_for_a_moment_without_calls_stored(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(speech_worker, "QUIET", 1.0)
+    (lab.folder / "a.mp3").write_bytes(b"audio")
+    call = await lab.call("a", "a.mp3")
+    stored = time.monotonic()
+    await lab.worker(says_when, lambda: stored).analyse_pending()
+    assert await ran_at(lab, call) >= stored + 1.0, "not while calls are being stored"
+
+
+async def test_a_line_that_is_never_quiet_is_still_analysed_after_max_defer(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(speech_worker, "QUIET", 60.0)
+    monkeypatch.setattr(speech_worker, "MAX_DEFER", 0.5)
+    for name in ("a", "b"):
+        (lab.folder / f"{name}.mp3").write_bytes(b"audio")
+        await lab.call(name, f"{name}.mp3")
+    began = time.monotonic()
+    await lab.worker(says_when, time.monotonic).analyse_pending()  # a call stored every moment
+    finished = time.monotonic()
+    assert finished - began < 30, "the wait is capped"
+    assert finished - began >= 0.5
+    assert lab.sample("calltrack_speech_calls_total", {"outcome": "analysed"}) == 2
