@@ -360,7 +360,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         lab("start")
         for round_no in range(args.rounds):
-            order = daemons if round_no % 2 else daemons[::-1]  # before first in round 1
+            order = daemons if round_no % 2 else daemons[::-1]  # the last one first in round 1
             for name, repo, speech in order:
                 loads.append(" ".join(f"{v:.2f}" for v in os.getloadavg()))
                 result = run(args, Path(tmp) / f"{name}-{round_no}", repo, speech)

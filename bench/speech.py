@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import math
 import os
 import shutil
 import statistics
@@ -46,6 +47,7 @@ from recordings.speech import load_engine
 from tests.speech_audio import KEYWORD_TEXT, UNRELATED_TEXT, speak
 
 BENCH = Path(__file__).absolute().parent
+MAX_SPLITS = 200_000  # 10 rounds a side: 184,756 splits, a second of medians
 KEYWORDS = {"price": "lead", "call me back": "callback", "refund": "complaint"}
 TAGS = ["lead", "callback", "complaint", "spam"]
 
@@ -208,6 +210,8 @@ def permutation_p(a: list[float], b: list[float]) -> float:
     much as a's and b's do. Exact (no random draws) for the few rounds a bench runs."""
     pooled = a + b
     seen = abs(statistics.median(a) - statistics.median(b))
+    if math.comb(len(pooled), len(a)) > MAX_SPLITS:
+        raise SystemExit(f"too many rounds for an exact test ({len(a)} + {len(b)}); at most 10")
     splits = as_far = 0
     for chosen in itertools.combinations(range(len(pooled)), len(a)):
         inside = set(chosen)
@@ -261,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=BENCH / "results" / "speech.md")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
+    if not 0 <= args.rounds <= 10:
+        parser.error("--rounds: 0 to 10 (the verdict's exact test enumerates every split)")
     args.argv = list(sys.argv[1:] if argv is None else argv)
     for tool in ("wrk", "espeak-ng", "ffmpeg"):
         if shutil.which(tool) is None:

@@ -8,9 +8,11 @@ this one after each conversion and a sweep looks again now and then. Each worker
 the engine (its model: up to hundreds of MB) once and keeps it for every later call, and runs
 only on CPU time nothing else wants (SCHED_IDLE): on two cores a backlog must not slow the calls
 or the visitor API. During a burst of calls it does not start at all: an analysis begins once no
-call was stored for QUIET seconds (a lab burst of 10 calls/s with speech in every call raised the
-calls' hangup-to-record p99 from ~14 to ~22 ms while the worker ran through it), unless it has
-been waiting for a quiet moment for MAX_DEFER, so a line that is never quiet is still analysed.
+call was stored for QUIET seconds (in one run of lab bursts of 10 calls/s with speech in every
+call, the calls' hangup-to-record p99 was ~22 ms with the worker running through the bursts
+against ~14 ms without it), unless it has been waiting for a quiet moment for MAX_DEFER: then it
+works through its backlog without waiting, so a line that is never quiet is still analysed, and
+waits again once it has been idle for QUIET.
 """
 
 from __future__ import annotations
@@ -89,7 +91,8 @@ class SpeechWorker:
     ) -> None:
         self._store = store
         self._last_call_stored = last_call_stored  # time.monotonic() of it
-        self._deferring_since: float | None = None
+        self._deferring_since: float | None = None  # waiting for a quiet moment since then
+        self._last_finished: float | None = None  # time.monotonic() the last analysis ended
         self._speech = settings.speech
         self._folder = settings.asterisk_recordings_dir
         self._keep_seconds = settings.transcript_keep_days * 86400.0
@@ -123,7 +126,11 @@ class SpeechWorker:
 
     async def _quiet_moment(self) -> None:
         """Return once no call was stored for QUIET seconds, or once this worker has been
-        waiting for that for MAX_DEFER (it then goes on at once until a quiet moment comes)."""
+        waiting for that for MAX_DEFER: it then goes on at once until it finds a quiet moment
+        or has been idle for QUIET (its backlog done), when it waits again."""
+        idle_since = self._last_finished
+        if idle_since is not None and time.monotonic() - idle_since >= QUIET:
+            self._deferring_since = None
         while (last := self._last_call_stored()) is not None:
             now = time.monotonic()
             if now - last >= QUIET:
@@ -137,8 +144,14 @@ class SpeechWorker:
         self._deferring_since = None
 
     async def _analyse(self, call_id: int, name: str) -> None:
-        engine = self._speech.engine
         await self._quiet_moment()
+        try:
+            await self._analyse_now(call_id, name)
+        finally:
+            self._last_finished = time.monotonic()
+
+    async def _analyse_now(self, call_id: int, name: str) -> None:
+        engine = self._speech.engine
         try:
             result = await self.pool.run(self._job, self._folder, name, self._speech)
         except SpeechFailed as exc:  # the file's fault: trying again would not help

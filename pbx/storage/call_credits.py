@@ -122,7 +122,7 @@ class CallCredits:
                 written: list[dict[str, Any]] = []
                 for row in rows:
                     call = dict(row._mapping)
-                    written += await self._rows(conn, call, _figures(call, tags[row.id]))
+                    written += await self._rows(conn, call, figures_of(call, tags[row.id]))
                 k = call_credits.c
                 await conn.execute(delete(call_credits).where(k.call_id > after, k.call_id <= last))
                 await conn.execute(insert(call_credits), written)
@@ -130,7 +130,7 @@ class CallCredits:
             after = last
 
 
-#: what a call's figures are made of (see _figures)
+#: what a call's figures are made of (see figures_of)
 _FIGURES_OF_CALL = select(
     calls.c.status,
     calls.c.caller,
@@ -141,15 +141,16 @@ _FIGURES_OF_CALL = select(
     calls.c.crm_sales,
     calls.c.crm_sale_cents,
 ).where(calls.c.id == bindparam("call_id"))
-_TAGS_OF_CALL = select(call_tags.c.tag).where(call_tags.c.call_id == bindparam("call_id"))
-_FIGURES = (
+TAGS_OF_CALL = select(call_tags.c.tag).where(call_tags.c.call_id == bindparam("call_id"))
+#: the keys of figures_of, each a call_credits column of that name
+FIGURES = (
     "status", "first_time", "talk_seconds", "score", "tags", "sale_cents", "crm_sales",
     "crm_sale_cents",
 )  # fmt: skip
 _UPDATE_FIGURES = (
     update(call_credits)
     .where(call_credits.c.call_id == bindparam("credited_call"))
-    .values({name: bindparam("new_" + name) for name in _FIGURES})
+    .values({name: bindparam("new_" + name) for name in FIGURES})
 )
 _CREDITED_DAYS = select(call_credits.c.day).where(call_credits.c.call_id == bindparam("call_id"))
 
@@ -158,9 +159,7 @@ def refresh_facts_in(tx: Tx, call_id: int) -> None:
     """Copy a call's figures (status, talk, score, tags, sales) to its credits again, in the
     transaction that changed them: reports read them there."""
     figures = facts_in(tx, call_id)
-    tx.run(
-        _UPDATE_FIGURES, {"credited_call": call_id, **{"new_" + k: figures[k] for k in _FIGURES}}
-    )
+    tx.run(_UPDATE_FIGURES, {"credited_call": call_id, **{"new_" + k: figures[k] for k in FIGURES}})
     bump_in(tx, {day // 100 for day in tx.scalars(_CREDITED_DAYS, {"call_id": call_id})})
 
 
@@ -170,12 +169,14 @@ async def refresh_facts(conn: AsyncConnection, call_id: int) -> None:
 
 
 def facts_in(tx: Tx, call_id: int) -> dict[str, Any]:
+    """The stored call's figures as its credits carry them (see figures_of)."""
     row = tx.first(_FIGURES_OF_CALL, {"call_id": call_id})
-    assert row is not None, f"call {call_id} is not stored"
-    return _figures(row, tx.scalars(_TAGS_OF_CALL, {"call_id": call_id}))
+    if row is None:
+        raise LookupError(f"call {call_id} is not stored")
+    return figures_of(row, tx.scalars(TAGS_OF_CALL, {"call_id": call_id}))
 
 
-def _figures(call: Mapping[str, Any], tags: Iterable[str]) -> dict[str, Any]:
+def figures_of(call: Mapping[str, Any], tags: Iterable[str]) -> dict[str, Any]:
     """The call's figures as its credits carry them, from its row and its tags."""
     return {
         "status": call["status"],

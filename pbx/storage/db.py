@@ -213,8 +213,9 @@ def _compile(statement: Executable, dialect: Dialect, params: Mapping[str, Any])
 class _SqliteTx:
     """Tx on the sqlite3 connection itself (in the event loop, or in aiosqlite's thread).
 
-    The statements are SQLAlchemy Core ones, compiled once for SQLite ("?" parameters); they
-    use plain column types (text, integer, real) that need no conversion on the way in or out.
+    The statements are SQLAlchemy Core ones, compiled once for SQLite ("?" parameters), with
+    no type conversion on the way in or out: a Boolean column reads back as 0 or 1 here (as
+    bool through SQLAlchemy), so callers test it for truth, never compare it with True.
     """
 
     def __init__(self, conn: sqlite3.Connection, dialect: Dialect) -> None:
@@ -299,8 +300,8 @@ def _settle(
 
 
 class Transactions:
-    """Short write transactions (leases, their extensions): `work` gets a `Tx` and runs its
-    statements synchronously, without awaiting.
+    """Short write transactions (leases, their extensions, speech results): `work` gets a `Tx`
+    and runs its statements synchronously, without awaiting.
 
     On a SQLite file they run in the event loop, on a sqlite3 connection of their own:
     SQLAlchemy's aiosqlite adapter needs three or four thread hops per statement, so a lease of

@@ -12,13 +12,13 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 
-from sqlalchemy import ColumnElement, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from attribution.calls import AS_RECORDED
 from attribution.keywords import tags_of
 from integrations.events import Event
-from pbx.storage.call_credits import refresh_facts_in
+from pbx.storage.call_credits import TAGS_OF_CALL, refresh_facts_in
 from pbx.storage.db import Transactions, Tx, conflict_insert
 from pbx.storage.outbox import Outbox
 from pbx.storage.tables import call_keywords, call_speech, call_tags, calls
@@ -30,7 +30,6 @@ MAX_HEARD = 200  # phrases kept per call: an hour of "price, price, ..." must no
 
 _ADD_KEYWORDS = insert(call_keywords)
 _ADD_TAGS = insert(call_tags)
-_TAGS_OF_CALL = select(call_tags.c.tag).where(call_tags.c.call_id == bindparam("call_id"))
 
 
 class SpeechStore:
@@ -114,7 +113,7 @@ class SpeechStore:
                         for h in heard
                     ],
                 )
-            has = set(tx.scalars(_TAGS_OF_CALL, {"call_id": call_id}))
+            has = set(tx.scalars(TAGS_OF_CALL, {"call_id": call_id}))
             added = [t for t in tags_of([h.phrase for h in heard], tag_of_phrase) if t not in has]
             if not added:
                 return 0

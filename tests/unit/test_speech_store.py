@@ -94,6 +94,7 @@ async def harness(settings: Settings) -> AsyncIterator[Harness]:
         speech = SpeechStore(engine, visits.transactions, box, clock)
         yield Harness(engine, store, speech, clock, woken)
     finally:
+        visits.close()
         await engine.dispose()
 
 

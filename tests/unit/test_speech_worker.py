@@ -3,6 +3,7 @@ call, a corrupt file marked failed without stopping the next call, a conversion 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -103,6 +104,7 @@ async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
     try:
         yield lab
     finally:
+        visits.close()
         for worker in lab.workers:
             worker.pool.close()
         await engine.dispose()
@@ -215,3 +217,20 @@ async def test_a_line_that_is_never_quiet_is_still_analysed_after_max_defer(
     assert finished - began < 30, "the wait is capped"
     assert finished - began >= 0.5
     assert lab.sample("calltrack_speech_calls_total", {"outcome": "analysed"}) == 2
+
+
+async def test_after_a_capped_wait_the_worker_waits_again_once_it_was_idle(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(speech_worker, "QUIET", 1.0)
+    monkeypatch.setattr(speech_worker, "MAX_DEFER", 0.4)
+    worker = lab.worker(says_when, time.monotonic)  # a call stored every moment
+    (lab.folder / "a.mp3").write_bytes(b"audio")
+    await lab.call("a", "a.mp3")
+    await worker.analyse_pending()  # waits the whole cap, then goes on
+    await asyncio.sleep(1.1)  # idle for QUIET: its backlog was done
+    (lab.folder / "b.mp3").write_bytes(b"audio")
+    b = await lab.call("b", "b.mp3")
+    began = time.monotonic()
+    await worker.analyse_pending()
+    assert await ran_at(lab, b) >= began + 0.4, "it waits for a quiet moment again"
