@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -46,6 +47,8 @@ from tests.speech_audio import KEYWORD_TEXT, speech_pcap
 ROOT = Path(__file__).resolve().parents[1]
 LAB_CONFIG = ROOT / "tests" / "fixtures" / "lab.yaml"
 AUDIO_SCENARIO = ROOT / "tests" / "asterisk" / "scenarios" / "uac_audio.xml"
+LAB_CDR = Path("/var/lib/calltrack-lab/cdr/Master.csv")
+LAB_RECORDINGS = Path("/var/lib/calltrack-lab/recordings")
 LAB_DIALPLAN = Path("/var/lib/calltrack-lab/etc/extensions_calltrack.conf")
 ORIGIN = "http://127.0.0.1:8080"
 AGI = ("127.0.0.1", 4573)
@@ -167,6 +170,23 @@ def prepare(work: Path, repo: Path, speech: bool) -> tuple[Path, int]:
     )
     lab("rx", "dialplan reload")
     return path, port
+
+
+@contextlib.contextmanager
+def lab_left_as_found() -> Iterator[None]:
+    """Take the bench's calls out of the lab again: its CDR lines (the file cut back to its size
+    before) and its recordings. Thousands of bench calls left in the lab's CDR make every later
+    daemon with a fresh database import them all (the lab e2e tests then time out)."""
+    size = LAB_CDR.stat().st_size if LAB_CDR.exists() else 0
+    before = set(os.listdir(LAB_RECORDINGS)) if LAB_RECORDINGS.is_dir() else set()
+    try:
+        yield
+    finally:
+        if LAB_CDR.exists() and LAB_CDR.stat().st_size > size:
+            os.truncate(LAB_CDR, size)
+        if LAB_RECORDINGS.is_dir():
+            for name in set(os.listdir(LAB_RECORDINGS)) - before:
+                (LAB_RECORDINGS / name).unlink(missing_ok=True)
 
 
 def daemon_env(repo: Path) -> dict[str, str]:
@@ -357,7 +377,7 @@ def main() -> int:
     daemons += [("speech", ROOT, True)] if args.speech else []
     results: list[tuple[str, dict[str, object]]] = []
     loads: list[str] = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, lab_left_as_found():
         lab("start")
         for round_no in range(args.rounds):
             order = daemons if round_no % 2 else daemons[::-1]  # the last one first in round 1

@@ -56,6 +56,10 @@ def _touch(row: Any) -> Touch:
     )
 
 
+_DELETE_CREDITS = delete(call_credits).where(call_credits.c.call_id == bindparam("credited_call"))
+_INSERT_CREDITS = insert(call_credits)
+
+
 class CallCredits:
     def __init__(self, settings: Settings) -> None:
         self._zone = ZoneInfo(settings.ui.timezone)
@@ -69,8 +73,8 @@ class CallCredits:
     async def write(self, conn: AsyncConnection, call: Mapping[str, Any]) -> None:
         """(Re)write the credits of one stored call; `call` holds its columns (with `id`)."""
         rows = await self._rows(conn, call, await run_in(conn, lambda tx: facts_in(tx, call["id"])))
-        await conn.execute(delete(call_credits).where(call_credits.c.call_id == call["id"]))
-        await conn.execute(insert(call_credits), rows)
+        await conn.execute(_DELETE_CREDITS, {"credited_call": call["id"]})
+        await conn.execute(_INSERT_CREDITS, rows)
         await bump(conn, {row["day"] // 100 for row in rows})  # a late call changes its month
 
     async def _rows(
@@ -197,22 +201,21 @@ def tag_list(tags: Iterable[str]) -> str:
     return f",{','.join(ordered)}," if ordered else ""
 
 
+_VISITORS_SESSIONS = select(*_TOUCH_COLUMNS).where(
+    sessions.c.visitor_id == bindparam("visitor_id"), sessions.c.started_at <= bindparam("until")
+)
+# built once: every stored call reads its visitor's history
+_LATEST_VISITS = _VISITORS_SESSIONS.order_by(sessions.c.started_at.desc()).limit(MAX_HISTORY)
+_FIRST_VISIT = _VISITORS_SESSIONS.order_by(sessions.c.started_at).limit(1)
+
+
 async def _visits(conn: AsyncConnection, visitor_id: str | None, until: float) -> list[Touch]:
     if visitor_id is None:
         return []
-    mine = (sessions.c.visitor_id == visitor_id, sessions.c.started_at <= until)
-    rows = await conn.execute(
-        select(*_TOUCH_COLUMNS)
-        .where(*mine)
-        .order_by(sessions.c.started_at.desc())
-        .limit(MAX_HISTORY)
-    )
-    visits = [_touch(r) for r in rows]
+    mine = {"visitor_id": visitor_id, "until": until}
+    visits = [_touch(r) for r in await conn.execute(_LATEST_VISITS, mine)]
     if len(visits) == MAX_HISTORY:  # capped: the first visit (the first touch) is read apart
-        first = await conn.execute(
-            select(*_TOUCH_COLUMNS).where(*mine).order_by(sessions.c.started_at).limit(1)
-        )
-        visits += [_touch(r) for r in first]
+        visits += [_touch(r) for r in await conn.execute(_FIRST_VISIT, mine)]
     return visits
 
 

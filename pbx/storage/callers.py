@@ -9,11 +9,38 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import Insert, bindparam, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pbx.storage.db import conflict_insert
 from pbx.storage.tables import callers, calls
+
+# Built once: every stored call runs them
+_KNOWN_VISITOR = select(callers.c.visitor_id, callers.c.visitor_call_id).where(
+    callers.c.caller == bindparam("caller"), callers.c.visitor_id.is_not(None)
+)
+_VISITOR_OF_LATEST = (
+    update(callers)
+    .where(
+        callers.c.caller == bindparam("of_caller"),
+        or_(callers.c.visitor_id.is_(None), callers.c.last_call_id == bindparam("call_id")),
+    )
+    .values(visitor_id=bindparam("new_visitor"), visitor_call_id=bindparam("call_id"))
+)
+
+
+def _latest_call(postgres: bool) -> Insert:
+    """The caller's row, moved to this call unless it holds a later one."""
+    statement = conflict_insert(callers, postgres=postgres)
+    latest = ("last_call_id", "last_started_at", "last_status")
+    return statement.on_conflict_do_update(
+        index_elements=["caller"],
+        set_={name: statement.excluded[name] for name in latest},
+        where=callers.c.last_started_at <= statement.excluded.last_started_at,
+    )
+
+
+_LATEST_CALL = {postgres: _latest_call(postgres) for postgres in (False, True)}
 
 
 def is_known_number(caller: str) -> bool:
@@ -25,13 +52,7 @@ async def known_visitor(conn: AsyncConnection, caller: str) -> tuple[str, int] |
     """The visitor of the caller's latest session-attributed call, and that call's id."""
     if not is_known_number(caller):
         return None
-    row = (
-        await conn.execute(
-            select(callers.c.visitor_id, callers.c.visitor_call_id).where(
-                callers.c.caller == caller, callers.c.visitor_id.is_not(None)
-            )
-        )
-    ).one_or_none()
+    row = (await conn.execute(_KNOWN_VISITOR, {"caller": caller})).one_or_none()
     return (row.visitor_id, row.visitor_call_id) if row else None
 
 
@@ -40,28 +61,17 @@ async def record_call(conn: AsyncConnection, call: dict[str, Any], *, from_sessi
     if not is_known_number(call["caller"]):
         return
     latest = {
+        "caller": call["caller"],
         "last_call_id": call["id"],
         "last_started_at": call["started_at"],
         "last_status": call["status"],
     }
-    postgres = conn.dialect.name == "postgresql"
-    statement = conflict_insert(callers, postgres=postgres).values(caller=call["caller"], **latest)
-    await conn.execute(
-        statement.on_conflict_do_update(
-            index_elements=["caller"],
-            set_=latest,
-            where=callers.c.last_started_at <= statement.excluded.last_started_at,
-        )
-    )
+    await conn.execute(_LATEST_CALL[conn.dialect.name == "postgresql"], latest)
     if from_session:
         # the visitor of the latest call: a call reconciled late does not replace a newer one
         await conn.execute(
-            update(callers)
-            .where(
-                callers.c.caller == call["caller"],
-                or_(callers.c.visitor_id.is_(None), callers.c.last_call_id == call["id"]),
-            )
-            .values(visitor_id=call["visitor_id"], visitor_call_id=call["id"])
+            _VISITOR_OF_LATEST,
+            {"of_caller": call["caller"], "call_id": call["id"], "new_visitor": call["visitor_id"]},
         )
 
 

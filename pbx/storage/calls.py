@@ -9,7 +9,17 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any, TypedDict, TypeVar
 
-from sqlalchemy import ColumnElement, Select, delete, exists, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -70,6 +80,16 @@ class ReviewChanges(TypedDict, total=False):
     sale_cents: int | None
 
 
+# Built once (the hot path: a statement built per call cost more CPU in SQLAlchemy than SQLite
+# took to run it)
+_STORED = select(exists().where(calls.c.linkedid == bindparam("linkedid")))
+_CALLED_BEFORE = select(
+    exists().where(
+        calls.c.caller == bindparam("caller"), calls.c.started_at < bindparam("started_at")
+    )
+)
+
+
 class CallStore:
     def __init__(
         self,
@@ -90,7 +110,12 @@ class CallStore:
         self._outbox = outbox or Outbox(settings, clock)
         self._numbering = Numbering.from_settings(settings)
         self._credits = CallCredits(settings)
-        self._insert = conflict_insert(calls, postgres=engine.dialect.name == "postgresql")
+        #: the call's row unless its Linkedid is stored: its id, else nothing
+        self._insert_new = (
+            conflict_insert(calls, postgres=engine.dialect.name == "postgresql")
+            .on_conflict_do_nothing(index_elements=["linkedid"])
+            .returning(calls.c.id)
+        )
 
     async def owner(
         self, did: str, at: float, engine: AsyncEngine | None = None, *, exact: bool = True
@@ -146,19 +171,14 @@ class CallStore:
 
     async def _store(self, report: CallReport, engine: AsyncEngine) -> Attribution | None:
         async with engine.connect() as conn:
-            if await conn.scalar(select(exists().where(calls.c.linkedid == report.linkedid))):
+            if await conn.scalar(_STORED, {"linkedid": report.linkedid}):
                 return None
         owner = await self.owner(report.did, report.started_at, engine)
         likely = await self._probable(owner, report, engine)
         async with engine.begin() as conn:
             repeat = is_known_number(report.caller) and bool(
                 await conn.scalar(
-                    select(
-                        exists().where(
-                            calls.c.caller == report.caller,
-                            calls.c.started_at < report.started_at,
-                        )
-                    )
+                    _CALLED_BEFORE, {"caller": report.caller, "started_at": report.started_at}
                 )
             )
             values = {
@@ -184,11 +204,7 @@ class CallStore:
                 values["attribution"] = str(Attribution.PROBABLE)
             if owner.holder is None and (known := await known_visitor(conn, report.caller)):
                 values["visitor_id"], values["repeat_of"] = known
-            call_id = await conn.scalar(
-                self._insert.values(**values)
-                .on_conflict_do_nothing(index_elements=["linkedid"])
-                .returning(calls.c.id)
-            )
+            call_id = await conn.scalar(self._insert_new, values)
             if call_id is None:
                 return None
             call = values | {"id": call_id}

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from attribution.leasing import LeasePolicy, LeaseSpan, holder_at
@@ -32,18 +32,38 @@ _FACTS = (
 )
 
 
+_SPAN_COLUMNS = (
+    leases.c.id,
+    leases.c.number,
+    leases.c.session_id,
+    leases.c.started_at,
+    leases.c.held_until,
+)
+# Built once: a call looks its number's holder up twice (routing, storing), and a statement built
+# per call cost more CPU in SQLAlchemy (construction, cache key) than SQLite took to run it.
+_HELD_AT = select(*_SPAN_COLUMNS).where(
+    leases.c.number == bindparam("number"),
+    leases.c.started_at <= bindparam("at"),
+    leases.c.held_until >= bindparam("at"),
+)
+_RELEASED_WITHIN = select(*_SPAN_COLUMNS).where(
+    leases.c.number == bindparam("number"),
+    leases.c.started_at <= bindparam("at"),
+    leases.c.held_until >= bindparam("since"),
+    leases.c.held_until < bindparam("at"),
+)
+_HOLDER_FACTS = (
+    select(*_FACTS, numbers.c.pool)
+    .join(visitors, visitors.c.id == sessions.c.visitor_id)
+    .outerjoin(numbers, numbers.c.number == bindparam("number"))
+    .where(sessions.c.id == bindparam("session_id"))
+)
+
+
 async def _spans(
-    conn: AsyncConnection, number: str, *conditions: ColumnElement[bool]
+    conn: AsyncConnection, statement: Select[Any], params: dict[str, Any]
 ) -> list[LeaseSpan]:
-    rows = await conn.execute(
-        select(
-            leases.c.id,
-            leases.c.number,
-            leases.c.session_id,
-            leases.c.started_at,
-            leases.c.held_until,
-        ).where(leases.c.number == number, *conditions)
-    )
+    rows = await conn.execute(statement, params)
     return [LeaseSpan(r.id, r.number, r.session_id, r.started_at, r.held_until) for r in rows]
 
 
@@ -52,30 +72,18 @@ async def released_before(
 ) -> list[LeaseSpan]:
     """Leases of `number` that ended within `window` before `at`: a probable match's candidates."""
     async with engine.connect() as conn:
-        return await _spans(
-            conn,
-            number,
-            leases.c.started_at <= at,
-            leases.c.held_until >= at - window,
-            leases.c.held_until < at,
-        )
+        params = {"number": number, "at": at, "since": at - window}
+        return await _spans(conn, _RELEASED_WITHIN, params)
 
 
 async def find_holder(engine: AsyncEngine, number: str, at: float) -> Holder | None:
     """The session that held `number` at instant `at`, for attributing a call."""
     async with engine.connect() as conn:
-        spans = await _spans(conn, number, leases.c.started_at <= at, leases.c.held_until >= at)
-        span = holder_at(spans, at)
+        span = holder_at(await _spans(conn, _HELD_AT, {"number": number, "at": at}), at)
         if span is None:
             return None
-        row = (
-            await conn.execute(
-                select(*_FACTS, numbers.c.pool)
-                .join(visitors, visitors.c.id == sessions.c.visitor_id)
-                .outerjoin(numbers, numbers.c.number == number)
-                .where(sessions.c.id == span.session_id)
-            )
-        ).one()
+        params = {"number": number, "session_id": span.session_id}
+        row = (await conn.execute(_HOLDER_FACTS, params)).one()
     return Holder(
         span.session_id,
         row.visitor_id,
