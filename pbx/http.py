@@ -26,14 +26,21 @@ def json_error(status: int, message: str, **extra: Any) -> web.Response:
 
 
 async def read_body(request: web.Request) -> bytes:
-    """The request's body, within `http.max_body_bytes` (413 past it)."""
+    """The request's whole body, within `http.max_body_bytes` (413 past it).
+
+    Read to its end, piece by piece: a body may arrive apart from its headers or in several
+    pieces (a proxy, a slow mobile link), and one read returns only what has arrived so far."""
     limit = request.app[SETTINGS].http.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
-    return body
+    pieces = []
+    size = 0
+    while piece := await request.content.readany():
+        size += len(piece)
+        if size > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+        pieces.append(piece)
+    return b"".join(pieces)
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
@@ -139,18 +146,15 @@ def with_error_headers(response: web.Response, error: web.HTTPException) -> web.
     return response
 
 
-@web.middleware
-async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Errors leave as JSON with a reason; a bug is logged here and answers 500 without a trace."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400 or not request.path.startswith("/api/"):
-            raise
-        request.app[METRICS].http_errors.labels(str(exc.status)).inc()
-        return with_error_headers(json_error(exc.status, exc.reason), exc)
-    except Exception:
-        # the path repr'd: a %0a in it must not start a forged log line
-        log.exception("unhandled error on %s %r", request.method, request.path)
-        request.app[METRICS].http_errors.labels("500").inc()
-        return json_error(500, "internal error; it has been logged")
+def error_as_json(request: web.Request, error: web.HTTPException) -> web.Response:
+    """An API's error (4xx, 5xx) as JSON with its reason."""
+    request.app[METRICS].http_errors.labels(str(error.status)).inc()
+    return with_error_headers(json_error(error.status, error.reason), error)
+
+
+def internal_error(request: web.Request) -> web.Response:
+    """A bug: logged with its trace here, answered 500 without one."""
+    # the path repr'd: a %0a in it must not start a forged log line
+    log.exception("unhandled error on %s %r", request.method, request.path)
+    request.app[METRICS].http_errors.labels("500").inc()
+    return json_error(500, "internal error; it has been logged")

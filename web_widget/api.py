@@ -17,7 +17,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from attribution.ad_clients import AdClientIds
-from pbx.http import Handler, client_ip, json_error, read_body
+from pbx.http import client_ip, json_error, read_body
 from pbx.keys import ANSWERS, METRICS, VISITS
 from pbx.storage.errors import is_transient
 from pbx.storage.visits import TooManyVisits, Visit, VisitRequest, is_id
@@ -55,6 +55,18 @@ def _invalid(exc: ValidationError) -> web.Response:
     return json_error(400, "invalid request", problems=problems)
 
 
+def _cors(request: web.Request, response: web.Response) -> web.Response:
+    """Let the page of a site that lists the request's origin read the answer (CORS).
+
+    Set by the two handlers themselves, not by a middleware: a middleware is a layer every
+    request of the daemon goes through, and the pings are nine in ten of them."""
+    origin = request.headers.get("Origin", "")
+    if request.app[ANSWERS].allowed(origin):
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+    return response
+
+
 def _json(body: bytes) -> web.Response:
     return web.Response(body=body, content_type="application/json", charset="utf-8")
 
@@ -69,7 +81,7 @@ def _own_numbers(
     request: web.Request, error: Exception, visitor_id: str | None, session_id: str | None
 ) -> web.Response:
     """The answer while the database is away: the site's own numbers, the visitor's own ids.
-    Any other failure is a bug, raised again for errors_as_json (a logged 500)."""
+    Any other failure is a bug, raised again for the app's middleware (a logged 500)."""
     if not is_transient(error):
         raise error
     request.app[METRICS].visits_unstored.inc()
@@ -84,10 +96,10 @@ async def start_visit(request: web.Request) -> web.Response:
     try:
         body = VisitBody.model_validate_json(await read_body(request) or b"{}")
     except ValidationError as exc:
-        return _invalid(exc)
+        return _cors(request, _invalid(exc))
     site = request.app[ANSWERS].sites_for(request.headers.get("Origin", "")).get(body.site)
     if site is None:
-        return json_error(403, "unknown site or origin not allowed for it")
+        return _cors(request, json_error(403, "unknown site or origin not allowed for it"))
     privacy = site.respect_privacy_signals and (
         body.dnt or request.headers.get("Sec-GPC") == "1" or request.headers.get("DNT") == "1"
     )
@@ -110,11 +122,11 @@ async def start_visit(request: web.Request) -> web.Response:
     except TooManyVisits as exc:
         response = json_error(429, "too many new visits from this network; try again later")
         response.headers["Retry-After"] = str(math.ceil(exc.retry_after))
-        return response
+        return _cors(request, response)
     except Exception as error:
-        return _own_numbers(request, error, body.visitor_id, body.session_id)
+        return _cors(request, _own_numbers(request, error, body.visitor_id, body.session_id))
     request.app[METRICS].visits.labels(site.name, visit.tracking).inc()
-    return _answer(request, visit)
+    return _cors(request, _answer(request, visit))
 
 
 async def ping(request: web.Request) -> web.Response:
@@ -122,9 +134,9 @@ async def ping(request: web.Request) -> web.Response:
     try:
         body = PingBody.model_validate_json(await read_body(request) or b"{}")
     except ValidationError as exc:
-        return _invalid(exc)
+        return _cors(request, _invalid(exc))
     if not is_id(session_id) or not is_id(body.visitor_id):
-        return json_error(404, "no such session; start a new visit")
+        return _cors(request, json_error(404, "no such session; start a new visit"))
     sites = request.app[ANSWERS].sites_for(request.headers.get("Origin", ""))
     if not sites:
         return json_error(403, "origin not allowed")
@@ -133,11 +145,11 @@ async def ping(request: web.Request) -> web.Response:
             session_id, body.visitor_id, body.url, allowed_sites=sites.keys()
         )
     except Exception as error:
-        return _own_numbers(request, error, body.visitor_id, session_id)
+        return _cors(request, _own_numbers(request, error, body.visitor_id, session_id))
     if visit is None:
-        return json_error(404, "no such session; start a new visit")
+        return _cors(request, json_error(404, "no such session; start a new visit"))
     request.app[METRICS].pings.inc()
-    return _answer(request, visit)
+    return _cors(request, _answer(request, visit))
 
 
 async def widget_js(request: web.Request) -> web.FileResponse:
@@ -151,37 +163,24 @@ async def widget_js(request: web.Request) -> web.FileResponse:
     )
 
 
-@web.middleware
-async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """CORS for the visitor API, only for origins some site lists; the handler checks the site."""
-    if not request.path.startswith(API_PREFIX):
-        return await handler(request)
+async def preflight(request: web.Request) -> web.Response:
+    """CORS preflight, allowed only for origins some site lists; the handlers check the site."""
     origin = request.headers.get("Origin", "")
-    allowed = request.app[ANSWERS].allowed(origin)
-    if request.method == "OPTIONS":
-        if not allowed:
-            return json_error(403, "origin not allowed")
-        return web.Response(
-            status=204,
-            headers={
-                "Access-Control-Allow-Origin": origin,
-                "Access-Control-Allow-Methods": "POST",
-                "Access-Control-Allow-Headers": "Content-Type",
-                "Access-Control-Max-Age": "86400",
-                "Vary": "Origin",
-            },
-        )
-    response = await handler(request)
-    if allowed:
-        response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Vary"] = "Origin"
-    return response
+    if not request.app[ANSWERS].allowed(origin):
+        return json_error(403, "origin not allowed")
+    return web.Response(
+        status=204,
+        headers={
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Allow-Methods": "POST",
+            "Access-Control-Allow-Headers": "Content-Type",
+            "Access-Control-Max-Age": "86400",
+            "Vary": "Origin",
+        },
+    )
 
 
 def routes() -> list[web.AbstractRouteDef]:
-    async def preflight(_request: web.Request) -> web.Response:  # answered by the middleware
-        return web.Response(status=204)
-
     options: list[Any] = [
         web.options(API_PREFIX, preflight),
         web.options(API_PREFIX + "/{session_id}/ping", preflight),

@@ -9,12 +9,12 @@ import jinja2
 from aiohttp import web
 
 from pbx.auth import current_user
-from pbx.http import Handler, with_error_headers
+from pbx.http import with_error_headers
 from pbx.settings import Settings
 from pbx.staff_ui.export import amount
 from pbx.staff_ui.views import render, routes
 
-__all__ = ["html_errors", "routes", "templates"]
+__all__ = ["error_page", "routes", "templates"]
 
 STATUS_LABELS = {
     "answered": "Answered",
@@ -70,15 +70,9 @@ def templates(settings: Settings) -> jinja2.Environment:
     return env
 
 
-@web.middleware
-async def html_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def error_page(request: web.Request, error: web.HTTPException) -> web.Response:
     """Errors on the pages are pages too: what went wrong, in words, and a way back."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400 or request.path.startswith("/api/"):
-            raise
-        user = await current_user(request)
-        return with_error_headers(
-            render(request, "error.html", exc.status, user=user, error=exc), exc
-        )
+    user = await current_user(request)
+    return with_error_headers(
+        render(request, "error.html", error.status, user=user, error=error), error
+    )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from pbx.auth import SESSION_COOKIE, check_csrf, current_user, require_user
-from pbx.http import Handler, read_form, whole_number
+from pbx.http import read_form, whole_number
 from pbx.keys import CLOCK, ENGINE, MISSED_COUNT, READER
 from pbx.staff_ui.views import MAX_CALL_ID, render
 from pbx.storage.missed import (
@@ -18,16 +18,15 @@ from pbx.storage.missed import (
 )
 
 
-@web.middleware
-async def count_missed(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The navigation's "Missed calls (N)": one indexed count per page a logged-in user opens."""
+async def count_for_navigation(request: web.Request) -> None:
+    """The navigation's "Missed calls (N)": one indexed count per page a logged-in user opens
+    (a page's template is rendered without awaiting, so the count is read before)."""
     if (
-        not request.path.startswith(("/api/", "/static/"))
+        not request.path.startswith("/static/")
         and SESSION_COOKIE in request.cookies
         and await current_user(request) is not None
     ):
         request[MISSED_COUNT] = await missed_count(request.app[READER])
-    return await handler(request)
 
 
 async def _page(request: web.Request, error: str = "", status: int = 200) -> web.Response:
