@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import time
@@ -187,35 +188,65 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
-@web.middleware
-async def errors_and_navigation(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The app's one middleware. Every middleware is a layer that every request goes through,
-    the visitor API's pings included, and four of them cost a ping a fifth of its CPU; so one
-    does by path what they did: the pages' errors are pages and their navigation counts the
-    missed calls; the APIs' errors are JSON; a bug is logged and answers 500 without a trace.
-    (CORS is the visitor API's own: web_widget.api.)"""
-    api = request.path.startswith("/api/")
-    try:
-        if api:
-            return await handler(request)
+def errors_and_navigation(handler: Handler) -> Handler:
+    """`handler` with what a middleware would do, by path: a page's errors are pages and its
+    navigation counts the missed calls; an API's errors are JSON; a bug is logged and
+    answers 500 without a trace.
+
+    Per route, not a middleware: aiohttp runs a middleware for every route, and the app's
+    middleware cost every visitor-API ping, nine in ten of its requests, about a tenth of its
+    CPU (bench/lease_api.py, README "The visitor API"). The visitor API's handlers answer
+    their errors themselves (web_widget.api), so a ping goes through no layer at all.
+    """
+
+    @functools.wraps(handler)
+    async def answer(request: web.Request) -> web.StreamResponse:
+        api = request.path.startswith("/api/")
         try:
-            await missed.count_for_navigation(request)
-            return await handler(request)
+            if api:
+                return await handler(request)
+            try:
+                await missed.count_for_navigation(request)
+                return await handler(request)
+            except web.HTTPException as exc:
+                if exc.status < 400:
+                    raise
+                return await staff_ui.error_page(request, exc)
         except web.HTTPException as exc:
-            if exc.status < 400:
+            if exc.status < 400 or not api:
                 raise
-            return await staff_ui.error_page(request, exc)
-    except web.HTTPException as exc:
-        if exc.status < 400 or not api:
-            raise
-        return error_as_json(request, exc)
-    except Exception:
-        return internal_error(request)
+            return error_as_json(request, exc)
+        except Exception:
+            return internal_error(request)
+
+    return answer
+
+
+async def no_such_route(request: web.Request) -> web.StreamResponse:
+    """The last route, for any method and path: the router's own 404 and 405 would leave
+    without errors_and_navigation. 405 when some route has the path (with its Allow)."""
+    allowed: set[str] = set()
+    own = request.match_info.route.resource
+    for resource in request.app.router.resources():
+        if resource is not own:
+            allowed |= (await resource.resolve(request))[1]
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, allowed)
+    raise web.HTTPNotFound()
+
+
+def _with_errors(routes: list[web.AbstractRouteDef]) -> list[web.AbstractRouteDef]:
+    """The routes, each handler but the visitor API's wrapped in errors_and_navigation."""
+    return [
+        web.RouteDef(r.method, r.path, errors_and_navigation(r.handler), r.kwargs)
+        if isinstance(r, web.RouteDef) and r.handler not in visitor_api.OWN_ERRORS
+        else r
+        for r in routes
+    ]
 
 
 def build_app(settings: Settings, clock: Callable[[], float] = time.time) -> web.Application:
     app = web.Application(
-        middlewares=[errors_and_navigation],
         client_max_size=settings.http.max_body_bytes,
     )
     app[SETTINGS] = settings
@@ -233,23 +264,27 @@ def build_app(settings: Settings, clock: Callable[[], float] = time.time) -> web
     app.cleanup_ctx.append(_startup_heap_frozen)  # after everything startup builds
     app.cleanup_ctx.append(supervised)  # systemd; last, so its shutdown step runs first
     app.add_routes(
-        [
-            web.get("/healthz", healthz),
-            web.get("/metrics", metrics),
-            *visitor_api.routes(),
-            *staff_api.routes(),
-            *reports_api.routes(),
-            *crm_api.routes(),
-            *journey_api.routes(),
-            *recording_links_api.routes(),
-            *staff_ui.routes(),
-            *staff_costs.routes(),
-            *staff_exports.routes(),
-            *missed.routes(),
-            *dashboard.routes(),
-            *staff_reports.routes(),
-            *deliveries.routes(),
-        ]
+        _with_errors(
+            [
+                web.get("/healthz", healthz),
+                web.get("/metrics", metrics),
+                *visitor_api.routes(),
+                *staff_api.routes(),
+                *reports_api.routes(),
+                *crm_api.routes(),
+                *journey_api.routes(),
+                *recording_links_api.routes(),
+                *staff_ui.routes(),
+                *staff_costs.routes(),
+                *staff_exports.routes(),
+                *missed.routes(),
+                *dashboard.routes(),
+                *staff_reports.routes(),
+                *deliveries.routes(),
+                *staff_pools.routes(),
+                web.route("*", r"/{tail:[\s\S]*}", no_such_route),  # last; %0a included
+            ]
+        )
     )
     staff_pools.setup(app)
     return app

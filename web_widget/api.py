@@ -17,7 +17,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from attribution.ad_clients import AdClientIds
-from pbx.http import client_ip, json_error, read_body
+from pbx.http import client_ip, error_as_json, internal_error, json_error, read_body
 from pbx.keys import ANSWERS, METRICS, VISITS
 from pbx.storage.errors import is_transient
 from pbx.storage.visits import TooManyVisits, Visit, VisitRequest, is_id
@@ -81,7 +81,7 @@ def _own_numbers(
     request: web.Request, error: Exception, visitor_id: str | None, session_id: str | None
 ) -> web.Response:
     """The answer while the database is away: the site's own numbers, the visitor's own ids.
-    Any other failure is a bug, raised again for the app's middleware (a logged 500)."""
+    Any other failure is a bug, raised again for the handler's own logged 500."""
     if not is_transient(error):
         raise error
     request.app[METRICS].visits_unstored.inc()
@@ -93,63 +93,76 @@ def _own_numbers(
 
 
 async def start_visit(request: web.Request) -> web.Response:
+    """Errors are answered here, as in ping."""
     try:
-        body = VisitBody.model_validate_json(await read_body(request) or b"{}")
-    except ValidationError as exc:
-        return _cors(request, _invalid(exc))
-    site = request.app[ANSWERS].sites_for(request.headers.get("Origin", "")).get(body.site)
-    if site is None:
-        return _cors(request, json_error(403, "unknown site or origin not allowed for it"))
-    privacy = site.respect_privacy_signals and (
-        body.dnt or request.headers.get("Sec-GPC") == "1" or request.headers.get("DNT") == "1"
-    )
-    try:
-        visit = await request.app[VISITS].start_visit(
-            VisitRequest(
-                site=site,
-                url=body.url,
-                referrer=body.referrer or None,
-                visitor_id=body.visitor_id if is_id(body.visitor_id) else None,
-                session_id=body.session_id if is_id(body.session_id) else None,
-                client_ip=client_ip(request),
-                privacy_signal=privacy,
-                # a visitor who asked not to be tracked is not linked to their ad profiles
-                ad_ids=AdClientIds()
-                if privacy
-                else AdClientIds.read(body.ga_client_id, body.ym_client_id),
-            )
+        try:
+            body = VisitBody.model_validate_json(await read_body(request) or b"{}")
+        except ValidationError as exc:
+            return _cors(request, _invalid(exc))
+        site = request.app[ANSWERS].sites_for(request.headers.get("Origin", "")).get(body.site)
+        if site is None:
+            return _cors(request, json_error(403, "unknown site or origin not allowed for it"))
+        privacy = site.respect_privacy_signals and (
+            body.dnt or request.headers.get("Sec-GPC") == "1" or request.headers.get("DNT") == "1"
         )
-    except TooManyVisits as exc:
-        response = json_error(429, "too many new visits from this network; try again later")
-        response.headers["Retry-After"] = str(math.ceil(exc.retry_after))
-        return _cors(request, response)
-    except Exception as error:
-        return _cors(request, _own_numbers(request, error, body.visitor_id, body.session_id))
-    request.app[METRICS].visits.labels(site.name, visit.tracking).inc()
-    return _cors(request, _answer(request, visit))
+        try:
+            visit = await request.app[VISITS].start_visit(
+                VisitRequest(
+                    site=site,
+                    url=body.url,
+                    referrer=body.referrer or None,
+                    visitor_id=body.visitor_id if is_id(body.visitor_id) else None,
+                    session_id=body.session_id if is_id(body.session_id) else None,
+                    client_ip=client_ip(request),
+                    privacy_signal=privacy,
+                    # a visitor who asked not to be tracked is not linked to their ad profiles
+                    ad_ids=AdClientIds()
+                    if privacy
+                    else AdClientIds.read(body.ga_client_id, body.ym_client_id),
+                )
+            )
+        except TooManyVisits as exc:
+            response = json_error(429, "too many new visits from this network; try again later")
+            response.headers["Retry-After"] = str(math.ceil(exc.retry_after))
+            return _cors(request, response)
+        except Exception as error:
+            return _cors(request, _own_numbers(request, error, body.visitor_id, body.session_id))
+        request.app[METRICS].visits.labels(site.name, visit.tracking).inc()
+        return _cors(request, _answer(request, visit))
+    except web.HTTPException as exc:  # read_body's 413
+        return _cors(request, error_as_json(request, exc))
+    except Exception:
+        return internal_error(request)
 
 
 async def ping(request: web.Request) -> web.Response:
-    session_id = request.match_info["session_id"]
+    """Errors are answered here (JSON, a bug logged as a 500): no layer around the hot path;
+    see pbx.app.errors_and_navigation."""
     try:
-        body = PingBody.model_validate_json(await read_body(request) or b"{}")
-    except ValidationError as exc:
-        return _cors(request, _invalid(exc))
-    if not is_id(session_id) or not is_id(body.visitor_id):
-        return _cors(request, json_error(404, "no such session; start a new visit"))
-    sites = request.app[ANSWERS].sites_for(request.headers.get("Origin", ""))
-    if not sites:
-        return json_error(403, "origin not allowed")
-    try:
-        visit = await request.app[VISITS].ping(
-            session_id, body.visitor_id, body.url, allowed_sites=sites.keys()
-        )
-    except Exception as error:
-        return _cors(request, _own_numbers(request, error, body.visitor_id, session_id))
-    if visit is None:
-        return _cors(request, json_error(404, "no such session; start a new visit"))
-    request.app[METRICS].pings.inc()
-    return _cors(request, _answer(request, visit))
+        session_id = request.match_info["session_id"]
+        try:
+            body = PingBody.model_validate_json(await read_body(request) or b"{}")
+        except ValidationError as exc:
+            return _cors(request, _invalid(exc))
+        if not is_id(session_id) or not is_id(body.visitor_id):
+            return _cors(request, json_error(404, "no such session; start a new visit"))
+        sites = request.app[ANSWERS].sites_for(request.headers.get("Origin", ""))
+        if not sites:
+            return json_error(403, "origin not allowed")
+        try:
+            visit = await request.app[VISITS].ping(
+                session_id, body.visitor_id, body.url, allowed_sites=sites.keys()
+            )
+        except Exception as error:
+            return _cors(request, _own_numbers(request, error, body.visitor_id, session_id))
+        if visit is None:
+            return _cors(request, json_error(404, "no such session; start a new visit"))
+        request.app[METRICS].pings.inc()
+        return _cors(request, _answer(request, visit))
+    except web.HTTPException as exc:  # read_body's 413
+        return _cors(request, error_as_json(request, exc))
+    except Exception:
+        return internal_error(request)
 
 
 async def widget_js(request: web.Request) -> web.FileResponse:
@@ -178,6 +191,10 @@ async def preflight(request: web.Request) -> web.Response:
             "Vary": "Origin",
         },
     )
+
+
+#: the handlers that answer their own errors (pbx.app wraps every other one)
+OWN_ERRORS = frozenset({start_visit, ping, preflight})
 
 
 def routes() -> list[web.AbstractRouteDef]:

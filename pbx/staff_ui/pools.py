@@ -173,6 +173,9 @@ async def _lock(app: web.Application) -> None:
 
 
 def setup(app: web.Application) -> None:
-    """The page's route and the lock its computations share."""
+    """The lock the page's computations share."""
     app.on_startup.append(_lock)
-    app.add_routes([web.get("/admin/pools", pools_page)])
+
+
+def routes() -> list[web.RouteDef]:
+    return [web.get("/admin/pools", pools_page)]

@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from attribution.calls import CallReport
-from pbx.app import build_app
+from pbx.app import build_app, errors_and_navigation
 from pbx.keys import CALLS
 from tests.helpers import (
     ORIGIN,
@@ -215,7 +215,8 @@ async def test_the_logged_path_cannot_forge_a_log_line(
     async def broken(request: web.Request) -> web.Response:
         raise RuntimeError("a bug")
 
-    app.router.add_get(r"/api/v1/broken/{tail:[\s\S]*}", broken)
+    # a route added after build_app is wrapped as build_app wraps its own
+    app.router.add_get(r"/api/v1/broken/{tail:[\s\S]*}", errors_and_navigation(broken))
     client = await aiohttp_client(app)
     with caplog.at_level(logging.ERROR, logger="pbx.http"):
         response = await client.get("/api/v1/broken/x%0a2026-01-01 INFO forged%0d%0aline")

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
 from pbx.app import build_app
-from pbx.keys import ENGINE
+from pbx.keys import ENGINE, VISITS
 from pbx.storage.tables import sessions
 from tests.helpers import ORIGIN, STAFF_TOKEN, FakeClock, migrate, settings_for
 
@@ -337,3 +337,34 @@ async def test_what_startup_built_is_out_of_the_full_collections(client: Client)
     """gc.freeze() after startup: a full collection no longer walks the ~150,000 objects
     startup leaves for the process's life (pauses of ~60 ms under visitor traffic)."""
     assert gc.get_freeze_count() > 10_000
+
+
+async def test_no_route_is_a_404_or_405_in_the_kind_of_the_path(client: Client) -> None:
+    """No middleware runs the errors (pbx.app): the last route answers what none matched."""
+    missing = await client.get("/api/v1/nothing-here")
+    assert missing.status == 404 and "error" in await missing.json()
+    wrong_method = await client.delete("/api/v1/visits", headers=HEADERS)
+    assert wrong_method.status == 405 and "error" in await wrong_method.json()
+    assert "POST" in wrong_method.headers["Allow"]
+    page = await client.get("/no-such-page")
+    assert page.status == 404 and page.content_type == "text/html"
+    assert "<html" in (await page.text()).lower()
+
+
+async def test_a_bug_in_a_ping_is_a_logged_json_500(
+    client: Client, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = await (await visit(client)).json()
+
+    async def broken(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(client.app[VISITS], "ping", broken)
+    response = await client.post(
+        f"/api/v1/visits/{first['session_id']}/ping",
+        json={"visitor_id": first["visitor_id"]},
+        headers=HEADERS,
+    )
+    assert response.status == 500
+    assert (await response.json()) == {"error": "internal error; it has been logged"}
+    assert "a bug" in caplog.text
