@@ -114,19 +114,19 @@ async def _recordings(app: web.Application) -> AsyncIterator[None]:
     await _stop(tasks)
 
 
-async def _startup_heap_frozen(_app: web.Application) -> AsyncIterator[None]:
-    """Take what startup built out of the garbage collector's full passes.
+async def freeze_startup_heap(_app: web.Application) -> None:
+    """Take what startup built out of the garbage collector's full passes (`calltrack serve`
+    only, as the last startup step: freezing is the process's, not one app's).
 
-    Settings, templates, compiled statements, the engine, the speech and phone-number models:
-    startup leaves ~150,000 objects that live as long as the process. Every full collection
-    walked all of them, ~60 ms with the event loop stopped, a few times a minute under visitor
-    traffic: that was most of the visitor API's p99. Frozen, a full pass walks only what
-    was made since (sessions, visits), as the gc documentation suggests for a long-lived server.
+    Settings, templates, compiled statements, the engine, the models: startup leaves ~140,000
+    objects that live as long as the process, and every full collection walked them all, ~64 ms
+    with the event loop stopped, several times a minute under visitor traffic: the lease+ping
+    mix's p99 went from 35-58 ms to 27-32 ms without it (bench/README.md). Frozen, a full pass
+    walks only what was made since (sessions, visits), as the gc module's documentation
+    suggests for long-lived processes.
     """
     gc.collect()
     gc.freeze()
-    yield
-    gc.unfreeze()
 
 
 async def _speech(app: web.Application) -> AsyncIterator[None]:
@@ -193,10 +193,13 @@ def errors_and_navigation(handler: Handler) -> Handler:
     navigation counts the missed calls; an API's errors are JSON; a bug is logged and
     answers 500 without a trace.
 
-    Per route, not a middleware: aiohttp runs a middleware for every route, and the app's
-    middleware cost every visitor-API ping, nine in ten of its requests, about a tenth of its
-    CPU (bench/lease_api.py, README "The visitor API"). The visitor API's handlers answer
-    their errors themselves (web_widget.api), so a ping goes through no layer at all.
+    Per route, not a middleware: aiohttp runs an application's middlewares for every route,
+    and the visitor API's pings, nine in ten of its requests, paid for them: 515,000
+    instructions a ping with the four middlewares this replaces, ~478,000 now (callgrind,
+    bench/README.md "the hot path, again"). The visitor API's handlers answer their own errors
+    (web_widget.api.OWN_ERRORS), so a ping goes through no layer at all. A route added to the
+    app later must be wrapped too (tests/api/test_routes_wrapped.py checks build_app's);
+    static files keep aiohttp's plain 404.
     """
 
     @functools.wraps(handler)
@@ -261,7 +264,6 @@ def build_app(settings: Settings, clock: Callable[[], float] = time.time) -> web
     app.cleanup_ctx.append(_speech)  # after _recordings: conversions nudge it
     app.cleanup_ctx.append(delivery_worker)
     app.cleanup_ctx.append(pbx_link)
-    app.cleanup_ctx.append(_startup_heap_frozen)  # after everything startup builds
     app.cleanup_ctx.append(supervised)  # systemd; last, so its shutdown step runs first
     app.add_routes(
         _with_errors(

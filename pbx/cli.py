@@ -93,7 +93,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from pbx.app import build_app
+    from pbx.app import build_app, freeze_startup_heap
     from pbx.storage.db import OutdatedSchema
 
     settings = _load(args.config)
@@ -101,9 +101,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    app = build_app(settings)
+    app.on_startup.append(freeze_startup_heap)  # after the cleanup contexts' startup steps
     try:
         web.run_app(
-            build_app(settings),
+            app,
             host=args.host or settings.http.host,
             port=args.port or settings.http.port,
             access_log=None,

@@ -3,6 +3,7 @@ numbers from the query, JSON errors, the client's address."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import logging
@@ -12,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDictProxy
 
 from pbx.keys import METRICS, SETTINGS
@@ -19,6 +21,8 @@ from pbx.keys import METRICS, SETTINGS
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: how long a request's body may take to arrive once its headers have
+BODY_SECONDS = 30.0
 
 
 def json_error(status: int, message: str, **extra: Any) -> web.Response:
@@ -29,17 +33,25 @@ async def read_body(request: web.Request) -> bytes:
     """The request's whole body, within `http.max_body_bytes` (413 past it).
 
     Read to its end, piece by piece: a body may arrive apart from its headers or in several
-    pieces (a proxy, a slow mobile link), and one read returns only what has arrived so far."""
+    pieces (a proxy, a slow mobile link), and one read returns only what has arrived so far.
+    A body that stops coming (the client went away, a broken chunked encoding) is the client's
+    400, not a logged bug; one still trickling in after BODY_SECONDS is a 408."""
     limit = request.app[SETTINGS].http.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
     pieces = []
     size = 0
-    while piece := await request.content.readany():
-        size += len(piece)
-        if size > limit:
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
-        pieces.append(piece)
+    try:
+        async with asyncio.timeout(BODY_SECONDS):
+            while piece := await request.content.readany():
+                size += len(piece)
+                if size > limit:
+                    raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+                pieces.append(piece)
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(reason="the body did not arrive in time") from None
+    except (ConnectionError, HttpProcessingError):
+        raise web.HTTPBadRequest(reason="the body did not arrive whole") from None
     return b"".join(pieces)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -148,7 +147,7 @@ async def ping(request: web.Request) -> web.Response:
             return _cors(request, json_error(404, "no such session; start a new visit"))
         sites = request.app[ANSWERS].sites_for(request.headers.get("Origin", ""))
         if not sites:
-            return json_error(403, "origin not allowed")
+            return _cors(request, json_error(403, "origin not allowed"))
         try:
             visit = await request.app[VISITS].ping(
                 session_id, body.visitor_id, body.url, allowed_sites=sites.keys()
@@ -194,17 +193,14 @@ async def preflight(request: web.Request) -> web.Response:
 
 
 #: the handlers that answer their own errors (pbx.app wraps every other one)
-OWN_ERRORS = frozenset({start_visit, ping, preflight})
+OWN_ERRORS = frozenset({start_visit, ping})
 
 
 def routes() -> list[web.AbstractRouteDef]:
-    options: list[Any] = [
-        web.options(API_PREFIX, preflight),
-        web.options(API_PREFIX + "/{session_id}/ping", preflight),
-    ]
     return [
         web.post(API_PREFIX, start_visit),
         web.post(API_PREFIX + "/{session_id}/ping", ping),
         web.get("/widget.js", widget_js),
-        *options,
+        web.options(API_PREFIX, preflight),
+        web.options(API_PREFIX + "/{session_id}/ping", preflight),
     ]
