@@ -4,6 +4,7 @@ numbers from the query, JSON errors, the client's address."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
@@ -41,8 +42,11 @@ async def read_body(request: web.Request) -> bytes:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
     pieces = []
     size = 0
+    # the whole body has usually arrived with the headers: then nothing can wait, and no timer
+    # is scheduled (and cancelled) for each of the visitor API's pings
+    arrived = request.content.is_eof()
     try:
-        async with asyncio.timeout(BODY_SECONDS):
+        async with contextlib.nullcontext() if arrived else asyncio.timeout(BODY_SECONDS):
             while piece := await request.content.readany():
                 size += len(piece)
                 if size > limit:
