@@ -4,6 +4,10 @@ Reports read these instead of counting a year of sessions per request. The count
 the new session's transaction (a visit is never counted without its row, nor twice), and can be
 rebuilt from the sessions still kept (`calltrack reports rebuild`); note that sessions past
 `visits.keep_days` are gone, so a rebuild forgets their counts while live counting keeps them.
+
+On PostgreSQL a count goes to one of SHARDS rows of its key, chosen by the session's id (see
+pbx.storage.tables): concurrent visits of one channel then seldom wait on each other's row lock,
+and a rebuild puts each session's count on the row live counting did.
 """
 
 from __future__ import annotations
@@ -26,10 +30,14 @@ from pbx.storage.tables import SESSION_TRAFFIC, sessions, visit_channels, visit_
 
 FACETS = ("term", "content", "landing", "referrer")
 KEY_MAX = 200
+#: rows per rollup key on PostgreSQL (one hex digit of the session id)
+SHARDS = 16
 INSERT_BATCH = 5000
 
-ChannelKey = tuple[int, str, str, str, str, str]  # day, site, pool, source, medium, campaign
-FacetKey = tuple[str, int, str, str, str, str]  # facet, day, site, source, medium, value
+# day, site, pool, source, medium, campaign, shard
+ChannelKey = tuple[int, str, str, str, str, str, int]
+# facet, day, site, source, medium, value, shard
+FacetKey = tuple[str, int, str, str, str, str, int]
 
 
 def _upsert(table: Table, postgres: bool) -> Insert:
@@ -57,23 +65,36 @@ def _facets(
 class VisitRollups:
     def __init__(self, settings: Settings, postgres: bool) -> None:
         self._zone = ZoneInfo(settings.ui.timezone)
+        self._postgres = postgres
         self._channels = _upsert(visit_channels, postgres)
         self._facet_counts = _upsert(visit_facets, postgres)
 
     def day(self, at: float) -> int:
         return day_at(at, self._zone)
 
-    def count(self, tx: Tx, site: str, pool: str | None, source: TrafficSource, at: float) -> None:
+    def shard(self, session_id: str) -> int:
+        """Which of its key's rows counts the session (0 on SQLite: one writer, no waiting)."""
+        return int(session_id[-1], 16) % SHARDS if self._postgres else 0
+
+    def count(
+        self,
+        tx: Tx,
+        session_id: str,
+        site: str,
+        pool: str | None,
+        source: TrafficSource,
+        at: float,
+    ) -> None:
         """Count a new session (inside its transaction)."""
-        day = self.day(at)
-        key = _channel_key(day, site, pool, source.source, source.medium, source.campaign)
+        day, shard = self.day(at), self.shard(session_id)
+        key = _channel_key(day, site, pool, source.source, source.medium, source.campaign, shard)
         tx.run(self._channels, _row(visit_channels, key, 1))
         tx.run_many(
             self._facet_counts,
             [
                 _row(
                     visit_facets,
-                    _facet_key(facet, day, site, source.source, source.medium, value),
+                    _facet_key(facet, day, site, source.source, source.medium, value, shard),
                     1,
                 )
                 for facet, value in _facets(
@@ -97,7 +118,7 @@ class VisitRollups:
             if not await conn.scalar(select(exists().where(visit_channels.c.day <= kept_until))):
                 kept_until = 0  # nothing counted that far back (a first build): count it all
             result = await conn.stream(
-                select(*SESSION_TRAFFIC).execution_options(yield_per=INSERT_BATCH)
+                select(sessions.c.id, *SESSION_TRAFFIC).execution_options(yield_per=INSERT_BATCH)
             )
             # a batch per await: iterating the stream row by row costs a greenlet switch a row,
             # half of the rebuild's time
@@ -106,11 +127,13 @@ class VisitRollups:
                     day = self.day(r.started_at)
                     if day <= kept_until:
                         continue
-                    key = _channel_key(day, r.site, r.pool, r.source, r.medium, r.campaign)
-                    channels[key] += 1
+                    shard = self.shard(r.id)
+                    channel = (r.site, r.pool, r.source, r.medium, r.campaign, shard)
+                    channels[_channel_key(day, *channel)] += 1
                     facts = _facets(r.term, r.content, r.landing_url, r.referrer)
                     for facet, value in facts.items():
-                        facets[_facet_key(facet, day, r.site, r.source, r.medium, value)] += 1
+                        key = _facet_key(facet, day, r.site, r.source, r.medium, value, shard)
+                        facets[key] += 1
             await conn.execute(delete(visit_channels).where(visit_channels.c.day > kept_until))
             await conn.execute(delete(visit_facets).where(visit_facets.c.day > kept_until))
             for batch in _batches(_row(visit_channels, k, n) for k, n in channels.items()):
@@ -127,13 +150,29 @@ def key_text(value: str | None) -> str:
 
 
 def _channel_key(
-    day: int, site: str, pool: str | None, source: str, medium: str, campaign: str | None
+    day: int,
+    site: str,
+    pool: str | None,
+    source: str,
+    medium: str,
+    campaign: str | None,
+    shard: int,
 ) -> ChannelKey:
-    return (day, site, key_text(pool), key_text(source), key_text(medium), key_text(campaign))
+    return (
+        day,
+        site,
+        key_text(pool),
+        key_text(source),
+        key_text(medium),
+        key_text(campaign),
+        shard,
+    )
 
 
-def _facet_key(facet: str, day: int, site: str, source: str, medium: str, value: str) -> FacetKey:
-    return (facet, day, site, key_text(source), key_text(medium), key_text(value))
+def _facet_key(
+    facet: str, day: int, site: str, source: str, medium: str, value: str, shard: int
+) -> FacetKey:
+    return (facet, day, site, key_text(source), key_text(medium), key_text(value), shard)
 
 
 def _row(table: Table, key: tuple[object, ...], visits: int) -> dict[str, Any]:

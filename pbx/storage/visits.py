@@ -255,7 +255,8 @@ class VisitStore:
                 _INSERT_PAGE_VIEW,
                 {"session_id": session_id, "at": now, "url": request.url[:MAX_URL]},
             )
-            self._rollups.count(tx, plan.name, held[0].pool if held else None, source, now)
+            pool = held[0].pool if held else None
+            self._rollups.count(tx, session_id, plan.name, pool, source, now)
             return visitor_id, held
 
         visitor_id, held = await self.transactions.run(work)
