@@ -8,6 +8,7 @@ hand one number to two sessions.
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +22,14 @@ from pbx.storage.tables import leases, numbers
 
 
 def new_id() -> str:
-    """128 random bits: session, visitor and lease ids cannot be guessed or enumerated."""
-    return secrets.token_hex(16)
+    """A session, visitor or lease id: the millisecond it was made, then 80 random bits.
+
+    80 random bits cannot be guessed or enumerated. The time in front keeps the ids in the order
+    they were made, so the indexes on them (each table's key, leases and page views by session)
+    grow at their right edge: the rows of one moment's visits share a few index pages, which the
+    group commit writes once, where random ids put each on a random page of indexes that outgrow
+    the cache with the months (ids made before this are random; both are 32 hex digits)."""
+    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
 
 
 @dataclass
