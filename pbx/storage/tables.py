@@ -260,7 +260,7 @@ staff_sessions = Table(
 # one key (direct traffic, no term): on PostgreSQL that row's lock is held from the count to the
 # commit, so every daemon's visits queued behind one another on it (2026-12-01: upserts waited
 # 170 ms on average at 200 visits/s, p99 in seconds). Each count goes to one of a key's `shard`
-# rows instead (VisitRollups.shard: the session id's last hex digit on PostgreSQL, 0 on SQLite,
+# rows instead (VisitRollups.shard: a checksum of the session id on PostgreSQL, 0 on SQLite,
 # whose one writer never waits on a row); readers sum over them.
 
 # Visits (sessions) a day by channel: group by source, medium, campaign, pool, site or time.

@@ -12,6 +12,7 @@ and a rebuild puts each session's count on the row live counting did.
 
 from __future__ import annotations
 
+import zlib
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -30,7 +31,8 @@ from pbx.storage.tables import SESSION_TRAFFIC, sessions, visit_channels, visit_
 
 FACETS = ("term", "content", "landing", "referrer")
 KEY_MAX = 200
-#: rows per rollup key on PostgreSQL (one hex digit of the session id)
+#: rows per rollup key on PostgreSQL (by a checksum of the session id: stable, so a rebuild
+#: finds the same row, and any id, not only hex ones)
 SHARDS = 16
 INSERT_BATCH = 5000
 
@@ -74,7 +76,7 @@ class VisitRollups:
 
     def shard(self, session_id: str) -> int:
         """Which of its key's rows counts the session (0 on SQLite: one writer, no waiting)."""
-        return int(session_id[-1], 16) % SHARDS if self._postgres else 0
+        return zlib.crc32(session_id.encode()) % SHARDS if self._postgres else 0
 
     def count(
         self,

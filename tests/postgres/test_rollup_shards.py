@@ -9,6 +9,7 @@ PostgreSQL a count goes to one of the key's shard rows, chosen by the session id
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from typing import Any
 
@@ -43,13 +44,19 @@ async def test_a_visit_is_counted_while_another_of_its_channel_is_uncommitted(
             await conn.execute(text("SET LOCAL lock_timeout = '2s'"))
             await run_in(conn, count(session_id))
 
+    def session_of(shard: int, after: int = 0) -> str:
+        return next(
+            f"{i:032x}" for i in itertools.count(after + 1) if rollups.shard(f"{i:032x}") == shard
+        )
+
+    first = session_of(0)
     try:
         await upgrade(engine)
         async with engine.begin() as holder:  # a visit counted, its transaction still open
-            await run_in(holder, count("a" * 31 + "0"))
-            await count_alone("b" * 31 + "1")  # another shard: no wait
+            await run_in(holder, count(first))
+            await count_alone(session_of(1))  # another shard: no wait
             with pytest.raises(DBAPIError, match="lock timeout"):  # the same shard waits
-                await count_alone("c" * 31 + "0")
+                await count_alone(session_of(0, after=int(first, 16)))
         async with engine.connect() as conn:
             total = await conn.scalar(select(func.sum(visit_channels.c.visits)))
             shards = set(await conn.scalars(select(visit_channels.c.shard)))
