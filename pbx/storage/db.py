@@ -14,7 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Dialect, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.base import Executable
 
@@ -42,7 +42,9 @@ def open_engine(url: str, *, read_only: bool = False) -> AsyncEngine:
     deferred and take no write lock, so leases and calls are written meanwhile (WAL readers
     see a snapshot and never block the writer)."""
     if not is_sqlite(url):
-        server = create_async_engine(url, pool_size=10, max_overflow=10)
+        # pool_recycle: a connection a NAT or firewall dropped without a word is not handed out
+        # once it is that old (checked at checkout, free); a younger one fails its statement
+        server = create_async_engine(url, pool_size=10, max_overflow=10, pool_recycle=300)
         event.listen(server.sync_engine, "checkout", _drop_closed_connection)
         return server
     # one connection: writers queue in the process instead of contending for SQLite's lock
@@ -72,13 +74,14 @@ def open_engine(url: str, *, read_only: bool = False) -> AsyncEngine:
 def _drop_closed_connection(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
     """A pooled connection the server closed (PostgreSQL restarted) is replaced at checkout.
 
-    In place of pool_pre_ping, whose round trip per checkout took ~8 % of a daemon's CPU under
-    load (py-spy, bench/soak.py): asyncpg sees the server's close on the idle socket, so the
-    check costs nothing. The pool then connects again (DisconnectionError); a connection cut
-    without a word (a network gone) fails its first statement instead, which makes SQLAlchemy
-    drop the pool's connections, and the writers retry."""
+    In place of pool_pre_ping, whose round trip per checkout took 7-9 % of a daemon's py-spy
+    samples under load (bench/soak.py): asyncpg sees the server's close on the idle socket, so
+    the check costs nothing. The whole pool is dropped (a restart closed every connection) and
+    the pool connects again. A connection cut without a word (a network gone, younger than
+    pool_recycle) fails its first statement instead, which also makes SQLAlchemy drop the pool:
+    background writers retry, a new visit that hits it gets the site's own numbers."""
     if dbapi_connection.driver_connection.is_closed():
-        raise DisconnectionError("the database server closed this connection")
+        raise InvalidatePoolError("the database server closed this connection")
 
 
 def _alembic_config() -> Config:

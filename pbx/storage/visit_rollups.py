@@ -106,10 +106,11 @@ class VisitRollups:
         )
 
     async def rebuild(self, engine: AsyncEngine) -> int:
-        """Count the kept sessions again, in one transaction (no visit is counted meanwhile);
-        returns how many visits the rollups hold. Days before the oldest kept session keep
-        their counts: their sessions are gone (visits.keep_days), the counts are all that is
-        left of them."""
+        """Count the kept sessions again, in one transaction; returns how many visits the
+        rollups hold. Meant for daemons stopped (README, Several daemons): on SQLite the
+        transaction keeps their writes out, on PostgreSQL their counting would meet its rows.
+        Days before the oldest kept session keep their counts: their sessions are gone
+        (visits.keep_days), the counts are all that is left of them."""
         channels: Counter[ChannelKey] = Counter()
         facets: Counter[FacetKey] = Counter()
         async with engine.begin() as conn:

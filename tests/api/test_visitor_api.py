@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 import pbx.http
 from pbx.app import build_app, freeze_startup_heap
-from pbx.keys import ENGINE, VISITS
+from pbx.keys import ENGINE, SETTINGS, VISITS
 from pbx.storage.tables import sessions
 from tests.helpers import ORIGIN, STAFF_TOKEN, FakeClock, migrate, settings_for
 
@@ -414,3 +414,27 @@ async def test_a_body_broken_off_is_the_clients_400(client: Client) -> None:
         request = make_mocked_request("POST", "/api/v1/visits", app=client.app, payload=payload)
         with pytest.raises(web.HTTPBadRequest):
             await pbx.http.read_body(request)
+
+
+def _arrived(client: Client, body: bytes, failure: Exception | None = None) -> web.Request:
+    """A request whose whole body came with its headers, with no Content-Length (chunked)."""
+    payload = StreamReader(mock.Mock(_reading_paused=False), 2**16, loop=asyncio.get_running_loop())
+    payload.feed_data(body)
+    payload.feed_eof()
+    if failure is not None:
+        payload.set_exception(failure)
+    return make_mocked_request("POST", "/api/v1/visits", app=client.app, payload=payload)
+
+
+async def test_a_body_that_came_whole_is_read_at_once_within_the_limit(client: Client) -> None:
+    """The path every ping takes (read_nowait): the same limit and the same 400 as when the
+    body comes in pieces."""
+    limit = client.app[SETTINGS].http.max_body_bytes
+    assert await pbx.http.read_body(_arrived(client, b'{"visitor_id": "x"}')) == (
+        b'{"visitor_id": "x"}'
+    )
+    assert await pbx.http.read_body(_arrived(client, b"")) == b""
+    with pytest.raises(web.HTTPRequestEntityTooLarge):
+        await pbx.http.read_body(_arrived(client, b" " * (limit + 1)))
+    with pytest.raises(web.HTTPBadRequest):
+        await pbx.http.read_body(_arrived(client, b"{}", ContentLengthError("cut short")))

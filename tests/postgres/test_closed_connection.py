@@ -20,8 +20,9 @@ async def test_a_connection_the_server_closed_is_not_handed_out(postgres_url: st
         async with engine.connect() as conn:  # the pool keeps this connection afterwards
             pid = await conn.scalar(text("SELECT pg_backend_pid()"))
         async with killer.connect() as conn:
-            assert await conn.scalar(text(f"SELECT pg_terminate_backend({pid})"))
-        await asyncio.sleep(0.2)  # the close reaches the idle connection's socket
+            # waits (up to 5 s) for the backend to have exited
+            assert await conn.scalar(text(f"SELECT pg_terminate_backend({pid}, 5000)"))
+        await asyncio.sleep(0.2)  # the loop reads the close on the idle connection's socket
         async with engine.connect() as conn:  # without the check: "connection is closed"
             assert await conn.scalar(text("SELECT pg_backend_pid()")) != pid
     finally:

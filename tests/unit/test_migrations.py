@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from pathlib import Path
 
 from alembic import command
@@ -49,3 +51,25 @@ async def test_the_newest_migration_can_be_undone_and_redone(tmp_path: Path) -> 
             assert await conn.run_sync(_differences) == []
     finally:
         await engine.dispose()
+
+
+async def test_the_rollups_pass_sqlites_integrity_check(tmp_path: Path) -> None:
+    """SQLite 3.40's integrity_check misreads a WITHOUT ROWID table whose key column comes after
+    a non-key one ("NULL value in visit_channels.visits"): 0015 puts `shard` before `visits`."""
+    path = tmp_path / "db.sqlite"
+    engine = open_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute(
+            "INSERT INTO visit_channels (day, site, pool, source, medium, campaign, shard, visits)"
+            " VALUES (20261201, 's', 'p', 'google', 'cpc', 'c', 3, 7)"
+        )
+        conn.execute(
+            "INSERT INTO visit_facets (facet, day, site, source, medium, value, shard, visits)"
+            " VALUES ('term', 20261201, 's', 'google', 'cpc', 'shoes', 0, 2)"
+        )
+        conn.commit()
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
