@@ -27,9 +27,13 @@ KEYS = {
 }
 
 
+def _on_sqlite() -> bool:
+    return bool(op.get_bind().dialect.name == "sqlite")
+
+
 def _batch(table: str) -> Any:
     """ALTER on PostgreSQL; on SQLite the table is copied, and stays WITHOUT ROWID."""
-    sqlite = op.get_bind().dialect.name == "sqlite"
+    sqlite = _on_sqlite()
     return op.batch_alter_table(
         table,
         recreate="always" if sqlite else "never",
@@ -38,7 +42,7 @@ def _batch(table: str) -> Any:
 
 
 def upgrade() -> None:
-    sqlite = op.get_bind().dialect.name == "sqlite"
+    sqlite = _on_sqlite()
     for table, keys in KEYS.items():
         with _batch(table) as batch:
             # before `visits` (on SQLite; PostgreSQL appends): SQLite 3.40's integrity_check
