@@ -10,7 +10,7 @@ visit itself still counts), never stored.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 #: sessions.ga_client_id is 64 wide, sessions.ym_client_id 32
 _GA_CLIENT_ID = re.compile(r"[0-9]{1,20}\.[0-9]{1,20}")
@@ -34,7 +34,8 @@ class AdClientIds:
         return cls(_kept(ga_client_id, _GA_CLIENT_ID), _kept(ym_client_id, _YM_CLIENT_ID))
 
     def columns(self) -> dict[str, str | None]:
-        return asdict(self)
+        # spelled out: dataclasses.asdict deep-copies, a twentieth of a new visit's cost
+        return {"ga_client_id": self.ga_client_id, "ym_client_id": self.ym_client_id}
 
     def missing_from(self, known: AdClientIds) -> dict[str, str]:
         """The ids this has that `known` lacks: an analytics script that set its cookie after

@@ -8,6 +8,7 @@ to date for every country; a hand-written parser knew one country and let imposs
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import phonenumbers
 from phonenumbers import (
@@ -122,14 +123,35 @@ def _country_code(digits: str) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class _Style:
+    """What a site's own number as written says about writing another number like it, read
+    once per template and country: a lease only substitutes digits into it."""
+
+    own: PhoneNumber | None  # the template read in the country (None: not a number there)
+    international: str  # its E.164 digits, without '+'
+    #: the new number's digits that replace the template's, counted from the right; None when
+    #: the template is written as E.164 digits (all of the new number's replace it)
+    kept_digits: int | None
+
+
 @functools.lru_cache(maxsize=1024)
-def _own_number(template: str, region: str) -> PhoneNumber | None:
-    """The site's own number as written, read in the tracking number's region (kept: the same
-    few templates serve every lease, and parsing is what a lease would otherwise spend most on)."""
+def _style(template: str, country: int) -> _Style:
+    """Kept: the same few templates serve every lease, and parsing and formatting them was most
+    of what writing a tracking number cost."""
     try:
-        return parse(template, region)
+        own = parse(template, phonenumbers.region_code_for_country_code(country))
     except PhoneNumberError:
-        return None
+        return _Style(None, "", None)
+    international = phonenumbers.format_number(own, PhoneNumberFormat.E164)[1:]
+    written = "".join(c for c in template if c.isdigit())
+    shared = 0  # digits shared with the E.164 form, counted from the right
+    while (
+        shared < min(len(written), len(international))
+        and written[-1 - shared] == international[-1 - shared]
+    ):
+        shared += 1
+    return _Style(own, international, None if written == international else shared)
 
 
 def display_like(template: str, e164: str) -> str:
@@ -144,25 +166,19 @@ def display_like(template: str, e164: str) -> str:
     """
     new = e164.removeprefix("+")
     country = _country_code(new)
-    own = _own_number(template, phonenumbers.region_code_for_country_code(country))
-    international = phonenumbers.format_number(own, PhoneNumberFormat.E164)[1:] if own else ""
-    if own is None or own.country_code != country or len(new) != len(international):
+    style = _style(template, country)
+    own = style.own
+    if own is None or own.country_code != country or len(new) != len(style.international):
         number = parse(e164)  # the rare case: formatted by the numbering plan
         national = (
             own is not None
             and own.country_code == number.country_code
             and own.country_code_source == CountryCodeSource.FROM_DEFAULT_COUNTRY
         )
-        style = PhoneNumberFormat.NATIONAL if national else PhoneNumberFormat.INTERNATIONAL
-        return phonenumbers.format_number(number, style)
-    written = "".join(c for c in template if c.isdigit())
-    shared = 0  # digits shared with the E.164 form, counted from the right
-    while (
-        shared < min(len(written), len(international))
-        and written[-1 - shared] == international[-1 - shared]
-    ):
-        shared += 1
-    replacement = list(new if written == international else new[len(new) - shared :])
+        form = PhoneNumberFormat.NATIONAL if national else PhoneNumberFormat.INTERNATIONAL
+        return phonenumbers.format_number(number, form)
+    kept = style.kept_digits
+    replacement = list(new if kept is None else new[len(new) - kept :])
     out: list[str] = []
     for char in reversed(template):
         out.append(replacement.pop() if char.isdigit() and replacement else char)
