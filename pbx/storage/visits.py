@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from attribution.ad_clients import AdClientIds
@@ -68,6 +68,46 @@ _SET_POOL_TRACKING = (
     update(session_pools)
     .where(session_pools.c.session_id == bindparam("sid"), session_pools.c.pool == bindparam("p"))
     .values(tracking=bindparam("t"))
+)
+
+
+#: a session this process has not cached, in one query (one round trip on PostgreSQL, where
+#: pings of a session come to any of several daemons): its row, how many page views it kept,
+#: and a row per pool with each of the pool's leases, oldest first (the last is the one held)
+_LOAD = (
+    select(
+        sessions.c.visitor_id,
+        sessions.c.site,
+        sessions.c.client_ip,
+        sessions.c.source,
+        sessions.c.medium,
+        sessions.c.campaign,
+        sessions.c.click_ids,
+        sessions.c.pool.label("first_pool"),
+        sessions.c.tracking,
+        sessions.c.last_url,
+        sessions.c.last_seen,
+        sessions.c.ga_client_id,
+        sessions.c.ym_client_id,
+        select(func.count())
+        .where(page_views.c.session_id == sessions.c.id)
+        .scalar_subquery()
+        .label("pages_kept"),
+        session_pools.c.pool,
+        session_pools.c.replaces,
+        session_pools.c.tracking.label("pool_tracking"),
+        leases.c.id.label("lease_id"),
+        leases.c.number,
+        leases.c.held_until,
+    )
+    .select_from(
+        sessions.outerjoin(session_pools, session_pools.c.session_id == sessions.c.id).outerjoin(
+            leases.join(numbers, numbers.c.number == leases.c.number),
+            and_(leases.c.session_id == sessions.c.id, numbers.c.pool == session_pools.c.pool),
+        )
+    )
+    .where(sessions.c.id == bindparam("sid"))
+    .order_by(session_pools.c.pool, leases.c.started_at)
 )
 
 
@@ -147,6 +187,12 @@ class _CachedSession:
 class VisitStore:
     def __init__(self, engine: AsyncEngine, settings: Settings, clock: Callable[[], float]) -> None:
         self._engine = engine
+        postgres = engine.dialect.name == "postgresql"
+        #: reads on PostgreSQL outside a transaction: a one-statement read needs no BEGIN and
+        #: ROLLBACK, two round trips more (on SQLite, one daemon, a cache miss is rare)
+        self._reader = (
+            engine.execution_options(isolation_level="AUTOCOMMIT") if postgres else engine
+        )
         #: what the writes below last met; /healthz shows it
         self.health = WriteHealth(clock)
         self.transactions = Transactions(engine, self.health)
@@ -155,9 +201,9 @@ class VisitStore:
         self._policy = settings.lease_policy
         self._rule = SessionRule()
         self._plans = {site.name: SitePlan.from_settings(settings, site) for site in settings.sites}
-        self._claims = NumberClaims(settings, self._policy, engine.dialect.name == "postgresql")
+        self._claims = NumberClaims(settings, self._policy, postgres)
         self._writes = WriteBehind(engine, self.transactions, clock)
-        self._rollups = VisitRollups(settings, engine.dialect.name == "postgresql")
+        self._rollups = VisitRollups(settings, postgres)
         #: least recently active first (moved to the end on every activity), so the idle ones
         #: are dropped from the front without a scan
         self._cache: OrderedDict[str, _CachedSession] = OrderedDict()
@@ -424,44 +470,32 @@ class VisitStore:
         """A session this process has not cached (started before a restart, or elsewhere)."""
         if not is_id(session_id):
             return None
-        async with self._engine.connect() as conn:
-            row = (
-                await conn.execute(select(sessions).where(sessions.c.id == session_id))
-            ).one_or_none()
-            if row is None:
-                return None
-            pools = (
-                await conn.execute(
-                    select(session_pools).where(session_pools.c.session_id == session_id)
-                )
-            ).all()
-            lease_rows = (
-                await conn.execute(
-                    select(leases, numbers.c.pool)
-                    .join(numbers, numbers.c.number == leases.c.number)
-                    .where(leases.c.session_id == session_id)
-                    .order_by(leases.c.started_at)
-                )
-            ).all()
-            kept = await conn.scalar(
-                select(func.count()).where(page_views.c.session_id == session_id)
-            )
+        async with self._reader.connect() as conn:
+            rows = (await conn.execute(_LOAD, {"sid": session_id})).all()
+        if not rows:
+            return None
+        row = rows[0]
         plan = self._plans.get(row.site)
-        latest = {lease.pool: lease for lease in lease_rows}  # the newest lease of each pool
+        pools: dict[str, Any] = {}  # pool -> its newest lease's row (or its only row)
+        for r in rows:
+            if r.pool is not None and (r.lease_id is not None or r.pool not in pools):
+                pools[r.pool] = r
+        # the session's first pool first: its outcome is the session's tracking
+        order = sorted(pools, key=lambda pool: pool != row.first_pool)
         held = []
-        for p in pools:
+        for pool in order:
+            p = pools[pool]
             replaces = tuple(p.replaces.split(",")) if p.replaces else ()
             if not replaces and plan is not None:  # from before pools named their own numbers
-                replaces = next((x.replaces for x in plan.pools if x.name == p.pool), ())
-            lease = latest.get(p.pool)
+                replaces = next((x.replaces for x in plan.pools if x.name == pool), ())
             held.append(
                 HeldNumber(
-                    p.pool,
+                    pool,
                     replaces,
-                    Tracking(p.tracking),
-                    lease.number if lease else None,
-                    lease.id if lease else None,
-                    lease.held_until if lease else 0.0,
+                    Tracking(p.pool_tracking),
+                    p.number,
+                    p.lease_id,
+                    p.held_until if p.lease_id is not None else 0.0,
                 )
             )
         source = TrafficSource(
@@ -476,7 +510,7 @@ class VisitStore:
             held,
             row.last_url,
             row.last_seen,
-            kept or 0,
+            row.pages_kept or 0,
             ad_ids=AdClientIds(row.ga_client_id, row.ym_client_id),
         )
         self._remember(session_id, cached)

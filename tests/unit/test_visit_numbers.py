@@ -18,7 +18,9 @@ from pbx.storage.calls import CallFilter
 from pbx.storage.db import Tx
 from pbx.storage.retention import forget_visits_before
 from pbx.storage.tables import leases, numbers, page_views, session_pools, sessions, visitors
+from pbx.storage.visits import VisitStore
 from tests.helpers import make_settings
+from tests.session_read_back import read_back, two_pool_site
 from tests.unit.test_visit_store import PAID_URL, Harness, harness
 
 FALLBACK = "+74990000099"
@@ -191,6 +193,15 @@ async def test_a_reloaded_session_keeps_both_numbers() -> None:
         h.store._cache.clear()
         again = await h.visit("https://shop.test/next", paid.visitor_id, paid.session_id)
         assert again.session_id == paid.session_id and dict(again.shown) == dict(paid.shown)
+
+
+async def test_a_session_read_back_holds_each_pools_current_lease() -> None:
+    """Another store on the database (another daemon, or a restart) reads the session back
+    as the store that served it holds it (tests/session_read_back.py)."""
+    site = make_settings("sqlite+aiosqlite:///:memory:").sites[0].model_dump(mode="json")
+    async for h in harness(sites=[two_pool_site(site)]):
+        other = VisitStore(h.engine, h.settings, h.clock)
+        await read_back(h.store, other, h.site, h.clock)
 
 
 async def test_flushes_never_run_at_once() -> None:
