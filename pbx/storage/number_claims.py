@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, or_, select, text, update
+from sqlalchemy import Select, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from attribution.leasing import LeasePolicy, Tracking
@@ -63,6 +63,8 @@ class Claim:
         )
 
 
+EXHAUSTED = Claim(Tracking.EXHAUSTED)
+
 # The statements of the hot paths, built once: SQLAlchemy then finds them in its compiled cache
 # without generating a cache key per call, which costs more than SQLite runs them in.
 _INSERT_LEASE = insert(leases)
@@ -97,19 +99,37 @@ _UNUSED = select(numbers.c.number).where(
     numbers.c.pool == bindparam("pool"),
     numbers.c.held_until.is_(None),
 )
-#: the SQL of the allocation rule defined in attribution/allocation.py (LongestFree): free the
-#: longest first, never leased, then the earliest expired; then by number
-_LONGEST_FREE = (
-    select(numbers.c.number)
-    .where(
-        numbers.c.site == bindparam("site"),
-        numbers.c.pool == bindparam("pool"),
-        or_(numbers.c.held_until.is_(None), numbers.c.held_until < bindparam("now")),
+
+
+def _longest_free(site: str, pool: str) -> Select[tuple[str]]:
+    """The SQL of the allocation rule defined in attribution/allocation.py (LongestFree): free
+    the longest first, never leased, then the earliest expired; then by number. `site` and
+    `pool` name the bind parameters (an UPDATE reserves its columns' names for its SET)."""
+    return (
+        select(numbers.c.number)
+        .where(
+            numbers.c.site == bindparam(site),
+            numbers.c.pool == bindparam(pool),
+            or_(numbers.c.held_until.is_(None), numbers.c.held_until < bindparam("now")),
+        )
+        .order_by(numbers.c.held_until.asc().nulls_first(), numbers.c.number)
+        .limit(1)
     )
-    .order_by(numbers.c.held_until.asc().nulls_first(), numbers.c.number)
-    .limit(1)
+
+
+_LONGEST_FREE = _longest_free("site", "pool")
+#: PostgreSQL: take the longest-free number in one statement (one round trip, where choosing
+#: then taking was two). SKIP LOCKED lets concurrent takers pass each other: each locks the
+#: row it chose, and a row another transaction holds is not waited for but skipped.
+_TAKE_LONGEST_FREE = (
+    update(numbers)
+    .where(
+        numbers.c.number
+        == _longest_free("of_site", "of_pool").with_for_update(skip_locked=True).scalar_subquery()
+    )
+    .values(**_SET_LEASE)
+    .returning(numbers.c.number)
 )
-_LONGEST_FREE_SKIP_LOCKED = _LONGEST_FREE.with_for_update(skip_locked=True)
 _EXTEND_NUMBER = (
     update(numbers)
     .where(
@@ -134,7 +154,7 @@ class NumberClaims:
         #: SQLite only: per (site, pool), the numbers never leased when last read, largest
         #: first. Ordering a pool by "free the longest, then by number" makes SQLite sort every
         #: never-leased row of it per lease (milliseconds for a pool of thousands), so the
-        #: smallest never-leased number is taken from here instead; see _candidate.
+        #: smallest never-leased number is taken from here instead; see _unused_or_longest_free.
         self._unused: dict[tuple[str, str], list[str]] = {}
 
     async def sync_numbers(self, engine: AsyncEngine) -> None:
@@ -202,13 +222,14 @@ class NumberClaims:
         held_until = self._policy.held_until(now)
         lease_id = new_id()
         lease = {"lid": lease_id, "sid": session_id, "until": held_until, "ip": client}
+        if preferred and tx.run(_TAKE_FREE, {**lease, "n": preferred, "now": now}) == 1:
+            return Claim(Tracking.TRACKED, preferred, lease_id, held_until)
+        if self._postgres:
+            chosen = {**lease, "of_site": site, "of_pool": pool, "now": now}
+            number = tx.scalar(_TAKE_LONGEST_FREE, chosen)
+            return Claim(Tracking.TRACKED, number, lease_id, held_until) if number else EXHAUSTED
         for _attempt in range(8):
-            unused = False
-            number: str | None
-            if preferred:
-                number, preferred = preferred, None
-            else:
-                number, unused = self._candidate(tx, site, pool, now)
+            number, unused = self._unused_or_longest_free(tx, site, pool, now)
             if number is None:
                 break
             taken = tx.run(
@@ -218,7 +239,7 @@ class NumberClaims:
                 self._used(site, pool, number, taken == 1)
             if taken == 1:
                 return Claim(Tracking.TRACKED, number, lease_id, held_until)
-        return Claim(Tracking.EXHAUSTED)
+        return EXHAUSTED
 
     @staticmethod
     def record(tx: Tx, session_id: str, claim: Claim, now: float) -> None:
@@ -236,24 +257,25 @@ class NumberClaims:
                 },
             )
 
-    def _candidate(self, tx: Tx, site: str, pool: str, now: float) -> tuple[str | None, bool]:
-        """The number to try to lease next, and whether it comes from the never-leased list.
+    def _unused_or_longest_free(
+        self, tx: Tx, site: str, pool: str, now: float
+    ) -> tuple[str | None, bool]:
+        """SQLite: the number to try to lease next, and whether it comes from the never-leased
+        list.
 
-        The never-leased numbers sort first ("free the longest"), smallest number first. On
-        SQLite they are read once per pool into `_unused` and handed out from there; the
-        UPDATE then requires the row to be still never leased, and if it is not (another
-        process took it) the list is read again (_used), so the order is kept. PostgreSQL
-        keeps the query with SKIP LOCKED, which lets concurrent transactions pass each other.
+        The never-leased numbers sort first ("free the longest"), smallest number first. They
+        are read once per pool into `_unused` and handed out from there; the UPDATE then
+        requires the row to be still never leased, and if it is not (another process took it)
+        the list is read again (_used), so the order is kept. (PostgreSQL takes the number in
+        one statement, _TAKE_LONGEST_FREE.)
         """
-        if not self._postgres:
-            unused = self._unused.get((site, pool))
-            if unused is None:
-                rows = tx.scalars(_UNUSED, {"site": site, "pool": pool})
-                unused = self._unused[(site, pool)] = sorted(rows, reverse=True)
-            if unused:
-                return unused[-1], True
-        query = _LONGEST_FREE_SKIP_LOCKED if self._postgres else _LONGEST_FREE
-        return tx.scalar(query, {"site": site, "pool": pool, "now": now}), False
+        unused = self._unused.get((site, pool))
+        if unused is None:
+            rows = tx.scalars(_UNUSED, {"site": site, "pool": pool})
+            unused = self._unused[(site, pool)] = sorted(rows, reverse=True)
+        if unused:
+            return unused[-1], True
+        return tx.scalar(_LONGEST_FREE, {"site": site, "pool": pool, "now": now}), False
 
     def _used(self, site: str, pool: str, number: str, taken: bool) -> None:
         """The never-leased `number` was tried: it is never-leased no more, whoever took it."""

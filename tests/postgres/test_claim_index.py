@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import text
-
 from pbx.storage.db import open_engine, upgrade
-from pbx.storage.number_claims import _LONGEST_FREE_SKIP_LOCKED
+from pbx.storage.number_claims import _TAKE_LONGEST_FREE
 from pbx.storage.visits import VisitStore
 from tests.helpers import make_settings
 
@@ -43,11 +41,14 @@ async def test_the_longest_free_number_is_found_without_sorting_the_pool(
         await upgrade(engine)
         await VisitStore(engine, settings, time.time).sync_numbers()
         pool = settings.sites[0].pools[0].name
-        query = _LONGEST_FREE_SKIP_LOCKED.params(
-            site=settings.sites[0].name, pool=pool, now=time.time()
-        ).compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True})
+        values = {
+            **{"lid": "0" * 32, "sid": "1" * 32, "until": 0.0, "ip": None},
+            **{"of_site": settings.sites[0].name, "of_pool": pool, "now": time.time()},
+        }
+        query = _TAKE_LONGEST_FREE.compile(dialect=engine.dialect)
+        args = tuple({**query.params, **values}[name] for name in query.positiontup or ())
         async with engine.begin() as conn:  # no ANALYZE here: sync_numbers leaves statistics
-            plan = list(await conn.scalars(text(f"EXPLAIN {query}")))
+            plan = [row[0] for row in await conn.exec_driver_sql(f"EXPLAIN {query}", args)]
         assert any("ix_numbers_pool_free" in line for line in plan), plan
         assert not any("Sort" in line for line in plan), plan
     finally:

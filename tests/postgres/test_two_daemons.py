@@ -35,7 +35,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from pbx.settings import Settings
@@ -369,15 +369,11 @@ async def test_the_checks_catch_a_double_lease(
         # whether it is free or not
         monkeypatch.setattr(
             number_claims,
-            "_LONGEST_FREE_SKIP_LOCKED",
-            select(numbers.c.number).order_by(numbers.c.number).limit(1),
-        )
-        monkeypatch.setattr(
-            number_claims,
-            "_TAKE_FREE",
+            "_TAKE_LONGEST_FREE",
             update(numbers)
-            .where(numbers.c.number == bindparam("n"))
-            .values(**number_claims._SET_LEASE),
+            .where(numbers.c.number == select(func.min(numbers.c.number)).scalar_subquery())
+            .values(**number_claims._SET_LEASE)
+            .returning(numbers.c.number),
         )
         stores = [VisitStore(engine, settings, time.time) for _ in range(2)]  # two "daemons"
         await stores[0].sync_numbers()
