@@ -16,6 +16,9 @@ import contextlib
 import heapq
 import logging
 import multiprocessing
+import os
+import select
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -32,6 +35,25 @@ T = TypeVar("T")
 
 
 _preloaded: set[str] = set()
+
+
+def exit_with(daemon_pid: int) -> None:
+    """A worker's initializer: the worker ends when the daemon that made its pool ends.
+
+    A worker waits on its task queue, whose write end it holds too (multiprocessing gives a
+    child both ends of a queue), so it never saw a daemon killed without a word (SIGKILL, the
+    OOM killer, a test's takeover) go: it waited forever, and so did the fork server, whose
+    "alive" pipe each worker holds. A pidfd becomes readable when its process ends (Linux)."""
+    try:
+        daemon = os.pidfd_open(daemon_pid)
+    except ProcessLookupError:  # gone already
+        os._exit(0)
+
+    def wait() -> None:
+        select.select([daemon], [], [])
+        os._exit(0)
+
+    threading.Thread(target=wait, name="exit-with-daemon", daemon=True).start()
 
 
 class WorkerCrashed(Exception):
@@ -59,7 +81,12 @@ class JobPool:
         if self._executor is None:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(sorted(_preloaded))
-            self._executor = ProcessPoolExecutor(self.workers, mp_context=context)
+            self._executor = ProcessPoolExecutor(
+                self.workers,
+                mp_context=context,
+                initializer=exit_with,
+                initargs=(os.getpid(),),
+            )
         return self._executor
 
     async def run(self, job: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
