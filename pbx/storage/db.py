@@ -17,6 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.base import Executable
+from sqlalchemy.util import await_, greenlet_spawn
 
 from pbx.storage.errors import is_transient
 from pbx.storage.health import WriteHealth
@@ -211,16 +212,16 @@ async def run_in(conn: AsyncConnection, work: Callable[[Tx], T]) -> T:
     return await conn.run_sync(lambda sync_conn: work(_AlchemyTx(sync_conn)))
 
 
-#: (statement, insert column keys) -> (SQL, bind names in order, default bind values)
+#: (statement, dialect, insert column keys) -> (SQL, bind names in order, default bind values)
 _Compiled = tuple[str, tuple[str, ...], dict[str, Any]]
-_compiled: dict[tuple[int, tuple[str, ...]], tuple[Executable, _Compiled]] = {}
+_compiled: dict[tuple[int, str, tuple[str, ...]], tuple[Executable, _Compiled]] = {}
 
 
 def _compile(statement: Executable, dialect: Dialect, params: Mapping[str, Any]) -> _Compiled:
     # an INSERT's columns are those given, in the order given (one code path gives one order:
     # sorting them per call cost more than the lookup)
     keys = tuple(params) if getattr(statement, "is_insert", False) else ()
-    key = (id(statement), keys)
+    key = (id(statement), dialect.name, keys)
     hit = _compiled.get(key)
     if hit is not None and hit[0] is statement:
         return hit[1]
@@ -243,8 +244,7 @@ class _SqliteTx:
         self._dialect = dialect
 
     def _execute(self, statement: Executable, params: Mapping[str, Any]) -> sqlite3.Cursor:
-        sql, names, defaults = _compile(statement, self._dialect, params)
-        return self._conn.execute(sql, [params[n] if n in params else defaults[n] for n in names])
+        return self._conn.execute(*_bound(statement, self._dialect, params))
 
     postgres = False
 
@@ -270,6 +270,54 @@ class _SqliteTx:
         self._conn.executemany(
             sql, [[row[n] if n in row else defaults[n] for n in names] for row in rows]
         )
+
+
+def _bound(
+    statement: Executable, dialect: Dialect, params: Mapping[str, Any]
+) -> tuple[str, list[Any]]:
+    """The statement's SQL for `dialect` and its parameters in the order the SQL binds them."""
+    sql, names, defaults = _compile(statement, dialect, params)
+    return sql, [params[n] if n in params else defaults[n] for n in names]
+
+
+class _AsyncpgTx:
+    """Tx on the asyncpg connection itself, inside a transaction begun on it (PostgreSQL).
+
+    The statements are compiled once for PostgreSQL, as for SQLite above, and run by asyncpg
+    (its prepared statements, no type conversion on our side): SQLAlchemy's execution layer
+    (an execution context, its parameter processing and result objects per statement) cost a
+    visit more CPU than its round trips (bench/README.md). `work` runs in a greenlet, as under
+    SQLAlchemy's run_sync, so each statement waits for its answer without blocking the loop.
+    """
+
+    postgres = True
+
+    def __init__(self, conn: Any, dialect: Dialect) -> None:
+        self._conn = conn  # asyncpg.Connection
+        self._dialect = dialect
+
+    def first(self, statement: Executable, params: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        sql, args = _bound(statement, self._dialect, params)
+        row = await_(self._conn.fetchrow(sql, *args))
+        return None if row is None else dict(row.items())
+
+    def run(self, statement: Executable, params: Mapping[str, Any]) -> int:
+        sql, args = _bound(statement, self._dialect, params)
+        status: str = await_(self._conn.execute(sql, *args))  # "UPDATE 1", "INSERT 0 1"
+        return int(status.rpartition(" ")[2])
+
+    def scalar(self, statement: Executable, params: Mapping[str, Any]) -> Any:
+        sql, args = _bound(statement, self._dialect, params)
+        return await_(self._conn.fetchval(sql, *args))
+
+    def scalars(self, statement: Executable, params: Mapping[str, Any]) -> list[Any]:
+        sql, args = _bound(statement, self._dialect, params)
+        return [row[0] for row in await_(self._conn.fetch(sql, *args))]
+
+    def run_many(self, statement: Executable, rows: Sequence[Mapping[str, Any]]) -> None:
+        sql, names, defaults = _compile(statement, self._dialect, rows[0])
+        args = [[row[n] if n in row else defaults[n] for n in names] for row in rows]
+        await_(self._conn.executemany(sql, args))
 
 
 class _Busy(Exception):
@@ -332,7 +380,9 @@ class Transactions:
     the index pages of recent sessions), so a group of k costs much less than k commits, and a
     work that fails rolls back alone. They never wait for SQLite's lock in the loop: when
     another connection holds it, the group waits in a thread instead (and later ones queue
-    behind it). Elsewhere (PostgreSQL, in-memory SQLite) each transaction is SQLAlchemy's.
+    behind it). On PostgreSQL each work is a transaction of its own on the asyncpg connection
+    (_AsyncpgTx: several daemons' transactions run at once there, a group would only make them
+    wait for each other); on in-memory SQLite (tests) each is SQLAlchemy's.
 
     Each outcome is told to `health`: a database that cannot take writes (full, down) shows in
     /healthz and the log.
@@ -406,6 +456,12 @@ class Transactions:
         return result
 
     async def _attempt(self, work: Callable[[Tx], T]) -> T:
+        if self._engine.dialect.name == "postgresql":
+            async with self._engine.connect() as conn:
+                driver = (await conn.get_raw_connection()).driver_connection
+                assert driver is not None  # a checked-out connection
+                async with driver.transaction():
+                    return await greenlet_spawn(work, _AsyncpgTx(driver, self._engine.dialect))
         if self._path is None:
             async with self._engine.begin() as conn:
                 return await run_in(conn, work)

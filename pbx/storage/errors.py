@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 
+import asyncpg
 from sqlalchemy import exc
 
 
@@ -15,8 +16,8 @@ def is_transient(error: Exception) -> bool:
     can succeed later. False for what it will refuse every time (a value too long or of the
     wrong type, a broken constraint) and for anything that is not a database failure at all.
 
-    sqlite3's own OperationalError counts too: the short transactions (db.Transactions) run on
-    a bare sqlite3 connection, so a full disk reaches their callers unwrapped.
+    sqlite3's and asyncpg's own errors count too: the short transactions (db.Transactions) run
+    on the driver's connection, so a full disk or a lost server reaches their callers unwrapped.
     """
     if isinstance(error, exc.DBAPIError):
         return (
@@ -24,6 +25,13 @@ def is_transient(error: Exception) -> bool:
             or isinstance(error, exc.OperationalError | exc.InterfaceError)
             or _transient_sqlstate(getattr(error.orig, "sqlstate", None))
         )
+    # asyncpg's own, as the short transactions on PostgreSQL (db._AsyncpgTx) meet them: the
+    # server's by their code (a lost connection is class 08), and the client's refusal to use
+    # a connection the server closed
+    if isinstance(error, asyncpg.PostgresError):
+        return _transient_sqlstate(error.sqlstate)
+    if isinstance(error, asyncpg.InterfaceError):
+        return "connection is closed" in str(error)
     # a pool that has no connection to give, or a connection that could not be made
     return isinstance(
         error, exc.TimeoutError | exc.DisconnectionError | OSError | sqlite3.OperationalError
