@@ -199,7 +199,7 @@ class WriteBehind:
                 await asyncio.sleep(FLUSH_INTERVAL)
                 self._wakeup.clear()
                 try:
-                    await self.flush(everything=False)
+                    await self._flush_to_the_end()
                 except Exception as error:  # transient: flush() drops what is refused for good
                     # the database's state is logged once by its health (storage.health)
                     log.debug("lease extensions not written (%s); retrying", error)
@@ -215,6 +215,15 @@ class WriteBehind:
                         log.exception("could not checkpoint the database; will try again")
                     else:  # full or away: its writers' failures say so (storage.health)
                         log.debug("checkpoint not done (%s); will try again", error)
+
+    async def _flush_to_the_end(self) -> None:
+        """flush(everything=False), finished even when the flusher is cancelled (the daemon
+        stopping): a flush takes its batch out of the pending one, so stopped halfway it lost
+        the parts it had not written yet. The daemon's last flush waits for it (the lock)."""
+        flushing = asyncio.ensure_future(self.flush(everything=False))
+        # its outcome is read here, or, when this is cancelled, by nobody: say it was seen
+        flushing.add_done_callback(_outcome_seen)
+        await asyncio.shield(flushing)
 
     async def flush(self, *, everything: bool = True) -> None:
         """Write what is pending, and what was deferred (only what is due: not `everything`);
@@ -255,6 +264,13 @@ class WriteBehind:
                     if held.lease_id == lease_id:
                         held.confirmed_until = max(held.confirmed_until, held_until)
             self.last_ok = self._clock()
+
+
+def _outcome_seen(task: asyncio.Future[None]) -> None:
+    """A flush that failed after its caller was cancelled put its batch back (a transient
+    failure) or logged it (one refused for good): nothing is left to report."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _writer(pending: _Pending) -> Callable[[Tx], None]:

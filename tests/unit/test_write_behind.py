@@ -1,0 +1,62 @@
+"""The write-behind when the daemon stops: a flush under way is finished, not lost."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy.sql.base import Executable
+
+from pbx.storage import write_behind
+from pbx.storage.db import open_engine
+from pbx.storage.write_behind import ROWS_PER_TRANSACTION, WriteBehind
+from tests.helpers import FakeClock
+
+
+class _PageViews:
+    """A Tx that keeps the page views written (the other statements of a flush are let by)."""
+
+    postgres = False
+
+    def __init__(self, kept: list[str]) -> None:
+        self._kept = kept
+
+    def run_many(self, statement: Executable, rows: Sequence[Mapping[str, Any]]) -> None:
+        if statement is write_behind._INSERT_PAGE_VIEW:
+            self._kept.extend(row["session_id"] for row in rows)
+
+
+class SlowDatabase:
+    """Transactions that wait for the test to let them through, so a flush is under way."""
+
+    def __init__(self) -> None:
+        self.page_views: list[str] = []
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def run(self, work: Callable[[Any], Any]) -> Any:
+        self.entered.set()
+        await self.release.wait()
+        return work(_PageViews(self.page_views))
+
+
+async def test_a_flush_under_way_when_the_daemon_stops_is_finished_not_lost() -> None:
+    engine = open_engine("sqlite+aiosqlite:///:memory:")  # the checkpoint's; nothing is on it
+    database = SlowDatabase()
+    writes = WriteBehind(engine, database, FakeClock())  # type: ignore[arg-type]
+    sessions = [f"s{i}" for i in range(ROWS_PER_TRANSACTION * 3)]  # three transactions
+    for session in sessions:
+        writes.viewed(session, 1.0, "https://shop.test/", keep=True)
+    flusher = asyncio.create_task(writes.run())
+    try:
+        await asyncio.wait_for(database.entered.wait(), 5)  # its first part is being written
+        flusher.cancel()  # the daemon stopping (pbx.app)
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
+        database.release.set()
+        await asyncio.wait_for(writes.flush(), 5)  # the last flush on the way out (pbx.app)
+        assert sorted(database.page_views) == sorted(sessions)  # each once, none lost
+    finally:
+        await engine.dispose()
