@@ -43,17 +43,35 @@ def exit_with(daemon_pid: int) -> None:
     A worker waits on its task queue, whose write end it holds too (multiprocessing gives a
     child both ends of a queue), so it never saw a daemon killed without a word (SIGKILL, the
     OOM killer, a test's takeover) go: it waited forever, and so did the fork server, whose
-    "alive" pipe each worker holds. A pidfd becomes readable when its process ends (Linux)."""
+    "alive" pipe each worker holds. A pidfd becomes readable when its process ends (Linux 5.3);
+    without one (another system, a seccomp filter) the daemon is looked for every second. An
+    initializer that raised would break every pool, so neither way raises."""
     try:
-        daemon = os.pidfd_open(daemon_pid)
+        daemon: int | None = os.pidfd_open(daemon_pid)
     except ProcessLookupError:  # gone already
         os._exit(0)
+    except (AttributeError, OSError):
+        daemon = None
 
     def wait() -> None:
-        select.select([daemon], [], [])
+        if daemon is not None:
+            ended = select.poll()
+            ended.register(daemon, select.POLLIN)
+            ended.poll()
+        else:
+            while _running(daemon_pid):
+                time.sleep(1.0)
         os._exit(0)
 
     threading.Thread(target=wait, name="exit-with-daemon", daemon=True).start()
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # no signal: only whether it can be sent
+    except OSError:  # no such process, or another user's that took the pid since
+        return False
+    return True
 
 
 class WorkerCrashed(Exception):

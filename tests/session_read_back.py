@@ -1,7 +1,8 @@
 """One scenario for every backend: a session read back by a store that has not cached it (the
 other daemon its next ping reached, or this one after a restart) holds what the store that
 served it holds: per pool the lease it has now (not an older one of the pool), its first pool
-first (whose outcome is the session's), the pages it kept.
+first (whose outcome is the session's), the pages it kept; a pool that gave no number, and a
+session no pool was for.
 
 The expected state is the serving store's own cache, built by the live path (visits, pings,
 renewals), never by the read-back under test.
@@ -62,6 +63,11 @@ async def read_back(serving: VisitStore, other: VisitStore, site: Site, clock: F
     renewed = await serving.ping(first.session_id, first.visitor_id, None)
     assert renewed is not None and set(renewed.shown) == {SALES, SERVICE}
     assert renewed.shown != first.shown  # a second lease in each pool, on another number
+    # every number is held now: a pool that gave no number; and a visit no pool is for
+    full = await serving.start_visit(visit("10.9.0.4"))
+    assert full.tracking is Tracking.EXHAUSTED
+    direct = await serving.start_visit(visit("10.9.0.5", "https://shop.test/"))
+    assert direct.tracking is Tracking.NO_POOL
     await serving.flush()
 
     again = await other.ping(first.session_id, first.visitor_id, None)
@@ -72,5 +78,14 @@ async def read_back(serving: VisitStore, other: VisitStore, site: Site, clock: F
     assert [h[0] for h in _held(other, first.session_id)] == ["z-sales", "a-service"]
     assert other._cache[first.session_id].pages_kept == 3
     assert other._cache[first.session_id].last_url == "https://shop.test/b"
+    for served in (full, direct):
+        read = await other.ping(served.session_id, served.visitor_id, None)
+        assert read is not None and read.tracking is served.tracking
+        assert dict(read.shown) == dict(served.shown)
+        assert _held(other, served.session_id) == _held(serving, served.session_id)
+    assert [h[2:] for h in _held(other, full.session_id)] == [
+        (Tracking.EXHAUSTED, (None, None))
+    ] * 2
+    assert _held(other, direct.session_id) == []
     unknown = "0" * 32
     assert await other.ping(unknown, first.visitor_id, None) is None

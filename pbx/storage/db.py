@@ -79,8 +79,9 @@ def _drop_closed_connection(dbapi_connection: Any, _record: Any, _proxy: Any) ->
     samples under load (bench/soak.py): asyncpg sees the server's close on the idle socket, so
     the check costs nothing. The whole pool is dropped (a restart closed every connection) and
     the pool connects again. A connection cut without a word (a network gone, younger than
-    pool_recycle) fails its first statement instead, which also makes SQLAlchemy drop the pool:
-    background writers retry, a new visit that hits it gets the site's own numbers."""
+    pool_recycle) fails its first statement instead: asyncpg then marks it closed, and this
+    check drops the pool at its next checkout (through SQLAlchemy, SQLAlchemy drops it at
+    once); background writers retry, a new visit that hits it gets the site's own numbers."""
     if dbapi_connection.driver_connection.is_closed():
         raise InvalidatePoolError("the database server closed this connection")
 
@@ -212,16 +213,16 @@ async def run_in(conn: AsyncConnection, work: Callable[[Tx], T]) -> T:
     return await conn.run_sync(lambda sync_conn: work(_AlchemyTx(sync_conn)))
 
 
-#: (statement, dialect, insert column keys) -> (SQL, bind names in order, default bind values)
+#: (statement, dialect and driver, insert column keys) -> (SQL, bind names in order, defaults)
 _Compiled = tuple[str, tuple[str, ...], dict[str, Any]]
-_compiled: dict[tuple[int, str, tuple[str, ...]], tuple[Executable, _Compiled]] = {}
+_compiled: dict[tuple[int, str, str, tuple[str, ...]], tuple[Executable, _Compiled]] = {}
 
 
 def _compile(statement: Executable, dialect: Dialect, params: Mapping[str, Any]) -> _Compiled:
     # an INSERT's columns are those given, in the order given (one code path gives one order:
     # sorting them per call cost more than the lookup)
     keys = tuple(params) if getattr(statement, "is_insert", False) else ()
-    key = (id(statement), dialect.name, keys)
+    key = (id(statement), dialect.name, dialect.driver, keys)
     hit = _compiled.get(key)
     if hit is not None and hit[0] is statement:
         return hit[1]
@@ -456,12 +457,18 @@ class Transactions:
         return result
 
     async def _attempt(self, work: Callable[[Tx], T]) -> T:
-        if self._engine.dialect.name == "postgresql":
+        if self._engine.dialect.driver == "asyncpg":
             async with self._engine.connect() as conn:
                 driver = (await conn.get_raw_connection()).driver_connection
                 assert driver is not None  # a checked-out connection
-                async with driver.transaction():
-                    return await greenlet_spawn(work, _AsyncpgTx(driver, self._engine.dialect))
+                try:
+                    async with driver.transaction():
+                        return await greenlet_spawn(work, _AsyncpgTx(driver, self._engine.dialect))
+                finally:
+                    if driver.is_in_transaction():
+                        # cancelled in its BEGIN or ROLLBACK: the pool must not get it back
+                        # inside a transaction (holding row locks); closed, the checkout drops it
+                        driver.terminate()
         if self._path is None:
             async with self._engine.begin() as conn:
                 return await run_in(conn, work)

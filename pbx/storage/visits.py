@@ -73,7 +73,7 @@ _SET_POOL_TRACKING = (
 
 #: a session this process has not cached, in one query (one round trip on PostgreSQL, where
 #: pings of a session come to any of several daemons): its row, how many page views it kept,
-#: and a row per pool with each of the pool's leases, oldest first (the last is the one held)
+#: and a row per pool with each of the pool's leases, oldest first (the last is the newest)
 _LOAD = (
     select(
         sessions.c.visitor_id,
@@ -107,7 +107,7 @@ _LOAD = (
         )
     )
     .where(sessions.c.id == bindparam("sid"))
-    .order_by(session_pools.c.pool, leases.c.started_at)
+    .order_by(session_pools.c.pool, leases.c.started_at, leases.c.id)  # ids: in time order
 )
 
 
@@ -480,11 +480,8 @@ class VisitStore:
         for r in rows:
             if r.pool is not None and (r.lease_id is not None or r.pool not in pools):
                 pools[r.pool] = r
-        # the session's first pool first: its outcome is the session's tracking
-        order = sorted(pools, key=lambda pool: pool != row.first_pool)
         held = []
-        for pool in order:
-            p = pools[pool]
+        for pool, p in pools.items():
             replaces = tuple(p.replaces.split(",")) if p.replaces else ()
             if not replaces and plan is not None:  # from before pools named their own numbers
                 replaces = next((x.replaces for x in plan.pools if x.name == pool), ())
@@ -498,6 +495,16 @@ class VisitStore:
                     p.held_until if p.lease_id is not None else 0.0,
                 )
             )
+        # in the order the visit leased them (SitePlan.slots: that of the site's own numbers),
+        # the session's first pool first whatever the config says now: its outcome is the
+        # session's tracking
+        own = list(plan.own) if plan is not None else []
+
+        def leased_order(h: HeldNumber) -> tuple[bool, int, str]:
+            first_own = min((own.index(n) for n in h.replaces if n in own), default=len(own))
+            return h.pool != row.first_pool, first_own, h.pool
+
+        held.sort(key=leased_order)
         source = TrafficSource(
             row.source, row.medium, row.campaign, click_ids=json.loads(row.click_ids)
         )

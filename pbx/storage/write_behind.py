@@ -128,6 +128,7 @@ class WriteBehind:
         ] = OrderedDict()
         self._deferred_seen: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._lock = asyncio.Lock()
+        self._flushing: asyncio.Future[None] | None = None  # the flusher's, see run()
         self._wakeup = asyncio.Event()
         self.last_ok = clock()
 
@@ -220,10 +221,11 @@ class WriteBehind:
         """flush(everything=False), finished even when the flusher is cancelled (the daemon
         stopping): a flush takes its batch out of the pending one, so stopped halfway it lost
         the parts it had not written yet. The daemon's last flush waits for it (the lock)."""
-        flushing = asyncio.ensure_future(self.flush(everything=False))
+        # kept here: the event loop keeps only a weak reference to a task
+        self._flushing = asyncio.ensure_future(self.flush(everything=False))
         # its outcome is read here, or, when this is cancelled, by nobody: say it was seen
-        flushing.add_done_callback(_outcome_seen)
-        await asyncio.shield(flushing)
+        self._flushing.add_done_callback(_outcome_seen)
+        await asyncio.shield(self._flushing)
 
     async def flush(self, *, everything: bool = True) -> None:
         """Write what is pending, and what was deferred (only what is due: not `everything`);
@@ -267,8 +269,8 @@ class WriteBehind:
 
 
 def _outcome_seen(task: asyncio.Future[None]) -> None:
-    """A flush that failed after its caller was cancelled put its batch back (a transient
-    failure) or logged it (one refused for good): nothing is left to report."""
+    """A flush raises only what passes by itself (it logs and drops what the database refuses
+    for good), after putting the batch back: nothing is left to report."""
     if not task.cancelled():
         task.exception()
 

@@ -1,5 +1,6 @@
-"""A session pinged at the daemon that did not start it is read back whole, in one query outside
-a transaction (tests/session_read_back.py has the scenario)."""
+"""A session pinged at the daemon that did not start it is read back whole
+(tests/session_read_back.py has the scenario). That the read is one statement outside a
+transaction was checked in the server's statement log (bench/README.md), not here."""
 
 from __future__ import annotations
 

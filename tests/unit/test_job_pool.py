@@ -10,15 +10,17 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 #: a daemon's pool: a worker started through the fork server, then the daemon killed
 DAEMON = """
-import asyncio, os
+import asyncio, os, sys
 from pbx.job_pool import JobPool
 
 async def main():
-    pool = JobPool(1, "test", preload=["os"])
+    pool = JobPool(1, "test", preload=sys.argv[1:])
     print(await pool.run(os.getpid), await pool.run(os.getppid), flush=True)
     os.kill(os.getpid(), 9)
 
@@ -35,10 +37,14 @@ def running(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
-def test_the_worker_and_the_fork_server_end_with_the_daemon(tmp_path: Path) -> None:
+@pytest.mark.parametrize("preload", [["os"], ["tests.no_pidfd"]], ids=["pidfd", "no-pidfd"])
+def test_the_worker_and_the_fork_server_end_with_the_daemon(
+    tmp_path: Path, preload: list[str]
+) -> None:
     out = tmp_path / "pids"
+    argv = [sys.executable, "-c", DAEMON, *preload]
     with out.open("w") as stdout:  # a file: an orphan holding a pipe would keep run() waiting
-        daemon = subprocess.run([sys.executable, "-c", DAEMON], cwd=REPO, stdout=stdout, timeout=60)
+        daemon = subprocess.run(argv, cwd=REPO, stdout=stdout, timeout=60)
     assert daemon.returncode == -signal.SIGKILL
     worker, fork_server = (int(pid) for pid in out.read_text().split())
     try:
