@@ -232,6 +232,28 @@ def _compile(statement: Executable, dialect: Dialect, params: Mapping[str, Any])
     return result
 
 
+def _bound(
+    statement: Executable, dialect: Dialect, params: Mapping[str, Any]
+) -> tuple[str, list[Any]]:
+    """The statement's SQL for `dialect` and its parameters in the order the SQL binds them."""
+    sql, names, defaults = _compile(statement, dialect, params)
+    return sql, _in_order(names, defaults, params)
+
+
+def _bound_many(
+    statement: Executable, dialect: Dialect, rows: Sequence[Mapping[str, Any]]
+) -> tuple[str, list[list[Any]]]:
+    """As _bound, for an executemany: the SQL of the first row's columns, every row's values."""
+    sql, names, defaults = _compile(statement, dialect, rows[0])
+    return sql, [_in_order(names, defaults, row) for row in rows]
+
+
+def _in_order(
+    names: Sequence[str], defaults: Mapping[str, Any], params: Mapping[str, Any]
+) -> list[Any]:
+    return [params[n] if n in params else defaults[n] for n in names]
+
+
 class _SqliteTx:
     """Tx on the sqlite3 connection itself (in the event loop, or in aiosqlite's thread).
 
@@ -267,18 +289,7 @@ class _SqliteTx:
         return [row[0] for row in self._execute(statement, params).fetchall()]
 
     def run_many(self, statement: Executable, rows: Sequence[Mapping[str, Any]]) -> None:
-        sql, names, defaults = _compile(statement, self._dialect, rows[0])
-        self._conn.executemany(
-            sql, [[row[n] if n in row else defaults[n] for n in names] for row in rows]
-        )
-
-
-def _bound(
-    statement: Executable, dialect: Dialect, params: Mapping[str, Any]
-) -> tuple[str, list[Any]]:
-    """The statement's SQL for `dialect` and its parameters in the order the SQL binds them."""
-    sql, names, defaults = _compile(statement, dialect, params)
-    return sql, [params[n] if n in params else defaults[n] for n in names]
+        self._conn.executemany(*_bound_many(statement, self._dialect, rows))
 
 
 class _AsyncpgTx:
@@ -316,9 +327,7 @@ class _AsyncpgTx:
         return [row[0] for row in await_(self._conn.fetch(sql, *args))]
 
     def run_many(self, statement: Executable, rows: Sequence[Mapping[str, Any]]) -> None:
-        sql, names, defaults = _compile(statement, self._dialect, rows[0])
-        args = [[row[n] if n in row else defaults[n] for n in names] for row in rows]
-        await_(self._conn.executemany(sql, args))
+        await_(self._conn.executemany(*_bound_many(statement, self._dialect, rows)))
 
 
 class _Busy(Exception):
