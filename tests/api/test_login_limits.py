@@ -146,15 +146,36 @@ async def _healthz_ms(client: Client, count: int) -> list[float]:
     return times
 
 
+async def _hash_ms() -> float:
+    """What one argon2 hash takes (in a thread, as the login guard runs them)."""
+    started = time.perf_counter()
+    await asyncio.to_thread(PasswordHasher().hash, "guess")
+    return (time.perf_counter() - started) * 1000
+
+
+async def _loop_lags_ms(until: asyncio.Future[object]) -> list[float]:
+    """How late a 10 ms timer fires, again and again until `until` is done: a callback that
+    holds the loop (a hash run in it) shows as one late firing as long as the callback."""
+    loop = asyncio.get_running_loop()
+    lags = []
+    while not until.done():
+        started = loop.time()
+        await asyncio.sleep(0.01)
+        lags.append((loop.time() - started - 0.01) * 1000)
+    return lags
+
+
 async def test_a_flood_of_logins_does_not_stall_the_event_loop(
     tmp_path: Path,
     aiohttp_client: Callable[..., Awaitable[Client]],
     session: aiohttp.ClientSession,
 ) -> None:
     """400 logins with real argon2 hashes, each from its own address as a new name, so no
-    failure limit stops them: the excess is refused at once and /healthz stays quick."""
+    failure limit stops them: the excess is refused at once, no hash holds the event loop, and
+    /healthz stays quick."""
     client = await _client(tmp_path, aiohttp_client, staff_users())
     csrf = await login_csrf(client)
+    one_hash = min([await _hash_ms() for _ in range(3)])  # here, now, one at a time
     idle = statistics.median(await _healthz_ms(client, 30))
     flood = asyncio.gather(
         *(
@@ -169,9 +190,20 @@ async def test_a_flood_of_logins_does_not_stall_the_event_loop(
             for i in range(400)
         )
     )
-    await asyncio.sleep(0.2)  # the flood is under way
+    lags = asyncio.create_task(_loop_lags_ms(flood))
     busy = statistics.median(await _healthz_ms(client, 30))
     counts = Counter(await flood)
+    # ~17 passwords are checked, a few at a time in threads; run in the loop, each would hold it
+    # for a whole hash (~17 such stalls). The flood's own burst of requests makes a long turn or
+    # two, and the hashing threads share the cores with the loop (lags of half a hash).
+    stalls = [round(lag) for lag in await lags if lag > 0.75 * one_hash]
+    assert len(stalls) <= 5, f"the loop stalled (ms): {stalls}; a hash takes {one_hash:.0f} ms"
     assert counts[429] > 300, f"excess hashing must be refused: {counts}"
     assert set(counts) <= {401, 429}
-    assert busy < max(5 * idle, idle + 25), f"healthz p50 {idle:.1f} ms idle, {busy:.1f} ms busy"
+    # what a monitor sees; its bound grows with the machine's load, as the hash's time does (the
+    # other pytest worker may be busy beside it). Not the stall check: /healthz measured from the
+    # test's own client, which runs in the same loop, starts its clock only once a stall is over
+    bound = max(5 * idle, idle + 25, idle + one_hash / 3)
+    assert busy < bound, (
+        f"healthz p50 {idle:.1f} ms idle, {busy:.1f} ms busy (a hash: {one_hash:.0f} ms)"
+    )
