@@ -123,9 +123,9 @@ numbers = Table(
     Column("session_id", ID),
     Column("held_until", Float),
     Column("client_ip", String(64)),
-    Index("ix_numbers_pool_held", "site", "pool", "held_until"),
-    # the order of "free the longest" (number_claims._LONGEST_FREE); on PostgreSQL held_until
-    # is NULLS FIRST there (migration 0013), as SQLite sorts NULLs anyway
+    # the order of "free the longest" (number_claims._LONGEST_FREE), and a pool's numbers by
+    # held_until for any other query; on PostgreSQL held_until is NULLS FIRST there (migration
+    # 0013), as SQLite sorts NULLs anyway
     Index("ix_numbers_pool_free", "site", "pool", "held_until", "number"),
     Index("ix_numbers_client_ip", "client_ip", "held_until"),
 )
