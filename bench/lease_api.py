@@ -1,7 +1,11 @@
 """Lease-API benchmark: calltrack's visitor API against a bare aiohttp JSON endpoint, same run.
 
-Two scenarios (issue 15), both driven by bench/lease_mix.lua: `pings`, pings of held numbers
-only (after --held visits were started before wrk runs), and `mix`, 1 lease : 9 pings.
+Two scenarios (issue 15), both driven by bench/lease_mix.lua and both starting with --held
+visits already on the site: `pings`, pings of those held numbers only, and `mix`, 1 lease : 9
+pings, the held visits pinged 9 times like the new ones. The held visits keep the mix's leases
+at exactly one request in ten: without them the script ran out of sessions to ping whenever
+the leases' answers lagged, and then every connection leased at once (bursts of 25 to 50, which
+SQLite's group commit then wrote together, far cheaper than visitors arriving one by one do).
 Besides req/s, each run records the server's CPU time (utime + stime from /proc), so the CPU
 cost of a request is compared too: on a machine shared with other work, CPU per request moves
 much less than req/s, which drops whenever another process takes the server's core.
@@ -211,10 +215,11 @@ def run_wrk(
     core: str | None,
     port: int,
     seconds: float,
-    sessions: Path | None = None,
+    sessions: Path,
+    scenario: str,
 ) -> dict[str, Any]:
     script = [str(LUA), f"http://127.0.0.1:{port}", "--", str(args.pings), ORIGIN, SITE]
-    script += [str(args.think_ms), *([str(sessions)] if sessions is not None else [])]
+    script += [str(args.think_ms), str(sessions), *(["mix"] if scenario == "mix" else [])]
     argv = pinned(
         core,
         [
@@ -326,17 +331,16 @@ def measure(
         )
         argv = [sys.executable, "-m", "pbx.cli", "serve", "-c", str(config), "--port", str(port)]
     with server(pinned(server_core, argv), port, run_dir / "server.log", repo) as proc:
-        sessions = None
-        if scenario == "pings":
-            sessions = run_dir / "sessions.txt"
-            start_visits(port, args.held, sessions)
+        # both scenarios start with visitors already on the site (see lease_mix.lua's MIX)
+        sessions = run_dir / "sessions.txt"
+        start_visits(port, args.held, sessions)
         if args.warmup > 0:
-            run_wrk(args, wrk_core, port, args.warmup, sessions)
+            run_wrk(args, wrk_core, port, args.warmup, sessions, scenario)
         cpu_before = cpu_seconds(proc.pid)
         spy = None
         if args.profile and kind == "calltrack" and round_no == 1:
             spy = start_profile(proc.pid, args.duration, run_dir / "profile.txt")
-        raw = run_wrk(args, wrk_core, port, args.duration, sessions)
+        raw = run_wrk(args, wrk_core, port, args.duration, sessions, scenario)
         cpu = cpu_seconds(proc.pid) - cpu_before
         if spy is not None:
             spy.wait(timeout=60)
@@ -479,7 +483,8 @@ def markdown(args: argparse.Namespace, runs: list[Run], summaries: list[Summary]
         " two pools.",
         f"Scenarios: `pings`: pings of held numbers only, {args.held} visits started before wrk"
         " runs, each pinged round-robin, a new page every third ping; `mix`: each visitor 1"
-        f" lease + {args.pings} pings.",
+        f" lease + {args.pings} pings, the {args.held} held visits too, leases exactly one"
+        " request in ten.",
         "Pinning `split`: server on core 0, wrk on core 1 (taskset); `none`: not pinned.",
         (
             f"Offered load: each connection waits {args.think_ms} ms before each request, so"
@@ -583,7 +588,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--numbers", type=int, default=20000, help="tracking numbers in the pool")
     parser.add_argument("--pinning", choices=["split", "none", "both"], default="both")
     parser.add_argument("--scenario", choices=["pings", "mix", "both"], default="both")
-    parser.add_argument("--held", type=int, default=1000, help="visits started before a pings run")
+    parser.add_argument(
+        "--held", type=int, default=1000, help="visits started before each run, both scenarios"
+    )
     parser.add_argument(
         "--think-ms",
         type=int,

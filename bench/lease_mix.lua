@@ -8,10 +8,15 @@
 -- session); half arrive from a paid click (utm_medium=cpc), half from elsewhere; each visitor has
 -- its own address in X-Forwarded-For (the daemon trusts the bench's proxy, 127.0.0.1).
 --
--- Usage: wrk -s bench/lease_mix.lua URL -- [PINGS] [ORIGIN] [SITE] [THINK_MS] [SESSIONS]
+-- Usage: wrk -s bench/lease_mix.lua URL -- [PINGS] [ORIGIN] [SITE] [THINK_MS] [SESSIONS] [MIX]
 -- THINK_MS > 0: each connection waits that long before each request (a fixed offered load).
 -- SESSIONS: a file of visits started before wrk runs, one "session_id visitor_id" line each:
 -- then no lease at all, only pings of these held numbers, round-robin (PINGS is ignored).
+-- MIX = "mix": the SESSIONS are visitors already on the site when the run starts, each pinged
+-- PINGS times like any visit, and leases keep to exactly one in PINGS + 1 requests. Without
+-- them the queue of sessions to ping runs dry whenever the leases' answers are slower than the
+-- pings, and every connection that asks then leases at once: bursts of 25 to 50 leases
+-- together, which no site's visitors make (they arrive independently of the server's answers).
 -- done() prints one line "BENCH_JSON {...}" with the counts and latency percentiles (in us).
 
 local pings_per_visit = 9
@@ -44,7 +49,9 @@ function init(args)
    if args[3] then site = args[3] end
    if args[4] then think_ms = tonumber(args[4]) end
    if args[5] then
-      pings_only, pings_per_visit = true, math.huge
+      if args[6] ~= "mix" then
+         pings_only, pings_per_visit = true, math.huge
+      end
       for line in io.lines(args[5]) do
          local sid, vid = string.match(line, "^(%x+) (%x+)$")
          if sid then
