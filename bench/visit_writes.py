@@ -9,8 +9,8 @@ or index each frame belongs to (SQLite's dbstat), and the process's CPU per visi
 
 In process: `VisitStore.start_visit` on a fresh SQLite file with bench/lease_api.py's config
 (two pools of 10,000 numbers), `--visits` visits after 200 to warm up, paid clicks with
-distinct addresses. With `--before DIR` (a checkout: `git worktree add DIR REV`) the same
-measurement runs in a subprocess on that code too, in alternating rounds.
+distinct addresses, each measurement in a fresh process. With `--before DIR` (a checkout:
+`git worktree add DIR REV`) the same measurement runs on that code too, in alternating rounds.
 
 Usage: .venv/bin/python -m bench.visit_writes [--visits 2000] [--group 16] [--rounds 3]
        [--before /tmp/old] [--out bench/results/visit_writes.md | --no-write]
@@ -67,12 +67,16 @@ def wal_commits(wal: bytes) -> list[list[int]]:
 
 async def _measure(visits: int, group: int) -> dict[str, Any]:
     """One measurement on the code importable here (this checkout or --before's)."""
+    with tempfile.TemporaryDirectory(prefix="visit-writes-") as name:
+        return await _measure_in(Path(name), visits, group)
+
+
+async def _measure_in(folder: Path, visits: int, group: int) -> dict[str, Any]:
     from bench.lease_api import write_config
     from pbx.settings import load_settings
     from pbx.storage.db import open_engine, upgrade
     from pbx.storage.visits import VisitRequest, VisitStore
 
-    folder = Path(tempfile.mkdtemp(prefix="visit-writes-"))
     database = folder / "calltrack.db"
     settings = load_settings(write_config(folder, 20_000, f"sqlite+aiosqlite:///{database}"))
     engine = open_engine(settings.database)
@@ -98,8 +102,9 @@ async def _measure(visits: int, group: int) -> dict[str, Any]:
     wal = Path(f"{database}-wal")
     warm_up_commits = len(wal_commits(await asyncio.to_thread(wal.read_bytes)))
     cpu, wall = _cpu(), time.perf_counter()
-    for start in range(WARM_UP, WARM_UP + visits, group):
-        await asyncio.gather(*(visit(i) for i in range(start, start + group)))
+    end = WARM_UP + visits
+    for start in range(WARM_UP, end, group):
+        await asyncio.gather(*(visit(i) for i in range(start, min(start + group, end))))
     cpu, wall = _cpu() - cpu, time.perf_counter() - wall
     commits = wal_commits(await asyncio.to_thread(wal.read_bytes))[warm_up_commits:]
     with sqlite3.connect(database) as db:
@@ -119,9 +124,9 @@ async def _measure(visits: int, group: int) -> dict[str, Any]:
 
 
 def measure(repo: Path, visits: int, group: int) -> dict[str, Any]:
-    if repo == REPO:
-        return asyncio.run(_measure(visits, group))
-    # this file, on the other checkout's pbx and bench (which may not have this file)
+    """One measurement in a fresh process on `repo`'s code (both sides alike: a process that
+    ran earlier rounds would carry their heap and caches)."""
+    # this file, on that checkout's pbx and bench (an earlier one may not have this file)
     argv = [sys.executable, __file__, "--one", str(visits), str(group)]
     env = dict(os.environ, PYTHONPATH=str(repo))
     out = subprocess.run(argv, cwd=repo, env=env, capture_output=True, text=True, check=True)
