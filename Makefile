@@ -27,7 +27,7 @@ check-widget: install
 	scripts/widget-size
 
 test: install lab lint check-widget
-	$(VENV)/pytest -q -p no:cacheprovider -n 2 --dist loadgroup
+	$(VENV)/pytest -q -p no:cacheprovider
 
 bench: install lab
 	$(VENV)/python bench/lease_api.py

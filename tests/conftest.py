@@ -13,8 +13,8 @@ hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's, which reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """`make test` runs the tests on two pytest-xdist workers (--dist loadgroup); every test of
-    the lab Asterisk goes to one of them. The lab's SIP and FastAGI ports are the machine's, and
+    """On two pytest-xdist workers (`pytest -n 2 --dist loadgroup`, README "Tests"), every test
+    of the lab Asterisk goes to one of them. The lab's SIP and FastAGI ports are the machine's, and
     a worker that took the lab holds its lock until it exits (tests/asterisk/lablock.py): a lab
     test on the other worker would wait for that forever."""
     lab = pytest.mark.xdist_group("lab")
