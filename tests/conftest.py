@@ -17,10 +17,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     of the lab Asterisk goes to one of them. The lab's SIP and FastAGI ports are the machine's, and
     a worker that took the lab holds its lock until it exits (tests/asterisk/lablock.py): a lab
     test on the other worker would wait for that forever."""
-    lab = pytest.mark.xdist_group("lab")
     for item in items:
         if "lab_running" in getattr(item, "fixturenames", ()):
-            item.add_marker(lab)
+            item.add_marker(pytest.mark.xdist_group("lab"))
+            item.add_marker(pytest.mark.lab)  # make test runs these on their own, after the rest
 
 
 @pytest.hookimpl(trylast=True)  # after pytest-xdist's, which names the groups
