@@ -32,7 +32,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     ungrouped = [
         item.nodeid
         for item in session.items
-        if "lab_running" in getattr(item, "fixturenames", ()) and "@" not in item.nodeid
+        if item.get_closest_marker("lab") and "@" not in item.nodeid
     ]
     if ungrouped:
         problem = (
