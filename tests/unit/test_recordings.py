@@ -223,7 +223,10 @@ async def test_conversion_runs_in_a_worker_process_and_the_loop_stays_responsive
     [(pid, name)] = jobs(job_log)
     assert name == "busy.wav" and pid != os.getpid(), "converted in another process"
     assert (await lab.recording(call))["recording"] == "busy.mp3"
-    assert len(lags) > 50 and max(lags) < 0.25, "the loop ran all along"
+    # the job holds a core for a second: run in the loop, one lag is over a second. Two cores
+    # shared with another test worker and the job itself can keep the loop waiting a few hundred
+    # ms (0.28 s seen in CI), so the bound sits between the two.
+    assert len(lags) > 50 and max(lags) < 0.5, "the loop ran all along"
 
 
 async def test_a_worker_that_dies_is_replaced_and_its_recording_retried(
