@@ -91,5 +91,7 @@ async def test_a_taken_write_lock_is_waited_for_in_a_thread_not_in_the_loop(
     holder.execute("COMMIT")
     holder.close()
     assert await asyncio.wait_for(storing, 10) is not None
-    assert max(lags) < 0.15, "the loop went on meanwhile"
+    # waited for in the loop, the lock would freeze it for the whole busy timeout (the holder
+    # lets go only after these sleeps); a shared 2-core CI machine alone delays a turn by 0.3 s
+    assert max(lags) < 0.5, "the loop went on meanwhile"
     assert await stores.store.store(report("2.1")) is None, "stored once"
