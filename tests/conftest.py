@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 from hypothesis import settings as hypothesis_settings
@@ -11,34 +10,23 @@ hypothesis_settings.register_profile("dev", max_examples=30, deadline=None)
 hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's, which reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """On two pytest-xdist workers (`pytest -n 2 --dist loadgroup`, README "Tests"), every test
-    of the lab Asterisk goes to one of them. The lab's SIP and FastAGI ports are the machine's, and
-    a worker that took the lab holds its lock until it exits (tests/asterisk/lablock.py): a lab
-    test on the other worker would wait for that forever."""
+    """Mark every test of the lab Asterisk `lab`: `make test` runs them on their own, in one
+    process, after the rest has run on two workers (README "Tests")."""
     for item in items:
         if "lab_running" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("lab"))
-            item.add_marker(pytest.mark.lab)  # make test runs these on their own, after the rest
+            item.add_marker(pytest.mark.lab)
 
 
-@pytest.hookimpl(trylast=True)  # after pytest-xdist's, which names the groups
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Stop at once, rather than wait forever on the lab's lock, where pytest-xdist did not
-    group the lab's tests (a pytest it cannot group on: see pyproject.toml)."""
-    if not session.config.getoption("loadgroup", default=False):
+    """Stop at once a run on several workers that selected the lab's tests. The lab's SIP and
+    FastAGI ports are the machine's, and a worker that took the lab holds its lock until it
+    exits (tests/asterisk/lablock.py): a lab test on another worker would wait for it forever."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))  # set in each worker
+    if workers < 2 or not any(item.get_closest_marker("lab") for item in session.items):
         return
-    ungrouped = [
-        item.nodeid
-        for item in session.items
-        if item.get_closest_marker("lab") and "@" not in item.nodeid
-    ]
-    if ungrouped:
-        problem = (
-            f"pytest-xdist did not put the lab's tests on one worker ({ungrouped[0]} and"
-            f" {len(ungrouped) - 1} more have no group): pytest {pytest.__version__} is one"
-            " its --dist loadgroup cannot group on"
-        )
-        print(problem, file=sys.stderr)  # a worker's UsageError reaches the run as a traceback
-        raise pytest.UsageError(problem)
+    problem = (
+        "the lab's tests run in one process: `pytest -m lab` on its own, and `-m 'not lab'`"
+        " on several workers (make test runs both)"
+    )
+    session.shouldstop = problem
