@@ -15,7 +15,9 @@ Between two passes logrotate may have moved the file:
 If neither file continues what was read (rotated more than once since, or replaced), the rotated
 file is the older of the two that remain and is read whole, then the current one: calls read twice
 are stored once (the store is idempotent on Linkedid) and old ones are left out by the caller's
-`since`.
+`since`. That holds when the current file is still ours by inode too: copytruncate keeps the inode
+on every rotation, so after two of them Master.csv.1 holds only rows never read. (A file truncated
+by hand beside a Master.csv.1 already read costs a second reading of it, nothing more.)
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def plan(
     if continues(rotated):  # create mode (our own file renamed) or copytruncate (its copy)
         assert rotated is not None
         return [Segment(Source.ROTATED, rotated, position.offset), *fresh]
-    if ours(current):  # truncated or rewritten in place with no copy of the rest: start again
-        return fresh
+    # neither continues: rotated more than once since (copytruncate keeps our inode on the
+    # current file every time, and create mode may give a freed inode back to it), or replaced
     older = [Segment(Source.ROTATED, rotated, 0)] if rotated else []
     return [*older, *fresh]

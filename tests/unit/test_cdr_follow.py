@@ -45,7 +45,17 @@ def test_copytruncate_reads_the_copys_tail_then_the_truncated_file_from_its_star
 def test_a_file_rewritten_in_place_with_no_copy_starts_again() -> None:
     current = state(7, 900)  # same inode, but its bytes before the offset changed
     assert plan(AT, current, None) == [Segment(Source.CURRENT, current, 0)]
-    assert plan(AT, current, state(5, 4000)) == [Segment(Source.CURRENT, current, 0)]
+
+
+def test_copytruncate_twice_since_the_last_pass_reads_the_newer_copy_whole() -> None:
+    """The current file keeps our inode through every copytruncate: after two, Master.csv.1 is
+    the copy made at the second one and holds only rows never read (the first copy, with the
+    rest of ours, is Master.csv.2 or gone). The same when create mode gives a freed inode back."""
+    current, copy = state(7, 900), state(5, 4000)
+    assert plan(AT, current, copy) == [
+        Segment(Source.ROTATED, copy, 0),
+        Segment(Source.CURRENT, current, 0),
+    ]
 
 
 def test_a_file_gone_reads_the_newer_rotated_file_whole_then_the_current() -> None:

@@ -114,6 +114,23 @@ def test_copytruncate_reads_the_copys_tail_then_the_file_from_its_start(
     assert reader.linkedids() == []
 
 
+def test_copytruncate_twice_between_passes_reads_the_newer_copy_whole(tmp_path: Path) -> None:
+    """Master.csv keeps its inode through both rotations; the rows written between them are only
+    in Master.csv.1, and those after the first one's copy only in Master.csv.2 (gone here, as
+    with `rotate 1`): what is in neither file cannot be read, the rest is read once."""
+    master, rotated = tmp_path / "Master.csv", tmp_path / "Master.csv.1"
+    append(master, "1.1", "1.2")
+    reader = Reader(settings_for(tmp_path))
+    assert reader.linkedids() == ["1.1", "1.2"]
+    for batch in (["2.1"], ["3.1", "3.2"]):
+        append(master, *batch)
+        shutil.copy(master, rotated)  # the second copy replaces the first
+        os.truncate(master, 0)
+    append(master, "4.1", "4.2", "4.3")  # past the old offset again
+    assert reader.linkedids() == ["3.1", "3.2", "4.1", "4.2", "4.3"]
+    assert reader.linkedids() == []
+
+
 @pytest.mark.parametrize("in_place", [True, False], ids=["in-place", "new-inode"])
 def test_a_file_replaced_by_a_smaller_one_is_read_from_its_start(
     tmp_path: Path, in_place: bool
