@@ -58,13 +58,23 @@ class AmiConsumerLock:
         self._conn: AsyncConnection | None = None
 
     async def acquire(self) -> None:
-        """Returns once this daemon holds the lock; tries every `retry_every` seconds."""
+        """Returns once this daemon holds the lock; tries every `retry_every` seconds.
+
+        Why it cannot is logged once per reason, as a warning: no daemon follows AMI meanwhile
+        (nor reconciles), and a reason that lasts is the admin's to fix (a PostgreSQL before 14
+        or a PgBouncer refuses `idle_session_timeout`), not only the database restarting."""
+        said = ""
         while True:
             try:
                 if await self._query("SELECT pg_try_advisory_lock(:key)", key=LOCK_KEY):
                     return
-            except Exception as exc:  # the database is away: keep trying, quietly
-                log.debug("AMI lock: %s", exc)
+            except Exception as exc:
+                reason = str(exc) or repr(exc)
+                if reason != said:
+                    log.warning(
+                        "AMI lock: cannot take it, trying every %gs: %s", self._retry_every, reason
+                    )
+                    said = reason
                 await self._drop()
             await asyncio.sleep(self._retry_every)
 
