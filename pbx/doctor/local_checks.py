@@ -132,7 +132,15 @@ def sqlite_path(url: str) -> Path | None:
 async def database_check(settings: Settings, config: str) -> Result:
     fix = f"`calltrack db upgrade -c {config}`"
     path = sqlite_path(settings.database)
-    if path is not None and not path.is_file():
+    try:
+        exists = path is None or path.is_file()
+    except OSError as exc:  # a folder on the way it may not enter
+        return fail(
+            "database",
+            f"cannot look at {path}: {exc.strerror}",
+            "let the user running calltrack reach its folder",
+        )
+    if not exists:
         return fail("database", f"{path} does not exist", fix)
     engine = open_engine(settings.database, read_only=True)
     try:
@@ -156,7 +164,11 @@ def disk_check(settings: Settings, min_free: int) -> list[Result]:
     seen: set[int] = set()
     results = []
     for folder in folders:
-        if not folder.exists() or (device := folder.stat().st_dev) in seen:
+        try:
+            device = folder.stat().st_dev
+        except OSError:  # not there, or not to be entered: the recordings line says which
+            continue
+        if device in seen:
             continue
         seen.add(device)
         free = shutil.disk_usage(folder).free

@@ -30,6 +30,8 @@ from pbx.settings import Ami, Settings
 NEEDS_COMMAND = "`write = command` for the AMI user (manager.conf)"
 NEEDS_USER = "`write = user` for the AMI user (manager.conf)"
 NEEDS_LOGIN = "a working AMI login (see the AMI line)"
+#: the checks after the login, in the order they run
+AMI_CHECKS = ("AMI rights", "AMI events", "timestampevents", "dialplan", "DIDs")
 PROBE_EVENT = "CalltrackDoctor"  # passes the daemon user's `starts_with Calltrack` filter
 
 
@@ -199,7 +201,10 @@ async def dialplan_check(session: AmiSession, settings: Settings, config: str) -
         f"`calltrack dialplan -c {config} -o /etc/asterisk/extensions_calltrack.conf`,"
         " `#include extensions_calltrack.conf` in extensions.conf, then `dialplan reload`"
     )
-    wanted = parse_extensions_conf(render_dialplan(settings))
+    try:
+        wanted = parse_extensions_conf(render_dialplan(settings))
+    except ValueError as exc:  # a value the dialplan cannot carry safely (a path, a number)
+        return fail("dialplan", f"cannot be generated from {config}: {exc}", "fix that value")
     for context, extensions in wanted.items():
         try:
             loaded = parse_dialplan_show(await session.command(f"dialplan show {context}"))
@@ -284,18 +289,36 @@ async def pbx_checks(settings: Settings, config: str) -> tuple[list[Result], str
     assert settings.asterisk is not None
     session = AmiSession(settings.asterisk.ami)
     results = [await login_check(session)]
+    user = None
     try:
         if results[0].status is not Status.OK:
-            for name in ("AMI rights", "AMI events", "timestampevents", "dialplan", "DIDs"):
-                results.append(skip(name, "not checked", NEEDS_LOGIN))
-            results.append(await agi_check(settings))
-            return results, None
-        rights, _ = await rights_check(session)
-        events, event = await events_check(session)
-        results += [rights, events, await timestamp_check(session, event)]
-        results.append(await dialplan_check(session, settings, config))
-        results += await dids_check(session, settings)
+            results += [skip(name, "not checked", NEEDS_LOGIN) for name in AMI_CHECKS]
+        else:
+            try:
+                rights, _ = await rights_check(session)
+                results.append(rights)
+                events, event = await events_check(session)
+                results += [events, await timestamp_check(session, event)]
+                results.append(await dialplan_check(session, settings, config))
+                results += await dids_check(session, settings)
+                user = await asterisk_user(session)
+            except (OSError, TimeoutError) as exc:  # an action unanswered, the link dropped
+                checked = {r.check for r in results}
+                why = exc or type(exc).__name__
+                results.append(
+                    fail(
+                        "AMI",
+                        f"the link stopped answering during the checks: {why}",
+                        "is Asterisk overloaded or restarting? a larger asterisk.ami.action_timeout"
+                        f" (now {settings.asterisk.ami.action_timeout:g} s) for a slow one",
+                    )
+                )
+                results += [
+                    skip(name, "not checked", "an AMI link that answers (see the AMI line)")
+                    for name in AMI_CHECKS
+                    if name not in checked
+                ]
         results.append(await agi_check(settings))
-        return results, await asterisk_user(session)
+        return results, user
     finally:
         session.close()

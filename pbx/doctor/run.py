@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pbx.doctor import Result, fail
 from pbx.doctor.local_checks import cdr_check, database_check, disk_check, recordings_check
 from pbx.doctor.pbx_checks import pbx_checks
@@ -21,8 +23,25 @@ async def diagnose(
     else:
         pbx, asterisk_user = await pbx_checks(settings, config)
         results += pbx
-        results.append(cdr_check(settings))
-        results.append(recordings_check(settings, asterisk_user))
+        results += _on_files("CDR", lambda: [cdr_check(settings)])
+        results += _on_files("recordings", lambda: [recordings_check(settings, asterisk_user)])
     results.append(await database_check(settings, config))
-    results += disk_check(settings, min_free)
+    results += _on_files("disk", lambda: disk_check(settings, min_free))
     return results
+
+
+def _on_files(check: str, run: Callable[[], list[Result]]) -> list[Result]:
+    """A check of this host's files, with a folder on the way it may not enter (EACCES: its
+    user not yet in Asterisk's group) as its FAIL line, not a traceback losing the report."""
+    try:
+        return run()
+    except OSError as exc:
+        where = exc.filename or "a file"
+        return [
+            fail(
+                check,
+                f"cannot look at {where}: {exc.strerror or exc}",
+                "let the user running calltrack reach it (its group, the folders' modes); a"
+                " group just joined counts from the next login",
+            )
+        ]

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
 from pathlib import Path
+
+import pytest
 
 from pbx.doctor import Status
 from pbx.doctor.local_checks import (
@@ -14,6 +17,7 @@ from pbx.doctor.local_checks import (
     may_write,
     recordings_check,
 )
+from pbx.doctor.run import diagnose
 from tests.helpers import migrate, settings_for
 
 # a Master.csv row of the lab (loguniqueid, loguserfield, newcdrcolumns): 21 columns
@@ -25,6 +29,12 @@ ROW_21 = (
 )
 # the same call with cdr.conf's defaults: 16 columns, up to amaflags
 ROW_16 = ROW_21.split(',"1796030864.0"', 1)[0] + "\n"
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # nothing listens there once closed
 
 
 def _asterisk(tmp_path: Path, **overrides: object) -> dict[str, object]:
@@ -106,3 +116,37 @@ def test_free_disk_warns_under_the_threshold(tmp_path: Path) -> None:
     assert plenty and all(r.status is Status.OK for r in plenty)
     short = disk_check(settings, free * 2)
     assert short and all(r.status is Status.WARN for r in short)
+
+
+async def test_a_folder_it_may_not_enter_is_a_fail_line_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python 3.11's is_file/is_dir/exists raise on EACCES (a folder on the way that calltrack's
+    user may not enter: its group just joined, not yet in effect). Tests run as root, whom no
+    mode stops, so the refusal is the kernel's answer stood in for on the paths concerned."""
+    await migrate(
+        settings := settings_for(
+            tmp_path,
+            **_asterisk(
+                tmp_path, ami={"secret": "x", "port": closed_port(), "action_timeout": "0.2s"}
+            ),
+        )
+    )
+    refused = {tmp_path / "Master.csv", tmp_path / "calltrack.db", tmp_path / "asterisk-recordings"}
+    stat_of = Path.stat
+
+    def stat(path: Path, **kwargs: bool) -> os.stat_result:
+        if path in refused:
+            raise PermissionError(13, "Permission denied", str(path))
+        return stat_of(path, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", stat)
+    results = {r.check: r for r in await diagnose(settings, "calltrack.yaml")}
+    for check, path in (
+        ("CDR", "Master.csv"),
+        ("recordings", "asterisk-recordings"),
+        ("database", "calltrack.db"),
+    ):
+        assert results[check].status is Status.FAIL, results[check]
+        assert f"{path}: Permission denied" in results[check].message, results[check]
+    assert results["disk"].status is Status.OK, "free space where it may look"
