@@ -17,6 +17,7 @@ import contextlib
 import os
 import sqlite3
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,14 @@ def pg_dump_advice(database: str, target: str) -> str:
 
 def backup_sqlite(source: Path, target: Path, *, force: bool) -> str | None:
     """Copy the database at `source` to `target`; the backup's migration revision."""
+    try:
+        return _backup(source, target, force=force)
+    except OSError as exc:  # a folder it may not enter or write in, a full disk
+        where = target if ".partial" in str(exc.filename) else exc.filename or target
+        raise BackupError(f"{where}: {exc.strerror or exc}") from None
+
+
+def _backup(source: Path, target: Path, *, force: bool) -> str | None:
     if not source.is_file():
         raise BackupError(f"{source}: no such database file")
     if target.is_dir():
@@ -57,10 +66,11 @@ def backup_sqlite(source: Path, target: Path, *, force: bool) -> str | None:
         raise BackupError(f"{target} exists: pass --force to overwrite it")
     if not target.parent.is_dir():
         raise BackupError(f"{target.parent}: no such folder")
-    partial = target.with_name(f".{target.name}.partial")
-    partial.unlink(missing_ok=True)
-    # only its owner may read it: it holds every call and visit
-    os.close(os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    # a name of its own (two backups to one FILE at once, a cron run and a manual one, must not
+    # rename each other's unfinished copy into place), created 0600: it holds every call and visit
+    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    os.close(handle)
+    partial = Path(name)
     try:
         reader = sqlite3.connect(f"{source.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT)
         with contextlib.closing(reader), contextlib.closing(sqlite3.connect(partial)) as copy:

@@ -144,3 +144,28 @@ def test_postgresql_is_pointed_at_pg_dump(
         " 'postgresql://calltrack@db.example:5433/calltrack'"
     ) in err
     assert "s3cret" not in err
+
+
+def test_another_runs_unfinished_copy_is_left_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two backups to one FILE at once (a cron run, a manual one) each write a copy of their
+    own: neither deletes the other's, nor renames it into place unfinished."""
+    asyncio.run(migrate(settings_for(tmp_path)))
+    backup = tmp_path / "backup.db"
+    theirs = tmp_path / ".backup.db.partial"  # the one name every run used to write to
+    theirs.write_text("another run's copy, half-written")
+    assert main(["backup", "-c", str(tmp_path / "calltrack.yaml"), str(backup)]) == 0
+    assert theirs.read_text() == "another run's copy, half-written"
+    with contextlib.closing(sqlite3.connect(backup)) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    assert sorted(p.name for p in tmp_path.glob(".*")) == [theirs.name]
+
+
+def test_a_folder_it_cannot_write_in_is_a_message_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    asyncio.run(migrate(settings_for(tmp_path)))
+    # a folder no one can create a file in, root included (tests run as root)
+    assert main(["backup", "-c", str(tmp_path / "calltrack.yaml"), "/proc/backup.db"]) == 2
+    assert "calltrack: /proc/backup.db: No such file or directory" in capsys.readouterr().err
