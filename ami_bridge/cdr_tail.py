@@ -31,11 +31,14 @@ def rotated_path(path: Path) -> Path:
     return path.with_name(path.name + ".1")
 
 
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest() if data else ""
+
+
 def _mark(f: BinaryIO, offset: int) -> str:
     start = max(0, offset - MARK_BYTES)
     f.seek(start)
-    data = f.read(offset - start)
-    return hashlib.blake2b(data, digest_size=16).hexdigest() if data else ""
+    return _digest(f.read(offset - start))
 
 
 def _state(path: Path, position: Position | None) -> FileState | None:
@@ -72,7 +75,13 @@ def read_tail(
             stat = os.fstat(f.fileno())
             if (stat.st_ino, stat.st_dev) != (segment.file.inode, segment.file.device):
                 return Tail(lines, position, caught_up=False)  # rotated meanwhile: plan again
-            f.seek(segment.start)
+            # the mark is taken from the bytes read, not read again after them: a copytruncate
+            # in between would give the position a mark of the truncated file
+            before_start = max(0, segment.start - MARK_BYTES)
+            f.seek(before_start)
+            before = f.read(segment.start - before_start)
+            if len(before) < segment.start - before_start:
+                return Tail(lines, position, caught_up=False)  # truncated meanwhile: plan again
             data = f.read(budget)
             if len(data) == budget and not data.endswith(b"\n"):
                 data += f.readline()  # the cap fell inside a line: finish it
@@ -87,7 +96,8 @@ def read_tail(
                 taken = taken[:kept]
             lines += taken
             offset = segment.start + end
-            position = Position(segment.file.inode, segment.file.device, offset, _mark(f, offset))
+            mark = _digest((before + data[:end])[-MARK_BYTES:])
+            position = Position(segment.file.inode, segment.file.device, offset, mark)
         budget -= end
         if more or budget <= 0:
             return Tail(lines, position, caught_up=False)

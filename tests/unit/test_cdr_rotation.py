@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -129,6 +130,51 @@ def test_copytruncate_twice_between_passes_reads_the_newer_copy_whole(tmp_path: 
     append(master, "4.1", "4.2", "4.3")  # past the old offset again
     assert reader.linkedids() == ["3.1", "3.2", "4.1", "4.2", "4.3"]
     assert reader.linkedids() == []
+
+
+def test_copytruncate_right_after_a_pass_read_goes_on_in_the_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """logrotate copies and truncates Master.csv just after a pass read its new rows: the
+    position's mark is that of the bytes the pass read, so the next pass finds them in the copy
+    and reads nothing twice (a mark read again after the truncation matched neither file, and
+    the whole copy was read again)."""
+    master, rotated = tmp_path / "Master.csv", tmp_path / "Master.csv.1"
+    append(master, "1.1", "1.2")
+    reader = Reader(settings_for(tmp_path))
+    assert reader.linkedids() == ["1.1", "1.2"]
+    append(master, "1.3")
+    opened = Path.open
+
+    class RotatedAfterRead:
+        def __init__(self, f: Any) -> None:
+            self.f = f
+
+        def read(self, size: int = -1) -> bytes:
+            data: bytes = self.f.read(size)
+            if b'"1.3"' in data and not rotated.exists():
+                shutil.copy(master, rotated)
+                os.truncate(master, 0)
+            return data
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.f, name)
+
+        def __enter__(self) -> RotatedAfterRead:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.f.close()
+
+    def open_(path: Path, *args: Any, **kwargs: Any) -> Any:
+        f = opened(path, *args, **kwargs)
+        return RotatedAfterRead(f) if path == master else f
+
+    monkeypatch.setattr(Path, "open", open_)
+    assert reader.linkedids() == ["1.3"]
+    monkeypatch.undo()
+    append(master, "2.1")
+    assert reader.linkedids() == ["2.1"]
 
 
 @pytest.mark.parametrize("in_place", [True, False], ids=["in-place", "new-inode"])
