@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
 
@@ -83,6 +84,9 @@ def _search_engine(host: str) -> str | None:
     return None
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _own_name(value: str) -> str:
     """A tag that spells one of the report's own rows ("(unattributed)") is kept apart from it:
     a visitor's link must not add to, or hide in, the row of calls nobody is credited with."""
@@ -92,9 +96,12 @@ def _own_name(value: str) -> str:
 def read_source(url: str, referrer: str | None) -> TrafficSource:
     """The visit's source: explicit UTM tags first, then click ids, then the referrer."""
     try:
-        query = dict(parse_qsl(urlsplit(url).query, keep_blank_values=False))
+        pairs = parse_qsl(urlsplit(url).query, keep_blank_values=False)
     except ValueError:
-        query = {}
+        pairs = []
+    # decoded, a value may hold what the address could not (%00): control characters go, they
+    # name no campaign (and PostgreSQL refuses a NUL in text)
+    query = {k: _CONTROL.sub("", v) for k, v in pairs}
     tags = {k: _own_name(query[k][:MAX_VALUE]) for k in UTM_KEYS if query.get(k)}
     click_ids = {k: query[k][:MAX_VALUE] for k in CLICK_ID_SOURCES if query.get(k)}
     referrer = referrer[:MAX_URL] if referrer else None

@@ -27,12 +27,17 @@ API_PREFIX = "/api/v1/visits"
 
 # Bodies are parsed by pydantic straight from the bytes (one pass in its Rust core, a third of
 # json.loads + model_validate): a body that is not a JSON object is a 400 with the reason too.
+#: a page's address as a browser sends it: no control characters (a browser percent-encodes
+#: them; PostgreSQL refuses a NUL in text, and a batch of other visitors' writes with it)
+URL_PATTERN = r"^https?://[^\x00-\x1f\x7f]*$"
+
+
 class VisitBody(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
     site: str = Field(max_length=64)
-    url: str = Field(max_length=4096, pattern=r"^https?://")
-    referrer: str | None = Field(None, max_length=4096)
+    url: str = Field(max_length=4096, pattern=URL_PATTERN)
+    referrer: str | None = Field(None, max_length=4096, pattern=r"^[^\x00-\x1f\x7f]*$")
     visitor_id: str | None = Field(None, max_length=64)
     session_id: str | None = Field(None, max_length=64)
     dnt: bool = False
@@ -46,7 +51,7 @@ class PingBody(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
     visitor_id: str = Field(max_length=64)
-    url: str | None = Field(None, max_length=4096, pattern=r"^https?://")
+    url: str | None = Field(None, max_length=4096, pattern=URL_PATTERN)
 
 
 def _invalid(exc: ValidationError) -> web.Response:

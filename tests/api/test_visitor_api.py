@@ -86,6 +86,10 @@ async def test_preflight_only_for_known_origins(client: Client) -> None:
         (b'{"site": "main", "url": "javascript:alert(1)"}', HEADERS, 400),
         (b'{"site": "main"}', HEADERS, 400),
         (b'{"site": "main", "url": "https://shop.test/", "dnt": "yes"}', HEADERS, 400),
+        # control characters no browser sends unencoded (PostgreSQL refuses the NUL)
+        (b'{"site": "main", "url": "https://shop.test/\\u0000"}', HEADERS, 400),
+        (b'{"site": "main", "url": "https://shop.test/\\n"}', HEADERS, 400),
+        (b'{"site": "main", "url": "https://shop.test/", "referrer": "\\u0000"}', HEADERS, 400),
         (b"\xff\xfe\x00garbage", HEADERS, 400),
         (b'{"site": "nope", "url": "https://shop.test/"}', HEADERS, 403),
         (b'{"site": "main", "url": "https://shop.test/"}', {}, 403),
@@ -115,6 +119,17 @@ async def test_oversize_body_by_header_is_refused_before_reading(client: Client)
 async def test_pings_of_unknown_sessions_are_404(client: Client, path: str) -> None:
     response = await client.post(path, json={"visitor_id": "a" * 32}, headers=HEADERS)
     assert response.status == 404
+
+
+async def test_a_ping_with_a_nul_in_its_page_is_a_400(client: Client) -> None:
+    first = await (await visit(client)).json()
+    response = await client.post(
+        f"/api/v1/visits/{first['session_id']}/ping",
+        data=b'{"visitor_id": "%s", "url": "https://shop.test/a\\u0000b"}'
+        % first["visitor_id"].encode(),
+        headers=HEADERS,
+    )
+    assert response.status == 400 and "url" in str(await response.json())
 
 
 async def test_ping_from_another_origin_is_refused(client: Client) -> None:

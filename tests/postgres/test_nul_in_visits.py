@@ -1,0 +1,41 @@
+"""A NUL a visitor's link spells (%00) never reaches PostgreSQL, which refuses it in text: the
+visit is stored, its tags without it (a raw NUL in the body is refused by the API: a 400, see
+tests/api/test_visitor_api.py)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from pbx.storage.db import open_engine, upgrade
+from pbx.storage.tables import sessions
+from pbx.storage.visits import VisitRequest, VisitStore
+from tests.helpers import FakeClock, make_settings
+
+pytestmark = pytest.mark.postgres
+
+
+async def test_a_nul_in_a_links_tags_is_dropped_and_the_visit_stored(postgres_url: str) -> None:
+    settings = make_settings(postgres_url)
+    engine = open_engine(postgres_url)
+    try:
+        await upgrade(engine)
+        store = VisitStore(engine, settings, FakeClock())
+        await store.sync_numbers()
+        url = "https://shop.test/?utm_source=%00mail&utm_medium=cpc&utm_campaign=a%00b&gclid=%00"
+        visit = await store.start_visit(
+            VisitRequest(settings.sites[0], url, None, None, None, "10.0.0.1")
+        )
+        await store.flush()
+        async with engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(sessions.c.source, sessions.c.campaign, sessions.c.click_ids).where(
+                        sessions.c.id == visit.session_id
+                    )
+                )
+            ).one()
+        assert tuple(row) == ("mail", "ab", "{}")
+        store.close()
+    finally:
+        await engine.dispose()
