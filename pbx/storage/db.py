@@ -445,13 +445,23 @@ class Transactions:
                 try:
                     outcomes.append((True, work(tx)))
                 except Exception as exc:
+                    if not conn.in_transaction:
+                        # SQLite rolled the whole transaction back (a full disk, an I/O error):
+                        # its error is every work's, there is no savepoint left to go back to
+                        raise
                     conn.execute("ROLLBACK TO work")
                     outcomes.append((False, exc))
                 conn.execute("RELEASE work")
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    # a connection stuck in a transaction would refuse every later BEGIN: the
+                    # next group opens a new one
+                    self._conn = None
+                    conn.close()
             raise
         return outcomes
 

@@ -114,18 +114,12 @@ async def test_a_part_that_fails_is_put_back_alone_so_nothing_is_doubled() -> No
         assert (stored, viewed) == (1 + views, 1 + views)
 
 
+VISITOR = {"created_at": 0.0, "visits": 1, "first_source": "(direct)", "first_medium": "(none)"}
+
+
 def _insert_visitor(visitor_id: str) -> Callable[[Tx], str]:
     def work(tx: Tx) -> str:
-        tx.run(
-            insert(visitors),
-            {
-                "id": visitor_id,
-                "created_at": 0.0,
-                "visits": 1,
-                "first_source": "(direct)",
-                "first_medium": "(none)",
-            },
-        )
+        tx.run(insert(visitors), {**VISITOR, "id": visitor_id})
         return visitor_id
 
     return work
@@ -186,3 +180,33 @@ def test_origins_map_to_the_sites_that_list_them() -> None:
     origin = site.origins[0]
     assert answers.allowed(origin.upper()) and set(answers.sites_for(origin)) == {site.name}
     assert not answers.allowed("https://evil.test") and not answers.sites_for("https://evil.test")
+
+
+async def test_a_full_database_fails_the_whole_group_with_its_own_error(tmp_path: Path) -> None:
+    """SQLite rolls the whole transaction back when the disk fills (SQLITE_FULL), savepoints
+    included: every work of the group is told "full", which /healthz and the retries read, not
+    the "no such savepoint" of rolling back to one that is gone; and the connection goes on."""
+    engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / 'calltrack.db'}")
+    await upgrade(engine)
+    transactions = Transactions(engine, WriteHealth(time.time))
+    conn = transactions._connection()
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages + 2}")  # the disk as good as full
+
+    def too_big(tx: Tx) -> None:
+        tx.run(insert(visitors), {**VISITOR, "id": "c" * 32, "first_source": "x" * 100_000})
+
+    try:
+        outcomes = await asyncio.gather(
+            transactions.run(_insert_visitor("a" * 32)),
+            transactions.run(too_big),
+            return_exceptions=True,
+        )
+        assert all(isinstance(o, Exception) and "full" in str(o) for o in outcomes), outcomes
+        conn.execute(f"PRAGMA max_page_count = {pages + 1000}")  # space again
+        assert await transactions.run(_insert_visitor("b" * 32)) == "b" * 32
+        async with engine.connect() as db:
+            assert set(await db.scalars(select(visitors.c.id))) == {"b" * 32}
+    finally:
+        transactions.close()
+        await engine.dispose()
