@@ -42,9 +42,11 @@ def is_transient(error: Exception) -> bool:
 #: resources (disk full, too many connections), 57P0 the server is shutting down, starting up
 #: or restarting (asyncpg's "cannot connect now", which SQLAlchemy wraps in a bare DBAPIError);
 #: codes: 40001/40P01 serialization failure and deadlock (retrying is the cure), 25006 a
-#: read-only transaction (a replica being promoted).
+#: read-only transaction (a replica being promoted), 57014 a statement cancelled (its
+#: statement_timeout on a loaded server, an admin's pg_cancel_backend) and 55P03 a lock not
+#: had in time (lock_timeout).
 _TRANSIENT_CLASSES = ("08", "53", "57P0")
-_TRANSIENT_CODES = frozenset({"40001", "40P01", "25006"})
+_TRANSIENT_CODES = frozenset({"40001", "40P01", "25006", "57014", "55P03"})
 
 
 def _transient_sqlstate(code: object) -> bool:

@@ -20,6 +20,11 @@ from tests.helpers import db_error
         (asyncpg.exceptions.CannotConnectNowError("the database system is starting up"), True),
         (asyncpg.exceptions.DiskFullError("could not extend file"), True),
         (asyncpg.exceptions.SerializationError("could not serialize access"), True),
+        (
+            asyncpg.exceptions.QueryCanceledError("canceling statement due to statement timeout"),
+            True,
+        ),
+        (asyncpg.exceptions.LockNotAvailableError("canceling statement due to lock timeout"), True),
         (asyncpg.exceptions.UniqueViolationError("duplicate key value"), False),
         (asyncpg.exceptions.StringDataRightTruncationError("value too long"), False),
         (asyncpg.InterfaceError("cannot call Connection.fetch(): connection is closed"), True),
