@@ -37,6 +37,9 @@ WRITE_STEP = 5.0
 #: rows per transaction of a flush; the loop gets a turn between them, so that a flush of a
 #: busy second's pings never holds it for more than a few milliseconds
 ROWS_PER_TRANSACTION = 256
+#: how far apart the clocks of daemons sharing a database may be (NTP keeps them within
+#: milliseconds): an extension is written behind only while its lease has this much time left
+CLOCK_MARGIN = 1.0
 
 #: a page view of a session that is gone (deleted by retention meanwhile) is dropped, not an error
 _INSERT_PAGE_VIEW = insert(page_views).from_select(
@@ -58,9 +61,19 @@ _FLUSH_NUMBERS = (
     )
     .values(held_until=bindparam("h"))
 )
+# ... and only a lease whose number is still its own: the history must never show two leases of
+# one number at once (see WriteBehind.flush for how an extension could outlive its lease)
 _FLUSH_LEASES = (
     update(leases)
-    .where(leases.c.id == bindparam("l"), leases.c.held_until < bindparam("h"))
+    .where(
+        leases.c.id == bindparam("l"),
+        leases.c.held_until < bindparam("h"),
+        exists().where(
+            numbers.c.number == bindparam("n"),
+            numbers.c.lease_id == bindparam("l"),
+            numbers.c.held_until >= bindparam("h"),
+        ),
+    )
     .values(last_activity=bindparam("a"), held_until=bindparam("h"))
 )
 _FLUSH_LAST_SEEN = (
@@ -100,6 +113,19 @@ class _Pending:
                 self.page_views[start:end],
                 dict(viewed[start:end]),
             )
+
+    def drop_lapsed(self, until: float) -> None:
+        """Drop the extensions of leases the database holds no longer than `until`.
+
+        An extension is handed over while its lease has time left (LeasePolicy.sync_margin),
+        and written within a fraction of a second; but while the database is away it waits,
+        put back after each failed flush, and the lease may run out meanwhile: another session
+        may have taken the number by the time it lands. Neither written nor confirmed, it
+        leaves the lease as the database has it, and the session's next ping goes to the
+        database (VisitStore._renew), which extends it or leases again."""
+        for lease_id, (held, *_write) in list(self.extensions.items()):
+            if held.confirmed_until < until:
+                del self.extensions[lease_id]
 
     def merge_older(self, older: _Pending) -> None:
         """Put back a batch that could not be written, under what came since."""
@@ -241,6 +267,7 @@ class WriteBehind:
         async with self._lock:
             self._take_deferred(everything)
             pending, self._pending = self._pending, _Pending()
+            pending.drop_lapsed(self._clock() + CLOCK_MARGIN)
             parts = list(pending.parts(ROWS_PER_TRANSACTION))
             for done, part in enumerate(parts):
                 if done:

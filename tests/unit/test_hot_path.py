@@ -210,3 +210,45 @@ async def test_a_full_database_fails_the_whole_group_with_its_own_error(tmp_path
     finally:
         transactions.close()
         await engine.dispose()
+
+
+async def test_an_extension_that_outlived_its_lease_in_an_outage_is_not_written() -> None:
+    """A ping's extension waits in the batch while the database is away; the lease runs out
+    meanwhile and a new visit takes the number. The old extension must not land on the old
+    lease (two leases of one number at once: a call credited to either) nor confirm it in the
+    cache (the old session would go on showing a number that is someone else's)."""
+    async for h in harness():
+        a = await h.visit()
+        start = h.clock.now
+        h.clock.advance(10.0)
+        await h.store.flush()  # a flusher that keeps up (else pings go to the database)
+        await h.store.ping(a.session_id, a.visitor_id, None)  # written behind
+        writes = h.store._writes
+        real_run = writes._transactions.run
+
+        async def away(work: Callable[[Tx], Any]) -> Any:
+            raise OperationalError("UPDATE", {}, Exception("unable to open database file"))
+
+        writes._transactions.run = away  # type: ignore[method-assign]
+        with pytest.raises(OperationalError):
+            await writes.flush()  # put back, to be retried
+        writes._transactions.run = real_run  # type: ignore[method-assign]
+        h.clock.advance(FREEZE - 5.0)  # past the database's end of a's lease (start + 60)
+        [held] = h.store._cache[a.session_id].held
+        number = held.number
+        b, c = await h.visit(ip="10.0.0.2"), await h.visit(ip="10.0.0.3")  # both numbers again
+        assert number in {h.store._cache[v.session_id].held[0].number for v in (b, c)}
+        await writes.flush()  # the database is back: the retry
+        async with h.engine.connect() as conn:
+            spans = (
+                await conn.execute(
+                    select(leases.c.session_id, leases.c.started_at, leases.c.held_until).where(
+                        leases.c.number == number
+                    )
+                )
+            ).all()
+        assert len(spans) == 2
+        (_, _, first_end), (_, second_start, _) = sorted(spans, key=lambda s: s.started_at)
+        assert first_end == start + FREEZE, "the old lease was not extended"
+        assert first_end <= second_start, "never two leases of one number at once"
+        assert held.confirmed_until == start + FREEZE, "nor confirmed in the cache"
