@@ -53,6 +53,8 @@ from typing import Any
 BENCH = Path(__file__).absolute().parent
 REPO = BENCH.parent  # the checkout whose calltrack is measured (PYTHONPATH, not the installed one)
 LUA = BENCH / "lease_mix.lua"
+#: visitors already on the site when a run starts (--held), pinged like any visit
+HELD_VISITS = 1000
 ORIGIN = "http://127.0.0.1:8000"
 SITE = "bench"
 #: scenario -> the req/s ratio to the bare endpoint it must reach (issue 15)
@@ -219,7 +221,7 @@ def run_wrk(
     scenario: str,
 ) -> dict[str, Any]:
     script = [str(LUA), f"http://127.0.0.1:{port}", "--", str(args.pings), ORIGIN, SITE]
-    script += [str(args.think_ms), str(sessions), *(["mix"] if scenario == "mix" else [])]
+    script += [str(args.think_ms), str(sessions), scenario, str(args.threads)]
     argv = pinned(
         core,
         [
@@ -589,7 +591,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pinning", choices=["split", "none", "both"], default="both")
     parser.add_argument("--scenario", choices=["pings", "mix", "both"], default="both")
     parser.add_argument(
-        "--held", type=int, default=1000, help="visits started before each run, both scenarios"
+        "--held",
+        type=int,
+        default=HELD_VISITS,
+        help="visits started before each run, both scenarios",
     )
     parser.add_argument(
         "--think-ms",

@@ -9,6 +9,7 @@
 -- its own address in X-Forwarded-For (the daemon trusts the bench's proxy, 127.0.0.1).
 --
 -- Usage: wrk -s bench/lease_mix.lua URL -- [PINGS] [ORIGIN] [SITE] [THINK_MS] [SESSIONS] [MIX]
+--        [THREADS]
 -- THINK_MS > 0: each connection waits that long before each request (a fixed offered load).
 -- SESSIONS: a file of visits started before wrk runs, one "session_id visitor_id" line each:
 -- then no lease at all, only pings of these held numbers, round-robin (PINGS is ignored).
@@ -17,6 +18,8 @@
 -- them the queue of sessions to ping runs dry whenever the leases' answers are slower than the
 -- pings, and every connection that asks then leases at once: bursts of 25 to 50 leases
 -- together, which no site's visitors make (they arrive independently of the server's answers).
+-- THREADS: wrk's -t; each thread takes its share of SESSIONS (line i goes to thread i mod
+-- THREADS), so that every session is pinged as often whatever the number of threads.
 -- done() prints one line "BENCH_JSON {...}" with the counts and latency percentiles (in us).
 
 local pings_per_visit = 9
@@ -52,9 +55,11 @@ function init(args)
       if args[6] ~= "mix" then
          pings_only, pings_per_visit = true, math.huge
       end
+      local nthreads, line_no = tonumber(args[7] or "1"), 0
       for line in io.lines(args[5]) do
          local sid, vid = string.match(line, "^(%x+) (%x+)$")
-         if sid then
+         line_no = line_no + 1
+         if sid and (line_no - 1) % nthreads == ((thread_no or 1) - 1) % nthreads then
             known[sid] = true
             qtail = qtail + 1
             queue[qtail] = {sid = sid, vid = vid, done = 0}

@@ -50,8 +50,6 @@ BENCH = Path(__file__).absolute().parent
 MAX_SPLITS = 200_000  # 10 rounds a side: 184,756 splits, a second of medians
 KEYWORDS = {"price": "lead", "call me back": "callback", "refund": "complaint"}
 TAGS = ["lead", "callback", "complaint", "spam"]
-#: visitors already on the site when wrk starts (see bench/lease_api.py)
-HELD = 1000
 
 
 def recording(folder: Path, seconds: float) -> tuple[Path, float]:
@@ -143,7 +141,7 @@ def lease_run(
     argv = [sys.executable, "-m", "pbx.cli", "serve", "-c", str(config), "--port", str(port)]
     with lease_api.server(argv, port, run_dir / "server.log"):
         sessions = run_dir / "sessions.txt"
-        lease_api.start_visits(port, HELD, sessions)
+        lease_api.start_visits(port, lease_api.HELD_VISITS, sessions)
         if args.warmup > 0:
             lease_api.run_wrk(args, None, port, args.warmup, sessions, "mix")
         backlog_before = metric(port, "calltrack_speech_backlog")
