@@ -25,7 +25,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Generic, ParamSpec, TypeVar
 
-from pbx.storage.errors import log_failure
+from pbx.storage.errors import is_transient, log_failure
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,19 @@ def _running(pid: int) -> bool:
     except OSError:  # no such process, or another user's that took the pid since
         return False
     return True
+
+
+#: a job that failed for a reason that passes (the database away or full, the disk full) is
+#: tried again after this many seconds, doubling up to TRANSIENT_RETRY_MAX, without counting
+#: an attempt: after an outage every waiting job goes on, with no restart needed
+TRANSIENT_RETRY_FIRST = 30.0
+TRANSIENT_RETRY_MAX = 600.0
+
+
+def passes_by_itself(error: Exception) -> bool:
+    """A database failure that passes (storage.errors.is_transient), or a job's own error that
+    says it does (a `transient` attribute: recordings.files.ConversionFailed on a full disk)."""
+    return is_transient(error) or getattr(error, "transient", False) is True
 
 
 class WorkerCrashed(Exception):
@@ -164,6 +177,7 @@ class JobQueue(Generic[T]):
         self._ready: list[int] = []  # heap of -id: newest first
         self._waiting: list[tuple[float, int]] = []  # heap of (monotonic time, id)
         self._attempts: dict[int, int] = {}
+        self._retry_after: dict[int, float] = {}  # the next wait after a transient failure
         self._last_id: int | None = None
         self._news = asyncio.Event()
 
@@ -224,12 +238,25 @@ class JobQueue(Generic[T]):
                 heapq.heappush(self._ready, -row_id)  # at once: the pool is new
                 return
         except Exception as exc:
+            if passes_by_itself(exc):
+                wait = self._retry_after.get(row_id, TRANSIENT_RETRY_FIRST)
+                self._retry_after[row_id] = min(2 * wait, TRANSIENT_RETRY_MAX)
+                log.warning(
+                    "%s %d not done, tried again in %g s: %s",
+                    self._name,
+                    row_id,
+                    wait,
+                    str(exc) or type(exc).__name__,
+                )
+                heapq.heappush(self._waiting, (time.monotonic() + wait, row_id))
+                return
             self._failed(row_id, str(exc) or type(exc).__name__)
         else:
             if retry_in is not None:
                 heapq.heappush(self._waiting, (time.monotonic() + retry_in, row_id))
                 return
             self._attempts.pop(row_id, None)
+        self._retry_after.pop(row_id, None)
         del self._jobs[row_id]  # done, or failed: the next sweep reads it again
 
     def _failed(self, row_id: int, reason: str) -> bool:

@@ -6,6 +6,7 @@ at a tenth of that. Everything here blocks (pydub runs ffmpeg), so callers run i
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import secrets
@@ -30,7 +31,20 @@ FORMATS: dict[str, tuple[str, dict[str, object]]] = {
 
 
 class ConversionFailed(Exception):
-    pass
+    """The recording could not be converted; `transient`: for a reason that passes (a full
+    disk), so it is tried again later rather than given up on (pbx.job_pool).
+
+    Both are in `args`: the exception comes back pickled from the worker process."""
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message, transient)
+
+    @property
+    def transient(self) -> bool:
+        return bool(self.args[1])
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 @dataclass(frozen=True)
@@ -83,7 +97,10 @@ def convert(source: Path, to: str) -> Converted:
     except (OSError, CouldntDecodeError, CouldntEncodeError, IndexError) as exc:
         # ffmpeg's banner is long; its last line says what went wrong
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise ConversionFailed(f"{source.name}: {reason}") from exc
+        # the disk full, whether Python or ffmpeg found it
+        full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+        full = full or "No space left on device" in str(exc)
+        raise ConversionFailed(f"{source.name}: {reason}", transient=full) from exc
     finally:
         partial.unlink(missing_ok=True)
     return Converted(target, len(audio) / 1000, waveform(audio))

@@ -98,8 +98,9 @@ class RecordingWorker:
             return SETTLE_SECONDS - age
         try:
             converted = await self.pool.run(self._job, self._folder, name, self._format)
-        except ConversionFailed:
-            self._metrics.recordings.labels("failed").inc()
+        except ConversionFailed as exc:
+            if not exc.transient:  # a full disk is waited out (pbx.job_pool), not a failure
+                self._metrics.recordings.labels("failed").inc()
             raise
         if await self._store.replace_recording(
             call_id, name, converted.path.name, converted.seconds, converted.peaks

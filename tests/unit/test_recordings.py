@@ -9,21 +9,24 @@ import asyncio
 import contextlib
 import math
 import os
+import sqlite3
 import time
 import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydub import AudioSegment
 
 from attribution.calls import CallReport
+from pbx import job_pool
 from pbx.metrics import Metrics
 from pbx.settings import Settings
 from pbx.storage.calls import CallFilter, CallStore
 from pbx.storage.db import open_engine
 from pbx.storage.visits import VisitStore
-from recordings.files import Converted, recording_path, waveform
+from recordings.files import ConversionFailed, Converted, recording_path, waveform
 from recordings.worker import MAX_ATTEMPTS, ConvertJob, RecordingWorker, convert_recording
 from tests.helpers import FakeClock, migrate, settings_for
 
@@ -56,6 +59,17 @@ def dies_once(folder: Path, name: str, to: str) -> Converted:
     if not first.exists():
         first.touch()
         os._exit(1)
+    return logged(folder, name, to)
+
+
+def disk_full_4_times(folder: Path, name: str, to: str) -> Converted:
+    """The disk is full for the first four attempts (one more than MAX_ATTEMPTS), as ffmpeg
+    says it; then there is space again."""
+    tries = job_log_of(folder).with_suffix(".full")
+    done = len(tries.read_text()) if tries.exists() else 0
+    if done < 4:
+        tries.write_text("x" * (done + 1))
+        raise ConversionFailed(f"{name}: No space left on device", transient=True)
     return logged(folder, name, to)
 
 
@@ -180,6 +194,50 @@ async def test_a_wav_that_does_not_convert_is_kept_and_retried_a_few_times(lab: 
         "calltrack_recordings_total", {"outcome": "failed"}
     )
     assert failed == MAX_ATTEMPTS, "gives up after a few attempts, not on every sweep"
+
+
+async def converted_after_an_outage(lab: Lab, worker: RecordingWorker, call: int) -> int:
+    """Runs the worker as its loop does until the call's recording is converted (an outage
+    that passes must not use up its attempts); how many runs that took."""
+    for runs in range(1, 20):
+        wait = await worker.convert_pending()
+        if (await lab.recording(call))["recording"] == "full.mp3":
+            return runs
+        await asyncio.sleep(wait or 0)
+    raise AssertionError("never converted")
+
+
+async def test_a_full_disk_in_the_conversion_is_waited_out_not_given_up_on(
+    lab: Lab, job_log: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(job_pool, "TRANSIENT_RETRY_FIRST", 0.01)
+    call = await lab.call("full", make_wav(lab.folder / "full.wav", 1).name)
+    worker = lab.worker(job=disk_full_4_times)
+    assert await converted_after_an_outage(lab, worker, call) == 5
+    assert not (lab.folder / "full.wav").exists()
+    counted = lab.metrics.registry.get_sample_value
+    assert counted("calltrack_recordings_total", {"outcome": "converted"}) == 1
+    assert not counted("calltrack_recordings_total", {"outcome": "failed"})
+
+
+async def test_a_database_full_when_storing_the_conversion_is_waited_out(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(job_pool, "TRANSIENT_RETRY_FIRST", 0.01)
+    call = await lab.call("full", make_wav(lab.folder / "full.wav", 1).name)
+    real = lab.store.replace_recording
+    refused = 0
+
+    async def full_4_times(*args: Any) -> bool:
+        nonlocal refused
+        if refused < 4:
+            refused += 1
+            raise sqlite3.OperationalError("database or disk is full")
+        return await real(*args)
+
+    monkeypatch.setattr(lab.store, "replace_recording", full_4_times)
+    assert await converted_after_an_outage(lab, lab.worker(), call) == 5
+    assert not (lab.folder / "full.wav").exists()
 
 
 async def test_a_wav_still_being_written_waits_until_it_settles(lab: Lab) -> None:
