@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from integrations.worker import delivery_worker
 from pbx import crm_api, journey_api, recording_links_api, reports_api, staff_api, staff_ui
-from pbx.http import Handler, error_as_json, internal_error
+from pbx.http import Handler, error_as_json, internal_error, refuse_unstorable
 from pbx.keys import (
     ANSWERS,
     CALLS,
@@ -207,8 +207,10 @@ def errors_and_navigation(handler: Handler) -> Handler:
         api = request.path.startswith("/api/")
         try:
             if api:
+                refuse_unstorable(request.query.values(), "the query")
                 return await handler(request)
             try:
+                refuse_unstorable(request.query.values(), "the query")
                 await missed.count_for_navigation(request)
                 return await handler(request)
             except web.HTTPException as exc:

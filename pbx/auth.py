@@ -94,7 +94,13 @@ async def require_user(request: web.Request, admin: bool = False) -> StaffUser:
 
 def check_csrf(expected: str | None, sent: object) -> None:
     """Forms carry a token only our own pages know; anything else is refused."""
-    if not expected or not isinstance(sent, str) or not hmac.compare_digest(expected, sent):
+    # compare_digest takes ASCII text only (ours is); a forged cookie or field may be anything
+    if (
+        not expected
+        or not isinstance(sent, str)
+        or not (expected.isascii() and sent.isascii())
+        or not hmac.compare_digest(expected, sent)
+    ):
         raise web.HTTPForbidden(
             reason="the form's CSRF token is missing or invalid; reload the page"
         )

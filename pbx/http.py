@@ -8,7 +8,7 @@ import ipaddress
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,6 +63,20 @@ async def read_body(request: web.Request) -> bytes:
     return b"".join(pieces)
 
 
+#: what no text a client sends may hold: a NUL (PostgreSQL refuses it in text) or a lone
+#: surrogate (no UTF-8 encodes it). JSON's "\u0000" and "\ud800", a form's %00 and a query's
+#: are refused as the client's error, before any statement or hash meets them.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_UNSTORABLE_REASON = "a NUL character or a lone surrogate, which no text here may hold"
+
+
+def refuse_unstorable(values: Iterable[object], where: str) -> None:
+    """A 400 if any of `values` is text holding what no text may (see _UNSTORABLE)."""
+    for value in values:
+        if isinstance(value, str) and _UNSTORABLE.search(value):
+            raise web.HTTPBadRequest(reason=f"{where} holds {_UNSTORABLE_REASON}")
+
+
 async def read_json_object(request: web.Request) -> dict[str, Any]:
     """The request's JSON object; any other body is the client's error (4xx), never ours."""
     body = await read_body(request)
@@ -72,7 +86,23 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
         raise web.HTTPBadRequest(reason="body is not JSON") from None
     if not isinstance(data, dict):
         raise web.HTTPBadRequest(reason="body must be a JSON object")
+    refuse_unstorable(_texts(data), "the body")
     return data
+
+
+def _texts(data: object) -> Iterator[object]:
+    """Every key and value in a parsed JSON document (without recursion: its depth is the
+    client's)."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            yield from item
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        else:
+            yield item
 
 
 async def read_form(
@@ -80,9 +110,11 @@ async def read_form(
 ) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:
     """The posted form; a body that does not decode is the client's error (400), never ours."""
     try:
-        return await request.post()
-    except (ValueError, UnicodeDecodeError):
+        form = await request.post()
+    except (ValueError, UnicodeDecodeError, LookupError):  # LookupError: an unknown charset
         raise web.HTTPBadRequest(reason="the form is not valid UTF-8 form data") from None
+    refuse_unstorable([*form.keys(), *form.values()], "the form")
+    return form
 
 
 LAST_TIME = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()

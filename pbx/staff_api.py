@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 from datetime import UTC, datetime
@@ -15,6 +14,7 @@ from pbx.http import json_error, public_base_url, unix_time, whole_number
 from pbx.keys import CALLS, SETTINGS, VISITS
 from pbx.storage.call_speech_read import PHRASE_MAX
 from pbx.storage.calls import CallFilter
+from pbx.storage.staff_sessions import text_sha256
 from recordings.files import recording_path
 
 CALL_ID = re.compile(r"[0-9]{1,12}")
@@ -26,7 +26,7 @@ def token_name(request: web.Request) -> str | None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         return None
-    digest = hashlib.sha256(token.strip().encode()).hexdigest()
+    digest = text_sha256(token.strip())
     for configured in request.app[SETTINGS].api_tokens:
         if hmac.compare_digest(digest, configured.token_sha256):
             return configured.name

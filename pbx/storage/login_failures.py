@@ -9,16 +9,11 @@ window of failures.
 
 from __future__ import annotations
 
-import hashlib
-
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from pbx.storage.staff_sessions import text_sha256
 from pbx.storage.tables import login_failures
-
-
-def _key(name: str) -> str:
-    return hashlib.sha256(name.encode()).hexdigest()
 
 
 class LoginFailures:
@@ -36,14 +31,14 @@ class LoginFailures:
             failure_id: int = (
                 await conn.execute(
                     insert(login_failures)
-                    .values(name_sha256=_key(name), at=now)
+                    .values(name_sha256=text_sha256(name), at=now)
                     .returning(login_failures.c.id)
                 )
             ).scalar_one()
         async with self._engine.connect() as conn:
             count = await conn.scalar(
                 select(func.count()).where(
-                    login_failures.c.name_sha256 == _key(name),
+                    login_failures.c.name_sha256 == text_sha256(name),
                     login_failures.c.at > now - window,
                 )
             )
@@ -54,7 +49,7 @@ class LoginFailures:
         async with self._engine.connect() as conn:
             oldest: float | None = await conn.scalar(
                 select(func.min(login_failures.c.at)).where(
-                    login_failures.c.name_sha256 == _key(name),
+                    login_failures.c.name_sha256 == text_sha256(name),
                     login_failures.c.at > now - window,
                 )
             )

@@ -20,8 +20,11 @@ from pbx.storage.tables import staff_sessions
 TOUCH_EVERY = 60.0  # write last_seen at most once a minute per session, not on every request
 
 
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+def text_sha256(text: str) -> str:
+    """sha256 of any text a client sent (a cookie, a token, a login name): aiohttp hands header
+    bytes that are not UTF-8 over as lone surrogates, which a plain encode() refuses (a 500 on
+    every page for a cookie of one byte 0xff); `surrogatepass` encodes them too."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,7 @@ class StaffSession:
 
     def opened_with(self, password_hash: str) -> bool:
         """Whether the session began with this password hash (a changed one ends it)."""
-        return hmac.compare_digest(self.password_sha256, _digest(password_hash))
+        return hmac.compare_digest(self.password_sha256, text_sha256(password_hash))
 
 
 class StaffSessionStore:
@@ -60,12 +63,12 @@ class StaffSessionStore:
             )
             await conn.execute(
                 insert(staff_sessions).values(
-                    id_sha256=_digest(token),
+                    id_sha256=text_sha256(token),
                     user=user,
                     csrf=secrets.token_urlsafe(32),
                     created_at=now,
                     last_seen=now,
-                    password_sha256=_digest(password_hash),
+                    password_sha256=text_sha256(password_hash),
                 )
             )
         return token
@@ -73,7 +76,7 @@ class StaffSessionStore:
     async def find(self, token: str) -> StaffSession | None:
         """The live session the token opens; an idle or too old one has ended."""
         now = self._clock()
-        key = _digest(token)
+        key = text_sha256(token)
         async with self._engine.connect() as conn:
             row = (
                 await conn.execute(select(staff_sessions).where(staff_sessions.c.id_sha256 == key))
@@ -92,5 +95,5 @@ class StaffSessionStore:
     async def end(self, token: str) -> None:
         async with self._engine.begin() as conn:
             await conn.execute(
-                delete(staff_sessions).where(staff_sessions.c.id_sha256 == _digest(token))
+                delete(staff_sessions).where(staff_sessions.c.id_sha256 == text_sha256(token))
             )

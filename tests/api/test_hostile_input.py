@@ -4,6 +4,7 @@ error (4xx) with a JSON body on the API and an HTML page on the staff pages, nev
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -153,6 +154,21 @@ REQUESTS = [
     _post("/login", DEEP_JSON, JSON),
     _post("/login", b"csrf=%ff&name=%ff&password=%ff", FORM),
     _post("/logout", BAD_UTF8, FORM),
+    # what no text may hold: a NUL (PostgreSQL refuses it) or a lone surrogate (no UTF-8 has it)
+    _get("/calls?source=%00"),
+    _get("/calls.csv?campaign=a%00"),
+    _get("/api/v1/calls?source=%00"),
+    _get("/reports?source=%00"),
+    _get("/api/v1/reports?source=%00"),
+    ("PATCH", "/api/v1/calls/1", b'{"notes": "a\\u0000b"}', JSON),
+    ("PATCH", "/api/v1/calls/1", b'{"notes": "\\ud800"}', JSON),
+    ("PATCH", "/api/v1/calls/1", b'{"tags": ["\\u0000"]}', JSON),
+    _post(
+        "/api/v1/sales", b'{"caller": "+79161234567", "amount": 1, "reference": "r\\u0000"}', JSON
+    ),
+    _post("/calls/1", b"csrf=x&notes=%00", FORM),
+    _post("/login", b"csrf=%C3%A9&name=ada&password=x", FORM),  # compare_digest: ASCII only
+    _post("/login", b"csrf=x&name=ada", "application/x-www-form-urlencoded; charset=bogus"),
 ]
 # junk a route may accept (an unknown source matches no call; operations ignore the query)
 ACCEPTABLE = [
@@ -225,3 +241,28 @@ async def test_the_logged_path_cannot_forge_a_log_line(
     message = record.getMessage()
     assert "\n" not in message and "\r" not in message
     assert "forged" in message
+
+
+@pytest.mark.parametrize(
+    ("path", "header"),
+    [
+        ("/healthz", b"Cookie: calltrack_session=\xff"),
+        ("/calls", b"Cookie: calltrack_session=\xff\xfe"),
+        ("/login", b"Cookie: calltrack_session=\xff"),
+        ("/api/v1/calls", b"Authorization: Bearer \xff"),
+        ("/api/v1/calls/1/recording", b"Cookie: calltrack_session=\xff"),
+    ],
+)
+async def test_header_bytes_that_are_not_utf8_are_not_a_server_error(
+    client: Client, path: str, header: bytes
+) -> None:
+    """aiohttp hands such bytes over as lone surrogates, which a hash of the cookie or token
+    cannot encode: every page answered 500 to a cookie of one byte 0xff. Sent raw, as a client
+    library would not."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n" + header + b"\r\n")
+    writer.write(b"Connection: close\r\n\r\n")
+    status_line = await reader.readline()
+    writer.close()
+    status = int(status_line.split()[1])
+    assert status < 500, status_line
