@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,18 @@ from pbx.storage.outbox import DELIVERED, FAILED, PENDING, SKIPPED
 from pbx.storage.tables import outbox
 
 ERROR_MAX = 512  # outbox.last_error's width
+#: what a receiver's answer may hold that no text column may (PostgreSQL refuses a NUL) or that
+#: would garble the admin's page: its error is kept without them
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
+
+
+def error_text(error: str) -> str:
+    """An attempt's error as kept in the outbox: a receiver's own words can be any bytes (a
+    binary error page); one the database refused would never be written, and the row would be
+    sent again at every lease's end without its attempts counting."""
+    return _CONTROL.sub("\N{REPLACEMENT CHARACTER}", error)[:ERROR_MAX]
+
+
 RECENT_MAX = 500
 
 
@@ -127,7 +140,7 @@ class Deliveries:
 
     async def skipped(self, row: Claimed, reason: str) -> None:
         """Nothing to send (the composer said why): not an attempt."""
-        await self._write(row, state=SKIPPED, last_error=reason[:ERROR_MAX], claimed_until=None)
+        await self._write(row, state=SKIPPED, last_error=error_text(reason), claimed_until=None)
 
     async def retry_now(self, outbox_id: int) -> bool:
         """Make a pending or failed row due now; a failed one gets its retry window again
@@ -157,7 +170,7 @@ class Deliveries:
             attempts=outbox.c.attempts + 1,
             last_attempt_at=at,
             last_status=status,
-            last_error=None if error is None else error[:ERROR_MAX],
+            last_error=None if error is None else error_text(error),
             claimed_until=None,
             **values,
         )

@@ -27,6 +27,7 @@ class Receiver:
     answers: list[int | str] = field(default_factory=list)
     got: list[Got] = field(default_factory=list)
     delay: float = 0.0  # seconds before each answer
+    refusal: bytes = b"nope"  # the body of an answer other than 200
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -38,7 +39,7 @@ class Receiver:
             await asyncio.sleep(3600)
         if self.delay:
             await asyncio.sleep(self.delay)
-        return web.Response(status=int(answer), text="ok" if answer == 200 else "nope")
+        return web.Response(status=int(answer), body=b"ok" if answer == 200 else self.refusal)
 
     def app(self) -> web.Application:
         app = web.Application()

@@ -223,6 +223,17 @@ async def test_500s_and_a_timeout_are_retried_with_the_same_bytes_until_delivere
 
 
 @pytest.mark.parametrize("harness", [3600.0], indirect=True)
+async def test_a_refusal_in_binary_is_kept_as_text_the_database_takes(harness: Harness) -> None:
+    """A receiver's error page can be any bytes; PostgreSQL refuses a NUL in text, and an
+    attempt it could not record was sent again at every lease's end, uncounted."""
+    harness.receiver.answers = [500]
+    harness.receiver.refusal = b"\x00\x01PK\x03\x04 broken \x00"
+    assert await harness.store.store(report("B1", harness.clock.now))
+    row = await harness.settled(1)
+    assert row["last_error"].startswith("HTTP 500: ") and "broken" in row["last_error"]
+    assert not any(ch < " " for ch in row["last_error"]), row["last_error"]
+
+
 async def test_the_commit_wakes_the_worker_without_waiting_for_a_poll(harness: Harness) -> None:
     h = harness
     await asyncio.sleep(0.1)  # the worker looked once at startup, and sleeps for an hour now
