@@ -30,7 +30,8 @@ from pydantic import (
 )
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.reader import ReaderError
 
 from attribution.leasing import LeasePolicy
 from attribution.money import cents_text, to_cents
@@ -208,8 +209,10 @@ class StaticNumber(_Model):
     source: str = Field(
         min_length=1, max_length=128, description="e.g. billboard, business cards, avito"
     )
-    medium: str = Field("offline", description="the medium reports group the source under")
-    campaign: str | None = Field(None, description="e.g. spring-2027")
+    medium: str = Field(
+        "offline", min_length=1, max_length=128, description="the medium reports group it under"
+    )
+    campaign: str | None = Field(None, max_length=512, description="e.g. spring-2027")
     forward_to: str | None = Field(
         None, description="the real line of its calls; default: the top-level forward_to"
     )
@@ -884,6 +887,41 @@ def _parse_dotted(where: str) -> tuple[Any, ...]:
     return tuple(parts)
 
 
+#: what no setting's text may hold, though YAML's escapes ("\0", "\x01") can spell it: a NUL
+#: (PostgreSQL refuses it in text: every call to a static number named with one was refused)
+#: and the other control characters but tab and line breaks
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _control_characters(node: Any, file: str, where: str = "") -> Iterator[ConfigProblem]:
+    """A problem for each text in the YAML tree holding a control character, with its line."""
+    if isinstance(node, dict):
+        items: Iterable[tuple[Any, Any, tuple[int, int] | None]] = (
+            (k, v, node.lc.value(k) if isinstance(node, CommentedMap) else None)
+            for k, v in node.items()
+        )
+        path = [(f"{where}.{k}" if where else str(k), v, at) for k, v, at in items]
+    elif isinstance(node, list):
+        path = [
+            (f"{where}[{i}]", v, node.lc.item(i) if isinstance(node, CommentedSeq) else None)
+            for i, v in enumerate(node)
+        ]
+    else:
+        return
+    for name, value, at in path:
+        if isinstance(value, str) and (bad := _CONTROL.search(value)):
+            line, column = (at[0] + 1, at[1] + 1) if at else (None, None)
+            yield ConfigProblem(
+                file,
+                line,
+                column,
+                name,
+                f"holds the control character #x{ord(bad.group()):04x}; no setting may",
+            )
+        else:
+            yield from _control_characters(value, file, name)
+
+
 def parse_settings(text: str, file: str = "<config>", base_dir: Path | None = None) -> Settings:
     """Parse and validate YAML text; relative paths are taken from `base_dir`."""
     try:
@@ -895,10 +933,19 @@ def parse_settings(text: str, file: str = "<config>", base_dir: Path | None = No
         raise ConfigError(
             [ConfigProblem(file, line, column, "", f"not valid YAML: {exc.problem or exc}")]
         ) from None
+    except ReaderError as exc:  # a character YAML does not allow in a file, e.g. a raw NUL
+        before = text[: exc.position]
+        line, column = before.count("\n") + 1, len(before) - before.rfind("\n")
+        problem = f"not valid YAML: character #x{exc.character:04x} is not allowed in a file"
+        raise ConfigError([ConfigProblem(file, line, column, "", problem)]) from None
+    except YAMLError as exc:  # any other the reader or scanner raises: still no traceback
+        raise ConfigError([ConfigProblem(file, None, None, "", f"not valid YAML: {exc}")]) from None
     if tree is None:
         tree = CommentedMap()
     if not isinstance(tree, dict):
         raise ConfigError([ConfigProblem(file, 1, 1, "", "expected a mapping of settings")])
+    if control := list(_control_characters(tree, file)):
+        raise ConfigError(control)
     try:
         settings = Settings.model_validate(_plain(tree))
     except ValidationError as exc:

@@ -148,6 +148,26 @@ def test_malformed_yaml_points_at_the_line() -> None:
     assert "not valid YAML" in problem
 
 
+def test_a_control_character_spelt_by_an_escape_points_at_its_setting() -> None:
+    """YAML's "\\0" makes a NUL, which PostgreSQL refuses in text: every call to this number
+    would have been refused. Tabs and line breaks stay allowed."""
+    text = GOOD + '    campaign: "spring\\0"\n    medium: "print\\tads"\n'
+    assert problems(text) == [
+        "calltrack.yaml:15:15: static[0].campaign: holds the control character #x0000;"
+        " no setting may"
+    ]
+
+
+def test_a_raw_control_character_in_the_file_is_a_line_not_a_traceback() -> None:
+    [problem] = problems(GOOD.replace("source: billboard", "source: bill\x01board"))
+    assert problem.startswith("calltrack.yaml:14:17: not valid YAML: character #x0001")
+
+
+def test_a_static_numbers_names_fit_their_columns() -> None:
+    [problem] = problems(GOOD + "    campaign: " + "c" * 513 + "\n")
+    assert "static[0].campaign" in problem and "512" in problem
+
+
 def test_every_problem_is_reported_at_once() -> None:
     text = GOOD.replace("15m", "soon").replace('"+74990000101"', '"1"')
     assert len(problems(text)) == 2
