@@ -274,6 +274,13 @@ def read_costs(data: bytes, file: str, layout: Layout) -> CostFile:
             [f"{file}: expected at most {MAX_FILE_BYTES // 2**20} MB; split the file by dates"]
         )
     text = decode(data, file)
+    if (nul := text.find("\x00")) >= 0:  # csv reads it as text; no database keeps it in text
+        raise CostFileError(
+            [
+                f"{file}:{text.count(chr(10), 0, nul) + 1}: expected text, found a NUL character"
+                " (a spreadsheet's own file rather than CSV? save it as CSV)"
+            ]
+        )
     found = _find_header(text, layout)
     if found is None:
         wanted = "; ".join(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from typing import Any
@@ -59,7 +60,9 @@ def cmd_costs_import(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     try:
         layout = layout_for(args.preset, args.column_map, args.source, args.medium)
-        cost_file = read_costs(_read(args.file), args.file, layout)
+        # the name as the rows' `file` says it: bytes of a name that are not UTF-8 as U+FFFD
+        name = os.fsencode(args.file).decode("utf-8", "replace")
+        cost_file = read_costs(_read(args.file), name, layout)
     except CostFileError as exc:
         print(exc.text(), file=sys.stderr)
         print(f"{args.file}: nothing imported", file=sys.stderr)

@@ -170,6 +170,15 @@ def test_not_utf8_is_refused_with_its_line() -> None:
     ]
 
 
+def test_a_nul_is_refused_with_its_line() -> None:
+    """Python's csv reads a NUL as text, and PostgreSQL refuses it in text: the import was a
+    500 on the admin page and a traceback from the command."""
+    assert problems("date,source,medium,campaign,cost\n2024-03-01,g\x00,cpc,x,1\n") == [
+        "f.csv:2: expected text, found a NUL character (a spreadsheet's own file rather than"
+        " CSV? save it as CSV)"
+    ]
+
+
 def test_oversized_file_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("attribution.costs.MAX_FILE_BYTES", 100)
     found = problems("date,source,medium,campaign,cost\n" + "2024-03-01,g,cpc,x,1\n" * 10)
