@@ -154,7 +154,8 @@ class WriteBehind:
         ] = OrderedDict()
         self._deferred_seen: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._lock = asyncio.Lock()
-        self._flushing: asyncio.Future[None] | None = None  # the flusher's, see run()
+        #: flushes under way, kept here: the event loop keeps only a weak reference to a task
+        self._flushing: set[asyncio.Future[None]] = set()
         self._wakeup = asyncio.Event()
         self.last_ok = clock()
 
@@ -226,7 +227,7 @@ class WriteBehind:
                 await asyncio.sleep(FLUSH_INTERVAL)
                 self._wakeup.clear()
                 try:
-                    await self._flush_to_the_end()
+                    await self.flush(everything=False)
                 except Exception as error:  # transient: flush() drops what is refused for good
                     # the database's state is logged once by its health (storage.health)
                     log.debug("lease extensions not written (%s); retrying", error)
@@ -243,19 +244,24 @@ class WriteBehind:
                     else:  # full or away: its writers' failures say so (storage.health)
                         log.debug("checkpoint not done (%s); will try again", error)
 
-    async def _flush_to_the_end(self) -> None:
-        """flush(everything=False), finished even when the flusher is cancelled (the daemon
-        stopping): a flush takes its batch out of the pending one, so stopped halfway it lost
-        the parts it had not written yet. The daemon's last flush waits for it (the lock)."""
-        # kept here: the event loop keeps only a weak reference to a task
-        self._flushing = asyncio.ensure_future(self.flush(everything=False))
-        # its outcome is read here, or, when this is cancelled, by nobody: say it was seen
-        self._flushing.add_done_callback(_outcome_seen)
-        await asyncio.shield(self._flushing)
-
     async def flush(self, *, everything: bool = True) -> None:
         """Write what is pending, and what was deferred (only what is due: not `everything`);
         one flush at a time, in the order they were asked for.
+
+        Finished even when its caller is cancelled (the daemon stopping, a wait_for around a
+        call's routing, which flushes before it reads the lease history): a flush takes its
+        batch out of the pending one, so stopped halfway it lost the parts it had not written,
+        lease extensions among them. The daemon's last flush waits for it (the lock).
+        """
+        flushing = asyncio.ensure_future(self._flush(everything))
+        self._flushing.add(flushing)
+        flushing.add_done_callback(self._flushing.discard)
+        # its outcome is read here, or, when this is cancelled, by nobody: say it was seen
+        flushing.add_done_callback(_outcome_seen)
+        await asyncio.shield(flushing)
+
+    async def _flush(self, everything: bool) -> None:
+        """See flush.
 
         The batch is written in parts (see _Pending.parts). What the database cannot take just
         now is put back and the error raised (the caller retries); a part it refuses for good

@@ -60,3 +60,24 @@ async def test_a_flush_under_way_when_the_daemon_stops_is_finished_not_lost() ->
         assert sorted(database.page_views) == sorted(sessions)  # each once, none lost
     finally:
         await engine.dispose()
+
+
+async def test_a_flush_whose_caller_gives_up_waiting_is_finished_not_lost() -> None:
+    """A call's routing flushes before it reads who held the number, within its AGI answer's
+    time (asyncio.wait_for): a slow database made the wait time out, and the batch the flush
+    had taken out of the pending one (lease extensions, page views) was gone."""
+    engine = open_engine("sqlite+aiosqlite:///:memory:")
+    database = SlowDatabase()
+    writes = WriteBehind(engine, database, FakeClock())  # type: ignore[arg-type]
+    sessions = [f"s{i}" for i in range(ROWS_PER_TRANSACTION * 2)]  # two transactions
+    for session in sessions:
+        writes.viewed(session, 1.0, "https://shop.test/", keep=True)
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(writes.flush(), 0.05)  # the routing's deadline passes
+        assert database.entered.is_set() and not database.page_views
+        database.release.set()
+        await asyncio.wait_for(writes.flush(), 5)  # the next flush waits for the first
+        assert sorted(database.page_views) == sorted(sessions)  # each once, none lost
+    finally:
+        await engine.dispose()
