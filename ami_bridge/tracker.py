@@ -23,6 +23,8 @@ Event = Mapping[str, str]
 Headers = Mapping[str, str | list[str]]
 
 _REMEMBER_FINISHED = 10_000
+#: a call open this long without an event of its own is forgotten (see CallTracker.drop_stale)
+SILENT_LIMIT = 24 * 3600.0
 
 # Asterisk writes each header once. One that appears twice was smuggled in by a caller-controlled
 # value carrying CR/LF (a CallerIDName, a ConnectedLineName), and those sit inside the channel's
@@ -142,14 +144,27 @@ class CallTracker:
             call.stale = True
 
     def drop_stale(self, now: float, older_than: float) -> list[str]:
-        """Forget calls that stayed silent since a lost link; returns their linkedids."""
+        """Forget calls that stayed silent `older_than` since a lost link, and any call silent
+        for SILENT_LIMIT (no call lasts that long without an event: its Hangup came under
+        another Linkedid, as after an attended transfer or a pickup, which move channels to
+        another call's Linkedid); returns their linkedids. Their ends are left to reconciliation
+        from the CDR, so later events of theirs are ignored, not made into a partial call."""
         dropped = [
-            c.linkedid for c in self._calls.values() if c.stale and now - c.last_event > older_than
+            c.linkedid
+            for c in self._calls.values()
+            if now - c.last_event > (older_than if c.stale else max(older_than, SILENT_LIMIT))
         ]
         for linkedid in dropped:
-            del self._calls[linkedid]
-            log.warning("call %s: end not seen (AMI link lost); left to reconciliation", linkedid)
+            stale = self._calls.pop(linkedid).stale
+            self._remember_finished(linkedid)
+            why = "AMI link lost" if stale else f"silent for {SILENT_LIMIT / 3600:g} h"
+            log.warning("call %s: end not seen (%s); left to reconciliation", linkedid, why)
         return dropped
+
+    def _remember_finished(self, linkedid: str) -> None:
+        self._finished[linkedid] = None
+        if len(self._finished) > _REMEMBER_FINISHED:
+            self._finished.popitem(last=False)
 
     def _apply(self, call: _Call, event: Event, at: float) -> None:
         name = event.get("Event", "")
@@ -199,9 +214,7 @@ class CallTracker:
         if inbound not in call.gone or call.alive:
             return []
         del self._calls[call.linkedid]
-        self._finished[call.linkedid] = None
-        if len(self._finished) > _REMEMBER_FINISHED:
-            self._finished.popitem(last=False)
+        self._remember_finished(call.linkedid)
         if not call.marked or not call.did:
             return []
         return [self._report(call)]

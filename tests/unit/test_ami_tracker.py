@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ami_bridge.tracker import CallTracker, event_from_headers, parse_stream
+from ami_bridge.tracker import SILENT_LIMIT, CallTracker, event_from_headers, parse_stream
 from attribution.calls import CALLER_MAX, DIAL_STATUS_MAX, CallReport, CallStatus
 from tests.helpers import SMUGGLED, smuggle
 
@@ -116,12 +116,25 @@ def test_calls_open_across_a_lost_link_are_dropped_only_when_silent() -> None:
     first_call = [e for e in EVENTS if e["Linkedid"] == EVENTS[0]["Linkedid"]]
     replay(first_call[:6], tracker)
     assert len(tracker) == 1
-    assert tracker.drop_stale(now=2e9, older_than=60) == []  # not stale: link never lost
-    tracker.link_lost()
     now = float(first_call[5]["Timestamp"])
+    assert tracker.drop_stale(now=now + 7200, older_than=60) == []  # not stale: link never lost
+    tracker.link_lost()
     assert tracker.drop_stale(now=now + 30, older_than=60) == []
     assert tracker.drop_stale(now=now + 61, older_than=60) == [EVENTS[0]["Linkedid"]]
     assert len(tracker) == 0
+
+
+def test_a_call_silent_for_a_day_is_forgotten_and_its_late_events_ignored() -> None:
+    """An attended transfer or a pickup moves a channel to another call's Linkedid, so the
+    Hangup this call waited for never comes under its own: kept forever, such calls were a
+    leak of the daemon's memory. Its end is left to the CDR; a late event makes no call."""
+    tracker = CallTracker()
+    first_call = [e for e in EVENTS if e["Linkedid"] == EVENTS[0]["Linkedid"]]
+    replay(first_call[:6], tracker)
+    last = float(first_call[5]["Timestamp"])
+    assert tracker.drop_stale(now=last + SILENT_LIMIT - 1, older_than=60) == []
+    assert tracker.drop_stale(now=last + SILENT_LIMIT + 1, older_than=60) == [EVENTS[0]["Linkedid"]]
+    assert replay(first_call[6:], tracker) == [] and len(tracker) == 0
 
 
 def test_parse_stream_skips_responses_and_keeps_empty_values() -> None:
