@@ -36,6 +36,9 @@ _DIAL_STATUS = {
     "BUSY": "BUSY",
     "FAILED": "CHANUNAVAIL",
     "CONGESTION": "CONGESTION",
+    # the caller hung up while the real line rang (cdr.conf canceldispositionenabled; without
+    # it Asterisk writes NO ANSWER, and such a call reads as missed)
+    "CANCEL": "CANCEL",
 }
 PASS_BYTES = 4 << 20  # a pass reads about this much (some 16,000 rows, well under a second)
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # UTC (cdr.conf usegmtime)

@@ -50,6 +50,15 @@ def test_one_report_per_call_matching_the_live_ones() -> None:
     assert reports[1].recording is None
 
 
+def test_a_caller_who_hung_up_while_it_rang_is_abandoned(tmp_path: Path) -> None:
+    """cdr.conf's canceldispositionenabled: Asterisk writes CANCEL for it (NO ANSWER without)."""
+    text = MASTER.read_text().replace('"NO ANSWER"', '"CANCEL"')
+    assert text != MASTER.read_text()
+    (tmp_path / "Master.csv").write_text(text)
+    reports = read_cdr_reports(tmp_path / "Master.csv", since=0, contexts=CONTEXTS)
+    assert [r.status for r in reports][-1] is CallStatus.ABANDONED
+
+
 def test_since_and_context_filter() -> None:
     # the busy and the unanswered call ended at 19:20:59 and 19:21:05 UTC
     since = 1795807259.0
