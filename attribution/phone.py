@@ -100,12 +100,13 @@ def to_e164(text: str, region: str | None = None, *, bare_e164: bool = True) -> 
 
 
 def dialled_forms(e164: str, region: str | None) -> list[str]:
-    """Every way a carrier may send `e164` as the dialled number: with and without '+', and,
-    for a number of `region`, nationally (with and without the trunk prefix: RU '84991234567'
-    and '4991234567', DE '0301234567' and '301234567')."""
+    """Every way a carrier may send `e164` as the dialled number: with '+', without it, with the
+    international prefix most of the world dials ('00'), and, for a number of `region`,
+    nationally (with and without the trunk prefix: RU '84991234567' and '4991234567', DE
+    '0301234567' and '301234567'). A form no extension has is a call the PBX refuses."""
     number = parse(e164)
     bare = phonenumbers.format_number(number, PhoneNumberFormat.E164)[1:]
-    forms = [bare, "+" + bare]
+    forms = [bare, "+" + bare, "00" + bare]
     if region and phonenumbers.region_code_for_number(number) == region:
         national = "".join(
             c for c in phonenumbers.format_number(number, PhoneNumberFormat.NATIONAL) if c.isdigit()

@@ -52,7 +52,7 @@ def block(plan: str, exten: str) -> list[str]:
     return out
 
 
-def test_every_number_with_and_without_plus_and_its_real_line() -> None:
+def test_every_number_with_and_without_plus_or_00_and_its_real_line() -> None:
     plan = render_dialplan(settings())
     expected = {
         "74951111111": "PJSIP/sales",
@@ -62,13 +62,13 @@ def test_every_number_with_and_without_plus_and_its_real_line() -> None:
         "49301234567": "PJSIP/office",
     }
     for digits, line in expected.items():
-        for exten in (digits, "+" + digits):
+        for exten in (digits, "+" + digits, "00" + digits):
             lines = block(plan, exten)
             assert f"Set(CALLTRACK_DID=+{digits})" in lines[0]
             assert f"Set(CALLTRACK_FALLBACK={line})" in lines[1]
             assert "Goto(ct-in-call,${EXTEN},1)" in lines[2]
     russian = [d for d in expected if d.startswith("7")]  # region RU: also 8 495..., 495...
-    assert plan.count("exten => ") == 2 * len(expected) + 2 * len(russian) + 2  # + shared, hangup
+    assert plan.count("exten => ") == 3 * len(expected) + 2 * len(russian) + 2  # + shared, hangup
     assert "[ct-in]" in plan and "[ct-in-call]" in plan and "[ct-in-hangup]" in plan
 
 
