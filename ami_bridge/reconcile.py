@@ -41,7 +41,7 @@ _DIAL_STATUS = {
     "CANCEL": "CANCEL",
 }
 PASS_BYTES = 4 << 20  # a pass reads about this much (some 16,000 rows, well under a second)
-_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # UTC (cdr.conf usegmtime)
+CDR_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # UTC (cdr.conf usegmtime; `calltrack doctor` checks)
 # An empty WAV is its 44-byte header: MixMonitor creates one even for calls never bridged.
 _EMPTY_WAV = 44
 
@@ -78,7 +78,7 @@ def _columns(fields: list[str]) -> str:
 def _time(text: str) -> float | None:
     if not text:
         return None
-    return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC).timestamp()
+    return datetime.strptime(text, CDR_TIME_FORMAT).replace(tzinfo=UTC).timestamp()
 
 
 def _linkedid(fields: list[str]) -> str | None:
@@ -179,7 +179,7 @@ def _reports(
     are parsed: a CDR's times sort as text, so the many old calls of a big file cost a string
     comparison each, not a parse.
     """
-    newest = datetime.fromtimestamp(math.ceil(since), UTC).strftime(_TIME_FORMAT)
+    newest = datetime.fromtimestamp(math.ceil(since), UTC).strftime(CDR_TIME_FORMAT)
     calls: dict[str, list[list[str]]] = defaultdict(list)
     ended: dict[str, str] = {}
     bad = 0

@@ -10,8 +10,11 @@ import pwd
 import re
 import shutil
 import stat
+from datetime import UTC, datetime
 from pathlib import Path
 
+from ami_bridge.reconcile import CDR_TIME_FORMAT
+from dialplan.generator import CDR_START_PREFIX
 from pbx.doctor import Result, Status, fail, ok
 from pbx.settings import Settings
 from pbx.storage.db import is_sqlite, open_engine, schema_revisions
@@ -66,7 +69,27 @@ def cdr_check(settings: Settings) -> Result:
             " and linkedid",
             CDR_FIX,
         )
+    if (hours := _hours_from_utc(row)) is not None:
+        return fail(
+            "CDR",
+            f"{path}: the last row's start is {hours:+g} h from the call's own start: its times"
+            " are local, and calltrack reads them as UTC (calls recovered from it would be"
+            " hours off, or skipped as too old)",
+            "in cdr.conf [csv]: usegmtime = yes, then `module reload cdr_csv`",
+        )
     return ok("CDR", f"{path} has the uniqueid, userfield and linkedid columns")
+
+
+def _hours_from_utc(row: list[str]) -> float | None:
+    """How far (in hours) the row's start, read as UTC, is from the exact start the dialplan
+    wrote into its userfield; None when they agree or the row has no exact start."""
+    try:
+        start = datetime.strptime(row[9], CDR_TIME_FORMAT).replace(tzinfo=UTC).timestamp()
+        exact = float(row[17].removeprefix(CDR_START_PREFIX))
+    except ValueError:
+        return None
+    off = start - exact
+    return round(off / 900) / 4 if abs(off) > 120 else None  # time zones: quarter hours
 
 
 def may_write(mode: int, owner: int, group: int, uid: int, gids: set[int]) -> bool:

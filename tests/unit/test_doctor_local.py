@@ -67,6 +67,21 @@ def test_cdr_missing_or_without_columns_fails(tmp_path: Path) -> None:
     assert unset.status is Status.FAIL and "asterisk.cdr_csv" in unset.fix
 
 
+def test_cdr_in_local_time_fails_with_its_offset(tmp_path: Path) -> None:
+    """usegmtime off: Moscow's times, read as UTC, are 3 h late (west of UTC, early: calls
+    recovered from it would be skipped as older than the last one stored)."""
+    settings = settings_for(tmp_path, **_asterisk(tmp_path))
+    local = ROW_21.replace(
+        '"2026-11-30 09:27:44","2026-11-30 09:27:44","2026-11-30 09:27:53"',
+        '"2026-11-30 12:27:44","2026-11-30 12:27:44","2026-11-30 12:27:53"',
+    )
+    assert local != ROW_21
+    (tmp_path / "Master.csv").write_text(local)
+    result = cdr_check(settings)
+    assert result.status is Status.FAIL and "+3 h" in result.message
+    assert "usegmtime = yes" in result.fix
+
+
 def test_empty_cdr_is_a_warning(tmp_path: Path) -> None:
     settings = settings_for(tmp_path, **_asterisk(tmp_path))
     (tmp_path / "Master.csv").write_text("")
