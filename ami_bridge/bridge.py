@@ -200,14 +200,17 @@ class AmiBridge:
 
     async def _watch(self, manager: _Manager, lost: asyncio.Event) -> None:
         """Returns when the link is gone: closed by Asterisk, or no Pong within the timeout."""
+        # asyncio.timeout, not wait_for, in these loops: on Python 3.11 a wait_for whose awaited
+        # thing finishes as the task is cancelled returns its result and drops the cancellation,
+        # so the loop went on and close() waited for it forever (seen with events pouring in)
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(lost.wait(), self._ami.ping_interval)
+                async with asyncio.timeout(self._ami.ping_interval):
+                    await lost.wait()
                 return
             try:
-                await asyncio.wait_for(
-                    manager.send_action({"Action": "Ping"}), self._ami.action_timeout
-                )
+                async with asyncio.timeout(self._ami.action_timeout):
+                    await manager.send_action({"Action": "Ping"})
             except TimeoutError:
                 log.warning("AMI: no answer to Ping within %.1fs", self._ami.action_timeout)
                 return
@@ -234,7 +237,8 @@ class AmiBridge:
                 self._tracker.drop_stale(time.time(), self._stale_after)
                 sweep_at = time.monotonic() + 60
             try:
-                item = await asyncio.wait_for(self._queue.get(), 60)
+                async with asyncio.timeout(60):  # see _watch: not wait_for
+                    item = await self._queue.get()
             except TimeoutError:
                 continue
             if item is _LINK_LOST:

@@ -104,8 +104,10 @@ class DeliveryWorker:
                             self._start(http, row)
                         if len(claimed) == free:
                             continue  # more may be due
+                    # not wait_for, which can drop a cancellation (pbx.storage.write_behind.run)
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wakeup.wait(), self._poll)
+                        async with asyncio.timeout(self._poll):
+                            await self._wakeup.wait()
             finally:
                 if self._running:
                     await asyncio.wait(self._running, timeout=SHUTDOWN_GRACE)

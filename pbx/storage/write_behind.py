@@ -221,8 +221,12 @@ class WriteBehind:
         checkpointed = time.monotonic()
         while True:
             # at least every CHECKPOINT_INTERVAL, for the checkpoint and the deferred writes
+            # asyncio.timeout, not wait_for: on Python 3.11 a wait_for whose event is set as the
+            # flusher is cancelled (pings set it all the time) drops the cancellation, and the
+            # daemon stopping waited for the flusher forever
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), CHECKPOINT_INTERVAL)
+                async with asyncio.timeout(CHECKPOINT_INTERVAL):
+                    await self._wakeup.wait()
             if self._wakeup.is_set() or self._deferred_extensions or self._deferred_seen:
                 await asyncio.sleep(FLUSH_INTERVAL)
                 self._wakeup.clear()

@@ -235,3 +235,19 @@ async def test_asterisk_down_then_up(run: list[AmiBridge]) -> None:
     await asyncio.wait_for(bridge.wait_connected(), 3)
     await store.wait_for(3)
     await fake.stop()
+
+
+async def test_close_ends_the_bridge_while_events_pour_in(run: list[AmiBridge]) -> None:
+    """Python 3.11's wait_for drops a cancellation when what it awaits finishes at that moment:
+    with an event always waiting, the folding loop went on after close() cancelled it, and
+    close() (the daemon stopping) waited for it forever."""
+    fake = FakeAsterisk([BLOCKS + OTHER_CALLS * 30], pong=[True], close=[False])
+    store = Store(failures=10**9)  # reports wait: the events pile up behind them
+    bridge = _bridge(_settings(await fake.start()), store)
+    bridge.start()
+    await asyncio.sleep(0.5)
+    store.failures = 0  # folding goes on, an event always waiting
+    await store.wait_for(1)
+    asked = time.monotonic()
+    await asyncio.wait_for(bridge.close(), 5)  # (close() swallows this wait_for's cancel too)
+    assert time.monotonic() - asked < 2, "closed at once, not only when the wait gave up"

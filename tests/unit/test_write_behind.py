@@ -81,3 +81,23 @@ async def test_a_flush_whose_caller_gives_up_waiting_is_finished_not_lost() -> N
         assert sorted(database.page_views) == sorted(sessions)  # each once, none lost
     finally:
         await engine.dispose()
+
+
+async def test_the_flusher_stops_when_cancelled_as_a_ping_wakes_it() -> None:
+    """On Python 3.11 a wait_for whose event is set as its task is cancelled drops the
+    cancellation: the flusher went on, and the daemon stopping waited for it forever."""
+    engine = open_engine("sqlite+aiosqlite:///:memory:")
+    database = SlowDatabase()
+    writes = WriteBehind(engine, database, FakeClock())  # type: ignore[arg-type]
+    flusher = asyncio.create_task(writes.run())
+    try:
+        await asyncio.sleep(0.05)  # parked, waiting to be woken
+        writes.viewed("s1", 1.0, "https://shop.test/", keep=True)  # a ping wakes it...
+        flusher.cancel()  # ...as the daemon stops
+        done, _ = await asyncio.wait({flusher}, timeout=2)
+        assert flusher in done, "the flusher went on after it was cancelled"
+    finally:
+        database.release.set()
+        flusher.cancel()
+        await asyncio.gather(flusher, return_exceptions=True)
+        await engine.dispose()
