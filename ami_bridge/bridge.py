@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 OnConnected = Callable[[float | None], Awaitable[None]]
 
 _LINK_LOST = object()
+#: events waiting to be folded, at most. Folding waits while a report cannot be stored (the
+#: database away or full: delivery retries), and AMI goes on sending; past this many (some
+#: 100 MB) new events are dropped as across a lost link until half have been folded: their
+#: calls are left to reconciliation from the CDR, and the daemon's memory stays bounded.
+MAX_BACKLOG = 50_000
 
 
 class AmiLoginError(Exception):
@@ -103,6 +108,7 @@ class AmiBridge:
         self._callbacks: set[asyncio.Task[None]] = set()
         self._manager: _Manager | None = None
         self._lost_at: float | None = None
+        self._overflowing = False
 
     @property
     def connected(self) -> bool:
@@ -223,9 +229,23 @@ class AmiBridge:
             log.exception("on_connected failed")
 
     def _on_event(self, _manager: Manager, message: Any) -> None:
-        """panoramisk's callback: parse and enqueue, nothing else."""
+        """panoramisk's callback: parse and enqueue, nothing else (see MAX_BACKLOG)."""
         event = event_from_headers(dict(message.items()))
-        if event is not None:
+        if event is None:
+            return
+        waiting = self._queue.qsize()
+        if self._overflowing and waiting < MAX_BACKLOG // 2:
+            self._overflowing = False
+            log.warning("AMI: folding events again; the calls meanwhile are left to the CDR")
+        elif not self._overflowing and waiting >= MAX_BACKLOG:
+            self._overflowing = True
+            log.error(
+                "AMI: %d events wait to be folded (reports cannot be stored?): new ones are"
+                " dropped until half are, and their calls left to reconciliation from the CDR",
+                waiting,
+            )
+            self._queue.put_nowait(_LINK_LOST)  # the calls open now may end unseen
+        if not self._overflowing:
             self._queue.put_nowait((time.time(), event))
 
     # The calls.

@@ -14,6 +14,8 @@ import pytest
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 
 from ami_bridge import AmiBridge, OnConnected, ReportDelivery
+from ami_bridge import bridge as bridge_module
+from ami_bridge.tracker import parse_stream
 from attribution.calls import CallReport
 from pbx.settings import Settings, parse_settings
 from pbx.storage.errors import is_transient
@@ -251,3 +253,30 @@ async def test_close_ends_the_bridge_while_events_pour_in(run: list[AmiBridge]) 
     asked = time.monotonic()
     await asyncio.wait_for(bridge.close(), 5)  # (close() swallows this wait_for's cancel too)
     assert time.monotonic() - asked < 2, "closed at once, not only when the wait gave up"
+
+
+async def test_events_past_the_backlog_cap_are_dropped_as_across_a_lost_link(
+    run: list[AmiBridge], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Reports that cannot be stored (the database away for long) stop the folding, and AMI goes
+    on sending: the events waiting are capped, the calls past the cap left to the CDR."""
+    monkeypatch.setattr(bridge_module, "MAX_BACKLOG", 12)
+    fake = FakeAsterisk([BLOCKS + OTHER_CALLS * 3], pong=[True], close=[False])
+    store = Store(failures=10**9)  # the database away
+    bridge = _bridge(_settings(await fake.start()), store)
+    run.append(bridge)
+    bridge.start()
+    await asyncio.sleep(1.0)  # every event has arrived; the first call's report waits
+    assert store.attempts and bridge._queue.qsize() <= 12 + 1, "bounded (and the lost-link mark)"
+    errors = [r.message for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].startswith("AMI: 12 events wait to be folded")
+    store.failures = 0  # the database is back
+    await store.wait_for(1)
+    assert store.reports[0].did == "+74990000002", "the call before the cap is stored"
+    async with asyncio.timeout(5):
+        while bridge._queue.qsize():  # noqa: ASYNC110 (the queue has no "emptied" event)
+            await asyncio.sleep(0.01)
+    [event] = parse_stream(BLOCKS[0])
+    bridge._on_event(None, event)  # as panoramisk hands the next event over
+    assert bridge._queue.qsize() == 1, "taken again once the backlog is folded"
+    assert any(r.message.startswith("AMI: folding events again") for r in caplog.records)
