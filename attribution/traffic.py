@@ -84,7 +84,10 @@ def _search_engine(host: str) -> str | None:
     return None
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: the control characters no page address or campaign tag holds: the visitor API refuses them in
+#: what a browser sends (web_widget.api), and read_source drops them from decoded tags
+CONTROL_CHARACTERS = r"\x00-\x1f\x7f"
+_CONTROL = re.compile(f"[{CONTROL_CHARACTERS}]")
 
 
 def _own_name(value: str) -> str:

@@ -16,6 +16,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from attribution.ad_clients import AdClientIds
+from attribution.traffic import CONTROL_CHARACTERS
 from pbx.http import client_ip, error_as_json, internal_error, json_error, read_body
 from pbx.keys import ANSWERS, METRICS, VISITS
 from pbx.storage.errors import is_transient
@@ -29,7 +30,7 @@ API_PREFIX = "/api/v1/visits"
 # json.loads + model_validate): a body that is not a JSON object is a 400 with the reason too.
 #: a page's address as a browser sends it: no control characters (a browser percent-encodes
 #: them; PostgreSQL refuses a NUL in text, and a batch of other visitors' writes with it)
-URL_PATTERN = r"^https?://[^\x00-\x1f\x7f]*$"
+URL_PATTERN = rf"^https?://[^{CONTROL_CHARACTERS}]*$"
 
 
 class VisitBody(BaseModel):
@@ -37,7 +38,7 @@ class VisitBody(BaseModel):
 
     site: str = Field(max_length=64)
     url: str = Field(max_length=4096, pattern=URL_PATTERN)
-    referrer: str | None = Field(None, max_length=4096, pattern=r"^[^\x00-\x1f\x7f]*$")
+    referrer: str | None = Field(None, max_length=4096, pattern=rf"^[^{CONTROL_CHARACTERS}]*$")
     visitor_id: str | None = Field(None, max_length=64)
     session_id: str | None = Field(None, max_length=64)
     dnt: bool = False
