@@ -51,13 +51,16 @@ def pg_dump_advice(database: str, target: str) -> str:
 def backup_sqlite(source: Path, target: Path, *, force: bool) -> str | None:
     """Copy the database at `source` to `target`; the backup's migration revision."""
     try:
-        return _backup(source, target, force=force)
-    except OSError as exc:  # a folder it may not enter or write in, a full disk
-        where = target if ".partial" in str(exc.filename) else exc.filename or target
-        raise BackupError(f"{where}: {exc.strerror or exc}") from None
+        _check(source, target, force=force)
+    except OSError as exc:  # a folder on the way it may not enter
+        raise BackupError(f"{exc.filename or target}: {exc.strerror or exc}") from None
+    try:
+        return _copy(source, target)
+    except OSError as exc:  # a folder it may not write in, a full disk: FILE was not written
+        raise BackupError(f"{target}: {exc.strerror or exc}") from None
 
 
-def _backup(source: Path, target: Path, *, force: bool) -> str | None:
+def _check(source: Path, target: Path, *, force: bool) -> None:
     if not source.is_file():
         raise BackupError(f"{source}: no such database file")
     if target.is_dir():
@@ -66,6 +69,9 @@ def _backup(source: Path, target: Path, *, force: bool) -> str | None:
         raise BackupError(f"{target} exists: pass --force to overwrite it")
     if not target.parent.is_dir():
         raise BackupError(f"{target.parent}: no such folder")
+
+
+def _copy(source: Path, target: Path) -> str | None:
     # a name of its own (two backups to one FILE at once, a cron run and a manual one, must not
     # rename each other's unfinished copy into place), created 0600: it holds every call and visit
     handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
