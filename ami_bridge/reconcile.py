@@ -51,6 +51,7 @@ class CdrRow:
     src: str
     dst: str
     dcontext: str
+    dstchannel: str
     lastapp: str
     start: float
     answer: float | None
@@ -111,6 +112,7 @@ def parse_row(fields: list[str]) -> CdrRow | str | None:
         src=fields[1],
         dst=fields[2],
         dcontext=fields[3],
+        dstchannel=fields[6],
         lastapp=fields[7],
         start=start,
         answer=answer,
@@ -123,12 +125,27 @@ def parse_row(fields: list[str]) -> CdrRow | str | None:
     )
 
 
+def _answered(row: CdrRow) -> float | None:
+    return row.answer if row.disposition == "ANSWERED" else None
+
+
+def _is_local(channel: str) -> bool:
+    return channel.startswith("Local/")
+
+
 def _report(
-    linkedid: str, rows: list[CdrRow], recordings_dir: Path | None, region: str | None
+    linkedid: str,
+    rows: list[CdrRow],
+    contexts: Collection[str],
+    recordings_dir: Path | None,
+    region: str | None,
 ) -> CallReport | None:
+    """The call of `rows`, all of its linkedid's: the calltrack contexts' (the inbound channel's)
+    and those of the PBX's own dialplan it went on to (a ring group's, a transfer's)."""
     rows.sort(key=lambda r: (r.start, r.sequence))
+    ours = [r for r in rows if r.dcontext in contexts]
     did = None
-    for row in rows:
+    for row in ours:
         try:
             did = to_e164(row.dst, region)  # the dialplan also answers national forms
             break
@@ -136,18 +153,23 @@ def _report(
             continue
     if did is None:
         return None
-    inbound = next((r for r in rows if r.uniqueid == linkedid), rows[0])
-    answers = [r.answer for r in rows if r.disposition == "ANSWERED" and r.answer]
-    answered_at = min(answers) if answers else None
-    dials = [r for r in rows if r.lastapp == "Dial"]
-    if answered_at is not None:
+    inbound = next((r for r in ours if r.uniqueid == linkedid), ours[0])
+    # The line took the call when one of the inbound channel's Dials was answered; a person did
+    # when a Dial to a device was (on a Local line, voicemail answers too: see CallStatus).
+    line_answers = [a for r in ours if (a := _answered(r)) and r.dstchannel]
+    person_answers = [
+        a for r in rows if (a := _answered(r)) and r.dstchannel and not _is_local(r.dstchannel)
+    ]
+    answered_at = min(person_answers) if line_answers and person_answers else None
+    dials = [r for r in ours if r.lastapp == "Dial"]
+    if line_answers:
         status = "ANSWER"
     elif dials:
         status = _DIAL_STATUS.get(dials[-1].disposition, "CHANUNAVAIL")
     else:
         status = "CANCEL"  # the caller left before the real line was dialed
     recording = None
-    if answered_at is not None:
+    if line_answers:  # a voicemail's recording holds the message
         name = f"{inbound.uniqueid}.wav"  # as the dialplan names it
         path = recordings_dir / name if recordings_dir else None
         if path is None or (path.is_file() and path.stat().st_size > _EMPTY_WAV):
@@ -156,7 +178,7 @@ def _report(
         linkedid=linkedid,
         caller=inbound.src,
         did=did,
-        started_at=inbound.exact_start or min(r.start for r in rows),
+        started_at=inbound.exact_start or min(r.start for r in ours),
         ended_at=max(r.end for r in rows),
         answered_at=answered_at,
         dial_status=status,
@@ -182,6 +204,7 @@ def _reports(
     newest = datetime.fromtimestamp(math.ceil(since), UTC).strftime(CDR_TIME_FORMAT)
     calls: dict[str, list[list[str]]] = defaultdict(list)
     ended: dict[str, str] = {}
+    ours: set[str] = set()  # calls through `contexts`: the others are the PBX's own
     bad = 0
     for fields in table:
         linkedid = _linkedid(fields)
@@ -190,14 +213,15 @@ def _reports(
             if bad == 1:
                 log.warning("%s: %s", where, _columns(fields))
             continue
+        calls[linkedid].append(fields)
+        ended[linkedid] = max(ended.get(linkedid, ""), fields[11])
         if fields[3] in contexts:
-            calls[linkedid].append(fields)
-            ended[linkedid] = max(ended.get(linkedid, ""), fields[11])
+            ours.add(linkedid)
     if bad > 1:  # one line however many rows: a file in another format is one fault
         log.warning("%s: %d rows skipped for their columns", where, bad)
     reports = []
     for linkedid, table_rows in calls.items():
-        if ended[linkedid] < newest:
+        if linkedid not in ours or ended[linkedid] < newest:
             continue
         rows = []
         for fields in table_rows:
@@ -206,7 +230,7 @@ def _reports(
                 log.warning("%s: call %s: %s", where, linkedid, row)
             elif row is not None:
                 rows.append(row)
-        report = _report(linkedid, rows, recordings_dir, region) if rows else None
+        report = _report(linkedid, rows, contexts, recordings_dir, region) if rows else None
         if report is not None and report.ended_at >= since:
             reports.append(report)
     reports.sort(key=lambda r: r.started_at)

@@ -88,6 +88,11 @@ def _float(text: str | None) -> float | None:
     return value if value else None
 
 
+def _is_local(channel: str) -> bool:
+    """A Local channel: a leg into the PBX's own dialplan (a ring group, a queue, voicemail)."""
+    return channel.startswith("Local/")
+
+
 def _caller(event: Event) -> str:
     number = event.get("CallerIDNum", "")
     return "" if number == "<unknown>" else number
@@ -102,7 +107,10 @@ class _Call:
     did: str = ""
     caller: str = ""
     started_at: float | None = None
-    answered_at: float | None = None
+    answered_at: float | None = None  # the real line took the call
+    #: a Dial to a device (not a Local channel) was answered: a person took the call
+    person_answered_at: float | None = None
+    local_line: bool = False  # the real line is a Local channel: its answer may be a machine's
     ended_at: float | None = None
     dial_status: str = ""
     answered_ms: float | None = None
@@ -178,10 +186,10 @@ class CallTracker:
             call.caller = call.caller or _caller(event)
         elif name == "DialBegin" and event.get("DestUniqueid"):
             call.alive.add(event["DestUniqueid"])
-        elif name == "DialEnd" and uniqueid == (call.inbound or call.linkedid):
-            call.dial_status = event.get("DialStatus", call.dial_status)
-            if call.dial_status == "ANSWER" and call.answered_at is None:
-                call.answered_at = at
+            if uniqueid == (call.inbound or call.linkedid):
+                call.local_line = _is_local(event.get("DestChannel", ""))
+        elif name == "DialEnd":
+            self._dial_end(call, event, at)
         elif name == "MixMonitorStop" and uniqueid == (call.inbound or call.linkedid):
             call.recording_closed = True
         elif name == "Hangup":
@@ -189,6 +197,18 @@ class CallTracker:
             call.gone.add(uniqueid)
             if uniqueid == (call.inbound or call.linkedid):
                 call.ended_at = at
+
+    @staticmethod
+    def _dial_end(call: _Call, event: Event, at: float) -> None:
+        answered = event.get("DialStatus") == "ANSWER"
+        to_device = not _is_local(event.get("DestChannel", ""))
+        if answered and to_device and call.person_answered_at is None:
+            call.person_answered_at = at  # whichever leg dialed it: the line or a ring group's
+        if event.get("Uniqueid", "") == (call.inbound or call.linkedid):
+            call.local_line = not to_device
+            call.dial_status = event.get("DialStatus", call.dial_status)
+            if answered and call.answered_at is None:
+                call.answered_at = at
 
     @staticmethod
     def _calltrack_event(call: _Call, event: Event, at: float) -> None:
@@ -227,7 +247,14 @@ class CallTracker:
             answered = (call.end_event_at or ended) - call.answered_ms / 1000
         # No dial status and no answer: the caller left before the real line was dialed.
         status = call.dial_status or ("ANSWER" if answered is not None else "CANCEL")
+        # The recording is kept whenever the line took the call: a voicemail's holds the message.
         recording = call.recording if answered is not None and call.recording_closed else None
+        if call.local_line:
+            # A Local line answers when its dialplan does: a person picking up one of the ring
+            # group's phones, or voicemail, an IVR or a queue's hold music. Only the first is an
+            # answered call; the others keep status ANSWER without a person (CallStatus.VOICEMAIL).
+            person = call.person_answered_at
+            answered = None if answered is None or person is None else max(answered, person)
         return CallReport(
             linkedid=call.linkedid,
             caller=call.caller,

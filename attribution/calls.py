@@ -27,13 +27,16 @@ class CallStatus(StrEnum):
     BUSY = "busy"
     ABANDONED = "abandoned"  # the caller hung up while it rang
     FAILED = "failed"  # the real line could not be reached
+    #: the real line took the call but no person did: voicemail, an IVR, a queue the caller left
+    #: (a Local line, such as a FreePBX ring group, that no phone of answered)
+    VOICEMAIL = "voicemail"
 
 
 #: what reports count as missed, and what leaves a caller to call back
 UNANSWERED = tuple(str(s) for s in CallStatus if s is not CallStatus.ANSWERED)
 
 _STATUS_BY_DIAL = {
-    "ANSWER": CallStatus.ANSWERED,
+    "ANSWER": CallStatus.VOICEMAIL,  # without answered_at: no person answered
     "NOANSWER": CallStatus.MISSED,
     "BUSY": CallStatus.BUSY,
     "CANCEL": CallStatus.ABANDONED,
@@ -45,7 +48,8 @@ class CallReport:
     """One inbound call as the PBX saw it, keyed by Asterisk's Linkedid.
 
     Times are Unix epoch seconds. `recording` is a file name relative to the recordings folder,
-    built by the dialplan from the channel's unique id only.
+    built by the dialplan from the channel's unique id only. `answered_at` is when a person
+    answered; a `dial_status` of ANSWER without it is a call the PBX itself took (voicemail).
     """
 
     linkedid: str

@@ -117,7 +117,7 @@ class Tally:
     calls: int = 0
     first_time_callers: int = 0
     answered: int = 0
-    missed: int = 0  # missed, busy, abandoned or failed
+    missed: int = 0  # missed, busy, abandoned, failed or voicemail
     talk_seconds: float = 0.0  # of answered calls
     leads: int = 0
     sales: int = 0

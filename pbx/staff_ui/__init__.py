@@ -22,6 +22,7 @@ STATUS_LABELS = {
     "busy": "Busy",
     "abandoned": "Abandoned",
     "failed": "Failed",
+    "voicemail": "Voicemail",  # the PBX took it, no person did
 }
 ATTRIBUTION_LABELS = {
     "session": "Website visit",

@@ -1,5 +1,5 @@
 """Missed callers to call back: callers whose latest call (the `callers` row kept on write) was
-missed, busy, abandoned or failed and that no one has marked "called back" yet.
+missed, busy, abandoned, failed or voicemail and that no one has marked "called back" yet.
 
 A caller's latest call is by definition later than any answered one, so "no answered call after
 it" holds by construction; a caller who calls again gets a new latest call, which needs its own

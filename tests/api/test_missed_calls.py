@@ -26,12 +26,15 @@ class Calls:
     def __init__(self, client: Client, clock: FakeClock) -> None:
         self.client, self.clock, self.n = client, clock, 0
 
-    async def add(self, caller: str, dial: str, did: str = BILLBOARD, after: float = 600) -> int:
-        """A call `after` seconds after the previous one; dial ANSWER, NOANSWER, BUSY, CANCEL."""
+    async def add(
+        self, caller: str, dial: str, did: str = BILLBOARD, after: float = 600, person: bool = True
+    ) -> int:
+        """A call `after` seconds after the previous one; dial ANSWER, NOANSWER, BUSY, CANCEL;
+        ANSWER without a `person` is a voicemail's."""
         self.clock.advance(after)
         self.n += 1
         at = self.clock.now
-        answered = at + 5 if dial == "ANSWER" else None
+        answered = at + 5 if dial == "ANSWER" and person else None
         report = CallReport(f"m{self.n}", caller, did, at, at + 30, answered, dial)
         assert await self.client.app[CALLS].store(report)
         return self.n
@@ -84,6 +87,9 @@ async def test_missed_callers_are_listed_oldest_first_until_they_get_through(
 
     await calls.add(ANNA, "ANSWER")  # she got through: nothing to call back
     assert list(await listed(calls.client)) == [BORIS, CLARA]
+    await calls.add(ANNA, "ANSWER", person=False)  # voicemail took her call: call her back
+    rows = await listed(calls.client)
+    assert list(rows) == [BORIS, CLARA, ANNA] and "Voicemail" in rows[ANNA]
 
 
 async def test_called_back_needs_the_csrf_token_and_takes_the_caller_off(

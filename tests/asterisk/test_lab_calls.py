@@ -253,3 +253,63 @@ async def test_reconcile_reads_calls_made_while_the_bridge_was_down(
     assert 5.0 < answered.talk_seconds < 11.0
     assert busy.recording is None and busy.answered_at is None
     assert all(r.caller == "sipp" for r in reports)
+
+
+@pytest.mark.parametrize(
+    ("destination", "scenario", "status"),
+    [
+        ("Local/person@lab-pbx", "uas", CallStatus.ANSWERED),
+        ("Local/ringgroup@lab-pbx", "ring", CallStatus.VOICEMAIL),
+    ],
+)
+async def test_a_local_line_is_answered_only_by_a_person(
+    lab_dialplan: Settings,
+    tmp_path: Path,
+    bridge_factory: Callable[..., Awaitable[AmiBridge]],
+    destination: str,
+    scenario: str,
+    status: CallStatus,
+) -> None:
+    """A FreePBX ring group is a Local/ line: it answers when a phone does, and also when its
+    voicemail does (asterisk.conf.d/extensions.conf [lab-pbx]). Both the live AMI fold and the
+    CDR read back tell the two apart; the voicemail keeps its recording (the message)."""
+
+    async def route(did: str, caller: str) -> Route:
+        return Route(destination)
+
+    await asyncio.sleep(1.1)  # calls of earlier tests end over a second before `since`
+    since = float(int(time.time()))
+    store = Store()
+    await bridge_factory(store)
+    server = await start_agi_server(lab_dialplan, route)
+    try:
+        async with real_line(tmp_path / "uas", scenario) as line:
+            call = await place_call(DID, tmp_path / "uac")
+            assert call.returncode == 0, call.output
+            await line.wait()
+    finally:
+        server.close()
+        await server.wait_closed()
+    live = await store.next()
+    assert live.status is status, live
+    assert live.recording == f"{live.linkedid}.wav"
+    seconds, rms = wav_duration_and_rms(lab_dialplan.asterisk_recordings_dir / live.recording)
+    assert seconds > 5.0 and rms > 300  # the caller's audio: what a voicemail keeps
+    if status is CallStatus.ANSWERED:
+        assert live.ring_seconds < 1.0 and 5.0 < live.talk_seconds < 11.0, live
+    else:  # the ring group rang 3 s, then voicemail listened to the caller until they left
+        assert live.answered_at is None and live.dial_status == "ANSWER", live
+        assert 8.0 < live.ring_seconds < 15.0 and live.talk_seconds == 0.0, live
+
+    await asyncio.sleep(0.5)
+    read_back, position, caught_up = [], None, False
+    while not caught_up:
+        step = await asyncio.to_thread(reconcile_pass, lab_dialplan, since, position)
+        read_back += [r for r in step.reports if r.linkedid == live.linkedid]
+        position, caught_up = step.position, step.caught_up
+    assert len(read_back) == 1
+    cdr = read_back[0]
+    assert (cdr.status, cdr.recording) == (status, live.recording), cdr
+    assert (
+        abs(cdr.ended_at - live.ended_at) < 1.5 and abs(cdr.talk_seconds - live.talk_seconds) < 1.5
+    )

@@ -122,3 +122,43 @@ def test_a_national_dialled_number_is_read_in_the_region(tmp_path: Path) -> None
         "+74990000003",
         "+74990000004",
     ]
+
+
+def test_a_local_line_read_back_as_the_live_fold_saw_it() -> None:
+    """Master-local-lines.csv: the CDR of local_lines.ami's two calls. The rows of the PBX's own
+    dialplan (context lab-pbx: the ring group's Dial and its voicemail) tell whether a phone
+    answered; both calls come back as they were seen live."""
+    reports = read_cdr_reports(FIXTURES / "Master-local-lines.csv", since=0, contexts=CONTEXTS)
+    tracker = CallTracker()
+    live = [
+        r
+        for e in parse_stream((FIXTURES / "local_lines.ami").read_text())
+        for r in tracker.feed(e, 0.0)
+    ]
+    assert [r.status for r in reports] == [CallStatus.ANSWERED, CallStatus.VOICEMAIL]
+    for cdr, seen in zip(reports, live, strict=True):
+        assert (cdr.linkedid, cdr.status, cdr.recording) == (
+            seen.linkedid,
+            seen.status,
+            seen.recording,
+        )
+        assert abs(cdr.ended_at - seen.ended_at) < 1
+        assert abs(cdr.talk_seconds - seen.talk_seconds) <= 1
+
+
+def test_rows_in_the_pbxs_own_contexts_end_the_call(tmp_path: Path) -> None:
+    """After a blind transfer the call goes on in the PBX's dialplan (here from-internal): its
+    end is the last row's, not the inbound channel's."""
+    master = tmp_path / "Master.csv"
+    inbound = MASTER.read_text().splitlines()[0]
+    linkedid = "1795807245.16"
+    transferred = (
+        '"","sipp","201","from-internal","","PJSIP/realline-00000011","PJSIP/201-00000020","Dial",'
+        '"PJSIP/201,20","2026-11-27 19:20:54","2026-11-27 19:20:56","2026-11-27 19:22:10",76,74,'
+        f'"ANSWERED","DOCUMENTATION","1795807245.17","","{linkedid}",30'
+    )
+    unrelated = transferred.replace(linkedid, "1795807299.40").replace(",30", ",31")
+    master.write_text(f"{inbound}\n{transferred}\n{unrelated}\n")
+    [report] = read_cdr_reports(master, since=0, contexts=CONTEXTS)
+    assert report.linkedid == linkedid and report.status is CallStatus.ANSWERED
+    assert report.ended_at == 1795807330.0  # 2026-11-27 19:22:10 UTC

@@ -196,3 +196,32 @@ def test_an_event_about_two_channels_with_a_repeated_header_is_dropped() -> None
         "Event": "UserEvent",
         "DID": "+7499002",
     }
+
+
+def test_a_local_line_counts_as_answered_only_when_a_phone_behind_it_answers() -> None:
+    """tests/fixtures/ami/local_lines.ami: two lab calls to Local/ lines, as a FreePBX ring group
+    is (asterisk.conf.d/extensions.conf [lab-pbx]). Both Local channels answered the inbound one:
+    the first when the real line did, the second when voicemail took the call after 3 s."""
+    events = parse_stream((FIXTURE.parent / "local_lines.ami").read_text())
+    person, voicemail = replay(events)
+    assert person.status is CallStatus.ANSWERED
+    assert person.ring_seconds == pytest.approx(0.011, abs=0.001)
+    assert person.talk_seconds == pytest.approx(9.02, abs=0.01)
+    assert voicemail.status is CallStatus.VOICEMAIL
+    assert (voicemail.answered_at, voicemail.dial_status) == (None, "ANSWER")
+    assert voicemail.talk_seconds == 0 and voicemail.ring_seconds == pytest.approx(12.03, abs=0.01)
+    # the caller's message is what staff want to hear
+    assert voicemail.recording == f"{voicemail.linkedid}.wav"
+
+
+def test_a_line_answered_while_a_phone_of_its_ring_group_answers_late() -> None:
+    """Without its own DialEnd (an event lost), a Local line's answer comes from the end event's
+    AnsweredMs, and still needs a phone's answer to count as a person's."""
+    events = parse_stream((FIXTURE.parent / "local_lines.ami").read_text())
+    inbound_answers = [
+        e for e in events if e["Event"] == "DialEnd" and e["Channel"].startswith("PJSIP/trunk")
+    ]
+    kept = [e for e in events if e not in inbound_answers]
+    person, voicemail = replay(kept)
+    assert person.status is CallStatus.ANSWERED
+    assert voicemail.status is CallStatus.VOICEMAIL
