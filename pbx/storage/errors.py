@@ -20,11 +20,15 @@ def is_transient(error: Exception) -> bool:
     on the driver's connection, so a full disk or a lost server reaches their callers unwrapped.
     """
     if isinstance(error, exc.DBAPIError):
+        if _sqlite_refuses_the_statement(error.orig):
+            return False
         return (
             error.connection_invalidated
             or isinstance(error, exc.OperationalError | exc.InterfaceError)
             or _transient_sqlstate(getattr(error.orig, "sqlstate", None))
         )
+    if _sqlite_refuses_the_statement(error):
+        return False
     # asyncpg's own, as the short transactions on PostgreSQL (db._AsyncpgTx) meet them: the
     # server's by their code (a lost connection is class 08), and the client's refusal to use
     # a connection the server closed
@@ -35,6 +39,19 @@ def is_transient(error: Exception) -> bool:
     # a pool that has no connection to give, or a connection that could not be made
     return isinstance(
         error, exc.TimeoutError | exc.DisconnectionError | OSError | sqlite3.OperationalError
+    )
+
+
+def _sqlite_refuses_the_statement(error: object) -> bool:
+    """SQLite's SQLITE_ERROR: the statement is wrong for this database (no such table or column,
+    SQL it cannot parse), every time; sqlite3 raises it as an OperationalError, as it does a
+    locked, full or unreadable database (SQLITE_BUSY, SQLITE_FULL, SQLITE_IOERR...), which do
+    pass. Told apart by the primary result code (its low byte)."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return (
+        isinstance(error, sqlite3.OperationalError)
+        and isinstance(code, int)
+        and code & 0xFF == sqlite3.SQLITE_ERROR
     )
 
 

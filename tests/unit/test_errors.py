@@ -4,6 +4,7 @@ transactions meet them on the driver's connection (SQLite's sqlite3, PostgreSQL'
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -40,3 +41,34 @@ from tests.helpers import db_error
 )
 def test_what_passes_by_itself(error: Exception, transient: bool) -> None:
     assert is_transient(error) is transient
+
+
+def _sqlite_error(*statements: str, path: str = ":memory:") -> sqlite3.Error:
+    connection = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        for statement in statements:
+            connection.execute(statement)
+    except sqlite3.Error as error:
+        return error
+    finally:
+        connection.close()
+    raise AssertionError(f"{statements} raised nothing")
+
+
+def test_sqlite_statement_errors_do_not_pass_but_a_locked_database_does(tmp_path: Path) -> None:
+    """Both are sqlite3.OperationalError; SQLite's result code tells a statement the database
+    refuses every time (retried for ever, it would hold back what comes after it) from a lock."""
+    missing = _sqlite_error("INSERT INTO calls VALUES (1)")
+    garbled = _sqlite_error("INSERT INTO")
+    path = str(tmp_path / "db")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    locked = _sqlite_error("INSERT INTO t VALUES (1)", path=path)
+    holder.close()
+    assert all(isinstance(e, sqlite3.OperationalError) for e in (missing, garbled, locked))
+    assert "no such table" in str(missing) and "locked" in str(locked)
+    assert not is_transient(missing) and not is_transient(garbled)
+    assert is_transient(locked)
+    wrapped = [OperationalError("INSERT ...", {}, e) for e in (missing, locked)]
+    assert [is_transient(e) for e in wrapped] == [False, True]
