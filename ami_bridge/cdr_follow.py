@@ -18,6 +18,9 @@ are stored once (the store is idempotent on Linkedid) and old ones are left out 
 `since`. That holds when the current file is still ours by inode too: copytruncate keeps the inode
 on every rotation, so after two of them Master.csv.1 holds only rows never read. (A file truncated
 by hand beside a Master.csv.1 already read costs a second reading of it, nothing more.)
+
+The first pass reads both files in the same order: a rotation just before the daemon's first
+start (or its first after the position was lost) would otherwise hide the calls to recover.
 """
 
 from __future__ import annotations
@@ -63,8 +66,10 @@ def plan(
 ) -> list[Segment]:
     """The files to read, in order, to go on from `position` (None: nothing read yet)."""
     fresh = [Segment(Source.CURRENT, current, 0)] if current else []
+    older = [Segment(Source.ROTATED, rotated, 0)] if rotated else []
     if position is None:
-        return fresh
+        # the first pass: a rotation just before it left the latest calls in the rotated file
+        return [*older, *fresh]
 
     def ours(state: FileState | None) -> bool:
         return state is not None and (state.inode, state.device) == (
@@ -83,5 +88,4 @@ def plan(
         return [Segment(Source.ROTATED, rotated, position.offset), *fresh]
     # neither continues: rotated more than once since (copytruncate keeps our inode on the
     # current file every time, and create mode may give a freed inode back to it), or replaced
-    older = [Segment(Source.ROTATED, rotated, 0)] if rotated else []
     return [*older, *fresh]

@@ -12,9 +12,14 @@ def state(inode: int, size: int, holds_mark: bool = False) -> FileState:
     return FileState(inode=inode, device=1, size=size, holds_mark=holds_mark)
 
 
-def test_nothing_read_yet_starts_the_current_file_at_its_start() -> None:
-    current = state(7, 900)
-    assert plan(None, current, state(6, 800)) == [Segment(Source.CURRENT, current, 0)]
+def test_nothing_read_yet_reads_the_rotated_file_then_the_current_one_from_their_starts() -> None:
+    current, rotated = state(7, 900), state(6, 800)
+    assert plan(None, current, rotated) == [
+        Segment(Source.ROTATED, rotated, 0),
+        Segment(Source.CURRENT, current, 0),
+    ]
+    assert plan(None, current, None) == [Segment(Source.CURRENT, current, 0)]
+    assert plan(None, None, rotated) == [Segment(Source.ROTATED, rotated, 0)]
     assert plan(None, None, None) == []
 
 

@@ -98,6 +98,20 @@ def test_create_mode_reads_the_rest_of_the_renamed_file_then_the_new_one(tmp_pat
     assert reader.linkedids() == ["1.6"]
 
 
+def test_the_first_pass_after_a_rotation_reads_the_rotated_file_too(tmp_path: Path) -> None:
+    """The daemon's first start, or its first since the position was lost, just after logrotate
+    (create mode) renamed the file and before Asterisk wrote a new one, then after it did."""
+    master = tmp_path / "Master.csv"
+    append(master, "1.1", "1.2")
+    master.rename(tmp_path / "Master.csv.1")
+    assert Reader(settings_for(tmp_path)).linkedids() == ["1.1", "1.2"]
+    append(master, "1.3")
+    reader = Reader(settings_for(tmp_path))
+    assert reader.linkedids() == ["1.1", "1.2", "1.3"]
+    append(master, "1.4")
+    assert reader.linkedids() == ["1.4"]
+
+
 @pytest.mark.parametrize("after", [1, 12], ids=["shorter", "grown-past-the-offset"])
 def test_copytruncate_reads_the_copys_tail_then_the_file_from_its_start(
     tmp_path: Path, after: int
