@@ -1,9 +1,12 @@
 """Reads the lines a CDR file gained since a remembered position, a capped amount per pass.
 
 The file is followed across logrotate's rotations as ami_bridge.cdr_follow decides. Only complete
-lines are taken from the file Asterisk still writes (a last line without its newline is being
-written: it is left for the next pass); a rotated file gets no more rows, so its last line counts
+rows are taken from the file Asterisk still writes (a last row without its newline is being
+written: it is left for the next pass); a rotated file gets no more rows, so its last row counts
 even unterminated, or the reader would wait on it forever.
+
+A row is a CSV record, not a line: cdr_csv writes a field as it is between its quotes, and a
+caller's name (set by a CNAM lookup, say) may hold a newline. A pass never ends inside one.
 """
 
 from __future__ import annotations
@@ -18,11 +21,14 @@ from typing import BinaryIO
 from ami_bridge.cdr_follow import FileState, Position, Source, plan
 
 MARK_BYTES = 64  # the bytes before a position that its mark digests
+#: the most lines one row is joined from: a line torn by a write cut short (a full disk) leaves
+#: a quote open, and costs the few rows after it instead of the rest of the file
+ROW_LINES = 4
 
 
 @dataclass(frozen=True)
 class Tail:
-    lines: list[bytes]  # without their newlines
+    rows: list[bytes]  # CSV rows (a newline inside a quoted field kept), without their own
     position: Position | None  # where the next pass goes on
     caught_up: bool  # False: the cap stopped this pass, more is waiting
 
@@ -55,18 +61,42 @@ def _state(path: Path, position: Position | None) -> FileState | None:
     return FileState(stat.st_ino, stat.st_dev, stat.st_size, holds_mark)
 
 
+def _quote_open(data: bytes) -> bool:
+    return data.count(b'"') % 2 == 1
+
+
+def _rows(data: bytes, whole: bool) -> tuple[list[bytes], int]:
+    """The CSV rows of `data` (which starts at a row's start) and how many bytes they span. A
+    newline inside quotes does not end a row, unless the row has ROW_LINES lines already. A last
+    row without its newline, or still inside quotes, is taken only if `whole`."""
+    rows: list[bytes] = []
+    end = start = 0
+    lines = 0
+    while (newline := data.find(b"\n", end)) >= 0:
+        end = newline + 1
+        lines += 1
+        if lines < ROW_LINES and data.count(b'"', start, newline) % 2:
+            continue
+        rows.append(data[start:newline])
+        start, lines = end, 0
+    if whole and start < len(data):
+        rows.append(data[start:].removesuffix(b"\n"))
+        start = len(data)
+    return rows, start
+
+
 def read_tail(
     path: Path,
     position: Position | None,
     max_bytes: int,
     keep: Callable[[list[bytes]], int],
 ) -> Tail:
-    """The complete lines after `position` in `path` (or its rotated file, then `path`), about
-    `max_bytes` of them: a pass ends at a line boundary. When the cap stops a pass, `keep(lines)`
-    says how many of them to take (at least one); the rest is read again by the next pass.
+    """The complete rows after `position` in `path` (or its rotated file, then `path`), about
+    `max_bytes` of them: a pass ends at a row's end. When the cap stops a pass, `keep(rows)` says
+    how many of them to take (at least one); the rest is read again by the next pass.
     """
     segments = plan(position, _state(path, position), _state(rotated_path(path), position))
-    lines: list[bytes] = []
+    rows: list[bytes] = []
     budget = max_bytes
     for index, segment in enumerate(segments):
         last = index == len(segments) - 1
@@ -74,31 +104,34 @@ def read_tail(
         with file.open("rb") as f:
             stat = os.fstat(f.fileno())
             if (stat.st_ino, stat.st_dev) != (segment.file.inode, segment.file.device):
-                return Tail(lines, position, caught_up=False)  # rotated meanwhile: plan again
+                return Tail(rows, position, caught_up=False)  # rotated meanwhile: plan again
             # the mark is taken from the bytes read, not read again after them: a copytruncate
             # in between would give the position a mark of the truncated file
             before_start = max(0, segment.start - MARK_BYTES)
             f.seek(before_start)
             before = f.read(segment.start - before_start)
             if len(before) < segment.start - before_start:
-                return Tail(lines, position, caught_up=False)  # truncated meanwhile: plan again
+                return Tail(rows, position, caught_up=False)  # truncated meanwhile: plan again
             data = f.read(budget)
-            if len(data) == budget and not data.endswith(b"\n"):
-                data += f.readline()  # the cap fell inside a line: finish it
+            if len(data) == budget:  # the cap fell inside a row, perhaps: finish it
+                joined = 0
+                while (not data.endswith(b"\n") or _quote_open(data)) and joined < ROW_LINES:
+                    line = f.readline()
+                    if not line:
+                        break
+                    data += line
+                    joined += 1
             more = f.read(1) != b""
-            end = len(data) if not (more or last) else data.rfind(b"\n") + 1
-            taken = data[:end].split(b"\n")
-            if taken[-1] == b"":
-                taken.pop()
+            taken, end = _rows(data, whole=not (more or last))
             if more and taken:
                 kept = max(1, keep(taken))
-                end = sum(len(line) + 1 for line in taken[:kept])
+                end = sum(len(row) + 1 for row in taken[:kept])
                 taken = taken[:kept]
-            lines += taken
+            rows += taken
             offset = segment.start + end
             mark = _digest((before + data[:end])[-MARK_BYTES:])
             position = Position(segment.file.inode, segment.file.device, offset, mark)
         budget -= end
         if more or budget <= 0:
-            return Tail(lines, position, caught_up=False)
-    return Tail(lines, position, caught_up=True)
+            return Tail(rows, position, caught_up=False)
+    return Tail(rows, position, caught_up=True)

@@ -255,26 +255,36 @@ def read_cdr_reports(
         return _reports(csv.reader(f), path, since, contexts, recordings_dir, region)
 
 
-def _decoded(lines: Iterable[bytes]) -> Iterator[str]:
-    return (line.decode("utf-8", errors="replace") for line in lines)
+def _parsed(rows: list[bytes]) -> Iterator[list[str]]:
+    """Each row's fields. A row torn by a write cut short leaves a quote open, which must not
+    swallow the rows after it: then each row is parsed on its own (2.6 times slower)."""
+    texts = (row.decode("utf-8", errors="replace") for row in rows)
+    if not any(row.count(b'"') % 2 for row in rows):
+        yield from csv.reader(texts)
+        return
+    for text in texts:
+        try:
+            yield next(csv.reader((text,)), [])
+        except csv.Error:  # a newline outside quotes: a torn row joined to the next ones
+            yield []
 
 
-def _whole_calls(lines: list[bytes]) -> int:
-    """How many of `lines` a capped pass takes: Asterisk writes a call's rows one after another,
+def _whole_calls(rows: list[bytes]) -> int:
+    """How many of `rows` a capped pass takes: Asterisk writes a call's rows one after another,
     so the run of rows of the last call may go on past the cap; it is left for the next pass,
     unless it is all the pass read."""
-    linkedids = [_linkedid(fields) for fields in csv.reader(_decoded(lines[-64:]))]
+    linkedids = [_linkedid(fields) for fields in _parsed(rows[-64:])]
     last = linkedids[-1]
     run = 1
     while run < len(linkedids) and linkedids[-run - 1] == last:
         run += 1
-    return len(lines) - run or len(lines)
+    return len(rows) - run or len(rows)
 
 
 @dataclass(frozen=True)
 class Pass:
     reports: list[CallReport]
-    rows: int  # CDR lines read
+    rows: int  # CDR rows read
     position: Position | None  # where the next pass goes on
     caught_up: bool  # False: the cap stopped this pass, run another
 
@@ -296,11 +306,11 @@ def reconcile_pass(
     tail = read_tail(path, position, max_bytes, _whole_calls)
     context = settings.asterisk.context
     reports = _reports(
-        csv.reader(_decoded(tail.lines)),
+        _parsed(tail.rows),
         path,
         since,
         {context, f"{context}-call"},
         settings.asterisk_recordings_dir,
         settings.region,
     )
-    return Pass(reports, len(tail.lines), tail.position, tail.caught_up)
+    return Pass(reports, len(tail.rows), tail.position, tail.caught_up)

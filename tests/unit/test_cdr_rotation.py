@@ -231,6 +231,45 @@ def test_the_cap_spreads_the_file_over_passes_and_never_splits_a_call(tmp_path: 
     assert reader.passes >= master.stat().st_size // (3 * row + 7)
 
 
+def _with_caller_name(call: str, name: str) -> str:
+    """`call`'s rows (tests.cdr_lines.busy_call) with `name` in their clid, as cdr_csv writes it:
+    inner quotes doubled, anything else as it is."""
+    clid = '"' + f'"{name}" <79160000001>'.replace('"', '""') + '"'
+    return call.replace('"calltrack-inbound-call","",', f'"calltrack-inbound-call",{clid},')
+
+
+def test_a_newline_in_a_callers_name_never_splits_its_row_wherever_the_cap_falls(
+    tmp_path: Path,
+) -> None:
+    """A CNAM lookup may give a caller's name with a newline; cdr_csv writes it inside the quotes.
+    Before, a pass whose cap fell inside that row ended there: the call was read in two halves
+    (BUSY, then ABANDONED from its Hangup row) or its rows were refused for their columns."""
+    calls = [busy_call(f"1.{n}", AT) for n in range(8)]
+    calls[3] = _with_caller_name(calls[3], "Anna\nfrom the CRM")
+    calls[4] = _with_caller_name(calls[4], "Boris\n\n(VIP)")
+    text = "".join(calls)
+    master = tmp_path / "Master.csv"
+    master.write_text(text)
+    for cap in range(len(calls[0]), len(text) + 1, 5):  # at least a call a pass
+        reports = Reader(settings_for(tmp_path), max_bytes=cap).calls()
+        assert sorted(r.linkedid for r in reports) == [f"1.{n}" for n in range(8)], cap
+        assert {r.status for r in reports} == {CallStatus.BUSY}, cap
+
+
+def test_a_torn_row_costs_the_rows_joined_to_it_not_the_rest_of_the_file(tmp_path: Path) -> None:
+    """A write cut short (a full disk) leaves a row's quote open: it is joined with at most
+    ROW_LINES - 1 lines after it, and every pass still moves on."""
+    calls = [busy_call(f"1.{n}", AT) for n in range(8)]
+    torn = calls[2].split("\n")[0][:70] + "\n"
+    assert torn.count('"') % 2 == 1
+    (tmp_path / "Master.csv").write_text("".join(calls[:2]) + torn + "".join(calls[2:]))
+    lost = {"1.2", "1.3"}  # the torn row takes the next ROW_LINES - 1 = 3 rows with it
+    for cap in (1 << 20, 400, 700):
+        reports = Reader(settings_for(tmp_path), max_bytes=cap).calls()
+        whole = {r.linkedid for r in reports if r.status is CallStatus.BUSY}
+        assert whole >= {f"1.{n}" for n in range(8)} - lost, cap
+
+
 @dataclass
 class Daemon:
     """What the daemon's reconciliation uses: settings, a real migrated SQLite database, and a
