@@ -179,7 +179,9 @@ def _report(
         caller=inbound.src,
         did=did,
         started_at=inbound.exact_start or min(r.start for r in ours),
-        ended_at=max(r.end for r in rows),
+        # the caller's channel's end, wherever it went on (a transfer into the PBX's dialplan),
+        # as the AMI fold takes its Hangup: not a phone's that stayed up after the caller left
+        ended_at=max(r.end for r in rows if r.uniqueid == inbound.uniqueid),
         answered_at=answered_at,
         dial_status=status,
         recording=recording,

@@ -146,19 +146,27 @@ def test_a_local_line_read_back_as_the_live_fold_saw_it() -> None:
         assert abs(cdr.talk_seconds - seen.talk_seconds) <= 1
 
 
-def test_rows_in_the_pbxs_own_contexts_end_the_call(tmp_path: Path) -> None:
-    """After a blind transfer the call goes on in the PBX's dialplan (here from-internal): its
-    end is the last row's, not the inbound channel's."""
+def test_a_call_transferred_into_the_pbxs_dialplan_ends_with_the_callers_channel(
+    tmp_path: Path,
+) -> None:
+    """After a blind transfer the caller's channel goes on in the PBX's dialplan (here
+    from-internal, dialling extension 201): the call ends when that channel does, as the AMI
+    fold takes its Hangup; a phone of the call that stays up after does not stretch it."""
     master = tmp_path / "Master.csv"
     inbound = MASTER.read_text().splitlines()[0]
     linkedid = "1795807245.16"
     transferred = (
-        '"","sipp","201","from-internal","","PJSIP/realline-00000011","PJSIP/201-00000020","Dial",'
+        '"","sipp","201","from-internal","","PJSIP/trunk-00000010","PJSIP/201-00000020","Dial",'
         '"PJSIP/201,20","2026-11-27 19:20:54","2026-11-27 19:20:56","2026-11-27 19:22:10",76,74,'
-        f'"ANSWERED","DOCUMENTATION","1795807245.17","","{linkedid}",30'
+        f'"ANSWERED","DOCUMENTATION","{linkedid}","","{linkedid}",30'
     )
-    unrelated = transferred.replace(linkedid, "1795807299.40").replace(",30", ",31")
-    master.write_text(f"{inbound}\n{transferred}\n{unrelated}\n")
+    phone = (
+        '"","201","202","from-internal","","PJSIP/201-00000020","PJSIP/202-00000021","Dial",'
+        '"PJSIP/202,20","2026-11-27 19:22:10","2026-11-27 19:22:11","2026-11-27 19:25:00",170,169,'
+        f'"ANSWERED","DOCUMENTATION","1795807245.20","","{linkedid}",31'
+    )
+    unrelated = transferred.replace(linkedid, "1795807299.40").replace(",30", ",32")
+    master.write_text(f"{inbound}\n{transferred}\n{phone}\n{unrelated}\n")
     [report] = read_cdr_reports(master, since=0, contexts=CONTEXTS)
     assert report.linkedid == linkedid and report.status is CallStatus.ANSWERED
     assert report.ended_at == 1795807330.0  # 2026-11-27 19:22:10 UTC
