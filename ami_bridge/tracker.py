@@ -111,6 +111,7 @@ class _Call:
     #: a Dial to a device (not a Local channel) was answered: a person took the call
     person_answered_at: float | None = None
     local_line: bool = False  # the real line is a Local channel: its answer may be a machine's
+    line_known: bool = False  # local_line was read from an event (a Dial's, or the end's peer)
     ended_at: float | None = None
     dial_status: str = ""
     answered_ms: float | None = None
@@ -121,6 +122,10 @@ class _Call:
     gone: set[str] = field(default_factory=set)
     last_event: float = 0.0
     stale: bool = False  # open across a lost AMI link: its end may never come
+    #: some of its events may be missing: first seen mid-way (calltrack attached to AMI while it
+    #: was up), or open across a lost link or dropped events; `stale` is cleared by its next
+    #: event, this is not
+    gap: bool = False
 
 
 class CallTracker:
@@ -141,6 +146,9 @@ class CallTracker:
         call = self._calls.get(linkedid)
         if call is None:
             call = self._calls[linkedid] = _Call(linkedid, first_seen=at)
+            # a call's first event is its inbound channel's creation
+            created = event.get("Event") == "Newchannel" and event.get("Uniqueid") == linkedid
+            call.gap = not created
         call.last_event = at
         call.stale = False
         self._apply(call, event, at)
@@ -149,7 +157,7 @@ class CallTracker:
     def link_lost(self) -> None:
         """Calls open now may have ended unseen; reconciliation from the CDR covers those."""
         for call in self._calls.values():
-            call.stale = True
+            call.stale = call.gap = True
 
     def drop_stale(self, now: float, older_than: float) -> list[str]:
         """Forget calls that stayed silent `older_than` since a lost link, and any call silent
@@ -188,6 +196,7 @@ class CallTracker:
             call.alive.add(event["DestUniqueid"])
             if uniqueid == (call.inbound or call.linkedid):
                 call.local_line = _is_local(event.get("DestChannel", ""))
+                call.line_known = True
         elif name == "DialEnd":
             self._dial_end(call, event, at)
         elif name == "MixMonitorStop" and uniqueid == (call.inbound or call.linkedid):
@@ -205,7 +214,7 @@ class CallTracker:
         if answered and to_device and call.person_answered_at is None:
             call.person_answered_at = at  # whichever leg dialed it: the line or a ring group's
         if event.get("Uniqueid", "") == (call.inbound or call.linkedid):
-            call.local_line = not to_device
+            call.local_line, call.line_known = not to_device, True
             call.dial_status = event.get("DialStatus", call.dial_status)
             if answered and call.answered_at is None:
                 call.answered_at = at
@@ -228,6 +237,9 @@ class CallTracker:
             call.end_event_at = at
             call.dial_status = event.get("DialStatus") or call.dial_status
             call.answered_ms = _float(event.get("AnsweredMs"))
+            peer = event.get("DialedPeer")  # the channel that answered the Dial (if any)
+            if peer:
+                call.local_line, call.line_known = _is_local(peer), True
 
     def _finish_if_over(self, call: _Call) -> list[CallReport]:
         inbound = call.inbound or call.linkedid
@@ -237,7 +249,23 @@ class CallTracker:
         self._remember_finished(call.linkedid)
         if not call.marked or not call.did:
             return []
+        if self._person_unknown(call):
+            log.info(
+                "call %s: some of its events were missed and its line may be a Local one;"
+                " whether a person answered is left to reconciliation from the CDR",
+                call.linkedid,
+            )
+            return []
         return [self._report(call)]
+
+    @staticmethod
+    def _person_unknown(call: _Call) -> bool:
+        """The line answered, but whether a person did cannot be told from the events seen: a
+        Local line's (or one of unknown kind) without the answer of a phone behind it, when
+        events may be missing. The CDR has all of the call's rows."""
+        line_answered = call.answered_at is not None or call.dial_status == "ANSWER"
+        maybe_local = call.local_line or not call.line_known
+        return call.gap and line_answered and maybe_local and call.person_answered_at is None
 
     @staticmethod
     def _report(call: _Call) -> CallReport:

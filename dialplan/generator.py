@@ -130,7 +130,7 @@ def render_dialplan(settings: Settings) -> str:
         "exten => s,1,StopMixMonitor()",
         f" same => n,UserEvent({EVENT_END},DID: ${{{VAR_DID}}},DialStatus: ${{DIALSTATUS}},"
         f"Recording: ${{{VAR_RECORDING}}},Start: ${{{VAR_START}}},"
-        "AnsweredMs: ${ANSWEREDTIME_MS})",
+        "AnsweredMs: ${ANSWEREDTIME_MS},DialedPeer: ${DIALEDPEERNAME})",
         " same => n,Return()",
         "",
     ]

@@ -64,13 +64,42 @@ def _end_index(linkedid: str) -> int:
     )
 
 
+def _with_dialed_peer(events: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The events as today's dialplan sends them: CalltrackEnd names the channel that answered
+    (DialedPeer; the fixture was recorded before it did)."""
+    peers = {
+        e["Linkedid"]: e["DestChannel"]
+        for e in events
+        if e["Event"] == "DialEnd" and e["DialStatus"] == "ANSWER"
+    }
+    return [
+        {**e, "DialedPeer": peers.get(e["Linkedid"], "")}
+        if e.get("UserEvent") == "CalltrackEnd"
+        else e
+        for e in events
+    ]
+
+
+def _line_seen(linkedid: str, dropped: int) -> bool:
+    return (
+        any(e["Event"] == "DialEnd" and e["Linkedid"] == linkedid for e in EVENTS[dropped:])
+        or FULL[linkedid].status is not CallStatus.ANSWERED
+    )
+
+
+@pytest.mark.parametrize("peer", [True, False], ids=["dialed-peer", "without-dialed-peer"])
 @pytest.mark.parametrize("dropped", range(len(EVENTS) + 1))
-def test_attaching_mid_call_drops_the_first_n_events(dropped: int) -> None:
+def test_attaching_mid_call_drops_the_first_n_events(dropped: int, peer: bool) -> None:
     """Like connecting to AMI while calls are up: reports stay right, or are left to the CDR."""
-    reports = replay(EVENTS[dropped:])
+    reports = replay((_with_dialed_peer(EVENTS) if peer else EVENTS)[dropped:])
     assert len({r.linkedid for r in reports}) == len(reports)
-    # A call is reported iff its CalltrackEnd (sent from the hangup handler) was received.
-    assert {r.linkedid for r in reports} == {lid for lid in FULL if _end_index(lid) >= dropped}
+    # A call is reported iff its CalltrackEnd (sent from the hangup handler) was received; and,
+    # if it was answered, an event said whether by a Local line (whose answer may be voicemail's)
+    assert {r.linkedid for r in reports} == {
+        lid
+        for lid in FULL
+        if _end_index(lid) >= dropped and (peer or dropped == 0 or _line_seen(lid, dropped))
+    }
     for report in reports:
         full = FULL[report.linkedid]
         assert (report.did, report.caller, report.status, report.recording) == (
@@ -225,3 +254,53 @@ def test_a_line_answered_while_a_phone_of_its_ring_group_answers_late() -> None:
     person, voicemail = replay(kept)
     assert person.status is CallStatus.ANSWERED
     assert voicemail.status is CallStatus.VOICEMAIL
+
+
+LOCAL_EVENTS = parse_stream((FIXTURE.parent / "local_lines.ami").read_text())
+LOCAL_FULL = {r.linkedid: r for r in replay(LOCAL_EVENTS)}
+
+
+def _same_call(report: CallReport) -> None:
+    full = LOCAL_FULL[report.linkedid]
+    assert (report.status, report.dial_status, report.recording) == (
+        full.status,
+        full.dial_status,
+        full.recording,
+    )
+    assert (report.answered_at is None) == (full.answered_at is None)
+
+
+@pytest.mark.parametrize("peer", [True, False], ids=["dialed-peer", "without-dialed-peer"])
+@pytest.mark.parametrize("dropped", range(len(LOCAL_EVENTS) + 1))
+def test_a_local_line_attached_mid_call_is_right_or_left_to_the_cdr(
+    dropped: int, peer: bool
+) -> None:
+    """Whether a phone behind a Local line answered is one event (its DialEnd): attached after
+    it, the call is left to the CDR, never reported as the voicemail it was not (or the other
+    way round)."""
+    events = _with_dialed_peer(LOCAL_EVENTS) if peer else LOCAL_EVENTS
+    reports = replay(events[dropped:])
+    for report in reports:
+        _same_call(report)
+    person = next(r for r in LOCAL_FULL.values() if r.status is CallStatus.ANSWERED)
+    answers = [
+        i
+        for i, e in enumerate(LOCAL_EVENTS)
+        if e["Event"] == "DialEnd" and e["Linkedid"] == person.linkedid
+    ]
+    if dropped > answers[0]:  # the phone's answer was missed
+        assert person.linkedid not in {r.linkedid for r in reports}
+
+
+@pytest.mark.parametrize("lost", range(len(LOCAL_EVENTS)))
+def test_a_local_line_whose_events_were_dropped_midway_is_right_or_left_to_the_cdr(
+    lost: int,
+) -> None:
+    """The AMI link lost (or events dropped for the backlog) at one event of the call: that
+    event is missing, later ones come. Before, a phone's answer missed made it voicemail."""
+    tracker = CallTracker()
+    reports = replay(LOCAL_EVENTS[:lost], tracker)
+    tracker.link_lost()
+    reports += replay(LOCAL_EVENTS[lost + 1 :], tracker)
+    for report in reports:
+        _same_call(report)
