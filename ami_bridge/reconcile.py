@@ -185,6 +185,7 @@ def _report(
         answered_at=answered_at,
         dial_status=status,
         recording=recording,
+        line_answered_at=min(line_answers) if line_answers else None,
     ).fitted()
 
 

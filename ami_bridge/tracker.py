@@ -277,6 +277,7 @@ class CallTracker:
         status = call.dial_status or ("ANSWER" if answered is not None else "CANCEL")
         # The recording is kept whenever the line took the call: a voicemail's holds the message.
         recording = call.recording if answered is not None and call.recording_closed else None
+        line_answered = answered
         if call.local_line:
             # A Local line answers when its dialplan does: a person picking up one of the ring
             # group's phones, or voicemail, an IVR or a queue's hold music. Only the first is an
@@ -292,4 +293,5 @@ class CallTracker:
             answered_at=answered,
             dial_status=status,
             recording=recording,
+            line_answered_at=line_answered,
         ).fitted()

@@ -60,6 +60,9 @@ class CallReport:
     answered_at: float | None
     dial_status: str
     recording: str | None = None
+    #: when the real line took the call: a person's answer, or a voicemail's (which ends the
+    #: caller's wait as much), so that a voicemail's ring time is not its message's length too
+    line_answered_at: float | None = None
 
     def fitted(self) -> CallReport:
         """The report as the PBX boundary lets it in: caller and dial status cut to their
@@ -83,7 +86,9 @@ class CallReport:
 
     @property
     def ring_seconds(self) -> float:
-        rang_until = self.answered_at if self.answered_at is not None else self.ended_at
+        rang_until = next(
+            (t for t in (self.answered_at, self.line_answered_at) if t is not None), self.ended_at
+        )
         return max(0.0, rang_until - self.started_at)
 
     @property

@@ -144,6 +144,7 @@ def test_a_local_line_read_back_as_the_live_fold_saw_it() -> None:
         )
         assert abs(cdr.ended_at - seen.ended_at) < 1
         assert abs(cdr.talk_seconds - seen.talk_seconds) <= 1
+        assert abs(cdr.ring_seconds - seen.ring_seconds) <= 1  # the voicemail's: 3 s, live
 
 
 def test_a_call_transferred_into_the_pbxs_dialplan_ends_with_the_callers_channel(

@@ -238,7 +238,9 @@ def test_a_local_line_counts_as_answered_only_when_a_phone_behind_it_answers() -
     assert person.talk_seconds == pytest.approx(9.02, abs=0.01)
     assert voicemail.status is CallStatus.VOICEMAIL
     assert (voicemail.answered_at, voicemail.dial_status) == (None, "ANSWER")
-    assert voicemail.talk_seconds == 0 and voicemail.ring_seconds == pytest.approx(12.03, abs=0.01)
+    # the caller waited while the ring group rang (3 s), not while they left their message
+    assert voicemail.talk_seconds == 0 and voicemail.ring_seconds == pytest.approx(3.01, abs=0.01)
+    assert voicemail.ended_at - voicemail.started_at == pytest.approx(12.03, abs=0.01)
     # the caller's message is what staff want to hear
     assert voicemail.recording == f"{voicemail.linkedid}.wav"
 
