@@ -474,3 +474,15 @@ login_failures = Table(
     Column("at", Float, nullable=False, index=True),
     Index("ix_login_failures_name_at", "name_sha256", "at"),
 )
+
+# The last write-behind part each daemon process committed on PostgreSQL (pbx.storage.
+# write_behind): a part whose COMMIT lost its connection may have landed or not, and is written
+# again only if its number is not here, so page views are not doubled. One row per process, kept
+# a week.
+write_behind_progress = Table(
+    "write_behind_progress",
+    metadata,
+    Column("writer", ID, primary_key=True),
+    Column("part", BigInteger, nullable=False),
+    Column("written_at", Float, nullable=False, index=True),
+)

@@ -4,6 +4,10 @@ Extending a lease that is far from expiring needs no round trip: it is acknowled
 process's cache and written here, in batches, because no other session can take the number
 before the delayed write lands (see LeasePolicy.sync_margin). Flushes are serialised: two
 batches in flight at once could land in either order and write an older `held_until` last.
+
+On PostgreSQL a part whose COMMIT lost its connection may have landed or not; written again
+blindly, its page views would be doubled. So each part records its number as its writer's last
+(write_behind_progress), and such a part is written again only if that number is not there.
 """
 
 from __future__ import annotations
@@ -15,14 +19,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import Float, String, Text, bindparam, exists, insert, select, update
+from sqlalchemy import Float, String, Text, bindparam, delete, exists, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pbx.storage.db import Transactions, Tx, checkpoint
+from pbx.storage.db import Transactions, Tx, checkpoint, conflict_insert
 from pbx.storage.errors import is_transient
-from pbx.storage.number_claims import HeldNumber
-from pbx.storage.tables import leases, numbers, page_views, sessions
+from pbx.storage.number_claims import HeldNumber, new_id
+from pbx.storage.tables import leases, numbers, page_views, sessions, write_behind_progress
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +45,8 @@ ROWS_PER_TRANSACTION = 256
 #: how far apart the clocks of daemons sharing a database may be (NTP keeps them within
 #: milliseconds): an extension is written behind only while its lease has this much time left
 CLOCK_MARGIN = 1.0
+#: how long a daemon's last part number is kept after its last write (PostgreSQL)
+PROGRESS_KEPT = 7 * 86400.0
 
 #: a page view of a session that is gone (deleted by retention meanwhile) is dropped, not an error
 _INSERT_PAGE_VIEW = insert(page_views).from_select(
@@ -78,6 +85,20 @@ _FLUSH_LEASES = (
 )
 _FLUSH_LAST_SEEN = (
     update(sessions).where(sessions.c.id == bindparam("s")).values(last_seen=bindparam("t"))
+)
+_RECORD_PART = (
+    conflict_insert(write_behind_progress, postgres=True)
+    .values(writer=bindparam("w"), part=bindparam("p"), written_at=bindparam("t"))
+    .on_conflict_do_update(
+        index_elements=[write_behind_progress.c.writer],
+        set_={"part": bindparam("p"), "written_at": bindparam("t")},
+    )
+)
+_LAST_PART = select(write_behind_progress.c.part).where(
+    write_behind_progress.c.writer == bindparam("w")
+)
+_FORGET_PROGRESS = delete(write_behind_progress).where(
+    write_behind_progress.c.written_at < bindparam("before")
 )
 _FLUSH_VIEWED = (
     update(sessions)
@@ -154,6 +175,11 @@ class WriteBehind:
         ] = OrderedDict()
         self._deferred_seen: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._lock = asyncio.Lock()
+        self._postgres = engine.dialect.name == "postgresql"
+        self._writer_id = new_id()  # this process's parts, numbered (PostgreSQL)
+        self._parts = 0
+        #: a part whose transaction failed on PostgreSQL, and its number: it may have committed
+        self._unsure: tuple[int, _Pending] | None = None
         #: flushes under way, kept here: the event loop keeps only a weak reference to a task
         self._flushing: set[asyncio.Future[None]] = set()
         self._wakeup = asyncio.Event()
@@ -242,6 +268,7 @@ class WriteBehind:
                 checkpointed = time.monotonic()
                 try:
                     await checkpoint(self._engine)
+                    await self._forget_old_progress()
                 except Exception as error:
                     if not is_transient(error):
                         log.exception("could not checkpoint the database; will try again")
@@ -275,6 +302,7 @@ class WriteBehind:
         goes to the database.
         """
         async with self._lock:
+            await self._settle_unsure()
             self._take_deferred(everything)
             pending, self._pending = self._pending, _Pending()
             pending.drop_lapsed(self._clock() + CLOCK_MARGIN)
@@ -282,14 +310,23 @@ class WriteBehind:
             for done, part in enumerate(parts):
                 if done:
                     await asyncio.sleep(0)  # requests that came meanwhile go first
+                self._parts += 1
+                progress = (
+                    {"w": self._writer_id, "p": self._parts, "t": self._clock()}
+                    if self._postgres
+                    else None
+                )
                 try:
-                    await self._transactions.run(_writer(part))
+                    await self._transactions.run(_writer(part, progress))
                 except Exception as error:
                     if is_transient(error):
+                        # SQLite's outcome is known (rolled back); PostgreSQL's may not be
                         unwritten = _Pending()
-                        for rest in reversed(parts[done:]):
+                        for rest in reversed(parts[done + 1 if self._postgres else done :]):
                             unwritten.merge_older(rest)
                         self._pending.merge_older(unwritten)
+                        if self._postgres:
+                            self._unsure = (self._parts, part)
                         raise
                     log.exception(
                         "dropped a write-behind part the database refuses: %d lease"
@@ -299,10 +336,36 @@ class WriteBehind:
                         len(part.page_views),
                     )
                     continue
-                for lease_id, (held, _number, _at, held_until) in part.extensions.items():
-                    if held.lease_id == lease_id:
-                        held.confirmed_until = max(held.confirmed_until, held_until)
+                _confirm(part)
             self.last_ok = self._clock()
+
+    async def _settle_unsure(self) -> None:
+        """A part whose transaction failed on PostgreSQL landed if its number is its writer's
+        last; if not, it is put back under what came since (nothing was written after it)."""
+        if self._unsure is None:
+            return
+        number, part = self._unsure
+        last = await self._transactions.run(
+            lambda tx: tx.scalar(_LAST_PART, {"w": self._writer_id})
+        )
+        self._unsure = None
+        if last == number:
+            log.info("a write-behind part whose commit was not acknowledged had landed")
+            _confirm(part)
+        else:
+            self._pending.merge_older(part)
+
+    async def _forget_old_progress(self) -> None:
+        if self._postgres:
+            before = self._clock() - PROGRESS_KEPT
+            await self._transactions.run(lambda tx: tx.run(_FORGET_PROGRESS, {"before": before}))
+
+
+def _confirm(part: _Pending) -> None:
+    """The part's lease extensions are in the database: pings within them need not wait."""
+    for lease_id, (held, _number, _at, held_until) in part.extensions.items():
+        if held.lease_id == lease_id:
+            held.confirmed_until = max(held.confirmed_until, held_until)
 
 
 def _outcome_seen(task: asyncio.Future[None]) -> None:
@@ -312,7 +375,7 @@ def _outcome_seen(task: asyncio.Future[None]) -> None:
         task.exception()
 
 
-def _writer(pending: _Pending) -> Callable[[Tx], None]:
+def _writer(pending: _Pending, progress: dict[str, Any] | None) -> Callable[[Tx], None]:
     extensions = [
         {"l": lease_id, "n": number, "a": at, "h": held_until}
         for lease_id, (_held, number, at, held_until) in pending.extensions.items()
@@ -331,5 +394,7 @@ def _writer(pending: _Pending) -> Callable[[Tx], None]:
         ):
             if rows:
                 tx.run_many(statement, rows)
+        if progress is not None:
+            tx.run(_RECORD_PART, progress)
 
     return write
