@@ -102,7 +102,7 @@ class AmiBridge:
         self._stale_after = stale_after
         self._max_backoff = max_backoff
         self._queue: asyncio.Queue[object] = asyncio.Queue()
-        self._tracker = CallTracker()
+        self._tracker = CallTracker(cdr=settings.asterisk.cdr_csv is not None)
         self._up = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._callbacks: set[asyncio.Task[None]] = set()

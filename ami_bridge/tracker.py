@@ -131,7 +131,11 @@ class _Call:
 class CallTracker:
     """Follows calls by Linkedid; `feed` returns the reports of calls that just ended."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, cdr: bool = True) -> None:
+        """`cdr`: calls are read back from the CDR (asterisk.cdr_csv is set), so a call whose
+        events do not tell its status can be left to it; without it, such a call is reported
+        as its events have it."""
+        self._cdr = cdr
         self._calls: dict[str, _Call] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
 
@@ -250,12 +254,18 @@ class CallTracker:
         if not call.marked or not call.did:
             return []
         if self._person_unknown(call):
-            log.info(
-                "call %s: some of its events were missed and its line may be a Local one;"
-                " whether a person answered is left to reconciliation from the CDR",
+            if self._cdr:
+                log.info(
+                    "call %s: some of its events were missed and its line may be a Local one;"
+                    " whether a person answered is left to reconciliation from the CDR",
+                    call.linkedid,
+                )
+                return []
+            log.warning(
+                "call %s: some of its events were missed and its line may be a Local one:"
+                " stored as answered or voicemail by what was seen (no CDR to read it from)",
                 call.linkedid,
             )
-            return []
         return [self._report(call)]
 
     @staticmethod

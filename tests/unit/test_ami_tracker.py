@@ -306,3 +306,16 @@ def test_a_local_line_whose_events_were_dropped_midway_is_right_or_left_to_the_c
     reports += replay(LOCAL_EVENTS[lost + 1 :], tracker)
     for report in reports:
         _same_call(report)
+
+
+def test_without_a_cdr_a_call_whose_events_do_not_tell_is_still_stored() -> None:
+    """With no asterisk.cdr_csv nothing would read it back: it is reported as seen, not lost."""
+    answer = next(
+        i
+        for i, e in enumerate(LOCAL_EVENTS)
+        if e["Event"] == "DialEnd" and e["DestChannel"].startswith("PJSIP/")
+    )
+    events = LOCAL_EVENTS[answer + 1 :]  # attached after the phone's answer
+    assert {r.linkedid for r in replay(events)} == {LOCAL_EVENTS[-1]["Linkedid"]}
+    reports = replay(events, CallTracker(cdr=False))
+    assert {r.linkedid for r in reports} == set(LOCAL_FULL)
