@@ -270,6 +270,26 @@ def test_a_torn_row_costs_the_rows_joined_to_it_not_the_rest_of_the_file(tmp_pat
         assert whole >= {f"1.{n}" for n in range(8)} - lost, cap
 
 
+@pytest.mark.parametrize("then", ["torn", "name"], ids=["two-torn-rows", "torn-then-a-name"])
+def test_torn_rows_joined_with_others_never_stop_reconciliation(tmp_path: Path, then: str) -> None:
+    """Rows with a quote open within ROW_LINES lines of each other (two torn rows, or a torn one
+    and a name holding a newline) join into one with an even number of quotes and a newline
+    outside them. Parsed with the others it raised csv.Error out of the pass, whose position
+    was then never saved: every later pass raised at the same spot, no call was read again."""
+    calls = [busy_call(f"1.{n}", AT) for n in range(8)]
+    torn = calls[2].split("\n")[0][:70] + "\n"
+    calls[3] = _with_caller_name(calls[3], "Anna\nfrom the CRM")
+    middle = torn + torn + "".join(calls[4:]) if then == "torn" else torn + "".join(calls[3:])
+    master = tmp_path / "Master.csv"
+    master.write_text("".join(calls[:2]) + middle)
+    for cap in (1 << 20, 300, 700):
+        reader = Reader(settings_for(tmp_path), max_bytes=cap)
+        reports = reader.calls()
+        whole = {r.linkedid for r in reports if r.status is CallStatus.BUSY}
+        assert whole >= {"1.0", "1.1", "1.6", "1.7"}, cap  # and the few rows joined: lost
+        assert reader.position is not None and reader.position.offset == len(master.read_bytes())
+
+
 @dataclass
 class Daemon:
     """What the daemon's reconciliation uses: settings, a real migrated SQLite database, and a
