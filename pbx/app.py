@@ -52,7 +52,7 @@ from pbx.storage.inline_sqlite import open_inline_engine
 from pbx.storage.link_keys import LinkKeys
 from pbx.storage.login_failures import LoginFailures
 from pbx.storage.outbox import Outbox
-from pbx.storage.retention import run_visit_retention
+from pbx.storage.retention import run_visit_retention, run_write_progress_retention
 from pbx.storage.speech import SpeechStore
 from pbx.storage.staff_sessions import StaffSessionStore
 from pbx.storage.visits import VisitStore
@@ -89,6 +89,9 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
             asyncio.create_task(
                 run_visit_retention(engine, settings.visits.keep_days, app[CLOCK]),
                 name="visit-retention",
+            ),
+            asyncio.create_task(
+                run_write_progress_retention(engine, app[CLOCK]), name="write-progress-retention"
             ),
         ]
         yield

@@ -28,6 +28,7 @@ from pbx.storage.tables import (
     session_pools,
     sessions,
     visitors,
+    write_behind_progress,
 )
 
 log = logging.getLogger(__name__)
@@ -118,4 +119,23 @@ async def run_visit_retention(
     await every_hour(
         lambda: forget_visits_before(engine, clock() - keep_days * 86400.0),
         f"visits inactive for over {keep_days} days",
+    )
+
+
+#: how long a daemon's last write-behind part number is kept after its last write
+WRITE_PROGRESS_KEPT = 7 * 86400.0
+
+
+async def forget_write_progress_before(engine: AsyncEngine, before: float) -> int:
+    """Delete the write-behind part numbers (write_behind_progress) of daemons that wrote
+    nothing since `before`: one row is left by each daemon process that ever ran."""
+    async with engine.begin() as conn:
+        gone = write_behind_progress.c.written_at < before
+        return (await conn.execute(delete(write_behind_progress).where(gone))).rowcount
+
+
+async def run_write_progress_retention(engine: AsyncEngine, clock: Callable[[], float]) -> None:
+    await every_hour(
+        lambda: forget_write_progress_before(engine, clock() - WRITE_PROGRESS_KEPT),
+        "write-behind progress rows of daemons gone for a week",
     )

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Float, String, Text, bindparam, delete, exists, insert, select, update
+from sqlalchemy import Float, String, Text, bindparam, exists, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pbx.storage.db import Transactions, Tx, checkpoint, conflict_insert
@@ -45,8 +45,6 @@ ROWS_PER_TRANSACTION = 256
 #: how far apart the clocks of daemons sharing a database may be (NTP keeps them within
 #: milliseconds): an extension is written behind only while its lease has this much time left
 CLOCK_MARGIN = 1.0
-#: how long a daemon's last part number is kept after its last write (PostgreSQL)
-PROGRESS_KEPT = 7 * 86400.0
 
 #: a page view of a session that is gone (deleted by retention meanwhile) is dropped, not an error
 _INSERT_PAGE_VIEW = insert(page_views).from_select(
@@ -96,9 +94,6 @@ _RECORD_PART = (
 )
 _LAST_PART = select(write_behind_progress.c.part).where(
     write_behind_progress.c.writer == bindparam("w")
-)
-_FORGET_PROGRESS = delete(write_behind_progress).where(
-    write_behind_progress.c.written_at < bindparam("before")
 )
 _FLUSH_VIEWED = (
     update(sessions)
@@ -268,7 +263,6 @@ class WriteBehind:
                 checkpointed = time.monotonic()
                 try:
                     await checkpoint(self._engine)
-                    await self._forget_old_progress()
                 except Exception as error:
                     if not is_transient(error):
                         log.exception("could not checkpoint the database; will try again")
@@ -354,11 +348,6 @@ class WriteBehind:
             _confirm(part)
         else:
             self._pending.merge_older(part)
-
-    async def _forget_old_progress(self) -> None:
-        if self._postgres:
-            before = self._clock() - PROGRESS_KEPT
-            await self._transactions.run(lambda tx: tx.run(_FORGET_PROGRESS, {"before": before}))
 
 
 def _confirm(part: _Pending) -> None:

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from pbx.storage.db import open_engine, upgrade
+from pbx.storage.retention import WRITE_PROGRESS_KEPT, forget_write_progress_before
 from pbx.storage.tables import page_views, sessions, write_behind_progress
 from pbx.storage.visits import VisitRequest, VisitStore
 from tests.helpers import FakeClock, make_settings
@@ -71,6 +72,9 @@ async def test_a_part_whose_commit_was_not_acknowledged_is_written_once(
             writers = await conn.scalar(select(func.count()).select_from(write_behind_progress))
         assert (views, counted) == (1 + PAGES + 1, 1 + PAGES + 1)
         assert writers == 1  # one row per daemon process
+        # the retention job keeps it while its daemon wrote within the week
+        assert await forget_write_progress_before(engine, clock() - WRITE_PROGRESS_KEPT) == 0
+        assert await forget_write_progress_before(engine, clock() + 1) == 1
         store.close()
     finally:
         await engine.dispose()
