@@ -122,8 +122,11 @@ class Reconciler:
         self._last: float | None = None  # when the last pass began
 
     async def after_login(self, lost_at: float | None) -> None:
+        # since the link was lost, or since the last pass began if that is earlier: a call left
+        # to the CDR (its events did not tell its status) may have ended between the two
+        since = lost_at if lost_at is None or self._last is None else min(lost_at, self._last)
         try:
-            await self._pass(lost_at)
+            await self._pass(since)
         except Exception as error:  # the next pass reads from the same position
             log_failure(log, "reconciliation from the CDR failed", error)
 

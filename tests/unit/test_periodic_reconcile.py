@@ -17,10 +17,12 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
 from ami_bridge import ReportDelivery
+from attribution.calls import CallReport
 from pbx.app import build_app
 from pbx.keys import ENGINE, PBX_LINK, PbxLink
 from pbx.pbx_link import Reconciler
 from pbx.settings import Settings
+from pbx.storage.db import open_engine
 from pbx.storage.errors import is_transient
 from pbx.storage.tables import calls
 from tests.helpers import FakeClock, migrate, settings_for
@@ -122,3 +124,29 @@ async def test_a_daemon_not_following_ami_reads_nothing(
     await asyncio.sleep(5 * EVERY)
     standby.cancel()
     assert delivered == []
+
+
+async def test_after_a_login_the_pass_reaches_back_to_the_last_pass(tmp_path: Path) -> None:
+    """A call the AMI fold left to the CDR ended after the last periodic pass began; the link was
+    lost more than RECONCILE_OVERLAP after that (a long reconcile_every). The pass after the next
+    login looked only RECONCILE_OVERLAP before the loss: the call was never stored."""
+    settings = _settings(tmp_path, _free_port())
+    await migrate(settings)
+    (tmp_path / "Master.csv").write_text("")
+    delivered: list[str] = []
+
+    async def record(report: CallReport) -> bool:
+        delivered.append(report.linkedid)
+        return True
+
+    clock = FakeClock(AT - 5)
+    engine = open_engine(settings.database)
+    try:
+        reconciler = Reconciler(settings, engine, ReportDelivery(record, is_transient), clock)
+        await reconciler.after_login(AT - 20)  # a pass: nothing yet
+        append(tmp_path / "Master.csv", "1.1")  # ends at AT
+        clock.advance(2 * 3600)
+        await reconciler.after_login(clock())  # the link was lost just now
+        assert delivered == ["1.1"]
+    finally:
+        await engine.dispose()
