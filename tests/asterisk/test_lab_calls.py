@@ -75,12 +75,15 @@ async def bridge_factory(
 
 
 async def call_through_router(
-    settings: Settings, router: Callable[[str, str], Awaitable[Route]], tmp_path: Path
+    settings: Settings,
+    router: Callable[[str, str], Awaitable[Route]],
+    tmp_path: Path,
+    scenario: str = "uas",
 ) -> RealLine:
-    """One call to DID with `router` serving AGI; the real line that answered it."""
+    """One call to DID with `router` serving AGI; the real line (SIPp's `scenario`) it rang."""
     server = await start_agi_server(settings, router)
     try:
-        async with real_line(tmp_path / "uas") as line:
+        async with real_line(tmp_path / "uas", scenario) as line:
             call = await place_call(DID, tmp_path / "uac")
             assert call.returncode == 0, call.output
             await line.wait()
@@ -281,15 +284,7 @@ async def test_a_local_line_is_answered_only_by_a_person(
     since = float(int(time.time()))
     store = Store()
     await bridge_factory(store)
-    server = await start_agi_server(lab_dialplan, route)
-    try:
-        async with real_line(tmp_path / "uas", scenario) as line:
-            call = await place_call(DID, tmp_path / "uac")
-            assert call.returncode == 0, call.output
-            await line.wait()
-    finally:
-        server.close()
-        await server.wait_closed()
+    await call_through_router(lab_dialplan, route, tmp_path, scenario)
     live = await store.next()
     assert live.status is status, live
     assert live.recording == f"{live.linkedid}.wav"

@@ -34,8 +34,8 @@ BILLBOARD, FALLBACK = "+74990000101", "+74990000099"  # tests/helpers' config
 async def seed(config: Path) -> None:
     """Calls of the last minutes (real time: the daemon's clock; the staff pages' time zone is
     chosen by `midday_zone`, so "today" holds them at any hour of the run): a paid caller
-    answered, a billboard caller busy, an organic visitor's call missed; and a call answered
-    three days ago."""
+    answered, a billboard caller busy, an organic visitor's call missed, a billboard caller who
+    got voicemail; and a call answered three days ago."""
     settings = load_settings(config)
     engine = open_engine(settings.database)
     now = time.time()
@@ -45,9 +45,11 @@ async def seed(config: Path) -> None:
     site = settings.sites[0]
     await visits.sync_numbers()
 
-    async def call(n: int, caller: str, did: str, dial: str, talk: float = 0) -> None:
+    async def call(
+        n: int, caller: str, did: str, dial: str, talk: float = 0, person: bool = True
+    ) -> None:
         at = clock[0]
-        answered = at + 5 if dial == "ANSWER" else None
+        answered = at + 5 if dial == "ANSWER" and person else None  # no person: voicemail
         report = CallReport(f"b{n}", caller, did, at, at + 5 + talk, answered, dial)
         assert await calls.store(report)
 
@@ -74,6 +76,8 @@ async def seed(config: Path) -> None:
             )
         )
         await call(4, "+79160000004", organic.number or "", "NOANSWER")
+        clock[0] = now - 30
+        await call(5, "+79160000005", BILLBOARD, "ANSWER", 40, person=False)
         await visits.flush()
     finally:
         visits.close()
@@ -142,13 +146,13 @@ def test_the_dashboard_and_the_missed_calls_page(served: str, browser: Any) -> N
     page.click("button[type=submit]")
     page.wait_for_url(served + "/")
     today = page.locator("#tile-1")
-    assert today.locator("[data-stat=calls]").inner_text() == "3"  # 2, 3 and 4 are today's
-    assert today.locator("[data-stat=answered]").inner_text() == "33%"
+    assert today.locator("[data-stat=calls]").inner_text() == "4"  # 2 to 5 are today's
+    assert today.locator("[data-stat=answered]").inner_text() == "25%"  # voicemail is not
     week = page.locator("#tile-2")
-    assert week.locator("[data-stat=calls]").inner_text() == "4"
+    assert week.locator("[data-stat=calls]").inner_text() == "5"
     assert week.locator("[data-stat=leads]").inner_text() == "2"  # talked 95 s and 120 s
-    assert page.locator("#tile-missed [data-stat=missed]").inner_text() == "2"
-    assert page.locator("#nav-missed").inner_text() == "Missed calls (2)"
+    assert page.locator("#tile-missed [data-stat=missed]").inner_text() == "3"
+    assert page.locator("#nav-missed").inner_text() == "Missed calls (3)"
     assert page.locator("#top-sources tbody tr").count() == 3
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "dashboard.png"), full_page=True)
@@ -158,13 +162,15 @@ def test_the_dashboard_and_the_missed_calls_page(served: str, browser: Any) -> N
     callers = page.locator("#missed tbody tr").evaluate_all(
         "rows => rows.map(r => r.dataset.caller)"
     )
-    assert callers == ["+79160000003", "+79160000004"]  # who waited longest first
+    assert callers == ["+79160000003", "+79160000004", "+79160000005"]  # longest wait first
+    status = page.locator('#missed tr[data-caller="+79160000005"] .status')
+    assert status.inner_text() == "Voicemail"
     page.screenshot(path=str(SCREENSHOTS / "missed-calls.png"), full_page=True)
 
     page.locator('#missed tr[data-caller="+79160000003"] button').click()
     page.wait_for_load_state()
-    assert page.locator("#missed tbody tr").count() == 1
-    assert page.locator("#nav-missed").inner_text() == "Missed calls (1)"
+    assert page.locator("#missed tbody tr").count() == 2
+    assert page.locator("#nav-missed").inner_text() == "Missed calls (2)"
     assert "by sam" in page.inner_text("#h-done + ul")
     assert errors == []
     context.close()
