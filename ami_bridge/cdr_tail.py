@@ -1,4 +1,4 @@
-"""Reads the lines a CDR file gained since a remembered position, a capped amount per pass.
+"""Reads the rows a CDR file gained since a remembered position, a capped amount per pass.
 
 The file is followed across logrotate's rotations as ami_bridge.cdr_follow decides. Only complete
 rows are taken from the file Asterisk still writes (a last row without its newline is being
@@ -61,10 +61,6 @@ def _state(path: Path, position: Position | None) -> FileState | None:
     return FileState(stat.st_ino, stat.st_dev, stat.st_size, holds_mark)
 
 
-def _quote_open(data: bytes) -> bool:
-    return data.count(b'"') % 2 == 1
-
-
 def _rows(data: bytes, whole: bool) -> tuple[list[bytes], int]:
     """The CSV rows of `data` (which starts at a row's start) and how many bytes they span. A
     newline inside quotes does not end a row, unless the row has ROW_LINES lines already. A last
@@ -115,7 +111,7 @@ def read_tail(
             data = f.read(budget)
             if len(data) == budget:  # the cap fell inside a row, perhaps: finish it
                 joined = 0
-                while (not data.endswith(b"\n") or _quote_open(data)) and joined < ROW_LINES:
+                while (not data.endswith(b"\n") or data.count(b'"') % 2) and joined < ROW_LINES:
                     line = f.readline()
                     if not line:
                         break

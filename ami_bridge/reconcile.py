@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ami_bridge.cdr_follow import Position
 from ami_bridge.cdr_tail import read_tail
-from attribution.calls import CallReport
+from attribution.calls import CallReport, is_local_channel
 from attribution.phone import PhoneNumberError, to_e164
 from dialplan.generator import CDR_START_PREFIX
 from pbx.settings import Settings
@@ -130,10 +130,6 @@ def _answered(row: CdrRow) -> float | None:
     return row.answer if row.disposition == "ANSWERED" else None
 
 
-def _is_local(channel: str) -> bool:
-    return channel.startswith("Local/")
-
-
 def _report(
     linkedid: str,
     rows: list[CdrRow],
@@ -159,7 +155,9 @@ def _report(
     # when a Dial to a device was (on a Local line, voicemail answers too: see CallStatus).
     line_answers = [a for r in ours if (a := _answered(r)) and r.dstchannel]
     person_answers = [
-        a for r in rows if (a := _answered(r)) and r.dstchannel and not _is_local(r.dstchannel)
+        a
+        for r in rows
+        if (a := _answered(r)) and r.dstchannel and not is_local_channel(r.dstchannel)
     ]
     answered_at = min(person_answers) if line_answers and person_answers else None
     dials = [r for r in ours if r.lastapp == "Dial"]

@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from attribution.calls import CallReport
+from attribution.calls import CallReport, is_local_channel
 from attribution.phone import PhoneNumberError, to_e164
 from dialplan.generator import EVENT_END, EVENT_START
 
@@ -86,11 +86,6 @@ def _float(text: str | None) -> float | None:
     except ValueError:
         return None
     return value if value else None
-
-
-def _is_local(channel: str) -> bool:
-    """A Local channel: a leg into the PBX's own dialplan (a ring group, a queue, voicemail)."""
-    return channel.startswith("Local/")
 
 
 def _caller(event: Event) -> str:
@@ -199,7 +194,7 @@ class CallTracker:
         elif name == "DialBegin" and event.get("DestUniqueid"):
             call.alive.add(event["DestUniqueid"])
             if uniqueid == (call.inbound or call.linkedid):
-                call.local_line = _is_local(event.get("DestChannel", ""))
+                call.local_line = is_local_channel(event.get("DestChannel", ""))
                 call.line_known = True
         elif name == "DialEnd":
             self._dial_end(call, event, at)
@@ -214,7 +209,7 @@ class CallTracker:
     @staticmethod
     def _dial_end(call: _Call, event: Event, at: float) -> None:
         answered = event.get("DialStatus") == "ANSWER"
-        to_device = not _is_local(event.get("DestChannel", ""))
+        to_device = not is_local_channel(event.get("DestChannel", ""))
         if answered and to_device and call.person_answered_at is None:
             call.person_answered_at = at  # whichever leg dialed it: the line or a ring group's
         if event.get("Uniqueid", "") == (call.inbound or call.linkedid):
@@ -243,7 +238,7 @@ class CallTracker:
             call.answered_ms = _float(event.get("AnsweredMs"))
             peer = event.get("DialedPeer")  # the channel that answered the Dial (if any)
             if peer:
-                call.local_line, call.line_known = _is_local(peer), True
+                call.local_line, call.line_known = is_local_channel(peer), True
 
     def _finish_if_over(self, call: _Call) -> list[CallReport]:
         inbound = call.inbound or call.linkedid

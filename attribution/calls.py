@@ -32,6 +32,12 @@ class CallStatus(StrEnum):
     VOICEMAIL = "voicemail"
 
 
+def is_local_channel(channel: str) -> bool:
+    """A Local channel: a leg into the PBX's own dialplan (a ring group, a queue, voicemail),
+    whose answer may be a machine's (CallStatus.VOICEMAIL); any other is a device's."""
+    return channel.startswith("Local/")
+
+
 #: what reports count as missed, and what leaves a caller to call back
 UNANSWERED = tuple(str(s) for s in CallStatus if s is not CallStatus.ANSWERED)
 

@@ -52,7 +52,7 @@ class CallFilter:
     medium: str | None = None
     campaign: str | None = None
     static_source: str | None = None  # calls to the static number of this source
-    answered: bool | None = None  # False: missed, busy or abandoned
+    answered: bool | None = None  # False: any status but answered (voicemail included)
     tag: str | None = None
     keyword: str | None = None  # a phrase the speech worker heard in the call
     caller: str | None = None  # digits anywhere in the caller's number

@@ -70,7 +70,9 @@ def _with_dialed_peer(events: list[dict[str, str]]) -> list[dict[str, str]]:
     peers = {
         e["Linkedid"]: e["DestChannel"]
         for e in events
-        if e["Event"] == "DialEnd" and e["DialStatus"] == "ANSWER"
+        if e["Event"] == "DialEnd"
+        and e["DialStatus"] == "ANSWER"
+        and e["Uniqueid"] == e["Linkedid"]
     }
     return [
         {**e, "DialedPeer": peers.get(e["Linkedid"], "")}
@@ -245,7 +247,7 @@ def test_a_local_line_counts_as_answered_only_when_a_phone_behind_it_answers() -
     assert voicemail.recording == f"{voicemail.linkedid}.wav"
 
 
-def test_a_line_answered_while_a_phone_of_its_ring_group_answers_late() -> None:
+def test_a_local_line_without_its_own_dial_end_still_needs_a_phones_answer() -> None:
     """Without its own DialEnd (an event lost), a Local line's answer comes from the end event's
     AnsweredMs, and still needs a phone's answer to count as a person's."""
     events = parse_stream((FIXTURE.parent / "local_lines.ami").read_text())
@@ -272,26 +274,33 @@ def _same_call(report: CallReport) -> None:
     assert (report.answered_at is None) == (full.answered_at is None)
 
 
-@pytest.mark.parametrize("peer", [True, False], ids=["dialed-peer", "without-dialed-peer"])
+def _indexes(linkedid: str) -> list[int]:
+    return [i for i, e in enumerate(LOCAL_EVENTS) if e["Linkedid"] == linkedid]
+
+
+PERSON = next(r for r in LOCAL_FULL.values() if r.status is CallStatus.ANSWERED)
+VOICEMAIL = next(r for r in LOCAL_FULL.values() if r.status is CallStatus.VOICEMAIL)
+#: where the phone behind the first call's Local line answered
+PHONE_ANSWER = next(
+    i
+    for i in _indexes(PERSON.linkedid)
+    if LOCAL_EVENTS[i]["Event"] == "DialEnd"
+    and not LOCAL_EVENTS[i]["DestChannel"].startswith("Local/")
+)
+
+
 @pytest.mark.parametrize("dropped", range(len(LOCAL_EVENTS) + 1))
-def test_a_local_line_attached_mid_call_is_right_or_left_to_the_cdr(
-    dropped: int, peer: bool
-) -> None:
+def test_a_local_line_attached_mid_call_is_right_or_left_to_the_cdr(dropped: int) -> None:
     """Whether a phone behind a Local line answered is one event (its DialEnd): attached after
-    it, the call is left to the CDR, never reported as the voicemail it was not (or the other
-    way round)."""
-    events = _with_dialed_peer(LOCAL_EVENTS) if peer else LOCAL_EVENTS
-    reports = replay(events[dropped:])
+    it, the call is left to the CDR, never reported as the voicemail it was not; attached before
+    it, the call is reported. The voicemail is reported only when seen from its start (its
+    line's answer alone does not say that no phone answered)."""
+    reports = replay(LOCAL_EVENTS[dropped:])
     for report in reports:
         _same_call(report)
-    person = next(r for r in LOCAL_FULL.values() if r.status is CallStatus.ANSWERED)
-    answers = [
-        i
-        for i, e in enumerate(LOCAL_EVENTS)
-        if e["Event"] == "DialEnd" and e["Linkedid"] == person.linkedid
-    ]
-    if dropped > answers[0]:  # the phone's answer was missed
-        assert person.linkedid not in {r.linkedid for r in reports}
+    reported = {r.linkedid for r in reports}
+    assert (PERSON.linkedid in reported) == (dropped <= PHONE_ANSWER)
+    assert (VOICEMAIL.linkedid in reported) == (dropped <= _indexes(VOICEMAIL.linkedid)[0])
 
 
 @pytest.mark.parametrize("lost", range(len(LOCAL_EVENTS)))
@@ -306,6 +315,12 @@ def test_a_local_line_whose_events_were_dropped_midway_is_right_or_left_to_the_c
     reports += replay(LOCAL_EVENTS[lost + 1 :], tracker)
     for report in reports:
         _same_call(report)
+    untouched = {  # not up when the link was lost: none of their events is missing
+        lid for lid in LOCAL_FULL if not _indexes(lid)[0] <= lost <= _indexes(lid)[-1]
+    }
+    assert untouched <= {r.linkedid for r in reports}
+    if lost != PHONE_ANSWER and LOCAL_EVENTS[lost]["Event"] != "Hangup":
+        assert PERSON.linkedid in {r.linkedid for r in reports}  # its phone's answer was seen
 
 
 def test_without_a_cdr_a_call_whose_events_do_not_tell_is_still_stored() -> None:
