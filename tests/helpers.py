@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +130,22 @@ def staff_users() -> list[dict[str, str]]:
         {"name": "ada", "password_argon2": hashed, "role": "admin"},
         {"name": "sam", "password_argon2": hashed, "role": "staff"},
     ]
+
+
+def aiosqlite_threads() -> set[threading.Thread]:
+    """aiosqlite's worker threads alive now (one per open connection)."""
+    return {
+        thread
+        for thread in threading.enumerate()
+        if thread.name.endswith("(_connection_worker_thread)")
+    }
+
+
+async def aiosqlite_threads_done(besides: set[threading.Thread], within: float = 5.0) -> None:
+    """Wait, while this test's event loop still runs, for aiosqlite's worker threads to end but
+    those in `besides` (connections of fixtures, still open). A connect cancelled mid-way (a task
+    cancelled while the database cannot be opened) goes on in its thread; finishing after the
+    loop closed, it raises there, and pytest blames whatever test runs at that moment (an
+    "Event loop is closed" warning on a test without a database)."""
+    for thread in aiosqlite_threads() - besides:
+        await asyncio.to_thread(thread.join, within)

@@ -28,7 +28,13 @@ from pbx.storage.db import open_engine
 from pbx.storage.visits import VisitStore
 from recordings.files import ConversionFailed, Converted, recording_path, waveform
 from recordings.worker import MAX_ATTEMPTS, ConvertJob, RecordingWorker, convert_recording
-from tests.helpers import FakeClock, migrate, settings_for
+from tests.helpers import (
+    FakeClock,
+    aiosqlite_threads,
+    aiosqlite_threads_done,
+    migrate,
+    settings_for,
+)
 
 DAY = 86400.0
 
@@ -370,6 +376,7 @@ def test_waveform_of_silence_and_of_nothing() -> None:
 async def test_a_database_that_is_away_is_one_line_per_sweep_not_a_traceback(
     lab: Lab, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    open_before = aiosqlite_threads()
     away = f"sqlite+aiosqlite:///{tmp_path / 'gone' / 'calltrack.db'}"  # cannot be opened
     settings = lab.settings.model_copy(update={"database": away})
     engine = open_engine(away)
@@ -384,6 +391,7 @@ async def test_a_database_that_is_away_is_one_line_per_sweep_not_a_traceback(
         with contextlib.suppress(asyncio.CancelledError):
             await sweeping
         await engine.dispose()
+        await aiosqlite_threads_done(open_before)  # a connect cancelled must not outlive the loop
     failed = [r for r in caplog.records if "sweep failed" in r.getMessage()]
     assert failed and all(r.exc_info is None and r.levelname == "WARNING" for r in failed)
     assert "database down: " in failed[0].getMessage()
