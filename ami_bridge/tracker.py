@@ -105,8 +105,9 @@ class _Call:
     answered_at: float | None = None  # the real line took the call
     #: a Dial to a device (not a Local channel) was answered: a person took the call
     person_answered_at: float | None = None
-    local_line: bool = False  # the real line is a Local channel: its answer may be a machine's
-    line_known: bool = False  # local_line was read from an event (a Dial's, or the end's peer)
+    #: the real line is a Local channel, whose answer may be a machine's; None: no event said
+    #: (the line's Dial events and the end event's DialedPeer were not seen)
+    local_line: bool | None = None
     ended_at: float | None = None
     dial_status: str = ""
     answered_ms: float | None = None
@@ -195,7 +196,6 @@ class CallTracker:
             call.alive.add(event["DestUniqueid"])
             if uniqueid == (call.inbound or call.linkedid):
                 call.local_line = is_local_channel(event.get("DestChannel", ""))
-                call.line_known = True
         elif name == "DialEnd":
             self._dial_end(call, event, at)
         elif name == "MixMonitorStop" and uniqueid == (call.inbound or call.linkedid):
@@ -213,7 +213,7 @@ class CallTracker:
         if answered and to_device and call.person_answered_at is None:
             call.person_answered_at = at  # whichever leg dialed it: the line or a ring group's
         if event.get("Uniqueid", "") == (call.inbound or call.linkedid):
-            call.local_line, call.line_known = not to_device, True
+            call.local_line = not to_device
             call.dial_status = event.get("DialStatus", call.dial_status)
             if answered and call.answered_at is None:
                 call.answered_at = at
@@ -238,7 +238,7 @@ class CallTracker:
             call.answered_ms = _float(event.get("AnsweredMs"))
             peer = event.get("DialedPeer")  # the channel that answered the Dial (if any)
             if peer:
-                call.local_line, call.line_known = is_local_channel(peer), True
+                call.local_line = is_local_channel(peer)
 
     def _finish_if_over(self, call: _Call) -> list[CallReport]:
         inbound = call.inbound or call.linkedid
@@ -269,7 +269,7 @@ class CallTracker:
         Local line's (or one of unknown kind) without the answer of a phone behind it, when
         events may be missing. The CDR has all of the call's rows."""
         line_answered = call.answered_at is not None or call.dial_status == "ANSWER"
-        maybe_local = call.local_line or not call.line_known
+        maybe_local = call.local_line is not False
         return call.gap and line_answered and maybe_local and call.person_answered_at is None
 
     @staticmethod
