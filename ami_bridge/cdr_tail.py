@@ -110,12 +110,14 @@ def read_tail(
                 return Tail(rows, position, caught_up=False)  # truncated meanwhile: plan again
             data = f.read(budget)
             if len(data) == budget:  # the cap fell inside a row, perhaps: finish it
+                quote_open = data.count(b'"') % 2 == 1
                 joined = 0
-                while (not data.endswith(b"\n") or data.count(b'"') % 2) and joined < ROW_LINES:
+                while (not data.endswith(b"\n") or quote_open) and joined < ROW_LINES:
                     line = f.readline()
                     if not line:
                         break
                     data += line
+                    quote_open ^= line.count(b'"') % 2 == 1
                     joined += 1
             more = f.read(1) != b""
             taken, end = _rows(data, whole=not (more or last))
