@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shlex
 import sqlite3
 import sys
 import tempfile
@@ -34,17 +35,52 @@ class BackupError(Exception):
     """Why no backup was made; the message is for the admin."""
 
 
+# the query parameters libpq (pg_dump's driver) knows that a calltrack URL may carry
+LIBPQ_PARAMETERS = frozenset(
+    {
+        "sslmode",
+        "sslrootcert",
+        "sslcert",
+        "sslkey",
+        "application_name",
+        "connect_timeout",
+        "options",
+        "target_session_attrs",
+    }
+)
+
+
 def pg_dump_advice(database: str, target: str) -> str:
-    """The pg_dump (and pg_restore) commands for a PostgreSQL `database` URL, password left out."""
+    """The pg_dump (and pg_restore) commands for a PostgreSQL `database` URL, password left out,
+    quoted for a shell (a backup file's name may hold a space).
+
+    The URL is asyncpg's; pg_dump's is libpq's: asyncpg's `ssl` is libpq's `sslmode` (the same
+    mode names), and a parameter libpq does not know would make pg_dump refuse the whole URL,
+    so it is left out and named."""
     url = make_url(database)
+    query: dict[str, str | tuple[str, ...]] = {}
+    dropped: list[str] = []
+    for key, value in url.query.items():
+        if key == "ssl":
+            query["sslmode"] = value
+        elif key in LIBPQ_PARAMETERS:
+            query[key] = value
+        else:
+            dropped.append(key)
     plain = URL.create(
-        "postgresql", url.username, None, url.host, url.port, url.database, url.query
+        "postgresql", url.username, None, url.host, url.port, url.database, query
     ).render_as_string(hide_password=False)
+    uri, file = shlex.quote(plain), shlex.quote(target)
+    left_out = (
+        f"\n(left out of the URL, pg_dump does not know them: {', '.join(sorted(dropped))})"
+        if dropped
+        else ""
+    )
     return (
         "calltrack backup copies SQLite databases only; this one is PostgreSQL: back it up with\n"
-        f"  pg_dump --format=custom --file={target} '{plain}'\n"
-        f"and restore it with\n  pg_restore --clean --if-exists --dbname='{plain}' {target}\n"
-        "(the password: PGPASSWORD or ~/.pgpass)"
+        f"  pg_dump --format=custom --file={file} {uri}\n"
+        f"and restore it with\n  pg_restore --clean --if-exists --dbname={uri} {file}\n"
+        f"(the password: PGPASSWORD or ~/.pgpass){left_out}"
     )
 
 
@@ -65,10 +101,28 @@ def _check(source: Path, target: Path, *, force: bool) -> None:
         raise BackupError(f"{source}: no such database file")
     if target.is_dir():
         raise BackupError(f"{target} is a folder: name the backup file")
+    if _is_part_of(target, source):
+        # renamed over the live file, the copy would be a file the daemon no longer writes to,
+        # beside the old file's WAL: the next open mixes the two into a corrupt database
+        raise BackupError(f"{target} is the database itself: name another file for the backup")
     if target.exists() and not force:
         raise BackupError(f"{target} exists: pass --force to overwrite it")
     if not target.parent.is_dir():
         raise BackupError(f"{target.parent}: no such folder")
+
+
+def _is_part_of(target: Path, source: Path) -> bool:
+    """`target` is the database file or one SQLite keeps beside it (WAL, shared memory,
+    rollback journal), by any name or link that leads there."""
+    parts = [source, *(source.with_name(source.name + end) for end in ("-wal", "-shm", "-journal"))]
+    resolved = target.resolve()
+    for part in parts:
+        if resolved == part.resolve():
+            return True
+        with contextlib.suppress(OSError):  # a part that does not exist (no WAL yet)
+            if target.exists() and target.samefile(part):
+                return True
+    return False
 
 
 def _copy(source: Path, target: Path) -> str | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shlex
 import sqlite3
 import time
 from pathlib import Path
@@ -141,9 +143,65 @@ def test_postgresql_is_pointed_at_pg_dump(
     err = capsys.readouterr().err
     assert (
         "pg_dump --format=custom --file=/backups/calltrack.dump"
-        " 'postgresql://calltrack@db.example:5433/calltrack'"
+        " postgresql://calltrack@db.example:5433/calltrack"
     ) in err
     assert "s3cret" not in err
+
+
+def test_pg_dumps_command_is_one_a_shell_can_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file name with a space stays one argument, and asyncpg's URL parameters become
+    libpq's (pg_dump refuses a URL with one it does not know)."""
+    config = write_config(
+        tmp_path / "calltrack.yaml",
+        config_dict(
+            "postgresql+asyncpg://ct@db/calltrack?ssl=require&prepared_statement_cache_size=0"
+        ),
+    )
+    assert main(["backup", "-c", str(config), "/backups/nightly dump.pgc"]) == 2
+    err = capsys.readouterr().err
+    dump = next(line for line in err.splitlines() if "pg_dump " in line)
+    assert shlex.split(dump) == [
+        "pg_dump",
+        "--format=custom",
+        "--file=/backups/nightly dump.pgc",
+        "postgresql://ct@db/calltrack?sslmode=require",
+    ]
+    restore = next(line for line in err.splitlines() if "pg_restore " in line)
+    assert shlex.split(restore)[-1] == "/backups/nightly dump.pgc"
+    assert "left out of the URL, pg_dump does not know them: prepared_statement_cache_size" in err
+
+
+@pytest.mark.parametrize(
+    "name", ["calltrack.db", "calltrack.db-wal", "link.db", "./sub/../calltrack.db"]
+)
+def test_the_live_database_is_never_overwritten_even_forced(
+    tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Renamed over the database the daemon serves from, a backup left it writing to a file no
+    longer there, beside the old WAL: reopened, the database held 1 row of 3,001 and failed its
+    integrity check."""
+    settings = settings_for(tmp_path)
+    asyncio.run(migrate(settings))
+    database = tmp_path / "calltrack.db"
+    (tmp_path / "sub").mkdir()
+    os.link(database, tmp_path / "link.db")
+    with contextlib.closing(sqlite3.connect(database, isolation_level=None)) as live:
+        live.execute("PRAGMA journal_mode=WAL")
+        live.execute("CREATE TABLE IF NOT EXISTS kept (n INTEGER)")
+        live.execute("INSERT INTO kept VALUES (1)")  # a WAL beside the file
+        inode = database.stat().st_ino
+        wal = (tmp_path / "calltrack.db-wal").read_bytes()
+        config = str(tmp_path / "calltrack.yaml")
+        assert main(["backup", "-c", config, str(tmp_path / name), "--force"]) == 2
+        assert "is the database itself: name another file" in capsys.readouterr().err
+        assert database.stat().st_ino == inode
+        assert (tmp_path / "calltrack.db-wal").read_bytes() == wal
+        live.execute("INSERT INTO kept VALUES (2)")
+    with contextlib.closing(sqlite3.connect(database)) as conn:
+        assert conn.execute("SELECT count(*) FROM kept").fetchone() == (2,)
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
 
 
 def test_another_runs_unfinished_copy_is_left_alone(
