@@ -32,12 +32,17 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.reader import ReaderError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from attribution.leasing import LeasePolicy
 from attribution.money import cents_text, to_cents
 from attribution.phone import REGIONS, PhoneNumberError, to_e164
 from integrations.events import GA4_TARGET, Event, Format
 from integrations.google_ads import Counted
+
+#: the database URL schemes calltrack runs on (the embedded default, several daemons)
+DATABASE_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -705,6 +710,24 @@ class Settings(_Model):
             return handler(data)
         finally:
             _TAGS.reset(token)
+
+    @field_validator("database")
+    @classmethod
+    def _usable_database(cls, url: str) -> str:
+        """Only the two drivers calltrack ships: any other URL failed later, at the first
+        statement (or as a missing module), with a traceback instead of this line."""
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            driver, shown = "", url
+        else:  # its password not shown
+            driver, shown = parsed.drivername, parsed.render_as_string()
+        if driver not in DATABASE_DRIVERS:
+            raise ValueError(
+                f"{shown!r} is not a database URL calltrack can use; expected"
+                " sqlite+aiosqlite:///path.db or postgresql+asyncpg://user:pw@host/db"
+            )
+        return url
 
     @field_validator("region")
     @classmethod

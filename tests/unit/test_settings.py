@@ -266,3 +266,21 @@ def test_a_lead_tag_staff_cannot_give_is_refused_at_its_line() -> None:
     [problem] = problems(GOOD + "tags: [lead, sale]\nleads:\n  tags: [sale, leed]\n")
     assert problem.endswith("leads.tags[1]: 'leed' is not one of `tags`, so no call has it")
     assert problem.startswith(f"calltrack.yaml:{GOOD.count(chr(10)) + 3}:")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["calltrack.db", "postgresql://ct:s3cret@db/calltrack", "sqlite:///calltrack.db", "://"],
+)
+def test_a_database_url_without_a_driver_calltrack_ships_is_a_line(url: str) -> None:
+    """Such a URL passed the config and failed at the first statement, or as a missing module
+    (psycopg2 for postgresql://), with a traceback: in `serve`, `doctor`, `backup`."""
+    [problem] = problems(f"forward_to: PJSIP/realline\ndatabase: '{url}'\n")
+    assert problem.startswith("calltrack.yaml:2:1: database: ")
+    assert "expected sqlite+aiosqlite:///path.db or postgresql+asyncpg://" in problem
+    assert "s3cret" not in problem
+
+
+def test_the_shipped_database_urls_are_taken() -> None:
+    for url in ("sqlite+aiosqlite:///var/ct.db?timeout=20", "postgresql+asyncpg://ct@db/ct"):
+        assert parse_settings(f"forward_to: x\ndatabase: '{url}'\n", "c.yaml").database == url
