@@ -36,6 +36,32 @@ _LINK_LOST = object()
 MAX_BACKLOG = 50_000
 
 
+async def connect_within(manager: Manager, seconds: float) -> None:
+    """Open panoramisk `manager`'s connection within `seconds`: else TimeoutError, or the
+    OSError of a refused or unreachable address.
+
+    panoramisk's connect() returns its connection task with `connection_made` as its done
+    callback. That callback is taken off and called here once the connection is up: a timeout
+    cancels the task, and the callback then raised CancelledError into the loop's exception
+    handler (a traceback on stderr), and a refused connection was logged by it and redialled
+    by panoramisk itself. asyncio.timeout, not wait_for: on Python 3.11 a wait_for whose
+    awaited thing finishes as its task is cancelled drops the cancellation (then a daemon
+    stepping down, or stopping, went on into the link it was told to leave)."""
+    task = manager.connect()
+    task.remove_done_callback(manager.connection_made)
+    async with asyncio.timeout(seconds):
+        await task
+    manager.connection_made(task)
+    if manager.protocol is None:
+        raise OSError("connection not established")
+
+
+async def action_within(manager: Manager, action: dict[str, str], seconds: float) -> Any:
+    """`action`'s answer within `seconds` (TimeoutError): panoramisk's futures never time out."""
+    async with asyncio.timeout(seconds):
+        return await manager.send_action(action)
+
+
 class AmiLoginError(Exception):
     pass
 
@@ -182,19 +208,15 @@ class AmiBridge:
         )
         manager.register_event("*", self._on_event)
         try:
-            await asyncio.wait_for(manager.connect(), timeout)
-            await asyncio.sleep(0)  # let panoramisk attach its protocol
-            if manager.protocol is None:
-                raise OSError("connection not established")
-            response = await asyncio.wait_for(
-                manager.send_action(
-                    {
-                        "Action": "Login",
-                        "Username": self._ami.username,
-                        "Secret": self._ami.secret,
-                        "Events": "on",
-                    }
-                ),
+            await connect_within(manager, timeout)
+            response = await action_within(
+                manager,
+                {
+                    "Action": "Login",
+                    "Username": self._ami.username,
+                    "Secret": self._ami.secret,
+                    "Events": "on",
+                },
                 timeout,
             )
             if not response.success:

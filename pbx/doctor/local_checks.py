@@ -10,12 +10,15 @@ import pwd
 import re
 import shutil
 import stat
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+
 from ami_bridge.reconcile import CDR_TIME_FORMAT
 from dialplan.generator import CDR_START_PREFIX
-from pbx.doctor import Result, Status, fail, ok
+from pbx.doctor import Result, Status, fail, ok, skip
 from pbx.settings import Settings
 from pbx.storage.db import is_sqlite, open_engine, schema_revisions
 
@@ -27,12 +30,11 @@ _UNIQUEID = re.compile(r"^\d+\.\d+$")
 _TAIL = 64 * 1024  # enough for the last rows of a Master.csv of any size
 
 
-def _last_row(path: Path) -> list[str] | None:
+def _last_rows(path: Path) -> list[list[str]]:
     with path.open("rb") as f:
         f.seek(max(0, path.stat().st_size - _TAIL))
         text = f.read().decode("utf-8", errors="replace")
-    rows = [row for row in csv.reader(io.StringIO(text)) if row]
-    return rows[-1] if rows else None
+    return [row for row in csv.reader(io.StringIO(text)) if row]
 
 
 def cdr_check(settings: Settings) -> Result:
@@ -55,9 +57,10 @@ def cdr_check(settings: Settings) -> Result:
             f" asterisk.cdr_csv at its Master.csv; {CDR_FIX}",
         )
     try:
-        row = _last_row(path)
+        rows = _last_rows(path)
     except OSError as exc:
         return fail("CDR", f"cannot read {path}: {exc.strerror}", "let calltrack's user read it")
+    row = rows[-1] if rows else None
     if row is None:
         return Result(
             "CDR", Status.WARN, f"{path} is empty: its columns are checked once a call is logged"
@@ -69,7 +72,8 @@ def cdr_check(settings: Settings) -> Result:
             " and linkedid",
             CDR_FIX,
         )
-    if (hours := _hours_from_utc(row)) is not None:
+    call = [r for r in rows if len(r) == len(row) and r[19] == row[19]]  # the last call's rows
+    if (hours := _hours_from_utc(call)) is not None:
         return fail(
             "CDR",
             f"{path}: the last row's start is {hours:+g} h from the call's own start: its times"
@@ -80,19 +84,27 @@ def cdr_check(settings: Settings) -> Result:
     return ok("CDR", f"{path} has the uniqueid, userfield and linkedid columns")
 
 
-def _hours_from_utc(row: list[str]) -> float | None:
-    """How far (in hours) the row's start, read as UTC, is from the exact start the dialplan
-    wrote into its userfield; None when they agree or the row has no exact start."""
-    try:
-        start = datetime.strptime(row[9], CDR_TIME_FORMAT).replace(tzinfo=UTC).timestamp()
-        exact = float(row[17].removeprefix(CDR_START_PREFIX))
-    except ValueError:
+def _hours_from_utc(call: list[list[str]]) -> float | None:
+    """How far (in hours) the call's first start, read as UTC, is from the exact start the
+    dialplan wrote into its rows' userfield; None when they agree or no row has it.
+
+    The first start, not the last row's: a row can rightly start minutes after the call did
+    (the caller's channel goes on after the callee hangs up, and Asterisk starts a new CDR
+    for it, with the call's userfield); a time zone shifts every row of the call alike."""
+    offsets = []
+    for row in call:
+        try:
+            start = datetime.strptime(row[9], CDR_TIME_FORMAT).replace(tzinfo=UTC).timestamp()
+            offsets.append(start - float(row[17].removeprefix(CDR_START_PREFIX)))
+        except ValueError:
+            continue
+    if not offsets:
         return None
-    off = start - exact
-    return round(off / 900) / 4 if abs(off) > 120 else None  # time zones: quarter hours
+    hours = round(min(offsets) / 900) / 4  # time zones: quarter hours
+    return hours or None
 
 
-def may_write(mode: int, owner: int, group: int, uid: int, gids: set[int]) -> bool:
+def may_write(mode: int, owner: int, group: int, uid: int, gids: frozenset[int]) -> bool:
     """Whether Unix permissions let `uid` (in `gids`) create files in a folder."""
     if uid == 0:
         return True
@@ -103,53 +115,125 @@ def may_write(mode: int, owner: int, group: int, uid: int, gids: set[int]) -> bo
     return bool(mode & stat.S_IWOTH and mode & stat.S_IXOTH)
 
 
-def _user_ids(name: str) -> tuple[int, set[int]] | None:
+@dataclass(frozen=True)
+class Writer:
+    """The Unix identity Asterisk creates its recordings with."""
+
+    name: str
+    uid: int
+    gids: frozenset[int]
+
+
+@dataclass(frozen=True)
+class UnknownWriter:
+    """Why it is not known who Asterisk writes as, and what would tell."""
+
+    why: str
+    needs: str
+
+
+def writer_named(name: str) -> Writer | None:
+    """The user `name` of this host, with its groups; None if this host has no such user."""
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
         return None
-    return entry.pw_uid, set(os.getgrouplist(name, entry.pw_gid))
+    return Writer(name, entry.pw_uid, frozenset(os.getgrouplist(name, entry.pw_gid)))
 
 
-def recordings_check(settings: Settings, asterisk_user: str | None) -> Result:
-    """Asterisk writes the recordings (MixMonitor), calltrack reads them. `asterisk_user` is
-    the Unix user Asterisk says it runs as, when the AMI user may ask."""
+def running_asterisk(proc: Path = Path("/proc")) -> Writer | None:
+    """The identity of the Asterisk process running on this host, from /proc: its effective
+    user and its groups as the kernel has them (Asterisk started by systemd's User=, or with
+    -U, says "/" when asked, since its asterisk.conf names no runuser). None when no Asterisk
+    runs here, or several run as different users."""
+    found = {
+        identity
+        for entry in proc.iterdir()
+        if entry.name.isdigit() and (identity := _asterisk_identity(entry)) is not None
+    }
+    if len(found) != 1:
+        return None
+    [(uid, gids)] = found
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = f"uid {uid}"
+    return Writer(name, uid, gids)
+
+
+def asterisk_writer(said: str | None, here: bool | None) -> Writer | UnknownWriter:
+    """Who Asterisk writes files as. `said`: the user `core show settings` names ("" when it
+    names none: no runuser in asterisk.conf; None when it could not be asked); `here`:
+    Asterisk runs on this host (its process is then looked at in /proc)."""
+    if said:
+        named = writer_named(said)
+        if named is not None:
+            return named
+    if here and (running := running_asterisk()) is not None:
+        return running
+    if said:
+        return UnknownWriter(
+            f"Asterisk runs as {said}, a user this host does not have (another host, a container)",
+            f"that {said} may write in it: check on Asterisk's host",
+        )
+    if said is None:
+        return UnknownWriter(
+            "Asterisk could not be asked who it runs as", "`write = command` for the AMI user"
+        )
+    return UnknownWriter(
+        "Asterisk does not say who it runs as (asterisk.conf names no runuser) and runs on"
+        " another host",
+        "`runuser` and `rungroup` in asterisk.conf [options], or a check on Asterisk's host",
+    )
+
+
+def _asterisk_identity(process: Path) -> tuple[int, frozenset[int]] | None:
+    """The effective user and the groups of /proc's `process`, if it is an Asterisk."""
+    try:
+        if (process / "comm").read_text().strip() != "asterisk":
+            return None
+        status = dict(line.split(":", 1) for line in (process / "status").read_text().splitlines())
+        uid = int(status["Uid"].split()[1])
+        groups = {int(status["Gid"].split()[1]), *map(int, status.get("Groups", "").split())}
+    except (OSError, ValueError, KeyError, IndexError):  # gone meanwhile, not ours to read
+        return None
+    return uid, frozenset(groups)
+
+
+def recordings_check(settings: Settings, writer: Writer | UnknownWriter) -> Result:
+    """Asterisk writes the recordings (MixMonitor), calltrack reads them. `writer`: who
+    Asterisk writes as, or why that is not known (then only a folder anyone may write in is
+    known to work: it is skipped with what would tell, not passed on a guess)."""
     folder = settings.asterisk_recordings_dir
-    fix = f"`install -d -o {asterisk_user or 'asterisk'} -m 2775 {folder}` and let calltrack's"
-    fix += " user read it (same group)"
+    owner = writer.name if isinstance(writer, Writer) else "asterisk"
+    fix = f"`install -d -o {owner} -m 2775 {folder}` and let calltrack's user read it (same group)"
     if not folder.is_dir():
         return fail("recordings", f"{folder} is not a folder on this host", fix)
     if not os.access(folder, os.R_OK | os.X_OK):
         return fail("recordings", f"calltrack cannot read {folder}", fix)
     info = folder.stat()
-    ids = _user_ids(asterisk_user) if asterisk_user else None
-    if ids is not None:
-        uid, gids = ids
-        if not may_write(info.st_mode, info.st_uid, info.st_gid, uid, gids):
-            return fail(
-                "recordings",
-                f"{folder} (mode {stat.filemode(info.st_mode)}) is not writable by {asterisk_user}",
-                fix,
-            )
-        return ok("recordings", f"{folder}: {asterisk_user} writes, calltrack reads")
+    mode = stat.filemode(info.st_mode)
+    if isinstance(writer, Writer):
+        if not may_write(info.st_mode, info.st_uid, info.st_gid, writer.uid, writer.gids):
+            return fail("recordings", f"{folder} ({mode}) is not writable by {writer.name}", fix)
+        return ok("recordings", f"{folder}: {writer.name} (Asterisk) writes, calltrack reads")
     if not info.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
-        return fail(
-            "recordings",
-            f"{folder} (mode {stat.filemode(info.st_mode)}) is writable by nobody",
-            fix,
-        )
-    who = (
-        "Asterisk's user unknown: it runs as root or the AMI user lacks `write = command`"
-        if asterisk_user is None
-        else f"Asterisk runs as {asterisk_user}, not a user on this host"
+        return fail("recordings", f"{folder} ({mode}) is writable by nobody", fix)
+    if may_write(info.st_mode, info.st_uid, info.st_gid, -1, frozenset()):
+        return ok("recordings", f"{folder}: anyone may write in it ({mode}), calltrack reads")
+    return skip(
+        "recordings",
+        f"{folder} ({mode}) is writable by its owner or group, and {writer.why}",
+        writer.needs,
     )
-    return ok("recordings", f"{folder}: calltrack reads, it has write permission ({who})")
 
 
 def sqlite_path(url: str) -> Path | None:
-    if not is_sqlite(url) or ":memory:" in url:
+    """The file of a SQLite URL (its query, e.g. `?timeout=20`, is not part of it)."""
+    if not is_sqlite(url):
         return None
-    return Path(url.split(":///", 1)[1])
+    database = make_url(url).database
+    return None if not database or database == ":memory:" else Path(database)
 
 
 async def database_check(settings: Settings, config: str) -> Result:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import socket
 import uuid
 from typing import Any
 
 from panoramisk import Manager
 
+from ami_bridge.bridge import action_within, connect_within
 from attribution.numbering import Numbering
 from attribution.phone import dialled_forms
 from dialplan.generator import agi_address, render_dialplan
@@ -59,10 +62,7 @@ class AmiSession:
         )
         manager.register_event("*", self._on_event)
         self._manager = manager
-        await asyncio.wait_for(manager.connect(), self.ami.action_timeout)
-        await asyncio.sleep(0)  # let panoramisk attach its protocol
-        if manager.protocol is None:
-            raise OSError("connection not established")
+        await connect_within(manager, self.ami.action_timeout)
         response = await self._send(
             {"Action": "Login", "Username": self.ami.username, "Secret": self.ami.secret}
         )
@@ -82,9 +82,7 @@ class AmiSession:
 
     async def _send(self, action: dict[str, str]) -> dict[str, Any]:
         assert self._manager is not None
-        response = await asyncio.wait_for(
-            self._manager.send_action(action), self.ami.action_timeout
-        )
+        response = await action_within(self._manager, action, self.ami.action_timeout)
         return dict(response.items())
 
     async def command(self, cli: str) -> list[str]:
@@ -117,7 +115,7 @@ async def login_check(session: AmiSession) -> Result:
     except (OSError, TimeoutError) as exc:
         return fail(
             "AMI",
-            f"cannot reach {where}: {exc or type(exc).__name__}",
+            f"cannot reach {where}: {reason(exc, session.ami.action_timeout)}",
             "check asterisk.ami.host/port and manager.conf [general] enabled = yes,"
             " bindaddr/port; a firewall between the hosts",
         )
@@ -246,20 +244,29 @@ async def dids_check(session: AmiSession, settings: Settings) -> list[Result]:
     return lost or [ok("DIDs", f"all {len(numbers)} tracked numbers reach [{context}]")]
 
 
-async def agi_check(settings: Settings) -> Result:
-    """The FastAGI port accepts a connection from this host (the daemon is listening)."""
+async def agi_check(settings: Settings, asterisk_is_here: bool | None) -> Result:
+    """The FastAGI port accepts a connection from this host (the daemon is listening), at an
+    address Asterisk can reach: the dialplan's loopback address is Asterisk's own host."""
     assert settings.asterisk is not None
     address = agi_address(settings)
     host, _, port = address.rpartition(":")
-    try:
-        _, writer = await asyncio.wait_for(
-            asyncio.open_connection(host.strip("[]"), int(port)),
-            settings.asterisk.ami.action_timeout,
+    if asterisk_is_here is False and ipaddress.ip_address(host.strip("[]")).is_loopback:
+        return fail(
+            "FastAGI",
+            f"the dialplan asks agi://{address}, but Asterisk runs on another host"
+            f" ({settings.asterisk.ami.host}), where that address is its own: every call goes"
+            " to its fallback line, unattributed",
+            "set asterisk.agi.host to this host's address as Asterisk reaches it, then"
+            " regenerate and reload the dialplan",
         )
+    try:
+        async with asyncio.timeout(settings.asterisk.ami.action_timeout):
+            _, writer = await asyncio.open_connection(host.strip("[]"), int(port))
     except (OSError, TimeoutError) as exc:
         return fail(
             "FastAGI",
-            f"{address} does not accept connections: {exc or type(exc).__name__}",
+            f"{address} does not accept connections:"
+            f" {reason(exc, settings.asterisk.ami.action_timeout)}",
             "start the daemon (`calltrack serve`, or `systemctl start calltrack`); calls go to"
             " the real lines meanwhile",
         )
@@ -273,20 +280,55 @@ async def agi_check(settings: Settings) -> Result:
     )
 
 
+def reason(error: OSError | TimeoutError, seconds: float) -> str:
+    """What went wrong, for a line: a timeout's own text is empty."""
+    if isinstance(error, TimeoutError) and not str(error):
+        return f"no answer within {seconds:g} s (asterisk.ami.action_timeout)"
+    return str(error) or type(error).__name__
+
+
 async def asterisk_user(session: AmiSession) -> str | None:
-    """The Unix user Asterisk runs as (for the recordings folder check); None if unknown."""
+    """The Unix user Asterisk says it runs as: "" when it names none (started without -U and
+    without asterisk.conf's runuser: as whoever started it), None when it may not be asked."""
     try:
         fields = parse_fields(await session.command("core show settings"))
     except Denied:
         return None
-    # "User name and group: asterisk/asterisk"; "/" when started without -U (as root)
-    user = fields.get("user name and group", "").partition("/")[0].strip()
-    return user or None
+    # "User name and group: asterisk/asterisk"; "/" when it names none
+    return fields.get("user name and group", "").partition("/")[0].strip()
 
 
-async def pbx_checks(settings: Settings, config: str) -> tuple[list[Result], str | None]:
-    """Every AMI-based check, in order; and the Unix user Asterisk runs as, when it says."""
+async def asterisk_here(ami: Ami) -> bool | None:
+    """Asterisk runs on this host: its AMI address is one of this host's (loopback, or an
+    address a socket here can bind). None when the name does not resolve."""
+    try:
+        infos = await asyncio.wait_for(
+            asyncio.get_running_loop().getaddrinfo(ami.host, ami.port, type=socket.SOCK_STREAM),
+            ami.action_timeout,
+        )
+    except (OSError, TimeoutError):
+        return None
+    return all(_is_this_host(family, str(address[0])) for family, _, _, _, address in infos)
+
+
+def _is_this_host(family: int, address: str) -> bool:
+    if ipaddress.ip_address(address.partition("%")[0]).is_loopback:
+        return True
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((address, 0))
+        except OSError:  # EADDRNOTAVAIL: not an address of this host
+            return False
+    return True
+
+
+async def pbx_checks(
+    settings: Settings, config: str
+) -> tuple[list[Result], str | None, bool | None]:
+    """Every AMI-based check, in order; the Unix user Asterisk says it runs as (see
+    asterisk_user); whether it runs on this host (see asterisk_here)."""
     assert settings.asterisk is not None
+    here = await asterisk_here(settings.asterisk.ami)
     session = AmiSession(settings.asterisk.ami)
     results = [await login_check(session)]
     user = None
@@ -304,7 +346,7 @@ async def pbx_checks(settings: Settings, config: str) -> tuple[list[Result], str
                 user = await asterisk_user(session)
             except (OSError, TimeoutError) as exc:  # an action unanswered, the link dropped
                 checked = {r.check for r in results}
-                why = exc or type(exc).__name__
+                why = reason(exc, settings.asterisk.ami.action_timeout)
                 results.append(
                     fail(
                         "AMI",
@@ -318,7 +360,7 @@ async def pbx_checks(settings: Settings, config: str) -> tuple[list[Result], str
                     for name in AMI_CHECKS
                     if name not in checked
                 ]
-        results.append(await agi_check(settings))
-        return results, user
+        results.append(await agi_check(settings, here))
+        return results, user, here
     finally:
         session.close()

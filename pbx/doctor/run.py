@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pbx.doctor import Result, fail
-from pbx.doctor.local_checks import cdr_check, database_check, disk_check, recordings_check
+from pbx.doctor.local_checks import (
+    asterisk_writer,
+    cdr_check,
+    database_check,
+    disk_check,
+    recordings_check,
+)
 from pbx.doctor.pbx_checks import pbx_checks
 from pbx.settings import Settings
 
@@ -21,10 +27,11 @@ async def diagnose(
             fail("asterisk", f"{config} has no `asterisk:` section", "add it (config/example.yaml)")
         )
     else:
-        pbx, asterisk_user = await pbx_checks(settings, config)
+        pbx, said_user, here = await pbx_checks(settings, config)
         results += pbx
         results += _on_files("CDR", lambda: [cdr_check(settings)])
-        results += _on_files("recordings", lambda: [recordings_check(settings, asterisk_user)])
+        writer = asterisk_writer(said_user, here)
+        results += _on_files("recordings", lambda: [recordings_check(settings, writer)])
     results.append(await database_check(settings, config))
     results += _on_files("disk", lambda: disk_check(settings, min_free))
     return results

@@ -1,17 +1,27 @@
-"""`calltrack doctor` when AMI accepts the login and then stops answering (Asterisk overloaded,
-restarting, a link dropped): a FAIL line that says so, the checks not run skipped, the rest of
-the report still printed; never a traceback that loses every line."""
+"""`calltrack doctor`'s network checks: when AMI accepts the login and then stops answering
+(Asterisk overloaded, restarting, a link dropped) a FAIL line that says so, the checks not run
+skipped, the rest of the report still printed, never a traceback that loses every line; an AMI
+address that never answers; a FastAGI address Asterisk cannot reach."""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
 
 from pbx.doctor import Status
-from pbx.doctor.pbx_checks import AMI_CHECKS, pbx_checks
-from pbx.settings import parse_settings
+from pbx.doctor.pbx_checks import (
+    AMI_CHECKS,
+    AmiSession,
+    agi_check,
+    asterisk_here,
+    login_check,
+    pbx_checks,
+)
+from pbx.settings import Settings, parse_settings
 
 
 class MuteAsterisk:
@@ -54,11 +64,83 @@ forward_to: PJSIP/office
 asterisk:
   ami: {{port: {ami_port}, secret: pw, action_timeout: 0.3s}}
 """)
-    results, user = await asyncio.wait_for(pbx_checks(settings, "calltrack.yaml"), 10)
+    results, user, _ = await asyncio.wait_for(pbx_checks(settings, "calltrack.yaml"), 10)
     by_check = {(r.check, r.status) for r in results}
     assert ("AMI", Status.OK) in by_check, "the login itself worked"
     [lost] = [r for r in results if r.check == "AMI" and r.status is Status.FAIL]
     assert "stopped answering" in lost.message and "action_timeout" in lost.fix
+    why = lost.message.split("during the checks: ", 1)[1]
+    assert why.strip(), "a timeout's own text is empty: the line says what happened instead"
     assert {(name, Status.SKIP) for name in AMI_CHECKS} <= by_check
     assert results[-1].check == "FastAGI", "the checks after AMI's still ran"
     assert user is None
+
+
+def agi_settings(ami_host: str, agi_port: int) -> Settings:
+    return parse_settings(f"""
+forward_to: PJSIP/office
+asterisk:
+  ami: {{host: "{ami_host}", secret: pw, action_timeout: 0.5s}}
+  agi: {{host: 0.0.0.0, port: {agi_port}}}
+""")
+
+
+async def test_a_loopback_agi_address_for_an_asterisk_elsewhere_fails() -> None:
+    """With agi.host 0.0.0.0 the dialplan asks agi://127.0.0.1: Asterisk's own loopback when
+    it runs on another host, so every call went to its fallback line while the FastAGI line,
+    connecting from calltrack's host, said OK."""
+    server = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", 0)
+    port = int(server.sockets[0].getsockname()[1])
+    try:
+        remote = await agi_check(agi_settings("192.0.2.10", port), asterisk_is_here=False)
+        assert remote.status is Status.FAIL
+        assert "Asterisk runs on another host (192.0.2.10)" in remote.message
+        assert "asterisk.agi.host" in remote.fix
+        local = await agi_check(agi_settings("127.0.0.1", port), asterisk_is_here=True)
+        assert local.status is Status.OK
+        unknown = await agi_check(agi_settings("pbx.example", port), asterisk_is_here=None)
+        assert unknown.status is Status.OK
+    finally:
+        server.close()
+
+
+async def test_where_asterisk_runs_is_told_by_its_ami_address() -> None:
+    assert await asterisk_here(agi_settings("127.0.0.1", 1).asterisk.ami) is True  # type: ignore[union-attr]
+    assert await asterisk_here(agi_settings("localhost", 1).asterisk.ami) is True  # type: ignore[union-attr]
+    # an address this host has, not loopback: binding a socket to it succeeds
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))  # no packet: picks the outgoing interface's address
+        own = probe.getsockname()[0]
+    if not ipaddress.ip_address(own).is_loopback:
+        assert await asterisk_here(agi_settings(own, 1).asterisk.ami) is True  # type: ignore[union-attr]
+    assert await asterisk_here(agi_settings("192.0.2.10", 1).asterisk.ami) is False  # type: ignore[union-attr]
+
+
+async def test_an_ami_address_that_never_answers_says_so_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A timed-out connect was "cannot reach HOST:PORT: " with nothing after it (a
+    TimeoutError's text is empty), and its cancelled task raised CancelledError into the
+    loop's exception handler: a traceback on stderr under the report."""
+    loop = asyncio.get_running_loop()
+    handled: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: handled.append(context))
+
+    async def hang(*_args: object, **_kwargs: object) -> None:
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(loop, "create_connection", hang)
+    session = AmiSession(agi_settings("192.0.2.10", 1).asterisk.ami)  # type: ignore[union-attr]
+    try:
+        result = await login_check(session)
+    finally:
+        session.close()
+    for _ in range(3):
+        await asyncio.sleep(0)  # the cancelled connect's callbacks run
+    assert result.status is Status.FAIL
+    assert (
+        result.message
+        == "cannot reach 192.0.2.10:5038: no answer within 0.5 s (asterisk.ami.action_timeout)"
+    )
+    assert handled == []
+    assert "Not able to" not in caplog.text

@@ -11,11 +11,15 @@ import pytest
 
 from pbx.doctor import Status
 from pbx.doctor.local_checks import (
+    UnknownWriter,
+    Writer,
+    asterisk_writer,
     cdr_check,
     database_check,
     disk_check,
     may_write,
     recordings_check,
+    running_asterisk,
 )
 from pbx.doctor.run import diagnose
 from tests.helpers import migrate, settings_for
@@ -82,35 +86,114 @@ def test_cdr_in_local_time_fails_with_its_offset(tmp_path: Path) -> None:
     assert "usegmtime = yes" in result.fix
 
 
+def test_a_row_that_starts_minutes_after_its_call_is_not_a_time_zone(tmp_path: Path) -> None:
+    """When the callee hangs up first, the caller's channel goes on in the dialplan and
+    Asterisk starts a new CDR for it at that moment, with the call's userfield: after a
+    5-minute call its start is 5 minutes after the exact start, on a PBX in UTC. It read as
+    "+0 h from the call's own start" (20 minutes: "+0.25 h"), a FAIL with usegmtime = yes set."""
+    settings = settings_for(tmp_path, **_asterisk(tmp_path))
+    for minutes in (5, 20, 95):
+        later = ROW_21.replace(
+            '"2026-11-30 09:27:44","2026-11-30 09:27:44","2026-11-30 09:27:53"',
+            f'"2026-11-30 {9 + (27 + minutes) // 60:02}:{(27 + minutes) % 60:02}:44",'
+            '"2026-11-30 11:59:00","2026-11-30 11:59:01"',
+        )
+        assert later != ROW_21
+        (tmp_path / "Master.csv").write_text(ROW_21 + later)
+        result = cdr_check(settings)
+        assert result.status is Status.OK, (minutes, result)
+
+
 def test_empty_cdr_is_a_warning(tmp_path: Path) -> None:
     settings = settings_for(tmp_path, **_asterisk(tmp_path))
     (tmp_path / "Master.csv").write_text("")
     assert cdr_check(settings).status is Status.WARN
 
 
+ROOT = Writer("root", 0, frozenset({0}))
+ASTERISK = Writer("asterisk", 4321, frozenset({4321}))
+UNKNOWN = UnknownWriter("Asterisk does not say", "`runuser` in asterisk.conf")
+
+
 def test_recordings_folder(tmp_path: Path) -> None:
     settings = settings_for(tmp_path, **_asterisk(tmp_path))
     folder = tmp_path / "asterisk-recordings"
-    assert recordings_check(settings, None).status is Status.OK
+    os.chown(folder, 0, 0)
+    folder.chmod(0o755)
+    assert recordings_check(settings, ROOT).status is Status.OK
+    theirs = recordings_check(settings, ASTERISK)
+    assert theirs.status is Status.FAIL and "is not writable by asterisk" in theirs.message
+    assert "install -d -o asterisk -m 2775" in theirs.fix
+    os.chown(folder, 0, 4321)
+    folder.chmod(0o2775)
+    assert recordings_check(settings, ASTERISK).status is Status.OK
     folder.chmod(0o555)
     try:
-        nobody = recordings_check(settings, None)
+        nobody = recordings_check(settings, UNKNOWN)
         assert nobody.status is Status.FAIL and "writable by nobody" in nobody.message
     finally:
         folder.chmod(0o755)
     folder.rmdir()
-    gone = recordings_check(settings, None)
+    gone = recordings_check(settings, ROOT)
     assert gone.status is Status.FAIL and "is not a folder" in gone.message
+
+
+def test_recordings_folder_of_an_asterisk_that_does_not_say_who_it_is(tmp_path: Path) -> None:
+    """Asterisk says "User name and group: /" unless asterisk.conf names a runuser, also when
+    systemd's User= or -U started it as another user: a folder only root may write in was
+    passed with OK, and no recording was ever written. Unknown, it is skipped with what would
+    tell, unless anyone may write in the folder."""
+    settings = settings_for(tmp_path, **_asterisk(tmp_path))
+    folder = tmp_path / "asterisk-recordings"
+    os.chown(folder, 0, 0)
+    folder.chmod(0o755)
+    unknown = recordings_check(settings, UNKNOWN)
+    assert unknown.status is Status.SKIP
+    assert "drwxr-xr-x" in unknown.message and "Asterisk does not say" in unknown.message
+    assert unknown.fix == "`runuser` in asterisk.conf"
+    folder.chmod(0o1777)
+    assert recordings_check(settings, UNKNOWN).status is Status.OK
+
+
+def fake_process(proc: Path, pid: int, comm: str, uid: int, groups: str) -> None:
+    (proc / str(pid)).mkdir(parents=True)
+    (proc / str(pid) / "comm").write_text(f"{comm}\n")
+    (proc / str(pid) / "status").write_text(
+        f"Name:\t{comm}\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\nGid:\t{uid}\t{uid}\t{uid}\t{uid}\n"
+        f"Groups:\t{groups}\n"
+    )
+
+
+def test_the_asterisk_running_here_is_who_writes(tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    fake_process(proc, 1, "systemd", 0, "")
+    fake_process(proc, 200, "sh", 4321, "")
+    assert running_asterisk(proc) is None
+    fake_process(proc, 300, "asterisk", 4321, "20 29")
+    (proc / "self").mkdir()
+    assert running_asterisk(proc) == Writer("uid 4321", 4321, frozenset({4321, 20, 29}))
+    fake_process(proc, 301, "asterisk", 0, "")  # another one, another user: cannot tell
+    assert running_asterisk(proc) is None
+
+
+def test_who_asterisk_writes_as() -> None:
+    assert asterisk_writer("root", here=False) == Writer("root", 0, frozenset({0}))
+    stranger = asterisk_writer("no-such-user-here", here=False)
+    assert isinstance(stranger, UnknownWriter) and "a user this host does not have" in stranger.why
+    not_said = asterisk_writer("", here=False)
+    assert isinstance(not_said, UnknownWriter) and "`runuser`" in not_said.needs
+    not_asked = asterisk_writer(None, here=None)
+    assert isinstance(not_asked, UnknownWriter) and "`write = command`" in not_asked.needs
 
 
 def test_write_permission_by_owner_group_other() -> None:
     drwxr_xr_x = stat.S_IFDIR | 0o755
     drwxrwsr_x = stat.S_IFDIR | 0o2775
-    assert may_write(drwxr_xr_x, 100, 100, 100, {100})
-    assert not may_write(drwxr_xr_x, 100, 100, 200, {100})  # group member, group lacks w
-    assert may_write(drwxrwsr_x, 100, 100, 200, {100})
-    assert not may_write(drwxrwsr_x, 100, 100, 200, {300})  # other lacks w
-    assert may_write(stat.S_IFDIR | 0o500, 100, 100, 0, set())  # root
+    assert may_write(drwxr_xr_x, 100, 100, 100, frozenset({100}))
+    assert not may_write(drwxr_xr_x, 100, 100, 200, frozenset({100}))  # group lacks w
+    assert may_write(drwxrwsr_x, 100, 100, 200, frozenset({100}))
+    assert not may_write(drwxrwsr_x, 100, 100, 200, frozenset({300}))  # other lacks w
+    assert may_write(stat.S_IFDIR | 0o500, 100, 100, 0, frozenset())  # root
 
 
 async def test_database_at_the_current_migration(tmp_path: Path) -> None:
@@ -122,6 +205,14 @@ async def test_database_at_the_current_migration(tmp_path: Path) -> None:
     assert empty.status is Status.FAIL and "no calltrack schema" in empty.message
     await migrate(settings)
     assert (await database_check(settings, "c.yaml")).status is Status.OK
+
+
+async def test_a_sqlite_url_with_parameters_is_found(tmp_path: Path) -> None:
+    """`?timeout=20` was read as part of the file's name: "does not exist"."""
+    settings = settings_for(tmp_path)
+    await migrate(settings)
+    with_query = settings.model_copy(update={"database": settings.database + "?timeout=20"})
+    assert (await database_check(with_query, "c.yaml")).status is Status.OK
 
 
 def test_free_disk_warns_under_the_threshold(tmp_path: Path) -> None:
