@@ -280,3 +280,64 @@ async def test_events_past_the_backlog_cap_are_dropped_as_across_a_lost_link(
     bridge._on_event(None, event)  # as panoramisk hands the next event over
     assert bridge._queue.qsize() == 1, "taken again once the backlog is folded"
     assert any(r.message.startswith("AMI: folding events again") for r in caplog.records)
+
+
+class _LoginHeldManager:
+    """A Manager whose connection is up at once and whose Login answer the test gives."""
+
+    login: asyncio.Future[object] | None = None
+    asked = asyncio.Event()
+
+    def __init__(self, _on_lost: object, **_config: object) -> None:
+        self.protocol = object()
+
+    def register_event(self, *_args: object) -> None:
+        pass
+
+    def connect(self) -> asyncio.Task[None]:
+        return asyncio.ensure_future(asyncio.sleep(0))
+
+    def connection_made(self, _task: object) -> None:
+        pass
+
+    def send_action(self, action: dict[str, str]) -> asyncio.Future[object]:
+        future = asyncio.get_running_loop().create_future()
+        if action["Action"] == "Login":
+            _LoginHeldManager.login = future
+            _LoginHeldManager.asked.set()
+        return future  # a Ping is never answered
+
+    def close(self) -> None:
+        pass
+
+
+class _Accepted:
+    success = True
+    message = "Authentication accepted"
+
+
+async def test_close_returns_when_it_cancels_as_the_login_answer_arrives(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """close() cancelled the link's task in the loop turn its Login answer arrived: on Python
+    3.11 the wait_for around the login returned the answer and dropped the cancellation, the
+    task went on to watch the link, and close() (a daemon stepping down, or stopping) waited
+    for it forever (review finding)."""
+    monkeypatch.setattr(bridge_module, "_Manager", _LoginHeldManager)
+    _LoginHeldManager.login = None
+    _LoginHeldManager.asked = asyncio.Event()
+
+    async def store(_report: CallReport) -> bool:
+        return True
+
+    bridge = AmiBridge(_settings(1), ReportDelivery(store, is_transient))
+    bridge.start()
+    async with asyncio.timeout(5):
+        await _LoginHeldManager.asked.wait()
+    assert _LoginHeldManager.login is not None
+    _LoginHeldManager.login.set_result(_Accepted())  # Asterisk answers the Login...
+    closing = asyncio.create_task(bridge.close())  # ...as the daemon is told to let go
+    done, _ = await asyncio.wait([closing], timeout=3)
+    for task in bridge._tasks:
+        task.cancel()
+    assert done, "close() waits for a link task that dropped its cancellation"
