@@ -22,6 +22,7 @@ from panoramisk.ami_protocol import AMIProtocol
 from ami_bridge.delivery import ReportDelivery
 from ami_bridge.tracker import CallTracker, event_from_headers
 from pbx.settings import Settings
+from pbx.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -150,16 +151,14 @@ class AmiBridge:
         ]
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
-        if self._manager is not None:
-            self._manager.close()
-            self._manager = None
-        self._up.clear()
+        try:
+            await cancel_and_wait(*self._tasks)
+        finally:
+            self._tasks = []
+            if self._manager is not None:
+                self._manager.close()
+                self._manager = None
+            self._up.clear()
 
     # The link.
 
@@ -288,5 +287,5 @@ class AmiBridge:
                 continue
             assert isinstance(item, tuple)
             received_at, event = item
-            for report in self._tracker.feed(event, received_at):
-                await self._deliver(report)
+            if reports := list(self._tracker.feed(event, received_at)):
+                await self._deliver.hand_over(reports)

@@ -37,6 +37,44 @@ class ReportDelivery:
         self._transient = transient
         self._on_rejected = on_rejected
         self._max_backoff = max_backoff
+        self._in_flight: dict[asyncio.Task[None], list[CallReport]] = {}
+
+    async def hand_over(self, reports: list[CallReport]) -> None:
+        """Store `reports` in order, in a task of their own, and wait for them.
+
+        Cancelling the caller does not cancel them: a bridge that steps down from AMI (on
+        PostgreSQL its consumer lock goes with the database connection, as in a restart of
+        the database) was cancelled in the middle of the retries of a call it had folded, and
+        the call was gone: no other daemon sees those events again, and without cdr_csv
+        nothing recovers it. Now it is stored once the database is back (the store is
+        idempotent, so a call also recovered from the CDR is not doubled)."""
+        task = asyncio.create_task(self._each(reports), name="call-reports")
+        self._in_flight[task] = reports
+        task.add_done_callback(self._in_flight.pop)
+        await asyncio.shield(task)
+
+    async def _each(self, reports: list[CallReport]) -> None:
+        for report in reports:
+            await self(report)
+
+    async def finish(self, seconds: float) -> None:
+        """At shutdown: wait up to `seconds` for calls still being stored (the database away),
+        then give them up, logged by Linkedid: the CDR's reconciliation recovers them."""
+        if not self._in_flight:
+            return
+        _, left = await asyncio.wait(list(self._in_flight), timeout=seconds)
+        if not left:
+            return
+        lost = [report.linkedid for task in left for report in self._in_flight.get(task, [])]
+        log.warning(
+            "stopping with %d calls not stored (the database away), left to reconciliation"
+            " from the CDR: %s",
+            len(lost),
+            ", ".join(lost),
+        )
+        for task in left:
+            task.cancel()
+        await asyncio.wait(left)
 
     async def __call__(self, report: CallReport) -> bool:
         """True if the call was stored now, False if it already was or was refused."""

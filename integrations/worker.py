@@ -33,6 +33,7 @@ from pbx.settings import Settings
 from pbx.storage.deliveries import Claimed, Deliveries, Kept, forget_settled_before
 from pbx.storage.errors import log_failure
 from pbx.storage.retention import every_hour
+from pbx.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -238,11 +239,7 @@ async def delivery_worker(app: web.Application) -> AsyncIterator[None]:
         app[OUTBOX].on_added(worker.wake)
         tasks.append(asyncio.create_task(worker.run(), name="webhook-deliveries"))
     yield
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await cancel_and_wait(*tasks)
 
 
 async def _forget_settled(engine: AsyncEngine, keep_days: int, clock: Callable[[], float]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import gc
 import logging
@@ -56,6 +55,7 @@ from pbx.storage.retention import run_visit_retention, run_write_progress_retent
 from pbx.storage.speech import SpeechStore
 from pbx.storage.staff_sessions import StaffSessionStore
 from pbx.storage.visits import VisitStore
+from pbx.tasks import cancel_and_wait
 from recordings.speech_worker import SpeechWorker
 from recordings.worker import RecordingWorker
 from web_widget import api as visitor_api
@@ -95,7 +95,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
             ),
         ]
         yield
-        await _stop(tasks)
+        await cancel_and_wait(*tasks)
         await visits.flush()
         visits.close()
     finally:
@@ -114,7 +114,7 @@ async def _recordings(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(worker.run_retention(), name="recording-retention"),
     ]
     yield
-    await _stop(tasks)
+    await cancel_and_wait(*tasks)
 
 
 async def freeze_startup_heap(_app: web.Application) -> None:
@@ -154,16 +154,7 @@ async def _speech(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(worker.run_upkeep(), name="speech-upkeep"),
     ]
     yield
-    await _stop(tasks)
-
-
-async def _stop(tasks: list[asyncio.Task[None]]) -> None:
-    """Cancel background tasks and wait until each has stopped."""
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await cancel_and_wait(*tasks)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -12,7 +12,6 @@ refuses for good is logged, counted (calltrack_call_reports_rejected) and skippe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -33,11 +32,14 @@ from pbx.storage.cdr_positions import CdrPositions
 from pbx.storage.db import is_sqlite
 from pbx.storage.errors import is_transient, log_failure
 from pbx.storage.tables import calls, sessions
+from pbx.tasks import cancel_and_wait
 from pbx.watchdog import LoopWatchdog
 
 log = logging.getLogger(__name__)
 
 RECONCILE_OVERLAP = 3600.0  # look back this far before the gap: re-reading is harmless
+#: at shutdown, how long calls already folded may still take to be stored (the database away)
+REPORTS_GRACE = 5.0
 
 
 def call_recorder(
@@ -183,15 +185,12 @@ async def pbx_link(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        periodic.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await periodic
+        await cancel_and_wait(periodic)
         agi.close()
         await agi.wait_closed()
         if consumer is not None:
-            consumer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await consumer
+            await cancel_and_wait(consumer)
         elif link.ami is not None:
             await link.ami.close()
+        await deliver.finish(REPORTS_GRACE)
         watchdog.cancel()

@@ -13,13 +13,14 @@ The protocol is one datagram per message to the unix socket named in NOTIFY_SOCK
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Mapping
 
 from aiohttp import web
+
+from pbx.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,4 @@ async def supervised(app: web.Application) -> AsyncIterator[None]:
     pings = asyncio.create_task(_ping(interval), name="systemd-watchdog") if interval else None
     yield
     notify("STOPPING=1")
-    if pings is not None:
-        pings.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pings
+    await cancel_and_wait(pings)

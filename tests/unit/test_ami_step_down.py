@@ -1,0 +1,129 @@
+"""A daemon that steps down from AMI (on PostgreSQL its consumer lock goes with the database
+connection, as when the database restarts) still stores the calls it had already folded, and
+one that stops gives them a few seconds, then names them for reconciliation from the CDR."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from ami_bridge import AmiBridge, ReportDelivery
+from attribution.calls import CallReport
+from pbx.ami_role import consume_when_elected
+from pbx.keys import PbxLink
+from pbx.storage.errors import is_transient
+from tests.helpers import db_error
+from tests.unit.test_ami_bridge import FIRST_CALL, FakeAsterisk, _settings
+
+DOWN = db_error(OperationalError, "server closed the connection unexpectedly")
+FIRST_CALL_LINKEDID = next(
+    line.removeprefix("Linkedid: ")
+    for line in FIRST_CALL[0].split("\r\n")
+    if line.startswith("Linkedid: ")
+)
+
+
+class Database:
+    """Away from the start (the outage began as the call ended) until `up` is set."""
+
+    def __init__(self) -> None:
+        self.up = False
+        self.back = asyncio.Event()
+        self.stored: list[str] = []
+        self.tried = asyncio.Event()
+        self.wrote = asyncio.Event()
+
+    def come_back(self) -> None:
+        self.up = True
+        self.back.set()
+
+    async def store(self, report: CallReport) -> bool:
+        self.tried.set()
+        if not self.up:
+            raise DOWN
+        self.stored.append(report.linkedid)
+        self.wrote.set()
+        return True
+
+
+class LockLostWithTheDatabase:
+    """As AmiConsumerLock behaves in the outage: held, lost once the call's store has failed,
+    taken again once the database is back."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.taken = 0
+        self.lost = asyncio.Event()
+
+    async def acquire(self) -> None:
+        if self.taken:
+            await self.db.back.wait()
+        self.taken += 1
+
+    async def hold(self) -> None:
+        if self.taken > 1:
+            await asyncio.Event().wait()  # held for good the second time
+        await self.db.tried.wait()
+        self.lost.set()
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_call_folded_before_the_lock_went_with_the_database_is_stored_after() -> None:
+    """The bridge closed on losing the lock cancelled the report it was retrying, and the call
+    was gone (stored 0 times): its events do not come again, and without cdr_csv nothing reads
+    it back. On SQLite, with no lock, the same bridge stored it once the database was back."""
+    fake = FakeAsterisk([FIRST_CALL, []], pong=[True, True], close=[False, False])
+    settings = _settings(await fake.start())
+    db = Database()
+    lock = LockLostWithTheDatabase(db)
+    deliver = ReportDelivery(db.store, is_transient, max_backoff=0.1)
+    link = PbxLink()
+    role = asyncio.create_task(
+        consume_when_elected(lock, lambda: AmiBridge(settings, deliver), link)  # type: ignore[arg-type]
+    )
+    try:
+        async with asyncio.timeout(5):
+            await lock.lost.wait()
+        await asyncio.sleep(0.2)  # the bridge that folded the call is closed meanwhile
+        assert link.ami is None and link.standby
+        db.come_back()
+        async with asyncio.timeout(5):
+            await db.wrote.wait()
+        await asyncio.sleep(0.3)
+        assert db.stored == [FIRST_CALL_LINKEDID]
+        assert lock.taken == 2, "and the daemon follows AMI again"
+    finally:
+        role.cancel()
+        await asyncio.gather(role, return_exceptions=True)
+        await fake.stop()
+
+
+async def test_stopping_waits_a_while_for_calls_being_stored_then_names_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    db = Database()
+    deliver = ReportDelivery(db.store, is_transient, max_backoff=0.1)
+    report = CallReport("1700.7", "+79161234567", "+74990000101", 0.0, 30.0, 5.0, "ANSWER")
+    folding = asyncio.create_task(deliver.hand_over([report]))
+    await db.tried.wait()
+    folding.cancel()  # the bridge closed: the call is still being stored
+    await asyncio.gather(folding, return_exceptions=True)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with caplog.at_level(logging.WARNING, logger="ami_bridge.delivery"):
+        await deliver.finish(0.3)
+    assert 0.3 <= loop.time() - started < 1.0
+    assert "1 calls not stored" in caplog.text and "1700.7" in caplog.text
+    db.come_back()
+    await asyncio.sleep(0.3)
+    assert db.stored == [], "given up: left to the CDR"
+
+    back = ReportDelivery(db.store, is_transient, max_backoff=0.1)
+    await back.hand_over([report])
+    await back.finish(0.3)  # nothing in flight: returns at once
+    assert db.stored == ["1700.7"]
