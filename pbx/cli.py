@@ -43,6 +43,11 @@ def _prepare_paths(settings: Settings) -> None:
 
 
 MIN_PASSWORD = 10
+#: on SIGTERM, how long open requests (a CSV export to a slow client) may finish before the
+#: cleanup (write-behind flush, calls still being stored, the AMI lock) runs; aiohttp's own 60 s
+#: outlasted systemd's TimeoutStopSec (contrib/calltrack.service), which then killed the
+#: daemon before its flush
+HTTP_SHUTDOWN_WAIT = 10.0
 # what config/example.yaml ships with: a config that still has them is open to anyone
 EXAMPLE_PASSWORD = "demo"
 EXAMPLE_TOKEN_SHA256 = hashlib.sha256(b"demo-token").hexdigest()
@@ -110,6 +115,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             port=args.port or settings.http.port,
             access_log=None,
             print=sd_notify.serving,
+            shutdown_timeout=HTTP_SHUTDOWN_WAIT,
         )
     except OutdatedSchema as exc:
         print(f"calltrack: {exc}".replace("-c CONFIG", f"-c {args.config}"), file=sys.stderr)

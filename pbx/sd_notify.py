@@ -32,12 +32,12 @@ def notify(message: str, environ: Mapping[str, str] = os.environ) -> bool:
         return False
     if address.startswith("@"):
         address = "\0" + address[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-        try:
+    try:  # the socket too: out of descriptors (EMFILE) for a moment, the next ping goes out
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
             sock.sendto(message.encode(), address)
-        except OSError as exc:  # systemd gone or the socket wrong: the daemon serves on
-            log.warning("could not notify systemd (%s): %s", message, exc)
-            return False
+    except OSError as exc:  # systemd gone or the socket wrong: the daemon serves on
+        log.warning("could not notify systemd (%s): %s", message, exc)
+        return False
     return True
 
 

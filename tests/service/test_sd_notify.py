@@ -4,6 +4,7 @@ systemd: it binds the datagram socket that NOTIFY_SOCKET names and reads what ar
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import signal
@@ -190,3 +191,28 @@ def test_pings_are_asked_only_of_the_process_systemd_named() -> None:
     assert watchdog_interval({**asked, "WATCHDOG_PID": str(os.getpid() + 1)}) is None
     assert watchdog_interval({**asked, "WATCHDOG_USEC": "0"}) is None
     assert watchdog_interval({"WATCHDOG_USEC": "3000000"}) is None
+
+
+def test_a_moment_out_of_descriptors_is_a_warning_not_the_end_of_the_pings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The notify socket was created outside notify()'s try: one EMFILE (a burst of visitors
+    as a ping fell due) ended the watchdog task for good, and systemd killed the healthy
+    daemon WatchdogSec later."""
+    path = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        systemd.bind(path)
+        systemd.settimeout(5)
+        real = socket.socket
+
+        def out_of_descriptors(*_args: object, **_kwargs: object) -> socket.socket:
+            raise OSError(errno.EMFILE, "Too many open files")
+
+        monkeypatch.setattr(socket, "socket", out_of_descriptors)
+        assert not notify("WATCHDOG=1", {"NOTIFY_SOCKET": path})
+        assert (
+            "could not notify systemd (WATCHDOG=1): [Errno 24] Too many open files" in caplog.text
+        )
+        monkeypatch.setattr(socket, "socket", real)
+        assert notify("WATCHDOG=1", {"NOTIFY_SOCKET": path})
+        assert systemd.recv(64) == b"WATCHDOG=1"

@@ -7,8 +7,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from pbx import cli
+from pbx.pbx_link import REPORTS_GRACE
+from tests.helpers import settings_for
 
 UNIT = Path(__file__).resolve().parents[2] / "contrib" / "calltrack.service"
 CONFIG = "/etc/calltrack/calltrack.yaml"
@@ -51,3 +56,18 @@ def test_systemd_analyze_verify_finds_nothing(tmp_path: Path) -> None:
     )
     # it exits 0 on unknown keys and bad values, and only says so
     assert verdict.returncode == 0 and verdict.stderr == "", verdict.stderr
+
+
+def test_systemd_waits_for_the_http_wait_and_the_cleanup_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SIGTERM aiohttp waits run_app's shutdown_timeout for open requests, and only then
+    runs the cleanup (the write-behind flush, calls still being stored): its default 60 s
+    outlasted TimeoutStopSec=30s, and systemd killed the daemon before its flush."""
+    settings_for(tmp_path)
+    asked: dict[str, Any] = {}
+    monkeypatch.setattr(cli.web, "run_app", lambda _app, **kwargs: asked.update(kwargs))
+    cli.main(["serve", "-c", str(tmp_path / "calltrack.yaml")])
+    stop = float(service()["TimeoutStopSec"].removesuffix("s"))
+    cleanup = REPORTS_GRACE + 10  # calls being stored, then the flush and the rest
+    assert asked["shutdown_timeout"] + cleanup <= stop
