@@ -10,8 +10,11 @@ server ends that session after `idle_limit` seconds of silence (`idle_session_ti
 releases the lock too. So another daemon takes over within idle_limit + retry_every.
 
 A consumer that loses its connection (the database restarted, the server ended the session)
-stops following AMI before it may try again: two consumers for a moment would still store each
-call once, and the new consumer's reconciliation recovers the calls that ended meanwhile.
+stops following AMI before it may try again, and by the time another daemon may take the lock:
+two consumers for a moment would still store each call once, and the new consumer's
+reconciliation recovers the calls that ended meanwhile. The calls it had folded are still
+stored (ReportDelivery.hand_over). A consumer that cannot log in to AMI for LOGIN_GRACE
+(its config's secret is old, Asterisk unreachable from its host) lets another daemon try.
 On SQLite there is one daemon by design, and no lock (see pbx.pbx_link).
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 
 from sqlalchemy import NullPool, text
@@ -27,11 +31,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from ami_bridge import AmiBridge
 from pbx.keys import PbxLink
+from pbx.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
 #: the advisory lock's key: one AMI consumer per database (one Asterisk per database)
 LOCK_KEY = int.from_bytes(b"ctAMI", "big")
+#: a holder not logged in to AMI this long lets another daemon try (and stands by as long)
+LOGIN_GRACE = 30.0
 
 
 class AmiConsumerLock:
@@ -80,23 +87,32 @@ class AmiConsumerLock:
 
     async def hold(self) -> None:
         """Checks the lock's connection every `retry_every` seconds (which also keeps the
-        session from timing out); returns when it is gone, and the lock with it."""
+        session from timing out); returns as soon as it may be gone: the caller stops
+        following AMI, then `release`s it.
+
+        A check gets idle_limit - retry_every seconds: the server ends a silent session
+        idle_limit after the last good check, and another daemon may take the lock then; this
+        one has stopped by that moment (before, it waited idle_limit for the check and as long
+        again for the connection to close, and two daemons followed AMI for seconds)."""
         while True:
             await asyncio.sleep(self._retry_every)
             try:
-                await self._query("SELECT 1")
+                await self._query("SELECT 1", within=self._timeout - self._retry_every)
             except Exception as exc:
                 log.warning("AMI lock lost with its database connection: %s", exc or repr(exc))
-                await self._drop()
                 return
+
+    async def release(self) -> None:
+        """Gives the lock up (by closing its session), if held."""
+        await self._drop()
 
     async def close(self) -> None:
         """Releases the lock (by closing its session) and the engine."""
         await self._drop()
         await self._engine.dispose()
 
-    async def _query(self, sql: str, **params: int) -> object:
-        async with asyncio.timeout(self._timeout):
+    async def _query(self, sql: str, within: float | None = None, **params: int) -> object:
+        async with asyncio.timeout(within or self._timeout):
             if self._conn is None:
                 self._conn = await self._engine.connect()
             return await self._conn.scalar(text(sql), params)
@@ -110,9 +126,17 @@ class AmiConsumerLock:
 
 
 async def consume_when_elected(
-    lock: AmiConsumerLock, new_bridge: Callable[[], AmiBridge], link: PbxLink
+    lock: AmiConsumerLock,
+    new_bridge: Callable[[], AmiBridge],
+    link: PbxLink,
+    *,
+    login_grace: float = LOGIN_GRACE,
 ) -> None:
-    """Follow AMI while holding `lock`, stand by otherwise; runs until cancelled."""
+    """Follow AMI while holding `lock`, stand by otherwise; runs until cancelled.
+
+    A holder whose bridge cannot log in to AMI for `login_grace` seconds (its config's secret
+    is old, Asterisk unreachable from its host) gives the lock up and stands by for a while:
+    held, the others waited for good and no daemon followed the calls or reconciled them."""
     try:
         while True:
             link.standby = True
@@ -122,11 +146,38 @@ async def consume_when_elected(
             link.standby = False
             bridge.start()
             try:
-                await lock.hold()
+                logged_out = await _held_while_logged_in(lock, bridge, login_grace)
             finally:
                 link.ami = None
                 link.standby = True
                 await bridge.close()
-            log.warning("AMI: standing by until the consumer lock is free again")
+                await lock.release()
+            if logged_out:
+                log.warning(
+                    "AMI: no login for %gs; giving the consumer lock to another daemon", login_grace
+                )
+                await asyncio.sleep(login_grace)
+            else:
+                log.warning("AMI: standing by until the consumer lock is free again")
     finally:
         await lock.close()
+
+
+async def _held_while_logged_in(lock: AmiConsumerLock, bridge: AmiBridge, grace: float) -> bool:
+    """Returns when the lock may be lost (False), or the bridge has not been logged in to AMI
+    for `grace` seconds (True)."""
+    held = asyncio.create_task(lock.hold(), name="ami-lock-hold")
+    logged_out = asyncio.create_task(_logged_out_for(bridge, grace), name="ami-login-watch")
+    try:
+        done, _ = await asyncio.wait({held, logged_out}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        await cancel_and_wait(held, logged_out)
+    return held not in done
+
+
+async def _logged_out_for(bridge: AmiBridge, grace: float) -> None:
+    down_since = time.monotonic()
+    while time.monotonic() - down_since < grace:
+        await asyncio.sleep(min(1.0, grace / 4))
+        if bridge.connected:
+            down_since = time.monotonic()

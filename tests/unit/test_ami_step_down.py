@@ -1,18 +1,21 @@
 """A daemon that steps down from AMI (on PostgreSQL its consumer lock goes with the database
 connection, as when the database restarts) still stores the calls it had already folded, and
-one that stops gives them a few seconds, then names them for reconciliation from the CDR."""
+one that stops gives them a few seconds, then names them for reconciliation from the CDR. It
+stops following before another daemon may start, and a holder that cannot log in to AMI lets
+another daemon try."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import pytest
 from sqlalchemy.exc import OperationalError
 
 from ami_bridge import AmiBridge, ReportDelivery
 from attribution.calls import CallReport
-from pbx.ami_role import consume_when_elected
+from pbx.ami_role import AmiConsumerLock, consume_when_elected
 from pbx.keys import PbxLink
 from pbx.storage.errors import is_transient
 from tests.helpers import db_error
@@ -68,6 +71,9 @@ class LockLostWithTheDatabase:
             await asyncio.Event().wait()  # held for good the second time
         await self.db.tried.wait()
         self.lost.set()
+
+    async def release(self) -> None:
+        pass
 
     async def close(self) -> None:
         pass
@@ -127,3 +133,101 @@ async def test_stopping_waits_a_while_for_calls_being_stored_then_names_them(
     await back.hand_over([report])
     await back.finish(0.3)  # nothing in flight: returns at once
     assert db.stored == ["1700.7"]
+
+
+class _Blackholed:
+    """A connection whose packets go nowhere: no answer, no close."""
+
+    async def scalar(self, *_args: object) -> object:
+        await asyncio.Event().wait()
+        raise AssertionError
+
+    async def close(self) -> None:
+        await asyncio.Event().wait()
+
+
+class _Bridge:
+    def __init__(self, log: list[tuple[str, float]], connected: bool = False) -> None:
+        self.log = log
+        self.connected = connected
+
+    def start(self) -> None:
+        self.log.append(("start", time.monotonic()))
+
+    async def close(self) -> None:
+        self.log.append(("close", time.monotonic()))
+
+
+async def test_a_holder_cut_off_from_the_database_stops_following_before_another_may_start() -> (
+    None
+):
+    """The server ends a silent session idle_limit after the last good check, and another
+    daemon takes the lock then. The holder waited idle_limit for its check and as long again
+    for the connection to close before stopping its bridge: two consumers for seconds."""
+    retry, idle = 0.2, 1.0
+    lock = AmiConsumerLock(
+        "postgresql+asyncpg://u@127.0.0.1:1/x", retry_every=retry, idle_limit=idle
+    )
+    log: list[tuple[str, float]] = []
+    taken = asyncio.Event()
+
+    async def acquire() -> None:
+        if taken.is_set():
+            await asyncio.Event().wait()  # another daemon has it now
+        taken.set()
+        lock._conn = _Blackholed()  # type: ignore[assignment]
+
+    lock.acquire = acquire  # type: ignore[method-assign]
+    role = asyncio.create_task(
+        consume_when_elected(lock, lambda: _Bridge(log), PbxLink())  # type: ignore[arg-type,return-value]
+    )
+    await asyncio.sleep(idle + 1.0)
+    role.cancel()
+    await asyncio.gather(role, return_exceptions=True)
+    (_, started), (_, stopped) = log
+    assert stopped - started <= idle + 0.15, "stopped by the time the server frees the lock"
+
+
+class _FakeLock:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, float]] = []
+        self.busy = asyncio.Event()
+
+    async def acquire(self) -> None:
+        self.events.append(("acquire", time.monotonic()))
+
+    async def hold(self) -> None:
+        await asyncio.Event().wait()  # the database is fine
+
+    async def release(self) -> None:
+        self.events.append(("release", time.monotonic()))
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("logs_in", [False, True], ids=["never-logged-in", "logged-in"])
+async def test_a_holder_that_cannot_log_in_to_ami_lets_another_daemon_try(logs_in: bool) -> None:
+    """A holder whose AMI login kept failing (an old secret in its copy of the config) kept
+    the lock: the other daemons stood by for good, and no daemon followed or reconciled calls."""
+    lock = _FakeLock()
+    log: list[tuple[str, float]] = []
+    link = PbxLink()
+    role = asyncio.create_task(
+        consume_when_elected(
+            lock,  # type: ignore[arg-type]
+            lambda: _Bridge(log, connected=logs_in),  # type: ignore[arg-type,return-value]
+            link,
+            login_grace=0.4,
+        )
+    )
+    await asyncio.sleep(1.0)
+    role.cancel()
+    await asyncio.gather(role, return_exceptions=True)
+    if logs_in:
+        assert [name for name, _ in lock.events] == ["acquire", "release"]  # at cancel only
+        return
+    (_, first), (_, released), (_, again), *_ = lock.events
+    assert [name for name, _ in lock.events[:3]] == ["acquire", "release", "acquire"]
+    assert 0.4 <= released - first < 0.8, "given up after the grace"
+    assert again - released >= 0.4, "and stood by as long, so another daemon takes it"
