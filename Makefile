@@ -27,8 +27,7 @@ check-widget: install
 	scripts/widget-size
 
 test: install lab lint check-widget
-	$(VENV)/pytest -q -p no:cacheprovider -n 2 -m "not lab"
-	$(VENV)/pytest -q -p no:cacheprovider -m lab
+	scripts/run-tests
 
 bench: install lab
 	$(VENV)/python bench/lease_api.py
