@@ -7,6 +7,8 @@ ProcessPoolExecutor (`JobPool`), and what is to do is read from the database (`J
 rows still waiting), so nothing is lost across restarts and nothing waits in memory that the
 database does not also say. A worker that dies (a crash in ffmpeg's decoder, the OOM killer)
 breaks the executor; the pool starts a new one and the job is tried again, a few times at most.
+The executor fails every job it was running, and only a job that was running alone is charged
+the crash: the others run again alone to find out (WorkerCrashed.alone).
 """
 
 from __future__ import annotations
@@ -88,7 +90,23 @@ def passes_by_itself(error: Exception) -> bool:
 
 
 class WorkerCrashed(Exception):
-    """The worker process running the job died; the pool has been renewed."""
+    """The worker process running the job died; the pool has been renewed.
+
+    `alone`: the job was the only one the pool was running. When a worker dies, the executor
+    fails every job it was running, and which of them killed it is not known: a job that was
+    not alone is not to blame (JobQueue runs it again alone to find out). Blamed, an innocent
+    call beside a file that crashes its decoder (or beside a worker the OOM killer chose) was
+    marked failed for good after three such crashes."""
+
+    def __init__(self, message: str, alone: bool) -> None:
+        super().__init__(message, alone)
+
+    @property
+    def alone(self) -> bool:
+        return bool(self.args[1])
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class JobPool:
@@ -104,6 +122,8 @@ class JobPool:
         self.workers = workers
         self._name = name
         self._executor: ProcessPoolExecutor | None = None
+        self._running = 0  # jobs submitted to the current executor and not finished
+        self._broken_with = 0  # how many the last executor to die was running
         # one fork server per daemon, started by the first pool to run a job: it preloads the
         # union of what every pool made so far needs (the daemon makes its pools at start-up)
         _preloaded.update(preload)
@@ -122,6 +142,7 @@ class JobPool:
 
     async def run(self, job: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         executor = self._current()
+        self._running += 1
         try:
             # submitting may start a worker, and the first one the fork server, which imports
             # the preloaded modules before it answers (seconds): never in the event loop
@@ -131,8 +152,14 @@ class JobPool:
             if self._executor is executor:  # the first of its jobs to notice renews the pool
                 executor.shutdown(wait=False, cancel_futures=True)
                 self._executor = None
+                self._broken_with, self._running = self._running, 0
                 log.error("a %s worker process died; starting a new one", self._name)
-            raise WorkerCrashed(f"the {self._name} worker process died") from exc
+            raise WorkerCrashed(
+                f"the {self._name} worker process died", alone=self._broken_with == 1
+            ) from exc
+        finally:
+            if self._executor is executor:  # else a new one counts from 0
+                self._running -= 1
 
     def close(self) -> None:
         if self._executor is not None:
@@ -178,6 +205,7 @@ class JobQueue(Generic[T]):
         self._waiting: list[tuple[float, int]] = []  # heap of (monotonic time, id)
         self._attempts: dict[int, int] = {}
         self._retry_after: dict[int, float] = {}  # the next wait after a transient failure
+        self._suspects: set[int] = set()  # running when a worker died: next run alone
         self._last_id: int | None = None
         self._news = asyncio.Event()
 
@@ -208,14 +236,23 @@ class JobQueue(Generic[T]):
         """Run every ready job, reading new rows as they are nudged (they go first); seconds
         until the next waiting one is ready, None if none."""
         running: set[asyncio.Task[None]] = set()
+        alone: asyncio.Task[None] | None = None  # a suspect's run: nothing beside it
         while True:
+            if alone is not None and alone.done():
+                alone = None
             if self._news.is_set():
                 self._news.clear()
                 await self.read()
             self._wake_waiting()
-            while self._ready and len(running) < self._pool.workers:
-                row_id = -heapq.heappop(self._ready)
-                running.add(asyncio.create_task(self._run(row_id)))
+            while self._ready and len(running) < self._pool.workers and not alone:
+                row_id = -self._ready[0]
+                if row_id in self._suspects and running:
+                    break  # it runs alone once the others are done
+                heapq.heappop(self._ready)
+                task = asyncio.create_task(self._run(row_id))
+                running.add(task)
+                if row_id in self._suspects:
+                    alone = task
             if not running:
                 break
             _done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
@@ -233,7 +270,15 @@ class JobQueue(Generic[T]):
         job = self._jobs[row_id]
         try:
             retry_in = await self._handle(row_id, job)
-        except WorkerCrashed:
+        except WorkerCrashed as crash:
+            if not crash.alone:  # not known to be its fault: again at once, alone
+                self._suspects.add(row_id)
+                log.warning(
+                    "%s %d: a worker process died beside it; run again alone", self._name, row_id
+                )
+                heapq.heappush(self._ready, -row_id)
+                return
+            self._suspects.discard(row_id)
             if self._failed(row_id, "its worker process died"):
                 heapq.heappush(self._ready, -row_id)  # at once: the pool is new
                 return
@@ -256,6 +301,7 @@ class JobQueue(Generic[T]):
                 heapq.heappush(self._waiting, (time.monotonic() + retry_in, row_id))
                 return
             self._attempts.pop(row_id, None)
+        self._suspects.discard(row_id)
         self._retry_after.pop(row_id, None)
         del self._jobs[row_id]  # done, or failed: the next sweep reads it again
 

@@ -157,7 +157,9 @@ class SpeechWorker:
         except SpeechFailed as exc:  # the file's fault: trying again would not help
             await self._failed(call_id, str(exc))
             return None
-        except WorkerCrashed:
+        except WorkerCrashed as crash:
+            if not crash.alone:  # not known to be this file's fault: the queue runs it alone
+                raise
             crashes = self._crashes[call_id] = self._crashes.get(call_id, 0) + 1
             if crashes < MAX_ATTEMPTS:
                 raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -58,3 +59,40 @@ def test_the_worker_and_the_fork_server_end_with_the_daemon(
             if running(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+
+
+async def test_a_dying_worker_is_blamed_on_its_own_job_not_the_one_beside_it(
+    tmp_path: Path,
+) -> None:
+    """When a worker dies the executor fails every job it runs; each was charged a crash and
+    run again at once beside the same file, so an innocent call was marked failed for good
+    after three. Now the jobs beside a crash run again alone: the one that crashes alone is
+    charged, the others are done."""
+    from pbx.job_pool import JobPool, JobQueue
+    from tests import crash_jobs
+
+    pool = JobPool(2, "test", preload=["tests.crash_jobs"])
+    waiting = {1: "good", 2: "poison", 3: "good"}
+    marker = str(tmp_path / "good-started")
+    done: dict[int, str] = {}
+
+    async def fetch(after: int | None, limit: int) -> list[tuple[int, str]]:
+        return [(i, kind) for i, kind in sorted(waiting.items()) if after is None or i > after][
+            :limit
+        ]
+
+    async def handle(row_id: int, kind: str) -> float | None:
+        job = crash_jobs.good_job if kind == "good" else crash_jobs.poison_job
+        done[row_id] = await pool.run(job, marker)
+        return None
+
+    queue = JobQueue("test job", pool, fetch, handle, max_attempts=3)
+    try:
+        await pool.run(os.getpid)  # the fork server up before the jobs race
+        await queue.read(everything=True)
+        async with asyncio.timeout(60):
+            await queue.drain()
+    finally:
+        pool.close()
+    assert done == {1: "fine", 3: "fine"}
+    assert queue._attempts == {2: 3}, "only the file that crashes its worker alone is charged"

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from attribution.calls import CallReport
+from pbx.job_pool import WorkerCrashed
 from pbx.metrics import Metrics
 from pbx.settings import Settings, Speech
 from pbx.storage.calls import CallFilter, CallStore
@@ -166,6 +167,32 @@ async def test_a_file_that_kills_its_worker_is_given_up_after_a_few_attempts(lab
     ((error,),) = await lab.rows(select(call_speech.c.error).where(call_speech.c.call_id == call))
     assert "crashed its worker process" in str(error)
     assert await lab.store.pending(None, 10) == []
+
+
+async def test_a_crash_beside_the_analysis_is_not_charged_to_its_call(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that died while another ran beside it failed both; each call was charged a
+    crash, and an innocent one was marked failed for good after MAX_ATTEMPTS of them."""
+    (lab.folder / "x.mp3").write_bytes(b"whatever")
+    call = await lab.call("x", "x.mp3")
+    worker = lab.worker(says_when)
+    real = worker.pool.run
+    beside = MAX_ATTEMPTS + 2
+
+    async def dies_beside_another(*args: object) -> object:
+        nonlocal beside
+        if beside:
+            beside -= 1
+            raise WorkerCrashed("the speech worker process died", alone=False)
+        return await real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(worker.pool, "run", dies_beside_another)
+    await worker.analyse_pending()
+    ((transcript, error),) = await lab.rows(
+        select(call_speech.c.transcript, call_speech.c.error).where(call_speech.c.call_id == call)
+    )
+    assert error is None and transcript
 
 
 async def test_a_conversion_nudges_the_speech_worker(lab: Lab) -> None:
