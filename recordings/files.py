@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,12 @@ FORMATS: dict[str, tuple[str, dict[str, object]]] = {
         {"format": "ogg", "codec": "libopus", "bitrate": "16k", "parameters": ["-ac", "1"]},
     ),
 }
+
+
+# an unfinished conversion (convert's `partial`): never a recording's name (recording_path)
+_PARTIAL = re.compile(
+    rf"^\..+\.[0-9a-f]{{8}}({'|'.join(re.escape(suffix) for suffix, _ in FORMATS.values())})$"
+)
 
 
 class ConversionFailed(Exception):
@@ -74,13 +81,51 @@ def waveform(audio: AudioSegment, bars: int = WAVEFORM_BARS) -> list[int]:
     return [round(100 * value / top) for value in loudest]
 
 
+def _sync(path: Path) -> None:
+    """fsync a file, or a folder (its entries: a rename into it)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _read_back(target: Path, audio_format: str) -> Converted:
+    try:
+        audio = AudioSegment.from_file(target, format=audio_format)
+    except (OSError, CouldntDecodeError, IndexError) as exc:
+        raise ConversionFailed(
+            f"{target.name}: the source is gone and this does not decode"
+        ) from exc
+    return Converted(target, len(audio) / 1000, waveform(audio))
+
+
+def stale_partials(folder: Path, older_than: float) -> list[Path]:
+    """Unfinished conversions a worker left when it was killed, last written before
+    `older_than` (time.time()): a conversion lasts seconds."""
+    stale = []
+    for path in folder.glob(".*"):
+        try:
+            if _PARTIAL.match(path.name) and path.stat().st_mtime < older_than:
+                stale.append(path)
+        except OSError:  # gone meanwhile
+            continue
+    return stale
+
+
 def convert(source: Path, to: str) -> Converted:
     """Write the recording as `to` beside `source` and check it decodes to the same length.
 
-    The source is left alone: the caller deletes it once the call points at the new file.
+    The source is left alone: the caller deletes it once the call points at the new file, so
+    the new file is on disk (fsync'd, its name too) before this returns: renamed into place
+    without, a power cut could leave it empty after the source was deleted. A source already
+    gone beside its converted file (the call's row lost its last commit in that power cut:
+    SQLite's synchronous=NORMAL) is that file, read back.
     """
     suffix, export = FORMATS[to]
     target = source.with_suffix(suffix)
+    if not source.exists() and target.exists():
+        return _read_back(target, str(export["format"]))
     # a name of its own: two daemons on one folder never write into the same unfinished file
     partial = source.with_name(f".{source.stem}.{secrets.token_hex(4)}{suffix}")
     try:
@@ -93,7 +138,9 @@ def convert(source: Path, to: str) -> Converted:
             raise ConversionFailed(
                 f"{source.name}: converted audio lasts {len(check)} ms instead of {len(audio)} ms"
             )
+        _sync(partial)
         os.replace(partial, target)
+        _sync(target.parent)
     except (OSError, CouldntDecodeError, CouldntEncodeError, IndexError) as exc:
         # ffmpeg's banner is long; its last line says what went wrong
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__

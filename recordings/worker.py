@@ -20,7 +20,13 @@ from pbx.metrics import Metrics
 from pbx.settings import Settings
 from pbx.storage.calls import CallStore
 from pbx.storage.errors import log_failure
-from recordings.files import ConversionFailed, Converted, convert, recording_path
+from recordings.files import (
+    ConversionFailed,
+    Converted,
+    convert,
+    recording_path,
+    stale_partials,
+)
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +115,17 @@ class RecordingWorker:
             self._metrics.recordings.labels("converted").inc()  # at the converted file
             for listener in self._on_converted:
                 listener()
+        else:  # the call points elsewhere: its recording expired meanwhile (retention)
+            converted.path.unlink(missing_ok=True)
         return None
 
     async def expire(self) -> int:
-        """Delete the recordings of calls older than keep_days; the calls themselves stay."""
+        """Delete the recordings of calls older than keep_days (the calls themselves stay),
+        and the unfinished conversions of workers killed mid-file."""
+        for partial in await asyncio.to_thread(
+            stale_partials, self._folder, time.time() - RETENTION_EVERY
+        ):
+            partial.unlink(missing_ok=True)
         before = self._clock() - self._keep_seconds
         expired = 0
         while batch := await self._store.recordings_before(before, BATCH):

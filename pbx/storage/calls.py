@@ -381,7 +381,9 @@ class CallStore:
         seconds: float | None = None,
         peaks: Sequence[int] | None = None,
     ) -> bool:
-        """Point the call at its converted (or no longer kept) recording, if it still has `old`."""
+        """Point the call at its converted (or no longer kept) recording, if it still has `old`
+        (or already `new`: a conversion run again after its COMMIT's answer was lost, whose
+        source is then deleted all the same)."""
         return await self._in_loop(
             partial(self._replace_recording, call_id, old, new, seconds, peaks)
         )
@@ -398,7 +400,10 @@ class CallStore:
         async with engine.begin() as conn:
             result = await conn.execute(
                 update(calls)
-                .where(calls.c.id == call_id, calls.c.recording == old)
+                .where(
+                    calls.c.id == call_id,
+                    calls.c.recording.in_([old, new]) if new else calls.c.recording == old,
+                )
                 .values(
                     recording=new,
                     recording_seconds=seconds,

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from pydub import AudioSegment
+from sqlalchemy.exc import OperationalError
 
 from attribution.calls import CallReport
 from pbx import job_pool
@@ -26,7 +27,7 @@ from pbx.settings import Settings
 from pbx.storage.calls import CallFilter, CallStore
 from pbx.storage.db import open_engine
 from pbx.storage.visits import VisitStore
-from recordings.files import ConversionFailed, Converted, recording_path, waveform
+from recordings.files import ConversionFailed, Converted, convert, recording_path, waveform
 from recordings.worker import MAX_ATTEMPTS, ConvertJob, RecordingWorker, convert_recording
 from tests.helpers import (
     FakeClock,
@@ -395,3 +396,96 @@ async def test_a_database_that_is_away_is_one_line_per_sweep_not_a_traceback(
     failed = [r for r in caplog.records if "sweep failed" in r.getMessage()]
     assert failed and all(r.exc_info is None and r.levelname == "WARNING" for r in failed)
     assert "database down: " in failed[0].getMessage()
+
+
+def test_the_converted_file_and_its_name_are_on_disk_before_the_wav_may_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Renamed into place without an fsync, a power cut within ext4's writeback (~30 s) could
+    leave the new file empty after the WAV was deleted: the recording lost."""
+    wav = make_wav(tmp_path / "c.wav", 1)
+    synced: list[str] = []
+    real = os.fsync
+
+    def noted(descriptor: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{descriptor}"))
+        real(descriptor)
+
+    monkeypatch.setattr(os, "fsync", noted)
+    converted = convert(wav, "mp3")
+    assert converted.path == tmp_path / "c.mp3"
+    assert len(synced) == 2
+    assert Path(synced[0]).suffix == ".mp3", "the data, under its unfinished name"
+    assert synced[1] == str(tmp_path), "then the folder, holding its final name"
+
+
+async def test_a_conversion_whose_commit_answer_was_lost_still_deletes_the_wav(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL the COMMIT can land and its answer be lost. The job ran again, its update
+    matched nothing (the call already pointed at c.mp3), and c.wav stayed forever: retention
+    deletes only the name the call holds."""
+    monkeypatch.setattr(job_pool, "TRANSIENT_RETRY_FIRST", 0.01)
+    call = await lab.call("lost", make_wav(lab.folder / "lost.wav", 1).name)
+    real = lab.store.replace_recording
+    answers_lost = 1
+
+    async def committed_then_cut_off(*args: Any) -> bool:
+        nonlocal answers_lost
+        changed = await real(*args)
+        if answers_lost:
+            answers_lost -= 1
+            raise OperationalError("COMMIT", {}, ConnectionResetError("connection lost"))
+        return changed
+
+    monkeypatch.setattr(lab.store, "replace_recording", committed_then_cut_off)
+    worker = lab.worker()
+    for _ in range(5):
+        if (wait := await worker.convert_pending()) is None:
+            break
+        await asyncio.sleep(wait)
+    assert (await lab.recording(call))["recording"] == "lost.mp3"
+    assert sorted(p.name for p in lab.folder.iterdir()) == ["lost.mp3"]
+
+
+async def test_a_call_whose_last_commit_a_power_cut_undid_finds_its_converted_file(
+    lab: Lab,
+) -> None:
+    """SQLite's synchronous=NORMAL: a power cut can undo the last commits, so the call may
+    still name c.wav when the WAV is already deleted and c.mp3 is on disk."""
+    call = await lab.call("undone", make_wav(lab.folder / "undone.wav", 2).name)
+    convert(lab.folder / "undone.wav", "mp3")
+    (lab.folder / "undone.wav").unlink()
+    assert await lab.worker().convert_pending() is None
+    row = await lab.recording(call)
+    assert row["recording"] == "undone.mp3"
+    assert row["recording_seconds"] == pytest.approx(2.0, abs=0.1)
+
+
+async def test_a_conversion_finished_after_its_recording_expired_is_not_left_behind(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    call = await lab.call("late", make_wav(lab.folder / "late.wav", 1).name)
+    real = lab.store.replace_recording
+
+    async def expired_meanwhile(call_id: int, old: str, *args: Any) -> bool:
+        await real(call_id, old, None)  # retention, while the worker converted
+        return await real(call_id, old, *args)
+
+    monkeypatch.setattr(lab.store, "replace_recording", expired_meanwhile)
+    await lab.worker().convert_pending()
+    assert (await lab.recording(call))["recording"] is None
+    assert not (lab.folder / "late.mp3").exists()
+
+
+async def test_retention_removes_conversions_a_killed_worker_left_unfinished(lab: Lab) -> None:
+    hour_ago = time.time() - 3700
+    stale = lab.folder / ".1700000000.1.0a1b2c3d.mp3"
+    fresh = lab.folder / ".1700000000.2.0a1b2c3d.ogg"  # a conversion under way now
+    other = lab.folder / ".hidden.mp3"  # not a name convert() writes
+    for path in (stale, fresh, other):
+        path.write_bytes(b"x")
+    for path in (stale, other):
+        os.utime(path, (hour_ago, hour_ago))
+    await lab.worker().expire()
+    assert sorted(p.name for p in lab.folder.iterdir()) == sorted([other.name, fresh.name])
