@@ -23,7 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from attribution.calls import AS_RECORDED, CallReport, Route
+from attribution.calls import CallReport, Route
 from attribution.numbering import Numbering
 from attribution.owner import Attribution, CallOwner, attribute, needs_holder
 from attribution.probable import Candidate, candidates
@@ -37,7 +37,7 @@ from pbx.storage.db import conflict_insert
 from pbx.storage.errors import is_transient, outage_reason
 from pbx.storage.inline_sqlite import is_locked
 from pbx.storage.outbox import Outbox
-from pbx.storage.tables import call_candidates, call_keywords, call_tags, calls
+from pbx.storage.tables import AS_RECORDED_WHERE, call_candidates, call_keywords, call_tags, calls
 from pbx.storage.visits import VisitStore
 
 log = logging.getLogger(__name__)
@@ -348,13 +348,14 @@ class CallStore:
             self._outbox.wake()
         return True
 
-    async def _recordings(self, where: Any, limit: int) -> Sequence[tuple[int, str]]:
-        """(call id, recording file) of calls matching `where`, in id order."""
+    async def _recordings(self, where: Any, order: Any, limit: int) -> Sequence[tuple[int, str]]:
+        """(call id, recording file) of calls matching `where`, in `order`. Each read has a
+        partial index of its own (tables.py): it runs in the event loop."""
         async with self._inline.connect() as conn:  # a read: never waits in WAL mode
             rows = await conn.execute(
                 select(calls.c.id, calls.c.recording)
                 .where(calls.c.recording.is_not(None), where)
-                .order_by(calls.c.id)
+                .order_by(order)
                 .limit(limit)
             )
             return [(row.id, row.recording) for row in rows]
@@ -364,14 +365,14 @@ class CallStore:
     ) -> Sequence[tuple[int, str]]:
         """Recordings still as Asterisk wrote them (WAV) of calls after `after_id`, in id order:
         the conversion queue reads only what is new since its last look."""
-        where: ColumnElement[bool] = calls.c.recording.like("%" + AS_RECORDED)
+        where: ColumnElement[bool] = AS_RECORDED_WHERE
         if after_id is not None:
             where = where & (calls.c.id > after_id)
-        return await self._recordings(where, limit)
+        return await self._recordings(where, calls.c.id, limit)
 
     async def recordings_before(self, before: float, limit: int) -> Sequence[tuple[int, str]]:
         """Recordings of calls that started before `before`: past the retention period."""
-        return await self._recordings(calls.c.started_at < before, limit)
+        return await self._recordings(calls.c.started_at < before, calls.c.started_at, limit)
 
     async def replace_recording(
         self,

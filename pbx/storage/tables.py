@@ -19,10 +19,18 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    literal_column,
     text,
 )
 
-from attribution.calls import CALLER_MAX, DIAL_STATUS_MAX, DID_MAX, LINKEDID_MAX, RECORDING_MAX
+from attribution.calls import (
+    AS_RECORDED,
+    CALLER_MAX,
+    DIAL_STATUS_MAX,
+    DID_MAX,
+    LINKEDID_MAX,
+    RECORDING_MAX,
+)
 from attribution.sales import REFERENCE_MAX
 
 metadata = MetaData(
@@ -194,6 +202,23 @@ calls = Table(
     Column("crm_sales", Integer, nullable=False, server_default="0"),
     Column("crm_sale_cents", Integer, nullable=False, server_default="0"),
     Index("ix_calls_caller_started", "caller", "started_at"),
+)
+#: a call whose recording is still Asterisk's WAV: waiting for conversion (recordings/). A
+#: literal, not a bound pattern, so SQLite and PostgreSQL see the partial index below applies
+AS_RECORDED_WHERE = calls.c.recording.like(literal_column(f"'%{AS_RECORDED}'"))
+# the conversion queue and retention read these every few minutes, in the event loop on SQLite:
+# a scan of the calls table took 0.8 s at 1,000,000 calls, and FastAGI answers wait meanwhile
+Index(
+    "ix_calls_as_recorded",
+    calls.c.id,
+    sqlite_where=AS_RECORDED_WHERE,
+    postgresql_where=AS_RECORDED_WHERE,
+)
+Index(
+    "ix_calls_recorded_started",
+    calls.c.started_at,
+    sqlite_where=calls.c.recording.is_not(None),
+    postgresql_where=calls.c.recording.is_not(None),
 )
 
 call_tags = Table(
