@@ -144,10 +144,16 @@ def convert(source: Path, to: str) -> Converted:
     except (OSError, CouldntDecodeError, CouldntEncodeError, IndexError) as exc:
         # ffmpeg's banner is long; its last line says what went wrong
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        # the disk full, whether Python or ffmpeg found it
-        full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
-        full = full or "No space left on device" in str(exc)
-        raise ConversionFailed(f"{source.name}: {reason}", transient=full) from exc
+        # the disk full, whether Python or ffmpeg found it, or ffmpeg could not start for want
+        # of memory or processes for a moment: waited out, not counted against the file
+        passing = getattr(exc, "errno", None) in (
+            errno.ENOSPC,
+            errno.EDQUOT,
+            errno.ENOMEM,
+            errno.EAGAIN,
+        )
+        passing = passing or "No space left on device" in str(exc)
+        raise ConversionFailed(f"{source.name}: {reason}", transient=passing) from exc
     finally:
         partial.unlink(missing_ok=True)
     return Converted(target, len(audio) / 1000, waveform(audio))

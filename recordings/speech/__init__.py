@@ -23,6 +23,25 @@ class SpeechFailed(Exception):
     """This audio could not be analysed (not audio, truncated, unreadable)."""
 
 
+class SpeechInterrupted(Exception):
+    """The analysis stopped for a reason outside the file: ffmpeg could not start (no memory
+    for a moment), was killed (the OOM killer), or ran out of time on a loaded machine. The
+    call is tried again, never marked failed for good as a SpeechFailed is. `transient`: it
+    passes by itself, so it is waited out without counting an attempt (pbx.job_pool).
+
+    Both are in `args`: the exception comes back pickled from the worker process."""
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message, transient)
+
+    @property
+    def transient(self) -> bool:
+        return bool(self.args[1])
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 @dataclass(frozen=True)
 class Heard:
     """A configured phrase heard at `at_seconds` from the recording's start; `channel` is

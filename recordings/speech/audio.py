@@ -9,11 +9,12 @@ with what ... call me back tomorrow i may want a refund"); the transcript engine
 
 from __future__ import annotations
 
+import errno
 import json
 import subprocess
 from pathlib import Path
 
-from recordings.speech import SpeechFailed
+from recordings.speech import SpeechFailed, SpeechInterrupted
 
 RATE = 16000
 NOISE = "anoisesrc=a=0.005:c=white:r=16000:seed=1"
@@ -22,6 +23,8 @@ PROBE = ("ffprobe", "-v", "error", "-select_streams", "a:0")
 PROBE_CHANNELS = ("-show_entries", "stream=channels", "-of", "json")
 RAW = ("-ac", "1", "-ar", str(RATE), "-f", "s16le", "-")
 TIMEOUT = 600.0  # an hour of audio decodes in seconds; a hung ffmpeg must not hold a worker
+#: a process that could not start for these passes by itself: memory, processes for a moment
+PASSING = (errno.ENOMEM, errno.EAGAIN)
 
 
 def channels(path: Path) -> list[tuple[str | None, bytes]]:
@@ -55,8 +58,16 @@ def _pcm(path: Path, pan: str) -> bytes:
 def _run(command: list[str]) -> bytes:
     try:
         done = subprocess.run(command, capture_output=True, timeout=TIMEOUT, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
+    except subprocess.TimeoutExpired:
+        raise SpeechInterrupted(f"{command[0]} ran out of time ({TIMEOUT:g} s)") from None
+    except OSError as exc:
+        if exc.errno in PASSING:
+            raise SpeechInterrupted(
+                f"{command[0]} could not start: {exc}", transient=True
+            ) from None
         raise SpeechFailed(f"{command[0]} failed: {exc}") from None
+    if done.returncode < 0:  # killed by a signal (the OOM killer's is SIGKILL), not the file
+        raise SpeechInterrupted(f"{command[0]} was killed (signal {-done.returncode})")
     if done.returncode != 0:
         lines = done.stderr.decode(errors="replace").strip().splitlines()
         raise SpeechFailed(lines[-1] if lines else f"{command[0]} exited {done.returncode}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
+import errno
 import math
 import os
 import sqlite3
@@ -524,3 +525,21 @@ async def test_the_queue_and_retention_reads_use_their_partial_indexes(lab: Lab)
     assert "USING INDEX ix_calls_as_recorded" in plans[0], plans[0]
     assert "ix_calls_as_recorded" in plans[1], plans[1]
     assert "USING INDEX ix_calls_recorded_started" in plans[2], plans[2]
+
+
+@pytest.mark.parametrize("number", [errno.ENOMEM, errno.EAGAIN, errno.ENOSPC])
+def test_ffmpeg_that_cannot_start_for_a_moment_is_waited_out_not_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, number: int
+) -> None:
+    """Out of memory or processes for a moment, ffmpeg could not start: counted against the
+    file, whose WAV then waited for the next restart after three such moments."""
+    wav = make_wav(tmp_path / "c.wav", 1)
+
+    def cannot_start(*_args: object, **_kwargs: object) -> AudioSegment:
+        raise OSError(number, os.strerror(number))
+
+    monkeypatch.setattr(AudioSegment, "from_file", cannot_start)
+    with pytest.raises(ConversionFailed) as caught:
+        convert(wav, "mp3")
+    assert caught.value.transient
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.wav"]

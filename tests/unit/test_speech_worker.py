@@ -4,7 +4,9 @@ call, a corrupt file marked failed without stopping the next call, a conversion 
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from attribution.calls import CallReport
+from pbx import job_pool
 from pbx.job_pool import WorkerCrashed
 from pbx.metrics import Metrics
 from pbx.settings import Settings, Speech
@@ -25,7 +28,7 @@ from pbx.storage.speech import SpeechStore
 from pbx.storage.tables import call_keywords, call_speech, call_tags
 from pbx.storage.visits import VisitStore
 from recordings import speech_worker
-from recordings.speech import SpeechResult
+from recordings.speech import SpeechFailed, SpeechInterrupted, SpeechResult, audio
 from recordings.speech_worker import MAX_ATTEMPTS, AnalyseJob, SpeechWorker, analyse_recording
 from recordings.worker import RecordingWorker
 from tests.helpers import FakeClock, migrate, settings_for
@@ -193,6 +196,67 @@ async def test_a_crash_beside_the_analysis_is_not_charged_to_its_call(
         select(call_speech.c.transcript, call_speech.c.error).where(call_speech.c.call_id == call)
     )
     assert error is None and transcript
+
+
+def interrupted_once(folder: Path, name: str, speech: Speech) -> SpeechResult:
+    """ffmpeg could not start for want of memory, the first time (as audio._run says it)."""
+    marker = folder / ".interrupted-once"
+    if not marker.exists():
+        marker.touch()
+        raise SpeechInterrupted("ffprobe could not start: [Errno 12] Cannot allocate memory", True)
+    return SpeechResult(transcript="fine")
+
+
+async def test_an_analysis_interrupted_by_the_machine_is_tried_again_not_failed(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ffmpeg that could not start (ENOMEM), was killed (the OOM killer) or ran out of time on
+    a loaded machine was a SpeechFailed: the call was marked failed for good, never analysed."""
+    monkeypatch.setattr(job_pool, "TRANSIENT_RETRY_FIRST", 0.01)
+    (lab.folder / "x.mp3").write_bytes(b"whatever")
+    call = await lab.call("x", "x.mp3")
+    worker = lab.worker(interrupted_once)
+    for _ in range(3):
+        await worker.analyse_pending()
+        await asyncio.sleep(0.05)
+    ((transcript, error),) = await lab.rows(
+        select(call_speech.c.transcript, call_speech.c.error).where(call_speech.c.call_id == call)
+    )
+    assert (transcript, error) == ("fine", None)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "transient"),
+    [
+        (OSError(errno.ENOMEM, "Cannot allocate memory"), True),
+        (OSError(errno.EAGAIN, "Resource temporarily unavailable"), True),
+        (subprocess.TimeoutExpired("ffmpeg", 600), False),
+        (subprocess.CompletedProcess(["ffmpeg"], -9, b"", b""), False),
+    ],
+    ids=["no-memory", "no-process", "timeout", "killed"],
+)
+def test_ffmpeg_stopped_by_the_machine_is_an_interruption_not_the_files_fault(
+    monkeypatch: pytest.MonkeyPatch, outcome: object, transient: bool
+) -> None:
+    def run(*_args: object, **_kwargs: object) -> object:
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    monkeypatch.setattr(audio.subprocess, "run", run)
+    with pytest.raises(SpeechInterrupted) as caught:
+        audio.channels(Path("/tmp/x.mp3"))
+    assert caught.value.transient is transient
+    assert job_pool.passes_by_itself(caught.value) is transient
+
+
+def test_a_file_ffmpeg_cannot_read_is_still_the_files_fault(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    done = subprocess.CompletedProcess(["ffprobe"], 1, b"", b"x.mp3: Invalid data found\n")
+    monkeypatch.setattr(audio.subprocess, "run", lambda *_a, **_k: done)
+    with pytest.raises(SpeechFailed, match="Invalid data found"):
+        audio.channels(Path("/tmp/x.mp3"))
 
 
 async def test_a_conversion_nudges_the_speech_worker(lab: Lab) -> None:
