@@ -162,9 +162,16 @@ class JobPool:
                 self._running -= 1
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        """Stop the workers, also one in the middle of a job: at exit Python waits for the
+        executor, which waits for its running job (a long analysis, a hung ffmpeg), and a
+        stopping daemon waited with it until systemd killed it."""
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        # no public way to stop a running worker before Python 3.14's terminate_workers()
+        for process in list((executor._processes or {}).values()):
+            process.terminate()
+        executor.shutdown(wait=False, cancel_futures=True)
 
 
 Fetch = Callable[[int | None, int], Awaitable[Sequence[tuple[int, T]]]]

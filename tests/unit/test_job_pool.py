@@ -96,3 +96,28 @@ async def test_a_dying_worker_is_blamed_on_its_own_job_not_the_one_beside_it(
         pool.close()
     assert done == {1: "fine", 3: "fine"}
     assert queue._attempts == {2: 3}, "only the file that crashes its worker alone is charged"
+
+
+#: a daemon stopping while its pool runs a long job (an analysis, a hung ffmpeg)
+STOPPING_MID_JOB = """
+import asyncio, time
+from pbx.job_pool import JobPool
+
+async def main():
+    pool = JobPool(1, "test", preload=["time"])
+    job = asyncio.create_task(pool.run(time.sleep, 60))
+    await asyncio.sleep(2)  # under way
+    job.cancel()  # the daemon stops: its tasks cancelled, then the pool closed
+    await asyncio.gather(job, return_exceptions=True)
+    pool.close()
+
+asyncio.run(main())
+"""
+
+
+def test_a_daemon_stopping_does_not_wait_for_the_job_under_way() -> None:
+    """Python waits at exit for the executor, which waited for its running job: a daemon told
+    to stop waited up to the job's end, and systemd killed it after TimeoutStopSec."""
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", STOPPING_MID_JOB], cwd=REPO, timeout=120, check=True)
+    assert time.monotonic() - started < 15
