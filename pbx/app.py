@@ -107,7 +107,10 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 async def _recordings(app: web.Application) -> AsyncIterator[None]:
     """Convert new recordings for browsers and apply retention, beside the event loop."""
-    worker = RecordingWorker(app[CALLS], app[SETTINGS], app[METRICS], app[CLOCK])
+    link = app[PBX_LINK]  # a standby daemon leaves conversions to the one storing the calls
+    worker = RecordingWorker(
+        app[CALLS], app[SETTINGS], app[METRICS], app[CLOCK], active=lambda: not link.standby
+    )
     app[RECORDINGS] = worker
     tasks = [
         asyncio.create_task(worker.run_conversions(), name="recording-conversions"),
@@ -147,6 +150,7 @@ async def _speech(app: web.Application) -> AsyncIterator[None]:
         app[METRICS],
         app[CLOCK],
         last_call_stored=lambda: recordings.last_call_stored,
+        active=lambda: not app[PBX_LINK].standby,
     )
     recordings.on_converted(worker.recording_converted)
     tasks = [

@@ -80,6 +80,8 @@ def _running(pid: int) -> bool:
 #: tried again after this many seconds, doubling up to TRANSIENT_RETRY_MAX, without counting
 #: an attempt: after an outage every waiting job goes on, with no restart needed
 TRANSIENT_RETRY_FIRST = 30.0
+#: a queue of a standby daemon looks this often whether it has become the one to work
+STANDBY_LOOK_EVERY = 5.0
 TRANSIENT_RETRY_MAX = 600.0
 
 
@@ -186,7 +188,9 @@ class JobQueue(Generic[T]):
 
     New rows are read after a `nudge` (only ids past the last one seen: no rescan of a backlog
     per call) and all of them on every `sweep_every`, which retries the failed ones. A job that
-    failed or whose worker died is tried `max_attempts` times per process at most.
+    failed or whose worker died is tried `max_attempts` times per process at most. While
+    `active()` is false (a standby daemon: another one stores the calls and does their work)
+    the queue only waits: several daemons each converting the whole backlog did it N times.
     """
 
     def __init__(
@@ -199,8 +203,10 @@ class JobQueue(Generic[T]):
         max_attempts: int = 3,
         sweep_every: float = 300.0,
         batch: int = 500,
+        active: Callable[[], bool] = lambda: True,
     ) -> None:
         self._name = name
+        self._active = active
         self._pool = pool
         self._fetch = fetch
         self._handle = handle
@@ -330,6 +336,10 @@ class JobQueue(Generic[T]):
         """Forever: read new rows when nudged, all of them every sweep_every, run them."""
         swept = -self._sweep_every
         while True:
+            if not self._active():  # another daemon does this work: look again soon
+                swept = -self._sweep_every  # active again, it reads everything first
+                await asyncio.sleep(STANDBY_LOOK_EVERY)
+                continue
             try:
                 everything = time.monotonic() - swept >= self._sweep_every
                 await self.read(everything)

@@ -88,6 +88,7 @@ class SpeechWorker:
         clock: Callable[[], float],
         job: AnalyseJob = analyse_recording,
         last_call_stored: Callable[[], float | None] = lambda: None,
+        active: Callable[[], bool] = lambda: True,
     ) -> None:
         self._store = store
         self._last_call_stored = last_call_stored  # time.monotonic() of it
@@ -113,6 +114,7 @@ class SpeechWorker:
             max_attempts=MAX_ATTEMPTS,
             sweep_every=SWEEP_EVERY,
             batch=BATCH,
+            active=active,
         )
 
     def recording_converted(self) -> None:

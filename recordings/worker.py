@@ -55,6 +55,7 @@ class RecordingWorker:
         metrics: Metrics,
         clock: Callable[[], float],
         job: ConvertJob = convert_recording,
+        active: Callable[[], bool] = lambda: True,
     ) -> None:
         self._store = store
         self._folder = settings.asterisk_recordings_dir
@@ -78,6 +79,7 @@ class RecordingWorker:
             max_attempts=MAX_ATTEMPTS,
             sweep_every=SWEEP_EVERY,
             batch=BATCH,
+            active=active,
         )
 
     def on_converted(self, listener: Callable[[], None]) -> None:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from pbx.tasks import cancel_and_wait
+
 REPO = Path(__file__).resolve().parents[2]
 
 #: a daemon's pool: a worker started through the fork server, then the daemon killed
@@ -121,3 +123,41 @@ def test_a_daemon_stopping_does_not_wait_for_the_job_under_way() -> None:
     started = time.monotonic()
     subprocess.run([sys.executable, "-c", STOPPING_MID_JOB], cwd=REPO, timeout=120, check=True)
     assert time.monotonic() - started < 15
+
+
+async def test_a_standby_daemons_queue_waits_until_it_is_the_one_to_work(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Several daemons on one database each swept and converted the whole backlog: N times
+    the ffmpeg work, and the loser of each race counted a failure."""
+    from pbx import job_pool
+    from pbx.job_pool import JobPool, JobQueue
+
+    monkeypatch.setattr(job_pool, "STANDBY_LOOK_EVERY", 0.05)
+    standby = True
+    fetched: list[int | None] = []
+    done: list[int] = []
+    finished = asyncio.Event()
+
+    async def fetch(after: int | None, limit: int) -> list[tuple[int, str]]:
+        fetched.append(after)
+        return [(1, "job")] if after is None and not done else []
+
+    async def handle(row_id: int, _job: str) -> float | None:
+        done.append(row_id)
+        finished.set()
+        return None
+
+    queue = JobQueue("test job", JobPool(1, "test"), fetch, handle, active=lambda: not standby)
+    running = asyncio.create_task(queue.run())
+    try:
+        await asyncio.sleep(0.3)
+        queue.nudge()
+        await asyncio.sleep(0.1)
+        assert fetched == [] and done == [], "a standby reads nothing"
+        standby = False  # this daemon took over
+        async with asyncio.timeout(5):
+            await finished.wait()
+        assert done == [1] and fetched[0] is None, "and then reads everything first"
+    finally:
+        await cancel_and_wait(running)
