@@ -21,6 +21,7 @@ from panoramisk.ami_protocol import AMIProtocol
 
 from ami_bridge.delivery import ReportDelivery
 from ami_bridge.tracker import CallTracker, event_from_headers
+from attribution.calls import CallReport
 from pbx.settings import Settings
 from pbx.tasks import cancel_and_wait
 
@@ -50,8 +51,17 @@ async def connect_within(manager: Manager, seconds: float) -> None:
     stepping down, or stopping, went on into the link it was told to leave)."""
     task = manager.connect()
     task.remove_done_callback(manager.connection_made)
-    async with asyncio.timeout(seconds):
-        await task
+    try:
+        async with asyncio.timeout(seconds):
+            await task
+    except BaseException:
+        # connected in the very turn the timeout (or a cancel) came: attached to the manager
+        # and closed through it, which nothing else would do (closed bare, its protocol,
+        # never attached, raised into the loop when the connection went)
+        if task.done() and not task.cancelled() and task.exception() is None:
+            manager.connection_made(task)
+            manager.close()
+        raise
     manager.connection_made(task)
     if manager.protocol is None:
         raise OSError("connection not established")
@@ -151,14 +161,32 @@ class AmiBridge:
         ]
 
     async def close(self) -> None:
+        """Stop following AMI. The events received and not yet folded are folded now and
+        their calls handed to the delivery, which stores them once the database takes them
+        (closed on a step-down, the bridge may be waiting on a database that is away: the
+        calls that ended meanwhile were dropped with its queue). Calls still in progress are
+        left to whoever follows AMI next, and to the CDR."""
         try:
-            await cancel_and_wait(*self._tasks)
+            await cancel_and_wait(*self._tasks, *self._callbacks)
         finally:
             self._tasks = []
             if self._manager is not None:
                 self._manager.close()
                 self._manager = None
             self._up.clear()
+            if reports := self._fold_queued():
+                self._deliver.start(reports)
+
+    def _fold_queued(self) -> list[CallReport]:
+        reports: list[CallReport] = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is _LINK_LOST:
+                self._tracker.link_lost()
+            else:
+                assert isinstance(item, tuple)
+                reports += self._tracker.feed(item[1], item[0])
+        return reports
 
     # The link.
 

@@ -48,10 +48,15 @@ class ReportDelivery:
         the call was gone: no other daemon sees those events again, and without cdr_csv
         nothing recovers it. Now it is stored once the database is back (the store is
         idempotent, so a call also recovered from the CDR is not doubled)."""
+        await asyncio.shield(self.start(reports))
+
+    def start(self, reports: list[CallReport]) -> asyncio.Task[None]:
+        """Store `reports` in order, in a task of their own that no caller's cancellation
+        stops (see hand_over); `finish` waits for it at shutdown."""
         task = asyncio.create_task(self._each(reports), name="call-reports")
         self._in_flight[task] = reports
         task.add_done_callback(self._in_flight.pop)
-        await asyncio.shield(task)
+        return task
 
     async def _each(self, reports: list[CallReport]) -> None:
         for report in reports:
@@ -67,8 +72,8 @@ class ReportDelivery:
             return
         lost = [report.linkedid for task in left for report in self._in_flight.get(task, [])]
         log.warning(
-            "stopping with %d calls not stored (the database away), left to reconciliation"
-            " from the CDR: %s",
+            "stopping with %d calls not stored (the database away): %s; they are recovered"
+            " from the CDR when asterisk.cdr_csv is set",
             len(lost),
             ", ".join(lost),
         )

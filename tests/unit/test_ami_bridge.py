@@ -6,9 +6,11 @@ re-established after a drop or a silent (Pong-less) socket.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
@@ -19,6 +21,7 @@ from ami_bridge.tracker import parse_stream
 from attribution.calls import CallReport
 from pbx.settings import Settings, parse_settings
 from pbx.storage.errors import is_transient
+from pbx.tasks import cancel_and_wait
 from tests.helpers import db_error, smuggle
 
 RAW = (Path(__file__).parents[1] / "fixtures" / "ami" / "lab_calls.ami").read_bytes().decode()
@@ -341,3 +344,69 @@ async def test_close_returns_when_it_cancels_as_the_login_answer_arrives(
     for task in bridge._tasks:
         task.cancel()
     assert done, "close() waits for a link task that dropped its cancellation"
+
+
+async def test_a_connect_cancelled_as_it_completes_is_closed_not_leaked() -> None:
+    """The awaiting task cancelled (a timeout, a step-down) in the turn the connection came
+    up: nobody closed it, and its peer's close later raised into the loop from a protocol
+    panoramisk never attached."""
+    closed = asyncio.Event()
+    raised: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, context: raised.append(context))
+
+    async def asterisk(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"Asterisk Call Manager/5.0.0\r\n")
+        with contextlib.suppress(ConnectionError):
+            await reader.read()  # until the client closes its end
+        closed.set()
+        writer.close()
+
+    server = await asyncio.start_server(asterisk, "127.0.0.1", 0)
+    port = int(server.sockets[0].getsockname()[1])
+
+    class CancelledAsItConnects(bridge_module._Manager):
+        def connect(self) -> asyncio.Task[Any]:
+            task: asyncio.Task[Any] = super().connect()
+            awaiting = asyncio.current_task()
+            assert awaiting is not None
+            task.add_done_callback(lambda _task: awaiting.cancel())
+            return task
+
+    manager = CancelledAsItConnects(
+        lambda: None,
+        host="127.0.0.1",
+        port=port,
+        loop=asyncio.get_running_loop(),
+        ping_delay=3600,
+        protocol_factory=bridge_module._Protocol,
+    )
+    with pytest.raises(asyncio.CancelledError):
+        await bridge_module.connect_within(manager, 5)
+    try:
+        async with asyncio.timeout(2):
+            await closed.wait()
+        await asyncio.sleep(0.1)
+    finally:
+        server.close()
+    assert raised == [], "and nothing raised into the loop"
+
+
+async def test_close_stops_the_reconciliation_started_after_a_login() -> None:
+    """It went on after the bridge closed (a step-down, a shutdown), past the engine's
+    disposal, retrying against a database no longer there."""
+    fake = FakeAsterisk([[]], pong=[True], close=[False])
+    started = asyncio.Event()
+
+    async def reconcile(_lost_at: float | None) -> None:  # retrying: the database away
+        started.set()
+        await asyncio.Event().wait()
+
+    bridge = _bridge(_settings(await fake.start()), Store(), reconcile)
+    bridge.start()
+    async with asyncio.timeout(5):
+        await started.wait()
+    await bridge.close()
+    left = [task for task in bridge._callbacks if not task.done()]
+    await cancel_and_wait(*left)
+    await fake.stop()
+    assert not left

@@ -18,8 +18,16 @@ from attribution.calls import CallReport
 from pbx.ami_role import AmiConsumerLock, consume_when_elected
 from pbx.keys import PbxLink
 from pbx.storage.errors import is_transient
+from pbx.tasks import cancel_and_wait
 from tests.helpers import db_error
-from tests.unit.test_ami_bridge import FIRST_CALL, FakeAsterisk, _settings
+from tests.unit.test_ami_bridge import (
+    FIRST_CALL,
+    OTHER_CALLS,
+    FakeAsterisk,
+    Store,
+    _bridge,
+    _settings,
+)
 
 DOWN = db_error(OperationalError, "server closed the connection unexpectedly")
 FIRST_CALL_LINKEDID = next(
@@ -106,6 +114,40 @@ async def test_a_call_folded_before_the_lock_went_with_the_database_is_stored_af
     finally:
         role.cancel()
         await asyncio.gather(role, return_exceptions=True)
+        await fake.stop()
+
+
+async def test_the_calls_queued_behind_the_one_being_retried_are_stored_too() -> None:
+    """While the bridge retried the first call's store, the events of the calls after it
+    waited in its queue unfolded; the step-down dropped them with the bridge (3 calls, 1
+    stored: without cdr_csv nothing recovers the others)."""
+    every = Store()
+    alone = FakeAsterisk([FIRST_CALL + OTHER_CALLS], pong=[True], close=[False])
+    plain = _bridge(_settings(await alone.start()), every)
+    plain.start()
+    await every.wait_for(3)
+    await plain.close()
+    await alone.stop()
+    fake = FakeAsterisk([FIRST_CALL + OTHER_CALLS, []], pong=[True, True], close=[False, False])
+    settings = _settings(await fake.start())
+    db = Database()
+    lock = LockLostWithTheDatabase(db)
+    deliver = ReportDelivery(db.store, is_transient, max_backoff=0.1)
+    role = asyncio.create_task(
+        consume_when_elected(lock, lambda: AmiBridge(settings, deliver), PbxLink())  # type: ignore[arg-type]
+    )
+    try:
+        async with asyncio.timeout(5):
+            await lock.lost.wait()
+        await asyncio.sleep(0.3)  # the events have all arrived, and the bridge is closed
+        db.come_back()
+        async with asyncio.timeout(5):
+            while len(db.stored) < 3:
+                db.wrote.clear()
+                await db.wrote.wait()
+        assert sorted(db.stored) == sorted(r.linkedid for r in every.reports)
+    finally:
+        await cancel_and_wait(role)
         await fake.stop()
 
 
