@@ -13,8 +13,9 @@ A consumer that loses its connection (the database restarted, the server ended t
 stops following AMI before it may try again, and by the time another daemon may take the lock:
 two consumers for a moment would still store each call once, and the new consumer's
 reconciliation recovers the calls that ended meanwhile. The calls it had folded are still
-stored (ReportDelivery.hand_over). A consumer that cannot log in to AMI for LOGIN_GRACE
-(its config's secret is old, Asterisk unreachable from its host) lets another daemon try.
+stored (AmiBridge.close, ReportDelivery.hand_over). A consumer that cannot log in to AMI for
+LOGIN_GRACE (its config's secret is old, Asterisk unreachable from its host) lets another daemon
+try.
 On SQLite there is one daemon by design, and no lock (see pbx.pbx_link).
 """
 
@@ -37,8 +38,12 @@ log = logging.getLogger(__name__)
 
 #: the advisory lock's key: one AMI consumer per database (one Asterisk per database)
 LOCK_KEY = int.from_bytes(b"ctAMI", "big")
-#: a holder not logged in to AMI this long lets another daemon try (and stands by as long)
-LOGIN_GRACE = 30.0
+#: a holder not logged in to AMI this long lets another daemon try: longer than an Asterisk
+#: restart with the bridge's reconnect backoff (up to 30 s between attempts), so a consumer
+#: that can follow never steps down for one
+LOGIN_GRACE = 120.0
+#: then it stands by this long: the others try every second (AmiConsumerLock.retry_every)
+LOGIN_STANDOFF = 3.0
 
 
 class AmiConsumerLock:
@@ -131,12 +136,14 @@ async def consume_when_elected(
     link: PbxLink,
     *,
     login_grace: float = LOGIN_GRACE,
+    login_standoff: float = LOGIN_STANDOFF,
 ) -> None:
     """Follow AMI while holding `lock`, stand by otherwise; runs until cancelled.
 
     A holder whose bridge cannot log in to AMI for `login_grace` seconds (its config's secret
-    is old, Asterisk unreachable from its host) gives the lock up and stands by for a while:
-    held, the others waited for good and no daemon followed the calls or reconciled them."""
+    is old, Asterisk unreachable from its host) gives the lock up and stands by for
+    `login_standoff`, so another daemon takes it: held, the others waited for good and no
+    daemon followed the calls or reconciled them. Alone, it takes the lock again."""
     try:
         while True:
             link.standby = True
@@ -156,7 +163,7 @@ async def consume_when_elected(
                 log.warning(
                     "AMI: no login for %gs; giving the consumer lock to another daemon", login_grace
                 )
-                await asyncio.sleep(login_grace)
+                await asyncio.sleep(login_standoff)
             else:
                 log.warning("AMI: standing by until the consumer lock is free again")
     finally:

@@ -7,6 +7,7 @@ another daemon try."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 
@@ -15,8 +16,9 @@ from sqlalchemy.exc import OperationalError
 
 from ami_bridge import AmiBridge, ReportDelivery
 from attribution.calls import CallReport
-from pbx.ami_role import AmiConsumerLock, consume_when_elected
+from pbx.ami_role import LOGIN_GRACE, LOGIN_STANDOFF, AmiConsumerLock, consume_when_elected
 from pbx.keys import PbxLink
+from pbx.settings import Ami
 from pbx.storage.errors import is_transient
 from pbx.tasks import cancel_and_wait
 from tests.helpers import db_error
@@ -261,6 +263,7 @@ async def test_a_holder_that_cannot_log_in_to_ami_lets_another_daemon_try(logs_i
             lambda: _Bridge(log, connected=logs_in),  # type: ignore[arg-type,return-value]
             link,
             login_grace=0.4,
+            login_standoff=0.2,
         )
     )
     await asyncio.sleep(1.0)
@@ -272,4 +275,14 @@ async def test_a_holder_that_cannot_log_in_to_ami_lets_another_daemon_try(logs_i
     (_, first), (_, released), (_, again), *_ = lock.events
     assert [name for name, _ in lock.events[:3]] == ["acquire", "release", "acquire"]
     assert 0.4 <= released - first < 0.8, "given up after the grace"
-    assert again - released >= 0.4, "and stood by as long, so another daemon takes it"
+    assert again - released >= 0.2, "and stood by a moment, so another daemon takes it"
+
+
+def test_the_login_grace_outlasts_an_asterisk_restart_with_the_reconnect_backoff() -> None:
+    """The bridge reconnects at 0, 0.5, 1.5, ... then every 30 s: a 30 s grace made a healthy
+    consumer step down when Asterisk took more than ~15 s to restart, and stand by 30 s more
+    with Asterisk up (found by review with a real bridge and an 18 s outage)."""
+    backoff = inspect.signature(AmiBridge).parameters["max_backoff"].default
+    action_timeout = Ami(secret="x").action_timeout
+    assert 3 * (backoff + action_timeout) <= LOGIN_GRACE
+    assert LOGIN_STANDOFF > 1.0, "the others try every second"
