@@ -46,8 +46,9 @@ MIN_PASSWORD = 10
 #: on SIGTERM, how long open requests (a CSV export to a slow client) may finish before the
 #: cleanup (write-behind flush, calls still being stored, the AMI lock) runs; aiohttp's own 60 s
 #: outlasted systemd's TimeoutStopSec (contrib/calltrack.service), which then killed the
-#: daemon before its flush
-HTTP_SHUTDOWN_WAIT = 10.0
+#: daemon before its flush. aiohttp waits this long twice: for the requests, then for their
+#: handlers once cancelled (and rounds a wait over 5 s up to whole seconds)
+HTTP_SHUTDOWN_WAIT = 5.0
 # what config/example.yaml ships with: a config that still has them is open to anyone
 EXAMPLE_PASSWORD = "demo"
 EXAMPLE_TOKEN_SHA256 = hashlib.sha256(b"demo-token").hexdigest()
