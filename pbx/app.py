@@ -255,7 +255,11 @@ def build_app(settings: Settings, clock: Callable[[], float] = time.time) -> web
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[METRICS] = Metrics()
-    app[PBX_LINK] = PbxLink()
+    # several daemons may share a PostgreSQL database: each stands by until it holds the AMI
+    # consumer lock (pbx.ami_role), and its queues of recordings wait meanwhile
+    app[PBX_LINK] = PbxLink(
+        standby=settings.asterisk is not None and not is_sqlite(settings.database)
+    )
     app[TEMPLATES] = staff_ui.templates(settings)
     app[LOGIN_GUARD] = LoginGuard(clock)
     app[ANSWERS] = VisitorAnswers(settings)

@@ -28,6 +28,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Generic, ParamSpec, TypeVar
 
 from pbx.storage.errors import is_transient, log_failure
+from pbx.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,10 @@ class WorkerCrashed(Exception):
         return str(self.args[0])
 
 
+class PoolClosed(Exception):
+    """The pool was closed (the daemon stopping): no job starts any more."""
+
+
 class JobPool:
     """At most `workers` processes; `run` awaits a job without blocking the event loop.
 
@@ -126,6 +131,7 @@ class JobPool:
         self._executor: ProcessPoolExecutor | None = None
         self._running = 0  # jobs submitted to the current executor and not finished
         self._broken_with = 0  # how many the last executor to die was running
+        self._closed = False
         # one fork server per daemon, started by the first pool to run a job: it preloads the
         # union of what every pool made so far needs (the daemon makes its pools at start-up)
         _preloaded.update(preload)
@@ -143,6 +149,8 @@ class JobPool:
         return self._executor
 
     async def run(self, job: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        if self._closed:  # a job started after close() would start a worker no one stops
+            raise PoolClosed(self._name)
         executor = self._current()
         self._running += 1
         try:
@@ -163,10 +171,15 @@ class JobPool:
             if self._executor is executor:  # else a new one counts from 0
                 self._running -= 1
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         """Stop the workers, also one in the middle of a job: at exit Python waits for the
         executor, which waits for its running job (a long analysis, a hung ffmpeg), and a
         stopping daemon waited with it until systemd killed it."""
+        self._closed = True
         executor, self._executor = self._executor, None
         if executor is None:
             return
@@ -250,25 +263,35 @@ class JobQueue(Generic[T]):
         until the next waiting one is ready, None if none."""
         running: set[asyncio.Task[None]] = set()
         alone: asyncio.Task[None] | None = None  # a suspect's run: nothing beside it
-        while True:
-            if alone is not None and alone.done():
-                alone = None
-            if self._news.is_set():
-                self._news.clear()
-                await self.read()
-            self._wake_waiting()
-            while self._ready and len(running) < self._pool.workers and not alone:
-                row_id = -self._ready[0]
-                if row_id in self._suspects and running:
-                    break  # it runs alone once the others are done
-                heapq.heappop(self._ready)
-                task = asyncio.create_task(self._run(row_id))
-                running.add(task)
-                if row_id in self._suspects:
-                    alone = task
-            if not running:
-                break
-            _done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            while True:
+                if alone is not None and alone.done():
+                    alone = None
+                if self._news.is_set():
+                    self._news.clear()
+                    await self.read()
+                self._wake_waiting()
+                while (
+                    self._ready
+                    and len(running) < self._pool.workers
+                    and not alone
+                    and not self._pool.closed
+                ):
+                    row_id = -self._ready[0]
+                    if row_id in self._suspects and running:
+                        break  # it runs alone once the others are done
+                    if not self._active():  # stepped down meanwhile: the new consumer does it
+                        break
+                    heapq.heappop(self._ready)
+                    task = asyncio.create_task(self._run(row_id))
+                    running.add(task)
+                    if row_id in self._suspects:
+                        alone = task
+                if not running:
+                    break
+                _done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # cancelled (the daemon stopping): its jobs too, not left to run on their own
+            await cancel_and_wait(*running)
         return self._next_wait()
 
     def _wake_waiting(self) -> None:
@@ -283,6 +306,12 @@ class JobQueue(Generic[T]):
         job = self._jobs[row_id]
         try:
             retry_in = await self._handle(row_id, job)
+        except asyncio.CancelledError:
+            heapq.heappush(self._ready, -row_id)  # still to do
+            raise
+        except PoolClosed:  # the daemon stopping: still to do, by its next run
+            heapq.heappush(self._ready, -row_id)
+            return
         except WorkerCrashed as crash:
             if not crash.alone:  # not known to be its fault: again at once, alone
                 self._suspects.add(row_id)
@@ -291,7 +320,8 @@ class JobQueue(Generic[T]):
                 )
                 heapq.heappush(self._ready, -row_id)
                 return
-            self._suspects.discard(row_id)
+            # charged; it stays a suspect, so its next run is alone too (beside another job it
+            # would take that one down with it)
             if self._failed(row_id, "its worker process died"):
                 heapq.heappush(self._ready, -row_id)  # at once: the pool is new
                 return

@@ -17,8 +17,9 @@ from sqlalchemy.exc import OperationalError
 from ami_bridge import AmiBridge, ReportDelivery
 from attribution.calls import CallReport
 from pbx.ami_role import LOGIN_GRACE, LOGIN_STANDOFF, AmiConsumerLock, consume_when_elected
-from pbx.keys import PbxLink
-from pbx.settings import Ami
+from pbx.app import build_app
+from pbx.keys import PBX_LINK, PbxLink
+from pbx.settings import Ami, parse_settings
 from pbx.storage.errors import is_transient
 from pbx.tasks import cancel_and_wait
 from tests.helpers import db_error
@@ -286,3 +287,19 @@ def test_the_login_grace_outlasts_an_asterisk_restart_with_the_reconnect_backoff
     action_timeout = Ami(secret="x").action_timeout
     assert 3 * (backoff + action_timeout) <= LOGIN_GRACE
     assert LOGIN_STANDOFF > 1.0, "the others try every second"
+
+
+@pytest.mark.parametrize(
+    ("database", "standby"),
+    [("postgresql+asyncpg://ct@db.invalid/ct", True), ("sqlite+aiosqlite:///ct.db", False)],
+)
+def test_a_daemon_on_postgresql_starts_standing_by(database: str, standby: bool) -> None:
+    """It started as the consumer until its role task ran: the recordings queue, started
+    first, saw it active and converted the whole backlog on every daemon's start."""
+    settings = parse_settings(f"""
+forward_to: PJSIP/office
+database: {database}
+asterisk:
+  ami: {{secret: pw}}
+""")
+    assert build_app(settings)[PBX_LINK].standby is standby

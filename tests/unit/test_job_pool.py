@@ -161,3 +161,117 @@ async def test_a_standby_daemons_queue_waits_until_it_is_the_one_to_work(
         assert done == [1] and fetched[0] is None, "and then reads everything first"
     finally:
         await cancel_and_wait(running)
+
+
+class _FakePool:
+    """Two workers; the poison job kills its worker, and the executor fails every job it runs
+    with it (WorkerCrashed, alone when it ran alone)."""
+
+    workers = 2
+    closed = False
+
+    def __init__(self, poison: int) -> None:
+        self.poison = poison
+        self.running: set[int] = set()
+        self.beside_poison: list[int] = []  # the jobs that ran beside it
+        self.died_with: int | None = None  # how many jobs the worker that died ran
+
+    async def run(self, row_id: int) -> str:
+        from pbx.job_pool import WorkerCrashed
+
+        self.running.add(row_id)
+        if self.poison in self.running and len(self.running) > 1:
+            self.beside_poison += [i for i in self.running if i != self.poison]
+        try:
+            await asyncio.sleep(0.05)
+            if self.poison in self.running:
+                if self.died_with is None:  # as the pool counts: at the first to notice
+                    self.died_with = len(self.running)
+                alone = self.died_with == 1
+                raise WorkerCrashed("the test worker process died", alone=alone)
+            return "fine"
+        finally:
+            self.running.discard(row_id)
+            if not self.running:
+                self.died_with = None
+
+
+async def test_a_job_charged_with_a_crash_never_runs_beside_another_again() -> None:
+    """After its first charged crash the poison job was no longer a suspect, and each later
+    run of it beside another job took that job down with it."""
+    from pbx.job_pool import JobQueue
+
+    pool = _FakePool(poison=3)
+    rows = {1: "good", 2: "good", 3: "poison", 4: "good"}
+    done: list[int] = []
+
+    async def fetch(after: int | None, limit: int) -> list[tuple[int, str]]:
+        return [(i, job) for i, job in sorted(rows.items()) if after is None or i > after][:limit]
+
+    async def handle(row_id: int, _job: str) -> float | None:
+        await pool.run(row_id)
+        done.append(row_id)
+        return None
+
+    queue = JobQueue("test job", pool, fetch, handle, max_attempts=3)  # type: ignore[arg-type]
+    await queue.read(everything=True)
+    async with asyncio.timeout(10):
+        await queue.drain()
+    assert sorted(done) == [1, 2, 4]
+    assert queue._attempts == {3: 3}
+    assert pool.beside_poison == [4], "beside another job only before it was suspected"
+
+
+async def test_a_consumer_that_steps_down_starts_no_new_job() -> None:
+    from pbx.job_pool import JobPool, JobQueue
+
+    active = True
+    started: list[int] = []
+
+    async def fetch(after: int | None, limit: int) -> list[tuple[int, str]]:
+        return [(i, "job") for i in (1, 2, 3) if after is None or i > after][:limit]
+
+    async def handle(row_id: int, _job: str) -> float | None:
+        nonlocal active
+        started.append(row_id)
+        active = False  # the lock lost with the database during the first job
+        return None
+
+    queue = JobQueue("test job", JobPool(1, "test"), fetch, handle, active=lambda: active)
+    await queue.read(everything=True)
+    await queue.drain()
+    assert started == [3]
+
+
+async def test_a_closed_pool_starts_no_job_and_a_cancelled_drain_stops_its_jobs() -> None:
+    """After close() (the daemon stopping) a job that woke up started a new executor that no
+    one stopped, and the daemon waited for it at exit; a cancelled drain left its jobs running."""
+    from pbx.job_pool import JobPool, JobQueue, PoolClosed
+
+    pool = JobPool(1, "test")
+    pool.close()
+    with pytest.raises(PoolClosed):
+        await pool.run(os.getpid)
+    assert pool._executor is None
+
+    running = asyncio.Event()
+    stopped = asyncio.Event()
+
+    async def fetch(after: int | None, limit: int) -> list[tuple[int, str]]:
+        return [(1, "job")] if after is None else []
+
+    async def handle(_row_id: int, _job: str) -> float | None:
+        running.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            stopped.set()
+        return None
+
+    queue = JobQueue("test job", JobPool(1, "test"), fetch, handle)
+    await queue.read(everything=True)
+    draining = asyncio.create_task(queue.drain())
+    await running.wait()
+    await cancel_and_wait(draining)
+    assert stopped.is_set()
+    assert queue._ready == [-1], "still to do, by the next run"
