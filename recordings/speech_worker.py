@@ -30,7 +30,13 @@ from pbx.settings import Settings, Speech
 from pbx.storage.errors import log_failure
 from pbx.storage.speech import SpeechStore
 from recordings.files import recording_path
-from recordings.speech import SpeechEngine, SpeechFailed, SpeechResult, load_engine
+from recordings.speech import (
+    SpeechEngine,
+    SpeechFailed,
+    SpeechInterrupted,
+    SpeechResult,
+    load_engine,
+)
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +172,16 @@ class SpeechWorker:
             if crashes < MAX_ATTEMPTS:
                 raise
             await self._failed(call_id, f"the analysis crashed its worker process {crashes} times")
+            return None
+        except SpeechInterrupted as stop:
+            # killed or out of time: the machine's doing, or the file's if it keeps happening
+            # (each try can cost TIMEOUT of a worker); no memory for a moment: waited out
+            if stop.transient:
+                raise
+            stops = self._crashes[call_id] = self._crashes.get(call_id, 0) + 1
+            if stops < MAX_ATTEMPTS:
+                raise
+            await self._failed(call_id, f"{stop}, {stops} times")
             return None
         self._crashes.pop(call_id, None)
         if await self._store.save(call_id, engine, result, self._speech.keywords):

@@ -24,10 +24,11 @@ class SpeechFailed(Exception):
 
 
 class SpeechInterrupted(Exception):
-    """The analysis stopped for a reason outside the file: ffmpeg could not start (no memory
-    for a moment), was killed (the OOM killer), or ran out of time on a loaded machine. The
-    call is tried again, never marked failed for good as a SpeechFailed is. `transient`: it
-    passes by itself, so it is waited out without counting an attempt (pbx.job_pool).
+    """The analysis stopped, maybe for a reason outside the file: ffmpeg could not start (no
+    memory for a moment), was killed (the OOM killer), or ran out of time on a loaded machine.
+    The call is tried again, and marked failed only when it keeps happening (the speech
+    worker's MAX_ATTEMPTS), where a SpeechFailed is at once. `transient`: it passes by itself,
+    so it is waited out without counting an attempt (pbx.job_pool).
 
     Both are in `args`: the exception comes back pickled from the worker process."""
 

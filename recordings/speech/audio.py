@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import json
+import signal
 import subprocess
 from pathlib import Path
 
@@ -66,8 +67,8 @@ def _run(command: list[str]) -> bytes:
                 f"{command[0]} could not start: {exc}", transient=True
             ) from None
         raise SpeechFailed(f"{command[0]} failed: {exc}") from None
-    if done.returncode < 0:  # killed by a signal (the OOM killer's is SIGKILL), not the file
-        raise SpeechInterrupted(f"{command[0]} was killed (signal {-done.returncode})")
+    if done.returncode == -signal.SIGKILL:  # the OOM killer's (a crash is SEGV, ABRT: the file)
+        raise SpeechInterrupted(f"{command[0]} was killed (SIGKILL)")
     if done.returncode != 0:
         lines = done.stderr.decode(errors="replace").strip().splitlines()
         raise SpeechFailed(lines[-1] if lines else f"{command[0]} exited {done.returncode}")

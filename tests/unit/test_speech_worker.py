@@ -250,13 +250,39 @@ def test_ffmpeg_stopped_by_the_machine_is_an_interruption_not_the_files_fault(
     assert job_pool.passes_by_itself(caught.value) is transient
 
 
+@pytest.mark.parametrize(
+    "done",
+    [
+        subprocess.CompletedProcess(["ffprobe"], 1, b"", b"x.mp3: Invalid data found\n"),
+        subprocess.CompletedProcess(["ffprobe"], -11, b"", b""),  # its decoder crashed on it
+    ],
+    ids=["refused", "crashed"],
+)
 def test_a_file_ffmpeg_cannot_read_is_still_the_files_fault(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, done: subprocess.CompletedProcess[bytes]
 ) -> None:
-    done = subprocess.CompletedProcess(["ffprobe"], 1, b"", b"x.mp3: Invalid data found\n")
     monkeypatch.setattr(audio.subprocess, "run", lambda *_a, **_k: done)
-    with pytest.raises(SpeechFailed, match="Invalid data found"):
+    with pytest.raises(SpeechFailed):
         audio.channels(Path("/tmp/x.mp3"))
+
+
+def always_out_of_time(folder: Path, name: str, speech: Speech) -> SpeechResult:
+    raise SpeechInterrupted("ffmpeg ran out of time (600 s)")
+
+
+async def test_a_file_that_always_runs_out_of_time_is_marked_failed_after_a_few_tries(
+    lab: Lab,
+) -> None:
+    """Retried on every start for ever, each try costing 600 s of a worker, its backlog
+    never reaching 0."""
+    (lab.folder / "x.mp3").write_bytes(b"whatever")
+    call = await lab.call("x", "x.mp3")
+    worker = lab.worker(always_out_of_time)
+    for _ in range(MAX_ATTEMPTS + 1):
+        await worker.analyse_pending()
+    ((error,),) = await lab.rows(select(call_speech.c.error).where(call_speech.c.call_id == call))
+    assert error == f"ffmpeg ran out of time (600 s), {MAX_ATTEMPTS} times"
+    assert await lab.store.pending(None, 10) == []
 
 
 async def test_a_conversion_nudges_the_speech_worker(lab: Lab) -> None:
