@@ -38,6 +38,8 @@ class BackupError(Exception):
 # the query parameters libpq (pg_dump's driver) knows that a calltrack URL may carry
 LIBPQ_PARAMETERS = frozenset(
     {
+        "host",  # a Unix socket's folder: ?host=/run/postgresql
+        "port",
         "sslmode",
         "sslrootcert",
         "sslcert",

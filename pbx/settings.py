@@ -718,8 +718,8 @@ class Settings(_Model):
         statement (or as a missing module), with a traceback instead of this line."""
         try:
             parsed = make_url(url)
-        except ArgumentError:
-            driver, shown = "", url
+        except ArgumentError:  # not a URL; its password, if it has one, not shown either
+            driver, shown = "", re.sub(r":[^:/@]*@", ":***@", url)
         else:  # its password not shown
             driver, shown = parsed.drivername, parsed.render_as_string()
         if driver not in DATABASE_DRIVERS:

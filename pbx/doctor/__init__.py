@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 class Status(enum.StrEnum):
     OK = "ok"
-    WARN = "warn"  # works now, will not for long (low disk): does not fail the run
+    # works now but will not for long (low disk), or likely does not but this host cannot tell
+    # (an address another host's NAT may lead here): does not fail the run
+    WARN = "warn"
     FAIL = "fail"
     SKIP = "skip"
 

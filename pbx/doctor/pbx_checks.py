@@ -250,14 +250,18 @@ async def agi_check(settings: Settings, asterisk_is_here: bool | None) -> Result
     assert settings.asterisk is not None
     address = agi_address(settings)
     host, _, port = address.rpartition(":")
-    if asterisk_is_here is False and ipaddress.ip_address(host.strip("[]")).is_loopback:
-        return fail(
+    if asterisk_is_here is False and _is_loopback(host.strip("[]")):
+        # a WARN: AMI's address is not this host's, but a NAT's public address or a
+        # container's published port can still lead here
+        return Result(
             "FastAGI",
-            f"the dialplan asks agi://{address}, but Asterisk runs on another host"
-            f" ({settings.asterisk.ami.host}), where that address is its own: every call goes"
-            " to its fallback line, unattributed",
-            "set asterisk.agi.host to this host's address as Asterisk reaches it, then"
-            " regenerate and reload the dialplan",
+            Status.WARN,
+            f"the dialplan asks agi://{address}, and Asterisk seems to run on another host"
+            f" (AMI at {settings.asterisk.ami.host}, not an address of this one): there that"
+            " address is its own, and every call goes to its fallback line, unattributed",
+            "unless Asterisk reaches this host's loopback (a container's published port), set"
+            " asterisk.agi.host to this host's address as Asterisk reaches it, then regenerate"
+            " and reload the dialplan",
         )
     try:
         async with asyncio.timeout(settings.asterisk.ami.action_timeout):
@@ -278,6 +282,16 @@ async def agi_check(settings: Settings, asterisk_is_here: bool | None) -> Result
         f"{address} accepts connections from here (Asterisk's own side is proven by a test call"
         " or `agi set debug on` while one rings)",
     )
+
+
+def _is_loopback(host: str) -> bool:
+    """A loopback address literal, or localhost (agi.host may be a name)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: where it leads is the resolver's
+        return False
 
 
 def reason(error: OSError | TimeoutError, seconds: float) -> str:

@@ -173,6 +173,20 @@ def test_pg_dumps_command_is_one_a_shell_can_run(
     assert "left out of the URL, pg_dump does not know them: prepared_statement_cache_size" in err
 
 
+def test_pg_dump_reaches_a_unix_socket_and_port_given_as_parameters(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SQLAlchemy's documented form for a socket; dropped, pg_dump and pg_restore --clean
+    went to the default socket and port: maybe another cluster."""
+    config = write_config(
+        tmp_path / "calltrack.yaml",
+        config_dict("postgresql+asyncpg://ct@/calltrack?host=/run/postgresql&port=5433"),
+    )
+    assert main(["backup", "-c", str(config), "/backups/ct.pgc"]) == 2
+    dump = next(line for line in capsys.readouterr().err.splitlines() if "pg_dump " in line)
+    assert shlex.split(dump)[-1] == "postgresql://ct@/calltrack?host=%2Frun%2Fpostgresql&port=5433"
+
+
 @pytest.mark.parametrize(
     "name", ["calltrack.db", "calltrack.db-wal", "link.db", "./sub/../calltrack.db"]
 )

@@ -270,7 +270,13 @@ def test_a_lead_tag_staff_cannot_give_is_refused_at_its_line() -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["calltrack.db", "postgresql://ct:s3cret@db/calltrack", "sqlite:///calltrack.db", "://"],
+    [
+        "calltrack.db",
+        "postgresql://ct:s3cret@db/calltrack",
+        "sqlite:///calltrack.db",
+        "://",
+        "postgresql+asyncpg:/ct:s3cret@db/calltrack",  # not a URL at all: one slash
+    ],
 )
 def test_a_database_url_without_a_driver_calltrack_ships_is_a_line(url: str) -> None:
     """Such a URL passed the config and failed at the first statement, or as a missing module
