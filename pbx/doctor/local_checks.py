@@ -176,13 +176,20 @@ def asterisk_writer(said: str | None, here: bool | None) -> Writer | UnknownWrit
             f"Asterisk runs as {said}, a user this host does not have (another host, a container)",
             f"that {said} may write in it: check on Asterisk's host",
         )
+    where = (
+        "no Asterisk process is seen on this host"
+        if here
+        else "it runs on another host"
+        if here is False
+        else "its host is not known"
+    )
     if said is None:
         return UnknownWriter(
-            "Asterisk could not be asked who it runs as", "`write = command` for the AMI user"
+            f"Asterisk could not be asked who it runs as, and {where}",
+            "`write = command` for the AMI user",
         )
     return UnknownWriter(
-        "Asterisk does not say who it runs as (asterisk.conf names no runuser) and runs on"
-        " another host",
+        f"Asterisk does not say who it runs as (asterisk.conf names no runuser), and {where}",
         "`runuser` and `rungroup` in asterisk.conf [options], or a check on Asterisk's host",
     )
 
@@ -191,6 +198,9 @@ def _asterisk_identity(process: Path) -> tuple[int, frozenset[int]] | None:
     """The effective user and the groups of /proc's `process`, if it is an Asterisk."""
     try:
         if (process / "comm").read_text().strip() != "asterisk":
+            return None
+        arguments = (process / "cmdline").read_bytes().split(b"\0")
+        if any(a.startswith((b"-r", b"-R")) for a in arguments):  # a console (asterisk -rx)
             return None
         status = dict(line.split(":", 1) for line in (process / "status").read_text().splitlines())
         uid = int(status["Uid"].split()[1])

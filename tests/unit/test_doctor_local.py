@@ -158,6 +158,7 @@ def test_recordings_folder_of_an_asterisk_that_does_not_say_who_it_is(tmp_path: 
 def fake_process(proc: Path, pid: int, comm: str, uid: int, groups: str) -> None:
     (proc / str(pid)).mkdir(parents=True)
     (proc / str(pid) / "comm").write_text(f"{comm}\n")
+    (proc / str(pid) / "cmdline").write_bytes(f"/usr/sbin/{comm}\0-f\0".encode())
     (proc / str(pid) / "status").write_text(
         f"Name:\t{comm}\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\nGid:\t{uid}\t{uid}\t{uid}\t{uid}\n"
         f"Groups:\t{groups}\n"
@@ -170,6 +171,8 @@ def test_the_asterisk_running_here_is_who_writes(tmp_path: Path) -> None:
     fake_process(proc, 200, "sh", 4321, "")
     assert running_asterisk(proc) is None
     fake_process(proc, 300, "asterisk", 4321, "20 29")
+    fake_process(proc, 310, "asterisk", 0, "")  # root's console: asterisk -rx "core show ..."
+    (proc / "310" / "cmdline").write_bytes(b"asterisk\0-rx\0core show channels\0")
     (proc / "self").mkdir()
     assert running_asterisk(proc) == Writer("uid 4321", 4321, frozenset({4321, 20, 29}))
     fake_process(proc, 301, "asterisk", 0, "")  # another one, another user: cannot tell
@@ -182,6 +185,7 @@ def test_who_asterisk_writes_as() -> None:
     assert isinstance(stranger, UnknownWriter) and "a user this host does not have" in stranger.why
     not_said = asterisk_writer("", here=False)
     assert isinstance(not_said, UnknownWriter) and "`runuser`" in not_said.needs
+    assert "it runs on another host" in not_said.why
     not_asked = asterisk_writer(None, here=None)
     assert isinstance(not_asked, UnknownWriter) and "`write = command`" in not_asked.needs
 
