@@ -33,6 +33,11 @@ from attribution.calls import (
 )
 from attribution.sales import REFERENCE_MAX
 
+#: an amount in cents: up to attribution.money.MAX_CENTS (10**13), past PostgreSQL's 32-bit
+#: integer (21,474,836.47: a flat sold in roubles was a 500); SQLite's integers are 64-bit
+#: already (migration 0019)
+Cents = BigInteger().with_variant(Integer(), "sqlite")
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -193,14 +198,14 @@ calls = Table(
     # what staff made of the call on its page
     Column("score", Integer),  # 1..5
     Column("notes", Text),
-    Column("sale_cents", Integer),  # the sale it led to, for ROI; whole cents, no float money
+    Column("sale_cents", Cents),  # the sale it led to, for ROI; whole cents, no float money
     Column("reviewed_by", String(64)),
     Column("reviewed_at", Float),
     # a known caller's call no session held, linked to the visitor of this earlier call
     Column("repeat_of", Integer),
     # sales the CRM reported for this call (POST /api/v1/sales), kept in step with `sales`
     Column("crm_sales", Integer, nullable=False, server_default="0"),
-    Column("crm_sale_cents", Integer, nullable=False, server_default="0"),
+    Column("crm_sale_cents", Cents, nullable=False, server_default="0"),
     Index("ix_calls_caller_started", "caller", "started_at"),
 )
 #: a call whose recording is still Asterisk's WAV: waiting for conversion (recordings/). A
@@ -349,9 +354,9 @@ call_credits = Table(
     Column("talk_seconds", Float, nullable=False),
     Column("score", Integer),
     Column("tags", Text, nullable=False),  # ",lead,sale," (a tag holds no comma)
-    Column("sale_cents", Integer, nullable=False),  # staff's (or PATCH's) sale, 0 for none
+    Column("sale_cents", Cents, nullable=False),  # staff's (or PATCH's) sale, 0 for none
     Column("crm_sales", Integer, nullable=False),
-    Column("crm_sale_cents", Integer, nullable=False),
+    Column("crm_sale_cents", Cents, nullable=False),
     sqlite_with_rowid=False,
 )
 
@@ -374,7 +379,7 @@ costs = Table(
     Column("source", String(512), primary_key=True),
     Column("medium", String(512), primary_key=True),
     Column("campaign", String(512), primary_key=True),
-    Column("cost_cents", Integer, nullable=False),
+    Column("cost_cents", Cents, nullable=False),
     Column("imported_at", Float, nullable=False),
     Column("file", String(255), nullable=False),
 )
@@ -387,7 +392,7 @@ sales = Table(
     Column("reference", String(REFERENCE_MAX), primary_key=True),
     Column("call_id", Integer, ForeignKey("calls.id"), nullable=False, index=True),
     Column("caller", String(CALLER_MAX), nullable=False),
-    Column("amount_cents", Integer, nullable=False),
+    Column("amount_cents", Cents, nullable=False),
     Column("at", Float, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("created_by", String(64), nullable=False),

@@ -21,6 +21,7 @@ from tests.api.test_reports_api import (
     check_unsplit_costs,
     history,
     money_history,
+    report,
 )
 from tests.api.test_staff_ui import log_in
 
@@ -56,3 +57,26 @@ async def test_kept_months_on_postgresql(
     tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]], postgres_url: str
 ) -> None:
     await check_kept_months(await history(tmp_path, aiohttp_client, postgres_url))
+
+
+async def test_amounts_past_32_bits_are_kept_and_summed_on_postgresql(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]], postgres_url: str
+) -> None:
+    """The amounts were 32-bit integers on PostgreSQL: a sale over 21,474,836.47 (a flat sold
+    in roubles), or two sales past it together, was a 500, and the CRM's retries met the same
+    500. SQLite's integers are 64-bit."""
+    client = await money_history(tmp_path, aiohttp_client, postgres_url)
+    v2_call = (await client.app[CALLS].list(CallFilter(caller="79160000002")))[1][0]["id"]
+    patched = await client.patch(
+        f"/api/v1/calls/{v2_call}", json={"sale_amount": "25000000.00"}, headers=AUTH
+    )
+    assert patched.status == 200, await patched.text()
+    for n in (2, 3):  # two more sales of the CRM to V1, past 32 bits together
+        sale = {"caller": "8 916 000-00-01", "amount": "15000000.00", "reference": f"deal-{n}"}
+        posted = await client.post("/api/v1/sales", json=sale, headers=AUTH)
+        assert posted.status == 201, await posted.text()
+    data = await report(client, group_by="source")
+    revenue = {r["key"]: r["revenue"] for r in data["rows"]}
+    assert revenue["google"] == "30001500.00"  # 1500.00 + 2 x 15,000,000.00
+    assert revenue["(direct)"] == "25000000.00"
+    assert data["totals"]["revenue"] == "55001500.00"
