@@ -14,7 +14,7 @@ from attribution.phone import PhoneNumberError, to_e164
 from attribution.sales import REFERENCE_MAX, Unmatched, why_unmatched
 from pbx.http import json_error, public_base_url, read_json_object, unix_time
 from pbx.keys import CALLS, CLOCK, ENGINE, OUTBOX, SETTINGS
-from pbx.staff_api import CALL_ID, call_json, iso, token_name, unauthorized
+from pbx.staff_api import call_id_of, call_json, iso, token_name, unauthorized
 from pbx.storage.calls import ReviewChanges
 from pbx.storage.sales import Sale, SaleStore
 
@@ -76,12 +76,12 @@ async def patch_call(request: web.Request) -> web.Response:
     by = token_name(request)
     if by is None:
         return unauthorized()
-    call_id = request.match_info["call_id"]
-    if not CALL_ID.fullmatch(call_id):
+    call_id = call_id_of(request.match_info["call_id"])
+    if call_id is None:
         return json_error(404, "no such call")
     body = await read_json_object(request)
     store = request.app[CALLS]
-    current = await store.get(int(call_id))
+    current = await store.get(call_id)
     if current is None:
         return json_error(404, "no such call")
     changes = _review_changes(body, allowed_tags(request.app[SETTINGS].tags, current["tags"]))

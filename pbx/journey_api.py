@@ -11,7 +11,7 @@ from aiohttp import web
 from attribution.journey import Journey, JourneyCall
 from pbx.http import json_error
 from pbx.keys import READER
-from pbx.staff_api import CALL_ID, iso, token_name, unauthorized
+from pbx.staff_api import call_id_of, iso, token_name, unauthorized
 from pbx.storage.journey import MAX_CALLS, MAX_PAGES, MAX_VISITS, load_journey
 
 
@@ -45,10 +45,10 @@ def journey_json(journey: Journey) -> dict[str, Any]:
 async def get_journey(request: web.Request) -> web.Response:
     if token_name(request) is None:
         return unauthorized()
-    call_id = request.match_info["call_id"]
+    call_id = call_id_of(request.match_info["call_id"])
     journey = None
-    if CALL_ID.fullmatch(call_id):
-        journey = await load_journey(request.app[READER], int(call_id))
+    if call_id is not None:
+        journey = await load_journey(request.app[READER], call_id)
     if journey is None:
         return json_error(404, "there is no call with this id")
     return web.json_response(journey_json(journey))

@@ -8,11 +8,13 @@ from aiohttp import web
 from integrations.recording_links import check
 from pbx.http import json_error
 from pbx.keys import CLOCK, LINK_KEYS
-from pbx.staff_api import recording_file
+from pbx.staff_api import call_id_of, recording_file
 
 
 async def signed_recording(request: web.Request) -> web.StreamResponse:
-    call_id = int(request.match_info["call_id"])
+    call_id = call_id_of(request.match_info["call_id"])
+    if call_id is None:
+        return json_error(404, "no such call, or it has no recording")
     key = await request.app[LINK_KEYS].key()
     refused = check(
         key,

@@ -15,9 +15,18 @@ from pbx.keys import CALLS, SETTINGS, VISITS
 from pbx.storage.call_speech_read import PHRASE_MAX
 from pbx.storage.calls import CallFilter
 from pbx.storage.staff_sessions import text_sha256
+from pbx.storage.tables import MAX_ROW_ID
 from recordings.files import recording_path
 
 CALL_ID = re.compile(r"[0-9]{1,12}")
+
+
+def call_id_of(text: str) -> int | None:
+    """The call id a path names, None when it names none a table can hold (past MAX_ROW_ID,
+    PostgreSQL refused the query: a 500 where there is no such call)."""
+    if not CALL_ID.fullmatch(text) or int(text) > MAX_ROW_ID:
+        return None
+    return int(text)
 
 
 def token_name(request: web.Request) -> str | None:
@@ -104,10 +113,10 @@ async def recording(request: web.Request) -> web.StreamResponse:
     logged-in staff member."""
     if token_name(request) is None and await current_user(request) is None:
         return unauthorized()
-    call_id = request.match_info["call_id"]
-    if not CALL_ID.fullmatch(call_id):
+    call_id = call_id_of(request.match_info["call_id"])
+    if call_id is None:
         return json_error(404, "no such call, or it has no recording")
-    return await recording_file(request, int(call_id))
+    return await recording_file(request, call_id)
 
 
 async def recording_file(request: web.Request, call_id: int) -> web.StreamResponse:

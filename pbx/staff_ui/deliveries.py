@@ -12,10 +12,11 @@ from pbx.keys import CLOCK, DELIVERIES, ENGINE, OUTBOX
 from pbx.staff_ui.views import render
 from pbx.storage.deliveries import recent
 from pbx.storage.outbox import DELIVERED, FAILED, PENDING, SKIPPED
+from pbx.storage.tables import MAX_ROW_ID
 
 STATES = (PENDING, FAILED, DELIVERED, SKIPPED)
 LISTED = 200
-MAX_ID = 2**31 - 1  # outbox.id is a 32-bit integer on PostgreSQL
+MAX_ID = MAX_ROW_ID
 
 
 def _state(value: str | None) -> str | None:

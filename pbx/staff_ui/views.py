@@ -31,11 +31,13 @@ from pbx.auth import (
 from pbx.http import read_form, whole_number
 from pbx.keys import CALLS, MISSED_COUNT, PBX_LINK, READER, SETTINGS, TEMPLATES, VISITS
 from pbx.ratelimit import LoginRefused
+from pbx.staff_api import call_id_of
 from pbx.staff_ui.export import COLUMNS, csv_row, csv_text
 from pbx.staff_ui.query import PAGE_SIZE, parse_log_query
 from pbx.storage.call_speech_read import heard_phrases, speech_of
 from pbx.storage.calls import Review
 from pbx.storage.journey import load_journey
+from pbx.storage.tables import MAX_ROW_ID
 
 STATIC = Path(__file__).parent / "static"
 SECURITY_HEADERS = {
@@ -49,7 +51,7 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 MAX_SALE_CENTS = 10**13
-MAX_CALL_ID = 10**12 - 1  # the pages' call ids have at most 12 digits
+MAX_CALL_ID = MAX_ROW_ID
 EXPORT_BATCH = 1000
 
 
@@ -185,7 +187,8 @@ async def export_csv(request: web.Request) -> web.StreamResponse:
 
 
 async def _call(request: web.Request) -> dict[str, Any]:
-    call = await request.app[CALLS].get(int(request.match_info["call_id"]))
+    call_id = call_id_of(request.match_info["call_id"])
+    call = None if call_id is None else await request.app[CALLS].get(call_id)
     if call is None:
         raise web.HTTPNotFound(reason="there is no call with this number")
     return call

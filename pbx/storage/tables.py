@@ -33,6 +33,9 @@ from attribution.calls import (
 )
 from attribution.sales import REFERENCE_MAX
 
+#: the largest row id: ids are 32-bit integers on PostgreSQL, and a larger one in a query is an
+#: error there (a 500), where it is no such row
+MAX_ROW_ID = 2**31 - 1
 #: an amount in cents: up to attribution.money.MAX_CENTS (10**13), past PostgreSQL's 32-bit
 #: integer (21,474,836.47: a flat sold in roubles was a 500); SQLite's integers are 64-bit
 #: already (migration 0019)

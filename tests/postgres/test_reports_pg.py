@@ -24,6 +24,7 @@ from tests.api.test_reports_api import (
     report,
 )
 from tests.api.test_staff_ui import log_in
+from tests.helpers import staff_users
 
 pytestmark = pytest.mark.postgres
 
@@ -80,3 +81,23 @@ async def test_amounts_past_32_bits_are_kept_and_summed_on_postgresql(
     assert revenue["google"] == "30001500.00"  # 1500.00 + 2 x 15,000,000.00
     assert revenue["(direct)"] == "25000000.00"
     assert data["totals"]["revenue"] == "55001500.00"
+
+
+async def test_a_call_id_past_32_bits_is_no_such_call_on_postgresql(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]], postgres_url: str
+) -> None:
+    """PostgreSQL refused the query for an id its column cannot hold: a 500 and a traceback
+    for a path any token holder or logged-in user can type."""
+    client = await history(tmp_path, aiohttp_client, postgres_url, users=staff_users())
+    big = "99999999999"
+    for method, path in (
+        ("GET", f"/api/v1/calls/{big}/journey"),
+        ("GET", f"/api/v1/calls/{big}/recording"),
+        ("PATCH", f"/api/v1/calls/{big}"),
+        ("GET", f"/recordings/{big}?expires=1&sig=x"),
+    ):
+        response = await client.request(method, path, headers=AUTH, json={})
+        assert response.status == 404, (path, response.status, await response.text())
+    await log_in(client, "sam")
+    page = await client.get(f"/calls/{big}")
+    assert page.status == 404, await page.text()
