@@ -167,7 +167,16 @@ class DeliveryWorker:
                 await self._failed_attempt(row, None, f"compose: {type(exc).__name__}: {exc}")
                 return
             kept = Kept(outgoing.body, outgoing.headers)
-            await self._deliveries.keep(row, kept)
+        first = kept if row.kept is None else None  # kept with the claim: retries send it
+        renewed = await self._deliveries.renew(row, self._clock() + self._lease, first)
+        if renewed is None:  # its lease ran out meanwhile: another worker may be sending it
+            log.warning(
+                "%s for %s: claim lost before sending, left to its new holder",
+                event.event_id,
+                event.target,
+            )
+            return
+        row = renewed
         status, error = await self._post(http, event, where, kept)
         if error is None and status is not None:
             now = self._clock()

@@ -15,7 +15,7 @@ import base64
 import json
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import case, delete, or_, select, update
@@ -122,9 +122,17 @@ class Deliveries:
         flight): due as it was, claimable at once."""
         await self._write(row, claimed_until=None)
 
-    async def keep(self, row: Claimed, kept: Kept) -> None:
-        """Keep the first attempt's request, so every retry sends the same bytes."""
-        await self._write(row, body=kept.dump())
+    async def renew(self, row: Claimed, lease: float, kept: Kept | None = None) -> Claimed | None:
+        """Extend this claim to `lease` just before sending, and keep the first attempt's
+        request (`kept`: every retry sends the same bytes). None when the claim was lost: its
+        lease ran out meanwhile (composing, a database or loop that stalled) and another worker
+        or daemon may have claimed the row and be sending it, so this one must not."""
+        values: dict[str, Any] = {"claimed_until": lease}
+        if kept is not None:
+            values["body"] = kept.dump()
+        if not await self._write(row, **values):
+            return None
+        return replace(row, lease=lease, kept=kept or row.kept)
 
     async def delivered(self, row: Claimed, at: float, status: int) -> None:
         await self._attempted(row, at, status, None, state=DELIVERED, delivered_at=at)
@@ -175,10 +183,10 @@ class Deliveries:
             **values,
         )
 
-    async def _write(self, row: Claimed, **values: Any) -> None:
-        """Only to the row still pending and still under this claim."""
+    async def _write(self, row: Claimed, **values: Any) -> bool:
+        """Only to the row still pending and still under this claim; whether it was."""
         async with self._engine.begin() as conn:
-            await conn.execute(
+            result = await conn.execute(
                 update(outbox)
                 .where(
                     outbox.c.id == row.event.id,
@@ -187,6 +195,7 @@ class Deliveries:
                 )
                 .values(**values)
             )
+            return bool(result.rowcount)
 
 
 def _claimed(row: Any, lease: float) -> Claimed:

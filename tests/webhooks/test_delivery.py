@@ -22,7 +22,7 @@ from sqlalchemy import select
 from attribution.calls import CallReport
 from integrations.delivery import Destination, Outgoing, PendingEvent, Skip
 from integrations.signing import verify
-from integrations.worker import DeliveryWorker
+from integrations.worker import GA4_TIMEOUT, LEASE_MARGIN, DeliveryWorker
 from pbx.app import build_app
 from pbx.keys import CALLS, DELIVERIES, ENGINE
 from pbx.metrics import Metrics
@@ -394,3 +394,27 @@ async def test_a_hanging_receiver_does_not_hold_up_another_target(tmp_path: Path
     await engine.dispose()
     await slow_server.close()
     await fast_server.close()
+
+
+async def test_a_claim_lost_while_composing_is_not_sent_twice(harness: Harness) -> None:
+    """Composing (and keeping the request) is outside the lease that covers the POST: when it
+    took longer (a pool of connections waited on, a stalled loop), the worker claimed the row
+    again and both attempts posted: two leads in Bitrix24, two conversions in GA4."""
+    h = harness
+    real = h.composer.compose
+    slow_once = True
+
+    async def slow(event: PendingEvent) -> Outgoing:
+        nonlocal slow_once
+        if slow_once:
+            slow_once = False
+            h.clock.advance(max(TIMEOUT, GA4_TIMEOUT) + LEASE_MARGIN + 1)  # past the lease
+            await asyncio.sleep(0.3)  # the worker polls meanwhile and claims it again
+        return await real(event)
+
+    h.composer.compose = slow  # type: ignore[method-assign]
+    assert await h.store.store(report("R1", h.clock.now))
+    row = await h.until(lambda row: row["state"] == "delivered", 10.0)
+    await asyncio.sleep(0.5)
+    assert len(h.receiver.got) == 1
+    assert row["attempts"] == 1
