@@ -3,6 +3,7 @@ many calls each leaves out and why (the same files as `calltrack export`, pbx.ad
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
@@ -10,10 +11,11 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 
 from attribution.reports import DayError, read_day, report_range
-from integrations.conversions import Export
+from integrations.conversions import ConversionCall, Export
 from pbx.ad_exports import DEFAULT_DAYS, KINDS, NotConfigured, build, file_name, read_calls
 from pbx.auth import require_user
 from pbx.keys import CLOCK, READER, SETTINGS
+from pbx.settings import Settings
 from pbx.staff_ui.export import upload_text
 from pbx.staff_ui.views import SECURITY_HEADERS, render
 from pbx.storage.conversions import TooManyCalls
@@ -55,12 +57,7 @@ async def exports_page(request: web.Request) -> web.Response:
         calls = await read_calls(request.app[READER], settings, since, until)
     except (_BadRange, TooManyCalls) as exc:
         return render(request, "exports.html", 400, user=user, form=form, error=str(exc))
-    files: dict[str, Export | str] = {}  # a file, or why there is none
-    for kind in KINDS:
-        try:
-            files[kind] = build(kind, calls, settings, request.app[CLOCK]())
-        except NotConfigured as exc:
-            files[kind] = str(exc)
+    files = await asyncio.to_thread(_build_all, calls, settings, request.app[CLOCK]())
     return render(
         request,
         "exports.html",
@@ -73,6 +70,29 @@ async def exports_page(request: web.Request) -> web.Response:
     )
 
 
+def _build_all(
+    calls: list[ConversionCall], settings: Settings, now: float
+) -> dict[str, Export | str]:
+    """Every kind of file, or why there is none. In a thread: at MAX_CALLS calls this is
+    seconds of CPU, and in the event loop it held up FastAGI's answers past the loop
+    watchdog's limit (the daemon exited); a thread gives the loop its turn every few ms."""
+    files: dict[str, Export | str] = {}
+    for kind in KINDS:
+        try:
+            files[kind] = build(kind, calls, settings, now)
+        except NotConfigured as exc:
+            files[kind] = str(exc)
+    return files
+
+
+def _file(
+    kind: str, calls: list[ConversionCall], settings: Settings, now: float
+) -> tuple[Export, str]:
+    """One file and its text, in a thread (see _build_all)."""
+    export = build(kind, calls, settings, now)
+    return export, upload_text(export.lines)
+
+
 async def download(request: web.Request) -> web.Response:
     await require_user(request, admin=True)
     kind = request.match_info["kind"]
@@ -80,11 +100,11 @@ async def download(request: web.Request) -> web.Response:
     try:
         since, until = _range(request.query, _today(request))
         calls = await read_calls(request.app[READER], settings, since, until)
-        export = build(kind, calls, settings, request.app[CLOCK]())
+        export, text = await asyncio.to_thread(_file, kind, calls, settings, request.app[CLOCK]())
     except (_BadRange, TooManyCalls, NotConfigured) as exc:
         raise web.HTTPBadRequest(reason=str(exc)) from None
     return web.Response(
-        text=upload_text(export.lines),
+        text=text,
         content_type="text/csv",
         charset="utf-8",
         headers={

@@ -6,6 +6,7 @@ credit row (its tags, and whether the reports count it as a lead, by the same ru
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -96,4 +97,5 @@ async def conversion_calls(
                 " range"
             )
         rows = (await conn.execute(query)).all()
-    return [_call(row) for row in rows]
+    # up to MAX_CALLS rows: seconds of CPU, in a thread so the event loop keeps its turns
+    return await asyncio.to_thread(lambda: [_call(row) for row in rows])

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
+import gc
 import io
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -15,8 +17,10 @@ from aiohttp.test_utils import TestClient
 
 from attribution.ad_clients import AdClientIds
 from attribution.calls import CallReport
+from integrations.conversions import ConversionCall
 from pbx.app import build_app
 from pbx.keys import CALLS, SETTINGS, VISITS
+from pbx.staff_ui import exports
 from pbx.storage.visits import VisitRequest
 from tests.api.test_cli import calltrack
 from tests.api.test_staff_ui import log_in
@@ -267,3 +271,60 @@ async def test_the_cli_writes_the_same_file_and_says_what_it_left_out(
     bad = calltrack("export", "metrica", "-c", config, "--since", "2027-01-13", "--until", "x")
     assert bad.returncode == 2
     assert bad.stderr == "calltrack export: --until: expected a date like 2026-11-30\n"
+
+
+async def test_a_large_export_leaves_the_event_loop_its_turns(
+    shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A busy quarter's export built and rendered its files in the event loop: seconds of CPU
+    during which FastAGI answers waited, and past 3 s the loop watchdog stopped the daemon."""
+    many = [
+        ConversionCall(
+            id=n,
+            started_at=NOW - DAY + n,
+            did="+74990000001",
+            answered=True,
+            ring_seconds=5.0,
+            talk_seconds=95.0,
+            first_time=True,
+            static=False,
+            lead=True,
+            sale_cents=0,
+            click_ids={"gclid": f"CjwK-{n}", "yclid": str(n)},
+            ym_client_id=f"17000000{n:05d}",
+        )
+        for n in range(40_000)
+    ]
+
+    async def read_many(*_args: object) -> list[ConversionCall]:
+        return many
+
+    monkeypatch.setattr(exports, "read_calls", read_many)
+    await log_in(shop.client, "ada")
+    gaps: list[float] = []
+    stop = asyncio.Event()
+
+    async def heartbeat() -> None:
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            began = loop.time()
+            await asyncio.sleep(0.01)
+            gaps.append(loop.time() - began - 0.01)
+
+    gc.collect()
+    gc.freeze()  # as `calltrack serve` does after startup: a full pass walks only what is new
+    beating = asyncio.create_task(heartbeat())
+    started = asyncio.get_running_loop().time()
+    try:
+        query = "since=2027-01-13&until=2027-01-15"
+        for path in (f"/admin/exports?{query}", f"/admin/exports/metrica.csv?{query}"):
+            response = await shop.client.get(path, allow_redirects=False)
+            assert response.status == 200, await response.text()
+            await response.read()
+    finally:
+        stop.set()
+        await beating
+        gc.unfreeze()
+    took = asyncio.get_running_loop().time() - started
+    assert took > 0.5, "enough work that the loop would have waited for it"
+    assert max(gaps) < 0.5, (max(gaps), took)  # was 1.0-2.4 s in the loop
