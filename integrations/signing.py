@@ -24,6 +24,9 @@ def sign(secret: str, body: bytes, t: int) -> str:
     return f"t={t},v1={_mac(secret, body, t)}"
 
 
+MAX_T_DIGITS = 12  # a Unix time in seconds has 10 digits until the year 2286
+
+
 def verify(secret: str, body: bytes, header: str, now: float, tolerance: float = TOLERANCE) -> bool:
     """Whether `header` signs `body` with `secret` at a time within `tolerance` of `now`.
 
@@ -33,9 +36,11 @@ def verify(secret: str, body: bytes, header: str, now: float, tolerance: float =
     signatures: list[str] = []
     for part in header.split(","):
         key, _, value = part.strip().partition("=")
-        if key == "t" and value.isdigit():
+        # ASCII digits only, and few: str.isdigit takes "²", which int() refuses, and
+        # int() of hundreds of digits overflows the time arithmetic
+        if key == "t" and value.isascii() and value.isdigit() and len(value) <= MAX_T_DIGITS:
             t = int(value)
-        elif key == "v1":
+        elif key == "v1" and value.isascii():  # compare_digest refuses non-ASCII text
             signatures.append(value)
     if t is None or abs(now - t) > tolerance:
         return False

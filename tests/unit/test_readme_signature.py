@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[2] / "README.md"
 SECRET = "whsec-readme-0123456789"
 BODY = b'{"event":"call.completed","event_id":"e1","call":{"id":1}}'
@@ -39,3 +41,9 @@ def test_the_readme_snippet_verifies_a_signed_delivery() -> None:
     assert not verify("another-secret-0123", BODY, header(BODY, now))
     assert not verify(SECRET, BODY, header(BODY, now - 600))  # a replay
     assert not verify(SECRET, BODY, "garbage")
+
+
+@pytest.mark.parametrize("junk", ["t=²,v1=ab", f"t={'9' * 400},v1=ab", "t={now},v1=ß"])
+def test_the_readme_snippet_refuses_junk_without_an_error(junk: str) -> None:
+    header = junk.format(now=int(time.time()))  # a current time: the signature is compared
+    assert readme_verify()(SECRET, BODY, header) is False

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+import pytest
+
 from integrations.signing import sign, verify
 
 SECRET = "whsec-0123456789abcdef"
@@ -47,3 +49,10 @@ def test_a_rotated_secret_may_sign_beside_the_old_one() -> None:
 def test_malformed_headers_are_not_valid() -> None:
     for header in ("", "t=,v1=", "v1=abc", "t=abc,v1=abc", "t=1800000000", "garbage"):
         assert not verify(SECRET, BODY, header, now=T), header
+
+
+@pytest.mark.parametrize("header", ["t=²,v1=ab", f"t={'9' * 400},v1=ab", "t=1800000000,v1=ß"])
+def test_junk_headers_are_not_valid_signatures_not_errors(header: str) -> None:
+    """ "t=²" passed isdigit and failed int(), hundreds of digits overflowed the time
+    arithmetic, a non-ASCII v1 made compare_digest raise: a receiver's 500 on junk."""
+    assert verify(SECRET, BODY, header, T) is False
