@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any, TypedDict, TypeVar
@@ -318,13 +318,24 @@ class CallStore:
         automatic); False when there is no such call."""
         columns = {name: value for name, value in changes.items() if name != "tags"}
         async with self._engine.begin() as conn:
-            result = await conn.execute(
+            now = (
+                await conn.execute(
+                    select(calls.c.id, *(calls.c[name] for name in columns)).where(
+                        calls.c.id == call_id
+                    )
+                )
+            ).one_or_none()
+            if now is None:
+                return False
+            if await _unchanged(conn, call_id, dict(now._mapping), columns, changes.get("tags")):
+                # nothing to record, nor to tell: a CRM that writes back what its call.updated
+                # said got another call.updated, and the two went on for ever
+                return True
+            await conn.execute(
                 update(calls)
                 .where(calls.c.id == call_id)
                 .values(**columns, reviewed_by=by, reviewed_at=self._clock())
             )
-            if not result.rowcount:
-                return False
             if "tags" in changes:
                 automatic = set(
                     await conn.scalars(
@@ -479,3 +490,19 @@ def _public(row: dict[str, Any], heard: _Heard) -> dict[str, Any]:
     row["keywords"] = heard.keywords.get(call_id, [])
     row["transcript"] = heard.transcripts.get(call_id)
     return row
+
+
+async def _unchanged(
+    conn: AsyncConnection,
+    call_id: int,
+    now: Mapping[str, Any],
+    columns: Mapping[str, Any],
+    tags: Collection[str] | None,
+) -> bool:
+    """Whether the call already has every value `columns` and `tags` (None: not given) set."""
+    if any(now[name] != value for name, value in columns.items()):
+        return False
+    if tags is None:
+        return True
+    held = await conn.scalars(select(call_tags.c.tag).where(call_tags.c.call_id == call_id))
+    return set(held) == set(tags)

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from pbx.app import build_app
 from pbx.keys import CALLS, ENGINE
-from pbx.storage.tables import sales
+from pbx.storage.tables import outbox, sales
 from tests.api.test_staff_ui import log_in, page_csrf, store_call
 from tests.helpers import STAFF_TOKEN, FakeClock, migrate, settings_for, staff_users
 
@@ -59,6 +59,12 @@ async def sale_rows(client: Client) -> int:
         return int(await conn.scalar(select(func.count()).select_from(sales)) or 0)
 
 
+async def outbox_rows(client: Client, event: str) -> int:
+    async with client.app[ENGINE].connect() as conn:
+        query = select(func.count()).select_from(outbox).where(outbox.c.event == event)
+        return int(await conn.scalar(query) or 0)
+
+
 async def patch(client: Client, call_id: int | str, body: Any) -> ClientResponse:
     return await client.patch(f"/api/v1/calls/{call_id}", json=body, headers=AUTH)
 
@@ -92,6 +98,31 @@ async def test_patch_changes_only_the_fields_given(client: Client, clock: FakeCl
     cleared = {"sale_amount": None, "score": None, "notes": None}
     answer = await (await patch(client, call, cleared)).json()
     assert (answer["sale_cents"], answer["score"], answer["notes"]) == (None, None, None)
+
+
+async def test_a_patch_that_changes_nothing_tells_no_one(
+    tmp_path: Path, clock: FakeClock, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    """A CRM that wrote back what a call.updated said got another call.updated, and the two
+    went on for ever; nor is the call reviewed again."""
+    # a receiver that refuses: the events stay in the outbox to be counted
+    hook = {"name": "crm", "url": "http://127.0.0.1:9/hook", "secret": "whsec-0123456789abcdef"}
+    hook["events"] = ["call.updated"]
+    settings = settings_for(tmp_path, users=staff_users(), webhooks=[hook])
+    await migrate(settings)
+    client = await aiohttp_client(build_app(settings, clock=clock))
+    call = await store_call(client, "p2")
+    assert (await patch(client, call, {"score": 4, "tags": ["lead"]})).status == 200
+    updated = await outbox_rows(client, "call.updated")
+    clock.advance(60)
+    for same in ({"score": 4}, {"tags": ["lead"]}, {"score": 4, "tags": ["lead"], "notes": None}):
+        response = await patch(client, call, same)
+        assert response.status == 200
+        assert (await response.json())["score"] == 4
+    assert await outbox_rows(client, "call.updated") == updated
+    assert (await call_row(client, call))["reviewed_at"] == NOW
+    assert (await patch(client, call, {"score": 5})).status == 200
+    assert await outbox_rows(client, "call.updated") == updated + 1
 
 
 @pytest.mark.parametrize(
