@@ -27,7 +27,8 @@ check-widget: install
 	scripts/widget-size
 
 test: install lab lint check-widget
-	scripts/run-tests
+	$(VENV)/pytest -q -p no:cacheprovider -n 2 -m "not lab"
+	$(VENV)/pytest -q -p no:cacheprovider -m lab
 
 bench: install lab
 	$(VENV)/python bench/lease_api.py
