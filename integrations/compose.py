@@ -36,6 +36,12 @@ def base_url(settings: Settings) -> str:
     return public.rstrip("/") if public else f"http://{settings.http.host}:{settings.http.port}"
 
 
+def configured_targets(settings: Settings) -> frozenset[str]:
+    """The names deliveries go to: each webhook's, and GA4's when it is configured."""
+    names = {t.name for t in settings.webhooks.targets}
+    return frozenset(names | ({GA4_TARGET} if settings.ga4 is not None else set()))
+
+
 class EventComposer:
     def __init__(
         self,
@@ -92,8 +98,7 @@ class EventComposer:
         return Destination(url, hook.signing_secret, hook.timeout)
 
     def targets(self) -> frozenset[str]:
-        names = {t.name for t in self._settings.webhooks.targets}
-        return frozenset(names | ({GA4_TARGET} if self._settings.ga4 is not None else set()))
+        return configured_targets(self._settings)
 
     def _hook(self, target: str) -> Webhook | None:
         return next((t for t in self._settings.webhooks.targets if t.name == target), None)

@@ -22,7 +22,7 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from integrations.compose import composer_for
+from integrations.compose import composer_for, configured_targets
 from integrations.delivery import Composer, Destination, PendingEvent, Skip
 from integrations.ga4 import GA4_TIMEOUT
 from integrations.retry import next_try
@@ -30,7 +30,13 @@ from integrations.signing import HEADER, sign
 from pbx.keys import CLOCK, DELIVERIES, ENGINE, METRICS, OUTBOX, SETTINGS
 from pbx.metrics import Metrics
 from pbx.settings import Settings
-from pbx.storage.deliveries import Claimed, Deliveries, Kept, forget_settled_before
+from pbx.storage.deliveries import (
+    Claimed,
+    Deliveries,
+    Kept,
+    forget_settled_before,
+    skip_targets_gone,
+)
 from pbx.storage.errors import log_failure
 from pbx.storage.retention import every_hour
 from pbx.tasks import cancel_and_wait
@@ -236,9 +242,10 @@ async def delivery_worker(app: web.Application) -> AsyncIterator[None]:
     settled deliveries (pbx.app's cleanup context)."""
     settings = app[SETTINGS]
     app[DELIVERIES] = Deliveries(app[ENGINE], app[CLOCK])
+    targets = configured_targets(settings)
     tasks = [
         asyncio.create_task(
-            _forget_settled(app[ENGINE], settings.webhooks.keep_days, app[CLOCK]),
+            _forget_settled(app[ENGINE], settings.webhooks.keep_days, app[CLOCK], targets),
             name="delivery-retention",
         )
     ]
@@ -251,10 +258,15 @@ async def delivery_worker(app: web.Application) -> AsyncIterator[None]:
     await cancel_and_wait(*tasks)
 
 
-async def _forget_settled(engine: AsyncEngine, keep_days: int, clock: Callable[[], float]) -> None:
-    """Settled deliveries past `webhooks.keep_days` go, hourly, with the caller details their
+async def _forget_settled(
+    engine: AsyncEngine, keep_days: int, clock: Callable[[], float], targets: frozenset[str]
+) -> None:
+    """Hourly: deliveries to targets gone from the config are skipped once past their retry
+    window, and settled deliveries past `webhooks.keep_days` go, with the caller details their
     bodies hold."""
-    await every_hour(
-        lambda: forget_settled_before(engine, clock() - keep_days * 86400.0),
-        f"deliveries settled over {keep_days} days ago",
-    )
+
+    async def upkeep() -> int:
+        await skip_targets_gone(engine, targets, clock())
+        return await forget_settled_before(engine, clock() - keep_days * 86400.0)
+
+    await every_hour(upkeep, f"deliveries settled over {keep_days} days ago")

@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import case, delete, or_, select, update
+from sqlalchemy import case, delete, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from integrations.delivery import PendingEvent
@@ -229,6 +229,26 @@ async def forget_settled_before(engine: AsyncEngine, before: float, batch: int =
                 return deleted
             await conn.execute(delete(outbox).where(outbox.c.id.in_(ids)))
         deleted += len(ids)
+
+
+async def skip_targets_gone(engine: AsyncEngine, targets: Collection[str], now: float) -> int:
+    """Mark skipped the pending deliveries to targets no longer in the config, once past their
+    give_up_at; how many. No worker claims them (each claims only its config's targets, so a
+    daemon whose config lags another's during a change does not skip what the other sends),
+    and they stayed pending for ever: "retry now" said yes and sent nothing, retention kept
+    them."""
+    gone = outbox.c.target.not_in(list(targets)) if targets else true()
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            update(outbox)
+            .where(outbox.c.state == PENDING, outbox.c.give_up_at < now, gone)
+            .values(
+                state=SKIPPED,
+                claimed_until=None,
+                last_error="its target is no longer in the config",
+            )
+        )
+        return int(result.rowcount or 0)
 
 
 async def recent(

@@ -181,3 +181,32 @@ async def test_settled_deliveries_past_keep_days_are_forgotten_pending_ones_kept
         kept = dict((await conn.execute(select(outbox.c.id, outbox.c.state))).all())
     assert kept == {2: "delivered", 5: "pending", 6: "pending"}  # newer, and still due
     await engine.dispose()
+
+
+async def test_deliveries_to_a_target_gone_from_the_config_are_skipped_after_their_window(
+    tmp_path: Path,
+) -> None:
+    """No worker claims them (each claims its config's targets), so they stayed pending for
+    ever: "retry now" said yes and sent nothing, retention kept them. Within their retry
+    window they wait: a daemon whose config lags another's must not skip what it sends."""
+    from pbx.storage.deliveries import skip_targets_gone
+
+    store, _, (engine, _), clock = await harness(tmp_path, webhooks=HOOKS)
+    assert await store.store(report("g1", clock.now))  # one row per target: crm, and the other
+    names = sorted({hook["name"] for hook in HOOKS})
+    still = frozenset(names[:1])  # the second target left the config
+    assert await skip_targets_gone(engine, still, clock.now + 60) == 0, "within its window"
+    give_up = clock.now + 86400.0 + 1
+    assert await skip_targets_gone(engine, still, give_up) == 1
+    async with engine.connect() as conn:
+        rows = {
+            r.target: (r.state, r.last_error)
+            for r in await conn.execute(
+                select(outbox.c.target, outbox.c.state, outbox.c.last_error)
+            )
+        }
+    assert rows == {
+        names[0]: ("pending", None),
+        names[1]: ("skipped", "its target is no longer in the config"),
+    }
+    await engine.dispose()
