@@ -51,14 +51,19 @@ class ReportDelivery:
         await asyncio.shield(self.start(reports))
 
     def start(self, reports: list[CallReport]) -> asyncio.Task[None]:
-        """Store `reports` in order, in a task of their own that no caller's cancellation
-        stops (see hand_over); `finish` waits for it at shutdown."""
-        task = asyncio.create_task(self._each(reports), name="call-reports")
+        """Store `reports` in order, after those handed over before them, in a task of their
+        own that no caller's cancellation stops (see hand_over); `finish` waits for it at
+        shutdown. After: a caller's later call stored first would take its "called before"
+        from the earlier one, and the earlier one would not get it."""
+        earlier = list(self._in_flight)
+        task = asyncio.create_task(self._each(reports, earlier), name="call-reports")
         self._in_flight[task] = reports
         task.add_done_callback(self._in_flight.pop)
         return task
 
-    async def _each(self, reports: list[CallReport]) -> None:
+    async def _each(self, reports: list[CallReport], after: list[asyncio.Task[None]]) -> None:
+        if after:
+            await asyncio.wait(after)
         for report in reports:
             await self(report)
 

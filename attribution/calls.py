@@ -21,6 +21,14 @@ AS_RECORDED = ".wav"
 NOTES_MAX = 5000  # what staff or the CRM may write on a call
 
 
+def stored_notes(text: str | None) -> str | None:
+    """Notes as they are kept, from the staff form or the CRM alike: a browser's textarea
+    sends CRLF line ends, a CRM LF; trimmed, and none for blank. One form, so saving the
+    same notes again is no change (no call.updated)."""
+    notes = (text or "").replace("\r\n", "\n").replace("\r", "\n").strip()
+    return notes or None
+
+
 class CallStatus(StrEnum):
     ANSWERED = "answered"
     MISSED = "missed"  # the real line did not answer in time

@@ -266,7 +266,8 @@ async def _forget_settled(
     bodies hold."""
 
     async def upkeep() -> int:
-        await skip_targets_gone(engine, targets, clock())
+        if skipped := await skip_targets_gone(engine, targets, clock()):
+            log.warning("%d deliveries skipped: their target is no longer in the config", skipped)
         return await forget_settled_before(engine, clock() - keep_days * 86400.0)
 
     await every_hour(upkeep, f"deliveries settled over {keep_days} days ago")

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from attribution.calls import CALLER_MAX, NOTES_MAX, allowed_tags
+from attribution.calls import CALLER_MAX, NOTES_MAX, allowed_tags, stored_notes
 from attribution.money import MoneyError, cents_text, to_cents
 from attribution.phone import PhoneNumberError, to_e164
 from attribution.sales import REFERENCE_MAX, Unmatched, why_unmatched
@@ -67,7 +67,7 @@ def _review_changes(body: dict[str, Any], allowed_tags: list[str]) -> ReviewChan
         notes = body["notes"]
         if notes is not None and (not isinstance(notes, str) or len(notes) > NOTES_MAX):
             raise _bad(f"notes: expected text of at most {NOTES_MAX} characters, or null")
-        changes["notes"] = (notes or "").strip() or None  # as the staff form stores it
+        changes["notes"] = stored_notes(notes)
     return changes
 
 

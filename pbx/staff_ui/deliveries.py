@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from integrations.compose import configured_targets
 from pbx.auth import check_csrf, require_user
 from pbx.http import read_form, whole_number
-from pbx.keys import CLOCK, DELIVERIES, ENGINE, OUTBOX
+from pbx.keys import CLOCK, DELIVERIES, ENGINE, OUTBOX, SETTINGS
 from pbx.staff_ui.views import render
 from pbx.storage.deliveries import recent
 from pbx.storage.outbox import DELIVERED, FAILED, PENDING, SKIPPED
@@ -49,7 +50,8 @@ async def retry(request: web.Request) -> web.Response:
     check_csrf(user.csrf, form.get("csrf"))
     outbox_id = whole_number(str(form.get("id", "")), "id", 1, MAX_ID)
     state = _state(str(form.get("state", "")))
-    if not await request.app[DELIVERIES].retry_now(outbox_id):
+    targets = configured_targets(request.app[SETTINGS])
+    if not await request.app[DELIVERIES].retry_now(outbox_id, targets):
         raise web.HTTPConflict(reason="that delivery was delivered or skipped: nothing to retry")
     request.app[OUTBOX].wake()
     query = f"?state={state}&retried={outbox_id}" if state else f"?retried={outbox_id}"

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from sqlalchemy.engine import make_url
 
-from attribution.calls import AS_RECORDED, NOTES_MAX, allowed_tags
+from attribution.calls import AS_RECORDED, NOTES_MAX, allowed_tags, stored_notes
 from pbx.auth import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
@@ -256,7 +256,7 @@ def _review(form: Any, allowed: list[str]) -> Review:
     score_text = str(form.get("score", ""))
     if score_text not in ("", "1", "2", "3", "4", "5"):
         raise _InvalidReview("Score: from 1 to 5, or none")
-    notes = str(form.get("notes", "")).strip()
+    notes = stored_notes(str(form.get("notes", ""))) or ""
     if len(notes) > NOTES_MAX:
         raise _InvalidReview(f"Notes: at most {NOTES_MAX} characters")
     return Review(

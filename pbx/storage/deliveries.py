@@ -150,15 +150,20 @@ class Deliveries:
         """Nothing to send (the composer said why): not an attempt."""
         await self._write(row, state=SKIPPED, last_error=error_text(reason), claimed_until=None)
 
-    async def retry_now(self, outbox_id: int) -> bool:
+    async def retry_now(self, outbox_id: int, targets: Collection[str]) -> bool:
         """Make a pending or failed row due now; a failed one gets its retry window again
-        (as long as it first had). False: no such row, or it was delivered or skipped. A row
-        being delivered right now keeps its lease, so it is not sent twice at once."""
+        (as long as it first had). False: no such row, it was delivered or skipped, or its
+        target is not among `targets` (the config's: no worker would send it). A row being
+        delivered right now keeps its lease, so it is not sent twice at once."""
         now = self._clock()
         async with self._engine.begin() as conn:
             result = await conn.execute(
                 update(outbox)
-                .where(outbox.c.id == outbox_id, outbox.c.state.in_([PENDING, FAILED]))
+                .where(
+                    outbox.c.id == outbox_id,
+                    outbox.c.state.in_([PENDING, FAILED]),
+                    outbox.c.target.in_(list(targets)),
+                )
                 .values(
                     state=PENDING,
                     due_at=now,
@@ -231,17 +236,28 @@ async def forget_settled_before(engine: AsyncEngine, before: float, batch: int =
         deleted += len(ids)
 
 
+#: a delivery to a target gone from the config waits this long past its window before it is
+#: skipped: any daemon that still has the target has made its last attempt by then
+TARGET_GONE_AFTER = 3600.0
+
+
 async def skip_targets_gone(engine: AsyncEngine, targets: Collection[str], now: float) -> int:
-    """Mark skipped the pending deliveries to targets no longer in the config, once past their
-    give_up_at; how many. No worker claims them (each claims only its config's targets, so a
-    daemon whose config lags another's during a change does not skip what the other sends),
-    and they stayed pending for ever: "retry now" said yes and sent nothing, retention kept
-    them."""
+    """Mark skipped the pending deliveries to targets no longer in the config, once
+    TARGET_GONE_AFTER past their give_up_at and not claimed; how many. No worker claims them
+    (each claims only its config's targets), and they stayed pending for ever. A daemon whose
+    config still has the target (another's lags during a change) sends its last attempt at
+    give_up_at, under a claim: neither is skipped."""
     gone = outbox.c.target.not_in(list(targets)) if targets else true()
+    unclaimed = or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now)
     async with engine.begin() as conn:
         result = await conn.execute(
             update(outbox)
-            .where(outbox.c.state == PENDING, outbox.c.give_up_at < now, gone)
+            .where(
+                outbox.c.state == PENDING,
+                outbox.c.give_up_at < now - TARGET_GONE_AFTER,
+                unclaimed,
+                gone,
+            )
             .values(
                 state=SKIPPED,
                 claimed_until=None,

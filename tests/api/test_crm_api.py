@@ -123,6 +123,17 @@ async def test_a_patch_that_changes_nothing_tells_no_one(
     assert (await call_row(client, call))["reviewed_at"] == NOW
     assert (await patch(client, call, {"score": 5})).status == 200
     assert await outbox_rows(client, "call.updated") == updated + 1
+    # the CRM's notes in LF, saved unchanged from the page: a browser's textarea sends CRLF
+    assert (await patch(client, call, {"notes": "line one\nline two"})).status == 200
+    updated = await outbox_rows(client, "call.updated")
+    await log_in(client, "sam")
+    csrf = await page_csrf(client, f"/calls/{call}")
+    form = {"csrf": csrf, "score": "5", "sale": "", "tag": "lead"}
+    form["notes"] = "line one\r\nline two"
+    saved = await client.post(f"/calls/{call}", data=form, allow_redirects=False)
+    assert saved.status == 303
+    assert await outbox_rows(client, "call.updated") == updated
+    assert (await call_row(client, call))["notes"] == "line one\nline two"
 
 
 @pytest.mark.parametrize(

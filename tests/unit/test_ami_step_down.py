@@ -303,3 +303,21 @@ asterisk:
   ami: {{secret: pw}}
 """)
     assert build_app(settings)[PBX_LINK].standby is standby
+
+
+async def test_calls_handed_over_later_are_stored_after_the_earlier_ones() -> None:
+    """A bridge's close hands over the calls it folds last while its first call is still being
+    retried; both retried the same, so the later call could be stored first and take the
+    earlier one's "called before"."""
+    db = Database()
+    deliver = ReportDelivery(db.store, is_transient, max_backoff=0.1)
+    first = CallReport("1700.1", "+79161234567", "+74990000101", 0.0, 30.0, 5.0, "ANSWER")
+    later = CallReport("1700.2", "+79161234567", "+74990000101", 60.0, 90.0, 65.0, "ANSWER")
+    folding = asyncio.create_task(deliver.hand_over([first]))
+    await db.tried.wait()
+    folding.cancel()  # the bridge closed
+    await asyncio.gather(folding, return_exceptions=True)
+    db.come_back()  # as the first waits for its next try
+    deliver.start([later])
+    await deliver.finish(5.0)
+    assert db.stored == ["1700.1", "1700.2"]

@@ -189,15 +189,24 @@ async def test_deliveries_to_a_target_gone_from_the_config_are_skipped_after_the
     """No worker claims them (each claims its config's targets), so they stayed pending for
     ever: "retry now" said yes and sent nothing, retention kept them. Within their retry
     window they wait: a daemon whose config lags another's must not skip what it sends."""
-    from pbx.storage.deliveries import skip_targets_gone
+    from sqlalchemy import update
+
+    from pbx.storage.deliveries import TARGET_GONE_AFTER, skip_targets_gone
 
     store, _, (engine, _), clock = await harness(tmp_path, webhooks=HOOKS)
     assert await store.store(report("g1", clock.now))  # one row per target: crm, and the other
     names = sorted({hook["name"] for hook in HOOKS})
     still = frozenset(names[:1])  # the second target left the config
     assert await skip_targets_gone(engine, still, clock.now + 60) == 0, "within its window"
-    give_up = clock.now + 86400.0 + 1
-    assert await skip_targets_gone(engine, still, give_up) == 1
+    give_up = clock.now + 86400.0
+    assert await skip_targets_gone(engine, still, give_up + 60) == 0, "its last attempt is due"
+    later = give_up + TARGET_GONE_AFTER + 1
+    async with engine.begin() as conn:  # another daemon, whose config has it, is sending it
+        await conn.execute(update(outbox).values(claimed_until=later + 10))
+    assert await skip_targets_gone(engine, still, later) == 0, "claimed: being sent"
+    async with engine.begin() as conn:
+        await conn.execute(update(outbox).values(claimed_until=None))
+    assert await skip_targets_gone(engine, still, later) == 1
     async with engine.connect() as conn:
         rows = {
             r.target: (r.state, r.last_error)

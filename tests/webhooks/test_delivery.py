@@ -272,11 +272,11 @@ async def test_past_give_up_at_the_row_fails_and_retry_now_sends_it_again(
     await asyncio.sleep(0.3)
     assert len(h.receiver.got) == sent  # failed: left alone
     h.receiver.answers = []
-    assert await h.deliveries.retry_now(row["id"])
+    assert await h.deliveries.retry_now(row["id"], {"crm"})
     row = await h.settled(attempts + 1)
     assert row["state"] == "delivered" and len(h.receiver.got) == sent + 1
-    assert not await h.deliveries.retry_now(row["id"])  # delivered: nothing to retry
-    assert not await h.deliveries.retry_now(10_000)
+    assert not await h.deliveries.retry_now(row["id"], {"crm"})  # delivered: nothing to retry
+    assert not await h.deliveries.retry_now(10_000, {"crm"})
 
 
 async def test_retry_now_makes_a_waiting_row_due_at_once(harness: Harness) -> None:
@@ -285,7 +285,7 @@ async def test_retry_now_makes_a_waiting_row_due_at_once(harness: Harness) -> No
     assert await h.store.store(report("N1", h.clock.now))
     row = await h.settled(1)
     assert row["next_try"] > h.clock.now
-    assert await h.deliveries.retry_now(row["id"])
+    assert await h.deliveries.retry_now(row["id"], {"crm"})
     row = await h.settled(2)
     assert row["state"] == "delivered" and len(h.receiver.got) == 2
 
@@ -418,3 +418,14 @@ async def test_a_claim_lost_while_composing_is_not_sent_twice(harness: Harness) 
     await asyncio.sleep(0.5)
     assert len(h.receiver.got) == 1
     assert row["attempts"] == 1
+
+
+async def test_retry_now_is_refused_for_a_target_gone_from_the_config(harness: Harness) -> None:
+    """It said yes and sent nothing: no worker claims a target its config does not have, and
+    the failed row was given a fresh window to sit pending in."""
+    h = harness
+    h.receiver.answers = [500]
+    assert await h.store.store(report("R1", h.clock.now))
+    row = await h.settled(1)
+    assert not await h.deliveries.retry_now(row["id"], {"another"})
+    assert await h.deliveries.retry_now(row["id"], {"crm"})
