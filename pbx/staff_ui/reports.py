@@ -172,12 +172,12 @@ def _period(key: str, group_by: GroupBy) -> tuple[date, date]:
 def drill(query: ReportQuery, key: str) -> dict[str, str] | None:
     """The changes that show what a row is made of, or None when the row cannot be opened."""
     group = query.group_by
+    if key in NOT_A_FILTER or len(key) > MAX_FILTER:  # "(probable)" is no day either
+        return None
     if group.is_time:
         start, end = _period(key, group)
         finer = GroupBy.SOURCE if group is GroupBy.DAY else GroupBy.DAY
         return {"since": start.isoformat(), "until": end.isoformat(), "group_by": str(finer)}
-    if key in NOT_A_FILTER or len(key) > MAX_FILTER:
-        return None
     finer = DRILL[group]
     if finer in query.filters:
         finer = GroupBy.DAY

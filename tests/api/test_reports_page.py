@@ -247,3 +247,22 @@ async def test_names_from_visitors_are_shown_as_text(
     table = read_tables(html).tables["report"]
     assert [row[0] for row in table[1:]] == [SCRIPT, "Total"]  # as text, in the table
     assert quote(SCRIPT, safe="") in read_tables(html).links[SCRIPT]
+
+
+async def test_a_time_grouped_report_with_a_probable_call_is_a_page(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    """Its "(probable)" row was read as a day for its drill-down link: a 500 for any day,
+    week or month report whose range held a probable call (probable matching is on by
+    default)."""
+    clock = FakeClock()
+    client = await app_client(tmp_path, aiohttp_client, clock)  # probable window: 60 s
+    scenario = Scenario(client, clock)
+    visit = await scenario.visit("utm_source=google&utm_medium=cpc")
+    clock.advance(90)  # the lease ended 30 s ago: the call is a probable match
+    await scenario.call(visit.number, "+79160000009")
+    assert (await log_in(client, "sam")).status == 303
+    for group in ("day", "week", "month"):
+        response = await client.get(f"/reports?group_by={group}&include_probable=0")
+        assert response.status == 200, (group, (await response.text())[:200])
+        assert "(probable)" in await response.text()
