@@ -306,7 +306,9 @@ def routes() -> list[web.AbstractRouteDef]:
         web.post("/logout", logout),
         web.get("/calls", call_log),
         web.get("/calls/live", live_rows),
-        web.get("/calls.csv", export_csv),
+        # no HEAD: a streamed body has no length to announce, and aiohttp wrote it after the
+        # HEAD's headers anyway, out of step with the next response on the connection
+        web.get("/calls.csv", export_csv, allow_head=False),
         web.get(r"/calls/{call_id:[0-9]{1,12}}", call_page),
         web.post(r"/calls/{call_id:[0-9]{1,12}}", save_review),
         web.get("/admin", admin_status),

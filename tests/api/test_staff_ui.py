@@ -402,6 +402,20 @@ async def test_csv_export_has_every_filtered_call_and_defuses_formulas(client: C
     assert rows[0]["source"] == "billboard" and rows[0]["started_at"].startswith("2027-01-15T")
 
 
+async def test_a_head_of_the_csv_export_is_refused_not_answered_with_its_body(
+    client: Client,
+) -> None:
+    """The streamed export has no length to announce: aiohttp wrote its rows after the HEAD's
+    headers all the same, so the next response on the connection came after them (a proxy
+    reusing the connection gave another request the call log)."""
+    await store_call(client, "a", caller="+79161234567")
+    await log_in(client)
+    head = await client.head("/calls.csv")
+    assert head.status == 405
+    after = await client.get("/calls.csv")  # the same connection, in step
+    assert after.status == 200 and "+79161234567" in (await after.read()).decode("utf-8-sig")
+
+
 FORMULA_START = re.compile(r"^[\s\"]*[=+\-@]")
 PLAIN_NUMBER = re.compile(r"^[\s\"]*[+-]?[0-9][0-9 .,()-]*\"?$")
 
