@@ -91,8 +91,9 @@ _CONTROL = re.compile(f"[{CONTROL_CHARACTERS}]")
 
 
 def _own_name(value: str) -> str:
-    """A tag that spells one of the report's own rows ("(unattributed)") is kept apart from it:
-    a visitor's link must not add to, or hide in, the row of calls nobody is credited with."""
+    """A tag (or a referrer's host) that spells one of the report's own rows
+    ("(unattributed)") is kept apart from it: a visitor's link must not add to, or hide in, the
+    row of calls nobody is credited with."""
     return f"utm:{value}" if value in RESERVED_KEYS else value
 
 
@@ -111,6 +112,8 @@ def read_source(url: str, referrer: str | None) -> TrafficSource:
     ref_host = host_of(referrer) if referrer else None
     if ref_host and ref_host == host_of(url):
         ref_host = None  # moving inside the site is not a source
+    if ref_host:  # a forged referrer "http://(unattributed)/" is a tag by another name
+        ref_host = _own_name(ref_host)
     if "utm_source" in tags or "utm_medium" in tags:
         source = tags.get("utm_source") or ref_host or "(not set)"
         medium = tags.get("utm_medium", NONE)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from attribution.rules import choose_pool
-from attribution.traffic import read_source
+from attribution.traffic import RESERVED_KEYS, read_source
 from pbx.settings import Pool, PoolRule
 
 
@@ -74,3 +74,13 @@ def test_first_matching_pool_wins(url: str, referrer: str | None, pool: str) -> 
 def test_no_matching_pool_keeps_the_sites_number() -> None:
     only_paid = pools()[:1]
     assert choose_pool(only_paid, read_source("https://s.test/", None)) is None
+
+
+@pytest.mark.parametrize("row", sorted(RESERVED_KEYS))
+def test_a_referrer_cannot_name_one_of_the_reports_own_rows(row: str) -> None:
+    """UTM tags spelling "(unattributed)" were kept apart, a referrer's host was not: a forged
+    referrer's traffic, and the calls it brought, hid in the row of calls nobody was credited
+    with, which its drill-down then left out."""
+    source = read_source("https://shop.test/", f"http://{row}/")
+    assert (source.source, source.medium) == (f"utm:{row}", "referral")
+    assert read_source("https://shop.test/", "https://news.example/a").source == "news.example"
