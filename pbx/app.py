@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from integrations.worker import delivery_worker
 from pbx import crm_api, journey_api, recording_links_api, reports_api, staff_api, staff_ui
-from pbx.http import Handler, error_as_json, internal_error, refuse_unstorable
+from pbx.http import Handler, error_as_json, internal_error, refuse_unstorable, staff_body_limit
 from pbx.keys import (
     ANSWERS,
     CALLS,
@@ -250,7 +250,7 @@ def _with_errors(routes: list[web.AbstractRouteDef]) -> list[web.AbstractRouteDe
 
 def build_app(settings: Settings, clock: Callable[[], float] = time.time) -> web.Application:
     app = web.Application(
-        client_max_size=settings.http.max_body_bytes,
+        client_max_size=staff_body_limit(settings),  # forms; the visitor API reads its own
     )
     app[SETTINGS] = settings
     app[CLOCK] = clock

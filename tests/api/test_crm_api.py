@@ -5,6 +5,7 @@ review fields given, POST /api/v1/sales credits a deal to the caller's latest ca
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +16,9 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 
+from attribution.calls import NOTES_MAX
 from pbx.app import build_app
+from pbx.http import REVIEW_BODY_MAX
 from pbx.keys import CALLS, ENGINE
 from pbx.storage.tables import outbox, sales
 from tests.api.test_staff_ui import log_in, page_csrf, store_call
@@ -174,8 +177,26 @@ async def test_patch_body_that_is_not_a_json_object_or_too_large(client: Client)
     for body in (b"not json", b"[1, 2]", b'"lead"'):
         response = await client.patch(url, data=body, headers=AUTH)
         assert response.status == 400 and "error" in await response.json()
-    huge = {"notes": "x" * 20_000}  # over http.max_body_bytes (16 KiB)
+    huge = {"notes": "x" * (REVIEW_BODY_MAX + 1)}  # over what a review may need
     assert (await patch(client, call, huge)).status == 413
+
+
+async def test_notes_up_to_notes_max_in_any_script_can_be_saved(client: Client) -> None:
+    """http.max_body_bytes (16 KiB, sized for the visitor API) bound the staff form and the
+    CRM too: 3,000 Cyrillic characters, 18 KB percent-encoded, were a 413 and the typed text
+    was lost; 5,000 escaped as \\uXXXX in JSON (json.dumps' default) 30 KB."""
+    call = await store_call(client, "p1")
+    notes = "ж" * NOTES_MAX
+    patched = await client.patch(
+        f"/api/v1/calls/{call}", data=json.dumps({"notes": notes}), headers=AUTH
+    )
+    assert patched.status == 200, await patched.text()
+    await log_in(client)
+    csrf = await page_csrf(client, f"/calls/{call}")
+    form = {"csrf": csrf, "score": "", "sale": "", "notes": "щ" * NOTES_MAX}
+    saved = await client.post(f"/calls/{call}", data=form, allow_redirects=False)
+    assert saved.status == 303
+    assert (await call_row(client, call))["notes"] == "щ" * NOTES_MAX
 
 
 async def test_patch_needs_a_valid_token_and_an_existing_call(client: Client) -> None:
