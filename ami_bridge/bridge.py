@@ -180,13 +180,18 @@ class AmiBridge:
     def _fold_queued(self) -> list[CallReport]:
         reports: list[CallReport] = []
         while not self._queue.empty():
-            item = self._queue.get_nowait()
-            if item is _LINK_LOST:
-                self._tracker.link_lost()
-            else:
-                assert isinstance(item, tuple)
-                reports += self._tracker.feed(item[1], item[0])
+            reports += self._fold(self._queue.get_nowait())
         return reports
+
+    def _fold(self, item: object) -> list[CallReport]:
+        """One queued item into the tracker: an event (with when it arrived), or the link lost;
+        the calls it finished."""
+        if item is _LINK_LOST:
+            self._tracker.link_lost()
+            return []
+        assert isinstance(item, tuple)
+        received_at, event = item
+        return list(self._tracker.feed(event, received_at))
 
     # The link.
 
@@ -310,10 +315,5 @@ class AmiBridge:
                     item = await self._queue.get()
             except TimeoutError:
                 continue
-            if item is _LINK_LOST:
-                self._tracker.link_lost()
-                continue
-            assert isinstance(item, tuple)
-            received_at, event = item
-            if reports := list(self._tracker.feed(event, received_at)):
+            if reports := self._fold(item):
                 await self._deliver.hand_over(reports)
