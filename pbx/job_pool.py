@@ -86,10 +86,28 @@ STANDBY_LOOK_EVERY = 5.0
 TRANSIENT_RETRY_MAX = 600.0
 
 
+class JobFailed(Exception):
+    """A job's own failure (recordings.files.ConversionFailed, a SpeechInterrupted):
+    `transient` when it passes by itself (a full disk, no memory for a moment), so the queue
+    waits it out without counting an attempt.
+
+    Both are in `args`: the exception comes back pickled from the worker process."""
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message, transient)
+
+    @property
+    def transient(self) -> bool:
+        return bool(self.args[1])
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 def passes_by_itself(error: Exception) -> bool:
-    """A database failure that passes (storage.errors.is_transient), or a job's own error that
-    says it does (a `transient` attribute: recordings.files.ConversionFailed on a full disk)."""
-    return is_transient(error) or getattr(error, "transient", False) is True
+    """A database failure that passes (storage.errors.is_transient), or a job's own failure
+    that says it does (JobFailed.transient)."""
+    return is_transient(error) or (isinstance(error, JobFailed) and error.transient)
 
 
 class WorkerCrashed(Exception):

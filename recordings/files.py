@@ -17,6 +17,8 @@ from pathlib import Path
 from pydub import AudioSegment
 from pydub.exceptions import CouldntDecodeError, CouldntEncodeError
 
+from pbx.job_pool import JobFailed
+
 WAVEFORM_BARS = 120
 # (suffix, pydub export arguments): 16 kHz mono is beyond what a phone line carries
 FORMATS: dict[str, tuple[str, dict[str, object]]] = {
@@ -37,21 +39,9 @@ _PARTIAL = re.compile(
 )
 
 
-class ConversionFailed(Exception):
+class ConversionFailed(JobFailed):
     """The recording could not be converted; `transient`: for a reason that passes (a full
-    disk), so it is tried again later rather than given up on (pbx.job_pool).
-
-    Both are in `args`: the exception comes back pickled from the worker process."""
-
-    def __init__(self, message: str, transient: bool = False) -> None:
-        super().__init__(message, transient)
-
-    @property
-    def transient(self) -> bool:
-        return bool(self.args[1])
-
-    def __str__(self) -> str:
-        return str(self.args[0])
+    disk), so it is tried again later rather than given up on (pbx.job_pool)."""
 
 
 @dataclass(frozen=True)

@@ -166,28 +166,30 @@ class SpeechWorker:
             await self._failed(call_id, str(exc))
             return None
         except WorkerCrashed as crash:
-            if not crash.alone:  # not known to be this file's fault: the queue runs it alone
+            # beside another job: not known to be this file's fault, the queue runs it alone
+            if not crash.alone or self._tries_left(call_id):
                 raise
-            crashes = self._crashes[call_id] = self._crashes.get(call_id, 0) + 1
-            if crashes < MAX_ATTEMPTS:
-                raise
-            await self._failed(call_id, f"the analysis crashed its worker process {crashes} times")
+            await self._failed(
+                call_id, f"the analysis crashed its worker process {MAX_ATTEMPTS} times"
+            )
             return None
         except SpeechInterrupted as stop:
             # killed or out of time: the machine's doing, or the file's if it keeps happening
             # (each try can cost TIMEOUT of a worker); no memory for a moment: waited out
-            if stop.transient:
+            if stop.transient or self._tries_left(call_id):
                 raise
-            stops = self._crashes[call_id] = self._crashes.get(call_id, 0) + 1
-            if stops < MAX_ATTEMPTS:
-                raise
-            await self._failed(call_id, f"{stop}, {stops} times")
+            await self._failed(call_id, f"{stop}, {MAX_ATTEMPTS} times")
             return None
         self._crashes.pop(call_id, None)
         if await self._store.save(call_id, engine, result, self._speech.keywords):
             self._metrics.speech.labels("analysed").inc()
         await self.update_backlog()
         return None
+
+    def _tries_left(self, call_id: int) -> bool:
+        """Count a try of `call_id` that ended abnormally; whether it may be tried again."""
+        tries = self._crashes[call_id] = self._crashes.get(call_id, 0) + 1
+        return tries < MAX_ATTEMPTS
 
     async def _failed(self, call_id: int, error: str) -> None:
         self._crashes.pop(call_id, None)

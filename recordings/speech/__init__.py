@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from pbx.job_pool import JobFailed
 from pbx.settings import Speech
 
 
@@ -23,24 +24,12 @@ class SpeechFailed(Exception):
     """This audio could not be analysed (not audio, truncated, unreadable)."""
 
 
-class SpeechInterrupted(Exception):
+class SpeechInterrupted(JobFailed):
     """The analysis stopped, maybe for a reason outside the file: ffmpeg could not start (no
     memory for a moment), was killed (the OOM killer), or ran out of time on a loaded machine.
     The call is tried again, and marked failed only when it keeps happening (the speech
     worker's MAX_ATTEMPTS), where a SpeechFailed is at once. `transient`: it passes by itself,
-    so it is waited out without counting an attempt (pbx.job_pool).
-
-    Both are in `args`: the exception comes back pickled from the worker process."""
-
-    def __init__(self, message: str, transient: bool = False) -> None:
-        super().__init__(message, transient)
-
-    @property
-    def transient(self) -> bool:
-        return bool(self.args[1])
-
-    def __str__(self) -> str:
-        return str(self.args[0])
+    so it is waited out without counting an attempt (pbx.job_pool)."""
 
 
 @dataclass(frozen=True)
