@@ -8,7 +8,7 @@ import csv
 import gc
 import io
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from pbx.storage.visits import VisitRequest
 from tests.api.test_cli import calltrack
 from tests.api.test_staff_ui import log_in
 from tests.helpers import FakeClock, migrate, settings_for, staff_users
+from tests.unit.test_ad_export_formats import CALL
 
 Client = TestClient  # type: ignore[type-arg]
 DAY = 86400.0
@@ -279,17 +280,10 @@ async def test_a_large_export_leaves_the_event_loop_its_turns(
     """A busy quarter's export built and rendered its files in the event loop: seconds of CPU
     during which FastAGI answers waited, and past 3 s the loop watchdog stopped the daemon."""
     many = [
-        ConversionCall(
+        replace(
+            CALL,
             id=n,
             started_at=NOW - DAY + n,
-            did="+74990000001",
-            answered=True,
-            ring_seconds=5.0,
-            talk_seconds=95.0,
-            first_time=True,
-            static=False,
-            lead=True,
-            sale_cents=0,
             click_ids={"gclid": f"CjwK-{n}", "yclid": str(n)},
             ym_client_id=f"17000000{n:05d}",
         )
