@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
 
-from attribution.reports import PROBABLE, TOTAL, UNATTRIBUTED, UNSPLIT_COST, WEB
+from attribution.reports import OWN_ROWS, TOTAL, WEB
 
 CLICK_ID_SOURCES = {
     "gclid": ("google", "cpc"),
@@ -33,7 +33,7 @@ UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content
 MAX_VALUE = 512
 MAX_URL = 1024  # the longest URL kept: one client must not fill the disk with URLs
 #: the report's rows that name no channel (attribution.reports), never a visitor's tag
-RESERVED_KEYS = frozenset({UNATTRIBUTED, PROBABLE, UNSPLIT_COST, WEB, TOTAL})
+RESERVED_KEYS = OWN_ROWS | {WEB, TOTAL}
 DIRECT = "(direct)"
 NONE = "(none)"
 

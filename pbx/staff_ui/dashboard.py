@@ -13,9 +13,7 @@ from datetime import date
 from aiohttp import web
 
 from attribution.reports import (
-    PROBABLE,
-    UNATTRIBUTED,
-    UNSPLIT_COST,
+    OWN_ROWS,
     GroupBy,
     ReportQuery,
     ReportRow,
@@ -30,7 +28,6 @@ from pbx.storage.report_queries import build_report
 
 PERIODS = (("Today", 1), ("Last 7 days", 7), ("Last 30 days", 30))
 TOP_SOURCES = 5
-_NOT_A_SOURCE = (UNATTRIBUTED, PROBABLE, UNSPLIT_COST)
 
 
 @dataclass(frozen=True)
@@ -53,7 +50,7 @@ async def dashboard(request: web.Request) -> web.Response:
             engine, settings, ReportQuery(since, until, group_by=GroupBy.SOURCE)
         )
         tiles.append(Tile(label, since, until, report.totals))
-        top = [r for r in report.rows if r.tally.calls and r.key not in _NOT_A_SOURCE]
+        top = [r for r in report.rows if r.tally.calls and r.key not in OWN_ROWS]
     missed = request[MISSED_COUNT] if MISSED_COUNT in request else await missed_count(engine)
     return render(
         request,

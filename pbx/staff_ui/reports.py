@@ -20,6 +20,7 @@ from attribution.reports import (
     COLUMNS,
     MODEL_NAMES,
     NOT_SET,
+    OTHER,
     PROBABLE,
     UNSPLIT_COST,
     GroupBy,
@@ -66,7 +67,7 @@ DRILL = {
     GroupBy.POOL: GroupBy.SOURCE,
     GroupBy.SITE: GroupBy.SOURCE,
 }
-NOT_A_FILTER = (PROBABLE, UNSPLIT_COST)  # rows that name no value a filter could select
+NOT_A_FILTER = (PROBABLE, UNSPLIT_COST, OTHER)  # rows that name no value a filter could select
 MONEY = frozenset({"revenue", "cost", "cost_per_call", "cost_per_lead"})
 RATIOS = frozenset({"answer_rate", "roi", "conversion"})
 HEADERS = {

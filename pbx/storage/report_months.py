@@ -15,7 +15,7 @@ import hashlib
 import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 
 from sqlalchemy import Insert, bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -134,7 +134,7 @@ async def keep(
                 "month": month,
                 "kept_at": time.time(),
                 "version": versions.get(month, 0),
-                "tallies": json.dumps({k: astuple(t) for k, t in tallies.items()}),
+                "tallies": json.dumps({k: t.values() for k, t in tallies.items()}),
             }
             statement = conflict_insert(report_months, postgres=postgres).values(**values)
             await conn.execute(

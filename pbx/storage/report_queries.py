@@ -10,9 +10,10 @@ facet) count sessions, and then for at most MAX_SESSION_DAYS days.
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
-from dataclasses import astuple, fields
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -32,7 +33,10 @@ from attribution.calls import UNANSWERED
 from attribution.costs import spread_costs
 from attribution.models import CreditKind
 from attribution.reports import (
+    MAX_VISIT_ROWS,
     NOT_SET,
+    OTHER,
+    OWN_ROWS,
     PROBABLE,
     UNATTRIBUTED,
     UNSPLIT_COST,
@@ -44,6 +48,8 @@ from attribution.reports import (
     Tally,
     build_rows,
     day_of,
+    fold_visit_rows,
+    folds,
     local_day,
     month_parts,
     time_key,
@@ -100,6 +106,7 @@ async def build_report(
     # summed as plain lists of the Tally's fields: a year of a term report is 12 × 4000 rows
     sums: dict[str, list[float]] = {}
     computed: dict[int, dict[str, Tally]] = {}
+    folded: list[tuple[Part, set[str]]] = []  # the parts with an OTHER row, and their keys
     async with engine.connect() as conn:
         kept = await read_kept(conn, settings, query, months)
         for part in parts:
@@ -110,7 +117,9 @@ async def build_report(
                 live = await _tallies(conn, settings, query, part.since, part.until)
                 if part.month is not None:
                     computed[part.month] = live
-                found = {key: astuple(tally) for key, tally in live.items()}
+                found = {key: tally.values() for key, tally in live.items()}
+            if OTHER in found:
+                folded.append((part, set(found)))
             for key, values in found.items():
                 into = sums.get(key)
                 if into is None:
@@ -118,9 +127,14 @@ async def build_report(
                 else:
                     for i, value in enumerate(values):
                         into[i] += value
+        tallies = {key: Tally(*_whole(values)) for key, values in sums.items()}
+        if folds(query.group_by):
+            tallies = fold_visit_rows(tallies, MAX_VISIT_ROWS)
+            shown = tallies.keys() - OWN_ROWS
+            for part, keys in folded:  # a row shown may be in a part's OTHER: take it out
+                await _unfold(conn, settings, query, part, tallies, shown - keys)
     if keeper is not None:
         await keep(keeper, settings, query, computed, kept.versions)
-    tallies = {key: Tally(*_whole(values)) for key, values in sums.items()}
     rows = build_rows(tallies, query.group_by)
     return Report(query, settings.currency, rows, _notes(query, tallies))
 
@@ -133,32 +147,62 @@ def _whole(values: Sequence[float]) -> list[Any]:
 async def _tallies(
     conn: AsyncConnection, settings: Settings, query: ReportQuery, first: date, last: date
 ) -> dict[str, Tally]:
-    """Every row's raw counts for the days first..last."""
+    """Every row's raw counts for the days first..last; visits of rows with nothing else past
+    the MAX_VISIT_ROWS most visited are summed in OTHER."""
     since, until = local_day(first), local_day(last)
     tallies: dict[str, Tally] = defaultdict(Tally)
     for key, tally in await _call_tallies(conn, settings, query, since, until):
         tallies[key] = tallies[key] + tally
-    for key, visits in await _visit_counts(conn, settings, query, since, until):
-        tallies[key] = tallies[key] + Tally(visits=visits)
     for key, cents in await _costs(conn, settings, query, since, until):
         tallies[key] = tallies[key] + Tally(cost_cents=cents)
+    others = set(tallies)  # the rows with calls or cost: their visits must be exact
+    for key, visits in await _visit_counts(conn, settings, query, since, until):
+        tallies[key] = tallies[key] + Tally(visits=visits)
+        others.discard(key)
+    await _unfold(conn, settings, query, Part(first, last), tallies, others - OWN_ROWS)
     return dict(tallies)
 
 
+async def _unfold(
+    conn: AsyncConnection,
+    settings: Settings,
+    query: ReportQuery,
+    part: Part,
+    tallies: dict[str, Tally],
+    keys: Collection[str],
+) -> None:
+    """Move the visits of `keys` in the days of `part` out of OTHER (if it has them) into
+    their own rows."""
+    if OTHER not in tallies or not keys:
+        return
+    since, until = local_day(part.since), local_day(part.until)
+    for key, visits in await _visit_counts(conn, settings, query, since, until, only=keys):
+        tallies[key] = tallies.get(key, Tally()) + Tally(visits=visits)
+        tallies[OTHER] = replace(tallies[OTHER], visits=tallies[OTHER].visits - visits)
+    if tallies[OTHER] == Tally():
+        del tallies[OTHER]
+
+
 def _notes(query: ReportQuery, tallies: Mapping[str, Tally]) -> list[str]:
-    """What the reader must know about the costs shown."""
+    """What the reader must know about the rows and the costs shown."""
+    notes = []
+    if OTHER in tallies:
+        notes.append(
+            f"the row {OTHER} sums the visits of the {query.group_by} rows with nothing but"
+            f" visits past the {MAX_VISIT_ROWS} most visited"
+        )
     unknown = sorted(str(d) for d in query.filters if d not in COST_KEYS)
     if unknown:
-        return [
+        notes.append(
             "cost is kept by source, medium, campaign and day: not shown when filtered by "
             + ", ".join(unknown)
-        ]
-    if UNSPLIT_COST in tallies:
-        return [
+        )
+    elif UNSPLIT_COST in tallies:
+        notes.append(
             f"cost is kept by source, medium, campaign and day: the {query.group_by} rows show"
             f" none, the row {UNSPLIT_COST} holds it"
-        ]
-    return []
+        )
+    return notes
 
 
 # -- calls -------------------------------------------------------------------------------------
@@ -299,19 +343,48 @@ def check_size(query: ReportQuery) -> None:
         )
 
 
+@dataclass(frozen=True)
+class Pick:
+    """Which rows a visit count returns: exactly the rows `only`; else the `top` most visited
+    (ties by key) and the others' sum as OTHER; else (neither) every row."""
+
+    only: Collection[str] | None = None
+    top: int | None = None
+
+    def of(self, counts: Mapping[str, int]) -> list[tuple[str, int]]:
+        """The picked rows of complete counts (those counted here, not by the database)."""
+        if self.only is not None:
+            return [(k, counts[k]) for k in self.only if k in counts]
+        if self.top is None or len(counts) <= self.top:
+            return list(counts.items())
+        rows = heapq.nsmallest(self.top, counts.items(), key=lambda row: (-row[1], row[0]))
+        return [*rows, (OTHER, sum(counts.values()) - sum(n for _, n in rows))]
+
+
+IN_BATCH = 500  # keys per IN (...): far below any database's limit on parameters
+
+
 async def _visit_counts(
-    conn: AsyncConnection, settings: Settings, query: ReportQuery, since: int, until: int
+    conn: AsyncConnection,
+    settings: Settings,
+    query: ReportQuery,
+    since: int,
+    until: int,
+    only: Collection[str] | None = None,
 ) -> list[tuple[str, int]]:
+    """Visits per row: of the rows `only`, or of every row (the most visited and OTHER when
+    the grouping folds)."""
     found = _visit_filters(query)
     if found is None:
         return []
     group, filters = found
+    pick = Pick(only, MAX_VISIT_ROWS if folds(query.group_by) else None)
     if _counts_sessions(query):
-        counts = await _from_sessions(conn, settings, group, filters, since, until)
+        counts = await _from_sessions(conn, settings, group, filters, since, until, pick)
     elif group in FACETS:
-        counts = await _from_facets(conn, group, filters, since, until)
+        counts = await _from_facets(conn, group, filters, since, until, pick)
     else:
-        counts = await _from_channels(conn, group, filters, since, until)
+        counts = await _from_channels(conn, group, filters, since, until, pick)
     if query.group_by is GroupBy.STATIC:
         return [(WEB, sum(n for _, n in counts))]
     return counts
@@ -325,36 +398,69 @@ def _named(value: str) -> str:
     return value or NOT_SET
 
 
+async def _grouped(
+    conn: AsyncConnection,
+    key: ColumnElement[Any],
+    visits: ColumnElement[Any],
+    conditions: Sequence[ColumnElement[bool]],
+    pick: Pick,
+) -> tuple[list[tuple[Any, int]], int]:
+    """A rollup's visits summed per `key` (the database groups and picks): the rows, and the
+    visits of the rows not picked."""
+    summed = func.sum(visits).label("visits")
+    statement = select(key.label("key"), summed).where(*conditions).group_by(key)
+    if pick.only is not None:
+        wanted = sorted({_rollup_value(k) for k in pick.only})
+        rows = []
+        for start in range(0, len(wanted), IN_BATCH):
+            batch = wanted[start : start + IN_BATCH]
+            rows += list(await conn.execute(statement.where(key.in_(batch))))
+        return [(r.key, int(r.visits)) for r in rows], 0
+    if pick.top is None:
+        return [(r.key, int(r.visits)) for r in await conn.execute(statement)], 0
+    top = statement.order_by(summed.desc(), key).limit(pick.top)
+    picked = [(r.key, int(r.visits)) for r in await conn.execute(top)]
+    if len(picked) < pick.top:
+        return picked, 0
+    everything = await conn.scalar(select(func.sum(visits)).where(*conditions))
+    return picked, int(everything or 0) - sum(n for _, n in picked)
+
+
+def _with_rest(rows: list[tuple[str, int]], rest: int) -> list[tuple[str, int]]:
+    return [*rows, (OTHER, rest)] if rest else rows
+
+
 async def _from_channels(
-    conn: AsyncConnection, group: GroupBy, filters: Mapping[GroupBy, str], since: int, until: int
+    conn: AsyncConnection,
+    group: GroupBy,
+    filters: Mapping[GroupBy, str],
+    since: int,
+    until: int,
+    pick: Pick,
 ) -> list[tuple[str, int]]:
     v = visit_channels.c
     column = v.day if group.is_time else v[str(group)]
-    statement = (
-        select(column.label("key"), func.sum(v.visits).label("visits"))
-        .where(v.day >= since, v.day <= until)
-        .group_by(column)
-    )
-    for dimension, value in filters.items():
-        statement = statement.where(v[str(dimension)] == _rollup_value(value))
-    rows = await conn.execute(statement)
+    conditions = [v.day >= since, v.day <= until]
+    conditions += [v[str(d)] == _rollup_value(value) for d, value in filters.items()]
+    rows, rest = await _grouped(conn, column, v.visits, conditions, pick)
     if group.is_time:
-        return [(time_key(day_of(r.key), group), int(r.visits)) for r in rows]
-    return [(_named(r.key), int(r.visits)) for r in rows]
+        return [(time_key(day_of(key), group), n) for key, n in rows]
+    return _with_rest([(_named(key), n) for key, n in rows], rest)
 
 
 async def _from_facets(
-    conn: AsyncConnection, group: GroupBy, filters: Mapping[GroupBy, str], since: int, until: int
+    conn: AsyncConnection,
+    group: GroupBy,
+    filters: Mapping[GroupBy, str],
+    since: int,
+    until: int,
+    pick: Pick,
 ) -> list[tuple[str, int]]:
     f = visit_facets.c
-    statement = (
-        select(f.value, func.sum(f.visits).label("visits"))
-        .where(f.facet == str(group), f.day >= since, f.day <= until)
-        .group_by(f.value)
-    )
-    for dimension, value in filters.items():
-        statement = statement.where(f[str(dimension)] == _rollup_value(value))
-    return [(_named(r.value), int(r.visits)) for r in await conn.execute(statement)]
+    conditions = [f.facet == str(group), f.day >= since, f.day <= until]
+    conditions += [f[str(d)] == _rollup_value(value) for d, value in filters.items()]
+    rows, rest = await _grouped(conn, f.value, f.visits, conditions, pick)
+    return _with_rest([(_named(key), n) for key, n in rows], rest)
 
 
 def _local_range(settings: Settings, since: int, until: int) -> tuple[float, float]:
@@ -385,9 +491,10 @@ async def _from_sessions(
     filters: Mapping[GroupBy, str],
     since: int,
     until: int,
+    pick: Pick,
 ) -> list[tuple[str, int]]:
     """Count the sessions of the range: a facet grouping filtered by a channel, or the other
-    way round (no rollup holds both)."""
+    way round (no rollup holds both). The rows are picked here: URLs are read in Python."""
     start, end = _local_range(settings, since, until)
     conditions = [sessions.c.started_at >= start, sessions.c.started_at < end]
     raw_filters: dict[GroupBy, str] = {}
@@ -403,7 +510,7 @@ async def _from_sessions(
         grouped = select(column.label("key"), func.count().label("n")).where(*conditions)
         for r in await conn.execute(grouped.group_by(column)):
             counts[_raw_value(group, r.key)] += r.n
-        return list(counts.items())
+        return pick.of(counts)
     key_column = sessions.c.started_at if group.is_time else _SESSION_COLUMN[group]
     statement = select(
         sessions.c.started_at,
@@ -420,7 +527,7 @@ async def _from_sessions(
         else:
             key = _raw_value(group, r.key)
         counts[key] += 1
-    return list(counts.items())
+    return pick.of(counts)
 
 
 def _raw_value(group: GroupBy, value: str | None) -> str:

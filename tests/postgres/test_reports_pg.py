@@ -9,9 +9,15 @@ from pathlib import Path
 
 import pytest
 
+import pbx.storage.report_queries as report_queries
 from pbx.keys import CALLS
 from pbx.storage.calls import CallFilter
 from tests.api.test_report_months import check_kept_months
+from tests.api.test_report_rows import (
+    KEEP,
+    check_folded,
+    folded_history,
+)
 from tests.api.test_reports_api import (
     AUTH,
     DAY,
@@ -101,3 +107,13 @@ async def test_a_call_id_past_32_bits_is_no_such_call_on_postgresql(
     await log_in(client, "sam")
     page = await client.get(f"/calls/{big}")
     assert page.status == 404, await page.text()
+
+
+async def test_rows_with_only_visits_fold_on_postgresql(
+    tmp_path: Path,
+    aiohttp_client: Callable[..., Awaitable[Client]],
+    postgres_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(report_queries, "MAX_VISIT_ROWS", KEEP)
+    await check_folded(await folded_history(tmp_path, aiohttp_client, postgres_url))

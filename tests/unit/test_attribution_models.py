@@ -19,7 +19,7 @@ from attribution.models import (
 from attribution.money import MoneyError, cents_text, divide_cents, to_cents
 from attribution.numbering import StaticSource
 from attribution.probable import MAX_CANDIDATES, candidates
-from attribution.reports import PROBABLE, TOTAL, UNATTRIBUTED, UNSPLIT_COST, WEB, Model
+from attribution.reports import OTHER, PROBABLE, TOTAL, UNATTRIBUTED, UNSPLIT_COST, WEB, Model
 from attribution.traffic import RESERVED_KEYS, read_source
 
 DAY = 86400.0
@@ -204,7 +204,7 @@ def test_cents_are_written_and_divided_exactly() -> None:
 
 
 def test_a_visitors_tag_cannot_spell_a_row_of_the_report() -> None:
-    assert {UNATTRIBUTED, PROBABLE, UNSPLIT_COST, WEB, TOTAL} == RESERVED_KEYS
+    assert {UNATTRIBUTED, PROBABLE, UNSPLIT_COST, OTHER, WEB, TOTAL} == RESERVED_KEYS
     for reserved in RESERVED_KEYS:
         source = read_source(
             f"http://shop.test/?utm_source={reserved}&utm_campaign={reserved}", None
