@@ -267,6 +267,13 @@ class Http(_Model):
         " more are answered 429 and the widget keeps the site's own numbers. Generous: mobile"
         " carriers put many visitors behind one address",
     )
+    max_page_views_per_ip: int = Field(
+        30000,
+        ge=1,
+        description="page views of one client (an IPv4 address or IPv6 /64) kept per hour; later"
+        " ones are counted in their session, not kept (as past visits.max_page_views). Bounds what"
+        " one client can make the database hold: 30 MB an hour at the longest URLs",
+    )
     trusted_proxies: list[str] = Field(
         default_factory=list,
         description="peers whose X-Forwarded-For and X-Forwarded-Proto are believed",

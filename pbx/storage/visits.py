@@ -208,9 +208,10 @@ class VisitStore:
         #: are dropped from the front without a scan
         self._cache: OrderedDict[str, _CachedSession] = OrderedDict()
         self._cache_idle = CACHE_IDLE_PINGS * settings.http.ping_interval
-        #: what one client may make us store: new sessions per hour (page views per session
-        #: and URL lengths are capped where they are kept)
+        #: what one client may make us store: new sessions and page views kept per hour (page
+        #: views per session and URL lengths are capped where they are kept)
         self._new_visits = HourlyCount(clock, settings.http.max_new_visits_per_ip)
+        self._kept_views = HourlyCount(clock, settings.http.max_page_views_per_ip)
 
     def close(self) -> None:
         """Close the connection the short transactions use (SQLite)."""
@@ -236,6 +237,7 @@ class VisitStore:
                 request.visitor_id,
                 request.url,
                 {request.site.name},
+                request.client_ip,
                 arrival=source,
             )
             if continued is not None:
@@ -339,9 +341,10 @@ class VisitStore:
         url: str | None,
         *,
         allowed_sites: Collection[str] | None = None,
+        client_ip: str | None = None,
     ) -> Visit | None:
         """Activity in a session: extend its leases. None: no such live session of this visitor."""
-        return await self._activity(session_id, visitor_id, url, allowed_sites)
+        return await self._activity(session_id, visitor_id, url, allowed_sites, client_ip)
 
     async def _activity(
         self,
@@ -349,6 +352,7 @@ class VisitStore:
         visitor_id: str,
         url: str | None,
         allowed_sites: Collection[str] | None,
+        client_ip: str | None,
         arrival: TrafficSource | None = None,
     ) -> Visit | None:
         now = self._clock()
@@ -366,7 +370,9 @@ class VisitStore:
             return None
         if url is not None and url != cached.last_url:
             cached.last_url = url
-            keep = cached.pages_kept < self._settings.visits.max_page_views
+            keep = cached.pages_kept < self._settings.visits.max_page_views and self._may_keep_view(
+                client_ip
+            )
             cached.pages_kept += keep
             self._writes.viewed(session_id, now, url[:MAX_URL], keep=keep)
         cached.last_seen = now
@@ -382,6 +388,12 @@ class VisitStore:
                 if due := self._due(cached, now, held_until):
                     await self._renew(session_id, cached, due, now, held_until)
         return self._visit(session_id, cached)
+
+    def _may_keep_view(self, client_ip: str | None) -> bool:
+        """Whether the client is under its hourly budget of page views kept (one client's
+        sessions, each under max_page_views, could otherwise keep 3,000 × 200 an hour)."""
+        client = client_network(client_ip) if client_ip else None
+        return not self._kept_views.take(client or "")
 
     def _due(self, cached: _CachedSession, now: float, held_until: float) -> list[HeldNumber]:
         """Extend what may be written behind; return what needs the database now: leases near

@@ -14,12 +14,12 @@ from aiohttp import ClientResponse, web
 from aiohttp.http_exceptions import ContentLengthError
 from aiohttp.streams import StreamReader
 from aiohttp.test_utils import TestClient, make_mocked_request
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 import pbx.http
 from pbx.app import build_app, freeze_startup_heap
 from pbx.keys import ENGINE, SETTINGS, VISITS
-from pbx.storage.tables import sessions
+from pbx.storage.tables import page_views, sessions
 from tests.helpers import ORIGIN, STAFF_TOKEN, FakeClock, migrate, settings_for
 
 Client = TestClient  # type: ignore[type-arg]
@@ -262,6 +262,65 @@ async def test_one_network_cannot_start_visits_without_bound(
     )
     assert again.status == 200 and (await again.json())["session_id"] == first["session_id"]
     assert (await from_("2001:db8:0:1::1")).status == 200
+
+
+async def test_one_network_cannot_keep_page_views_without_bound(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    """Each session keeps up to visits.max_page_views; one client's sessions together keep up to
+    http.max_page_views_per_ip an hour, and the views past it are counted, not kept."""
+    settings = settings_for(
+        tmp_path, http={"max_page_views_per_ip": 3, "trusted_proxies": ["127.0.0.1"]}
+    )
+    await migrate(settings)
+    client = await aiohttp_client(build_app(settings, clock=FakeClock()))
+
+    async def start(address: str, **body: Any) -> dict[str, Any]:
+        response = await client.post(
+            "/api/v1/visits",
+            json={"site": "main", "url": PAID, **body},
+            headers={**HEADERS, "X-Forwarded-For": address},
+        )
+        assert response.status == 200, await response.text()
+        answer: dict[str, Any] = await response.json()
+        return answer
+
+    async def view(address: str, visit: dict[str, Any], page: str) -> None:
+        response = await client.post(
+            f"/api/v1/visits/{visit['session_id']}/ping",
+            json={"visitor_id": visit["visitor_id"], "url": f"https://shop.test/{page}"},
+            headers={**HEADERS, "X-Forwarded-For": address},
+        )
+        assert response.status == 200, await response.text()
+
+    first, second = await start("2001:db8::1"), await start("2001:db8::2")  # one /64
+    for page in ("a", "b"):
+        await view("2001:db8::1", first, page)
+        await view("2001:db8::2", second, page)
+    # the same session's next page load from the network, its budget spent
+    await start(
+        "2001:db8::1",
+        visitor_id=first["visitor_id"],
+        session_id=first["session_id"],
+        url="https://shop.test/c",
+    )
+    other = await start("198.51.100.7")
+    await view("198.51.100.7", other, "a")
+    await client.app[VISITS].flush()
+    async with client.app[ENGINE].connect() as conn:
+        rows = await conn.execute(
+            select(sessions.c.id, sessions.c.pages_viewed, func.count(page_views.c.id))
+            .join(page_views, page_views.c.session_id == sessions.c.id)
+            .group_by(sessions.c.id, sessions.c.pages_viewed)
+        )
+        kept = {r[0]: (r[1], r[2]) for r in rows}
+    # (viewed, kept): each landing page is kept with its new session; then 3 of the network's
+    # 5 later views (first a, second a, first b), none of its later ones; the other network's
+    assert kept == {
+        first["session_id"]: (4, 3),
+        second["session_id"]: (3, 2),
+        other["session_id"]: (2, 2),
+    }
 
 
 async def _ad_ids(client: Client, session_id: str) -> tuple[str | None, str | None]:
