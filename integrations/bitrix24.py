@@ -4,6 +4,11 @@ The admin pastes the webhook URL Bitrix24 shows (https://PORTAL/rest/USER/KEY/) 
 calls its `crm.lead.add.json` with the standard lead fields: TITLE, PHONE, SOURCE_ID "CALL",
 SOURCE_DESCRIPTION and UTM_SOURCE / MEDIUM / CAMPAIGN / CONTENT / TERM; COMMENTS carries the
 recording link. Only a completed call makes a lead: a changed review or a sale is not a new one.
+
+crm.lead.add is not idempotent: each POST makes a lead. Every lead carries the event's id
+(ORIGINATOR_ID "calltrack", ORIGIN_ID the event id), and an attempt after one that may have
+reached Bitrix24 first asks crm.lead.list for a lead with that id (`lead_lookup`): a retry after
+a lost answer finds the lead the lost answer named instead of making a second.
 """
 
 from __future__ import annotations
@@ -12,15 +17,40 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from integrations.delivery import Outgoing, PendingEvent, Skip
+from integrations.delivery import Lookup, Outgoing, PendingEvent, Skip
 from integrations.events import Event
 
 UTM_FIELDS = ("source", "medium", "campaign", "content", "term")
+ORIGINATOR = "calltrack"  # the leads' ORIGINATOR_ID: whose ids their ORIGIN_IDs are
 
 
 def lead_url(webhook_url: str) -> str:
     """crm.lead.add of the incoming webhook, with or without its trailing slash."""
     return f"{webhook_url.rstrip('/')}/crm.lead.add.json"
+
+
+def lead_lookup(webhook_url: str, event_id: str) -> Lookup:
+    """crm.lead.list of the leads an earlier attempt of the event made."""
+    body = {
+        "filter": {"ORIGINATOR_ID": ORIGINATOR, "ORIGIN_ID": event_id},
+        "select": ["ID"],
+    }
+    return Lookup(
+        f"{webhook_url.rstrip('/')}/crm.lead.list.json",
+        json.dumps(body, separators=(",", ":")).encode(),
+        _lead_made,
+    )
+
+
+def _lead_made(answer: bytes) -> str | None:
+    """The lead crm.lead.list found ({"result": [{"ID": "77"}], ...}); None when none.
+    An answer of another shape is an error: sending again on it could make a second lead."""
+    try:
+        found = json.loads(answer)["result"]
+        ids = [str(lead["ID"]) for lead in found]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"crm.lead.list answered {answer[:200]!r}") from exc
+    return f"lead {', '.join(ids)}" if ids else None
 
 
 def _title(call: Mapping[str, Any]) -> str:
@@ -61,9 +91,8 @@ def lead_request(
         "SOURCE_DESCRIPTION": _description(call),
         **{f"UTM_{name.upper()}": call[name] for name in UTM_FIELDS if call[name] is not None},
         "COMMENTS": _comments(call, recording_url),
-        # the event's id, the same on every retry: crm.lead.add is not idempotent, so a retry
-        # after a lost answer can make a second lead, which this id lets Bitrix24 users find
-        "ORIGINATOR_ID": "calltrack",
+        # the event's id, the same on every retry: what lead_lookup finds
+        "ORIGINATOR_ID": ORIGINATOR,
         "ORIGIN_ID": event.event_id,
     }
     body = {"fields": fields, "params": {"REGISTER_SONET_EVENT": "Y"}}

@@ -14,8 +14,8 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from integrations.bitrix24 import lead_request, lead_url
-from integrations.delivery import Composer, Destination, Outgoing, PendingEvent, Skip
+from integrations.bitrix24 import lead_lookup, lead_request, lead_url
+from integrations.delivery import Composer, Destination, Lookup, Outgoing, PendingEvent, Skip
 from integrations.events import GA4_TARGET, Format
 from integrations.ga4 import GA4_TIMEOUT, collect_url, event_request
 from integrations.recording_links import recording_link
@@ -96,6 +96,12 @@ class EventComposer:
             return None
         url = lead_url(hook.url) if hook.format is Format.BITRIX24 else hook.url
         return Destination(url, hook.signing_secret, hook.timeout)
+
+    def lookup(self, event: PendingEvent) -> Lookup | None:
+        hook = self._hook(event.target)
+        if hook is None or hook.format is not Format.BITRIX24:
+            return None  # a webhook's receiver drops a duplicate by its event id; GA4 has no lookup
+        return lead_lookup(hook.url, event.event_id)
 
     def targets(self) -> frozenset[str]:
         return configured_targets(self._settings)

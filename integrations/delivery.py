@@ -8,7 +8,7 @@ receiver that got an earlier attempt sees a duplicate it can drop, never a chang
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -28,6 +28,19 @@ class Outgoing:
     headers: Mapping[str, str] = field(default_factory=dict)
     #: signs the delivery (X-Calltrack-Signature) when set: webhooks, not GA4
     secret: str | None = None
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """A request that finds what an earlier attempt of an event made, for a receiver that does
+    not drop a duplicate: Bitrix24's crm.lead.add makes a lead per POST, so a retry after a lost
+    answer would make a second one. Sent (to the target's URL of now) before every attempt after
+    the first that may have reached the receiver."""
+
+    url: str
+    body: bytes
+    #: what the answer says the earlier attempt made ("lead 77"); None: nothing, send it
+    made: Callable[[bytes], str | None]
 
 
 @dataclass(frozen=True)
@@ -66,6 +79,11 @@ class Composer(Protocol):
 
     def destination(self, target: str) -> Destination | None:
         """Where `target`'s deliveries go now; None: the config has no such target now."""
+        ...
+
+    def lookup(self, event: PendingEvent) -> Lookup | None:
+        """How to find what an earlier attempt of `event` made at its target; None for a
+        target that drops duplicates itself (by the event id)."""
         ...
 
     def targets(self) -> frozenset[str]:

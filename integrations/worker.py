@@ -23,7 +23,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from integrations.compose import composer_for, configured_targets
-from integrations.delivery import Composer, Destination, PendingEvent, Skip
+from integrations.delivery import Composer, Destination, Lookup, PendingEvent, Skip
 from integrations.ga4 import GA4_TIMEOUT
 from integrations.retry import next_try
 from integrations.signing import HEADER, sign
@@ -51,6 +51,7 @@ PER_TARGET = 3
 LEASE_MARGIN = 15.0  # a claim outlives its request's timeout by this much
 DB_BACKOFF_MAX = 30.0  # seconds between claims while the database is down
 SHUTDOWN_GRACE = 5.0
+MAX_LOOKUP_ANSWER = 1 << 20  # bytes of a lookup's answer read: a few leads' ids, with room
 RETENTION_FIRST_RUN, RETENTION_INTERVAL = (
     60.0,
     3600.0,
@@ -174,15 +175,25 @@ class DeliveryWorker:
                 return
             kept = Kept(outgoing.body, outgoing.headers)
         first = kept if row.kept is None else None  # kept with the claim: retries send it
-        renewed = await self._deliveries.renew(row, self._clock() + self._lease, first)
-        if renewed is None:  # its lease ran out meanwhile: another worker may be sending it
-            log.warning(
-                "%s for %s: claim lost before sending, left to its new holder",
-                event.event_id,
-                event.target,
-            )
+        renewed = await self._renewed(row, first)
+        if renewed is None:
             return
         row = renewed
+        if first is None and (lookup := self._composer.lookup(event)) is not None:
+            # an earlier claim kept the request before sending it: it may have arrived
+            made, error = await self._look_up(http, where, lookup)
+            if error is not None:
+                await self._failed_attempt(row, None, f"looking up an earlier attempt: {error}")
+                return
+            if made is not None:
+                log.info("%s for %s: %s by an earlier attempt", event.event_id, event.target, made)
+                await self._deliveries.delivered(row, self._clock(), 200)
+                self._count(event, "delivered")
+                return
+            renewed = await self._renewed(row, None)  # the POST gets a whole lease too
+            if renewed is None:
+                return
+            row = renewed
         status, error = await self._post(http, event, where, kept)
         if error is None and status is not None:
             now = self._clock()
@@ -191,6 +202,18 @@ class DeliveryWorker:
             self._metrics.delivery_latency.observe(max(0.0, now - event.created_at))
         else:
             await self._failed_attempt(row, status, error or "")
+
+    async def _renewed(self, row: Claimed, first: Kept | None) -> Claimed | None:
+        """The claim extended for one request (keeping `first`, the request composed now);
+        None when its lease ran out meanwhile: another worker may be sending it."""
+        renewed = await self._deliveries.renew(row, self._clock() + self._lease, first)
+        if renewed is None:
+            log.warning(
+                "%s for %s: claim lost before sending, left to its new holder",
+                row.event.event_id,
+                row.event.target,
+            )
+        return renewed
 
     async def _post(
         self, http: aiohttp.ClientSession, event: PendingEvent, where: Destination, kept: Kept
@@ -221,6 +244,28 @@ class DeliveryWorker:
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             return None, f"{type(exc).__name__}: {exc}"
 
+    async def _look_up(
+        self, http: aiohttp.ClientSession, where: Destination, lookup: Lookup
+    ) -> tuple[str | None, str | None]:
+        """(what an earlier attempt made, error): both None when it made nothing."""
+        try:
+            async with http.post(
+                lookup.url,
+                data=lookup.body,
+                headers={"Content-Type": "application/json"},
+                timeout=aiohttp.ClientTimeout(total=where.timeout),
+                allow_redirects=False,
+            ) as response:
+                answer = await _read_up_to(response.content, MAX_LOOKUP_ANSWER)
+                if not 200 <= response.status < 300:
+                    said = answer[:200].decode(errors="replace")
+                    return None, f"HTTP {response.status}: {said}".strip()
+                return lookup.made(answer), None
+        except TimeoutError:
+            return None, f"no answer within {where.timeout:g} s"
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            return None, f"{type(exc).__name__}: {exc}"
+
     async def _failed_attempt(self, row: Claimed, status: int | None, error: str) -> None:
         now = self._clock()
         event = row.event
@@ -235,6 +280,16 @@ class DeliveryWorker:
 
     def _count(self, event: PendingEvent, outcome: str) -> None:
         self._metrics.deliveries.labels(event.target, outcome).inc()
+
+
+async def _read_up_to(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """The body, or its first `limit` bytes (read() returns what has arrived, not all of it)."""
+    parts: list[bytes] = []
+    size = 0
+    while size < limit and (part := await content.read(limit - size)):
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)
 
 
 async def delivery_worker(app: web.Application) -> AsyncIterator[None]:

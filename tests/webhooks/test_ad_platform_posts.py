@@ -21,9 +21,10 @@ from attribution.ad_clients import AdClientIds
 from attribution.calls import CallReport
 from pbx.app import build_app
 from pbx.keys import CALLS, ENGINE, SETTINGS, VISITS
+from pbx.storage.deliveries import recent
 from pbx.storage.tables import outbox
 from pbx.storage.visits import VisitRequest
-from tests.helpers import ORIGIN, migrate, settings_for
+from tests.helpers import ORIGIN, FakeClock, migrate, settings_for
 
 Client = TestClient  # type: ignore[type-arg]
 GA_CLIENT = "1234567890.1700000000"
@@ -118,3 +119,108 @@ async def test_a_tagged_call_reaches_ga4_and_becomes_a_bitrix24_lead(
     async with client.app[ENGINE].connect() as conn:
         kept = " ".join(await conn.scalars(select(outbox.c.body)))
     assert "stream-secret-1" not in kept and "k3y" not in kept and "phone_call" in kept
+
+
+@dataclass
+class Bitrix24:
+    """crm.lead.add and crm.lead.list of a portal's incoming webhook, with leads kept: an add
+    can make its lead and lose the answer (`lose`), or fail before making it (`refuse`)."""
+
+    leads: dict[int, dict[str, Any]] = field(default_factory=dict)
+    lose: int = 0
+    refuse: int = 0
+    junk_lists: int = 0  # lists answered with what is not crm.lead.list's answer
+    lookups: int = 0
+
+    async def add(self, request: web.Request) -> web.Response:
+        fields = (await request.json())["fields"]
+        if self.refuse:
+            self.refuse -= 1
+            return web.json_response({"error": "QUERY_LIMIT_EXCEEDED"}, status=503)
+        lead = len(self.leads) + 1
+        self.leads[lead] = fields
+        if self.lose:
+            self.lose -= 1
+            await asyncio.sleep(3600)  # made, but the answer never comes
+        return web.json_response({"result": lead})
+
+    async def list(self, request: web.Request) -> web.Response:
+        self.lookups += 1
+        if self.junk_lists:
+            self.junk_lists -= 1
+            return web.Response(text="<html>maintenance</html>")
+        wanted = (await request.json())["filter"]
+        found = [
+            {"ID": str(lead)}
+            for lead, fields in self.leads.items()
+            if all(fields.get(k) == v for k, v in wanted.items())
+        ]
+        return web.json_response({"result": found, "total": len(found)})
+
+
+async def bitrix_daemon(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]], portal: Bitrix24
+) -> tuple[Client, FakeClock, TestServer]:
+    app = web.Application()
+    app.router.add_post("/rest/1/k3y/crm.lead.add.json", portal.add)
+    app.router.add_post("/rest/1/k3y/crm.lead.list.json", portal.list)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    hook = {"name": "bitrix", "url": str(server.make_url("/rest/1/k3y/")), "format": "bitrix24"}
+    settings = settings_for(tmp_path, webhooks=[{**hook, "timeout": "1s"}])
+    await migrate(settings)
+    clock = FakeClock(time.time())  # moved on to make retries due
+    client = await aiohttp_client(build_app(settings, clock=clock))
+    at = clock.now
+    report = CallReport("bx-1", "+79161234567", "+74990000101", at, at + 60, at + 5, "ANSWER")
+    assert await client.app[CALLS].store(report)
+    return client, clock, server
+
+
+async def delivery_row(client: Client, done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    async with asyncio.timeout(20):
+        while True:
+            [row] = await recent(client.app[ENGINE], 5)
+            if done(dict(row)):
+                return dict(row)
+            await asyncio.sleep(0.05)
+
+
+def retried(row: dict[str, Any]) -> bool:
+    return row["state"] == "pending" and row["attempts"] >= 1 and row["claimed_until"] is None
+
+
+async def test_a_retry_after_a_lost_answer_finds_the_lead_instead_of_making_a_second(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    portal = Bitrix24(lose=1)
+    client, clock, server = await bitrix_daemon(tmp_path, aiohttp_client, portal)
+    row = await delivery_row(client, retried)
+    assert "no answer within 1 s" in row["last_error"] and len(portal.leads) == 1
+    clock.advance(3600)  # the retry is due
+    row = await delivery_row(client, lambda row: row["state"] == "delivered")
+    assert (row["attempts"], row["last_status"]) == (2, 200)
+    assert len(portal.leads) == 1 and portal.lookups == 1
+    [lead] = portal.leads.values()
+    assert (lead["ORIGINATOR_ID"], lead["ORIGIN_ID"]) == ("calltrack", row["event_id"])
+    await server.close()
+
+
+async def test_a_retry_after_a_refusal_looks_up_then_makes_the_one_lead(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    portal = Bitrix24(refuse=1, junk_lists=1)
+    client, clock, server = await bitrix_daemon(tmp_path, aiohttp_client, portal)
+    row = await delivery_row(client, retried)
+    assert row["last_status"] == 503 and not portal.leads and portal.lookups == 0
+    # the lookup's answer is not crm.lead.list's: nothing is sent on it, tried again later
+    clock.advance(3600)
+    row = await delivery_row(client, lambda row: retried(row) and row["attempts"] == 2)
+    assert (
+        "looking up an earlier attempt" in row["last_error"] and "maintenance" in row["last_error"]
+    )
+    assert not portal.leads and portal.lookups == 1
+    clock.advance(3600)
+    row = await delivery_row(client, lambda row: row["state"] == "delivered")
+    assert row["attempts"] == 3 and len(portal.leads) == 1 and portal.lookups == 2
+    await server.close()

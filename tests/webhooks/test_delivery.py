@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
 from attribution.calls import CallReport
-from integrations.delivery import Destination, Outgoing, PendingEvent, Skip
+from integrations.delivery import Destination, Lookup, Outgoing, PendingEvent, Skip
 from integrations.signing import verify
 from integrations.worker import GA4_TIMEOUT, LEASE_MARGIN, DeliveryWorker
 from pbx.app import build_app
@@ -117,6 +117,9 @@ class Composer:
 
     def destination(self, target: str) -> Destination | None:
         return Destination(self.url, SECRET, TIMEOUT) if target == "crm" and not self.gone else None
+
+    def lookup(self, event: PendingEvent) -> Lookup | None:
+        return None  # a webhook: its receiver drops duplicates
 
     def targets(self) -> frozenset[str]:
         return frozenset({"crm"})
@@ -366,6 +369,9 @@ class TwoTargets:
 
     def destination(self, target: str) -> Destination | None:
         return Destination(self.urls[target], SECRET, 3.0) if target in self.urls else None
+
+    def lookup(self, event: PendingEvent) -> Lookup | None:
+        return None
 
     def targets(self) -> frozenset[str]:
         return frozenset(self.urls)
