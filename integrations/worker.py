@@ -300,8 +300,8 @@ async def delivery_worker(app: web.Application) -> AsyncIterator[None]:
     targets = configured_targets(settings)
     tasks = [
         asyncio.create_task(
-            _forget_settled(app[ENGINE], settings.webhooks.keep_days, app[CLOCK], targets),
-            name="delivery-retention",
+            _deliveries_upkeep(app[ENGINE], settings.webhooks.keep_days, app[CLOCK], targets),
+            name="delivery-upkeep",
         )
     ]
     if settings.webhooks.targets or settings.ga4 is not None:
@@ -313,7 +313,7 @@ async def delivery_worker(app: web.Application) -> AsyncIterator[None]:
     await cancel_and_wait(*tasks)
 
 
-async def _forget_settled(
+async def _deliveries_upkeep(
     engine: AsyncEngine, keep_days: int, clock: Callable[[], float], targets: frozenset[str]
 ) -> None:
     """Hourly: deliveries to targets gone from the config are skipped once past their retry

@@ -17,7 +17,6 @@ from pbx.storage.tables import MAX_ROW_ID
 
 STATES = (PENDING, FAILED, DELIVERED, SKIPPED)
 LISTED = 200
-MAX_ID = MAX_ROW_ID
 
 
 def _state(value: str | None) -> str | None:
@@ -48,7 +47,7 @@ async def retry(request: web.Request) -> web.Response:
     user = await require_user(request, admin=True)
     form = await read_form(request)
     check_csrf(user.csrf, form.get("csrf"))
-    outbox_id = whole_number(str(form.get("id", "")), "id", 1, MAX_ID)
+    outbox_id = whole_number(str(form.get("id", "")), "id", 1, MAX_ROW_ID)
     state = _state(str(form.get("state", "")))
     targets = configured_targets(request.app[SETTINGS])
     if not await request.app[DELIVERIES].retry_now(outbox_id, targets):

@@ -8,7 +8,7 @@ from aiohttp import web
 from pbx.auth import SESSION_COOKIE, check_csrf, current_user, require_user
 from pbx.http import read_form, whole_number
 from pbx.keys import CLOCK, ENGINE, MISSED_COUNT, READER
-from pbx.staff_ui.views import MAX_CALL_ID, render
+from pbx.staff_ui.views import render
 from pbx.storage.missed import (
     PAGE,
     mark_called_back,
@@ -16,6 +16,7 @@ from pbx.storage.missed import (
     missed_count,
     recent_callbacks,
 )
+from pbx.storage.tables import MAX_ROW_ID
 
 
 async def count_for_navigation(request: web.Request) -> None:
@@ -54,7 +55,7 @@ async def called_back(request: web.Request) -> web.Response:
     user = await require_user(request)
     form = await read_form(request)
     check_csrf(user.csrf, form.get("csrf"))
-    call_id = whole_number(str(form.get("call_id", "")), "call_id", 1, MAX_CALL_ID)
+    call_id = whole_number(str(form.get("call_id", "")), "call_id", 1, MAX_ROW_ID)
     engine = request.app[ENGINE]
     if not await mark_called_back(engine, call_id, user.name, request.app[CLOCK]()):
         message = "That caller has called again or was answered since; the list is up to date now."

@@ -51,7 +51,6 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 MAX_SALE_CENTS = 10**13
-MAX_CALL_ID = MAX_ROW_ID
 EXPORT_BATCH = 1000
 
 
@@ -148,7 +147,7 @@ async def call_log(request: web.Request) -> web.Response:
 async def live_rows(request: web.Request) -> web.Response:
     """Calls stored after `after` that match the log's filters, as table rows to prepend."""
     user = await require_user(request)
-    after = whole_number(request.query.get("after", ""), "after", 0, MAX_CALL_ID)
+    after = whole_number(request.query.get("after", ""), "after", 0, MAX_ROW_ID)
     query = parse_log_query(request.query, _zone(request))
     where = replace(query.where, after_id=after, offset=0)
     _total, rows = await request.app[CALLS].list(where)
