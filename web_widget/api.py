@@ -156,11 +156,7 @@ async def ping(request: web.Request) -> web.Response:
             return _cors(request, json_error(403, "origin not allowed"))
         try:
             visit = await request.app[VISITS].ping(
-                session_id,
-                body.visitor_id,
-                body.url,
-                allowed_sites=sites.keys(),
-                client_ip=client_ip(request),
+                session_id, body.visitor_id, body.url, allowed_sites=sites.keys()
             )
         except Exception as error:
             return _cors(request, _own_numbers(request, error, body.visitor_id, session_id))

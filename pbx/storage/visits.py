@@ -237,7 +237,6 @@ class VisitStore:
                 request.visitor_id,
                 request.url,
                 {request.site.name},
-                request.client_ip,
                 arrival=source,
             )
             if continued is not None:
@@ -341,10 +340,9 @@ class VisitStore:
         url: str | None,
         *,
         allowed_sites: Collection[str] | None = None,
-        client_ip: str | None = None,
     ) -> Visit | None:
         """Activity in a session: extend its leases. None: no such live session of this visitor."""
-        return await self._activity(session_id, visitor_id, url, allowed_sites, client_ip)
+        return await self._activity(session_id, visitor_id, url, allowed_sites)
 
     async def _activity(
         self,
@@ -352,7 +350,6 @@ class VisitStore:
         visitor_id: str,
         url: str | None,
         allowed_sites: Collection[str] | None,
-        client_ip: str | None,
         arrival: TrafficSource | None = None,
     ) -> Visit | None:
         now = self._clock()
@@ -371,7 +368,7 @@ class VisitStore:
         if url is not None and url != cached.last_url:
             cached.last_url = url
             keep = cached.pages_kept < self._settings.visits.max_page_views and self._may_keep_view(
-                client_ip
+                cached.client
             )
             cached.pages_kept += keep
             self._writes.viewed(session_id, now, url[:MAX_URL], keep=keep)
@@ -389,10 +386,11 @@ class VisitStore:
                     await self._renew(session_id, cached, due, now, held_until)
         return self._visit(session_id, cached)
 
-    def _may_keep_view(self, client_ip: str | None) -> bool:
-        """Whether the client is under its hourly budget of page views kept (one client's
-        sessions, each under max_page_views, could otherwise keep 3,000 × 200 an hour)."""
-        client = client_network(client_ip) if client_ip else None
+    def _may_keep_view(self, client: str | None) -> bool:
+        """Whether the network a session started from is under its hourly budget of page views
+        kept (one client's sessions, each under max_page_views, could otherwise keep 3,000 × 200
+        an hour). The session's network, known since it started: a ping costs no address
+        parsing, and a client cannot spread its sessions' views over other addresses."""
         return not self._kept_views.take(client or "")
 
     def _due(self, cached: _CachedSession, now: float, held_until: float) -> list[HeldNumber]:
