@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from integrations.delivery import Lookup, Outgoing, PendingEvent, Skip
@@ -31,24 +32,30 @@ def lead_url(webhook_url: str) -> str:
 
 def lead_lookup(webhook_url: str, event_id: str) -> Lookup:
     """crm.lead.list of the leads an earlier attempt of the event made."""
-    body = {
-        "filter": {"ORIGINATOR_ID": ORIGINATOR, "ORIGIN_ID": event_id},
-        "select": ["ID"],
-    }
+    wanted = {"ORIGINATOR_ID": ORIGINATOR, "ORIGIN_ID": event_id}
+    body = {"filter": wanted, "select": ["ID", *wanted]}
     return Lookup(
         f"{webhook_url.rstrip('/')}/crm.lead.list.json",
         json.dumps(body, separators=(",", ":")).encode(),
-        _lead_made,
+        partial(_lead_made, wanted),
     )
 
 
-def _lead_made(answer: bytes) -> str | None:
-    """The lead crm.lead.list found ({"result": [{"ID": "77"}], ...}); None when none.
-    An answer of another shape is an error: sending again on it could make a second lead."""
+def _lead_made(wanted: Mapping[str, str], answer: bytes) -> str | None:
+    """The lead crm.lead.list found ({"result": [{"ID": "77", ...}], ...}); None when none.
+    Only leads that carry the event's ids count: a portal that ignored the filter would list
+    every lead. An answer of another shape is an error: sending again on it could make a second
+    lead."""
     try:
         found = json.loads(answer)["result"]
-        ids = [str(lead["ID"]) for lead in found]
-    except (ValueError, TypeError, KeyError) as exc:
+        if not isinstance(found, list):
+            raise TypeError("result is not a list")
+        ids = [
+            str(lead["ID"])
+            for lead in found
+            if all(str(lead.get(k)) == v for k, v in wanted.items())
+        ]
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise ValueError(f"crm.lead.list answered {answer[:200]!r}") from exc
     return f"lead {', '.join(ids)}" if ids else None
 

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
@@ -52,6 +53,9 @@ LEASE_MARGIN = 15.0  # a claim outlives its request's timeout by this much
 DB_BACKOFF_MAX = 30.0  # seconds between claims while the database is down
 SHUTDOWN_GRACE = 5.0
 MAX_LOOKUP_ANSWER = 1 << 20  # bytes of a lookup's answer read: a few leads' ids, with room
+#: seconds after an attempt before a lookup may say it made nothing: a receiver (Bitrix24's PHP)
+#: goes on with a request its client gave up on, and makes the lead after the answer was lost
+LOOKUP_SETTLE = 120.0
 RETENTION_FIRST_RUN, RETENTION_INTERVAL = (
     60.0,
     3600.0,
@@ -171,24 +175,30 @@ class DeliveryWorker:
                 return
             except Exception as exc:
                 log.exception("composing %s for %s", event.event_id, event.target)
-                await self._failed_attempt(row, None, f"compose: {type(exc).__name__}: {exc}")
+                await self._failed_attempt(row, None, f"compose: {failure_text(exc)}")
                 return
             kept = Kept(outgoing.body, outgoing.headers)
         first = kept if row.kept is None else None  # kept with the claim: retries send it
+        # an earlier claim kept the request before sending it: it may have arrived
+        lookup = self._composer.lookup(event) if first is None else None
+        if lookup is not None and row.last_attempt_at is not None:
+            settled = row.last_attempt_at + LOOKUP_SETTLE
+            if self._clock() < settled:  # the receiver may still be working on that request
+                await self._deliveries.postpone(row, settled)
+                return
         renewed = await self._renewed(row, first)
         if renewed is None:
             return
         row = renewed
-        if first is None and (lookup := self._composer.lookup(event)) is not None:
-            # an earlier claim kept the request before sending it: it may have arrived
+        if lookup is not None:
             made, error = await self._look_up(http, where, lookup)
             if error is not None:
                 await self._failed_attempt(row, None, f"looking up an earlier attempt: {error}")
                 return
             if made is not None:
-                log.info("%s for %s: %s by an earlier attempt", event.event_id, event.target, made)
-                await self._deliveries.delivered(row, self._clock(), 200)
-                self._count(event, "delivered")
+                note = f"{made} made by an earlier attempt (its answer was lost), not sent again"
+                log.info("%s for %s: %s", event.event_id, event.target, note)
+                await self._delivered(row, None, note)
                 return
             renewed = await self._renewed(row, None)  # the POST gets a whole lease too
             if renewed is None:
@@ -196,12 +206,15 @@ class DeliveryWorker:
             row = renewed
         status, error = await self._post(http, event, where, kept)
         if error is None and status is not None:
-            now = self._clock()
-            await self._deliveries.delivered(row, now, status)
-            self._count(event, "delivered")
-            self._metrics.delivery_latency.observe(max(0.0, now - event.created_at))
+            await self._delivered(row, status, None)
         else:
             await self._failed_attempt(row, status, error or "")
+
+    async def _delivered(self, row: Claimed, status: int | None, note: str | None) -> None:
+        now = self._clock()
+        await self._deliveries.delivered(row, now, status, note)
+        self._count(row.event, "delivered")
+        self._metrics.delivery_latency.observe(max(0.0, now - row.event.created_at))
 
     async def _renewed(self, row: Claimed, first: Kept | None) -> Claimed | None:
         """The claim extended for one request (keeping `first`, the request composed now);
@@ -242,7 +255,7 @@ class DeliveryWorker:
         except TimeoutError:
             return None, f"no answer within {where.timeout:g} s"
         except (aiohttp.ClientError, OSError, ValueError) as exc:
-            return None, f"{type(exc).__name__}: {exc}"
+            return None, failure_text(exc)
 
     async def _look_up(
         self, http: aiohttp.ClientSession, where: Destination, lookup: Lookup
@@ -264,7 +277,7 @@ class DeliveryWorker:
         except TimeoutError:
             return None, f"no answer within {where.timeout:g} s"
         except (aiohttp.ClientError, OSError, ValueError) as exc:
-            return None, f"{type(exc).__name__}: {exc}"
+            return None, failure_text(exc)
 
     async def _failed_attempt(self, row: Claimed, status: int | None, error: str) -> None:
         now = self._clock()
@@ -280,6 +293,15 @@ class DeliveryWorker:
 
     def _count(self, event: PendingEvent, outcome: str) -> None:
         self._metrics.deliveries.labels(event.target, outcome).inc()
+
+
+_URL_PATH = re.compile(r"(https?://[^/\s'\"]+)/[^\s'\"]*")
+
+
+def failure_text(exc: BaseException) -> str:
+    """An exception as the deliveries page and the log show it, with any URL cut to its scheme
+    and host: aiohttp names the URL in some errors, and Bitrix24's (and GA4's) carry their keys."""
+    return _URL_PATH.sub(r"\1/…", f"{type(exc).__name__}: {exc}")
 
 
 async def _read_up_to(content: aiohttp.StreamReader, limit: int) -> bytes:

@@ -74,6 +74,7 @@ class Claimed:
     give_up_at: float
     kept: Kept | None  # None: the first attempt, compose it
     lease: float
+    last_attempt_at: float | None = None  # when the last attempt's outcome was written
 
 
 class Deliveries:
@@ -134,8 +135,16 @@ class Deliveries:
             return None
         return replace(row, lease=lease, kept=kept or row.kept)
 
-    async def delivered(self, row: Claimed, at: float, status: int) -> None:
-        await self._attempted(row, at, status, None, state=DELIVERED, delivered_at=at)
+    async def delivered(
+        self, row: Claimed, at: float, status: int | None, note: str | None = None
+    ) -> None:
+        """Delivered: by this attempt (the receiver's `status`), or, with a `note` saying so
+        and no status, by an earlier one whose answer was lost (a lookup found its effect)."""
+        await self._attempted(row, at, status, note, state=DELIVERED, delivered_at=at)
+
+    async def postpone(self, row: Claimed, due_at: float) -> None:
+        """Give the claimed row back untried, due at `due_at` (not an attempt)."""
+        await self._write(row, due_at=due_at, claimed_until=None)
 
     async def retry(
         self, row: Claimed, at: float, status: int | None, error: str, due_at: float
@@ -215,7 +224,7 @@ def _claimed(row: Any, lease: float) -> Claimed:
         attempts=row["attempts"],
     )
     kept = Kept.load(row["body"]) if row["body"] else None
-    return Claimed(event, row["give_up_at"], kept, lease)
+    return Claimed(event, row["give_up_at"], kept, lease, row["last_attempt_at"])
 
 
 async def forget_settled_before(engine: AsyncEngine, before: float, batch: int = 500) -> int:

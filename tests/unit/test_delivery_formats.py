@@ -8,6 +8,9 @@ import json
 from typing import Any
 
 import pytest
+from aiohttp import ClientResponseError, RequestInfo
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from attribution.journey import JourneyCall, JourneyVisit, assemble
 from integrations.bitrix24 import lead_request
@@ -15,6 +18,7 @@ from integrations.delivery import PendingEvent, Skip
 from integrations.events import Event
 from integrations.ga4 import event_request
 from integrations.webhook_json import webhook_body
+from integrations.worker import failure_text
 from pbx.settings import Ga4
 
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
@@ -240,3 +244,16 @@ def test_ga4_skips_calls_without_a_client_id_or_older_than_72_hours() -> None:
     assert event_request(GA4, raw(), "1.2", "RUB", T0 + 72 * 3600)
     with pytest.raises(Skip, match="72 h"):
         event_request(GA4, raw(), "1.2", "RUB", T0 + 72 * 3600 + 1)
+
+
+def test_a_failure_names_no_url_path_bitrix24s_key_is_in() -> None:
+    """aiohttp names the URL in some errors (a malformed answer); Bitrix24's incoming-webhook
+    key and GA4's secret are in theirs, and failures are shown on the deliveries page."""
+    info = RequestInfo(
+        URL("https://shop.bitrix24.ru/rest/1/k3yfromb24/crm.lead.list.json"),
+        "POST",
+        CIMultiDictProxy(CIMultiDict()),
+    )
+    text = failure_text(ClientResponseError(info, (), status=400, message="Bad Request"))
+    assert "k3yfromb24" not in text and "https://shop.bitrix24.ru/…" in text
+    assert text.startswith("ClientResponseError: 400, message='Bad Request'")

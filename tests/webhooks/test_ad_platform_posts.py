@@ -19,8 +19,9 @@ from sqlalchemy import select
 
 from attribution.ad_clients import AdClientIds
 from attribution.calls import CallReport
+from integrations.worker import LOOKUP_SETTLE
 from pbx.app import build_app
-from pbx.keys import CALLS, ENGINE, SETTINGS, VISITS
+from pbx.keys import CALLS, DELIVERIES, ENGINE, SETTINGS, VISITS
 from pbx.storage.deliveries import recent
 from pbx.storage.tables import outbox
 from pbx.storage.visits import VisitRequest
@@ -124,12 +125,16 @@ async def test_a_tagged_call_reaches_ga4_and_becomes_a_bitrix24_lead(
 @dataclass
 class Bitrix24:
     """crm.lead.add and crm.lead.list of a portal's incoming webhook, with leads kept: an add
-    can make its lead and lose the answer (`lose`), or fail before making it (`refuse`)."""
+    can make its lead and lose the answer (`lose`), make it only after its client gave up
+    (`late`), or fail before making it (`refuse`); a list can answer junk (`junk_lists`) or
+    ignore its filter (`ignore_filter`, as Bitrix24 does with a key it does not know)."""
 
     leads: dict[int, dict[str, Any]] = field(default_factory=dict)
     lose: int = 0
+    late: float = 0.0
     refuse: int = 0
-    junk_lists: int = 0  # lists answered with what is not crm.lead.list's answer
+    junk_lists: int = 0
+    ignore_filter: bool = False
     lookups: int = 0
 
     async def add(self, request: web.Request) -> web.Response:
@@ -137,6 +142,9 @@ class Bitrix24:
         if self.refuse:
             self.refuse -= 1
             return web.json_response({"error": "QUERY_LIMIT_EXCEEDED"}, status=503)
+        if self.late:  # made after the client gave up (PHP goes on when the client goes)
+            made = asyncio.ensure_future(self._make_later(fields))
+            return web.json_response({"result": await asyncio.shield(made)})
         lead = len(self.leads) + 1
         self.leads[lead] = fields
         if self.lose:
@@ -144,14 +152,21 @@ class Bitrix24:
             await asyncio.sleep(3600)  # made, but the answer never comes
         return web.json_response({"result": lead})
 
+    async def _make_later(self, fields: dict[str, Any]) -> int:
+        await asyncio.sleep(self.late)
+        lead = len(self.leads) + 1
+        self.leads[lead] = fields
+        return lead
+
     async def list(self, request: web.Request) -> web.Response:
         self.lookups += 1
         if self.junk_lists:
             self.junk_lists -= 1
             return web.Response(text="<html>maintenance</html>")
-        wanted = (await request.json())["filter"]
+        asked = await request.json()
+        wanted = {} if self.ignore_filter else asked["filter"]
         found = [
-            {"ID": str(lead)}
+            {"ID": str(lead), **{k: fields.get(k) for k in asked["select"] if k != "ID"}}
             for lead, fields in self.leads.items()
             if all(fields.get(k) == v for k, v in wanted.items())
         ]
@@ -199,7 +214,8 @@ async def test_a_retry_after_a_lost_answer_finds_the_lead_instead_of_making_a_se
     assert "no answer within 1 s" in row["last_error"] and len(portal.leads) == 1
     clock.advance(3600)  # the retry is due
     row = await delivery_row(client, lambda row: row["state"] == "delivered")
-    assert (row["attempts"], row["last_status"]) == (2, 200)
+    assert (row["attempts"], row["last_status"]) == (2, None)
+    assert row["last_error"].startswith("lead 1 made by an earlier attempt")
     assert len(portal.leads) == 1 and portal.lookups == 1
     [lead] = portal.leads.values()
     assert (lead["ORIGINATOR_ID"], lead["ORIGIN_ID"]) == ("calltrack", row["event_id"])
@@ -209,18 +225,45 @@ async def test_a_retry_after_a_lost_answer_finds_the_lead_instead_of_making_a_se
 async def test_a_retry_after_a_refusal_looks_up_then_makes_the_one_lead(
     tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
 ) -> None:
-    portal = Bitrix24(refuse=1, junk_lists=1)
+    portal = Bitrix24(refuse=1, junk_lists=1, ignore_filter=True)
+    portal.leads[1] = {"TITLE": "from the shop's form", "ORIGINATOR_ID": "1c", "ORIGIN_ID": "7"}
     client, clock, server = await bitrix_daemon(tmp_path, aiohttp_client, portal)
     row = await delivery_row(client, retried)
-    assert row["last_status"] == 503 and not portal.leads and portal.lookups == 0
+    assert row["last_status"] == 503 and len(portal.leads) == 1 and portal.lookups == 0
     # the lookup's answer is not crm.lead.list's: nothing is sent on it, tried again later
     clock.advance(3600)
     row = await delivery_row(client, lambda row: retried(row) and row["attempts"] == 2)
     assert (
         "looking up an earlier attempt" in row["last_error"] and "maintenance" in row["last_error"]
     )
-    assert not portal.leads and portal.lookups == 1
+    assert len(portal.leads) == 1 and portal.lookups == 1
     clock.advance(3600)
+    # the portal ignores the filter and lists the form's lead: not this event's, so it is made
     row = await delivery_row(client, lambda row: row["state"] == "delivered")
-    assert row["attempts"] == 3 and len(portal.leads) == 1 and portal.lookups == 2
+    assert (row["attempts"], row["last_status"]) == (3, 200) and portal.lookups == 2
+    assert [lead["ORIGINATOR_ID"] for lead in portal.leads.values()] == ["1c", "calltrack"]
+    await server.close()
+
+
+async def test_a_lead_made_after_its_client_gave_up_is_found_not_made_again(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    """Bitrix24 goes on with a request whose client timed out: a lookup right after the
+    timeout would find nothing and make a second lead. The retry waits LOOKUP_SETTLE after the
+    attempt, however soon it is due (here: "retry now" on the admin page)."""
+    portal = Bitrix24(late=2.0)
+    client, clock, server = await bitrix_daemon(tmp_path, aiohttp_client, portal)
+    row = await delivery_row(client, retried)
+    assert not portal.leads  # still being made
+    assert await client.app[DELIVERIES].retry_now(row["id"], {"bitrix"})
+    row = await delivery_row(
+        client, lambda r: r["next_try"] == row["last_attempt_at"] + LOOKUP_SETTLE
+    )
+    assert (row["state"], row["attempts"], portal.lookups) == ("pending", 1, 0)
+    await asyncio.sleep(2.5)  # the portal makes the lead meanwhile
+    assert len(portal.leads) == 1
+    clock.advance(LOOKUP_SETTLE)
+    row = await delivery_row(client, lambda row: row["state"] == "delivered")
+    assert row["last_error"].startswith("lead 1 made by an earlier attempt")
+    assert len(portal.leads) == 1 and portal.lookups == 1 and row["attempts"] == 2
     await server.close()
