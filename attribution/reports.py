@@ -60,13 +60,15 @@ NOT_SET = "(not set)"  # e.g. the term of a visit without utm_term, or of a stat
 WEB = "(web)"  # under `static`: calls that came through the website
 UNSPLIT_COST = "(costs)"  # the row of costs a grouping cannot split (e.g. by landing page)
 OTHER = "(other)"  # the visits of the rows past MAX_VISIT_ROWS that have nothing but visits
-#: rows that name no value of the grouping: shown after the others, never a filter's value
+#: rows that name no value of the grouping, shown after the others (of them, only UNATTRIBUTED
+#: is also a filter's value)
 OWN_ROWS = frozenset({UNATTRIBUTED, PROBABLE, UNSPLIT_COST, OTHER})
 
-#: Rows with nothing but visits that a report shows (the most visited); the rest are summed in
-#: OTHER. Anonymous visitors choose their tags: without a bound, a script could give a report
-#: a row per visit, and every page of it would be seconds of work. Rows with calls, cost or
-#: revenue are never folded: they cost a call or an admin's import to make.
+#: Rows with nothing but visits that a report shows (the range's most visited); the rest are
+#: summed in OTHER. Anonymous visitors choose their tags: without a bound, a script could give a
+#: report a row per visit, and every page of it would be seconds of work. Rows with calls, cost
+#: or revenue are never folded, and take none of these places: they cost a call or an admin's
+#: import to make.
 MAX_VISIT_ROWS = 500
 
 

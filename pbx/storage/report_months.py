@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy import Insert, bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from attribution.reports import ReportQuery, Tally
+from attribution.reports import MAX_VISIT_ROWS, ReportQuery, Tally
 from pbx.settings import Settings
 from pbx.storage.db import Tx, conflict_insert, run_in
 from pbx.storage.tables import month_versions, report_months
@@ -30,11 +30,13 @@ MAX_KEPT = 20_000  # kept months (all groupings, models and filters together)
 
 def fingerprint(settings: Settings) -> str:
     """What a month's figures depend on besides the data: the lead rule, the fixed costs, the
-    time zone days are counted in."""
+    time zone days are counted in, and how many rows of visits alone a month keeps (months
+    kept before the fold kept every row: read back, a month of 100,000 took seconds)."""
     facts = {
         "leads": settings.leads.model_dump(mode="json"),
         "static": [s.model_dump(mode="json") for s in settings.static],
         "timezone": settings.ui.timezone,
+        "visit_rows": MAX_VISIT_ROWS,
     }
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 

@@ -65,7 +65,7 @@ from pbx.storage.tables import (
     visit_channels,
     visit_facets,
 )
-from pbx.storage.visit_rollups import key_text
+from pbx.storage.visit_rollups import KEY_MAX, key_text
 
 MAX_SESSION_DAYS = 92  # the longest range a report may count visits of one by one
 
@@ -106,7 +106,7 @@ async def build_report(
     # summed as plain lists of the Tally's fields: a year of a term report is 12 × 4000 rows
     sums: dict[str, list[float]] = {}
     computed: dict[int, dict[str, Tally]] = {}
-    folded: list[tuple[Part, set[str]]] = []  # the parts with an OTHER row, and their keys
+    folded = False  # whether a part's visit-only rows were more than it shows
     async with engine.connect() as conn:
         kept = await read_kept(conn, settings, query, months)
         for part in parts:
@@ -118,8 +118,7 @@ async def build_report(
                 if part.month is not None:
                     computed[part.month] = live
                 found = {key: tally.values() for key, tally in live.items()}
-            if OTHER in found:
-                folded.append((part, set(found)))
+            folded = folded or OTHER in found
             for key, values in found.items():
                 into = sums.get(key)
                 if into is None:
@@ -128,11 +127,14 @@ async def build_report(
                     for i, value in enumerate(values):
                         into[i] += value
         tallies = {key: Tally(*_whole(values)) for key, values in sums.items()}
-        if folds(query.group_by):
+        if folded and len(parts) > 1:
+            # each part showed its own most visited: which are the range's, and all of their
+            # visits, only the whole range's counts can tell (the database sums them)
+            tallies = {k: replace(t, visits=0) for k, t in tallies.items() if not t.visits_only}
+            first, last = local_day(since), local_day(until)
+            await _add_visits(conn, settings, query, first, last, tallies)
+        elif folds(query.group_by):  # every part's rows are all here: fold their sum
             tallies = fold_visit_rows(tallies, MAX_VISIT_ROWS)
-            shown = tallies.keys() - OWN_ROWS
-            for part, keys in folded:  # a row shown may be in a part's OTHER: take it out
-                await _unfold(conn, settings, query, part, tallies, shown - keys)
     if keeper is not None:
         await keep(keeper, settings, query, computed, kept.versions)
     rows = build_rows(tallies, query.group_by)
@@ -147,39 +149,46 @@ def _whole(values: Sequence[float]) -> list[Any]:
 async def _tallies(
     conn: AsyncConnection, settings: Settings, query: ReportQuery, first: date, last: date
 ) -> dict[str, Tally]:
-    """Every row's raw counts for the days first..last; visits of rows with nothing else past
-    the MAX_VISIT_ROWS most visited are summed in OTHER."""
+    """Every row's raw counts for the days first..last (visits as _add_visits has them)."""
     since, until = local_day(first), local_day(last)
     tallies: dict[str, Tally] = defaultdict(Tally)
     for key, tally in await _call_tallies(conn, settings, query, since, until):
         tallies[key] = tallies[key] + tally
     for key, cents in await _costs(conn, settings, query, since, until):
         tallies[key] = tallies[key] + Tally(cost_cents=cents)
-    others = set(tallies)  # the rows with calls or cost: their visits must be exact
-    for key, visits in await _visit_counts(conn, settings, query, since, until):
-        tallies[key] = tallies[key] + Tally(visits=visits)
-        others.discard(key)
-    await _unfold(conn, settings, query, Part(first, last), tallies, others - OWN_ROWS)
+    await _add_visits(conn, settings, query, since, until, tallies)
     return dict(tallies)
 
 
-async def _unfold(
+async def _add_visits(
     conn: AsyncConnection,
     settings: Settings,
     query: ReportQuery,
-    part: Part,
+    since: int,
+    until: int,
     tallies: dict[str, Tally],
-    keys: Collection[str],
 ) -> None:
-    """Move the visits of `keys` in the days of `part` out of OTHER (if it has them) into
-    their own rows."""
-    if OTHER not in tallies or not keys:
-        return
-    since, until = local_day(part.since), local_day(part.until)
-    for key, visits in await _visit_counts(conn, settings, query, since, until, only=keys):
+    """Add the visits of the days since..until to `tallies` (rows with calls or cost): every
+    row's, or, when the grouping folds, those of the rows in `tallies` and of the
+    MAX_VISIT_ROWS most visited others, the rest's in OTHER. The database sums and picks; the
+    rows it returns are at most MAX_VISIT_ROWS more than `tallies` has."""
+    others = set(tallies) - OWN_ROWS  # their visits must be exact, whatever their rank
+    top = MAX_VISIT_ROWS + len(others)  # the most visited `top` hold the most visited others
+    found = await _visit_counts(conn, settings, query, since, until, top=top)
+    for key, visits in found:
         tallies[key] = tallies.get(key, Tally()) + Tally(visits=visits)
-        tallies[OTHER] = replace(tallies[OTHER], visits=tallies[OTHER].visits - visits)
-    if tallies[OTHER] == Tally():
+    missing = others.difference(k for k, _ in found)
+    if OTHER in tallies and missing:  # rows with calls below the top: out of OTHER
+        rest = tallies[OTHER].visits
+        for key, visits in await _visit_counts(conn, settings, query, since, until, only=missing):
+            tallies[key] = tallies[key] + Tally(visits=visits)
+            rest -= visits
+        tallies[OTHER] = replace(tallies[OTHER], visits=rest)
+    if folds(query.group_by):
+        shown = fold_visit_rows(tallies, MAX_VISIT_ROWS)
+        tallies.clear()
+        tallies.update(shown)
+    if OTHER in tallies and tallies[OTHER] == Tally():
         del tallies[OTHER]
 
 
@@ -213,8 +222,8 @@ def credit_key(query: ReportQuery) -> ColumnElement[Any]:
     c = call_credits.c
     if query.group_by is GroupBy.STATIC:
         value: ColumnElement[Any] = func.coalesce(c.static, literal(WEB))
-    else:
-        value = func.coalesce(c[str(query.group_by)], literal(NOT_SET))
+    else:  # cut as the rollups' keys are, so a long campaign's calls and visits are one row
+        value = func.coalesce(_cut(c[str(query.group_by)]), literal(NOT_SET))
     whens: list[tuple[ColumnElement[bool], Any]] = [(c.kind == CreditKind.NONE, UNATTRIBUTED)]
     if not query.include_probable:
         whens.append((c.kind == CreditKind.PROBABLE, PROBABLE))
@@ -231,8 +240,15 @@ def credit_filter(group: GroupBy, value: str) -> ColumnElement[bool]:
     else:
         column, empty = c[str(group)], NOT_SET
     if value == empty:  # an unattributed call has no value either, but is a row of its own
-        return and_(column.is_(None), c.kind != CreditKind.NONE)
-    return column == value
+        return and_(or_(column.is_(None), column == empty), c.kind != CreditKind.NONE)
+    if group is GroupBy.STATIC:
+        return column == value
+    return _cut(column) == key_text(value)
+
+
+def _cut(column: ColumnElement[Any]) -> ColumnElement[Any]:
+    """A value as the rollups key it: its first KEY_MAX characters."""
+    return func.substr(column, 1, KEY_MAX)
 
 
 def is_lead(settings: Settings) -> ColumnElement[bool]:
@@ -370,15 +386,17 @@ async def _visit_counts(
     query: ReportQuery,
     since: int,
     until: int,
+    *,
+    top: int | None = None,
     only: Collection[str] | None = None,
 ) -> list[tuple[str, int]]:
-    """Visits per row: of the rows `only`, or of every row (the most visited and OTHER when
-    the grouping folds)."""
+    """Visits per row: of the rows `only`; else, when the grouping folds and `top` is given,
+    of the `top` most visited and the others' sum as OTHER; else of every row."""
     found = _visit_filters(query)
     if found is None:
         return []
     group, filters = found
-    pick = Pick(only, MAX_VISIT_ROWS if folds(query.group_by) else None)
+    pick = Pick(only, top if folds(query.group_by) else None)
     if _counts_sessions(query):
         counts = await _from_sessions(conn, settings, group, filters, since, until, pick)
     elif group in FACETS:
@@ -391,11 +409,18 @@ async def _visit_counts(
 
 
 def _rollup_value(value: str) -> str:
+    """A report key (or filter) as the rollups' key column holds it."""
     return "" if value == NOT_SET else key_text(value)
 
 
 def _named(value: str) -> str:
     return value or NOT_SET
+
+
+def _rollup_key(column: ColumnElement[Any]) -> ColumnElement[Any]:
+    """A rollup's key column as reports read it: a tag spelled "(not set)" (what read_source
+    names the source of a link with utm_medium alone) is the row of none, ""."""
+    return case((column == NOT_SET, literal("")), else_=column)
 
 
 async def _grouped(
@@ -418,12 +443,13 @@ async def _grouped(
         return [(r.key, int(r.visits)) for r in rows], 0
     if pick.top is None:
         return [(r.key, int(r.visits)) for r in await conn.execute(statement)], 0
-    top = statement.order_by(summed.desc(), key).limit(pick.top)
-    picked = [(r.key, int(r.visits)) for r in await conn.execute(top)]
-    if len(picked) < pick.top:
-        return picked, 0
-    everything = await conn.scalar(select(func.sum(visits)).where(*conditions))
-    return picked, int(everything or 0) - sum(n for _, n in picked)
+    # ties by key in code point order, as Python's (PostgreSQL's default collation is not)
+    order = key.collate("C") if conn.dialect.name == "postgresql" else key
+    everything = func.sum(func.sum(visits)).over().label("everything")  # the same snapshot
+    top = statement.add_columns(everything).order_by(summed.desc(), order).limit(pick.top)
+    rows = list(await conn.execute(top))
+    picked = [(r.key, int(r.visits)) for r in rows]
+    return picked, (int(rows[0].everything) - sum(n for _, n in picked)) if rows else 0
 
 
 def _with_rest(rows: list[tuple[str, int]], rest: int) -> list[tuple[str, int]]:
@@ -439,9 +465,9 @@ async def _from_channels(
     pick: Pick,
 ) -> list[tuple[str, int]]:
     v = visit_channels.c
-    column = v.day if group.is_time else v[str(group)]
+    column = v.day if group.is_time else _rollup_key(v[str(group)])
     conditions = [v.day >= since, v.day <= until]
-    conditions += [v[str(d)] == _rollup_value(value) for d, value in filters.items()]
+    conditions += [_rollup_key(v[str(d)]) == _rollup_value(value) for d, value in filters.items()]
     rows, rest = await _grouped(conn, column, v.visits, conditions, pick)
     if group.is_time:
         return [(time_key(day_of(key), group), n) for key, n in rows]
@@ -458,8 +484,8 @@ async def _from_facets(
 ) -> list[tuple[str, int]]:
     f = visit_facets.c
     conditions = [f.facet == str(group), f.day >= since, f.day <= until]
-    conditions += [f[str(d)] == _rollup_value(value) for d, value in filters.items()]
-    rows, rest = await _grouped(conn, f.value, f.visits, conditions, pick)
+    conditions += [_rollup_key(f[str(d)]) == _rollup_value(value) for d, value in filters.items()]
+    rows, rest = await _grouped(conn, _rollup_key(f.value), f.visits, conditions, pick)
     return _with_rest([(_named(key), n) for key, n in rows], rest)
 
 
@@ -502,8 +528,10 @@ async def _from_sessions(
         col = _SESSION_COLUMN[dimension]
         if dimension in _READ_RAW:
             raw_filters[dimension] = value  # a path or host: read from the URL below
+        elif value == NOT_SET:
+            conditions.append(or_(col.is_(None), col == NOT_SET))
         else:
-            conditions.append(col.is_(None) if value == NOT_SET else col == value)
+            conditions.append(_cut(col) == key_text(value))
     counts: dict[str, int] = defaultdict(int)
     if not group.is_time and not raw_filters:  # the database groups; URLs are read after
         column = _SESSION_COLUMN[group]
@@ -520,7 +548,7 @@ async def _from_sessions(
     zone = ZoneInfo(settings.ui.timezone)
     result = await conn.stream(statement.execution_options(yield_per=5000))
     async for r in result:
-        if any(_raw_value(d, getattr(r, str(d))) != v for d, v in raw_filters.items()):
+        if any(_raw_value(d, getattr(r, str(d))) != key_text(v) for d, v in raw_filters.items()):
             continue
         if group.is_time:
             key = time_key(datetime.fromtimestamp(r.started_at, zone).date(), group)
@@ -531,10 +559,11 @@ async def _from_sessions(
 
 
 def _raw_value(group: GroupBy, value: str | None) -> str:
+    """A session's value as the report's key: the path or host of a URL, cut as the rollups'."""
     read = _READ_RAW.get(group)
     if read is not None and value is not None:
         value = read(value)
-    return value or NOT_SET
+    return key_text(value) or NOT_SET
 
 
 # -- costs -------------------------------------------------------------------------------------
@@ -583,7 +612,7 @@ async def _imported_costs(
     if group.is_time:
         column = x.day
     elif group in CHANNEL:
-        column = x[str(group)]
+        column = _cut(x[str(group)])
     cents = func.sum(x.cost_cents).label("cents")
     statement = (
         select(column.label("key"), cents).group_by(column)
@@ -591,7 +620,7 @@ async def _imported_costs(
         else select(literal(None).label("key"), cents)  # one sum: costs do not split this way
     ).where(x.day >= since, x.day <= until)
     for dimension, value in channel_filters.items():
-        statement = statement.where(x[str(dimension)] == value)
+        statement = statement.where(_cut(x[str(dimension)]) == value)
     rows = list(await conn.execute(statement))
     if group.is_time:
         return [(time_key(day_of(r.key), group), int(r.cents)) for r in rows]

@@ -14,6 +14,7 @@ from pbx.keys import CALLS
 from pbx.storage.calls import CallFilter
 from tests.api.test_report_months import check_kept_months
 from tests.api.test_report_rows import (
+    HISTORIES,
     KEEP,
     check_folded,
     folded_history,
@@ -109,11 +110,16 @@ async def test_a_call_id_past_32_bits_is_no_such_call_on_postgresql(
     assert page.status == 404, await page.text()
 
 
+@pytest.mark.parametrize("name", HISTORIES)
 async def test_rows_with_only_visits_fold_on_postgresql(
     tmp_path: Path,
     aiohttp_client: Callable[..., Awaitable[Client]],
     postgres_url: str,
     monkeypatch: pytest.MonkeyPatch,
+    name: str,
 ) -> None:
     monkeypatch.setattr(report_queries, "MAX_VISIT_ROWS", KEEP)
-    await check_folded(await folded_history(tmp_path, aiohttp_client, postgres_url))
+    history = HISTORIES[name]
+    await check_folded(
+        await folded_history(tmp_path, aiohttp_client, history, postgres_url), history
+    )
