@@ -33,11 +33,14 @@ from sqlalchemy import insert  # noqa: E402
 
 from attribution.reports import day_at  # noqa: E402
 from pbx.app import build_app  # noqa: E402
+from pbx.keys import SETTINGS, VISITS  # noqa: E402
 from pbx.storage.db import open_engine  # noqa: E402
 from pbx.storage.tables import visit_channels, visit_facets  # noqa: E402
+from pbx.storage.visits import VisitRequest  # noqa: E402
 from tests.api.test_reports_api import SITE  # noqa: E402
 from tests.api.test_staff_ui import log_in  # noqa: E402
 from tests.helpers import (  # noqa: E402
+    ORIGIN,
     STAFF_TOKEN,
     FakeClock,
     migrate,
@@ -47,6 +50,12 @@ from tests.helpers import (  # noqa: E402
 
 PAGES = ("/reports?{range}&group_by=source", "/reports?{range}&group_by=term", "/")
 API = "/api/v1/reports?{range}&group_by=source"
+#: reports no rollup holds, which count the sessions one by one (at most 92 days)
+SESSION_PAGES = (
+    "/reports?{range}&group_by=source&landing=/p",
+    "/reports?{range}&group_by=source&term=t",
+    "/reports?{range}&group_by=landing&campaign=c",
+)
 
 
 async def seed(folder: Path, sources: int, clock: FakeClock) -> TestClient:  # type: ignore[type-arg]
@@ -78,6 +87,24 @@ async def seed(folder: Path, sources: int, clock: FakeClock) -> TestClient:  # t
     return client
 
 
+async def seed_sessions(folder: Path, count: int, clock: FakeClock) -> TestClient:  # type: ignore[type-arg]
+    """`count` visits through the visitor store (sessions and rollups as the daemon writes
+    them), each with its own source and landing query, from its own address."""
+    settings = settings_for(folder, sites=[SITE], users=staff_users())
+    await migrate(settings)
+    client = TestClient(TestServer(build_app(settings, clock=clock)))
+    await client.start_server()
+    site = client.app[SETTINGS].sites[0]
+    for i in range(count):
+        url = f"{ORIGIN}/p?utm_source=s{i}&utm_campaign=c&utm_term=t&x={i}"
+        address = f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
+        await client.app[VISITS].start_visit(VisitRequest(site, url, None, None, None, address))
+    await client.app[VISITS].flush()
+    response = await log_in(client, "sam")
+    assert response.status == 303, await response.text()
+    return client
+
+
 async def timed(client: TestClient, url: str, headers: dict[str, str]) -> tuple[float, float]:  # type: ignore[type-arg]
     """(seconds to the whole answer, the event loop's longest stall meanwhile)."""
     stall = 0.0
@@ -103,21 +130,27 @@ async def timed(client: TestClient, url: str, headers: dict[str, str]) -> tuple[
     return took, stall
 
 
-async def run(sources: int, rounds: int) -> None:
+async def run(sources: int, rounds: int, sessions: bool) -> None:
     clock = FakeClock()
     day = datetime.fromtimestamp(clock.now, ZoneInfo("UTC")).date()
     folder = Path(tempfile.mkdtemp(prefix="calltrack-report-rows-"))
     try:
-        client = await seed(folder, sources, clock)
-        try:
+        if sessions:
+            client = await seed_sessions(folder, sources, clock)
+            urls: list[tuple[str, dict[str, str]]] = [(p, {}) for p in SESSION_PAGES]
+        else:
+            client = await seed(folder, sources, clock)
             urls = [(p, {}) for p in PAGES] + [(API, {"Authorization": f"Bearer {STAFF_TOKEN}"})]
+        try:
             for pattern, headers in urls:
                 url = pattern.format(range=f"since={day}&until={day}")
                 results = [await timed(client, url, headers) for _ in range(rounds)]
                 took = statistics.median(t for t, _ in results)
                 stall = max(s for _, s in results)
                 name = pattern.split("?")[0] + (
-                    f" ({pattern.split('group_by=')[1]})" if "group_by" in pattern else ""
+                    f" ({pattern.split('group_by=')[1].replace('&', ', ')})"
+                    if "group_by" in pattern
+                    else ""
                 )
                 ms = f"{took * 1000:.0f} ms | {stall * 1000:.0f} ms"
                 print(f"| {sources:,} | {name} | {ms} |", flush=True)
@@ -132,11 +165,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sources", type=int, nargs="+", default=[20_000, 100_000])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--sessions",
+        action="store_true",
+        help="seed real visits (N sessions, each its own source) and time the reports that"
+        " count sessions one by one",
+    )
     args = parser.parse_args()
-    print("| distinct sources and terms | page | median time | longest loop stall |")
+    print("| distinct sources | page | median time | longest loop stall |")
     print("|---|---|---|---|")
     for sources in args.sources:
-        asyncio.run(run(sources, args.rounds))
+        asyncio.run(run(sources, args.rounds, args.sessions))
 
 
 if __name__ == "__main__":
