@@ -181,8 +181,8 @@ class DeliveryWorker:
         first = kept if row.kept is None else None  # kept with the claim: retries send it
         # an earlier claim kept the request before sending it: it may have arrived
         lookup = self._composer.lookup(event) if first is None else None
-        if lookup is not None and row.last_attempt_at is not None:
-            settled = row.last_attempt_at + LOOKUP_SETTLE
+        if lookup is not None and (sent := self._last_sent(row)) is not None:
+            settled = sent + LOOKUP_SETTLE
             if self._clock() < settled:  # the receiver may still be working on that request
                 await self._deliveries.postpone(row, settled)
                 return
@@ -215,6 +215,15 @@ class DeliveryWorker:
         await self._deliveries.delivered(row, now, status, note)
         self._count(row.event, "delivered")
         self._metrics.delivery_latency.observe(max(0.0, now - row.event.created_at))
+
+    def _last_sent(self, row: Claimed) -> float | None:
+        """When an earlier attempt sent its request, at the latest: when its outcome was
+        written, or, if its claim ran out first, when its last lease began (the renewal just
+        before sending)."""
+        times = [row.last_attempt_at]
+        if row.lapsed_lease is not None:
+            times.append(row.lapsed_lease - self._lease)
+        return max((t for t in times if t is not None), default=None)
 
     async def _renewed(self, row: Claimed, first: Kept | None) -> Claimed | None:
         """The claim extended for one request (keeping `first`, the request composed now);

@@ -75,6 +75,9 @@ class Claimed:
     kept: Kept | None  # None: the first attempt, compose it
     lease: float
     last_attempt_at: float | None = None  # when the last attempt's outcome was written
+    #: the lease of a claim that ran out before its outcome was written (a daemon stopped, the
+    #: database away): that claim may have sent its request just before it ended
+    lapsed_lease: float | None = None
 
 
 class Deliveries:
@@ -224,7 +227,9 @@ def _claimed(row: Any, lease: float) -> Claimed:
         attempts=row["attempts"],
     )
     kept = Kept.load(row["body"]) if row["body"] else None
-    return Claimed(event, row["give_up_at"], kept, lease, row["last_attempt_at"])
+    return Claimed(
+        event, row["give_up_at"], kept, lease, row["last_attempt_at"], row["claimed_until"]
+    )
 
 
 async def forget_settled_before(engine: AsyncEngine, before: float, batch: int = 500) -> int:

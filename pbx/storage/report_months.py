@@ -26,6 +26,11 @@ from pbx.storage.db import Tx, conflict_insert, run_in
 from pbx.storage.tables import month_versions, report_months
 
 MAX_KEPT = 20_000  # kept months (all groupings, models and filters together)
+#: rows with nothing but visits a month is computed and kept with (the most visited; the rest
+#: in OTHER): ten times what a report shows, so that a range of months that each kept all of
+#: theirs is summed and folded exactly in Python, and only a month past this (a flood of
+#: tags) makes its report count the range's visits again
+KEPT_VISIT_ROWS = 10 * MAX_VISIT_ROWS
 
 
 def fingerprint(settings: Settings) -> str:
@@ -36,7 +41,7 @@ def fingerprint(settings: Settings) -> str:
         "leads": settings.leads.model_dump(mode="json"),
         "static": [s.model_dump(mode="json") for s in settings.static],
         "timezone": settings.ui.timezone,
-        "visit_rows": MAX_VISIT_ROWS,
+        "visit_rows": KEPT_VISIT_ROWS,
     }
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 

@@ -59,7 +59,7 @@ from attribution.reports import (
 from attribution.traffic import host_of, path_of
 from pbx.settings import Settings
 from pbx.storage.costs import static_monthly_costs
-from pbx.storage.report_months import keep, read_kept
+from pbx.storage.report_months import KEPT_VISIT_ROWS, keep, read_kept
 from pbx.storage.tables import (
     call_credits,
     costs,
@@ -130,12 +130,12 @@ async def build_report(
                         into[i] += value
         tallies = {key: Tally(*_whole(values)) for key, values in sums.items()}
         if folded and len(parts) > 1:
-            # each part showed its own most visited: which are the range's, and all of their
-            # visits, only the whole range's counts can tell (the database sums them)
+            # a part had more rows than it keeps: which are the range's most visited, and all
+            # of their visits, only the whole range's counts can tell (the database sums them)
             tallies = {k: replace(t, visits=0) for k, t in tallies.items() if not t.visits_only}
             first, last = local_day(since), local_day(until)
-            await _add_visits(conn, settings, query, first, last, tallies)
-        elif folds(query.group_by):  # every part's rows are all here: fold their sum
+            await _add_visits(conn, settings, query, first, last, tallies, MAX_VISIT_ROWS)
+        elif folds(query.group_by):  # the parts' most visited are all here: fold their sum
             tallies = fold_visit_rows(tallies, MAX_VISIT_ROWS)
     if keeper is not None:
         await keep(keeper, settings, query, computed, kept.versions)
@@ -158,7 +158,7 @@ async def _tallies(
         tallies[key] = tallies[key] + tally
     for key, cents in await _costs(conn, settings, query, since, until):
         tallies[key] = tallies[key] + Tally(cost_cents=cents)
-    await _add_visits(conn, settings, query, since, until, tallies)
+    await _add_visits(conn, settings, query, since, until, tallies, KEPT_VISIT_ROWS)
     return dict(tallies)
 
 
@@ -169,13 +169,14 @@ async def _add_visits(
     since: int,
     until: int,
     tallies: dict[str, Tally],
+    keep: int,
 ) -> None:
     """Add the visits of the days since..until to `tallies` (rows with calls or cost): every
-    row's, or, when the grouping folds, those of the rows in `tallies` and of the
-    MAX_VISIT_ROWS most visited others, the rest's in OTHER. The database sums and picks; the
-    rows it returns are at most MAX_VISIT_ROWS more than `tallies` has."""
+    row's, or, when the grouping folds, those of the rows in `tallies` and of the `keep` most
+    visited others, the rest's in OTHER. The database sums and picks; the rows it returns are
+    at most `keep` more than `tallies` has."""
     others = set(tallies) - OWN_ROWS  # their visits must be exact, whatever their rank
-    top = MAX_VISIT_ROWS + len(others)  # the most visited `top` hold the most visited others
+    top = keep + len(others)  # the most visited `top` hold the most visited `keep` others
     found = await _visit_counts(conn, settings, query, since, until, top=top)
     for key, visits in found:
         tallies[key] = tallies.get(key, Tally()) + Tally(visits=visits)
@@ -183,11 +184,12 @@ async def _add_visits(
     if OTHER in tallies and missing:  # rows with calls below the top: out of OTHER
         rest = tallies[OTHER].visits
         for key, visits in await _visit_counts(conn, settings, query, since, until, only=missing):
-            tallies[key] = tallies[key] + Tally(visits=visits)
-            rest -= visits
+            if key in missing:
+                tallies[key] = tallies[key] + Tally(visits=visits)
+                rest -= visits
         tallies[OTHER] = replace(tallies[OTHER], visits=rest)
     if folds(query.group_by):
-        shown = fold_visit_rows(tallies, MAX_VISIT_ROWS)
+        shown = fold_visit_rows(tallies, keep)
         tallies.clear()
         tallies.update(shown)
     if OTHER in tallies and tallies[OTHER] == Tally():
@@ -225,7 +227,7 @@ def credit_key(query: ReportQuery) -> ColumnElement[Any]:
     if query.group_by is GroupBy.STATIC:
         value: ColumnElement[Any] = func.coalesce(c.static, literal(WEB))
     else:  # cut as the rollups' keys are, so a long campaign's calls and visits are one row
-        value = func.coalesce(_cut(c[str(query.group_by)]), literal(NOT_SET))
+        value = _key_of(c[str(query.group_by)], cut=True)
     whens: list[tuple[ColumnElement[bool], Any]] = [(c.kind == CreditKind.NONE, UNATTRIBUTED)]
     if not query.include_probable:
         whens.append((c.kind == CreditKind.PROBABLE, PROBABLE))
@@ -238,19 +240,42 @@ def credit_filter(group: GroupBy, value: str) -> ColumnElement[bool]:
     if value == UNATTRIBUTED:
         return c.kind == CreditKind.NONE
     if group is GroupBy.STATIC:
-        column, empty = c.static, WEB
-    else:
-        column, empty = c[str(group)], NOT_SET
-    if value == empty:  # an unattributed call has no value either, but is a row of its own
-        return and_(or_(column.is_(None), column == empty), c.kind != CreditKind.NONE)
-    if group is GroupBy.STATIC:
-        return column == value
-    return _cut(column) == key_text(value)
+        if value == WEB:  # an unattributed call has no value either, but is a row of its own
+            return and_(c.static.is_(None), c.kind != CreditKind.NONE)
+        return c.static == value
+    matched = _key_filter(c[str(group)], value, cut=True)
+    return and_(matched, c.kind != CreditKind.NONE) if value == NOT_SET else matched
+
+
+#: how a stored value says "none" besides NULL: "" (a rollup's key), "(not set)" (what
+#: read_source names the source of a link with utm_medium alone, or a visitor's own tag)
+NONE_SPELLINGS = ("", NOT_SET)
 
 
 def _cut(column: ColumnElement[Any]) -> ColumnElement[Any]:
     """A value as the rollups key it: its first KEY_MAX characters."""
     return func.substr(column, 1, KEY_MAX)
+
+
+def _key_of(column: ColumnElement[Any], *, cut: bool) -> ColumnElement[Any]:
+    """A stored value as the report's key (what report_key does in Python): NOT_SET for none,
+    else the value, cut as the rollups keep it (`cut`: the column holds whole values)."""
+    none = or_(column.is_(None), column.in_(NONE_SPELLINGS))
+    return case((none, literal(NOT_SET)), else_=_cut(column) if cut else column)
+
+
+def _key_filter(column: ColumnElement[Any], key: str, *, cut: bool) -> ColumnElement[bool]:
+    """The stored values whose report key is `key`; where the column holds keys (`cut` False:
+    a rollup's, never NULL), a plain comparison or IN, so that its index is used."""
+    if key == NOT_SET:
+        spelled = column.in_(NONE_SPELLINGS)
+        return or_(column.is_(None), spelled) if cut else spelled
+    return (_cut(column) if cut else column) == key_text(key)
+
+
+def report_key(value: str | None) -> str:
+    """A value as the report's key: NOT_SET for none, else its first KEY_MAX characters."""
+    return NOT_SET if value is None or value in NONE_SPELLINGS else key_text(value)
 
 
 def is_lead(settings: Settings) -> ColumnElement[bool]:
@@ -410,21 +435,6 @@ async def _visit_counts(
     return counts
 
 
-def _rollup_value(value: str) -> str:
-    """A report key (or filter) as the rollups' key column holds it."""
-    return "" if value == NOT_SET else key_text(value)
-
-
-def _named(value: str) -> str:
-    return value or NOT_SET
-
-
-def _rollup_key(column: ColumnElement[Any]) -> ColumnElement[Any]:
-    """A rollup's key column as reports read it: a tag spelled "(not set)" (what read_source
-    names the source of a link with utm_medium alone) is the row of none, ""."""
-    return case((column == NOT_SET, literal("")), else_=column)
-
-
 async def _grouped(
     conn: AsyncConnection,
     key: ColumnElement[Any],
@@ -437,7 +447,7 @@ async def _grouped(
     summed = func.sum(visits).label("visits")
     statement = select(key.label("key"), summed).where(*conditions).group_by(key)
     if pick.only is not None:
-        wanted = sorted({_rollup_value(k) for k in pick.only})
+        wanted = sorted({report_key(k) for k in pick.only})
         rows = []
         for start in range(0, len(wanted), IN_BATCH):
             batch = wanted[start : start + IN_BATCH]
@@ -467,13 +477,13 @@ async def _from_channels(
     pick: Pick,
 ) -> list[tuple[str, int]]:
     v = visit_channels.c
-    column = v.day if group.is_time else _rollup_key(v[str(group)])
+    column = v.day if group.is_time else _key_of(v[str(group)], cut=False)
     conditions = [v.day >= since, v.day <= until]
-    conditions += [_rollup_key(v[str(d)]) == _rollup_value(value) for d, value in filters.items()]
+    conditions += [_key_filter(v[str(d)], value, cut=False) for d, value in filters.items()]
     rows, rest = await _grouped(conn, column, v.visits, conditions, pick)
     if group.is_time:
         return [(time_key(day_of(key), group), n) for key, n in rows]
-    return _with_rest([(_named(key), n) for key, n in rows], rest)
+    return _with_rest(rows, rest)
 
 
 async def _from_facets(
@@ -486,9 +496,9 @@ async def _from_facets(
 ) -> list[tuple[str, int]]:
     f = visit_facets.c
     conditions = [f.facet == str(group), f.day >= since, f.day <= until]
-    conditions += [_rollup_key(f[str(d)]) == _rollup_value(value) for d, value in filters.items()]
-    rows, rest = await _grouped(conn, _rollup_key(f.value), f.visits, conditions, pick)
-    return _with_rest([(_named(key), n) for key, n in rows], rest)
+    conditions += [_key_filter(f[str(d)], value, cut=False) for d, value in filters.items()]
+    rows, rest = await _grouped(conn, _key_of(f.value, cut=False), f.visits, conditions, pick)
+    return _with_rest(rows, rest)
 
 
 def _local_range(settings: Settings, since: int, until: int) -> tuple[float, float]:
@@ -530,15 +540,14 @@ async def _from_sessions(
         col = _SESSION_COLUMN[dimension]
         if dimension in _READ_RAW:
             raw_filters[dimension] = value  # a path or host: read from the URL below
-        elif value == NOT_SET:
-            conditions.append(or_(col.is_(None), col == NOT_SET))
         else:
-            conditions.append(_cut(col) == key_text(value))
+            conditions.append(_key_filter(col, value, cut=True))
     if pick.only is not None and group in _SQL_KEYED and len(pick.only) <= IN_BATCH:
-        wanted = {key_text(k) for k in pick.only if k != NOT_SET}
-        key_condition: ColumnElement[bool] = _cut(_SESSION_COLUMN[group]).in_(sorted(wanted))
+        column = _SESSION_COLUMN[group]
+        wanted = sorted({report_key(k) for k in pick.only} - {NOT_SET})
+        key_condition: ColumnElement[bool] = _cut(column).in_(wanted)
         if NOT_SET in pick.only:
-            key_condition = or_(key_condition, _SESSION_COLUMN[group].is_(None))
+            key_condition = or_(key_condition, _key_filter(column, NOT_SET, cut=True))
         conditions.append(key_condition)
     counts: dict[str, int] = defaultdict(int)
     if not group.is_time and not raw_filters:  # the database groups; URLs are read after
@@ -555,7 +564,7 @@ async def _from_sessions(
         *(_SESSION_COLUMN[d].label(str(d)) for d in raw_filters),
     ).where(*conditions)
     zone = ZoneInfo(settings.ui.timezone)
-    wanted_raw = {str(d): key_text(v) for d, v in raw_filters.items()}
+    wanted_raw = {str(d): report_key(v) for d, v in raw_filters.items()}
     async for batch in _batches(conn, statement):
         for r in batch:
             if any(_raw_value(GroupBy(d), r._mapping[d]) != v for d, v in wanted_raw.items()):
@@ -591,7 +600,7 @@ def _raw_value(group: GroupBy, value: str | None) -> str:
     read = _READ_RAW.get(group)
     if read is not None and value is not None:
         value = read(value)
-    return key_text(value) or NOT_SET
+    return report_key(value)
 
 
 # -- costs -------------------------------------------------------------------------------------
@@ -605,7 +614,7 @@ async def _costs(
         return []  # not known by such a filter (_notes says so)
     group = query.group_by
     static_filter = query.filters.get(GroupBy.STATIC)
-    channel_filters = {d: _rollup_value(v) for d, v in query.filters.items() if d in CHANNEL}
+    channel_filters = {d: v for d, v in query.filters.items() if d in CHANNEL}
     keyed: list[tuple[str, int]] = []
     if static_filter in (None, WEB):
         keyed += await _imported_costs(conn, group, channel_filters, since, until)
@@ -613,13 +622,15 @@ async def _costs(
         row
         for row in spread_costs(static_monthly_costs(settings), since, until)
         if static_filter in (None, row.source)
-        and all(getattr(row, str(d)) == v for d, v in channel_filters.items())
+        and all(
+            report_key(getattr(row, str(d))) == report_key(v) for d, v in channel_filters.items()
+        )
     ]
     for row in fixed:
         if group.is_time:
             key = time_key(day_of(row.day), group)
         elif group in CHANNEL:
-            key = _named(getattr(row, str(group)))
+            key = report_key(getattr(row, str(group)))
         elif group is GroupBy.STATIC:
             key = row.source
         else:
@@ -640,7 +651,7 @@ async def _imported_costs(
     if group.is_time:
         column = x.day
     elif group in CHANNEL:
-        column = _cut(x[str(group)])
+        column = _key_of(x[str(group)], cut=True)
     cents = func.sum(x.cost_cents).label("cents")
     statement = (
         select(column.label("key"), cents).group_by(column)
@@ -648,11 +659,11 @@ async def _imported_costs(
         else select(literal(None).label("key"), cents)  # one sum: costs do not split this way
     ).where(x.day >= since, x.day <= until)
     for dimension, value in channel_filters.items():
-        statement = statement.where(_cut(x[str(dimension)]) == value)
+        statement = statement.where(_key_filter(x[str(dimension)], value, cut=True))
     rows = list(await conn.execute(statement))
     if group.is_time:
         return [(time_key(day_of(r.key), group), int(r.cents)) for r in rows]
     if group in CHANNEL:
-        return [(_named(r.key), int(r.cents)) for r in rows]
+        return [(r.key, int(r.cents)) for r in rows]
     key = WEB if group is GroupBy.STATIC else UNSPLIT_COST  # imported costs are the website's
     return [(key, int(r.cents)) for r in rows if r.cents]  # a sum of no rows is NULL

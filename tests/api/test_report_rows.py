@@ -9,6 +9,8 @@ of visits, never by the code under test."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -18,10 +20,12 @@ from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import event
 
 import pbx.storage.report_months as report_months
 import pbx.storage.report_queries as report_queries
 from pbx.app import build_app
+from pbx.keys import READER, SETTINGS
 from tests.api.test_reports_api import AUTH, SITE, Client, Scenario
 from tests.api.test_reports_page import read_tables
 from tests.api.test_staff_ui import log_in
@@ -89,6 +93,13 @@ HISTORIES = {
         Visits("2027-02-02", "d", 2),
         Visits("2027-02-03", "e", 2),
     ],
+    # a called link without a source below December's top: its visits are looked up by key
+    "unnamed caller below the top": [
+        Visits("2026-12-03", "a", 5),
+        Visits("2026-12-04", "b", 4),
+        Visits("2026-12-05", "c", 3),
+        Visits("2026-12-06", "", 1, calls=True),
+    ],
 }
 
 
@@ -146,9 +157,12 @@ def by_key(data: dict[str, Any]) -> dict[str, tuple[int, int]]:
     return {r["key"]: (r["visits"], r["calls"]) for r in data["rows"]}
 
 
-@pytest.fixture
-def keep_two(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(params=[KEEP, 100], ids=["months fold", "months keep all"])
+def keep_two(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """Reports show KEEP rows of visits alone; months keep KEEP (so a range counts its visits
+    again) or 100 (all of theirs: the range's sum is folded)."""
     monkeypatch.setattr(report_queries, "MAX_VISIT_ROWS", KEEP)
+    monkeypatch.setattr(report_queries, "KEPT_VISIT_ROWS", request.param)
 
 
 def test_the_histories_show_what_they_are_for() -> None:
@@ -169,6 +183,12 @@ def test_the_histories_show_what_they_are_for() -> None:
         "b": (4, 0),
         "c": (3, 0),
         "(other)": (2, 0),
+    }
+    assert expected_rows(HISTORIES["unnamed caller below the top"], KEEP) == {
+        "(not set)": (1, 1),
+        "a": (5, 0),
+        "b": (4, 0),
+        "(other)": (3, 0),
     }
     assert expected_rows(HISTORIES["long and unnamed"], KEEP) == {
         LONG[:200]: (5, 5),
@@ -229,5 +249,33 @@ def test_months_kept_before_the_fold_are_computed_again(monkeypatch: pytest.Monk
     bound is part of what a kept month's figures depend on."""
     settings = make_settings("sqlite+aiosqlite:///:memory:")
     now = report_months.fingerprint(settings)
-    monkeypatch.setattr(report_months, "MAX_VISIT_ROWS", KEEP)
+    monkeypatch.setattr(report_months, "KEPT_VISIT_ROWS", KEEP)
     assert report_months.fingerprint(settings) != now
+
+
+async def test_a_filtered_facet_report_reads_the_rollups_index(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    """A term report filtered by a source and medium is a range read of the facet rollup's
+    (facet, source, medium, day) index, as bench/reports.py measured it (8.2 s -> 0.2 s a year):
+    no expression on a filtered column (a "(not set)" filter is an IN of its spellings)."""
+    client = await folded_history(tmp_path, aiohttp_client, HISTORIES["mixed"])
+    seen: list[tuple[str, Any]] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
+        if "FROM visit_facets" in statement:
+            seen.append((statement, parameters))
+
+    engine = client.app[READER].sync_engine
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        await get_report(client, group_by="term", source="a", medium="m")
+        await get_report(client, group_by="term", source="(not set)", medium="m")
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+    assert seen
+    database = str(client.app[SETTINGS].database).split(":///", 1)[1]
+    with contextlib.closing(sqlite3.connect(database)) as conn:
+        for sql, params in seen:
+            plan = " ".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+            assert "INDEX ix_visit_facets_channel" in plan, (sql, params, plan)

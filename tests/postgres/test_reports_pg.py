@@ -119,6 +119,7 @@ async def test_rows_with_only_visits_fold_on_postgresql(
     name: str,
 ) -> None:
     monkeypatch.setattr(report_queries, "MAX_VISIT_ROWS", KEEP)
+    monkeypatch.setattr(report_queries, "KEPT_VISIT_ROWS", KEEP)
     history = HISTORIES[name]
     await check_folded(
         await folded_history(tmp_path, aiohttp_client, history, postgres_url), history

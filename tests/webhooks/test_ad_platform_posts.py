@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from attribution.ad_clients import AdClientIds
 from attribution.calls import CallReport
-from integrations.worker import LOOKUP_SETTLE
+from integrations.worker import GA4_TIMEOUT, LEASE_MARGIN, LOOKUP_SETTLE
 from pbx.app import build_app
 from pbx.keys import CALLS, DELIVERIES, ENGINE, SETTINGS, VISITS
 from pbx.storage.deliveries import recent
@@ -29,6 +29,7 @@ from tests.helpers import ORIGIN, FakeClock, migrate, settings_for
 
 Client = TestClient  # type: ignore[type-arg]
 GA_CLIENT = "1234567890.1700000000"
+LEASE = max(GA4_TIMEOUT, 1.0) + LEASE_MARGIN  # the worker's claims with bitrix_daemon's config
 
 
 @dataclass
@@ -266,4 +267,37 @@ async def test_a_lead_made_after_its_client_gave_up_is_found_not_made_again(
     row = await delivery_row(client, lambda row: row["state"] == "delivered")
     assert row["last_error"].startswith("lead 1 made by an earlier attempt")
     assert len(portal.leads) == 1 and portal.lookups == 1 and row["attempts"] == 2
+    await server.close()
+
+
+async def test_a_retry_after_an_unwritten_outcome_waits_for_the_request_it_may_have_sent(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    """The database was away when the attempt's outcome was to be written: the claim runs out
+    with nothing recorded (no last attempt time), and the request may still be making its lead.
+    The retry after the lapsed lease waits LOOKUP_SETTLE from when that lease began."""
+    portal = Bitrix24(late=4.0)
+
+    async def away(*args: Any, **kwargs: Any) -> None:
+        raise OSError("database is away")
+
+    client, clock, server = await bitrix_daemon(tmp_path, aiohttp_client, portal)
+    deliveries = client.app[DELIVERIES]
+    real_retry = deliveries.retry
+    deliveries.retry = away  # type: ignore[method-assign]
+    row = await delivery_row(client, lambda row: row["claimed_until"] is not None)
+    sent_at = row["claimed_until"] - LEASE
+    await asyncio.sleep(1.5)  # the attempt timed out (1 s) and its outcome was not written
+    deliveries.retry = real_retry  # type: ignore[method-assign]
+    row = await delivery_row(client, lambda row: True)
+    assert (row["attempts"], row["state"], portal.lookups) == (0, "pending", 0)
+    clock.advance(LEASE + 1)  # the lease has run out: the row is claimed again, and waits
+    row = await delivery_row(client, lambda row: row["next_try"] == sent_at + LOOKUP_SETTLE)
+    assert row["attempts"] == 0 and portal.lookups == 0 and not portal.leads
+    await asyncio.sleep(3.0)  # the portal makes the lead of the unrecorded attempt
+    assert len(portal.leads) == 1
+    clock.advance(LOOKUP_SETTLE)
+    row = await delivery_row(client, lambda row: row["state"] == "delivered")
+    assert row["last_error"].startswith("lead 1 made by an earlier attempt")
+    assert len(portal.leads) == 1 and portal.lookups == 1
     await server.close()
