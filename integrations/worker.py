@@ -216,14 +216,13 @@ class DeliveryWorker:
         self._count(row.event, "delivered")
         self._metrics.delivery_latency.observe(max(0.0, now - row.event.created_at))
 
-    def _last_sent(self, row: Claimed) -> float | None:
-        """When an earlier attempt sent its request, at the latest: when its outcome was
-        written, or, if its claim ran out first, when its last lease began (the renewal just
-        before sending)."""
-        times = [row.last_attempt_at]
-        if row.lapsed_lease is not None:
-            times.append(row.lapsed_lease - self._lease)
-        return max((t for t in times if t is not None), default=None)
+    @staticmethod
+    def _last_sent(row: Claimed) -> float | None:
+        """Until when an earlier attempt's request may have been on its way: when its outcome
+        was written, or, if its claim ran out first, when that claim's lease ended (its length
+        was the daemon's then, so not subtracted)."""
+        times = [t for t in (row.last_attempt_at, row.lapsed_lease) if t is not None]
+        return max(times, default=None)
 
     async def _renewed(self, row: Claimed, first: Kept | None) -> Claimed | None:
         """The claim extended for one request (keeping `first`, the request composed now);

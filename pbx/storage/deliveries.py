@@ -123,8 +123,9 @@ class Deliveries:
 
     async def release(self, row: Claimed) -> None:
         """Give a claimed row back untried (its target has its share of deliveries in
-        flight): due as it was, claimable at once."""
-        await self._write(row, claimed_until=None)
+        flight): due as it was, claimable at once, with the lapsed lease it was claimed with
+        (the next claim must still know an earlier request may have been sent then)."""
+        await self._write(row, claimed_until=row.lapsed_lease)
 
     async def renew(self, row: Claimed, lease: float, kept: Kept | None = None) -> Claimed | None:
         """Extend this claim to `lease` just before sending, and keep the first attempt's
@@ -146,8 +147,9 @@ class Deliveries:
         await self._attempted(row, at, status, note, state=DELIVERED, delivered_at=at)
 
     async def postpone(self, row: Claimed, due_at: float) -> None:
-        """Give the claimed row back untried, due at `due_at` (not an attempt)."""
-        await self._write(row, due_at=due_at, claimed_until=None)
+        """Give the claimed row back untried, due at `due_at` (not an attempt), keeping the
+        lapsed lease it was claimed with, as release does."""
+        await self._write(row, due_at=due_at, claimed_until=row.lapsed_lease)
 
     async def retry(
         self, row: Claimed, at: float, status: int | None, error: str, due_at: float

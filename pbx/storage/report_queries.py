@@ -116,7 +116,9 @@ async def build_report(
             if part.month is not None and part.month in kept.tallies:
                 found = kept.tallies[part.month]
             else:
-                live = await _tallies(conn, settings, query, part.since, part.until)
+                # a part kept or summed with others keeps more rows than a report shows
+                shown = MAX_VISIT_ROWS if part.month is None and len(parts) == 1 else None
+                live = await _tallies(conn, settings, query, part.since, part.until, shown)
                 if part.month is not None:
                     computed[part.month] = live
                 found = {key: tally.values() for key, tally in live.items()}
@@ -149,16 +151,22 @@ def _whole(values: Sequence[float]) -> list[Any]:
 
 
 async def _tallies(
-    conn: AsyncConnection, settings: Settings, query: ReportQuery, first: date, last: date
+    conn: AsyncConnection,
+    settings: Settings,
+    query: ReportQuery,
+    first: date,
+    last: date,
+    keep: int | None = None,
 ) -> dict[str, Tally]:
-    """Every row's raw counts for the days first..last (visits as _add_visits has them)."""
+    """Every row's raw counts for the days first..last (visits as _add_visits has them, with
+    `keep` rows of visits alone, KEPT_VISIT_ROWS unless given)."""
     since, until = local_day(first), local_day(last)
     tallies: dict[str, Tally] = defaultdict(Tally)
     for key, tally in await _call_tallies(conn, settings, query, since, until):
         tallies[key] = tallies[key] + tally
     for key, cents in await _costs(conn, settings, query, since, until):
         tallies[key] = tallies[key] + Tally(cost_cents=cents)
-    await _add_visits(conn, settings, query, since, until, tallies, KEPT_VISIT_ROWS)
+    await _add_visits(conn, settings, query, since, until, tallies, keep or KEPT_VISIT_ROWS)
     return dict(tallies)
 
 
@@ -241,7 +249,8 @@ def credit_filter(group: GroupBy, value: str) -> ColumnElement[bool]:
         return c.kind == CreditKind.NONE
     if group is GroupBy.STATIC:
         if value == WEB:  # an unattributed call has no value either, but is a row of its own
-            return and_(c.static.is_(None), c.kind != CreditKind.NONE)
+            web = or_(c.static.is_(None), c.static == WEB)  # as credit_key's coalesce
+            return and_(web, c.kind != CreditKind.NONE)
         return c.static == value
     matched = _key_filter(c[str(group)], value, cut=True)
     return and_(matched, c.kind != CreditKind.NONE) if value == NOT_SET else matched

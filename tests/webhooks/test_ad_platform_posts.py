@@ -286,14 +286,21 @@ async def test_a_retry_after_an_unwritten_outcome_waits_for_the_request_it_may_h
     real_retry = deliveries.retry
     deliveries.retry = away  # type: ignore[method-assign]
     row = await delivery_row(client, lambda row: row["claimed_until"] is not None)
-    sent_at = row["claimed_until"] - LEASE
+    lease_end = row["claimed_until"]
     await asyncio.sleep(1.5)  # the attempt timed out (1 s) and its outcome was not written
     deliveries.retry = real_retry  # type: ignore[method-assign]
     row = await delivery_row(client, lambda row: True)
     assert (row["attempts"], row["state"], portal.lookups) == (0, "pending", 0)
     clock.advance(LEASE + 1)  # the lease has run out: the row is claimed again, and waits
-    row = await delivery_row(client, lambda row: row["next_try"] == sent_at + LOOKUP_SETTLE)
+    row = await delivery_row(client, lambda row: row["next_try"] == lease_end + LOOKUP_SETTLE)
     assert row["attempts"] == 0 and portal.lookups == 0 and not portal.leads
+    # "retry now" is postponed again: the lapsed lease is kept with the postponed row
+    assert await client.app[DELIVERIES].retry_now(row["id"], {"bitrix"})
+    row = await delivery_row(
+        client,
+        lambda r: r["next_try"] == lease_end + LOOKUP_SETTLE and r["claimed_until"] == lease_end,
+    )
+    assert row["attempts"] == 0 and portal.lookups == 0
     await asyncio.sleep(3.0)  # the portal makes the lead of the unrecorded attempt
     assert len(portal.leads) == 1
     clock.advance(LOOKUP_SETTLE)
