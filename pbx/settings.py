@@ -38,6 +38,8 @@ from sqlalchemy.exc import ArgumentError
 from attribution.leasing import LeasePolicy
 from attribution.money import cents_text, to_cents
 from attribution.phone import REGIONS, PhoneNumberError, to_e164
+from attribution.reports import NOT_SET
+from attribution.traffic import RESERVED_KEYS
 from integrations.events import GA4_TARGET, Event, Format
 from integrations.google_ads import Counted
 
@@ -226,6 +228,16 @@ class StaticNumber(_Model):
         description='what the source costs a month, e.g. "15000.00" (the billboard\'s rent);'
         " reports spread it evenly over the days of each month",
     )
+
+    @field_validator("source", "medium", "campaign")
+    @classmethod
+    def _not_a_reports_own_row(cls, value: str | None) -> str | None:
+        if value in RESERVED_KEYS or value == NOT_SET:
+            raise ValueError(
+                f"{value} is a row of the reports of its own (calls nobody is credited with,"
+                " rows folded, ...): name the source something else"
+            )
+        return value
 
 
 class Recordings(_Model):

@@ -168,6 +168,13 @@ def test_a_static_numbers_names_fit_their_columns() -> None:
     assert "static[0].campaign" in problem and "512" in problem
 
 
+@pytest.mark.parametrize("name", ["(web)", "(other)", "(unattributed)", "(not set)"])
+def test_a_static_number_cannot_be_named_like_a_reports_own_row(name: str) -> None:
+    """Its calls would fall in that row, and a filter for the row would not find them."""
+    [problem] = problems(GOOD.replace("source: billboard", f'source: "{name}"'))
+    assert "static[0].source" in problem and "a row of the reports of its own" in problem
+
+
 def test_every_problem_is_reported_at_once() -> None:
     text = GOOD.replace("15m", "soon").replace('"+74990000101"', '"1"')
     assert len(problems(text)) == 2
