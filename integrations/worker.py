@@ -16,7 +16,7 @@ import logging
 import random
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from typing import Any
 
 import aiohttp
@@ -248,43 +248,22 @@ class DeliveryWorker:
         }
         if where.secret is not None:
             headers[HEADER] = sign(where.secret, kept.body, int(self._clock()))
-        try:
-            async with http.post(
-                where.url,
-                data=kept.body,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=where.timeout),
-                allow_redirects=False,
-            ) as response:
-                if 200 <= response.status < 300:
-                    return response.status, None
-                said = (await response.content.read(200)).decode(errors="replace")
-                return response.status, f"HTTP {response.status}: {said}".strip()
-        except TimeoutError:
-            return None, f"no answer within {where.timeout:g} s"
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
-            return None, failure_text(exc)
+        status, _answer, error = await _exchange(http, where, where.url, kept.body, headers, 0)
+        return status, error
 
     async def _look_up(
         self, http: aiohttp.ClientSession, where: Destination, lookup: Lookup
     ) -> tuple[str | None, str | None]:
         """(what an earlier attempt made, error): both None when it made nothing."""
+        headers = {"Content-Type": "application/json"}
+        _status, answer, error = await _exchange(
+            http, where, lookup.url, lookup.body, headers, MAX_LOOKUP_ANSWER
+        )
+        if error is not None:
+            return None, error
         try:
-            async with http.post(
-                lookup.url,
-                data=lookup.body,
-                headers={"Content-Type": "application/json"},
-                timeout=aiohttp.ClientTimeout(total=where.timeout),
-                allow_redirects=False,
-            ) as response:
-                answer = await _read_up_to(response.content, MAX_LOOKUP_ANSWER)
-                if not 200 <= response.status < 300:
-                    said = answer[:200].decode(errors="replace")
-                    return None, f"HTTP {response.status}: {said}".strip()
-                return lookup.made(answer), None
-        except TimeoutError:
-            return None, f"no answer within {where.timeout:g} s"
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            return lookup.made(answer), None
+        except ValueError as exc:
             return None, failure_text(exc)
 
     async def _failed_attempt(self, row: Claimed, status: int | None, error: str) -> None:
@@ -310,6 +289,34 @@ def failure_text(exc: BaseException) -> str:
     """An exception as the deliveries page and the log show it, with any URL cut to its scheme
     and host: aiohttp names the URL in some errors, and Bitrix24's (and GA4's) carry their keys."""
     return _URL_PATH.sub(r"\1/…", f"{type(exc).__name__}: {exc}")
+
+
+async def _exchange(
+    http: aiohttp.ClientSession,
+    where: Destination,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    read: int,
+) -> tuple[int | None, bytes, str | None]:
+    """One POST within the target's timeout: (status, up to `read` bytes of a 2xx answer,
+    error); the error names a non-2xx answer (its first 200 bytes), no answer, or a failure."""
+    try:
+        async with http.post(
+            url,
+            data=body,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=where.timeout),
+            allow_redirects=False,
+        ) as response:
+            if 200 <= response.status < 300:
+                return response.status, await _read_up_to(response.content, read), None
+            said = (await response.content.read(200)).decode(errors="replace")
+            return response.status, b"", f"HTTP {response.status}: {said}".strip()
+    except TimeoutError:
+        return None, b"", f"no answer within {where.timeout:g} s"
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
+        return None, b"", failure_text(exc)
 
 
 async def _read_up_to(content: aiohttp.StreamReader, limit: int) -> bytes:
