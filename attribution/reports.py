@@ -287,16 +287,21 @@ def folds(group_by: GroupBy) -> bool:
     return not group_by.is_time and group_by not in (GroupBy.STATIC, GroupBy.SITE, GroupBy.POOL)
 
 
+def most_visited(visits: Mapping[str, int], count: int) -> list[str]:
+    """The `count` keys with the most visits, ties by key in code point order (the order the
+    report queries ask the database for too)."""
+    return heapq.nsmallest(count, visits, key=lambda k: (-visits[k], k))
+
+
 def fold_visit_rows(tallies: Mapping[str, Tally], keep: int) -> dict[str, Tally]:
     """The rows with the `keep` most visited of those with nothing but visits (ties by key);
     the others' visits are added to OTHER. Totals are unchanged."""
-    visit_only = [k for k, t in tallies.items() if k not in OWN_ROWS and t.visits_only]
+    visit_only = {k: t.visits for k, t in tallies.items() if k not in OWN_ROWS and t.visits_only}
     if len(visit_only) <= keep:
         return dict(tallies)
-    shown = heapq.nsmallest(keep, visit_only, key=lambda k: (-tallies[k].visits, k))
-    folded = set(visit_only).difference(shown)
+    folded = visit_only.keys() - most_visited(visit_only, keep)
     rows = {k: t for k, t in tallies.items() if k not in folded}
-    rows[OTHER] = tallies.get(OTHER, Tally()) + Tally(visits=sum(tallies[k].visits for k in folded))
+    rows[OTHER] = tallies.get(OTHER, Tally()) + Tally(visits=sum(visit_only[k] for k in folded))
     return rows
 
 

@@ -10,7 +10,6 @@ facet) count sessions, and then for at most MAX_SESSION_DAYS days.
 
 from __future__ import annotations
 
-import heapq
 from collections import defaultdict
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
@@ -54,6 +53,7 @@ from attribution.reports import (
     folds,
     local_day,
     month_parts,
+    most_visited,
     time_key,
 )
 from attribution.traffic import host_of, path_of
@@ -136,7 +136,9 @@ async def build_report(
             # of their visits, only the whole range's counts can tell (the database sums them)
             tallies = {k: replace(t, visits=0) for k, t in tallies.items() if not t.visits_only}
             first, last = local_day(since), local_day(until)
-            await _add_visits(conn, settings, query, first, last, tallies, MAX_VISIT_ROWS)
+            tallies = await _with_visits(
+                conn, settings, query, first, last, tallies, MAX_VISIT_ROWS
+            )
         elif folds(query.group_by):  # the parts' most visited are all here: fold their sum
             tallies = fold_visit_rows(tallies, MAX_VISIT_ROWS)
     if keeper is not None:
@@ -158,7 +160,7 @@ async def _tallies(
     last: date,
     keep: int | None = None,
 ) -> dict[str, Tally]:
-    """Every row's raw counts for the days first..last (visits as _add_visits has them, with
+    """Every row's raw counts for the days first..last (visits as _with_visits has them, with
     `keep` rows of visits alone, KEPT_VISIT_ROWS unless given)."""
     since, until = local_day(first), local_day(last)
     tallies: dict[str, Tally] = defaultdict(Tally)
@@ -166,29 +168,29 @@ async def _tallies(
         tallies[key] = tallies[key] + tally
     for key, cents in await _costs(conn, settings, query, since, until):
         tallies[key] = tallies[key] + Tally(cost_cents=cents)
-    await _add_visits(conn, settings, query, since, until, tallies, keep or KEPT_VISIT_ROWS)
-    return dict(tallies)
+    return await _with_visits(conn, settings, query, since, until, tallies, keep or KEPT_VISIT_ROWS)
 
 
-async def _add_visits(
+async def _with_visits(
     conn: AsyncConnection,
     settings: Settings,
     query: ReportQuery,
     since: int,
     until: int,
-    tallies: dict[str, Tally],
+    others: Mapping[str, Tally],
     keep: int,
-) -> None:
-    """Add the visits of the days since..until to `tallies` (rows with calls or cost): every
-    row's, or, when the grouping folds, those of the rows in `tallies` and of the `keep` most
-    visited others, the rest's in OTHER. The database sums and picks; the rows it returns are
-    at most `keep` more than `tallies` has."""
-    others = set(tallies) - OWN_ROWS  # their visits must be exact, whatever their rank
-    top = keep + len(others)  # the most visited `top` hold the most visited `keep` others
+) -> dict[str, Tally]:
+    """`others` (rows with calls or cost) with the visits of the days since..until added:
+    every row's, or, when the grouping folds, those of the rows in `others` and of the `keep`
+    most visited others, the rest's in OTHER. The database sums and picks; the rows it returns
+    are at most `keep` more than `others` has."""
+    tallies = dict(others)
+    exact = set(others) - OWN_ROWS  # their visits must be exact, whatever their rank
+    top = keep + len(exact)  # the most visited `top` hold the most visited `keep` others
     found = await _visit_counts(conn, settings, query, since, until, top=top)
     for key, visits in found:
         tallies[key] = tallies.get(key, Tally()) + Tally(visits=visits)
-    missing = others.difference(k for k, _ in found)
+    missing = exact.difference(k for k, _ in found)
     if OTHER in tallies and missing:  # rows with calls below the top: out of OTHER
         rest = tallies[OTHER].visits
         for key, visits in await _visit_counts(conn, settings, query, since, until, only=missing):
@@ -197,11 +199,10 @@ async def _add_visits(
                 rest -= visits
         tallies[OTHER] = replace(tallies[OTHER], visits=rest)
     if folds(query.group_by):
-        shown = fold_visit_rows(tallies, keep)
-        tallies.clear()
-        tallies.update(shown)
+        tallies = fold_visit_rows(tallies, keep)
     if OTHER in tallies and tallies[OTHER] == Tally():
         del tallies[OTHER]
+    return tallies
 
 
 def _notes(query: ReportQuery, tallies: Mapping[str, Tally]) -> list[str]:
@@ -409,7 +410,7 @@ class Pick:
             return [(k, counts[k]) for k in self.only if k in counts]
         if self.top is None or len(counts) <= self.top:
             return list(counts.items())
-        rows = heapq.nsmallest(self.top, counts.items(), key=lambda row: (-row[1], row[0]))
+        rows = [(k, counts[k]) for k in most_visited(counts, self.top)]
         return [*rows, (OTHER, sum(counts.values()) - sum(n for _, n in rows))]
 
 
@@ -573,12 +574,13 @@ async def _from_sessions(
         *(_SESSION_COLUMN[d].label(str(d)) for d in raw_filters),
     ).where(*conditions)
     zone = ZoneInfo(settings.ui.timezone)
-    wanted_raw = {str(d): report_key(v) for d, v in raw_filters.items()}
+    wanted_raw = [(d, str(d), report_key(v)) for d, v in raw_filters.items()]
+    by_time = group.is_time
     async for batch in _batches(conn, statement):
         for r in batch:
-            if any(_raw_value(GroupBy(d), r._mapping[d]) != v for d, v in wanted_raw.items()):
+            if any(_raw_value(d, r._mapping[label]) != v for d, label, v in wanted_raw):
                 continue
-            if group.is_time:
+            if by_time:
                 key = time_key(datetime.fromtimestamp(r.started_at, zone).date(), group)
             else:
                 key = _raw_value(group, r.key)
@@ -627,13 +629,12 @@ async def _costs(
     keyed: list[tuple[str, int]] = []
     if static_filter in (None, WEB):
         keyed += await _imported_costs(conn, group, channel_filters, since, until)
+    wanted = {str(d): report_key(v) for d, v in channel_filters.items()}
     fixed = [
         row
         for row in spread_costs(static_monthly_costs(settings), since, until)
         if static_filter in (None, row.source)
-        and all(
-            report_key(getattr(row, str(d))) == report_key(v) for d, v in channel_filters.items()
-        )
+        and all(report_key(getattr(row, d)) == key for d, key in wanted.items())
     ]
     for row in fixed:
         if group.is_time:
