@@ -254,6 +254,8 @@ def _session(visits: _Visits, i: int, tracking: str) -> dict[str, Any]:
         "client_ip": f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}",
         "landing_url": f"{ORIGIN}/{query}",
         "referrer": None,
+        "landing_path": "/",
+        "referrer_host": "",
         "source": source,
         "medium": medium,
         "campaign": None,

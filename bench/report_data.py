@@ -40,6 +40,7 @@ from pbx.storage.tables import (
     sessions,
     visitors,
 )
+from pbx.storage.visit_rollups import landing_and_referrer
 
 ORIGINS = {"main": "https://shop.example", "clinic": "https://clinic.example"}
 
@@ -205,6 +206,7 @@ class _Generator:
         if rng.random() < 0.05:
             pool, tracking = None, "privacy"
         pages = min(1 + int(rng.expovariate(0.4)), 40)
+        landing_path, referrer_host = landing_and_referrer(origin + path + query, fact["referrer"])
         return {
             "id": self.hex(),
             "visitor_id": visitor["id"],
@@ -215,6 +217,8 @@ class _Generator:
             "client_ip": None,
             "landing_url": origin + path + query,
             "referrer": fact["referrer"],
+            "landing_path": landing_path,
+            "referrer_host": referrer_host,
             "source": fact["source"],
             "medium": fact["medium"],
             "campaign": fact["campaign"],

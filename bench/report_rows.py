@@ -55,6 +55,7 @@ SESSION_PAGES = (
     "/reports?{range}&group_by=source&landing=/p",
     "/reports?{range}&group_by=source&term=t",
     "/reports?{range}&group_by=landing&campaign=c",
+    "/reports?{range}&group_by=day&referrer=r.test",
 )
 
 
@@ -89,7 +90,8 @@ async def seed(folder: Path, sources: int, clock: FakeClock) -> TestClient:  # t
 
 async def seed_sessions(folder: Path, count: int, clock: FakeClock) -> TestClient:  # type: ignore[type-arg]
     """`count` visits through the visitor store (sessions and rollups as the daemon writes
-    them), each with its own source and landing query, from its own address."""
+    them), each with its own source and landing query, from its own address; every other one
+    referred by r.test."""
     settings = settings_for(folder, sites=[SITE], users=staff_users())
     await migrate(settings)
     client = TestClient(TestServer(build_app(settings, clock=clock)))
@@ -98,7 +100,9 @@ async def seed_sessions(folder: Path, count: int, clock: FakeClock) -> TestClien
     for i in range(count):
         url = f"{ORIGIN}/p?utm_source=s{i}&utm_campaign=c&utm_term=t&x={i}"
         address = f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
-        await client.app[VISITS].start_visit(VisitRequest(site, url, None, None, None, address))
+        referrer = f"https://r.test/{i}" if i % 2 else None  # half from one referring site
+        request = VisitRequest(site, url, referrer, None, None, address)
+        await client.app[VISITS].start_visit(request)
     await client.app[VISITS].flush()
     response = await log_in(client, "sam")
     assert response.status == 303, await response.text()

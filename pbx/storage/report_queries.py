@@ -11,7 +11,7 @@ facet) count sessions, and then for at most MAX_SESSION_DAYS days.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -19,12 +19,13 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
     ColumnElement,
-    Row,
-    Select,
+    Integer,
     and_,
     case,
+    cast,
     func,
     literal,
+    literal_column,
     or_,
     select,
 )
@@ -56,7 +57,6 @@ from attribution.reports import (
     most_visited,
     time_key,
 )
-from attribution.traffic import host_of, path_of
 from pbx.settings import Settings
 from pbx.storage.costs import static_monthly_costs
 from pbx.storage.report_months import KEPT_VISIT_ROWS, keep, read_kept
@@ -69,7 +69,7 @@ from pbx.storage.tables import (
 )
 from pbx.storage.visit_rollups import KEY_MAX, key_text
 
-MAX_SESSION_DAYS = 92  # the longest range a report may count visits of one by one
+MAX_SESSION_DAYS = 92  # the longest range a report may count sessions of (no rollup)
 
 
 TALK_FIELD = [f.name for f in fields(Tally)].index("talk_seconds")
@@ -391,7 +391,7 @@ def check_size(query: ReportQuery) -> None:
         raise ReportTooLarge(
             f"a {query.group_by} report filtered by "
             + ", ".join(sorted(str(d) for d in query.filters))
-            + f" counts visits one by one (no rollup holds both): at most {MAX_SESSION_DAYS}"
+            + f" counts each visit (no rollup holds both): at most {MAX_SESSION_DAYS}"
             " days; narrow since..until"
         )
 
@@ -524,12 +524,14 @@ _SESSION_COLUMN = {
     GroupBy.CAMPAIGN: sessions.c.campaign,
     GroupBy.TERM: sessions.c.term,
     GroupBy.CONTENT: sessions.c.content,
-    GroupBy.LANDING: sessions.c.landing_url,
-    GroupBy.REFERRER: sessions.c.referrer,
+    GroupBy.LANDING: sessions.c.landing_path,
+    GroupBy.REFERRER: sessions.c.referrer_host,
     GroupBy.POOL: sessions.c.pool,
     GroupBy.SITE: sessions.c.site,
 }
-_READ_RAW = {GroupBy.LANDING: path_of, GroupBy.REFERRER: host_of}
+#: a time grouping's sessions are counted per quarter hour in SQL, then per local day here:
+#: every time zone's offset is a whole number of quarter hours, so none straddles midnight
+QUARTER_HOUR = 900
 
 
 async def _from_sessions(
@@ -542,76 +544,32 @@ async def _from_sessions(
     pick: Pick,
 ) -> list[tuple[str, int]]:
     """Count the sessions of the range: a facet grouping filtered by a channel, or the other
-    way round (no rollup holds both). The rows are picked here: URLs are read in Python."""
+    way round (no rollup holds both). The database counts, groups and picks the rows."""
     start, end = _local_range(settings, since, until)
     conditions = [sessions.c.started_at >= start, sessions.c.started_at < end]
-    raw_filters: dict[GroupBy, str] = {}
-    for dimension, value in filters.items():
-        col = _SESSION_COLUMN[dimension]
-        if dimension in _READ_RAW:
-            raw_filters[dimension] = value  # a path or host: read from the URL below
-        else:
-            conditions.append(_key_filter(col, value, cut=True))
-    if pick.only is not None and group in _SQL_KEYED and len(pick.only) <= IN_BATCH:
-        column = _SESSION_COLUMN[group]
-        wanted = sorted({report_key(k) for k in pick.only} - {NOT_SET})
-        key_condition: ColumnElement[bool] = _cut(column).in_(wanted)
-        if NOT_SET in pick.only:
-            key_condition = or_(key_condition, _key_filter(column, NOT_SET, cut=True))
-        conditions.append(key_condition)
-    counts: dict[str, int] = defaultdict(int)
-    if not group.is_time and not raw_filters:  # the database groups; URLs are read after
-        column = _SESSION_COLUMN[group]
-        grouped = select(column.label("key"), func.count().label("n")).where(*conditions)
-        async for batch in _batches(conn, grouped.group_by(column)):
-            for r in batch:
-                counts[_raw_value(group, r.key)] += r.n
-        return pick.of(counts)
-    key_column = sessions.c.started_at if group.is_time else _SESSION_COLUMN[group]
-    statement = select(
-        sessions.c.started_at,
-        key_column.label("key"),
-        *(_SESSION_COLUMN[d].label(str(d)) for d in raw_filters),
-    ).where(*conditions)
+    conditions += [_key_filter(_SESSION_COLUMN[d], v, cut=True) for d, v in filters.items()]
+    one: ColumnElement[int] = literal_column("1")  # summed: each session counts once
+    if not group.is_time:
+        key = _key_of(_SESSION_COLUMN[group], cut=True)
+        rows, rest = await _grouped(conn, key, one, conditions, pick)
+        return _with_rest(rows, rest)
+    quarters, _ = await _grouped(
+        conn, _quarter_hour(conn, sessions.c.started_at), one, conditions, Pick()
+    )
     zone = ZoneInfo(settings.ui.timezone)
-    wanted_raw = [(d, str(d), report_key(v)) for d, v in raw_filters.items()]
-    by_time = group.is_time
-    async for batch in _batches(conn, statement):
-        for r in batch:
-            if any(_raw_value(d, r._mapping[label]) != v for d, label, v in wanted_raw):
-                continue
-            if by_time:
-                key = time_key(datetime.fromtimestamp(r.started_at, zone).date(), group)
-            else:
-                key = _raw_value(group, r.key)
-            counts[key] += 1
-    return pick.of(counts)
+    counts: dict[str, int] = defaultdict(int)
+    for quarter, n in quarters:
+        day = datetime.fromtimestamp(int(quarter) * QUARTER_HOUR, zone).date()
+        counts[time_key(day, group)] += n
+    return list(counts.items())
 
 
-#: rows of sessions read per await: the event loop runs other work between batches (a
-#: 92-day report on a busy site reads millions)
-SESSION_BATCH = 1000
-#: the groupings whose key is a session's column as it is (not a URL's path or host)
-_SQL_KEYED = frozenset(
-    {GroupBy.SOURCE, GroupBy.MEDIUM, GroupBy.CAMPAIGN, GroupBy.TERM, GroupBy.CONTENT}
-)
-
-
-async def _batches(
-    conn: AsyncConnection, statement: Select[Any]
-) -> AsyncIterator[Sequence[Row[Any]]]:
-    """The statement's rows, SESSION_BATCH at a time, each fetched in its own await."""
-    result = await conn.stream(statement.execution_options(yield_per=SESSION_BATCH))
-    async for batch in result.partitions():
-        yield batch
-
-
-def _raw_value(group: GroupBy, value: str | None) -> str:
-    """A session's value as the report's key: the path or host of a URL, cut as the rollups'."""
-    read = _READ_RAW.get(group)
-    if read is not None and value is not None:
-        value = read(value)
-    return report_key(value)
+def _quarter_hour(conn: AsyncConnection, at: ColumnElement[Any]) -> ColumnElement[Any]:
+    """The quarter hour (since the epoch) of a time in seconds: SQLite's CAST truncates,
+    PostgreSQL's rounds, so there it is floor()."""
+    if conn.dialect.name == "postgresql":
+        return func.floor(at / QUARTER_HOUR)
+    return cast(at / QUARTER_HOUR, Integer)
 
 
 # -- costs -------------------------------------------------------------------------------------

@@ -75,6 +75,10 @@ sessions = Table(
     Column("client_ip", String(64)),
     Column("landing_url", Text, nullable=False),
     Column("referrer", Text),
+    # the landing URL's path and the referrer's host as reports key them ("" for none, cut
+    # to the rollups' KEY_MAX): written when the session starts, so SQL groups and filters them
+    Column("landing_path", String(200), nullable=False, server_default=""),
+    Column("referrer_host", String(200), nullable=False, server_default=""),
     Column("source", String(512), nullable=False),
     Column("medium", String(512), nullable=False),
     Column("campaign", String(512)),

@@ -53,14 +53,22 @@ def _upsert(table: Table, postgres: bool) -> Insert:
     )
 
 
+def landing_and_referrer(landing_url: str, referrer: str | None) -> tuple[str, str]:
+    """A session's landing page and referrer as reports key them: the URL's path and the
+    referrer's host, "" for none, cut as the rollups' keys. A session's row keeps both, so
+    that reports no rollup holds (a channel filtered by landing page) count them in SQL."""
+    return key_text(path_of(landing_url)), key_text(host_of(referrer) if referrer else None)
+
+
 def _facets(
     term: str | None, content: str | None, landing_url: str, referrer: str | None
 ) -> dict[str, str]:
+    landing, referrer_host = landing_and_referrer(landing_url, referrer)
     return {
         "term": term or "",
         "content": content or "",
-        "landing": path_of(landing_url),
-        "referrer": (host_of(referrer) or "") if referrer else "",
+        "landing": landing,
+        "referrer": referrer_host,
     }
 
 

@@ -33,7 +33,7 @@ from pbx.storage.errors import is_transient
 from pbx.storage.health import WriteHealth
 from pbx.storage.number_claims import Claim, HeldNumber, NumberClaims, new_id
 from pbx.storage.tables import leases, numbers, page_views, session_pools, sessions, visitors
-from pbx.storage.visit_rollups import VisitRollups
+from pbx.storage.visit_rollups import VisitRollups, landing_and_referrer
 from pbx.storage.write_behind import WriteBehind
 
 CACHE_LIMIT = 200_000
@@ -249,6 +249,7 @@ class VisitStore:
         plan = self._plans[request.site.name]
         slots = [] if request.privacy_signal else plan.slots(source)
         session_id = new_id()
+        landing_path, referrer_host = landing_and_referrer(source.landing_url, source.referrer)
 
         def work(tx: Tx) -> tuple[str, list[HeldNumber]]:
             visitor_id, visit_number = self._visitor(tx, request.visitor_id, source, now)
@@ -271,6 +272,8 @@ class VisitStore:
                     "client_ip": request.client_ip,
                     "landing_url": source.landing_url,
                     "referrer": source.referrer,
+                    "landing_path": landing_path,
+                    "referrer_host": referrer_host,
                     "source": source.source,
                     "medium": source.medium,
                     "campaign": source.campaign,

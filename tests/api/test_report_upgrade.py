@@ -116,3 +116,54 @@ def test_a_rebuild_keeps_the_counts_of_days_whose_visits_retention_deleted(
     rebuilt = calltrack("reports", "rebuild", "-c", str(path))
     assert "report rollups rebuilt: 3 visits, 1 calls" in rebuilt.stdout, rebuilt.stderr
     assert sorted(_rollups(database)[1]) == counted
+
+
+def test_db_upgrade_keeps_each_stored_sessions_landing_path_and_referrer_host(
+    tmp_path: Path,
+) -> None:
+    """0020 fills the two columns the session-counting reports group by, for every session
+    stored before it (more than one batch of them)."""
+    path = config(tmp_path)
+    database = tmp_path / "calltrack.db"
+    engine = create_engine(f"sqlite:///{database}")
+    with engine.begin() as conn:
+        alembic = db._alembic_config()
+        alembic.attributes["connection"] = conn
+        command.upgrade(alembic, "0019")
+    engine.dispose()
+    stored = {
+        "a": ("https://shop.test/sale/?utm_source=x#top", "https://WWW.Search.test/q?x=1"),
+        "b": ("https://shop.test", None),
+        "c": ("https://shop.test/" + "p" * 300, "not a url"),
+        "d": ("http://[bad/x", "http://[bad"),
+    }
+    filler = {f"z{n:05}": ("https://shop.test/many", "https://ref.test/") for n in range(5001)}
+    with sqlite3.connect(database) as conn:
+        conn.execute(
+            "INSERT INTO visitors (id, created_at, visits, first_source, first_medium)"
+            " VALUES ('v1', ?, 1, 'google', 'cpc')",
+            (AT,),
+        )
+        conn.executemany(
+            "INSERT INTO sessions (id, visitor_id, site, visit_number, started_at, last_seen,"
+            " landing_url, referrer, source, medium, click_ids, tracking, pages_viewed,"
+            " last_url) VALUES (?, 'v1', 'main', 1, ?, ?, ?, ?, 'google', 'cpc', '{}',"
+            " 'tracked', 1, '')",
+            [(sid, AT, AT, url, ref) for sid, (url, ref) in (stored | filler).items()],
+        )
+    upgraded = calltrack("db", "upgrade", "-c", str(path))
+    assert upgraded.returncode == 0, upgraded.stderr
+    with sqlite3.connect(database) as conn:
+        kept = dict(
+            (sid, (landing, host))
+            for sid, landing, host in conn.execute(
+                "SELECT id, landing_path, referrer_host FROM sessions"
+            )
+        )
+    assert {sid: kept[sid] for sid in stored} == {
+        "a": ("/sale/", "search.test"),
+        "b": ("/", ""),
+        "c": ("/" + "p" * 199, ""),
+        "d": ("/", ""),
+    }
+    assert {kept[sid] for sid in filler} == {("/many", "ref.test")}

@@ -163,6 +163,14 @@ EXPECTED: list[tuple[dict[str, str], tuple[str, ...], dict[str, tuple[int, ...]]
             "(unattributed)": (1,),
         },
     ),
+    # no rollup holds these: the database counts the sessions
+    (
+        {"group_by": "source", "landing": "/landing"},
+        ("visits", "calls"),
+        {"google": (2, 1), "yandex": (1, 0)},
+    ),
+    ({"group_by": "day", "landing": "/"}, ("visits", "calls"), {DAY: (2, 1)}),
+    ({"group_by": "landing", "pool": "paid"}, ("visits", "calls"), {"/landing": (2, 1)}),
 ]
 
 
