@@ -72,7 +72,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     inline = open_inline_engine(str(engine.url.database)) if separate_reader else engine
     try:
         await require_current_schema(engine)
-        visits = VisitStore(engine, settings, app[CLOCK])
+        not_kept = app[METRICS].page_views_not_kept
+        visits = VisitStore(engine, settings, app[CLOCK], lambda why: not_kept.labels(why).inc())
         await visits.sync_numbers()
         app[ENGINE] = engine
         app[READER] = reader

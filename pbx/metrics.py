@@ -21,6 +21,14 @@ class Metrics:
             " not take them (down or full)",
             registry=self.registry,
         )
+        self.page_views_not_kept = Counter(
+            "calltrack_page_views_not_kept",
+            "Page views counted in their session but not kept: past the session's"
+            " visits.max_page_views (session_limit), or past http.max_page_views_per_ip of the"
+            " network the session started from (network_budget)",
+            ["reason"],
+            registry=self.registry,
+        )
         self.calls = Counter(
             "calltrack_calls",
             "Calls stored, by status and attribution",

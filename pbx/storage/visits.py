@@ -116,6 +116,11 @@ def is_id(value: object) -> bool:
     return isinstance(value, str) and len(value) == 32 and not value.strip("0123456789abcdef")
 
 
+#: why a page view was counted but not kept (the page_views_not_kept metric's `reason`)
+SESSION_LIMIT = "session_limit"
+NETWORK_BUDGET = "network_budget"
+
+
 class TooManyVisits(Exception):
     """The client started `http.max_new_visits_per_ip` visits this hour; nothing was stored."""
 
@@ -185,8 +190,17 @@ class _CachedSession:
 
 
 class VisitStore:
-    def __init__(self, engine: AsyncEngine, settings: Settings, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        settings: Settings,
+        clock: Callable[[], float],
+        view_not_kept: Callable[[str], None] = lambda _why: None,
+    ) -> None:
+        """`view_not_kept` is told of each page view counted but not kept, and why: the
+        session's `visits.max_page_views`, or its network's `http.max_page_views_per_ip`."""
         self._engine = engine
+        self._view_not_kept = view_not_kept
         postgres = engine.dialect.name == "postgresql"
         #: reads on PostgreSQL outside a transaction: a one-statement read needs no BEGIN and
         #: ROLLBACK, two round trips more (on SQLite, one daemon, a cache miss is rare)
@@ -370,11 +384,7 @@ class VisitStore:
             return None
         if url is not None and url != cached.last_url:
             cached.last_url = url
-            keep = cached.pages_kept < self._settings.visits.max_page_views and self._may_keep_view(
-                cached.client
-            )
-            cached.pages_kept += keep
-            self._writes.viewed(session_id, now, url[:MAX_URL], keep=keep)
+            self._writes.viewed(session_id, now, url[:MAX_URL], keep=self._keeps_view(cached))
         cached.last_seen = now
         if self._writes.seen(session_id, now, cached.seen_written):
             cached.seen_written = now
@@ -389,12 +399,20 @@ class VisitStore:
                     await self._renew(session_id, cached, due, now, held_until)
         return self._visit(session_id, cached)
 
-    def _may_keep_view(self, client: str | None) -> bool:
-        """Whether the network a session started from is under its hourly budget of page views
-        kept (one client's sessions, each under max_page_views, could otherwise keep 3,000 × 200
-        an hour). The session's network, known since it started: a ping costs no address
+    def _keeps_view(self, cached: _CachedSession) -> bool:
+        """Whether a new page view of the session is kept: under the session's
+        `max_page_views`, and under the hourly budget of the network the session started from
+        (one client's sessions, each under max_page_views, could otherwise keep 3,000 × 200 an
+        hour). The session's network, known since it started: a ping costs no address
         parsing, and a client cannot spread its sessions' views over other addresses."""
-        return not self._kept_views.take(client or "")
+        if cached.pages_kept >= self._settings.visits.max_page_views:
+            self._view_not_kept(SESSION_LIMIT)
+            return False
+        if self._kept_views.take(cached.client or ""):
+            self._view_not_kept(NETWORK_BUDGET)
+            return False
+        cached.pages_kept += 1
+        return True
 
     def _due(self, cached: _CachedSession, now: float, held_until: float) -> list[HeldNumber]:
         """Extend what may be written behind; return what needs the database now: leases near

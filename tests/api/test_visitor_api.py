@@ -268,10 +268,13 @@ async def test_one_network_cannot_keep_page_views_without_bound(
     tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
 ) -> None:
     """Each session keeps up to visits.max_page_views; the sessions one network started keep up
-    to http.max_page_views_per_ip an hour together, and the views past it are counted, not kept.
-    A session's views count against the network it started from, whatever address pings."""
+    to http.max_page_views_per_ip an hour together, and the views past it are counted, not kept
+    (and in /metrics, by reason). A session's views count against the network it started from,
+    whatever address pings."""
     settings = settings_for(
-        tmp_path, http={"max_page_views_per_ip": 3, "trusted_proxies": ["127.0.0.1"]}
+        tmp_path,
+        http={"max_page_views_per_ip": 3, "trusted_proxies": ["127.0.0.1"]},
+        visits={"max_page_views": 3},
     )
     await migrate(settings)
     client = await aiohttp_client(build_app(settings, clock=FakeClock()))
@@ -322,6 +325,10 @@ async def test_one_network_cannot_keep_page_views_without_bound(
         second["session_id"]: (3, 2),
         other["session_id"]: (2, 2),
     }
+    metrics = await (await client.get("/metrics")).text()
+    # first's c: its session's third view kept already; second's b: the network's budget
+    assert 'calltrack_page_views_not_kept_total{reason="session_limit"} 1.0' in metrics
+    assert 'calltrack_page_views_not_kept_total{reason="network_budget"} 1.0' in metrics
 
 
 async def _ad_ids(client: Client, session_id: str) -> tuple[str | None, str | None]:
