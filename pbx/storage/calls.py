@@ -38,6 +38,7 @@ from pbx.storage.errors import is_transient, outage_reason
 from pbx.storage.inline_sqlite import is_locked
 from pbx.storage.outbox import Outbox
 from pbx.storage.tables import AS_RECORDED_WHERE, call_candidates, call_keywords, call_tags, calls
+from pbx.storage.visit_rollups import KEY_MAX
 from pbx.storage.visits import VisitStore
 
 log = logging.getLogger(__name__)
@@ -232,6 +233,7 @@ class CallStore:
         return candidates(spans, report.started_at, window)
 
     def _filtered(self, query: Select[Any], where: CallFilter) -> Select[Any]:
+        """The calls `where` asks for (source, medium and campaign as _stands_for reads them)."""
         c = calls.c
         for column, value in (
             (c.source, where.source),
@@ -239,7 +241,7 @@ class CallStore:
             (c.campaign, where.campaign),
         ):
             if value is not None:
-                query = query.where(column == value)
+                query = query.where(_stands_for(column, value))
         if where.since is not None:
             query = query.where(c.started_at >= where.since)
         if where.until is not None:
@@ -506,3 +508,12 @@ async def _unchanged(
         return True
     held = await conn.scalars(select(call_tags.c.tag).where(call_tags.c.call_id == call_id))
     return set(held) == set(tags)
+
+
+def _stands_for(column: ColumnElement[Any], value: str) -> ColumnElement[bool]:
+    """The calls a source, medium or campaign filter finds: the value itself, or, for a value
+    as long as a report's key (KEY_MAX characters: reports cut longer values there), every
+    value it begins, so that a report row's link to the call log finds the row's calls."""
+    if len(value) == KEY_MAX:
+        return func.substr(column, 1, KEY_MAX) == value  # not LIKE: SQLite's ignores case
+    return column == value

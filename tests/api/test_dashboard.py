@@ -100,3 +100,33 @@ async def test_the_dashboard_needs_a_login(
     client = await history(tmp_path, aiohttp_client)
     response = await client.get("/", allow_redirects=False)
     assert response.status == 303 and response.headers["Location"].startswith("/login?next=")
+
+
+async def test_a_top_sources_link_finds_the_calls_of_a_source_longer_than_a_report_key(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    """Reports key a value by its first 200 characters; the link of such a row to the call log
+    finds its calls (before, the log looked for the 200 characters exactly and found none),
+    and only its calls: not those of a source with another first 200, nor another case."""
+    clock = FakeClock(NOW)
+    settings = settings_for(tmp_path, sites=[SITE], users=staff_users())
+    await migrate(settings)
+    client = await aiohttp_client(build_app(settings, clock=clock))
+    s = Scenario(client, clock)
+    long = "a" * 199 + "b" * 101
+    for source, medium, caller in (
+        (long, "cpc", "+79160000001"),
+        ("A" * 199 + "b", "organic", "+79160000002"),  # another pool: its own number
+    ):
+        visit = await s.visit(f"utm_source={source}&utm_medium={medium}")
+        await s.call(visit.number, caller)
+    csrf = await login_csrf(client)
+    await client.post("/login", data={"csrf": csrf, "name": "sam", "password": PASSWORD})
+    page = await (await client.get("/")).text()
+    top = page[page.index('id="top-sources"') :]
+    links = re.findall(r'class="source" href="([^"]+)"', top)
+    assert len(links) == 2
+    for link in links:
+        found, other = ("02", "01") if "source=AAA" in link else ("01", "02")
+        log = await (await client.get(link.replace("&amp;", "&"))).text()
+        assert f"+791600000{found}" in log and f"+791600000{other}" not in log, link
