@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ class Tail:
     rows: list[bytes]  # CSV rows (a newline inside a quoted field kept), without their own
     position: Position | None  # where the next pass goes on
     caught_up: bool  # False: the cap stopped this pass, more is waiting
+    settling: bool = False  # the file was just written: its last call's rows were left
 
 
 def rotated_path(path: Path) -> Path:
@@ -86,14 +88,19 @@ def read_tail(
     position: Position | None,
     max_bytes: int,
     keep: Callable[[list[bytes]], int],
+    settle: float = 0.0,
 ) -> Tail:
     """The complete rows after `position` in `path` (or its rotated file, then `path`), about
-    `max_bytes` of them: a pass ends at a row's end. When the cap stops a pass, `keep(rows)` says
-    how many of them to take (at least one); the rest is read again by the next pass.
+    `max_bytes` of them: a pass ends at a row's end. `keep(rows)` says how many of them to
+    take when the last of them may be followed by more of the same call: when the cap stops a
+    pass (then at least one is taken), and when `path` was written to less than `settle`
+    seconds ago (Asterisk writes a call's rows one by one, as each of its channels ends). The
+    rest is read again by the next pass.
     """
     segments = plan(position, _state(path, position), _state(rotated_path(path), position))
     rows: list[bytes] = []
     budget = max_bytes
+    settling = False
     for index, segment in enumerate(segments):
         last = index == len(segments) - 1
         file = path if segment.source is Source.CURRENT else rotated_path(path)
@@ -121,8 +128,13 @@ def read_tail(
                     joined += 1
             more = f.read(1) != b""
             taken, end = _rows(data, whole=not (more or last))
-            if more and taken:
-                kept = max(1, keep(taken))
+            # the time of the file's last write, taken after the read: a row written since is
+            # not in `data`, and one written before makes the file this recent
+            written = os.fstat(f.fileno()).st_mtime
+            recent = last and not more and time.time() - written < settle
+            if (more or recent) and taken:
+                kept = keep(taken) if recent else keep(taken) or len(taken)
+                settling = recent
                 end = sum(len(row) + 1 for row in taken[:kept])
                 taken = taken[:kept]
             rows += taken
@@ -132,4 +144,4 @@ def read_tail(
         budget -= end
         if more or budget <= 0:
             return Tail(rows, position, caught_up=False)
-    return Tail(rows, position, caught_up=True)
+    return Tail(rows, position, caught_up=True, settling=settling)

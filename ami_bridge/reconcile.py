@@ -279,15 +279,15 @@ def _fields(text: str) -> list[str]:
 
 
 def _whole_calls(rows: list[bytes]) -> int:
-    """How many of `rows` a capped pass takes: Asterisk writes a call's rows one after another,
-    so the run of rows of the last call may go on past the cap; it is left for the next pass,
-    unless it is all the pass read."""
+    """How many of `rows` come before the run of rows of the last call: Asterisk writes a
+    call's rows one after another, so that run may go on past a pass's cap, or in rows not
+    written yet; it is left for the next pass (cdr_tail.read_tail)."""
     linkedids = [_linkedid(fields) for fields in _parsed(rows[-64:])]
     last = linkedids[-1]
     run = 1
     while run < len(linkedids) and linkedids[-run - 1] == last:
         run += 1
-    return len(rows) - run or len(rows)
+    return len(rows) - run
 
 
 @dataclass(frozen=True)
@@ -296,13 +296,21 @@ class Pass:
     rows: int  # CDR rows read
     position: Position | None  # where the next pass goes on
     caught_up: bool  # False: the cap stopped this pass, run another
+    settling: bool = False  # the file was just written: its last call was left for a pass after
 
 
 def reconcile_pass(
-    settings: Settings, since: float, position: Position | None, max_bytes: int = PASS_BYTES
+    settings: Settings,
+    since: float,
+    position: Position | None,
+    max_bytes: int = PASS_BYTES,
+    settle: float = 0.0,
 ) -> Pass:
     """Calls that ended since `since` among the rows `asterisk.cdr_csv` gained after `position`,
-    about `max_bytes` of them (none if cdr_csv is not configured).
+    about `max_bytes` of them (none if cdr_csv is not configured). If the file was written less
+    than `settle` seconds ago, its last call's rows are left for a later pass: Asterisk may not
+    have written all of them (a row per channel), and a call read without its phone's row is
+    a voicemail.
 
     Reads and parses files: run it in a thread (asyncio.to_thread) from the daemon. The caller
     keeps `Pass.position` once it has stored the reports, and runs passes until `caught_up`.
@@ -312,7 +320,7 @@ def reconcile_pass(
     path = settings.asterisk.cdr_csv
     if not path.exists():
         log.warning("CDR file %s does not exist (yet)", path)
-    tail = read_tail(path, position, max_bytes, _whole_calls)
+    tail = read_tail(path, position, max_bytes, _whole_calls, settle)
     context = settings.asterisk.context
     reports = _reports(
         _parsed(tail.rows),
@@ -322,4 +330,4 @@ def reconcile_pass(
         settings.asterisk_recordings_dir,
         settings.region,
     )
-    return Pass(reports, len(tail.rows), tail.position, tail.caught_up)
+    return Pass(reports, len(tail.rows), tail.position, tail.caught_up, tail.settling)

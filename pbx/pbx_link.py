@@ -38,6 +38,9 @@ from pbx.watchdog import LoopWatchdog
 log = logging.getLogger(__name__)
 
 RECONCILE_OVERLAP = 3600.0  # look back this far before the gap: re-reading is harmless
+#: a CDR file written to this recently may hold part of a call (a row per channel, written as
+#: each ends): its last call is read a pass later (ami_bridge.reconcile.reconcile_pass)
+CDR_SETTLE = 1.0
 #: at shutdown, how long calls already folded may still take to be stored (the database away)
 REPORTS_GRACE = 5.0
 
@@ -66,9 +69,11 @@ async def reconcile_missed(
     deliver: ReportDelivery,
     clock: Callable[[], float],
     lost_at: float | None,
+    settle: float = CDR_SETTLE,
 ) -> int:
     """Store the calls that ended while nobody listened (the link or the daemon was down), each
-    through `deliver` like a live one; returns how many were new.
+    through `deliver` like a live one; returns how many were new. A call Asterisk may still be
+    writing (the file written less than `settle` seconds ago) is read `settle` seconds later.
 
     The CDR file is read from where the last pass stopped, in capped passes (each in a thread)
     until it is caught up; each pass's position is kept once its calls are stored, so a daemon
@@ -88,14 +93,17 @@ async def reconcile_missed(
     position = await positions.load(path)
     stored = reported = 0
     while True:
-        step = await asyncio.to_thread(reconcile_pass, settings, since, position)
+        step = await asyncio.to_thread(reconcile_pass, settings, since, position, settle=settle)
         for report in step.reports:
             stored += await deliver(report)
         reported += len(step.reports)
         if step.position is not None and step.position != position:
             await positions.save(path, step.position)
             position = step.position
-        if step.caught_up:
+        if step.settling:  # the call Asterisk was writing: read it once it is written
+            await asyncio.sleep(settle)
+            settle = 0.0  # once: a busy PBX's file is always being written
+        elif step.caught_up:
             break
     if stored:
         log.info(
