@@ -26,9 +26,10 @@ lint: install
 check-widget: install
 	scripts/widget-size
 
+# --durations: every run's log names its slowest tests (CI has a time budget to keep)
 test: install lab lint check-widget
-	$(VENV)/pytest -q -p no:cacheprovider -n 2 -m "not lab"
-	$(VENV)/pytest -q -p no:cacheprovider -m lab
+	$(VENV)/pytest -q -p no:cacheprovider -n 2 -m "not lab" --durations=25
+	$(VENV)/pytest -q -p no:cacheprovider -m lab --durations=10
 
 bench: install lab
 	$(VENV)/python bench/lease_api.py
