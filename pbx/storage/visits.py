@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ CACHE_LIMIT = 200_000
 #: database has it; a later ping reads it back): a closed tab stops pinging, and without this
 #: the cache, and the process's memory, would grow with every visit until CACHE_LIMIT
 CACHE_IDLE_PINGS = 4
+
+log = logging.getLogger(__name__)
 
 _INSERT_VISITOR = insert(visitors)
 _INSERT_SESSION = insert(sessions)
@@ -264,6 +267,7 @@ class VisitStore:
         slots = [] if request.privacy_signal else plan.slots(source)
         session_id = new_id()
         landing_path, referrer_host = landing_and_referrer(source.landing_url, source.referrer)
+        written: list[tuple[str, list[HeldNumber]]] = []  # what the work wrote, if it ran whole
 
         def work(tx: Tx) -> tuple[str, list[HeldNumber]]:
             visitor_id, visit_number = self._visitor(tx, request.visitor_id, source, now)
@@ -321,9 +325,19 @@ class VisitStore:
             )
             pool = held[0].pool if held else None
             self._rollups.count(tx, session_id, plan.name, pool, source, now)
+            written.append((visitor_id, held))
             return visitor_id, held
 
-        visitor_id, held = await self.transactions.run(work)
+        try:
+            visitor_id, held = await self.transactions.run(work)
+        except Exception as error:
+            # the connection lost at COMMIT (a PostgreSQL restart): the transaction may have
+            # been committed. Answered with the site's own numbers, the visitor's next page
+            # would start a second session while this one held its numbers and counted a visit
+            if not (written and is_transient(error) and await self._is_stored(session_id)):
+                raise
+            log.warning("a new visit's commit was answered with %s, but it was stored", error)
+            visitor_id, held = written[0]
         cached = _CachedSession(
             visitor_id,
             plan.name,
@@ -338,6 +352,17 @@ class VisitStore:
         )
         self._remember(session_id, cached)
         return self._visit(session_id, cached)
+
+    async def _is_stored(self, session_id: str) -> bool:
+        """Whether the session's row is in the database (False when it cannot be asked)."""
+        try:
+            async with self._reader.connect() as conn:
+                found = await conn.scalar(select(sessions.c.id).where(sessions.c.id == session_id))
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            return False
+        return found is not None
 
     async def _fill_ad_ids(self, session_id: str, ids: AdClientIds) -> None:
         """Store the ad platforms' ids a later page of the session brings and its row lacks."""
