@@ -435,3 +435,31 @@ async def test_retry_now_is_refused_for_a_target_gone_from_the_config(harness: H
     row = await h.settled(1)
     assert not await h.deliveries.retry_now(row["id"], {"another"})
     assert await h.deliveries.retry_now(row["id"], {"crm"})
+
+
+async def test_a_released_claim_keeps_the_lapsed_lease_it_was_claimed_with(
+    tmp_path: Path, receiver: tuple[Receiver, TestServer]
+) -> None:
+    """A row claimed after an earlier claim ran out (that claim may have sent its request) and
+    then released (its target had no free slot) must still say so to the next claim: the
+    Bitrix24 lookup waits from that lapsed lease. Release used to erase it."""
+    _got, server = receiver
+    settings = settings_for(tmp_path, webhooks=[hook(server, timeout=f"{TIMEOUT}s")])
+    await migrate(settings)
+    engine = open_engine(settings.database)
+    try:
+        clock = FakeClock()
+        box = Outbox(settings, clock)
+        store = CallStore(engine, settings, VisitStore(engine, settings, clock), clock, box)
+        assert await store.store(report("R1", clock.now))
+        deliveries = Deliveries(engine, clock)
+        [first] = await deliveries.claim(10, 30.0, {"crm"})
+        assert first.lapsed_lease is None
+        clock.advance(31)  # the claim runs out with nothing written: its daemon stopped
+        [second] = await deliveries.claim(10, 30.0, {"crm"})
+        assert second.lapsed_lease == first.lease
+        await deliveries.release(second)
+        [third] = await deliveries.claim(10, 30.0, {"crm"})  # claimable at once, as it was
+        assert third.lapsed_lease == first.lease and third.event.id == first.event.id
+    finally:
+        await engine.dispose()
