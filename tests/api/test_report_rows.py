@@ -216,7 +216,7 @@ async def check_folded(client: Client, history: list[Visits]) -> None:
     assert any("(other)" in note and str(KEEP) in note for note in first["notes"])
     # the closed months are now kept folded; read back, the report is the same
     assert await get_report(client) == first
-    # counted from the sessions (a channel filtered by a facet): folded in Python, same rows
+    # counted from the sessions (a channel filtered by a facet): the same rows
     assert by_key(await get_report(client, term="t")) == expected
 
 

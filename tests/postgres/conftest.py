@@ -73,10 +73,18 @@ class PostgresCluster:
         """Stop the server (fast: sessions are ended, as in a restart), and wait for it."""
         self.run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
 
-    def create_database(self) -> str:
-        """A new, empty database; its SQLAlchemy URL."""
+    def create_database(self, icu_locale: str | None = None) -> str:
+        """A new, empty database (collated C as the cluster, or as ICU's `icu_locale`, which
+        orders text as people do: "a" before "B"); its SQLAlchemy URL."""
         name = f"calltrack_{uuid.uuid4().hex[:12]}"
-        self.run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", SERVER_USER, name)
+        collation = (
+            ("-T", "template0", "--locale-provider=icu", f"--icu-locale={icu_locale}")
+            if icu_locale
+            else ()
+        )
+        self.run(
+            "createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", SERVER_USER, *collation, name
+        )
         return f"postgresql+asyncpg://{SERVER_USER}@127.0.0.1:{self.port}/{name}"
 
 

@@ -32,6 +32,7 @@ from tests.api.test_reports_api import (
 )
 from tests.api.test_staff_ui import log_in
 from tests.helpers import staff_users
+from tests.postgres.conftest import PostgresCluster
 
 pytestmark = pytest.mark.postgres
 
@@ -124,3 +125,18 @@ async def test_rows_with_only_visits_fold_on_postgresql(
     await check_folded(
         await folded_history(tmp_path, aiohttp_client, history, postgres_url), history
     )
+
+
+async def test_ties_fold_in_code_point_order_in_a_database_collated_otherwise(
+    tmp_path: Path,
+    aiohttp_client: Callable[..., Awaitable[Client]],
+    postgres_cluster: PostgresCluster,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rows as visited as the last one shown are picked by name in code point order, as the
+    months folded in Python are: a database collated en-US would put "a" before "B"."""
+    monkeypatch.setattr(report_queries, "MAX_VISIT_ROWS", KEEP)
+    monkeypatch.setattr(report_queries, "KEPT_VISIT_ROWS", KEEP)
+    database = postgres_cluster.create_database(icu_locale="en-US")
+    history = HISTORIES["ranked by the range"]
+    await check_folded(await folded_history(tmp_path, aiohttp_client, history, database), history)
