@@ -129,9 +129,10 @@ def read_tail(
             more = f.read(1) != b""
             taken, end = _rows(data, whole=not (more or last))
             # the time of the file's last write, taken after the read: a row written since is
-            # not in `data`, and one written before makes the file this recent
+            # not in `data`, and one written before makes the file this recent (either way
+            # round: a file server's clock a little ahead; far off, the file is not held)
             written = os.fstat(f.fileno()).st_mtime
-            recent = last and not more and time.time() - written < settle
+            recent = last and not more and abs(time.time() - written) < settle
             if (more or recent) and taken:
                 kept = keep(taken) if recent else keep(taken) or len(taken)
                 settling = recent

@@ -41,6 +41,7 @@ RECONCILE_OVERLAP = 3600.0  # look back this far before the gap: re-reading is h
 #: a CDR file written to this recently may hold part of a call (a row per channel, written as
 #: each ends): its last call is read a pass later (ami_bridge.reconcile.reconcile_pass)
 CDR_SETTLE = 1.0
+SETTLE_WAITS = 3  # waits for it in one reconciliation, at most
 #: at shutdown, how long calls already folded may still take to be stored (the database away)
 REPORTS_GRACE = 5.0
 
@@ -73,7 +74,9 @@ async def reconcile_missed(
 ) -> int:
     """Store the calls that ended while nobody listened (the link or the daemon was down), each
     through `deliver` like a live one; returns how many were new. A call Asterisk may still be
-    writing (the file written less than `settle` seconds ago) is read `settle` seconds later.
+    writing (the file written less than `settle` seconds ago) is read `settle` seconds later;
+    if the file is still being written after SETTLE_WAITS waits, the last call is left for the
+    next reconciliation (the periodic one, or the next login's), never read half.
 
     The CDR file is read from where the last pass stopped, in capped passes (each in a thread)
     until it is caught up; each pass's position is kept once its calls are stored, so a daemon
@@ -91,7 +94,7 @@ async def reconcile_missed(
     path = str(settings.asterisk.cdr_csv)
     positions = CdrPositions(engine, clock)
     position = await positions.load(path)
-    stored = reported = 0
+    stored = reported = waits = 0
     while True:
         step = await asyncio.to_thread(reconcile_pass, settings, since, position, settle=settle)
         for report in step.reports:
@@ -100,10 +103,12 @@ async def reconcile_missed(
         if step.position is not None and step.position != position:
             await positions.save(path, step.position)
             position = step.position
-        if step.settling:  # the call Asterisk was writing: read it once it is written
+        if step.settling and waits < SETTLE_WAITS:  # a call Asterisk was writing: read it
+            waits += 1  # once it is written
             await asyncio.sleep(settle)
-            settle = 0.0  # once: a busy PBX's file is always being written
         elif step.caught_up:
+            # caught up; or still being written after SETTLE_WAITS waits (a busy PBX's file
+            # always is): its last call is left, unread, for the next reconciliation
             break
     if stored:
         log.info(

@@ -23,9 +23,11 @@ pytestmark = pytest.mark.postgres
 PAID = "https://shop.test/?utm_source=google&utm_medium=cpc"
 
 
-@pytest.mark.parametrize("landed", [True, False], ids=["committed", "rolled-back"])
+@pytest.mark.parametrize(
+    "outcome", ["committed", "ran, rolled back", "never ran"], ids=lambda outcome: outcome
+)
 async def test_a_new_visit_whose_commit_was_not_acknowledged_is_one_session(
-    postgres_url: str, monkeypatch: pytest.MonkeyPatch, landed: bool
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, outcome: str
 ) -> None:
     settings = make_settings(postgres_url)
     engine = open_engine(postgres_url)
@@ -37,15 +39,26 @@ async def test_a_new_visit_whose_commit_was_not_acknowledged_is_one_session(
         site = settings.sites[0]
         real_run = store.transactions.run
 
-        async def connection_lost(work: Callable[[Any], Any]) -> Any:
-            if landed:
-                await real_run(work)
-            raise asyncpg.exceptions.ConnectionDoesNotExistError(
+        def lost() -> Exception:
+            return asyncpg.exceptions.ConnectionDoesNotExistError(
                 "connection was closed in the middle of operation"
             )
 
+        async def connection_lost(work: Callable[[Any], Any]) -> Any:
+            if outcome == "committed":
+                await real_run(work)
+            elif outcome == "ran, rolled back":  # the work whole, then the transaction undone
+
+                def then_lost(tx: Any) -> Any:
+                    work(tx)
+                    raise lost()
+
+                await real_run(then_lost)
+            raise lost()
+
         monkeypatch.setattr(store.transactions, "run", connection_lost)
         request = VisitRequest(site, PAID, None, None, None, "10.0.0.1")
+        landed = outcome == "committed"
         if landed:
             visit = await store.start_visit(request)
         else:

@@ -440,6 +440,50 @@ def test_the_last_call_of_a_file_just_written_is_left_until_it_is_whole(tmp_path
     assert third.position is not None and third.position.offset == master.stat().st_size
 
 
+def test_a_file_whose_time_is_far_off_is_not_held(tmp_path: Path) -> None:
+    """A file server's clock an hour ahead (or the host's stepped back): the file's age is
+    unknown, and holding its last call until the clock caught up would delay it by hours, or
+    loop (an age below 0 is below any settle)."""
+    master = tmp_path / "Master.csv"
+    append(master, "1.1", "1.2")
+    ahead = time.time() + 3600
+    os.utime(master, (ahead, ahead))
+    settings = settings_for(tmp_path)
+    for settle in (0.0, 1.0):
+        step = reconcile_pass(settings, 0.0, None, settle=settle)
+        assert [r.linkedid for r in step.reports] == ["1.1", "1.2"] and not step.settling
+
+
+async def test_a_file_always_being_written_leaves_its_last_call_for_the_next_reconciliation(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    """A busy PBX: the file is written again before every wait ends. The reconciliation stops
+    after its waits with the last call unread (never half-read), and the next one reads it."""
+    master = tmp_path / "Master.csv"
+    stop = threading.Event()
+
+    def busy() -> None:
+        n = 0
+        while not stop.is_set():
+            append(master, f"6.{n}")
+            n += 1
+            time.sleep(0.01)
+
+    append(master, "6.start")
+    writer = threading.Thread(target=busy)
+    writer.start()
+    try:
+        await daemon.reconcile(settle=0.2)
+    finally:
+        stop.set()
+        writer.join()
+    written = master.read_text().count("Hangup")
+    assert len(daemon.delivered) < written  # the last call, at least, was left
+    await asyncio.sleep(0.3)  # quiet now
+    await daemon.reconcile(settle=0.2)
+    assert len(daemon.delivered) == written == await daemon.stored()
+
+
 async def test_the_daemon_reads_a_call_being_written_once_it_is_whole(
     daemon: Daemon, tmp_path: Path
 ) -> None:
@@ -457,7 +501,7 @@ async def test_the_daemon_reads_a_call_being_written_once_it_is_whole(
     writer = threading.Thread(target=phone_row_later)
     writer.start()
     try:
-        assert await daemon.reconcile(settle=2.0) == 1
+        assert await daemon.reconcile(settle=1.0) == 1
     finally:
         writer.join()
     async with daemon.engine.connect() as conn:

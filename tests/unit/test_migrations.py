@@ -10,7 +10,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 
 from pbx.storage.db import open_engine, require_current_schema, schema_revisions, upgrade
 from pbx.storage.tables import metadata
@@ -38,10 +38,26 @@ def _downgrade_one(connection: Connection) -> None:
     command.downgrade(config, "-1")
 
 
+#: a visit and its page view: a migration that copies `sessions` to alter it must keep them
+#: (the foreign keys refuse to drop a table rows refer to)
+_A_VISIT = (
+    "INSERT INTO visitors (id, created_at, visits, first_source, first_medium)"
+    " VALUES ('v1', 0, 1, 'google', 'cpc')",
+    "INSERT INTO sessions (id, visitor_id, site, visit_number, started_at, last_seen,"
+    " landing_url, source, medium, click_ids, tracking, pages_viewed, last_url)"
+    " VALUES ('s1', 'v1', 'main', 1, 0, 0, 'https://shop.test/', 'google', 'cpc', '{}',"
+    " 'tracked', 1, 'https://shop.test/')",
+    "INSERT INTO page_views (session_id, at, url) VALUES ('s1', 0, 'https://shop.test/')",
+)
+
+
 async def test_the_newest_migration_can_be_undone_and_redone(tmp_path: Path) -> None:
     engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
     try:
         await upgrade(engine)
+        async with engine.begin() as conn:
+            for statement in _A_VISIT:
+                await conn.exec_driver_sql(statement)
         async with engine.begin() as conn:
             await conn.run_sync(_downgrade_one)
         current, head = await schema_revisions(engine)
@@ -49,6 +65,7 @@ async def test_the_newest_migration_can_be_undone_and_redone(tmp_path: Path) -> 
         await upgrade(engine)
         async with engine.connect() as conn:
             assert await conn.run_sync(_differences) == []
+            assert await conn.scalar(text("SELECT count(*) FROM page_views")) == 1
     finally:
         await engine.dispose()
 
