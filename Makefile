@@ -26,10 +26,10 @@ lint: install
 check-widget: install
 	scripts/widget-size
 
-# --durations: every run's log names its slowest tests (CI has a time budget to keep)
+# the lab's tests beside the others (scripts/run-tests says why); --durations: every run's log
+# names its slowest tests (CI has a time budget to keep)
 test: install lab lint check-widget
-	$(VENV)/pytest -q -p no:cacheprovider -n 2 -m "not lab" --durations=25
-	$(VENV)/pytest -q -p no:cacheprovider -m lab --durations=10
+	VENV=$(VENV) scripts/run-tests
 
 bench: install lab
 	$(VENV)/python bench/lease_api.py
