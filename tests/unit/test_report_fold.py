@@ -3,7 +3,7 @@ row, "(other)"; nothing else changes and no visit is lost."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -55,3 +55,12 @@ def test_a_row_with_calls_is_shown_however_few_its_visits() -> None:
         "c": Tally(visits=1, calls=1),
         OTHER: Tally(visits=8),
     }
+
+
+def test_a_row_is_visits_only_when_every_other_field_is_zero() -> None:
+    """visits_only names Tally's fields one by one: a field added later must be named too."""
+    for field in fields(Tally):
+        one = Tally(**{field.name: 1})
+        assert one.visits_only is (field.name == "visits"), field.name
+    assert Tally().visits_only and Tally(visits=5).visits_only
+    assert not Tally(visits=5, talk_seconds=0.5).visits_only
