@@ -94,9 +94,11 @@ def read_tail(
     `max_bytes` of them: a pass ends at a row's end. `keep(rows)` says how many of them to
     take when the last of them may be followed by more of the same call: when the cap stops a
     pass (then at least one is taken), and when `path` was written to less than `settle`
-    seconds ago (Asterisk writes a call's rows one by one, as each of its channels ends). The
-    rest is read again by the next pass.
+    seconds ago (Asterisk writes a call's rows one by one, as each of its channels ends; if
+    that call's rows began in the rotated file, nothing of the pass is taken). The rest is read
+    again by the next pass.
     """
+    began = position
     segments = plan(position, _state(path, position), _state(rotated_path(path), position))
     rows: list[bytes] = []
     budget = max_bytes
@@ -133,6 +135,10 @@ def read_tail(
             # round: a file server's clock a little ahead; far off, the file is not held)
             written = os.fstat(f.fileno()).st_mtime
             recent = last and not more and abs(time.time() - written) < settle
+            if recent and rows and keep(rows + taken) < len(rows):
+                # the last call's rows began in the rotated file read before this one: the
+                # pass is left whole, to be read again from where it began
+                return Tail([], began, caught_up=True, settling=True)
             if (more or recent) and taken:
                 kept = keep(taken) if recent else keep(taken) or len(taken)
                 settling = recent

@@ -506,3 +506,34 @@ async def test_the_daemon_reads_a_call_being_written_once_it_is_whole(
         writer.join()
     async with daemon.engine.connect() as conn:
         assert list(await conn.execute(select(calls.c.status))) == [("answered",)]
+
+
+@pytest.mark.parametrize("mode", ["create", "copytruncate"])
+def test_a_call_a_rotation_splits_within_the_settle_is_read_whole(
+    tmp_path: Path, mode: str
+) -> None:
+    """The inbound's row in the file logrotate rotates, the phone's in the new one: the pass
+    that reads across the rotation takes nothing while the new file is being written, then the
+    whole call."""
+    master = tmp_path / "Master.csv"
+    append(master, "1.1")
+    with master.open("a") as f:
+        f.write(INBOUND_ROW)
+    settings = settings_for(tmp_path)
+    first = reconcile_pass(settings, 0.0, None, settle=60.0)
+    assert [r.linkedid for r in first.reports] == ["1.1"] and first.settling
+    if mode == "create":
+        master.rename(tmp_path / "Master.csv.1")
+    else:
+        shutil.copy(master, tmp_path / "Master.csv.1")
+        os.truncate(master, 0)
+    with master.open("a") as f:
+        f.write(PHONE_ROW)
+    second = reconcile_pass(settings, 0.0, first.position, settle=60.0)
+    assert second.reports == [] and second.settling and second.position == first.position
+    old = time.time() - 10
+    os.utime(master, (old, old))
+    third = reconcile_pass(settings, 0.0, first.position, settle=5.0)
+    assert [(r.linkedid, r.status) for r in third.reports] == [
+        (LOCAL_LINE_CALL, CallStatus.ANSWERED)
+    ]
