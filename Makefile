@@ -26,8 +26,8 @@ lint: install
 check-widget: install
 	scripts/widget-size
 
-# the lab's tests beside the others (scripts/run-tests says why); --durations: every run's log
-# names its slowest tests (CI has a time budget to keep)
+# the lab's tests beside the others (scripts/run-tests says why); its runs' --durations name the
+# slowest tests in every log (CI has a time budget to keep)
 test: install lab lint check-widget
 	VENV=$(VENV) scripts/run-tests
 

@@ -11,8 +11,8 @@ hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test of the lab Asterisk `lab`: `make test` runs them on their own, in one
-    process, after the rest has run on two workers (README "Tests")."""
+    """Mark every test of the lab Asterisk `lab`: `make test` runs them in a process of their
+    own, beside the rest on two workers (scripts/run-tests, README "Tests")."""
     for item in items:
         if "lab_running" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.lab)

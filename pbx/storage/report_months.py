@@ -15,7 +15,7 @@ import hashlib
 import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from sqlalchemy import Insert, bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -35,9 +35,11 @@ KEPT_VISIT_ROWS = 10 * MAX_VISIT_ROWS
 
 def fingerprint(settings: Settings) -> str:
     """What a month's figures depend on besides the data: the lead rule, the fixed costs, the
-    time zone days are counted in, and how many rows of visits alone a month keeps (months
-    kept before the fold kept every row: read back, a month of 100,000 took seconds)."""
+    time zone days are counted in, how many rows of visits alone a month keeps (months
+    kept before the fold kept every row: read back, a month of 100,000 took seconds), and a
+    row's fields (a month kept with other fields would be added up field by field wrongly)."""
     facts = {
+        "fields": [f.name for f in fields(Tally)],
         "leads": settings.leads.model_dump(mode="json"),
         "static": [s.model_dump(mode="json") for s in settings.static],
         "timezone": settings.ui.timezone,

@@ -149,8 +149,9 @@ async def build_report(
 
 def _whole(values: Sequence[float]) -> list[Any]:
     """A Tally's fields as summed: counts and cents back to int (JSON keeps them so anyway)."""
-    whole: list[Any] = list(map(int, values))
-    whole[TALK_FIELD] = values[TALK_FIELD]
+    counts = [*values[:TALK_FIELD], *values[TALK_FIELD + 1 :]]
+    whole: list[Any] = list(map(int, counts))
+    whole.insert(TALK_FIELD, values[TALK_FIELD])  # seconds: a float, not cut
     return whole
 
 
