@@ -145,9 +145,13 @@ def read_tail(
                 end = sum(len(row) + 1 for row in taken[:kept])
                 taken = taken[:kept]
             rows += taken
-            offset = segment.start + end
-            mark = _digest((before + data[:end])[-MARK_BYTES:])
-            position = Position(segment.file.inode, segment.file.device, offset, mark)
+            if end or segment.start:
+                offset = segment.start + end
+                mark = _digest((before + data[:end])[-MARK_BYTES:])
+                position = Position(segment.file.inode, segment.file.device, offset, mark)
+            # else: nothing read of a file from its start. A position at offset 0 would "continue"
+            # any file of that inode, also one a copytruncate later emptied after moving its
+            # rows to the copy, which would then never be read: where the pass stood is kept
         budget -= end
         if more or budget <= 0:
             return Tail(rows, position, caught_up=False)

@@ -537,3 +537,21 @@ def test_a_call_a_rotation_splits_within_the_settle_is_read_whole(
     assert [(r.linkedid, r.status) for r in third.reports] == [
         (LOCAL_LINE_CALL, CallStatus.ANSWERED)
     ]
+
+
+def test_rows_a_copytruncate_moves_before_the_first_row_was_read_are_read(
+    tmp_path: Path,
+) -> None:
+    """A pass over an empty Master.csv (a new install) used to keep the position "offset 0 of
+    this inode", which any file of the inode continues: after calls and a copytruncate, the
+    calls in the copy were never read. Nothing read from a file's start keeps no position."""
+    master = tmp_path / "Master.csv"
+    master.touch()
+    reader = Reader(settings_for(tmp_path))
+    assert reader.linkedids() == [] and reader.position is None
+    append(master, "2.1", "2.2")
+    shutil.copy(master, tmp_path / "Master.csv.1")
+    os.truncate(master, 0)
+    append(master, "2.3")
+    assert sorted(reader.linkedids()) == ["2.1", "2.2", "2.3"]
+    assert reader.linkedids() == []
