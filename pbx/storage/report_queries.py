@@ -55,7 +55,6 @@ from attribution.reports import (
     folds,
     local_day,
     month_parts,
-    most_visited,
     time_key,
 )
 from pbx.settings import Settings
@@ -406,15 +405,6 @@ class Pick:
 
     only: Collection[str] | None = None
     top: int | None = None
-
-    def of(self, counts: Mapping[str, int]) -> list[tuple[str, int]]:
-        """The picked rows of complete counts (those counted here, not by the database)."""
-        if self.only is not None:
-            return [(k, counts[k]) for k in self.only if k in counts]
-        if self.top is None or len(counts) <= self.top:
-            return list(counts.items())
-        rows = [(k, counts[k]) for k in most_visited(counts, self.top)]
-        return [*rows, (OTHER, sum(counts.values()) - sum(n for _, n in rows))]
 
 
 IN_BATCH = 500  # keys per IN (...): far below any database's limit on parameters
