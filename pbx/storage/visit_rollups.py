@@ -61,9 +61,9 @@ def landing_and_referrer(landing_url: str, referrer: str | None) -> tuple[str, s
 
 
 def _facets(
-    term: str | None, content: str | None, landing_url: str, referrer: str | None
+    term: str | None, content: str | None, landing: str, referrer_host: str
 ) -> dict[str, str]:
-    landing, referrer_host = landing_and_referrer(landing_url, referrer)
+    """A session's facet values; `landing` and `referrer_host` as landing_and_referrer has them."""
     return {
         "term": term or "",
         "content": content or "",
@@ -94,8 +94,10 @@ class VisitRollups:
         pool: str | None,
         source: TrafficSource,
         at: float,
+        places: tuple[str, str],
     ) -> None:
-        """Count a new session (inside its transaction)."""
+        """Count a new session (inside its transaction); `places`: its landing page and
+        referrer as landing_and_referrer has them, worked out once for its row and here."""
         day, shard = self.day(at), self.shard(session_id)
         key = _channel_key(day, site, pool, source.source, source.medium, source.campaign, shard)
         tx.run(self._channels, _row(visit_channels, key, 1))
@@ -107,9 +109,7 @@ class VisitRollups:
                     _facet_key(facet, day, site, source.source, source.medium, value, shard),
                     1,
                 )
-                for facet, value in _facets(
-                    source.term, source.content, source.landing_url, source.referrer
-                ).items()
+                for facet, value in _facets(source.term, source.content, *places).items()
             ],
         )
 
@@ -141,7 +141,8 @@ class VisitRollups:
                     shard = self.shard(r.id)
                     channel = (r.site, r.pool, r.source, r.medium, r.campaign, shard)
                     channels[_channel_key(day, *channel)] += 1
-                    facts = _facets(r.term, r.content, r.landing_url, r.referrer)
+                    places = landing_and_referrer(r.landing_url, r.referrer)
+                    facts = _facets(r.term, r.content, *places)
                     for facet, value in facts.items():
                         key = _facet_key(facet, day, r.site, r.source, r.medium, value, shard)
                         facets[key] += 1

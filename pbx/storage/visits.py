@@ -266,7 +266,7 @@ class VisitStore:
         plan = self._plans[request.site.name]
         slots = [] if request.privacy_signal else plan.slots(source)
         session_id = new_id()
-        landing_path, referrer_host = landing_and_referrer(source.landing_url, source.referrer)
+        places = landing_and_referrer(source.landing_url, source.referrer)
         written: list[tuple[str, list[HeldNumber]]] = []  # what the work wrote, if it ran whole
 
         def work(tx: Tx) -> tuple[str, list[HeldNumber]]:
@@ -290,8 +290,8 @@ class VisitStore:
                     "client_ip": request.client_ip,
                     "landing_url": source.landing_url,
                     "referrer": source.referrer,
-                    "landing_path": landing_path,
-                    "referrer_host": referrer_host,
+                    "landing_path": places[0],
+                    "referrer_host": places[1],
                     "source": source.source,
                     "medium": source.medium,
                     "campaign": source.campaign,
@@ -324,7 +324,7 @@ class VisitStore:
                 {"session_id": session_id, "at": now, "url": request.url[:MAX_URL]},
             )
             pool = held[0].pool if held else None
-            self._rollups.count(tx, session_id, plan.name, pool, source, now)
+            self._rollups.count(tx, session_id, plan.name, pool, source, now, places)
             written.append((visitor_id, held))
             return visitor_id, held
 

@@ -21,7 +21,7 @@ from attribution.traffic import read_source
 from pbx.storage.db import open_engine, run_in, upgrade
 from pbx.storage.report_rollups import rebuild_reports
 from pbx.storage.tables import visit_channels, visit_facets
-from pbx.storage.visit_rollups import SHARDS, VisitRollups
+from pbx.storage.visit_rollups import SHARDS, VisitRollups, landing_and_referrer
 from pbx.storage.visits import VisitRequest, VisitStore
 from tests.helpers import make_settings
 
@@ -37,7 +37,8 @@ async def test_a_visit_is_counted_while_another_of_its_channel_is_uncommitted(
     now = time.time()
 
     def count(session_id: str) -> Any:
-        return lambda tx: rollups.count(tx, session_id, "shop", "main", DIRECT, now)
+        places = landing_and_referrer(DIRECT.landing_url, DIRECT.referrer)
+        return lambda tx: rollups.count(tx, session_id, "shop", "main", DIRECT, now, places)
 
     async def count_alone(session_id: str) -> None:
         async with engine.begin() as conn:
