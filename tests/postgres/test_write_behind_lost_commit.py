@@ -5,13 +5,17 @@ the lost acknowledgement injected after, or instead of, the real transaction).""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from pbx.settings import Settings
 from pbx.storage.db import open_engine, upgrade
 from pbx.storage.retention import WRITE_PROGRESS_KEPT, forget_write_progress_before
 from pbx.storage.tables import page_views, sessions, write_behind_progress
@@ -21,12 +25,21 @@ from tests.helpers import FakeClock, make_settings
 pytestmark = pytest.mark.postgres
 
 PAGES = 3
+#: what became of a transaction whose COMMIT's acknowledgement was lost
+COMMITTED, ROLLED_BACK, NEVER_RAN = "committed", "ran, rolled back", "never ran"
 
 
-@pytest.mark.parametrize("landed", [True, False], ids=["committed", "rolled-back"])
-async def test_a_part_whose_commit_was_not_acknowledged_is_written_once(
-    postgres_url: str, monkeypatch: pytest.MonkeyPatch, landed: bool
-) -> None:
+@dataclass
+class Stored:
+    store: VisitStore
+    engine: AsyncEngine
+    settings: Settings
+    clock: FakeClock
+
+
+@contextlib.asynccontextmanager
+async def visit_store(postgres_url: str) -> AsyncIterator[Stored]:
+    """A visitor store on a new migrated database, its numbers synced."""
     settings = make_settings(postgres_url)
     engine = open_engine(postgres_url)
     try:
@@ -34,25 +47,55 @@ async def test_a_part_whose_commit_was_not_acknowledged_is_written_once(
         clock = FakeClock()
         store = VisitStore(engine, settings, clock)
         await store.sync_numbers()
-        site = settings.sites[0]
+        yield Stored(store, engine, settings, clock)
+        store.close()
+    finally:
+        await engine.dispose()
+
+
+def losing_acknowledgements(
+    store: VisitStore, outcome: str
+) -> Callable[[Callable[[Any], Any]], Awaitable[Any]]:
+    """The store's `transactions.run` with every COMMIT's acknowledgement lost (asyncpg's error
+    for a connection the server closed), the transaction `outcome`: COMMITTED, ROLLED_BACK (its
+    work ran whole, then the transaction was undone) or NEVER_RAN."""
+    real_run = store.transactions.run
+
+    def lost() -> Exception:
+        return asyncpg.exceptions.ConnectionDoesNotExistError(
+            "connection was closed in the middle of operation"
+        )
+
+    async def connection_lost(work: Callable[[Any], Any]) -> Any:
+        if outcome == COMMITTED:
+            await real_run(work)
+        elif outcome == ROLLED_BACK:
+
+            def then_lost(tx: Any) -> Any:
+                work(tx)
+                raise lost()
+
+            await real_run(then_lost)
+        raise lost()
+
+    return connection_lost
+
+
+@pytest.mark.parametrize("outcome", [COMMITTED, NEVER_RAN], ids=["committed", "rolled-back"])
+async def test_a_part_whose_commit_was_not_acknowledged_is_written_once(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, outcome: str
+) -> None:
+    async with visit_store(postgres_url) as db:
+        store, clock = db.store, db.clock
         visit = await store.start_visit(
-            VisitRequest(site, "https://shop.test/", None, None, None, "10.0.0.1")
+            VisitRequest(db.settings.sites[0], "https://shop.test/", None, None, None, "10.0.0.1")
         )
         await store.flush()
         for n in range(PAGES):
             clock.advance(10)
             await store.ping(visit.session_id, visit.visitor_id, f"https://shop.test/p{n}")
 
-        real_run = store.transactions.run
-
-        async def connection_lost(work: Callable[[Any], Any]) -> Any:
-            if landed:
-                await real_run(work)
-            raise asyncpg.exceptions.ConnectionDoesNotExistError(
-                "connection was closed in the middle of operation"
-            )
-
-        monkeypatch.setattr(store.transactions, "run", connection_lost)
+        monkeypatch.setattr(store.transactions, "run", losing_acknowledgements(store, outcome))
         with pytest.raises(asyncpg.exceptions.ConnectionDoesNotExistError):
             await store.flush()
         monkeypatch.undo()
@@ -60,7 +103,7 @@ async def test_a_part_whose_commit_was_not_acknowledged_is_written_once(
         await store.ping(visit.session_id, visit.visitor_id, "https://shop.test/after")
         await store.flush()
 
-        async with engine.connect() as conn:
+        async with db.engine.connect() as conn:
             views = await conn.scalar(
                 select(func.count())
                 .select_from(page_views)
@@ -73,8 +116,5 @@ async def test_a_part_whose_commit_was_not_acknowledged_is_written_once(
         assert (views, counted) == (1 + PAGES + 1, 1 + PAGES + 1)
         assert writers == 1  # one row per daemon process
         # the retention job keeps it while its daemon wrote within the week
-        assert await forget_write_progress_before(engine, clock() - WRITE_PROGRESS_KEPT) == 0
-        assert await forget_write_progress_before(engine, clock() + 1) == 1
-        store.close()
-    finally:
-        await engine.dispose()
+        assert await forget_write_progress_before(db.engine, clock() - WRITE_PROGRESS_KEPT) == 0
+        assert await forget_write_progress_before(db.engine, clock() + 1) == 1
