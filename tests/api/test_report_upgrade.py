@@ -15,13 +15,18 @@ from tests.api.test_cli import calltrack, config
 AT = 1_800_000_000.0  # 2027-01-15 08:00 UTC
 
 
-def _database_at_0006_with_a_visit_and_its_call(path: Path) -> None:
+def _database_at(path: Path, revision: str) -> None:
+    """A new SQLite database at `path`, migrated as far as `revision`."""
     engine = create_engine(f"sqlite:///{path}")
     with engine.begin() as conn:
         alembic = db._alembic_config()
         alembic.attributes["connection"] = conn
-        command.upgrade(alembic, "0006")
+        command.upgrade(alembic, revision)
     engine.dispose()
+
+
+def _database_at_0006_with_a_visit_and_its_call(path: Path) -> None:
+    _database_at(path, "0006")
     with sqlite3.connect(path) as conn:
         conn.execute(
             "INSERT INTO visitors (id, created_at, visits, first_source, first_medium)"
@@ -125,12 +130,7 @@ def test_db_upgrade_keeps_each_stored_sessions_landing_path_and_referrer_host(
     stored before it (more than one batch of them)."""
     path = config(tmp_path)
     database = tmp_path / "calltrack.db"
-    engine = create_engine(f"sqlite:///{database}")
-    with engine.begin() as conn:
-        alembic = db._alembic_config()
-        alembic.attributes["connection"] = conn
-        command.upgrade(alembic, "0019")
-    engine.dispose()
+    _database_at(database, "0019")
     stored = {
         "a": ("https://shop.test/sale/?utm_source=x#top", "https://WWW.Search.test/q?x=1"),
         "b": ("https://shop.test", None),
