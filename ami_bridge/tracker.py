@@ -103,8 +103,10 @@ class _Call:
     caller: str = ""
     started_at: float | None = None
     answered_at: float | None = None  # the real line took the call
-    #: a Dial to a device (not a Local channel) was answered: a person took the call
-    person_answered_at: float | None = None
+    #: when a Dial to each device (not a Local channel) was answered, by the device's uniqueid:
+    #: a person took the call. app_queue takes an answer back with a second DialEnd for the same
+    #: device (NOANSWER) when the member hung up during the member's announcement
+    person_answers: dict[str, float] = field(default_factory=dict)
     #: the real line is a Local channel, whose answer may be a machine's; None: no event said
     #: (the line's Dial events and the end event's DialedPeer were not seen)
     local_line: bool | None = None
@@ -122,6 +124,11 @@ class _Call:
     #: was up), or open across a lost link or dropped events; `stale` is cleared by its next
     #: event, this is not
     gap: bool = False
+
+    @property
+    def person_answered_at(self) -> float | None:
+        """When a person first took the call (an answer not taken back), or None."""
+        return min(self.person_answers.values(), default=None)
 
 
 class CallTracker:
@@ -210,8 +217,13 @@ class CallTracker:
     def _dial_end(call: _Call, event: Event, at: float) -> None:
         answered = event.get("DialStatus") == "ANSWER"
         to_device = not is_local_channel(event.get("DestChannel", ""))
-        if answered and to_device and call.person_answered_at is None:
-            call.person_answered_at = at  # whichever leg dialed it: the line or a ring group's
+        device = event.get("DestUniqueid") or event.get("DestChannel", "")
+        if to_device:
+            # whichever leg dialed it: the line, a ring group's or a queue's
+            if answered:
+                call.person_answers.setdefault(device, at)
+            else:
+                call.person_answers.pop(device, None)  # a queue member dumped before talking
         if event.get("Uniqueid", "") == (call.inbound or call.linkedid):
             call.local_line = not to_device
             call.dial_status = event.get("DialStatus", call.dial_status)

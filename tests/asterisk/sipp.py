@@ -103,8 +103,13 @@ class RealLine:
 
 @contextlib.asynccontextmanager
 async def real_line(cwd: Path, scenario: str = "uas") -> AsyncIterator[RealLine]:
-    """The real line for one call: `uas` answers, `busy` rejects with 486, `ring` never answers."""
-    files = {"busy": "uas_busy.xml", "ring": "uas_ring_forever.xml"}
+    """The real line for one call: `uas` answers, `busy` rejects with 486, `ring` never answers,
+    `hang_up` answers and hangs up a second later."""
+    files = {
+        "busy": "uas_busy.xml",
+        "ring": "uas_ring_forever.xml",
+        "hang_up": "uas_answer_hang_up.xml",
+    }
     chosen = ["-sn", "uas"] if scenario == "uas" else ["-sf", str(SCENARIOS / files[scenario])]
     _mkdir(cwd)
     proc = await asyncio.create_subprocess_exec(

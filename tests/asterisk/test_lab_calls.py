@@ -309,3 +309,26 @@ async def test_a_local_line_is_answered_only_by_a_person(
     assert abs(cdr.ended_at - live.ended_at) < 1.5
     assert abs(cdr.talk_seconds - live.talk_seconds) < 1.5
     assert abs(cdr.ring_seconds - live.ring_seconds) < 1.5
+
+
+async def test_a_queue_member_who_hangs_up_during_the_announcement_did_not_take_the_call(
+    lab_dialplan: Settings,
+    tmp_path: Path,
+    bridge_factory: Callable[..., Awaitable[AmiBridge]],
+) -> None:
+    """A queue that answers first, as FreePBX's do, and plays its member an announcement
+    (asterisk.conf.d/queues.conf): the member picks up and hangs up a second into it, so the
+    caller never talks to anyone. app_queue rings the member again until the queue gives up and
+    the caller is left to listen: the call is the PBX's (voicemail), not answered, though a
+    phone's Dial was answered."""
+
+    async def route(did: str, caller: str) -> Route:
+        return Route("Local/queue@lab-pbx")
+
+    store = Store()
+    await bridge_factory(store)
+    await call_through_router(lab_dialplan, route, tmp_path, "hang_up")
+    live = await store.next()
+    assert live.status is CallStatus.VOICEMAIL, live
+    assert (live.answered_at, live.dial_status) == (None, "ANSWER"), live
+    assert live.recording == f"{live.linkedid}.wav"

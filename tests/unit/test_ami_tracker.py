@@ -247,6 +247,22 @@ def test_a_local_line_counts_as_answered_only_when_a_phone_behind_it_answers() -
     assert voicemail.recording == f"{voicemail.linkedid}.wav"
 
 
+def test_a_queue_member_who_hangs_up_during_the_announcement_did_not_take_the_call() -> None:
+    """tests/fixtures/ami/queue_members.ami: two lab calls to a queue that answers first, as
+    FreePBX's do, and plays its member an announcement before connecting them
+    (asterisk.conf.d/queues.conf). The first call's member picked up and hung up a second into
+    it: app_queue says so with a second DialEnd for that member (NOANSWER), then rang the
+    member again unanswered until the queue gave up and the caller was left to listen. The
+    second call's member heard the announcement out and talked."""
+    dumped, connected = replay(parse_stream((FIXTURE.parent / "queue_members.ami").read_text()))
+    assert dumped.status is CallStatus.VOICEMAIL, dumped
+    assert (dumped.answered_at, dumped.dial_status) == (None, "ANSWER")
+    assert dumped.recording == f"{dumped.linkedid}.wav"  # the line took the call: keep what it got
+    assert connected.status is CallStatus.ANSWERED, connected
+    assert connected.ring_seconds == pytest.approx(0.008, abs=0.001)
+    assert connected.talk_seconds == pytest.approx(9.01, abs=0.01)
+
+
 def test_a_local_line_without_its_own_dial_end_still_needs_a_phones_answer() -> None:
     """Without its own DialEnd (an event lost), a Local line's answer comes from the end event's
     AnsweredMs, and still needs a phone's answer to count as a person's."""
