@@ -17,7 +17,7 @@ import csv
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -188,6 +188,40 @@ def _report(
     ).fitted()
 
 
+def _first_linkedid(fields: list[str], linkedid: str) -> str:
+    """The Linkedid the call of a row through the calltrack contexts began with, as the AMI
+    fold keys it. A row carries the Linkedid its channel had when the row was written, and a
+    bridge gives every channel in it the Linkedid of its oldest one: a caller connected to an
+    agent who logged in earlier (app_agent_pool's AgentRequest) goes on under the agent's.
+    A caller's channel from a trunk began its own call: its Linkedid was its Uniqueid. A Local
+    channel (a call to a tracking number from inside the PBX) began in its group's."""
+    uniqueid, channel = fields[16], fields[5]
+    return uniqueid if uniqueid and not is_local_channel(channel) else linkedid
+
+
+def _by_call(
+    groups: Mapping[str, list[list[str]]], contexts: Collection[str]
+) -> dict[str, list[list[str]]]:
+    """The rows of each call through `contexts` (`groups`: the rows of each Linkedid), by the
+    Linkedid it began with. A call has its own rows wherever they are, and the PBX's rows of
+    its own Linkedid (a ring group's legs). Rows of a Linkedid that no call began with (an
+    agent's login, which several callers may have been connected to in turn) are left out:
+    which caller each belongs to is not told, and the AMI fold does not count them either."""
+    calls: dict[str, list[list[str]]] = defaultdict(list)
+    for linkedid, rows in groups.items():
+        began_here = any(
+            _first_linkedid(fields, linkedid) == linkedid
+            for fields in rows
+            if fields[3] in contexts
+        )
+        for fields in rows:
+            if fields[3] in contexts:
+                calls[_first_linkedid(fields, linkedid)].append(fields)
+            elif began_here:
+                calls[linkedid].append(fields)
+    return calls
+
+
 def _reports(
     table: Iterable[list[str]],
     where: Path,
@@ -204,9 +238,9 @@ def _reports(
     comparison each, not a parse.
     """
     newest = datetime.fromtimestamp(math.ceil(since), UTC).strftime(CDR_TIME_FORMAT)
-    calls: dict[str, list[list[str]]] = defaultdict(list)
+    groups: dict[str, list[list[str]]] = defaultdict(list)
     ended: dict[str, str] = {}
-    ours: set[str] = set()  # calls through `contexts`: the others are the PBX's own
+    ours: set[str] = set()  # linkedids with rows through `contexts`: the others are the PBX's own
     bad = 0
     for fields in table:
         linkedid = _linkedid(fields)
@@ -215,24 +249,23 @@ def _reports(
             if bad == 1:
                 log.warning("%s: %s", where, _columns(fields))
             continue
-        calls[linkedid].append(fields)
+        groups[linkedid].append(fields)
         ended[linkedid] = max(ended.get(linkedid, ""), fields[11])
         if fields[3] in contexts:
             ours.add(linkedid)
     if bad > 1:  # one line however many rows: a file in another format is one fault
         log.warning("%s: %d rows skipped for their columns", where, bad)
     reports = []
-    for linkedid, table_rows in calls.items():
-        if linkedid not in ours or ended[linkedid] < newest:
-            continue
+    recent = {k: rows for k, rows in groups.items() if k in ours and ended[k] >= newest}
+    for call, table_rows in _by_call(recent, contexts).items():
         rows = []
         for fields in table_rows:
             row = parse_row(fields)
             if isinstance(row, str):
-                log.warning("%s: call %s: %s", where, linkedid, row)
+                log.warning("%s: call %s: %s", where, call, row)
             elif row is not None:
                 rows.append(row)
-        report = _report(linkedid, rows, contexts, recordings_dir, region) if rows else None
+        report = _report(call, rows, contexts, recordings_dir, region) if rows else None
         if report is not None and report.ended_at >= since:
             reports.append(report)
     reports.sort(key=lambda r: r.started_at)

@@ -132,7 +132,14 @@ class _Call:
 
 
 class CallTracker:
-    """Follows calls by Linkedid; `feed` returns the reports of calls that just ended."""
+    """Follows calls by Linkedid; `feed` returns the reports of calls that just ended.
+
+    A channel's Linkedid can change mid-call: a bridge gives every channel in it the Linkedid
+    of its oldest channel. A caller connected to an agent logged in earlier (app_agent_pool's
+    AgentRequest), or put in a conference, goes on under the agent's or the conference's
+    Linkedid, which every later caller to them shares. So a channel seen in a call stays that
+    call's, whatever Linkedid its later events carry, until it hangs up.
+    """
 
     def __init__(self, *, cdr: bool = True) -> None:
         """`cdr`: calls are read back from the CDR (asterisk.cdr_csv is set), so a call whose
@@ -141,12 +148,14 @@ class CallTracker:
         self._cdr = cdr
         self._calls: dict[str, _Call] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
+        #: the call (its first Linkedid) of each channel alive in a call followed here
+        self._call_of: dict[str, str] = {}
 
     def __len__(self) -> int:
         return len(self._calls)
 
     def feed(self, event: Event, received_at: float) -> list[CallReport]:
-        linkedid = event.get("Linkedid")
+        linkedid = self._call_of.get(event.get("Uniqueid", "")) or event.get("Linkedid")
         if not linkedid or linkedid in self._finished:
             return []
         at = _float(event.get("Timestamp")) or received_at
@@ -178,11 +187,18 @@ class CallTracker:
             if now - c.last_event > (older_than if c.stale else max(older_than, SILENT_LIMIT))
         ]
         for linkedid in dropped:
-            stale = self._calls.pop(linkedid).stale
+            stale = self._forget(self._calls.pop(linkedid)).stale
             self._remember_finished(linkedid)
             why = "AMI link lost" if stale else f"silent for {SILENT_LIMIT / 3600:g} h"
             log.warning("call %s: end not seen (%s); left to reconciliation", linkedid, why)
         return dropped
+
+    def _forget(self, call: _Call) -> _Call:
+        """Its channels are no longer followed as its (their events go by their Linkedid)."""
+        for uniqueid in call.alive:
+            if self._call_of.get(uniqueid) == call.linkedid:
+                del self._call_of[uniqueid]
+        return call
 
     def _remember_finished(self, linkedid: str) -> None:
         self._finished[linkedid] = None
@@ -193,14 +209,14 @@ class CallTracker:
         name = event.get("Event", "")
         uniqueid = event.get("Uniqueid", "")
         if uniqueid and name != "Hangup" and uniqueid not in call.gone:
-            call.alive.add(uniqueid)
+            self._follow(call, uniqueid)
         if name == "UserEvent" and event.get("UserEvent") in (EVENT_START, EVENT_END):
             self._calltrack_event(call, event, at)
         elif name == "Newchannel" and uniqueid == call.linkedid:
             call.started_at = at
             call.caller = call.caller or _caller(event)
         elif name == "DialBegin" and event.get("DestUniqueid"):
-            call.alive.add(event["DestUniqueid"])
+            self._follow(call, event["DestUniqueid"])
             if uniqueid == (call.inbound or call.linkedid):
                 call.local_line = is_local_channel(event.get("DestChannel", ""))
         elif name == "DialEnd":
@@ -210,8 +226,14 @@ class CallTracker:
         elif name == "Hangup":
             call.alive.discard(uniqueid)
             call.gone.add(uniqueid)
+            if self._call_of.get(uniqueid) == call.linkedid:
+                del self._call_of[uniqueid]
             if uniqueid == (call.inbound or call.linkedid):
                 call.ended_at = at
+
+    def _follow(self, call: _Call, uniqueid: str) -> None:
+        call.alive.add(uniqueid)
+        self._call_of.setdefault(uniqueid, call.linkedid)
 
     @staticmethod
     def _dial_end(call: _Call, event: Event, at: float) -> None:
@@ -256,7 +278,7 @@ class CallTracker:
         inbound = call.inbound or call.linkedid
         if inbound not in call.gone or call.alive:
             return []
-        del self._calls[call.linkedid]
+        self._forget(self._calls.pop(call.linkedid))
         self._remember_finished(call.linkedid)
         if not call.marked or not call.did:
             return []

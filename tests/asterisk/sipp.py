@@ -16,11 +16,16 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.asterisk.conftest import lab
+
 PCAP_DIR = Path("/usr/share/sip-tester")
 SCENARIOS = Path(__file__).parent / "scenarios"
 LAB_SIP = "127.0.0.1:5060"
 UAC_PORT = 5090
 UAS_PORT = 5070
+AGENT_PORT = 5091
+#: app_agent_pool takes no call for an agent until a few seconds after their login
+AGENT_READY_AFTER = 6.0
 
 
 @dataclass(frozen=True)
@@ -134,5 +139,44 @@ async def real_line(cwd: Path, scenario: str = "uas") -> AsyncIterator[RealLine]
         yield RealLine(proc, cwd)
     finally:
         if proc.returncode is None:
-            proc.kill()
+            await asyncio.to_thread(lab, "rx", "agent logoff 1001")
+            with contextlib.suppress(ProcessLookupError):  # it may end with the logoff
+                proc.kill()
+            await proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def agent_logged_in(cwd: Path) -> AsyncIterator[None]:
+    """Agent 1001 logged in from the agent's phone (asterisk.conf.d/agents.conf) for 30 s,
+    ready to take callers; logged out on leaving (a login left behind would refuse the next)."""
+    _mkdir(cwd)
+    proc = await asyncio.create_subprocess_exec(
+        "sipp",
+        "-sf",
+        str(SCENARIOS / "uac_agent_login.xml"),
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(AGENT_PORT),
+        "-s",
+        "agentlogin",
+        "-m",
+        "1",
+        "-nostdin",
+        "-timeout",
+        "60s",
+        LAB_SIP,
+        cwd=cwd,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        await asyncio.sleep(AGENT_READY_AFTER)
+        assert proc.returncode is None, f"the agent's phone exited early ({proc.returncode})"
+        yield
+    finally:
+        if proc.returncode is None:
+            await asyncio.to_thread(lab, "rx", "agent logoff 1001")
+            with contextlib.suppress(ProcessLookupError):  # it may end with the logoff
+                proc.kill()
             await proc.wait()

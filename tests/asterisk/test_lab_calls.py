@@ -20,7 +20,13 @@ from dialplan.agi import start_agi_server
 from pbx.settings import Settings
 from pbx.storage.errors import is_transient
 from tests.asterisk.conftest import lab
-from tests.asterisk.sipp import RealLine, place_call, real_line, wav_duration_and_rms
+from tests.asterisk.sipp import (
+    RealLine,
+    agent_logged_in,
+    place_call,
+    real_line,
+    wav_duration_and_rms,
+)
 from tests.helpers import db_error
 
 pytestmark = pytest.mark.asterisk
@@ -332,3 +338,46 @@ async def test_a_queue_member_who_hangs_up_during_the_announcement_did_not_take_
     assert live.status is CallStatus.VOICEMAIL, live
     assert (live.answered_at, live.dial_status) == (None, "ANSWER"), live
     assert live.recording == f"{live.linkedid}.wav"
+
+
+async def test_callers_connected_to_a_logged_in_agent_are_each_stored_once(
+    lab_dialplan: Settings,
+    tmp_path: Path,
+    bridge_factory: Callable[..., Awaitable[AmiBridge]],
+) -> None:
+    """Two callers in turn reach an agent who logged in earlier (app_agent_pool: AgentLogin,
+    then AgentRequest behind `Local/agent@lab-pbx`). The bridge gives each caller's channel
+    the agent's older Linkedid for the rest of the call. Each call is still reported once,
+    under the Linkedid it began with (its inbound channel's, which names its recording), with
+    its own caller; the CDR is read back under the same keys, so reconciliation stores no
+    second copy. Talking to an agent is not told apart from voicemail (README)."""
+
+    async def route(did: str, caller: str) -> Route:
+        return Route("Local/agent@lab-pbx")
+
+    await asyncio.sleep(1.1)  # calls of earlier tests end over a second before `since`
+    since = float(int(time.time()))
+    store = Store()
+    await bridge_factory(store)
+    server = await start_agi_server(lab_dialplan, route)
+    try:
+        async with agent_logged_in(tmp_path / "agent"):
+            for n in range(2):
+                call = await place_call(DID, tmp_path / f"uac{n}")
+                assert call.returncode == 0, call.output
+    finally:
+        server.close()
+        await server.wait_closed()
+    live = [await store.next(), await store.next()]
+    assert [r.recording for r in live] == [f"{r.linkedid}.wav" for r in live]
+    assert live[0].linkedid != live[1].linkedid
+    assert all(r.caller == "sipp" and r.status is CallStatus.VOICEMAIL for r in live), live
+    assert all(8.0 < r.ended_at - r.started_at < 11.0 for r in live), live
+
+    await asyncio.sleep(0.5)
+    read_back, position, caught_up = [], None, False
+    while not caught_up:
+        step = await asyncio.to_thread(reconcile_pass, lab_dialplan, since, position)
+        read_back += step.reports
+        position, caught_up = step.position, step.caught_up
+    assert sorted(r.linkedid for r in read_back) == sorted(r.linkedid for r in live)

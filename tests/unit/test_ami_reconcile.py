@@ -147,6 +147,26 @@ def test_a_local_line_read_back_as_the_live_fold_saw_it() -> None:
         assert abs(cdr.ring_seconds - seen.ring_seconds) <= 1  # the voicemail's: 3 s, live
 
 
+def test_callers_connected_to_a_logged_in_agent_are_read_back_under_the_fold_s_keys() -> None:
+    """Master-agent-calls.csv: the CDR of agent_calls.ami. Both callers' rows were written
+    with the agent's Linkedid (one of them under its own as well), as were the agent's rows.
+    Each call is read back once, under the Linkedid the AMI fold stored it with: before, the
+    first came back under the agent's Linkedid, a second copy of a call already stored."""
+    reports = read_cdr_reports(FIXTURES / "Master-agent-calls.csv", since=0, contexts=CONTEXTS)
+    tracker = CallTracker()
+    live = [
+        r
+        for e in parse_stream((FIXTURES / "agent_calls.ami").read_text())
+        for r in tracker.feed(e, 0.0)
+    ]
+    assert [(r.linkedid, r.caller, r.status) for r in reports] == [
+        (r.linkedid, r.caller, r.status) for r in live
+    ]
+    for cdr, seen in zip(reports, live, strict=True):
+        assert abs(cdr.started_at - seen.started_at) < 0.01  # the dialplan's exact start
+        assert cdr.recording == seen.recording
+
+
 def test_a_call_transferred_into_the_pbxs_dialplan_ends_with_the_callers_channel(
     tmp_path: Path,
 ) -> None:

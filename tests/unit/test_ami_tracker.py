@@ -263,6 +263,29 @@ def test_a_queue_member_who_hangs_up_during_the_announcement_did_not_take_the_ca
     assert connected.talk_seconds == pytest.approx(9.01, abs=0.01)
 
 
+def test_callers_connected_to_a_logged_in_agent_stay_their_own_calls() -> None:
+    """tests/fixtures/ami/agent_calls.ami: an agent logs in (app_agent_pool's AgentLogin, its
+    own call), then two lab calls reach them in turn through `Local/agent@lab-pbx`
+    (AgentRequest). The bridge gives each caller's channel the agent's older Linkedid, so each
+    call's last events (its end event, its Hangup) come under the agent's Linkedid. Each call
+    is still reported once, under the Linkedid it began with, with its own caller and times;
+    before, both ends went to the agent's call (the agent's number as the caller, the login's
+    start), the second was lost as a repeat of the first, and the calls themselves never
+    ended. An agent reached without a Dial is not told apart from voicemail (README)."""
+    events = parse_stream((FIXTURE.parent / "agent_calls.ami").read_text())
+    agent = events[0]["Linkedid"]
+    assert {e["Linkedid"] for e in events if e.get("UserEvent") == "CalltrackEnd"} == {agent}
+    tracker = CallTracker()
+    first, second = replay(events, tracker)
+    assert len(tracker) == 0  # every call ended, the agent's login too
+    for report, begun in zip((first, second), ("1796207677.57", "1796207688.60"), strict=True):
+        assert report.linkedid == begun
+        assert report.caller == "sipp" and report.recording == f"{begun}.wav"
+        assert report.status is CallStatus.VOICEMAIL  # no Dial to a device answered
+        assert report.ended_at - report.started_at == pytest.approx(9.46, abs=0.01)
+    assert second.started_at - first.started_at == pytest.approx(10.57, abs=0.01)
+
+
 def test_a_local_line_without_its_own_dial_end_still_needs_a_phones_answer() -> None:
     """Without its own DialEnd (an event lost), a Local line's answer comes from the end event's
     AnsweredMs, and still needs a phone's answer to count as a person's."""
