@@ -52,6 +52,7 @@ class CdrRow:
     src: str
     dst: str
     dcontext: str
+    channel: str
     dstchannel: str
     lastapp: str
     start: float
@@ -113,6 +114,7 @@ def parse_row(fields: list[str]) -> CdrRow | str | None:
         src=fields[1],
         dst=fields[2],
         dcontext=fields[3],
+        channel=fields[5],
         dstchannel=fields[6],
         lastapp=fields[7],
         start=start,
@@ -128,6 +130,18 @@ def parse_row(fields: list[str]) -> CdrRow | str | None:
 
 def _answered(row: CdrRow) -> float | None:
     return row.answer if row.disposition == "ANSWERED" else None
+
+
+def _person_in(row: CdrRow, caller: str) -> bool:
+    """A row joins two channels (its own and its peer); a person took the call in it when the
+    peer is a device (a Dial answered by a phone), or the row is a device's own with the
+    caller's side as its peer (an agent, who took the caller without a Dial). A Local
+    channel's answer may be a machine's, and the caller is no person who answered."""
+    if not row.dstchannel:
+        return False
+    if not is_local_channel(row.dstchannel) and row.dstchannel != caller:
+        return True
+    return not is_local_channel(row.channel) and row.channel != caller
 
 
 def _report(
@@ -154,12 +168,12 @@ def _report(
     # The line took the call when one of the inbound channel's Dials was answered; a person did
     # when a Dial to a device was (on a Local line, voicemail answers too: see CallStatus).
     line_answers = [a for r in ours if (a := _answered(r)) and r.dstchannel]
-    person_answers = [
-        a
-        for r in rows
-        if (a := _answered(r)) and r.dstchannel and not is_local_channel(r.dstchannel)
-    ]
-    answered_at = min(person_answers) if line_answers and person_answers else None
+    person_answers = [a for r in rows if (a := _answered(r)) and _person_in(r, inbound.channel)]
+    # no sooner than the line (as the AMI fold takes it): an agent's row was answered when the
+    # agent logged in, and says nothing of when the caller reached them
+    answered_at = (
+        max(min(person_answers), min(line_answers)) if line_answers and person_answers else None
+    )
     dials = [r for r in ours if r.lastapp == "Dial"]
     if line_answers:
         status = "ANSWER"
@@ -180,7 +194,10 @@ def _report(
         started_at=inbound.exact_start or min(r.start for r in ours),
         # the caller's channel's end, wherever it went on (a transfer into the PBX's dialplan),
         # as the AMI fold takes its Hangup: not a phone's that stayed up after the caller left
-        ended_at=max(r.end for r in rows if r.uniqueid == inbound.uniqueid),
+        # (or an agent's row with it as the peer: the caller's channel was in it to its end)
+        ended_at=max(
+            r.end for r in rows if r.uniqueid == inbound.uniqueid or r.dstchannel == inbound.channel
+        ),
         answered_at=answered_at,
         dial_status=status,
         recording=recording,
@@ -204,22 +221,37 @@ def _by_call(
 ) -> dict[str, list[list[str]]]:
     """The rows of each call through `contexts` (`groups`: the rows of each Linkedid), by the
     Linkedid it began with. A call has its own rows wherever they are, and the PBX's rows of
-    its own Linkedid (a ring group's legs). Rows of a Linkedid that no call began with (an
-    agent's login, which several callers may have been connected to in turn) are left out:
-    which caller each belongs to is not told, and the AMI fold does not count them either."""
+    its own Linkedid (a ring group's legs). Of a Linkedid that no call began with (an agent's
+    login, which several callers may have been connected to in turn), a row goes to the call
+    whose channel it names as its peer (the agent connected to that caller); the others are
+    left out."""
     calls: dict[str, list[list[str]]] = defaultdict(list)
     for linkedid, rows in groups.items():
-        began_here = any(
-            _first_linkedid(fields, linkedid) == linkedid
-            for fields in rows
-            if fields[3] in contexts
-        )
+        # the channels of each call here that another party's row may name as its peer: the
+        # caller's, and the far half of each Local line it dialed
+        peers: dict[str, str] = {}
         for fields in rows:
             if fields[3] in contexts:
-                calls[_first_linkedid(fields, linkedid)].append(fields)
-            elif began_here:
+                call = _first_linkedid(fields, linkedid)
+                calls[call].append(fields)
+                peers[fields[5]] = call
+                if is_local_channel(fields[6]):
+                    peers[_local_partner(fields[6])] = call
+        began_here = linkedid in peers.values()
+        for fields in rows:
+            if fields[3] in contexts:
+                continue
+            if began_here:
                 calls[linkedid].append(fields)
+            elif fields[6] in peers:  # an agent's row with the caller (or its Local line)
+                calls[peers[fields[6]]].append(fields)
     return calls
+
+
+def _local_partner(channel: str) -> str:
+    """The other half of a Local channel: `Local/x@ctx-00000001;1` for `...;2` and back."""
+    head, _, half = channel.rpartition(";")
+    return f"{head};{'2' if half == '1' else '1'}"
 
 
 def _reports(

@@ -150,11 +150,17 @@ class CallTracker:
         self._finished: OrderedDict[str, None] = OrderedDict()
         #: the call (its first Linkedid) of each channel alive in a call followed here
         self._call_of: dict[str, str] = {}
+        #: the channels (uniqueid: name) in each two-party bridge, and the bridge of each
+        self._bridges: dict[str, dict[str, str]] = {}
+        self._bridge_of: dict[str, str] = {}
 
     def __len__(self) -> int:
         return len(self._calls)
 
     def feed(self, event: Event, received_at: float) -> list[CallReport]:
+        name = event.get("Event", "")
+        if name in ("BridgeLeave", "Hangup"):
+            self._left_bridge(event.get("Uniqueid", ""))
         linkedid = self._call_of.get(event.get("Uniqueid", "")) or event.get("Linkedid")
         if not linkedid or linkedid in self._finished:
             return []
@@ -168,12 +174,51 @@ class CallTracker:
         call.last_event = at
         call.stale = False
         self._apply(call, event, at)
+        if name == "BridgeEnter" and event.get("BridgeType") == "basic":
+            self._entered_bridge(event, at)
         return self._finish_if_over(call)
+
+    def _entered_bridge(self, event: Event, at: float) -> None:
+        """A channel joined a two-party bridge: a call of either channel was taken by a person
+        if the other is a device, whether a Dial reached it or not (an agent logged in earlier
+        and connected by AgentRequest, a phone that picked the call up)."""
+        uniqueid, channel = event.get("Uniqueid", ""), event.get("Channel", "")
+        bridge = event.get("BridgeUniqueid", "")
+        if not uniqueid or not bridge:
+            return
+        self._left_bridge(uniqueid)
+        members = self._bridges.setdefault(bridge, {})
+        for other, other_channel in members.items():
+            self._talked(uniqueid, other, other_channel, at)
+            self._talked(other, uniqueid, channel, at)
+        members[uniqueid] = channel
+        self._bridge_of[uniqueid] = bridge
+
+    def _left_bridge(self, uniqueid: str) -> None:
+        bridge = self._bridge_of.pop(uniqueid, "")
+        members = self._bridges.get(bridge)
+        if members is not None:
+            members.pop(uniqueid, None)
+            if not members:
+                del self._bridges[bridge]
+
+    def _talked(self, uniqueid: str, peer: str, peer_channel: str, at: float) -> None:
+        """The channel `uniqueid` was bridged with `peer`: a person took its call if `peer` is
+        a device and not a caller (the call's own, or another call's caller)."""
+        call = self._calls.get(self._call_of.get(uniqueid, ""))
+        if call is None or is_local_channel(peer_channel):
+            return
+        peer_call = self._calls.get(self._call_of.get(peer, ""))
+        if peer_call is not None and peer_call.marked and peer == peer_call.inbound:
+            return  # a caller to a tracking number: this call's own, or another's
+        call.person_answers.setdefault(peer, at)
 
     def link_lost(self) -> None:
         """Calls open now may have ended unseen; reconciliation from the CDR covers those."""
         for call in self._calls.values():
             call.stale = call.gap = True
+        self._bridges.clear()  # who left them meanwhile was not seen
+        self._bridge_of.clear()
 
     def drop_stale(self, now: float, older_than: float) -> list[str]:
         """Forget calls that stayed silent `older_than` since a lost link, and any call silent

@@ -24,8 +24,9 @@ LAB_SIP = "127.0.0.1:5060"
 UAC_PORT = 5090
 UAS_PORT = 5070
 AGENT_PORT = 5091
-#: app_agent_pool takes no call for an agent until a few seconds after their login
-AGENT_READY_AFTER = 6.0
+#: app_agent_pool takes no call for an agent until about 5 s after their login (the agent's
+#: state is UNAVAILABLE until then, NOT_INUSE once a caller may be connected)
+AGENT_READY_WITHIN = 20.0
 
 
 @dataclass(frozen=True)
@@ -171,8 +172,11 @@ async def agent_logged_in(cwd: Path) -> AsyncIterator[None]:
         stderr=asyncio.subprocess.DEVNULL,
     )
     try:
-        await asyncio.sleep(AGENT_READY_AFTER)
-        assert proc.returncode is None, f"the agent's phone exited early ({proc.returncode})"
+        deadline = time.monotonic() + AGENT_READY_WITHIN
+        while "NOT_INUSE" not in (await asyncio.to_thread(lab, "rx", "agent show all")).stdout:
+            assert proc.returncode is None, f"the agent's phone exited early ({proc.returncode})"
+            assert time.monotonic() < deadline, "agent 1001 was not ready in time"
+            await asyncio.sleep(0.2)
         yield
     finally:
         if proc.returncode is None:

@@ -349,8 +349,9 @@ async def test_callers_connected_to_a_logged_in_agent_are_each_stored_once(
     then AgentRequest behind `Local/agent@lab-pbx`). The bridge gives each caller's channel
     the agent's older Linkedid for the rest of the call. Each call is still reported once,
     under the Linkedid it began with (its inbound channel's, which names its recording), with
-    its own caller; the CDR is read back under the same keys, so reconciliation stores no
-    second copy. Talking to an agent is not told apart from voicemail (README)."""
+    its own caller, answered by a person though no Dial reached one (the agent's BridgeEnter);
+    the CDR is read back under the same keys and as answered, so reconciliation stores no
+    second copy."""
 
     async def route(did: str, caller: str) -> Route:
         return Route("Local/agent@lab-pbx")
@@ -371,7 +372,8 @@ async def test_callers_connected_to_a_logged_in_agent_are_each_stored_once(
     live = [await store.next(), await store.next()]
     assert [r.recording for r in live] == [f"{r.linkedid}.wav" for r in live]
     assert live[0].linkedid != live[1].linkedid
-    assert all(r.caller == "sipp" and r.status is CallStatus.VOICEMAIL for r in live), live
+    assert all(r.caller == "sipp" and r.status is CallStatus.ANSWERED for r in live), live
+    assert all(8.0 < r.talk_seconds < 10.0 for r in live), live
     assert all(8.0 < r.ended_at - r.started_at < 11.0 for r in live), live
 
     await asyncio.sleep(0.5)
@@ -380,4 +382,6 @@ async def test_callers_connected_to_a_logged_in_agent_are_each_stored_once(
         step = await asyncio.to_thread(reconcile_pass, lab_dialplan, since, position)
         read_back += step.reports
         position, caught_up = step.position, step.caught_up
-    assert sorted(r.linkedid for r in read_back) == sorted(r.linkedid for r in live)
+    assert sorted((r.linkedid, r.status) for r in read_back) == sorted(
+        (r.linkedid, r.status) for r in live
+    )

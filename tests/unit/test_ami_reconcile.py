@@ -151,7 +151,9 @@ def test_callers_connected_to_a_logged_in_agent_are_read_back_under_the_fold_s_k
     """Master-agent-calls.csv: the CDR of agent_calls.ami. Both callers' rows were written
     with the agent's Linkedid (one of them under its own as well), as were the agent's rows.
     Each call is read back once, under the Linkedid the AMI fold stored it with: before, the
-    first came back under the agent's Linkedid, a second copy of a call already stored."""
+    first came back under the agent's Linkedid, a second copy of a call already stored. The
+    agent's rows with each caller (or its Local line) as their peer say that a person took it
+    and when it ended."""
     reports = read_cdr_reports(FIXTURES / "Master-agent-calls.csv", since=0, contexts=CONTEXTS)
     tracker = CallTracker()
     live = [
@@ -162,9 +164,12 @@ def test_callers_connected_to_a_logged_in_agent_are_read_back_under_the_fold_s_k
     assert [(r.linkedid, r.caller, r.status) for r in reports] == [
         (r.linkedid, r.caller, r.status) for r in live
     ]
+    assert {r.status for r in reports} == {CallStatus.ANSWERED}  # from the agent's rows
     for cdr, seen in zip(reports, live, strict=True):
         assert abs(cdr.started_at - seen.started_at) < 0.01  # the dialplan's exact start
         assert cdr.recording == seen.recording
+        assert abs(cdr.ended_at - seen.ended_at) < 1  # the agent's row with the caller
+        assert abs(cdr.talk_seconds - seen.talk_seconds) <= 1
 
 
 def test_a_call_transferred_into_the_pbxs_dialplan_ends_with_the_callers_channel(

@@ -263,27 +263,42 @@ def test_a_queue_member_who_hangs_up_during_the_announcement_did_not_take_the_ca
     assert connected.talk_seconds == pytest.approx(9.01, abs=0.01)
 
 
-def test_callers_connected_to_a_logged_in_agent_stay_their_own_calls() -> None:
+AGENT_EVENTS = parse_stream((FIXTURE.parent / "agent_calls.ami").read_text())
+#: each call's first Linkedid: its inbound channel's, which names its recording
+AGENT_CALLS = [e["Uniqueid"] for e in AGENT_EVENTS if e.get("UserEvent") == "CalltrackStart"]
+
+
+@pytest.mark.parametrize("bridges", [True, False], ids=["bridge events", "an older eventfilter"])
+def test_callers_connected_to_a_logged_in_agent_are_each_their_own_answered_call(
+    bridges: bool,
+) -> None:
     """tests/fixtures/ami/agent_calls.ami: an agent logs in (app_agent_pool's AgentLogin, its
     own call), then two lab calls reach them in turn through `Local/agent@lab-pbx`
-    (AgentRequest). The bridge gives each caller's channel the agent's older Linkedid, so each
-    call's last events (its end event, its Hangup) come under the agent's Linkedid. Each call
-    is still reported once, under the Linkedid it began with, with its own caller and times;
-    before, both ends went to the agent's call (the agent's number as the caller, the login's
-    start), the second was lost as a repeat of the first, and the calls themselves never
-    ended. An agent reached without a Dial is not told apart from voicemail (README)."""
-    events = parse_stream((FIXTURE.parent / "agent_calls.ami").read_text())
+    (AgentRequest), each talking 9 s. The bridge gives each caller's channel the agent's older
+    Linkedid, so each call's last events (its end event, its Hangup) come under the agent's.
+    Each call is still reported once, under the Linkedid it began with, with its own caller and
+    times; before, both ends went to the agent's call (the agent's number as the caller, the
+    login's start), the second was lost as a repeat of the first, and the calls never ended.
+    No Dial reached the agent: the agent's BridgeEnter beside the caller's Local line says a
+    person took the call. Without Bridge events (an AMI user's eventfilter from before
+    2026-12-02) the call is the voicemail it looks like."""
+    events = [e for e in AGENT_EVENTS if bridges or not e["Event"].startswith("Bridge")]
     agent = events[0]["Linkedid"]
     assert {e["Linkedid"] for e in events if e.get("UserEvent") == "CalltrackEnd"} == {agent}
+    assert agent not in AGENT_CALLS and len(AGENT_CALLS) == 2
     tracker = CallTracker()
-    first, second = replay(events, tracker)
+    reports = replay(events, tracker)
     assert len(tracker) == 0  # every call ended, the agent's login too
-    for report, begun in zip((first, second), ("1796207677.57", "1796207688.60"), strict=True):
-        assert report.linkedid == begun
-        assert report.caller == "sipp" and report.recording == f"{begun}.wav"
-        assert report.status is CallStatus.VOICEMAIL  # no Dial to a device answered
-        assert report.ended_at - report.started_at == pytest.approx(9.46, abs=0.01)
-    assert second.started_at - first.started_at == pytest.approx(10.57, abs=0.01)
+    assert [r.linkedid for r in reports] == AGENT_CALLS
+    for report in reports:
+        assert report.caller == "sipp" and report.recording == f"{report.linkedid}.wav"
+        assert report.ended_at - report.started_at == pytest.approx(9.5, abs=0.3)
+        if bridges:
+            assert report.status is CallStatus.ANSWERED, report
+            assert report.talk_seconds == pytest.approx(9.0, abs=0.1)
+            assert report.ring_seconds < 0.6
+        else:
+            assert report.status is CallStatus.VOICEMAIL, report
 
 
 def test_a_local_line_without_its_own_dial_end_still_needs_a_phones_answer() -> None:
