@@ -116,12 +116,18 @@ API_PARAMETERS = frozenset(
 
 
 def report_csv(report: Report) -> str:
-    """The report's table as CSV: a row per key, then the totals."""
+    """The report's table as CSV: a row per key, then the totals; then, after an empty row,
+    its notes (what the JSON's `notes` say: what the `(other)` row sums, why no cost is shown),
+    one cell a row, each beginning with "# ": a spreadsheet shows them under the table, and a
+    reader that stops at the empty row never sees them."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow([str(report.query.group_by), *COLUMNS[1:]])
     for row in [*report.rows, report.totals]:
         writer.writerow([cell(v) for v in row.as_json().values()])
+    if report.notes:
+        writer.writerow([])
+        writer.writerows([f"# {note}"] for note in report.notes)
     return out.getvalue()
 
 

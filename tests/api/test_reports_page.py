@@ -229,6 +229,23 @@ async def test_csv_download_for_a_logged_in_user(
     }
 
 
+async def test_csv_download_ends_with_the_reports_notes(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    """Filtered by landing page, costs (kept by source, medium, campaign and day) cannot be
+    shown: the JSON's note says so, and so does the CSV, under the table as a comment line."""
+    client = await logged_in_history(tmp_path, aiohttp_client)
+    query = f"{RANGE}&group_by=source&landing=/"
+    response = await client.get(f"/reports.csv?{query}")
+    assert response.status == 200
+    table, _, notes = (await response.text()).partition("\r\n\r\n")
+    rows = list(csv.DictReader(io.StringIO(table)))
+    assert rows[-1]["source"] == "(total)" and all(r["source"][0] != "#" for r in rows)
+    assert list(csv.reader(io.StringIO(notes))) == [
+        ["# cost is kept by source, medium, campaign and day: not shown when filtered by landing"]
+    ]
+
+
 SCRIPT = "<script>alert(1)</script>"
 
 
