@@ -19,6 +19,7 @@ from multidict import MultiMapping
 from pbx.http import whole_number
 from pbx.staff_api import keyword
 from pbx.storage.calls import CallFilter
+from pbx.storage.visit_rollups import KEY_MAX
 
 PAGE_SIZE = 50
 FIELDS = (
@@ -65,8 +66,14 @@ def _day(value: str, name: str, zone: ZoneInfo) -> float | None:
     return datetime.combine(day, time(), zone).timestamp()
 
 
+def _typed(value: str) -> str:
+    """A field as typed, without the spaces around it; a report key's link (KEY_MAX
+    characters: reports cut longer values there, maybe just after a space) is kept whole."""
+    return value if len(value) == KEY_MAX else value.strip()
+
+
 def parse_log_query(query: MultiMapping[str], zone: ZoneInfo) -> LogQuery:
-    values = {name: query.get(name, "").strip() for name in (*FIELDS, "page")}
+    values = {name: _typed(query.get(name, "")) for name in (*FIELDS, "page")}
     for name, value in values.items():
         if len(value) > MAX_TEXT:
             raise web.HTTPBadRequest(reason=f"{name}: at most {MAX_TEXT} characters")
