@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ami_bridge.cdr_follow import Position
 from ami_bridge.cdr_tail import read_tail
-from attribution.calls import CallReport, is_local_channel
+from attribution.calls import CallReport, is_local_channel, local_partner
 from attribution.phone import PhoneNumberError, to_e164
 from dialplan.generator import CDR_START_PREFIX
 from pbx.settings import Settings
@@ -132,16 +132,17 @@ def _answered(row: CdrRow) -> float | None:
     return row.answer if row.disposition == "ANSWERED" else None
 
 
-def _person_in(row: CdrRow, caller: str) -> bool:
+def _person_in(row: CdrRow, callers: Collection[str]) -> bool:
     """A row joins two channels (its own and its peer); a person took the call in it when the
-    peer is a device (a Dial answered by a phone), or the row is a device's own with the
-    caller's side as its peer (an agent, who took the caller without a Dial). A Local
-    channel's answer may be a machine's, and the caller is no person who answered."""
-    if not row.dstchannel:
+    peer is a device (a Dial answered by a phone), or the row is a device's own with a channel
+    of the answering side as its peer (an agent, who took the caller without a Dial). A Local
+    channel's answer may be a machine's, and `callers` (the caller's channel, and the far half
+    of the Local channel the caller is on: a call from a phone of the PBX) answered nothing."""
+    if not row.dstchannel or row.dstchannel in callers:
         return False
-    if not is_local_channel(row.dstchannel) and row.dstchannel != caller:
+    if not is_local_channel(row.dstchannel):
         return True
-    return not is_local_channel(row.channel) and row.channel != caller
+    return not is_local_channel(row.channel) and row.channel not in callers
 
 
 def _report(
@@ -168,7 +169,8 @@ def _report(
     # The line took the call when one of the inbound channel's Dials was answered; a person did
     # when a Dial to a device was (on a Local line, voicemail answers too: see CallStatus).
     line_answers = [a for r in ours if (a := _answered(r)) and r.dstchannel]
-    person_answers = [a for r in rows if (a := _answered(r)) and _person_in(r, inbound.channel)]
+    callers = {inbound.channel, local_partner(inbound.channel)}
+    person_answers = [a for r in rows if (a := _answered(r)) and _person_in(r, callers)]
     # no sooner than the line (as the AMI fold takes it): an agent's row was answered when the
     # agent logged in, and says nothing of when the caller reached them
     answered_at = (
@@ -223,35 +225,28 @@ def _by_call(
     Linkedid it began with. A call has its own rows wherever they are, and the PBX's rows of
     its own Linkedid (a ring group's legs). Of a Linkedid that no call began with (an agent's
     login, which several callers may have been connected to in turn), a row goes to the call
-    whose channel it names as its peer (the agent connected to that caller); the others are
-    left out."""
+    whose channel it names as its peer (the agent connected to that caller, or to the far half
+    of the Local line it dialed); the others are left out."""
     calls: dict[str, list[list[str]]] = defaultdict(list)
+    peers: dict[str, str] = {}  # the channels another party's row may name, and their call
     for linkedid, rows in groups.items():
-        # the channels of each call here that another party's row may name as its peer: the
-        # caller's, and the far half of each Local line it dialed
-        peers: dict[str, str] = {}
         for fields in rows:
             if fields[3] in contexts:
                 call = _first_linkedid(fields, linkedid)
                 calls[call].append(fields)
                 peers[fields[5]] = call
                 if is_local_channel(fields[6]):
-                    peers[_local_partner(fields[6])] = call
-        began_here = linkedid in peers.values()
+                    peers[local_partner(fields[6])] = call
+    began = set(calls)
+    for linkedid, rows in groups.items():
         for fields in rows:
             if fields[3] in contexts:
                 continue
-            if began_here:
+            if linkedid in began:
                 calls[linkedid].append(fields)
             elif fields[6] in peers:  # an agent's row with the caller (or its Local line)
                 calls[peers[fields[6]]].append(fields)
     return calls
-
-
-def _local_partner(channel: str) -> str:
-    """The other half of a Local channel: `Local/x@ctx-00000001;1` for `...;2` and back."""
-    head, _, half = channel.rpartition(";")
-    return f"{head};{'2' if half == '1' else '1'}"
 
 
 def _reports(

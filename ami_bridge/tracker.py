@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from attribution.calls import CallReport, is_local_channel
+from attribution.calls import CallReport, is_local_channel, local_partner
 from attribution.phone import PhoneNumberError, to_e164
 from dialplan.generator import EVENT_END, EVENT_START
 
@@ -23,6 +23,8 @@ Event = Mapping[str, str]
 Headers = Mapping[str, str | list[str]]
 
 _REMEMBER_FINISHED = 10_000
+#: how many dials back an answer is traced (a queue's Local member, its ring group, ...)
+_MAX_DIAL_DEPTH = 16
 #: a call open this long without an event of its own is forgotten (see CallTracker.drop_stale)
 SILENT_LIMIT = 24 * 3600.0
 
@@ -98,15 +100,19 @@ class _Call:
     linkedid: str
     first_seen: float
     inbound: str = ""  # uniqueid of the caller's channel
+    inbound_channel: str = ""  # its name
     marked: bool = False  # the calltrack dialplan ran on it
     did: str = ""
     caller: str = ""
     started_at: float | None = None
     answered_at: float | None = None  # the real line took the call
-    #: when a Dial to each device (not a Local channel) was answered, by the device's uniqueid:
-    #: a person took the call. app_queue takes an answer back with a second DialEnd for the same
-    #: device (NOANSWER) when the member hung up during the member's announcement
-    person_answers: dict[str, float] = field(default_factory=dict)
+    #: a person took the call: when each device (not a Local channel) answered a Dial of the
+    #: call or was bridged with one of its channels, by the device's uniqueid, and through which
+    #: of the call's channels (its name: the one that dialed it or was bridged with it)
+    person_answers: dict[str, tuple[float, str]] = field(default_factory=dict)
+    #: the channel that dialed each channel of the call (by name), to tell which answers came
+    #: through a queue member that app_queue later takes back
+    dialed_by: dict[str, str] = field(default_factory=dict)
     #: the real line is a Local channel, whose answer may be a machine's; None: no event said
     #: (the line's Dial events and the end event's DialedPeer were not seen)
     local_line: bool | None = None
@@ -128,7 +134,26 @@ class _Call:
     @property
     def person_answered_at(self) -> float | None:
         """When a person first took the call (an answer not taken back), or None."""
-        return min(self.person_answers.values(), default=None)
+        return min((at for at, _ in self.person_answers.values()), default=None)
+
+    def callers_side(self, channel: str) -> bool:
+        """The caller's channel, or the far half of the Local channel the caller is on (a call
+        to a tracking number from a phone of the PBX: the phone is the caller, not a person
+        who answered)."""
+        inbound = self.inbound_channel
+        return bool(inbound) and channel in (inbound, local_partner(inbound))
+
+    def came_through(self, channel: str, ancestor: str) -> bool:
+        """Whether `channel` was reached through `ancestor`: dialed by it, or by a channel it
+        dialed, the two halves of a Local channel counting as one."""
+        for _ in range(_MAX_DIAL_DEPTH):
+            if channel == ancestor or local_partner(channel) == ancestor:
+                return True
+            dialer = self.dialed_by.get(channel) or self.dialed_by.get(local_partner(channel))
+            if dialer is None:
+                return False
+            channel = dialer
+        return False
 
 
 class CallTracker:
@@ -162,7 +187,10 @@ class CallTracker:
         if name in ("BridgeLeave", "Hangup"):
             self._left_bridge(event.get("Uniqueid", ""))
         linkedid = self._call_of.get(event.get("Uniqueid", "")) or event.get("Linkedid")
+        bridged = name == "BridgeEnter" and event.get("BridgeType") == "basic"
         if not linkedid or linkedid in self._finished:
+            if bridged:  # an agent logged in long ago, whose own call was dropped as silent
+                self._entered_bridge(event, _float(event.get("Timestamp")) or received_at)
             return []
         at = _float(event.get("Timestamp")) or received_at
         call = self._calls.get(linkedid)
@@ -174,7 +202,7 @@ class CallTracker:
         call.last_event = at
         call.stale = False
         self._apply(call, event, at)
-        if name == "BridgeEnter" and event.get("BridgeType") == "basic":
+        if bridged:
             self._entered_bridge(event, at)
         return self._finish_if_over(call)
 
@@ -189,8 +217,8 @@ class CallTracker:
         self._left_bridge(uniqueid)
         members = self._bridges.setdefault(bridge, {})
         for other, other_channel in members.items():
-            self._talked(uniqueid, other, other_channel, at)
-            self._talked(other, uniqueid, channel, at)
+            self._talked((uniqueid, channel), (other, other_channel), at)
+            self._talked((other, other_channel), (uniqueid, channel), at)
         members[uniqueid] = channel
         self._bridge_of[uniqueid] = bridge
 
@@ -202,16 +230,17 @@ class CallTracker:
             if not members:
                 del self._bridges[bridge]
 
-    def _talked(self, uniqueid: str, peer: str, peer_channel: str, at: float) -> None:
-        """The channel `uniqueid` was bridged with `peer`: a person took its call if `peer` is
-        a device and not a caller (the call's own, or another call's caller)."""
-        call = self._calls.get(self._call_of.get(uniqueid, ""))
-        if call is None or is_local_channel(peer_channel):
+    def _talked(self, mine: tuple[str, str], peer: tuple[str, str], at: float) -> None:
+        """A channel (uniqueid, name) was bridged with `peer`: a person took its call if the
+        peer is a device and no caller, on the side of the call that answers (not the caller's
+        own channel or the Local channel it is on)."""
+        call = self._calls.get(self._call_of.get(mine[0], ""))
+        if call is None or is_local_channel(peer[1]) or call.callers_side(mine[1]):
             return
-        peer_call = self._calls.get(self._call_of.get(peer, ""))
-        if peer_call is not None and peer_call.marked and peer == peer_call.inbound:
-            return  # a caller to a tracking number: this call's own, or another's
-        call.person_answers.setdefault(peer, at)
+        peer_call = self._calls.get(self._call_of.get(peer[0], ""))
+        if peer_call is not None and peer_call.marked and peer[0] == peer_call.inbound:
+            return  # a caller to a tracking number: another call's
+        call.person_answers.setdefault(peer[0], (at, mine[1]))
 
     def link_lost(self) -> None:
         """Calls open now may have ended unseen; reconciliation from the CDR covers those."""
@@ -261,7 +290,10 @@ class CallTracker:
             call.started_at = at
             call.caller = call.caller or _caller(event)
         elif name == "DialBegin" and event.get("DestUniqueid"):
-            self._follow(call, event["DestUniqueid"])
+            # what a channel of this call dials is this call's, though it was created under
+            # another Linkedid (a caller who took on an agent's, transferred on by the agent)
+            self._follow(call, event["DestUniqueid"], dialed=True)
+            call.dialed_by[event.get("DestChannel", "")] = event.get("Channel", "")
             if uniqueid == (call.inbound or call.linkedid):
                 call.local_line = is_local_channel(event.get("DestChannel", ""))
         elif name == "DialEnd":
@@ -276,21 +308,31 @@ class CallTracker:
             if uniqueid == (call.inbound or call.linkedid):
                 call.ended_at = at
 
-    def _follow(self, call: _Call, uniqueid: str) -> None:
+    def _follow(self, call: _Call, uniqueid: str, *, dialed: bool = False) -> None:
         call.alive.add(uniqueid)
-        self._call_of.setdefault(uniqueid, call.linkedid)
+        before = self._call_of.setdefault(uniqueid, call.linkedid)
+        if dialed and before != call.linkedid and (other := self._calls.get(before)):
+            other.alive.discard(uniqueid)
+            self._call_of[uniqueid] = call.linkedid
 
     @staticmethod
     def _dial_end(call: _Call, event: Event, at: float) -> None:
         answered = event.get("DialStatus") == "ANSWER"
-        to_device = not is_local_channel(event.get("DestChannel", ""))
-        device = event.get("DestUniqueid") or event.get("DestChannel", "")
-        if to_device:
+        dest = event.get("DestChannel", "")
+        to_device = not is_local_channel(dest)
+        device = event.get("DestUniqueid") or dest
+        if answered and to_device:
             # whichever leg dialed it: the line, a ring group's or a queue's
-            if answered:
-                call.person_answers.setdefault(device, at)
-            else:
-                call.person_answers.pop(device, None)  # a queue member dumped before talking
+            call.person_answers.setdefault(device, (at, event.get("Channel", "")))
+        elif not answered:
+            # app_queue takes back a member's answer with a second DialEnd (NOANSWER) when the
+            # member hangs up during the member's announcement: the member's device, or, for a
+            # Local member (FreePBX's), whoever answered through it
+            call.person_answers.pop(device, None)
+            for taken in [
+                d for d, (_, via) in call.person_answers.items() if call.came_through(via, dest)
+            ]:
+                del call.person_answers[taken]
         if event.get("Uniqueid", "") == (call.inbound or call.linkedid):
             call.local_line = not to_device
             call.dial_status = event.get("DialStatus", call.dial_status)
@@ -301,6 +343,7 @@ class CallTracker:
     def _calltrack_event(call: _Call, event: Event, at: float) -> None:
         call.marked = True
         call.inbound = event.get("Uniqueid", "") or call.inbound
+        call.inbound_channel = event.get("Channel", "") or call.inbound_channel
         call.caller = call.caller or _caller(event)
         try:
             call.did = to_e164(event.get("DID", "") or event.get("Exten", ""))

@@ -46,6 +46,15 @@ def is_local_channel(channel: str) -> bool:
     return channel.startswith("Local/")
 
 
+def local_partner(channel: str) -> str:
+    """The other half of a Local channel (`Local/600@ctx-00000001;1` for `...;2`, and back);
+    any other channel is its own."""
+    head, _, half = channel.rpartition(";")
+    if not is_local_channel(channel) or half not in ("1", "2"):
+        return channel
+    return f"{head};{'2' if half == '1' else '1'}"
+
+
 #: what reports count as missed, and what leaves a caller to call back
 UNANSWERED = tuple(str(s) for s in CallStatus if s is not CallStatus.ANSWERED)
 

@@ -146,31 +146,39 @@ async def real_line(cwd: Path, scenario: str = "uas") -> AsyncIterator[RealLine]
             await proc.wait()
 
 
-@contextlib.asynccontextmanager
-async def agent_logged_in(cwd: Path) -> AsyncIterator[None]:
-    """Agent 1001 logged in from the agent's phone (asterisk.conf.d/agents.conf) for 30 s,
-    ready to take callers; logged out on leaving (a login left behind would refuse the next)."""
+async def phone_call(cwd: Path, extension: str, seconds: float) -> asyncio.subprocess.Process:
+    """A phone of the PBX (endpoint agentphone, from AGENT_PORT) calling `extension` of
+    [lab-pbx] and hanging up `seconds` after the answer."""
     _mkdir(cwd)
-    proc = await asyncio.create_subprocess_exec(
+    return await asyncio.create_subprocess_exec(
         "sipp",
         "-sf",
-        str(SCENARIOS / "uac_agent_login.xml"),
+        str(SCENARIOS / "uac_phone.xml"),
         "-i",
         "127.0.0.1",
         "-p",
         str(AGENT_PORT),
         "-s",
-        "agentlogin",
+        extension,
+        "-d",
+        str(int(seconds * 1000)),
         "-m",
         "1",
         "-nostdin",
         "-timeout",
-        "60s",
+        f"{int(seconds) + 30}s",
         LAB_SIP,
         cwd=cwd,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
+
+
+@contextlib.asynccontextmanager
+async def agent_logged_in(cwd: Path) -> AsyncIterator[None]:
+    """Agent 1001 logged in from the agent's phone (asterisk.conf.d/agents.conf) for 30 s,
+    ready to take callers; logged out on leaving (a login left behind would refuse the next)."""
+    proc = await phone_call(cwd, "agentlogin", 30)
     try:
         deadline = time.monotonic() + AGENT_READY_WITHIN
         while "NOT_INUSE" not in (await asyncio.to_thread(lab, "rx", "agent show all")).stdout:

@@ -6,6 +6,7 @@ None of these needs the daemon core: the AGI router and the call store are stand
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,6 +24,7 @@ from tests.asterisk.conftest import lab
 from tests.asterisk.sipp import (
     RealLine,
     agent_logged_in,
+    phone_call,
     place_call,
     real_line,
     wav_duration_and_rms,
@@ -59,6 +61,42 @@ class Store:
 
     async def next(self, within: float = 15.0) -> CallReport:
         return await asyncio.wait_for(self.reports.get(), within)
+
+
+@contextlib.asynccontextmanager
+async def tracked_calls(
+    settings: Settings,
+    bridge_factory: Callable[..., Awaitable[AmiBridge]],
+    destination: str,
+) -> AsyncIterator[tuple[Store, float]]:
+    """While inside, the lab's calls are routed to `destination` and followed over AMI into
+    the Store yielded, with the CDR time (whole seconds) they all end after."""
+
+    async def route(did: str, caller: str) -> Route:
+        return Route(destination)
+
+    await asyncio.sleep(1.1)  # calls of earlier tests end over a second before `since`
+    since = float(int(time.time()))
+    store = Store()
+    await bridge_factory(store)
+    server = await start_agi_server(settings, route)
+    try:
+        yield store, since
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def cdr_since(settings: Settings, since: float) -> list[CallReport]:
+    """The calls the lab's CDR holds that ended since `since`, read back as reconciliation
+    reads them (passes from the file's start until caught up)."""
+    reports: list[CallReport] = []
+    position, caught_up = None, False
+    while not caught_up:
+        step = await asyncio.to_thread(reconcile_pass, settings, since, position)
+        reports += step.reports
+        position, caught_up = step.position, step.caught_up
+    return reports
 
 
 @pytest.fixture
@@ -248,11 +286,7 @@ async def test_reconcile_reads_calls_made_while_the_bridge_was_down(
         await place_call("+74990000009", tmp_path / "uac")
         await line.wait()
     await asyncio.sleep(0.5)
-    reports, position, caught_up = [], None, False
-    while not caught_up:  # the whole file, in capped passes
-        step = await asyncio.to_thread(reconcile_pass, lab_dialplan, since, position)
-        reports += step.reports
-        position, caught_up = step.position, step.caught_up
+    reports = await cdr_since(lab_dialplan, since)  # the whole file, in capped passes
     assert [(r.did, r.status) for r in reports] == [
         ("+74990000005", CallStatus.ANSWERED),
         ("+74990000009", CallStatus.BUSY),
@@ -283,14 +317,11 @@ async def test_a_local_line_is_answered_only_by_a_person(
     voicemail does (asterisk.conf.d/extensions.conf [lab-pbx]). Both the live AMI fold and the
     CDR read back tell the two apart; the voicemail keeps its recording (the message)."""
 
-    async def route(did: str, caller: str) -> Route:
-        return Route(destination)
-
-    await asyncio.sleep(1.1)  # calls of earlier tests end over a second before `since`
-    since = float(int(time.time()))
-    store = Store()
-    await bridge_factory(store)
-    await call_through_router(lab_dialplan, route, tmp_path, scenario)
+    calls = tracked_calls(lab_dialplan, bridge_factory, destination)
+    async with calls as (store, since), real_line(tmp_path / "uas", scenario) as line:
+        call = await place_call(DID, tmp_path / "uac")
+        assert call.returncode == 0, call.output
+        await line.wait()
     live = await store.next()
     assert live.status is status, live
     assert live.recording == f"{live.linkedid}.wav"
@@ -304,11 +335,7 @@ async def test_a_local_line_is_answered_only_by_a_person(
         assert 8.0 < live.ended_at - live.started_at < 15.0, live
 
     await asyncio.sleep(0.5)
-    read_back, position, caught_up = [], None, False
-    while not caught_up:
-        step = await asyncio.to_thread(reconcile_pass, lab_dialplan, since, position)
-        read_back += [r for r in step.reports if r.linkedid == live.linkedid]
-        position, caught_up = step.position, step.caught_up
+    read_back = [r for r in await cdr_since(lab_dialplan, since) if r.linkedid == live.linkedid]
     assert len(read_back) == 1
     cdr = read_back[0]
     assert (cdr.status, cdr.recording) == (status, live.recording), cdr
@@ -317,19 +344,22 @@ async def test_a_local_line_is_answered_only_by_a_person(
     assert abs(cdr.ring_seconds - live.ring_seconds) < 1.5
 
 
+@pytest.mark.parametrize("queue", ["queue", "queue-local"])
 async def test_a_queue_member_who_hangs_up_during_the_announcement_did_not_take_the_call(
     lab_dialplan: Settings,
     tmp_path: Path,
     bridge_factory: Callable[..., Awaitable[AmiBridge]],
+    queue: str,
 ) -> None:
     """A queue that answers first, as FreePBX's do, and plays its member an announcement
-    (asterisk.conf.d/queues.conf): the member picks up and hangs up a second into it, so the
-    caller never talks to anyone. app_queue rings the member again until the queue gives up and
-    the caller is left to listen: the call is the PBX's (voicemail), not answered, though a
-    phone's Dial was answered."""
+    (asterisk.conf.d/queues.conf), the member a device or, as in FreePBX, a Local channel
+    that dials it: the member picks up and hangs up a second into it, so the caller never
+    talks to anyone. app_queue rings the member again until the queue gives up and the caller
+    is left to listen: the call is the PBX's (voicemail), not answered, though a phone's Dial
+    was answered."""
 
     async def route(did: str, caller: str) -> Route:
-        return Route("Local/queue@lab-pbx")
+        return Route(f"Local/{queue}@lab-pbx")
 
     store = Store()
     await bridge_factory(store)
@@ -353,22 +383,11 @@ async def test_callers_connected_to_a_logged_in_agent_are_each_stored_once(
     the CDR is read back under the same keys and as answered, so reconciliation stores no
     second copy."""
 
-    async def route(did: str, caller: str) -> Route:
-        return Route("Local/agent@lab-pbx")
-
-    await asyncio.sleep(1.1)  # calls of earlier tests end over a second before `since`
-    since = float(int(time.time()))
-    store = Store()
-    await bridge_factory(store)
-    server = await start_agi_server(lab_dialplan, route)
-    try:
-        async with agent_logged_in(tmp_path / "agent"):
-            for n in range(2):
-                call = await place_call(DID, tmp_path / f"uac{n}")
-                assert call.returncode == 0, call.output
-    finally:
-        server.close()
-        await server.wait_closed()
+    calls = tracked_calls(lab_dialplan, bridge_factory, "Local/agent@lab-pbx")
+    async with calls as (store, since), agent_logged_in(tmp_path / "agent"):
+        for n in range(2):
+            call = await place_call(DID, tmp_path / f"uac{n}")
+            assert call.returncode == 0, call.output
     live = [await store.next(), await store.next()]
     assert [r.recording for r in live] == [f"{r.linkedid}.wav" for r in live]
     assert live[0].linkedid != live[1].linkedid
@@ -377,11 +396,30 @@ async def test_callers_connected_to_a_logged_in_agent_are_each_stored_once(
     assert all(8.0 < r.ended_at - r.started_at < 11.0 for r in live), live
 
     await asyncio.sleep(0.5)
-    read_back, position, caught_up = [], None, False
-    while not caught_up:
-        step = await asyncio.to_thread(reconcile_pass, lab_dialplan, since, position)
-        read_back += step.reports
-        position, caught_up = step.position, step.caught_up
+    read_back = await cdr_since(lab_dialplan, since)
     assert sorted((r.linkedid, r.status) for r in read_back) == sorted(
         (r.linkedid, r.status) for r in live
     )
+
+
+async def test_a_phone_of_the_pbx_calling_a_tracking_number_is_not_a_person_who_answered(
+    lab_dialplan: Settings,
+    tmp_path: Path,
+    bridge_factory: Callable[..., Awaitable[AmiBridge]],
+) -> None:
+    """Staff call their own tracking number from a phone of the PBX: it reaches the calltrack
+    dialplan through a Local channel (`internal` in [lab-pbx]), and the ring group goes to
+    voicemail. The phone is bridged with that Local channel from the start: it is the caller,
+    and the call is voicemail, live and read back from the CDR, under one key."""
+
+    calls = tracked_calls(lab_dialplan, bridge_factory, "Local/ringgroup@lab-pbx")
+    async with calls as (store, since), real_line(tmp_path / "uas", "ring") as line:
+        phone = await phone_call(tmp_path / "phone", "internal", 8)
+        assert await asyncio.wait_for(phone.wait(), 40) == 0
+        await line.wait()
+    live = await store.next()
+    assert (live.caller, live.status) == ("agentphone", CallStatus.VOICEMAIL), live
+
+    await asyncio.sleep(0.5)
+    read_back = await cdr_since(lab_dialplan, since)
+    assert [(r.linkedid, r.status) for r in read_back] == [(live.linkedid, live.status)]

@@ -172,6 +172,21 @@ def test_callers_connected_to_a_logged_in_agent_are_read_back_under_the_fold_s_k
         assert abs(cdr.talk_seconds - seen.talk_seconds) <= 1
 
 
+def test_a_phone_of_the_pbx_calling_a_tracking_number_is_read_back_as_the_fold_saw_it() -> None:
+    """Master-internal-call.csv: the CDR of internal_call.ami, a phone of the PBX calling a
+    tracking number through a Local channel; the ring group went to voicemail. The phone's own
+    row, answered by the Local channel the caller is on, is the caller's, not a person's."""
+    [cdr] = read_cdr_reports(FIXTURES / "Master-internal-call.csv", since=0, contexts=CONTEXTS)
+    tracker = CallTracker()
+    [seen] = [
+        r
+        for e in parse_stream((FIXTURES / "internal_call.ami").read_text())
+        for r in tracker.feed(e, 0.0)
+    ]
+    assert (cdr.linkedid, cdr.caller, cdr.status) == (seen.linkedid, "agentphone", seen.status)
+    assert cdr.status is CallStatus.VOICEMAIL
+
+
 def test_a_call_transferred_into_the_pbxs_dialplan_ends_with_the_callers_channel(
     tmp_path: Path,
 ) -> None:

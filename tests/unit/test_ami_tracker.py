@@ -301,6 +301,88 @@ def test_callers_connected_to_a_logged_in_agent_are_each_their_own_answered_call
             assert report.status is CallStatus.VOICEMAIL, report
 
 
+def test_a_local_queue_member_who_hangs_up_during_the_announcement_did_not_take_the_call() -> None:
+    """tests/fixtures/ami/queue_local_members.ami: the queue of the test above with its member
+    behind a Local channel, as FreePBX's are (`Local/person@lab-pbx/n`, which dials the real
+    line). The phone's answer comes from the Local member's far half, and app_queue's second
+    DialEnd names the member's near half: what answered through it is taken back. The second
+    call's member heard the announcement out and talked."""
+    events = parse_stream((FIXTURE.parent / "queue_local_members.ami").read_text())
+    dumped, connected = replay(events)
+    assert dumped.status is CallStatus.VOICEMAIL, dumped
+    assert connected.status is CallStatus.ANSWERED, connected
+    assert connected.talk_seconds == pytest.approx(9.01, abs=0.01)
+
+
+def test_a_phone_of_the_pbx_calling_a_tracking_number_is_the_caller_not_a_person() -> None:
+    """tests/fixtures/ami/internal_call.ami: a phone of the PBX dials a tracking number through
+    a Local channel (staff testing their own number); the ring group it reaches goes to
+    voicemail. The phone is bridged with the Local channel the calltrack dialplan runs on: it
+    is the caller's side, not a person who answered."""
+    [call] = replay(parse_stream((FIXTURE.parent / "internal_call.ami").read_text()))
+    assert (call.caller, call.status) == ("agentphone", CallStatus.VOICEMAIL), call
+    assert call.ring_seconds == pytest.approx(3.01, abs=0.01)
+
+
+def test_an_agent_logged_in_for_longer_than_a_call_can_last_still_takes_callers() -> None:
+    """The agent's own call (the login) says nothing for a day and is dropped as silent, or
+    after a lost AMI link: the callers connected to the agent later are still answered."""
+    first = next(e for e in AGENT_EVENTS if e["Uniqueid"] == AGENT_CALLS[0])
+    for link_lost in (False, True):
+        tracker = CallTracker()
+        reports = []
+        for event in AGENT_EVENTS:
+            if event is first:
+                if link_lost:
+                    tracker.link_lost()
+                silent = float(event["Timestamp"]) + SILENT_LIMIT + 1
+                assert tracker.drop_stale(silent, older_than=6 * 3600) == [
+                    AGENT_EVENTS[0]["Linkedid"]
+                ]
+            reports += tracker.feed(event, 0.0)
+        assert [r.status for r in reports] == [CallStatus.ANSWERED] * 2, link_lost
+
+
+def test_a_caller_an_agent_transfers_on_is_reported_when_they_hang_up() -> None:
+    """After the agent's bridge the caller's channel carries the agent's Linkedid, and so does
+    the leg it dials when the agent transfers it to extension 202 (events shaped as the lab's).
+    That leg is the caller's call's: its Hangup ends it there, and the call is reported."""
+    caller = AGENT_CALLS[0]
+    agent = AGENT_EVENTS[0]["Linkedid"]
+    cut = next(
+        i
+        for i, e in enumerate(AGENT_EVENTS)
+        if e["Event"] == "BridgeLeave" and e["Uniqueid"] == caller and e["Linkedid"] == agent
+    )
+    trunk = AGENT_EVENTS[cut]["Channel"]
+    leg, leg_id = "PJSIP/202-00000009", "1796209070.9"
+
+    def event(name: str, channel: str, uniqueid: str, at: float, **more: str) -> dict[str, str]:
+        return {
+            "Event": name, "Channel": channel, "Uniqueid": uniqueid, "Linkedid": agent,
+            "Timestamp": str(at), **more,
+        }  # fmt: skip
+
+    dial = {"DestChannel": leg, "DestUniqueid": leg_id}
+    transfer = [
+        event("BridgeLeave", trunk, caller, 1796209070.01, BridgeUniqueid="b1"),
+        event("Newchannel", leg, leg_id, 1796209070.10),
+        event("DialBegin", trunk, caller, 1796209070.11, **dial),
+        event("DialEnd", trunk, caller, 1796209073.0, DialStatus="ANSWER", **dial),
+        event("BridgeEnter", leg, leg_id, 1796209073.01, BridgeUniqueid="b2", BridgeType="basic"),
+        event("BridgeEnter", trunk, caller, 1796209073.02, BridgeUniqueid="b2", BridgeType="basic"),
+        event("UserEvent", trunk, caller, 1796209090.0, UserEvent="CalltrackEnd",
+              DID="74990000002", DialStatus="ANSWER"),
+        event("Hangup", leg, leg_id, 1796209090.01),
+        event("Hangup", trunk, caller, 1796209090.02),
+    ]  # fmt: skip
+    tracker = CallTracker()
+    reports = replay(AGENT_EVENTS[:cut] + transfer, tracker)
+    assert [(r.linkedid, r.status) for r in reports] == [(caller, CallStatus.ANSWERED)]
+    assert reports[0].ended_at == pytest.approx(1796209090.02)
+    assert len(tracker) == 1  # the agent's login, still on
+
+
 def test_a_local_line_without_its_own_dial_end_still_needs_a_phones_answer() -> None:
     """Without its own DialEnd (an event lost), a Local line's answer comes from the end event's
     AnsweredMs, and still needs a phone's answer to count as a person's."""
