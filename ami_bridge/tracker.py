@@ -136,12 +136,16 @@ class _Call:
         """When a person first took the call (an answer not taken back), or None."""
         return min((at for at, _ in self.person_answers.values()), default=None)
 
-    def callers_side(self, channel: str) -> bool:
-        """The caller's channel, or the far half of the Local channel the caller is on (a call
-        to a tracking number from a phone of the PBX: the phone is the caller, not a person
-        who answered)."""
+    def callers_side(self, uniqueid: str, channel: str) -> bool:
+        """The channel (uniqueid, name) is the caller's: the call's first channel (the trunk's,
+        or a phone of the PBX calling a tracking number), the channel the calltrack dialplan
+        ran on, or the far half of the Local channel that is. Such a channel bridged with the
+        line is no person who answered; the first is known before the dialplan's event, which
+        calltrack may not have seen (it attached to AMI mid-call)."""
         inbound = self.inbound_channel
-        return bool(inbound) and channel in (inbound, local_partner(inbound))
+        return uniqueid == self.linkedid or (
+            bool(inbound) and channel in (inbound, local_partner(inbound))
+        )
 
     def came_through(self, channel: str, ancestor: str) -> bool:
         """Whether `channel` was reached through `ancestor`: dialed by it, or by a channel it
@@ -235,8 +239,10 @@ class CallTracker:
         peer is a device and no caller, on the side of the call that answers (not the caller's
         own channel or the Local channel it is on)."""
         call = self._calls.get(self._call_of.get(mine[0], ""))
-        if call is None or is_local_channel(peer[1]) or call.callers_side(mine[1]):
+        if call is None or is_local_channel(peer[1]) or call.callers_side(*mine):
             return
+        if call.callers_side(*peer):
+            return  # the caller, bridged with the line
         peer_call = self._calls.get(self._call_of.get(peer[0], ""))
         if peer_call is not None and peer_call.marked and peer[0] == peer_call.inbound:
             return  # a caller to a tracking number: another call's

@@ -115,28 +115,28 @@ API_PARAMETERS = frozenset(
 )
 
 
-def report_csv(report: Report) -> str:
-    """The report's table as CSV: a row per key, then the totals; then, after an empty row,
-    its notes (what the JSON's `notes` say: what the `(other)` row sums, why no cost is shown),
-    one cell a row, each beginning with "# ": a spreadsheet shows them under the table, and a
-    reader that stops at the empty row never sees them."""
+def report_csv(report: Report, *, notes: bool = False) -> str:
+    """The report's table as CSV: a row per key, then the totals (the API's contract: a
+    program reads the totals last). With `notes` (a download for people), after an empty row,
+    what the JSON's `notes` say (what the `(other)` row sums, why no cost is shown), one cell
+    a row, each beginning with "# ": a spreadsheet shows them under the table."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow([str(report.query.group_by), *COLUMNS[1:]])
     for row in [*report.rows, report.totals]:
         writer.writerow([cell(v) for v in row.as_json().values()])
-    if report.notes:
+    if notes and report.notes:
         writer.writerow([])
         writer.writerows([f"# {note}"] for note in report.notes)
     return out.getvalue()
 
 
-def csv_response(report: Report) -> web.Response:
-    """The report as a CSV download (the API's and the staff page's)."""
+def csv_response(report: Report, *, notes: bool = False) -> web.Response:
+    """The report as a CSV download (the API's; the staff page's, `notes` under the table)."""
     q = report.query
     name = f"calltrack-{q.group_by}-{q.since}-{q.until}.csv"
     return web.Response(
-        text=report_csv(report),
+        text=report_csv(report, notes=notes),
         content_type="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )

@@ -19,7 +19,6 @@ from multidict import MultiMapping
 from pbx.http import whole_number
 from pbx.staff_api import keyword
 from pbx.storage.calls import CallFilter
-from pbx.storage.visit_rollups import KEY_MAX
 
 PAGE_SIZE = 50
 FIELDS = (
@@ -66,14 +65,18 @@ def _day(value: str, name: str, zone: ZoneInfo) -> float | None:
     return datetime.combine(day, time(), zone).timestamp()
 
 
-def _typed(value: str) -> str:
-    """A field as typed, without the spaces around it; a report key's link (KEY_MAX
-    characters: reports cut longer values there, maybe just after a space) is kept whole."""
-    return value if len(value) == KEY_MAX else value.strip()
+#: the fields a report's row links with its key, which may begin or end with a space (a pasted
+#: `utm_campaign=Spring%20Sale%20`, or a long value cut to KEY_MAX characters just after one)
+KEY_FIELDS = frozenset({"source", "medium", "campaign", "static"})
+
+
+def _field(name: str, value: str) -> str:
+    """A field without the spaces around it, but a key as it is (spaces alone are none)."""
+    return value if name in KEY_FIELDS and value.strip() else value.strip()
 
 
 def parse_log_query(query: MultiMapping[str], zone: ZoneInfo) -> LogQuery:
-    values = {name: _typed(query.get(name, "")) for name in (*FIELDS, "page")}
+    values = {name: _field(name, query.get(name, "")) for name in (*FIELDS, "page")}
     for name, value in values.items():
         if len(value) > MAX_TEXT:
             raise web.HTTPBadRequest(reason=f"{name}: at most {MAX_TEXT} characters")

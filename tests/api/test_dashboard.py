@@ -8,6 +8,7 @@ import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from pbx.app import build_app
@@ -113,15 +114,16 @@ async def test_a_top_sources_link_finds_the_calls_of_a_source_longer_than_a_repo
     )
 
 
+@pytest.mark.parametrize(
+    "source", ["a" * 199 + "%20tail", "spring%20sale%20"], ids=["cut after a space", "pasted"]
+)
 async def test_a_top_sources_link_finds_its_calls_when_the_key_ends_in_a_space(
-    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]], source: str
 ) -> None:
-    """A source whose 200th character is a space has a report key ending in one; the call log
-    strips the spaces around what staff type, but not from a report key's link (before, the
-    199 characters left matched nothing)."""
-    await _links_find_their_own_calls(
-        tmp_path, aiohttp_client, "a" * 199 + "%20tail", "A" * 199 + "%20tail"
-    )
+    """A source whose 200th character is a space has a report key ending in one, as has a
+    source pasted with a space after it. The call log strips the spaces around what staff
+    type, but not from a key (before, what was left matched nothing)."""
+    await _links_find_their_own_calls(tmp_path, aiohttp_client, source, source.upper())
 
 
 async def _links_find_their_own_calls(
@@ -148,6 +150,6 @@ async def _links_find_their_own_calls(
     links = re.findall(r'class="source" href="([^"]+)"', top)
     assert len(links) == 2
     for link in links:
-        found, absent = ("02", "01") if "source=AAA" in link else ("01", "02")
+        found, absent = ("02", "01") if f"source={other[:3]}" in link else ("01", "02")
         log = await (await client.get(link.replace("&amp;", "&"))).text()
         assert f"+791600000{found}" in log and f"+791600000{absent}" not in log, link

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 from tests.api.test_reports_api import DAY, Client, Scenario, app_client, history
 from tests.api.test_staff_ui import log_in
-from tests.helpers import FakeClock, staff_users
+from tests.helpers import STAFF_TOKEN, FakeClock, staff_users
 
 RANGE = f"since={DAY}&until={DAY}"
 
@@ -233,7 +233,8 @@ async def test_csv_download_ends_with_the_reports_notes(
     tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
 ) -> None:
     """Filtered by landing page, costs (kept by source, medium, campaign and day) cannot be
-    shown: the JSON's note says so, and so does the CSV, under the table as a comment line."""
+    shown: the JSON's note says so, and so does the staff page's CSV, under the table as a
+    comment line; the API's CSV keeps to its table."""
     client = await logged_in_history(tmp_path, aiohttp_client)
     query = f"{RANGE}&group_by=source&landing=/"
     response = await client.get(f"/reports.csv?{query}")
@@ -244,6 +245,11 @@ async def test_csv_download_ends_with_the_reports_notes(
     assert list(csv.reader(io.StringIO(notes))) == [
         ["# cost is kept by source, medium, campaign and day: not shown when filtered by landing"]
     ]
+    # the API's CSV is the table alone: a program reads the totals last
+    api = await client.get(
+        f"/api/v1/reports?{query}&format=csv", headers={"Authorization": f"Bearer {STAFF_TOKEN}"}
+    )
+    assert api.status == 200 and await api.text() == table + "\r\n"
 
 
 SCRIPT = "<script>alert(1)</script>"

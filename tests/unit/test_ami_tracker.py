@@ -324,6 +324,60 @@ def test_a_phone_of_the_pbx_calling_a_tracking_number_is_the_caller_not_a_person
     assert call.ring_seconds == pytest.approx(3.01, abs=0.01)
 
 
+BRIDGED = [
+    e
+    for name in ("queue_local_members", "internal_call", "agent_calls")
+    for e in parse_stream((FIXTURE.parent / f"{name}.ami").read_text())
+]
+BRIDGED_FULL = {r.linkedid: r.status for r in replay(BRIDGED)}
+
+
+@pytest.mark.parametrize("dropped", range(0, len(BRIDGED) + 1, 3))
+def test_attached_mid_call_with_bridges_the_caller_is_never_the_person(dropped: int) -> None:
+    """calltrack attached to AMI mid-call (a restart, a lost link): the events before are not
+    seen, the dialplan's start event among them. The caller (the call's first channel) bridged
+    with the line is still no person: a call that went to voicemail is never reported
+    answered; whatever cannot be told is left to the CDR."""
+    for report in replay(BRIDGED[dropped:]):
+        if report.linkedid in BRIDGED_FULL:  # not a call seen from its middle under another key
+            assert report.status is BRIDGED_FULL[report.linkedid], (dropped, report)
+
+
+def test_a_member_two_local_channels_away_is_taken_back_too() -> None:
+    """FreePBX's queue member (from-queue) may dial a follow-me, itself a Local channel, which
+    dials the phone: the first call of queue_local_members.ami with that hop added. The member
+    hangs up during the announcement: app_queue takes back the member, and with it what
+    answered two Local channels down."""
+    events = parse_stream((FIXTURE.parent / "queue_local_members.ami").read_text())
+    dumped = events[0]["Linkedid"]
+    member = next(e["DestChannel"] for e in events if e["Event"] == "DialBegin" and
+                  e["DestChannel"].startswith("Local/person"))  # fmt: skip
+    member_far = member[:-1] + "2"
+    hop_near, hop_far = "Local/fm@lab-pbx-000000f1;1", "Local/fm@lab-pbx-000000f1;2"
+    chain: list[dict[str, str]] = []
+    for e in (e for e in events if e["Linkedid"] == dumped):
+        at = float(e["Timestamp"])
+        if e["Event"] == "DialBegin" and e["Channel"] == member_far:  # the hop, then the phone
+            chain += [
+                dict(e, Event="Newchannel", Channel=hop_near, Uniqueid="F1", Timestamp=str(at)),
+                dict(e, Event="Newchannel", Channel=hop_far, Uniqueid="F2", Timestamp=str(at)),
+                dict(e, DestChannel=hop_near, DestUniqueid="F1"),
+                dict(e, Channel=hop_far, Uniqueid="F2"),
+            ]
+        elif e["Event"] == "DialEnd" and e["Channel"] == member_far:
+            chain += [dict(e, Channel=hop_far, Uniqueid="F2"),
+                      dict(e, DestChannel=hop_near, DestUniqueid="F1")]  # fmt: skip
+        elif e["Event"] == "BridgeEnter" and e["Channel"] == member_far:
+            chain.append(dict(e, Channel=hop_far, Uniqueid="F2"))  # the phone's bridge
+        elif e["Event"] == "Hangup" and e["Channel"] == member_far:
+            chain += [dict(e, Channel=hop_near, Uniqueid="F1"),
+                      dict(e, Channel=hop_far, Uniqueid="F2"), e]  # fmt: skip
+        else:
+            chain.append(e)
+    [report] = replay(chain)
+    assert report.status is CallStatus.VOICEMAIL, report
+
+
 def test_an_agent_logged_in_for_longer_than_a_call_can_last_still_takes_callers() -> None:
     """The agent's own call (the login) says nothing for a day and is dropped as silent, or
     after a lost AMI link: the callers connected to the agent later are still answered."""
