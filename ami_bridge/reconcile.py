@@ -228,15 +228,19 @@ def _by_call(
     whose channel it names as its peer (the agent connected to that caller, or to the far half
     of the Local line it dialed); the others are left out."""
     calls: dict[str, list[list[str]]] = defaultdict(list)
-    peers: dict[str, str] = {}  # the channels another party's row may name, and their call
     for linkedid, rows in groups.items():
         for fields in rows:
             if fields[3] in contexts:
-                call = _first_linkedid(fields, linkedid)
-                calls[call].append(fields)
-                peers[fields[5]] = call
-                if is_local_channel(fields[6]):
-                    peers[local_partner(fields[6])] = call
+                calls[_first_linkedid(fields, linkedid)].append(fields)
+    # the channels another party's row may name, with their call and its time span: Asterisk
+    # numbers channels anew when it restarts, so a name is only its call's while that lasts
+    peers: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+    for call, rows in calls.items():
+        span = (call, min(f[9] for f in rows), max(f[11] for f in rows))
+        for fields in rows:
+            peers[fields[5]].append(span)
+            if is_local_channel(fields[6]):
+                peers[local_partner(fields[6])].append(span)
     began = set(calls)
     for linkedid, rows in groups.items():
         for fields in rows:
@@ -244,8 +248,12 @@ def _by_call(
                 continue
             if linkedid in began:
                 calls[linkedid].append(fields)
-            elif fields[6] in peers:  # an agent's row with the caller (or its Local line)
-                calls[peers[fields[6]]].append(fields)
+                continue
+            # an agent's row with a caller (or its Local line) as its peer, while that call was on
+            for call, start, end in peers.get(fields[6], ()):
+                if fields[9] <= end and fields[11] >= start:
+                    calls[call].append(fields)
+                    break
     return calls
 
 

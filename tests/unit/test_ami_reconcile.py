@@ -172,6 +172,27 @@ def test_callers_connected_to_a_logged_in_agent_are_read_back_under_the_fold_s_k
         assert abs(cdr.talk_seconds - seen.talk_seconds) <= 1
 
 
+def test_an_agents_rows_go_to_the_caller_they_were_with_across_an_asterisk_restart(
+    tmp_path: Path,
+) -> None:
+    """Asterisk numbers its channels anew when it restarts: a caller an hour later (after a
+    restart, the agent gone) may have the first caller's channel names. The agent's rows name
+    their peer by channel name; they go to the call that was on then, not to the later one."""
+    fixture = (FIXTURES / "Master-agent-calls.csv").read_text()
+    first = "1796209060.1"  # its context rows: PJSIP/trunk-00000001, Local/agent@...-00000000
+    later = "1796212660.1"  # an hour later, the same names, nobody to take it
+    rows = [r for r in fixture.splitlines() if f'"{first}"' in r and "calltrack-inbound" in r]
+    rows = [
+        r.replace("10:57:", "11:57:").replace(first, later).replace("1796209054.0", later)
+        for r in rows
+    ]
+    master = tmp_path / "Master.csv"
+    master.write_text(fixture + "\n".join(rows) + "\n")
+    reports = read_cdr_reports(master, since=0, contexts=CONTEXTS)
+    status = {r.linkedid: r.status for r in reports}
+    assert status[first] is CallStatus.ANSWERED and status[later] is CallStatus.VOICEMAIL
+
+
 def test_a_phone_of_the_pbx_calling_a_tracking_number_is_read_back_as_the_fold_saw_it() -> None:
     """Master-internal-call.csv: the CDR of internal_call.ami, a phone of the PBX calling a
     tracking number through a Local channel; the ring group went to voicemail. The phone's own
