@@ -218,6 +218,18 @@ def _first_linkedid(fields: list[str], linkedid: str) -> str:
     return uniqueid if uniqueid and not is_local_channel(channel) else linkedid
 
 
+def _meet(start: str, end: str, other_start: str, other_end: str) -> bool:
+    """Whether two spans of CDR times meet, give or take a second: the times are whole seconds,
+    cut down, so a row begun the moment another ended may read a second after its end."""
+    try:
+        a, b, c, d = (_time(t) for t in (start, end, other_start, other_end))
+    except ValueError:
+        return False  # the row's own parse will say what is wrong with it
+    if a is None or b is None or c is None or d is None:
+        return False
+    return a <= d + 1 and b >= c - 1
+
+
 def _by_call(
     groups: Mapping[str, list[list[str]]], contexts: Collection[str]
 ) -> dict[str, list[list[str]]]:
@@ -251,7 +263,7 @@ def _by_call(
                 continue
             # an agent's row with a caller (or its Local line) as its peer, while that call was on
             for call, start, end in peers.get(fields[6], ()):
-                if fields[9] <= end and fields[11] >= start:
+                if _meet(fields[9], fields[11], start, end):
                     calls[call].append(fields)
                     break
     return calls

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ami_bridge.reconcile import CdrRow, parse_row, read_cdr_reports
@@ -191,6 +192,25 @@ def test_an_agents_rows_go_to_the_caller_they_were_with_across_an_asterisk_resta
     reports = read_cdr_reports(master, since=0, contexts=CONTEXTS)
     status = {r.linkedid: r.status for r in reports}
     assert status[first] is CallStatus.ANSWERED and status[later] is CallStatus.VOICEMAIL
+
+
+def test_an_agents_row_begun_a_second_after_the_callers_rows_still_goes_to_that_caller(
+    tmp_path: Path,
+) -> None:
+    """CDR times are whole seconds, cut down: the agent's row with the first caller, begun the
+    moment the caller's own rows ended, may read a second later. It is still that caller's
+    (its end is the call's)."""
+    fixture = (FIXTURES / "Master-agent-calls.csv").read_text()
+    with_caller = '"PJSIP/agentphone-00000000","PJSIP/trunk-00000001","AgentLogin","1001,s",'
+    begun = '"2026-12-02 10:57:41","2026-12-02 10:57:41",'
+    assert fixture.count(with_caller + begun) == 1
+    master = tmp_path / "Master.csv"
+    master.write_text(
+        fixture.replace(with_caller + begun, with_caller + begun.replace(":41", ":42"))
+    )
+    first = next(r for r in read_cdr_reports(master, 0, CONTEXTS) if r.linkedid == "1796209060.1")
+    assert first.status is CallStatus.ANSWERED
+    assert first.ended_at == datetime(2026, 12, 2, 10, 57, 50, tzinfo=UTC).timestamp()
 
 
 def test_a_phone_of_the_pbx_calling_a_tracking_number_is_read_back_as_the_fold_saw_it() -> None:
