@@ -25,6 +25,9 @@ Headers = Mapping[str, str | list[str]]
 _REMEMBER_FINISHED = 10_000
 #: how many dials back an answer is traced (a queue's Local member, its ring group, ...)
 _MAX_DIAL_DEPTH = 16
+#: answered calls seen without a single BridgeEnter before the AMI user's eventfilter is said to
+#: predate them (every answered call is bridged: one such call is already a sign)
+BRIDGELESS_WARNING_AFTER = 3
 #: a call open this long without an event of its own is forgotten (see CallTracker.drop_stale)
 SILENT_LIMIT = 24 * 3600.0
 
@@ -182,6 +185,8 @@ class CallTracker:
         #: the channels (uniqueid: name) in each two-party bridge, and the bridge of each
         self._bridges: dict[str, dict[str, str]] = {}
         self._bridge_of: dict[str, str] = {}
+        self._bridges_seen = False
+        self._answered_without_bridges = 0
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -192,6 +197,7 @@ class CallTracker:
             self._left_bridge(event.get("Uniqueid", ""))
         linkedid = self._call_of.get(event.get("Uniqueid", "")) or event.get("Linkedid")
         bridged = name == "BridgeEnter" and event.get("BridgeType") == "basic"
+        self._bridges_seen = self._bridges_seen or name == "BridgeEnter"
         if not linkedid or linkedid in self._finished:
             if bridged:  # an agent logged in long ago, whose own call was dropped as silent
                 self._entered_bridge(event, _float(event.get("Timestamp")) or received_at)
@@ -389,7 +395,18 @@ class CallTracker:
                 " stored as answered or voicemail by what was seen (no CDR to read it from)",
                 call.linkedid,
             )
-        return [self._report(call)]
+        report = self._report(call)
+        if report.line_answered_at is not None and not self._bridges_seen:
+            self._answered_without_bridges += 1
+            if self._answered_without_bridges == BRIDGELESS_WARNING_AFTER:
+                log.warning(
+                    "%d answered calls and not one BridgeEnter event: the AMI user's eventfilter"
+                    " predates 2026-12-02, so a caller an agent takes without a Dial is stored"
+                    " as voicemail. Add the BridgeEnter and BridgeLeave lines of"
+                    " asterisk.conf.d/manager_calltrack.conf, then `manager reload`",
+                    BRIDGELESS_WARNING_AFTER,
+                )
+        return [report]
 
     @staticmethod
     def _person_unknown(call: _Call) -> bool:

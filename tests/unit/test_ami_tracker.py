@@ -437,6 +437,26 @@ def test_a_caller_an_agent_transfers_on_is_reported_when_they_hang_up() -> None:
     assert len(tracker) == 1  # the agent's login, still on
 
 
+def test_an_eventfilter_without_bridge_events_is_named_in_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An AMI user set up before 2026-12-02 does not pass BridgeEnter: every answered call is
+    bridged, so after BRIDGELESS_WARNING_AFTER answered calls without one, the log says once
+    what to add. Lab captures without bridge events (three answered calls) warn once; after
+    bridge events, never."""
+    bridgeless = [
+        e
+        for name in ("lab_calls", "local_lines")
+        for e in parse_stream((FIXTURE.parent / f"{name}.ami").read_text())
+    ]
+    assert sum(r.line_answered_at is not None for r in replay(bridgeless)) == 3
+    warnings = [r for r in caplog.records if "BridgeEnter" in r.getMessage()]
+    assert len(warnings) == 1 and "manager_calltrack.conf" in warnings[0].getMessage()
+    caplog.clear()
+    replay(AGENT_EVENTS + bridgeless)  # the filter passes them: the same calls say nothing
+    assert not [r for r in caplog.records if "BridgeEnter" in r.getMessage()]
+
+
 def test_a_local_line_without_its_own_dial_end_still_needs_a_phones_answer() -> None:
     """Without its own DialEnd (an event lost), a Local line's answer comes from the end event's
     AnsweredMs, and still needs a phone's answer to count as a person's."""
