@@ -282,8 +282,7 @@ class CallTracker:
     def _forget(self, call: _Call) -> _Call:
         """Its channels are no longer followed as its (their events go by their Linkedid)."""
         for uniqueid in call.alive:
-            if self._call_of.get(uniqueid) == call.linkedid:
-                del self._call_of[uniqueid]
+            self._unfollow(call, uniqueid)
         return call
 
     def _remember_finished(self, linkedid: str) -> None:
@@ -315,8 +314,7 @@ class CallTracker:
         elif name == "Hangup":
             call.alive.discard(uniqueid)
             call.gone.add(uniqueid)
-            if self._call_of.get(uniqueid) == call.linkedid:
-                del self._call_of[uniqueid]
+            self._unfollow(call, uniqueid)
             if uniqueid == (call.inbound or call.linkedid):
                 call.ended_at = at
 
@@ -326,6 +324,11 @@ class CallTracker:
         if dialed and before != call.linkedid and (other := self._calls.get(before)):
             other.alive.discard(uniqueid)
             self._call_of[uniqueid] = call.linkedid
+
+    def _unfollow(self, call: _Call, uniqueid: str) -> None:
+        """The channel's events go by their Linkedid again (unless another call claimed it)."""
+        if self._call_of.get(uniqueid) == call.linkedid:
+            del self._call_of[uniqueid]
 
     @staticmethod
     def _dial_end(call: _Call, event: Event, at: float) -> None:
