@@ -28,6 +28,12 @@ _MAX_DIAL_DEPTH = 16
 #: answered calls seen without a single BridgeEnter before the AMI user's eventfilter is said to
 #: predate them (every answered call is bridged: one such call is already a sign)
 BRIDGELESS_WARNING_AFTER = 3
+#: the events the fold reads: the AMI user's eventfilter must pass them (`calltrack doctor`
+#: checks it; asterisk.conf.d/manager_calltrack.conf passes exactly these and MixMonitorStart)
+FOLLOWED_EVENTS = frozenset(
+    {"Newchannel", "DialBegin", "DialEnd", "BridgeEnter", "BridgeLeave", "MixMonitorStop"}
+    | {"Hangup", "UserEvent"}
+)
 #: a call open this long without an event of its own is forgotten (see CallTracker.drop_stale)
 SILENT_LIMIT = 24 * 3600.0
 

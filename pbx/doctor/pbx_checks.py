@@ -28,13 +28,29 @@ from pbx.doctor.asterisk_text import (
     parse_fields,
     permissions,
 )
+from pbx.doctor.eventfilter import dropped, parse_filter
 from pbx.settings import Ami, Settings
 
 NEEDS_COMMAND = "`write = command` for the AMI user (manager.conf)"
 NEEDS_USER = "`write = user` for the AMI user (manager.conf)"
 NEEDS_LOGIN = "a working AMI login (see the AMI line)"
+NEEDS_CONFIG = (
+    "`write = config` for the AMI user while doctor runs, to read its eventfilter from"
+    " manager.conf (`manager show user` does not list filters)"
+)
+FILTER_FIX = (
+    "the eventfilter lines of asterisk.conf.d/manager_calltrack.conf in [{user}]"
+    " (manager.conf, or manager_custom.conf on FreePBX), then `manager reload`"
+)
 #: the checks after the login, in the order they run
-AMI_CHECKS = ("AMI rights", "AMI events", "timestampevents", "dialplan", "DIDs")
+AMI_CHECKS = (
+    "AMI rights",
+    "AMI events",
+    "AMI eventfilter",
+    "timestampevents",
+    "dialplan",
+    "DIDs",
+)
 PROBE_EVENT = "CalltrackDoctor"  # passes the daemon user's `starts_with Calltrack` filter
 
 
@@ -92,6 +108,21 @@ class AmiSession:
             raise Denied(cli)
         output = response.get("Output", [])
         return [output] if isinstance(output, str) else list(output)
+
+    async def config_lines(self, filename: str, category: str) -> list[tuple[str, str]] | None:
+        """A category's `name = value` lines as Asterisk reads the file now (GetConfig, which
+        follows #include), or None when the file has no such category."""
+        response = await self._send(
+            {"Action": "GetConfig", "Filename": filename, "Category": category}
+        )
+        if response.get("Message") == "Permission denied":
+            raise Denied("GetConfig")
+        if response.get("Response") != "Success" or not any(
+            key.startswith("Category-") for key in response
+        ):  # an unknown category is a Success without one ("No categories found")
+            return None
+        lines = sorted((k, v) for k, v in response.items() if k.startswith("Line-"))
+        return [(name, value) for _k, line in lines for name, _eq, value in [line.partition("=")]]
 
     async def user_event(self, probe: str) -> None:
         response = await self._send(
@@ -174,6 +205,38 @@ async def events_check(session: AmiSession) -> tuple[Result, dict[str, Any] | No
             None,
         )
     return ok("AMI events", f"a test UserEvent {PROBE_EVENT} came back"), event
+
+
+async def eventfilter_check(session: AmiSession) -> Result:
+    """The user's eventfilter, replayed on the events the fold follows (pbx.doctor.eventfilter):
+    the UserEvent probe shows only that UserEvents pass."""
+    user = session.ami.username
+    try:
+        lines = await session.config_lines("manager.conf", user)
+    except Denied:
+        return skip("AMI eventfilter", "cannot read manager.conf", NEEDS_CONFIG)
+    if lines is None:
+        return skip(
+            "AMI eventfilter",
+            f"manager.conf (with what it includes) has no [{user}] section",
+            f"[{user}] in a file manager.conf includes, for doctor to read its filters",
+        )
+    try:
+        filters = [
+            parse_filter(k, v) for k, v in lines if k.strip().lower().startswith("eventfilter")
+        ]
+    except ValueError as exc:
+        return fail("AMI eventfilter", f"[{user}]: {exc}", FILTER_FIX.format(user=user))
+    lost = dropped(filters)
+    if lost:
+        return fail(
+            "AMI eventfilter",
+            f"[{user}]'s eventfilter drops {', '.join(lost)}: calls through them are lost"
+            " or stored wrongly",
+            FILTER_FIX.format(user=user),
+        )
+    passing = f"{len(filters)} eventfilter lines pass" if filters else "no eventfilter: it passes"
+    return ok("AMI eventfilter", f"[{user}]: {passing} every event calltrack follows")
 
 
 async def timestamp_check(session: AmiSession, event: dict[str, Any] | None) -> Result:
@@ -354,7 +417,8 @@ async def pbx_checks(
                 rights, _ = await rights_check(session)
                 results.append(rights)
                 events, event = await events_check(session)
-                results += [events, await timestamp_check(session, event)]
+                results += [events, await eventfilter_check(session)]
+                results.append(await timestamp_check(session, event))
                 results.append(await dialplan_check(session, settings, config))
                 results += await dids_check(session, settings)
                 user = await asterisk_user(session)

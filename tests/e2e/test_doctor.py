@@ -23,7 +23,7 @@ from tests.asterisk.conftest import LAB_DIALPLAN, REPO, lab, load_lab_dialplan
 from tests.e2e.conftest import serving, write_daemon_config
 
 LAB_ETC = LAB_DIALPLAN.parent
-# asterisk.conf.d/manager_doctor.conf: the daemon's user plus `write = command,user`
+# asterisk.conf.d/manager_doctor.conf: the daemon's user plus `write = command,config,user`
 DOCTOR_AMI = {"username": "calltrack-doctor", "secret": "calltrack-lab-doctor"}
 Change = Callable[[dict[str, Any], Path], None]
 
@@ -107,7 +107,8 @@ async def test_doctor_on_the_lab(lab_doctor_user: Settings, tmp_path: Path) -> N
         healthy = await _doctor(config)
         assert healthy.returncode == 0, healthy.stdout + healthy.stderr
         lines = healthy.stdout.splitlines()
-        checks = ["AMI", "AMI rights", "AMI events", "timestampevents", "dialplan", "DIDs"]
+        checks = ["AMI", "AMI rights", "AMI events", "AMI eventfilter", "timestampevents"]
+        checks += ["dialplan", "DIDs"]
         checks += ["FastAGI", "CDR", "recordings", "database"]
         for check in checks:
             assert any(line.startswith(f"OK   {check}: ") for line in lines), healthy.stdout
@@ -125,7 +126,8 @@ async def test_doctor_on_the_lab(lab_doctor_user: Settings, tmp_path: Path) -> N
 
         wrong = await only(
             _ami(secret="not-the-secret"),
-            *("AMI", "AMI rights", "AMI events", "timestampevents", "dialplan", "DIDs"),
+            *("AMI", "AMI rights", "AMI events", "AMI eventfilter", "timestampevents"),
+            *("dialplan", "DIDs"),
         )
         assert wrong["AMI"].status is Status.FAIL and "refused the login" in wrong["AMI"].message
         assert wrong["dialplan"].status is Status.SKIP
@@ -133,11 +135,27 @@ async def test_doctor_on_the_lab(lab_doctor_user: Settings, tmp_path: Path) -> N
         # the daemon's own least-privilege user: the checks needing more are skipped, not failed
         plain = await only(
             _ami(username="calltrack", secret="calltrack-lab-secret"),
-            *("AMI rights", "AMI events", "timestampevents", "dialplan", "DIDs"),
+            *("AMI rights", "AMI events", "AMI eventfilter", "timestampevents", "dialplan", "DIDs"),
         )
         assert all(r.status is Status.SKIP for r in plain.values())
+        assert "`write = config`" in plain["AMI eventfilter"].fix
         assert "`write = command`" in plain["dialplan"].fix
         assert "`write = user`" in plain["AMI events"].fix
+
+        # a user whose filter predates the bridge events, as an upgraded PBX may still have
+        doctor_user = LAB_ETC / "manager_doctor.conf"
+        shipped = doctor_user.read_text()
+        older = "".join(line for line in shipped.splitlines(True) if "name(Bridge" not in line)
+        try:
+            doctor_user.write_text(older)
+            assert lab("rx", "manager reload").returncode == 0
+            bridgeless = await only(lambda c, f: None, "AMI eventfilter")
+            assert bridgeless["AMI eventfilter"].status is Status.FAIL
+            assert "drops BridgeEnter of trunk channels" in bridgeless["AMI eventfilter"].message
+            assert "manager_calltrack.conf" in bridgeless["AMI eventfilter"].fix
+        finally:
+            doctor_user.write_text(shipped)
+            assert lab("rx", "manager reload").returncode == 0
 
         missing = await only(_extra_did, "dialplan", "DIDs")
         assert "+74990000077" in missing["DIDs"].message

@@ -1,0 +1,237 @@
+"""doctor's reading of an AMI user's eventfilter (pbx.doctor.eventfilter), on the lines we ship,
+on faults an admin makes, and against the lab's recorded events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from pathlib import Path
+
+import pytest
+
+from ami_bridge.tracker import FOLLOWED_EVENTS, CallTracker, parse_stream
+from attribution.calls import CallReport
+from pbx.doctor import Result, Status
+from pbx.doctor.eventfilter import (
+    EventFilter,
+    dropped,
+    parse_filter,
+    passes,
+    sample_events,
+)
+from pbx.doctor.pbx_checks import AmiSession, eventfilter_check
+from pbx.settings import Ami
+
+ROOT = Path(__file__).parents[2]
+FIXTURES = ROOT / "tests" / "fixtures" / "ami"
+RECORDED = {p.name: parse_stream(p.read_text()) for p in sorted(FIXTURES.glob("*.ami"))}
+LOCAL_SAMPLES = [what for what, _e in sample_events() if what.endswith("of Local channels")]
+
+
+def filter_lines(conf: Path) -> list[tuple[str, str]]:
+    """A user's eventfilter lines, split as Asterisk's config reader does (at the first =)."""
+    lines = []
+    for line in conf.read_text().splitlines():
+        if line.startswith("eventfilter"):
+            name, _eq, value = line.partition("=")
+            lines.append((name, value))
+    return lines
+
+
+def parsed(*lines: tuple[str, str]) -> list[EventFilter]:
+    return [parse_filter(name, value) for name, value in lines]
+
+
+SHIPPED = filter_lines(ROOT / "asterisk.conf.d" / "manager_calltrack.conf")
+
+
+def test_the_fold_needs_no_event_but_the_followed_ones() -> None:
+    def replay(events: list[dict[str, str]]) -> list[CallReport]:
+        tracker = CallTracker()
+        return [r for e in events for r in tracker.feed(e, received_at=0.0)]
+
+    for name, events in RECORDED.items():
+        followed = [e for e in events if e["Event"] in FOLLOWED_EVENTS]
+        assert len(followed) < len(events), f"{name} has MixMonitorStart: a check of this test"
+        assert replay(followed) == replay(events), name
+
+
+@pytest.mark.parametrize(
+    "conf", ["manager_calltrack.conf", "manager_doctor.conf"], ids=["daemon", "doctor"]
+)
+def test_the_users_we_ship_pass_every_followed_event(conf: str) -> None:
+    filters = parsed(*filter_lines(ROOT / "asterisk.conf.d" / conf))
+    assert len(filters) >= len(FOLLOWED_EVENTS)
+    assert dropped(filters) == []
+    for name, events in RECORDED.items():
+        lost = [e for e in events if e["Event"] in FOLLOWED_EVENTS and not passes(filters, e)]
+        assert lost == [], name
+
+
+def test_a_filter_from_before_the_bridge_events_drops_them() -> None:
+    older = [line for line in SHIPPED if "Bridge" not in line[0]]
+    assert dropped(parsed(*older)) == [
+        "BridgeEnter of trunk channels",
+        "BridgeEnter of Local channels",
+        "BridgeLeave of trunk channels",
+        "BridgeLeave of Local channels",
+    ]
+
+
+def test_excluding_local_channels_drops_a_queues_members_events() -> None:
+    exclude_local = ("eventfilter(action(exclude),header(Channel),method(starts_with))", " Local/")
+    assert dropped(parsed(*SHIPPED, exclude_local)) == LOCAL_SAMPLES
+    assert dropped(parsed(("eventfilter", "!Channel: Local/"))) == LOCAL_SAMPLES
+
+
+def test_legacy_regex_lines() -> None:
+    assert dropped(parsed(("eventfilter", ""))) == []  # an empty regex matches everything
+    only_some = parsed(("eventfilter", "Event: (Newchannel|DialBegin|DialEnd|Hangup|UserEvent)"))
+    assert {what.split()[0] for what in dropped(only_some)} == {
+        "BridgeEnter",
+        "BridgeLeave",
+        "MixMonitorStop",
+    }
+
+
+def test_no_filter_passes_everything_and_an_exclude_alone_drops_only_its_match() -> None:
+    assert dropped([]) == []
+    no_hangup = parsed(("eventfilter(action(exclude),name(Hangup))", ""))
+    assert dropped(no_hangup) == ["Hangup of trunk channels", "Hangup of Local channels"]
+
+
+def test_a_user_event_filter_must_pass_the_dialplans_names() -> None:
+    other_prefix = ("eventfilter(name(UserEvent),header(UserEvent),method(exact))", "Calltrack")
+    lines = [line for line in SHIPPED if "UserEvent" not in line[0]] + [other_prefix]
+    assert dropped(parsed(*lines)) == ["CalltrackStart", "CalltrackEnd"]
+
+
+@pytest.mark.parametrize(
+    ("method", "value", "kept"),
+    [
+        ("exact", "PJSIP/trunk-00000001", True),
+        ("exact", "PJSIP/trunk", False),
+        ("starts_with", "PJSIP/", True),
+        ("ends_with", "-00000001", True),
+        ("contains", "trunk", True),
+        ("contains", "Local", False),
+        ("regex", "^PJSIP/[a-z]+-", True),
+        ("regex", "^SIP/", False),
+        ("none", "anything", True),
+    ],
+)
+def test_match_methods_on_a_header(method: str, value: str, kept: bool) -> None:
+    line = (f"eventfilter(action(include),name(Hangup),header(Channel),method({method}))", value)
+    [hangup] = [e for what, e in sample_events() if what == "Hangup of trunk channels"]
+    assert passes(parsed(line), hangup) is kept
+
+
+def test_a_header_the_event_lacks_does_not_match() -> None:
+    line = ("eventfilter(action(exclude),header(DestChannel),method(none))", "")
+    assert {what.split()[0] for what in dropped(parsed(line))} == {"DialBegin", "DialEnd"}
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("eventfilter(action(include),nmae(Hangup))", "", "unknown criteria nmae"),
+        ("eventfilter(action(keep),name(Hangup))", "", "action(include|exclude)"),
+        ("eventfilter(name(Hangup),method(glob))", "x", "method(contains|"),
+        ("eventfilter(name(Hangup) header(Channel))", "", "expected criteria like name(Hangup)"),
+        ("eventfilters", "x", "neither `eventfilter`"),
+        ("eventfilter", "Event: (Hangup", "a regular expression doctor cannot read"),
+        ("eventfilter(header(Channel),method(regex))", "[", "cannot read"),
+    ],
+)
+def test_a_line_that_cannot_be_read_says_what_was_expected(
+    name: str, value: str, expected: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        parse_filter(name, value)
+
+
+class ConfigAsterisk:
+    """Accepts the login and answers GetConfig as Asterisk 22 does (manager.c)."""
+
+    def __init__(self, answer: str) -> None:
+        self.answer = answer
+        self.asked: list[dict[str, str]] = []
+
+    async def client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"Asterisk Call Manager/11.0.0\r\n")
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                raw = (await reader.readuntil(b"\r\n\r\n")).decode()
+                fields = dict(line.split(": ", 1) for line in raw.split("\r\n") if ": " in line)
+                action_id = f"ActionID: {fields.get('ActionID', '')}\r\n"
+                if fields.get("Action") == "Login":
+                    body = "Response: Success\r\nMessage: Authentication accepted\r\n"
+                else:
+                    self.asked.append(fields)
+                    body = self.answer
+                writer.write(f"{body}{action_id}\r\n".encode())
+                await writer.drain()
+        writer.close()
+
+
+def getconfig_answer(*lines: tuple[str, str]) -> str:
+    body = "Response: Success\r\nCategory-000000: calltrack\r\n"
+    body += "Line-000000-000000: secret=s3cret\r\nLine-000000-000001: read=call,user\r\n"
+    return body + "".join(
+        f"Line-000000-{n:06d}: {name.strip()}={value.strip()}\r\n"
+        for n, (name, value) in enumerate(lines, start=2)
+    )
+
+
+async def check_with(answer: str) -> tuple[Result, list[dict[str, str]]]:
+    asterisk = ConfigAsterisk(answer)
+    server = await asyncio.start_server(asterisk.client, "127.0.0.1", 0)
+    port = int(server.sockets[0].getsockname()[1])
+    ami = Ami(host="127.0.0.1", port=port, username="calltrack", secret="s3cret")
+    session = AmiSession(ami)
+    try:
+        await session.login()
+        return await eventfilter_check(session), asterisk.asked
+    finally:
+        session.close()
+        server.close()
+
+
+async def test_the_check_reads_the_users_section_of_manager_conf() -> None:
+    result, asked = await check_with(getconfig_answer(*SHIPPED))
+    assert result.status is Status.OK, result.line()
+    assert f"{len(SHIPPED)} eventfilter lines pass every event" in result.message
+    assert asked == [
+        {"Action": "GetConfig", "Filename": "manager.conf", "Category": "calltrack"}
+        | {"ActionID": asked[0]["ActionID"]}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "said"),
+    [
+        (
+            getconfig_answer(*[ln for ln in SHIPPED if "Bridge" not in ln[0]]),
+            Status.FAIL,
+            "[calltrack]'s eventfilter drops BridgeEnter of trunk channels",
+        ),
+        (
+            getconfig_answer(("eventfilter(name(Hangup),method(glob))", "x")),
+            Status.FAIL,
+            "[calltrack]: 'eventfilter(name(Hangup),method(glob))': action(",
+        ),
+        (getconfig_answer(), Status.OK, "no eventfilter: it passes every event"),
+        ("Response: Success\r\nNo categories found\r\n", Status.SKIP, "has no [calltrack] section"),
+        ("Response: Error\r\nMessage: Config file not found\r\n", Status.SKIP, "no [calltrack]"),
+        ("Response: Error\r\nMessage: Permission denied\r\n", Status.SKIP, "cannot read manager"),
+    ],
+    ids=["bridgeless", "unreadable", "no-filter", "no-section", "no-file", "denied"],
+)
+async def test_what_the_check_says(answer: str, status: Status, said: str) -> None:
+    result, _asked = await check_with(answer)
+    assert result.status is status and said in result.message, result.line()
+    if status is Status.FAIL:
+        assert "asterisk.conf.d/manager_calltrack.conf" in result.fix
+    if "denied" in answer.lower():
+        assert "`write = config`" in result.fix
