@@ -52,8 +52,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-import aiohttp
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -125,6 +125,83 @@ class Minute:
         }
 
 
+class Answer:
+    """A daemon's answer: its status and JSON body."""
+
+    __slots__ = ("data", "status")
+
+    def __init__(self, status: int, data: Any) -> None:
+        self.status, self.data = status, data
+
+
+class HttpClient:
+    """Keep-alive HTTP/1.1 connections to one daemon, at most `size` at once, one request each
+    at a time: what the soak needs of a client and nothing else.
+
+    The load generator shares the machine with the daemons (and PostgreSQL), so what it spends
+    is taken from them. aiohttp's client spent about as much CPU per request as the daemon
+    answering it (bench/README.md, "a lighter load generator"); this one writes the request's
+    bytes and reads the status, Content-Length and body. `timeout` counts from the call,
+    waiting for a free connection included, as aiohttp's total timeout did."""
+
+    def __init__(self, url: str, size: int, timeout: float) -> None:
+        parts = urlsplit(url)
+        assert parts.scheme == "http" and parts.hostname and parts.port, url
+        self.host, self.port = parts.hostname, parts.port
+        self._head = f"Host: {parts.netloc}\r\nContent-Type: application/json\r\n"
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._slots = asyncio.Semaphore(size)
+        self._timeout = timeout
+
+    async def post(self, path: str, body: Any, headers: dict[str, str]) -> Answer:
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        request = (
+            f"POST {path} HTTP/1.1\r\n{self._head}{extra}"
+            f"Content-Length: {len(payload)}\r\n\r\n".encode()
+            + payload
+        )
+        async with asyncio.timeout(self._timeout), self._slots:
+            reader, writer = await self._connection()
+            try:
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                status, length, keep = self._parse_head(head)
+                data = json.loads(await reader.readexactly(length))
+            except BaseException:
+                writer.close()
+                raise
+            if keep:
+                self._idle.append((reader, writer))
+            else:
+                writer.close()
+            return Answer(status, data)
+
+    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        while self._idle:
+            reader, writer = self._idle.pop()
+            if not reader.at_eof() and not writer.is_closing():  # the daemon kept it open
+                return reader, writer
+            writer.close()
+        return await asyncio.open_connection(self.host, self.port)
+
+    @staticmethod
+    def _parse_head(head: bytes) -> tuple[int, int, bool]:
+        """(status, Content-Length, whether the connection stays open)."""
+        lines = head.decode("latin-1").lower().split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        fields = dict(line.split(":", 1) for line in lines[1:] if ":" in line)
+        if "content-length" not in fields:
+            raise ValueError(f"an answer without Content-Length: {lines[0]}")
+        keep = fields.get("connection", "").strip() != "close"
+        return status, int(fields["content-length"]), keep
+
+    async def close(self) -> None:
+        for _reader, writer in self._idle:
+            writer.close()
+        self._idle.clear()
+
+
 class Load:
     """The open-loop schedule and its answers."""
 
@@ -165,7 +242,7 @@ class Load:
         key = 0 if at < self.shape.ramp_s else 1 + int((at - self.shape.ramp_s) // 60)
         return self.minutes.setdefault(key, Minute())
 
-    async def run(self, http: aiohttp.ClientSession) -> None:
+    async def run(self, clients: Sequence[HttpClient]) -> None:
         self.start = time.monotonic()
         while self.heap:
             at, _, session = self.heap[0]
@@ -176,7 +253,7 @@ class Load:
             heapq.heappop(self.heap)
             bucket = self.minute(at)
             bucket.lag_ms = max(bucket.lag_ms, -wait * 1000)
-            task = asyncio.create_task(self.send(http, at, session))
+            task = asyncio.create_task(self.send(clients, at, session))
             self.inflight.add(task)
             task.add_done_callback(self.inflight.discard)
         while self.inflight:
@@ -198,16 +275,14 @@ class Load:
         page = f"https://bench.example/page/{session.pings}"  # every ping a new page: kept
         return f"/api/v1/visits/{session.sid}/ping", {"visitor_id": session.vid, "url": page}
 
-    async def send(self, http: aiohttp.ClientSession, at: float, session: Session) -> None:
+    async def send(self, clients: Sequence[HttpClient], at: float, session: Session) -> None:
         bucket = self.minute(at)
         path, body = self._request(session)
         kind = "ping" if session.sid else "visit"
-        url = self.urls[next(self.turn)] + path
         try:
-            async with http.post(url, json=body, headers=self._headers(session)) as answer:
-                data = await answer.json(content_type=None)
-                status = answer.status
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            answer = await clients[next(self.turn)].post(path, body, self._headers(session))
+            data, status = answer.data, answer.status
+        except (OSError, EOFError, TimeoutError, ValueError, asyncio.LimitOverrunError) as exc:
             bucket.socket_errors += 1
             self._error(f"{kind}: {type(exc).__name__} {exc}".strip())
             return
@@ -436,16 +511,16 @@ def cpu_per_minute(samples: Sequence[Sample], ramp_s: float) -> dict[int, list[f
 async def drive(shape: Shape, urls: list[str], pids: list[int]) -> tuple[Load, list[Sample]]:
     load = Load(shape, urls)
     samples: list[Sample] = []
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=256)
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
-        sampler = asyncio.create_task(sample(pids, load, samples))
-        try:
-            await load.run(http)
-        finally:
-            sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampler
+    clients = [HttpClient(url, size=256, timeout=30.0) for url in urls]
+    sampler = asyncio.create_task(sample(pids, load, samples))
+    try:
+        await load.run(clients)
+    finally:
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
+        for client in clients:
+            await client.close()
     return load, samples
 
 
