@@ -25,6 +25,9 @@ MARK_BYTES = 64  # the bytes before a position that its mark digests
 #: the most lines one row is joined from: a line torn by a write cut short (a full disk) leaves
 #: a quote open, and costs the few rows after it instead of the rest of the file
 ROW_LINES = 4
+#: what a pass reads on into the new file when its budget ran out at the end of the rotated one
+#: and the rotated file's rest is one call's rows: that call's other rows, a few hundred bytes
+AFTER_ROTATION_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -93,10 +96,12 @@ def read_tail(
     """The complete rows after `position` in `path` (or its rotated file, then `path`), about
     `max_bytes` of them: a pass ends at a row's end. `keep(rows)` says how many of them to
     take when the last of them may be followed by more of the same call: when the cap stops a
-    pass (then at least one is taken), and when `path` was written to less than `settle`
-    seconds ago (Asterisk writes a call's rows one by one, as each of its channels ends; if
-    that call's rows began in the rotated file, nothing of the pass is taken). The rest is read
-    again by the next pass.
+    pass (then at least one is taken), when it would stop at the end of the rotated file (a
+    rotation may split a call's rows: if they are all the rotated file had left, the pass reads
+    on into the new file instead), and when `path` was written to less than `settle` seconds
+    ago (Asterisk writes a call's rows one by one, as each of its channels ends; if that call's
+    rows began in the rotated file, nothing of the pass is taken). The rest is read again by
+    the next pass.
     """
     began = position
     segments = plan(position, _state(path, position), _state(rotated_path(path), position))
@@ -139,11 +144,16 @@ def read_tail(
                 # the last call's rows began in the rotated file read before this one: the
                 # pass is left whole, to be read again from where it began
                 return Tail([], began, caught_up=True, settling=True)
-            if (more or recent) and taken:
-                kept = keep(taken) if recent else keep(taken) or len(taken)
-                settling = recent
-                end = sum(len(row) + 1 for row in taken[:kept])
-                taken = taken[:kept]
+            # the budget spent at the end of a file the pass goes on from (the rotated one)
+            at_rotation = not (more or last) and end >= budget
+            if (more or recent or at_rotation) and taken:
+                kept = keep(taken) if recent or at_rotation else keep(taken) or len(taken)
+                if at_rotation and not kept:
+                    at_rotation = False  # one call left here: read on into the new file
+                else:
+                    settling = recent
+                    end = sum(len(row) + 1 for row in taken[:kept])
+                    taken = taken[:kept]
             rows += taken
             if end or segment.start:
                 offset = segment.start + end
@@ -153,6 +163,7 @@ def read_tail(
             # any file of that inode, also one a copytruncate later emptied after moving its
             # rows to the copy, which would then never be read: where the pass stood is kept
         budget -= end
-        if more or budget <= 0:
+        if more or at_rotation:
             return Tail(rows, position, caught_up=False)
+        budget = max(budget, AFTER_ROTATION_BYTES)
     return Tail(rows, position, caught_up=True, settling=settling)

@@ -539,6 +539,42 @@ def test_a_call_a_rotation_splits_within_the_settle_is_read_whole(
     ]
 
 
+@pytest.mark.parametrize("mode", ["create", "copytruncate"])
+@pytest.mark.parametrize("before", [0, 1], ids=["alone", "after-a-call"])
+def test_a_call_a_rotation_splits_is_read_whole_when_the_cap_falls_at_the_rotation(
+    tmp_path: Path, mode: str, before: int
+) -> None:
+    """The inbound's row ends the rotated file, the phone's begins the new one, and a pass's
+    budget runs out right at the end of the rotated file: the pass must not stop between the
+    two rows (the inbound's row alone is a voicemail)."""
+    master = tmp_path / "Master.csv"
+    append(master, "1.1")
+    settings = settings_for(tmp_path)
+    first = reconcile_pass(settings, 0.0, None)
+    assert [r.linkedid for r in first.reports] == ["1.1"] and first.caught_up
+    append(master, *[f"2.{n}" for n in range(before)])
+    with master.open("a") as f:
+        f.write(INBOUND_ROW)
+    rest = master.stat().st_size - first.position.offset  # type: ignore[union-attr]
+    if mode == "create":
+        master.rename(tmp_path / "Master.csv.1")
+    else:
+        shutil.copy(master, tmp_path / "Master.csv.1")
+        os.truncate(master, 0)
+    with master.open("a") as f:
+        f.write(PHONE_ROW)
+    append(master, "3.1")
+    reader = Reader(settings, max_bytes=rest)  # the budget is the rotated file's rest
+    reader.position = first.position
+    reports = reader.calls()
+    assert [(r.linkedid, r.status) for r in reports if r.linkedid == LOCAL_LINE_CALL] == [
+        (LOCAL_LINE_CALL, CallStatus.ANSWERED)
+    ]
+    assert sorted(r.linkedid for r in reports) == sorted(
+        [*(f"2.{n}" for n in range(before)), LOCAL_LINE_CALL, "3.1"]
+    )
+
+
 def test_rows_a_copytruncate_moves_before_the_first_row_was_read_are_read(
     tmp_path: Path,
 ) -> None:
