@@ -412,7 +412,8 @@ class CallTracker:
                     "%d answered calls and not one BridgeEnter event: the AMI user's eventfilter"
                     " predates 2026-12-02, so a caller an agent takes without a Dial is stored"
                     " as voicemail. Add the BridgeEnter and BridgeLeave lines of"
-                    " asterisk.conf.d/manager_calltrack.conf, then `manager reload`",
+                    " asterisk.conf.d/manager_calltrack.conf, `manager reload`, then restart"
+                    " calltrack: an AMI login keeps the filters it logged in with",
                     BRIDGELESS_WARNING_AFTER,
                 )
         return [report]

@@ -167,7 +167,8 @@ class HttpClient:
                 writer.write(request)
                 head = await reader.readuntil(b"\r\n\r\n")
                 status, length, keep = self._parse_head(head)
-                data = json.loads(await reader.readexactly(length))
+                body = await reader.readexactly(length)
+                data = json.loads(body) if body else None
             except BaseException:
                 writer.close()
                 raise
@@ -189,7 +190,10 @@ class HttpClient:
     def _parse_head(head: bytes) -> tuple[int, int, bool]:
         """(status, Content-Length, whether the connection stays open)."""
         lines = head.decode("latin-1").lower().split("\r\n")
-        status = int(lines[0].split(" ", 2)[1])
+        version, _sp, rest = lines[0].partition(" ")
+        if not version.startswith("http/") or not rest[:3].isdigit():
+            raise ValueError(f"not an HTTP answer: {lines[0][:80]!r}")
+        status = int(rest[:3])
         fields = dict(line.split(":", 1) for line in lines[1:] if ":" in line)
         if "content-length" not in fields:
             raise ValueError(f"an answer without Content-Length: {lines[0]}")

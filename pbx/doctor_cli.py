@@ -27,6 +27,12 @@ def add_commands(commands: Any) -> None:
         default=DEFAULT_MIN_FREE // 2**20,
         help="warn when a filesystem calltrack writes to has less free space (default 1024)",
     )
+    doctor.add_argument(
+        "--ami-user",
+        metavar="NAME",
+        help="the daemon's AMI user, whose eventfilter is checked, when asterisk.ami in CONFIG"
+        " is another one with the rights doctor needs (default: asterisk.ami.username)",
+    )
     doctor.set_defaults(run=cmd_doctor)
 
 
@@ -34,7 +40,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from pbx.cli import _load
 
     settings = _load(args.config)
-    results = asyncio.run(diagnose(settings, args.config, args.min_free_mb * 2**20))
+    results = asyncio.run(
+        diagnose(settings, args.config, args.min_free_mb * 2**20, daemon_user=args.ami_user)
+    )
     if args.json:
         json.dump(
             {"ok": not failed(results), "checks": [asdict(r) for r in results]},

@@ -6,11 +6,17 @@ never end. Asterisk's `manager show user` does not list a user's filters, so doc
 from manager.conf (AMI GetConfig) and replays Asterisk's rules here on a sample of each event,
 from a trunk channel and from a Local one (a filter excluding `Local/` is a common copy-paste).
 
-The rules, as manager.conf documents them (Asterisk 20 and later): no include filter passes
-everything; otherwise an event must match one include filter; then any matching exclude filter
-drops it. Legacy lines (`eventfilter = [!]regex`) search the whole event text; advanced ones
-(`eventfilter(action(..),name(..),header(..),method(..)) = value`) name the event, the header
-whose value is matched, and how.
+The rules are main/manager.c's (Asterisk 22: `manager_add_filter`, `filter_cmp_fn`,
+`should_send_event`), followed to the letter because a near miss is a wrong verdict:
+- a line is a filter when its name begins with `eventfilter` (case matters); one Asterisk
+  refuses (it logs a warning) is no filter at all, and doctor says so;
+- a value beginning with `!` excludes, on any line; an advanced line's `action()` overrides it;
+- legacy lines (no `(` in the name) are POSIX extended regular expressions searched in the
+  whole event text, where `.` also matches the line breaks;
+- advanced lines: `name()` is the exact event name, `header(H)` looks only at lines beginning
+  `H:` with a value, `method()` is `none` unless given, and needs a value unless `none`;
+- no include filter passes everything; otherwise an event must match one include filter; then
+  any matching exclude filter drops it.
 """
 
 from __future__ import annotations
@@ -22,37 +28,51 @@ from dataclasses import dataclass
 from ami_bridge.tracker import FOLLOWED_EVENTS
 from dialplan.generator import EVENT_END, EVENT_START
 
-_ADVANCED = re.compile(r"eventfilter\((?P<criteria>.*)\)", re.IGNORECASE | re.DOTALL)
-_CRITERION = re.compile(r"\s*(?P<key>\w+)\((?P<value>[^()]*)\)\s*(?:,|$)")
-_METHODS = frozenset({"none", "regex", "exact", "starts_with", "ends_with", "contains"})
+_METHODS = ("none", "regex", "exact", "starts_with", "ends_with", "contains")
+#: POSIX bracket classes (inside [...]) in Python's spelling; Python reads `[[:digit:]]` as a set
+_POSIX_CLASSES = {
+    "[:alpha:]": "a-zA-Z",
+    "[:digit:]": "0-9",
+    "[:alnum:]": "a-zA-Z0-9",
+    "[:upper:]": "A-Z",
+    "[:lower:]": "a-z",
+    "[:space:]": r" \t\r\n\v\f",
+    "[:blank:]": r" \t",
+    "[:xdigit:]": "0-9A-Fa-f",
+    "[:punct:]": r"!-/:-@\[-`{-~",
+}
 #: the channels each event is tried with: what a carrier's trunk and a queue's member look like
 SAMPLE_CHANNELS = {"trunk": "PJSIP/trunk-00000001", "Local": "Local/201@from-queue-00000002;1"}
 
 
 @dataclass(frozen=True)
 class EventFilter:
-    """One `eventfilter` line of a manager.conf user."""
+    """One `eventfilter` line of a manager.conf user, as Asterisk reads it."""
 
     include: bool
-    method: str  # one of _METHODS; legacy lines are "regex" on the whole event
+    method: str  # one of _METHODS
     value: str
     name: str | None = None
-    header: str | None = None
+    header: str | None = None  # with its colon, as Asterisk matches it
 
     def matches(self, event: Mapping[str, str]) -> bool:
         if self.name is not None and event.get("Event") != self.name:
             return False
-        if self.header is not None:
-            if self.header not in event:
-                return False
-            data = event[self.header]
-        else:
-            data = "".join(f"{key}: {value}\r\n" for key, value in event.items())
+        if self.header is None:
+            return self._matches(event_text(event))
+        values = (
+            line[len(self.header) :].lstrip(" \t")
+            for line in event_text(event).split("\r\n")
+            if line.startswith(self.header)
+        )
+        return any(value and self._matches(value) for value in values)
+
+    def _matches(self, data: str) -> bool:
         match self.method:
             case "none":
                 return True
             case "regex":
-                return re.search(self.value, data) is not None
+                return re.search(self.value, data, re.DOTALL) is not None
             case "exact":
                 return data == self.value
             case "starts_with":
@@ -63,51 +83,86 @@ class EventFilter:
                 return self.value in data
 
 
-def parse_filter(key: str, value: str) -> EventFilter:
-    """A manager.conf `eventfilter` line (its name and value, as GetConfig gives them).
-
-    Raises ValueError saying what was expected, for a line Asterisk itself would refuse or one
-    this reading cannot follow (a regular expression Python does not read)."""
-    key, value = key.strip(), value.strip()
-    if key.lower() == "eventfilter":
-        include = not value.startswith("!")
-        pattern = value if include else value[1:]
-        return EventFilter(include, "regex", _regex(pattern, key, value))
-    advanced = _ADVANCED.fullmatch(key)
-    if advanced is None:
-        raise ValueError(f"{key!r} is neither `eventfilter` nor `eventfilter(<criteria>)`")
-    criteria: dict[str, str] = {}
-    rest = advanced["criteria"]
-    while rest.strip():
-        criterion = _CRITERION.match(rest)
-        if criterion is None:
-            raise ValueError(f"{key!r}: expected criteria like name(Hangup), separated by commas")
-        criteria[criterion["key"].lower()] = criterion["value"].strip()
-        rest = rest[criterion.end() :]
-    unknown = set(criteria) - {"action", "name", "header", "method"}
-    if unknown:
-        raise ValueError(f"{key!r}: unknown criteria {', '.join(sorted(unknown))}")
-    action = criteria.get("action", "include").lower()
-    method = criteria.get("method", "none").lower()
-    if action not in ("include", "exclude") or method not in _METHODS:
-        raise ValueError(f"{key!r}: action(include|exclude), method({'|'.join(sorted(_METHODS))})")
-    return EventFilter(
-        action == "include",
-        method,
-        _regex(value, key, value) if method == "regex" else value,
-        criteria.get("name") or None,
-        criteria.get("header") or None,
-    )
+def is_filter(name: str) -> bool:
+    """Whether a manager.conf line is an eventfilter for Asterisk (its name's start, as is)."""
+    return name.strip().startswith("eventfilter")
 
 
-def _regex(pattern: str, key: str, value: str) -> str:
+def parse_filter(name: str, value: str) -> EventFilter:
+    """An `eventfilter` line (its name and value, as GetConfig gives them).
+
+    Raises ValueError with Asterisk's reason for a line it refuses, and for a regular expression
+    this reading cannot follow."""
+    criteria, pattern = name.strip(), value.strip()
+    line = f"{criteria} = {value.strip()}"
+    exclude = pattern.startswith("!")
+    pattern = pattern[1:] if exclude else pattern
+    opening = criteria.find("(")
+    if opening < 0:
+        if not pattern:
+            raise ValueError(f"`{line}`: a legacy filter needs a pattern")
+        return EventFilter(not exclude, "regex", _regex(pattern, line))
+    options = criteria[opening + 1 :].strip()
+    if not options.endswith(")"):
+        raise ValueError(f"`{line}`: the options are not formatted correctly")
+    method, event, header = "none", None, None
+    found = set()
+    for option in filter(None, re.split(r"[ ,)]", options)):
+        key, _paren, argument = option.partition("(")
+        argument = argument.strip()
+        kind = next((k for k in ("action", "name", "header", "method") if key.startswith(k)), None)
+        if kind is None:
+            raise ValueError(f"`{line}`: filter option {option!r} is unknown")
+        if not argument:
+            raise ValueError(f"`{line}`: {kind!r} is not formatted correctly")
+        if kind == "action":
+            if argument not in ("include", "exclude"):
+                raise ValueError(f"`{line}`: action {argument!r} is unknown (include, exclude)")
+            exclude = argument == "exclude"
+        elif kind == "name":
+            event = argument
+        elif kind == "header":
+            header = argument if argument.endswith(":") else f"{argument}:"
+        else:
+            if argument not in _METHODS:
+                raise ValueError(
+                    f"`{line}`: method {argument!r} is unknown ({', '.join(_METHODS)})"
+                )
+            method = argument
+        found.add(kind)
+    if not found:
+        raise ValueError(f"`{line}`: no action, name, header or method option")
+    if not pattern and method != "none":
+        raise ValueError(f"`{line}`: method {method!r} needs a value after the =")
+    if pattern and method == "none":
+        raise ValueError(f"`{line}`: a value after the = needs a method(), e.g. method(exact)")
+    if event is None and header is None and method == "none":
+        raise ValueError(f"`{line}`: no name, no header and no value")
+    value = _regex(pattern, line) if method == "regex" else pattern
+    return EventFilter(not exclude, method, value, event, header)
+
+
+def _regex(pattern: str, line: str) -> str:
+    for posix, python in _POSIX_CLASSES.items():
+        pattern = pattern.replace(posix, python)
     try:
         re.compile(pattern)
     except re.error as exc:
-        raise ValueError(
-            f"{key} = {value}: a regular expression doctor cannot read ({exc})"
-        ) from exc
+        raise ValueError(f"`{line}`: a regular expression doctor cannot read ({exc})") from exc
     return pattern
+
+
+def read_filters(lines: Iterable[tuple[str, str]]) -> tuple[list[EventFilter], list[str]]:
+    """The filters Asterisk makes of a user's lines, and why it ignores the others."""
+    filters: list[EventFilter] = []
+    ignored: list[str] = []
+    for name, value in lines:
+        if is_filter(name):
+            try:
+                filters.append(parse_filter(name, value))
+            except ValueError as exc:
+                ignored.append(str(exc))
+    return filters, ignored
 
 
 def passes(filters: Sequence[EventFilter], event: Mapping[str, str]) -> bool:
@@ -117,20 +172,24 @@ def passes(filters: Sequence[EventFilter], event: Mapping[str, str]) -> bool:
     return not any(f.matches(event) for f in filters if not f.include)
 
 
+def event_text(event: Mapping[str, str]) -> str:
+    """The event as Asterisk's filters read it: its header lines, then the empty line."""
+    return "".join(f"{key}: {value}\r\n" for key, value in event.items()) + "\r\n"
+
+
 def sample_events() -> Iterable[tuple[str, dict[str, str]]]:
-    """(what it is, the event) for each event the fold follows, as Asterisk sends it."""
+    """(what it is, the event) for each event the fold follows, from each kind of channel."""
     for name in sorted(FOLLOWED_EVENTS):
-        if name == "UserEvent":
-            for user_event in (EVENT_START, EVENT_END):
-                yield (
-                    user_event,
-                    _sample("UserEvent", SAMPLE_CHANNELS["trunk"], UserEvent=user_event),
-                )
-            continue
         for kind, channel in SAMPLE_CHANNELS.items():
+            if name == "UserEvent":
+                for user_event in (EVENT_START, EVENT_END):
+                    event = _sample(name, channel, UserEvent=user_event)
+                    yield f"{user_event} of {kind} channels", event
+                continue
             extra: dict[str, str] = {}
-            if name.startswith("Dial"):
-                extra = {"DestChannel": "PJSIP/office-00000003", "DestUniqueid": "1700000000.3"}
+            if name.startswith("Dial"):  # a trunk dials a queue's Local member, a member a phone
+                dest = SAMPLE_CHANNELS["Local"] if kind == "trunk" else "PJSIP/office-00000003"
+                extra = {"DestChannel": dest, "DestUniqueid": "1700000000.3"}
             elif name.startswith("Bridge"):
                 extra = {"BridgeUniqueid": "a1b2c3", "BridgeType": "basic"}
             yield f"{name} of {kind} channels", _sample(name, channel, **extra)

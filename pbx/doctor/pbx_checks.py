@@ -28,7 +28,7 @@ from pbx.doctor.asterisk_text import (
     parse_fields,
     permissions,
 )
-from pbx.doctor.eventfilter import dropped, parse_filter
+from pbx.doctor.eventfilter import dropped, read_filters
 from pbx.settings import Ami, Settings
 
 NEEDS_COMMAND = "`write = command` for the AMI user (manager.conf)"
@@ -40,7 +40,8 @@ NEEDS_CONFIG = (
 )
 FILTER_FIX = (
     "the eventfilter lines of asterisk.conf.d/manager_calltrack.conf in [{user}]"
-    " (manager.conf, or manager_custom.conf on FreePBX), then `manager reload`"
+    " (manager.conf, or manager_custom.conf on FreePBX), `manager reload`, then restart"
+    " calltrack: an AMI login keeps the filters it began with"
 )
 #: the checks after the login, in the order they run
 AMI_CHECKS = (
@@ -109,19 +110,22 @@ class AmiSession:
         output = response.get("Output", [])
         return [output] if isinstance(output, str) else list(output)
 
-    async def config_lines(self, filename: str, category: str) -> list[tuple[str, str]] | None:
-        """A category's `name = value` lines as Asterisk reads the file now (GetConfig, which
-        follows #include), or None when the file has no such category."""
+    async def config_lines(self, filename: str, category: str) -> list[tuple[str, str]] | str:
+        """A section's `name = value` lines as Asterisk reads the file now (GetConfig, which
+        follows #include; of a section written twice, the last, as Asterisk's own reading keeps
+        it), or why there are none."""
         response = await self._send(
             {"Action": "GetConfig", "Filename": filename, "Category": category}
         )
         if response.get("Message") == "Permission denied":
             raise Denied("GetConfig")
-        if response.get("Response") != "Success" or not any(
-            key.startswith("Category-") for key in response
-        ):  # an unknown category is a Success without one ("No categories found")
-            return None
-        lines = sorted((k, v) for k, v in response.items() if k.startswith("Line-"))
+        if response.get("Response") != "Success":
+            return f"{filename}: {response.get('Message') or 'not readable'}"
+        sections = sorted(k.split("-")[1] for k in response if k.startswith("Category-"))
+        if not sections:  # an unknown section is a Success without one ("No categories found")
+            return f"{filename} (with what it includes) has no [{category}] section"
+        prefix = f"Line-{sections[-1]}-"
+        lines = sorted((k, v) for k, v in response.items() if k.startswith(prefix))
         return [(name, value) for _k, line in lines for name, _eq, value in [line.partition("=")]]
 
     async def user_event(self, probe: str) -> None:
@@ -207,34 +211,32 @@ async def events_check(session: AmiSession) -> tuple[Result, dict[str, Any] | No
     return ok("AMI events", f"a test UserEvent {PROBE_EVENT} came back"), event
 
 
-async def eventfilter_check(session: AmiSession) -> Result:
-    """The user's eventfilter, replayed on the events the fold follows (pbx.doctor.eventfilter):
-    the UserEvent probe shows only that UserEvents pass."""
-    user = session.ami.username
+async def eventfilter_check(session: AmiSession, user: str | None = None) -> Result:
+    """The eventfilter of the daemon's AMI user (`user`, default the one doctor logs in as),
+    replayed on the events the fold follows (pbx.doctor.eventfilter): the UserEvent probe shows
+    only that UserEvents pass, and only for doctor's own user."""
+    user = user or session.ami.username
+    fix = FILTER_FIX.format(user=user)
     try:
         lines = await session.config_lines("manager.conf", user)
     except Denied:
         return skip("AMI eventfilter", "cannot read manager.conf", NEEDS_CONFIG)
-    if lines is None:
-        return skip(
-            "AMI eventfilter",
-            f"manager.conf (with what it includes) has no [{user}] section",
-            f"[{user}] in a file manager.conf includes, for doctor to read its filters",
-        )
-    try:
-        filters = [
-            parse_filter(k, v) for k, v in lines if k.strip().lower().startswith("eventfilter")
-        ]
-    except ValueError as exc:
-        return fail("AMI eventfilter", f"[{user}]: {exc}", FILTER_FIX.format(user=user))
+    if isinstance(lines, str):
+        return skip("AMI eventfilter", lines, f"[{user}] in manager.conf or a file it includes")
+    filters, ignored = read_filters(lines)
     lost = dropped(filters)
+    refused = f"; Asterisk ignores {'; '.join(ignored)}" if ignored else ""
     if lost:
         return fail(
             "AMI eventfilter",
-            f"[{user}]'s eventfilter drops {', '.join(lost)}: calls through them are lost"
-            " or stored wrongly",
-            FILTER_FIX.format(user=user),
+            f"[{user}]'s eventfilter drops {', '.join(lost)}: calls through them are lost or"
+            f" stored wrongly{refused}",
+            fix,
         )
+    if ignored:
+        others = f"the other {len(filters)} lines pass" if filters else "nothing is filtered:"
+        message = f"[{user}]:{refused[1:]}; {others} every event calltrack follows"
+        return Result("AMI eventfilter", Status.WARN, message, fix)
     passing = f"{len(filters)} eventfilter lines pass" if filters else "no eventfilter: it passes"
     return ok("AMI eventfilter", f"[{user}]: {passing} every event calltrack follows")
 
@@ -400,9 +402,10 @@ def _is_this_host(family: int, address: str) -> bool:
 
 
 async def pbx_checks(
-    settings: Settings, config: str
+    settings: Settings, config: str, daemon_user: str | None = None
 ) -> tuple[list[Result], str | None, bool | None]:
-    """Every AMI-based check, in order; the Unix user Asterisk says it runs as (see
+    """Every AMI-based check, in order (`daemon_user`: the AMI user whose eventfilter is checked,
+    when doctor logs in as another); the Unix user Asterisk says it runs as (see
     asterisk_user); whether it runs on this host (see asterisk_here)."""
     assert settings.asterisk is not None
     here = await asterisk_here(settings.asterisk.ami)
@@ -417,7 +420,7 @@ async def pbx_checks(
                 rights, _ = await rights_check(session)
                 results.append(rights)
                 events, event = await events_check(session)
-                results += [events, await eventfilter_check(session)]
+                results += [events, await eventfilter_check(session, daemon_user)]
                 results.append(await timestamp_check(session, event))
                 results.append(await dialplan_check(session, settings, config))
                 results += await dids_check(session, settings)

@@ -19,7 +19,11 @@ DEFAULT_MIN_FREE = 2**30
 
 
 async def diagnose(
-    settings: Settings, config: str, min_free: int = DEFAULT_MIN_FREE
+    settings: Settings,
+    config: str,
+    min_free: int = DEFAULT_MIN_FREE,
+    *,
+    daemon_user: str | None = None,
 ) -> list[Result]:
     results: list[Result] = []
     if settings.asterisk is None:
@@ -27,7 +31,7 @@ async def diagnose(
             fail("asterisk", f"{config} has no `asterisk:` section", "add it (config/example.yaml)")
         )
     else:
-        pbx, said_user, here = await pbx_checks(settings, config)
+        pbx, said_user, here = await pbx_checks(settings, config, daemon_user)
         results += pbx
         results += _on_files("CDR", lambda: [cdr_check(settings)])
         writer = asterisk_writer(said_user, here)

@@ -113,13 +113,23 @@ async def test_doctor_on_the_lab(lab_doctor_user: Settings, tmp_path: Path) -> N
         for check in checks:
             assert any(line.startswith(f"OK   {check}: ") for line in lines), healthy.stdout
         assert not [line for line in lines if not line.startswith(("OK ", "WARN"))]
+        assert (
+            "OK   AMI eventfilter: [calltrack-doctor]: 9 eventfilter lines pass" in healthy.stdout
+        )
+        # the daemon's user, read by doctor's: the one whose filter decides what calltrack sees
+        daemons = await _doctor(config, "--ami-user", "calltrack")
+        assert daemons.returncode == 0, daemons.stdout + daemons.stderr
+        assert "OK   AMI eventfilter: [calltrack]: 9 eventfilter lines pass" in daemons.stdout
 
         cases = itertools.count()
 
-        async def only(change: Change, *expected: str) -> dict[str, Result]:
+        async def only(
+            change: Change, *expected: str, daemon: str | None = None
+        ) -> dict[str, Result]:
             folder = tmp_path / f"case-{next(cases)}"
             await asyncio.to_thread(folder.mkdir)
-            results = await diagnose(_variant(config, folder, change), str(config))
+            variant = _variant(config, folder, change)
+            results = await diagnose(variant, str(config), daemon_user=daemon)
             bad = _not_ok(results)
             assert set(bad) == set(expected), [r.line() for r in results]
             return bad
@@ -142,19 +152,23 @@ async def test_doctor_on_the_lab(lab_doctor_user: Settings, tmp_path: Path) -> N
         assert "`write = command`" in plain["dialplan"].fix
         assert "`write = user`" in plain["AMI events"].fix
 
-        # a user whose filter predates the bridge events, as an upgraded PBX may still have
-        doctor_user = LAB_ETC / "manager_doctor.conf"
-        shipped = doctor_user.read_text()
+        # the daemon's user with a filter from before the bridge events, as an upgraded PBX may
+        # still have it: read through doctor's user, which may read manager.conf
+        daemon_user = LAB_ETC / "manager_calltrack.conf"
+        shipped = daemon_user.read_text()
         older = "".join(line for line in shipped.splitlines(True) if "name(Bridge" not in line)
         try:
-            doctor_user.write_text(older)
+            daemon_user.write_text(older)
             assert lab("rx", "manager reload").returncode == 0
-            bridgeless = await only(lambda c, f: None, "AMI eventfilter")
+            bridgeless = await only(lambda c, f: None, "AMI eventfilter", daemon="calltrack")
             assert bridgeless["AMI eventfilter"].status is Status.FAIL
-            assert "drops BridgeEnter of trunk channels" in bridgeless["AMI eventfilter"].message
-            assert "manager_calltrack.conf" in bridgeless["AMI eventfilter"].fix
+            assert bridgeless["AMI eventfilter"].message.startswith(
+                "[calltrack]'s eventfilter drops BridgeEnter of trunk channels"
+            )
+            assert "restart calltrack" in bridgeless["AMI eventfilter"].fix
+            await only(lambda c, f: None)  # doctor's own user: not the daemon's filter
         finally:
-            doctor_user.write_text(shipped)
+            daemon_user.write_text(shipped)
             assert lab("rx", "manager reload").returncode == 0
 
         missing = await only(_extra_did, "dialplan", "DIDs")

@@ -16,8 +16,10 @@ from pbx.doctor import Result, Status
 from pbx.doctor.eventfilter import (
     EventFilter,
     dropped,
+    is_filter,
     parse_filter,
     passes,
+    read_filters,
     sample_events,
 )
 from pbx.doctor.pbx_checks import AmiSession, eventfilter_check
@@ -80,19 +82,32 @@ def test_a_filter_from_before_the_bridge_events_drops_them() -> None:
 
 
 def test_excluding_local_channels_drops_a_queues_members_events() -> None:
-    exclude_local = ("eventfilter(action(exclude),header(Channel),method(starts_with))", " Local/")
-    assert dropped(parsed(*SHIPPED, exclude_local)) == LOCAL_SAMPLES
-    assert dropped(parsed(("eventfilter", "!Channel: Local/"))) == LOCAL_SAMPLES
+    by_header = ("eventfilter(action(exclude),header(Channel),method(starts_with))", " Local/")
+    assert dropped(parsed(*SHIPPED, by_header)) == LOCAL_SAMPLES
+    # a `!` excludes on an advanced line too
+    bang = ("eventfilter(header(Channel),method(starts_with))", "!Local/")
+    assert dropped(parsed(*SHIPPED, bang)) == LOCAL_SAMPLES
+    # a legacy regex searches the whole event: a trunk's dial of a Local member goes as well
+    legacy = dropped(parsed(("eventfilter", "!Channel: Local/")))
+    assert legacy == sorted(
+        [*LOCAL_SAMPLES, "DialBegin of trunk channels", "DialEnd of trunk channels"],
+        key=[what for what, _e in sample_events()].index,
+    )
 
 
-def test_legacy_regex_lines() -> None:
-    assert dropped(parsed(("eventfilter", ""))) == []  # an empty regex matches everything
+def test_legacy_regex_lines_read_as_posix_extended() -> None:
     only_some = parsed(("eventfilter", "Event: (Newchannel|DialBegin|DialEnd|Hangup|UserEvent)"))
     assert {what.split()[0] for what in dropped(only_some)} == {
         "BridgeEnter",
         "BridgeLeave",
         "MixMonitorStop",
     }
+    # manager.conf.sample's own example: `.` crosses the event's line breaks
+    sample = parsed(("eventfilter", "!Event: (Newchannel|Hangup).*Channel: Local/"))
+    assert dropped(sample) == ["Hangup of Local channels", "Newchannel of Local channels"]
+    # POSIX bracket classes
+    trunks = parsed(("eventfilter", "Channel: [[:alpha:]]+/[[:lower:]]+-[[:digit:]]+"))
+    assert dropped(trunks) == [w for w in LOCAL_SAMPLES if not w.startswith("Dial")]
 
 
 def test_no_filter_passes_everything_and_an_exclude_alone_drops_only_its_match() -> None:
@@ -104,7 +119,39 @@ def test_no_filter_passes_everything_and_an_exclude_alone_drops_only_its_match()
 def test_a_user_event_filter_must_pass_the_dialplans_names() -> None:
     other_prefix = ("eventfilter(name(UserEvent),header(UserEvent),method(exact))", "Calltrack")
     lines = [line for line in SHIPPED if "UserEvent" not in line[0]] + [other_prefix]
-    assert dropped(parsed(*lines)) == ["CalltrackStart", "CalltrackEnd"]
+    assert dropped(parsed(*lines)) == [
+        "CalltrackStart of trunk channels",
+        "CalltrackEnd of trunk channels",
+        "CalltrackStart of Local channels",
+        "CalltrackEnd of Local channels",
+    ]
+
+
+def test_a_line_asterisk_refuses_is_no_filter() -> None:
+    """The shipped UserEvent line without its method(): Asterisk logs a warning and drops the
+    line, so no Calltrack UserEvent passes the others (every call lost)."""
+    no_method = [
+        (name.replace(",method(starts_with)", ""), value) if "UserEvent" in name else (name, value)
+        for name, value in SHIPPED
+    ]
+    filters, ignored = read_filters(no_method)
+    assert len(filters) == len(SHIPPED) - 1
+    assert ignored and "needs a method()" in ignored[0]
+    assert {what.split()[0] for what in dropped(filters)} == {"CalltrackStart", "CalltrackEnd"}
+    # refused as an exclude, it excludes nothing
+    filters, ignored = read_filters([("eventfilter(action(exclude),header(Channel))", "Local/")])
+    assert filters == [] and len(ignored) == 1
+
+
+def test_names_are_read_as_asterisk_reads_them() -> None:
+    assert not is_filter("EventFilter(action(exclude),name(Hangup))")
+    assert read_filters([("EventFilter(action(exclude),name(Hangup))", "")]) == ([], [])
+    spaced = parse_filter("eventfilter(name(Hangup) header(Channel) method(starts_with))", "PJ")
+    assert (spaced.name, spaced.header, spaced.method) == ("Hangup", "Channel:", "starts_with")
+    colon = parse_filter("eventfilter(action(exclude),header(Channel:),method(starts_with))", "L")
+    assert colon.header == "Channel:"
+    legacy_named = parse_filter("eventfilter_extra", "Event: Hangup")
+    assert legacy_named.method == "regex" and legacy_named.include
 
 
 @pytest.mark.parametrize(
@@ -118,7 +165,7 @@ def test_a_user_event_filter_must_pass_the_dialplans_names() -> None:
         ("contains", "Local", False),
         ("regex", "^PJSIP/[a-z]+-", True),
         ("regex", "^SIP/", False),
-        ("none", "anything", True),
+        ("none", "", True),
     ],
 )
 def test_match_methods_on_a_header(method: str, value: str, kept: bool) -> None:
@@ -127,26 +174,34 @@ def test_match_methods_on_a_header(method: str, value: str, kept: bool) -> None:
     assert passes(parsed(line), hangup) is kept
 
 
-def test_a_header_the_event_lacks_does_not_match() -> None:
-    line = ("eventfilter(action(exclude),header(DestChannel),method(none))", "")
+def test_a_header_the_event_lacks_or_leaves_empty_does_not_match() -> None:
+    line = ("eventfilter(action(exclude),header(DestChannel))", "")
     assert {what.split()[0] for what in dropped(parsed(line))} == {"DialBegin", "DialEnd"}
+    [hangup] = [e for what, e in sample_events() if what == "Hangup of trunk channels"]
+    blank = parsed(("eventfilter(action(exclude),header(AccountCode))", ""))
+    assert passes(blank, {**hangup, "AccountCode": ""})
+    assert not passes(blank, {**hangup, "AccountCode": "7"})
 
 
 @pytest.mark.parametrize(
     ("name", "value", "expected"),
     [
-        ("eventfilter(action(include),nmae(Hangup))", "", "unknown criteria nmae"),
-        ("eventfilter(action(keep),name(Hangup))", "", "action(include|exclude)"),
-        ("eventfilter(name(Hangup),method(glob))", "x", "method(contains|"),
-        ("eventfilter(name(Hangup) header(Channel))", "", "expected criteria like name(Hangup)"),
-        ("eventfilters", "x", "neither `eventfilter`"),
+        ("eventfilter(action(include),nmae(Hangup))", "", "option 'nmae(Hangup' is unknown"),
+        ("eventfilter(action(keep),name(Hangup))", "", "action 'keep' is unknown"),
+        ("eventfilter(action(Include),name(Hangup))", "", "action 'Include' is unknown"),
+        ("eventfilter(name(Hangup),method(glob))", "x", "method 'glob' is unknown"),
+        ("eventfilter(name(UserEvent),header(UserEvent))", "Calltrack", "needs a method()"),
+        ("eventfilter(name(Hangup),method(exact))", "", "needs a value after the ="),
+        ("eventfilter(method(none))", "", "no name, no header and no value"),
+        ("eventfilter()", "", "no action, name, header or method option"),
+        ("eventfilter(name(Hangup", "", "not formatted correctly"),
+        ("eventfilter", "!", "a legacy filter needs a pattern"),
+        ("eventfilter", "", "a legacy filter needs a pattern"),
         ("eventfilter", "Event: (Hangup", "a regular expression doctor cannot read"),
         ("eventfilter(header(Channel),method(regex))", "[", "cannot read"),
     ],
 )
-def test_a_line_that_cannot_be_read_says_what_was_expected(
-    name: str, value: str, expected: str
-) -> None:
+def test_a_line_asterisk_refuses_says_why(name: str, value: str, expected: str) -> None:
     with pytest.raises(ValueError, match=re.escape(expected)):
         parse_filter(name, value)
 
@@ -184,7 +239,9 @@ def getconfig_answer(*lines: tuple[str, str]) -> str:
     )
 
 
-async def check_with(answer: str) -> tuple[Result, list[dict[str, str]]]:
+async def check_with(
+    answer: str, daemon_user: str | None = None
+) -> tuple[Result, list[dict[str, str]]]:
     asterisk = ConfigAsterisk(answer)
     server = await asyncio.start_server(asterisk.client, "127.0.0.1", 0)
     port = int(server.sockets[0].getsockname()[1])
@@ -192,7 +249,7 @@ async def check_with(answer: str) -> tuple[Result, list[dict[str, str]]]:
     session = AmiSession(ami)
     try:
         await session.login()
-        return await eventfilter_check(session), asterisk.asked
+        return await eventfilter_check(session, daemon_user), asterisk.asked
     finally:
         session.close()
         server.close()
@@ -208,6 +265,31 @@ async def test_the_check_reads_the_users_section_of_manager_conf() -> None:
     ]
 
 
+async def test_doctor_logged_in_as_another_user_checks_the_daemons() -> None:
+    result, asked = await check_with(getconfig_answer(*SHIPPED), daemon_user="calltrack-daemon")
+    assert [a["Category"] for a in asked] == ["calltrack-daemon"]
+    assert result.message.startswith("[calltrack-daemon]: ")
+
+
+async def test_of_a_section_written_twice_the_last_counts_as_for_asterisk() -> None:
+    """manager.conf's [calltrack] and FreePBX's manager_custom.conf's: Asterisk clears the
+    filters at each, so the last one's are the user's."""
+    first = getconfig_answer(*SHIPPED)
+    bridgeless = [line for line in SHIPPED if "Bridge" not in line[0]]
+    second = "".join(
+        f"Line-000001-{n:06d}: {name.strip()}={value.strip()}\r\n"
+        for n, (name, value) in enumerate(bridgeless)
+    )
+    result, _asked = await check_with(first + "Category-000001: calltrack\r\n" + second)
+    assert result.status is Status.FAIL and "drops BridgeEnter" in result.message
+    result, _asked = await check_with(
+        getconfig_answer(*bridgeless).replace("000000", "000001")
+        + "Category-000002: calltrack\r\n"
+        + first.split("\r\n", 2)[2].replace("Line-000000", "Line-000002")
+    )
+    assert result.status is Status.OK, result.line()
+
+
 @pytest.mark.parametrize(
     ("answer", "status", "said"),
     [
@@ -217,21 +299,27 @@ async def test_the_check_reads_the_users_section_of_manager_conf() -> None:
             "[calltrack]'s eventfilter drops BridgeEnter of trunk channels",
         ),
         (
-            getconfig_answer(("eventfilter(name(Hangup),method(glob))", "x")),
-            Status.FAIL,
-            "[calltrack]: 'eventfilter(name(Hangup),method(glob))': action(",
+            getconfig_answer(*SHIPPED, ("eventfilter(name(Hangup),method(glob))", "x")),
+            Status.WARN,
+            f"unknown (none, regex, exact, starts_with, ends_with, contains); the other"
+            f" {len(SHIPPED)} lines pass every event",
         ),
         (getconfig_answer(), Status.OK, "no eventfilter: it passes every event"),
         ("Response: Success\r\nNo categories found\r\n", Status.SKIP, "has no [calltrack] section"),
-        ("Response: Error\r\nMessage: Config file not found\r\n", Status.SKIP, "no [calltrack]"),
+        (
+            "Response: Error\r\nMessage: Config file not found\r\n",
+            Status.SKIP,
+            "manager.conf: Config file not found",
+        ),
         ("Response: Error\r\nMessage: Permission denied\r\n", Status.SKIP, "cannot read manager"),
     ],
-    ids=["bridgeless", "unreadable", "no-filter", "no-section", "no-file", "denied"],
+    ids=["bridgeless", "refused-line", "no-filter", "no-section", "no-file", "denied"],
 )
 async def test_what_the_check_says(answer: str, status: Status, said: str) -> None:
     result, _asked = await check_with(answer)
     assert result.status is status and said in result.message, result.line()
-    if status is Status.FAIL:
+    if status in (Status.FAIL, Status.WARN):
         assert "asterisk.conf.d/manager_calltrack.conf" in result.fix
+        assert "restart calltrack" in result.fix
     if "denied" in answer.lower():
         assert "`write = config`" in result.fix
