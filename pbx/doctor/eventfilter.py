@@ -12,7 +12,8 @@ The rules are main/manager.c's (Asterisk 22: `manager_add_filter`, `filter_cmp_f
   refuses (it logs a warning) is no filter at all, and doctor says so;
 - a value beginning with `!` excludes, on any line; an advanced line's `action()` overrides it;
 - legacy lines (no `(` in the name) are POSIX extended regular expressions searched in the
-  whole event text, where `.` also matches the line breaks;
+  whole event text; they are run here by the C library's own regcomp/regexec, with Asterisk's
+  flags, as Asterisk runs them (Python's `re` differs: `\\d`, `{`, `(?i)`, `\\<`, classes);
 - advanced lines: `name()` is the exact event name, `header(H)` looks only at lines beginning
   `H:` with a value, `method()` is `none` unless given, and needs a value unless `none`;
 - no include filter passes everything; otherwise an event must match one include filter; then
@@ -21,6 +22,8 @@ The rules are main/manager.c's (Asterisk 22: `manager_add_filter`, `filter_cmp_f
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,18 +32,44 @@ from ami_bridge.tracker import FOLLOWED_EVENTS
 from dialplan.generator import EVENT_END, EVENT_START
 
 _METHODS = ("none", "regex", "exact", "starts_with", "ends_with", "contains")
-#: POSIX bracket classes (inside [...]) in Python's spelling; Python reads `[[:digit:]]` as a set
-_POSIX_CLASSES = {
-    "[:alpha:]": "a-zA-Z",
-    "[:digit:]": "0-9",
-    "[:alnum:]": "a-zA-Z0-9",
-    "[:upper:]": "A-Z",
-    "[:lower:]": "a-z",
-    "[:space:]": r" \t\r\n\v\f",
-    "[:blank:]": r" \t",
-    "[:xdigit:]": "0-9A-Fa-f",
-    "[:punct:]": r"!-/:-@\[-`{-~",
-}
+_REG_EXTENDED, _REG_NOSUB = 1, 8  # <regex.h>, glibc and musl alike
+_REGEX_T_BYTES = 1024  # more than any C library's regex_t (glibc's is 64)
+_libc_path = ctypes.util.find_library("c")
+_LIBC = ctypes.CDLL(_libc_path) if _libc_path else None
+
+
+class CannotJudge(ValueError):
+    """A line this host cannot evaluate as Asterisk would (no POSIX regcomp here)."""
+
+
+class AsteriskCrashes(ValueError):
+    """A line Asterisk 22's parser dereferences NULL on: `name`, `header` or `method` with no `(`
+    (manager.c takes strstr(option, "(") + 1 unchecked), so `manager reload` would crash it."""
+
+
+def _posix(pattern: str) -> ctypes.Array[ctypes.c_char]:
+    """The compiled pattern (free it with regfree); ValueError with regerror's text if the C
+    library refuses it, as Asterisk's regcomp would."""
+    if _LIBC is None or not hasattr(_LIBC, "regcomp"):
+        raise CannotJudge("this host's C library has no regcomp to judge regular expressions")
+    compiled = ctypes.create_string_buffer(_REGEX_T_BYTES)
+    code = _LIBC.regcomp(compiled, pattern.encode(), _REG_EXTENDED | _REG_NOSUB)
+    if code:
+        reason = ctypes.create_string_buffer(256)
+        _LIBC.regerror(code, compiled, reason, len(reason))
+        raise ValueError(reason.value.decode(errors="replace"))
+    return compiled
+
+
+def posix_search(pattern: str, text: str) -> bool:
+    """regexec of `pattern` (REG_EXTENDED | REG_NOSUB, Asterisk's flags) anywhere in `text`."""
+    compiled = _posix(pattern)
+    try:
+        return bool(_LIBC.regexec(compiled, text.encode(), 0, None, 0) == 0)  # type: ignore[union-attr]
+    finally:
+        _LIBC.regfree(compiled)  # type: ignore[union-attr]
+
+
 #: the channels each event is tried with: what a carrier's trunk and a queue's member look like
 SAMPLE_CHANNELS = {"trunk": "PJSIP/trunk-00000001", "Local": "Local/201@from-queue-00000002;1"}
 
@@ -72,7 +101,7 @@ class EventFilter:
             case "none":
                 return True
             case "regex":
-                return re.search(self.value, data, re.DOTALL) is not None
+                return posix_search(self.value, data)
             case "exact":
                 return data == self.value
             case "starts_with":
@@ -91,8 +120,8 @@ def is_filter(name: str) -> bool:
 def parse_filter(name: str, value: str) -> EventFilter:
     """An `eventfilter` line (its name and value, as GetConfig gives them).
 
-    Raises ValueError with Asterisk's reason for a line it refuses, and for a regular expression
-    this reading cannot follow."""
+    Raises ValueError with Asterisk's reason for a line it refuses (AsteriskCrashes for one its
+    parser crashes on), CannotJudge for a regular expression this host cannot run."""
     criteria, pattern = name.strip(), value.strip()
     line = f"{criteria} = {value.strip()}"
     exclude = pattern.startswith("!")
@@ -108,18 +137,24 @@ def parse_filter(name: str, value: str) -> EventFilter:
     method, event, header = "none", None, None
     found = set()
     for option in filter(None, re.split(r"[ ,)]", options)):
-        key, _paren, argument = option.partition("(")
+        key, paren, argument = option.partition("(")
         argument = argument.strip()
         kind = next((k for k in ("action", "name", "header", "method") if key.startswith(k)), None)
         if kind is None:
             raise ValueError(f"`{line}`: filter option {option!r} is unknown")
-        if not argument:
-            raise ValueError(f"`{line}`: {kind!r} is not formatted correctly")
+        if not paren and kind != "action":
+            raise AsteriskCrashes(f"`{line}`: Asterisk 22 crashes reading {kind} without its (")
         if kind == "action":
+            if not paren:
+                raise ValueError(f"`{line}`: 'action' is not formatted correctly")
             if argument not in ("include", "exclude"):
                 raise ValueError(f"`{line}`: action {argument!r} is unknown (include, exclude)")
             exclude = argument == "exclude"
-        elif kind == "name":
+            found.add(kind)
+            continue
+        if not argument:
+            raise ValueError(f"`{line}`: {kind!r} is not formatted correctly")
+        if kind == "name":
             event = argument
         elif kind == "header":
             header = argument if argument.endswith(":") else f"{argument}:"
@@ -143,26 +178,39 @@ def parse_filter(name: str, value: str) -> EventFilter:
 
 
 def _regex(pattern: str, line: str) -> str:
-    for posix, python in _POSIX_CLASSES.items():
-        pattern = pattern.replace(posix, python)
     try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"`{line}`: a regular expression doctor cannot read ({exc})") from exc
+        _LIBC.regfree(_posix(pattern))  # type: ignore[union-attr]
+    except CannotJudge as exc:
+        raise CannotJudge(f"`{line}`: {exc}") from exc
+    except ValueError as exc:
+        raise ValueError(f"`{line}`: the regular expression does not compile ({exc})") from exc
     return pattern
 
 
-def read_filters(lines: Iterable[tuple[str, str]]) -> tuple[list[EventFilter], list[str]]:
-    """The filters Asterisk makes of a user's lines, and why it ignores the others."""
-    filters: list[EventFilter] = []
-    ignored: list[str] = []
+@dataclass(frozen=True)
+class FilterReading:
+    """What Asterisk makes of a user's eventfilter lines."""
+
+    filters: list[EventFilter]
+    refused: list[str]  # lines Asterisk ignores, with its reason
+    crashing: list[str]  # lines Asterisk's parser would crash on
+    unjudged: list[str]  # lines this host cannot evaluate as Asterisk would
+
+
+def read_filters(lines: Iterable[tuple[str, str]]) -> FilterReading:
+    reading = FilterReading([], [], [], [])
     for name, value in lines:
-        if is_filter(name):
-            try:
-                filters.append(parse_filter(name, value))
-            except ValueError as exc:
-                ignored.append(str(exc))
-    return filters, ignored
+        if not is_filter(name):
+            continue
+        try:
+            reading.filters.append(parse_filter(name, value))
+        except CannotJudge as exc:
+            reading.unjudged.append(str(exc))
+        except AsteriskCrashes as exc:
+            reading.crashing.append(str(exc))
+        except ValueError as exc:
+            reading.refused.append(str(exc))
+    return reading
 
 
 def passes(filters: Sequence[EventFilter], event: Mapping[str, str]) -> bool:
@@ -178,39 +226,66 @@ def event_text(event: Mapping[str, str]) -> str:
 
 
 def sample_events() -> Iterable[tuple[str, dict[str, str]]]:
-    """(what it is, the event) for each event the fold follows, from each kind of channel."""
+    """(what it is, the event) for each event the fold follows, from each kind of channel, with
+    the headers and in the order Asterisk 22 writes them (tests/fixtures/ami has the lab's)."""
     for name in sorted(FOLLOWED_EVENTS):
         for kind, channel in SAMPLE_CHANNELS.items():
+            this = _snapshot(channel, "1700000000.1")
             if name == "UserEvent":
                 for user_event in (EVENT_START, EVENT_END):
-                    event = _sample(name, channel, UserEvent=user_event)
-                    yield f"{user_event} of {kind} channels", event
+                    fields = {**this, "UserEvent": user_event, "DID": "+74990000101"}
+                    yield f"{user_event} of {kind} channels", _event(name, fields)
                 continue
-            extra: dict[str, str] = {}
             if name.startswith("Dial"):  # a trunk dials a queue's Local member, a member a phone
                 dest = SAMPLE_CHANNELS["Local"] if kind == "trunk" else "PJSIP/office-00000003"
-                extra = {"DestChannel": dest, "DestUniqueid": "1700000000.3"}
+                last = {"DialString": "201@from-queue"} if name == "DialBegin" else {}
+                fields = {**this, **_snapshot(dest, "1700000000.3", "Dest"), **last}
+                if name == "DialEnd":
+                    fields["DialStatus"] = "ANSWER"
             elif name.startswith("Bridge"):
-                extra = {"BridgeUniqueid": "a1b2c3", "BridgeType": "basic"}
-            yield f"{name} of {kind} channels", _sample(name, channel, **extra)
+                fields = {**_BRIDGE, **this}
+            elif name == "Hangup":
+                fields = {**this, "Cause": "16", "Cause-txt": "Normal Clearing"}
+            else:
+                fields = this
+            yield f"{name} of {kind} channels", _event(name, fields)
 
 
-def _sample(name: str, channel: str, **fields: str) -> dict[str, str]:
+_BRIDGE = {
+    "BridgeUniqueid": "7c46461b-1357-4b57-a8d4-440090ab8b57",
+    "BridgeType": "basic",
+    "BridgeTechnology": "simple_bridge",
+    "BridgeCreator": "<unknown>",
+    "BridgeName": "<unknown>",
+    "BridgeNumChannels": "2",
+    "BridgeVideoSourceMode": "none",
+}
+
+
+def _event(name: str, fields: Mapping[str, str]) -> dict[str, str]:
     privilege = "user,all" if name == "UserEvent" else "call,all"
-    return {
-        "Event": name,
-        "Privilege": privilege,
-        "Timestamp": "1700000000.000001",
+    return {"Event": name, "Privilege": privilege, "Timestamp": "1700000000.000001", **fields}
+
+
+def _snapshot(channel: str, uniqueid: str, prefix: str = "") -> dict[str, str]:
+    """A channel's fields as Asterisk's snapshot writes them (DialBegin's Dest... with a prefix)."""
+    fields = {
         "Channel": channel,
         "ChannelState": "6",
         "ChannelStateDesc": "Up",
         "CallerIDNum": "+79161234567",
+        "CallerIDName": "<unknown>",
+        "ConnectedLineNum": "<unknown>",
+        "ConnectedLineName": "<unknown>",
+        "Language": "en",
+        "AccountCode": "",
         "Context": "calltrack-inbound",
         "Exten": "74990000101",
-        "Uniqueid": "1700000000.1",
+        "Priority": "1",
+        "Uniqueid": uniqueid,
         "Linkedid": "1700000000.0",
-        **fields,
     }
+    return {f"{prefix}{key}": value for key, value in fields.items()}
 
 
 def dropped(filters: Sequence[EventFilter]) -> list[str]:

@@ -223,22 +223,27 @@ async def eventfilter_check(session: AmiSession, user: str | None = None) -> Res
         return skip("AMI eventfilter", "cannot read manager.conf", NEEDS_CONFIG)
     if isinstance(lines, str):
         return skip("AMI eventfilter", lines, f"[{user}] in manager.conf or a file it includes")
-    filters, ignored = read_filters(lines)
-    lost = dropped(filters)
-    refused = f"; Asterisk ignores {'; '.join(ignored)}" if ignored else ""
+    reading = read_filters(lines)
+    lost = dropped(reading.filters)
+    notes = [f"Asterisk crashes on {line}" for line in reading.crashing]
+    notes += [f"Asterisk ignores {line}" for line in reading.refused]
+    notes += [f"doctor cannot judge {line}" for line in reading.unjudged]
+    count = len(reading.filters)
+    everything = "every event calltrack follows" if not reading.unjudged else "every event"
     if lost:
-        return fail(
-            "AMI eventfilter",
-            f"[{user}]'s eventfilter drops {', '.join(lost)}: calls through them are lost or"
-            f" stored wrongly{refused}",
-            fix,
-        )
-    if ignored:
-        others = f"the other {len(filters)} lines pass" if filters else "nothing is filtered:"
-        message = f"[{user}]:{refused[1:]}; {others} every event calltrack follows"
+        verdict = f"its eventfilter drops {', '.join(lost)}: calls through them are lost or wrong"
+    elif count:
+        verdict = f"its {count} eventfilter line{'s pass' if count > 1 else ' passes'} {everything}"
+    else:
+        verdict = f"no eventfilter line, so {everything} passes"
+    message = "; ".join([f"[{user}] in manager.conf (as on disk): {verdict}", *notes])
+    if lost or reading.crashing:
+        return fail("AMI eventfilter", message, fix)
+    if reading.unjudged:
+        return skip("AMI eventfilter", message, "doctor on a host whose C library has regcomp")
+    if reading.refused:
         return Result("AMI eventfilter", Status.WARN, message, fix)
-    passing = f"{len(filters)} eventfilter lines pass" if filters else "no eventfilter: it passes"
-    return ok("AMI eventfilter", f"[{user}]: {passing} every event calltrack follows")
+    return ok("AMI eventfilter", message)
 
 
 async def timestamp_check(session: AmiSession, event: dict[str, Any] | None) -> Result:

@@ -114,12 +114,16 @@ async def test_doctor_on_the_lab(lab_doctor_user: Settings, tmp_path: Path) -> N
             assert any(line.startswith(f"OK   {check}: ") for line in lines), healthy.stdout
         assert not [line for line in lines if not line.startswith(("OK ", "WARN"))]
         assert (
-            "OK   AMI eventfilter: [calltrack-doctor]: 9 eventfilter lines pass" in healthy.stdout
+            "OK   AMI eventfilter: [calltrack-doctor] in manager.conf (as on disk): its 9"
+            in healthy.stdout
         )
         # the daemon's user, read by doctor's: the one whose filter decides what calltrack sees
         daemons = await _doctor(config, "--ami-user", "calltrack")
         assert daemons.returncode == 0, daemons.stdout + daemons.stderr
-        assert "OK   AMI eventfilter: [calltrack]: 9 eventfilter lines pass" in daemons.stdout
+        assert (
+            "OK   AMI eventfilter: [calltrack] in manager.conf (as on disk): its 9"
+            in daemons.stdout
+        )
 
         cases = itertools.count()
 
@@ -163,7 +167,7 @@ async def test_doctor_on_the_lab(lab_doctor_user: Settings, tmp_path: Path) -> N
             bridgeless = await only(lambda c, f: None, "AMI eventfilter", daemon="calltrack")
             assert bridgeless["AMI eventfilter"].status is Status.FAIL
             assert bridgeless["AMI eventfilter"].message.startswith(
-                "[calltrack]'s eventfilter drops BridgeEnter of trunk channels"
+                "[calltrack] in manager.conf (as on disk): its eventfilter drops BridgeEnter of"
             )
             assert "restart calltrack" in bridgeless["AMI eventfilter"].fix
             await only(lambda c, f: None)  # doctor's own user: not the daemon's filter

@@ -110,6 +110,23 @@ def test_legacy_regex_lines_read_as_posix_extended() -> None:
     assert dropped(trunks) == [w for w in LOCAL_SAMPLES if not w.startswith("Dial")]
 
 
+@pytest.mark.parametrize(
+    ("pattern", "matches"),
+    [
+        (r"Linkedid: \d+", False),  # in POSIX ERE \d is the letter d
+        ("Linkedid: 1700000000", True),
+        (r"Channel: \<PJSIP", True),  # GNU's word start
+        ("[[:print:]]+Hangup", True),
+        (r"Event: Hangup\r\n", False),  # \r is the letter r
+        ("^Event: Hangup", True),
+        ("Cause: 16$", False),  # $ is the end of the whole text, not of a line
+    ],
+)
+def test_regexes_are_the_c_librarys_as_asterisk_runs_them(pattern: str, matches: bool) -> None:
+    [hangup] = [e for what, e in sample_events() if what == "Hangup of trunk channels"]
+    assert passes(parsed(("eventfilter", pattern)), hangup) is matches
+
+
 def test_no_filter_passes_everything_and_an_exclude_alone_drops_only_its_match() -> None:
     assert dropped([]) == []
     no_hangup = parsed(("eventfilter(action(exclude),name(Hangup))", ""))
@@ -134,24 +151,51 @@ def test_a_line_asterisk_refuses_is_no_filter() -> None:
         (name.replace(",method(starts_with)", ""), value) if "UserEvent" in name else (name, value)
         for name, value in SHIPPED
     ]
-    filters, ignored = read_filters(no_method)
-    assert len(filters) == len(SHIPPED) - 1
-    assert ignored and "needs a method()" in ignored[0]
-    assert {what.split()[0] for what in dropped(filters)} == {"CalltrackStart", "CalltrackEnd"}
+    reading = read_filters(no_method)
+    assert len(reading.filters) == len(SHIPPED) - 1
+    assert len(reading.refused) == 1 and "needs a method()" in reading.refused[0]
+    lost = {what.split()[0] for what in dropped(reading.filters)}
+    assert lost == {"CalltrackStart", "CalltrackEnd"}
     # refused as an exclude, it excludes nothing
-    filters, ignored = read_filters([("eventfilter(action(exclude),header(Channel))", "Local/")])
-    assert filters == [] and len(ignored) == 1
+    reading = read_filters([("eventfilter(action(exclude),header(Channel))", "Local/")])
+    assert reading.filters == [] and len(reading.refused) == 1
 
 
 def test_names_are_read_as_asterisk_reads_them() -> None:
     assert not is_filter("EventFilter(action(exclude),name(Hangup))")
-    assert read_filters([("EventFilter(action(exclude),name(Hangup))", "")]) == ([], [])
+    assert read_filters([("EventFilter(action(exclude),name(Hangup))", "")]).filters == []
     spaced = parse_filter("eventfilter(name(Hangup) header(Channel) method(starts_with))", "PJ")
     assert (spaced.name, spaced.header, spaced.method) == ("Hangup", "Channel:", "starts_with")
     colon = parse_filter("eventfilter(action(exclude),header(Channel:),method(starts_with))", "L")
     assert colon.header == "Channel:"
     legacy_named = parse_filter("eventfilter_extra", "Event: Hangup")
     assert legacy_named.method == "regex" and legacy_named.include
+
+
+def test_a_line_asterisk_crashes_on_is_named() -> None:
+    reading = read_filters([*SHIPPED, ("eventfilter(action(exclude),name (Hangup))", "")])
+    assert len(reading.filters) == len(SHIPPED) and reading.refused == []
+    assert reading.crashing == [
+        "`eventfilter(action(exclude),name (Hangup)) = `: Asterisk 22 crashes reading name"
+        " without its ("
+    ]
+
+
+def test_the_samples_carry_what_real_events_carry() -> None:
+    """Each sample has every header the lab's recorded event of its kind has (a filter on
+    Cause, DialString or BridgeTechnology must meet it)."""
+    samples = {e["Event"]: set(e) for _what, e in sample_events()}
+    for name, events in RECORDED.items():
+        for event in events:
+            if event["Event"] in FOLLOWED_EVENTS and event["Event"] != "UserEvent":
+                # a BridgeEnter that replaces a channel (an agent), a channel driver's own cause
+                optional = {"SwapUniqueid", "TechCause"}
+                assert set(event) - optional <= samples[event["Event"]], (name, event["Event"])
+    normal_hangups = ("eventfilter(action(exclude),name(Hangup),header(Cause),method(exact))", "16")
+    assert dropped(parsed(normal_hangups)) == [
+        "Hangup of trunk channels",
+        "Hangup of Local channels",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -197,8 +241,12 @@ def test_a_header_the_event_lacks_or_leaves_empty_does_not_match() -> None:
         ("eventfilter(name(Hangup", "", "not formatted correctly"),
         ("eventfilter", "!", "a legacy filter needs a pattern"),
         ("eventfilter", "", "a legacy filter needs a pattern"),
-        ("eventfilter", "Event: (Hangup", "a regular expression doctor cannot read"),
-        ("eventfilter(header(Channel),method(regex))", "[", "cannot read"),
+        ("eventfilter", "Event: (Hangup", "the regular expression does not compile"),
+        ("eventfilter(header(Channel),method(regex))", "[", "does not compile"),
+        ("eventfilter", "Hangup{", "does not compile"),
+        ("eventfilter", "(?i)event: hangup", "does not compile"),
+        ("eventfilter(action(),name(Hangup))", "", "action '' is unknown"),
+        ("eventfilter(action,name(Hangup))", "", "'action' is not formatted correctly"),
     ],
 )
 def test_a_line_asterisk_refuses_says_why(name: str, value: str, expected: str) -> None:
@@ -258,7 +306,7 @@ async def check_with(
 async def test_the_check_reads_the_users_section_of_manager_conf() -> None:
     result, asked = await check_with(getconfig_answer(*SHIPPED))
     assert result.status is Status.OK, result.line()
-    assert f"{len(SHIPPED)} eventfilter lines pass every event" in result.message
+    assert f"its {len(SHIPPED)} eventfilter lines pass every event calltrack" in result.message
     assert asked == [
         {"Action": "GetConfig", "Filename": "manager.conf", "Category": "calltrack"}
         | {"ActionID": asked[0]["ActionID"]}
@@ -268,7 +316,9 @@ async def test_the_check_reads_the_users_section_of_manager_conf() -> None:
 async def test_doctor_logged_in_as_another_user_checks_the_daemons() -> None:
     result, asked = await check_with(getconfig_answer(*SHIPPED), daemon_user="calltrack-daemon")
     assert [a["Category"] for a in asked] == ["calltrack-daemon"]
-    assert result.message.startswith("[calltrack-daemon]: ")
+    assert result.message.startswith(
+        f"[calltrack-daemon] in manager.conf (as on disk): its {len(SHIPPED)}"
+    )
 
 
 async def test_of_a_section_written_twice_the_last_counts_as_for_asterisk() -> None:
@@ -296,15 +346,15 @@ async def test_of_a_section_written_twice_the_last_counts_as_for_asterisk() -> N
         (
             getconfig_answer(*[ln for ln in SHIPPED if "Bridge" not in ln[0]]),
             Status.FAIL,
-            "[calltrack]'s eventfilter drops BridgeEnter of trunk channels",
+            "[calltrack] in manager.conf (as on disk): its eventfilter drops BridgeEnter of trunk",
         ),
         (
             getconfig_answer(*SHIPPED, ("eventfilter(name(Hangup),method(glob))", "x")),
             Status.WARN,
-            f"unknown (none, regex, exact, starts_with, ends_with, contains); the other"
-            f" {len(SHIPPED)} lines pass every event",
+            f"its {len(SHIPPED)} eventfilter lines pass every event calltrack follows; Asterisk"
+            " ignores `eventfilter(name(Hangup),method(glob)) = x`: method 'glob' is unknown",
         ),
-        (getconfig_answer(), Status.OK, "no eventfilter: it passes every event"),
+        (getconfig_answer(), Status.OK, "no eventfilter line, so every event calltrack follows"),
         ("Response: Success\r\nNo categories found\r\n", Status.SKIP, "has no [calltrack] section"),
         (
             "Response: Error\r\nMessage: Config file not found\r\n",
