@@ -114,14 +114,16 @@ def read_tail(
         with file.open("rb") as f:
             stat = os.fstat(f.fileno())
             if (stat.st_ino, stat.st_dev) != (segment.file.inode, segment.file.device):
-                return Tail(rows, position, caught_up=False)  # rotated meanwhile: plan again
+                # rotated meanwhile: plan again, from where the pass began (rows read from the
+                # rotated file before may end in a call that goes on in the file that changed)
+                return Tail([], began, caught_up=False)
             # the mark is taken from the bytes read, not read again after them: a copytruncate
             # in between would give the position a mark of the truncated file
             before_start = max(0, segment.start - MARK_BYTES)
             f.seek(before_start)
             before = f.read(segment.start - before_start)
             if len(before) < segment.start - before_start:
-                return Tail(rows, position, caught_up=False)  # truncated meanwhile: plan again
+                return Tail([], began, caught_up=False)  # truncated meanwhile: the same
             data = f.read(budget)
             if len(data) == budget:  # the cap fell inside a row, perhaps: finish it
                 quote_open = data.count(b'"') % 2 == 1

@@ -5,6 +5,7 @@ into a real SQLite database while a writer appends and rotates."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import threading
@@ -18,8 +19,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ami_bridge import ReportDelivery
-from ami_bridge.cdr_follow import Position
+from ami_bridge import ReportDelivery, cdr_tail
+from ami_bridge.cdr_follow import Position, Segment
 from ami_bridge.reconcile import reconcile_pass
 from attribution.calls import CallReport, CallStatus
 from pbx.pbx_link import reconcile_missed
@@ -573,6 +574,37 @@ def test_a_call_a_rotation_splits_is_read_whole_when_the_cap_falls_at_the_rotati
     assert sorted(r.linkedid for r in reports) == sorted(
         [*(f"2.{n}" for n in range(before)), LOCAL_LINE_CALL, "3.1"]
     )
+
+
+def test_a_file_replaced_while_a_pass_reads_the_rotated_one_leaves_the_pass_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another rotation between planning a pass and opening the new file: the rotated file's
+    rows already read may end in a call that goes on there, so none of them is taken."""
+    master = tmp_path / "Master.csv"
+    append(master, "1.1")
+    settings = settings_for(tmp_path)
+    first = reconcile_pass(settings, 0.0, None)
+    with master.open("a") as f:
+        f.write(INBOUND_ROW)
+    master.rename(tmp_path / "Master.csv.1")
+    with master.open("a") as f:
+        f.write(PHONE_ROW)
+    real_plan = cdr_tail.plan
+
+    def replaced_meanwhile(*args: Any) -> list[Segment]:
+        *rotated, current = real_plan(*args)
+        gone = dataclasses.replace(current.file, inode=current.file.inode + 1)
+        return [*rotated, dataclasses.replace(current, file=gone)]
+
+    monkeypatch.setattr(cdr_tail, "plan", replaced_meanwhile)
+    held = reconcile_pass(settings, 0.0, first.position)
+    assert held.reports == [] and held.position == first.position and not held.caught_up
+    monkeypatch.setattr(cdr_tail, "plan", real_plan)
+    whole = reconcile_pass(settings, 0.0, held.position)
+    assert [(r.linkedid, r.status) for r in whole.reports] == [
+        (LOCAL_LINE_CALL, CallStatus.ANSWERED)
+    ]
 
 
 def test_rows_a_copytruncate_moves_before_the_first_row_was_read_are_read(
