@@ -64,12 +64,13 @@ def test_the_worker_and_the_fork_server_end_with_the_daemon(
 
 
 async def test_a_dying_worker_is_blamed_on_its_own_job_not_the_one_beside_it(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """When a worker dies the executor fails every job it runs; each was charged a crash and
     run again at once beside the same file, so an innocent call was marked failed for good
     after three. Now the jobs beside a crash run again alone: the one that crashes alone is
     charged, the others are done."""
+    from pbx import job_pool
     from pbx.job_pool import JobPool, JobQueue
     from tests import crash_jobs
 
@@ -89,11 +90,19 @@ async def test_a_dying_worker_is_blamed_on_its_own_job_not_the_one_beside_it(
         return None
 
     queue = JobQueue("test job", pool, fetch, handle, max_attempts=3)
+    # on a loaded machine CPython 3.11's fork server itself can die (EOFError in recvfds, seen
+    # in CI) and the next worker cannot start: a transient error, tried again later as in the
+    # daemon, which is not what this test is about; later here means a moment
+    monkeypatch.setattr(job_pool, "TRANSIENT_RETRY_FIRST", 0.2)
     try:
         await pool.run(os.getpid)  # the fork server up before the jobs race
         await queue.read(everything=True)
         async with asyncio.timeout(60):
-            await queue.drain()
+            for _retry in range(20):  # each drain, then the retry it says is due
+                wait = await queue.drain()
+                if wait is None:
+                    break
+                await asyncio.sleep(wait)
     finally:
         pool.close()
     assert done == {1: "fine", 3: "fine"}
