@@ -299,6 +299,10 @@ class Load:
         if session.sid:
             bucket.pings += 1
             self.pings_answered += 1
+        elif not isinstance(data, dict) or "session_id" not in data:
+            bucket.non2xx += 1  # a 200 that is not a visit's answer: counted, not a dead task
+            self._error(f"{kind}: 200 without a session")
+            return
         else:
             bucket.visits += 1
             session.sid, session.vid = data["session_id"], data["visitor_id"]
