@@ -98,15 +98,18 @@ class AmiSession:
         self.event_arrived.set()
 
     async def _send(self, action: dict[str, str]) -> dict[str, Any]:
+        """The action's response; Denied when the user lacks the right to send it."""
         assert self._manager is not None
-        response = await action_within(self._manager, action, self.ami.action_timeout)
-        return dict(response.items())
+        response = dict(
+            (await action_within(self._manager, action, self.ami.action_timeout)).items()
+        )
+        if response.get("Message") == "Permission denied":
+            raise Denied(action.get("Command") or action["Action"])
+        return response
 
     async def command(self, cli: str) -> list[str]:
         """A CLI command's output lines (also when the command itself failed)."""
         response = await self._send({"Action": "Command", "Command": cli})
-        if response.get("Message") == "Permission denied":
-            raise Denied(cli)
         output = response.get("Output", [])
         return [output] if isinstance(output, str) else list(output)
 
@@ -117,8 +120,6 @@ class AmiSession:
         response = await self._send(
             {"Action": "GetConfig", "Filename": filename, "Category": category}
         )
-        if response.get("Message") == "Permission denied":
-            raise Denied("GetConfig")
         if response.get("Response") != "Success":
             return f"{filename}: {response.get('Message') or 'not readable'}"
         sections = sorted(k.split("-")[1] for k in response if k.startswith("Category-"))
@@ -129,11 +130,7 @@ class AmiSession:
         return [(name, value) for _k, line in lines for name, _eq, value in [line.partition("=")]]
 
     async def user_event(self, probe: str) -> None:
-        response = await self._send(
-            {"Action": "UserEvent", "UserEvent": PROBE_EVENT, "Probe": probe}
-        )
-        if response.get("Message") == "Permission denied":
-            raise Denied("UserEvent")
+        await self._send({"Action": "UserEvent", "UserEvent": PROBE_EVENT, "Probe": probe})
 
 
 async def login_check(session: AmiSession) -> Result:

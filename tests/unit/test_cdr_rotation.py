@@ -71,6 +71,16 @@ def append(path: Path, *linkedids: str) -> None:
         f.write("".join(busy_call(linkedid, AT) for linkedid in linkedids))
 
 
+def logrotate(master: Path, mode: str) -> None:
+    """Rotate `master` to Master.csv.1 as logrotate does: `create` renames it (cdr_csv then makes
+    a new file), `copytruncate` copies it and empties it in place."""
+    if mode == "create":
+        master.rename(master.with_name("Master.csv.1"))
+    else:
+        shutil.copy(master, master.with_name("Master.csv.1"))
+        os.truncate(master, 0)
+
+
 def test_a_partial_last_line_is_left_for_the_next_pass(tmp_path: Path) -> None:
     master = tmp_path / "Master.csv"
     append(master, "1.1", "1.2")
@@ -354,11 +364,7 @@ async def test_rotation_while_calls_arrive_stores_every_call_once(
 
     def rotate() -> None:
         with lock:
-            if mode == "create":
-                master.rename(tmp_path / "Master.csv.1")
-            else:
-                shutil.copy(master, tmp_path / "Master.csv.1")
-                os.truncate(master, 0)
+            logrotate(master, mode)
 
     thread = threading.Thread(target=writer)
     thread.start()
@@ -523,11 +529,7 @@ def test_a_call_a_rotation_splits_within_the_settle_is_read_whole(
     settings = settings_for(tmp_path)
     first = reconcile_pass(settings, 0.0, None, settle=60.0)
     assert [r.linkedid for r in first.reports] == ["1.1"] and first.settling
-    if mode == "create":
-        master.rename(tmp_path / "Master.csv.1")
-    else:
-        shutil.copy(master, tmp_path / "Master.csv.1")
-        os.truncate(master, 0)
+    logrotate(master, mode)
     with master.open("a") as f:
         f.write(PHONE_ROW)
     second = reconcile_pass(settings, 0.0, first.position, settle=60.0)
@@ -557,11 +559,7 @@ def test_a_call_a_rotation_splits_is_read_whole_when_the_cap_falls_at_the_rotati
     with master.open("a") as f:
         f.write(INBOUND_ROW)
     rest = master.stat().st_size - first.position.offset  # type: ignore[union-attr]
-    if mode == "create":
-        master.rename(tmp_path / "Master.csv.1")
-    else:
-        shutil.copy(master, tmp_path / "Master.csv.1")
-        os.truncate(master, 0)
+    logrotate(master, mode)
     with master.open("a") as f:
         f.write(PHONE_ROW)
     append(master, "3.1")

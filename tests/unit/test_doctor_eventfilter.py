@@ -29,6 +29,7 @@ ROOT = Path(__file__).parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "ami"
 RECORDED = {p.name: parse_stream(p.read_text()) for p in sorted(FIXTURES.glob("*.ami"))}
 LOCAL_SAMPLES = [what for what, _e in sample_events() if what.endswith("of Local channels")]
+TRUNK_HANGUP = dict(sample_events())["Hangup of trunk channels"]
 
 
 def filter_lines(conf: Path) -> list[tuple[str, str]]:
@@ -123,8 +124,7 @@ def test_legacy_regex_lines_read_as_posix_extended() -> None:
     ],
 )
 def test_regexes_are_the_c_librarys_as_asterisk_runs_them(pattern: str, matches: bool) -> None:
-    [hangup] = [e for what, e in sample_events() if what == "Hangup of trunk channels"]
-    assert passes(parsed(("eventfilter", pattern)), hangup) is matches
+    assert passes(parsed(("eventfilter", pattern)), TRUNK_HANGUP) is matches
 
 
 def test_no_filter_passes_everything_and_an_exclude_alone_drops_only_its_match() -> None:
@@ -214,17 +214,15 @@ def test_the_samples_carry_what_real_events_carry() -> None:
 )
 def test_match_methods_on_a_header(method: str, value: str, kept: bool) -> None:
     line = (f"eventfilter(action(include),name(Hangup),header(Channel),method({method}))", value)
-    [hangup] = [e for what, e in sample_events() if what == "Hangup of trunk channels"]
-    assert passes(parsed(line), hangup) is kept
+    assert passes(parsed(line), TRUNK_HANGUP) is kept
 
 
 def test_a_header_the_event_lacks_or_leaves_empty_does_not_match() -> None:
     line = ("eventfilter(action(exclude),header(DestChannel))", "")
     assert {what.split()[0] for what in dropped(parsed(line))} == {"DialBegin", "DialEnd"}
-    [hangup] = [e for what, e in sample_events() if what == "Hangup of trunk channels"]
     blank = parsed(("eventfilter(action(exclude),header(AccountCode))", ""))
-    assert passes(blank, {**hangup, "AccountCode": ""})
-    assert not passes(blank, {**hangup, "AccountCode": "7"})
+    assert passes(blank, {**TRUNK_HANGUP, "AccountCode": ""})
+    assert not passes(blank, {**TRUNK_HANGUP, "AccountCode": "7"})
 
 
 @pytest.mark.parametrize(
