@@ -84,6 +84,13 @@ TRANSIENT_RETRY_FIRST = 30.0
 #: a queue of a standby daemon looks this often whether it has become the one to work
 STANDBY_LOOK_EVERY = 5.0
 TRANSIENT_RETRY_MAX = 600.0
+#: a job whose worker could not be started is tried again after this many seconds, doubling up
+#: to TRANSIENT_RETRY_FIRST: the fork server that died is started again by the next spawn, once
+#: its parent can reap it
+WORKER_RETRY_FIRST = 0.5
+#: a queue that could not read its rows (the database away) reads them all again after this
+#: many seconds, doubling up to its sweep_every
+READ_RETRY_FIRST = 5.0
 
 
 class JobFailed(Exception):
@@ -134,6 +141,12 @@ class PoolClosed(Exception):
     """The pool was closed (the daemon stopping): no job starts any more."""
 
 
+class WorkerNotStarted(Exception):
+    """No worker process could be started for the job (multiprocessing's fork server died,
+    under memory pressure for one): not the job's fault, and the pool is renewed. The queue
+    tries the job again after a moment (WORKER_RETRY_FIRST), counting no attempt."""
+
+
 class JobPool:
     """At most `workers` processes; `run` awaits a job without blocking the event loop.
 
@@ -174,13 +187,22 @@ class JobPool:
         try:
             # submitting may start a worker, and the first one the fork server, which imports
             # the preloaded modules before it answers (seconds): never in the event loop
-            future = await asyncio.to_thread(executor.submit, job, *args, **kwargs)
+            try:
+                future = await asyncio.to_thread(executor.submit, job, *args, **kwargs)
+            except BrokenProcessPool:
+                raise
+            except Exception as exc:
+                # the worker could not be started (EOFError, ConnectionRefusedError, a broken
+                # pipe: the fork server died). The executor keeps the job queued and would run
+                # it, unawaited, beside the next one: that executor is done with
+                if self._executor is executor:
+                    self._renew(executor)
+                log.error("could not start a %s worker process: %r", self._name, exc)
+                raise WorkerNotStarted(f"no {self._name} worker process could start") from exc
             return await asyncio.wrap_future(future)
         except BrokenProcessPool as exc:
             if self._executor is executor:  # the first of its jobs to notice renews the pool
-                executor.shutdown(wait=False, cancel_futures=True)
-                self._executor = None
-                self._broken_with, self._running = self._running, 0
+                self._renew(executor)
                 log.error("a %s worker process died; starting a new one", self._name)
             raise WorkerCrashed(
                 f"the {self._name} worker process died", alone=self._broken_with == 1
@@ -188,6 +210,12 @@ class JobPool:
         finally:
             if self._executor is executor:  # else a new one counts from 0
                 self._running -= 1
+
+    def _renew(self, executor: ProcessPoolExecutor) -> None:
+        """Drop `executor` (the next job makes a new one), its queued jobs cancelled."""
+        executor.shutdown(wait=False, cancel_futures=True)
+        self._executor = None
+        self._broken_with, self._running = self._running, 0
 
     @property
     def closed(self) -> bool:
@@ -250,6 +278,7 @@ class JobQueue(Generic[T]):
         self._attempts: dict[int, int] = {}
         self._retry_after: dict[int, float] = {}  # the next wait after a transient failure
         self._suspects: set[int] = set()  # running when a worker died: next run alone
+        self._running_ids: set[int] = set()
         self._last_id: int | None = None
         self._news = asyncio.Event()
 
@@ -259,14 +288,12 @@ class JobQueue(Generic[T]):
 
     async def read(self, everything: bool = False) -> None:
         """Queue the rows added since the last read, or all waiting rows (and look again at
-        once at those not ready before)."""
+        once at those not ready before, and forget those no longer waiting)."""
         after = None if everything else self._last_id
-        if everything:
-            for _at, row_id in self._waiting:
-                heapq.heappush(self._ready, -row_id)
-            self._waiting.clear()
+        waiting: set[int] = set()  # every row waiting in the database (when everything)
         while rows := await self._fetch(after, self._batch):
             for row_id, job in rows:
+                waiting.add(row_id)
                 if row_id in self._jobs or self._attempts.get(row_id, 0) >= self._max_attempts:
                     continue
                 self._jobs[row_id] = job
@@ -275,19 +302,41 @@ class JobQueue(Generic[T]):
             self._last_id = after if self._last_id is None else max(self._last_id, after)
             if len(rows) < self._batch:
                 break
+        if everything:
+            self._keep_only(waiting)
+
+    def _keep_only(self, waiting: set[int]) -> None:
+        """After a read of every waiting row: all of them are ready now, and what the database
+        no longer holds is forgotten (done by another daemon while this one stood by, removed
+        by retention, failed for good): neither run again nor kept for the process's life.
+        A row due to be tried again stays, and is tried now: its last try may have done the
+        work and lost the answer (a COMMIT cut off), and the next one finishes it (deletes
+        the WAV the call no longer names)."""
+        kept = waiting | self._running_ids | {row_id for _at, row_id in self._waiting}
+        self._jobs = {row_id: job for row_id, job in self._jobs.items() if row_id in kept}
+        self._waiting.clear()
+        self._ready = [-row_id for row_id in self._jobs if row_id not in self._running_ids]
+        heapq.heapify(self._ready)
+        self._attempts = {k: n for k, n in self._attempts.items() if k in kept}
+        self._retry_after = {k: t for k, t in self._retry_after.items() if k in kept}
+        self._suspects &= kept
 
     async def drain(self) -> float | None:
         """Run every ready job, reading new rows as they are nudged (they go first); seconds
         until the next waiting one is ready, None if none."""
         running: set[asyncio.Task[None]] = set()
         alone: asyncio.Task[None] | None = None  # a suspect's run: nothing beside it
+        unread: Exception | None = None  # news that could not be read: for run() to retry
         try:
             while True:
                 if alone is not None and alone.done():
                     alone = None
                 if self._news.is_set():
                     self._news.clear()
-                    await self.read()
+                    try:
+                        await self.read()
+                    except Exception as error:  # the database away: the jobs running go on
+                        unread = error
                 self._wake_waiting()
                 while (
                     self._ready
@@ -307,9 +356,22 @@ class JobQueue(Generic[T]):
                         alone = task
                 if not running:
                     break
-                _done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                # until a job ends, news comes (a free worker takes it at once, not after the
+                # longest job beside it) or a row waiting is due
+                news = asyncio.ensure_future(self._news.wait())
+                try:
+                    await asyncio.wait(
+                        {*running, news},
+                        timeout=self._next_wait(),
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                finally:
+                    news.cancel()
+                running = {task for task in running if not task.done()}
         finally:  # cancelled (the daemon stopping): its jobs too, not left to run on their own
             await cancel_and_wait(*running)
+        if unread is not None:
+            raise unread
         return self._next_wait()
 
     def _wake_waiting(self) -> None:
@@ -322,6 +384,13 @@ class JobQueue(Generic[T]):
 
     async def _run(self, row_id: int) -> None:
         job = self._jobs[row_id]
+        self._running_ids.add(row_id)
+        try:
+            await self._run_job(row_id, job)
+        finally:
+            self._running_ids.discard(row_id)
+
+    async def _run_job(self, row_id: int, job: T) -> None:
         try:
             retry_in = await self._handle(row_id, job)
         except asyncio.CancelledError:
@@ -329,6 +398,11 @@ class JobQueue(Generic[T]):
             raise
         except PoolClosed:  # the daemon stopping: still to do, by its next run
             heapq.heappush(self._ready, -row_id)
+            return
+        except WorkerNotStarted:  # not its fault: again in a moment, no attempt counted
+            wait = self._retry_after.get(row_id, WORKER_RETRY_FIRST)
+            self._retry_after[row_id] = min(2 * wait, TRANSIENT_RETRY_FIRST)
+            heapq.heappush(self._waiting, (time.monotonic() + wait, row_id))
             return
         except WorkerCrashed as crash:
             if not crash.alone:  # not known to be its fault: again at once, alone
@@ -382,22 +456,26 @@ class JobQueue(Generic[T]):
 
     async def run(self) -> None:
         """Forever: read new rows when nudged, all of them every sweep_every, run them."""
-        swept = -self._sweep_every
+        next_sweep = time.monotonic()  # when everything is read again
+        backoff = 0.0
         while True:
             if not self._active():  # another daemon does this work: look again soon
-                swept = -self._sweep_every  # active again, it reads everything first
+                next_sweep = time.monotonic()  # active again, it reads everything first
                 await asyncio.sleep(STANDBY_LOOK_EVERY)
                 continue
             try:
-                everything = time.monotonic() - swept >= self._sweep_every
+                everything = time.monotonic() >= next_sweep
                 await self.read(everything)
                 if everything:
-                    swept = time.monotonic()
+                    next_sweep = time.monotonic() + self._sweep_every
+                backoff = 0.0
                 next_in = await self.drain()
-            except Exception as error:  # the database was away; try again on the next sweep
-                log_failure(log, f"{self._name} sweep failed, the next one retries", error)
+            except Exception as error:  # the database away: read everything again, later
+                backoff = min(2 * backoff or READ_RETRY_FIRST, self._sweep_every)
+                log_failure(log, f"{self._name} could not read; again in {backoff:g} s", error)
+                next_sweep = time.monotonic() + backoff
                 next_in = None
-            until_sweep = max(0.0, swept + self._sweep_every - time.monotonic())
+            until_sweep = max(0.0, next_sweep - time.monotonic())
             timeout = until_sweep if next_in is None else min(next_in, until_sweep)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pbx.job_pool import JobPool, JobQueue, WorkerCrashed
+from pbx.job_pool import STANDBY_LOOK_EVERY, JobPool, JobQueue, WorkerCrashed
 from pbx.metrics import Metrics
 from pbx.settings import Settings, Speech
 from pbx.storage.errors import log_failure
@@ -107,6 +107,7 @@ class SpeechWorker:
         self._clock = clock
         self._job = job  # a module-level function: it is pickled to the worker process
         self._crashes: dict[int, int] = {}
+        self._active = active
         self.pool = JobPool(
             self._speech.workers,
             "speech analysis",
@@ -151,12 +152,15 @@ class SpeechWorker:
             await asyncio.sleep(min(QUIET - (now - last), MAX_DEFER - deferred))
         self._deferring_since = None
 
-    async def _analyse(self, call_id: int, name: str) -> None:
+    async def _analyse(self, call_id: int, name: str) -> float | None:
         await self._quiet_moment()
+        if not self._active():  # stepped down while it waited: the new consumer analyses it
+            return STANDBY_LOOK_EVERY
         try:
             await self._analyse_now(call_id, name)
         finally:
             self._last_finished = time.monotonic()
+        return None
 
     async def _analyse_now(self, call_id: int, name: str) -> None:
         engine = self._speech.engine

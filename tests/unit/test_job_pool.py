@@ -284,3 +284,198 @@ async def test_a_closed_pool_starts_no_job_and_a_cancelled_drain_stops_its_jobs(
     await cancel_and_wait(draining)
     assert stopped.is_set()
     assert queue._ready == [-1], "still to do, by the next run"
+
+
+class _Workers:
+    """What JobQueue reads of a pool: how many jobs at once, and whether it is closed."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.closed = False
+
+
+async def test_a_queue_whose_database_is_away_reads_again_after_a_pause(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A failed read was tried again at once: 40,000 reads (and warnings) a second for as long
+    as the database was away. Now after READ_RETRY_FIRST, doubling; then the rows run."""
+    from pbx import job_pool
+    from pbx.job_pool import JobQueue
+
+    monkeypatch.setattr(job_pool, "READ_RETRY_FIRST", 0.3)
+    reads = 0
+    away = True
+    done: list[int] = []
+
+    async def fetch(after: int | None, limit: int) -> list[tuple[int, str]]:
+        nonlocal reads
+        reads += 1
+        if away:
+            raise ConnectionRefusedError("the database is away")
+        return [(1, "job")] if after is None else []
+
+    async def handle(row_id: int, _job: str) -> float | None:
+        done.append(row_id)
+        return None
+
+    queue = JobQueue("test job", _Workers(1), fetch, handle)  # type: ignore[arg-type]
+    running = asyncio.create_task(queue.run())
+    try:
+        await asyncio.sleep(0.6)  # reads at 0, 0.3 and 0.9 s: two so far
+        assert reads == 2
+        away = False
+        await asyncio.sleep(0.7)  # the read at 0.9 s finds the database back
+        assert reads == 3 and done == [1]
+    finally:
+        await cancel_and_wait(running)
+
+
+async def test_news_that_cannot_be_read_leaves_the_jobs_running_alone() -> None:
+    """drain() read the news its nudge brought; when that read failed, the exception left
+    drain and cancelled every job it was running (the worker went on with it, uncounted, and
+    the job ran again later)."""
+    from pbx.job_pool import JobQueue
+
+    release = asyncio.Event()
+    finished: list[int] = []
+    reads = 0
+
+    async def fetch(after: int | None, limit: int) -> list[tuple[int, str]]:
+        nonlocal reads
+        reads += 1
+        if reads > 1:
+            raise ConnectionRefusedError("the database is away")
+        return [(1, "long"), (2, "short")]
+
+    async def handle(row_id: int, job: str) -> float | None:
+        if job == "long":
+            await release.wait()
+        else:
+            await asyncio.sleep(0.1)
+        finished.append(row_id)
+        return None
+
+    queue = JobQueue("test job", _Workers(2), fetch, handle)  # type: ignore[arg-type]
+    await queue.read(everything=True)
+    draining = asyncio.create_task(queue.drain())
+    await asyncio.sleep(0.05)
+    queue.nudge()  # a new row, which cannot be read
+    await asyncio.sleep(0.2)  # the short job ends meanwhile
+    release.set()
+    with pytest.raises(ConnectionRefusedError):  # for run() to read again later
+        async with asyncio.timeout(5):
+            await draining
+    assert sorted(finished) == [1, 2], "the long job went on to its end"
+
+
+async def test_news_takes_a_free_worker_while_a_long_job_runs() -> None:
+    """drain() waited for one of its running jobs to end before it looked at news: a recording
+    converted during a minutes-long speech analysis waited that long beside a free worker."""
+    from pbx.job_pool import JobQueue
+
+    rows = [1]
+    release = asyncio.Event()
+    started: list[int] = []
+
+    async def fetch(after: int | None, limit: int) -> list[tuple[int, str]]:
+        return [(i, "job") for i in rows if after is None or i > after]
+
+    async def handle(row_id: int, _job: str) -> float | None:
+        started.append(row_id)
+        if row_id == 1:
+            await release.wait()
+        return None
+
+    queue = JobQueue("test job", _Workers(2), fetch, handle)  # type: ignore[arg-type]
+    await queue.read(everything=True)
+    draining = asyncio.create_task(queue.drain())
+    try:
+        await asyncio.sleep(0.05)
+        rows.append(2)
+        queue.nudge()
+        await asyncio.sleep(0.2)
+        assert started == [1, 2], "the new row on the free worker, the long job still running"
+    finally:
+        release.set()
+        async with asyncio.timeout(5):
+            await draining
+
+
+async def test_rows_the_database_no_longer_holds_are_forgotten_at_a_full_read() -> None:
+    """A daemon that stood by kept the rows it had queued before and, active again, ran them
+    though the other daemon had done them meanwhile; the attempts of rows failed for good were
+    kept for the process's life."""
+    from pbx.job_pool import JobQueue
+
+    rows = {1: "ok", 2: "fails", 3: "ok"}
+    done: list[int] = []
+
+    async def fetch(after: int | None, limit: int) -> list[tuple[int, str]]:
+        return [(i, job) for i, job in sorted(rows.items()) if after is None or i > after]
+
+    async def handle(row_id: int, job: str) -> float | None:
+        if job == "fails":
+            raise ValueError("no audio in the file")
+        done.append(row_id)
+        del rows[row_id]  # no longer waiting
+        return None
+
+    queue = JobQueue("test job", _Workers(1), fetch, handle, max_attempts=1)  # type: ignore[arg-type]
+    await queue.read(everything=True)
+    assert sorted(queue._jobs) == [1, 2, 3]
+    del rows[1], rows[3]  # done by the other daemon; row 2 marked failed there
+    rows[4] = "ok"
+    await queue.read(everything=True)
+    await queue.drain()
+    assert done == [4], "neither 1 nor 3 again"
+    assert queue._attempts == {2: 1}
+    del rows[2]  # gone from the waiting rows (failed for good, or removed by retention)
+    await queue.read(everything=True)
+    assert queue._attempts == {} and queue._jobs == {}
+
+
+async def test_a_worker_that_cannot_start_is_tried_again_soon_without_an_attempt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the fork server died (EOFError from multiprocessing's recvfds, seen in CI), submit
+    raised: an EOFError counted an attempt against the call and an OSError waited 30 s, and
+    the executor kept the job queued, to run it unawaited beside the next one."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from pbx import job_pool
+    from pbx.job_pool import JobPool, JobQueue
+
+    real_submit = ProcessPoolExecutor.submit
+    refused: list[ProcessPoolExecutor] = []
+
+    def submit(self: ProcessPoolExecutor, fn: object, /, *args: object) -> object:
+        if not refused:  # the first spawn meets a dead fork server
+            refused.append(self)
+            raise EOFError("unexpected EOF")
+        return real_submit(self, fn, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ProcessPoolExecutor, "submit", submit)
+    monkeypatch.setattr(job_pool, "WORKER_RETRY_FIRST", 0.1)
+    pool = JobPool(1, "test")
+    done: list[int] = []
+
+    async def fetch(after: int | None, limit: int) -> list[tuple[int, str]]:
+        return [(1, "job")] if after is None else []
+
+    async def handle(row_id: int, _job: str) -> float | None:
+        done.append(await pool.run(os.getpid))
+        return None
+
+    queue = JobQueue("test job", pool, fetch, handle, max_attempts=1)
+    try:
+        await queue.read(everything=True)
+        async with asyncio.timeout(30):
+            wait = await queue.drain()
+            assert wait is not None and wait <= 0.1 and not done
+            await asyncio.sleep(wait)
+            assert await queue.drain() is None
+    finally:
+        pool.close()
+    assert len(done) == 1 and done[0] != os.getpid(), "run in a worker, once"
+    assert queue._attempts == {}, "no attempt counted"
+    assert refused[0] is not pool._executor, "the executor holding the refused job was dropped"

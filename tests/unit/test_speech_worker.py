@@ -351,3 +351,29 @@ async def test_after_a_capped_wait_the_worker_waits_again_once_it_was_idle(
     began = time.monotonic()
     await worker.analyse_pending()
     assert await ran_at(lab, b) >= began + 0.4, "it waits for a quiet moment again"
+
+
+async def test_a_daemon_that_stands_by_while_waiting_for_a_quiet_moment_analyses_nothing(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The queue checks that its daemon stores the calls before it starts a job, but the job
+    then waits up to MAX_DEFER for a quiet moment; a daemon that stepped down meanwhile still
+    analysed the recording, which the daemon now active analysed too."""
+    monkeypatch.setattr(speech_worker, "QUIET", 0.5)
+    active = True
+    stored = time.monotonic()
+
+    def last_call_stored() -> float:
+        nonlocal active
+        active = False  # the consumer lock lost while the job waits for calls to stop
+        return stored
+
+    (lab.folder / "a.mp3").write_bytes(b"audio")
+    call = await lab.call("a", "a.mp3")
+    worker = SpeechWorker(
+        lab.store, lab.settings, lab.metrics, lab.clock, says_when, last_call_stored, lambda: active
+    )
+    lab.workers.append(worker)
+    await worker.analyse_pending()
+    assert await lab.rows(select(call_speech.c.call_id).where(call_speech.c.call_id == call)) == []
+    assert lab.sample("calltrack_speech_calls_total", {"outcome": "analysed"}) is None
