@@ -4,6 +4,7 @@ the database's schema, free disk."""
 from __future__ import annotations
 
 import csv
+import grp
 import io
 import os
 import pwd
@@ -115,6 +116,28 @@ def may_write(mode: int, owner: int, group: int, uid: int, gids: frozenset[int])
     return bool(mode & stat.S_IWOTH and mode & stat.S_IXOTH)
 
 
+def may_enter(mode: int, owner: int, group: int, uid: int, gids: frozenset[int]) -> bool:
+    """Whether Unix permissions let `uid` (in `gids`) pass through a folder to what is in it."""
+    if uid == 0:
+        return True
+    if uid == owner:
+        return bool(mode & stat.S_IXUSR)
+    if group in gids:
+        return bool(mode & stat.S_IXGRP)
+    return bool(mode & stat.S_IXOTH)
+
+
+def closed_on_the_way(folder: Path, uid: int, gids: frozenset[int]) -> Path | None:
+    """The first folder above `folder` that `uid` may not pass through, if any: a recordings
+    folder Asterisk may write in is no use inside one it may not enter (/var/lib/calltrack,
+    0750, while Asterisk is not in calltrack's group)."""
+    for above in reversed(folder.parents):
+        info = above.stat()
+        if not may_enter(info.st_mode, info.st_uid, info.st_gid, uid, gids):
+            return above
+    return None
+
+
 @dataclass(frozen=True)
 class Writer:
     """The Unix identity Asterisk creates its recordings with."""
@@ -132,10 +155,15 @@ class UnknownWriter:
     needs: str
 
 
-def writer_named(name: str) -> Writer | None:
-    """The user `name` of this host, with its groups; None if this host has no such user."""
+def writer_named(name: str, group: str = "") -> Writer | None:
+    """The user `name` of this host, with the groups Asterisk runs with; None if this host has
+    no such user (or group). With a run group (asterisk.conf's `rungroup`, `-G`) Asterisk
+    drops every other group (main/asterisk.c: setgid, then setgroups(0, NULL)): a user added
+    to calltrack's group with usermod still cannot write in a folder of that group."""
     try:
         entry = pwd.getpwnam(name)
+        if group:
+            return Writer(name, entry.pw_uid, frozenset({grp.getgrnam(group).gr_gid}))
     except KeyError:
         return None
     return Writer(name, entry.pw_uid, frozenset(os.getgrouplist(name, entry.pw_gid)))
@@ -162,15 +190,19 @@ def running_asterisk(proc: Path = Path("/proc")) -> Writer | None:
 
 
 def asterisk_writer(said: str | None, here: bool | None) -> Writer | UnknownWriter:
-    """Who Asterisk writes files as. `said`: the user `core show settings` names ("" when it
-    names none: no runuser in asterisk.conf; None when it could not be asked); `here`:
-    Asterisk runs on this host (its process is then looked at in /proc)."""
-    if said:
-        named = writer_named(said)
-        if named is not None:
-            return named
+    """Who Asterisk writes files as. `said`: the user and group `core show settings` names
+    ("asterisk/asterisk"; "/" or "" when it names none: no runuser in asterisk.conf; None when
+    it could not be asked); `here`: Asterisk runs on this host. The process running here is
+    the truth: it has the groups the kernel gave it, where asterisk.conf does not say a `-G`
+    on the command line (FreePBX's safe_asterisk) or what systemd's User= started."""
     if here and (running := running_asterisk()) is not None:
         return running
+    user, _, group = (said or "").partition("/")
+    said = user.strip() if said is not None else None
+    if said:
+        named = writer_named(said, group.strip())
+        if named is not None:
+            return named
     if said:
         return UnknownWriter(
             f"Asterisk runs as {said}, a user this host does not have (another host, a container)",
@@ -226,10 +258,20 @@ def recordings_check(settings: Settings, writer: Writer | UnknownWriter) -> Resu
     if isinstance(writer, Writer):
         if not may_write(info.st_mode, info.st_uid, info.st_gid, writer.uid, writer.gids):
             return fail("recordings", f"{folder} ({mode}) is not writable by {writer.name}", fix)
+        closed = closed_on_the_way(folder, writer.uid, writer.gids)
+        if closed is not None:
+            return fail(
+                "recordings",
+                f"{writer.name} (Asterisk) may not enter {closed}"
+                f" ({stat.filemode(closed.stat().st_mode)}), on the way to {folder}",
+                f"a recordings folder {writer.name} can reach: README, On your PBX",
+            )
         return ok("recordings", f"{folder}: {writer.name} (Asterisk) writes, calltrack reads")
     if not info.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
         return fail("recordings", f"{folder} ({mode}) is writable by nobody", fix)
-    if may_write(info.st_mode, info.st_uid, info.st_gid, -1, frozenset()):
+    if may_write(info.st_mode, info.st_uid, info.st_gid, -1, frozenset()) and not closed_on_the_way(
+        folder, -1, frozenset()
+    ):
         return ok("recordings", f"{folder}: anyone may write in it ({mode}), calltrack reads")
     return skip(
         "recordings",

@@ -369,14 +369,15 @@ def reason(error: OSError | TimeoutError, seconds: float) -> str:
 
 
 async def asterisk_user(session: AmiSession) -> str | None:
-    """The Unix user Asterisk says it runs as: "" when it names none (started without -U and
-    without asterisk.conf's runuser: as whoever started it), None when it may not be asked."""
+    """The Unix user and group Asterisk says it runs as, "user/group" (asterisk.conf's runuser
+    and rungroup): "/" or "" when it names none (started without them: as whoever started it,
+    or -U and -G), None when it may not be asked."""
     try:
         fields = parse_fields(await session.command("core show settings"))
     except Denied:
         return None
     # "User name and group: asterisk/asterisk"; "/" when it names none
-    return fields.get("user name and group", "").partition("/")[0].strip()
+    return fields.get("user name and group", "").strip()
 
 
 async def asterisk_here(ami: Ami) -> bool | None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import grp
 import os
 import socket
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -115,7 +117,23 @@ ASTERISK = Writer("asterisk", 4321, frozenset({4321}))
 UNKNOWN = UnknownWriter("Asterisk does not say", "`runuser` in asterisk.conf")
 
 
-def test_recordings_folder(tmp_path: Path) -> None:
+@pytest.fixture
+def passable(tmp_path: Path) -> Iterator[Path]:
+    """tmp_path with every folder above it open to pass through (pytest makes its own 0700):
+    the recordings checks look at the way to the folder too."""
+    above = [p for p in (tmp_path, *tmp_path.parents) if not p.stat().st_mode & stat.S_IXOTH]
+    modes = {p: p.stat().st_mode for p in above}
+    for p in above:
+        p.chmod(p.stat().st_mode | 0o111)
+    try:
+        yield tmp_path
+    finally:
+        for p, mode in modes.items():
+            p.chmod(mode)
+
+
+def test_recordings_folder(passable: Path) -> None:
+    tmp_path = passable
     settings = settings_for(tmp_path, **_asterisk(tmp_path))
     folder = tmp_path / "asterisk-recordings"
     os.chown(folder, 0, 0)
@@ -138,11 +156,12 @@ def test_recordings_folder(tmp_path: Path) -> None:
     assert gone.status is Status.FAIL and "is not a folder" in gone.message
 
 
-def test_recordings_folder_of_an_asterisk_that_does_not_say_who_it_is(tmp_path: Path) -> None:
+def test_recordings_folder_of_an_asterisk_that_does_not_say_who_it_is(passable: Path) -> None:
     """Asterisk says "User name and group: /" unless asterisk.conf names a runuser, also when
     systemd's User= or -U started it as another user: a folder only root may write in was
     passed with OK, and no recording was ever written. Unknown, it is skipped with what would
     tell, unless anyone may write in the folder."""
+    tmp_path = passable
     settings = settings_for(tmp_path, **_asterisk(tmp_path))
     folder = tmp_path / "asterisk-recordings"
     os.chown(folder, 0, 0)
@@ -260,3 +279,47 @@ async def test_a_folder_it_may_not_enter_is_a_fail_line_not_a_traceback(
         assert results[check].status is Status.FAIL, results[check]
         assert f"{path}: Permission denied" in results[check].message, results[check]
     assert results["disk"].status is Status.OK, "free space where it may look"
+
+
+def test_a_folder_asterisk_may_not_enter_on_the_way_is_a_fail(passable: Path) -> None:
+    """The README put the recordings in /var/lib/calltrack/recordings (2770, calltrack's group,
+    Asterisk's user added to it) inside /var/lib/calltrack (0750): Asterisk may write in the
+    folder but, without that group, not reach it, and doctor said OK."""
+    settings = settings_for(passable, **_asterisk(passable))
+    state = passable / "asterisk-recordings"
+    os.chown(state, 4321, 4321)
+    state.chmod(0o2770)
+    assert recordings_check(settings, ASTERISK).status is Status.OK
+    passable.chmod(0o750)  # the state folder, root's, no way through for others
+    try:
+        closed = recordings_check(settings, ASTERISK)
+        assert closed.status is Status.FAIL, closed
+        assert f"asterisk (Asterisk) may not enter {passable} (drwxr-x---)" in closed.message
+        assert recordings_check(settings, ROOT).status is Status.OK
+        state.chmod(0o777)  # anyone may write in it, yet nobody unknown gets there
+        assert recordings_check(settings, UNKNOWN).status is Status.SKIP
+    finally:
+        passable.chmod(0o755)
+
+
+def test_a_run_group_drops_the_users_other_groups() -> None:
+    """With asterisk.conf's rungroup (or -G) Asterisk calls setgroups(0, NULL): the groups its
+    user was added to with usermod are gone, and doctor counted them."""
+    root_groups = frozenset(os.getgrouplist("root", 0))
+    assert asterisk_writer("root/", here=False) == Writer("root", 0, root_groups)
+    group = grp.getgrgid(0).gr_name
+    assert asterisk_writer(f"root/{group}", here=False) == Writer("root", 0, frozenset({0}))
+    assert isinstance(asterisk_writer("root/no-such-group", here=False), UnknownWriter)
+
+
+def test_the_process_running_here_wins_over_what_asterisk_conf_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """asterisk.conf names a runuser, but the process has the groups the kernel gave it (a -G
+    on safe_asterisk's command line, systemd's User=): those decide what it may write."""
+    from pbx.doctor import local_checks
+
+    real = Writer("asterisk", 4321, frozenset({4321}))
+    monkeypatch.setattr(local_checks, "running_asterisk", lambda: real)
+    assert asterisk_writer("root/root", here=True) == real
+    assert asterisk_writer("root/root", here=False) == Writer("root", 0, frozenset({0}))
