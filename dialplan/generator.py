@@ -61,6 +61,12 @@ def render_dialplan(settings: Settings) -> str:
     if settings.asterisk is None:
         raise ValueError("the config has no `asterisk:` section")
     context = settings.asterisk.context
+    other = settings.asterisk.other_numbers_context
+    if other in (context, f"{context}-call", f"{context}-hangup"):
+        raise ValueError(
+            f"asterisk.other_numbers_context {other!r} is one of calltrack's own contexts:"
+            " name the context the trunk's calls entered before"
+        )
     recordings = str(settings.asterisk_recordings_dir).rstrip("/")
     if not _SAFE_PATH.match(recordings) or not recordings.startswith("/"):
         raise ValueError(
@@ -91,6 +97,14 @@ def render_dialplan(settings: Settings) -> str:
             out.append(f" same => n,Set({VAR_FALLBACK}={number.real_line})")
             out.append(f" same => n,Goto({context}-call,${{EXTEN}},1)")
         out.append("")
+    if other:
+        # searched only when no number above matches: Asterisk looks in a context's own
+        # extensions before its includes, whatever patterns the included one has
+        out += [
+            "; Every other number the trunk delivers: as before calltrack.",
+            f"include => {other}",
+            "",
+        ]
 
     call = f"{context}-call"
     out += [

@@ -515,6 +515,13 @@ class Asterisk(_Model):
         pattern=r"^[A-Za-z0-9_-]+$",
         description="the dialplan context the carrier trunk's calls enter",
     )
+    other_numbers_context: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="the context the trunk's calls entered before calltrack (plain Asterisk):"
+        " the numbers calltrack does not track go on there (an `include` after the tracked"
+        " ones); without it Asterisk refuses them once the trunk points at `context`",
+    )
     ring_timeout: Seconds = Field(30.0, description="how long the real line rings")
     recordings_dir: Path | None = Field(
         None, description="where Asterisk writes recordings; default: recordings.dir"

@@ -149,3 +149,44 @@ def test_national_forms_of_the_region_are_answered() -> None:
     for exten in ("74951111111", "+74951111111", "84951111111", "4951111111"):
         assert f"exten => {exten},1,Set(CALLTRACK_DID=+74951111111)" in plan
     assert "exten => 301234567," not in plan  # the German number has no RU national form
+
+
+def test_the_trunks_other_numbers_go_on_to_the_context_they_entered_before() -> None:
+    """The README pointed the carrier trunk at calltrack's context, which has only the tracked
+    numbers: the office's main line, its fax and every other DID on that trunk found no
+    extension there and were refused. `asterisk.other_numbers_context` names the context they
+    entered before; it is included after the tracked numbers."""
+    plan = render_dialplan(settings())
+    assert "include =>" not in plan
+    plan = render_dialplan(
+        settings(
+            CONFIG.replace(
+                "  context: ct-in\n", "  context: ct-in\n  other_numbers_context: from-trunk\n"
+            )
+        )
+    )
+    lines = plan.splitlines()
+    section = lines[lines.index("[ct-in]") : lines.index("[ct-in-call]")]
+    assert section.count("include => from-trunk") == 1
+    assert section.index("include => from-trunk") > max(
+        i for i, line in enumerate(section) if line.startswith("exten => ")
+    )
+    assert "include" not in "\n".join(lines[lines.index("[ct-in-call]") :])
+
+
+@pytest.mark.parametrize("own", ["ct-in", "ct-in-call", "ct-in-hangup"])
+def test_the_other_numbers_context_is_none_of_calltracks_own(own: str) -> None:
+    with pytest.raises(ValueError, match="one of calltrack's own contexts"):
+        render_dialplan(
+            settings(
+                CONFIG.replace(
+                    "  context: ct-in\n", f"  context: ct-in\n  other_numbers_context: {own}\n"
+                )
+            )
+        )
+    with pytest.raises(ConfigError):
+        settings(
+            CONFIG.replace(
+                "  context: ct-in\n", "  context: ct-in\n  other_numbers_context: 'a,b'\n"
+            )
+        )
