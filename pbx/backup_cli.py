@@ -141,9 +141,17 @@ def _copy(source: Path, target: Path) -> str | None:
             revision = _revision(copy)
         partial.replace(target)
     except sqlite3.Error as exc:
-        raise BackupError(f"{source}: {exc}") from None
+        # the database is opened read-only: a full disk is the backup's, and the live file is
+        # not to be blamed for what failed on the other side
+        if exc.sqlite_errorname == "SQLITE_FULL":
+            raise BackupError(
+                f"{target.parent}: no space left for the backup; nothing written, the database"
+                f" {source} is untouched"
+            ) from None
+        raise BackupError(f"the backup of {source} to {target} failed: {exc}") from None
     finally:
-        partial.unlink(missing_ok=True)
+        for left in (partial, *(Path(f"{partial}{end}") for end in ("-journal", "-wal", "-shm"))):
+            left.unlink(missing_ok=True)
     return revision
 
 

@@ -241,3 +241,27 @@ def test_a_folder_it_cannot_write_in_is_a_message_not_a_traceback(
     # a folder no one can create a file in, root included (tests run as root)
     assert main(["backup", "-c", str(tmp_path / "calltrack.yaml"), "/proc/backup.db"]) == 2
     assert "calltrack: /proc/backup.db: No such file or directory" in capsys.readouterr().err
+
+
+def test_a_full_disk_names_the_backups_folder_and_leaves_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a full disk the error named the live database ("calltrack.db: database or disk is
+    full"), and a `.FILE.XXXX.partial-journal` was left behind on every failed run."""
+    from tests.faults.conftest import NoTmpfs, tmpfs
+
+    settings = settings_for(tmp_path)
+    asyncio.run(migrate(settings))
+    with sqlite3.connect(tmp_path / "calltrack.db") as conn:  # ~2 MB: more than the tmpfs
+        conn.execute("CREATE TABLE filler (x BLOB)")
+        conn.executemany("INSERT INTO filler VALUES (?)", [(os.urandom(4000),)] * 500)
+    try:
+        with tmpfs("1m") as full:
+            code = main(["backup", "-c", str(tmp_path / "calltrack.yaml"), str(full / "b.db")])
+            left = sorted(p.name for p in full.iterdir())
+    except NoTmpfs as exc:
+        pytest.skip(str(exc))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"calltrack: {full}: no space left for the backup; nothing written" in err, err
+    assert left == [], "no partial file, no journal"
