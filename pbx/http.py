@@ -168,12 +168,18 @@ def whole_number(value: str, name: str, low: int, high: int) -> int:
     return int(value)
 
 
+def _last_hop(request: web.Request, header: str) -> str:
+    """The last value of a list header, over every line of it: a proxy may add its own line
+    after the client's (HAProxy's `option forwardfor`) instead of appending to it, and the
+    first line alone is the client's to write."""
+    return ",".join(request.headers.getall(header, [])).split(",")[-1].strip()
+
+
 def client_ip(request: web.Request) -> str | None:
     """The visitor's address; X-Forwarded-For is believed only from configured proxies."""
     peer = request.remote
-    forwarded = request.headers.get("X-Forwarded-For")
-    if forwarded and _from_trusted_proxy(request):
-        candidate = forwarded.split(",")[-1].strip()
+    if "X-Forwarded-For" in request.headers and _from_trusted_proxy(request):
+        candidate = _last_hop(request, "X-Forwarded-For")
         try:
             return str(ipaddress.ip_address(candidate))
         except ValueError:
@@ -193,8 +199,9 @@ def served_over_https(request: web.Request) -> bool:
     public = request.app[SETTINGS].http.public_url
     if request.secure or (public and public.startswith("https://")):
         return True
-    proto = request.headers.get("X-Forwarded-Proto", "")
-    return _from_trusted_proxy(request) and proto.split(",")[-1].strip().lower() == "https"
+    return (
+        _from_trusted_proxy(request) and _last_hop(request, "X-Forwarded-Proto").lower() == "https"
+    )
 
 
 def public_base_url(request: web.Request) -> str:

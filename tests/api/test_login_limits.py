@@ -202,3 +202,32 @@ async def test_a_flood_of_logins_does_not_stall_the_event_loop(
     assert busy < bound, (
         f"healthz p50 {idle:.1f} ms idle, {busy:.1f} ms busy (a hash: {one_hash:.0f} ms)"
     )
+
+
+async def test_a_forwarded_for_line_of_the_clients_own_does_not_change_its_address(
+    cheap: Client, session: aiohttp.ClientSession
+) -> None:
+    """HAProxy's `option forwardfor` adds a line of its own after the client's instead of
+    appending to it; only the first line was read, the client's, so each guess from a made-up
+    address had a limit of its own (and a victim's address could be locked out at will)."""
+    from multidict import CIMultiDict
+
+    csrf = await login_csrf(cheap)
+    statuses = []
+    for i in range(12):
+        headers = CIMultiDict(
+            [
+                ("Cookie", f"calltrack_login_csrf={csrf}"),
+                ("X-Forwarded-For", f"203.0.113.{i}"),  # the client's own, made up each time
+                ("X-Forwarded-For", "198.51.100.9"),  # the proxy's: where it came from
+            ]
+        )
+        async with session.post(
+            cheap.make_url("/login"),
+            data={"csrf": csrf, "name": "ada", "password": f"guess {i}"},
+            headers=headers,
+            allow_redirects=False,
+        ) as response:
+            await response.read()
+            statuses.append(response.status)
+    assert Counter(statuses) == Counter({401: 10, 429: 2}), statuses

@@ -20,7 +20,7 @@ from attribution.calls import CallReport, CallStatus, Route
 from dialplan.agi import start_agi_server
 from pbx.settings import Settings
 from pbx.storage.errors import is_transient
-from tests.asterisk.conftest import lab
+from tests.asterisk.conftest import lab, load_lab_dialplan
 from tests.asterisk.sipp import (
     RealLine,
     agent_logged_in,
@@ -423,3 +423,32 @@ async def test_a_phone_of_the_pbx_calling_a_tracking_number_is_not_a_person_who_
     await asyncio.sleep(0.5)
     read_back = await cdr_since(lab_dialplan, since)
     assert [(r.linkedid, r.status) for r in read_back] == [(live.linkedid, live.status)]
+
+
+async def test_a_number_calltrack_does_not_track_goes_on_to_the_trunks_other_context(
+    lab_dialplan: Settings, tmp_path: Path
+) -> None:
+    """With the trunk pointed at calltrack's context, a number it does not track found no
+    extension there and Asterisk refused the call (the office's main line, a fax). Named in
+    asterisk.other_numbers_context, the trunk's old context takes it: here the lab PBX's
+    `person`, which rings the real line. calltrack neither records nor routes it."""
+    assert lab_dialplan.asterisk is not None
+    other = lab_dialplan.model_copy(
+        update={
+            "asterisk": lab_dialplan.asterisk.model_copy(
+                update={"other_numbers_context": "lab-pbx"}
+            )
+        }
+    )
+    recordings = lab_dialplan.asterisk_recordings_dir
+    before = set(recordings.glob("*.wav"))
+    load_lab_dialplan(other)
+    try:
+        async with real_line(tmp_path / "uas") as line:
+            call = await place_call("person", tmp_path / "uac")
+            assert call.returncode == 0, call.output
+            assert await line.wait() == 0
+        assert "INVITE sip:" in line.messages()
+    finally:
+        load_lab_dialplan(lab_dialplan)
+    assert set(recordings.glob("*.wav")) == before, "not a tracked call: nothing recorded"
