@@ -51,6 +51,29 @@ def parse_dialplan_show(lines: list[str]) -> Extensions | None:
     return found
 
 
+_SHOW_INCLUDE = re.compile(r"^\s*Include =>\s+'(?P<name>[^']+)'")
+
+
+def shown_includes(lines: list[str]) -> list[str]:
+    """The contexts a `dialplan show CONTEXT` says it includes (main/pbx.c: "  Include =>")."""
+    return [m["name"] for line in lines if (m := _SHOW_INCLUDE.match(line))]
+
+
+_CONF_INCLUDE = re.compile(r"^\s*include\s*=>\s*(?P<name>[^\s;]+)")
+
+
+def conf_includes(text: str) -> dict[str, list[str]]:
+    """The `include =>` lines of an extensions.conf as calltrack writes it, by context."""
+    found: dict[str, list[str]] = {}
+    context = None
+    for line in text.splitlines():
+        if line.startswith("[") and line.rstrip().endswith("]"):
+            context = line.rstrip()[1:-1]
+        elif context is not None and (m := _CONF_INCLUDE.match(line)):
+            found.setdefault(context, []).append(m["name"])
+    return found
+
+
 _CONF_EXTEN = re.compile(r"^\s*exten\s*=>\s*(?P<exten>[^,]+),(?P<prio>[^,]+),(?P<app>.*)$")
 _CONF_SAME = re.compile(r"^\s*same\s*=>\s*(?P<prio>[^,]+),(?P<app>.*)$")
 _CONF_PRIO = re.compile(r"^(?P<n>\d+|n)(?:\((?P<label>[^)]+)\))?$")

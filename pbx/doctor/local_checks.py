@@ -27,7 +27,8 @@ CDR_FIX = (
     "in cdr.conf [csv]: loguniqueid = yes, newcdrcolumns = yes, loguserfield = yes"
     " (asterisk.conf.d/cdr.conf), then `module reload cdr_csv`"
 )
-_UNIQUEID = re.compile(r"^\d+\.\d+$")
+#: seconds.sequence, after `systemname-` when asterisk.conf sets one (main/channel_internal_api.c)
+_UNIQUEID = re.compile(r"^(?:[^,]+-)?\d+\.\d+$")
 _TAIL = 64 * 1024  # enough for the last rows of a Master.csv of any size
 
 
@@ -101,8 +102,12 @@ def _hours_from_utc(call: list[list[str]]) -> float | None:
             continue
     if not offsets:
         return None
-    hours = round(min(offsets) / 900) / 4  # time zones: quarter hours
-    return hours or None
+    # a time zone is a whole number of quarter hours, to the second: a call's first rows cut
+    # off by the tail, or a start read after a split, are minutes off, not a zone
+    quarters = round(min(offsets) / 900)
+    if quarters == 0 or abs(min(offsets) - quarters * 900) > 2:
+        return None
+    return quarters / 4
 
 
 def may_write(mode: int, owner: int, group: int, uid: int, gids: frozenset[int]) -> bool:

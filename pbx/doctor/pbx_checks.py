@@ -22,11 +22,13 @@ from attribution.phone import dialled_forms
 from dialplan.generator import agi_address, render_dialplan
 from pbx.doctor import Result, Status, fail, ok, skip
 from pbx.doctor.asterisk_text import (
+    conf_includes,
     first_difference,
     parse_dialplan_show,
     parse_extensions_conf,
     parse_fields,
     permissions,
+    shown_includes,
 )
 from pbx.doctor.eventfilter import dropped, read_filters
 from pbx.settings import Ami, Settings
@@ -138,6 +140,14 @@ async def login_check(session: AmiSession) -> Result:
     try:
         await session.login()
     except PermissionError as exc:
+        if "already in use" in str(exc).lower():  # manager.c, allowmultiplelogin = no
+            return fail(
+                "AMI",
+                f"{where} refused the login of {session.ami.username!r}: {exc} (the daemon is"
+                " logged in as that user, and Asterisk allows one login of it)",
+                f"`allowmultiplelogin = yes` in [{session.ami.username}] (manager.conf), or a"
+                " second AMI user for doctor (asterisk.conf.d/manager_doctor.conf, --ami-user)",
+            )
         return fail(
             "AMI",
             f"{where} refused the login of {session.ami.username!r}: {exc}",
@@ -154,9 +164,12 @@ async def login_check(session: AmiSession) -> Result:
     return ok("AMI", f"{where} accepted the login of {session.ami.username!r}")
 
 
-async def rights_check(session: AmiSession) -> tuple[Result, dict[str, str] | None]:
-    """The user's read classes (`manager show user`); the daemon needs call and user."""
-    user = session.ami.username
+async def rights_check(
+    session: AmiSession, daemon_user: str | None = None
+) -> tuple[Result, dict[str, str] | None]:
+    """The daemon's user's read classes (`manager show user`); it needs call and user.
+    `daemon_user`: the daemon's AMI user, when doctor logs in as another (--ami-user)."""
+    user = daemon_user or session.ami.username
     try:
         fields = parse_fields(await session.command(f"manager show user {user}"))
     except Denied:
@@ -264,22 +277,41 @@ async def dialplan_check(session: AmiSession, settings: Settings, config: str) -
     assert settings.asterisk is not None
     fix = (
         f"`calltrack dialplan -c {config} -o /etc/asterisk/extensions_calltrack.conf`,"
-        " `#include extensions_calltrack.conf` in extensions.conf, then `dialplan reload`"
+        " `#include extensions_calltrack.conf` in extensions.conf (FreePBX:"
+        " extensions_custom.conf), then `dialplan reload`"
     )
     try:
-        wanted = parse_extensions_conf(render_dialplan(settings))
+        text = render_dialplan(settings)
     except ValueError as exc:  # a value the dialplan cannot carry safely (a path, a number)
         return fail("dialplan", f"cannot be generated from {config}: {exc}", "fix that value")
+    wanted, includes = parse_extensions_conf(text), conf_includes(text)
     for context, extensions in wanted.items():
         try:
-            loaded = parse_dialplan_show(await session.command(f"dialplan show {context}"))
+            lines = await session.command(f"dialplan show {context}")
         except Denied:
             return skip("dialplan", "cannot read the loaded dialplan", NEEDS_COMMAND)
+        loaded = parse_dialplan_show(lines)
         if loaded is None:
             return fail("dialplan", f"context {context} is not loaded", fix)
         difference = first_difference(extensions, loaded)
+        if difference is None and (
+            absent := set(includes.get(context, [])) - set(shown_includes(lines))
+        ):
+            difference = f"it does not include {', '.join(sorted(absent))}"
         if difference is not None:
             return fail("dialplan", f"context {context} is not current: {difference}", fix)
+    other = settings.asterisk.other_numbers_context
+    if (
+        other is not None
+        and parse_dialplan_show(await session.command(f"dialplan show {other}")) is None
+    ):
+        # Asterisk takes an include of a context it does not have, and then finds nothing in it
+        return fail(
+            "dialplan",
+            f"context {other} (asterisk.other_numbers_context) is not loaded: the trunk's"
+            " numbers calltrack does not track are refused",
+            "name the context the trunk's calls entered before calltrack, then regenerate",
+        )
     return ok("dialplan", f"{', '.join(wanted)} loaded and current")
 
 
@@ -396,11 +428,11 @@ async def asterisk_here(ami: Ami) -> bool | None:
 def _is_this_host(family: int, address: str) -> bool:
     if ipaddress.ip_address(address.partition("%")[0]).is_loopback:
         return True
-    with socket.socket(family, socket.SOCK_DGRAM) as probe:
-        try:
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
             probe.bind((address, 0))
-        except OSError:  # EADDRNOTAVAIL: not an address of this host
-            return False
+    except OSError:  # EADDRNOTAVAIL: not an address of this host; EAFNOSUPPORT: IPv6 is off
+        return False
     return True
 
 
@@ -420,7 +452,7 @@ async def pbx_checks(
             results += [skip(name, "not checked", NEEDS_LOGIN) for name in AMI_CHECKS]
         else:
             try:
-                rights, _ = await rights_check(session)
+                rights, _ = await rights_check(session, daemon_user)
                 results.append(rights)
                 events, event = await events_check(session)
                 results += [events, await eventfilter_check(session, daemon_user)]

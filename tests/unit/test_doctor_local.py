@@ -323,3 +323,31 @@ def test_the_process_running_here_wins_over_what_asterisk_conf_says(
     monkeypatch.setattr(local_checks, "running_asterisk", lambda: real)
     assert asterisk_writer("root/root", here=True) == real
     assert asterisk_writer("root/root", here=False) == Writer("root", 0, frozenset({0}))
+
+
+def test_unique_ids_with_asterisk_confs_systemname_are_unique_ids(tmp_path: Path) -> None:
+    """With `systemname` in asterisk.conf Asterisk writes `name-1764583200.1`: a healthy CDR
+    failed as "not the 21 columns" with the fix to log unique ids it already logged."""
+    settings = settings_for(tmp_path, **_asterisk(tmp_path))
+    named = ROW_21.replace('"1796030864.0"', '"pbx1-1796030864.0"')
+    assert named.count("pbx1-") == 2
+    (tmp_path / "Master.csv").write_text(named)
+    assert cdr_check(settings).status is Status.OK, cdr_check(settings)
+
+
+def test_a_call_minutes_off_is_no_time_zone(tmp_path: Path) -> None:
+    """Any gap of 7.5 minutes or more (the call's first rows cut off by the tail after a
+    transfer) was rounded to a quarter hour and failed as local times; a zone is a whole number
+    of quarter hours to the second."""
+    settings = settings_for(tmp_path, **_asterisk(tmp_path))
+    late = ROW_21.replace(
+        '"2026-11-30 09:27:44","2026-11-30 09:27:44"', '"2026-11-30 09:38:13","2026-11-30 09:38:13"'
+    )
+    (tmp_path / "Master.csv").write_text(late)
+    assert cdr_check(settings).status is Status.OK, cdr_check(settings)
+    local = ROW_21.replace(
+        '"2026-11-30 09:27:44","2026-11-30 09:27:44"', '"2026-11-30 12:27:44","2026-11-30 12:27:44"'
+    )
+    (tmp_path / "Master.csv").write_text(local)
+    zone = cdr_check(settings)
+    assert zone.status is Status.FAIL and "+3 h" in zone.message, zone

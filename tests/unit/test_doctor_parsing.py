@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pbx.doctor.asterisk_text import (
     Priority,
+    conf_includes,
     first_difference,
     parse_dialplan_show,
     parse_extensions_conf,
     parse_fields,
     permissions,
+    shown_includes,
 )
 
 # `dialplan show calltrack-inbound-call` on the lab (Asterisk 22.10.1), trimmed to 4 priorities
@@ -146,3 +148,20 @@ def test_manager_show_user_rights() -> None:
     assert fields["username"] == "calltrack"
     assert permissions(fields["read perm"]) == {"call", "user"}
     assert permissions(fields["write perm"]) == set()
+
+
+def test_includes_are_read_from_asterisk_and_from_the_generated_file() -> None:
+    """main/pbx.c prints a context's includes as `  Include =>        'name'   [registrar]`;
+    they were skipped on both sides, so a loaded dialplan without the trunk's other context
+    passed as current."""
+    shown = [
+        "[ Context 'calltrack-inbound' created by 'pbx_config' ]",
+        "  '74990000002' =>  1. Set(CALLTRACK_DID=+74990000002)    [extensions_calltrack.conf:7]",
+        f"  Include =>        {'from-trunk'!r:<45} [pbx_config]",
+        "",
+        "-= 1 extension (1 priority) in 1 context. =-",
+    ]
+    assert shown_includes(shown) == ["from-trunk"]
+    assert "from-trunk" not in parse_dialplan_show(shown)  # type: ignore[operator]
+    conf = "[ct]\nexten => 1,1,NoOp()\ninclude => from-trunk\n\n[ct-call]\nexten => 2,1,NoOp()\n"
+    assert conf_includes(conf) == {"ct": ["from-trunk"]}
