@@ -95,17 +95,27 @@ class AmiConsumerLock:
         session from timing out); returns as soon as it may be gone: the caller stops
         following AMI, then `release`s it.
 
-        A check gets idle_limit - retry_every seconds: the server ends a silent session
-        idle_limit after the last good check, and another daemon may take the lock then; this
-        one has stopped by that moment (before, it waited idle_limit for the check and as long
-        again for the connection to close, and two daemons followed AMI for seconds)."""
+        The server ends a silent session idle_limit after it answered the last good check,
+        and another daemon may take the lock then. So a check must answer before idle_limit
+        less a margin (a quarter of idle_limit - retry_every) counted from when the last good
+        one was sent, which is earlier than the server's answer: this daemon has stopped by
+        the moment the lock can be freed, however late its own sleep woke up. (Each check
+        used to get idle_limit - retry_every after its sleep: it gave up at the moment the lock
+        was freed or after it, and two daemons could follow AMI at once.)"""
+        margin = (self._timeout - self._retry_every) / 4
+        good = time.monotonic()  # acquire's answer: the session was alive when it was asked
         while True:
             await asyncio.sleep(self._retry_every)
+            sent = time.monotonic()
+            within = good + self._timeout - margin - sent
             try:
-                await self._query("SELECT 1", within=self._timeout - self._retry_every)
+                if within <= 0:
+                    raise TimeoutError(f"no check answered for {sent - good:.1f} s")
+                await self._query("SELECT 1", within=within)
             except Exception as exc:
                 log.warning("AMI lock lost with its database connection: %s", exc or repr(exc))
                 return
+            good = sent
 
     async def release(self) -> None:
         """Gives the lock up (by closing its session), if held."""
