@@ -17,6 +17,7 @@ from typing import Any
 from panoramisk import Manager
 
 from ami_bridge.bridge import action_within, connect_within
+from ami_bridge.tracker import FOLLOWED_EVENTS
 from attribution.numbering import Numbering
 from attribution.phone import dialled_forms
 from dialplan.generator import agi_address, render_dialplan
@@ -235,6 +236,15 @@ async def eventfilter_check(session: AmiSession, user: str | None = None) -> Res
         return skip("AMI eventfilter", lines, f"[{user}] in manager.conf or a file it includes")
     reading = read_filters(lines)
     lost = dropped(reading.filters)
+    disabled = await disabled_events(session)
+    if disabled:
+        return fail(
+            "AMI eventfilter",
+            f"manager.conf [general] disabledevents drops {', '.join(disabled)} for every AMI"
+            " user: calls through them are lost or wrong",
+            f"take {', '.join(disabled)} out of disabledevents, `manager reload`, then restart"
+            " calltrack",
+        )
     notes = [f"Asterisk crashes on {line}" for line in reading.crashing]
     notes += [f"Asterisk ignores {line}" for line in reading.refused]
     notes += [f"doctor cannot judge {line}" for line in reading.unjudged]
@@ -254,6 +264,19 @@ async def eventfilter_check(session: AmiSession, user: str | None = None) -> Res
     if reading.refused:
         return Result("AMI eventfilter", Status.WARN, message, fix)
     return ok("AMI eventfilter", message)
+
+
+async def disabled_events(session: AmiSession) -> list[str]:
+    """The events calltrack follows that manager.conf's [general] `disabledevents` drops for
+    every user before any eventfilter (main/manager.c; `manager show settings` prints it).
+    Names are matched as Asterisk does: exactly, blanks before each skipped. Empty when it
+    cannot be asked (no `write = command`): the user's eventfilter is still checked."""
+    try:
+        fields = parse_fields(await session.command("manager show settings"))
+    except Denied:
+        return []
+    listed = {name.lstrip() for name in fields.get("disabled events", "").split(",")}
+    return sorted(FOLLOWED_EVENTS & listed)
 
 
 async def timestamp_check(session: AmiSession, event: dict[str, Any] | None) -> Result:

@@ -255,8 +255,9 @@ def test_a_line_asterisk_refuses_says_why(name: str, value: str, expected: str) 
 class ConfigAsterisk:
     """Accepts the login and answers GetConfig as Asterisk 22 does (manager.c)."""
 
-    def __init__(self, answer: str) -> None:
+    def __init__(self, answer: str, disabled: str = "") -> None:
         self.answer = answer
+        self.disabled = disabled  # [general] disabledevents
         self.asked: list[dict[str, str]] = []
 
     async def client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -268,6 +269,8 @@ class ConfigAsterisk:
                 action_id = f"ActionID: {fields.get('ActionID', '')}\r\n"
                 if fields.get("Action") == "Login":
                     body = "Response: Success\r\nMessage: Authentication accepted\r\n"
+                elif fields.get("Action") == "Command":  # manager show settings
+                    body = f"Response: Success\r\nOutput: Disabled events: {self.disabled}\r\n"
                 else:
                     self.asked.append(fields)
                     body = self.answer
@@ -286,9 +289,9 @@ def getconfig_answer(*lines: tuple[str, str]) -> str:
 
 
 async def check_with(
-    answer: str, daemon_user: str | None = None
+    answer: str, daemon_user: str | None = None, disabled: str = ""
 ) -> tuple[Result, list[dict[str, str]]]:
-    asterisk = ConfigAsterisk(answer)
+    asterisk = ConfigAsterisk(answer, disabled)
     server = await asyncio.start_server(asterisk.client, "127.0.0.1", 0)
     port = int(server.sockets[0].getsockname()[1])
     ami = Ami(host="127.0.0.1", port=port, username="calltrack", secret="s3cret")
@@ -371,3 +374,14 @@ async def test_what_the_check_says(answer: str, status: Status, said: str) -> No
         assert "restart calltrack" in result.fix
     if "denied" in answer.lower():
         assert "`write = config`" in result.fix
+
+
+async def test_events_disabled_for_every_user_are_named() -> None:
+    """manager.conf [general] disabledevents drops events before any user's filter
+    (main/manager.c): a BridgeEnter listed there passed as OK with the user's filter alone."""
+    result, _ = await check_with(getconfig_answer(*SHIPPED), disabled="VarSet, BridgeEnter,Cdr")
+    assert result.status is Status.FAIL, result.line()
+    assert "disabledevents drops BridgeEnter for every AMI user" in result.message
+    # matched as Asterisk does, exactly: another case is another name
+    fine, _ = await check_with(getconfig_answer(*SHIPPED), disabled="VarSet,bridgeenter")
+    assert fine.status is Status.OK, fine.line()
