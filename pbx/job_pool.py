@@ -230,9 +230,14 @@ class JobPool:
         if executor is None:
             return
         # no public way to stop a running worker before Python 3.14's terminate_workers()
-        for process in list((executor._processes or {}).values()):
+        processes = executor._processes if executor._processes is not None else {}
+        for process in list(processes.values()):
             process.terminate()
         executor.shutdown(wait=False, cancel_futures=True)
+        # a submit still in its thread was starting a worker (the fork server importing the
+        # jobs' modules): shutdown waited for it, and it is in the dict only now
+        for process in list(processes.values()):
+            process.terminate()
 
 
 Fetch = Callable[[int | None, int], Awaitable[Sequence[tuple[int, T]]]]

@@ -479,3 +479,38 @@ async def test_a_worker_that_cannot_start_is_tried_again_soon_without_an_attempt
     assert len(done) == 1 and done[0] != os.getpid(), "run in a worker, once"
     assert queue._attempts == {}, "no attempt counted"
     assert refused[0] is not pool._executor, "the executor holding the refused job was dropped"
+
+
+#: a daemon stopping while its first job's worker is being started (the fork server still
+#: importing the jobs' modules): the job cancelled, then the pool closed
+STOPPING_EARLY = """
+import asyncio, contextlib, sys
+from pbx.job_pool import JobPool
+from tests import slow_import
+
+async def main():
+    pool = JobPool(1, "test", preload=["tests.slow_import"])
+    job = asyncio.create_task(pool.run(slow_import.slow_job, sys.argv[1], 30.0))
+    await asyncio.sleep(0.5)
+    job.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await job
+    pool.close()
+
+asyncio.run(main())
+"""
+
+
+def test_a_pool_closed_while_its_first_worker_starts_leaves_no_job_running(tmp_path: Path) -> None:
+    """close() looked for the workers to stop before the one being started was there: that
+    worker then ran its job, and the daemon's exit waited for it to end (30 s here)."""
+    marker = tmp_path / "started"
+    began = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-c", STOPPING_EARLY, str(marker)],
+        cwd=REPO,
+        env={**os.environ, "CALLTRACK_TEST_SLOW_IMPORT": "2"},
+        timeout=60,
+        check=True,
+    )
+    assert time.monotonic() - began < 15, "the exit waited for the job"
