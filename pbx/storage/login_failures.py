@@ -3,8 +3,9 @@
 The limit per address stays in each daemon's memory (pbx.ratelimit); this is the ceiling per
 user name across all of them: without it, N daemons would allow N times the guesses at one
 account. A name is kept as its sha256 only, so that a password typed into the name field is not
-stored. Each new failure deletes those older than the window, so the table holds at most one
-window of failures.
+stored. Each new failure deletes those older than two windows, so the table holds at most two
+windows of failures: each daemon stamps and counts by its own clock, and one whose clock ran a
+window ahead deleted the others' recent failures as it counted, the ceiling gone for all.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pbx.storage.staff_sessions import text_sha256
 from pbx.storage.tables import login_failures
+
+KEPT_WINDOWS = 2
 
 
 class LoginFailures:
@@ -27,7 +30,10 @@ class LoginFailures:
         The row is committed before the count is read, so of two daemons counting at once each
         sees the other's row: together they never let more than the ceiling through."""
         async with self._engine.begin() as conn:
-            await conn.execute(delete(login_failures).where(login_failures.c.at <= now - window))
+            # two windows: another daemon's clock may be behind this one's (see the module)
+            await conn.execute(
+                delete(login_failures).where(login_failures.c.at <= now - KEPT_WINDOWS * window)
+            )
             failure_id: int = (
                 await conn.execute(
                     insert(login_failures)

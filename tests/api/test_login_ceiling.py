@@ -129,8 +129,11 @@ async def old_failures_are_pruned(d: Daemons) -> None:
     await d.fail(d.b, 5, name="bob")
     assert await d.stored_failures() == 10
     d.clock.advance(WINDOW)
+    await d.fail(d.b, 1)  # kept a second window: another daemon's clock may be behind
+    assert await d.stored_failures() == 11
+    d.clock.advance(WINDOW)
     await d.fail(d.b, 1)
-    assert await d.stored_failures() == 1
+    assert await d.stored_failures() == 2
 
 
 async def test_failures_over_both_daemons_reach_the_ceiling(daemons: Daemons) -> None:
@@ -141,5 +144,26 @@ async def test_a_success_on_one_daemon_keeps_the_others_failures(daemons: Daemon
     await a_success_keeps_the_others_failures(daemons)
 
 
-async def test_failures_older_than_the_window_are_deleted(daemons: Daemons) -> None:
+async def test_failures_older_than_two_windows_are_deleted(daemons: Daemons) -> None:
     await old_failures_are_pruned(daemons)
+
+
+async def test_a_daemon_whose_clock_runs_ahead_does_not_wipe_the_others_failures(
+    tmp_path: Path,
+) -> None:
+    """Each new failure deleted those older than the window by the daemon's own clock: one
+    whose clock ran a window ahead deleted every other daemon's recent failures."""
+    from pbx.storage.login_failures import LoginFailures
+
+    settings = settings_for(tmp_path)
+    await migrate(settings)
+    engine = open_engine(settings.database)
+    failures = LoginFailures(engine)
+    try:
+        for i in range(5):  # a daemon on time
+            await failures.add("ada", 1000.0 + i, 300.0)
+        await failures.add("ada", 1000.0 + 450, 300.0)  # a daemon 450 s ahead
+        _id, counted = await failures.add("ada", 1010.0, 300.0)  # the first one again
+    finally:
+        await engine.dispose()
+    assert counted == 7, "its failures all still counted where the clock is right"
