@@ -59,6 +59,14 @@ def event_request(
 GA4_TIMEOUT = 10.0
 
 
+def past_its_window(body: bytes, now: float) -> bool:
+    """A kept Measurement Protocol body whose event GA4 would drop if sent now: older than
+    MAX_AGE by the time the post could arrive. GA4 answers 2xx all the same, so a retry after
+    the window (an outage of days, "Retry now" on a failed row) would be "delivered" and lost."""
+    started = float(json.loads(body)["timestamp_micros"]) / 1_000_000
+    return now + GA4_TIMEOUT - started > MAX_AGE
+
+
 def collect_url(ga4: Ga4) -> str:
     """The Measurement Protocol endpoint with the stream's id and API secret."""
     query = urlencode({"measurement_id": ga4.measurement_id, "api_secret": ga4.api_secret})

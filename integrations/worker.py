@@ -25,7 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from integrations.compose import composer_for, configured_targets
 from integrations.delivery import Composer, Destination, Lookup, PendingEvent, Skip
-from integrations.ga4 import GA4_TIMEOUT
+from integrations.events import GA4_TARGET
+from integrations.ga4 import GA4_TIMEOUT, past_its_window
 from integrations.retry import next_try
 from integrations.signing import HEADER, sign
 from pbx.keys import CLOCK, DELIVERIES, ENGINE, METRICS, OUTBOX, SETTINGS
@@ -166,6 +167,14 @@ class DeliveryWorker:
             self._count(event, "skipped")
             return
         kept = row.kept
+        if (
+            kept is not None
+            and event.target == GA4_TARGET
+            and past_its_window(kept.body, self._clock())
+        ):
+            await self._deliveries.skipped(row, "the call is older than the 72 h GA4 takes")
+            self._count(event, "skipped")
+            return
         if kept is None:
             try:
                 outgoing = await self._composer.compose(event)

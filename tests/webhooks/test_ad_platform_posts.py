@@ -308,3 +308,54 @@ async def test_a_retry_after_an_unwritten_outcome_waits_for_the_request_it_may_h
     assert row["last_error"].startswith("lead 1 made by an earlier attempt")
     assert len(portal.leads) == 1 and portal.lookups == 1
     await server.close()
+
+
+async def test_a_ga4_event_retried_past_the_72_hours_is_skipped_not_sent(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    """The body kept for retries was sent again whenever the retry came: GA4 answers 2xx to an
+    event older than 72 h and drops it, so a retry after a days-long outage (or "Retry now" on a
+    failed row) was "delivered" and lost. Past the window the row is skipped, with the reason."""
+    answers = [503]
+    got: list[bytes] = []
+
+    async def collect(request: web.Request) -> web.Response:
+        got.append(await request.read())
+        return web.Response(status=answers.pop(0) if answers else 204)
+
+    app = web.Application()
+    app.router.add_post("/mp/collect", collect)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    ga4 = {
+        "measurement_id": "G-TEST1234",
+        "api_secret": "stream-secret-1",
+        "endpoint": str(server.make_url("/mp/collect")),
+    }
+    settings = settings_for(tmp_path, ga4=ga4)
+    await migrate(settings)
+    clock = FakeClock(time.time())
+    client = await aiohttp_client(build_app(settings, clock=clock))
+    site = client.app[SETTINGS].sites[0]
+    visit = await client.app[VISITS].start_visit(
+        VisitRequest(
+            site,
+            f"{ORIGIN}/?utm_source=google&utm_medium=cpc",
+            None,
+            None,
+            None,
+            "10.0.0.7",
+            ad_ids=AdClientIds(GA_CLIENT),
+        )
+    )
+    assert visit.number is not None
+    at = clock.now
+    report = CallReport("old-1", "+79161234567", visit.number, at, at + 60, at + 5, "ANSWER")
+    assert await client.app[CALLS].store(report)
+    row = await delivery_row(client, retried)
+    assert row["last_status"] == 503 and len(got) == 1
+    clock.advance(72 * 3600 - 5)  # due again, but GA4 would take it too late
+    row = await delivery_row(client, lambda row: row["state"] == "skipped")
+    assert row["last_error"] == "the call is older than the 72 h GA4 takes"
+    assert len(got) == 1, "not sent again"
+    await server.close()
