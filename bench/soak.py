@@ -248,7 +248,12 @@ class Load:
 
     async def run(self, clients: Sequence[HttpClient]) -> None:
         self.start = time.monotonic()
-        while self.heap:
+        # a request in flight pushes its session's next ping when answered: with every session
+        # waiting on a slow answer the heap is empty for a moment, and the run is not over
+        while self.heap or self.inflight:
+            if not self.heap:
+                await asyncio.sleep(0.01)
+                continue
             at, _, session = self.heap[0]
             wait = at - (time.monotonic() - self.start)
             if wait > 0:
@@ -260,8 +265,6 @@ class Load:
             task = asyncio.create_task(self.send(clients, at, session))
             self.inflight.add(task)
             task.add_done_callback(self.inflight.discard)
-        while self.inflight:
-            await asyncio.gather(*list(self.inflight))
 
     def _headers(self, session: Session) -> dict[str, str]:
         i = session.index + 1
