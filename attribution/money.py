@@ -35,6 +35,8 @@ def to_cents(value: object, *, allow_negative: bool = False) -> int:
         raise MoneyError(f"{_EXPECTED}, got {value!r}")
     if not amount.is_finite():
         raise MoneyError(f"expected a finite amount, got {value!r}")
+    if amount.adjusted() > len(str(MAX_CENTS)):  # "1e999999": too large to multiply at all
+        raise MoneyError(f"amount too large: {value!r}")
     cents = amount * 100
     if cents != cents.to_integral_value():
         raise MoneyError(f"at most two decimals (whole cents), got {value!r}")

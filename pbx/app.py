@@ -221,6 +221,11 @@ def errors_and_navigation(handler: Handler) -> Handler:
                 raise
             return error_as_json(request, exc)
         except Exception:
+            if request.writer.output_size:
+                # a streamed answer (a CSV export) is under way: another response written now
+                # would go inside its body, and the client would wait for the rest forever.
+                # aiohttp logs the error and closes the connection: the download fails
+                raise
             return internal_error(request)
 
     return answer

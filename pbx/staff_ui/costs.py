@@ -11,6 +11,7 @@ from aiohttp import BodyPartReader, web
 
 from attribution.costs import PRESETS, CostFile, CostFileError, layout_for, read_costs
 from pbx.auth import StaffUser, check_csrf, require_user
+from pbx.http import refuse_unstorable
 from pbx.keys import CLOCK, ENGINE, SETTINGS
 from pbx.staff_ui.views import render
 from pbx.storage.costs import monthly_totals, replace_costs
@@ -102,6 +103,7 @@ async def _read_upload(request: web.Request) -> tuple[dict[str, str], tuple[str,
                 fields[part.name] = data.decode("utf-8", "replace")[:MAX_FIELD_CHARS]
     except (ValueError, AssertionError):  # a malformed body: the client's error
         raise web.HTTPBadRequest(reason="the upload is not valid multipart form data") from None
+    refuse_unstorable(fields.values(), "the form")  # as read_form does for the other forms
     return fields, upload
 
 

@@ -79,9 +79,12 @@ def _local_path(target: str) -> str:
     return target
 
 
-async def login_form(request: web.Request, error: str = "", status: int = 200) -> web.Response:
+async def login_form(
+    request: web.Request, error: str = "", status: int = 200, next_path: str | None = None
+) -> web.Response:
+    """The login page; `next_path`: where the refused form was going (a POST has no query)."""
     token = new_login_csrf()
-    next_path = _local_path(request.query.get("next", "/"))
+    next_path = _local_path(next_path or request.query.get("next", "/"))
     response = render(
         request, "login.html", status, user=None, csrf=token, next=next_path, error=error
     )
@@ -102,11 +105,13 @@ async def login(request: web.Request) -> web.Response:
             if refused.busy
             else f"Too many failed attempts. Try again in {minutes} min."
         )
-        response = await login_form(request, message, 429)
+        response = await login_form(request, message, 429, str(form.get("next", "/")))
         response.headers["Retry-After"] = str(math.ceil(refused.retry_after))
         return response
     if token is None:
-        return await login_form(request, "Wrong user name or password.", 401)
+        return await login_form(
+            request, "Wrong user name or password.", 401, str(form.get("next", "/"))
+        )
     response = web.HTTPSeeOther(_local_path(str(form.get("next", "/"))))
     set_cookie(request, response, SESSION_COOKIE, token)
     response.del_cookie(LOGIN_CSRF_COOKIE, path="/")
@@ -173,14 +178,16 @@ async def export_csv(request: web.Request) -> web.StreamResponse:
     )
     await response.prepare(request)
     await response.write(("\ufeff" + csv_text([list(COLUMNS)])).encode())  # BOM: Excel reads UTF-8
-    offset = 0
+    # batches by the last row's place, not an offset: a call stored during the download
+    # shifted every later batch by one, a row written twice at each boundary
+    before = None
     while True:
-        batch = replace(query.where, limit=EXPORT_BATCH, offset=offset)
+        batch = replace(query.where, limit=EXPORT_BATCH, offset=0, before=before)
         _total, rows = await request.app[CALLS].list(batch)
         if not rows:
             break
         await response.write(csv_text(csv_row(row, when) for row in rows).encode())
-        offset += EXPORT_BATCH
+        before = (rows[-1]["started_at"], rows[-1]["id"])
     await response.write_eof()
     return response
 

@@ -18,6 +18,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.exc import OperationalError
@@ -58,6 +59,9 @@ class CallFilter:
     keyword: str | None = None  # a phrase the speech worker heard in the call
     caller: str | None = None  # digits anywhere in the caller's number
     after_id: int | None = None  # stored after the call with this id (live updates)
+    #: (started_at, id) of the last call of the previous batch: the next ones in the list's
+    #: order, whatever was stored meanwhile (an offset would shift by each new call)
+    before: tuple[float, int] | None = None
     limit: int = 100
     offset: int = 0
 
@@ -266,6 +270,8 @@ class CallStore:
             query = query.where(c.caller.contains(where.caller, autoescape=True))
         if where.after_id is not None:
             query = query.where(c.id > where.after_id)
+        if where.before is not None:
+            query = query.where(tuple_(c.started_at, c.id) < tuple_(*where.before))
         return query
 
     async def list(self, where: CallFilter) -> tuple[int, Sequence[dict[str, Any]]]:

@@ -116,3 +116,12 @@ async def test_an_oversized_upload_is_413(client: Client) -> None:  # noqa: F811
     response = await upload(client, big, csrf)
     assert response.status == 413
     assert await daily_costs(client.app[ENGINE], 20240101, 20241231) == []
+
+
+async def test_a_form_field_holding_a_nul_is_a_400(client: Client) -> None:  # noqa: F811
+    """The upload's fields were read by hand, past the NUL check of every other form: a source
+    holding a NUL was stored (on PostgreSQL, which refuses it, a 500)."""
+    await log_in(client, "ada")
+    csrf = await page_csrf(client, "/admin/costs")
+    response = await upload(client, PLAIN, csrf, source="goo\x00gle", medium="cpc")
+    assert response.status == 400

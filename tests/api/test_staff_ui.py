@@ -3,11 +3,13 @@ form, CSV, and the recording endpoint (Range, sessions, traversal)."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import ClientResponse
@@ -400,6 +402,79 @@ async def test_csv_export_has_every_filtered_call_and_defuses_formulas(client: C
     assert rows[0]["tags"] == "lead, sale" and rows[0]["sale_amount"] == "99.00"
     assert rows[0]["notes"] == "'=HYPERLINK(1)"
     assert rows[0]["source"] == "billboard" and rows[0]["started_at"].startswith("2027-01-15T")
+
+
+async def test_a_call_stored_during_the_export_neither_repeats_nor_drops_a_row(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The export read its batches by offset: a call stored while it ran shifted every later
+    batch by one, so a row was written twice at each boundary and the oldest was left out."""
+    from pbx.staff_ui import views
+
+    monkeypatch.setattr(views, "EXPORT_BATCH", 2)
+    ids = [await store_call(client, f"c{i}", at=1_800_000_000.0 + 60 * i) for i in range(5)]
+    store = client.app[CALLS]
+    real = store.list
+    batches = 0
+
+    async def list_while_calls_arrive(where: CallFilter) -> Any:
+        nonlocal batches
+        batches += 1
+        if batches == 2:  # a new call between the first batch and the second
+            await store_call(client, "new", at=1_800_000_000.0 + 3600)
+        return await real(where)
+
+    monkeypatch.setattr(store, "list", list_while_calls_arrive)
+    await log_in(client)
+    response = await client.get("/calls.csv")
+    rows = list(csv.DictReader(io.StringIO((await response.read()).decode("utf-8-sig"))))
+    assert [int(r["id"]) for r in rows] == sorted(ids, reverse=True)
+
+
+async def test_an_export_that_fails_midway_breaks_the_download_not_writes_a_500_into_it(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in a later batch came back as a JSON 500 written inside the CSV already under way,
+    and the connection was left open: the browser waited for the rest of the file forever."""
+    import aiohttp
+
+    from pbx.staff_ui import views
+
+    monkeypatch.setattr(views, "EXPORT_BATCH", 1)
+    for i in range(3):
+        await store_call(client, f"c{i}", at=1_800_000_000.0 + 60 * i)
+    store = client.app[CALLS]
+    real = store.list
+    batches = 0
+
+    async def failing_later(where: CallFilter) -> Any:
+        nonlocal batches
+        batches += 1
+        if batches == 2:
+            raise RuntimeError("a bug in the second batch")
+        return await real(where)
+
+    monkeypatch.setattr(store, "list", failing_later)
+    await log_in(client)
+    response = await client.get("/calls.csv")
+    assert response.status == 200  # the headers went with the first batch
+    async with asyncio.timeout(5):  # not left waiting
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await response.read()
+
+
+async def test_a_wrong_password_keeps_where_the_login_was_going(client: Client) -> None:
+    """The form after a wrong password took `next` from the query string, which a POST to
+    /login has not: the page the user came for was lost."""
+    page = await client.get("/login?next=/calls/1")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', await page.text())
+    assert csrf is not None
+    refused = await client.post(
+        "/login",
+        data={"csrf": csrf.group(1), "name": "ada", "password": "wrong", "next": "/calls/1"},
+    )
+    assert refused.status == 401
+    assert 'name="next" value="/calls/1"' in await refused.text()
 
 
 async def test_a_head_of_the_csv_export_is_refused_not_answered_with_its_body(
