@@ -404,27 +404,41 @@ async def test_csv_export_has_every_filtered_call_and_defuses_formulas(client: C
     assert rows[0]["source"] == "billboard" and rows[0]["started_at"].startswith("2027-01-15T")
 
 
+def before_second_batch(
+    client: Client,
+    monkeypatch: pytest.MonkeyPatch,
+    batch: int,
+    meanwhile: Callable[[], Awaitable[None]],
+) -> None:
+    """The CSV export in batches of `batch` calls, `meanwhile` run before it reads its second."""
+    from pbx.staff_ui import views
+
+    monkeypatch.setattr(views, "EXPORT_BATCH", batch)
+    store = client.app[CALLS]
+    real = store.list
+    batches = 0
+
+    async def list_in_batches(where: CallFilter) -> Any:
+        nonlocal batches
+        batches += 1
+        if batches == 2:
+            await meanwhile()
+        return await real(where)
+
+    monkeypatch.setattr(store, "list", list_in_batches)
+
+
 async def test_a_call_stored_during_the_export_neither_repeats_nor_drops_a_row(
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The export read its batches by offset: a call stored while it ran shifted every later
     batch by one, so a row was written twice at each boundary and the oldest was left out."""
-    from pbx.staff_ui import views
-
-    monkeypatch.setattr(views, "EXPORT_BATCH", 2)
     ids = [await store_call(client, f"c{i}", at=1_800_000_000.0 + 60 * i) for i in range(5)]
-    store = client.app[CALLS]
-    real = store.list
-    batches = 0
 
-    async def list_while_calls_arrive(where: CallFilter) -> Any:
-        nonlocal batches
-        batches += 1
-        if batches == 2:  # a new call between the first batch and the second
-            await store_call(client, "new", at=1_800_000_000.0 + 3600)
-        return await real(where)
+    async def a_new_call() -> None:
+        await store_call(client, "new", at=1_800_000_000.0 + 3600)
 
-    monkeypatch.setattr(store, "list", list_while_calls_arrive)
+    before_second_batch(client, monkeypatch, 2, a_new_call)
     await log_in(client)
     response = await client.get("/calls.csv")
     rows = list(csv.DictReader(io.StringIO((await response.read()).decode("utf-8-sig"))))
@@ -438,23 +452,13 @@ async def test_an_export_that_fails_midway_breaks_the_download_not_writes_a_500_
     and the connection was left open: the browser waited for the rest of the file forever."""
     import aiohttp
 
-    from pbx.staff_ui import views
-
-    monkeypatch.setattr(views, "EXPORT_BATCH", 1)
     for i in range(3):
         await store_call(client, f"c{i}", at=1_800_000_000.0 + 60 * i)
-    store = client.app[CALLS]
-    real = store.list
-    batches = 0
 
-    async def failing_later(where: CallFilter) -> Any:
-        nonlocal batches
-        batches += 1
-        if batches == 2:
-            raise RuntimeError("a bug in the second batch")
-        return await real(where)
+    async def a_bug() -> None:
+        raise RuntimeError("a bug in the second batch")
 
-    monkeypatch.setattr(store, "list", failing_later)
+    before_second_batch(client, monkeypatch, 1, a_bug)
     await log_in(client)
     response = await client.get("/calls.csv")
     assert response.status == 200  # the headers went with the first batch
