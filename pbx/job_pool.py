@@ -25,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import forkserver
 from typing import Generic, ParamSpec, TypeVar
 
 from pbx.storage.errors import is_transient, log_failure
@@ -69,6 +70,30 @@ def exit_with(daemon_pid: int) -> None:
     threading.Thread(target=wait, name="exit-with-daemon", daemon=True).start()
 
 
+async def _fork_server_died() -> bool:
+    """Whether multiprocessing's fork server has ended (the OOM killer's choice, a crash): the
+    pool breaks as if every worker had died, and the job running alone is not to blame. Asked
+    without reaping it (WNOWAIT): multiprocessing reaps it, and starts a new one, at the next
+    worker's start. A process that ends closes its pipes before it can be waited for, so the
+    pool may notice first: it is asked for FORK_SERVER_EXIT seconds (a worker's crash, the
+    server alive, waits that long)."""
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    if pid is None:
+        return False
+    deadline = time.monotonic() + FORK_SERVER_EXIT
+    while True:
+        try:
+            # WNOHANG: it answers at once, waiting is the asyncio.sleep below
+            ended = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)  # noqa: ASYNC222
+            if ended is not None:
+                return True
+        except ChildProcessError:  # reaped already
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.02)
+
+
 def _running(pid: int) -> bool:
     try:
         os.kill(pid, 0)  # no signal: only whether it can be sent
@@ -88,6 +113,8 @@ TRANSIENT_RETRY_MAX = 600.0
 #: to TRANSIENT_RETRY_FIRST: the fork server that died is started again by the next spawn, once
 #: its parent can reap it
 WORKER_RETRY_FIRST = 0.5
+#: how long a broken pool waits to learn whether the fork server, not a worker, died
+FORK_SERVER_EXIT = 0.5
 #: a queue that could not read its rows (the database away) reads them all again after this
 #: many seconds, doubling up to its sweep_every
 READ_RETRY_FIRST = 5.0
@@ -203,7 +230,11 @@ class JobPool:
         except BrokenProcessPool as exc:
             if self._executor is executor:  # the first of its jobs to notice renews the pool
                 self._renew(executor)
-                log.error("a %s worker process died; starting a new one", self._name)
+                if await _fork_server_died():  # every worker's "alive" pipe is the server's
+                    self._broken_with = 0
+                    log.error("the fork server of the %s workers died; starting anew", self._name)
+                else:
+                    log.error("a %s worker process died; starting a new one", self._name)
             raise WorkerCrashed(
                 f"the {self._name} worker process died", alone=self._broken_with == 1
             ) from exc

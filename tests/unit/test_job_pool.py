@@ -514,3 +514,50 @@ def test_a_pool_closed_while_its_first_worker_starts_leaves_no_job_running(tmp_p
         check=True,
     )
     assert time.monotonic() - began < 15, "the exit waited for the job"
+
+
+#: a job running alone while the fork server is killed (the OOM killer's choice): whether the
+#: pool blames it, and whether the next job still runs in a worker
+SERVER_KILLED = """
+import asyncio, os, signal, sys, time
+from multiprocessing import forkserver
+from pbx.job_pool import JobPool, WorkerCrashed, WorkerNotStarted
+from tests import slow_import
+
+async def main():
+    marker = sys.argv[1]
+    pool = JobPool(1, "test", preload=["tests.slow_import"])
+    await pool.run(os.getpid)  # the fork server up
+    job = asyncio.create_task(pool.run(slow_import.slow_job, marker, 30.0))
+    while not os.path.exists(marker):
+        await asyncio.sleep(0.05)
+    os.kill(forkserver._forkserver._forkserver_pid, signal.SIGKILL)
+    try:
+        await job
+    except WorkerCrashed as crash:
+        print("alone" if crash.alone else "not alone", flush=True)
+    for _attempt in range(20):  # as the queue does: the server may not be reapable yet
+        try:
+            pid = await pool.run(os.getpid)
+            break
+        except WorkerNotStarted:
+            await asyncio.sleep(0.25)
+    print("next job in a worker:", pid != os.getpid(), flush=True)
+    pool.close()
+
+asyncio.run(main())
+"""
+
+
+def test_a_dead_fork_server_is_not_blamed_on_the_job_running_alone(tmp_path: Path) -> None:
+    """Every worker's "alive" pipe is the fork server's: when it died the pool broke as if the
+    worker had, and the job running alone was charged a crash (one of its three) for it."""
+    out = subprocess.run(
+        [sys.executable, "-c", SERVER_KILLED, str(tmp_path / "started")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.splitlines()
+    assert out == ["not alone", "next job in a worker: True"], out
