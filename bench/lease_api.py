@@ -33,6 +33,7 @@ import contextlib
 import json
 import os
 import platform
+import random
 import shutil
 import signal
 import socket
@@ -99,11 +100,29 @@ class Run:
         return f"1:{self.pings / self.leases:.2f}" if self.leases else "-"
 
 
+#: where free_port looks when the kernel does not say its ephemeral range
+EPHEMERAL_LOW = 32768
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port of 127.0.0.1 nothing listens on now, for a server started next, taken below the
+    kernel's ephemeral range. A port the kernel picks (bind to port 0) is one it also gives to
+    outgoing connections as their own: between this choice and the server's bind, a test or a
+    load generator opening connections took it, and the server failed with EADDRINUSE (in CI,
+    beside the soak's thousands of connections)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = EPHEMERAL_LOW
+    for _attempt in range(200):
+        port = random.randrange(10000, max(10001, low))
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:  # in use
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def pinned(core: str | None, argv: Sequence[str]) -> list[str]:

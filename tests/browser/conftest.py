@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -35,6 +34,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+
+from bench.lease_api import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_DIR = REPO / "web_widget" / "demo"
@@ -62,13 +63,6 @@ PRIVATE = [
     "+74990000022",
     "+74990000023",
 ]  # site "private": respect_privacy_signals
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _require_browser() -> bool:

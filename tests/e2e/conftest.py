@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import aiohttp
 import pytest
 from ruamel.yaml import YAML
 
+from bench.lease_api import free_port
 from pbx.settings import Settings, load_settings
 from tests.asterisk.conftest import (  # noqa: F401  (the lab fixtures, shared)
     LAB_CONFIG,
@@ -38,12 +38,6 @@ async def call(did: str, tmp_path: Path, line: str = "uas") -> float:
         await real.wait()
     assert "INVITE sip:" in real.messages(), "the call never reached the real line"
     return result.seconds
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Daemon:

@@ -13,7 +13,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -22,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from bench.lease_api import free_port
 
 SERVER_USER = "postgres"
 
@@ -37,13 +38,6 @@ def pg_bindir() -> Path | None:
         ),
     )
     return Path(found[-1]).parent if found else None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)
@@ -102,7 +96,7 @@ def temporary_cluster(bindir: Path) -> Iterator[PostgresCluster]:
     data, log = root / "data", root / "server.log"
     if owner is not None:
         os.chown(root, owner.pw_uid, owner.pw_gid)
-    port = _free_port()
+    port = free_port()
     options = (
         f"-p {port} -h 127.0.0.1 -k {root} -c fsync=off -c synchronous_commit=off"
         " -c full_page_writes=off -c max_connections=100"

@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,6 +37,7 @@ import pytest
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bench.lease_api import free_port
 from pbx.settings import Settings
 from pbx.storage import number_claims
 from pbx.storage.db import open_engine, upgrade
@@ -148,13 +148,6 @@ async def lease_history(database: str) -> list[Span]:
 
 
 # -- the daemons -------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def calltrack(*args: str) -> list[str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 import re
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.lease_api import free_port
 from tests.helpers import config_dict, write_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,12 +39,6 @@ def head_revision() -> str:
             parents.add(parent[1])
     (head,) = revisions - parents
     return head
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

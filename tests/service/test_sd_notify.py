@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.lease_api import free_port
 from pbx.sd_notify import notify, watchdog_interval
 from tests.helpers import config_dict, write_config
 
@@ -99,12 +100,6 @@ def systemd() -> Iterator[Systemd]:
     listener = Systemd()
     yield listener
     listener.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start(
