@@ -436,9 +436,7 @@ class JobQueue(Generic[T]):
             heapq.heappush(self._ready, -row_id)
             return
         except WorkerNotStarted:  # not its fault: again in a moment, no attempt counted
-            wait = self._retry_after.get(row_id, WORKER_RETRY_FIRST)
-            self._retry_after[row_id] = min(2 * wait, TRANSIENT_RETRY_FIRST)
-            heapq.heappush(self._waiting, (time.monotonic() + wait, row_id))
+            self._retry_later(row_id, WORKER_RETRY_FIRST, TRANSIENT_RETRY_FIRST)
             return
         except WorkerCrashed as crash:
             if not crash.alone:  # not known to be its fault: again at once, alone
@@ -455,8 +453,7 @@ class JobQueue(Generic[T]):
                 return
         except Exception as exc:
             if passes_by_itself(exc):
-                wait = self._retry_after.get(row_id, TRANSIENT_RETRY_FIRST)
-                self._retry_after[row_id] = min(2 * wait, TRANSIENT_RETRY_MAX)
+                wait = self._retry_later(row_id, TRANSIENT_RETRY_FIRST, TRANSIENT_RETRY_MAX)
                 log.warning(
                     "%s %d not done, tried again in %g s: %s",
                     self._name,
@@ -464,7 +461,6 @@ class JobQueue(Generic[T]):
                     wait,
                     str(exc) or type(exc).__name__,
                 )
-                heapq.heappush(self._waiting, (time.monotonic() + wait, row_id))
                 return
             self._failed(row_id, str(exc) or type(exc).__name__)
         else:
@@ -475,6 +471,14 @@ class JobQueue(Generic[T]):
         self._suspects.discard(row_id)
         self._retry_after.pop(row_id, None)
         del self._jobs[row_id]  # done, or failed: the next sweep reads it again
+
+    def _retry_later(self, row_id: int, first: float, most: float) -> float:
+        """Put `row_id` back to wait, `first` seconds the first time and twice as long each
+        time after (at most `most`), counting no attempt; returns the wait."""
+        wait = self._retry_after.get(row_id, first)
+        self._retry_after[row_id] = min(2 * wait, most)
+        heapq.heappush(self._waiting, (time.monotonic() + wait, row_id))
+        return wait
 
     def _failed(self, row_id: int, reason: str) -> bool:
         """Count an attempt; whether another one is allowed."""
