@@ -110,26 +110,23 @@ def _hours_from_utc(call: list[list[str]]) -> float | None:
     return quarters / 4
 
 
-def may_write(mode: int, owner: int, group: int, uid: int, gids: frozenset[int]) -> bool:
-    """Whether Unix permissions let `uid` (in `gids`) create files in a folder."""
+def _allowed(mode: int, owner: int, group: int, uid: int, gids: frozenset[int], bits: int) -> bool:
+    """Whether Unix permissions grant `uid` (in `gids`) every one of `bits` (as "other"'s: 0o2
+    write, 0o1 search) on a folder, by the one class of owner, group or other it falls in."""
     if uid == 0:
         return True
-    if uid == owner:
-        return bool(mode & stat.S_IWUSR and mode & stat.S_IXUSR)
-    if group in gids:
-        return bool(mode & stat.S_IWGRP and mode & stat.S_IXGRP)
-    return bool(mode & stat.S_IWOTH and mode & stat.S_IXOTH)
+    shift = 6 if uid == owner else 3 if group in gids else 0
+    return (mode >> shift) & bits == bits
+
+
+def may_write(mode: int, owner: int, group: int, uid: int, gids: frozenset[int]) -> bool:
+    """Whether Unix permissions let `uid` (in `gids`) create files in a folder."""
+    return _allowed(mode, owner, group, uid, gids, 0o3)
 
 
 def may_enter(mode: int, owner: int, group: int, uid: int, gids: frozenset[int]) -> bool:
     """Whether Unix permissions let `uid` (in `gids`) pass through a folder to what is in it."""
-    if uid == 0:
-        return True
-    if uid == owner:
-        return bool(mode & stat.S_IXUSR)
-    if group in gids:
-        return bool(mode & stat.S_IXGRP)
-    return bool(mode & stat.S_IXOTH)
+    return _allowed(mode, owner, group, uid, gids, 0o1)
 
 
 def closed_on_the_way(folder: Path, uid: int, gids: frozenset[int]) -> Path | None:
