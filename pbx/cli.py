@@ -26,13 +26,19 @@ from pbx import (
 )
 from pbx.settings import ConfigError, Settings, json_schema, load_settings
 
+#: `serve`'s exit status when only the admin can mend what stopped it (the config, a database
+#: not yet upgraded): sysexits' EX_CONFIG, which contrib/calltrack.service names in
+#: RestartPreventExitStatus=, so systemd stops instead of starting it again every RestartSec
+#: for ever. Any other failure (the database not up yet at boot) exits 1 and is restarted.
+SERVE_CONFIG_ERROR = 78
 
-def _load(path: str) -> Settings:
+
+def _load(path: str, *, status: int = 2) -> Settings:
     try:
         return load_settings(path)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(status) from None
 
 
 def _prepare_paths(settings: Settings) -> None:
@@ -102,7 +108,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pbx.app import build_app, freeze_startup_heap
     from pbx.storage.db import OutdatedSchema
 
-    settings = _load(args.config)
+    settings = _load(args.config, status=SERVE_CONFIG_ERROR)
+    for warning in config_warnings(settings):  # as `check` says them: the journal has them
+        print(f"{args.config}: warning: {warning}", file=sys.stderr)
     _prepare_paths(settings)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -120,7 +128,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     except OutdatedSchema as exc:
         print(f"calltrack: {exc}".replace("-c CONFIG", f"-c {args.config}"), file=sys.stderr)
-        return 2
+        return SERVE_CONFIG_ERROR
     return 0
 
 

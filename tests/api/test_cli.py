@@ -52,8 +52,18 @@ def test_check_accepts_a_good_file(tmp_path: Path) -> None:
 def test_serve_refuses_an_unmigrated_database_and_says_what_to_run(tmp_path: Path) -> None:
     path = config(tmp_path)
     result = calltrack("serve", "-c", str(path), "--port", "0", timeout=30)
-    assert result.returncode == 2
+    # EX_CONFIG: systemd does not start it again (contrib/calltrack.service)
+    assert result.returncode == 78
     assert f"run `calltrack db upgrade -c {path}` first" in result.stderr
+
+
+def test_serve_exits_78_on_a_config_error_so_systemd_stops_trying(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("freeze_time: 1 fortnight\nforward_to: PJSIP/x\nsites: []\n")
+    result = calltrack("serve", "-c", str(path), "--port", "0", timeout=30)
+    assert result.returncode == 78
+    assert f"{path}:1:1: freeze_time: expected a duration" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_db_upgrade_then_pools_lists_every_number(tmp_path: Path) -> None:

@@ -49,6 +49,16 @@ def test_the_unit_runs_calltrack_as_its_own_user_under_the_watchdog() -> None:
         assert unit[setting] == value, setting
 
 
+def test_systemd_stops_on_what_only_the_admin_can_mend_and_restarts_the_rest() -> None:
+    """systemd's service_shall_restart tests RestartPreventExitStatus= against the main
+    process's status only: a failing ExecStartPre= check was restarted every RestartSec for
+    ever, and so was serve's own exit on a config error."""
+    unit = service()
+    assert unit["RestartPreventExitStatus"].split() == [str(cli.SERVE_CONFIG_ERROR)]
+    assert "ExecStartPre" not in unit
+    assert cli.SERVE_CONFIG_ERROR != 1  # an unexpected crash (exit 1) is still restarted
+
+
 def test_systemd_analyze_verify_finds_nothing(tmp_path: Path) -> None:
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed (Debian: systemd)")
