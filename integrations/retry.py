@@ -4,12 +4,16 @@ Full jitter (a delay drawn uniformly below an exponentially growing ceiling) spr
 retries of many events that failed together (a receiver's outage) instead of sending them back
 in one burst when it returns. The first retry comes within `first` seconds, so a receiver's
 blip costs seconds, not minutes; no retry is scheduled past the row's give-up time, and a row
-whose last try was at that time is failed. Pure: the random source is injected (tests seed it).
+whose last try was at that time is failed. A receiver that says when to come back (an HTTP
+`Retry-After`, RFC 9110 section 10.2.3: a 429 of a rate limit, a 503 of a maintenance) is not
+tried sooner than that. Pure: the random source and the clock are injected (tests seed them).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from random import Random
 
 #: beyond this the ceiling is the cap anyway; keeps 2**n a small number
@@ -33,11 +37,42 @@ DEFAULT = Backoff()
 
 
 def next_try(
-    attempts: int, last_at: float, give_up_at: float, rng: Random, backoff: Backoff = DEFAULT
+    attempts: int,
+    last_at: float,
+    give_up_at: float,
+    rng: Random,
+    backoff: Backoff = DEFAULT,
+    *,
+    asked_wait: float | None = None,
 ) -> float | None:
     """When to try again after the `attempts`-th failure at `last_at`; None: give up (failed).
 
-    A retry that would fall after `give_up_at` happens at `give_up_at`, the last one."""
+    `asked_wait`: the seconds the receiver asked for (its Retry-After), the least wait then;
+    the backoff's own delay if that is longer. A retry that would fall after `give_up_at`
+    happens at `give_up_at`, the last one."""
     if last_at >= give_up_at:
         return None
-    return min(last_at + backoff.delay(attempts, rng), give_up_at)
+    wait = max(backoff.delay(attempts, rng), asked_wait or 0.0)
+    return min(last_at + wait, give_up_at)
+
+
+def asked_wait(header: str | None, now: float) -> float | None:
+    """The seconds from `now` a `Retry-After` header asks for, or None when it is absent or
+    unreadable (then the backoff alone decides, as if it were not there).
+
+    Either form of RFC 9110: delay-seconds ("120") or an HTTP-date, read against `now` (a date
+    already past asks for no wait). Values too large for a date are kept: the caller never
+    waits past the row's give-up time anyway."""
+    if header is None:
+        return None
+    value = header.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000": a date without a zone; HTTP-dates are GMT
+        return None
+    wait = when.timestamp() - now
+    return max(0.0, wait) if math.isfinite(wait) else None

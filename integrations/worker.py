@@ -17,7 +17,7 @@ import random
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 from aiohttp import web
@@ -27,7 +27,7 @@ from integrations.compose import composer_for, configured_targets
 from integrations.delivery import Composer, Destination, Lookup, PendingEvent, Skip
 from integrations.events import GA4_TARGET
 from integrations.ga4 import GA4_TIMEOUT, past_its_window
-from integrations.retry import next_try
+from integrations.retry import asked_wait, next_try
 from integrations.signing import HEADER, sign
 from pbx.keys import CLOCK, DELIVERIES, ENGINE, METRICS, OUTBOX, SETTINGS
 from pbx.metrics import Metrics
@@ -200,9 +200,10 @@ class DeliveryWorker:
             return
         row = renewed
         if lookup is not None:
-            made, error = await self._look_up(http, where, lookup)
+            made, error, wait = await self._look_up(http, where, lookup)
             if error is not None:
-                await self._failed_attempt(row, None, f"looking up an earlier attempt: {error}")
+                text = f"looking up an earlier attempt: {error}"
+                await self._failed_attempt(row, None, text, wait)
                 return
             if made is not None:
                 note = f"{made} made by an earlier attempt (its answer was lost), not sent again"
@@ -213,11 +214,11 @@ class DeliveryWorker:
             if renewed is None:
                 return
             row = renewed
-        status, error = await self._post(http, event, where, kept)
-        if error is None and status is not None:
-            await self._delivered(row, status, None)
+        answer = await self._post(http, event, where, kept)
+        if answer.error is None and answer.status is not None:
+            await self._delivered(row, answer.status, None)
         else:
-            await self._failed_attempt(row, status, error or "")
+            await self._failed_attempt(row, answer.status, answer.error or "", answer.retry_after)
 
     async def _delivered(self, row: Claimed, status: int | None, note: str | None) -> None:
         now = self._clock()
@@ -247,8 +248,8 @@ class DeliveryWorker:
 
     async def _post(
         self, http: aiohttp.ClientSession, event: PendingEvent, where: Destination, kept: Kept
-    ) -> tuple[int | None, str | None]:
-        """(status, error): error None when the receiver took it (2xx)."""
+    ) -> _Answer:
+        """The receiver's answer: its error None when it took the event (2xx)."""
         headers = {
             "Content-Type": "application/json",
             **kept.headers,
@@ -257,28 +258,33 @@ class DeliveryWorker:
         }
         if where.secret is not None:
             headers[HEADER] = sign(where.secret, kept.body, int(self._clock()))
-        status, _answer, error = await _exchange(http, where, where.url, kept.body, headers, 0)
-        return status, error
+        return await _exchange(http, where, where.url, kept.body, headers, 0)
 
     async def _look_up(
         self, http: aiohttp.ClientSession, where: Destination, lookup: Lookup
-    ) -> tuple[str | None, str | None]:
-        """(what an earlier attempt made, error): both None when it made nothing."""
+    ) -> tuple[str | None, str | None, str | None]:
+        """(what an earlier attempt made, error, the refusal's Retry-After): the first two None
+        when it made nothing."""
         headers = {"Content-Type": "application/json"}
-        _status, answer, error = await _exchange(
-            http, where, lookup.url, lookup.body, headers, MAX_LOOKUP_ANSWER
-        )
-        if error is not None:
-            return None, error
+        answer = await _exchange(http, where, lookup.url, lookup.body, headers, MAX_LOOKUP_ANSWER)
+        if answer.error is not None:
+            return None, answer.error, answer.retry_after
         try:
-            return lookup.made(answer), None
+            return lookup.made(answer.body), None, None
         except ValueError as exc:
-            return None, failure_text(exc)
+            return None, failure_text(exc), None
 
-    async def _failed_attempt(self, row: Claimed, status: int | None, error: str) -> None:
+    async def _failed_attempt(
+        self, row: Claimed, status: int | None, error: str, retry_after: str | None = None
+    ) -> None:
+        """The attempt's outcome written: tried again later (no sooner than a Retry-After the
+        receiver sent asks), or failed past the row's give-up time."""
         now = self._clock()
         event = row.event
-        due = next_try(event.attempts + 1, now, row.give_up_at, self._rng)
+        wait = asked_wait(retry_after, now)
+        due = next_try(event.attempts + 1, now, row.give_up_at, self._rng, asked_wait=wait)
+        if wait is not None and due is not None:
+            error = f"{error} (asked to wait {wait:g} s: Retry-After)"
         if due is None:
             await self._deliveries.failed(row, now, status, error)
             self._count(event, "failed")
@@ -300,6 +306,15 @@ def failure_text(exc: BaseException) -> str:
     return _URL_PATH.sub(r"\1/…", f"{type(exc).__name__}: {exc}")
 
 
+class _Answer(NamedTuple):
+    """What one POST came back with."""
+
+    status: int | None  # None: no answer
+    body: bytes  # up to the asked bytes of a 2xx answer
+    error: str | None  # a non-2xx answer (its first 200 bytes), no answer, or a failure
+    retry_after: str | None = None  # a non-2xx answer's Retry-After header, as sent
+
+
 async def _exchange(
     http: aiohttp.ClientSession,
     where: Destination,
@@ -307,9 +322,8 @@ async def _exchange(
     body: bytes,
     headers: Mapping[str, str],
     read: int,
-) -> tuple[int | None, bytes, str | None]:
-    """One POST within the target's timeout: (status, up to `read` bytes of a 2xx answer,
-    error); the error names a non-2xx answer (its first 200 bytes), no answer, or a failure."""
+) -> _Answer:
+    """One POST within the target's timeout, reading up to `read` bytes of a 2xx answer."""
     try:
         async with http.post(
             url,
@@ -319,13 +333,14 @@ async def _exchange(
             allow_redirects=False,
         ) as response:
             if 200 <= response.status < 300:
-                return response.status, await _read_up_to(response.content, read), None
+                return _Answer(response.status, await _read_up_to(response.content, read), None)
             said = (await response.content.read(200)).decode(errors="replace")
-            return response.status, b"", f"HTTP {response.status}: {said}".strip()
+            error = f"HTTP {response.status}: {said}".strip()
+            return _Answer(response.status, b"", error, response.headers.get("Retry-After"))
     except TimeoutError:
-        return None, b"", f"no answer within {where.timeout:g} s"
+        return _Answer(None, b"", f"no answer within {where.timeout:g} s")
     except (aiohttp.ClientError, OSError, ValueError) as exc:
-        return None, b"", failure_text(exc)
+        return _Answer(None, b"", failure_text(exc))
 
 
 async def _read_up_to(content: aiohttp.StreamReader, limit: int) -> bytes:

@@ -1,15 +1,18 @@
 """The retry schedule (issue 14): the first retry within 10 s, delays that grow on average up to
-a cap, and never a try after the row's give-up time (then it fails)."""
+a cap, never a try after the row's give-up time (then it fails), and never sooner than a
+receiver's Retry-After asks."""
 
 from __future__ import annotations
 
+from email.utils import formatdate
 from random import Random
 from statistics import mean
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from integrations.retry import DEFAULT, Backoff, next_try
+from integrations.retry import DEFAULT, Backoff, asked_wait, next_try
 
 seeds = st.integers(min_value=0, max_value=2**32)
 NOW = 1_800_000_000.0
@@ -69,3 +72,46 @@ def test_the_floor_keeps_a_refusing_receiver_from_being_hammered() -> None:
             return a
 
     assert Backoff().delay(1, Zero()) == 1.0
+
+
+# -- a receiver's Retry-After ---------------------------------------------------------------
+
+
+@given(
+    seeds,
+    st.integers(min_value=1, max_value=200),
+    st.floats(min_value=0, max_value=10 * DAY),
+    st.floats(min_value=1, max_value=3 * DAY),
+)
+def test_never_sooner_than_asked_and_never_past_give_up_at(
+    seed: int, attempts: int, asked: float, window: float
+) -> None:
+    give_up_at = NOW + window
+    due = next_try(attempts, NOW, give_up_at, Random(seed), asked_wait=asked)
+    assert due is not None
+    assert due == give_up_at or due >= NOW + asked
+    assert NOW < due <= give_up_at
+
+
+def test_the_backoff_decides_when_it_waits_longer_than_asked() -> None:
+    alone = next_try(30, NOW, NOW + DAY, Random(3))
+    asked = next_try(30, NOW, NOW + DAY, Random(3), asked_wait=1.0)
+    assert alone == asked and alone is not None and alone > NOW + 1.0
+
+
+def test_retry_after_in_seconds() -> None:
+    assert asked_wait("120", NOW) == 120.0
+    assert asked_wait(" 0 ", NOW) == 0.0
+
+
+def test_retry_after_as_an_http_date_is_read_against_now() -> None:
+    assert asked_wait(formatdate(NOW + 90, usegmt=True), NOW) == 90.0
+    assert asked_wait("Wed, 21 Oct 2015 07:28:00 GMT", NOW) == 0.0  # past: no wait
+
+
+@pytest.mark.parametrize(
+    "header",
+    [None, "", "soon", "-5", "1.5", "١٢٠", "Sun, 06 Nov 1994 08:49:37 -0000", "Mon, 99 Foo"],
+)
+def test_a_retry_after_that_is_not_rfc_9110_asks_for_nothing(header: str | None) -> None:
+    assert asked_wait(header, NOW) is None

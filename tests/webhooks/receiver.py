@@ -28,6 +28,7 @@ class Receiver:
     got: list[Got] = field(default_factory=list)
     delay: float = 0.0  # seconds before each answer
     refusal: bytes = b"nope"  # the body of an answer other than 200
+    refusal_headers: dict[str, str] = field(default_factory=dict)  # and its headers
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -39,7 +40,9 @@ class Receiver:
             await asyncio.sleep(3600)
         if self.delay:
             await asyncio.sleep(self.delay)
-        return web.Response(status=int(answer), body=b"ok" if answer == 200 else self.refusal)
+        if answer == 200:
+            return web.Response(status=200, body=b"ok")
+        return web.Response(status=int(answer), body=self.refusal, headers=self.refusal_headers)
 
     def app(self) -> web.Application:
         app = web.Application()

@@ -12,6 +12,7 @@ import json
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +224,57 @@ async def test_500s_and_a_timeout_are_retried_with_the_same_bytes_until_delivere
     assert len(h.receiver.got) == 4  # delivered: never again
     count = h.metrics.deliveries.labels("crm", "retried")._value.get()
     assert count == 3
+
+
+async def test_a_retry_after_is_waited_for_in_seconds_or_as_a_date(harness: Harness) -> None:
+    """A receiver's rate limit (429) or maintenance (503) says when to come back: the backoff
+    alone would be back within 10 s and again and again, each refused."""
+    h = harness
+    h.receiver.answers = [429, 503]
+    h.receiver.refusal_headers = {"Retry-After": "600"}
+    assert await h.store.store(report("RA1", h.clock.now))
+    refused_at = h.clock.now
+    row = await h.settled(1)
+    assert row["state"] == "pending" and row["last_status"] == 429
+    assert row["next_try"] == refused_at + 600  # not the backoff's 1-5 s
+    assert row["last_error"].endswith("(asked to wait 600 s: Retry-After)")
+    h.clock.now = refused_at + 300  # sooner than asked: nothing is sent
+    await asyncio.sleep(0.3)
+    assert len(h.receiver.got) == 1
+    h.clock.now = row["next_try"]
+    back = h.clock.now + 1200  # an HTTP-date, 20 minutes on (the backoff: 10 s at most)
+    h.receiver.refusal_headers = {"Retry-After": formatdate(back, usegmt=True)}
+    row = await h.settled(2)
+    assert row["last_status"] == 503
+    assert row["next_try"] == int(back)  # a date has whole seconds
+    h.clock.now = row["next_try"]
+    row = await h.settled(3)
+    assert row["state"] == "delivered" and len(h.receiver.got) == 3
+
+
+async def test_a_retry_after_past_the_give_up_time_leaves_one_last_try_then(
+    harness: Harness,
+) -> None:
+    h = harness  # retry_for 1 h
+    h.receiver.answers = [429, 429]
+    h.receiver.refusal_headers = {"Retry-After": "86400"}
+    assert await h.store.store(report("RA2", h.clock.now))
+    row = await h.settled(1)
+    assert row["next_try"] == row["give_up_at"]
+    h.clock.now = row["next_try"]
+    row = await h.settled(2)
+    assert row["state"] == "failed" and len(h.receiver.got) == 2
+
+
+async def test_an_unreadable_retry_after_leaves_the_backoff_alone(harness: Harness) -> None:
+    h = harness
+    h.receiver.answers = [503]
+    h.receiver.refusal_headers = {"Retry-After": "soon-ish"}
+    assert await h.store.store(report("RA3", h.clock.now))
+    stored_at = h.clock.now
+    row = await h.settled(1)
+    assert stored_at + 1 <= row["next_try"] <= stored_at + 10
+    assert "Retry-After" not in row["last_error"]
 
 
 @pytest.mark.parametrize("harness", [3600.0], indirect=True)
