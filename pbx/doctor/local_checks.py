@@ -13,6 +13,7 @@ import shutil
 import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -30,6 +31,8 @@ CDR_FIX = (
 #: seconds.sequence, after `systemname-` when asterisk.conf sets one (main/channel_internal_api.c)
 _UNIQUEID = re.compile(r"^(?:[^,]+-)?\d+\.\d+$")
 _TAIL = 64 * 1024  # enough for the last rows of a Master.csv of any size
+#: the daemon's Unix user in the README's install (useradd) and contrib/calltrack.service
+DAEMON_USER = "calltrack"
 
 
 def _last_rows(path: Path) -> list[list[str]]:
@@ -39,9 +42,10 @@ def _last_rows(path: Path) -> list[list[str]]:
     return [row for row in csv.reader(io.StringIO(text)) if row]
 
 
-def cdr_check(settings: Settings) -> Result:
+def cdr_check(settings: Settings, reader: Writer | None = None) -> Result:
     """Master.csv is there, readable, and its rows carry uniqueid, userfield and linkedid
-    (cdr_csv writes no header: the columns are told by their count and content)."""
+    (cdr_csv writes no header: the columns are told by their count and content). `reader`:
+    the daemon's identity when doctor runs as root (calltrack_reader), who must read it too."""
     assert settings.asterisk is not None
     path = settings.asterisk.cdr_csv
     if path is None:
@@ -62,6 +66,8 @@ def cdr_check(settings: Settings) -> Result:
         rows = _last_rows(path)
     except OSError as exc:
         return fail("CDR", f"cannot read {path}: {exc.strerror}", "let calltrack's user read it")
+    if reader is not None and (refused := _refused_to("CDR", reader, path)) is not None:
+        return refused
     row = rows[-1] if rows else None
     if row is None:
         return Result(
@@ -127,6 +133,14 @@ def may_write(mode: int, owner: int, group: int, uid: int, gids: frozenset[int])
 def may_enter(mode: int, owner: int, group: int, uid: int, gids: frozenset[int]) -> bool:
     """Whether Unix permissions let `uid` (in `gids`) pass through a folder to what is in it."""
     return _allowed(mode, owner, group, uid, gids, 0o1)
+
+
+def may_read(path: Path, uid: int, gids: frozenset[int]) -> bool:
+    """Whether Unix permissions let `uid` (in `gids`) read the file `path`, or list the folder
+    `path` and open what is in it (POSIX ACLs are not read)."""
+    info = path.stat()
+    bits = 0o5 if stat.S_ISDIR(info.st_mode) else 0o4
+    return _allowed(info.st_mode, info.st_uid, info.st_gid, uid, gids, bits)
 
 
 def closed_on_the_way(folder: Path, uid: int, gids: frozenset[int]) -> Path | None:
@@ -236,6 +250,31 @@ def _asterisk_identity(process: Path) -> tuple[int, frozenset[int]] | None:
         arguments = (process / "cmdline").read_bytes().split(b"\0")
         if any(a.startswith((b"-r", b"-R")) for a in arguments):  # a console (asterisk -rx)
             return None
+    except OSError:  # gone meanwhile
+        return None
+    return _identity(process)
+
+
+def _calltrack_identity(process: Path) -> tuple[int, frozenset[int]] | None:
+    """The effective user and the groups of /proc's `process`, if it is a `calltrack serve`:
+    its console script run by Python (`python /opt/calltrack/bin/calltrack serve -c ...`) or
+    the module (`python -m pbx.cli serve -c ...`)."""
+    try:
+        arguments = (process / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    if not any(
+        command in (b"pbx.cli", b"calltrack") or command.endswith(b"/calltrack")
+        for command, then in pairwise(arguments[1:4])
+        if then == b"serve"
+    ):
+        return None
+    return _identity(process)
+
+
+def _identity(process: Path) -> tuple[int, frozenset[int]] | None:
+    """The effective user and the groups (the primary's and the supplementary) of a process."""
+    try:
         status = dict(line.split(":", 1) for line in (process / "status").read_text().splitlines())
         uid = int(status["Uid"].split()[1])
         groups = {int(status["Gid"].split()[1]), *map(int, status.get("Groups", "").split())}
@@ -244,10 +283,13 @@ def _asterisk_identity(process: Path) -> tuple[int, frozenset[int]] | None:
     return uid, frozenset(groups)
 
 
-def recordings_check(settings: Settings, writer: Writer | UnknownWriter) -> Result:
+def recordings_check(
+    settings: Settings, writer: Writer | UnknownWriter, reader: Writer | None = None
+) -> Result:
     """Asterisk writes the recordings (MixMonitor), calltrack reads them. `writer`: who
     Asterisk writes as, or why that is not known (then only a folder anyone may write in is
-    known to work: it is skipped with what would tell, not passed on a guess)."""
+    known to work: it is skipped with what would tell, not passed on a guess). `reader`: the
+    daemon's identity when doctor runs as root (calltrack_reader)."""
     folder = settings.asterisk_recordings_dir
     owner = writer.name if isinstance(writer, Writer) else "asterisk"
     fix = f"`install -d -o {owner} -m 2775 {folder}` and let calltrack's user read it (same group)"
@@ -255,6 +297,8 @@ def recordings_check(settings: Settings, writer: Writer | UnknownWriter) -> Resu
         return fail("recordings", f"{folder} is not a folder on this host", fix)
     if not os.access(folder, os.R_OK | os.X_OK):
         return fail("recordings", f"calltrack cannot read {folder}", fix)
+    if reader is not None and (refused := _refused_to("recordings", reader, folder)) is not None:
+        return refused
     info = folder.stat()
     mode = stat.filemode(info.st_mode)
     if isinstance(writer, Writer):
@@ -280,6 +324,78 @@ def recordings_check(settings: Settings, writer: Writer | UnknownWriter) -> Resu
         f"{folder} ({mode}) is writable by its owner or group, and {writer.why}",
         writer.needs,
     )
+
+
+def calltrack_reader(proc: Path = Path("/proc")) -> Writer | UnknownWriter | None:
+    """Whose reads the CDR and recordings lines must check. None when doctor does not run as
+    root: its own reads are then the test (the README runs it as the daemon's user). As root,
+    every read succeeds, so: the `calltrack serve` running on this host (its user and groups
+    from /proc, as systemd's User= gave them), else the user `calltrack` of the README's
+    install, else what is not known and what would tell."""
+    if os.geteuid() != 0:
+        return None
+    found = {
+        identity
+        for entry in proc.iterdir()
+        if entry.name.isdigit() and (identity := _calltrack_identity(entry)) is not None
+    }
+    if len(found) == 1:
+        [(uid, gids)] = found
+        try:
+            name = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            name = f"uid {uid}"
+        return Writer(name, uid, gids)
+    named = writer_named(DAEMON_USER) if not found else None
+    if named is not None:
+        return named
+    return UnknownWriter(
+        "doctor runs as root, who reads everything, and"
+        + (
+            " several `calltrack serve` run here as different users"
+            if found
+            else f" neither a `calltrack serve` runs here nor a user {DAEMON_USER} exists"
+        ),
+        "run doctor as the daemon's user (`sudo -u USER calltrack doctor -c ...`)",
+    )
+
+
+def reads_unchecked(reader: UnknownWriter) -> Result:
+    """The line said when doctor runs as root and cannot tell whose reads to check."""
+    return skip("calltrack's reads", f"not checked: {reader.why}", reader.needs)
+
+
+def _refused_to(check: str, reader: Writer, path: Path) -> Result | None:
+    """The FAIL of the `check` line when the daemon's user may not read `path` (or pass a
+    folder on the way to it); None when it may."""
+    group = _group_name(path.stat().st_gid)
+    fix = (
+        f"give {reader.name} the group of {path} (`usermod -aG {group} {reader.name}`), then"
+        " `systemctl restart calltrack` (a group counts from the next start)"
+    )
+    closed = closed_on_the_way(path, reader.uid, reader.gids)
+    if closed is not None:
+        return fail(
+            check,
+            f"{reader.name} (calltrack's user) may not enter {closed}"
+            f" ({stat.filemode(closed.stat().st_mode)}), on the way to {path}",
+            fix,
+        )
+    if not may_read(path, reader.uid, reader.gids):
+        return fail(
+            check,
+            f"{reader.name} (calltrack's user) may not read {path}"
+            f" ({stat.filemode(path.stat().st_mode)}, group {group})",
+            fix,
+        )
+    return None
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
 
 
 def sqlite_path(url: str) -> Path | None:

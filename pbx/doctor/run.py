@@ -6,10 +6,13 @@ from collections.abc import Callable
 
 from pbx.doctor import Result, fail
 from pbx.doctor.local_checks import (
+    UnknownWriter,
     asterisk_writer,
+    calltrack_reader,
     cdr_check,
     database_check,
     disk_check,
+    reads_unchecked,
     recordings_check,
 )
 from pbx.doctor.pbx_checks import pbx_checks
@@ -33,9 +36,13 @@ async def diagnose(
     else:
         pbx, said_user, here = await pbx_checks(settings, config, daemon_user)
         results += pbx
-        results += _on_files("CDR", lambda: [cdr_check(settings)])
+        found = calltrack_reader()  # as root: whose reads to check instead of doctor's
+        reader = None if isinstance(found, UnknownWriter) else found
+        results += _on_files("CDR", lambda: [cdr_check(settings, reader)])
         writer = asterisk_writer(said_user, here)
-        results += _on_files("recordings", lambda: [recordings_check(settings, writer)])
+        results += _on_files("recordings", lambda: [recordings_check(settings, writer, reader)])
+        if isinstance(found, UnknownWriter):
+            results.append(reads_unchecked(found))
     results.append(await database_check(settings, config))
     results += _on_files("disk", lambda: disk_check(settings, min_free))
     return results

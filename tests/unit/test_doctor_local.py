@@ -16,10 +16,12 @@ from pbx.doctor.local_checks import (
     UnknownWriter,
     Writer,
     asterisk_writer,
+    calltrack_reader,
     cdr_check,
     database_check,
     disk_check,
     may_write,
+    reads_unchecked,
     recordings_check,
     running_asterisk,
 )
@@ -351,3 +353,114 @@ def test_a_call_minutes_off_is_no_time_zone(tmp_path: Path) -> None:
     (tmp_path / "Master.csv").write_text(local)
     zone = cdr_check(settings)
     assert zone.status is Status.FAIL and "+3 h" in zone.message, zone
+
+
+# -- doctor run as root: the daemon's user must read the CDR and the recordings ---------------
+
+CALLTRACK = Writer("calltrack", 4400, frozenset({4400}))
+
+
+def test_as_root_the_cdr_is_read_as_calltracks_user(passable: Path) -> None:
+    """Root reads every file: doctor run as root said OK for a Master.csv of Asterisk's group
+    (0640) that the daemon, not in that group, could not open, and no call was recovered."""
+    settings = settings_for(passable, **_asterisk(passable))
+    cdr = passable / "Master.csv"
+    cdr.write_text(ROW_21)
+    os.chown(cdr, 4321, 4321)
+    cdr.chmod(0o640)
+    assert cdr_check(settings).status is Status.OK  # root's own reads
+    refused = cdr_check(settings, CALLTRACK)
+    assert refused.status is Status.FAIL, refused
+    assert f"calltrack (calltrack's user) may not read {cdr} (-rw-r-----" in refused.message
+    group = grp.getgrgid(4321).gr_name if 4321 in {g.gr_gid for g in grp.getgrall()} else "4321"
+    assert f"usermod -aG {group} calltrack" in refused.fix
+    in_group = Writer("calltrack", 4400, frozenset({4400, 4321}))
+    assert cdr_check(settings, in_group).status is Status.OK
+    passable.chmod(0o700)  # the way there closed to it
+    try:
+        closed = cdr_check(settings, in_group)
+        assert closed.status is Status.FAIL
+        assert f"calltrack (calltrack's user) may not enter {passable}" in closed.message
+    finally:
+        passable.chmod(0o755)
+
+
+def test_as_root_the_recordings_are_read_as_calltracks_user(passable: Path) -> None:
+    settings = settings_for(passable, **_asterisk(passable))
+    folder = passable / "asterisk-recordings"
+    os.chown(folder, 4321, 4321)
+    folder.chmod(0o2770)
+    assert recordings_check(settings, ASTERISK).status is Status.OK
+    refused = recordings_check(settings, ASTERISK, CALLTRACK)
+    assert refused.status is Status.FAIL
+    assert f"calltrack (calltrack's user) may not read {folder} (drwxrws---" in refused.message
+    in_group = Writer("calltrack", 4400, frozenset({4400, 4321}))
+    assert recordings_check(settings, ASTERISK, in_group).status is Status.OK
+
+
+def _serving(proc: Path, pid: int, uid: int, groups: str, argv: list[str]) -> None:
+    fake_process(proc, pid, "python3", uid, groups)
+    (proc / str(pid) / "cmdline").write_bytes("\0".join(argv).encode() + b"\0")
+
+
+def test_as_root_whose_reads_is_the_calltrack_serve_running_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pbx.doctor import local_checks
+
+    monkeypatch.setattr(local_checks.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(local_checks, "DAEMON_USER", "no-such-user-here")
+    proc = tmp_path / "proc"
+    fake_process(proc, 1, "systemd", 0, "")
+    _serving(
+        proc, 90, 0, "", ["/opt/calltrack/bin/python", "/opt/calltrack/bin/calltrack", "doctor"]
+    )
+    unknown = calltrack_reader(proc)
+    assert isinstance(unknown, UnknownWriter), unknown
+    assert "no-such-user-here" in unknown.why and "sudo -u" in unknown.needs
+    line = reads_unchecked(unknown)
+    assert line.status is Status.SKIP and line.check == "calltrack's reads"
+    argv = ["/opt/calltrack/bin/python3", "/opt/calltrack/bin/calltrack", "serve", "-c", "x.yaml"]
+    _serving(proc, 100, 4400, "4321", argv)
+    assert calltrack_reader(proc) == Writer("uid 4400", 4400, frozenset({4400, 4321}))
+    _serving(proc, 101, 4400, "4321", ["python3", "-m", "pbx.cli", "serve", "-c", "x.yaml"])
+    assert calltrack_reader(proc) == Writer("uid 4400", 4400, frozenset({4400, 4321}))
+    _serving(proc, 102, 0, "", ["python3", "-m", "pbx.cli", "serve", "-c", "other.yaml"])
+    several = calltrack_reader(proc)
+    assert isinstance(several, UnknownWriter) and "different users" in several.why
+    monkeypatch.setattr(local_checks.os, "geteuid", lambda: 1000)
+    assert calltrack_reader(proc) is None  # not root: doctor's own reads are the daemon's
+
+
+def test_as_root_with_no_daemon_running_the_readmes_user_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pbx.doctor import local_checks
+
+    monkeypatch.setattr(local_checks.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(local_checks, "DAEMON_USER", "root")  # a user every host has
+    (tmp_path / "proc").mkdir()
+    reader = calltrack_reader(tmp_path / "proc")
+    assert isinstance(reader, Writer) and reader.name == "root" and reader.uid == 0
+
+
+async def test_diagnose_says_when_it_cannot_tell_whose_reads_to_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pbx.doctor import run
+
+    await migrate(
+        settings := settings_for(
+            tmp_path,
+            **_asterisk(
+                tmp_path, ami={"secret": "x", "port": closed_port(), "action_timeout": "0.2s"}
+            ),
+        )
+    )
+    unknown = UnknownWriter("doctor runs as root", "run doctor as the daemon's user")
+    monkeypatch.setattr(run, "calltrack_reader", lambda: unknown)
+    results = {r.check: r for r in await diagnose(settings, "calltrack.yaml")}
+    assert results["calltrack's reads"].status is Status.SKIP
+    monkeypatch.setattr(run, "calltrack_reader", lambda: None)
+    results = {r.check: r for r in await diagnose(settings, "calltrack.yaml")}
+    assert "calltrack's reads" not in results
