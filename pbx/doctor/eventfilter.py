@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,9 +48,11 @@ class AsteriskCrashes(ValueError):
     (manager.c takes strstr(option, "(") + 1 unchecked), so `manager reload` would crash it."""
 
 
+@functools.cache
 def _posix(pattern: str) -> ctypes.Array[ctypes.c_char]:
-    """The compiled pattern (free it with regfree); ValueError with regerror's text if the C
-    library refuses it, as Asterisk's regcomp would."""
+    """The compiled pattern, once per pattern for doctor's run (a filter line is tried on every
+    sample event; never freed: doctor is a command that ends); ValueError with regerror's text
+    if the C library refuses it, as Asterisk's regcomp would."""
     if _LIBC is None or not hasattr(_LIBC, "regcomp"):
         raise CannotJudge("this host's C library has no regcomp to judge regular expressions")
     compiled = ctypes.create_string_buffer(_REGEX_T_BYTES)
@@ -63,11 +66,7 @@ def _posix(pattern: str) -> ctypes.Array[ctypes.c_char]:
 
 def posix_search(pattern: str, text: str) -> bool:
     """regexec of `pattern` (REG_EXTENDED | REG_NOSUB, Asterisk's flags) anywhere in `text`."""
-    compiled = _posix(pattern)
-    try:
-        return bool(_LIBC.regexec(compiled, text.encode(), 0, None, 0) == 0)  # type: ignore[union-attr]
-    finally:
-        _LIBC.regfree(compiled)  # type: ignore[union-attr]
+    return bool(_LIBC.regexec(_posix(pattern), text.encode(), 0, None, 0) == 0)  # type: ignore[union-attr]
 
 
 #: the channels each event is tried with: what a carrier's trunk and a queue's member look like
@@ -179,7 +178,7 @@ def parse_filter(name: str, value: str) -> EventFilter:
 
 def _regex(pattern: str, line: str) -> str:
     try:
-        _LIBC.regfree(_posix(pattern))  # type: ignore[union-attr]
+        _posix(pattern)  # compiled once here, kept for the matching
     except CannotJudge as exc:
         raise CannotJudge(f"`{line}`: {exc}") from exc
     except ValueError as exc:

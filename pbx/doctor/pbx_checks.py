@@ -70,6 +70,7 @@ class AmiSession:
         self.events: list[dict[str, Any]] = []
         self.event_arrived = asyncio.Event()
         self._manager: Manager | None = None
+        self._manager_settings: dict[str, str] | Denied | None = None
 
     async def login(self) -> None:
         """Raises OSError/TimeoutError when unreachable, PermissionError when refused."""
@@ -115,6 +116,18 @@ class AmiSession:
         response = await self._send({"Action": "Command", "Command": cli})
         output = response.get("Output", [])
         return [output] if isinstance(output, str) else list(output)
+
+    async def manager_settings(self) -> dict[str, str]:
+        """`manager show settings` as fields, asked once per run (the timestampevents line and
+        the disabledevents check both read it); Denied without `write = command`."""
+        if self._manager_settings is None:
+            try:
+                self._manager_settings = parse_fields(await self.command("manager show settings"))
+            except Denied as denied:
+                self._manager_settings = denied
+        if isinstance(self._manager_settings, Denied):
+            raise self._manager_settings
+        return self._manager_settings
 
     async def config_lines(self, filename: str, category: str) -> list[tuple[str, str]] | str:
         """A section's `name = value` lines as Asterisk reads the file now (GetConfig, which
@@ -237,14 +250,6 @@ async def eventfilter_check(session: AmiSession, user: str | None = None) -> Res
     reading = read_filters(lines)
     lost = dropped(reading.filters)
     disabled = await disabled_events(session)
-    if disabled:
-        return fail(
-            "AMI eventfilter",
-            f"manager.conf [general] disabledevents drops {', '.join(disabled)} for every AMI"
-            " user: calls through them are lost or wrong",
-            f"take {', '.join(disabled)} out of disabledevents, `manager reload`, then restart"
-            " calltrack",
-        )
     notes = [f"Asterisk crashes on {line}" for line in reading.crashing]
     notes += [f"Asterisk ignores {line}" for line in reading.refused]
     notes += [f"doctor cannot judge {line}" for line in reading.unjudged]
@@ -257,6 +262,20 @@ async def eventfilter_check(session: AmiSession, user: str | None = None) -> Res
     else:
         verdict = f"no eventfilter line, so {everything} passes"
     message = "; ".join([f"[{user}] in manager.conf (as on disk): {verdict}", *notes])
+    if disabled:  # before any user's filter, and beside it: both may need mending
+        names = ", ".join(disabled)
+        message = (
+            f"manager.conf [general] disabledevents drops {names} for every AMI user: calls"
+            f" through them are lost or wrong; {message}"
+        )
+        undisable = f"take {names} out of disabledevents"
+        return fail(
+            "AMI eventfilter",
+            message,
+            f"{undisable}, and {fix}"
+            if lost
+            else f"{undisable}, `manager reload`, then restart calltrack",
+        )
     if lost or reading.crashing:
         return fail("AMI eventfilter", message, fix)
     if reading.unjudged:
@@ -272,7 +291,7 @@ async def disabled_events(session: AmiSession) -> list[str]:
     Names are matched as Asterisk does: exactly, blanks before each skipped. Empty when it
     cannot be asked (no `write = command`): the user's eventfilter is still checked."""
     try:
-        fields = parse_fields(await session.command("manager show settings"))
+        fields = await session.manager_settings()
     except Denied:
         return []
     listed = {name.lstrip() for name in fields.get("disabled events", "").split(",")}
@@ -287,7 +306,7 @@ async def timestamp_check(session: AmiSession, event: dict[str, Any] | None) -> 
             return ok("timestampevents", "events carry a Timestamp")
         return fail("timestampevents", "events carry no Timestamp", fix)
     try:
-        fields = parse_fields(await session.command("manager show settings"))
+        fields = await session.manager_settings()
     except Denied:
         return skip("timestampevents", "no event to look at", f"{NEEDS_USER} or {NEEDS_COMMAND}")
     if fields.get("timestamp events", "").lower() == "yes":

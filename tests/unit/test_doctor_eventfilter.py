@@ -22,7 +22,7 @@ from pbx.doctor.eventfilter import (
     read_filters,
     sample_events,
 )
-from pbx.doctor.pbx_checks import AmiSession, eventfilter_check
+from pbx.doctor.pbx_checks import AmiSession, disabled_events, eventfilter_check, timestamp_check
 from pbx.settings import Ami
 
 ROOT = Path(__file__).parents[2]
@@ -259,6 +259,7 @@ class ConfigAsterisk:
         self.answer = answer
         self.disabled = disabled  # [general] disabledevents
         self.asked: list[dict[str, str]] = []
+        self.commands: list[str] = []
 
     async def client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"Asterisk Call Manager/11.0.0\r\n")
@@ -270,6 +271,7 @@ class ConfigAsterisk:
                 if fields.get("Action") == "Login":
                     body = "Response: Success\r\nMessage: Authentication accepted\r\n"
                 elif fields.get("Action") == "Command":  # manager show settings
+                    self.commands.append(fields["Command"])
                     body = f"Response: Success\r\nOutput: Disabled events: {self.disabled}\r\n"
                 else:
                     self.asked.append(fields)
@@ -385,3 +387,36 @@ async def test_events_disabled_for_every_user_are_named() -> None:
     # matched as Asterisk does, exactly: another case is another name
     fine, _ = await check_with(getconfig_answer(*SHIPPED), disabled="VarSet,bridgeenter")
     assert fine.status is Status.OK, fine.line()
+
+
+async def test_a_disabled_event_and_the_users_own_filter_are_both_named() -> None:
+    """disabledevents was a FAIL on its own: the admin mended it, and only then learned that
+    the user's filter dropped the bridge events too."""
+    bridgeless = [line for line in SHIPPED if "Bridge" not in line[0]]
+    result, _ = await check_with(getconfig_answer(*bridgeless), disabled="Hangup")
+    assert result.status is Status.FAIL, result.line()
+    assert "disabledevents drops Hangup for every AMI user" in result.message
+    assert "its eventfilter drops BridgeEnter" in result.message
+    assert result.fix.startswith("take Hangup out of disabledevents, and ")
+    assert "asterisk.conf.d/manager_calltrack.conf" in result.fix
+    alone, _ = await check_with(getconfig_answer(*SHIPPED), disabled="Hangup")
+    assert (
+        alone.fix == "take Hangup out of disabledevents, `manager reload`, then restart calltrack"
+    )
+
+
+async def test_manager_show_settings_is_asked_once_a_run() -> None:
+    """The timestampevents line (with no event to look at) and the disabledevents check both
+    read it: one Command, not two."""
+    asterisk = ConfigAsterisk(getconfig_answer(*SHIPPED), disabled="Cdr")
+    server = await asyncio.start_server(asterisk.client, "127.0.0.1", 0)
+    port = int(server.sockets[0].getsockname()[1])
+    session = AmiSession(Ami(host="127.0.0.1", port=port, username="calltrack", secret="s3cret"))
+    try:
+        await session.login()
+        assert await disabled_events(session) == []
+        await timestamp_check(session, None)
+        assert asterisk.commands == ["manager show settings"]
+    finally:
+        session.close()
+        server.close()
