@@ -14,7 +14,8 @@ from attribution.phone import PhoneNumberError, to_e164
 from attribution.sales import REFERENCE_MAX, Unmatched, why_unmatched
 from pbx.http import json_error, public_base_url, read_json_object, unix_time
 from pbx.keys import CALLS, CLOCK, ENGINE, OUTBOX, SETTINGS
-from pbx.staff_api import call_id_of, call_json, iso, token_name, unauthorized
+from pbx.settings import Scope
+from pbx.staff_api import api_caller, call_id_of, call_json, iso
 from pbx.storage.calls import ReviewChanges
 from pbx.storage.sales import Sale, SaleStore
 
@@ -73,9 +74,9 @@ def _review_changes(body: dict[str, Any], allowed_tags: list[str]) -> ReviewChan
 
 async def patch_call(request: web.Request) -> web.Response:
     """Change the given review fields of a call; the answer is the call as stored now."""
-    by = token_name(request)
-    if by is None:
-        return unauthorized()
+    by = api_caller(request, Scope.CALLS_WRITE)
+    if isinstance(by, web.Response):
+        return by
     call_id = call_id_of(request.match_info["call_id"])
     if call_id is None:
         return json_error(404, "no such call")
@@ -120,9 +121,9 @@ def _sale(body: dict[str, Any], region: str | None) -> Sale:
 
 async def post_sale(request: web.Request) -> web.Response:
     """Credit a deal to the caller's latest call before it (201 new, 200 known reference)."""
-    by = token_name(request)
-    if by is None:
-        return unauthorized()
+    by = api_caller(request, Scope.SALES_WRITE)
+    if isinstance(by, web.Response):
+        return by
     settings = request.app[SETTINGS]
     sale = _sale(await read_json_object(request), settings.region)
     store = SaleStore(

@@ -11,7 +11,8 @@ from aiohttp import web
 from attribution.journey import Journey, JourneyCall
 from pbx.http import json_error
 from pbx.keys import READER
-from pbx.staff_api import call_id_of, iso, token_name, unauthorized
+from pbx.settings import Scope
+from pbx.staff_api import api_caller, call_id_of, iso
 from pbx.storage.journey import MAX_CALLS, MAX_PAGES, MAX_VISITS, load_journey
 
 
@@ -43,8 +44,8 @@ def journey_json(journey: Journey) -> dict[str, Any]:
 
 
 async def get_journey(request: web.Request) -> web.Response:
-    if token_name(request) is None:
-        return unauthorized()
+    if isinstance(refused := api_caller(request, Scope.CALLS_READ), web.Response):
+        return refused
     call_id = call_id_of(request.match_info["call_id"])
     journey = None
     if call_id is not None:

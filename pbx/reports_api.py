@@ -27,7 +27,8 @@ from attribution.reports import (
     report_range,
 )
 from pbx.keys import CLOCK, ENGINE, READER, SETTINGS
-from pbx.staff_api import token_name, unauthorized
+from pbx.settings import Scope
+from pbx.staff_api import api_caller
 from pbx.staff_ui.export import cell
 from pbx.storage.report_queries import ReportTooLarge, build_report
 
@@ -143,8 +144,8 @@ def csv_response(report: Report, *, notes: bool = False) -> web.Response:
 
 
 async def get_report(request: web.Request) -> web.Response:
-    if token_name(request) is None:
-        return unauthorized()
+    if isinstance(refused := api_caller(request, Scope.REPORTS_READ), web.Response):
+        return refused
     params = request.query
     unknown = sorted(set(params) - API_PARAMETERS)
     if unknown:

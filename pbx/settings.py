@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -309,11 +310,32 @@ class Visits(_Model):
     )
 
 
+class Scope(StrEnum):
+    """What an API token may do: one per kind of data and direction, so a token given to an
+    integration reaches only what it needs (a CRM posting sales cannot download recordings)."""
+
+    CALLS_READ = "calls:read"  # GET /api/v1/calls, /api/v1/calls/{id}/journey
+    CALLS_WRITE = "calls:write"  # PATCH /api/v1/calls/{id}
+    RECORDINGS_READ = "recordings:read"  # GET /api/v1/calls/{id}/recording
+    LEASES_READ = "leases:read"  # GET /api/v1/leases
+    REPORTS_READ = "reports:read"  # GET /api/v1/reports
+    SALES_WRITE = "sales:write"  # POST /api/v1/sales
+
+
 class ApiToken(_Model):
     """A bearer token for the staff API (a CRM, a script); only its hash is in the file."""
 
     name: str = Field(description="who uses it, for the logs")
     token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="printf %s TOKEN | sha256sum")
+    scopes: list[Scope] | None = Field(
+        None,
+        min_length=1,
+        description="what it may do: calls:read, calls:write, recordings:read, leases:read,"
+        " reports:read, sales:write; unset: all of them (as tokens were before scopes)",
+    )
+
+    def may(self, scope: Scope) -> bool:
+        return self.scopes is None or scope in self.scopes
 
 
 class User(_Model):

@@ -12,6 +12,7 @@ from aiohttp import web
 from pbx.auth import current_user
 from pbx.http import json_error, public_base_url, unix_time, whole_number
 from pbx.keys import CALLS, SETTINGS, VISITS
+from pbx.settings import ApiToken, Scope
 from pbx.storage.call_speech_read import PHRASE_MAX
 from pbx.storage.calls import CallFilter
 from pbx.storage.staff_sessions import text_sha256
@@ -29,7 +30,7 @@ def call_id_of(text: str) -> int | None:
     return int(text)
 
 
-def token_name(request: web.Request) -> str | None:
+def _bearer_token(request: web.Request) -> ApiToken | None:
     """The configured token the request's bearer token matches (compared in constant time)."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
@@ -38,8 +39,19 @@ def token_name(request: web.Request) -> str | None:
     digest = text_sha256(token.strip())
     for configured in request.app[SETTINGS].api_tokens:
         if hmac.compare_digest(digest, configured.token_sha256):
-            return configured.name
+            return configured
     return None
+
+
+def api_caller(request: web.Request, scope: Scope) -> str | web.Response:
+    """The name of the request's token when it may do `scope`; else the answer: 401 without a
+    valid token, 403 naming the scope for a valid one without it."""
+    token = _bearer_token(request)
+    if token is None:
+        return unauthorized()
+    if not token.may(scope):
+        return json_error(403, f"this token may not do this: it needs the {scope} scope")
+    return token.name
 
 
 def unauthorized() -> web.Response:
@@ -80,8 +92,8 @@ def call_json(row: dict[str, Any], base_url: str) -> dict[str, Any]:
 
 
 async def list_calls(request: web.Request) -> web.Response:
-    if token_name(request) is None:
-        return unauthorized()
+    if isinstance(refused := api_caller(request, Scope.CALLS_READ), web.Response):
+        return refused
     query = request.query
     where = CallFilter(
         since=unix_time(query.get("since"), "since"),
@@ -97,8 +109,8 @@ async def list_calls(request: web.Request) -> web.Response:
 
 
 async def list_leases(request: web.Request) -> web.Response:
-    if token_name(request) is None:
-        return unauthorized()
+    if isinstance(refused := api_caller(request, Scope.LEASES_READ), web.Response):
+        return refused
     rows = await request.app[VISITS].current_leases()
     leases = [
         {**r, "held_until": iso(r["held_until"]), "started_at": iso(r["started_at"])}
@@ -111,8 +123,10 @@ async def list_leases(request: web.Request) -> web.Response:
 async def recording(request: web.Request) -> web.StreamResponse:
     """The call's recording, with HTTP Range so players can seek; for a valid token or a
     logged-in staff member."""
-    if token_name(request) is None and await current_user(request) is None:
-        return unauthorized()
+    if await current_user(request) is None and isinstance(
+        refused := api_caller(request, Scope.RECORDINGS_READ), web.Response
+    ):
+        return refused
     call_id = call_id_of(request.match_info["call_id"])
     if call_id is None:
         return json_error(404, "no such call, or it has no recording")
