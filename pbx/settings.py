@@ -334,6 +334,15 @@ class ApiToken(_Model):
         " reports:read, sales:write; unset: all of them (as tokens were before scopes)",
     )
 
+    @field_validator("scopes", mode="before")
+    @classmethod
+    def _named_when_given(cls, value: Any) -> Any:
+        # a `scopes:` whose items were all commented out reads as null: that must not widen a
+        # token being narrowed to every scope (the default, for a token without the key)
+        if value is None:
+            raise ValueError("expected at least one scope; leave `scopes` out for all of them")
+        return value
+
     def may(self, scope: Scope) -> bool:
         return self.scopes is None or scope in self.scopes
 

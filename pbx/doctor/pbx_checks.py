@@ -273,7 +273,7 @@ async def eventfilter_check(session: AmiSession, user: str | None = None) -> Res
             "AMI eventfilter",
             message,
             f"{undisable}, and {fix}"
-            if lost
+            if lost or reading.crashing  # FILTER_FIX replaces those lines before any reload
             else f"{undisable}, `manager reload`, then restart calltrack",
         )
     if lost or reading.crashing:

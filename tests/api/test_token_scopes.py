@@ -131,5 +131,9 @@ def test_an_unknown_or_empty_scope_list_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_settings(base + "    scopes: []\n", "calltrack.yaml")
     assert str(caught.value.problems[0]).startswith("calltrack.yaml:6:")
+    # its only item commented out: null, which must not mean "every scope"
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(base + "    scopes:\n    # - reports:read\n", "calltrack.yaml")
+    assert "expected at least one scope" in str(caught.value.problems[0])
     good = parse_settings(base + "    scopes: [sales:write]\n", "calltrack.yaml")
     assert good.api_tokens[0].scopes == [Scope.SALES_WRITE]

@@ -399,6 +399,12 @@ async def test_a_disabled_event_and_the_users_own_filter_are_both_named() -> Non
     assert "its eventfilter drops BridgeEnter" in result.message
     assert result.fix.startswith("take Hangup out of disabledevents, and ")
     assert "asterisk.conf.d/manager_calltrack.conf" in result.fix
+    # a line Asterisk crashes on: the fix replaces it before the reload the rest asks for
+    crashing = await check_with(
+        getconfig_answer(*SHIPPED, ("eventfilter(name)", "")), disabled="Hangup"
+    )
+    assert "Asterisk crashes on" in crashing[0].message
+    assert crashing[0].fix.startswith("take Hangup out of disabledevents, and the eventfilter")
     alone, _ = await check_with(getconfig_answer(*SHIPPED), disabled="Hangup")
     assert (
         alone.fix == "take Hangup out of disabledevents, `manager reload`, then restart calltrack"
