@@ -113,7 +113,9 @@ def read_source(url: str, referrer: str | None) -> TrafficSource:
     if ref_host and ref_host == host_of(url):
         ref_host = None  # moving inside the site is not a source
     if ref_host:  # a forged referrer "http://(unattributed)/" is a tag by another name
-        ref_host = _own_name(ref_host)
+        # a host is at most 253 characters in DNS, but a referrer's can be anything: cut to
+        # the source column's width like the tags (PostgreSQL refuses a longer value)
+        ref_host = _own_name(ref_host[:MAX_VALUE])
     if "utm_source" in tags or "utm_medium" in tags:
         source = tags.get("utm_source") or ref_host or "(not set)"
         medium = tags.get("utm_medium", NONE)

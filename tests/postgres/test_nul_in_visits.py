@@ -39,3 +39,29 @@ async def test_a_nul_in_a_links_tags_is_dropped_and_the_visit_stored(postgres_ur
         store.close()
     finally:
         await engine.dispose()
+
+
+async def test_a_referrer_with_a_host_past_the_source_column_is_stored(postgres_url: str) -> None:
+    """The referrer was cut to 1,024 characters but its host, which becomes the source, was
+    not: PostgreSQL refused a source over String(512), the visitor got a 500 and the log a
+    traceback for every such visit (SQLite ignores the width)."""
+    settings = make_settings(postgres_url)
+    engine = open_engine(postgres_url)
+    try:
+        await upgrade(engine)
+        store = VisitStore(engine, settings, FakeClock())
+        await store.sync_numbers()
+        host = "a" * 1000 + ".com"
+        for url in ("https://shop.test/", "https://shop.test/?utm_medium=cpc"):
+            visit = await store.start_visit(
+                VisitRequest(settings.sites[0], url, f"https://{host}/", None, None, "10.0.0.1")
+            )
+            await store.flush()
+            async with engine.connect() as conn:
+                source = await conn.scalar(
+                    select(sessions.c.source).where(sessions.c.id == visit.session_id)
+                )
+            assert source == host[:512]
+        store.close()
+    finally:
+        await engine.dispose()
