@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from random import Random
 
 #: beyond this the ceiling is the cap anyway; keeps 2**n a small number
 _MAX_DOUBLINGS = 40
+#: the longest Retry-After read, in seconds (a year): longer is past any `retry_for` anyway
+MAX_ASKED_WAIT = 365 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -47,12 +50,19 @@ def next_try(
 ) -> float | None:
     """When to try again after the `attempts`-th failure at `last_at`; None: give up (failed).
 
-    `asked_wait`: the seconds the receiver asked for (its Retry-After), the least wait then;
-    the backoff's own delay if that is longer. A retry that would fall after `give_up_at`
-    happens at `give_up_at`, the last one."""
+    `asked_wait`: the seconds the receiver asked for (its Retry-After). The retry comes that
+    long after, plus the backoff's jittered delay: every event a receiver refused with one
+    date would otherwise come back at that same second, and be refused together again. A wait
+    that ends past `give_up_at` gives up now: the last try would come while the receiver still
+    refuses. Otherwise a retry that would fall after `give_up_at` happens at `give_up_at`, the
+    last one."""
     if last_at >= give_up_at:
         return None
-    wait = max(backoff.delay(attempts, rng), asked_wait or 0.0)
+    wait = backoff.delay(attempts, rng)
+    if asked_wait is not None:
+        if last_at + asked_wait > give_up_at:
+            return None
+        wait += asked_wait
     return min(last_at + wait, give_up_at)
 
 
@@ -61,18 +71,18 @@ def asked_wait(header: str | None, now: float) -> float | None:
     unreadable (then the backoff alone decides, as if it were not there).
 
     Either form of RFC 9110: delay-seconds ("120") or an HTTP-date, read against `now` (a date
-    already past asks for no wait). Values too large for a date are kept: the caller never
-    waits past the row's give-up time anyway."""
+    already past asks for no wait), in any of its three formats (asctime's names no zone: all
+    are GMT). At most MAX_ASKED_WAIT: a wait of 10**400 s is a wait past any give-up time."""
     if header is None:
         return None
     value = header.strip()
     if value.isascii() and value.isdigit():
-        return float(value)
+        return min(float(value), MAX_ASKED_WAIT)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when.tzinfo is None:  # "-0000": a date without a zone; HTTP-dates are GMT
-        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
     wait = when.timestamp() - now
-    return max(0.0, wait) if math.isfinite(wait) else None
+    return min(max(0.0, wait), MAX_ASKED_WAIT) if math.isfinite(wait) else None

@@ -86,6 +86,9 @@ class DeliveryWorker:
         timeouts = [GA4_TIMEOUT, *(hook.timeout for hook in settings.webhooks.targets)]
         self._lease = max(timeouts) + LEASE_MARGIN
         self._in_flight: Counter[str] = Counter()
+        #: target -> when its Retry-After ends: none of its events is claimed before (each
+        #: would be refused the same, and cost an attempt)
+        self._paused: dict[str, float] = {}
         self._wakeup = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
 
@@ -102,7 +105,7 @@ class DeliveryWorker:
                     free = self._limit - len(self._running)
                     if free > 0:
                         try:
-                            busy = {t for t, n in self._in_flight.items() if n >= PER_TARGET}
+                            busy = self._busy_targets()
                             claimed = await self._deliveries.claim(
                                 free, self._lease, self._composer.targets(), busy
                             )
@@ -126,6 +129,14 @@ class DeliveryWorker:
                     await asyncio.wait(self._running, timeout=SHUTDOWN_GRACE)
                 for task in self._running:
                     task.cancel()
+
+    def _busy_targets(self) -> set[str]:
+        """The targets not to claim for now: those with their share of the slots in flight,
+        and those whose receiver asked to wait (Retry-After) until later."""
+        now = self._clock()
+        self._paused = {t: until for t, until in self._paused.items() if until > now}
+        full = {t for t, n in self._in_flight.items() if n >= PER_TARGET}
+        return full | set(self._paused)
 
     def _within_share(self, claimed: list[Claimed]) -> list[Claimed]:
         """The claimed rows a target's share of the slots allows; the rest are let go at once
@@ -283,8 +294,10 @@ class DeliveryWorker:
         event = row.event
         wait = asked_wait(retry_after, now)
         due = next_try(event.attempts + 1, now, row.give_up_at, self._rng, asked_wait=wait)
-        if wait is not None and due is not None:
-            error = f"{error} (asked to wait {wait:g} s: Retry-After)"
+        if wait is not None:
+            self._paused[event.target] = max(self._paused.get(event.target, 0.0), now + wait)
+            past = " past the end of retry_for" if due is None else ""
+            error = f"{error} (asked to wait {wait:g} s: Retry-After{past})"
         if due is None:
             await self._deliveries.failed(row, now, status, error)
             self._count(event, "failed")

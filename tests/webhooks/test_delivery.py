@@ -236,7 +236,8 @@ async def test_a_retry_after_is_waited_for_in_seconds_or_as_a_date(harness: Harn
     refused_at = h.clock.now
     row = await h.settled(1)
     assert row["state"] == "pending" and row["last_status"] == 429
-    assert row["next_try"] == refused_at + 600  # not the backoff's 1-5 s
+    # the wait asked, then the backoff's jitter (1-5 s): not the same second for every event
+    assert refused_at + 601 <= row["next_try"] <= refused_at + 605
     assert row["last_error"].endswith("(asked to wait 600 s: Retry-After)")
     h.clock.now = refused_at + 300  # sooner than asked: nothing is sent
     await asyncio.sleep(0.3)
@@ -246,24 +247,46 @@ async def test_a_retry_after_is_waited_for_in_seconds_or_as_a_date(harness: Harn
     h.receiver.refusal_headers = {"Retry-After": formatdate(back, usegmt=True)}
     row = await h.settled(2)
     assert row["last_status"] == 503
-    assert row["next_try"] == int(back)  # a date has whole seconds
+    assert int(back) + 1 <= row["next_try"] <= int(back) + 10  # a date has whole seconds
     h.clock.now = row["next_try"]
     row = await h.settled(3)
     assert row["state"] == "delivered" and len(h.receiver.got) == 3
 
 
-async def test_a_retry_after_past_the_give_up_time_leaves_one_last_try_then(
+async def test_a_retry_after_past_the_give_up_time_fails_the_delivery_at_once(
     harness: Harness,
 ) -> None:
+    """A last try at the give-up time would come while the receiver still refuses."""
     h = harness  # retry_for 1 h
-    h.receiver.answers = [429, 429]
+    h.receiver.answers = [429]
     h.receiver.refusal_headers = {"Retry-After": "86400"}
     assert await h.store.store(report("RA2", h.clock.now))
     row = await h.settled(1)
-    assert row["next_try"] == row["give_up_at"]
-    h.clock.now = row["next_try"]
-    row = await h.settled(2)
-    assert row["state"] == "failed" and len(h.receiver.got) == 2
+    assert row["state"] == "failed" and len(h.receiver.got) == 1
+    assert row["last_error"].endswith(
+        "(asked to wait 86400 s: Retry-After past the end of retry_for)"
+    )
+
+
+async def test_a_receiver_that_asked_to_wait_gets_no_other_event_meanwhile(
+    harness: Harness,
+) -> None:
+    """Its rate limit is the receiver's, not the event's: another event sent during the wait
+    would be refused too, and cost that event an attempt."""
+    h = harness
+    h.receiver.answers = [429]
+    h.receiver.refusal_headers = {"Retry-After": "120"}
+    assert await h.store.store(report("P1", h.clock.now))
+    first = await h.settled(1)
+    assert first["last_status"] == 429
+    assert await h.store.store(report("P2", h.clock.now))  # wakes the worker
+    await asyncio.sleep(0.5)
+    assert len(h.receiver.got) == 1  # the second event waits with the first
+    h.clock.now += 121  # the wait is over: the new event goes, the refused one when due
+    await h.receiver.wait_for(2, within=5.0)
+    h.clock.now = first["next_try"]
+    await h.receiver.wait_for(3, within=5.0)
+    assert sorted(h.receiver.by_event_id().values()) == [1, 2]
 
 
 async def test_an_unreadable_retry_after_leaves_the_backoff_alone(harness: Harness) -> None:
