@@ -11,6 +11,7 @@ import pwd
 import re
 import shutil
 import stat
+import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import pairwise
@@ -260,12 +261,16 @@ def _calltrack_identity(process: Path) -> tuple[int, frozenset[int]] | None:
     its console script run by Python (`python /opt/calltrack/bin/calltrack serve -c ...`) or
     the module (`python -m pbx.cli serve -c ...`)."""
     try:
+        command = (process / "comm").read_text().strip()
         arguments = (process / "cmdline").read_bytes().split(b"\0")
     except OSError:
         return None
+    # the daemon's own process: not a `sudo calltrack serve` or a shell that started it
+    if command != "calltrack" and not command.startswith("python"):
+        return None
     if not any(
         command in (b"pbx.cli", b"calltrack") or command.endswith(b"/calltrack")
-        for command, then in pairwise(arguments[1:4])
+        for command, then in pairwise(arguments[:4])
         if then == b"serve"
     ):
         return None
@@ -367,28 +372,78 @@ def reads_unchecked(reader: UnknownWriter) -> Result:
 
 def _refused_to(check: str, reader: Writer, path: Path) -> Result | None:
     """The FAIL of the `check` line when the daemon's user may not read `path` (or pass a
-    folder on the way to it); None when it may."""
-    group = _group_name(path.stat().st_gid)
-    fix = (
-        f"give {reader.name} the group of {path} (`usermod -aG {group} {reader.name}`), then"
-        " `systemctl restart calltrack` (a group counts from the next start)"
-    )
-    closed = closed_on_the_way(path, reader.uid, reader.gids)
+    folder on the way to it); None when it may.
+
+    Asked of the kernel itself where it can be: `test -r` run as that user (its groups too)
+    counts ACLs, symlinks and every folder on the way as the daemon's own open() would. The
+    mode bits only explain a refusal, or decide when the probe cannot run."""
+    resolved = path.resolve()
+    readable = _kernel_says_readable(reader, resolved)
+    closed = closed_on_the_way(resolved, reader.uid, reader.gids)
+    if readable is None:
+        readable = closed is None and may_read(resolved, reader.uid, reader.gids)
+    if readable:
+        return None
+    who = f"{reader.name} (calltrack's user)"
     if closed is not None:
         return fail(
             check,
-            f"{reader.name} (calltrack's user) may not enter {closed}"
-            f" ({stat.filemode(closed.stat().st_mode)}), on the way to {path}",
-            fix,
+            f"{who} may not enter {closed} ({stat.filemode(closed.stat().st_mode)}), on the way"
+            f" to {path}",
+            _reach_fix(reader, closed, "g+x"),
         )
-    if not may_read(path, reader.uid, reader.gids):
+    info = resolved.stat()
+    if not may_read(resolved, reader.uid, reader.gids):
         return fail(
             check,
-            f"{reader.name} (calltrack's user) may not read {path}"
-            f" ({stat.filemode(path.stat().st_mode)}, group {group})",
-            fix,
+            f"{who} may not read {path} ({stat.filemode(info.st_mode)}, group"
+            f" {_group_name(info.st_gid)})",
+            _reach_fix(reader, resolved, "g+rx" if resolved.is_dir() else "g+r"),
         )
-    return None
+    return fail(
+        check,
+        f"{who} may not read {path}, though its mode ({stat.filemode(info.st_mode)}) would let"
+        " it: an ACL or a security module (AppArmor, SELinux) refuses",
+        f"`getfacl {path}`; let {reader.name} read it",
+    )
+
+
+def _reach_fix(reader: Writer, blocking: Path, bits: str) -> str:
+    """What lets `reader` through `blocking`: its group, or, in it already, the group's bits."""
+    info = blocking.stat()
+    group = _group_name(info.st_gid)
+    if info.st_gid in reader.gids:
+        return f"`chmod {bits} {blocking}` ({reader.name} is in its group {group})"
+    join = (
+        f"`usermod -aG {group} {reader.name}`"
+        if not reader.name.startswith("uid ")
+        else f"add {reader.name} to group {group}"
+    )
+    return (
+        f"{join}, then `systemctl restart calltrack` (a group counts from the next start), or"
+        f" another group for {blocking}"
+    )
+
+
+def _kernel_says_readable(reader: Writer, path: Path) -> bool | None:
+    """`test -r` (and -x for a folder) run as `reader` with its groups: the kernel's answer,
+    ACLs included; None when it cannot be asked (no /usr/bin/test, not root)."""
+    test = shutil.which("test") or "/usr/bin/test"
+    flags = ["-r", str(path), "-a", "-x", str(path)] if path.is_dir() else ["-r", str(path)]
+    gids = sorted(reader.gids)
+    try:
+        done = subprocess.run(
+            [test, *flags],
+            user=reader.uid,
+            group=gids[0] if gids else None,
+            extra_groups=gids,
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {0: True, 1: False}.get(done.returncode)
 
 
 def _group_name(gid: int) -> str:

@@ -6,6 +6,7 @@ import grp
 import os
 import socket
 import stat
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -464,3 +465,68 @@ async def test_diagnose_says_when_it_cannot_tell_whose_reads_to_check(
     monkeypatch.setattr(run, "calltrack_reader", lambda: None)
     results = {r.check: r for r in await diagnose(settings, "calltrack.yaml")}
     assert "calltrack's reads" not in results
+
+
+def _grant_read_acl(path: Path, uid: int) -> None:
+    """`setfacl -m u:UID:r PATH`, written as the kernel's system.posix_acl_access (no acl
+    package needed): owner rw, the user r, group r, mask r, other nothing."""
+    undefined = 0xFFFFFFFF
+    entries = [(0x01, 6, undefined), (0x02, 4, uid), (0x04, 4, undefined)]
+    entries += [(0x10, 4, undefined), (0x20, 0, undefined)]
+    acl = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+    os.setxattr(path, "system.posix_acl_access", acl)
+
+
+def test_as_root_the_kernel_decides_acls_and_symlinks_count(passable: Path) -> None:
+    """The mode bits alone FAILed a Master.csv an ACL lets calltrack read (a common way to
+    grant log reads), and passed a recordings folder reached through a symlink into a folder
+    closed to it: `test -r` run as the daemon's user answers as its own open() would."""
+    settings = settings_for(passable, **_asterisk(passable))
+    cdr = passable / "Master.csv"
+    cdr.write_text(ROW_21)
+    os.chown(cdr, 0, 0)
+    cdr.chmod(0o640)
+    assert cdr_check(settings, CALLTRACK).status is Status.FAIL
+    _grant_read_acl(cdr, CALLTRACK.uid)
+    assert cdr_check(settings, CALLTRACK).status is Status.OK, cdr_check(settings, CALLTRACK)
+    assert cdr_check(settings, Writer("other", 4401, frozenset({4401}))).status is Status.FAIL
+
+    hidden = passable / "private"
+    hidden.mkdir(mode=0o700)
+    (hidden / "recordings").mkdir(mode=0o777)
+    link = passable / "linked-recordings"
+    link.symlink_to(hidden / "recordings")
+    linked = settings_for(passable, **_asterisk(passable, recordings_dir=str(link)))
+    refused = recordings_check(linked, ROOT, CALLTRACK)
+    assert refused.status is Status.FAIL, refused
+    assert f"calltrack (calltrack's user) may not enter {hidden} (drwx------)" in refused.message
+    assert "`usermod -aG root calltrack`" in refused.fix  # the closed folder's group, root's
+
+
+def test_the_fix_for_a_reader_in_the_group_already_is_the_groups_bits(passable: Path) -> None:
+    settings = settings_for(passable, **_asterisk(passable))
+    cdr = passable / "Master.csv"
+    cdr.write_text(ROW_21)
+    os.chown(cdr, 4321, 4321)
+    cdr.chmod(0o600)
+    in_group = Writer("calltrack", 4400, frozenset({4400, 4321}))
+    refused = cdr_check(settings, in_group)
+    assert refused.status is Status.FAIL
+    assert refused.fix.startswith(f"`chmod g+r {cdr}` (calltrack is in its group")
+    nameless = cdr_check(settings, Writer("uid 4400", 4400, frozenset({4400})))
+    assert "usermod" not in nameless.fix and "add uid 4400 to group" in nameless.fix
+
+
+def test_sudo_and_the_shell_that_started_the_daemon_are_not_the_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pbx.doctor import local_checks
+
+    monkeypatch.setattr(local_checks.os, "geteuid", lambda: 0)
+    argv = ["sudo", "/opt/calltrack/bin/calltrack", "serve", "-c", "x.yaml"]
+    proc = tmp_path / "proc"
+    fake_process(proc, 100, "sudo", 0, "")
+    (proc / "100" / "cmdline").write_bytes("\0".join(argv).encode() + b"\0")
+    _serving(proc, 101, 4400, "4321", argv[1:])
+    (proc / "101" / "comm").write_text("calltrack\n")  # a console script's process is named so
+    assert calltrack_reader(proc) == Writer("uid 4400", 4400, frozenset({4400, 4321}))
