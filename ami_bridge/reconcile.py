@@ -187,7 +187,7 @@ def _report(
     if line_answers:  # a voicemail's recording holds the message
         name = f"{inbound.uniqueid}.wav"  # as the dialplan names it
         path = recordings_dir / name if recordings_dir else None
-        if path is None or (path.is_file() and path.stat().st_size > _EMPTY_WAV):
+        if path is None or _recorded(path):
             recording = name
     return CallReport(
         linkedid=linkedid,
@@ -205,6 +205,17 @@ def _report(
         recording=recording,
         line_answered_at=min(line_answers) if line_answers else None,
     ).fitted()
+
+
+def _recorded(path: Path) -> bool:
+    """A recording with sound in it is at `path`; also when that cannot be looked at (the
+    folder closed to the daemon, an NFS error): named, its conversion says what is wrong, where
+    an error here would stop reconciliation at this call for good."""
+    try:
+        return path.is_file() and path.stat().st_size > _EMPTY_WAV
+    except OSError as exc:
+        log.warning("recording %s: cannot look at it (%s); named all the same", path, exc)
+        return True
 
 
 def _first_linkedid(fields: list[str], linkedid: str) -> str:
@@ -312,7 +323,11 @@ def _reports(
                 log.warning("%s: call %s: %s", where, call, row)
             elif row is not None:
                 rows.append(row)
-        report = _report(call, rows, contexts, recordings_dir, region) if rows else None
+        try:
+            report = _report(call, rows, contexts, recordings_dir, region) if rows else None
+        except Exception:  # a bug in one call's rows: logged, and the pass goes on past it
+            log.exception("%s: call %s could not be read back", where, call)
+            continue
         if report is not None and report.ended_at >= since:
             reports.append(report)
     reports.sort(key=lambda r: r.started_at)

@@ -93,7 +93,13 @@ async def reconcile_missed(
     since = (since if since is not None else clock()) - RECONCILE_OVERLAP
     path = str(settings.asterisk.cdr_csv)
     positions = CdrPositions(engine, clock)
-    position = await positions.load(path)
+    saved = await positions.load(path)
+    position = saved[0] if saved is not None else None
+    if saved is not None:
+        # the rows after the kept position were never read: their calls count whenever they
+        # ended, not only since the newest stored call (live calls went on being stored while
+        # passes failed, e.g. on a Master.csv logrotate made unreadable, for a day)
+        since = min(since, saved[1] - RECONCILE_OVERLAP)
     stored = reported = waits = 0
     while True:
         step = await asyncio.to_thread(reconcile_pass, settings, since, position, settle=settle)

@@ -22,14 +22,15 @@ class CdrPositions:
         self._engine = engine
         self._clock = clock
 
-    async def load(self, path: str) -> Position | None:
+    async def load(self, path: str) -> tuple[Position, float] | None:
+        """Where the last pass stopped, and when it was kept."""
         async with self._engine.connect() as conn:
             row = (
                 await conn.execute(select(cdr_positions).where(cdr_positions.c.path == path))
             ).first()
         if row is None:
             return None
-        return Position(int(row.inode), int(row.device), row.offset, row.mark)
+        return Position(int(row.inode), int(row.device), row.offset, row.mark), row.updated_at
 
     async def save(self, path: str, position: Position) -> None:
         values = {

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import DataError
 
@@ -17,6 +19,7 @@ from pbx.storage.db import open_engine, upgrade
 from pbx.storage.errors import is_transient
 from pbx.storage.tables import calls
 from pbx.storage.visits import VisitStore
+from tests.cdr_lines import busy_call
 from tests.helpers import FakeClock, db_error, make_settings
 
 MASTER = Path(__file__).parents[1] / "fixtures" / "ami" / "Master.csv"  # three calls
@@ -49,5 +52,73 @@ async def test_a_refused_cdr_call_is_skipped_and_the_others_stored(tmp_path: Pat
             stored = set(await conn.scalars(select(calls.c.linkedid)))
             assert stored == set(tried[1:]) and len(tried) == 3
             assert await conn.scalar(select(func.count()).select_from(calls)) == 2
+    finally:
+        await engine.dispose()
+
+
+def _daemon_parts(tmp_path: Path, clock: FakeClock) -> tuple[Any, Any, CallStore, ReportDelivery]:
+    settings = make_settings(
+        f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}",
+        asterisk={"ami": {"secret": "x"}, "cdr_csv": str(tmp_path / "Master.csv")},
+    )
+    engine = open_engine(settings.database)
+    store = CallStore(engine, settings, VisitStore(engine, settings, clock), clock)
+
+    async def deliver(report: CallReport) -> bool:
+        return await store.store(report) is not None
+
+    return settings, engine, store, ReportDelivery(deliver, is_transient)
+
+
+async def test_rows_never_read_count_however_long_ago_their_calls_ended(tmp_path: Path) -> None:
+    """A start reads from the kept position, but only calls that ended since the newest stored
+    call (less an hour) were kept: after a day of failing passes (live calls still stored), every
+    call AMI had missed that day was dropped unread."""
+    at = 1_800_000_000.0
+    clock = FakeClock(at + 60)
+    settings, engine, store, deliver = _daemon_parts(tmp_path, clock)
+    master = tmp_path / "Master.csv"
+    try:
+        await upgrade(engine)
+        master.write_text(busy_call("7.0", at))
+        assert await reconcile_missed(settings, engine, deliver, clock, lost_at=None) == 1
+        with master.open("a") as f:  # missed over AMI in the morning, not read (passes failed)
+            f.write(busy_call("7.1", at + 5 * 3600))
+        live = CallReport(
+            "L9", "+79161234567", "+74990000101", at + 86_400, at + 86_460, None, "BUSY"
+        )
+        assert await store.store(live) is not None  # the evening's live call
+        clock.now = at + 86_500
+        assert await reconcile_missed(settings, engine, deliver, clock, lost_at=None) == 1
+        async with engine.connect() as conn:
+            stored = set(await conn.scalars(select(calls.c.linkedid)))
+        assert stored == {"7.0", "7.1", "L9"}
+    finally:
+        await engine.dispose()
+
+
+async def test_a_recording_that_cannot_be_looked_at_stops_no_reconciliation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Path.is_file raises PermissionError (EACCES: the folder closed to the daemon) and NFS
+    errors: the pass stopped at that call, kept no position, and failed the same way at every
+    pass after. The call is now stored, its recording named (its conversion says the rest)."""
+    shutil.copy(MASTER, tmp_path / "Master.csv")
+    clock = FakeClock()
+    settings, engine, _store, deliver = _daemon_parts(tmp_path, clock)
+    is_file = Path.is_file
+
+    def refused(path: Path) -> bool:
+        if path.suffix == ".wav":
+            raise PermissionError(13, "Permission denied", str(path))
+        return is_file(path)
+
+    monkeypatch.setattr(Path, "is_file", refused)
+    try:
+        await upgrade(engine)
+        assert await reconcile_missed(settings, engine, deliver, clock, lost_at=0.0) == 3
+        async with engine.connect() as conn:
+            named = list(await conn.scalars(select(calls.c.recording)))
+        assert any(name and name.endswith(".wav") for name in named), named
     finally:
         await engine.dispose()
