@@ -10,6 +10,7 @@ renewals), never by the read-back under test.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from attribution.leasing import Tracking
@@ -89,3 +90,20 @@ async def read_back(serving: VisitStore, other: VisitStore, site: Site, clock: F
     assert _held(other, direct.session_id) == []
     unknown = "0" * 32
     assert await other.ping(unknown, first.visitor_id, None) is None
+
+
+async def two_pings_at_once(store: VisitStore, site: Site, clock: FakeClock) -> None:
+    """Two tabs ping a session `store` no longer has (idle, or a restart) while its lease has
+    run out: each request read it back into a copy of its own, with a renewal lock of its own,
+    and each renewed, so the session held two numbers of the pool. One copy, one number."""
+    visit = await store.start_visit(VisitRequest(site, PAID, None, None, None, "10.0.0.1"))
+    clock.advance(600)  # its lease ran out
+    store._cache.clear()  # forgotten as idle
+    first, second = await asyncio.gather(
+        store.ping(visit.session_id, visit.visitor_id, None),
+        store.ping(visit.session_id, visit.visitor_id, None),
+    )
+    assert first is not None and second is not None
+    assert first.number == second.number == visit.number
+    other = await store.start_visit(VisitRequest(site, PAID, None, None, None, "10.0.0.2"))
+    assert other.tracking is Tracking.TRACKED and other.number != visit.number

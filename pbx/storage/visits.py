@@ -528,6 +528,10 @@ class VisitStore:
             return None
         async with self._reader.connect() as conn:
             rows = (await conn.execute(_LOAD, {"sid": session_id})).all()
+        if (loaded := self._cache.get(session_id)) is not None:
+            # another request for it read it meanwhile: one copy, with the one lock that keeps
+            # two renewals of a session from taking two numbers in a pool
+            return loaded
         if not rows:
             return None
         row = rows[0]

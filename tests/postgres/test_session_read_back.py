@@ -9,7 +9,7 @@ import pytest
 from pbx.storage.db import open_engine, upgrade
 from pbx.storage.visits import VisitStore
 from tests.helpers import FakeClock, make_settings
-from tests.session_read_back import read_back, two_pool_site
+from tests.session_read_back import read_back, two_pings_at_once, two_pool_site
 
 pytestmark = pytest.mark.postgres
 
@@ -27,3 +27,18 @@ async def test_the_other_daemon_reads_a_session_back_as_it_is_held(postgres_url:
     finally:
         for engine in engines:
             await engine.dispose()
+
+
+async def test_two_pings_at_once_of_a_session_read_back_take_one_number(postgres_url: str) -> None:
+    """On PostgreSQL the read back yields to the loop, and the second ping's read with it."""
+    settings = make_settings(postgres_url)
+    engine = open_engine(postgres_url)
+    try:
+        await upgrade(engine)
+        clock = FakeClock()
+        store = VisitStore(engine, settings, clock)
+        await store.sync_numbers()
+        await two_pings_at_once(store, settings.sites[0], clock)
+        store.close()
+    finally:
+        await engine.dispose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from pbx.storage.db import open_engine, upgrade
 from pbx.storage.reports import pool_coverage
 from pbx.storage.visits import Visit, VisitRequest, VisitStore
 from tests.helpers import FakeClock, make_settings
+from tests.session_read_back import two_pings_at_once
 
 PAID_URL = "https://shop.test/?utm_source=google&utm_medium=cpc&utm_campaign=spring"
 
@@ -95,6 +97,22 @@ async def test_expired_session_gets_its_number_back_if_still_free(h: Harness) ->
     h.clock.advance(600)
     pinged = await h.store.ping(a.session_id, a.visitor_id, None)
     assert pinged is not None and pinged.number == a.number
+
+
+async def test_two_pings_at_once_of_a_session_read_back_take_one_number(tmp_path: Path) -> None:
+    """On a SQLite file, as the daemon runs (its reads do not yield: tests/postgres has the
+    backend whose reads do)."""
+    settings = make_settings(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+    engine = open_engine(settings.database)
+    try:
+        await upgrade(engine)
+        clock = FakeClock()
+        store = VisitStore(engine, settings, clock)
+        await store.sync_numbers()
+        await two_pings_at_once(store, settings.sites[0], clock)
+        store.close()
+    finally:
+        await engine.dispose()
 
 
 async def test_same_session_same_number_on_every_page(h: Harness) -> None:
