@@ -4,6 +4,7 @@ numbers from the query, JSON errors, the client's address."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import json
 import logging
@@ -176,21 +177,55 @@ def _last_hop(request: web.Request, header: str) -> str:
 
 
 def client_ip(request: web.Request) -> str | None:
-    """The visitor's address; X-Forwarded-For is believed only from configured proxies."""
+    """The visitor's address; X-Forwarded-For is believed only from configured proxies, read
+    from its end (each proxy appends the address it was reached from) past every hop that is
+    itself a trusted proxy (a CDN's edge, then the site's nginx), as nginx's real_ip_recursive."""
     peer = request.remote
     if "X-Forwarded-For" in request.headers and _from_trusted_proxy(request):
-        candidate = _last_hop(request, "X-Forwarded-For")
-        try:
-            return str(ipaddress.ip_address(candidate))
-        except ValueError:
-            return peer
+        trusted = _trusted_networks(tuple(request.app[SETTINGS].http.trusted_proxies))
+        hops = ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")
+        for hop in reversed(hops):
+            address = _address(hop.strip())
+            if address is None:
+                return peer  # a hop that is no address: nothing before it can be believed
+            if not _in(address, trusted):
+                return str(address)
+        return str(_address(hops[0].strip())) if hops else peer
     return peer
 
 
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address as the peer or a header writes it; an IPv4 mapped into IPv6 (a dual-stack
+    socket's ::ffff:10.0.0.1) as the IPv4 it is."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+@functools.cache
+def _trusted_networks(
+    proxies: tuple[str, ...],
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(proxy, strict=False) for proxy in proxies)
+
+
+def _in(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...],
+) -> bool:
+    return any(address.version == net.version and address in net for net in networks)
+
+
 def _from_trusted_proxy(request: web.Request) -> bool:
-    return (
-        request.remote is not None and request.remote in request.app[SETTINGS].http.trusted_proxies
-    )
+    proxies = request.app[SETTINGS].http.trusted_proxies
+    if not proxies or request.remote is None:
+        return False
+    peer = _address(request.remote)
+    return peer is not None and _in(peer, _trusted_networks(tuple(proxies)))
 
 
 def served_over_https(request: web.Request) -> bool:

@@ -6,6 +6,7 @@ the message is editing YAML by hand, not reading a Python traceback.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -289,11 +290,25 @@ class Http(_Model):
     )
     trusted_proxies: list[str] = Field(
         default_factory=list,
-        description="peers whose X-Forwarded-For and X-Forwarded-Proto are believed",
+        description="peers whose X-Forwarded-For and X-Forwarded-Proto are believed: addresses"
+        " or networks (10.0.0.0/8, a CDN's ranges); X-Forwarded-For is read from its end past"
+        " every trusted hop",
     )
     ping_interval: Seconds = Field(
         30.0, description="how often the widget reports activity while the page is open"
     )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses_or_networks(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                ipaddress.ip_network(value.strip(), strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"expected an IP address or a network like 10.0.0.0/8, got {value!r}"
+                ) from None
+        return [value.strip() for value in values]
 
 
 class Visits(_Model):
