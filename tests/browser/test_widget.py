@@ -657,3 +657,20 @@ def test_ad_platform_cookies_reach_the_session(
     assert read(page)["stored"]["s"] == session_id
     assert session_ad_ids(daemon, session_id) == ("1234567890.1700000000", "1700000000123456789")
     assert watched.problems(daemon.url) == []
+
+
+def test_an_element_with_id_calltrack_does_not_switch_the_widget_off(
+    new_page: Callable[[], Watched], demo: Server, daemon: Daemon
+) -> None:
+    """An element's id is a property of window (named access): a site's <div id="calltrack">
+    made `window.calltrack` true, and the widget, taking it for itself loaded twice, did
+    nothing. Stood in for by an element set there before any script of the page runs."""
+    watched = new_page()
+    watched.page.add_init_script(
+        "Object.defineProperty(window, 'calltrack', {value: document.createElement('div'),"
+        " writable: true, configurable: true})"
+    )
+    state = open_contacts(watched, demo, daemon.url)["tel"]  # waits for the swap
+    assert "+" + re.sub(r"\D", "", state["href"]) in PAID
+    assert watched.page.evaluate("typeof window.calltrack.swap") == "function"
+    assert watched.problems(daemon.url) == []

@@ -3,7 +3,8 @@
 // (terser); the daemon serves that build at /widget.js.
 (function (w, d) {
   "use strict";
-  if (w.calltrack) return;
+  // loaded twice: the first one runs (an element with id="calltrack" is also w.calltrack)
+  if (w.calltrack && w.calltrack.swap) return;
   var K = "calltrack", SKIP = /^(SCRIPT|STYLE|NOSCRIPT|TEXTAREA|SELECT|OPTION)$/,
     NOSWAP = "[data-calltrack-noswap]", MARK = "[data-calltrack]",
     // links that open a messenger or an SMS: their text must keep the number they really reach
