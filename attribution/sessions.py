@@ -9,13 +9,17 @@ is attributed to that click).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 from attribution.traffic import NONE, TrafficSource
 
 SESSION_IDLE_TIMEOUT = 30 * 60.0
 
-CampaignKey = tuple[str, ...]
+#: a digest of what makes a campaign: the process keeps one per cached session, and the values
+#: are the visitor's to choose (up to 512 characters each, several click ids)
+CampaignKey = bytes
 
 
 def is_campaign(source: TrafficSource) -> bool:
@@ -24,8 +28,15 @@ def is_campaign(source: TrafficSource) -> bool:
 
 
 def campaign_key(source: TrafficSource) -> CampaignKey:
-    """What makes two campaign arrivals the same campaign."""
-    return (source.source, source.medium, source.campaign or "", *sorted(source.click_ids.values()))
+    """What makes two campaign arrivals the same campaign, as 16 bytes (BLAKE2b): equal for the
+    same source, medium, campaign and click ids, whatever their length."""
+    parts = (
+        source.source,
+        source.medium,
+        source.campaign or "",
+        *sorted(source.click_ids.values()),
+    )
+    return hashlib.blake2b(json.dumps(parts).encode(), digest_size=16).digest()
 
 
 @dataclass(frozen=True)

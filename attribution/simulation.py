@@ -128,7 +128,7 @@ def make_traffic(model: Model) -> Traffic:
             if rng.random() < model.return_share:
                 back = visit[-1] + _return_delay(rng, model)
                 again = _visit(rng, model, back)
-                if rule.continues(visit[-1], back, (), _RETURN_ARRIVAL):
+                if rule.continues(visit[-1], back, b"", _RETURN_ARRIVAL):
                     visit.extend(again)
                 else:
                     activity.append(again)

@@ -407,9 +407,9 @@ class VisitStore:
             or not self._rule.continues(cached.last_seen, now, cached.campaign, arrival)
         ):
             return None
-        if url is not None and url != cached.last_url:
-            cached.last_url = url
-            self._writes.viewed(session_id, now, url[:MAX_URL], keep=self._keeps_view(cached))
+        if url is not None and (url := url[:MAX_URL]) != cached.last_url:
+            cached.last_url = url  # as kept: the cache holds no more of it than the database
+            self._writes.viewed(session_id, now, url, keep=self._keeps_view(cached))
         cached.last_seen = now
         if self._writes.seen(session_id, now, cached.seen_written):
             cached.seen_written = now

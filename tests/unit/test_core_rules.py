@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from attribution.leasing import Tracking
 from attribution.numbering import Numbering, NumberKind, StaticSource, TrackedNumber
 from attribution.owner import Attribution, Holder, SessionFacts, attribute, needs_holder
-from attribution.sessions import SESSION_IDLE_TIMEOUT, SessionRule
+from attribution.sessions import SESSION_IDLE_TIMEOUT, SessionRule, campaign_key
 from attribution.site_plan import PoolPlan, SitePlan, SlotOutcome
 from attribution.traffic import read_source
 from pbx.settings import ConfigError, parse_settings
@@ -58,14 +58,17 @@ def test_numbering_knows_every_numbers_kind_and_line() -> None:
 
 def test_a_session_ends_after_its_idle_time_to_the_millisecond() -> None:
     rule = SessionRule()
-    assert rule.continues(0.0, SESSION_IDLE_TIMEOUT, ())
-    assert not rule.continues(0.0, SESSION_IDLE_TIMEOUT + 0.001, ())
+    assert rule.continues(0.0, SESSION_IDLE_TIMEOUT, b"")
+    assert not rule.continues(0.0, SESSION_IDLE_TIMEOUT + 0.001, b"")
 
 
 def test_a_new_campaign_starts_a_new_session_an_inner_page_does_not() -> None:
     rule = SessionRule()
     spring = read_source("https://s.test/?utm_source=g&utm_medium=cpc&utm_campaign=spring", None)
-    key = ("g", "cpc", "spring")
+    # the session's key, from its own landing page: the same tags in another order
+    key = campaign_key(
+        read_source("https://s.test/a?utm_campaign=spring&utm_medium=cpc&utm_source=g", None)
+    )
     assert rule.continues(0.0, 60.0, key, spring)
     autumn = read_source("https://s.test/?utm_source=g&utm_medium=cpc&utm_campaign=autumn", None)
     assert not rule.continues(0.0, 60.0, key, autumn)

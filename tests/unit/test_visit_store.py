@@ -7,15 +7,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from attribution.calls import CallReport, Route
 from attribution.leasing import Tracking
 from attribution.numbering import Numbering
+from attribution.traffic import MAX_URL
 from pbx.settings import Settings
 from pbx.storage.calls import CallFilter, CallStore
 from pbx.storage.db import open_engine, upgrade
 from pbx.storage.reports import pool_coverage
+from pbx.storage.tables import page_views
 from pbx.storage.visits import Visit, VisitRequest, VisitStore
 from tests.helpers import FakeClock, make_settings
 from tests.session_read_back import two_pings_at_once
@@ -113,6 +116,28 @@ async def test_two_pings_at_once_of_a_session_read_back_take_one_number(tmp_path
         store.close()
     finally:
         await engine.dispose()
+
+
+async def test_a_long_url_is_cached_as_kept_and_is_one_page_view(h: Harness) -> None:
+    """The cache kept a ping's whole URL (4,096 characters, 4 bytes each with one emoji) and
+    the campaign's values as a tuple: ~30 KB a session at the client's choosing, 200,000
+    sessions. And the URL kept was cut to 1,024, so the whole one never equalled it: every
+    ping of the same long page was a new page view."""
+    a = await h.visit()
+    long_url = "https://shop.test/" + "\N{GRINNING FACE}" + "x" * 4000
+    for _ in range(3):
+        h.clock.advance(10)
+        assert await h.store.ping(a.session_id, a.visitor_id, long_url) is not None
+    cached = h.store._cache[a.session_id]
+    assert cached.last_url == long_url[:MAX_URL] and len(cached.campaign) == 16
+    await h.store.flush()
+    async with h.engine.connect() as conn:
+        views = await conn.scalar(
+            select(func.count())
+            .select_from(page_views)
+            .where(page_views.c.session_id == a.session_id)
+        )
+    assert views == 2  # the landing page and the long one, once
 
 
 async def test_same_session_same_number_on_every_page(h: Harness) -> None:
