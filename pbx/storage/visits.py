@@ -122,6 +122,7 @@ def is_id(value: object) -> bool:
 #: why a page view was counted but not kept (the page_views_not_kept metric's `reason`)
 SESSION_LIMIT = "session_limit"
 NETWORK_BUDGET = "network_budget"
+BACKLOG = "backlog"  # the database away, and the views waiting for it at their cap
 
 
 class TooManyVisits(Exception):
@@ -201,7 +202,8 @@ class VisitStore:
         view_not_kept: Callable[[str], None] = lambda _why: None,
     ) -> None:
         """`view_not_kept` is told of each page view counted but not kept, and why: the
-        session's `visits.max_page_views`, or its network's `http.max_page_views_per_ip`."""
+        session's `visits.max_page_views`, its network's `http.max_page_views_per_ip`, or the
+        backlog of views waiting for a database that is away."""
         self._engine = engine
         self._view_not_kept = view_not_kept
         postgres = engine.dialect.name == "postgresql"
@@ -432,6 +434,9 @@ class VisitStore:
         parsing, and a client cannot spread its sessions' views over other addresses."""
         if cached.pages_kept >= self._settings.visits.max_page_views:
             self._view_not_kept(SESSION_LIMIT)
+            return False
+        if self._writes.views_backlog_full():
+            self._view_not_kept(BACKLOG)
             return False
         if self._kept_views.take(cached.client or ""):
             self._view_not_kept(NETWORK_BUDGET)

@@ -42,6 +42,10 @@ WRITE_STEP = 5.0
 #: rows per transaction of a flush; the loop gets a turn between them, so that a flush of a
 #: busy second's pings never holds it for more than a few milliseconds
 ROWS_PER_TRANSACTION = 256
+#: page views kept in memory for the database at most: while it is away they wait here, and
+#: beyond this they are counted in their sessions, not kept (a URL is up to 1,024 characters:
+#: this bounds the backlog near 200 MB at worst, 30 minutes of a busy site's views)
+MAX_PENDING_PAGE_VIEWS = 50_000
 #: how far apart the clocks of daemons sharing a database may be (NTP keeps them within
 #: milliseconds): an extension is written behind only while its lease has this much time left
 CLOCK_MARGIN = 1.0
@@ -222,6 +226,10 @@ class WriteBehind:
         while seen and (everything or seen[next(iter(seen))][0] <= now):
             key, (_due, at) = seen.popitem(last=False)
             self._pending.last_seen.setdefault(key, at)
+
+    def views_backlog_full(self) -> bool:
+        """Whether MAX_PENDING_PAGE_VIEWS page views wait for the database already."""
+        return len(self._pending.page_views) >= MAX_PENDING_PAGE_VIEWS
 
     def viewed(self, session_id: str, now: float, url: str, *, keep: bool) -> None:
         """A page view: counted always, its row kept only while the session is under its cap."""

@@ -15,6 +15,7 @@ from attribution.leasing import Tracking
 from attribution.numbering import Numbering
 from attribution.traffic import MAX_URL
 from pbx.settings import Settings
+from pbx.storage import write_behind
 from pbx.storage.calls import CallFilter, CallStore
 from pbx.storage.db import open_engine, upgrade
 from pbx.storage.reports import pool_coverage
@@ -138,6 +139,36 @@ async def test_a_long_url_is_cached_as_kept_and_is_one_page_view(h: Harness) -> 
             .where(page_views.c.session_id == a.session_id)
         )
     assert views == 2  # the landing page and the long one, once
+
+
+async def test_views_waiting_for_the_database_stop_at_their_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While the database is away every kept view waited in memory, with no cap but the
+    per-network budget times however many networks a client has."""
+    monkeypatch.setattr(write_behind, "MAX_PENDING_PAGE_VIEWS", 3)
+    settings = make_settings("sqlite+aiosqlite:///:memory:")
+    engine = open_engine(settings.database)
+    try:
+        await upgrade(engine)
+        clock = FakeClock()
+        why: list[str] = []
+        store = VisitStore(engine, settings, clock, view_not_kept=why.append)
+        await store.sync_numbers()
+        a = await store.start_visit(
+            VisitRequest(settings.sites[0], PAID_URL, None, None, None, "10.0.0.1")
+        )
+        for page in range(5):  # no flush: as while the database is away
+            clock.advance(1)
+            await store.ping(a.session_id, a.visitor_id, f"https://shop.test/{page}")
+        assert why == ["backlog", "backlog"]
+        await store.flush()
+        async with engine.connect() as conn:
+            kept = await conn.scalar(select(func.count()).select_from(page_views))
+        assert kept == 1 + 3  # the landing page, and the three under the cap
+        store.close()
+    finally:
+        await engine.dispose()
 
 
 async def test_same_session_same_number_on_every_page(h: Harness) -> None:
