@@ -72,10 +72,10 @@ def plan(
         return [*older, *fresh]
 
     def ours(state: FileState | None) -> bool:
-        return state is not None and (state.inode, state.device) == (
-            position.inode,
-            position.device,
-        )
+        # the inode, not the device: an NFS remount, or another daemon's mount of the same
+        # file, gives it another st_dev, and both files were read again whole at every pass
+        # (the mark still tells a file that only reused the inode)
+        return state is not None and state.inode == position.inode
 
     def continues(state: FileState | None) -> bool:
         return state is not None and state.size >= position.offset and state.holds_mark

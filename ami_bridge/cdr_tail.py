@@ -12,6 +12,7 @@ caller's name (set by a CNAM lookup, say) may hold a newline. A pass never ends 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ami_bridge.cdr_follow import FileState, Position, Source, plan
+
+log = logging.getLogger(__name__)
 
 MARK_BYTES = 64  # the bytes before a position that its mark digests
 #: the most lines one row is joined from: a line torn by a write cut short (a full disk) leaves
@@ -62,6 +65,11 @@ def _state(path: Path, position: Position | None) -> FileState | None:
                 and _mark(f, position.offset) == position.mark
             )
     except FileNotFoundError:
+        return None
+    except PermissionError as exc:
+        # logrotate's `create` may make the new file one the daemon cannot read: the rotated
+        # file's tail is still read; the rest waits until it can be (doctor names the fix)
+        log.warning("CDR file %s cannot be read: %s", path, exc.strerror)
         return None
     return FileState(stat.st_ino, stat.st_dev, stat.st_size, holds_mark)
 
@@ -111,7 +119,11 @@ def read_tail(
     for index, segment in enumerate(segments):
         last = index == len(segments) - 1
         file = path if segment.source is Source.CURRENT else rotated_path(path)
-        with file.open("rb") as f:
+        try:
+            opened = file.open("rb")
+        except FileNotFoundError:  # gone since the plan (gzipped, renamed): plan again
+            return Tail([], began, caught_up=False)
+        with opened as f:
             stat = os.fstat(f.fileno())
             if (stat.st_ino, stat.st_dev) != (segment.file.inode, segment.file.device):
                 # rotated meanwhile: plan again, from where the pass began (rows read from the

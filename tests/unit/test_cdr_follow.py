@@ -72,3 +72,10 @@ def test_a_file_gone_reads_the_newer_rotated_file_whole_then_the_current() -> No
         Segment(Source.CURRENT, current, 0),
     ]
     assert plan(AT, state(9, 100), None) == [Segment(Source.CURRENT, state(9, 100), 0)]
+
+
+def test_the_same_file_on_another_device_number_goes_on_from_the_offset() -> None:
+    """An NFS remount (or another daemon's mount of the file) changes st_dev: the file was
+    taken for another one, and both files were read again whole at every pass."""
+    remounted = FileState(inode=7, device=2, size=900, holds_mark=True)
+    assert plan(AT, remounted, None) == [Segment(Source.CURRENT, remounted, 500)]

@@ -621,3 +621,52 @@ def test_rows_a_copytruncate_moves_before_the_first_row_was_read_are_read(
     append(master, "2.3")
     assert sorted(reader.linkedids()) == ["2.1", "2.2", "2.3"]
     assert reader.linkedids() == []
+
+
+def test_a_new_file_the_daemon_cannot_read_leaves_the_rotated_tail_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """logrotate's `create 640 root root` makes a Master.csv the daemon may not read: the
+    PermissionError stopped the whole pass, the rotated file's tail unread with it."""
+    master = tmp_path / "Master.csv"
+    append(master, "1.1")
+    reader = Reader(settings_for(tmp_path))
+    assert reader.linkedids() == ["1.1"]
+    append(master, "1.2")
+    master.rename(tmp_path / "Master.csv.1")
+    append(master, "1.3")
+    opening = Path.open
+
+    def refused(path: Path, *args: Any, **kwargs: Any) -> Any:
+        if path == master:
+            raise PermissionError(13, "Permission denied", str(path))
+        return opening(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refused)
+    assert reader.linkedids() == ["1.2"]
+    monkeypatch.setattr(Path, "open", opening)  # its mode mended
+    assert reader.linkedids() == ["1.3"]
+
+
+def test_a_rotated_file_gone_between_the_plan_and_its_read_is_planned_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Gzipped away (compress without delaycompress) or renamed again after the plan: the
+    FileNotFoundError threw the whole pass out, with a traceback in the log."""
+    master = tmp_path / "Master.csv"
+    append(master, "1.1")
+    reader = Reader(settings_for(tmp_path))
+    assert reader.linkedids() == ["1.1"]
+    master.rename(tmp_path / "Master.csv.1")
+    append(master, "1.2")
+    rotated = tmp_path / "Master.csv.1"
+    planned = cdr_tail.plan
+
+    def then_gone(*args: Any) -> list[Segment]:
+        segments = planned(*args)
+        if rotated.exists():
+            rotated.unlink()  # after the plan named it
+        return segments
+
+    monkeypatch.setattr(cdr_tail, "plan", then_gone)
+    assert reader.linkedids() == ["1.2"]
