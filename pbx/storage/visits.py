@@ -257,6 +257,7 @@ class VisitStore:
                 request.url,
                 {request.site.name},
                 arrival=source,
+                privacy=request.privacy_signal,
             )
             if continued is not None:
                 await self._fill_ad_ids(request.session_id, request.ad_ids)
@@ -395,7 +396,10 @@ class VisitStore:
         url: str | None,
         allowed_sites: Collection[str] | None,
         arrival: TrafficSource | None = None,
+        privacy: bool = False,
     ) -> Visit | None:
+        """The session's activity, or None when the activity does not continue it. `privacy`:
+        the page asks not to be tracked (DNT, GPC), and only a session begun so continues."""
         now = self._clock()
         cached = self._cache.get(session_id)
         if cached is None:
@@ -407,6 +411,9 @@ class VisitStore:
             or cached.visitor_id != visitor_id
             or (allowed_sites is not None and cached.site not in allowed_sites)
             or not self._rule.continues(cached.last_seen, now, cached.campaign, arrival)
+            # a visitor who turned the signal on mid-session: a new session without numbers,
+            # not more page views (and a kept number) of the tracked one
+            or (privacy and cached.tracking is not Tracking.PRIVACY)
         ):
             return None
         if url is not None and (url := url[:MAX_URL]) != cached.last_url:

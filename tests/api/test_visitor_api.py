@@ -200,6 +200,33 @@ async def test_privacy_signal_is_respected_when_configured(
     assert (await response.json())["numbers"] == []
 
 
+async def test_a_signal_turned_on_mid_session_ends_the_tracked_session(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    """GPC switched on (or DNT sent by the page) with a tracked session going: the session was
+    continued, its number kept and its page views stored. It ends there; a session without
+    numbers begins, and goes on while the signal stays."""
+    settings = settings_for(tmp_path)
+    site = settings.sites[0].model_copy(update={"respect_privacy_signals": True})
+    settings = settings.model_copy(update={"sites": [site]})
+    await migrate(settings)
+    client = await aiohttp_client(build_app(settings, clock=FakeClock()))
+    tracked = await (
+        await client.post("/api/v1/visits", json={"site": "main", "url": PAID}, headers=HEADERS)
+    ).json()
+    assert tracked["numbers"] != []
+    ids = {"session_id": tracked["session_id"], "visitor_id": tracked["visitor_id"]}
+    page = {"site": "main", "url": "https://shop.test/prices", **ids}
+    signalled = await client.post("/api/v1/visits", json=page, headers={**HEADERS, "Sec-GPC": "1"})
+    private = await signalled.json()
+    assert private["numbers"] == [] and private["session_id"] != tracked["session_id"]
+    again = {**page, "session_id": private["session_id"], "url": "https://shop.test/about"}
+    still = await (
+        await client.post("/api/v1/visits", json=again, headers={**HEADERS, "DNT": "1"})
+    ).json()
+    assert still["session_id"] == private["session_id"] and still["numbers"] == []
+
+
 async def test_an_exhausted_pool_answers_the_fallback_number_formatted(client: Client) -> None:
     for _ in range(2):  # the paid pool has two numbers
         await visit(client)
