@@ -188,6 +188,9 @@ class _CachedSession:
     renewing: asyncio.Lock | None = None  # made on the first renewal
     #: the last `last_seen` handed to the write-behind (what the database has, or will)
     seen_written: float = 0.0
+    #: a session with a pool that gave no number (exhausted, the client's cap) asks the
+    #: database again no sooner than this: not in a transaction at every ping of every tab
+    retry_at: float = 0.0
 
     def __post_init__(self) -> None:
         self.seen_written = self.last_seen
@@ -227,6 +230,8 @@ class VisitStore:
         #: are dropped from the front without a scan
         self._cache: OrderedDict[str, _CachedSession] = OrderedDict()
         self._cache_idle = CACHE_IDLE_PINGS * settings.http.ping_interval
+        # half a ping interval: a session's own pings each look, those of its other tabs not
+        self._retry_pace = settings.http.ping_interval / 2
         #: what one client may make us store: new sessions and page views kept per hour (page
         #: views per session and URL lengths are capped where they are kept)
         self._new_visits = HourlyCount(clock, settings.http.max_new_visits_per_ip)
@@ -431,6 +436,10 @@ class VisitStore:
             async with cached.renewing:
                 if due := self._due(cached, now, held_until):
                     await self._renew(session_id, cached, due, now, held_until)
+                    if any(
+                        h.tracking in (Tracking.EXHAUSTED, Tracking.IP_CAP) for h in cached.held
+                    ):
+                        cached.retry_at = now + self._retry_pace
         return self._visit(session_id, cached)
 
     def _keeps_view(self, cached: _CachedSession) -> bool:
@@ -461,7 +470,7 @@ class VisitStore:
                     self._writes.extend(held, now, held_until)
                 else:
                     due.append(held)
-            elif held.tracking in (Tracking.EXHAUSTED, Tracking.IP_CAP):
+            elif held.tracking in (Tracking.EXHAUSTED, Tracking.IP_CAP) and now >= cached.retry_at:
                 due.append(held)
         return due
 

@@ -222,6 +222,34 @@ async def test_exhausted_session_is_tracked_once_a_number_frees() -> None:
         assert pinged is not None and pinged.tracking is Tracking.TRACKED
 
 
+async def test_an_exhausted_session_asks_the_database_once_per_half_ping_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each ping of a session whose pool gave no number ran a renewal transaction (the cap's
+    count and up to eight takes): a client past its own cap could make every ping cost one."""
+    async for h in harness():
+        await h.visit()
+        await h.visit()
+        late = await h.visit()
+        assert late.tracking is Tracking.EXHAUSTED
+        runs = 0
+        run = h.store.transactions.run
+
+        async def counted(work: Any, run: Any = run) -> Any:
+            nonlocal runs
+            runs += 1
+            return await run(work)
+
+        monkeypatch.setattr(h.store.transactions, "run", counted)
+        for _ in range(10):  # 10 pings over 9 s: two tabs and a reload or two
+            await h.store.ping(late.session_id, late.visitor_id, None)
+            h.clock.advance(1)
+        assert runs == 1
+        h.clock.advance(15 - 9)  # half the 30 s ping interval after the first look
+        await h.store.ping(late.session_id, late.visitor_id, None)
+        assert runs == 2
+
+
 async def test_one_client_address_cannot_drain_a_pool() -> None:
     async for h in harness(http={"max_leases_per_ip": 1}):
         assert (await h.visit(ip="203.0.113.9")).tracking is Tracking.TRACKED
