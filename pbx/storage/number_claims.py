@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, insert, or_, select, text, update
+from sqlalchemy import Select, String, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from attribution.leasing import LeasePolicy, Tracking
@@ -72,6 +72,14 @@ _HELD_BY_IP = (
     select(func.count())
     .select_from(numbers)
     .where(numbers.c.client_ip == bindparam("ip"), numbers.c.held_until >= bindparam("now"))
+)
+#: PostgreSQL: one client's leases are counted and taken one transaction at a time (two-key
+#: advisory lock, this class and the client's hash; a key space apart from the AMI lock's one
+#: bigint): at READ COMMITTED, parallel new visits of one client each counted fewer than the
+#: cap, and together went past it by up to the connection pool's size
+_CLIENT_LOCK_CLASS = int.from_bytes(b"ctIP", "big")
+_LOCK_CLIENT = select(
+    func.pg_advisory_xact_lock(_CLIENT_LOCK_CLASS, func.hashtext(bindparam("ip", type_=String)))
 )
 _SET_LEASE: dict[str, Any] = {
     "lease_id": bindparam("lid"),
@@ -216,6 +224,8 @@ class NumberClaims:
         # `client` is the session's network (attribution.clients: an IPv6 /64 counts once); the
         # numbers it holds are counted by it (numbers.client_ip)
         if client is not None:
+            if self._postgres:
+                tx.scalar(_LOCK_CLIENT, {"ip": client})
             held_by_client = tx.scalar(_HELD_BY_IP, {"ip": client, "now": now}) or 0
             if not self._policy.may_take(client, held_by_client):
                 return Claim(Tracking.IP_CAP)

@@ -4,9 +4,12 @@ tests/api/test_visitor_api.py)."""
 
 from __future__ import annotations
 
-import pytest
-from sqlalchemy import select
+import asyncio
 
+import pytest
+from sqlalchemy import select, text
+
+from attribution.leasing import Tracking
 from pbx.storage.db import open_engine, upgrade
 from pbx.storage.tables import sessions
 from pbx.storage.visits import VisitRequest, VisitStore
@@ -62,6 +65,34 @@ async def test_a_referrer_with_a_host_past_the_source_column_is_stored(postgres_
                     select(sessions.c.source).where(sessions.c.id == visit.session_id)
                 )
             assert source == host[:512]
+        store.close()
+    finally:
+        await engine.dispose()
+
+
+async def test_parallel_new_visits_of_one_client_stay_within_its_cap(postgres_url: str) -> None:
+    """The cap was counted, then a number taken, in two statements at READ COMMITTED: new
+    visits of one client at once each counted fewer than the cap and all took a number."""
+    settings = make_settings(postgres_url, http={"max_leases_per_ip": 1})
+    engine = open_engine(postgres_url)
+    try:
+        await upgrade(engine)
+        store = VisitStore(engine, settings, FakeClock())
+        await store.sync_numbers()
+        url = "https://shop.test/?utm_source=google&utm_medium=cpc"
+        for _round in range(5):
+            await store.flush()
+            async with engine.begin() as conn:  # every number free again
+                await conn.execute(text("UPDATE numbers SET held_until = 0, client_ip = NULL"))
+            visits = await asyncio.gather(
+                *(
+                    store.start_visit(
+                        VisitRequest(settings.sites[0], url, None, None, None, "10.0.0.9")
+                    )
+                    for _ in range(8)
+                )
+            )
+            assert sum(v.tracking is Tracking.TRACKED for v in visits) == 1
         store.close()
     finally:
         await engine.dispose()
