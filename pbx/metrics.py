@@ -15,6 +15,13 @@ class Metrics:
             registry=self.registry,
         )
         self.pings = Counter("calltrack_pings", "Session pings answered", registry=self.registry)
+        self.crawler_visits = Counter(
+            "calltrack_crawler_visits",
+            "Page loads of search engines' and link previews' crawlers (by their User-Agent),"
+            " answered with the site's own numbers and not stored",
+            ["site"],
+            registry=self.registry,
+        )
         self.visits_unstored = Counter(
             "calltrack_visits_unstored",
             "Visits and pings answered with the site's own numbers because the database could"

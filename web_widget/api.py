@@ -16,6 +16,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from attribution.ad_clients import AdClientIds
+from attribution.crawlers import is_crawler
 from attribution.traffic import CONTROL_CHARACTERS
 from pbx.http import client_ip, error_as_json, internal_error, json_error, read_body
 from pbx.keys import ANSWERS, METRICS, VISITS
@@ -107,6 +108,9 @@ async def start_visit(request: web.Request) -> web.Response:
         site = request.app[ANSWERS].sites_for(request.headers.get("Origin", "")).get(body.site)
         if site is None:
             return _cors(request, json_error(403, "unknown site or origin not allowed for it"))
+        if is_crawler(request.headers.get("User-Agent")):  # no number held, no visit stored
+            request.app[METRICS].crawler_visits.labels(site.name).inc()
+            return _cors(request, _json(request.app[ANSWERS].own_numbers(None, None)))
         privacy = site.respect_privacy_signals and (
             body.dnt or request.headers.get("Sec-GPC") == "1" or request.headers.get("DNT") == "1"
         )

@@ -227,6 +227,27 @@ async def test_a_signal_turned_on_mid_session_ends_the_tracked_session(
     assert still["session_id"] == private["session_id"] and still["numbers"] == []
 
 
+async def test_a_crawler_gets_the_sites_own_numbers_and_nothing_is_stored(client: Client) -> None:
+    """Googlebot renders pages with JavaScript: each crawl took a number for the freeze time
+    (a big site's crawl drained the pools) and made a session in the reports."""
+    googlebot = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+    for _ in range(3):  # the paid pool has two numbers
+        response = await client.post(
+            "/api/v1/visits",
+            json={"site": "main", "url": PAID},
+            headers={**HEADERS, "User-Agent": googlebot},
+        )
+        assert response.status == 200
+        body = await response.json()
+        assert body["numbers"] == [] and body["session_id"] is None
+    async with client.app[ENGINE].connect() as conn:
+        assert await conn.scalar(select(func.count()).select_from(sessions)) == 0
+    metrics = await (await client.get("/metrics")).text()
+    assert 'calltrack_crawler_visits_total{site="main"} 3.0' in metrics
+    person = await (await visit(client)).json()  # the pool is whole for the visitors
+    assert person["numbers"] and person["session_id"]
+
+
 async def test_an_exhausted_pool_answers_the_fallback_number_formatted(client: Client) -> None:
     for _ in range(2):  # the paid pool has two numbers
         await visit(client)

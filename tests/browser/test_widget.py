@@ -27,6 +27,7 @@ from .conftest import (
     StubState,
     Watched,
     free_port,
+    watch,
 )
 
 pytestmark = pytest.mark.browser
@@ -674,3 +675,33 @@ def test_an_element_with_id_calltrack_does_not_switch_the_widget_off(
     assert "+" + re.sub(r"\D", "", state["href"]) in PAID
     assert watched.page.evaluate("typeof window.calltrack.swap") == "function"
     assert watched.problems(daemon.url) == []
+
+
+def test_a_crawler_sees_the_sites_own_numbers_and_holds_none(
+    browser: Any, demo: Server, daemon: Daemon
+) -> None:
+    """Googlebot renders with JavaScript (its User-Agent a Chrome's plus its name): it gets the
+    site's numbers, no tracking number is held for it, and the page is left whole."""
+    googlebot = (
+        "Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 (KHTML,"
+        " like Gecko) Chrome/126.0.6478.126 Mobile Safari/537.36 (compatible; Googlebot/2.1;"
+        " +http://www.google.com/bot.html)"
+    )
+    context = browser.new_context(viewport={"width": 1100, "height": 900}, user_agent=googlebot)
+    try:
+        watched = watch(context.new_page())
+        held_before = set(daemon.held())
+        with watched.page.expect_response(lambda r: r.url == daemon.url + "/api/v1/visits") as got:
+            open_demo(watched, demo, daemon.url, CPC)
+        assert got.value.status == 200
+        assert got.value.json()["numbers"] == []
+        watched.page.wait_for_function(
+            "document.documentElement.classList.contains('calltrack-ready')"
+        )
+        # the pop-up comes after 2 s: the widget leaves it whole too
+        watched.page.wait_for_function("document.getElementById('popup-phone') !== null")
+        assert_original(read(watched.page))
+        assert set(daemon.held()) == held_before
+        assert watched.problems(daemon.url) == []
+    finally:
+        context.close()
