@@ -207,6 +207,15 @@ class NumberClaims:
                 # a lease at 15,850 numbers a pool, until autovacuum came round to it)
                 await conn.execute(text("ANALYZE numbers"))
 
+    def lock_client(self, tx: Tx, client: str | None) -> None:
+        """PostgreSQL: hold `client`'s lock for the rest of the transaction, so that its lease
+        count and takes follow another transaction's of the same client (_CLIENT_LOCK_CLASS).
+        First in the transaction, before any lease is extended: an extension locks a number's
+        row, and a transaction that held that row while it waited for this lock could wait on
+        one that held this lock while it waited for that row (a deadlock)."""
+        if self._postgres and client is not None:
+            tx.scalar(_LOCK_CLIENT, {"ip": client})
+
     def take(
         self,
         tx: Tx,
@@ -219,13 +228,12 @@ class NumberClaims:
     ) -> Claim:
         """Lease a free number of the pool to the session (`preferred` first), or say why not.
 
-        The caller writes the lease's history row with `record`, once the session's row exists.
+        The caller writes the lease's history row with `record`, once the session's row exists,
+        and on PostgreSQL has taken `lock_client` first in the transaction.
         """
         # `client` is the session's network (attribution.clients: an IPv6 /64 counts once); the
         # numbers it holds are counted by it (numbers.client_ip)
         if client is not None:
-            if self._postgres:
-                tx.scalar(_LOCK_CLIENT, {"ip": client})
             held_by_client = tx.scalar(_HELD_BY_IP, {"ip": client, "now": now}) or 0
             if not self._policy.may_take(client, held_by_client):
                 return Claim(Tracking.IP_CAP)

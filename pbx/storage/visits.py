@@ -278,6 +278,8 @@ class VisitStore:
         written: list[tuple[str, list[HeldNumber]]] = []  # what the work wrote, if it ran whole
 
         def work(tx: Tx) -> tuple[str, list[HeldNumber]]:
+            if slots:
+                self._claims.lock_client(tx, client)
             visitor_id, visit_number = self._visitor(tx, request.visitor_id, source, now)
             # numbers first (the session's row then carries what came of it), its rows after
             claims = [
@@ -487,6 +489,7 @@ class VisitStore:
         site, client = cached.site, cached.client
 
         def work(tx: Tx) -> list[tuple[HeldNumber, Claim | None]]:
+            self._claims.lock_client(tx, client)  # before any extension locks a number's row
             results: list[tuple[HeldNumber, Claim | None]] = []
             for held in to_renew:
                 if (

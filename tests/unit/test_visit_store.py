@@ -250,6 +250,30 @@ async def test_an_exhausted_session_asks_the_database_once_per_half_ping_interva
         assert runs == 2
 
 
+async def test_a_transaction_locks_its_client_before_any_number(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL the client's lock (NumberClaims.lock_client) must come before any
+    extension in a transaction: a renewal that extended a number (its row locked) and then
+    waited for the client's lock deadlocked with one that held the lock and wanted that row."""
+    order: list[str] = []
+    claims = h.store._claims
+    for name in ("lock_client", "extend", "take"):
+        original = getattr(claims, name)
+
+        def recorded(*args: Any, _name: str = name, _original: Any = original) -> Any:
+            order.append(_name)
+            return _original(*args)
+
+        monkeypatch.setattr(claims, name, recorded)
+    a = await h.visit()
+    assert order == ["lock_client", "take"]
+    order.clear()
+    h.clock.advance(600)  # its lease ran out: the renewal extends or takes again
+    assert await h.store.ping(a.session_id, a.visitor_id, None) is not None
+    assert order[0] == "lock_client" and len(order) > 1, order
+
+
 async def test_one_client_address_cannot_drain_a_pool() -> None:
     async for h in harness(http={"max_leases_per_ip": 1}):
         assert (await h.visit(ip="203.0.113.9")).tracking is Tracking.TRACKED
