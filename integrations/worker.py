@@ -27,7 +27,7 @@ from integrations.compose import composer_for, configured_targets
 from integrations.delivery import Composer, Destination, Lookup, PendingEvent, Skip
 from integrations.events import GA4_TARGET
 from integrations.ga4 import GA4_TIMEOUT, past_its_window
-from integrations.retry import asked_wait, next_try
+from integrations.retry import DEFAULT, asked_wait, next_try
 from integrations.signing import HEADER, sign
 from pbx.keys import CLOCK, DELIVERIES, ENGINE, METRICS, OUTBOX, SETTINGS
 from pbx.metrics import Metrics
@@ -51,6 +51,8 @@ CONCURRENCY = 8  # deliveries in flight at once
 #: other targets' events go on (a backlog for a dead CRM must not delay GA4 or another hook)
 PER_TARGET = 3
 LEASE_MARGIN = 15.0  # a claim outlives its request's timeout by this much
+#: the longest a receiver's Retry-After keeps its target's other events back (in this daemon)
+PAUSE_CAP = DEFAULT.cap
 DB_BACKOFF_MAX = 30.0  # seconds between claims while the database is down
 SHUTDOWN_GRACE = 5.0
 MAX_LOOKUP_ANSWER = 1 << 20  # bytes of a lookup's answer read: a few leads' ids, with room
@@ -295,7 +297,10 @@ class DeliveryWorker:
         wait = asked_wait(retry_after, now)
         due = next_try(event.attempts + 1, now, row.give_up_at, self._rng, asked_wait=wait)
         if wait is not None:
-            self._paused[event.target] = max(self._paused.get(event.target, 0.0), now + wait)
+            # at most the backoff's cap: a maintenance page's week-long Retry-After must not
+            # hold every other event of the target, unseen and out of the admin's reach
+            pause = now + min(wait, PAUSE_CAP)
+            self._paused[event.target] = max(self._paused.get(event.target, 0.0), pause)
             past = " past the end of retry_for" if due is None else ""
             error = f"{error} (asked to wait {wait:g} s: Retry-After{past})"
         if due is None:

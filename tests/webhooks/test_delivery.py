@@ -266,6 +266,12 @@ async def test_a_retry_after_past_the_give_up_time_fails_the_delivery_at_once(
     assert row["last_error"].endswith(
         "(asked to wait 86400 s: Retry-After past the end of retry_for)"
     )
+    # the target's other events wait an hour at most (the backoff's cap), not the day asked
+    assert await h.store.store(report("RA2b", h.clock.now))
+    await asyncio.sleep(0.3)
+    assert len(h.receiver.got) == 1
+    h.clock.now += 3601
+    await h.receiver.wait_for(2, within=5.0)
 
 
 async def test_a_receiver_that_asked_to_wait_gets_no_other_event_meanwhile(
