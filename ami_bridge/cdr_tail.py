@@ -39,6 +39,9 @@ class Tail:
     position: Position | None  # where the next pass goes on
     caught_up: bool  # False: the cap stopped this pass, more is waiting
     settling: bool = False  # the file was just written: its last call's rows were left
+    #: a file was there but could not be read (its rows wait until it can be): the time the
+    #: position was kept must not move on (pbx.pbx_link.reconcile_missed's look back)
+    unreadable: bool = False
 
 
 def rotated_path(path: Path) -> Path:
@@ -55,7 +58,9 @@ def _mark(f: BinaryIO, offset: int) -> str:
     return _digest(f.read(offset - start))
 
 
-def _state(path: Path, position: Position | None) -> FileState | None:
+def _state(path: Path, position: Position | None, refused: list[Path]) -> FileState | None:
+    """The file at `path` as the plan needs it; None when it is not there, or when it cannot
+    be read (then also added to `refused`)."""
     try:
         with path.open("rb") as f:
             stat = os.fstat(f.fileno())
@@ -70,6 +75,7 @@ def _state(path: Path, position: Position | None) -> FileState | None:
         # logrotate's `create` may make the new file one the daemon cannot read: the rotated
         # file's tail is still read; the rest waits until it can be (doctor names the fix)
         log.warning("CDR file %s cannot be read: %s", path, exc.strerror)
+        refused.append(path)
         return None
     return FileState(stat.st_ino, stat.st_dev, stat.st_size, holds_mark)
 
@@ -112,7 +118,12 @@ def read_tail(
     the next pass.
     """
     began = position
-    segments = plan(position, _state(path, position), _state(rotated_path(path), position))
+    refused: list[Path] = []
+    current, rotated = (
+        _state(path, position, refused),
+        _state(rotated_path(path), position, refused),
+    )
+    segments = plan(position, current, rotated)
     rows: list[bytes] = []
     budget = max_bytes
     settling = False
@@ -178,6 +189,6 @@ def read_tail(
             # rows to the copy, which would then never be read: where the pass stood is kept
         budget -= end
         if more or at_rotation:
-            return Tail(rows, position, caught_up=False)
+            return Tail(rows, position, caught_up=False, unreadable=bool(refused))
         budget = max(budget, AFTER_ROTATION_BYTES)
-    return Tail(rows, position, caught_up=True, settling=settling)
+    return Tail(rows, position, caught_up=True, settling=settling, unreadable=bool(refused))

@@ -392,6 +392,7 @@ class Pass:
     position: Position | None  # where the next pass goes on
     caught_up: bool  # False: the cap stopped this pass, run another
     settling: bool = False  # the file was just written: its last call was left for a pass after
+    unreadable: bool = False  # a CDR file could not be read: its rows wait (cdr_tail.Tail)
 
 
 def reconcile_pass(
@@ -425,4 +426,6 @@ def reconcile_pass(
         settings.asterisk_recordings_dir,
         settings.region,
     )
-    return Pass(reports, len(tail.rows), tail.position, tail.caught_up, tail.settling)
+    return Pass(
+        reports, len(tail.rows), tail.position, tail.caught_up, tail.settling, tail.unreadable
+    )

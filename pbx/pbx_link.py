@@ -95,6 +95,7 @@ async def reconcile_missed(
     positions = CdrPositions(engine, clock)
     saved = await positions.load(path)
     position = saved[0] if saved is not None else None
+    kept_at = saved[1] if saved is not None else None
     if saved is not None:
         # the rows after the kept position were never read: their calls count whenever they
         # ended, not only since the newest stored call (live calls went on being stored while
@@ -107,7 +108,9 @@ async def reconcile_missed(
             stored += await deliver(report)
         reported += len(step.reports)
         if step.position is not None and step.position != position:
-            await positions.save(path, step.position)
+            # a file it could not read keeps the earlier time: its rows, read once it can be,
+            # count back to then (a day of calls missed over AMI behind a logrotate's mode)
+            await positions.save(path, step.position, kept_at if step.unreadable else None)
             position = step.position
         if step.settling and waits < SETTLE_WAITS:  # a call Asterisk was writing: read it
             waits += 1  # once it is written

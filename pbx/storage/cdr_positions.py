@@ -32,13 +32,15 @@ class CdrPositions:
             return None
         return Position(int(row.inode), int(row.device), row.offset, row.mark), row.updated_at
 
-    async def save(self, path: str, position: Position) -> None:
+    async def save(self, path: str, position: Position, kept_at: float | None = None) -> None:
+        """Keep `position`, as kept at `kept_at` (default now): a pass that could not read a
+        file keeps the earlier time, which bounds how far back the unread rows are looked at."""
         values = {
             "inode": str(position.inode),
             "device": str(position.device),
             "offset": position.offset,
             "mark": position.mark,
-            "updated_at": self._clock(),
+            "updated_at": self._clock() if kept_at is None else kept_at,
         }
         insert = conflict_insert(cdr_positions, postgres=self._engine.dialect.name == "postgresql")
         async with self._engine.begin() as conn:

@@ -122,3 +122,50 @@ async def test_a_recording_that_cannot_be_looked_at_stops_no_reconciliation(
         assert any(name and name.endswith(".wav") for name in named), named
     finally:
         await engine.dispose()
+
+
+async def test_a_file_it_could_not_read_keeps_the_look_back_of_its_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rotated at midnight with `create 640 root root` while the daemon was stopped: the
+    morning's passes read the rotated tail and kept their position, now; the new file's rows,
+    read once its mode was mended, counted back only to then, and the night's calls (missed
+    over AMI) were dropped."""
+    at = 1_800_000_000.0
+    clock = FakeClock(at + 60)
+    settings, engine, store, deliver = _daemon_parts(tmp_path, clock)
+    master = tmp_path / "Master.csv"
+    try:
+        await upgrade(engine)
+        master.write_text(busy_call("8.0", at))
+        assert await reconcile_missed(settings, engine, deliver, clock, lost_at=None) == 1
+        with master.open("a") as f:
+            f.write(busy_call("8.1", at + 100))  # before the rotation, not read yet
+        master.rename(tmp_path / "Master.csv.1")
+        master.write_text(busy_call("8.2", at + 5 * 3600))  # the night's, AMI down
+        opening = Path.open
+
+        def refused(path: Path, *args: Any, **kwargs: Any) -> Any:
+            if path == master:
+                raise PermissionError(13, "Permission denied", str(path))
+            return opening(path, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "open", refused)
+        clock.now = at + 8 * 3600  # the daemon starts in the morning
+        live = CallReport(
+            "L8", "+79161234567", "+74990000101", clock.now, clock.now + 60, None, "BUSY"
+        )
+        assert await store.store(live) is not None
+        assert await reconcile_missed(settings, engine, deliver, clock, lost_at=None) == 1  # 8.1
+        monkeypatch.setattr(Path, "open", opening)  # its mode mended in the afternoon
+        clock.now = at + 14 * 3600
+        later = CallReport(
+            "L9", "+79161234567", "+74990000101", clock.now - 60, clock.now, None, "BUSY"
+        )
+        assert await store.store(later) is not None
+        assert await reconcile_missed(settings, engine, deliver, clock, lost_at=None) == 1  # 8.2
+        async with engine.connect() as conn:
+            stored = set(await conn.scalars(select(calls.c.linkedid)))
+        assert stored == {"8.0", "8.1", "8.2", "L8", "L9"}
+    finally:
+        await engine.dispose()
