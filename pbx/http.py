@@ -196,7 +196,12 @@ def client_ip(request: web.Request) -> str | None:
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """An address as the peer or a header writes it; an IPv4 mapped into IPv6 (a dual-stack
-    socket's ::ffff:10.0.0.1) as the IPv4 it is."""
+    socket's ::ffff:10.0.0.1) as the IPv4 it is. A port some proxies add (Azure's Application
+    Gateway: 203.0.113.7:50312, [2001:db8::7]:443) is left out."""
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
     try:
         address = ipaddress.ip_address(text)
     except ValueError:

@@ -375,11 +375,16 @@ def _refused_to(check: str, reader: Writer, path: Path) -> Result | None:
     folder on the way to it); None when it may.
 
     Asked of the kernel itself where it can be: `test -r` run as that user (its groups too)
-    counts ACLs, symlinks and every folder on the way as the daemon's own open() would. The
+    counts ACLs, symlinks and every folder on the way as the daemon's own open() would (but
+    outside the unit's sandbox: a path under /home or /tmp, which ProtectHome and PrivateTmp
+    hide from the daemon, passes here). The
     mode bits only explain a refusal, or decide when the probe cannot run."""
     resolved = path.resolve()
-    readable = _kernel_says_readable(reader, resolved)
-    closed = closed_on_the_way(resolved, reader.uid, reader.gids)
+    # the path as configured: the kernel walks the link's folders and the target's
+    readable = _kernel_says_readable(reader, path)
+    closed = closed_on_the_way(path, reader.uid, reader.gids) or closed_on_the_way(
+        resolved, reader.uid, reader.gids
+    )
     if readable is None:
         readable = closed is None and may_read(resolved, reader.uid, reader.gids)
     if readable:

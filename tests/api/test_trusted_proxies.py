@@ -56,6 +56,8 @@ def test_a_chain_of_trusted_proxies_is_read_past(tmp_path: Path) -> None:
     # the client's own line first, each proxy's after it (HAProxy's option forwardfor)
     lines = [("X-Forwarded-For", "192.0.2.1"), ("X-Forwarded-For", "203.0.113.7, 198.51.100.9")]
     assert client_ip(request(tmp_path, trusted, "10.0.0.5", *lines)) == "203.0.113.7"
+    with_ports = ("X-Forwarded-For", "203.0.113.7:50312, [2001:db8::7]:443")  # Azure's
+    assert client_ip(request(tmp_path, trusted, "10.0.0.5", with_ports)) == "2001:db8::7"
     garbage = ("X-Forwarded-For", "203.0.113.7, not-an-address, 198.51.100.9")
     assert client_ip(request(tmp_path, trusted, "10.0.0.5", garbage)) == "10.0.0.5"
     https = ("X-Forwarded-Proto", "https")

@@ -502,6 +502,14 @@ def test_as_root_the_kernel_decides_acls_and_symlinks_count(passable: Path) -> N
     assert f"calltrack (calltrack's user) may not enter {hidden} (drwx------)" in refused.message
     assert "`usermod -aG root calltrack`" in refused.fix  # the closed folder's group, root's
 
+    # the other way round: a link inside a folder closed to calltrack, to an open one
+    (passable / "open-recordings").mkdir(mode=0o777)
+    (hidden / "link").symlink_to(passable / "open-recordings")
+    through = settings_for(passable, **_asterisk(passable, recordings_dir=str(hidden / "link")))
+    refused = recordings_check(through, ROOT, CALLTRACK)
+    assert refused.status is Status.FAIL, refused
+    assert f"may not enter {hidden} (drwx------)" in refused.message
+
 
 def test_the_fix_for_a_reader_in_the_group_already_is_the_groups_bits(passable: Path) -> None:
     settings = settings_for(passable, **_asterisk(passable))
