@@ -7,6 +7,7 @@ import functools
 import hashlib
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +150,18 @@ async def aiosqlite_threads_done(besides: set[threading.Thread], within: float =
     "Event loop is closed" warning on a test without a database)."""
     for thread in aiosqlite_threads() - besides:
         await asyncio.to_thread(thread.join, within)
+
+
+def refuse_opening(monkeypatch: Any, path: Path) -> Callable[..., Any]:
+    """Path.open raises PermissionError (EACCES) for `path`, as for a file of a mode the
+    daemon's user may not read (the tests run as root, whom no mode stops); returns the real
+    Path.open, to be set back (`monkeypatch.setattr(Path, "open", it)`) once it is mended."""
+    opening = Path.open
+
+    def refused(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return opening(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refused)
+    return opening

@@ -15,8 +15,9 @@ from typing import Any
 
 from attribution.leasing import Tracking
 from pbx.settings import Site
+from pbx.storage.db import open_engine, upgrade
 from pbx.storage.visits import VisitRequest, VisitStore
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, make_settings
 
 SALES, SERVICE = "+74951234567", "+74955550011"
 PAID = "https://shop.test/?utm_source=google&utm_medium=cpc"
@@ -92,10 +93,25 @@ async def read_back(serving: VisitStore, other: VisitStore, site: Site, clock: F
     assert await other.ping(unknown, first.visitor_id, None) is None
 
 
-async def two_pings_at_once(store: VisitStore, site: Site, clock: FakeClock) -> None:
-    """Two tabs ping a session `store` no longer has (idle, or a restart) while its lease has
-    run out: each request read it back into a copy of its own, with a renewal lock of its own,
-    and each renewed, so the session held two numbers of the pool. One copy, one number."""
+async def two_pings_at_once(database: str) -> None:
+    """Two tabs ping a session the store no longer has (idle, or a restart) while its lease
+    has run out: each request read it back into a copy of its own, with a renewal lock of its
+    own, and each renewed, so the session held two numbers of the pool. One copy, one number.
+    On the database at the URL `database`."""
+    settings = make_settings(database)
+    engine = open_engine(database)
+    try:
+        await upgrade(engine)
+        clock = FakeClock()
+        store = VisitStore(engine, settings, clock)
+        await store.sync_numbers()
+        await _two_pings(store, settings.sites[0], clock)
+        store.close()
+    finally:
+        await engine.dispose()
+
+
+async def _two_pings(store: VisitStore, site: Site, clock: FakeClock) -> None:
     visit = await store.start_visit(VisitRequest(site, PAID, None, None, None, "10.0.0.1"))
     clock.advance(600)  # its lease ran out
     store._cache.clear()  # forgotten as idle

@@ -12,6 +12,7 @@ import re
 import shutil
 import stat
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import pairwise
@@ -191,14 +192,23 @@ def running_asterisk(proc: Path = Path("/proc")) -> Writer | None:
     user and its groups as the kernel has them (Asterisk started by systemd's User=, or with
     -U, says "/" when asked, since its asterisk.conf names no runuser). None when no Asterisk
     runs here, or several run as different users."""
-    found = {
-        identity
+    found = _identities(proc, _asterisk_identity)
+    return _named(*next(iter(found))) if len(found) == 1 else None
+
+
+def _identities(
+    proc: Path, identity: Callable[[Path], tuple[int, frozenset[int]] | None]
+) -> set[tuple[int, frozenset[int]]]:
+    """The (user, groups) of every process in /proc that `identity` recognises."""
+    return {
+        found
         for entry in proc.iterdir()
-        if entry.name.isdigit() and (identity := _asterisk_identity(entry)) is not None
+        if entry.name.isdigit() and (found := identity(entry)) is not None
     }
-    if len(found) != 1:
-        return None
-    [(uid, gids)] = found
+
+
+def _named(uid: int, gids: frozenset[int]) -> Writer:
+    """The identity with its user's name, or "uid N" for a user this host does not name."""
     try:
         name = pwd.getpwuid(uid).pw_name
     except KeyError:
@@ -339,18 +349,9 @@ def calltrack_reader(proc: Path = Path("/proc")) -> Writer | UnknownWriter | Non
     install, else what is not known and what would tell."""
     if os.geteuid() != 0:
         return None
-    found = {
-        identity
-        for entry in proc.iterdir()
-        if entry.name.isdigit() and (identity := _calltrack_identity(entry)) is not None
-    }
+    found = _identities(proc, _calltrack_identity)
     if len(found) == 1:
-        [(uid, gids)] = found
-        try:
-            name = pwd.getpwuid(uid).pw_name
-        except KeyError:
-            name = f"uid {uid}"
-        return Writer(name, uid, gids)
+        return _named(*next(iter(found)))
     named = writer_named(DAEMON_USER) if not found else None
     if named is not None:
         return named

@@ -31,14 +31,4 @@ async def test_the_other_daemon_reads_a_session_back_as_it_is_held(postgres_url:
 
 async def test_two_pings_at_once_of_a_session_read_back_take_one_number(postgres_url: str) -> None:
     """On PostgreSQL the read back yields to the loop, and the second ping's read with it."""
-    settings = make_settings(postgres_url)
-    engine = open_engine(postgres_url)
-    try:
-        await upgrade(engine)
-        clock = FakeClock()
-        store = VisitStore(engine, settings, clock)
-        await store.sync_numbers()
-        await two_pings_at_once(store, settings.sites[0], clock)
-        store.close()
-    finally:
-        await engine.dispose()
+    await two_pings_at_once(postgres_url)

@@ -31,7 +31,7 @@ from pbx.storage.errors import is_transient
 from pbx.storage.tables import calls
 from pbx.storage.visits import VisitStore
 from tests.cdr_lines import busy_call, many_calls
-from tests.helpers import FakeClock, make_settings
+from tests.helpers import FakeClock, make_settings, refuse_opening
 
 AT = 1_800_000_000.0  # FakeClock's start: the calls end then
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "ami"
@@ -635,14 +635,7 @@ def test_a_new_file_the_daemon_cannot_read_leaves_the_rotated_tail_read(
     append(master, "1.2")
     master.rename(tmp_path / "Master.csv.1")
     append(master, "1.3")
-    opening = Path.open
-
-    def refused(path: Path, *args: Any, **kwargs: Any) -> Any:
-        if path == master:
-            raise PermissionError(13, "Permission denied", str(path))
-        return opening(path, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "open", refused)
+    opening = refuse_opening(monkeypatch, master)
     assert reader.linkedids() == ["1.2"]
     monkeypatch.setattr(Path, "open", opening)  # its mode mended
     assert reader.linkedids() == ["1.3"]

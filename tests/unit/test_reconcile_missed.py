@@ -20,7 +20,7 @@ from pbx.storage.errors import is_transient
 from pbx.storage.tables import calls
 from pbx.storage.visits import VisitStore
 from tests.cdr_lines import busy_call
-from tests.helpers import FakeClock, db_error, make_settings
+from tests.helpers import FakeClock, db_error, make_settings, refuse_opening
 
 MASTER = Path(__file__).parents[1] / "fixtures" / "ami" / "Master.csv"  # three calls
 
@@ -143,14 +143,7 @@ async def test_a_file_it_could_not_read_keeps_the_look_back_of_its_rows(
             f.write(busy_call("8.1", at + 100))  # before the rotation, not read yet
         master.rename(tmp_path / "Master.csv.1")
         master.write_text(busy_call("8.2", at + 5 * 3600))  # the night's, AMI down
-        opening = Path.open
-
-        def refused(path: Path, *args: Any, **kwargs: Any) -> Any:
-            if path == master:
-                raise PermissionError(13, "Permission denied", str(path))
-            return opening(path, *args, **kwargs)
-
-        monkeypatch.setattr(Path, "open", refused)
+        opening = refuse_opening(monkeypatch, master)
         clock.now = at + 8 * 3600  # the daemon starts in the morning
         live = CallReport(
             "L8", "+79161234567", "+74990000101", clock.now, clock.now + 60, None, "BUSY"

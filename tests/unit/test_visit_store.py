@@ -106,17 +106,7 @@ async def test_expired_session_gets_its_number_back_if_still_free(h: Harness) ->
 async def test_two_pings_at_once_of_a_session_read_back_take_one_number(tmp_path: Path) -> None:
     """On a SQLite file, as the daemon runs (its reads do not yield: tests/postgres has the
     backend whose reads do)."""
-    settings = make_settings(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
-    engine = open_engine(settings.database)
-    try:
-        await upgrade(engine)
-        clock = FakeClock()
-        store = VisitStore(engine, settings, clock)
-        await store.sync_numbers()
-        await two_pings_at_once(store, settings.sites[0], clock)
-        store.close()
-    finally:
-        await engine.dispose()
+    await two_pings_at_once(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
 
 
 async def test_a_long_url_is_cached_as_kept_and_is_one_page_view(h: Harness) -> None:
