@@ -563,4 +563,4 @@ async def write(
 async def build_rollups(engine: AsyncEngine, settings: Settings) -> Rebuilt:
     """The rollups reports read (and the callers), by what `calltrack reports rebuild` and
     `calltrack db upgrade` of an existing install run: (visits counted, calls credited)."""
-    return await rebuild_reports(engine, settings)
+    return await rebuild_reports(engine, settings, datetime.now().timestamp())

@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -145,7 +146,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
         try:
             await upgrade(engine)
             if await rollups_missing(engine):
-                rebuilt = await rebuild_reports(engine, settings)
+                rebuilt = await rebuild_reports(engine, settings, time.time())
                 print(f"report rollups built: {rebuilt.visits} visits, {rebuilt.calls} calls")
             return (await schema_revisions(engine))[0]
         finally:
@@ -163,7 +164,7 @@ def cmd_reports_rebuild(args: argparse.Namespace) -> int:
 
     async def run() -> Rebuilt:
         async with current_engine(settings.database, args.config) as engine:
-            return await rebuild_reports(engine, settings)
+            return await rebuild_reports(engine, settings, time.time())
 
     rebuilt = asyncio.run(run())
     print(f"report rollups rebuilt: {rebuilt.visits} visits, {rebuilt.calls} calls")

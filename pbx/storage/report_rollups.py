@@ -23,8 +23,9 @@ class Rebuilt:
     calls: int
 
 
-async def rebuild_reports(engine: AsyncEngine, settings: Settings) -> Rebuilt:
-    visits = await VisitRollups(settings, engine.dialect.name == "postgresql").rebuild(engine)
+async def rebuild_reports(engine: AsyncEngine, settings: Settings, now: float) -> Rebuilt:
+    postgres = engine.dialect.name == "postgresql"
+    visits = await VisitRollups(settings, postgres).rebuild(engine, now)
     await rebuild_callers(engine)
     calls_done = await CallCredits(settings).rebuild(engine)
     async with engine.begin() as conn:

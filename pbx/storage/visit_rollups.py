@@ -74,6 +74,7 @@ def _facets(
 
 class VisitRollups:
     def __init__(self, settings: Settings, postgres: bool) -> None:
+        self._settings = settings
         self._zone = ZoneInfo(settings.ui.timezone)
         self._postgres = postgres
         self._channels = _upsert(visit_channels, postgres)
@@ -113,19 +114,24 @@ class VisitRollups:
             ],
         )
 
-    async def rebuild(self, engine: AsyncEngine) -> int:
+    async def rebuild(self, engine: AsyncEngine, now: float) -> int:
         """Count the kept sessions again, in one transaction; returns how many visits the
         rollups hold. Meant for daemons stopped (README, Several daemons): on SQLite the
         transaction keeps their writes out, on PostgreSQL their counting would meet its rows.
-        Days before the oldest kept session keep their counts: their sessions are gone
-        (visits.keep_days), the counts are all that is left of them."""
+        Days up to retention's horizon (`visits.keep_days` before `now`), and before the
+        oldest kept session, keep their counts: their sessions are gone, the counts are all
+        that is left of them. Not the oldest kept session alone: retention keeps for ever a
+        session a call refers to, so the oldest kept is the first visit that led to a call,
+        and every day after it would be counted again from the few sessions left."""
         channels: Counter[ChannelKey] = Counter()
         facets: Counter[FacetKey] = Counter()
         async with engine.begin() as conn:
             oldest = await conn.scalar(select(func.min(sessions.c.started_at)))
             if oldest is None:
                 return 0
-            kept_until = self.day(oldest)  # that day may have lost some sessions already
+            # those days may have lost some sessions already
+            horizon = now - self._settings.visits.keep_days * 86400.0
+            kept_until = max(self.day(oldest), self.day(horizon))
             if not await conn.scalar(select(exists().where(visit_channels.c.day <= kept_until))):
                 kept_until = 0  # nothing counted that far back (a first build): count it all
             result = await conn.stream(

@@ -4,6 +4,7 @@ credits the calls stored before them, and `calltrack reports rebuild` does it ag
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 from alembic import command
@@ -167,3 +168,38 @@ def test_db_upgrade_keeps_each_stored_sessions_landing_path_and_referrer_host(
         "d": ("/", ""),
     }
     assert {kept[sid] for sid in filler} == {("/many", "ref.test")}
+
+
+def test_a_rebuild_keeps_the_counts_up_to_retentions_horizon_not_the_oldest_kept_visit(
+    tmp_path: Path,
+) -> None:
+    """Retention keeps for ever a visit a call refers to: the oldest kept visit was the first
+    that led to a call, a year and more back, and a rebuild counted every day after it again
+    from the few visits retention had left (the others' counts gone)."""
+    path = config(tmp_path)  # visits.keep_days: 400 (the default)
+    database = tmp_path / "calltrack.db"
+    assert calltrack("db", "upgrade", "-c", str(path)).returncode == 0
+    now = time.time()
+    with sqlite3.connect(database) as conn:
+        conn.execute(
+            "INSERT INTO visitors (id, created_at, visits, first_source, first_medium)"
+            " VALUES ('v1', ?, 3, 'google', 'cpc')",
+            (now - 600 * 86400,),
+        )
+        for sid, days_ago in (("called", 600), ("forgotten", 500), ("recent", 10)):
+            at = now - days_ago * 86400
+            conn.execute(
+                "INSERT INTO sessions (id, visitor_id, site, visit_number, started_at, last_seen,"
+                " landing_url, source, medium, click_ids, tracking, pages_viewed, last_url)"
+                " VALUES (?, 'v1', 'main', 1, ?, ?, 'http://shop.test/', ?, 'organic', '{}',"
+                " 'tracked', 1, 'http://shop.test/')",
+                (sid, at, at, sid),
+            )
+    assert calltrack("reports", "rebuild", "-c", str(path)).returncode == 0
+    counted = sorted((source, visits) for _day, source, visits in _rollups(database)[1])
+    assert counted == [("called", 1), ("forgotten", 1), ("recent", 1)]
+    with sqlite3.connect(database) as conn:  # retention: 500 days old, no call refers to it
+        conn.execute("DELETE FROM sessions WHERE id = 'forgotten'")
+    rebuilt = calltrack("reports", "rebuild", "-c", str(path))
+    assert "report rollups rebuilt: 3 visits" in rebuilt.stdout, rebuilt.stdout + rebuilt.stderr
+    assert sorted((s, v) for _d, s, v in _rollups(database)[1]) == counted

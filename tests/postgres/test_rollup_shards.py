@@ -94,7 +94,7 @@ async def test_sharded_counts_are_what_a_rebuild_makes(postgres_url: str) -> Non
         assert sum(r[-1] for r in live[0]) == 64  # visits is the last column
         assert len({r[6] for r in live[0]}) > 1  # the shard
         assert all(0 <= r[6] < SHARDS for r in live[0])
-        await rebuild_reports(engine, settings)
+        await rebuild_reports(engine, settings, time.time())
         assert await rows() == live
     finally:
         await engine.dispose()
