@@ -217,9 +217,10 @@ def _delimiters(text: str) -> list[str]:
     return [sniffed, *(d for d in DELIMITERS if d != sniffed)]
 
 
-def _find_header(text: str, layout: Layout) -> tuple[str, int, dict[str, int]] | None:
-    """(delimiter, line of the header, column index per role) of the first row within
-    HEADER_SEARCH_ROWS that names the date and cost columns, under any delimiter."""
+def _find_header(text: str, layout: Layout) -> tuple[str, int, dict[str, int], int] | None:
+    """(delimiter, line of the header, column index per role, how many cells it has) of the
+    first row within HEADER_SEARCH_ROWS that names the date and cost columns, under any
+    delimiter."""
     for delimiter in _delimiters(text):
         reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
         for _ in range(HEADER_SEARCH_ROWS):
@@ -229,7 +230,7 @@ def _find_header(text: str, layout: Layout) -> tuple[str, int, dict[str, int]] |
                 break
             found = _roles(row, layout)
             if "date" in found and "cost" in found:
-                return delimiter, reader.line_num, found
+                return delimiter, reader.line_num, found, _width(row)
     return None
 
 
@@ -263,8 +264,16 @@ def parse_day(text: str) -> int | None:
         return None
 
 
-def _is_totals(row: list[str]) -> bool:
-    return any(_fold(cell).startswith(_TOTALS) for cell in row)
+def _is_totals(row: list[str], columns: Mapping[str, int]) -> bool:
+    """A spreadsheet's totals row: "Total"/"Итого" in its date cell or its first cell (a
+    campaign named "Total brand" in a row whose date is mistyped is an error, not totals)."""
+    cells = (_cell(row, columns, "date"), row[0] if row else "")
+    return any(_fold(cell.strip()).startswith(_TOTALS) for cell in cells)
+
+
+def _width(row: list[str]) -> int:
+    """A row's cells up to its last non-empty one (a spreadsheet pads rows with empty ones)."""
+    return max((i + 1 for i, cell in enumerate(row) if cell.strip()), default=0)
 
 
 def read_costs(data: bytes, file: str, layout: Layout) -> CostFile:
@@ -292,7 +301,7 @@ def read_costs(data: bytes, file: str, layout: Layout) -> CostFile:
                 f" first {HEADER_SEARCH_ROWS} lines; use --preset or --map for other names"
             ]
         )
-    delimiter, header_line, columns = found
+    delimiter, header_line, columns, width = found
     problems = [
         f"{file}:{header_line}: expected a {role} column, or --{role} VALUE"
         for role in ("source", "medium")
@@ -308,8 +317,15 @@ def read_costs(data: bytes, file: str, layout: Layout) -> CostFile:
             if reader.line_num <= header_line or not any(cell.strip() for cell in row):
                 continue
             parsed = _row(row, columns, layout)
+            if not isinstance(parsed, str) and _width(row) > width:
+                # a cell split in two: "12,50" unquoted, or a campaign "Sale, spring", and the
+                # cost column read the wrong half (12.00 imported for 12.50, without a word)
+                parsed = (
+                    f"expected {width} cells as the header has, got {_width(row)} (an unquoted"
+                    f" {delimiter!r} in a cell? quote the cell, or save with another separator)"
+                )
             if isinstance(parsed, str):
-                if _is_totals(row) and parse_day(_cell(row, columns, "date")) is None:
+                if _is_totals(row, columns) and parse_day(_cell(row, columns, "date")) is None:
                     totals += 1
                 else:
                     problems.append(f"{file}:{reader.line_num}: {parsed}")

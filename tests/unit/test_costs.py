@@ -130,6 +130,31 @@ def test_a_total_word_in_a_row_with_a_real_date_is_still_a_row() -> None:
     assert read(text) == [CostRow(20240301, "google", "cpc", "Total brand", 100)]
 
 
+def test_a_cell_split_in_two_is_refused_not_read_as_its_first_half() -> None:
+    """Comma-separated with a decimal comma unquoted (12,50), or a comma in a campaign's name:
+    the row had a cell more than the header and the cost column read the wrong one (12.00
+    imported for 12.50; 5.00 for 100), without a word."""
+    header = "date,source,medium,campaign,cost\n"
+    found = problems(
+        header + "2024-03-01,google,cpc,brand,12,50\n2024-03-02,google,cpc,Sale, 1,5\n"
+    )
+    assert found == [
+        "f.csv:2: expected 5 cells as the header has, got 6 (an unquoted ',' in a cell? quote"
+        " the cell, or save with another separator)",
+        "f.csv:3: expected 5 cells as the header has, got 6 (an unquoted ',' in a cell? quote"
+        " the cell, or save with another separator)",
+    ]
+    # quoted, or padded with empty cells by a spreadsheet, it is read
+    assert read(header + '2024-03-01,google,cpc,"Sale, 1","12,50",,\n') == [
+        CostRow(20240301, "google", "cpc", "Sale, 1", 1250)
+    ]
+
+
+def test_a_total_word_in_another_cell_of_a_mistyped_row_is_an_error_not_totals() -> None:
+    text = "date,source,medium,campaign,cost\n2024-03-0x,google,cpc,Total brand,99\n"
+    assert problems(text) == ["f.csv:2: date: expected YYYY-MM-DD or DD.MM.YYYY, got '2024-03-0x'"]
+
+
 def test_many_problems_are_capped_with_a_count_of_the_rest() -> None:
     text = "date,source,medium,campaign,cost\n" + "nope,google,cpc,x,1\n" * (MAX_PROBLEMS + 7)
     with pytest.raises(CostFileError) as caught:
