@@ -118,7 +118,9 @@ async def build_report(
             else:
                 # a part kept or summed with others keeps more rows than a report shows
                 shown = MAX_VISIT_ROWS if part.month is None and len(parts) == 1 else None
-                live = await _tallies(conn, settings, query, part.since, part.until, shown)
+                live = await _tallies(
+                    conn, settings, query, part.since, part.until, shown, today=today
+                )
                 if part.month is not None:
                     computed[part.month] = live
                 found = {key: tally.values() for key, tally in live.items()}
@@ -161,14 +163,19 @@ async def _tallies(
     first: date,
     last: date,
     keep: int | None = None,
+    *,
+    today: date | None = None,
 ) -> dict[str, Tally]:
     """Every row's raw counts for the days first..last (visits as _with_visits has them, with
-    `keep` rows of visits alone, KEPT_VISIT_ROWS unless given)."""
+    `keep` rows of visits alone, KEPT_VISIT_ROWS unless given). Static numbers' fixed costs
+    are spread over the days up to `today` only: a month's rent against the calls of the days
+    gone so far, not of the month's days still to come."""
     since, until = local_day(first), local_day(last)
     tallies: dict[str, Tally] = defaultdict(Tally)
     for key, tally in await _call_tallies(conn, settings, query, since, until):
         tallies[key] = tallies[key] + tally
-    for key, cents in await _costs(conn, settings, query, since, until):
+    spent_until = min(until, local_day(today)) if today is not None else until
+    for key, cents in await _costs(conn, settings, query, since, until, spent_until):
         tallies[key] = tallies[key] + Tally(cost_cents=cents)
     return await _with_visits(conn, settings, query, since, until, tallies, keep or KEPT_VISIT_ROWS)
 
@@ -569,9 +576,15 @@ def _quarter_hour(conn: AsyncConnection, at: ColumnElement[Any]) -> ColumnElemen
 
 
 async def _costs(
-    conn: AsyncConnection, settings: Settings, query: ReportQuery, since: int, until: int
+    conn: AsyncConnection,
+    settings: Settings,
+    query: ReportQuery,
+    since: int,
+    until: int,
+    fixed_until: int,
 ) -> list[tuple[str, int]]:
-    """Cost per row: imported, plus static numbers' monthly costs spread per day."""
+    """Cost per row: imported, plus static numbers' monthly costs spread per day (up to
+    `fixed_until`)."""
     if any(d not in COST_KEYS for d in query.filters):
         return []  # not known by such a filter (_notes says so)
     group = query.group_by
@@ -583,7 +596,7 @@ async def _costs(
     wanted = {str(d): report_key(v) for d, v in channel_filters.items()}
     fixed = [
         row
-        for row in spread_costs(static_monthly_costs(settings), since, until)
+        for row in spread_costs(static_monthly_costs(settings), since, fixed_until)
         if static_filter in (None, row.source)
         and all(report_key(getattr(row, d)) == key for d, key in wanted.items())
     ]

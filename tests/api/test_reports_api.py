@@ -324,6 +324,29 @@ async def check_money(client: Client) -> None:
     assert rows(lnd, "revenue", "cost")["brand"] == ("200.00", "30.00")
 
 
+async def test_a_static_numbers_rent_is_spread_over_the_days_gone_not_the_days_to_come(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    """Asked to the end of the month on its 15th, the report booked January's whole rent
+    (3100.00) against 15 days of calls: cost per call three times too high mid-month."""
+    client = await money_history(tmp_path, aiohttp_client)  # today: 2027-01-15
+    response = await client.get(
+        "/api/v1/reports",
+        params={"since": "2027-01-01", "until": "2027-01-31", "group_by": "source"},
+        headers=AUTH,
+    )
+    assert response.status == 200, await response.text()
+    data = await response.json()
+    # 100.00 a day (3100.00 over January's 31 days), for the 1st to the 15th
+    assert rows(data, "cost")["billboard"] == ("1500.00",)
+    future = await client.get(
+        "/api/v1/reports",
+        params={"since": "2027-02-01", "until": "2027-02-28", "group_by": "source"},
+        headers=AUTH,
+    )
+    assert "billboard" not in rows(await future.json(), "cost")  # no rent booked ahead
+
+
 async def test_costs_a_grouping_cannot_split_are_a_row_of_their_own(
     tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
 ) -> None:
@@ -343,5 +366,6 @@ async def check_unsplit_costs(client: Client) -> None:
     filtered = await report(client, group_by="source", term="anything")
     assert filtered["totals"]["cost"] == "0.00" and "term" in filtered["notes"][0]
     month = await report(client, group_by="month", since="2027-01-01", until="2027-01-31")
-    # the whole month's rent, and google's costs of both days
-    assert rows(month, "cost") == {"2027-01": ("4179.00",)}
+    # the rent of the month's days gone (15 of 31 on the 15th: 1500.00 of 3100.00), and
+    # google's costs of both days (1079.00)
+    assert rows(month, "cost") == {"2027-01": ("2579.00",)}
