@@ -33,6 +33,10 @@ COLUMNS = (
     "score",
     "sale_amount",
     "notes",
+    # the CRM's deals credited to the call (POST /api/v1/sales): reports count them beside
+    # sale_amount, so a spreadsheet's ROI sum needs them too
+    "crm_sales",
+    "crm_sale_amount",
 )
 _PLAIN_NUMBER = re.compile(r"^[+-]?[0-9][0-9 .,()-]*$")
 # what a spreadsheet may split a cell on when it guesses the separator by locale or ignores quotes
@@ -65,6 +69,7 @@ def csv_row(call: dict[str, Any], when: Callable[[float | None], str]) -> list[s
         "started_at": when(call["started_at"]),
         "tags": ", ".join(call["tags"]),
         "sale_amount": amount(call["sale_cents"]),
+        "crm_sale_amount": amount(call["crm_sale_cents"]),
         "repeat_caller": "yes" if call["repeat_caller"] else "no",
     }
     return [cell(values[column]) for column in COLUMNS]

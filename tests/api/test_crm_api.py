@@ -5,6 +5,8 @@ review fields given, POST /api/v1/sales credits a deal to the caller's latest ca
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -359,6 +361,11 @@ async def test_sales_of_one_call_add_up(client: Client) -> None:
         response = await post_sale(client, caller=CALLER, amount=amount, reference=reference)
         assert response.status == 201
     assert await crm(client, call) == (3, 150050 + 2000 + 1)
+    # the call log's CSV carries them beside staff's sale_amount: reports count both
+    await log_in(client, "sam")
+    exported = await (await client.get("/calls.csv")).read()
+    [row] = list(csv.DictReader(io.StringIO(exported.decode("utf-8-sig"))))
+    assert (row["crm_sales"], row["crm_sale_amount"], row["sale_amount"]) == ("3", "1520.51", "")
 
 
 # --- POST /api/v1/sales: reading amount, at and the rest -------------------------------------
