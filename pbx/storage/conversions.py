@@ -18,6 +18,7 @@ from attribution.calls import CallStatus
 from attribution.reports import Model
 from integrations.conversions import ConversionCall
 from pbx.settings import Settings
+from pbx.storage.callers import is_known_number
 from pbx.storage.report_queries import is_lead
 from pbx.storage.tables import call_credits, calls, sessions
 
@@ -45,7 +46,8 @@ def _call(row: Any) -> ConversionCall:
         answered=row.status == CallStatus.ANSWERED,
         ring_seconds=row.ring_seconds,
         talk_seconds=row.talk_seconds,
-        first_time=not row.repeat_caller,
+        # as reports count it: an anonymous caller may have called before
+        first_time=is_known_number(row.caller) and not row.repeat_caller,
         static=row.attribution == "static",
         lead=bool(row.lead),
         sale_cents=(row.sale_cents or 0) + row.crm_sale_cents,
@@ -66,6 +68,7 @@ async def conversion_calls(
             c.id,
             c.started_at,
             c.did,
+            c.caller,
             c.status,
             c.ring_seconds,
             c.talk_seconds,

@@ -322,3 +322,28 @@ async def test_a_large_export_leaves_the_event_loop_its_turns(
     took = asyncio.get_running_loop().time() - started
     assert took > 0.5, "enough work that the loop would have waited for it"
     assert max(gaps) < 0.5, (max(gaps), took)  # was 1.0-2.4 s in the loop
+
+
+async def test_an_anonymous_caller_is_not_a_first_time_caller_for_metrica(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    """Reports count an anonymous caller as not first-time (they may have called before);
+    Metrica's FirstTimeCaller said 1 for them, and the two disagreed."""
+    settings = settings_for(tmp_path, **OVERRIDES)
+    await migrate(settings)
+    clock = FakeClock(NOW - 2 * DAY)
+    client = await aiohttp_client(build_app(settings, clock=clock))
+    yandex = SHOP + "?yclid=9001&utm_medium=cpc"
+    await _call(client, clock, yandex, AdClientIds(), caller="anonymous")
+    await _call(
+        client, clock, SHOP + "?yclid=9002&utm_medium=cpc", AdClientIds(), caller="+79160000009"
+    )
+    clock.now = NOW
+    await log_in(client, "ada")
+    response = await client.get(
+        "/admin/exports/metrica-yclid.csv?since=2026-12-01&until=2027-01-15"
+    )
+    assert response.status == 200
+    table = rows(await response.text())
+    first_time = {row[0]: row[table[0].index("FirstTimeCaller")] for row in table[1:]}
+    assert first_time == {"9001": "0", "9002": "1"}
