@@ -78,7 +78,7 @@ class AmiLoginError(Exception):
 
 
 class _Protocol(AMIProtocol):  # type: ignore[misc]
-    """panoramisk's protocol, not brought down by a repeated header.
+    """panoramisk's protocol, not brought down by a repeated header or a forged event.
 
     panoramisk keeps all values of a header given twice in a list, and its own dispatching,
     which expects one string for Event and ActionID, fails on it and drops the connection. Such
@@ -90,6 +90,18 @@ class _Protocol(AMIProtocol):  # type: ignore[misc]
         for key in ("Event", "Response", "ActionID", "CommandID"):
             if isinstance(value := message.get(key), list):
                 message[key] = value[0]
+        if "Event" in message and "Response" not in message and "ActionID" not in message:
+            # Asterisk escapes a caller's name in AMI but not a caller's number, which a SIP
+            # From can give any bytes (%0D%0A): a blank line in it ends the real event and what
+            # follows reads as one of its own
+            if "Privilege" not in message:  # every event Asterisk sends on its own has one
+                log.warning("AMI block without Privilege dropped (injected?): %s", dict(message))
+                return
+            if str(message["Event"]).lower() == "shutdown":
+                # panoramisk drops the connection on it: a forged one would, at every event of
+                # the caller's call. Asterisk closes the socket itself when it stops
+                self.factory.dispatch(message)
+                return
         super().handle_message(message)
 
 

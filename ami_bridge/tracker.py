@@ -44,6 +44,11 @@ SILENT_LIMIT = 24 * 3600.0
 # if it is one of these, its last otherwise.
 _AHEAD_OF_CALLER_FIELDS = frozenset(
     {"Event", "Privilege", "Timestamp", "Channel", "ChannelState", "ChannelStateDesc"}
+    # BridgeEnter and BridgeLeave write the bridge's fields before the channel's
+    # (main/manager_bridges.c): a repeated BridgeUniqueid would put the caller in a bridge
+    # of the caller's making
+    | {"BridgeUniqueid", "BridgeType", "BridgeTechnology", "BridgeCreator", "BridgeName"}
+    | {"BridgeNumChannels", "BridgeVideoSourceMode", "BridgeVideoSource"}
 )
 # ... except in events that describe a second channel (Dial*: Dest...), whose caller fields come
 # after the first channel's ids: there a repeated header cannot be told from the real one.

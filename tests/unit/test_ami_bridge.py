@@ -215,6 +215,35 @@ async def test_headers_smuggled_in_through_the_callers_name_are_ignored(
     ]
 
 
+#: what a SIP From's user part can carry to AMI's CallerIDNum (pjsip unescapes %0D%0A;
+#: Asterisk escapes a caller's name, not the number): a forged Shutdown, then a forged Hangup
+#: without Privilege; each ends the real event early with its blank line
+FORGED_NUMBER = (
+    "sipp\r\n\r\nEvent: Shutdown\r\nPrivilege: system,all\r\n\r\n"
+    "Event: Hangup\r\nUniqueid: 1.1\r\n\r\nX: y"
+)
+
+
+async def test_a_callers_number_cannot_forge_events_or_drop_the_link(
+    run: list[AmiBridge],
+) -> None:
+    """panoramisk closed the connection on the forged Shutdown, at every event of the
+    caller's call: a reconnect each, the calls around them left to the CDR or lost."""
+    first = next(i for i, block in enumerate(BLOCKS) if "CallerIDNum: sipp\r" in block)
+    forged = list(BLOCKS)
+    forged[first] = forged[first].replace(
+        "CallerIDNum: sipp\r", f"CallerIDNum: {FORGED_NUMBER}\r", 1
+    )
+    fake = FakeAsterisk([forged], pong=[True], close=[False])
+    store = Store()
+    bridge = _bridge(_settings(await fake.start()), store)
+    run.append(bridge)
+    bridge.start()
+    await store.wait_for(2)  # the calls after the forged event's are folded
+    await asyncio.sleep(0.3)
+    assert bridge.connected and fake.logins == 1  # never dropped, never logged in again
+
+
 async def test_refused_login_is_retried_and_not_connected(run: list[AmiBridge]) -> None:
     fake = FakeAsterisk([BLOCKS], pong=[True], close=[False])
     store = Store()

@@ -197,6 +197,23 @@ def test_pbx_fields_are_fitted_to_the_calls_table() -> None:
         assert report.status is CallStatus.ANSWERED
 
 
+def test_a_bridge_id_smuggled_into_a_bridge_event_is_not_the_bridge() -> None:
+    """BridgeEnter writes the bridge's fields before the channel's: a caller-set value with
+    CR/LF repeats BridgeUniqueid after the real one, and the last value won."""
+    headers = {
+        "Event": "BridgeEnter",
+        "Privilege": "call,all",
+        "BridgeUniqueid": ["real-bridge", "callers-bridge"],
+        "BridgeType": ["basic", "holding"],
+        "Channel": "PJSIP/trunk-00000001",
+        "CallerIDNum": "sipp",
+        "Uniqueid": "1.1",
+    }
+    event = event_from_headers(headers)
+    assert event is not None
+    assert (event["BridgeUniqueid"], event["BridgeType"]) == ("real-bridge", "basic")
+
+
 def test_headers_smuggled_in_through_the_callers_name_are_ignored() -> None:
     """Asterisk writes the caller's name before the channel's ids and the UserEvent's own DID and
     Recording: lines smuggled in there come first and must not win (nor move the event to another
