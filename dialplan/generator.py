@@ -56,6 +56,11 @@ def agi_address(settings: Settings) -> str:
     return f"{host}:{settings.asterisk.agi.port}"
 
 
+def _one_line(text: str) -> str:
+    """`text` for a comment line: its control characters (a newline above all) as spaces."""
+    return "".join(" " if ch < " " or ch == "\x7f" else ch for ch in text)
+
+
 def render_dialplan(settings: Settings) -> str:
     """extensions_calltrack.conf for `settings`; raises ValueError on unusable values."""
     if settings.asterisk is None:
@@ -88,7 +93,9 @@ def render_dialplan(settings: Settings) -> str:
     # A national form never shadows another number's international one: those are claimed first.
     claimed = {form for number in numbers for form in dialled_forms(number.e164, None)}
     for number in numbers:
-        out.append(f"; {number.e164}: {number.origin}")
+        # config text (a static number's source, a pool's name): one line, or the rest of it
+        # would be read as dialplan
+        out.append(f"; {number.e164}: {_one_line(number.origin)}")
         international = dialled_forms(number.e164, None)
         for exten in dialled_forms(number.e164, settings.region):
             if exten in claimed and exten not in international:

@@ -552,7 +552,12 @@ class Ami(_Model):
 
 
 class Agi(_Model):
-    host: str = Field("127.0.0.1", description="address the FastAGI server listens on")
+    host: str = Field(
+        "127.0.0.1",
+        description="address the FastAGI server listens on (the dialplan asks it there)",
+        # an address or a host name, nothing the dialplan's AGI() line would read as more
+        pattern=r"^$|^[0-9A-Fa-f:.]+$|^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$",
+    )
     port: int = Field(4573, ge=1, le=65535, description="port the FastAGI server listens on")
     answer_within: Seconds = Field(0.5, le=1.0, description="then the dialplan's fallback")
     exit_on_stall: Seconds = Field(

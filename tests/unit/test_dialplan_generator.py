@@ -190,3 +190,31 @@ def test_the_other_numbers_context_is_none_of_calltracks_own(own: str) -> None:
                 "  context: ct-in\n", "  context: ct-in\n  other_numbers_context: 'a,b'\n"
             )
         )
+
+
+def test_config_text_cannot_write_dialplan_lines() -> None:
+    """A static number's source went into a comment line as it was: a newline in it made the
+    rest a line of dialplan (`exten => _X.,1,System(...)` ran for any number)."""
+    evil = CONFIG.replace(
+        "source: billboard", 'source: "billboard\\nexten => _X.,1,System(touch /tmp/pwned)"'
+    )
+    plan = render_dialplan(settings(evil))
+    assert "System(" not in "\n".join(
+        line for line in plan.splitlines() if not line.lstrip().startswith(";")
+    )
+    assert (
+        "; +49301234567: static, source billboard exten => _X.,1,System(touch /tmp/pwned)" in plan
+    )
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1)", "10.0.0.1,x", "host\nexten", "a b"])
+def test_an_agi_host_that_is_no_address_or_name_is_refused(host: str) -> None:
+    """It goes into the dialplan's AGI(agi://HOST:PORT/...) line as it is."""
+    with pytest.raises(ConfigError) as caught:
+        settings(CONFIG.replace("host: 0.0.0.0", f"host: {host!r}".replace("'", '"')))
+    assert "asterisk.agi.host" in str(caught.value) or "host" in str(caught.value)
+
+
+@pytest.mark.parametrize("host", ["", "0.0.0.0", "::", "10.0.0.5", "fd00::5", "pbx-1.example.com"])
+def test_an_agi_host_address_or_name_is_taken(host: str) -> None:
+    assert settings(CONFIG.replace("host: 0.0.0.0", f'host: "{host}"')).asterisk is not None
