@@ -57,8 +57,17 @@ class _App(Application):  # type: ignore[misc]
         try:
             raw = await asyncio.wait_for(reader.readuntil(b"\n\n"), ENV_TIMEOUT)
             lines = raw.decode(self.default_encoding, errors="replace").splitlines()
-            headers = dict(line.split(": ", 1) for line in lines if ": " in line)
-            script = headers.get("agi_network_script", "")
+            # the first value of a variable: Asterisk writes the caller's number (agi_callerid)
+            # unescaped, and a newline in it adds variables of the caller's making after the
+            # real ones (agi_network_script comes first of all, before the environment)
+            headers: dict[str, str] = {}
+            for line in lines:
+                if ": " in line:
+                    key, value = line.split(": ", 1)
+                    headers.setdefault(key, value)
+            # route/+74951111111: the DID in the script's path, where no caller's value can
+            # reach (agi_arg_1 comes after agi_callerid); plain `route` from older dialplans
+            script = headers.get("agi_network_script", "").partition("/")[0]
             route = self._route.get(script)
             if route is None:
                 log.error("FastAGI request for unknown script %r", script)
@@ -73,7 +82,8 @@ class _App(Application):  # type: ignore[misc]
 
 
 class _RouteHandler:
-    """Answers `agi://host:port/route,DID`: sets CALLTRACK_DEST and the caller-ID name."""
+    """Answers `agi://host:port/route/DID` (and an older dialplan's `route,DID`): sets
+    CALLTRACK_DEST and the caller-ID name."""
 
     def __init__(self, settings: Settings, router: Router) -> None:
         assert settings.asterisk is not None
@@ -84,7 +94,8 @@ class _RouteHandler:
 
     async def handle(self, request: Request) -> None:
         headers: dict[str, str] = request.headers
-        raw_did = headers.get("agi_arg_1") or headers.get("agi_extension", "")
+        in_path = headers.get("agi_network_script", "").partition("/")[2]
+        raw_did = in_path or headers.get("agi_arg_1") or headers.get("agi_extension", "")
         caller = headers.get("agi_callerid", "")
         caller = "" if caller == "unknown" else caller
         try:

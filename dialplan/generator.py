@@ -132,7 +132,8 @@ def render_dialplan(settings: Settings) -> str:
         f" same => n,Set({VAR_DEST}=)",
         # Refused connection: AGISTATUS=FAILURE at once. The daemon answers within
         # asterisk.agi.answer_within or sends the fallback itself.
-        f" same => n,AGI(agi://{agi_address(settings)}/{AGI_ROUTE},${{{VAR_DID}}})",
+        # the DID in the script's path: Asterisk sends it ahead of the caller's values
+        f" same => n,AGI(agi://{agi_address(settings)}/{AGI_ROUTE}/${{{VAR_DID}}})",
         ' same => n,GotoIf($["${AGISTATUS}" != "SUCCESS"]?fallback)',
         f' same => n,GotoIf($["${{{VAR_DEST}}}" != ""]?dial)',
         f" same => n(fallback),Set({VAR_DEST}=${{{VAR_FALLBACK}}})",

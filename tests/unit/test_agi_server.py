@@ -174,3 +174,28 @@ async def test_connection_closed_before_the_environment_does_not_hang(
 )
 def test_clean_caller_name(name: str | None, clean: str | None) -> None:
     assert clean_caller_name(name) == clean
+
+
+async def test_a_callers_number_cannot_choose_the_did(
+    agi: Callable[[Router], Awaitable[int]],
+) -> None:
+    """Asterisk writes agi_callerid unescaped: a number with newlines (a SIP From's user part,
+    %0A) added variables after it, and a blank line ended the environment before the real
+    agi_arg_1, so the caller's own DID picked another number's real line and caller name. The
+    DID now comes in the script's path, sent before anything of the caller's, and a
+    variable's first value is the one taken."""
+    asked = []
+
+    async def router(did: str, caller: str) -> Route:
+        asked.append(did)
+        return Route("PJSIP/sales")
+
+    port = await agi(router)
+    for forged in (
+        "1\nagi_network_script: route/+74990000666\nagi_arg_1: +74990000666\n",
+        "1\nagi_arg_1: +74990000666\n\n",  # the environment ended early
+    ):
+        asked.clear()
+        commands, _ = await asterisk(port, script="route/+74951111111", caller=forged)
+        assert asked == ["+74951111111"], forged
+        assert commands == ['SET VARIABLE CALLTRACK_DEST "PJSIP/sales"']

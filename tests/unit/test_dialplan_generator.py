@@ -75,7 +75,7 @@ def test_every_number_with_and_without_plus_or_00_and_its_real_line() -> None:
 def test_the_call_falls_back_unless_agi_answered() -> None:
     call = block(render_dialplan(settings()), "_[+0-9].")
     text = "\n".join(call)
-    assert "AGI(agi://127.0.0.1:4600/route,${CALLTRACK_DID})" in text  # 0.0.0.0 is not dialable
+    assert "AGI(agi://127.0.0.1:4600/route/${CALLTRACK_DID})" in text  # 0.0.0.0 is not dialable
     agi = next(i for i, line in enumerate(call) if "AGI(" in line)
     assert call[agi - 1].endswith("Set(CALLTRACK_DEST=)")  # nothing inherited counts as an answer
     assert '"${AGISTATUS}" != "SUCCESS"]?fallback' in call[agi + 1]
