@@ -103,7 +103,15 @@ class _RouteHandler:
         except PhoneNumberError:
             log.error("FastAGI route for %r, not a phone number: the default real line", raw_did)
             did = ""
-        fallback = self._numbering.real_line(did)
+        if self._numbering.get(did) is None:
+            # a number this daemon's config does not have (added and the dialplan reloaded
+            # before a restart; a rolling one): the dialplan's own line for it, not this
+            # config's default one. An empty CALLTRACK_DEST dials the dialplan's fallback
+            log.warning(
+                "FastAGI route for %r, a number not in this config: the dialplan's line", raw_did
+            )
+            did = ""
+        fallback = self._numbering.real_line(did) if did else ""
         destination, name = fallback, None
         if did:
             try:
