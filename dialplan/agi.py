@@ -46,6 +46,14 @@ def clean_caller_name(name: str | None) -> str | None:
     return kept or None
 
 
+def _script_and_did(headers: dict[str, str]) -> tuple[str, str]:
+    """The script a request asks for and the DID in its path: `route/+74951111111`, where no
+    caller's value can reach (agi_network_script is sent before the environment, agi_arg_1
+    after agi_callerid); an older dialplan's plain `route` has none ("")."""
+    script, _slash, did = headers.get("agi_network_script", "").partition("/")
+    return script, did
+
+
 class _App(Application):  # type: ignore[misc]
     """panoramisk's FastAGI application with a request reader that cannot hang or spin.
 
@@ -65,9 +73,7 @@ class _App(Application):  # type: ignore[misc]
                 if ": " in line:
                     key, value = line.split(": ", 1)
                     headers.setdefault(key, value)
-            # route/+74951111111: the DID in the script's path, where no caller's value can
-            # reach (agi_arg_1 comes after agi_callerid); plain `route` from older dialplans
-            script = headers.get("agi_network_script", "").partition("/")[0]
+            script, _did = _script_and_did(headers)
             route = self._route.get(script)
             if route is None:
                 log.error("FastAGI request for unknown script %r", script)
@@ -94,8 +100,11 @@ class _RouteHandler:
 
     async def handle(self, request: Request) -> None:
         headers: dict[str, str] = request.headers
-        in_path = headers.get("agi_network_script", "").partition("/")[2]
-        raw_did = in_path or headers.get("agi_arg_1") or headers.get("agi_extension", "")
+        raw_did = (
+            _script_and_did(headers)[1]
+            or headers.get("agi_arg_1")
+            or headers.get("agi_extension", "")
+        )
         caller = headers.get("agi_callerid", "")
         caller = "" if caller == "unknown" else caller
         try:

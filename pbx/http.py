@@ -169,11 +169,16 @@ def whole_number(value: str, name: str, low: int, high: int) -> int:
     return int(value)
 
 
+def _hops(request: web.Request, header: str) -> list[str]:
+    """The values of a list header, in order, over every line of it: a proxy may add its own
+    line after the client's (HAProxy's `option forwardfor`) instead of appending to it, and
+    the first line alone is the client's to write."""
+    return [hop.strip() for hop in ",".join(request.headers.getall(header, [])).split(",")]
+
+
 def _last_hop(request: web.Request, header: str) -> str:
-    """The last value of a list header, over every line of it: a proxy may add its own line
-    after the client's (HAProxy's `option forwardfor`) instead of appending to it, and the
-    first line alone is the client's to write."""
-    return ",".join(request.headers.getall(header, [])).split(",")[-1].strip()
+    """The last value of a list header (see _hops)."""
+    return _hops(request, header)[-1]
 
 
 def client_ip(request: web.Request) -> str | None:
@@ -181,16 +186,18 @@ def client_ip(request: web.Request) -> str | None:
     from its end (each proxy appends the address it was reached from) past every hop that is
     itself a trusted proxy (a CDN's edge, then the site's nginx), as nginx's real_ip_recursive."""
     peer = request.remote
-    if "X-Forwarded-For" in request.headers and _from_trusted_proxy(request):
-        trusted = _trusted_networks(tuple(request.app[SETTINGS].http.trusted_proxies))
-        hops = ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")
+    if "X-Forwarded-For" not in request.headers:
+        return peer
+    trusted = _trusted_networks(tuple(request.app[SETTINGS].http.trusted_proxies))
+    if _from_trusted_proxy(request, trusted):
+        hops = _hops(request, "X-Forwarded-For")
         for hop in reversed(hops):
-            address = _address(hop.strip())
+            address = _address(hop)
             if address is None:
                 return peer  # a hop that is no address: nothing before it can be believed
             if not _in(address, trusted):
                 return str(address)
-        return str(_address(hops[0].strip())) if hops else peer
+        return str(_address(hops[0]))  # every hop a trusted proxy: the first of them
     return peer
 
 
@@ -225,12 +232,18 @@ def _in(
     return any(address.version == net.version and address in net for net in networks)
 
 
-def _from_trusted_proxy(request: web.Request) -> bool:
-    proxies = request.app[SETTINGS].http.trusted_proxies
-    if not proxies or request.remote is None:
+def _from_trusted_proxy(
+    request: web.Request,
+    trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None = None,
+) -> bool:
+    """Whether the peer is one of `http.trusted_proxies` (`trusted`: their networks, if the
+    caller has them already)."""
+    if trusted is None:
+        trusted = _trusted_networks(tuple(request.app[SETTINGS].http.trusted_proxies))
+    if not trusted or request.remote is None:
         return False
     peer = _address(request.remote)
-    return peer is not None and _in(peer, _trusted_networks(tuple(proxies)))
+    return peer is not None and _in(peer, trusted)
 
 
 def served_over_https(request: web.Request) -> bool:

@@ -94,13 +94,12 @@ async def reconcile_missed(
     path = str(settings.asterisk.cdr_csv)
     positions = CdrPositions(engine, clock)
     saved = await positions.load(path)
-    position = saved[0] if saved is not None else None
-    kept_at = saved[1] if saved is not None else None
-    if saved is not None:
+    position, kept_at = saved if saved is not None else (None, None)
+    if kept_at is not None:
         # the rows after the kept position were never read: their calls count whenever they
         # ended, not only since the newest stored call (live calls went on being stored while
         # passes failed, e.g. on a Master.csv logrotate made unreadable, for a day)
-        since = min(since, saved[1] - RECONCILE_OVERLAP)
+        since = min(since, kept_at - RECONCILE_OVERLAP)
     stored = reported = waits = 0
     while True:
         step = await asyncio.to_thread(reconcile_pass, settings, since, position, settle=settle)

@@ -279,8 +279,8 @@ def _calltrack_identity(process: Path) -> tuple[int, frozenset[int]] | None:
     if command != "calltrack" and not command.startswith("python"):
         return None
     if not any(
-        command in (b"pbx.cli", b"calltrack") or command.endswith(b"/calltrack")
-        for command, then in pairwise(arguments[:4])
+        program in (b"pbx.cli", b"calltrack") or program.endswith(b"/calltrack")
+        for program, then in pairwise(arguments[:4])
         if then == b"serve"
     ):
         return None
@@ -378,17 +378,17 @@ def _refused_to(check: str, reader: Writer, path: Path) -> Result | None:
     Asked of the kernel itself where it can be: `test -r` run as that user (its groups too)
     counts ACLs, symlinks and every folder on the way as the daemon's own open() would (but
     outside the unit's sandbox: a path under /home or /tmp, which ProtectHome and PrivateTmp
-    hide from the daemon, passes here). The
-    mode bits only explain a refusal, or decide when the probe cannot run."""
-    resolved = path.resolve()
+    hide from the daemon, passes here). The mode bits only explain a refusal, or decide when
+    the probe cannot run."""
     # the path as configured: the kernel walks the link's folders and the target's
     readable = _kernel_says_readable(reader, path)
+    if readable:
+        return None
+    resolved = path.resolve()
     closed = closed_on_the_way(path, reader.uid, reader.gids) or closed_on_the_way(
         resolved, reader.uid, reader.gids
     )
-    if readable is None:
-        readable = closed is None and may_read(resolved, reader.uid, reader.gids)
-    if readable:
+    if readable is None and closed is None and may_read(resolved, reader.uid, reader.gids):
         return None
     who = f"{reader.name} (calltrack's user)"
     if closed is not None:

@@ -124,6 +124,9 @@ SESSION_LIMIT = "session_limit"
 NETWORK_BUDGET = "network_budget"
 BACKLOG = "backlog"  # the database away, and the views waiting for it at their cap
 
+#: a pool's outcomes that gave the session no number: it asks again as it goes on
+_NO_NUMBER = frozenset({Tracking.EXHAUSTED, Tracking.IP_CAP})
+
 
 class TooManyVisits(Exception):
     """The client started `http.max_new_visits_per_ip` visits this hour; nothing was stored."""
@@ -438,9 +441,7 @@ class VisitStore:
             async with cached.renewing:
                 if due := self._due(cached, now, held_until):
                     await self._renew(session_id, cached, due, now, held_until)
-                    if any(
-                        h.tracking in (Tracking.EXHAUSTED, Tracking.IP_CAP) for h in cached.held
-                    ):
+                    if any(h.tracking in _NO_NUMBER for h in cached.held):
                         cached.retry_at = now + self._retry_pace
         return self._visit(session_id, cached)
 
@@ -472,7 +473,7 @@ class VisitStore:
                     self._writes.extend(held, now, held_until)
                 else:
                     due.append(held)
-            elif held.tracking in (Tracking.EXHAUSTED, Tracking.IP_CAP) and now >= cached.retry_at:
+            elif held.tracking in _NO_NUMBER and now >= cached.retry_at:
                 due.append(held)
         return due
 
