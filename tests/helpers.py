@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pbx.auth import hash_password
 from pbx.settings import Settings, parse_settings
 from pbx.storage.db import open_engine, upgrade
+from pbx.storage.visits import VisitStore
 
 STAFF_TOKEN = "test-staff-token"
 ORIGIN = "http://shop.test"
@@ -165,3 +169,28 @@ def refuse_opening(monkeypatch: Any, path: Path) -> Callable[..., Any]:
 
     monkeypatch.setattr(Path, "open", refused)
     return opening
+
+
+@dataclass
+class Stored:
+    store: VisitStore
+    engine: AsyncEngine
+    settings: Settings
+    clock: FakeClock
+
+
+@contextlib.asynccontextmanager
+async def visit_store(database: str, **overrides: Any) -> AsyncIterator[Stored]:
+    """A visitor store on a new migrated database at the URL `database` (the config's
+    `overrides` applied), its numbers synced; closed and disposed after."""
+    settings = make_settings(database, **overrides)
+    engine = open_engine(database)
+    try:
+        await upgrade(engine)
+        clock = FakeClock()
+        store = VisitStore(engine, settings, clock)
+        await store.sync_numbers()
+        yield Stored(store, engine, settings, clock)
+        store.close()
+    finally:
+        await engine.dispose()

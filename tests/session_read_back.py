@@ -15,9 +15,8 @@ from typing import Any
 
 from attribution.leasing import Tracking
 from pbx.settings import Site
-from pbx.storage.db import open_engine, upgrade
 from pbx.storage.visits import VisitRequest, VisitStore
-from tests.helpers import FakeClock, make_settings
+from tests.helpers import FakeClock, visit_store
 
 SALES, SERVICE = "+74951234567", "+74955550011"
 PAID = "https://shop.test/?utm_source=google&utm_medium=cpc"
@@ -98,17 +97,8 @@ async def two_pings_at_once(database: str) -> None:
     has run out: each request read it back into a copy of its own, with a renewal lock of its
     own, and each renewed, so the session held two numbers of the pool. One copy, one number.
     On the database at the URL `database`."""
-    settings = make_settings(database)
-    engine = open_engine(database)
-    try:
-        await upgrade(engine)
-        clock = FakeClock()
-        store = VisitStore(engine, settings, clock)
-        await store.sync_numbers()
-        await _two_pings(store, settings.sites[0], clock)
-        store.close()
-    finally:
-        await engine.dispose()
+    async with visit_store(database) as db:
+        await _two_pings(db.store, db.settings.sites[0], db.clock)
 
 
 async def _two_pings(store: VisitStore, site: Site, clock: FakeClock) -> None:

@@ -12,12 +12,12 @@ from sqlalchemy import func, select
 
 from pbx.storage.tables import leases, sessions, visit_channels
 from pbx.storage.visits import VisitRequest
+from tests.helpers import visit_store
 from tests.postgres.test_write_behind_lost_commit import (
     COMMITTED,
     NEVER_RAN,
     ROLLED_BACK,
     losing_acknowledgements,
-    visit_store,
 )
 
 pytestmark = pytest.mark.postgres

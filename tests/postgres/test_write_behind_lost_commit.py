@@ -5,52 +5,23 @@ the lost acknowledgement injected after, or instead of, the real transaction).""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pbx.settings import Settings
-from pbx.storage.db import open_engine, upgrade
 from pbx.storage.retention import WRITE_PROGRESS_KEPT, forget_write_progress_before
 from pbx.storage.tables import page_views, sessions, write_behind_progress
 from pbx.storage.visits import VisitRequest, VisitStore
-from tests.helpers import FakeClock, make_settings
+from tests.helpers import visit_store
 
 pytestmark = pytest.mark.postgres
 
 PAGES = 3
 #: what became of a transaction whose COMMIT's acknowledgement was lost
 COMMITTED, ROLLED_BACK, NEVER_RAN = "committed", "ran, rolled back", "never ran"
-
-
-@dataclass
-class Stored:
-    store: VisitStore
-    engine: AsyncEngine
-    settings: Settings
-    clock: FakeClock
-
-
-@contextlib.asynccontextmanager
-async def visit_store(postgres_url: str) -> AsyncIterator[Stored]:
-    """A visitor store on a new migrated database, its numbers synced."""
-    settings = make_settings(postgres_url)
-    engine = open_engine(postgres_url)
-    try:
-        await upgrade(engine)
-        clock = FakeClock()
-        store = VisitStore(engine, settings, clock)
-        await store.sync_numbers()
-        yield Stored(store, engine, settings, clock)
-        store.close()
-    finally:
-        await engine.dispose()
 
 
 def losing_acknowledgements(
