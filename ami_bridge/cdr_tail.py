@@ -44,8 +44,30 @@ class Tail:
     unreadable: bool = False
 
 
+#: logrotate's `compress` suffixes: a compressed file is not read (README: `delaycompress`)
+COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".lzma", ".Z")
+
+
 def rotated_path(path: Path) -> Path:
-    return path.with_name(path.name + ".1")
+    """The file logrotate moved `path` to last: `Master.csv.1`, or with `dateext` (the default
+    of CentOS's and so FreePBX's logrotate.conf) `Master.csv-20261203`, whatever its
+    `dateformat` makes of the date: of the files beside `path` named after it, the one written last
+    (a rename keeps the time of the last row; a copy is newer still). Not the one holding our
+    inode: after two create-mode rotations that is `Master.csv.2`, and reading its tail then
+    the new file would skip `Master.csv.1` whole. `Master.csv.1` when there is none, or when
+    the folder cannot be listed (a daemon may be allowed into it without reading it)."""
+    found: list[tuple[float, str]] = []
+    try:
+        with os.scandir(path.parent) as entries:
+            for entry in entries:
+                rest = entry.name.removeprefix(path.name)
+                if rest == entry.name or rest[:1] not in (".", "-", "_"):
+                    continue
+                if not rest.endswith(COMPRESSED) and entry.is_file():
+                    found.append((entry.stat().st_mtime, entry.name))
+    except OSError:
+        found = []
+    return path.with_name(max(found)[1] if found else path.name + ".1")
 
 
 def _digest(data: bytes) -> str:
@@ -119,9 +141,10 @@ def read_tail(
     """
     began = position
     refused: list[Path] = []
+    rotated_file = rotated_path(path)
     current, rotated = (
         _state(path, position, refused),
-        _state(rotated_path(path), position, refused),
+        _state(rotated_file, position, refused),
     )
     segments = plan(position, current, rotated)
     rows: list[bytes] = []
@@ -129,7 +152,7 @@ def read_tail(
     settling = False
     for index, segment in enumerate(segments):
         last = index == len(segments) - 1
-        file = path if segment.source is Source.CURRENT else rotated_path(path)
+        file = path if segment.source is Source.CURRENT else rotated_file
         try:
             opened = file.open("rb")
         except FileNotFoundError:  # gone since the plan (gzipped, renamed): plan again

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gzip
 import os
 import shutil
 import threading
@@ -122,6 +123,54 @@ def test_the_first_pass_after_a_rotation_reads_the_rotated_file_too(tmp_path: Pa
     assert reader.linkedids() == ["1.1", "1.2", "1.3"]
     append(master, "1.4")
     assert reader.linkedids() == ["1.4"]
+
+
+@pytest.mark.parametrize("mode", ["create", "copytruncate"])
+def test_dateext_rotations_are_followed_to_the_newest_file_named_after_the_cdr(
+    tmp_path: Path, mode: str
+) -> None:
+    """logrotate's `dateext` (in CentOS's logrotate.conf, so FreePBX's) names the rotated file
+    Master.csv-YYYYMMDD; older rotations lie beside it, one of them compressed just now
+    (`delaycompress`): the newest plain one is the rotated file."""
+    master = tmp_path / "Master.csv"
+    older = tmp_path / "Master.csv-20261201"
+    append(older, "0.1")
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(older, (two_days_ago, two_days_ago))
+    compressed = tmp_path / "Master.csv-20261130.gz"
+    compressed.write_bytes(gzip.compress(busy_call("0.2", AT).encode()))
+    append(master, "1.1", "1.2")
+    reader = Reader(settings_for(tmp_path))
+    assert reader.linkedids() == ["0.1", "1.1", "1.2"]  # the first pass reads the rotated one too
+    append(master, "1.3")  # after the last pass, before the rotation
+    rotated = tmp_path / "Master.csv-20261203"
+    if mode == "create":
+        master.rename(rotated)
+    else:
+        shutil.copy(master, rotated)
+        os.truncate(master, 0)
+    assert reader.linkedids() == ["1.3"]
+    append(master, "2.1", "2.2")
+    assert reader.linkedids() == ["2.1", "2.2"]
+    assert reader.linkedids() == []
+
+
+def test_the_rotated_file_is_the_one_written_last_of_those_named_after_the_cdr(
+    tmp_path: Path,
+) -> None:
+    master = tmp_path / "Master.csv"
+    assert cdr_tail.rotated_path(master) == tmp_path / "Master.csv.1"  # none yet: the default
+    for age, name in enumerate(["Master.csv.1", "Master.csv.2", "Master.csv.3"]):
+        (tmp_path / name).write_text("")
+        os.utime(tmp_path / name, (AT - age, AT - age))
+    (tmp_path / "Master.csv.4.gz").write_text("")  # compressed: never read
+    (tmp_path / "Master.csvs").write_text("")  # another file's name
+    (tmp_path / "Master.csv.d").mkdir()  # not a file
+    assert cdr_tail.rotated_path(master) == tmp_path / "Master.csv.1"
+    for at, name in [(AT + 1, "Master.csv-20261201"), (AT + 2, "Master.csv-20250101")]:
+        (tmp_path / name).write_text("")  # dateext: the time tells, not the name's order
+        os.utime(tmp_path / name, (at, at))
+    assert cdr_tail.rotated_path(master) == tmp_path / "Master.csv-20250101"
 
 
 @pytest.mark.parametrize("after", [1, 12], ids=["shorter", "grown-past-the-offset"])
