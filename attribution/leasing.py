@@ -8,6 +8,7 @@ a late call still finds the session that held it as often as possible.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -26,20 +27,36 @@ class Tracking(StrEnum):
 @dataclass(frozen=True)
 class LeasePolicy:
     freeze_time: float
-    #: how many numbers one client address may hold at once (a scraper must not drain a pool)
+    #: how many numbers one client address may hold at once, over all pools
     max_per_client: int = 200
+    #: the share of one pool's numbers one client address may hold at once: a scraper that
+    #: runs the widget from one address must not drain a small pool (200 is more than most
+    #: pools have), and the other visitors keep the rest
+    max_pool_share_per_client: float = 1.0
     #: a cached lease is extended without asking the database only while it is this far from
     #: expiring; it must exceed the longest delay of the write-behind flush
     sync_margin: float = 5.0
 
-    def may_take(self, client_ip: str | None, held_by_client: int) -> bool:
-        """Whether a session of `client_ip` may take one more number.
+    def pool_cap(self, pool_size: int) -> int:
+        """How many of a pool of `pool_size` numbers one client may hold at once: its share,
+        rounded up, and never less than one (a client always gets a number of a free pool)."""
+        return max(1, math.ceil(self.max_pool_share_per_client * pool_size - 1e-9))
+
+    def may_take(
+        self, client_ip: str | None, held_by_client: int, held_in_pool: int, pool_size: int
+    ) -> bool:
+        """Whether a session of `client_ip` may take one more number of a pool of `pool_size`,
+        its client holding `held_by_client` numbers in all, `held_in_pool` of them there.
 
         Every path that takes a number asks this, with the address the session started from,
         so a refused session cannot get round the cap by pinging. A session with no known
         address (none was recorded) is not capped: there is nothing to count it against.
         """
-        return client_ip is None or held_by_client < self.max_per_client
+        if client_ip is None or held_by_client >= self.max_per_client:
+            return client_ip is None
+        # a share that comes to the whole pool caps nothing: the pool runs out first (EXHAUSTED)
+        cap = self.pool_cap(pool_size)
+        return held_in_pool < cap or cap >= pool_size
 
     def held_until(self, last_activity: float) -> float:
         return last_activity + self.freeze_time

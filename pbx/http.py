@@ -198,7 +198,23 @@ def client_ip(request: web.Request) -> str | None:
             if not _in(address, trusted):
                 return str(address)
         return str(_address(hops[0]))  # every hop a trusted proxy: the first of them
+    if peer is not None and (address := _address(peer)) is not None and not address.is_global:
+        _untrusted_forwarder(str(address))
     return peer
+
+
+@functools.lru_cache(maxsize=256)
+def _untrusted_forwarder(peer: str) -> None:
+    """Says once per peer that a local address sent X-Forwarded-For unheeded: most likely the
+    site's own proxy left out of `http.trusted_proxies`, which makes every visitor its one
+    client, whose caps (max_new_visits_per_ip, max_pool_share_per_ip) then bind the whole site.
+    (A visitor's own address is a public one: a proxy in their office is no concern here.)"""
+    log.warning(
+        "%s sends X-Forwarded-For but is not in http.trusted_proxies: every visitor through it"
+        " counts as one client (its caps: http.max_new_visits_per_ip, max_pool_share_per_ip);"
+        " if it is your proxy, add it",
+        peer,
+    )
 
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

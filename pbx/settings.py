@@ -274,6 +274,15 @@ class Http(_Model):
     max_leases_per_ip: int = Field(
         200, ge=1, description="generous: offices and mobile carriers share one IP"
     )
+    max_pool_share_per_ip: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="the share of one pool's numbers one client (an IPv4 address or IPv6 /64)"
+        " may hold at once, rounded up, at least one: a scraper running the widget from one"
+        " address cannot drain a pool; 1 turns it off. Set trusted_proxies first behind a proxy,"
+        " or every visitor is the proxy's one client",
+    )
     max_new_visits_per_ip: int = Field(
         3000,
         ge=1,
@@ -864,7 +873,9 @@ class Settings(_Model):
     def lease_policy(self) -> LeasePolicy:
         """The lease rules this config sets: the daemon leases by them, the pool advice
         replays through them."""
-        return LeasePolicy(self.freeze_time, self.http.max_leases_per_ip)
+        return LeasePolicy(
+            self.freeze_time, self.http.max_leases_per_ip, self.http.max_pool_share_per_ip
+        )
 
     @property
     def probable_window(self) -> float:

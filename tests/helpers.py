@@ -71,8 +71,12 @@ def config_dict(database: str, **overrides: Any) -> dict[str, Any]:
         "api_tokens": [
             {"name": "staff", "token_sha256": hashlib.sha256(STAFF_TOKEN.encode()).hexdigest()}
         ],
+        # the tests' visitors share an address, and the paid pool has two numbers: one client's
+        # share of a pool (a quarter by default, so one number here) is tested where it is set
+        "http": {"max_pool_share_per_ip": 1.0},
     }
-    config.update(overrides)
+    http = {**config["http"], **overrides.pop("http", {})}
+    config.update(overrides, http=http)
     return config
 
 

@@ -12,7 +12,19 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, String, bindparam, func, insert, or_, select, text, update
+from sqlalchemy import (
+    Select,
+    String,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from attribution.leasing import LeasePolicy, Tracking
@@ -68,8 +80,26 @@ EXHAUSTED = Claim(Tracking.EXHAUSTED)
 # The statements of the hot paths, built once: SQLAlchemy then finds them in its compiled cache
 # without generating a cache key per call, which costs more than SQLite runs them in.
 _INSERT_LEASE = insert(leases)
+#: the numbers a client holds, in all and in one pool (one read of its index entries)
 _HELD_BY_IP = (
-    select(func.count())
+    select(
+        func.count().label("held"),
+        func.coalesce(
+            func.sum(
+                case(
+                    (
+                        and_(
+                            numbers.c.site == bindparam("site"),
+                            numbers.c.pool == bindparam("pool"),
+                        ),
+                        1,
+                    ),
+                    else_=0,
+                )
+            ),
+            0,
+        ).label("in_pool"),
+    )
     .select_from(numbers)
     .where(numbers.c.client_ip == bindparam("ip"), numbers.c.held_until >= bindparam("now"))
 )
@@ -164,6 +194,11 @@ class NumberClaims:
         #: never-leased row of it per lease (milliseconds for a pool of thousands), so the
         #: smallest never-leased number is taken from here instead; see _unused_or_longest_free.
         self._unused: dict[tuple[str, str], list[str]] = {}
+        self._pool_sizes = {
+            (site.name, pool.name): len(pool.numbers)
+            for site in settings.sites
+            for pool in site.pools
+        }
 
     async def sync_numbers(self, engine: AsyncEngine) -> None:
         """Make the `numbers` rows match the config; a removed number keeps its history."""
@@ -234,8 +269,11 @@ class NumberClaims:
         # `client` is the session's network (attribution.clients: an IPv6 /64 counts once); the
         # numbers it holds are counted by it (numbers.client_ip)
         if client is not None:
-            held_by_client = tx.scalar(_HELD_BY_IP, {"ip": client, "now": now}) or 0
-            if not self._policy.may_take(client, held_by_client):
+            where = {"ip": client, "now": now, "site": site, "pool": pool}
+            held = tx.first(_HELD_BY_IP, where)
+            assert held is not None  # an aggregate's one row
+            size = self._pool_sizes.get((site, pool), 0)
+            if not self._policy.may_take(client, held["held"], held["in_pool"], size):
                 return Claim(Tracking.IP_CAP)
         held_until = self._policy.held_until(now)
         lease_id = new_id()

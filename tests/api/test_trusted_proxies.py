@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from pbx import http
 from pbx.http import client_ip, served_over_https
 from pbx.keys import SETTINGS
 from pbx.settings import ConfigError
@@ -70,3 +71,19 @@ def test_a_proxy_that_is_no_address_is_a_config_error(tmp_path: Path) -> None:
     assert "expected an IP address or a network like 10.0.0.0/8, got 'nginx.local'" in str(
         caught.value
     )
+
+
+def test_a_local_peer_forwarding_unheeded_is_named_once_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The site's nginx left out of trusted_proxies: every visitor is its one client, whose caps
+    then bind the whole site, silently until this warning."""
+    http._untrusted_forwarder.cache_clear()
+    forwarded = ("X-Forwarded-For", "203.0.113.7")
+    for _ in range(3):
+        assert client_ip(request(tmp_path, [], "10.0.0.5", forwarded)) == "10.0.0.5"
+    # a public peer: a visitor through their office's proxy (documentation ranges are not public)
+    assert client_ip(request(tmp_path, [], "8.8.4.4", forwarded)) == "8.8.4.4"
+    assert client_ip(request(tmp_path, [], "10.0.0.6")) == "10.0.0.6"  # no header: no proxy
+    named = [r.getMessage() for r in caplog.records if "trusted_proxies" in r.getMessage()]
+    assert len(named) == 1 and named[0].startswith("10.0.0.5 sends X-Forwarded-For"), named
