@@ -132,13 +132,17 @@ def report_csv(report: Report, *, notes: bool = False) -> str:
     return out.getvalue()
 
 
-def csv_response(report: Report, *, notes: bool = False) -> web.Response:
-    """The report as a CSV download (the API's; the staff page's, `notes` under the table)."""
+def csv_response(report: Report, *, for_people: bool = False) -> web.Response:
+    """The report as a CSV download: the API's, the table alone; the staff page's
+    (`for_people`), the notes under the table and a byte order mark before it, without which
+    Excel reads UTF-8 as the system's code page (cp1251 in Russia: a Cyrillic campaign name
+    turns to mojibake), as the calls' export does."""
     q = report.query
     name = f"calltrack-{q.group_by}-{q.since}-{q.until}.csv"
     return web.Response(
-        text=report_csv(report, notes=notes),
+        text=("\ufeff" if for_people else "") + report_csv(report, notes=for_people),
         content_type="text/csv",
+        charset="utf-8",
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
 

@@ -324,7 +324,7 @@ async def reports_csv(request: web.Request) -> web.Response:
     await require_user(request)
     query = read_report_query(request.query, today(request))
     report = await report_for(request, query)
-    response = csv_response(report, notes=True)
+    response = csv_response(report, for_people=True)
     response.headers.update(SECURITY_HEADERS)
     return response
 

@@ -217,7 +217,10 @@ async def test_csv_download_for_a_logged_in_user(
     assert response.content_type == "text/csv"
     assert "attachment" in response.headers["Content-Disposition"]
     assert "default-src 'self'" in response.headers["Content-Security-Policy"]
-    rows = list(csv.DictReader(io.StringIO(await response.text())))
+    body = await response.read()
+    # a byte order mark first: without it Excel reads UTF-8 as cp1251 (Cyrillic turns to mojibake)
+    assert body.startswith(b"\xef\xbb\xbfsource,") and response.charset == "utf-8"
+    rows = list(csv.DictReader(io.StringIO(body.decode("utf-8-sig"))))
     calls = {r["source"]: (r["visits"], r["calls"], r["leads"]) for r in rows}
     assert calls == {
         "google": ("2", "1", "1"),
@@ -239,7 +242,7 @@ async def test_csv_download_ends_with_the_reports_notes(
     query = f"{RANGE}&group_by=source&landing=/"
     response = await client.get(f"/reports.csv?{query}")
     assert response.status == 200
-    table, _, notes = (await response.text()).partition("\r\n\r\n")
+    table, _, notes = (await response.read()).decode("utf-8-sig").partition("\r\n\r\n")
     rows = list(csv.DictReader(io.StringIO(table)))
     assert rows[-1]["source"] == "(total)" and all(r["source"][0] != "#" for r in rows)
     assert list(csv.reader(io.StringIO(notes))) == [
@@ -249,7 +252,7 @@ async def test_csv_download_ends_with_the_reports_notes(
     api = await client.get(
         f"/api/v1/reports?{query}&format=csv", headers={"Authorization": f"Bearer {STAFF_TOKEN}"}
     )
-    assert api.status == 200 and await api.text() == table + "\r\n"
+    assert api.status == 200 and await api.read() == (table + "\r\n").encode()  # and no BOM
 
 
 SCRIPT = "<script>alert(1)</script>"
