@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import ipaddress
 import json
 import logging
 import re
@@ -18,6 +17,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDictProxy
 
 from pbx.keys import METRICS, SETTINGS
+from pbx.networks import Network, networks, parse_address, within
 from pbx.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -188,17 +188,17 @@ def client_ip(request: web.Request) -> str | None:
     peer = request.remote
     if "X-Forwarded-For" not in request.headers:
         return peer
-    trusted = _trusted_networks(tuple(request.app[SETTINGS].http.trusted_proxies))
+    trusted = networks(tuple(request.app[SETTINGS].http.trusted_proxies))
     if _from_trusted_proxy(request, trusted):
         hops = _hops(request, "X-Forwarded-For")
         for hop in reversed(hops):
-            address = _address(hop)
+            address = parse_address(hop)
             if address is None:
                 return peer  # a hop that is no address: nothing before it can be believed
-            if not _in(address, trusted):
+            if not within(address, trusted):
                 return str(address)
-        return str(_address(hops[0]))  # every hop a trusted proxy: the first of them
-    if peer is not None and (address := _address(peer)) is not None and not address.is_global:
+        return str(parse_address(hops[0]))  # every hop a trusted proxy: the first of them
+    if peer is not None and (address := parse_address(peer)) is not None and not address.is_global:
         _untrusted_forwarder(str(address))
     return peer
 
@@ -217,49 +217,18 @@ def _untrusted_forwarder(peer: str) -> None:
     )
 
 
-def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """An address as the peer or a header writes it; an IPv4 mapped into IPv6 (a dual-stack
-    socket's ::ffff:10.0.0.1) as the IPv4 it is. A port some proxies add (Azure's Application
-    Gateway: 203.0.113.7:50312, [2001:db8::7]:443) is left out."""
-    if text.startswith("["):
-        text = text[1:].partition("]")[0]
-    elif text.count(":") == 1:
-        text = text.partition(":")[0]
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
-@functools.cache
-def _trusted_networks(
-    proxies: tuple[str, ...],
-) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    return tuple(ipaddress.ip_network(proxy, strict=False) for proxy in proxies)
-
-
-def _in(
-    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
-    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...],
-) -> bool:
-    return any(address.version == net.version and address in net for net in networks)
-
-
 def _from_trusted_proxy(
     request: web.Request,
-    trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None = None,
+    trusted: tuple[Network, ...] | None = None,
 ) -> bool:
     """Whether the peer is one of `http.trusted_proxies` (`trusted`: their networks, if the
     caller has them already)."""
     if trusted is None:
-        trusted = _trusted_networks(tuple(request.app[SETTINGS].http.trusted_proxies))
+        trusted = networks(tuple(request.app[SETTINGS].http.trusted_proxies))
     if not trusted or request.remote is None:
         return False
-    peer = _address(request.remote)
-    return peer is not None and _in(peer, trusted)
+    peer = parse_address(request.remote)
+    return peer is not None and within(peer, trusted)
 
 
 def served_over_https(request: web.Request) -> bool:

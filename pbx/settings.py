@@ -6,7 +6,6 @@ the message is editing YAML by hand, not reading a Python traceback.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -44,6 +43,7 @@ from attribution.reports import NOT_SET
 from attribution.traffic import RESERVED_KEYS
 from integrations.events import GA4_TARGET, Event, Format
 from integrations.google_ads import Counted
+from pbx.networks import valid_networks
 
 #: the database URL schemes calltrack runs on (the embedded default, several daemons)
 DATABASE_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
@@ -310,14 +310,7 @@ class Http(_Model):
     @field_validator("trusted_proxies")
     @classmethod
     def _addresses_or_networks(cls, values: list[str]) -> list[str]:
-        for value in values:
-            try:
-                ipaddress.ip_network(value.strip(), strict=False)
-            except ValueError:
-                raise ValueError(
-                    f"expected an IP address or a network like 10.0.0.0/8, got {value!r}"
-                ) from None
-        return [value.strip() for value in values]
+        return valid_networks(values)
 
 
 class Visits(_Model):
@@ -568,12 +561,24 @@ class Agi(_Model):
         pattern=r"^$|^[0-9A-Fa-f:.]+$|^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$",
     )
     port: int = Field(4573, ge=1, le=65535, description="port the FastAGI server listens on")
+    allowed_peers: list[str] | None = Field(
+        None,
+        description="addresses or networks that may ask the FastAGI server (FastAGI has no"
+        " password): others are hung up on unanswered, and a call among them takes the"
+        " dialplan's line. Not set: this host's loopback and the addresses asterisk.ami.host"
+        " has when the daemon starts",
+    )
     answer_within: Seconds = Field(0.5, le=1.0, description="then the dialplan's fallback")
     exit_on_stall: Seconds = Field(
         3.0,
         description="the daemon exits when its event loop stalls this long, so Asterisk's AGI"
         " connections close and calls go to the real line instead of waiting on it",
     )
+
+    @field_validator("allowed_peers")
+    @classmethod
+    def _addresses_or_networks(cls, values: list[str] | None) -> list[str] | None:
+        return None if values is None else valid_networks(values)
 
 
 class Asterisk(_Model):

@@ -10,8 +10,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from attribution.calls import Route
-from dialplan.agi import clean_caller_name, start_agi_server
-from pbx.settings import Settings, parse_settings
+from dialplan import agi as agi_module
+from dialplan.agi import allowed_peers, clean_caller_name, start_agi_server
+from pbx.networks import networks
+from pbx.settings import ConfigError, Settings, parse_settings
 
 Router = Callable[[str, str], Awaitable[Route]]
 
@@ -23,7 +25,9 @@ def _free_port() -> int:
         return port
 
 
-def _settings(port: int, region: str = "null") -> Settings:
+def _settings(
+    port: int, region: str = "null", ami_host: str = "127.0.0.1", agi: str = ""
+) -> Settings:
     return parse_settings(f"""
 region: {region}
 forward_to: PJSIP/office
@@ -33,8 +37,8 @@ sites:
     replace: ["+74950000000"]
     pools: [{{name: ads, numbers: ["+74951111111"], forward_to: PJSIP/sales}}]
 asterisk:
-  ami: {{secret: x}}
-  agi: {{host: 127.0.0.1, port: {port}, answer_within: 0.2s}}
+  ami: {{host: {ami_host}, secret: x}}
+  agi: {{host: 127.0.0.1, port: {port}, answer_within: 0.2s{agi}}}
 """)
 
 
@@ -202,3 +206,50 @@ async def test_a_callers_number_cannot_choose_the_did(
         commands, _ = await asterisk(port, script="route/+74951111111", caller=forged)
         assert asked == ["+74951111111"], forged
         assert commands == ['SET VARIABLE CALLTRACK_DEST "PJSIP/sales"']
+
+
+async def test_a_peer_not_allowed_is_hung_up_on_unanswered_and_named_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """FastAGI has no password: whoever reached the port learned which campaign holds each
+    number (the caller-ID name) and made the daemon read the database per request."""
+    asked = []
+
+    async def router(did: str, caller: str) -> Route:
+        asked.append(did)
+        return Route("PJSIP/sales", "[cpc] Anna")
+
+    agi_module._refused.cache_clear()
+    port = _free_port()
+    server = await start_agi_server(_settings(port, agi=", allowed_peers: [10.0.0.0/8]"), router)
+    try:
+        for _ in range(2):
+            started = time.monotonic()
+            try:  # closed at once, unread: the environment sent may come back as a reset
+                commands, _took = await asterisk(port)
+            except ConnectionResetError:
+                commands = []
+            assert commands == [] and time.monotonic() - started < 1.0  # no answer at all
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert asked == []
+    named = [r.getMessage() for r in caplog.records if "may not ask" in r.getMessage()]
+    assert len(named) == 1 and named[0].startswith("FastAGI: 127.0.0.1 may not ask"), named
+
+
+async def test_by_default_amis_asterisk_and_this_hosts_loopback_may_ask(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    allowed = await allowed_peers(_settings(4573, ami_host="192.0.2.10"))
+    assert allowed == networks(("127.0.0.0/8", "::1/128", "192.0.2.10"))
+    allowed = await allowed_peers(_settings(4573, ami_host="asterisk.invalid"))  # no address
+    assert allowed == networks(("127.0.0.0/8", "::1/128"))
+    assert "set asterisk.agi.allowed_peers" in caplog.text
+    given = _settings(4573, ami_host="192.0.2.10", agi=", allowed_peers: ['172.16.0.0/12']")
+    assert await allowed_peers(given) == networks(("172.16.0.0/12",))  # only what is written
+
+
+def test_allowed_peers_are_addresses_or_networks_not_names() -> None:
+    with pytest.raises(ConfigError, match="expected an IP address or a network"):
+        _settings(4573, agi=", allowed_peers: [asterisk.local]")
