@@ -62,7 +62,8 @@ class Metrics:
         )
         self.recordings = Counter(
             "calltrack_recordings",
-            "Recordings converted for browsers, failed to convert, deleted by retention",
+            "Recordings converted for browsers, failed to convert, empty (dropped), deleted by"
+            " retention",
             ["outcome"],
             registry=self.registry,
         )

@@ -11,6 +11,7 @@ import math
 import os
 import re
 import secrets
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,28 +21,44 @@ from pydub.exceptions import CouldntDecodeError, CouldntEncodeError
 from pbx.job_pool import JobFailed
 
 WAVEFORM_BARS = 120
-# (suffix, pydub export arguments): 16 kHz mono is beyond what a phone line carries
-FORMATS: dict[str, tuple[str, dict[str, object]]] = {
-    "mp3": (
-        ".mp3",
-        {"format": "mp3", "bitrate": "24k", "parameters": ["-ac", "1", "-ar", "16000"]},
-    ),
-    "opus": (
-        ".ogg",
-        {"format": "ogg", "codec": "libopus", "bitrate": "16k", "parameters": ["-ac", "1"]},
-    ),
+
+
+@dataclass(frozen=True)
+class Format:
+    suffix: str
+    container: str  # ffmpeg's (and pydub's) name of it
+    encode: tuple[str, ...]  # ffmpeg's output options
+
+
+# 16 kHz mono is beyond what a phone line carries
+FORMATS = {
+    "mp3": Format(".mp3", "mp3", ("-b:a", "24k", "-ac", "1", "-ar", "16000")),
+    "opus": Format(".ogg", "ogg", ("-c:a", "libopus", "-b:a", "16k", "-ac", "1")),
 }
+#: a WAV this small holds no audio, only its header: MixMonitor's file of a call that was
+#: never bridged (one whose header Asterisk had no time to finish is larger, and is kept)
+EMPTY_WAV_BYTES = 64
+#: what ffmpeg may take, beyond a second per FFMPEG_SPEED seconds of audio: a hung one (a stalled
+#: network mount, a decoder stuck on a bad file) must not hold the only worker for ever
+FFMPEG_SECONDS = 60.0
+FFMPEG_SPEED = 4.0
+#: the check decode's rate: a millisecond is one sample, and an hour's check is 7 MB, not 115
+CHECK_RATE = 1000
 
 
 # an unfinished conversion (convert's `partial`): never a recording's name (recording_path)
 _PARTIAL = re.compile(
-    rf"^\..+\.[0-9a-f]{{8}}({'|'.join(re.escape(suffix) for suffix, _ in FORMATS.values())})$"
+    rf"^\..+\.[0-9a-f]{{8}}({'|'.join(re.escape(f.suffix) for f in FORMATS.values())})$"
 )
 
 
 class ConversionFailed(JobFailed):
     """The recording could not be converted; `transient`: for a reason that passes (a full
     disk), so it is tried again later rather than given up on (pbx.job_pool)."""
+
+
+class NoAudio(ConversionFailed):
+    """The WAV is its header alone: there is nothing to keep (the worker drops it)."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +107,20 @@ def _read_back(target: Path, audio_format: str) -> Converted:
     return Converted(target, len(audio) / 1000, waveform(audio))
 
 
+def _ffmpeg(arguments: list[str], limit: float) -> bytes:
+    """Run ffmpeg (pydub's, AudioSegment.converter) with `arguments`; what it wrote to its
+    standard output. Its own error line, or running past `limit` seconds, fails the file."""
+    command = [AudioSegment.converter, "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
+    try:
+        done = subprocess.run([*command, *arguments], capture_output=True, timeout=limit)
+    except subprocess.TimeoutExpired:
+        raise CouldntEncodeError(f"ffmpeg did not finish in {limit:.0f} s") from None
+    if done.returncode != 0:
+        said = done.stderr.decode(errors="replace").strip()
+        raise CouldntEncodeError(said or f"ffmpeg exited with {done.returncode}")
+    return done.stdout
+
+
 def stale_partials(folder: Path, older_than: float) -> list[Path]:
     """Unfinished conversions a worker left when it was killed, last written before
     `older_than` (time.time()): a conversion lasts seconds."""
@@ -112,21 +143,29 @@ def convert(source: Path, to: str) -> Converted:
     gone beside its converted file (the call's row lost its last commit in that power cut:
     SQLite's synchronous=NORMAL) is that file, read back.
     """
-    suffix, export = FORMATS[to]
-    target = source.with_suffix(suffix)
+    kind = FORMATS[to]
+    target = source.with_suffix(kind.suffix)
     if not source.exists() and target.exists():
-        return _read_back(target, str(export["format"]))
+        return _read_back(target, kind.container)
     # a name of its own: two daemons on one folder never write into the same unfinished file
-    partial = source.with_name(f".{source.stem}.{secrets.token_hex(4)}{suffix}")
+    partial = source.with_name(f".{source.stem}.{secrets.token_hex(4)}{kind.suffix}")
     try:
         audio = AudioSegment.from_file(source)
         if len(audio) == 0:
+            if source.stat().st_size <= EMPTY_WAV_BYTES:
+                raise NoAudio(f"{source.name}: no audio in the file, only its header")
             raise ConversionFailed(f"{source.name}: no audio in the file")
-        audio.export(partial, **export).close()
-        check = AudioSegment.from_file(partial, format=str(export["format"]))
-        if abs(len(check) - len(audio)) > max(250, len(audio) // 50):
+        limit = FFMPEG_SECONDS + len(audio) / 1000 / FFMPEG_SPEED
+        # ffmpeg from file to file: pydub's export copied the whole WAV into the temporary
+        # folder first, and left both its temporary files there whenever ffmpeg failed
+        _ffmpeg(["-i", str(source), "-f", kind.container, *kind.encode, str(partial)], limit)
+        check = _ffmpeg(
+            ["-i", str(partial), "-f", "s16le", "-ac", "1", "-ar", str(CHECK_RATE), "-"], limit
+        )
+        decoded_ms = len(check) // 2 * 1000 // CHECK_RATE
+        if abs(decoded_ms - len(audio)) > max(250, len(audio) // 50):
             raise ConversionFailed(
-                f"{source.name}: converted audio lasts {len(check)} ms instead of {len(audio)} ms"
+                f"{source.name}: converted audio lasts {decoded_ms} ms instead of {len(audio)} ms"
             )
         _sync(partial)
         os.replace(partial, target)

@@ -23,6 +23,7 @@ from pbx.storage.errors import log_failure
 from recordings.files import (
     ConversionFailed,
     Converted,
+    NoAudio,
     convert,
     recording_path,
     stale_partials,
@@ -45,6 +46,18 @@ def convert_recording(folder: Path, name: str, to: str) -> Converted:
     if path is None:
         raise ConversionFailed(f"{name}: no such file in {folder}")
     return convert(path, to)
+
+
+def _delete(path: Path) -> bool:
+    """Delete a recording's file; False, with a line in the log, when it would not go (the
+    folder's sticky bit keeps Asterisk's files from us, a file made immutable for a legal
+    hold): one file that stays must not stop the others', nor fail a conversion done."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("recording %s not deleted: %s", path, exc.strerror or exc)
+        return False
+    return True
 
 
 class RecordingWorker:
@@ -106,6 +119,13 @@ class RecordingWorker:
             return SETTLE_SECONDS - age
         try:
             converted = await self.pool.run(self._job, self._folder, name, self._format)
+        except NoAudio:
+            # MixMonitor's header alone (a call never bridged): nothing to play, nothing to
+            # keep converting at every start; the call keeps no recording
+            if await self._store.replace_recording(call_id, name, None):
+                _delete(self._folder / name)
+            self._metrics.recordings.labels("empty").inc()
+            return None
         except ConversionFailed as exc:
             if not exc.transient:  # a full disk is waited out (pbx.job_pool), not a failure
                 self._metrics.recordings.labels("failed").inc()
@@ -113,8 +133,8 @@ class RecordingWorker:
         if await self._store.replace_recording(
             call_id, name, converted.path.name, converted.seconds, converted.peaks
         ):
-            converted.path.with_name(name).unlink(missing_ok=True)  # only now: the call points
-            self._metrics.recordings.labels("converted").inc()  # at the converted file
+            _delete(converted.path.with_name(name))  # only now: the call points at the new file
+            self._metrics.recordings.labels("converted").inc()
             for listener in self._on_converted:
                 listener()
         else:  # the call points elsewhere: its recording expired meanwhile (retention)
@@ -130,10 +150,16 @@ class RecordingWorker:
             partial.unlink(missing_ok=True)
         before = self._clock() - self._keep_seconds
         expired = 0
+        kept: set[int] = set()  # calls whose file would not go: left for the next sweep
         while batch := await self._store.recordings_before(before, BATCH):
+            if all(call_id in kept for call_id, _ in batch):
+                break  # a batch of files that would not go: the next sweep tries them again
             for call_id, name in batch:
-                if path := recording_path(self._folder, name):
-                    path.unlink(missing_ok=True)  # first the file: a crash leaves no orphan
+                path = recording_path(self._folder, name)
+                # first the file: a crash leaves no orphan
+                if call_id in kept or (path is not None and not _delete(path)):
+                    kept.add(call_id)
+                    continue
                 expired += await self._store.replace_recording(call_id, name, None)
         if expired:
             self._metrics.recordings.labels("expired").inc(expired)

@@ -11,6 +11,7 @@ import errno
 import math
 import os
 import sqlite3
+import tempfile
 import time
 import wave
 from collections.abc import AsyncIterator
@@ -28,6 +29,7 @@ from pbx.settings import Settings
 from pbx.storage.calls import CallFilter, CallStore
 from pbx.storage.db import open_engine
 from pbx.storage.visits import VisitStore
+from recordings import files
 from recordings.files import ConversionFailed, Converted, convert, recording_path, waveform
 from recordings.worker import MAX_ATTEMPTS, ConvertJob, RecordingWorker, convert_recording
 from tests.helpers import (
@@ -554,3 +556,105 @@ def test_ffmpeg_that_cannot_start_for_a_moment_is_waited_out_not_counted(
         convert(wav, "mp3")
     assert caught.value.transient
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.wav"]
+
+
+def fake_ffmpeg(folder: Path, script: str) -> str:
+    """An ffmpeg that runs `script` (sh) instead, for AudioSegment.converter."""
+    path = folder / "ffmpeg"
+    path.write_text(f"#!/bin/sh\n{script}\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_a_failed_ffmpeg_leaves_no_copy_of_the_wav_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pydub's export copied the whole WAV into the temporary folder and left it there, with
+    its output file, whenever ffmpeg failed: an ffmpeg without an encoder, or a full disk
+    (retried for ever), filled the disk Asterisk records to with copies of recordings."""
+    wav = make_wav(tmp_path / "c.wav", 1)
+    spare = tmp_path / "tmp"
+    spare.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spare))
+    failing = fake_ffmpeg(tmp_path, "echo 'Unknown encoder libmp3lame' >&2; exit 1")
+    monkeypatch.setattr(AudioSegment, "converter", failing)
+    with pytest.raises(ConversionFailed, match="Unknown encoder libmp3lame"):
+        convert(wav, "mp3")
+    assert list(spare.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.wav", "ffmpeg", "tmp"]
+
+
+def test_a_hung_ffmpeg_fails_the_file_in_its_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stalled mount or a decoder stuck on a bad file held the only worker for ever: nothing
+    else was converted until a restart."""
+    wav = make_wav(tmp_path / "c.wav", 1)
+    monkeypatch.setattr(files, "FFMPEG_SECONDS", 0.5)
+    monkeypatch.setattr(AudioSegment, "converter", fake_ffmpeg(tmp_path, "exec sleep 5"))
+    started = time.monotonic()
+    with pytest.raises(ConversionFailed, match="ffmpeg did not finish in 1 s") as caught:
+        convert(wav, "mp3")
+    assert time.monotonic() - started < 3 and not caught.value.transient
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.wav", "ffmpeg"]
+
+
+async def test_a_wav_with_no_audio_is_dropped_not_retried_at_every_start(lab: Lab) -> None:
+    """MixMonitor's header alone (a call never bridged) failed three times per process for
+    ever, and staff saw a player for an empty file."""
+    empty = lab.folder / "empty.wav"
+    with wave.open(str(empty), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+    os.utime(empty, (time.time() - 60, time.time() - 60))
+    call = await lab.call("empty", empty.name)
+    await lab.worker().convert_pending()
+    assert (await lab.recording(call))["recording"] is None
+    assert list(lab.folder.iterdir()) == []
+    counted = lab.metrics.registry.get_sample_value
+    assert counted("calltrack_recordings_total", {"outcome": "empty"}) == 1
+    assert not counted("calltrack_recordings_total", {"outcome": "failed"})
+
+
+def refuse_unlinking(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """`name` will not go (a sticky folder, a file made immutable): PermissionError."""
+    unlink = Path.unlink
+
+    def held(path: Path, missing_ok: bool = False) -> None:
+        if path.name == name:
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(path))
+        unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", held)
+
+
+async def test_a_recording_that_will_not_go_leaves_the_others_to_expire(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first file that would not go stopped the whole sweep, oldest first: the same one
+    failed every hour and nothing newer ever expired."""
+    now = lab.clock.now
+    (lab.folder / "held.mp3").write_bytes(b"x")
+    (lab.folder / "old.mp3").write_bytes(b"y")
+    held = await lab.call("held", "held.mp3", at=now - 40 * DAY)
+    old = await lab.call("old", "old.mp3", at=now - 35 * DAY)
+    refuse_unlinking(monkeypatch, "held.mp3")
+    assert await lab.worker().expire() == 1
+    assert sorted(p.name for p in lab.folder.iterdir()) == ["held.mp3"]
+    assert (await lab.recording(held))["recording"] == "held.mp3"  # tried again next sweep
+    assert (await lab.recording(old))["recording"] is None
+    assert "recording" in caplog.text and "held.mp3 not deleted" in caplog.text
+
+
+async def test_a_wav_that_will_not_go_after_its_conversion_is_no_failed_conversion(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    call = await lab.call("sticky", make_wav(lab.folder / "sticky.wav", 1).name)
+    refuse_unlinking(monkeypatch, "sticky.wav")
+    await lab.worker().convert_pending()
+    assert (await lab.recording(call))["recording"] == "sticky.mp3"
+    counted = lab.metrics.registry.get_sample_value
+    assert counted("calltrack_recordings_total", {"outcome": "converted"}) == 1
+    assert not counted("calltrack_recordings_total", {"outcome": "failed"})
+    assert "sticky.wav not deleted" in caplog.text
