@@ -44,30 +44,51 @@ class Tail:
     unreadable: bool = False
 
 
-#: logrotate's `compress` suffixes: a compressed file is not read (README: `delaycompress`)
-COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".lzma", ".Z")
+#: logrotate's `compress` suffixes (compressext): a compressed file is not read (README)
+COMPRESSED = (
+    ".gz",
+    ".bz2",
+    ".xz",
+    ".zst",
+    ".lz4",
+    ".lzma",
+    ".lz",
+    ".lzo",
+    ".Z",
+    ".br",
+    ".zip",
+    ".7z",
+)
 
 
 def rotated_path(path: Path) -> Path:
     """The file logrotate moved `path` to last: `Master.csv.1`, or with `dateext` (the default
     of CentOS's and so FreePBX's logrotate.conf) `Master.csv-20261203`, whatever its
-    `dateformat` makes of the date: of the files beside `path` named after it, the one written last
-    (a rename keeps the time of the last row; a copy is newer still). Not the one holding our
-    inode: after two create-mode rotations that is `Master.csv.2`, and reading its tail then
-    the new file would skip `Master.csv.1` whole. `Master.csv.1` when there is none, or when
-    the folder cannot be listed (a daemon may be allowed into it without reading it)."""
-    found: list[tuple[float, str]] = []
+    `dateformat` makes of the date: of the files beside `path` named after it, the one written
+    last (a rename keeps the time of the last row; a copy is newer still), and of two written
+    in the same tick (a file system that keeps whole seconds), `.1` before `.2`. Not the one
+    holding our inode: after two create-mode rotations that is `Master.csv.2`, and reading its
+    tail then the new file would skip `Master.csv.1` whole. `Master.csv.1` when there is none,
+    or when the folder cannot be listed (a daemon may be allowed into it without reading it)."""
+    found: list[tuple[float, int, str]] = []
     try:
         with os.scandir(path.parent) as entries:
             for entry in entries:
                 rest = entry.name.removeprefix(path.name)
-                if rest == entry.name or rest[:1] not in (".", "-", "_"):
+                if rest == entry.name or not (rest[:1] in (".", "-", "_") or rest[:1].isdigit()):
                     continue
-                if not rest.endswith(COMPRESSED) and entry.is_file():
-                    found.append((entry.stat().st_mtime, entry.name))
+                try:  # a file may go meanwhile (compressed, pruned): only it is left out
+                    if rest.endswith(COMPRESSED) or not entry.is_file():
+                        continue
+                    written = entry.stat().st_mtime
+                except OSError:
+                    continue
+                number = rest[1:]
+                newer_first = -int(number) if rest[0] == "." and number.isdigit() else 0
+                found.append((written, newer_first, entry.name))
     except OSError:
         found = []
-    return path.with_name(max(found)[1] if found else path.name + ".1")
+    return path.with_name(max(found)[2] if found else path.name + ".1")
 
 
 def _digest(data: bytes) -> str:

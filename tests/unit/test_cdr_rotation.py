@@ -171,6 +171,46 @@ def test_the_rotated_file_is_the_one_written_last_of_those_named_after_the_cdr(
         (tmp_path / name).write_text("")  # dateext: the time tells, not the name's order
         os.utime(tmp_path / name, (at, at))
     assert cdr_tail.rotated_path(master) == tmp_path / "Master.csv-20250101"
+    (tmp_path / "Master.csv20261202").write_text("")  # dateformat %Y%m%d: no separator
+    os.utime(tmp_path / "Master.csv20261202", (AT + 3, AT + 3))
+    assert cdr_tail.rotated_path(master) == tmp_path / "Master.csv20261202"
+
+
+def test_of_two_rotated_files_written_in_the_same_second_the_lower_number_is_newer(
+    tmp_path: Path,
+) -> None:
+    """A file system that keeps whole seconds (some NFS servers): the name breaks the tie, and
+    by name `.2` sorted after `.1`."""
+    for name in ["Master.csv.1", "Master.csv.2", "Master.csv.10"]:
+        (tmp_path / name).write_text("")
+        os.utime(tmp_path / name, (AT, AT))
+    assert cdr_tail.rotated_path(tmp_path / "Master.csv") == tmp_path / "Master.csv.1"
+
+
+def test_a_file_gone_while_the_folder_is_listed_leaves_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """delaycompress gzips the older rotation while a pass lists the folder: its stat failed,
+    every candidate was dropped, and the newest rotated file's unread rows were lost."""
+    for at, name in [(AT, "Master.csv-20261202"), (AT + 1, "Master.csv-20261203")]:
+        (tmp_path / name).write_text("")
+        os.utime(tmp_path / name, (at, at))
+    scandir = os.scandir
+
+    class Listing:
+        def __init__(self, entries: Any) -> None:
+            self._entries = entries
+
+        def __enter__(self) -> list[Any]:
+            listed = list(self._entries.__enter__())
+            (tmp_path / "Master.csv-20261202").unlink()  # gzipped meanwhile
+            return listed
+
+        def __exit__(self, *exc: object) -> None:
+            self._entries.__exit__(*exc)
+
+    monkeypatch.setattr(cdr_tail.os, "scandir", lambda path: Listing(scandir(path)))
+    assert cdr_tail.rotated_path(tmp_path / "Master.csv") == tmp_path / "Master.csv-20261203"
 
 
 @pytest.mark.parametrize("after", [1, 12], ids=["shorter", "grown-past-the-offset"])
