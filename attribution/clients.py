@@ -18,3 +18,14 @@ def client_network(address: str | None) -> str:
             return str(ip.ipv4_mapped)
         return str(ipaddress.ip_network(f"{ip}/64", strict=False))
     return str(ip)
+
+
+def is_public(client: str) -> bool:
+    """Whether a client (client_network's) is a public address. A private or loopback one is a
+    proxy, a NAT or a container's gateway of the site's own in front of the daemon (Docker's
+    172.17.0.1, a Kubernetes node, a layer-4 balancer, trusted_proxies not set): the visitors
+    behind it are many, and a cap meant for one visitor would bind them all."""
+    try:
+        return ipaddress.ip_network(client, strict=False).network_address.is_global
+    except ValueError:
+        return False

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from attribution.clients import is_public
+
 
 class Tracking(StrEnum):
     """Why a visit has, or has not, a tracking number: the pool-size report counts these."""
@@ -29,9 +31,10 @@ class LeasePolicy:
     freeze_time: float
     #: how many numbers one client address may hold at once, over all pools
     max_per_client: int = 200
-    #: the share of one pool's numbers one client address may hold at once: a scraper that
-    #: runs the widget from one address must not drain a small pool (200 is more than most
-    #: pools have), and the other visitors keep the rest
+    #: the share of one pool's numbers one public client address may hold at once: a scraper
+    #: that runs the widget from one address must not drain a small pool (200 is more than
+    #: most pools have), and the other visitors keep the rest. Not a private address: that is
+    #: the site's own proxy or NAT, with every visitor behind it (clients.is_public)
     max_pool_share_per_client: float = 1.0
     #: a cached lease is extended without asking the database only while it is this far from
     #: expiring; it must exceed the longest delay of the write-behind flush
@@ -54,6 +57,8 @@ class LeasePolicy:
         """
         if client_ip is None or held_by_client >= self.max_per_client:
             return client_ip is None
+        if not is_public(client_ip):
+            return True
         # a share that comes to the whole pool caps nothing: the pool runs out first (EXHAUSTED)
         cap = self.pool_cap(pool_size)
         return held_in_pool < cap or cap >= pool_size

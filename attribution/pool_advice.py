@@ -31,8 +31,9 @@ DEFAULT_TARGET = 0.99
 DEFAULT_DAYS = 28
 #: fewer calls than this say too little to advise a freeze time
 MIN_CALLS = 30
-#: visits that would have had a number with a bigger pool; IP-capped ones were refused for the
-#: client's share (a scraper), which no pool size changes, so the replay leaves them out
+#: visits that would have had a number with a bigger pool; IP-capped ones were refused for
+#: their client's numbers (a scraper's, mostly): the pool is not sized for them, and the replay
+#: leaves them out (their share would grow with the pool, the scraper's with it)
 REPLAYED = frozenset({Tracking.TRACKED, Tracking.EXHAUSTED})
 LOST = (Tracking.EXHAUSTED, Tracking.IP_CAP)
 #: every time zone's offset is a whole number of quarter hours: local time is read per quarter

@@ -56,33 +56,6 @@ def _script_and_did(headers: dict[str, str]) -> tuple[str, str]:
     return script, did
 
 
-#: the peers that may always ask: this host's own Asterisk
-LOOPBACK = ("127.0.0.0/8", "::1/128")
-
-
-async def allowed_peers(settings: Settings) -> tuple[Network, ...]:
-    """Who may ask the FastAGI server: `asterisk.agi.allowed_peers`, or this host's loopback
-    and the addresses of the Asterisk calltrack follows over AMI (resolved now: a name may be
-    a container's), which is where its FastAGI connections come from unless a NAT is between."""
-    assert settings.asterisk is not None
-    if settings.asterisk.agi.allowed_peers is not None:
-        return networks(tuple(settings.asterisk.agi.allowed_peers))
-    host = settings.asterisk.ami.host
-    try:
-        found = await asyncio.get_running_loop().getaddrinfo(host, None)
-    except OSError as exc:
-        log.warning(
-            "FastAGI: AMI's host %r has no address (%s): only this host's loopback may ask;"
-            " set asterisk.agi.allowed_peers to Asterisk's address",
-            host,
-            exc,
-        )
-        found = []
-    resolved = (parse_address(str(sockaddr[0])) for *_, sockaddr in found)
-    addresses = {str(address) for address in resolved if address is not None}
-    return networks((*LOOPBACK, *sorted(addresses)))
-
-
 @functools.lru_cache(maxsize=256)
 def _refused(peer: str) -> None:
     """Says once per peer that it may not ask (an Asterisk behind a NAT, or a stranger)."""
@@ -103,17 +76,18 @@ class _App(Application):  # type: ignore[misc]
     name) and make the daemon read the database for every request.
     """
 
-    def __init__(self, allowed: tuple[Network, ...]) -> None:
+    def __init__(self, allowed: tuple[Network, ...] | None) -> None:
         super().__init__()
-        self._allowed = allowed
+        self._allowed = allowed  # None: anyone
 
     async def handler(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        address = parse_address(str(peer[0])) if peer else None
-        if address is None or not within(address, self._allowed):
-            _refused(str(address or peer))
-            writer.close()
-            return
+        if self._allowed is not None:
+            peer = writer.get_extra_info("peername")
+            address = parse_address(str(peer[0])) if peer else None
+            if address is None or not within(address, self._allowed):
+                _refused(str(address or peer))
+                writer.close()
+                return
         try:
             raw = await asyncio.wait_for(reader.readuntil(b"\n\n"), ENV_TIMEOUT)
             lines = raw.decode(self.default_encoding, errors="replace").splitlines()
@@ -205,7 +179,8 @@ async def start_agi_server(settings: Settings, router: Router) -> asyncio.Server
     """
     if settings.asterisk is None:
         raise ValueError("the config has no `asterisk:` section")
-    app = _App(await allowed_peers(settings))
-    app.add_route(AGI_ROUTE, _RouteHandler(settings, router).handle)
     agi = settings.asterisk.agi
+    allowed = agi.allowed_peers
+    app = _App(None if allowed is None else networks(tuple(allowed)))
+    app.add_route(AGI_ROUTE, _RouteHandler(settings, router).handle)
     return await asyncio.start_server(app.handler, agi.host, agi.port, reuse_address=True)

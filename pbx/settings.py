@@ -278,10 +278,10 @@ class Http(_Model):
         0.25,
         gt=0,
         le=1,
-        description="the share of one pool's numbers one client (an IPv4 address or IPv6 /64)"
-        " may hold at once, rounded up, at least one: a scraper running the widget from one"
-        " address cannot drain a pool; 1 turns it off. Set trusted_proxies first behind a proxy,"
-        " or every visitor is the proxy's one client",
+        description="the share of one pool's numbers one client with a public address (an IPv4"
+        " address or IPv6 /64) may hold at once, rounded up, at least one: a scraper running the"
+        " widget from one address cannot drain a pool; 1 turns it off. A private address (the"
+        " site's own proxy, NAT or container gateway) is not capped so",
     )
     max_new_visits_per_ip: int = Field(
         3000,
@@ -563,10 +563,11 @@ class Agi(_Model):
     port: int = Field(4573, ge=1, le=65535, description="port the FastAGI server listens on")
     allowed_peers: list[str] | None = Field(
         None,
+        min_length=1,
         description="addresses or networks that may ask the FastAGI server (FastAGI has no"
-        " password): others are hung up on unanswered, and a call among them takes the"
-        " dialplan's line. Not set: this host's loopback and the addresses asterisk.ami.host"
-        " has when the daemon starts",
+        " password): Asterisk's, a TCP balancer's in between. Others are hung up on unanswered"
+        " (a call among them takes the dialplan's line). Not set: anyone who reaches the port,"
+        " which is this host alone while host is a loopback address; doctor warns otherwise",
     )
     answer_within: Seconds = Field(0.5, le=1.0, description="then the dialplan's fallback")
     exit_on_stall: Seconds = Field(

@@ -71,12 +71,8 @@ def config_dict(database: str, **overrides: Any) -> dict[str, Any]:
         "api_tokens": [
             {"name": "staff", "token_sha256": hashlib.sha256(STAFF_TOKEN.encode()).hexdigest()}
         ],
-        # the tests' visitors share an address, and the paid pool has two numbers: one client's
-        # share of a pool (a quarter by default, so one number here) is tested where it is set
-        "http": {"max_pool_share_per_ip": 1.0},
     }
-    http = {**config["http"], **overrides.pop("http", {})}
-    config.update(overrides, http=http)
+    config.update(overrides)
     return config
 
 

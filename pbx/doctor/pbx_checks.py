@@ -418,6 +418,15 @@ async def agi_check(settings: Settings, asterisk_is_here: bool | None) -> Result
     writer.close()
     with contextlib.suppress(OSError):
         await writer.wait_closed()
+    if settings.asterisk.agi.allowed_peers is None and not _is_loopback(host.strip("[]")):
+        return Result(
+            "FastAGI",
+            Status.WARN,
+            f"{address} accepts connections, and answers anyone who reaches it (FastAGI has no"
+            " password: a number's real line, and the campaign that holds it)",
+            "set asterisk.agi.allowed_peers to Asterisk's address (and a TCP balancer's in"
+            " between), or let only Asterisk reach the port (a firewall rule)",
+        )
     return ok(
         "FastAGI",
         f"{address} accepts connections from here (Asterisk's own side is proven by a test call"

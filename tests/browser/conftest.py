@@ -216,8 +216,7 @@ def start_daemon(workdir: Path, origin: str, freeze_time: str, ping_interval: fl
         "api_tokens": [
             {"name": "test", "token_sha256": hashlib.sha256(TOKEN.encode()).hexdigest()}
         ],
-        # every page here is 127.0.0.1's, and the pools have a few numbers
-        "http": {"ping_interval": ping_interval, "max_pool_share_per_ip": 1.0},
+        "http": {"ping_interval": ping_interval},
     }
     config_path = workdir / "calltrack.yaml"
     config_path.write_text(json.dumps(config, indent=2))  # JSON is YAML

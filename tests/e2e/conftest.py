@@ -164,8 +164,7 @@ def write_daemon_config(folder: Path, **overrides: Any) -> Path:
         freeze_time=f"{FREEZE}s",
         database=f"sqlite+aiosqlite:///{folder / 'calltrack.db'}",
         api_tokens=token,
-        # every visitor here is 127.0.0.1, and the pools have one or two numbers
-        http={"host": "127.0.0.1", "port": free_port(), "max_pool_share_per_ip": 1.0},
+        http={"host": "127.0.0.1", "port": free_port()},
     )
     config.update(overrides)
     path = folder / "calltrack.yaml"

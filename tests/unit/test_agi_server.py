@@ -11,8 +11,7 @@ import pytest
 
 from attribution.calls import Route
 from dialplan import agi as agi_module
-from dialplan.agi import allowed_peers, clean_caller_name, start_agi_server
-from pbx.networks import networks
+from dialplan.agi import clean_caller_name, start_agi_server
 from pbx.settings import ConfigError, Settings, parse_settings
 
 Router = Callable[[str, str], Awaitable[Route]]
@@ -25,9 +24,7 @@ def _free_port() -> int:
         return port
 
 
-def _settings(
-    port: int, region: str = "null", ami_host: str = "127.0.0.1", agi: str = ""
-) -> Settings:
+def _settings(port: int, region: str = "null", agi: str = "") -> Settings:
     return parse_settings(f"""
 region: {region}
 forward_to: PJSIP/office
@@ -37,7 +34,7 @@ sites:
     replace: ["+74950000000"]
     pools: [{{name: ads, numbers: ["+74951111111"], forward_to: PJSIP/sales}}]
 asterisk:
-  ami: {{host: {ami_host}, secret: x}}
+  ami: {{secret: x}}
   agi: {{host: 127.0.0.1, port: {port}, answer_within: 0.2s{agi}}}
 """)
 
@@ -238,18 +235,18 @@ async def test_a_peer_not_allowed_is_hung_up_on_unanswered_and_named_once(
     assert len(named) == 1 and named[0].startswith("FastAGI: 127.0.0.1 may not ask"), named
 
 
-async def test_by_default_amis_asterisk_and_this_hosts_loopback_may_ask(
-    caplog: pytest.LogCaptureFixture,
+async def test_without_allowed_peers_anyone_may_ask(
+    agi: Callable[[Router], Awaitable[int]],
 ) -> None:
-    allowed = await allowed_peers(_settings(4573, ami_host="192.0.2.10"))
-    assert allowed == networks(("127.0.0.0/8", "::1/128", "192.0.2.10"))
-    allowed = await allowed_peers(_settings(4573, ami_host="asterisk.invalid"))  # no address
-    assert allowed == networks(("127.0.0.0/8", "::1/128"))
-    assert "set asterisk.agi.allowed_peers" in caplog.text
-    given = _settings(4573, ami_host="192.0.2.10", agi=", allowed_peers: ['172.16.0.0/12']")
-    assert await allowed_peers(given) == networks(("172.16.0.0/12",))  # only what is written
+    async def router(did: str, caller: str) -> Route:
+        return Route("PJSIP/sales", None)
+
+    commands, _ = await asterisk(await agi(router))
+    assert commands == ['SET VARIABLE CALLTRACK_DEST "PJSIP/sales"']
 
 
-def test_allowed_peers_are_addresses_or_networks_not_names() -> None:
+def test_allowed_peers_are_addresses_or_networks_not_names_nor_none() -> None:
     with pytest.raises(ConfigError, match="expected an IP address or a network"):
         _settings(4573, agi=", allowed_peers: [asterisk.local]")
+    with pytest.raises(ConfigError, match="at least 1 item"):  # would refuse Asterisk too
+        _settings(4573, agi=", allowed_peers: []")

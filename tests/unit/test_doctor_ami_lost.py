@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from pbx.doctor import Status
+from pbx.doctor import pbx_checks as pbx_checks_module
 from pbx.doctor.pbx_checks import (
     AMI_CHECKS,
     AmiSession,
@@ -105,6 +106,26 @@ async def test_a_loopback_agi_address_for_an_asterisk_elsewhere_is_a_warning() -
         assert local.status is Status.OK
         unknown = await agi_check(agi_settings("pbx.example", port), asterisk_is_here=None)
         assert unknown.status is Status.OK
+    finally:
+        server.close()
+
+
+async def test_a_fastagi_port_open_to_anyone_is_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """agi.host on an address other hosts reach, and no allowed_peers: whoever reaches the
+    port may ask it (FastAGI has no password)."""
+    server = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", 0)
+    port = int(server.sockets[0].getsockname()[1])
+    # the listening address stands for one other hosts reach (this test's is loopback)
+    monkeypatch.setattr(pbx_checks_module, "_is_loopback", lambda _host: False)
+    try:
+        open_to_all = await agi_check(agi_settings("127.0.0.1", port, "127.0.0.1"), True)
+        assert open_to_all.status is Status.WARN
+        assert "answers anyone who reaches it" in open_to_all.message
+        assert "asterisk.agi.allowed_peers" in open_to_all.fix
+        limited = agi_settings("127.0.0.1", port, "127.0.0.1").model_dump(mode="json")
+        limited["asterisk"]["agi"]["allowed_peers"] = ["192.0.2.10"]
+        only_asterisk = Settings.model_validate(limited)
+        assert (await agi_check(only_asterisk, True)).status is Status.OK
     finally:
         server.close()
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from attribution.leasing import LeasePolicy
 
-CLIENT = "198.51.100.7"
+CLIENT = "93.184.216.34"  # a public address: the share cap is for those
 
 
 @given(
@@ -48,3 +48,15 @@ def test_the_cap_over_all_pools_holds_whatever_the_share() -> None:
     assert policy.may_take(CLIENT, 2, 2, 2)  # the whole pool, share 1: the pool runs out first
     assert not policy.may_take(CLIENT, 3, 0, 100)  # 3 held in other pools
     assert policy.may_take(None, 3, 100, 100)  # no address known: nothing to count against
+
+
+@pytest.mark.parametrize(
+    "client", ["10.0.0.5", "172.17.0.1", "192.168.1.10", "100.64.0.9", "127.0.0.1", "fd00::/64"]
+)
+def test_a_private_address_is_the_sites_own_proxy_and_gets_no_share_cap(client: str) -> None:
+    """Docker's gateway, a Kubernetes node, a layer-4 balancer: every visitor comes from it, and
+    a quarter of a 4-number pool would have been one number for them all."""
+    policy = LeasePolicy(60.0, max_per_client=200, max_pool_share_per_client=0.25)
+    assert policy.may_take(client, 3, 3, 4)
+    assert not policy.may_take(client, 200, 0, 4)  # the cap over all pools still holds
+    assert not policy.may_take("2a00:1450:4001::/64", 1, 1, 4)  # a public /64: capped
