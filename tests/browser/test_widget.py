@@ -705,3 +705,143 @@ def test_a_crawler_sees_the_sites_own_numbers_and_holds_none(
         assert watched.problems(daemon.url) == []
     finally:
         context.close()
+
+
+def test_a_percent_encoded_tel_link_is_swapped_and_another_numbers_left_as_written(
+    new_page: Callable[[], Watched], demo: Server, daemon: Daemon
+) -> None:
+    """WordPress's esc_url writes a tel: link's spaces as %20: its text was swapped and its href
+    kept the site's number, so a tap dialled the untracked line."""
+    watched = new_page()
+    page = watched.page
+    number = "+" + re.sub(r"\D", "", open_contacts(watched, demo, daemon.url)["tel"]["href"])
+    page.evaluate(
+        """() => {
+          const link = (id, href) => { const a = document.createElement("a"); a.id = id;
+            a.href = href; a.textContent = "Call"; document.body.append(a); };
+          link("wp-tel", "tel:+7%20495%20123-45-67");
+          link("other-tel", "tel:+7%20495%20765-43-21");
+        }"""
+    )
+    page.wait_for_function("() => !document.getElementById('wp-tel').href.includes('495')")
+    hrefs = page.evaluate(
+        "['wp-tel', 'other-tel'].map(id => document.getElementById(id).getAttribute('href'))"
+    )
+    assert hrefs == [restyle("tel:+7 495 123-45-67", number), "tel:+7%20495%20765-43-21"]
+    assert watched.problems(daemon.url) == []
+
+
+def test_text_typed_into_an_editable_element_is_left_as_typed(
+    new_page: Callable[[], Watched], demo: Server, daemon: Daemon
+) -> None:
+    """A comment box or a page builder's canvas: the site's number typed there was swapped
+    under the cursor (and a builder saved the tracking number into the page)."""
+    watched = new_page()
+    page = watched.page
+    open_demo(watched, demo, daemon.url, CPC)
+    page.wait_for_function(POPUP_SWAPPED, timeout=10_000)
+    page.evaluate(
+        """() => { const box = document.createElement("div"); box.id = "box";
+                   box.contentEditable = "true"; document.body.append(box); }"""
+    )
+    page.click("#box")
+    page.keyboard.type("Our office: 84951234567 call us")
+    # a number added after the typing is swapped: the observer has seen the typing by then
+    page.evaluate(
+        """() => { const p = document.createElement("p"); p.id = "later";
+                   p.textContent = "8 495 123 45 67"; document.body.append(p); }"""
+    )
+    page.wait_for_function("() => !document.getElementById('later').textContent.includes('495')")
+    assert page.inner_text("#box") == "Our office: 84951234567 call us"
+    assert watched.problems(daemon.url) == []
+
+
+def test_an_in_page_anchor_is_no_page_view_and_a_hash_route_is(
+    new_page: Callable[[], Watched], demo: Server, daemon: Daemon
+) -> None:
+    """Every URL change was a page view, #faq too: scroll-spy scripts that rewrite the hash
+    per section sent a visit per section and spent the network's page-view budget."""
+    watched = new_page()
+    page = watched.page
+    sent: list[str] = []
+    page.on(
+        "request",
+        lambda r: (
+            sent.append(json.loads(r.post_data or "{}").get("url", ""))
+            if r.url == daemon.url + "/api/v1/visits"
+            else None
+        ),
+    )
+    open_demo(watched, demo, daemon.url, CPC)
+    page.wait_for_function(POPUP_SWAPPED, timeout=10_000)
+    for anchor in ("#faq", "#prices", ""):
+        page.evaluate(
+            f"history.pushState({{}}, '', location.pathname + location.search + '{anchor}')"
+        )
+    with page.expect_request(lambda r: r.url == daemon.url + "/api/v1/visits"):
+        page.evaluate("history.pushState({}, '', '#/cart')")  # a hash-mode router's route
+    assert len(sent) == 2 and sent[1].endswith("#/cart"), sent
+    assert watched.problems(daemon.url) == []
+
+
+def test_a_url_the_site_rewrites_during_the_first_visit_starts_one_visitor(
+    new_page: Callable[[], Watched], demo: Server, daemon: Daemon
+) -> None:
+    """A site that strips its utm_ tags with replaceState while the first visit is on its way:
+    a second visit went at once, without ids, and started another visitor, session and
+    number, which kept the call if it came back last (as direct traffic)."""
+    watched = new_page()
+    page = watched.page
+    visits: list[dict[str, Any]] = []
+
+    def slow_first(route: Any) -> None:
+        body = json.loads(route.request.post_data or "{}")
+        visits.append(body)
+        if len(visits) == 1:
+            time.sleep(0.6)  # the site rewrites its URL meanwhile
+        route.continue_()
+
+    page.route(daemon.url + "/api/v1/visits", slow_first)
+    page.add_init_script(
+        "setTimeout(() => history.replaceState({}, '', location.pathname + '?tracker='"
+        " + new URLSearchParams(location.search).get('tracker')), 150)"
+    )
+    open_demo(watched, demo, daemon.url, CPC)
+    page.wait_for_function(POPUP_SWAPPED, timeout=10_000)
+    page.wait_for_timeout(500)
+    without_ids = [v for v in visits if not v.get("visitor_id")]
+    assert len(without_ids) == 1, visits
+    assert "utm_medium=cpc" in without_ids[0]["url"]
+    assert watched.problems(daemon.url) == []
+
+
+def test_a_visit_refused_for_now_is_tried_again_with_its_landing_page(
+    new_page: Callable[[], Watched], demo: Server, stub: tuple[Server, StubState]
+) -> None:
+    """A 429 (too many new visits from a carrier's shared address) stopped the widget for the
+    page; and a first visit that did not get through was retried with the URL of the moment,
+    whose utm_ tags the site had stripped since."""
+    server, state = stub
+    state.mode, state.requests[:], state.posts[:] = "429", [], []
+    watched = new_page()
+    page = watched.page
+    page.clock.install()
+    # the fake clock's performance object has no navigation entry: the one the page had
+    page.add_init_script(
+        "const landed = location.href;"
+        " performance.getEntriesByType = t => t === 'navigation' ? [{name: landed}] : [];"
+    )
+    open_demo(watched, demo, server.url, CPC)
+    page.wait_for_function("() => document.documentElement.classList.contains('calltrack-ready')")
+    page.evaluate("history.replaceState({}, '', location.pathname)")  # the site strips its tags
+    state.mode = "ok"
+    page.mouse.move(10, 10)  # activity: the next tick sends
+    page.clock.run_for(31_000)
+    page.wait_for_function(
+        "() => !document.getElementById('head-phone').textContent.includes('495')"
+    )
+    # the first, the tick's (and the one the rewrite sent, if it was not sent with the first):
+    # all with the landing page's tags
+    visits = [body for path, body in state.posts if path == "/api/v1/visits"]
+    assert len(visits) >= 2 and all("utm_medium=cpc" in v["url"] for v in visits), visits
+    assert watched.problems(server.url) == []

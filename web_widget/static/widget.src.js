@@ -16,9 +16,14 @@
     // country codes of one and two digits; all others have three
     CC = /^(?:[17]|2[07]|3[0-469]|4[013-9]|5[1-8]|6[0-6]|8[1246]|9[0-58])/,
     nums = [], shown = "", TX = new WeakMap(), AT = {},
-    api, site, every = 30, last = Date.now(), sent = 0, url, mem = {}, obs;
+    api, site, every = 30, last = Date.now(), sent = 0, url, mem = {}, obs, busy, land;
 
   function digits(s) { return String(s || "").replace(/\D/g, ""); }
+
+  function dec(s) { try { return decodeURIComponent(s); } catch (e) { return s; } }
+
+  // the page a URL is: an in-page anchor (#faq) is not another page; a hash route (#/x, #!x) is
+  function page(u) { return String(u).replace(/#(?![!/]).*$/, ""); }
 
   // API numbers [{replace, own, number, display}] -> what matching needs; `own` is the site's
   // number in E.164 as the server read it (the server owns phone-number rules)
@@ -89,8 +94,11 @@
     if (CHAT.test(h)) return;
     if (/^\s*tel:/i.test(h)) ATTRS.forEach(function (a) {
       var cur = n.getAttribute(a);
-      if (cur != null) upd(AT[a] = AT[a] || new WeakMap(), n, cur, function (o) { return swap(o, nums); },
-        function (v) { n.setAttribute(a, v); });
+      // an href may be percent-encoded (WordPress's esc_url: tel:+7%20495%20123-45-67)
+      if (cur != null) upd(AT[a] = AT[a] || new WeakMap(), n, cur, function (o) {
+        var t = a == "href" ? dec(o) : o, v = swap(t, nums);
+        return v == t ? o : v;
+      }, function (v) { n.setAttribute(a, v); });
     });
     if (n.hasAttribute("data-calltrack")) {
       var want = digits(n.getAttribute("data-calltrack")), pick = nums.filter(function (e) {
@@ -102,11 +110,12 @@
     for (var c = n.firstChild; c; c = c.nextSibling) visit(c);
   }
 
-  // a node added or changed later: skip it inside noswap or a messenger link, redo a whole
+  // a node added or changed later: skip it inside noswap, an editable element (what is typed
+  // there is the visitor's, or a page builder's to save) or a messenger link, redo a whole
   // data-calltrack element
   function enter(n) {
     var e = n.nodeType == 1 ? n : n.parentNode, a;
-    if (!e || e.nodeType != 1 || e.closest(NOSWAP) || SKIP.test(e.tagName) ||
+    if (!e || e.nodeType != 1 || e.isContentEditable || e.closest(NOSWAP) || SKIP.test(e.tagName) ||
       (a = e.closest("[href]")) && CHAT.test(a.getAttribute("href"))) return;
     visit(e.closest(MARK) || n);
   }
@@ -181,24 +190,29 @@
 
   // a page view: the ids the widget has go to the server, which continues that session or
   // starts a new one (idle too long, a new campaign): the session rules live on the server only
+  // One at a time: a second one while the first is on its way (the site rewrote its URL, or a
+  // route changed) would go without ids and start another visitor, session and number; the
+  // next tick sends the page it missed.
   function start(landing) {
+    if (busy) return busy;
     var st = load(), nav = w.navigator;
     url = location.href;
-    return post("visits", {
-      site: site, url: landing || url, referrer: d.referrer || undefined,
+    return busy = post("visits", {
+      // no session yet (the first visit did not get through): the page the visit landed on
+      site: site, url: landing || !st.s && land || url, referrer: d.referrer || undefined,
       visitor_id: st.v || undefined, session_id: st.s || undefined,
       dnt: nav.doNotTrack == "1" || !!nav.globalPrivacyControl || undefined,
       // the ad platforms' ids of this browser: Google Analytics' client id is what follows
       // "GA1.1." in _ga (not _ga_<stream>), Metrica's is _ym_uid; the server checks both
       ga_client_id: ck("_ga", "GA\\d\\.\\d+\\.(\\d+\\.\\d+)"), ym_client_id: ck("_ym_uid", "(\\d+)")
-    }).then(function (r) { got(r, st); });
+    }).then(function (r) { got(r, st); }).finally(function () { busy = 0; });
   }
 
   // keep the session's number: ping; a new page (route) or a session the server has ended
   // (404) is a visit
   function sync() {
     var st = load();
-    return st.s && location.href == url ? post("visits/" + encodeURIComponent(st.s) + "/ping", {
+    return st.s && page(location.href) == page(url) ? post("visits/" + encodeURIComponent(st.s) + "/ping", {
       visitor_id: st.v
     }).then(function (r) { got(r, st); }, function (e) { if (e == 404) return start(); }) : start();
   }
@@ -227,8 +241,10 @@
       nav = performance.getEntriesByType && performance.getEntriesByType("navigation")[0];
     site = me.getAttribute("data-site");
     api = new URL("api/v1/", me.src).href;
-    start(nav && nav.name).then(loop, function (e) {
-      if (!(e >= 400 && e < 500)) loop(); // API down: try again on the next activity
+    start(land = nav && nav.name).then(loop, function (e) {
+      // API down, or too many new visits from this network for now: try again on the next
+      // activity; another 4xx would be refused again
+      if (!(e >= 400 && e < 500) || e == 429) loop();
     }).finally(reveal);
     ["scroll", "click", "keydown", "touchstart", "mousemove", "pointerdown"].forEach(function (e) {
       w.addEventListener(e, act, { capture: true, passive: true });
@@ -238,7 +254,7 @@
     });
     // single-page apps: a route change is a page view, sent as a visit like a page load
     var route = safe(function () {
-      if (location.href != url) { act(); return start(); }
+      if (page(location.href) != page(url)) { act(); return start(); }
     });
     ["pushState", "replaceState"].forEach(function (k) {
       var f = history[k];
