@@ -140,8 +140,8 @@ async def start_visit(request: web.Request) -> web.Response:
         return _cors(request, _answer(request, visit))
     except web.HTTPException as exc:  # read_body's 413
         return _cors(request, error_as_json(request, exc))
-    except Exception:
-        return internal_error(request)
+    except Exception:  # its CORS header too: the page reads it as an error, not a CORS one
+        return _cors(request, internal_error(request))
 
 
 async def ping(request: web.Request) -> web.Response:
@@ -170,8 +170,8 @@ async def ping(request: web.Request) -> web.Response:
         return _cors(request, _answer(request, visit))
     except web.HTTPException as exc:  # read_body's 413
         return _cors(request, error_as_json(request, exc))
-    except Exception:
-        return internal_error(request)
+    except Exception:  # its CORS header too: the page reads it as an error, not a CORS one
+        return _cors(request, internal_error(request))
 
 
 async def widget_js(request: web.Request) -> web.FileResponse:

@@ -506,6 +506,7 @@ async def test_a_bug_in_a_ping_is_a_logged_json_500(
     )
     assert response.status == 500
     assert (await response.json()) == {"error": "internal error; it has been logged"}
+    assert response.headers["Access-Control-Allow-Origin"] == ORIGIN  # not a CORS error
     assert "a bug" in caplog.text
 
 
