@@ -142,7 +142,10 @@ async def recording_file(request: web.Request, call_id: int) -> web.StreamRespon
     path = recording_path(request.app[SETTINGS].asterisk_recordings_dir, call["recording"])
     if path is None or not path.is_file():
         return json_error(404, "the recording file is missing")
-    return web.FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})
+    # asked again each time (a 304 while it is the same file): the same URL serves the WAV,
+    # then the MP3 once converted, then nothing once retention deleted it, and a player that
+    # kept the WAV's first bytes must not ask for a later Range of the MP3
+    return web.FileResponse(path, headers={"Cache-Control": "private, no-cache"})
 
 
 def routes() -> list[web.AbstractRouteDef]:
