@@ -169,7 +169,9 @@ def test_reports_page_at_desktop_width(server: Server, browser: Any) -> None:
     assert page.locator("#report tbody th").all_inner_texts() == ["spring"]
     with page.expect_download() as download:
         page.click("text=Download CSV")
-    rows = list(csv.reader(Path(download.value.path()).read_text().splitlines()))
+    saved = Path(download.value.path()).read_bytes()
+    assert saved.startswith(b"\xef\xbb\xbf")  # Excel then reads it as UTF-8
+    rows = list(csv.reader(saved.decode("utf-8-sig").splitlines()))
     assert rows[0][0] == "campaign" and [r[0] for r in rows[1:]] == ["spring", "(total)"]
     page.click("text=First vs last touch")
     page.wait_for_url("**compare=1*")
