@@ -48,12 +48,15 @@ def to_cents(value: object, *, allow_negative: bool = False) -> int:
 
 
 _THOUSANDS = re.compile(r"^[+-]?\d{1,3}(,\d{3})+$")
+#: the same with a dot, as German or Russian Excel groups thousands ("1.500" is 1500 there)
+_DOT_THOUSANDS = re.compile(r"^[+-]?[1-9]\d{0,2}(\.\d{3})+$")
 
 
 def _decimal(text: str, typed: str) -> Decimal:
     """A decimal written either way: with both separators the last one is the decimal mark
     ("1,234.56", "1.234,56"); a lone comma is a decimal comma ("1500,5"), except where it can
-    only be read both ways ("1,500": 1500 or 1.5?), which is refused rather than guessed."""
+    be read both ways ("1,500": 1500 or 1.5? "1.500", as a German file groups thousands, too),
+    which is refused rather than guessed."""
     if "," in text and "." in text:
         mark = "." if text.rindex(".") > text.rindex(",") else ","
         text = text.replace("." if mark == "," else ",", "").replace(",", ".")
@@ -61,6 +64,8 @@ def _decimal(text: str, typed: str) -> Decimal:
         if _THOUSANDS.match(text):
             raise MoneyError(f"{typed!r} may be read two ways: write 1500.00 or 1,50")
         text = text.replace(",", ".")
+    elif _DOT_THOUSANDS.match(text):
+        raise MoneyError(f"{typed!r} may be read two ways: write 1500.00 or 1.50")
     try:
         return Decimal(text)
     except InvalidOperation:

@@ -181,6 +181,7 @@ def test_likelihoods_are_shares_below_one(ends: list[tuple[str, float]], window:
         ("1.234,56", 123456),
         ("12,345,678.90", 1234567890),
         ("0,99", 99),
+        ("0.500", 50),  # no thousands group starts with 0
         (0, 0),
         (12.34, 1234),
     ],
@@ -197,6 +198,9 @@ def test_amounts_are_read_as_whole_cents(typed: object, cents: int) -> None:
         "1.234",
         "1,500",
         "12,345",
+        "1.500",  # 1500 in a German or Russian file, 1.50 elsewhere: was read as 1.50
+        "12.000",
+        "1.500.000",
         -5,
         "-1",
         True,
