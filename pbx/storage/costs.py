@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import delete, func, insert, select, tuple_
+from sqlalchemy import delete, func, insert, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from attribution.costs import CostFile, MonthlyCost
@@ -29,6 +29,11 @@ async def replace_costs(engine: AsyncEngine, cost_file: CostFile, now: float) ->
         return
     channels = sorted({(r.source, r.medium) for r in cost_file.rows})
     async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # one import at a time (SQLite's write lock does that): at READ COMMITTED a second
+            # import's delete did not see the first one's rows, and its inserts then met them
+            # (a 500 on a double-clicked Import, the CLI and the page at once)
+            await conn.execute(text("LOCK TABLE costs IN SHARE ROW EXCLUSIVE MODE"))
         await conn.execute(
             delete(costs).where(
                 costs.c.day.between(cost_file.since_day, cost_file.until_day),
