@@ -4,7 +4,10 @@ the channel that brought the caller."""
 
 from __future__ import annotations
 
+import re
+from datetime import date, datetime, time
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
@@ -17,7 +20,7 @@ from pbx.keys import CALLS, CLOCK, ENGINE, OUTBOX, SETTINGS
 from pbx.settings import Scope
 from pbx.staff_api import api_caller, call_id_of, call_json, iso
 from pbx.storage.calls import ReviewChanges
-from pbx.storage.sales import Sale, SaleStore
+from pbx.storage.sales import Sale, SaleStore, Taken
 
 CALL_FIELDS = ("tags", "score", "sale_amount", "notes")
 SALE_FIELDS = ("caller", "amount", "at", "reference")
@@ -89,7 +92,20 @@ async def patch_call(request: web.Request) -> web.Response:
     call = await store.get(int(call_id)) if await store.amend(int(call_id), changes, by) else None
     if call is None:
         return json_error(404, "no such call")
-    return web.json_response(call_json(call, public_base_url(request)))
+    full = call_json(call, public_base_url(request))
+    if not may_read_calls(request):  # the fields it may write, not the call's pages or caller
+        return web.json_response({name: full[name] for name in WRITTEN if name in full})
+    return web.json_response(full)
+
+
+#: what PATCH answers a token that may write calls but not read them: what it wrote
+WRITTEN = ("id", "tags", "score", "notes", "sale_cents", "reviewed_by", "reviewed_at")
+
+
+def may_read_calls(request: web.Request) -> bool:
+    """Whether the request's token has calls:read: the write endpoints answer the call itself
+    (its caller, pages, click ids, recording) only then; a token reaches only what it needs."""
+    return not isinstance(api_caller(request, Scope.CALLS_READ), web.Response)
 
 
 def _text(body: dict[str, Any], name: str, longest: int) -> str:
@@ -99,7 +115,23 @@ def _text(body: dict[str, Any], name: str, longest: int) -> str:
     return value
 
 
-def _sale(body: dict[str, Any], region: str | None) -> Sale:
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _sale_time(at: str | int | float | None, zone: str) -> float | None:
+    """`at` as Unix seconds. A date alone (a CRM's close date: Bitrix24's CLOSEDATE) is the end
+    of that day in ui.timezone: as midnight UTC it came before that day's calls, and the sale
+    went to an older call or to none."""
+    if isinstance(at, str) and _DATE.fullmatch(at.strip()):
+        try:
+            day = date.fromisoformat(at.strip())
+        except ValueError:
+            raise _bad("at: expected ISO 8601 time or Unix seconds") from None
+        return datetime.combine(day, time.max, ZoneInfo(zone)).timestamp()
+    return unix_time(None if at is None else str(at), "at")
+
+
+def _sale(body: dict[str, Any], region: str | None, zone: str) -> Sale:
     _only(body, SALE_FIELDS)
     reference = _text(body, "reference", REFERENCE_MAX)
     try:
@@ -115,7 +147,7 @@ def _sale(body: dict[str, Any], region: str | None) -> Sale:
         reference=reference,
         caller=caller,
         amount_cents=_cents(body["amount"], "amount"),
-        at=unix_time(None if at is None else str(at), "at"),
+        at=_sale_time(at, zone),
     )
 
 
@@ -125,7 +157,7 @@ async def post_sale(request: web.Request) -> web.Response:
     if isinstance(by, web.Response):
         return by
     settings = request.app[SETTINGS]
-    sale = _sale(await read_json_object(request), settings.region)
+    sale = _sale(await read_json_object(request), settings.region, settings.ui.timezone)
     store = SaleStore(
         request.app[ENGINE],
         settings.region,
@@ -137,7 +169,14 @@ async def post_sale(request: web.Request) -> web.Response:
     if isinstance(credited, Unmatched):
         message = why_unmatched(credited, sale.caller, settings.sales.match_days)
         return json_error(404, message, reason=str(credited))
-    call = await request.app[CALLS].get(credited.call_id)
+    if isinstance(credited, Taken):
+        return json_error(
+            409,
+            f"reference {sale.reference!r} is a sale another API token posted: each token's"
+            " references are its own (prefix yours, e.g. shop-1001)",
+            reason="another_token",
+        )
+    call = await request.app[CALLS].get(credited.call_id) if may_read_calls(request) else None
     answer = {
         "call_id": credited.call_id,
         "call": call_json(call, public_base_url(request)) if call else None,

@@ -350,7 +350,9 @@ def _not_null(schema: dict[str, Any]) -> None:
 class ApiToken(_Model):
     """A bearer token for the staff API (a CRM, a script); only its hash is in the file."""
 
-    name: str = Field(description="who uses it, for the logs")
+    name: str = Field(
+        min_length=1, max_length=64, description="who uses it, for the logs (and sales.created_by)"
+    )
     token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="printf %s TOKEN | sha256sum")
     scopes: list[Scope] | None = Field(
         None,

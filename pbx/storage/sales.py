@@ -48,6 +48,14 @@ class Credited:
     changed: tuple[int, ...] = ()
 
 
+@dataclass(frozen=True)
+class Taken:
+    """The reference is a sale another API token posted: references are each integration's own
+    (two systems that both number deals 1, 2, 3 moved each other's sales to their calls)."""
+
+    by: str
+
+
 class SaleStore:
     def __init__(
         self,
@@ -63,9 +71,10 @@ class SaleStore:
         self._clock = clock
         self._outbox = outbox
 
-    async def record(self, sale: Sale, by: str) -> Credited | Unmatched:
+    async def record(self, sale: Sale, by: str) -> Credited | Unmatched | Taken:
         """Store or correct the sale and credit it; why not when no call can have brought it
-        (then nothing changes, also for a known reference: its earlier credit stands)."""
+        (then nothing changes, also for a known reference: its earlier credit stands), or when
+        the reference is another token's sale (nothing changes either)."""
         for _ in range(ATTEMPTS - 1):
             try:
                 return await self._attempt(sale, by)
@@ -73,7 +82,7 @@ class SaleStore:
                 continue
         return await self._attempt(sale, by)
 
-    async def _attempt(self, sale: Sale, by: str) -> Credited | Unmatched:
+    async def _attempt(self, sale: Sale, by: str) -> Credited | Unmatched | Taken:
         async with self._engine.begin() as conn:
             result = await self._record(conn, sale, by)
             queued = 0
@@ -88,12 +97,16 @@ class SaleStore:
             self._outbox.wake()
         return result
 
-    async def _record(self, conn: AsyncConnection, sale: Sale, by: str) -> Credited | Unmatched:
+    async def _record(
+        self, conn: AsyncConnection, sale: Sale, by: str
+    ) -> Credited | Unmatched | Taken:
         known = (
             await conn.execute(
                 select(sales).where(sales.c.reference == sale.reference).with_for_update()
             )
         ).one_or_none()
+        if known is not None and known.created_by != by:
+            return Taken(known.created_by)
         if known is None:
             at = self._clock() if sale.at is None else sale.at
         else:

@@ -458,3 +458,19 @@ async def test_a_sale_needs_every_required_field_and_a_token(client: Client) -> 
     response = await client.post("/api/v1/sales", data=b"{", headers=AUTH)
     assert response.status == 400
     assert await crm(client, call) == (0, 0)
+
+
+async def test_a_date_alone_is_the_end_of_that_day_in_the_ui_time_zone(
+    tmp_path: Path, clock: FakeClock, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    """A CRM's close date (Bitrix24's CLOSEDATE) was midnight UTC: before that day's calls, so
+    the sale went to an older call, or to none."""
+    settings = settings_for(tmp_path, users=staff_users(), ui={"timezone": "Europe/Moscow"})
+    await migrate(settings)
+    client = await aiohttp_client(build_app(settings, clock=clock))
+    older = await store_call(client, "c0", at=ISO_AT - 3 * DAY)
+    that_day = await store_call(client, "c1", at=ISO_AT + 11 * 3600)  # 23:00 in Moscow
+    await store_call(client, "c2", at=ISO_AT + 12 * 3600)  # 00:00 the next day there
+    response = await post_sale(client, caller=CALLER, amount=1, at="2027-02-01", reference="D")
+    answer = await response.json()
+    assert response.status == 201 and answer["call_id"] == that_day != older
