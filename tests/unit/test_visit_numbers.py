@@ -16,7 +16,7 @@ from attribution.leasing import Tracking
 from attribution.traffic import MAX_URL
 from pbx.storage.calls import CallFilter
 from pbx.storage.db import Tx
-from pbx.storage.retention import forget_visits_before
+from pbx.storage.retention import _forgettable, forget_visits_before
 from pbx.storage.tables import leases, numbers, page_views, session_pools, sessions, visitors
 from pbx.storage.visits import VisitStore
 from tests.helpers import make_settings
@@ -355,6 +355,19 @@ async def test_retention_forgets_old_visits_but_not_what_calls_refer_to() -> Non
         assert await count(h, select(func.count()).select_from(leases)) == 11
         assert {called.visitor_id, live.visitor_id} <= set(await _ids(h, visitors.c.id))
         assert not {v.visitor_id for v in forgotten} & set(await _ids(h, visitors.c.id))
+
+
+async def test_retention_reads_the_numbers_once_not_once_per_stale_session() -> None:
+    """numbers.session_id has no index: SQLite searched the numbers by a scan per stale
+    session, holding the write lock for minutes on a backlog (606 s for 475,000 stale sessions
+    at 20,000 numbers), while leases waited and failed."""
+    async for h in harness():
+        query = select(sessions.c.id).where(*_forgettable(h.clock.now))
+        sql = str(query.compile(h.engine.sync_engine, compile_kwargs={"literal_binds": True}))
+        async with h.engine.connect() as conn:
+            plan = [row[-1] for row in await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}")]
+        scans = [n for n, step in enumerate(plan) if step == "SCAN numbers"]
+        assert len(scans) == 1 and plan[scans[0] - 1].startswith("LIST SUBQUERY"), plan
 
 
 async def _ids(h: Harness, column: Any) -> list[str]:
