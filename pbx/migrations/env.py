@@ -12,3 +12,8 @@ context.configure(
 )
 with context.begin_transaction():
     context.run_migrations()
+    # pbx.storage.db.upgrade turns SQLite's foreign keys off for a batch migration's table
+    # copy: what they would have refused is refused here, before the commit
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite and (broken := connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()):
+        raise RuntimeError(f"the migration left rows that refer to nothing: {broken[:5]}")

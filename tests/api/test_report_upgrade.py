@@ -26,8 +26,8 @@ def _database_at(path: Path, revision: str) -> None:
     engine.dispose()
 
 
-def _database_at_0006_with_a_visit_and_its_call(path: Path) -> None:
-    _database_at(path, "0006")
+def _database_at_0006_with_a_visit_and_its_call(path: Path, revision: str = "0006") -> None:
+    _database_at(path, revision)
     with sqlite3.connect(path) as conn:
         conn.execute(
             "INSERT INTO visitors (id, created_at, visits, first_source, first_medium)"
@@ -203,3 +203,19 @@ def test_a_rebuild_keeps_the_counts_up_to_retentions_horizon_not_the_oldest_kept
     rebuilt = calltrack("reports", "rebuild", "-c", str(path))
     assert "report rollups rebuilt: 3 visits" in rebuilt.stdout, rebuilt.stdout + rebuilt.stderr
     assert sorted((s, v) for _d, s, v in _rollups(database)[1]) == counted
+
+
+def test_an_install_whose_staff_tagged_a_call_upgrades_from_before_0006(tmp_path: Path) -> None:
+    """0006 copies calls to widen linkedid (SQLite rebuilds the table): with foreign keys on,
+    dropping the old table failed while call_tags referred to it, and `db upgrade` could never
+    get past 0006 for an install (or a backup) from 0003-0005 with one tag."""
+    path = config(tmp_path)
+    database = tmp_path / "calltrack.db"
+    _database_at_0006_with_a_visit_and_its_call(database, "0005")
+    with sqlite3.connect(database) as conn:
+        conn.execute("INSERT INTO call_tags (call_id, tag) VALUES (1, 'lead')")
+    upgraded = calltrack("db", "upgrade", "-c", str(path))
+    assert upgraded.returncode == 0, upgraded.stderr
+    with sqlite3.connect(database) as conn:
+        assert conn.execute("SELECT call_id, tag FROM call_tags").fetchall() == [(1, "lead")]
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
