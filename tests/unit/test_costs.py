@@ -107,7 +107,7 @@ def test_every_bad_row_is_named_by_its_line_and_nothing_is_read() -> None:
         "2024-02-30,google,cpc,x,1\n"  # line 3
         "2024-03-01,,cpc,x,1\n"  # line 4
         "2024-03-01,google,cpc,x,-5\n"  # line 5
-        "2024-03-01,google,cpc,x,1.234\n"  # line 6
+        "2024-03-01,google,cpc,x,1.2345\n"  # line 6
         "\n"
         "2024-03-01,google,cpc,x,many\n"  # line 8
     )
