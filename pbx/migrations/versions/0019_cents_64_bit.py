@@ -9,7 +9,6 @@ Revision ID: 0019
 Revises: 0018
 """
 
-import sqlalchemy as sa
 from alembic import op
 
 revision = "0019"
@@ -18,25 +17,31 @@ branch_labels = None
 depends_on = None
 
 COLUMNS = [
-    ("calls", "sale_cents", True),
-    ("calls", "crm_sale_cents", False),
-    ("call_credits", "sale_cents", False),
-    ("call_credits", "crm_sale_cents", False),
-    ("costs", "cost_cents", False),
-    ("sales", "amount_cents", False),
+    ("calls", "sale_cents"),
+    ("calls", "crm_sale_cents"),
+    ("call_credits", "sale_cents"),
+    ("call_credits", "crm_sale_cents"),
+    ("costs", "cost_cents"),
+    ("sales", "amount_cents"),
 ]
 
 
-def _alter(to: sa.types.TypeEngine[int], was: sa.types.TypeEngine[int]) -> None:
+def _alter(to: str) -> None:
+    """One ALTER TABLE per table: PostgreSQL rewrites a table (and rebuilds its indexes) under
+    an exclusive lock for each ALTER that changes a type, so an ALTER per column rewrote calls
+    and call_credits twice (11.8 s against 4.6 s at 400,000 calls, measured in a review)."""
     if op.get_bind().dialect.name != "postgresql":
         return
-    for table, column, nullable in COLUMNS:
-        op.alter_column(table, column, type_=to, existing_type=was, existing_nullable=nullable)
+    tables: dict[str, list[str]] = {}
+    for table, column in COLUMNS:
+        tables.setdefault(table, []).append(f"ALTER COLUMN {column} TYPE {to}")
+    for table, changes in tables.items():
+        op.execute(f"ALTER TABLE {table} {', '.join(changes)}")
 
 
 def upgrade() -> None:
-    _alter(sa.BigInteger(), sa.Integer())
+    _alter("BIGINT")
 
 
 def downgrade() -> None:
-    _alter(sa.Integer(), sa.BigInteger())
+    _alter("INTEGER")
