@@ -3,6 +3,8 @@ player, the review form) and the admins' configuration status."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 from dataclasses import replace
@@ -200,9 +202,24 @@ async def _call(request: web.Request) -> dict[str, Any]:
     return call
 
 
+def review_mark(call: dict[str, Any]) -> str:
+    """A digest of the review a call page shows. The form sends it back: a save from a page
+    opened before someone else's change (the CRM's PATCH of the sale, the speech worker's
+    tags, a colleague) put back what the page showed, and the change was lost unseen."""
+    shown = [sorted(call["tags"]), call["score"], call["notes"] or None, call["sale_cents"]]
+    return hashlib.blake2b(json.dumps(shown).encode(), digest_size=8).hexdigest()
+
+
 async def _call_page(
-    request: web.Request, user: StaffUser, call: dict[str, Any], error: str = "", status: int = 200
+    request: web.Request,
+    user: StaffUser,
+    call: dict[str, Any],
+    error: str = "",
+    status: int = 200,
+    seen: str | None = None,
 ) -> web.Response:
+    """The call's page; `seen`: the review mark its form sends back (the call's own, unless
+    the form shows a review other than the stored one)."""
     settings = request.app[SETTINGS]
     views = (
         await request.app[VISITS].page_views(call["session_id"], before=call["started_at"])
@@ -225,6 +242,7 @@ async def _call_page(
         and bool(call["recording"])
         and not call["recording"].endswith(AS_RECORDED),
         tags=allowed_tags(settings.tags, call["tags"]),
+        seen=seen or review_mark(call),
         error=error,
         saved=request.query.get("saved") == "1" and not error,
     )
@@ -282,6 +300,22 @@ async def save_review(request: web.Request) -> web.Response:
         review = _review(form, allowed_tags(request.app[SETTINGS].tags, call["tags"]))
     except _InvalidReview as exc:
         return await _call_page(request, user, call, str(exc), 400)
+    if (shown := form.get("seen")) is not None and shown != review_mark(call):
+        # changed since the page was shown: nothing saved; the form keeps this user's version,
+        # now marked as seeing the stored one, so saving again keeps it on purpose
+        who = f" by {call['reviewed_by']}" if call["reviewed_by"] else ""
+        mine = {
+            **call,
+            "tags": sorted(review.tags),
+            "score": review.score,
+            "notes": review.notes,
+            "sale_cents": review.sale_cents,
+        }
+        message = (
+            f"This call's review was changed{who} while the page was open: nothing was saved."
+            " The form shows your version: save again to keep it, or reload the page for theirs."
+        )
+        return await _call_page(request, user, mine, message, 409, seen=review_mark(call))
     await request.app[CALLS].review(call["id"], review, user.name)
     raise web.HTTPSeeOther(f"/calls/{call['id']}?saved=1")
 

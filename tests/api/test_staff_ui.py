@@ -313,6 +313,40 @@ async def test_review_is_saved_and_the_log_filters_by_tag(client: Client) -> Non
     assert "+79161234567" in tagged and "+79035550101" not in tagged
 
 
+SEEN_FIELD = re.compile(r'name="seen" value="([^"]+)"')
+
+
+async def test_a_review_changed_since_the_page_was_opened_is_not_overwritten(
+    client: Client,
+) -> None:
+    """The form put back every field it showed: a CRM's sale PATCHed (or the speech worker's
+    tag added) after the page opened was lost, unseen, at the next save."""
+    call = await store_call(client, "l1")
+    await log_in(client)
+    page = await (await client.get(f"/calls/{call}")).text()
+    csrf, seen = CSRF_FIELD.search(page), SEEN_FIELD.search(page)
+    assert csrf and seen
+    crm = await client.patch(
+        f"/api/v1/calls/{call}",
+        json={"sale_amount": "9000"},
+        headers={"Authorization": f"Bearer {STAFF_TOKEN}"},
+    )
+    assert crm.status == 200
+    form = {"csrf": csrf.group(1), "seen": seen.group(1), "tag": "lead", "notes": "mine"}
+    refused = await client.post(f"/calls/{call}", data=form, allow_redirects=False)
+    text = await refused.text()
+    assert refused.status == 409 and "changed by staff while the page was open" in text
+    stored = await client.app[CALLS].get(call)
+    assert stored is not None and (stored["sale_cents"], stored["notes"]) == (900000, None)
+    assert ">mine</textarea>" in text  # the form keeps what this user typed
+    again = SEEN_FIELD.search(text)
+    assert again and again.group(1) != seen.group(1)
+    saved = await client.post(f"/calls/{call}", data={**form, "seen": again.group(1)})
+    assert saved.status == 200  # followed to the page: saved on purpose, the second time
+    stored = await client.app[CALLS].get(call)
+    assert stored is not None and (stored["notes"], stored["sale_cents"]) == ("mine", None)
+
+
 async def test_review_without_csrf_is_refused(client: Client) -> None:
     call = await store_call(client, "l1")
     await log_in(client)
