@@ -5,7 +5,7 @@ the channel that brought the caller."""
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -127,7 +127,10 @@ def _sale_time(at: str | int | float | None, zone: str) -> float | None:
             day = date.fromisoformat(at.strip())
         except ValueError:
             raise _bad("at: expected ISO 8601 time or Unix seconds") from None
-        return datetime.combine(day, time.max, ZoneInfo(zone)).timestamp()
+        # the next day's midnight, less a microsecond: 23:59:59 may come twice (a fall-back
+        # at 24:00, as in America/Santiago), and time.max is the first of them
+        next_midnight = datetime.combine(day + timedelta(days=1), time(), ZoneInfo(zone))
+        return next_midnight.timestamp() - 1e-6
     return unix_time(None if at is None else str(at), "at")
 
 

@@ -120,7 +120,10 @@ async def upgrade(engine: AsyncEngine) -> None:
                 await conn.run_sync(_upgrade)
         finally:
             if sqlite:
-                await raw.execute("PRAGMA foreign_keys=ON")
+                # a cancelled upgrade has its connection invalidated (closed, not pooled again):
+                # the cancellation is what the caller must hear, not this
+                with contextlib.suppress(ValueError, sqlite3.Error):
+                    await raw.execute("PRAGMA foreign_keys=ON")
 
 
 async def schema_revisions(engine: AsyncEngine) -> tuple[str | None, str | None]:

@@ -474,3 +474,17 @@ async def test_a_date_alone_is_the_end_of_that_day_in_the_ui_time_zone(
     response = await post_sale(client, caller=CALLER, amount=1, at="2027-02-01", reference="D")
     answer = await response.json()
     assert response.status == 201 and answer["call_id"] == that_day != older
+
+
+async def test_a_date_alone_takes_in_a_repeated_last_hour(
+    tmp_path: Path, clock: FakeClock, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    """Chile falls back at 24:00 (2025-04-05): 23:00-23:59 comes twice, and the end of the day
+    read as 23:59:59.999999 was the first of them, an hour before the day's last call."""
+    settings = settings_for(tmp_path, users=staff_users(), ui={"timezone": "America/Santiago"})
+    await migrate(settings)
+    client = await aiohttp_client(build_app(settings, clock=clock))
+    second_2330 = datetime(2025, 4, 6, 3, 30, tzinfo=UTC).timestamp()  # 23:30 at UTC-4
+    call = await store_call(client, "c1", at=second_2330)
+    response = await post_sale(client, caller=CALLER, amount=1, at="2025-04-05", reference="D")
+    assert response.status == 201 and (await response.json())["call_id"] == call

@@ -780,7 +780,11 @@ def test_an_in_page_anchor_is_no_page_view_and_a_hash_route_is(
         )
     with page.expect_request(lambda r: r.url == daemon.url + "/api/v1/visits"):
         page.evaluate("history.pushState({}, '', '#/cart')")  # a hash-mode router's route
-    assert len(sent) == 2 and sent[1].endswith("#/cart"), sent
+    for route in ("#products/12", "#products/13"):  # Backbone's routes
+        with page.expect_request(lambda r: r.url == daemon.url + "/api/v1/visits"):
+            page.evaluate(f"history.pushState({{}}, '', '{route}')")
+    assert len(sent) == 4 and sent[1].endswith("#/cart"), sent
+    assert sent[2].endswith("#products/12") and sent[3].endswith("#products/13"), sent
     assert watched.problems(daemon.url) == []
 
 
@@ -808,10 +812,15 @@ def test_a_url_the_site_rewrites_during_the_first_visit_starts_one_visitor(
     )
     open_demo(watched, demo, daemon.url, CPC)
     page.wait_for_function(POPUP_SWAPPED, timeout=10_000)
-    page.wait_for_timeout(500)
+    # the rewritten page is sent once the first answer is in, with the session's ids
+    deadline = time.monotonic() + 3
+    while len(visits) < 2 and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
     without_ids = [v for v in visits if not v.get("visitor_id")]
     assert len(without_ids) == 1, visits
     assert "utm_medium=cpc" in without_ids[0]["url"]
+    assert len(visits) == 2 and visits[1].get("session_id"), visits
+    assert "utm_medium" not in visits[1]["url"]
     assert watched.problems(daemon.url) == []
 
 

@@ -22,8 +22,9 @@
 
   function dec(s) { try { return decodeURIComponent(s); } catch (e) { return s; } }
 
-  // the page a URL is: an in-page anchor (#faq) is not another page; a hash route (#/x, #!x) is
-  function page(u) { return String(u).replace(/#(?![!/]).*$/, ""); }
+  // the page a URL is: an in-page anchor (#faq) is not another page; a hash route (#/x, #!x,
+  // Backbone's #products/12) is
+  function page(u) { return String(u).replace(/#(?!!)[^/]*$/, ""); }
 
   // API numbers [{replace, own, number, display}] -> what matching needs; `own` is the site's
   // number in E.164 as the server read it (the server owns phone-number rules)
@@ -192,7 +193,7 @@
   // starts a new one (idle too long, a new campaign): the session rules live on the server only
   // One at a time: a second one while the first is on its way (the site rewrote its URL, or a
   // route changed) would go without ids and start another visitor, session and number; the
-  // next tick sends the page it missed.
+  // page it missed is sent once the answer is in, with the session's ids.
   function start(landing) {
     if (busy) return busy;
     var st = load(), nav = w.navigator;
@@ -205,7 +206,7 @@
       // the ad platforms' ids of this browser: Google Analytics' client id is what follows
       // "GA1.1." in _ga (not _ga_<stream>), Metrica's is _ym_uid; the server checks both
       ga_client_id: ck("_ga", "GA\\d\\.\\d+\\.(\\d+\\.\\d+)"), ym_client_id: ck("_ym_uid", "(\\d+)")
-    }).then(function (r) { got(r, st); }).finally(function () { busy = 0; });
+    }).then(function (r) { got(r, st); }).finally(function () { busy = 0; if (route) setTimeout(route); });
   }
 
   // keep the session's number: ping; a new page (route) or a session the server has ended
