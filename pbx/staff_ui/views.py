@@ -6,10 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from dataclasses import replace
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,6 +17,7 @@ from aiohttp import web
 from sqlalchemy.engine import make_url
 
 from attribution.calls import AS_RECORDED, NOTES_MAX, allowed_tags, stored_notes
+from attribution.money import MoneyError, to_cents
 from pbx.auth import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
@@ -52,7 +51,6 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
-MAX_SALE_CENTS = 10**13
 EXPORT_BATCH = 1000
 
 
@@ -258,19 +256,14 @@ class _InvalidReview(ValueError):
 
 
 def _sale_cents(text: str) -> int | None:
-    """'1500', '1 500,50', '1500.5' as cents; empty means no sale."""
-    cleaned = re.sub(r"[\s\u00a0]", "", text).replace(",", ".")
-    if not cleaned:
+    """The form's sale amount as cents, read as every other amount is (attribution.money: the
+    CRM's, the cost files'), "1 500,50" and "1.234,56" included; empty means no sale."""
+    if not text.strip():
         return None
-    if not re.fullmatch(r"\d+(\.\d{1,2})?", cleaned):
-        raise _InvalidReview("Sale amount: a number like 1500 or 1500.50")
     try:
-        cents = int(Decimal(cleaned) * 100)
-    except InvalidOperation:
-        raise _InvalidReview("Sale amount: a number like 1500 or 1500.50") from None
-    if cents > MAX_SALE_CENTS:
-        raise _InvalidReview("Sale amount: too large")
-    return cents
+        return to_cents(text)
+    except MoneyError as exc:
+        raise _InvalidReview(f"Sale amount: {exc}") from None
 
 
 def _review(form: Any, allowed: list[str]) -> Review:

@@ -313,6 +313,23 @@ async def test_review_is_saved_and_the_log_filters_by_tag(client: Client) -> Non
     assert "+79161234567" in tagged and "+79035550101" not in tagged
 
 
+@pytest.mark.parametrize(("typed", "cents"), [("1.234,56", 123456), ("1,234.56", 123456)])
+async def test_the_forms_sale_amount_is_read_as_every_other_amount(
+    client: Client, typed: str, cents: int
+) -> None:
+    """The form had a rule of its own: "1.234,56" (a German or Russian spreadsheet's copy) was
+    refused here while the CRM API and the cost files read it (attribution.money)."""
+    call = await store_call(client, "l1")
+    await log_in(client)
+    csrf = await page_csrf(client, f"/calls/{call}")
+    saved = await client.post(
+        f"/calls/{call}", data={"csrf": csrf, "sale": typed}, allow_redirects=False
+    )
+    assert saved.status == 303
+    stored = await client.app[CALLS].get(call)
+    assert stored is not None and stored["sale_cents"] == cents
+
+
 SEEN_FIELD = re.compile(r'name="seen" value="([^"]+)"')
 
 
@@ -363,6 +380,8 @@ async def test_review_without_csrf_is_refused(client: Client) -> None:
         ("score", "7", "Score"),
         ("sale", "lots", "Sale amount"),
         ("sale", "1.234", "Sale amount"),
+        ("sale", "1.500", "may be read two ways"),
+        ("sale", "-5", "Sale amount"),
         ("tag", "vip", "Unknown tag"),
         ("notes", "x" * 5001, "Notes"),
     ],
