@@ -122,8 +122,9 @@ class RecordingWorker:
         except NoAudio:
             # MixMonitor's header alone (a call never bridged): nothing to play, nothing to
             # keep converting at every start; the call keeps no recording
-            if await self._store.replace_recording(call_id, name, None):
-                _delete(self._folder / name)
+            path = recording_path(self._folder, name)  # as retention finds a call's file
+            if await self._store.replace_recording(call_id, name, None) and path is not None:
+                _delete(path)
             self._metrics.recordings.labels("empty").inc()
             return None
         except ConversionFailed as exc:
