@@ -806,9 +806,13 @@ def test_a_url_the_site_rewrites_during_the_first_visit_starts_one_visitor(
         route.continue_()
 
     page.route(daemon.url + "/api/v1/visits", slow_first)
+    # the site rewrites its URL once the first visit is on its way, whenever the widget loads
     page.add_init_script(
-        "setTimeout(() => history.replaceState({}, '', location.pathname + '?tracker='"
-        " + new URLSearchParams(location.search).get('tracker')), 150)"
+        "const f = window.fetch; let once = true; window.fetch = function (...a) {"
+        " if (once && String(a[0]).endsWith('/api/v1/visits')) { once = false;"
+        " setTimeout(() => history.replaceState({}, '', location.pathname + '?tracker='"
+        " + new URLSearchParams(location.search).get('tracker')), 100); }"
+        " return f.apply(this, a); }"
     )
     open_demo(watched, demo, daemon.url, CPC)
     page.wait_for_function(POPUP_SWAPPED, timeout=10_000)
