@@ -36,10 +36,12 @@ from attribution.sales import REFERENCE_MAX
 #: the largest row id: ids are 32-bit integers on PostgreSQL, and a larger one in a query is an
 #: error there (a 500), where it is no such row
 MAX_ROW_ID = 2**31 - 1
+#: a 64-bit integer: bigint on PostgreSQL; SQLite's INTEGER is 64-bit already, and an INTEGER
+#: PRIMARY KEY is the rowid (a BIGINT one would not be, and would not autoincrement)
+Int64 = BigInteger().with_variant(Integer(), "sqlite")
 #: an amount in cents: up to attribution.money.MAX_CENTS (10**13), past PostgreSQL's 32-bit
-#: integer (21,474,836.47: a flat sold in roubles was a 500); SQLite's integers are 64-bit
-#: already (migration 0019)
-Cents = BigInteger().with_variant(Integer(), "sqlite")
+#: integer (21,474,836.47: a flat sold in roubles was a 500) (migration 0019)
+Cents = Int64
 
 metadata = MetaData(
     naming_convention={
@@ -125,7 +127,8 @@ session_pools = Table(
 page_views = Table(
     "page_views",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    # the busiest table: 32 bits on PostgreSQL run out in weeks at scale (migration 0021)
+    Column("id", Int64, primary_key=True, autoincrement=True),
     Column("session_id", ID, ForeignKey("sessions.id"), nullable=False, index=True),
     Column("at", Float, nullable=False),
     Column("url", Text, nullable=False),
