@@ -33,6 +33,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.reader import ReaderError
+from ruamel.yaml.scalarfloat import ScalarFloat
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -104,9 +105,20 @@ def _check_shown(text: str) -> str:
     return text
 
 
+def _written_cents(value: object) -> int:
+    """to_cents of an amount as the file wrote it. YAML reads an unquoted `15.000` (fifteen
+    thousand, as Russian and German write it) as the float 15.0; ruamel keeps how many digits
+    followed the point, so it is refused as ambiguous like the string "15.000" is, and an
+    unquoted 12.505 as more than two decimals, instead of being rounded."""
+    if isinstance(value, ScalarFloat) and getattr(value, "_exp", None) is None:
+        decimals = getattr(value, "_width") - getattr(value, "_prec") - 1  # noqa: B009
+        value = f"{value:.{decimals}f}"
+    return to_cents(value)
+
+
 Cents = Annotated[
     int,
-    BeforeValidator(to_cents),
+    BeforeValidator(_written_cents),
     PlainSerializer(cents_text),
     WithJsonSchema({"type": ["string", "number"], "pattern": r"^\d+([.,]\d{1,2})?$"}),
 ]

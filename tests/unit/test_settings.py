@@ -297,3 +297,20 @@ def test_a_database_url_without_a_driver_calltrack_ships_is_a_line(url: str) -> 
 def test_the_shipped_database_urls_are_taken() -> None:
     for url in ("sqlite+aiosqlite:///var/ct.db?timeout=20", "postgresql+asyncpg://ct@db/ct"):
         assert parse_settings(f"forward_to: x\ndatabase: '{url}'\n", "c.yaml").database == url
+
+
+@pytest.mark.parametrize(
+    ("written", "cents"), [("15000", 1_500_000), ("15.5", 1550), ('"15000.00"', 1_500_000)]
+)
+def test_a_monthly_cost_is_read_as_written(written: str, cents: int) -> None:
+    text = GOOD + f"    monthly_cost: {written}\n"
+    assert parse_settings(text, "calltrack.yaml").static[0].monthly_cost == cents
+
+
+@pytest.mark.parametrize("written", ["15.000", "12.505"])
+def test_an_unquoted_amount_with_three_decimals_is_refused_not_rounded(written: str) -> None:
+    """YAML reads `15.000` (fifteen thousand, as Russian and German write it) as the float
+    15.0: the billboard's rent was a thousandth of what the admin typed."""
+    [problem] = problems(GOOD + f"    monthly_cost: {written}\n")
+    assert problem.startswith("calltrack.yaml:15:5: static[0].monthly_cost:"), problem
+    assert "may be read two ways" in problem
