@@ -288,6 +288,7 @@ class StubState:
     requests: list[str] = field(default_factory=list)
     posts: list[tuple[str, Any]] = field(default_factory=list)  # (path, JSON body) of each
     session_id: str = "s" * 32  # the session the stub answers
+    numbers: list[dict[str, str]] | None = None  # the numbers it answers, if not STUB_ANSWER's
 
 
 STUB_ANSWER = {
@@ -333,7 +334,10 @@ def _stub_handler(state: StubState) -> type[SimpleHTTPRequestHandler]:
                 self.close_connection = True
                 return
             status = 200
-            body = json.dumps({**STUB_ANSWER, "session_id": state.session_id}).encode()
+            answer = {**STUB_ANSWER, "session_id": state.session_id}
+            if state.numbers is not None:
+                answer["numbers"] = state.numbers
+            body = json.dumps(answer).encode()
             if mode == "ping-404" and self.path.endswith("/ping"):
                 mode = "404"  # the session is over; visits are answered as usual
             if mode == "slow":

@@ -858,3 +858,59 @@ def test_a_visit_refused_for_now_is_tried_again_with_its_landing_page(
     visits = [body for path, body in state.posts if path == "/api/v1/visits"]
     assert len(visits) >= 2 and all("utm_medium=cpc" in v["url"] for v in visits), visits
     assert watched.problems(server.url) == []
+
+
+def test_a_copy_the_site_makes_of_a_swapped_number_follows_when_the_number_changes(
+    new_page: Callable[[], Watched], demo: Server, stub: tuple[Server, StubState]
+) -> None:
+    """A sticky header cloned on scroll (or HTML copied into a pop-up) after the swap holds the
+    tracking number, not the site's: when the session's number changed (its lease lapsed while
+    the tab slept), the copy kept the old one, by then leased to another visitor."""
+    server, state = stub
+    state.mode, state.requests[:], state.posts[:], state.numbers = "ok", [], [], None
+    watched = new_page()
+    page = watched.page
+    open_demo(watched, demo, server.url, CPC)
+    page.wait_for_function(
+        "() => document.getElementById('head-phone').textContent.includes('000-00-01')"
+    )
+    page.evaluate(
+        """() => {
+          const clone = document.getElementById("head-phone").cloneNode(true);
+          clone.id = "sticky-phone";
+          document.body.append(clone);
+          const copy = document.createElement("div");
+          copy.id = "copied";
+          copy.innerHTML = document.getElementById("hero-line").outerHTML;
+          document.body.append(copy);
+        }"""
+    )
+    state.numbers = [
+        {
+            "replace": "+7 495 123-45-67",
+            "own": "+74951234567",
+            "number": "+74990000002",
+            "display": "+7 499 000-00-02",
+        }
+    ]
+    try:
+        page.mouse.move(10, 10)  # activity: the next ping (every second here) gets the new number
+        page.wait_for_function(
+            "() => document.getElementById('head-phone').textContent.includes('000-00-02')",
+            timeout=10_000,
+        )
+        page.wait_for_timeout(300)  # the observer's turn
+        copies = page.evaluate(
+            """() => ({
+              sticky: document.getElementById("sticky-phone").textContent,
+              href: document.getElementById("sticky-phone").getAttribute("href"),
+              copied: document.getElementById("copied").textContent,
+              head: document.getElementById("head-phone").textContent,
+            })"""
+        )
+    finally:
+        state.numbers = None
+    assert copies["sticky"] == copies["head"] == "+7 (499) 000-00-02", copies
+    assert copies["href"] == "tel:+74990000002", copies
+    assert "499\u00a0000-00-02" in copies["copied"] and "000-00-01" not in copies["copied"], copies
+    assert watched.problems(server.url) == []
