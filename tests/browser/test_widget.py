@@ -908,9 +908,77 @@ def test_a_copy_the_site_makes_of_a_swapped_number_follows_when_the_number_chang
               head: document.getElementById("head-phone").textContent,
             })"""
         )
+        # the database away: the site's own numbers come back, in the copies too
+        state.numbers = []
+        page.mouse.move(20, 20)
+        page.wait_for_function(
+            "() => document.getElementById('head-phone').textContent.includes('495')",
+            timeout=10_000,
+        )
+        page.wait_for_timeout(300)
+        restored = page.evaluate(
+            """() => [document.getElementById("sticky-phone").textContent,
+                      document.getElementById("sticky-phone").getAttribute("href"),
+                      document.getElementById("copied").textContent]"""
+        )
     finally:
         state.numbers = None
     assert copies["sticky"] == copies["head"] == "+7 (499) 000-00-02", copies
     assert copies["href"] == "tel:+74990000002", copies
     assert "499\u00a0000-00-02" in copies["copied"] and "000-00-01" not in copies["copied"], copies
+    assert restored == [TEXTS["head-phone"], HREFS["head-phone"], TEXTS["hero-line"]], restored
+    assert watched.problems(server.url) == []
+
+
+def test_a_copy_of_one_of_two_numbers_sharing_a_tracking_number_gets_its_own_back(
+    new_page: Callable[[], Watched], demo: Server, stub: tuple[Server, StubState]
+) -> None:
+    """A pool without `replaces` gives one tracking number for each of the site's numbers: a
+    copy of the partner line's must come back as the partner line, not as the main one. (Two
+    of the site's numbers written alike and swapped alike cannot be told apart in a copy; it
+    comes back as the first of them, a number of the site's still.)"""
+    server, state = stub
+    shared = {"number": "+74990000001", "display": "+7 499 000-00-01"}
+    state.mode, state.requests[:], state.posts[:] = "ok", [], []
+    state.numbers = [
+        {"replace": "+7 495 765-43-21", "own": "+74957654321", **shared},
+        {"replace": "+7 495 123-45-67", "own": "+74951234567", **shared},
+    ]
+    watched = new_page()
+    page = watched.page
+    try:
+        open_demo(watched, demo, server.url, CPC)
+        page.wait_for_function(
+            "() => document.getElementById('head-phone').textContent.includes('000-00-01')"
+        )
+        page.evaluate(
+            """() => {
+              const line = document.createElement("p");
+              line.id = "partner-line";
+              line.textContent = "Partners: 8 495 765 43 21";
+              document.body.append(line);
+            }"""
+        )
+        page.wait_for_function(
+            "() => document.getElementById('partner-line').textContent.includes('499')"
+        )
+        page.evaluate(
+            """() => {
+              const clone = document.getElementById("partner-line").cloneNode(true);
+              clone.id = "partner-copy";
+              document.body.append(clone);
+            }"""
+        )
+        page.wait_for_timeout(300)
+        state.numbers = []
+        page.mouse.move(10, 10)
+        page.wait_for_function(
+            "() => document.getElementById('partner-line').textContent.includes('495')",
+            timeout=10_000,
+        )
+        page.wait_for_timeout(300)
+        copy = page.evaluate("() => document.getElementById('partner-copy').textContent")
+    finally:
+        state.numbers = None
+    assert copy == "Partners: 8 495 765 43 21"
     assert watched.problems(server.url) == []

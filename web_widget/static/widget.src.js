@@ -15,7 +15,7 @@
     RUN = /\+?\(?\d[\d\s().\-\u2010-\u2015]*\d/g,
     // country codes of one and two digits; all others have three
     CC = /^(?:[17]|2[07]|3[0-469]|4[013-9]|5[1-8]|6[0-6]|8[1246]|9[0-58])/,
-    nums = [], was = [], back = {}, shown = "", TX = new WeakMap(), AT = {},
+    nums = [], shown = "", TX = new WeakMap(), AT = {}, WR = new Map(),
     api, site, every = 30, last = Date.now(), sent = 0, url, mem = {}, obs, busy, land;
 
   function digits(s) { return String(s || "").replace(/\D/g, ""); }
@@ -79,12 +79,16 @@
   }
 
   // node's value from its original (as the site wrote it); site changes become the new original.
-  // A value the widget has not written here but holding a tracking number is a copy of one it
-  // has (a sticky header cloned on scroll, innerHTML copied): its original has the site's number
-  // back, so the copy follows when the number changes, never keeping one leased to another visitor
+  // A value the widget wrote elsewhere is a copy the site made of it (a sticky header cloned on
+  // scroll, innerHTML copied): its original is that one's, so the copy follows when the number
+  // changes instead of keeping one since leased to another visitor. WR: each value written ->
+  // its original (the first, if two were written the same way: a site's number is better than
+  // a stale tracking number)
   function upd(map, n, cur, make, put) {
-    var e = map.get(n), o = e && cur === e[1] ? e[0] : swap(cur, was), v = make(o);
+    var e = map.get(n), o = e && cur === e[1] ? e[0] : WR.has(cur) ? WR.get(cur) : cur,
+      v = make(o);
     if (v !== cur) put(v);
+    if (v !== o && !WR.has(v)) WR.set(v, o);
     if (v !== o || e) map.set(n, [o, v]);
   }
 
@@ -128,8 +132,6 @@
     var key = JSON.stringify(list || []);
     if (key == shown) return;
     shown = key; nums = prep(list);
-    nums.length && list.forEach(function (x) { if (x) back[digits(x.number)] = { number: x.own, own: x.number }; });
-    was = prep(Object.values(back));
     visit(d.documentElement);
     if (!obs && nums.length) {
       obs = new MutationObserver(function (recs) {
