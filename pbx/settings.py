@@ -108,8 +108,7 @@ def _check_shown(text: str) -> str:
 def _written_cents(value: object) -> int:
     """to_cents of an amount as the file wrote it. YAML reads an unquoted `15.000` (fifteen
     thousand, as Russian and German write it) as the float 15.0; ruamel keeps how many digits
-    followed the point, so it is refused as ambiguous like the string "15.000" is, and an
-    unquoted 12.505 as more than two decimals, instead of being rounded."""
+    followed the point, so it is refused as ambiguous like the string "15.000" is."""
     if isinstance(value, ScalarFloat) and getattr(value, "_exp", None) is None:
         decimals = getattr(value, "_width") - getattr(value, "_prec") - 1  # noqa: B009
         value = f"{value:.{decimals}f}"
