@@ -291,17 +291,16 @@ class StubState:
     numbers: list[dict[str, str]] | None = None  # the numbers it answers, if not STUB_ANSWER's
 
 
+STUB_NUMBER = {
+    "replace": "+7 495 123-45-67",
+    "own": "+74951234567",
+    "number": "+74990000001",
+    "display": "+7 499 000-00-01",
+}
 STUB_ANSWER = {
     "visitor_id": "v" * 32,
     "session_id": "s" * 32,
-    "numbers": [
-        {
-            "replace": "+7 495 123-45-67",
-            "own": "+74951234567",
-            "number": "+74990000001",
-            "display": "+7 499 000-00-01",
-        }
-    ],
+    "numbers": [STUB_NUMBER],
     "ping_interval_s": 1,
 }
 
@@ -372,22 +371,39 @@ def stub() -> Iterator[tuple[Server, StubState]]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def playwright() -> Iterator[Any]:
+    """One Playwright per module: a second one at once in the same thread cannot start."""
     if not Path(CHROMIUM).exists():
         _no_browser(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         _no_browser("the playwright package is not installed")
-    playwright = sync_playwright().start()
+    started = sync_playwright().start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Any) -> Iterator[Any]:
+    yield from _chromium(playwright)
+
+
+@pytest.fixture(scope="module")
+def bfcache_browser(playwright: Any) -> Iterator[Any]:
+    """Chromium with its back/forward cache on, as browsers ship (Playwright turns it off)."""
+    yield from _chromium(playwright, ignore_default_args=["--disable-back-forward-cache"])
+
+
+def _chromium(playwright: Any, **options: Any) -> Iterator[Any]:
     try:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, **options
+        )
     except Exception as exc:
-        playwright.stop()
         _no_browser(f"Chromium at {CHROMIUM} does not start: {exc}")
     yield browser
     browser.close()
-    playwright.stop()
 
 
 @dataclass

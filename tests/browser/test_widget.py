@@ -22,6 +22,7 @@ from .conftest import (
     PAID,
     PRIVATE,
     REPO,
+    STUB_NUMBER,
     Daemon,
     Server,
     StubState,
@@ -982,3 +983,42 @@ def test_a_copy_of_one_of_two_numbers_sharing_a_tracking_number_gets_its_own_bac
         state.numbers = None
     assert copy == "Partners: 8 495 765 43 21"
     assert watched.problems(server.url) == []
+
+
+def test_a_page_restored_from_the_back_forward_cache_asks_for_its_number_again(
+    bfcache_browser: Any, demo: Server, stub: tuple[Server, StubState]
+) -> None:
+    """Back to a page kept in the browser's back/forward cache (timers frozen meanwhile, no
+    load event): the number it shows may have been leased to another visitor since. The
+    return is activity (the page's visibilitychange, which Chromium fires before pageshow), so
+    the widget asks again without waiting for the visitor to move: no pageshow handler is
+    needed. Fails without the visibilitychange handler."""
+    server, state = stub
+    state.mode, state.requests[:], state.posts[:], state.numbers = "ok", [], [], None
+    context = bfcache_browser.new_context(viewport={"width": 1100, "height": 900})
+    try:
+        watched = watch(context.new_page())
+        page = watched.page
+        page.add_init_script(
+            "addEventListener('pageshow', e => { window.restored = e.persisted; })"
+        )
+        open_demo(watched, demo, server.url, CPC)
+        page.wait_for_function(
+            "() => document.getElementById('head-phone').textContent.includes('000-00-01')"
+        )
+        state.numbers = [{**STUB_NUMBER, "number": "+74990000002", "display": "+7 499 000-00-02"}]
+        page.goto(f"{demo.url}/contacts.html?tracker={server.url}")
+        page.wait_for_timeout(1500)  # longer than the stub's ping interval
+        sent = len(state.requests)
+        page.go_back(wait_until="commit")  # no load event on a restore
+        page.wait_for_function("() => window.restored !== undefined")
+        assert page.evaluate("window.restored") is True  # from the cache, not loaded again
+        page.wait_for_function(
+            "() => document.getElementById('head-phone').textContent.includes('000-00-02')",
+            timeout=5_000,
+        )
+        assert len(state.requests) > sent
+        assert watched.problems(server.url) == []
+    finally:
+        state.numbers = None
+        context.close()
