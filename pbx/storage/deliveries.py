@@ -236,20 +236,20 @@ def _claimed(row: Any, lease: float) -> Claimed:
 
 async def forget_settled_before(engine: AsyncEngine, before: float, batch: int = 500) -> int:
     """Delete deliveries created before `before` that are settled (a pending one is kept,
-    however old: it is still due); in small transactions. Returns how many."""
-    settled = outbox.c.state.in_([DELIVERED, FAILED, SKIPPED])
+    however old: it is still due); in small transactions. Returns how many.
+
+    The DELETE says again what it deletes: on PostgreSQL another daemon's "Retry now" may make
+    a failed row pending between the batch's SELECT and its DELETE, and the row then has to
+    stay (the DELETE waits for that UPDATE's commit and checks the row again)."""
+    forgettable = (outbox.c.state.in_([DELIVERED, FAILED, SKIPPED]), outbox.c.created_at < before)
     deleted = 0
     while True:
         async with engine.begin() as conn:
-            ids = list(
-                await conn.scalars(
-                    select(outbox.c.id).where(settled, outbox.c.created_at < before).limit(batch)
-                )
-            )
+            ids = list(await conn.scalars(select(outbox.c.id).where(*forgettable).limit(batch)))
             if not ids:
                 return deleted
-            await conn.execute(delete(outbox).where(outbox.c.id.in_(ids)))
-        deleted += len(ids)
+            gone = await conn.execute(delete(outbox).where(outbox.c.id.in_(ids), *forgettable))
+        deleted += gone.rowcount
 
 
 #: a delivery to a target gone from the config waits this long past its window before it is
