@@ -28,6 +28,7 @@ from attribution.calls import CallReport, is_local_channel, local_partner
 from attribution.phone import PhoneNumberError, to_e164
 from dialplan.generator import CDR_START_PREFIX
 from pbx.settings import Settings
+from recordings.files import FORMATS
 
 log = logging.getLogger(__name__)
 
@@ -183,12 +184,8 @@ def _report(
         status = _DIAL_STATUS.get(dials[-1].disposition, "CHANUNAVAIL")
     else:
         status = "CANCEL"  # the caller left before the real line was dialed
-    recording = None
-    if line_answers:  # a voicemail's recording holds the message
-        name = f"{inbound.uniqueid}.wav"  # as the dialplan names it
-        path = recordings_dir / name if recordings_dir else None
-        if path is None or _recorded(path):
-            recording = name
+    # a voicemail's recording holds the message
+    recording = _recording_of(inbound.uniqueid, recordings_dir) if line_answers else None
     return CallReport(
         linkedid=linkedid,
         caller=inbound.src,
@@ -205,6 +202,21 @@ def _report(
         recording=recording,
         line_answered_at=min(line_answers) if line_answers else None,
     ).fitted()
+
+
+def _recording_of(uniqueid: str, folder: Path | None) -> str | None:
+    """The call's recording as the dialplan names it, if it has sound; or the file it was
+    converted to. A call read again from the CDR after a restore from a backup was stored and
+    its WAV converted, then deleted, since the backup: the converted file is its recording."""
+    name = f"{uniqueid}.wav"
+    if folder is None or _recorded(folder / name):
+        return name
+    for kind in FORMATS.values():
+        converted = folder / f"{uniqueid}{kind.suffix}"
+        with contextlib.suppress(OSError):
+            if converted.is_file():
+                return converted.name
+    return None
 
 
 def _recorded(path: Path) -> bool:

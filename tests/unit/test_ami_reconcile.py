@@ -80,6 +80,18 @@ def test_recording_named_only_if_the_file_has_audio(tmp_path: Path) -> None:
     assert report.recording == name
 
 
+def test_a_call_read_again_after_a_restore_keeps_its_converted_recording(tmp_path: Path) -> None:
+    """Restored from a backup, the database lacks the calls stored since, and reconciliation
+    reads them again from the CDR; their WAVs were converted and deleted meanwhile. They came
+    back without a recording, and their MP3s stayed on the disk with nothing pointing at them."""
+    (tmp_path / "1795807245.16.mp3").write_bytes(b"ID3" + b"\0" * 4000)
+    (report, *_) = read_cdr_reports(MASTER, 0, CONTEXTS, recordings_dir=tmp_path)
+    assert report.recording == "1795807245.16.mp3"
+    (tmp_path / "1795807245.16.mp3").unlink()
+    (report, *_) = read_cdr_reports(MASTER, 0, CONTEXTS, recordings_dir=tmp_path)
+    assert report.recording is None
+
+
 def test_rows_of_other_formats_are_skipped(tmp_path: Path) -> None:
     path = tmp_path / "Master.csv"
     shutil.copy(MASTER, path)
