@@ -220,7 +220,9 @@ class CallStore:
                 )
             await record_call(conn, call, from_session=owner.holder is not None)
             await self._credits.write(conn, call)
-            queued = await self._outbox.add(conn, Event.CALL_COMPLETED, call_id)
+            queued = await self._outbox.add(
+                conn, Event.CALL_COMPLETED, call_id, once_per=report.linkedid
+            )
         if queued:
             self._outbox.wake()
         return Attribution(values["attribution"])

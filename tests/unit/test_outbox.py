@@ -219,3 +219,31 @@ async def test_deliveries_to_a_target_gone_from_the_config_are_skipped_after_the
         names[1]: ("skipped", "its target is no longer in the config"),
     }
     await engine.dispose()
+
+
+async def test_a_call_stored_again_after_a_restore_sends_its_event_under_the_same_id(
+    tmp_path: Path,
+) -> None:
+    """Restored from a backup, the database lacks the calls stored since, and reconciliation
+    stores them again from the CDR: their call.completed went out again under new random ids,
+    so a receiver that drops ids it has (Bitrix24's ORIGIN_ID) made their leads twice."""
+
+    async def event_ids(folder: Path) -> dict[str, str]:
+        store, _, (engine, _), clock = await harness(folder, webhooks=HOOKS)
+        assert await store.store(report("1795807245.16", clock.now))
+        async with engine.connect() as conn:
+            ids = dict((await conn.execute(select(outbox.c.target, outbox.c.event_id))).all())
+        await engine.dispose()
+        return ids
+
+    (tmp_path / "before").mkdir()
+    (tmp_path / "restored").mkdir()
+    before, after = await event_ids(tmp_path / "before"), await event_ids(tmp_path / "restored")
+    assert set(before) == {"crm", "all"}
+    assert after == before  # the same ids: the receivers drop them
+    assert len(set(before.values())) == 2  # one per target
+    store, _, (engine, _), clock = await harness(tmp_path / "before", webhooks=HOOKS)
+    assert await store.store(report("1795807245.17", clock.now))  # another call, other ids
+    async with engine.connect() as conn:
+        assert len(set(await conn.scalars(select(outbox.c.event_id)))) == 4
+    await engine.dispose()
