@@ -81,7 +81,10 @@ def pg_dump_advice(database: str, target: str) -> str:
     return (
         "calltrack backup copies SQLite databases only; this one is PostgreSQL: back it up with\n"
         f"  pg_dump --format=custom --file={file} {uri}\n"
-        f"and restore it with\n  pg_restore --clean --if-exists --dbname={uri} {file}\n"
+        "and restore it with every daemon stopped, into the database emptied (dropdb and\n"
+        "createdb: a dump of an older calltrack lacks tables a later one added, which --clean\n"
+        "would leave in place), then run `calltrack db upgrade`:\n"
+        f"  pg_restore --exit-on-error --single-transaction --dbname={uri} {file}\n"
         f"(the password: PGPASSWORD or ~/.pgpass){left_out}"
     )
 
