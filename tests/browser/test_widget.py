@@ -861,6 +861,15 @@ def test_a_visit_refused_for_now_is_tried_again_with_its_landing_page(
     assert watched.problems(server.url) == []
 
 
+def wait_for_text(page: Any, element_id: str, text: str) -> None:
+    """Until the element's text holds `text` (a swap, or the site's number back)."""
+    page.wait_for_function(
+        "([id, text]) => document.getElementById(id).textContent.includes(text)",
+        arg=[element_id, text],
+        timeout=10_000,
+    )
+
+
 def test_a_copy_the_site_makes_of_a_swapped_number_follows_when_the_number_changes(
     new_page: Callable[[], Watched], demo: Server, stub: tuple[Server, StubState]
 ) -> None:
@@ -872,9 +881,7 @@ def test_a_copy_the_site_makes_of_a_swapped_number_follows_when_the_number_chang
     watched = new_page()
     page = watched.page
     open_demo(watched, demo, server.url, CPC)
-    page.wait_for_function(
-        "() => document.getElementById('head-phone').textContent.includes('000-00-01')"
-    )
+    wait_for_text(page, "head-phone", "000-00-01")
     page.evaluate(
         """() => {
           const clone = document.getElementById("head-phone").cloneNode(true);
@@ -896,10 +903,7 @@ def test_a_copy_the_site_makes_of_a_swapped_number_follows_when_the_number_chang
     ]
     try:
         page.mouse.move(10, 10)  # activity: the next ping (every second here) gets the new number
-        page.wait_for_function(
-            "() => document.getElementById('head-phone').textContent.includes('000-00-02')",
-            timeout=10_000,
-        )
+        wait_for_text(page, "head-phone", "000-00-02")
         page.wait_for_timeout(300)  # the observer's turn
         copies = page.evaluate(
             """() => ({
@@ -912,10 +916,7 @@ def test_a_copy_the_site_makes_of_a_swapped_number_follows_when_the_number_chang
         # the database away: the site's own numbers come back, in the copies too
         state.numbers = []
         page.mouse.move(20, 20)
-        page.wait_for_function(
-            "() => document.getElementById('head-phone').textContent.includes('495')",
-            timeout=10_000,
-        )
+        wait_for_text(page, "head-phone", "495")
         page.wait_for_timeout(300)
         restored = page.evaluate(
             """() => [document.getElementById("sticky-phone").textContent,
@@ -949,9 +950,7 @@ def test_a_copy_of_one_of_two_numbers_sharing_a_tracking_number_gets_its_own_bac
     page = watched.page
     try:
         open_demo(watched, demo, server.url, CPC)
-        page.wait_for_function(
-            "() => document.getElementById('head-phone').textContent.includes('000-00-01')"
-        )
+        wait_for_text(page, "head-phone", "000-00-01")
         page.evaluate(
             """() => {
               const line = document.createElement("p");
@@ -960,9 +959,7 @@ def test_a_copy_of_one_of_two_numbers_sharing_a_tracking_number_gets_its_own_bac
               document.body.append(line);
             }"""
         )
-        page.wait_for_function(
-            "() => document.getElementById('partner-line').textContent.includes('499')"
-        )
+        wait_for_text(page, "partner-line", "499")
         page.evaluate(
             """() => {
               const clone = document.getElementById("partner-line").cloneNode(true);
@@ -973,10 +970,7 @@ def test_a_copy_of_one_of_two_numbers_sharing_a_tracking_number_gets_its_own_bac
         page.wait_for_timeout(300)
         state.numbers = []
         page.mouse.move(10, 10)
-        page.wait_for_function(
-            "() => document.getElementById('partner-line').textContent.includes('495')",
-            timeout=10_000,
-        )
+        wait_for_text(page, "partner-line", "495")
         page.wait_for_timeout(300)
         copy = page.evaluate("() => document.getElementById('partner-copy').textContent")
     finally:
@@ -1003,9 +997,7 @@ def test_a_page_restored_from_the_back_forward_cache_asks_for_its_number_again(
             "addEventListener('pageshow', e => { window.restored = e.persisted; })"
         )
         open_demo(watched, demo, server.url, CPC)
-        page.wait_for_function(
-            "() => document.getElementById('head-phone').textContent.includes('000-00-01')"
-        )
+        wait_for_text(page, "head-phone", "000-00-01")
         state.numbers = [{**STUB_NUMBER, "number": "+74990000002", "display": "+7 499 000-00-02"}]
         page.goto(f"{demo.url}/contacts.html?tracker={server.url}")
         page.wait_for_timeout(1500)  # longer than the stub's ping interval
