@@ -73,6 +73,7 @@ def pg_dump_advice(database: str, target: str) -> str:
         "postgresql", url.username, None, url.host, url.port, url.database, query
     ).render_as_string(hide_password=False)
     uri, file = shlex.quote(plain), shlex.quote(target)
+    db, owner = shlex.quote(url.database or "calltrack"), shlex.quote(url.username or "calltrack")
     left_out = (
         f"\n(left out of the URL, pg_dump does not know them: {', '.join(sorted(dropped))})"
         if dropped
@@ -81,10 +82,12 @@ def pg_dump_advice(database: str, target: str) -> str:
     return (
         "calltrack backup copies SQLite databases only; this one is PostgreSQL: back it up with\n"
         f"  pg_dump --format=custom --file={file} {uri}\n"
-        "and restore it with every daemon stopped, into the database emptied (dropdb and\n"
-        "createdb: a dump of an older calltrack lacks tables a later one added, which --clean\n"
-        "would leave in place), then run `calltrack db upgrade`:\n"
-        f"  pg_restore --exit-on-error --single-transaction --dbname={uri} {file}\n"
+        "and restore it with every daemon stopped, into the database emptied (a dump of an\n"
+        "older calltrack lacks tables a later one added, which --clean would leave in place),\n"
+        "as PostgreSQL's superuser:\n"
+        f"  dropdb {db} && createdb --owner={owner} {db}\n"
+        f"then:\n  pg_restore --exit-on-error --single-transaction --dbname={uri} {file}\n"
+        "and run `calltrack db upgrade`\n"
         f"(the password: PGPASSWORD or ~/.pgpass){left_out}"
     )
 
