@@ -320,5 +320,9 @@ async def test_a_converted_recording_not_yet_analysed_says_so_when_speech_is_on(
     await log_in(client)
     page = await (await client.get(f"/calls/{converted}")).text()
     assert 'id="speech-waiting"' in page
+    # converted before it was stored (read again from the CDR after a restore): no length
+    # known, and nothing will prepare it
+    assert "Being prepared" not in page
     page = await (await client.get(f"/calls/{as_recorded}")).text()
     assert 'id="speech"' not in page  # not converted yet: nothing to analyse
+    assert "Being prepared for the browser" in page
