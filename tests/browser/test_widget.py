@@ -866,7 +866,7 @@ def wait_for_text(page: Any, element_id: str, text: str) -> None:
     page.wait_for_function(
         "([id, text]) => document.getElementById(id).textContent.includes(text)",
         arg=[element_id, text],
-        timeout=10_000,
+        timeout=30_000,  # Playwright's default: the first swap waits for a loaded CI machine too
     )
 
 
