@@ -205,17 +205,19 @@ def _report(
 
 
 def _recording_of(uniqueid: str, folder: Path | None) -> str | None:
-    """The call's recording as the dialplan names it, if it has sound; or the file it was
-    converted to. A call read again from the CDR after a restore from a backup was stored and
-    its WAV converted, then deleted, since the backup: the converted file is its recording."""
+    """The call's recording as the dialplan names it, if it has sound or was converted already.
+    A call read again from the CDR after a restore from a backup was stored, and its WAV
+    converted and deleted, since the backup: named by its WAV, the recording worker finds the
+    converted file beside it and reads its length and waveform back (recordings.files.convert,
+    as after a power cut that undid the call's last commit)."""
     name = f"{uniqueid}.wav"
     if folder is None or _recorded(folder / name):
         return name
     for kind in FORMATS.values():
-        converted = folder / f"{uniqueid}{kind.suffix}"
+        converted = (folder / name).with_suffix(kind.suffix)  # as recordings.files.convert names it
         with contextlib.suppress(OSError):
             if converted.is_file():
-                return converted.name
+                return name
     return None
 
 

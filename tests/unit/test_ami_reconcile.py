@@ -86,7 +86,9 @@ def test_a_call_read_again_after_a_restore_keeps_its_converted_recording(tmp_pat
     back without a recording, and their MP3s stayed on the disk with nothing pointing at them."""
     (tmp_path / "1795807245.16.mp3").write_bytes(b"ID3" + b"\0" * 4000)
     (report, *_) = read_cdr_reports(MASTER, 0, CONTEXTS, recordings_dir=tmp_path)
-    assert report.recording == "1795807245.16.mp3"
+    # named by its WAV: the recording worker then points the call at the MP3 it finds beside
+    # it, with its length and waveform (test_recordings: ..._a_power_cut_undid_finds_...)
+    assert report.recording == "1795807245.16.wav"
     (tmp_path / "1795807245.16.mp3").unlink()
     (report, *_) = read_cdr_reports(MASTER, 0, CONTEXTS, recordings_dir=tmp_path)
     assert report.recording is None
