@@ -34,6 +34,7 @@ from datetime import date, timedelta
 
 from attribution.money import MoneyError, cents_text, to_cents
 from attribution.reports import day_of, local_day
+from attribution.traffic import channel_name
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
 MAX_ROWS = 1_000_000
@@ -360,7 +361,7 @@ def _row(row: list[str], columns: Mapping[str, int], layout: Layout) -> CostRow 
         value = _cell(row, columns, role) if use_column else layout.constant(role)
         if len(value) > MAX_NAME:
             return f"{role}: expected at most {MAX_NAME} characters"
-        names[role] = value
+        names[role] = channel_name(value)
     if not names["source"]:
         return "source: expected a name, got an empty cell"
     cost_text = _cell(row, columns, "cost")

@@ -90,10 +90,11 @@ CONTROL_CHARACTERS = r"\x00-\x1f\x7f"
 _CONTROL = re.compile(f"[{CONTROL_CHARACTERS}]")
 
 
-def _own_name(value: str) -> str:
-    """A tag (or a referrer's host) that spells one of the report's own rows
-    ("(unattributed)") is kept apart from it: a visitor's link must not add to, or hide in, the
-    row of calls nobody is credited with."""
+def channel_name(value: str) -> str:
+    """A tag (or a referrer's host, or a cost file's name) that spells one of the report's own
+    rows ("(unattributed)") is kept apart from it: a visitor's link must not add to, or hide
+    in, the row of calls nobody is credited with, and an exported "(other)" row's cost is not
+    the report's folded visits. A visit and a cost spelt alike still meet on one row."""
     return f"utm:{value}" if value in RESERVED_KEYS else value
 
 
@@ -106,7 +107,7 @@ def read_source(url: str, referrer: str | None) -> TrafficSource:
     # decoded, a value may hold what the address could not (%00): control characters go, they
     # name no campaign (and PostgreSQL refuses a NUL in text)
     query = {k: _CONTROL.sub("", v) for k, v in pairs}
-    tags = {k: _own_name(query[k][:MAX_VALUE]) for k in UTM_KEYS if query.get(k)}
+    tags = {k: channel_name(query[k][:MAX_VALUE]) for k in UTM_KEYS if query.get(k)}
     click_ids = {k: query[k][:MAX_VALUE] for k in CLICK_ID_SOURCES if query.get(k)}
     referrer = referrer[:MAX_URL] if referrer else None
     ref_host = host_of(referrer) if referrer else None
@@ -115,7 +116,7 @@ def read_source(url: str, referrer: str | None) -> TrafficSource:
     if ref_host:  # a forged referrer "http://(unattributed)/" is a tag by another name
         # a host is at most 253 characters in DNS, but a referrer's can be anything: cut to
         # the source column's width like the tags (PostgreSQL refuses a longer value)
-        ref_host = _own_name(ref_host[:MAX_VALUE])
+        ref_host = channel_name(ref_host[:MAX_VALUE])
     if "utm_source" in tags or "utm_medium" in tags:
         source = tags.get("utm_source") or ref_host or "(not set)"
         medium = tags.get("utm_medium", NONE)

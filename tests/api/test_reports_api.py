@@ -369,3 +369,27 @@ async def check_unsplit_costs(client: Client) -> None:
     # the rent of the month's days gone (15 of 31 on the 15th: 1500.00 of 3100.00), and
     # google's costs of both days (1079.00)
     assert rows(month, "cost") == {"2027-01": ("2579.00",)}
+
+
+async def test_a_cost_files_rows_named_like_the_reports_own_are_rows_of_their_own(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    """GA4 and Looker exports fold small campaigns into "(other)": such a row's cost was added
+    to the report's row of folded visits (with a note saying visits were folded), a "(total)"
+    campaign made a second totals row before the real one, and a source "(unattributed)" put
+    money on the row of calls nobody is credited with."""
+    client = await history(tmp_path, aiohttp_client)
+    exported = (
+        b"date,source,medium,campaign,cost\n"
+        b"2027-01-15,google,cpc,(other),12.00\n"
+        b"2027-01-15,google,cpc,(total),3.00\n"
+        b"2027-01-15,(unattributed),cpc,x,4.00\n"
+    )
+    await replace_costs(client.app[ENGINE], read_costs(exported, "ga4.csv", layout_for()), 0.0)
+    data = await report(client, group_by="campaign")
+    costs = {key: cost for key, (cost,) in rows(data, "cost").items() if cost != "0.00"}
+    assert costs == {"utm:(other)": "12.00", "utm:(total)": "3.00", "x": "4.00"}
+    assert not data["notes"] and data["totals"]["cost"] == "19.00"
+    by_source = rows(await report(client, group_by="source"), "cost")
+    assert by_source["utm:(unattributed)"] == ("4.00",)
+    assert by_source["(unattributed)"] == ("0.00",)

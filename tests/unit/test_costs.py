@@ -252,3 +252,9 @@ def test_a_russian_google_ads_export_reads_its_decimal_comma() -> None:
     data = 'День,Кампания,Стоимость\n2024-03-01,Бренд,"1 234,56"\n'.encode()
     [row] = read_costs(data, "ads.csv", layout_for("google-ads")).rows
     assert row.cost_cents == 123456
+
+
+def test_names_that_spell_a_reports_own_row_are_kept_apart_as_a_visitors_tag_is() -> None:
+    assert read("date,source,medium,campaign,cost\n2024-03-01,(unattributed),cpc,(other),1\n") == [
+        CostRow(20240301, "utm:(unattributed)", "cpc", "utm:(other)", 100)
+    ]
