@@ -20,7 +20,7 @@ from enum import StrEnum
 
 from attribution.numbering import StaticSource
 from attribution.reports import Model
-from attribution.traffic import DIRECT, NONE
+from attribution.traffic import DIRECT, NONE, REFERRAL
 
 LOOKBACK = 90 * 86400.0  # how far back last_non_direct looks for a source (GA4's default)
 
@@ -50,10 +50,16 @@ class Touch:
     referrer: str | None = None  # host
 
     def is_direct(self, internal_hosts: Collection[str] = ()) -> bool:
-        """Typed in or bookmarked, or a referral from the business's own sites."""
+        """Typed in or bookmarked, or an untagged referral from the business's own sites. A
+        link there tagged with UTM or a click id names a source (as in GA4 and Metrica, tags
+        win over the referrer): its source is then not the referring host."""
         if self.source == DIRECT and self.medium == NONE:
             return True
-        return self.referrer is not None and self.referrer in internal_hosts
+        return (
+            self.referrer is not None
+            and self.referrer in internal_hosts
+            and (self.source, self.medium) == (self.referrer, REFERRAL)
+        )
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ MAX_URL = 1024  # the longest URL kept: one client must not fill the disk with U
 RESERVED_KEYS = OWN_ROWS | {WEB, TOTAL}
 DIRECT = "(direct)"
 NONE = "(none)"
+REFERRAL = "referral"  # the medium of an untagged link from another site
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ def read_source(url: str, referrer: str | None) -> TrafficSource:
     elif ref_host and (engine := _search_engine(ref_host)):
         source, medium = engine, "organic"
     elif ref_host:
-        source, medium = ref_host, "referral"
+        source, medium = ref_host, REFERRAL
     else:
         source, medium = DIRECT, NONE
     return TrafficSource(

@@ -84,6 +84,22 @@ def test_last_non_direct_treats_the_sites_own_hosts_as_direct() -> None:
     assert credit(call, Model.LAST_NON_DIRECT).touch == internal
 
 
+def test_last_non_direct_credits_a_tagged_link_from_the_sites_own_hosts() -> None:
+    """The blog links to the shop with UTM tags (or a click id): the tags name the source, as
+    in GA4 and Metrica, so the visit is not direct although its referrer is the business's."""
+    source = touch("src", DAY, "yandex", "organic")
+    tagged = touch("tag", 2 * DAY, "blog", "email", ref="blog.shop.test")
+    clicked = touch("clk", 3 * DAY, "google", "cpc", ref="blog.shop.test")
+    for visit in (tagged, clicked):
+        call = CallHistory(
+            visit.started_at + 60, Credit(CreditKind.SESSION, visit), [source, visit]
+        )
+        assert credit(call, Model.LAST_NON_DIRECT, {"blog.shop.test"}).touch == visit
+    internal = touch("int", 4 * DAY, "blog.shop.test", "referral", ref="blog.shop.test")
+    call = CallHistory(4 * DAY + 60, Credit(CreditKind.SESSION, internal), [tagged, internal])
+    assert credit(call, Model.LAST_NON_DIRECT, {"blog.shop.test"}).touch == tagged
+
+
 def test_last_non_direct_looks_back_at_most_the_lookback() -> None:
     old = touch("old", 0.0)
     now = direct("now", LOOKBACK + DAY)
