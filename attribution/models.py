@@ -40,7 +40,6 @@ class Touch:
     session_id: str
     started_at: float
     site: str
-    pool: str | None
     source: str
     medium: str
     campaign: str | None = None

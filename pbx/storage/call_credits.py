@@ -45,7 +45,6 @@ def _touch(row: Any) -> Touch:
         session_id=row.id,
         started_at=row.started_at,
         site=row.site,
-        pool=row.pool,
         source=row.source,
         medium=row.medium,
         campaign=row.campaign,
@@ -266,7 +265,8 @@ def _row(
         "model": model,
         "day": day,
         "kind": str(credit.kind),
-        # the number's: a static or unattributed call is still its site's (site filters)
+        # the number's: a static or unattributed call is still its site's (site filters); the
+        # pool is always the dialled number's, as the call log says, whichever visit is credited
         "site": call.get("site"),
         "pool": call.get("pool"),
         "source": None,
@@ -286,7 +286,6 @@ def _row(
         t = credit.touch
         row |= {
             "site": t.site,
-            "pool": t.pool,
             "source": t.source,
             "medium": t.medium,
             "campaign": t.campaign,

@@ -109,7 +109,9 @@ class Expected:
         return datetime.fromtimestamp(at, self.zone).date()
 
     def direct(self, s: dict[str, Any]) -> bool:
-        internal = s["referrer"] is not None and host(s["referrer"]) in self.internal
+        # an untagged link from the sites' own origins; a tagged one names its source
+        ref = host(s["referrer"]) if s["referrer"] is not None else None
+        internal = ref in self.internal and (s["source"], s["medium"]) == (ref, "referral")
         return (s["source"], s["medium"]) == ("(direct)", "(none)") or internal
 
     # -- whom a call is credited to: (kind, dimensions) -----------------------------------------
@@ -141,7 +143,7 @@ class Expected:
         ]
         if model == "first" and earlier:
             kind = kind if kind in ("session", "probable") else "visitor"
-            return kind, self.dims(earlier[0])
+            return kind, {**self.dims(earlier[0]), "pool": call["pool"]}
         if model == "last_non_direct" and session is not None and self.direct(session):
             sources = [
                 v
@@ -152,8 +154,8 @@ class Expected:
                 and not self.direct(v)
             ]
             session = sources[-1] if sources else session
-        if session is not None:
-            return kind, self.dims(session)
+        if session is not None:  # the pool is the dialled number's, not the visit's
+            return kind, {**self.dims(session), "pool": call["pool"]}
         if kind == "static":
             static = {k: call[k] for k in ("source", "medium", "campaign")}
             return "static", {**static, "static": call["source"], "site": None, "pool": None}

@@ -393,3 +393,34 @@ async def test_a_cost_files_rows_named_like_the_reports_own_are_rows_of_their_ow
     by_source = rows(await report(client, group_by="source"), "cost")
     assert by_source["utm:(unattributed)"] == ("4.00",)
     assert by_source["(unattributed)"] == ("0.00",)
+
+
+async def test_a_call_is_reported_under_the_pool_of_the_number_dialled(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    """A site showing two own numbers (sales, service) leases one number of each pool to a
+    visit. A call to the service number was reported under the visit's first pool (sales) while
+    the call log said service, and `pool=service` showed no call at all."""
+    site = {
+        "name": "main",
+        "origins": [ORIGIN],
+        "replace": ["+7 (495) 123-45-67", "+7 (495) 555-00-11"],
+        "pools": [
+            {"name": "sales", "replaces": ["+74951234567"], "numbers": ["+74990000001"]},
+            {"name": "service", "replaces": ["+74955550011"], "numbers": ["+74990000021"]},
+        ],
+    }
+    settings = settings_for(tmp_path, sites=[site], users=staff_users())
+    await migrate(settings)
+    clock = FakeClock()
+    client = await aiohttp_client(build_app(settings, clock=clock))
+    s = Scenario(client, clock)
+    visit = await s.visit("utm_source=google&utm_medium=cpc")
+    assert dict(visit.shown) == {"+74951234567": "+74990000001", "+74955550011": "+74990000021"}
+    await s.call("+74990000021", "+79160000001")
+    [call] = (await client.app[CALLS].list(CallFilter()))[1]
+    assert call["pool"] == "service"
+    for model in ("last", "first", "last_non_direct"):
+        data = await report(client, group_by="pool", model=model)
+        assert rows(data, "calls", "visits") == {"sales": (0, 1), "service": (1, 0)}, model
+        assert rows(await report(client, pool="service", model=model), "calls") == {"google": (1,)}

@@ -29,7 +29,7 @@ BILLBOARD = Credit(CreditKind.STATIC, static=StaticSource("billboard", "offline"
 def touch(
     sid: str, at: float, source: str = "google", medium: str = "cpc", ref: str | None = None
 ) -> Touch:
-    return Touch(sid, at, "main", "paid", source, medium, referrer=ref)
+    return Touch(sid, at, "main", source, medium, referrer=ref)
 
 
 def direct(sid: str, at: float) -> Touch:
