@@ -26,7 +26,7 @@ from ami_bridge.cdr_follow import Position
 from ami_bridge.cdr_tail import read_tail
 from attribution.calls import CallReport, is_local_channel, local_partner
 from attribution.phone import PhoneNumberError, to_e164
-from dialplan.generator import CDR_START_PREFIX
+from dialplan.generator import CDR_START_PREFIX, call_context
 from pbx.settings import Settings
 from recordings.files import FORMATS
 
@@ -157,8 +157,14 @@ def _report(
     and those of the PBX's own dialplan it went on to (a ring group's, a transfer's)."""
     rows.sort(key=lambda r: (r.start, r.sequence))
     ours = [r for r in rows if r.dcontext in contexts]
+    # the number dialled, from a row of the context tracked numbers go on to: a number the
+    # trunk delivers that the calltrack context only passes to the PBX's own (its include) has
+    # rows in that context too, and is not a tracked call
+    tracked = {call_context(c) for c in contexts} & set(contexts)
     did = None
     for row in ours:
+        if row.dcontext not in tracked:
+            continue
         try:
             did = to_e164(row.dst, region)  # the dialplan also answers national forms
             break
@@ -436,7 +442,7 @@ def reconcile_pass(
         _parsed(tail.rows),
         path,
         since,
-        {context, f"{context}-call"},
+        {context, call_context(context)},
         settings.asterisk_recordings_dir,
         settings.region,
     )

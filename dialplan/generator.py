@@ -31,6 +31,14 @@ CDR_START_PREFIX = "calltrack-start="
 EVENT_START = "CalltrackStart"
 EVENT_END = "CalltrackEnd"
 
+
+def call_context(context: str) -> str:
+    """The context every tracked number goes on to (with Goto, keeping the number dialled as
+    EXTEN): a CDR row in it is a tracked call's. A row in `context` itself may be any number
+    the trunk delivers, matched through its `include` of the PBX's own context."""
+    return f"{context}-call"
+
+
 # Dial strings and paths end up inside dialplan application arguments: no separators or quotes.
 _DIAL_STRING = re.compile(r"^[A-Za-z0-9/_.@:+&#*-]{1,256}$")
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9/_.+-]{1,512}$")
@@ -67,7 +75,7 @@ def render_dialplan(settings: Settings) -> str:
         raise ValueError("the config has no `asterisk:` section")
     context = settings.asterisk.context
     other = settings.asterisk.other_numbers_context
-    if other in (context, f"{context}-call", f"{context}-hangup"):
+    if other in (context, call_context(context), f"{context}-hangup"):
         raise ValueError(
             f"asterisk.other_numbers_context {other!r} is one of calltrack's own contexts:"
             " name the context the trunk's calls entered before"
@@ -113,7 +121,7 @@ def render_dialplan(settings: Settings) -> str:
             "",
         ]
 
-    call = f"{context}-call"
+    call = call_context(context)
     out += [
         "; Shared by every number. EXTEN stays the number as dialed, so CDRs keep it.",
         f"[{call}]",

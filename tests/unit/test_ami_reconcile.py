@@ -266,3 +266,24 @@ def test_a_call_transferred_into_the_pbxs_dialplan_ends_with_the_callers_channel
     [report] = read_cdr_reports(master, since=0, contexts=CONTEXTS)
     assert report.linkedid == linkedid and report.status is CallStatus.ANSWERED
     assert report.ended_at == 1795807330.0  # 2026-11-27 19:22:10 UTC
+
+
+def test_a_number_the_calltrack_context_passes_on_to_the_pbxs_own_is_not_a_tracked_call(
+    tmp_path: Path,
+) -> None:
+    """Every number the trunk delivers may enter the calltrack context, which sends the ones it
+    does not track on through `include => other_numbers_context`. An extension matched through
+    an include keeps the including context, so the main line's call (Dial straight to the
+    reception phone) has a row in calltrack-inbound: it was read back as a tracked call to
+    +74951234567 every pass, with a call.completed webhook (a Bitrix24 lead) each."""
+    master = tmp_path / "Master.csv"
+    main_line = (
+        '"","79161234567","74951234567","calltrack-inbound","","PJSIP/trunk-00000011",'
+        '"PJSIP/reception-00000012","Dial","PJSIP/reception,30","2026-11-27 19:30:00",'
+        '"2026-11-27 19:30:04","2026-11-27 19:31:00",60,56,"ANSWERED","DOCUMENTATION",'
+        '"1795807800.50","","","1795807800.50",40'
+    )
+    tracked = MASTER.read_text().splitlines()[0]
+    master.write_text(f"{main_line}\n{tracked}\n")
+    [report] = read_cdr_reports(master, since=0, contexts=CONTEXTS)
+    assert report.did != "+74951234567" and report.linkedid == "1795807245.16"
