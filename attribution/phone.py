@@ -99,6 +99,38 @@ def to_e164(text: str, region: str | None = None, *, bare_e164: bool = True) -> 
     )
 
 
+def caller_number(caller: str, region: str | None) -> str:
+    """A caller ID as calls keep it: in E.164 when it is a number that can exist, else as it
+    came ('anonymous', a phone's extension). One person's number comes as +7916..., 7916... or
+    8916... by trunk, and as the dialplan rewrote it in the CDR (FreePBX's from-pstn-e164-us
+    makes +12125550100 2125550100): kept as it came, their calls were different callers.
+    Bare digits that are a number both nationally and as E.164 without its '+' (RU
+    '4930123456': Obninsk, or Berlin) are kept as they came: the caller's number is not
+    rewritten to a guess."""
+    try:
+        e164 = to_e164(caller, region)
+    except PhoneNumberError:
+        return caller
+    if region and caller.strip().isdigit():
+        try:
+            if to_e164(caller, None) != e164:
+                return caller
+        except PhoneNumberError:
+            pass  # not a number as E.164: only the national reading is
+    return e164
+
+
+def caller_forms(caller: str, region: str | None) -> list[str]:
+    """The forms `caller` (as caller_number keeps it) may have in calls stored before callers
+    were kept in E.164: as the trunk or the CDR sent it."""
+    if not caller.startswith("+"):
+        return [caller]
+    try:
+        return dialled_forms(caller, region)
+    except PhoneNumberError:
+        return [caller]
+
+
 def dialled_forms(e164: str, region: str | None) -> list[str]:
     """Every way a carrier may send `e164` as the dialled number: with '+', without it, with the
     international prefix most of the world dials ('00'), and, for a number of `region`,

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Insert, bindparam, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from attribution.phone import caller_number
 from pbx.storage.db import conflict_insert
 from pbx.storage.tables import callers, calls
 
@@ -75,8 +76,9 @@ async def record_call(conn: AsyncConnection, call: dict[str, Any], *, from_sessi
         )
 
 
-async def rebuild_callers(engine: AsyncEngine) -> None:
-    """Fold every stored call into its caller's row again, oldest first."""
+async def rebuild_callers(engine: AsyncEngine, region: str | None) -> None:
+    """Fold every stored call into its caller's row again, oldest first; a call stored
+    before callers were kept in E.164 under its number's E.164 (attribution.phone)."""
     async with engine.begin() as conn:
         await conn.execute(delete(callers))
         rows = await conn.execute(
@@ -91,4 +93,5 @@ async def rebuild_callers(engine: AsyncEngine) -> None:
         )
         for row in rows.all():
             call = dict(row._mapping)
+            call["caller"] = caller_number(call["caller"], region)
             await record_call(conn, call, from_session=call["attribution"] == "session")

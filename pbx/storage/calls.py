@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from attribution.calls import CallReport, Route
 from attribution.numbering import Numbering
 from attribution.owner import Attribution, CallOwner, attribute, needs_holder
+from attribution.phone import caller_forms, caller_number
 from attribution.probable import Candidate, candidates
 from integrations.events import Event
 from pbx.settings import Settings
@@ -90,7 +91,8 @@ class ReviewChanges(TypedDict, total=False):
 _STORED = select(exists().where(calls.c.linkedid == bindparam("linkedid")))
 _CALLED_BEFORE = select(
     exists().where(
-        calls.c.caller == bindparam("caller"), calls.c.started_at < bindparam("started_at")
+        calls.c.caller.in_(bindparam("callers", expanding=True)),
+        calls.c.started_at < bindparam("started_at"),
     )
 )
 
@@ -180,15 +182,18 @@ class CallStore:
                 return None
         owner = await self.owner(report.did, report.started_at, engine)
         likely = await self._probable(owner, report, engine)
+        region = self._settings.region
+        caller = caller_number(report.caller, region)
         async with engine.begin() as conn:
-            repeat = is_known_number(report.caller) and bool(
+            repeat = is_known_number(caller) and bool(
                 await conn.scalar(
-                    _CALLED_BEFORE, {"caller": report.caller, "started_at": report.started_at}
+                    _CALLED_BEFORE,
+                    {"callers": caller_forms(caller, region), "started_at": report.started_at},
                 )
             )
             values = {
                 "linkedid": report.linkedid,
-                "caller": report.caller,
+                "caller": caller,
                 "did": report.did,
                 "started_at": report.started_at,
                 "answered_at": report.answered_at,
@@ -207,7 +212,7 @@ class CallStore:
             }
             if likely:
                 values["attribution"] = str(Attribution.PROBABLE)
-            if owner.holder is None and (known := await known_visitor(conn, report.caller)):
+            if owner.holder is None and (known := await known_visitor(conn, caller)):
                 values["visitor_id"], values["repeat_of"] = known
             call_id = await conn.scalar(self._insert_new, values)
             if call_id is None:

@@ -26,7 +26,7 @@ class Rebuilt:
 async def rebuild_reports(engine: AsyncEngine, settings: Settings, now: float) -> Rebuilt:
     postgres = engine.dialect.name == "postgresql"
     visits = await VisitRollups(settings, postgres).rebuild(engine, now)
-    await rebuild_callers(engine)
+    await rebuild_callers(engine, settings.region)
     calls_done = await CallCredits(settings).rebuild(engine)
     async with engine.begin() as conn:
         await forget_all(conn)  # every kept month was computed from the rollups replaced

@@ -8,7 +8,13 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
-from attribution.phone import PhoneNumberError, display_like, to_e164
+from attribution.phone import (
+    PhoneNumberError,
+    caller_forms,
+    caller_number,
+    display_like,
+    to_e164,
+)
 
 
 @pytest.mark.parametrize(
@@ -135,3 +141,25 @@ def test_a_shown_number_reads_back_as_itself(data: st.DataObject) -> None:
     e164 = phonenumbers.format_number(number, PhoneNumberFormat.E164)
     shown = display_like(template, e164)
     assert to_e164(shown, region, bare_e164=False) == e164
+
+
+@pytest.mark.parametrize(
+    ("caller", "region", "kept"),
+    [
+        ("+79161234567", "RU", "+79161234567"),
+        ("79161234567", "RU", "+79161234567"),  # E.164 without its '+', as carriers send it
+        ("89161234567", "RU", "+79161234567"),  # nationally, with the trunk prefix
+        ("2125550100", "US", "+12125550100"),  # as FreePBX's from-pstn-e164-us leaves it
+        ("4930123456", "RU", "4930123456"),  # Obninsk nationally, Berlin as E.164: as it came
+        ("anonymous", "RU", "anonymous"),
+        ("201", "RU", "201"),  # a phone of the PBX
+        ("", None, ""),
+    ],
+)
+def test_a_caller_is_kept_in_e164_when_a_number(caller: str, region: str | None, kept: str) -> None:
+    assert caller_number(caller, region) == kept
+
+
+def test_a_callers_earlier_forms_are_those_a_trunk_may_send() -> None:
+    assert set(caller_forms("+79161234567", "RU")) >= {"+79161234567", "79161234567", "89161234567"}
+    assert caller_forms("anonymous", "RU") == ["anonymous"]

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from attribution.calls import CallReport, Route
@@ -16,10 +16,11 @@ from attribution.numbering import Numbering
 from attribution.traffic import MAX_URL
 from pbx.settings import Settings
 from pbx.storage import write_behind
+from pbx.storage.callers import rebuild_callers
 from pbx.storage.calls import CallFilter, CallStore
 from pbx.storage.db import open_engine, upgrade
 from pbx.storage.reports import pool_coverage
-from pbx.storage.tables import page_views
+from pbx.storage.tables import callers, calls, page_views
 from pbx.storage.visits import Visit, VisitRequest, VisitStore
 from tests.helpers import FakeClock, make_settings
 from tests.session_read_back import two_pings_at_once
@@ -293,6 +294,35 @@ async def test_call_is_attributed_to_the_session_holding_the_number_at_its_start
     assert by_id["c2"]["visitor_id"] == by_id["c1"]["visitor_id"]
     assert by_id["c2"]["repeat_of"] == by_id["c1"]["id"]
     assert by_id["c2"]["repeat_caller"] and not by_id["c1"]["repeat_caller"]
+
+
+async def test_one_persons_number_in_any_form_is_one_caller(h: Harness) -> None:
+    """The trunk sends +7916..., the CDR has the form the dialplan rewrote it to (8916...):
+    kept as they came, the same person's calls were two first-time callers, the second was not
+    linked to the visitor of the first, and the missed list kept both numbers."""
+    a = await h.visit()
+    assert await h.calls.store(report(a.number or "", h.clock.now, "c1", "8 916 123-45-67"))
+    h.clock.advance(3600)
+    assert await h.calls.store(report("+74990000101", h.clock.now, "c2", "79161234567"))
+    assert await h.calls.store(report("+74990000101", h.clock.now, "c3", "anonymous"))
+    # a call stored before callers were kept in E.164, as its trunk sent it
+    async with h.engine.begin() as conn:
+        await conn.execute(
+            update(calls).where(calls.c.linkedid == "c3").values(caller="89160000000")
+        )
+    assert await h.calls.store(report("+74990000101", h.clock.now + 1, "c4", "+79160000000"))
+    _, rows = await h.calls.list(CallFilter())
+    by_id = {r["linkedid"]: r for r in rows}
+    assert by_id["c1"]["caller"] == by_id["c2"]["caller"] == "+79161234567"
+    assert by_id["c2"]["repeat_caller"] and not by_id["c1"]["repeat_caller"]
+    assert by_id["c2"]["visitor_id"] == by_id["c1"]["visitor_id"] == a.visitor_id
+    assert by_id["c4"]["repeat_caller"]
+    async with h.engine.connect() as conn:
+        kept = sorted((await conn.execute(select(callers.c.caller))).scalars())
+    assert kept == ["+79160000000", "+79161234567"]  # not "anonymous": nobody
+    await rebuild_callers(h.engine, h.settings.region)
+    async with h.engine.connect() as conn:
+        assert sorted((await conn.execute(select(callers.c.caller))).scalars()) == kept
 
 
 async def test_call_is_stored_once_per_linkedid(h: Harness) -> None:
