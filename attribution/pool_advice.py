@@ -9,7 +9,8 @@ Freeze time. A call is caught by a freeze time F when it started at most F after
 last activity. The delays are known for the calls attributed to a session, and for probable
 matches (a pool number nobody held, `attribution/probable.py`) through their likeliest
 candidate: the only calls that show what a longer freeze would have caught. A call made while
-its session was active has delay 0: every freeze catches it.
+its session was active has delay 0: every freeze catches it. What the delays are measured from
+(the last activity before the call, not after it) is pbx/storage/pool_usage.py's.
 """
 
 from __future__ import annotations

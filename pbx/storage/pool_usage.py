@@ -2,15 +2,16 @@
 
 Three range reads, whatever the number of pools: the visits that asked a pool for a number
 (`session_pools`, with their session's last activity), the calls to pool and fallback numbers
-(with the last activity of the session credited), and the likeliest candidate of each probable
-match. The arithmetic is `attribution/pool_advice.py`'s.
+(with the last activity of the session credited before the call), and the likeliest candidate
+of each probable match (with the end of its lease). The arithmetic is
+`attribution/pool_advice.py`'s.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from attribution.leasing import Tracking
@@ -18,11 +19,17 @@ from attribution.owner import Attribution
 from attribution.pool_advice import PoolCall, PoolRecord, PoolVisit
 from attribution.site_plan import SitePlan
 from pbx.settings import Settings
-from pbx.storage.tables import call_candidates, calls, session_pools, sessions
+from pbx.storage.tables import call_candidates, calls, page_views, session_pools, sessions
 
 _POOL_CALLS = (Attribution.SESSION, Attribution.PROBABLE, Attribution.UNKNOWN)
 _UNHELD = (Attribution.PROBABLE, Attribution.UNKNOWN)
 Key = tuple[str, str]
+#: the credited session's latest page view at or before its call's start
+_LAST_VIEW_BEFORE_CALL = (
+    select(func.max(page_views.c.at))
+    .where(page_views.c.session_id == calls.c.session_id, page_views.c.at <= calls.c.started_at)
+    .scalar_subquery()
+)
 PART = 5000  # rows handled between two turns of the event loop
 #: a stored tracking word as the enum: a dict lookup, not an Enum call, per row of a million
 _TRACKING = {str(t): t for t in Tracking}
@@ -62,6 +69,8 @@ async def pool_records(
                 calls.c.site,
                 calls.c.pool,
                 sessions.c.last_seen,
+                sessions.c.started_at,
+                _LAST_VIEW_BEFORE_CALL,
             )
             .outerjoin(sessions, sessions.c.id == calls.c.session_id)
             .where(
@@ -76,27 +85,33 @@ async def pool_records(
         fallback: defaultdict[str, list[PoolCall]] = defaultdict(list)
         unheld: defaultdict[Key, list[PoolCall]] = defaultdict(list)
         probable_calls: dict[int, Key] = {}
-        for call_id, started_at, attribution, site, pool, last_seen in call_rows:
+        for call_id, started_at, attribution, site, pool, last_seen, began, viewed in call_rows:
             if attribution == Attribution.FALLBACK:
                 fallback[site].append(PoolCall(call_id, started_at))
             elif pool is None:
                 continue  # a number no pool has (unknown DIDs)
             elif attribution == Attribution.SESSION and last_seen is not None:
+                if last_seen > started_at:
+                    # active again after the call began (the page kept open, or back to it):
+                    # its last activity before the call is not kept, but it was no earlier
+                    # than its last page view then, so the call is timed from that (at worst
+                    # later than it was: a shorter freeze is never credited with it wrongly)
+                    last_seen = max(began, viewed or began)
                 delays[site, pool].append(started_at - last_seen)
             elif attribution in _UNHELD:
                 unheld[site, pool].append(PoolCall(call_id, started_at))
                 if attribution == Attribution.PROBABLE:
                     probable_calls[call_id] = (site, pool)
 
-        # a probable match's likeliest candidate: its last activity tells how late the call was
+        # a probable match's likeliest candidate: its lease ended a freeze time after its last
+        # activity then (its session's last_seen may be later: the visitor came back)
         candidate_rows = await conn.execute(
             select(
                 call_candidates.c.call_id,
                 calls.c.started_at,
-                sessions.c.last_seen,
+                call_candidates.c.released_at,
             )
             .join(calls, calls.c.id == call_candidates.c.call_id)
-            .join(sessions, sessions.c.id == call_candidates.c.session_id)
             .where(
                 calls.c.started_at >= since,
                 calls.c.started_at < until,
@@ -105,11 +120,12 @@ async def pool_records(
             .order_by(call_candidates.c.call_id, call_candidates.c.likelihood.desc())
         )
         seen: set[int] = set()
-        for call_id, started_at, last_seen in candidate_rows:
+        freeze = settings.freeze_time
+        for call_id, started_at, released_at in candidate_rows:
             key = probable_calls.get(call_id)
             if key is not None and call_id not in seen:
                 seen.add(call_id)
-                delays[key].append(started_at - last_seen)
+                delays[key].append(started_at - (released_at - freeze))
                 probable[key] += 1
 
     records = []

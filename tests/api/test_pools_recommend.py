@@ -14,7 +14,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from pbx.app import build_app
-from pbx.keys import VISITS
+from pbx.keys import ENGINE, VISITS
+from pbx.storage.pool_usage import pool_records
 from tests.api.test_cli import calltrack
 from tests.api.test_reports_api import DAY, SITE, Scenario
 from tests.api.test_staff_ui import log_in
@@ -186,3 +187,33 @@ async def test_the_page_answers_bad_options_with_400_and_a_reason(
     page = await client.get(f"/admin/pools?{query}")
     html = await page.text()
     assert page.status == 400 and reason in html and "<script>" not in html
+
+
+async def test_call_delays_are_timed_from_the_activity_before_the_call(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    """Freeze time 60 s. A calls 50 s after their visit and is active again 5 s later (the page
+    kept open): the delay was read from the session's last activity, after the call (-5 s, which
+    every freeze catches). B's lease lapsed at T0 + 60, B calls at T0 + 120 (a probable match)
+    and comes back at T0 + 200: -80 s, although the freeze in use missed that call."""
+    clock = FakeClock(T0)
+    settings = settings_for(tmp_path, sites=[SITE], users=staff_users())
+    await migrate(settings)
+    client = await aiohttp_client(build_app(settings, clock=clock))
+    s = Scenario(client, clock)
+    visits = client.app[VISITS]
+    a, b = await s.visit(), await s.visit()
+    clock.advance(50)
+    await s.call(a.number, "+79160000001")
+    clock.advance(5)
+    assert await visits.ping(a.session_id, a.visitor_id, None) is not None
+    clock.advance(65)  # T0 + 120: B's number is nobody's since T0 + 60
+    await s.call(b.number, "+79160000002")
+    clock.advance(80)
+    assert await visits.ping(b.session_id, b.visitor_id, None) is not None
+    await visits.flush()
+    records = await pool_records(client.app[ENGINE], settings, T0 - 1, T0 + 3600)
+    delays = {r.pool: sorted(r.call_delays) for r in records}
+    assert delays == {"paid": [], "all": [50.0, 120.0]}
+    [all_pool] = [r for r in records if r.pool == "all"]
+    assert all_pool.probable_calls == 1
