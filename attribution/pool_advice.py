@@ -210,6 +210,8 @@ def _advice(calls: CallDelays, now: float, target: float, sizes: dict[float, int
         )
     if better == now:
         return f"{head}; it is the shortest freeze that catches {target:.0%}."
+    if better > now and (calls.caught(now) or 0) >= target:  # shorter than the table's first
+        return f"{head}; it catches {target:.0%} already."
     more = sizes[better] - sizes[now]
     word = "more" if more > 0 else "fewer"
     change = f"{abs(more)} {word} number{'s' * (abs(more) != 1)}" if more else "no more numbers"

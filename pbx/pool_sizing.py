@@ -47,10 +47,11 @@ def read_target(text: str | None) -> float:
 
 
 def read_range(since: str | None, until: str | None, today: date) -> tuple[date, date]:
-    """The local days the advice is based on, both included: by default the last 28 days."""
-    first, last = report_range(today, DEFAULT_DAYS)
+    """The local days the advice is based on, both included: by default the 28 days up to
+    `until`, or to today."""
     try:
-        first, last = read_day(since, "since", first), read_day(until, "until", last)
+        last = read_day(until, "until", today)
+        first = read_day(since, "since", report_range(last, DEFAULT_DAYS)[0])
     except DayError as exc:
         raise SizingError(str(exc)) from None
     if last < first:

@@ -178,7 +178,7 @@ def _leases(args: argparse.Namespace, settings: Settings) -> int:
         until = row["held_until"]
         held = bool(row["held"])
         when = (
-            datetime.fromtimestamp(until).strftime("%H:%M:%S")
+            datetime.fromtimestamp(until, ZoneInfo(settings.ui.timezone)).strftime("%H:%M:%S")
             if isinstance(until, float) and held
             else ""
         )

@@ -3,11 +3,12 @@ the sentence, the JSON shape. Expected figures are worked out by hand in each te
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from attribution.leasing import LeasePolicy, Tracking
 from attribution.pool_advice import CallDelays, PoolCall, PoolRecord, PoolVisit, advise
+from pbx.pool_sizing import read_range
 
 MOSCOW = ZoneInfo("Europe/Moscow")  # UTC+3 all year
 POLICY = LeasePolicy(freeze_time=15 * 60.0)
@@ -141,6 +142,15 @@ def test_a_shorter_freeze_is_advised_when_calls_come_quickly() -> None:
     )
 
 
+def test_a_freeze_shorter_than_the_tables_that_catches_the_target_is_not_lengthened() -> None:
+    """Freeze 3m and every call 30 s late: the advice was "5m would catch 99% and needs N more
+    numbers", spending numbers for nothing (the table starts at 5m)."""
+    visits = [PoolVisit(at(2, 10), at(2, 10), Tracking.TRACKED)]
+    policy = LeasePolicy(freeze_time=3 * 60.0)
+    advice = advise(record(visits, quick_and_late(30, 0, 0)), policy, 0.99, MOSCOW)
+    assert advice.freeze_advice == "freeze 3m caught 100% of calls; it catches 99% already."
+
+
 def test_the_same_pool_for_another_freeze_needs_no_more_numbers() -> None:
     visits = [PoolVisit(at(2, 10), at(2, 10), Tracking.TRACKED)]
     advice = advise(record(visits, quick_and_late(29, 1, 40)), POLICY, 0.99, MOSCOW)
@@ -208,3 +218,10 @@ def test_the_json_shape_is_the_one_the_issue_names() -> None:
     # one timed call and the two unheld ones no visit matched: a third caught by any freeze
     assert shape["freeze"][0] == [5, 0.333333, 2]
     assert (shape["peak_held"], shape["peak_demand"], shape["unmatched_calls"]) == (2, 2, 2)
+
+
+def test_the_range_ends_at_until_and_by_default_starts_28_days_before_it() -> None:
+    today = date(2026, 12, 3)
+    assert read_range(None, None, today) == (date(2026, 11, 6), today)
+    assert read_range(None, "2026-10-31", today) == (date(2026, 10, 4), date(2026, 10, 31))
+    assert read_range("2026-10-01", None, today) == (date(2026, 10, 1), today)
