@@ -46,14 +46,23 @@ def read_target(text: str | None) -> float:
     return number / 100 if number > 1 or text.strip().endswith("%") else number
 
 
-def read_range(since: str | None, until: str | None, today: date) -> tuple[date, date]:
+def read_range(
+    since: str | None, until: str | None, today: date, keep_days: int
+) -> tuple[date, date]:
     """The local days the advice is based on, both included: by default the 28 days up to
-    `until`, or to today."""
+    `until`, or to today, and none before the visits kept (`visits.keep_days`): retention
+    keeps of those only the visits calls refer to, whose replay would size the pool too small."""
+    kept_since = today - timedelta(days=keep_days - 1)
     try:
         last = read_day(until, "until", today)
-        first = read_day(since, "since", report_range(last, DEFAULT_DAYS)[0])
+        first = read_day(since, "since", max(report_range(last, DEFAULT_DAYS)[0], kept_since))
     except DayError as exc:
         raise SizingError(str(exc)) from None
+    if first < kept_since:
+        raise SizingError(
+            f"since: visits are kept {keep_days} days (visits.keep_days): expected"
+            f" {kept_since.isoformat()} or later"
+        )
     if last < first:
         raise SizingError("until: expected a date on or after since")
     if (last - first).days + 1 > MAX_DAYS:

@@ -58,7 +58,9 @@ def _recommend(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         target = read_target(args.target)
-        first, last = read_range(args.since, args.until, today(settings, time.time()))
+        first, last = read_range(
+            args.since, args.until, today(settings, time.time()), settings.visits.keep_days
+        )
     except SizingError as exc:
         print(f"calltrack pools: {exc}", file=sys.stderr)
         return 2

@@ -139,7 +139,10 @@ async def pools_page(request: web.Request) -> web.Response:
     try:
         target = read_target(_percent(params.get("target")))
         first, last = read_range(
-            params.get("since"), params.get("until"), today(settings, request.app[CLOCK]())
+            params.get("since"),
+            params.get("until"),
+            today(settings, request.app[CLOCK]()),
+            settings.visits.keep_days,
         )
     except SizingError as exc:
         return render(request, "pools.html", 400, user=user, error=str(exc), form=form, pools=[])

@@ -6,9 +6,11 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from attribution.leasing import LeasePolicy, Tracking
 from attribution.pool_advice import CallDelays, PoolCall, PoolRecord, PoolVisit, advise
-from pbx.pool_sizing import read_range
+from pbx.pool_sizing import SizingError, read_range
 
 MOSCOW = ZoneInfo("Europe/Moscow")  # UTC+3 all year
 POLICY = LeasePolicy(freeze_time=15 * 60.0)
@@ -222,6 +224,17 @@ def test_the_json_shape_is_the_one_the_issue_names() -> None:
 
 def test_the_range_ends_at_until_and_by_default_starts_28_days_before_it() -> None:
     today = date(2026, 12, 3)
-    assert read_range(None, None, today) == (date(2026, 11, 6), today)
-    assert read_range(None, "2026-10-31", today) == (date(2026, 10, 4), date(2026, 10, 31))
-    assert read_range("2026-10-01", None, today) == (date(2026, 10, 1), today)
+    assert read_range(None, None, today, 400) == (date(2026, 11, 6), today)
+    assert read_range(None, "2026-10-31", today, 400) == (date(2026, 10, 4), date(2026, 10, 31))
+    assert read_range("2026-10-01", None, today, 400) == (date(2026, 10, 1), today)
+
+
+def test_the_range_starts_no_earlier_than_the_visits_kept() -> None:
+    """With visits.keep_days 14, the days before kept only the visits calls refer to, and the
+    advice over the default 28 days sized the pool by half of them, saying "28 days"."""
+    today = date(2026, 12, 3)
+    assert read_range(None, None, today, 14) == (date(2026, 11, 20), today)
+    with pytest.raises(
+        SizingError, match=r"kept 14 days \(visits.keep_days\): expected 2026-11-20"
+    ):
+        read_range("2026-11-19", None, today, 14)
