@@ -116,6 +116,8 @@ def _text(body: dict[str, Any], name: str, longest: int) -> str:
 
 
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+#: a sale's date alone, as unix_time's range (1970 to 9999) reads it in any time zone
+FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9999, 12, 31)
 
 
 def _sale_time(at: str | int | float | None, zone: str) -> float | None:
@@ -127,6 +129,8 @@ def _sale_time(at: str | int | float | None, zone: str) -> float | None:
             day = date.fromisoformat(at.strip())
         except ValueError:
             raise _bad("at: expected ISO 8601 time or Unix seconds") from None
+        if not FIRST_DAY <= day < LAST_DAY:  # 9999-12-31's next day overflows
+            raise _bad("at: expected a time from 1970 to 9999")
         # the next day's midnight, less a microsecond: 23:59:59 may come twice (a fall-back
         # at 24:00, as in America/Santiago), and time.max is the first of them
         next_midnight = datetime.combine(day + timedelta(days=1), time(), ZoneInfo(zone))

@@ -70,13 +70,17 @@ def _zone(request: web.Request) -> ZoneInfo:
 
 
 def _local_path(target: str) -> str:
-    """Where to go after logging in: only a path on this site, never another host."""
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+    """Where to go after logging in: only a path on this site, never another host. Checked
+    as text before it is parsed: urlsplit raises on a host it cannot read ("//[")."""
+    if not target.startswith("/") or target.startswith("//"):
         return "/"
     if "\\" in target or any(ord(ch) < 32 for ch in target):
         return "/"
-    return target
+    try:
+        parts = urlsplit(target)
+    except ValueError:
+        return "/"
+    return "/" if parts.scheme or parts.netloc else target
 
 
 async def login_form(
@@ -96,6 +100,7 @@ async def login(request: web.Request) -> web.Response:
     form = await read_form(request)
     check_csrf(request.cookies.get(LOGIN_CSRF_COOKIE), form.get("csrf"))
     name, password = str(form.get("name", "")), str(form.get("password", ""))
+    going_to = _local_path(str(form.get("next", "/")))  # before a session is made
     try:
         token = await log_in(request, name, password)
     except LoginRefused as refused:
@@ -112,7 +117,7 @@ async def login(request: web.Request) -> web.Response:
         return await login_form(
             request, "Wrong user name or password.", 401, str(form.get("next", "/"))
         )
-    response = web.HTTPSeeOther(_local_path(str(form.get("next", "/"))))
+    response = web.HTTPSeeOther(going_to)
     set_cookie(request, response, SESSION_COOKIE, token)
     response.del_cookie(LOGIN_CSRF_COOKIE, path="/")
     raise response

@@ -427,6 +427,8 @@ async def test_without_at_the_sale_is_now(client: Client, clock: FakeClock) -> N
         ({"at": [1]}, "at"),
         ({"at": -5}, "at"),
         ({"at": "1e400"}, "at"),
+        ({"at": "9999-12-31"}, "at"),  # its end of day overflowed: a 500 with a traceback
+        ({"at": "0001-01-01"}, "at"),  # a date alone skipped the 1970..9999 check
         ({"caller": "hello"}, "caller"),
         ({"caller": "+7916"}, "caller"),
         ({"caller": 79161234567}, "caller"),

@@ -263,8 +263,14 @@ async def test_a_new_password_in_the_config_ends_that_users_sessions(
     assert (await after.get("/calls", allow_redirects=False)).status == 200
 
 
-@pytest.mark.parametrize("target", ["//evil.test/", "https://evil.test/", "/\\evil.test", "calls"])
+@pytest.mark.parametrize(
+    "target", ["//evil.test/", "https://evil.test/", "/\\evil.test", "calls", "//[", "http://[x"]
+)
 async def test_login_never_redirects_to_another_site(client: Client, target: str) -> None:
+    """A host urlsplit cannot read ("//[") was a 500 with a traceback, on the form's GET and
+    on a good login's POST (its session made, no cookie sent)."""
+    form = await client.get("/login", params={"next": target})
+    assert form.status == 200
     csrf = await login_csrf(client)
     response = await client.post(
         "/login",
