@@ -30,14 +30,16 @@ from pbx.keys import (
     SETTINGS,
     STAFF_SESSIONS,
     TEMPLATES,
+    TOKEN_GUESSES,
     VISITS,
     PbxLink,
 )
 from pbx.metrics import Metrics
 from pbx.pbx_link import pbx_link
-from pbx.ratelimit import LoginGuard
+from pbx.ratelimit import FailureLimit, LoginGuard
 from pbx.sd_notify import supervised
 from pbx.settings import Settings
+from pbx.staff_api import TOKEN_GUESS_LIMIT, TOKEN_GUESS_WINDOW
 from pbx.staff_ui import costs as staff_costs
 from pbx.staff_ui import dashboard, deliveries, missed
 from pbx.staff_ui import exports as staff_exports
@@ -268,6 +270,7 @@ def build_app(settings: Settings, clock: Callable[[], float] = time.time) -> web
     )
     app[TEMPLATES] = staff_ui.templates(settings)
     app[LOGIN_GUARD] = LoginGuard(clock)
+    app[TOKEN_GUESSES] = FailureLimit(clock, TOKEN_GUESS_LIMIT, TOKEN_GUESS_WINDOW)
     app[ANSWERS] = VisitorAnswers(settings)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_recordings)

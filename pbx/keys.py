@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ami_bridge import AmiBridge
 from pbx.metrics import Metrics
-from pbx.ratelimit import LoginGuard
+from pbx.ratelimit import FailureLimit, LoginGuard
 from pbx.settings import Settings
 from pbx.storage.calls import CallStore
 from pbx.storage.deliveries import Deliveries
@@ -65,6 +65,8 @@ METRICS = web.AppKey("metrics", Metrics)
 PBX_LINK = web.AppKey("pbx_link", PbxLink)
 STAFF_SESSIONS = web.AppKey("staff_sessions", StaffSessionStore)
 LOGIN_GUARD = web.AppKey("login_guard", LoginGuard)
+#: wrong bearer tokens per client network (pbx.staff_api.api_caller)
+TOKEN_GUESSES = web.AppKey("token_guesses", FailureLimit)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
 RECORDINGS = web.AppKey("recordings", RecordingWorker)
 #: callers waiting for a call-back, counted once per page for the navigation (staff_ui.missed)

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import hmac
+import logging
+import math
 import re
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
+from attribution.clients import client_network
 from pbx.auth import current_user
-from pbx.http import json_error, public_base_url, unix_time, whole_number
-from pbx.keys import CALLS, SETTINGS, VISITS
+from pbx.http import client_ip, json_error, public_base_url, unix_time, whole_number
+from pbx.keys import CALLS, METRICS, SETTINGS, TOKEN_GUESSES, VISITS
 from pbx.settings import ApiToken, Scope
 from pbx.storage.call_speech_read import PHRASE_MAX
 from pbx.storage.calls import CallFilter
@@ -20,6 +23,10 @@ from pbx.storage.tables import MAX_ROW_ID
 from recordings.files import recording_path
 
 CALL_ID = re.compile(r"[0-9]{1,12}")
+#: wrong bearer tokens one client network (an address, an IPv6 /64) may present in the window
+TOKEN_GUESS_LIMIT = 20
+TOKEN_GUESS_WINDOW = 300.0
+log = logging.getLogger(__name__)
 
 
 def call_id_of(text: str) -> int | None:
@@ -30,13 +37,15 @@ def call_id_of(text: str) -> int | None:
     return int(text)
 
 
-def _bearer_token(request: web.Request) -> ApiToken | None:
-    """The configured token the request's bearer token matches (compared in constant time)."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        return None
-    digest = text_sha256(token.strip())
+def _presented_token(request: web.Request) -> str | None:
+    """The bearer token the request carries, if any."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def _configured(request: web.Request, token: str) -> ApiToken | None:
+    """The configured token `token` is (compared in constant time)."""
+    digest = text_sha256(token)
     for configured in request.app[SETTINGS].api_tokens:
         if hmac.compare_digest(digest, configured.token_sha256):
             return configured
@@ -45,9 +54,31 @@ def _bearer_token(request: web.Request) -> ApiToken | None:
 
 def api_caller(request: web.Request, scope: Scope) -> str | web.Response:
     """The name of the request's token when it may do `scope`; else the answer: 401 without a
-    valid token, 403 naming the scope for a valid one without it."""
-    token = _bearer_token(request)
+    valid token, 403 naming the scope for a valid one without it, 429 (unchecked) from a client
+    network that presented TOKEN_GUESS_LIMIT wrong tokens in TOKEN_GUESS_WINDOW: a token an
+    admin chose is guessed at the network's speed otherwise, and nobody would see it."""
+    guesses = request.app[TOKEN_GUESSES]
+    network = client_network(client_ip(request))
+    wait = guesses.retry_after([network])
+    if wait:
+        request.app[METRICS].http_errors.labels("429").inc()
+        response = json_error(429, "too many wrong bearer tokens from this network")
+        response.headers["Retry-After"] = str(math.ceil(wait))
+        return response
+    presented = _presented_token(request)
+    token = None if presented is None else _configured(request, presented)
     if token is None:
+        if presented is not None:
+            request.app[METRICS].http_errors.labels("401").inc()
+            guesses.failed([network])
+            if guesses.retry_after([network]):
+                log.warning(
+                    "%s: %d wrong bearer tokens within %.0f s: its requests are refused unchecked"
+                    " for a while",
+                    network,
+                    TOKEN_GUESS_LIMIT,
+                    TOKEN_GUESS_WINDOW,
+                )
         return unauthorized()
     if not token.may(scope):
         return json_error(403, f"this token may not do this: it needs the {scope} scope")

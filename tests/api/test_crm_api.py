@@ -22,6 +22,7 @@ from attribution.calls import NOTES_MAX
 from pbx.app import build_app
 from pbx.http import REVIEW_BODY_MAX
 from pbx.keys import CALLS, ENGINE
+from pbx.staff_api import TOKEN_GUESS_LIMIT, TOKEN_GUESS_WINDOW
 from pbx.storage.tables import outbox, sales
 from tests.api.test_staff_ui import log_in, page_csrf, store_call
 from tests.helpers import STAFF_TOKEN, FakeClock, migrate, settings_for, staff_users
@@ -491,3 +492,35 @@ async def test_a_date_alone_takes_in_a_repeated_last_hour(
     call = await store_call(client, "c1", at=second_2330)
     response = await post_sale(client, caller=CALLER, amount=1, at="2025-04-05", reference="D")
     assert response.status == 201 and (await response.json())["call_id"] == call
+
+
+async def test_wrong_bearer_tokens_from_one_network_are_refused_then_unchecked(
+    tmp_path: Path, clock: FakeClock, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    """A token the admin chose could be guessed at the network's speed: no limit, no log line,
+    and the 401s were not even counted in /metrics. After TOKEN_GUESS_LIMIT wrong tokens in
+    the window, the network's requests are refused unchecked (the right token too, as a locked
+    login); other networks are not, and the window's end lets the network in again."""
+    settings = settings_for(tmp_path, http={"trusted_proxies": ["127.0.0.1"]})
+    await migrate(settings)
+    client = await aiohttp_client(build_app(settings, clock=clock))
+
+    async def calls_from(address: str, token: str) -> ClientResponse:
+        headers = {"Authorization": f"Bearer {token}", "X-Forwarded-For": address}
+        return await client.get("/api/v1/calls", headers=headers)
+
+    for guess in range(TOKEN_GUESS_LIMIT):
+        assert (await calls_from("203.0.113.7", f"guess-{guess}")).status == 401
+    refused = await calls_from("203.0.113.7", STAFF_TOKEN)
+    assert refused.status == 429 and int(refused.headers["Retry-After"]) > 0
+    assert (await calls_from("198.51.100.2", STAFF_TOKEN)).status == 200
+    # no token at all is no guess: a browser's request does not lock its network out
+    for _ in range(TOKEN_GUESS_LIMIT):
+        assert (
+            await client.get("/api/v1/calls", headers={"X-Forwarded-For": "192.0.2.1"})
+        ).status == 401
+    assert (await calls_from("192.0.2.1", STAFF_TOKEN)).status == 200
+    metrics = await (await client.get("/metrics")).text()
+    assert f'calltrack_http_errors_total{{status="401"}} {TOKEN_GUESS_LIMIT}.0' in metrics
+    clock.advance(TOKEN_GUESS_WINDOW)
+    assert (await calls_from("203.0.113.7", STAFF_TOKEN)).status == 200
