@@ -97,6 +97,14 @@ class _Protocol(AMIProtocol):  # type: ignore[misc]
             if "Privilege" not in message:  # every event Asterisk sends on its own has one
                 log.warning("AMI block without Privilege dropped (injected?): %s", dict(message))
                 return
+            if "Uniqueid" in message and ("Linkedid" not in message or "Channel" not in message):
+                # a channel's event carries the channel's whole snapshot (Channel ... Uniqueid,
+                # Linkedid); a forged one must fit the 79 bytes of a SIP From's user part,
+                # where Privilege and a Uniqueid fit, and not the rest
+                log.warning(
+                    "AMI channel event without its snapshot dropped (injected?): %s", dict(message)
+                )
+                return
             if str(message["Event"]).lower() == "shutdown":
                 # panoramisk drops the connection on it: a forged one would, at every event of
                 # the caller's call. Asterisk closes the socket itself when it stops

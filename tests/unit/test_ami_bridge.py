@@ -244,6 +244,37 @@ async def test_a_callers_number_cannot_forge_events_or_drop_the_link(
     assert bridge.connected and fake.logins == 1  # never dropped, never logged in again
 
 
+#: a forged Hangup that carries Privilege, in the 79 bytes a SIP From's user part may have: it
+#: names a channel (here its own call's, ringing) by its Uniqueid alone
+FORGED_HANGUP = (
+    "sipp\r\n\r\nEvent: Hangup\r\nPrivilege: call,all\r\nUniqueid: 1795807259.18\r\n\r\nX: y"
+)
+
+
+async def test_a_forged_channel_event_without_the_channels_snapshot_is_dropped(
+    run: list[AmiBridge],
+) -> None:
+    """Every channel event Asterisk sends carries the channel's snapshot (Channel, Uniqueid,
+    Linkedid, ...); a forged one with Privilege passed the check above, and ended a ringing
+    call early: stored unanswered, without its recording."""
+    assert len(FORGED_HANGUP.split("\r\n\r\n", 1)[1]) < 79
+    ringing = next(i for i, block in enumerate(BLOCKS) if "Event: DialBegin" in block and i > 10)
+    forged = list(BLOCKS)
+    forged[ringing] = forged[ringing].replace(
+        "CallerIDNum: sipp\r", f"CallerIDNum: {FORGED_HANGUP}\r", 1
+    )
+    honest, smuggled = Store(), Store()
+    for store, script in ((honest, BLOCKS), (smuggled, forged)):
+        fake = FakeAsterisk([script], pong=[True], close=[False])
+        bridge = _bridge(_settings(await fake.start()), store)
+        run.append(bridge)
+        bridge.start()
+        await store.wait_for(3)
+    assert [(r.linkedid, r.status, r.recording, r.ended_at) for r in smuggled.reports] == [
+        (r.linkedid, r.status, r.recording, r.ended_at) for r in honest.reports
+    ]
+
+
 async def test_refused_login_is_retried_and_not_connected(run: list[AmiBridge]) -> None:
     fake = FakeAsterisk([BLOCKS], pong=[True], close=[False])
     store = Store()
