@@ -80,7 +80,7 @@ class EventComposer:
             event,
             call_json(call, self._base),
             link,
-            await load_journey(self._engine, call["id"]),
+            await load_journey(self._engine, call["id"], self._settings.region),
             sale,
         )
         return Outgoing(

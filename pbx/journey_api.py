@@ -10,7 +10,7 @@ from aiohttp import web
 
 from attribution.journey import Journey, JourneyCall
 from pbx.http import json_error
-from pbx.keys import READER
+from pbx.keys import READER, SETTINGS
 from pbx.settings import Scope
 from pbx.staff_api import api_caller, call_id_of, iso
 from pbx.storage.journey import MAX_CALLS, MAX_PAGES, MAX_VISITS, load_journey
@@ -49,7 +49,7 @@ async def get_journey(request: web.Request) -> web.Response:
     call_id = call_id_of(request.match_info["call_id"])
     journey = None
     if call_id is not None:
-        journey = await load_journey(request.app[READER], call_id)
+        journey = await load_journey(request.app[READER], call_id, request.app[SETTINGS].region)
     if journey is None:
         return json_error(404, "there is no call with this id")
     return web.json_response(journey_json(journey))

@@ -229,7 +229,7 @@ async def _call_page(
         if call["session_id"]
         else []
     )
-    journey = await load_journey(request.app[READER], call["id"])
+    journey = await load_journey(request.app[READER], call["id"], request.app[SETTINGS].region)
     speech = await speech_of(request.app[READER], call["id"])
     return render(
         request,

@@ -20,6 +20,7 @@ from attribution.journey import (
     ProbableVisit,
     assemble,
 )
+from attribution.phone import caller_forms
 from pbx.storage.callers import is_known_number
 from pbx.storage.tables import call_candidates, call_tags, calls, page_views, sessions
 
@@ -28,15 +29,17 @@ MAX_PAGES = 100  # pages listed per visit
 MAX_CALLS = 100  # the latest earlier calls listed
 
 
-async def load_journey(engine: AsyncEngine, call_id: int) -> Journey | None:
-    """The journey up to the start of call `call_id`; None when there is no such call."""
+async def load_journey(engine: AsyncEngine, call_id: int, region: str | None) -> Journey | None:
+    """The journey up to the start of call `call_id`; None when there is no such call.
+    `region`: the install's, to find the caller's earlier calls in the forms they were kept in
+    before callers were kept in E.164."""
     async with engine.connect() as conn:
         row = (await conn.execute(select(calls).where(calls.c.id == call_id))).one_or_none()
         if row is None:
             return None
         call = dict(row._mapping)
         visits, total, first_at, visits_cut, pages_cut = await _visits(conn, call)
-        earlier, calls_cut = await _earlier_calls(conn, call)
+        earlier, calls_cut = await _earlier_calls(conn, call, region)
         probable = await _probable(conn, call_id)
     return assemble(
         _journey_call(call),
@@ -152,13 +155,13 @@ async def _pages(
 
 
 async def _earlier_calls(
-    conn: AsyncConnection, call: dict[str, Any]
+    conn: AsyncConnection, call: dict[str, Any], region: str | None
 ) -> tuple[list[JourneyCall], bool]:
     """The latest calls before this one from the same visitor or the same caller's number."""
     c = calls.c
     same: list[ColumnElement[bool]] = []
     if is_known_number(call["caller"]):
-        same.append(c.caller == call["caller"])
+        same.append(c.caller.in_(caller_forms(call["caller"], region)))
     if call["visitor_id"] is not None:
         same.append(c.visitor_id == call["visitor_id"])
     before = or_(

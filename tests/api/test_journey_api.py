@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient
+from sqlalchemy import update
 
 from pbx.app import build_app
-from pbx.keys import CALLS, VISITS
+from pbx.keys import CALLS, ENGINE, VISITS
 from pbx.storage.calls import CallFilter
+from pbx.storage.tables import calls
 from tests.api.test_reports_api import AUTH, SITE, Scenario
 from tests.api.test_staff_ui import log_in
 from tests.helpers import ORIGIN, FakeClock, migrate, settings_for, staff_users
@@ -136,3 +138,17 @@ async def test_the_call_page_shows_the_visitors_journey(
     assert "implants" in journey and "/prices" in journey
     assert "after-the-call" not in page
     assert f'href="/calls/{ids["r1"]}"' in journey  # the billboard call, found by the number
+
+
+async def test_earlier_calls_kept_before_callers_were_e164_are_the_same_callers(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    """A call stored before 2026-12-03 kept its caller as the trunk sent it (89160000001): the
+    caller's journey still lists it beside their calls kept in E.164."""
+    client, _t0, ids = await history(tmp_path, aiohttp_client)
+    async with client.app[ENGINE].begin() as conn:
+        await conn.execute(
+            update(calls).where(calls.c.id == ids["r1"]).values(caller="89160000001")
+        )
+    data = await (await client.get(f"/api/v1/calls/{ids['r3']}/journey", headers=AUTH)).json()
+    assert [c["id"] for c in data["earlier_calls"]] == [ids["r1"], ids["r2"]]
