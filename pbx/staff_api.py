@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from attribution.clients import client_network
+from attribution.clients import client_network, is_public
 from pbx.auth import current_user
 from pbx.http import client_ip, json_error, public_base_url, unix_time, whole_number
 from pbx.keys import CALLS, METRICS, SETTINGS, TOKEN_GUESSES, VISITS
@@ -54,12 +54,15 @@ def _configured(request: web.Request, token: str) -> ApiToken | None:
 
 def api_caller(request: web.Request, scope: Scope) -> str | web.Response:
     """The name of the request's token when it may do `scope`; else the answer: 401 without a
-    valid token, 403 naming the scope for a valid one without it, 429 (unchecked) from a client
-    network that presented TOKEN_GUESS_LIMIT wrong tokens in TOKEN_GUESS_WINDOW: a token an
-    admin chose is guessed at the network's speed otherwise, and nobody would see it."""
+    valid token, 403 naming the scope for a valid one without it, 429 (unchecked) from a public
+    client network that presented TOKEN_GUESS_LIMIT wrong tokens in TOKEN_GUESS_WINDOW: a token
+    an admin chose is guessed at the network's speed otherwise, and nobody would see it. A
+    private or loopback peer is the site's own proxy or NAT (trusted_proxies not set), with
+    every integration behind it: its wrong tokens are logged and counted, never locked out,
+    or one stranger's 20 requests would lock out every CRM."""
     guesses = request.app[TOKEN_GUESSES]
     network = client_network(client_ip(request))
-    wait = guesses.retry_after([network])
+    wait = guesses.retry_after([network]) if is_public(network) else 0.0
     if wait:
         request.app[METRICS].http_errors.labels("429").inc()
         response = json_error(429, "too many wrong bearer tokens from this network")
@@ -70,14 +73,17 @@ def api_caller(request: web.Request, scope: Scope) -> str | web.Response:
     if token is None:
         if presented is not None:
             request.app[METRICS].http_errors.labels("401").inc()
+            reached_before = guesses.retry_after([network])
             guesses.failed([network])
-            if guesses.retry_after([network]):
+            if not reached_before and guesses.retry_after([network]):  # once a window
                 log.warning(
-                    "%s: %d wrong bearer tokens within %.0f s: its requests are refused unchecked"
-                    " for a while",
+                    "%s: %d wrong bearer tokens within %.0f s%s",
                     network,
                     TOKEN_GUESS_LIMIT,
                     TOKEN_GUESS_WINDOW,
+                    ": its requests are refused unchecked for a while"
+                    if is_public(network)
+                    else " (a private address: a proxy without http.trusted_proxies?)",
                 )
         return unauthorized()
     if not token.may(scope):
