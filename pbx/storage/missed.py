@@ -115,10 +115,10 @@ async def mark_called_back(engine: AsyncEngine, call_id: int, by: str, at: float
     was answered or they called again since: the page was stale). Marking twice is once."""
     postgres = engine.dialect.name == "postgresql"
     async with engine.begin() as conn:
-        caller = select(calls.c.caller).where(calls.c.id == call_id).scalar_subquery()
+        # by the call alone: a call is one caller's latest, whose row may be keyed in E.164
+        # while the call keeps the form the trunk sent (stored before 2026-12-03)
         latest = await conn.scalar(
             select(callers.c.caller).where(
-                callers.c.caller == caller,
                 callers.c.last_call_id == call_id,
                 callers.c.last_status.in_(UNANSWERED),
             )

@@ -8,10 +8,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp.test_utils import TestClient
+from sqlalchemy import update
 
 from attribution.calls import CallReport
 from pbx.app import build_app
-from pbx.keys import CALLS
+from pbx.keys import CALLS, ENGINE, SETTINGS
+from pbx.storage import tables
+from pbx.storage.callers import rebuild_callers
 from tests.api.test_staff_ui import log_in, page_csrf
 from tests.helpers import FakeClock, migrate, settings_for, staff_users
 
@@ -151,3 +154,23 @@ async def test_the_missed_calls_page_is_for_logged_in_staff(
         assert response.headers["Location"].startswith("/login?next=")
     await log_in(calls.client, "ada")  # admins see it too
     assert list(await listed(calls.client)) == [BORIS]
+
+
+async def test_a_caller_kept_before_e164_can_be_marked_called_back_after_a_rebuild(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    """A call stored before 2026-12-03 keeps the caller as the trunk sent it (89160000014);
+    `reports rebuild` keys their callers' row in E.164, and marking them called back compared
+    the two: a 409 ('called again') for good."""
+    calls = await setup(tmp_path, aiohttp_client)
+    call_id = await calls.add("+79160000014", "BUSY")
+    async with calls.client.app[ENGINE].begin() as conn:
+        await conn.execute(update(tables.calls).values(caller="89160000014"))
+    await rebuild_callers(calls.client.app[ENGINE], calls.client.app[SETTINGS].region)
+    await log_in(calls.client, "sam")
+    assert list(await listed(calls.client)) == ["+79160000014"]
+    csrf = await page_csrf(calls.client, "/calls/missed")
+    done = await calls.client.post(
+        "/calls/missed", data={"csrf": csrf, "call_id": str(call_id)}, allow_redirects=False
+    )
+    assert done.status == 303 and list(await listed(calls.client)) == []
