@@ -104,20 +104,15 @@ def caller_number(caller: str, region: str | None) -> str:
     came ('anonymous', a phone's extension). One person's number comes as +7916..., 7916... or
     8916... by trunk, and as the dialplan rewrote it in the CDR (FreePBX's from-pstn-e164-us
     makes +12125550100 2125550100): kept as it came, their calls were different callers.
-    Bare digits that are a number both nationally and as E.164 without its '+' (RU
-    '4930123456': Obninsk, or Berlin) are kept as they came: the caller's number is not
-    rewritten to a guess."""
+    Bare digits are read as the install's region writes numbers first, as dialled numbers are:
+    a trunk's national forms (RU 84951234567, US 2034176848) are its callers' usual ones, and
+    many also spell a foreign number as E.164 without its '+' (+84 Vietnam, +20 Egypt). The
+    rarer foreign caller sent as bare E.164 whose digits are also a national number is read
+    nationally; the CDR keeps what the trunk sent."""
     try:
-        e164 = to_e164(caller, region)
+        return to_e164(caller, region)
     except PhoneNumberError:
         return caller
-    if region and caller.strip().isdigit():
-        try:
-            if to_e164(caller, None) != e164:
-                return caller
-        except PhoneNumberError:
-            pass  # not a number as E.164: only the national reading is
-    return e164
 
 
 def caller_forms(caller: str, region: str | None) -> list[str]:

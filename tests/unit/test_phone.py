@@ -150,7 +150,9 @@ def test_a_shown_number_reads_back_as_itself(data: st.DataObject) -> None:
         ("79161234567", "RU", "+79161234567"),  # E.164 without its '+', as carriers send it
         ("89161234567", "RU", "+79161234567"),  # nationally, with the trunk prefix
         ("2125550100", "US", "+12125550100"),  # as FreePBX's from-pstn-e164-us leaves it
-        ("4930123456", "RU", "4930123456"),  # Obninsk nationally, Berlin as E.164: as it came
+        ("84951234567", "RU", "+74951234567"),  # Moscow; also +84 (Vietnam) as bare E.164
+        ("2034176848", "US", "+12034176848"),  # also +20 (Egypt) as bare E.164
+        ("9671234567", "RU", "+79671234567"),  # a mobile without its trunk prefix; also +967
         ("anonymous", "RU", "anonymous"),
         ("201", "RU", "201"),  # a phone of the PBX
         ("", None, ""),
