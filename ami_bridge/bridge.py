@@ -77,6 +77,18 @@ class AmiLoginError(Exception):
     pass
 
 
+#: a channel snapshot's headers (main/manager_channels.c) that always have a value, and those
+#: that are always there, empty or not: every channel event of the lab's captures has them all
+_SNAPSHOT_VALUES = ("Channel", "ChannelState", "Context", "Priority", "Linkedid")
+_SNAPSHOT_KEYS = ("ChannelStateDesc", "Exten", "Language", "AccountCode")
+
+
+def _has_snapshot(message: Any) -> bool:
+    return all(message.get(k) for k in _SNAPSHOT_VALUES) and all(
+        k in message for k in _SNAPSHOT_KEYS
+    )
+
+
 class _Protocol(AMIProtocol):  # type: ignore[misc]
     """panoramisk's protocol, not brought down by a repeated header or a forged event.
 
@@ -94,13 +106,13 @@ class _Protocol(AMIProtocol):  # type: ignore[misc]
             # Asterisk escapes a caller's name in AMI but not a caller's number, which a SIP
             # From can give any bytes (%0D%0A): a blank line in it ends the real event and what
             # follows reads as one of its own
-            if "Privilege" not in message:  # every event Asterisk sends on its own has one
+            if not message.get("Privilege"):  # every event Asterisk sends on its own has one
                 log.warning("AMI block without Privilege dropped (injected?): %s", dict(message))
                 return
-            if "Uniqueid" in message and ("Linkedid" not in message or "Channel" not in message):
-                # a channel's event carries the channel's whole snapshot (Channel ... Uniqueid,
-                # Linkedid); a forged one must fit the 79 bytes of a SIP From's user part,
-                # where Privilege and a Uniqueid fit, and not the rest
+            if "Uniqueid" in message and not _has_snapshot(message):
+                # a channel's event carries the channel's whole snapshot; a forged one must fit
+                # the 79 bytes of a SIP From's user part, where Privilege and a Uniqueid fit,
+                # and not the rest
                 log.warning(
                     "AMI channel event without its snapshot dropped (injected?): %s", dict(message)
                 )
