@@ -80,6 +80,7 @@ async def pool_records(
             )
             .order_by(calls.c.started_at)
         )
+        freeze = settings.freeze_time
         delays: defaultdict[Key, list[float]] = defaultdict(list)
         probable: defaultdict[Key, int] = defaultdict(int)
         fallback: defaultdict[str, list[PoolCall]] = defaultdict(list)
@@ -91,27 +92,32 @@ async def pool_records(
             elif pool is None:
                 continue  # a number no pool has (unknown DIDs)
             elif attribution == Attribution.SESSION and last_seen is not None:
+                delay = started_at - last_seen
                 if last_seen > started_at:
                     # active again after the call began (the page kept open, or back to it):
-                    # its last activity before the call is not kept, but it was no earlier
-                    # than its last page view then, so the call is timed from that (at worst
-                    # later than it was: a shorter freeze is never credited with it wrongly)
-                    last_seen = max(began, viewed or began)
-                delays[site, pool].append(started_at - last_seen)
+                    # its last activity before the call is not kept. It was no earlier than its
+                    # last page view then, and the freeze in use caught the call: the smaller
+                    # of the two (at worst later than it was, so a shorter freeze is never
+                    # credited with it wrongly, and the freeze in use never said to miss it)
+                    delay = min(started_at - max(began, viewed or began), freeze)
+                delays[site, pool].append(delay)
             elif attribution in _UNHELD:
                 unheld[site, pool].append(PoolCall(call_id, started_at))
                 if attribution == Attribution.PROBABLE:
                     probable_calls[call_id] = (site, pool)
 
-        # a probable match's likeliest candidate: its lease ended a freeze time after its last
-        # activity then (its session's last_seen may be later: the visitor came back)
+        # a probable match's likeliest candidate: its last activity, unless the visitor came
+        # back after the call; then its lease's end less the freeze time (the one in force
+        # now: the lease does not keep its own)
         candidate_rows = await conn.execute(
             select(
                 call_candidates.c.call_id,
                 calls.c.started_at,
                 call_candidates.c.released_at,
+                sessions.c.last_seen,
             )
             .join(calls, calls.c.id == call_candidates.c.call_id)
+            .join(sessions, sessions.c.id == call_candidates.c.session_id)
             .where(
                 calls.c.started_at >= since,
                 calls.c.started_at < until,
@@ -120,12 +126,12 @@ async def pool_records(
             .order_by(call_candidates.c.call_id, call_candidates.c.likelihood.desc())
         )
         seen: set[int] = set()
-        freeze = settings.freeze_time
-        for call_id, started_at, released_at in candidate_rows:
+        for call_id, started_at, released_at, last_seen in candidate_rows:
             key = probable_calls.get(call_id)
             if key is not None and call_id not in seen:
                 seen.add(call_id)
-                delays[key].append(started_at - (released_at - freeze))
+                last = last_seen if last_seen <= started_at else released_at - freeze
+                delays[key].append(started_at - last)
                 probable[key] += 1
 
     records = []

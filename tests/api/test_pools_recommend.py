@@ -195,25 +195,33 @@ async def test_call_delays_are_timed_from_the_activity_before_the_call(
     """Freeze time 60 s. A calls 50 s after their visit and is active again 5 s later (the page
     kept open): the delay was read from the session's last activity, after the call (-5 s, which
     every freeze catches). B's lease lapsed at T0 + 60, B calls at T0 + 120 (a probable match)
-    and comes back at T0 + 200: -80 s, although the freeze in use missed that call."""
+    and comes back at T0 + 200: -80 s, although the freeze in use missed that call. C reads
+    one page from T0 (a ping at T0 + 150, no new page), calls at T0 + 200 and is active again:
+    its last ping before the call is not kept, and its last page view (200 s) is past the
+    freeze that caught the call: 60 s, the freeze in use, not more."""
     clock = FakeClock(T0)
     settings = settings_for(tmp_path, sites=[SITE], users=staff_users())
     await migrate(settings)
     client = await aiohttp_client(build_app(settings, clock=clock))
     s = Scenario(client, clock)
     visits = client.app[VISITS]
-    a, b = await s.visit(), await s.visit()
+    a, b, c = await s.visit(), await s.visit(), await s.visit()
     clock.advance(50)
     await s.call(a.number, "+79160000001")
     clock.advance(5)
     assert await visits.ping(a.session_id, a.visitor_id, None) is not None
     clock.advance(65)  # T0 + 120: B's number is nobody's since T0 + 60
     await s.call(b.number, "+79160000002")
-    clock.advance(80)
+    clock.advance(30)  # T0 + 150
+    assert await visits.ping(c.session_id, c.visitor_id, None) is not None
+    clock.advance(50)  # T0 + 200
+    await s.call(c.number, "+79160000003")
+    clock.advance(5)
     assert await visits.ping(b.session_id, b.visitor_id, None) is not None
+    assert await visits.ping(c.session_id, c.visitor_id, None) is not None
     await visits.flush()
     records = await pool_records(client.app[ENGINE], settings, T0 - 1, T0 + 3600)
     delays = {r.pool: sorted(r.call_delays) for r in records}
-    assert delays == {"paid": [], "all": [50.0, 120.0]}
+    assert delays == {"paid": [], "all": [50.0, 60.0, 120.0]}
     [all_pool] = [r for r in records if r.pool == "all"]
     assert all_pool.probable_calls == 1
