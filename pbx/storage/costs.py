@@ -14,6 +14,7 @@ from sqlalchemy import delete, func, insert, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from attribution.costs import CostFile, MonthlyCost
+from attribution.traffic import channel_name
 from pbx.settings import Settings
 from pbx.storage.report_months import bump, months_between
 from pbx.storage.tables import costs
@@ -22,12 +23,27 @@ BATCH = 10_000
 CostKey = tuple[int, str, str, str, int]  # day, source, medium, campaign, cost_cents
 
 
+def _spellings(name: str) -> tuple[str, ...]:
+    """A cost row's name, and how a file imported before 2026-12-03 stored it when it spells one
+    of the report's own rows ("(other)", now utm:(other): attribution.traffic.channel_name), so
+    that importing such a file again replaces its rows instead of adding to them."""
+    before = name.removeprefix("utm:")
+    return (name, before) if before != name and channel_name(before) == name else (name,)
+
+
 async def replace_costs(engine: AsyncEngine, cost_file: CostFile, now: float) -> None:
     """Store a file's rows in place of what its days × channels (source and medium) held, in
     one transaction: a Google Ads cpc export leaves google/display from another file alone."""
     if not cost_file.rows:
         return
-    channels = sorted({(r.source, r.medium) for r in cost_file.rows})
+    channels = sorted(
+        {
+            (source, medium)
+            for r in cost_file.rows
+            for source in _spellings(r.source)
+            for medium in _spellings(r.medium)
+        }
+    )
     async with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             # one import at a time (SQLite's write lock does that): at READ COMMITTED a second

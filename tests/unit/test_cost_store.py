@@ -97,3 +97,17 @@ async def test_a_file_replaces_only_its_own_channels_of_a_source(engine: AsyncEn
     await replace_costs(engine, MARCH, 1.0)  # google/cpc
     stored = await daily_costs(engine, 20240301, 20240301)
     assert (20240301, "google", "display", "banners", 500) in stored
+
+
+async def test_a_file_imported_before_reserved_names_were_renamed_is_replaced_not_doubled(
+    engine: AsyncEngine,
+) -> None:
+    """Before 2026-12-03 a source "(other)" was stored as written; read again it is
+    utm:(other), and the replace by days × (source, medium) left the old rows beside the new."""
+    data = b"date,source,medium,campaign,cost\n2024-03-01,(other),cpc,a,7\n"
+    old = CostFile("ga4.csv", (CostRow(20240301, "(other)", "cpc", "a", 700),))
+    await replace_costs(engine, old, 1.0)  # as stored then
+    await replace_costs(engine, read_costs(data, "ga4.csv", layout_for()), 2.0)
+    assert await daily_costs(engine, 20240101, 20241231) == [
+        (20240301, "utm:(other)", "cpc", "a", 700)
+    ]
