@@ -115,6 +115,17 @@ def caller_number(caller: str, region: str | None) -> str:
         return caller
 
 
+def caller_search(text: str, region: str | None) -> str:
+    """What a search for a caller looks for in the callers kept: a whole number's national
+    significant digits, in every form a caller is kept in (9161234567 is in +79161234567 and
+    in 89161234567, kept as the trunk sent it before 2026-12-03); other text (a part of a
+    number) as it is."""
+    try:
+        return phonenumbers.national_significant_number(parse(text, region))
+    except PhoneNumberError:
+        return text
+
+
 def caller_forms(caller: str, region: str | None) -> list[str]:
     """The forms `caller` (as caller_number keeps it) may have in calls stored before callers
     were kept in E.164: as the trunk or the CDR sent it."""

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from attribution.calls import CallReport, Route
 from attribution.numbering import Numbering
 from attribution.owner import Attribution, CallOwner, attribute, needs_holder
-from attribution.phone import caller_forms, caller_number
+from attribution.phone import caller_forms, caller_number, caller_search
 from attribution.probable import Candidate, candidates
 from integrations.events import Event
 from pbx.settings import Settings
@@ -274,7 +274,8 @@ class CallStore:
                 )
             )
         if where.caller:
-            query = query.where(c.caller.contains(where.caller, autoescape=True))
+            wanted = caller_search(where.caller, self._settings.region)
+            query = query.where(c.caller.contains(wanted, autoescape=True))
         if where.after_id is not None:
             query = query.where(c.id > where.after_id)
         if where.before is not None:

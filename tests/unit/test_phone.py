@@ -12,6 +12,7 @@ from attribution.phone import (
     PhoneNumberError,
     caller_forms,
     caller_number,
+    caller_search,
     display_like,
     to_e164,
 )
@@ -165,3 +166,9 @@ def test_a_caller_is_kept_in_e164_when_a_number(caller: str, region: str | None,
 def test_a_callers_earlier_forms_are_those_a_trunk_may_send() -> None:
     assert set(caller_forms("+79161234567", "RU")) >= {"+79161234567", "79161234567", "89161234567"}
     assert caller_forms("anonymous", "RU") == ["anonymous"]
+
+
+def test_a_caller_search_finds_a_number_in_every_form_it_is_kept_in() -> None:
+    for typed in ("89161234567", "+79161234567", "79161234567"):
+        assert caller_search(typed, "RU") == "9161234567"
+    assert caller_search("916123", "RU") == "916123"  # a part of a number: as typed

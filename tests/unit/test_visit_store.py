@@ -317,6 +317,13 @@ async def test_one_persons_number_in_any_form_is_one_caller(h: Harness) -> None:
     assert by_id["c2"]["repeat_caller"] and not by_id["c1"]["repeat_caller"]
     assert by_id["c2"]["visitor_id"] == by_id["c1"]["visitor_id"] == a.visitor_id
     assert by_id["c4"]["repeat_caller"]
+    # staff search the caller as they write it: every form finds the E.164 one, and the form
+    # a call stored before kept
+    for typed in ("89161234567", "+79161234567"):
+        _, found = await h.calls.list(CallFilter(caller=typed.lstrip("+")))
+        assert sorted(r["linkedid"] for r in found) == ["c1", "c2"]
+    _, found = await h.calls.list(CallFilter(caller="79160000000"))
+    assert sorted(r["linkedid"] for r in found) == ["c3", "c4"]
     async with h.engine.connect() as conn:
         kept = sorted((await conn.execute(select(callers.c.caller))).scalars())
     assert kept == ["+79160000000", "+79161234567"]  # not "anonymous": nobody
