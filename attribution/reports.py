@@ -128,6 +128,8 @@ class Tally:
     visits: int = 0
     calls: int = 0
     first_time_callers: int = 0
+    #: calls from a number that called before (a withheld number is neither first-time nor this)
+    repeat_calls: int = 0
     answered: int = 0
     missed: int = 0  # missed, busy, abandoned, failed or voicemail
     talk_seconds: float = 0.0  # of answered calls
@@ -150,6 +152,7 @@ class Tally:
         return not (
             self.calls
             or self.first_time_callers
+            or self.repeat_calls
             or self.answered
             or self.missed
             or self.talk_seconds
@@ -182,10 +185,6 @@ def _money(cents: int | None) -> str | None:
 class ReportRow:
     key: str
     tally: Tally
-
-    @property
-    def repeat_calls(self) -> int:
-        return self.tally.calls - self.tally.first_time_callers
 
     @property
     def answer_rate(self) -> float | None:
@@ -222,7 +221,7 @@ class ReportRow:
             "visits": t.visits,
             "calls": t.calls,
             "first_time_callers": t.first_time_callers,
-            "repeat_calls": self.repeat_calls,
+            "repeat_calls": t.repeat_calls,
             "answered": t.answered,
             "missed": t.missed,
             "answer_rate": self.answer_rate,

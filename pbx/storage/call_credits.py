@@ -147,8 +147,8 @@ _FIGURES_OF_CALL = select(
 TAGS_OF_CALL = select(call_tags.c.tag).where(call_tags.c.call_id == bindparam("call_id"))
 #: the keys of figures_of, each a call_credits column of that name
 FIGURES = (
-    "status", "first_time", "talk_seconds", "score", "tags", "sale_cents", "crm_sales",
-    "crm_sale_cents",
+    "status", "first_time", "repeat_call", "talk_seconds", "score", "tags", "sale_cents",
+    "crm_sales", "crm_sale_cents",
 )  # fmt: skip
 _UPDATE_FIGURES = (
     update(call_credits)
@@ -185,6 +185,7 @@ def figures_of(call: Mapping[str, Any], tags: Iterable[str]) -> dict[str, Any]:
         "status": call["status"],
         # an anonymous caller may have called before: not counted as a first-time caller
         "first_time": is_known_number(call["caller"]) and not call["repeat_caller"],
+        "repeat_call": bool(call["repeat_caller"]),  # a known number's only (CallStore)
         "talk_seconds": call["talk_seconds"],
         "score": call["score"],
         "tags": tag_list(tags),

@@ -330,6 +330,7 @@ async def _call_tallies(
             group.label("key"),
             func.count().label("calls"),
             _count(k.first_time).label("first_time"),
+            _count(k.repeat_call).label("repeat_calls"),
             _count(answered).label("answered"),
             _count(k.status.in_(UNANSWERED)).label("missed"),
             func.sum(case((answered, k.talk_seconds), else_=0.0)).label("talk"),
@@ -353,6 +354,7 @@ async def _call_tallies(
                 Tally(
                     calls=r.calls,
                     first_time_callers=r.first_time or 0,
+                    repeat_calls=r.repeat_calls or 0,
                     answered=r.answered or 0,
                     missed=r.missed or 0,
                     talk_seconds=float(r.talk or 0),

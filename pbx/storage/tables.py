@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
     literal_column,
     text,
 )
@@ -361,6 +362,8 @@ call_credits = Table(
     # the call's figures, copied from calls and call_tags
     Column("status", String(16), nullable=False),
     Column("first_time", Boolean, nullable=False),
+    # from a number that called before (calls.repeat_caller): a withheld number is neither
+    Column("repeat_call", Boolean, nullable=False, server_default=false()),
     Column("talk_seconds", Float, nullable=False),
     Column("score", Integer),
     Column("tags", Text, nullable=False),  # ",lead,sale," (a tag holds no comma)

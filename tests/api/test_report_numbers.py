@@ -58,6 +58,7 @@ class Numbers:
     visits: int = 0
     calls: int = 0
     first_time: int = 0
+    repeat: int = 0
     answered: int = 0
     missed: int = 0
     talk: float = 0.0
@@ -72,6 +73,7 @@ class Numbers:
             self.visits,
             self.calls,
             self.first_time,
+            self.repeat,
             self.answered,
             self.missed,
             talk,
@@ -82,7 +84,8 @@ class Numbers:
         )
 
 
-FIELDS = ("visits", "calls", "first_time_callers", "answered", "missed", "avg_talk_seconds")
+FIELDS = ("visits", "calls", "first_time_callers", "repeat_calls", "answered", "missed")
+FIELDS += ("avg_talk_seconds",)
 FIELDS += ("leads", "sales", "revenue", "cost")
 
 
@@ -206,6 +209,7 @@ class Expected:
             n.calls += 1
             # a withheld number may have called before: not a first-time caller
             n.first_time += call["caller"].strip("+").isdigit() and not call["repeat_caller"]
+            n.repeat += bool(call["repeat_caller"])  # a number that called before
             n.answered += answered
             n.missed += call["status"] in MISSED
             n.talk += call["talk_seconds"] if answered else 0

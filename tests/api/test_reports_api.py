@@ -424,3 +424,18 @@ async def test_a_call_is_reported_under_the_pool_of_the_number_dialled(
         data = await report(client, group_by="pool", model=model)
         assert rows(data, "calls", "visits") == {"sales": (0, 1), "service": (1, 0)}, model
         assert rows(await report(client, pool="service", model=model), "calls") == {"google": (1,)}
+
+
+async def test_a_withheld_number_is_neither_a_first_time_caller_nor_a_repeat_call(
+    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    """repeat_calls was calls less first-time callers: a withheld number (never first-time,
+    nobody can tell) was a repeat call, as the demo's first call from SIPp's `sipp` was."""
+    clock = FakeClock()
+    client = await app_client(tmp_path, aiohttp_client, clock)
+    s = Scenario(client, clock)
+    for caller in ("anonymous", "+79160000077", "89160000077"):
+        s.clock.advance(60)
+        await s.call("+74990000101", caller)
+    data = await report(client, group_by="static")
+    assert rows(data, "calls", "first_time_callers", "repeat_calls")["billboard"] == (3, 1, 1)
