@@ -4,6 +4,7 @@ the channel that brought the caller."""
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -15,7 +16,7 @@ from attribution.calls import CALLER_MAX, NOTES_MAX, allowed_tags, stored_notes
 from attribution.money import MoneyError, cents_text, to_cents
 from attribution.phone import PhoneNumberError, to_e164
 from attribution.sales import REFERENCE_MAX, Unmatched, why_unmatched
-from pbx.http import json_error, public_base_url, read_json_object, unix_time
+from pbx.http import in_time_range, json_error, public_base_url, read_json_object, unix_time
 from pbx.keys import CALLS, CLOCK, ENGINE, OUTBOX, SETTINGS
 from pbx.settings import Scope
 from pbx.staff_api import api_caller, call_id_of, call_json, iso
@@ -116,8 +117,6 @@ def _text(body: dict[str, Any], name: str, longest: int) -> str:
 
 
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-#: a sale's date alone, as unix_time's range (1970 to 9999) reads it in any time zone
-FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9999, 12, 31)
 
 
 def _sale_time(at: str | int | float | None, zone: str) -> float | None:
@@ -129,12 +128,12 @@ def _sale_time(at: str | int | float | None, zone: str) -> float | None:
             day = date.fromisoformat(at.strip())
         except ValueError:
             raise _bad("at: expected ISO 8601 time or Unix seconds") from None
-        if not FIRST_DAY <= day < LAST_DAY:  # 9999-12-31's next day overflows
-            raise _bad("at: expected a time from 1970 to 9999")
+        if day == date.max:  # its end, the next day's midnight, is past what a date holds
+            return in_time_range(math.inf, "at")
         # the next day's midnight, less a microsecond: 23:59:59 may come twice (a fall-back
         # at 24:00, as in America/Santiago), and time.max is the first of them
         next_midnight = datetime.combine(day + timedelta(days=1), time(), ZoneInfo(zone))
-        return next_midnight.timestamp() - 1e-6
+        return in_time_range(next_midnight.timestamp() - 1e-6, "at")
     return unix_time(None if at is None else str(at), "at")
 
 

@@ -144,7 +144,12 @@ def unix_time(value: str | None, name: str) -> float | None:
         seconds = float(value)
     except ValueError:
         seconds = _iso_seconds(value, name)
-    if not 0 <= seconds <= LAST_TIME:  # also NaN and infinities
+    return in_time_range(seconds, name)
+
+
+def in_time_range(seconds: float, name: str) -> float:
+    """`seconds`, a time from 1970 to 9999; else a 400 naming `name` (also NaN and infinities)."""
+    if not 0 <= seconds <= LAST_TIME:
         raise web.HTTPBadRequest(reason=f"{name}: expected a time from 1970 to 9999")
     return seconds
 
