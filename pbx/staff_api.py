@@ -62,7 +62,8 @@ def api_caller(request: web.Request, scope: Scope) -> str | web.Response:
     or one stranger's 20 requests would lock out every CRM."""
     guesses = request.app[TOKEN_GUESSES]
     network = client_network(client_ip(request))
-    wait = guesses.retry_after([network]) if is_public(network) else 0.0
+    public = is_public(network)
+    wait = guesses.retry_after([network]) if public else 0.0
     if wait:
         request.app[METRICS].http_errors.labels("429").inc()
         response = json_error(429, "too many wrong bearer tokens from this network")
@@ -82,7 +83,7 @@ def api_caller(request: web.Request, scope: Scope) -> str | web.Response:
                     TOKEN_GUESS_LIMIT,
                     TOKEN_GUESS_WINDOW,
                     ": its requests are refused unchecked for a while"
-                    if is_public(network)
+                    if public
                     else " (a private address: a proxy without http.trusted_proxies?)",
                 )
         return unauthorized()
