@@ -197,21 +197,26 @@ async def test_a_report_refused_for_good_is_skipped_and_the_next_calls_stored(
     assert store.attempts == 3  # the refused one was tried once
 
 
+async def reports_of(run: list[AmiBridge], script: list[str]) -> list[CallReport]:
+    """The calls a bridge stores from `script`, its three calls' events as Asterisk sends them."""
+    fake = FakeAsterisk([script], pong=[True], close=[False])
+    store = Store()
+    bridge = _bridge(_settings(await fake.start()), store)
+    run.append(bridge)
+    bridge.start()
+    await store.wait_for(3)
+    return store.reports
+
+
 async def test_headers_smuggled_in_through_the_callers_name_are_ignored(
     run: list[AmiBridge],
 ) -> None:
     """As panoramisk parses them: a CallerIDName carrying CR/LF cannot set DID or Recording."""
     forged = [smuggle(block) for block in BLOCKS]
     assert forged != BLOCKS
-    honest, smuggled = Store(), Store()
-    for store, script in ((honest, BLOCKS), (smuggled, forged)):
-        fake = FakeAsterisk([script], pong=[True], close=[False])
-        bridge = _bridge(_settings(await fake.start()), store)
-        run.append(bridge)
-        bridge.start()
-        await store.wait_for(3)
-    assert [(r.linkedid, r.did, r.recording, r.status) for r in smuggled.reports] == [
-        (r.linkedid, r.did, r.recording, r.status) for r in honest.reports
+    honest, smuggled = await reports_of(run, BLOCKS), await reports_of(run, forged)
+    assert [(r.linkedid, r.did, r.recording, r.status) for r in smuggled] == [
+        (r.linkedid, r.did, r.recording, r.status) for r in honest
     ]
 
 
@@ -269,15 +274,9 @@ async def test_a_forged_channel_event_without_the_channels_snapshot_is_dropped(
     forged[ringing] = forged[ringing].replace(
         "CallerIDNum: sipp\r", f"CallerIDNum: sipp{forged_hangup}\r", 1
     )
-    honest, smuggled = Store(), Store()
-    for store, script in ((honest, BLOCKS), (smuggled, forged)):
-        fake = FakeAsterisk([script], pong=[True], close=[False])
-        bridge = _bridge(_settings(await fake.start()), store)
-        run.append(bridge)
-        bridge.start()
-        await store.wait_for(3)
-    assert [(r.linkedid, r.status, r.recording, r.ended_at) for r in smuggled.reports] == [
-        (r.linkedid, r.status, r.recording, r.ended_at) for r in honest.reports
+    honest, smuggled = await reports_of(run, BLOCKS), await reports_of(run, forged)
+    assert [(r.linkedid, r.status, r.recording, r.ended_at) for r in smuggled] == [
+        (r.linkedid, r.status, r.recording, r.ended_at) for r in honest
     ]
 
 
