@@ -26,6 +26,11 @@ class Tracking(StrEnum):
     IP_CAP = "ip_cap"  # one client holds too many numbers: the fallback number
 
 
+#: outcomes of a matching pool that gave no number (the visitor sees the fallback number): the
+#: pool-size report's lost visits, and what a later page of the session retries
+REFUSED = frozenset({Tracking.EXHAUSTED, Tracking.IP_CAP})
+
+
 @dataclass(frozen=True)
 class LeasePolicy:
     freeze_time: float

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, tzinfo
 from typing import NamedTuple
 
-from attribution.leasing import LeasePolicy, Tracking
+from attribution.leasing import REFUSED, LeasePolicy, Tracking
 from attribution.pool_replay import Arrivals, RecordedVisit, Replay, replay
 
 #: the freeze times the table shows, in minutes
@@ -36,7 +36,6 @@ MIN_CALLS = 30
 #: their client's numbers (a scraper's, mostly): the pool is not sized for them, and the replay
 #: leaves them out (their share would grow with the pool, the scraper's with it)
 REPLAYED = frozenset({Tracking.TRACKED, Tracking.EXHAUSTED})
-LOST = (Tracking.EXHAUSTED, Tracking.IP_CAP)
 #: every time zone's offset is a whole number of quarter hours: local time is read per quarter
 _QUARTER = 900
 
@@ -270,7 +269,7 @@ def advise(
     by_hour: Counter[tuple[int, Tracking]] = Counter()
     ran_out = [[0] * 24 for _ in range(7)]
     for started, _, tracking in record.visits:
-        if tracking in LOST:
+        if tracking in REFUSED:
             day, hour, weekday = local(started)
             by_day[day, tracking] += 1
             by_hour[hour, tracking] += 1

@@ -13,16 +13,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from attribution.leasing import Tracking
+from attribution.leasing import REFUSED, Tracking
 from attribution.numbering import own_numbers, pool_line, replaced_by, site_line
 from attribution.rules import Rule, choose_pool
 from attribution.traffic import TrafficSource
 
 if TYPE_CHECKING:
     from pbx.settings import Settings, Site
-
-#: outcomes that show the fallback number (a matching pool, but no number from it)
-_FALLBACK_OUTCOMES = (Tracking.EXHAUSTED, Tracking.IP_CAP)
 
 
 @dataclass(frozen=True)
@@ -100,11 +97,7 @@ class SitePlan:
                 continue  # the pool left the config; its session keeps the own numbers
             if outcome.tracking is Tracking.TRACKED and outcome.number:
                 number = outcome.number
-            elif (
-                outcome.tracking in _FALLBACK_OUTCOMES
-                and self.fallback
-                and self.shows_fallback(pool)
-            ):
+            elif outcome.tracking in REFUSED and self.fallback and self.shows_fallback(pool):
                 number = self.fallback
             else:
                 continue

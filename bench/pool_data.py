@@ -358,6 +358,7 @@ async def write(engine: AsyncEngine, shape: Shape) -> Facts:
                     "site": SITE,
                     "replaces": OWN_NUMBER,
                     "tracking": kind,
+                    "refused": None if kind == "tracked" else kind,  # as the daemon writes it
                     "started_at": session["started_at"],
                 },
             )

@@ -19,7 +19,14 @@ from attribution.owner import Attribution
 from attribution.pool_advice import PoolCall, PoolRecord, PoolVisit
 from attribution.site_plan import SitePlan
 from pbx.settings import Settings
-from pbx.storage.tables import call_candidates, calls, page_views, session_pools, sessions
+from pbx.storage.tables import (
+    POOL_VISIT_OUTCOME,
+    call_candidates,
+    calls,
+    page_views,
+    session_pools,
+    sessions,
+)
 
 _POOL_CALLS = (Attribution.SESSION, Attribution.PROBABLE, Attribution.UNKNOWN)
 _UNHELD = (Attribution.PROBABLE, Attribution.UNKNOWN)
@@ -46,7 +53,7 @@ async def pool_records(
                 session_pools.c.pool,
                 session_pools.c.started_at,
                 sessions.c.last_seen,
-                session_pools.c.tracking,
+                POOL_VISIT_OUTCOME,
             )
             .join(sessions, sessions.c.id == session_pools.c.session_id)
             .where(session_pools.c.started_at >= since, session_pools.c.started_at < until)

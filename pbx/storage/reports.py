@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from attribution.leasing import Tracking
 from pbx.settings import Settings
-from pbx.storage.tables import numbers, session_pools
+from pbx.storage.tables import POOL_VISIT_OUTCOME, numbers, session_pools
 
 
 @dataclass(frozen=True)
@@ -34,16 +34,16 @@ async def pool_coverage(
 ) -> Sequence[PoolCoverage]:
     async with engine.connect() as conn:
         visits = {
-            (r.site, r.pool, r.tracking): r.n
+            (r.site, r.pool, r.outcome): r.n
             for r in await conn.execute(
                 select(
                     session_pools.c.site,
                     session_pools.c.pool,
-                    session_pools.c.tracking,
+                    POOL_VISIT_OUTCOME,
                     func.count().label("n"),
                 )
                 .where(session_pools.c.started_at >= since)
-                .group_by(session_pools.c.site, session_pools.c.pool, session_pools.c.tracking)
+                .group_by(session_pools.c.site, session_pools.c.pool, POOL_VISIT_OUTCOME)
             )
         }
         held = {

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     false,
+    func,
     literal_column,
     text,
 )
@@ -121,8 +122,16 @@ session_pools = Table(
     Column("pool", String(64), primary_key=True),
     Column("site", String(64), nullable=False),
     Column("replaces", Text, nullable=False),  # own numbers (E.164), comma-separated
-    Column("tracking", String(16), nullable=False),
+    Column("tracking", String(16), nullable=False),  # the latest outcome: the session's state
+    # the first refusal (exhausted, ip_cap), kept when a later page gets a number: the
+    # pool-size report's lost visits (migration 0023)
+    Column("refused", String(16)),
     Column("started_at", Float, nullable=False, index=True),
+)
+#: what a visit came to in a pool, as the pool-size reports count it: refused (lost) if the pool
+#: ever refused it a number, though a later page got one; else its outcome
+POOL_VISIT_OUTCOME = func.coalesce(session_pools.c.refused, session_pools.c.tracking).label(
+    "outcome"
 )
 
 page_views = Table(

@@ -16,12 +16,12 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, select, update
+from sqlalchemy import String, and_, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from attribution.ad_clients import AdClientIds
 from attribution.clients import client_network
-from attribution.leasing import Tracking
+from attribution.leasing import REFUSED, Tracking
 from attribution.owner import Holder
 from attribution.sessions import CampaignKey, SessionRule, campaign_key
 from attribution.site_plan import SitePlan, Slot, SlotOutcome
@@ -70,7 +70,10 @@ _FILL_AD_IDS = (
 _SET_POOL_TRACKING = (
     update(session_pools)
     .where(session_pools.c.session_id == bindparam("sid"), session_pools.c.pool == bindparam("p"))
-    .values(tracking=bindparam("t"))
+    .values(
+        tracking=bindparam("t"),
+        refused=func.coalesce(session_pools.c.refused, bindparam("r", type_=String)),
+    )
 )
 
 
@@ -123,9 +126,6 @@ def is_id(value: object) -> bool:
 SESSION_LIMIT = "session_limit"
 NETWORK_BUDGET = "network_budget"
 BACKLOG = "backlog"  # the database away, and the views waiting for it at their cap
-
-#: a pool's outcomes that gave the session no number: it asks again as it goes on
-_NO_NUMBER = frozenset({Tracking.EXHAUSTED, Tracking.IP_CAP})
 
 
 class TooManyVisits(Exception):
@@ -329,6 +329,7 @@ class VisitStore:
                         "site": plan.name,
                         "replaces": ",".join(h.replaces),
                         "tracking": str(h.tracking),
+                        "refused": _refusal(h.tracking),
                         "started_at": now,
                     },
                 )
@@ -441,7 +442,7 @@ class VisitStore:
             async with cached.renewing:
                 if due := self._due(cached, now, held_until):
                     await self._renew(session_id, cached, due, now, held_until)
-                    if any(h.tracking in _NO_NUMBER for h in cached.held):
+                    if any(h.tracking in REFUSED for h in cached.held):
                         cached.retry_at = now + self._retry_pace
         return self._visit(session_id, cached)
 
@@ -473,7 +474,7 @@ class VisitStore:
                     self._writes.extend(held, now, held_until)
                 else:
                     due.append(held)
-            elif held.tracking in _NO_NUMBER and now >= cached.retry_at:
+            elif held.tracking in REFUSED and now >= cached.retry_at:
                 due.append(held)
         return due
 
@@ -505,7 +506,7 @@ class VisitStore:
                 self._claims.record(tx, session_id, claim, now)
                 if claim.tracking is not held.tracking:
                     params = {"sid": session_id, "p": held.pool, "t": str(claim.tracking)}
-                    tx.run(_SET_POOL_TRACKING, params)
+                    tx.run(_SET_POOL_TRACKING, {**params, "r": _refusal(claim.tracking)})
                     if held is cached.held[0]:
                         tx.run(_SET_TRACKING, params)
                 results.append((held, claim))
@@ -676,6 +677,11 @@ class VisitStore:
         """The pages a session viewed, in order; with `before`, those before a call started."""
         await self.flush_if_possible()
         return await lease_history.session_page_views(self._engine, session_id, before, limit)
+
+
+def _refusal(tracking: Tracking) -> str | None:
+    """session_pools.refused of an outcome: itself if the pool refused the session a number."""
+    return str(tracking) if tracking in REFUSED else None
 
 
 def _held(slot: Slot, claim: Claim) -> HeldNumber:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from alembic import command
@@ -11,6 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pbx.storage.db import open_engine, require_current_schema, schema_revisions, upgrade
 from pbx.storage.tables import metadata
@@ -51,23 +53,29 @@ _A_VISIT = (
 )
 
 
-async def test_the_newest_migration_can_be_undone_and_redone(tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def _a_visit_one_migration_back(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    """A SQLite database at the newest migration with _A_VISIT stored, then the newest undone."""
     engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
     try:
         await upgrade(engine)
         async with engine.begin() as conn:
             for statement in _A_VISIT:
                 await conn.exec_driver_sql(statement)
-        async with engine.begin() as conn:
             await conn.run_sync(_downgrade_one)
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def test_the_newest_migration_can_be_undone_and_redone(tmp_path: Path) -> None:
+    async with _a_visit_one_migration_back(tmp_path) as engine:
         current, head = await schema_revisions(engine)
         assert current is not None and head is not None and int(current) == int(head) - 1
         await upgrade(engine)
         async with engine.connect() as conn:
             assert await conn.run_sync(_differences) == []
             assert await conn.scalar(text("SELECT count(*) FROM page_views")) == 1
-    finally:
-        await engine.dispose()
 
 
 async def test_the_rollups_pass_sqlites_integrity_check(tmp_path: Path) -> None:
@@ -90,3 +98,21 @@ async def test_the_rollups_pass_sqlites_integrity_check(tmp_path: Path) -> None:
         )
         conn.commit()
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+async def test_0023_keeps_the_refusals_stored_before_as_the_pools_lost_visits(
+    tmp_path: Path,
+) -> None:
+    """Rows stored before 0023 have only their latest outcome: that is what they were counted
+    by, and stays so (a refusal a later page undid is not in them to recover)."""
+    async with _a_visit_one_migration_back(tmp_path) as engine:
+        async with engine.begin() as conn:
+            for pool, tracking in (("paid", "exhausted"), ("all", "ip_cap"), ("x", "tracked")):
+                await conn.exec_driver_sql(
+                    "INSERT INTO session_pools (session_id, pool, site, replaces, tracking,"
+                    f" started_at) VALUES ('s1', '{pool}', 'main', '', '{tracking}', 0)"
+                )
+        await upgrade(engine)
+        async with engine.connect() as conn:
+            rows = await conn.execute(text("SELECT pool, refused FROM session_pools"))
+            assert dict(rows.all()) == {"paid": "exhausted", "all": "ip_cap", "x": None}

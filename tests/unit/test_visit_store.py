@@ -19,8 +19,9 @@ from pbx.storage import write_behind
 from pbx.storage.callers import rebuild_callers
 from pbx.storage.calls import CallFilter, CallStore
 from pbx.storage.db import open_engine, upgrade
+from pbx.storage.pool_usage import pool_records
 from pbx.storage.reports import pool_coverage
-from pbx.storage.tables import callers, calls, page_views
+from pbx.storage.tables import callers, calls, page_views, session_pools
 from pbx.storage.visits import Visit, VisitRequest, VisitStore
 from tests.helpers import FakeClock, make_settings
 from tests.session_read_back import two_pings_at_once
@@ -211,6 +212,31 @@ async def test_exhausted_session_is_tracked_once_a_number_frees() -> None:
         h.clock.advance(61)
         pinged = await h.store.ping(late.session_id, late.visitor_id, None)
         assert pinged is not None and pinged.tracking is Tracking.TRACKED
+
+
+async def test_a_visit_the_pool_refused_stays_lost_when_a_later_page_gets_a_number() -> None:
+    """The pool's outcome for a session is its latest (read back as the session's state): a
+    visit that saw the fallback number and got a number a minute later counted as tracked in
+    the pool-size reports, which undercounted short bursts of exhaustion (migration 0023)."""
+    async for h in harness():
+        since = h.clock.now
+        await h.visit()
+        await h.visit()
+        late = await h.visit()
+        h.clock.advance(61)
+        pinged = await h.store.ping(late.session_id, late.visitor_id, None)
+        assert pinged is not None and pinged.tracking is Tracking.TRACKED
+        pinged = await h.store.ping(late.session_id, late.visitor_id, None)  # nothing undone
+        await h.store.flush()
+        report = await pool_coverage(h.engine, h.settings, since, h.clock.now)
+        paid = next(p for p in report if p.pool == "paid")
+        assert (paid.visits, paid.not_tracked) == (3, 1)
+        records = await pool_records(h.engine, h.settings, since, h.clock.now + 1)
+        outcomes = [v.tracking for r in records if r.pool == "paid" for v in r.visits]
+        assert outcomes == [Tracking.TRACKED, Tracking.TRACKED, Tracking.EXHAUSTED]
+        async with h.engine.connect() as conn:
+            rows = (await conn.execute(select(session_pools.c.tracking))).scalars().all()
+        assert sorted(rows) == ["tracked"] * 3  # the session's state: it holds a number now
 
 
 async def test_an_exhausted_session_asks_the_database_once_per_half_ping_interval(
