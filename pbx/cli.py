@@ -20,6 +20,7 @@ from pbx import (
     costs_cli,
     doctor_cli,
     export_cli,
+    links_cli,
     pools_cli,
     sd_notify,
     simulate_cli,
@@ -249,6 +250,7 @@ def parser() -> argparse.ArgumentParser:
     simulate_cli.add_commands(commands)
     export_cli.add_commands(commands)
     backup_cli.add_commands(commands)
+    links_cli.add_commands(commands)
     doctor_cli.add_commands(commands)
     transcribe_cli.add_commands(commands)
 

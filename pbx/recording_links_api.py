@@ -15,9 +15,9 @@ async def signed_recording(request: web.Request) -> web.StreamResponse:
     call_id = call_id_of(request.match_info["call_id"])
     if call_id is None:
         return json_error(404, "no such call, or it has no recording")
-    key = await request.app[LINK_KEYS].key()
+    keys = await request.app[LINK_KEYS].ring()
     refused = check(
-        key,
+        keys.accepted,
         call_id,
         request.query.get("expires", ""),
         request.query.get("sig", ""),

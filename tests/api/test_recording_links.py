@@ -14,12 +14,15 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from pbx.app import build_app
 from pbx.keys import ENGINE, LINK_KEYS
+from pbx.storage.link_keys import KEY_REFRESH
 from pbx.storage.tables import link_keys
+from tests.api.test_cli import calltrack
 from tests.api.test_staff_ui import store_call
-from tests.helpers import FakeClock, migrate, settings_for, staff_users
+from tests.helpers import FakeClock, db_error, migrate, settings_for, staff_users
 
 Client = TestClient  # type: ignore[type-arg]
 AUDIO = bytes(range(256)) * 40  # 10240 bytes
@@ -49,7 +52,9 @@ async def client(
 async def stored_key(client: Client) -> bytes:
     await client.app[LINK_KEYS].key()  # made on first use
     async with client.app[ENGINE].connect() as conn:
-        secret = await conn.scalar(select(link_keys.c.secret))
+        secret = await conn.scalar(
+            select(link_keys.c.secret).where(link_keys.c.name == "recordings")
+        )
     return bytes.fromhex(secret)
 
 
@@ -123,3 +128,77 @@ async def test_a_link_to_a_call_without_recording_is_a_clear_404(
     call = await store_call(client, "n1")
     response = await client.get(link(await stored_key(client), call, int(clock.now) + DAY))
     assert response.status == 404 and "error" in await response.json()
+
+
+def rotate(tmp_path: Path, *flags: str) -> str:
+    result = calltrack("links", "rotate", "-c", str(tmp_path / "calltrack.yaml"), *flags)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+async def test_a_rotated_key_signs_from_then_and_earlier_links_open_until_they_expire(
+    client: Client, clock: FakeClock, tmp_path: Path
+) -> None:
+    """A key read from a leaked database or backup signs links to every recording: it can be
+    replaced while daemons run. Webhooks sign with the new key once the daemon has read it
+    again (within KEY_REFRESH seconds); links sent before still open until they expire."""
+    call = await store_call(client, "r1", recording="r1.mp3")
+    old_key = await stored_key(client)
+    old_link = link(old_key, call, int(clock.now) + DAY)
+    said = rotate(tmp_path)
+    assert "links sent before open until they expire (webhooks.recording_link_ttl: 7 days" in said
+    new_key = await stored_key(client)
+    assert new_key != old_key
+    new_link = link(new_key, call, int(clock.now) + DAY)
+    assert await client.app[LINK_KEYS].key() == old_key  # read less than KEY_REFRESH ago
+    clock.advance(KEY_REFRESH)
+    assert await client.app[LINK_KEYS].key() == new_key
+    assert (await client.get(old_link)).status == 200
+    assert (await client.get(new_link)).status == 200
+    rotate(tmp_path)  # a second rotation drops the first key
+    clock.advance(KEY_REFRESH)
+    assert (await client.get(old_link)).status == 403
+    assert (await client.get(new_link)).status == 200
+
+
+async def test_a_revoked_key_stops_its_links_in_every_daemon(
+    client: Client,
+    clock: FakeClock,
+    tmp_path: Path,
+    aiohttp_client: Callable[..., Awaitable[Client]],
+) -> None:
+    call = await store_call(client, "r1", recording="r1.mp3")
+    leaked = link(await stored_key(client), call, int(clock.now) + DAY)
+    second = await aiohttp_client(
+        build_app(settings_for(tmp_path, **config(tmp_path)), clock=clock)
+    )
+    assert (await second.get(leaked)).status == 200
+    assert "links sent before no longer open" in rotate(tmp_path, "--revoke")
+    clock.advance(KEY_REFRESH)
+    for daemon in (client, second):
+        refused = await daemon.get(leaked)
+        assert refused.status == 403
+        assert await refused.json() == {"error": "this link is not valid"}
+    fresh = link(await stored_key(client), call, int(clock.now) + DAY)
+    assert (await second.get(fresh)).status == 200
+
+
+async def test_links_keep_opening_while_the_keys_cannot_be_read_again(
+    client: Client, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The keys are read again every KEY_REFRESH seconds: a database away then must not turn
+    every link into a 500 (the keys read last serve); a first read that fails still fails."""
+    call = await store_call(client, "r1", recording="r1.mp3")
+    url = link(await stored_key(client), call, int(clock.now) + DAY)
+    keys = client.app[LINK_KEYS]
+
+    async def away(name: str, now: float) -> None:
+        raise db_error(OperationalError, "unable to open database file")
+
+    monkeypatch.setattr(keys, "_read", away)
+    clock.advance(KEY_REFRESH)
+    assert (await client.get(url)).status == 200
+    ring = await keys.ring()
+    assert ring.current == await stored_key(client) and ring.previous is None
+    with pytest.raises(OperationalError):
+        await keys.ring("another")
