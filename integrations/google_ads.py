@@ -3,12 +3,14 @@
     Parameters:TimeZone=Europe/Moscow
     Google Click ID,GBRAID,WBRAID,Conversion Name,Conversion Time,Conversion Value,Conversion
     Currency (one line)
-    CjwKCA...,,,Phone call,2026-11-30 14:05:07,1500.00,RUB
+    CjwKCA...,,,Phone call,2026-11-30 14:05:07+0300,1500.00,RUB
 
 A row is a call that counts (`google_ads.calls`) and came from a visit with a Google click id:
 exactly one of gclid, gbraid (app) or wbraid (iOS web) per row, the first the visit has in that
-order. Times are local to the zone of the first line (ui.timezone). Calls that count but have no
-Google click id cannot be credited to a click and are left out, counted.
+order. Times are local to the zone of the first line (ui.timezone), each with its offset from
+UTC (the template's `yyyy-MM-dd HH:mm:ss+z`, which Google reads before the Parameters line): in
+the hour a clock is set back, a local time alone names two instants. Calls that count but have
+no Google click id cannot be credited to a click and are left out, counted.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ def export(
             [
                 *(call.click_ids[k] if k == kind else "" for k in CLICK_IDS),
                 conversion_name,
-                datetime.fromtimestamp(call.started_at, zone).strftime("%Y-%m-%d %H:%M:%S"),
+                datetime.fromtimestamp(call.started_at, zone).strftime("%Y-%m-%d %H:%M:%S%z"),
                 cents_text(cents) if cents is not None else "",
                 currency if cents is not None else "",
             ]

@@ -116,8 +116,8 @@ async def test_admin_downloads_the_google_ads_file(shop: Shop) -> None:
             "Conversion Value",
             "Conversion Currency",
         ],
-        ["OLD", "", "", "Phone call", "2026-12-16 11:00:10", "500.00", "RUB"],
-        ["CjwK-1", "", "", "Phone call", "2027-01-13 11:00:10", "500.00", "RUB"],
+        ["OLD", "", "", "Phone call", "2026-12-16 11:00:10+0300", "500.00", "RUB"],
+        ["CjwK-1", "", "", "Phone call", "2027-01-13 11:00:10+0300", "500.00", "RUB"],
     ]
     # the missed Yandex call does not count (calls: answered); the direct one has no click id
     assert response.headers["X-Calltrack-Left-Out"] == "2"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 from dataclasses import replace
 
 from integrations import google_ads, metrica
@@ -46,7 +47,7 @@ def test_google_ads_template_header_and_a_row() -> None:
         "Parameters:TimeZone=Europe/Moscow",
         "Google Click ID,GBRAID,WBRAID,Conversion Name,Conversion Time,Conversion Value,"
         "Conversion Currency",
-        "CjwKCAiA-gclid,,,Phone call,2027-01-15 11:00:00,1500.00,RUB",
+        "CjwKCAiA-gclid,,,Phone call,2027-01-15 11:00:00+0300,1500.00,RUB",
     ]
 
 
@@ -63,7 +64,7 @@ def test_google_ads_gbraid_wbraid_default_value_and_what_is_left_out() -> None:
         timezone="Europe/Moscow",
     )
     assert out.lines[2:] == [
-        ["", "0AAAA-g", "", "Phone call", "2027-01-15 11:00:00", "500.00", "RUB"]
+        ["", "0AAAA-g", "", "Phone call", "2027-01-15 11:00:00+0300", "500.00", "RUB"]
     ]
     assert out.rows == 1
     assert dict(out.left_out) == {
@@ -76,8 +77,27 @@ def test_google_ads_gbraid_wbraid_default_value_and_what_is_left_out() -> None:
     )
     assert ads([web], Counted.ANSWERED).count("\n") == 2  # preamble and header only
     assert ads([web], Counted.ALL).splitlines()[2] == (
-        ",,Cl0KCQ-w,Phone call,2027-01-15 11:00:00,1500.00,RUB"
+        ",,Cl0KCQ-w,Phone call,2027-01-15 11:00:00+0300,1500.00,RUB"
     )
+
+
+def test_google_ads_times_name_their_instant_in_the_hour_the_clocks_go_back() -> None:
+    """Berlin set its clocks back from 03:00 CEST to 02:00 CET on 2026-10-25: 02:30 local
+    happened twice, an hour apart. With only the Parameters line's zone, both calls read as one
+    instant (Google took either); each row now carries its own offset."""
+    first = calendar.timegm((2026, 10, 25, 0, 30, 0))  # 02:30 CEST
+    times = [
+        line[4]
+        for line in google_ads.export(
+            [replace(CALL, started_at=at) for at in (first, first + 3600)],
+            conversion_name="Call",
+            counted=Counted.ALL,
+            default_value_cents=None,
+            currency="EUR",
+            timezone="Europe/Berlin",
+        ).lines[2:]
+    ]
+    assert times == ["2026-10-25 02:30:00+0200", "2026-10-25 02:30:00+0100"]
 
 
 def test_google_ads_without_a_value_leaves_value_and_currency_empty() -> None:
@@ -92,7 +112,7 @@ def test_google_ads_without_a_value_leaves_value_and_currency_empty() -> None:
     assert out.lines == [
         ["Parameters:TimeZone=UTC"],
         google_ads.HEADER,
-        ["CjwKCAiA-gclid", "", "", "Call", "2027-01-15 08:00:00", "", ""],
+        ["CjwKCAiA-gclid", "", "", "Call", "2027-01-15 08:00:00+0000", "", ""],
     ]
 
 
