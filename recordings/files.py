@@ -141,12 +141,16 @@ def convert(source: Path, to: str) -> Converted:
     the new file is on disk (fsync'd, its name too) before this returns: renamed into place
     without, a power cut could leave it empty after the source was deleted. A source already
     gone beside its converted file (the call's row lost its last commit in that power cut:
-    SQLite's synchronous=NORMAL) is that file, read back.
+    SQLite's synchronous=NORMAL, or a restore from a backup older than the conversion) is that
+    file, read back; also when it is of another format than `to` (recordings.format changed
+    since it was written).
     """
     kind = FORMATS[to]
     target = source.with_suffix(kind.suffix)
-    if not source.exists() and target.exists():
-        return _read_back(target, kind.container)
+    if not source.exists():
+        for written in (kind, *(k for k in FORMATS.values() if k is not kind)):
+            if (converted := source.with_suffix(written.suffix)).exists():
+                return _read_back(converted, written.container)
     # a name of its own: two daemons on one folder never write into the same unfinished file
     partial = source.with_name(f".{source.stem}.{secrets.token_hex(4)}{kind.suffix}")
     try:

@@ -476,6 +476,21 @@ async def test_a_call_whose_last_commit_a_power_cut_undid_finds_its_converted_fi
     assert row["recording_seconds"] == pytest.approx(2.0, abs=0.1)
 
 
+async def test_a_call_read_back_finds_its_file_of_the_format_it_was_converted_to(
+    lab: Lab,
+) -> None:
+    """A restore from a backup made before the call was converted to Opus, into a daemon whose
+    recordings.format is mp3 now: the call names its WAV, long gone, and its .ogg is there."""
+    call = await lab.call("before", make_wav(lab.folder / "before.wav", 2).name)
+    convert(lab.folder / "before.wav", "opus")
+    (lab.folder / "before.wav").unlink()
+    assert await lab.worker().convert_pending() is None
+    row = await lab.recording(call)
+    assert row["recording"] == "before.ogg"
+    assert row["recording_seconds"] == pytest.approx(2.0, abs=0.1)
+    assert sorted(p.name for p in lab.folder.iterdir()) == ["before.ogg"]
+
+
 async def test_a_conversion_finished_after_its_recording_expired_is_not_left_behind(
     lab: Lab, monkeypatch: pytest.MonkeyPatch
 ) -> None:
