@@ -50,6 +50,7 @@ from pbx.settings import Settings
 from pbx.storage.db import open_engine, upgrade
 from pbx.storage.pool_usage import pool_records
 
+REPO = Path(__file__).absolute().parents[1]
 TARGET_S = 10.0
 #: the freeze times `advise` replays: the table's steps and the one the advice suggests (the
 #: current freeze time, the default 15 minutes, is one of the steps)
@@ -99,17 +100,67 @@ async def _generate(database: str, shape: pool_data.Shape) -> pool_data.Facts:
 # -- what is timed -------------------------------------------------------------------------------
 
 
-def run_command(config: Path, shape: pool_data.Shape) -> tuple[float, dict[str, Any]]:
-    """`calltrack pools --recommend --json` over the data's days: wall time and its answer."""
-    argv = [str(Path(sys.executable).parent / "calltrack"), "pools", "-c", str(config)]
-    argv += ["--recommend", "--json", "--since", str(shape.first), "--until", str(shape.end)]
-    started = time.perf_counter()
-    result = subprocess.run(argv, capture_output=True, text=True, check=False)
-    elapsed = time.perf_counter() - started
-    if result.returncode != 0:
-        raise SystemExit(f"calltrack pools failed ({result.returncode}):\n{result.stderr}")
-    answer: dict[str, Any] = json.loads(result.stdout)
-    return elapsed, answer
+@dataclass
+class Command:
+    seconds: float
+    #: the process's peak resident memory (the kernel's ru_maxrss): SQLite's pages of the
+    #: database (mmap_size, cache_size) count in it as much as Python's objects
+    max_rss_mb: float
+    answer: dict[str, Any]
+
+
+#: run in a process of its own from a checkout: the Python heap's peak (tracemalloc) over the
+#: command's work, `pool_advice` (the read and the replays), which ru_maxrss cannot tell apart
+#: from the database's pages
+HEAP_SCRIPT = """
+import asyncio, json, sys, tracemalloc
+from datetime import date
+from pbx.pool_sizing import pool_advice
+from pbx.settings import Settings
+from pbx.storage.db import open_engine
+
+async def main():
+    settings = Settings.model_validate(json.loads(sys.argv[1]))
+    engine = open_engine(settings.database, read_only=True)
+    tracemalloc.start()
+    await pool_advice(engine, settings, date.fromisoformat(sys.argv[2]),
+                      date.fromisoformat(sys.argv[3]), 0.99)
+    print(tracemalloc.get_traced_memory()[1])
+    await engine.dispose()
+
+asyncio.run(main())
+"""
+
+
+def heap_peak_mb(config: dict[str, Any], shape: pool_data.Shape, repo: Path = REPO) -> float:
+    """The Python heap's peak over `pool_advice` of the data's days, run from `repo`."""
+    argv = [sys.executable, "-c", HEAP_SCRIPT, json.dumps(config), str(shape.first)]
+    argv.append(str(shape.end))
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=repo, env=env, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"heap measurement failed:\n{done.stderr}")
+    return int(done.stdout.split()[-1]) / 2**20
+
+
+def run_command(config: Path, shape: pool_data.Shape, repo: Path = REPO) -> Command:
+    """`calltrack pools --recommend --json` over the data's days, from the checkout `repo`:
+    wall time, peak memory and its answer."""
+    argv = [sys.executable, "-m", "pbx.cli", "pools", "-c", str(config), "--recommend", "--json"]
+    argv += ["--since", str(shape.first), "--until", str(shape.end)]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, cwd=repo, env=env)
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode != 0:
+            raise SystemExit(f"calltrack pools failed ({proc.returncode}):\n{err.read().decode()}")
+        answer: dict[str, Any] = json.loads(out.read())
+    return Command(elapsed, usage.ru_maxrss / 1024, answer)
 
 
 def check(answer: dict[str, Any], facts: pool_data.Facts) -> dict[str, Any]:
@@ -223,6 +274,8 @@ def spread(values: Sequence[float], places: int = 2) -> str:
 @dataclass
 class Round:
     command_s: float
+    max_rss_mb: float
+    heap_mb: float
     read_s: float
     compute_s: float
     naive: Naive
@@ -234,6 +287,9 @@ def report(
     write_s: float,
     pool: dict[str, Any],
     rounds: list[Round],
+    before: list[Command],
+    before_heap: list[float],
+    before_dir: Path | None,
 ) -> str:
     command = [r.command_s for r in rounds]
     per_size = [statistics.mean(r.naive.seconds) for r in rounds]
@@ -255,6 +311,11 @@ def report(
         f" | {spread([r.read_s for r in rounds])} | {spread([r.compute_s for r in rounds])}"
         f" | {naive_total:,.0f} | {median / naive_total:.4f} |",
         "",
+        "The command's peak resident memory (ru_maxrss, SQLite's mapped pages of the database"
+        f" included): {spread([r.max_rss_mb for r in rounds], 0)} MB; the Python heap's peak"
+        f" over the read and the replays (tracemalloc, a process of its own):"
+        f" {spread([r.heap_mb for r in rounds], 0)} MB.",
+        "",
         f"Target (< {TARGET_S:g} s for the command, every round): **{verdict}**."
         f" {len(rounds)} rounds. Visits: {facts.tracked:,} tracked, {facts.exhausted:,} got the"
         f" fallback (pool exhausted), {facts.ip_cap:,} per-client cap; calls:"
@@ -271,6 +332,20 @@ def report(
         " sizes equal the command's curve.",
         "",
     ]
+    if before:
+        memory = statistics.median(r.max_rss_mb for r in rounds) / statistics.median(
+            b.max_rss_mb for b in before
+        )
+        heap = statistics.median(r.heap_mb for r in rounds) / statistics.median(before_heap)
+        lines += [
+            f"Side by side, the code in `{before_dir}` run first in each round: command"
+            f" {spread([b.seconds for b in before])} s, peak RSS"
+            f" {spread([b.max_rss_mb for b in before], 0)} MB, heap peak"
+            f" {spread(before_heap, 0)} MB; now / before: time"
+            f" {median / statistics.median(b.seconds for b in before):.2f}, peak RSS"
+            f" {memory:.2f}, heap peak {heap:.2f}.",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -292,6 +367,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="profile the in-process run")
     parser.add_argument("--out", type=Path, default=Path("bench/results/pool_advice.md"))
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="a checkout of an earlier calltrack (git worktree add DIR REV): its command is run"
+        " in the same rounds, before this one's, for time and peak memory side by side",
+    )
     args = parser.parse_args(argv)
     shape = pool_data.Shape(args.days, args.visits_per_day, seed=args.seed)
     path, facts, write_s = data(shape)
@@ -305,21 +386,39 @@ def main(argv: list[str] | None = None) -> None:
             profile(database, settings, shape)
             return
         rounds: list[Round] = []
+        before: list[Command] = []
+        before_heap: list[float] = []
+        settings_json = pool_data.config(database, facts.size)
         pool: dict[str, Any] = {}
         for n in range(args.rounds):
-            command_s, answer = run_command(config, shape)
-            pool = check(answer, facts)
+            if args.before is not None:  # side by side: the same data, the code before
+                earlier = run_command(config, shape, args.before)
+                check(earlier.answer, facts)
+                before.append(earlier)
+                before_heap.append(heap_peak_mb(settings_json, shape, args.before))
+                print(
+                    f"round {n + 1}: before {earlier.seconds:.2f} s, peak RSS"
+                    f" {earlier.max_rss_mb:.0f} MB, heap peak {before_heap[-1]:.0f} MB",
+                    flush=True,
+                )
+            command = run_command(config, shape)
+            pool = check(command.answer, facts)
             read_s, compute_s, records = asyncio.run(split(database, settings, shape))
             baseline = naive(records[0], facts.peak, settings.freeze_time)
             if baseline.tracked != curve_counts(pool, facts, baseline.sizes):
                 raise SystemExit(f"naive {baseline} disagrees with the command's curve")
-            rounds.append(Round(command_s, read_s, compute_s, baseline))
+            heap = heap_peak_mb(settings_json, shape)
+            rounds.append(
+                Round(command.seconds, command.max_rss_mb, heap, read_s, compute_s, baseline)
+            )
             print(
-                f"round {n + 1}: command {command_s:.2f} s, read {read_s:.2f} s, compute"
-                f" {compute_s:.2f} s, naive {statistics.mean(baseline.seconds):.3f} s per size",
+                f"round {n + 1}: command {command.seconds:.2f} s, peak RSS"
+                f" {command.max_rss_mb:.0f} MB, heap peak {heap:.0f} MB, read {read_s:.2f} s,"
+                f" compute {compute_s:.2f} s, naive"
+                f" {statistics.mean(baseline.seconds):.3f} s per size",
                 flush=True,
             )
-    output = report(shape, facts, write_s, pool, rounds)
+    output = report(shape, facts, write_s, pool, rounds, before, before_heap, args.before)
     print(output)
     args.out.write_text(output)
 

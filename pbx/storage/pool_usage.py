@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from attribution.leasing import Tracking
 from attribution.owner import Attribution
-from attribution.pool_advice import PoolCall, PoolRecord, PoolVisit
+from attribution.pool_advice import PoolCall, PoolRecord, PoolVisits
 from attribution.site_plan import SitePlan
 from pbx.settings import Settings
 from pbx.storage.tables import (
@@ -61,12 +61,12 @@ async def pool_records(
             # not a tenth of a second holding the GIL away from the event loop
             .order_by(session_pools.c.started_at)
         )
-        visits: defaultdict[Key, list[PoolVisit]] = defaultdict(list)
+        visits: defaultdict[Key, PoolVisits] = defaultdict(PoolVisits)
         # in parts: the event loop serves visitors and Asterisk between them (a month of a
         # busy site is a million rows)
         async for part in visit_rows.partitions(PART):
             for site, pool, started_at, last_seen, tracking in part:
-                visits[site, pool].append(PoolVisit(started_at, last_seen, _TRACKING[tracking]))
+                visits[site, pool].append(started_at, last_seen, _TRACKING[tracking])
 
         call_rows = await conn.execute(
             select(

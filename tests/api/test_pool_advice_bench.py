@@ -77,8 +77,10 @@ async def test_the_command_answers_what_the_bench_data_holds(tmp_path: Path) -> 
 
     config = tmp_path / "calltrack.yaml"
     config.write_text(json.dumps(pool_data.config(database, facts.size)))
-    _, answer = pool_advice.run_command(config, SHAPE)
-    pool = pool_advice.check(answer, facts)  # exits on a mismatch
+    command = pool_advice.run_command(config, SHAPE)
+    pool = pool_advice.check(command.answer, facts)  # exits on a mismatch
+    assert command.max_rss_mb > 0
+    assert 0 < pool_advice.heap_peak_mb(pool_data.config(database, facts.size), SHAPE) < 1000
     assert pool["numbers"] == facts.size and pool["peak_demand"] == swept_peak(path)
     assert pool["peak_held"] == min(facts.size, facts.peak)
 
