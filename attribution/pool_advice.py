@@ -42,20 +42,33 @@ _QUARTER = 900
 
 
 class PoolVisit(NamedTuple):
-    """A visit that asked the pool for a number."""
+    """A visit that asked the pool for a number: `tracking` is what it came to last (a visit
+    refused at its first page may get a number at a later one), `refused` the first refusal."""
 
     started_at: float
     last_seen: float
     tracking: Tracking
+    refused: Tracking | None = None
+
+    @property
+    def lost(self) -> Tracking | None:
+        """Why the pool refused the visit a number, at its first page or a later one."""
+        return self.refused or (self.tracking if self.tracking in REFUSED else None)
+
+    @property
+    def replayed(self) -> bool:
+        """Whether the replay gives it a place: it held a pool number, or asked for one while
+        the pool was exhausted (refused for its client's numbers alone: not, see REPLAYED)."""
+        return self.tracking in REPLAYED or self.refused is Tracking.EXHAUSTED
 
 
-#: a visit's outcome as one byte of PoolVisits
-_OUTCOMES = tuple(Tracking)
+#: a visit's outcome as one byte of PoolVisits (None: not refused)
+_OUTCOMES: tuple[Tracking | None, ...] = (*Tracking, None)
 _CODES = {tracking: code for code, tracking in enumerate(_OUTCOMES)}
 
 
 class PoolVisits(Sequence[PoolVisit]):
-    """A pool's recorded visits in three flat arrays, 17 bytes a visit. As a list of PoolVisit
+    """A pool's recorded visits in four flat arrays, 18 bytes a visit. As a list of PoolVisit
     each took ~120 (the tuple, its two floats, the list's pointer): 92 days of a busy site are
     millions of visits, read into the daemon that serves /admin/pools."""
 
@@ -63,20 +76,29 @@ class PoolVisits(Sequence[PoolVisit]):
         self._started = array("d")
         self._last = array("d")
         self._outcomes = bytearray()
+        self._refusals = bytearray()
         for visit in visits:
             self.append(*visit)
 
-    def append(self, started_at: float, last_seen: float, tracking: Tracking) -> None:
+    def append(
+        self,
+        started_at: float,
+        last_seen: float,
+        tracking: Tracking,
+        refused: Tracking | None = None,
+    ) -> None:
         self._started.append(started_at)
         self._last.append(last_seen)
         self._outcomes.append(_CODES[tracking])
+        self._refusals.append(_CODES[refused])
 
     def __len__(self) -> int:
         return len(self._outcomes)
 
     def __iter__(self) -> Iterator[PoolVisit]:
-        outcomes = map(_OUTCOMES.__getitem__, self._outcomes)
-        return map(PoolVisit._make, zip(self._started, self._last, outcomes, strict=True))
+        outcome = _OUTCOMES.__getitem__
+        columns = (self._started, self._last, map(outcome, self._outcomes))
+        return map(PoolVisit._make, zip(*columns, map(outcome, self._refusals), strict=True))
 
     @overload
     def __getitem__(self, index: int) -> PoolVisit: ...
@@ -86,7 +108,9 @@ class PoolVisits(Sequence[PoolVisit]):
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
         code = self._outcomes[index]  # IndexError as a list's
-        return PoolVisit(self._started[index], self._last[index], _OUTCOMES[code])
+        tracking, refused = _OUTCOMES[code], _OUTCOMES[self._refusals[index]]
+        assert tracking is not None  # appended as a Tracking
+        return PoolVisit(self._started[index], self._last[index], tracking, refused)
 
 
 class PoolCall(NamedTuple):
@@ -291,9 +315,7 @@ def advise(
     """The advice for one pool: `policy` is the daemon's lease policy (its freeze time now),
     `probable_window` how long after a lease ended a call is still matched to it (default: the
     freeze time, as the config's `attribution.probable_window`)."""
-    arrivals = Arrivals.of(
-        (started, last) for started, last, tracking in record.visits if tracking in REPLAYED
-    )
+    arrivals = Arrivals.of((v.started_at, v.last_seen) for v in record.visits if v.replayed)
     calls = CallDelays.of(record.call_delays, len(record.unheld_calls) - record.probable_calls)
     freeze_now = policy.freeze_time / 60
     steps = sorted({*FREEZE_STEPS, freeze_now, calls.freeze_for(target) or freeze_now})
@@ -307,12 +329,12 @@ def advise(
     by_day: Counter[tuple[int, Tracking]] = Counter()
     by_hour: Counter[tuple[int, Tracking]] = Counter()
     ran_out = [[0] * 24 for _ in range(7)]
-    for started, _, tracking in record.visits:
-        if tracking in REFUSED:
-            day, hour, weekday = local(started)
-            by_day[day, tracking] += 1
-            by_hour[hour, tracking] += 1
-            if tracking is Tracking.EXHAUSTED:
+    for visit in record.visits:
+        if lost := visit.lost:
+            day, hour, weekday = local(visit.started_at)
+            by_day[day, lost] += 1
+            by_hour[hour, lost] += 1
+            if lost is Tracking.EXHAUSTED:
                 ran_out[weekday][hour] += 1
     days = sorted({day for day, _ in by_day})
     return PoolAdvice(

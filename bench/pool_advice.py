@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from attribution.pool_advice import DEFAULT_TARGET, FREEZE_STEPS, REPLAYED, PoolRecord, advise
+from attribution.pool_advice import DEFAULT_TARGET, FREEZE_STEPS, PoolRecord, advise
 from bench import pool_data
 from bench.reports import machine
 from pbx.pool_sizing import pool_advice
@@ -232,7 +232,7 @@ class Naive:
 
 def naive(record: PoolRecord, peak: int, freeze: float) -> Naive:
     """The naive baseline at NAIVE_SIZES sizes spread over 1..peak (sorting once, not timed)."""
-    arrivals = sorted((v.started_at, v.last_seen) for v in record.visits if v.tracking in REPLAYED)
+    arrivals = sorted((v.started_at, v.last_seen) for v in record.visits if v.replayed)
     sizes = sorted({max(1, round(peak * k / NAIVE_SIZES)) for k in range(1, NAIVE_SIZES + 1)})
     result = Naive(sizes, [], [])
     for size in sizes:

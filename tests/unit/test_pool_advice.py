@@ -88,6 +88,24 @@ def test_the_replay_leaves_out_ip_capped_visits() -> None:
     assert advice.replay.peak_at == at(2, 10, 1)
 
 
+def test_a_visit_refused_at_first_is_lost_and_replayed_by_what_it_held() -> None:
+    """A visit keeps its first refusal beside its latest outcome (migration 0023). It counts
+    as lost by that refusal; the replay gives it a place if it held a pool number at last or
+    asked while the pool was exhausted: an office behind one address, capped at its first page
+    and given a number at a later one, held a number of the pool and needs its place."""
+    visits = [
+        PoolVisit(at(2, 10), at(2, 10, 5), Tracking.TRACKED, refused=Tracking.IP_CAP),
+        PoolVisit(at(2, 10, 1), at(2, 10, 5), Tracking.TRACKED, refused=Tracking.EXHAUSTED),
+        PoolVisit(at(2, 10, 2), at(2, 10, 5), Tracking.IP_CAP, refused=Tracking.EXHAUSTED),
+        PoolVisit(at(2, 10, 3), at(2, 10, 5), Tracking.IP_CAP, refused=Tracking.IP_CAP),
+    ]
+    advice = advise(record(visits), POLICY, 0.99, MOSCOW)
+    assert advice.replay.visits == 3 and advice.replay.peak == 3
+    assert advice.visits_not_tracked == 4
+    assert (advice.lost_by_hour[10].exhausted, advice.lost_by_hour[10].ip_cap) == (2, 2)
+    assert advice.ran_out[0][10] == 2  # Monday 10:00: the two refusals for want of a number
+
+
 def test_caught_shares_and_the_freeze_that_reaches_the_target() -> None:
     calls = CallDelays.of([24.5 * MINUTE, -30.0, 0.0, 4 * MINUTE, 9 * MINUTE, 14 * MINUTE])
     assert calls.caught(5) == 3 / 6
@@ -256,6 +274,7 @@ def test_the_range_starts_no_earlier_than_the_visits_kept() -> None:
             st.floats(0, 2e9, allow_nan=False),
             st.floats(0, 2e9, allow_nan=False),
             st.sampled_from(Tracking),
+            st.none() | st.sampled_from(Tracking),
         ),
         max_size=30,
     ),
@@ -265,7 +284,7 @@ def test_the_range_starts_no_earlier_than_the_visits_kept() -> None:
 def test_pool_visits_hold_what_a_list_of_them_holds(
     visits: list[PoolVisit], index: int, part: slice
 ) -> None:
-    """Storage keeps a pool's visits in flat arrays (17 bytes a visit, not ~120): they read
+    """Storage keeps a pool's visits in flat arrays (18 bytes a visit, not ~120): they read
     back as the list of PoolVisit they stand for."""
     compact = PoolVisits(visits)
     assert len(compact) == len(visits)
