@@ -26,13 +26,22 @@ def recording_link(base_url: str, key: bytes, call_id: int, expires: int) -> str
     return f"{base_url}/recordings/{call_id}?expires={expires}&sig={sig}"
 
 
+NOT_VALID = "this link is not valid"
+EXPIRED = "this link has expired"
+
+
+def well_formed(expires: str, sig: str) -> bool:
+    """Whether the query can be a link at all (checked before any key is read)."""
+    return EXPIRES.fullmatch(expires) is not None and SIGNATURE.fullmatch(sig) is not None
+
+
 def check(keys: Sequence[bytes], call_id: int, expires: str, sig: str, now: float) -> str | None:
     """Why the link's query does not open call `call_id`'s recording now; None when it does.
-    `keys`: those whose links still open (the current key, and the previous until revoked)."""
-    if not EXPIRES.fullmatch(expires) or not SIGNATURE.fullmatch(sig):
-        return "this link is not valid"
+    `keys`: those a link of this expiry may be signed with (pbx.storage.link_keys.KeyRing)."""
+    if not well_formed(expires, sig):
+        return NOT_VALID
     if not any(hmac.compare_digest(sig, signature(k, call_id, int(expires))) for k in keys):
-        return "this link is not valid"
+        return NOT_VALID
     if now >= int(expires):
-        return "this link has expired"
+        return EXPIRED
     return None

@@ -1,9 +1,9 @@
 """`calltrack links rotate -c CONFIG [--revoke]`: a new key for the recording links webhooks send.
 
 Whoever reads the database, or a backup of it, can sign a link to every recording: after such a
-leak (or as a routine), rotate the key. Links sent before keep opening until they expire, signed
-by the previous key, or stop at once with `--revoke`. Running daemons take the new key within
-pbx.storage.link_keys.KEY_REFRESH seconds, without a restart.
+leak rotate the key with `--revoke`, and links sent before stop opening; as a routine, without
+it, they keep opening until they expire (pbx/storage/link_keys.py). Running daemons take the new
+key within pbx.storage.link_keys.KEY_REFRESH seconds, without a restart.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     asyncio.run(run())
     days = settings.webhooks.recording_link_ttl / 86400
     before = (
-        "links sent before no longer open"
+        "links sent before no longer open (on a running daemon: once it has read the new key)"
         if args.revoke
         else f"links sent before open until they expire (webhooks.recording_link_ttl: {days:g} days"
         " at most)"

@@ -6,19 +6,24 @@ in the config.
 
 Anyone who reads the database (or a backup of it) can sign a link to every recording, so the
 key can be replaced: `calltrack links rotate` (`rotate` here) makes a new one and keeps the old
-as the previous key, which still opens the links signed before until they expire, or drops it
-with `--revoke`, and then they stop at once. Each process reads the keys again at most
-KEY_REFRESH seconds after it last did, so a rotation reaches every running daemon within that,
-without a restart.
+as the previous key, or drops it with `--revoke`. The previous key opens only links that expire
+within the link lifetime (webhooks.recording_link_ttl) of the rotation, which is every link it
+signed before: one forged with a later expiry by whoever holds the old key does not open.
+
+Each process reads the keys again KEY_REFRESH seconds after it last did, so a rotation reaches
+every running daemon within that, without a restart; a link none of the keys it holds opens
+makes it read them again at once (at most every REREAD_AFTER seconds), so a link signed by a
+daemon that read the new key first opens on the others too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -27,88 +32,120 @@ from pbx.storage.errors import is_transient
 from pbx.storage.tables import link_keys
 
 RECORDINGS = "recordings"
-#: the row of a name's previous key: `recordings:previous`
+#: the row of a name's previous key, `recordings:previous`; its created_at is the rotation's time
 PREVIOUS = ":previous"
 #: seconds a process uses the keys it read before reading them again
 KEY_REFRESH = 30.0
+#: a link no key opens reads the keys again, but not more often than this
+REREAD_AFTER = 1.0
 
 
 @dataclass(frozen=True)
 class KeyRing:
-    """A name's keys: the current one signs, both open what they signed."""
+    """A name's keys: the current one signs; the previous one opens what it signed before the
+    rotation, links that expire by `previous_until`."""
 
     current: bytes
     previous: bytes | None = None
+    previous_until: float = 0.0
 
-    @property
-    def accepted(self) -> tuple[bytes, ...]:
-        return (self.current,) if self.previous is None else (self.current, self.previous)
+    def opening(self, expires: int) -> tuple[bytes, ...]:
+        """The keys a link that expires at `expires` may be signed with."""
+        if self.previous is None or expires > self.previous_until:
+            return (self.current,)
+        return (self.current, self.previous)
 
 
 class LinkKeys:
-    def __init__(self, engine: AsyncEngine, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, engine: AsyncEngine, clock: Callable[[], float], link_lifetime: float
+    ) -> None:
         self._engine = engine
         self._clock = clock
+        self._lifetime = link_lifetime
         self._known: dict[str, tuple[float, KeyRing]] = {}
+        self._reading = asyncio.Lock()
 
     async def key(self, name: str = RECORDINGS) -> bytes:
         """The key that signs links now."""
         return (await self.ring(name)).current
 
-    async def ring(self, name: str = RECORDINGS) -> KeyRing:
-        """The keys called `name`, read at most KEY_REFRESH seconds ago; the current one made
-        now if no daemon made it before (the first insert wins a race; the loser reads the
-        winner's). While the database cannot be read, the keys read last are used."""
-        now = self._clock()
-        known = self._known.get(name)
-        if known is not None and now - known[0] < KEY_REFRESH:
-            return known[1]
-        try:
-            ring = await self._read(name, now)
-        except Exception as error:
-            if known is None or not is_transient(error):
-                raise
-            return known[1]
-        self._known[name] = (now, ring)
-        return ring
+    async def ring(self, name: str = RECORDINGS, *, reread: bool = False) -> KeyRing:
+        """The keys called `name`, read less than KEY_REFRESH seconds ago (with `reread`, less
+        than REREAD_AFTER); the current one made now if no daemon made it before. While the
+        database cannot be read, the keys read last are used."""
+        async with self._reading:  # one read at a time: the requests waiting take its keys
+            now = self._clock()
+            known = self._known.get(name)
+            fresh_for = REREAD_AFTER if reread else KEY_REFRESH
+            if known is not None and 0 <= now - known[0] < fresh_for:  # a clock set back: read
+                return known[1]
+            try:
+                ring = await self._read(name)
+            except Exception as error:
+                if known is None or not is_transient(error):
+                    raise
+                self._known[name] = (now, known[1])  # not again for every request meanwhile
+                return known[1]
+            self._known[name] = (now, ring)
+            return ring
 
-    async def _read(self, name: str, now: float) -> KeyRing:
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                _insert(conn)
-                .values(name=name, secret=secrets.token_hex(32), created_at=now)
-                .on_conflict_do_nothing(index_elements=["name"])
-            )
-            result = await conn.execute(
-                select(link_keys.c.name, link_keys.c.secret).where(
-                    link_keys.c.name.in_([name, name + PREVIOUS])
-                )
-            )
-            rows = {row.name: row.secret for row in result}
+    async def _read(self, name: str) -> KeyRing:
+        async with self._engine.connect() as conn:
+            rows = await _keys(conn, name)
+        if name not in rows:  # the first daemon to need it: made once (a read-only replica
+            async with self._engine.begin() as conn:  # never gets here after that)
+                await _make(conn, name, self._clock())
+                rows = await _keys(conn, name)
+        current, _ = rows[name]
         previous = rows.get(name + PREVIOUS)
-        return KeyRing(
-            bytes.fromhex(rows[name]), bytes.fromhex(previous) if previous is not None else None
-        )
+        if previous is None:
+            return KeyRing(bytes.fromhex(current))
+        secret, rotated_at = previous
+        return KeyRing(bytes.fromhex(current), bytes.fromhex(secret), rotated_at + self._lifetime)
 
 
 async def rotate(engine: AsyncEngine, now: float, *, revoke: bool, name: str = RECORDINGS) -> None:
     """Replace `name`'s key: the old one becomes the previous key (the links it signed open
     until they expire), or with `revoke` is dropped (they stop opening); an earlier previous
-    key is dropped either way."""
+    key is dropped either way. Rotations, and a first daemon making the key, follow each
+    other: the current row is locked (PostgreSQL) or the database is (SQLite)."""
     async with engine.begin() as conn:
-        old = await conn.scalar(select(link_keys.c.secret).where(link_keys.c.name == name))
-        await conn.execute(delete(link_keys).where(link_keys.c.name == name + PREVIOUS))
-        if old is not None and not revoke:
-            await conn.execute(
-                link_keys.insert().values(name=name + PREVIOUS, secret=old, created_at=now)
-            )
-        statement = _insert(conn).values(name=name, secret=secrets.token_hex(32), created_at=now)
-        await conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=["name"],
-                set_={"secret": statement.excluded.secret, "created_at": now},
-            )
+        await _make(conn, name, now)  # waits for a daemon making it now, and keeps what it made
+        old = await conn.scalar(
+            select(link_keys.c.secret).where(link_keys.c.name == name).with_for_update()
         )
+        assert old is not None  # made above, or by another daemon before
+        if revoke:
+            await conn.execute(link_keys.delete().where(link_keys.c.name == name + PREVIOUS))
+        else:
+            await _put(conn, name + PREVIOUS, old, now)
+        await _put(conn, name, secrets.token_hex(32), now)
+
+
+async def _keys(conn: AsyncConnection, name: str) -> dict[str, tuple[str, float]]:
+    """name -> (secret, created_at) of `name`'s current and previous rows."""
+    result = await conn.execute(
+        select(link_keys.c.name, link_keys.c.secret, link_keys.c.created_at).where(
+            link_keys.c.name.in_([name, name + PREVIOUS])
+        )
+    )
+    return {row.name: (row.secret, row.created_at) for row in result}
+
+
+async def _make(conn: AsyncConnection, name: str, now: float) -> None:
+    """The key called `name`, unless a daemon made it already (the first insert wins a race)."""
+    statement = _insert(conn).values(name=name, secret=secrets.token_hex(32), created_at=now)
+    await conn.execute(statement.on_conflict_do_nothing(index_elements=["name"]))
+
+
+async def _put(conn: AsyncConnection, name: str, secret: str, now: float) -> None:
+    statement = _insert(conn).values(name=name, secret=secret, created_at=now)
+    await conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=["name"], set_={"secret": secret, "created_at": now}
+        )
+    )
 
 
 def _insert(conn: AsyncConnection) -> postgresql.Insert | sqlite.Insert:

@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 
 from pbx.app import build_app
 from pbx.keys import ENGINE, LINK_KEYS
-from pbx.storage.link_keys import KEY_REFRESH
+from pbx.storage.link_keys import KEY_REFRESH, REREAD_AFTER, rotate
 from pbx.storage.tables import link_keys
 from tests.api.test_cli import calltrack
 from tests.api.test_staff_ui import store_call
@@ -130,23 +130,33 @@ async def test_a_link_to_a_call_without_recording_is_a_clear_404(
     assert response.status == 404 and "error" in await response.json()
 
 
-def rotate(tmp_path: Path, *flags: str) -> str:
+def rotate_cli(tmp_path: Path, *flags: str) -> str:
     result = calltrack("links", "rotate", "-c", str(tmp_path / "calltrack.yaml"), *flags)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
 
+async def test_the_command_rotates_the_key_and_says_what_becomes_of_earlier_links(
+    client: Client, tmp_path: Path
+) -> None:
+    old_key = await stored_key(client)
+    said = rotate_cli(tmp_path)
+    assert "links sent before open until they expire (webhooks.recording_link_ttl: 7 days" in said
+    assert "Running daemons take it within 30 s" in said
+    assert await stored_key(client) not in (old_key,)
+    assert "links sent before no longer open" in rotate_cli(tmp_path, "--revoke")
+
+
 async def test_a_rotated_key_signs_from_then_and_earlier_links_open_until_they_expire(
-    client: Client, clock: FakeClock, tmp_path: Path
+    client: Client, clock: FakeClock
 ) -> None:
     """A key read from a leaked database or backup signs links to every recording: it can be
     replaced while daemons run. Webhooks sign with the new key once the daemon has read it
     again (within KEY_REFRESH seconds); links sent before still open until they expire."""
     call = await store_call(client, "r1", recording="r1.mp3")
     old_key = await stored_key(client)
-    old_link = link(old_key, call, int(clock.now) + DAY)
-    said = rotate(tmp_path)
-    assert "links sent before open until they expire (webhooks.recording_link_ttl: 7 days" in said
+    old_link = link(old_key, call, int(clock.now) + 7 * DAY)  # the longest a webhook signs
+    await rotate(client.app[ENGINE], clock.now, revoke=False)
     new_key = await stored_key(client)
     assert new_key != old_key
     new_link = link(new_key, call, int(clock.now) + DAY)
@@ -155,10 +165,43 @@ async def test_a_rotated_key_signs_from_then_and_earlier_links_open_until_they_e
     assert await client.app[LINK_KEYS].key() == new_key
     assert (await client.get(old_link)).status == 200
     assert (await client.get(new_link)).status == 200
-    rotate(tmp_path)  # a second rotation drops the first key
+    await rotate(client.app[ENGINE], clock.now, revoke=False)  # a second one drops the first key
     clock.advance(KEY_REFRESH)
     assert (await client.get(old_link)).status == 403
     assert (await client.get(new_link)).status == 200
+
+
+async def test_the_previous_key_opens_no_link_made_to_outlive_the_rotation(
+    client: Client, clock: FakeClock
+) -> None:
+    """Whoever holds the leaked key could sign a link that expires in years: the previous key
+    opens only links that expire within the link lifetime of the rotation, as it signed them."""
+    call = await store_call(client, "r1", recording="r1.mp3")
+    leaked = await stored_key(client)
+    await rotate(client.app[ENGINE], clock.now, revoke=False)
+    clock.advance(KEY_REFRESH)
+    last_signed = link(leaked, call, int(clock.now - KEY_REFRESH) + 7 * DAY)
+    assert (await client.get(last_signed)).status == 200
+    forged = await client.get(link(leaked, call, int(clock.now) + 365 * DAY))
+    assert forged.status == 403 and await forged.json() == {"error": "this link is not valid"}
+
+
+async def test_a_link_signed_with_a_new_key_opens_on_a_daemon_that_read_the_old_one(
+    client: Client,
+    clock: FakeClock,
+    tmp_path: Path,
+    aiohttp_client: Callable[..., Awaitable[Client]],
+) -> None:
+    """Daemon A reads the rotated key and a webhook sends its link; the CRM fetches it at once
+    through daemon B, which read the keys a few seconds before the rotation."""
+    call = await store_call(client, "r1", recording="r1.mp3")
+    before = link(await stored_key(client), call, int(clock.now) + DAY)
+    assert (await client.get(before)).status == 200  # B (client) holds the old key now
+    await rotate(client.app[ENGINE], clock.now, revoke=False)
+    other = await aiohttp_client(build_app(settings_for(tmp_path, **config(tmp_path)), clock=clock))
+    signed_by_a = link(await other.app[LINK_KEYS].key(), call, int(clock.now) + DAY)
+    clock.advance(REREAD_AFTER)
+    assert (await client.get(signed_by_a)).status == 200
 
 
 async def test_a_revoked_key_stops_its_links_in_every_daemon(
@@ -173,7 +216,7 @@ async def test_a_revoked_key_stops_its_links_in_every_daemon(
         build_app(settings_for(tmp_path, **config(tmp_path)), clock=clock)
     )
     assert (await second.get(leaked)).status == 200
-    assert "links sent before no longer open" in rotate(tmp_path, "--revoke")
+    await rotate(client.app[ENGINE], clock.now, revoke=True)
     clock.advance(KEY_REFRESH)
     for daemon in (client, second):
         refused = await daemon.get(leaked)
@@ -181,6 +224,20 @@ async def test_a_revoked_key_stops_its_links_in_every_daemon(
         assert await refused.json() == {"error": "this link is not valid"}
     fresh = link(await stored_key(client), call, int(clock.now) + DAY)
     assert (await second.get(fresh)).status == 200
+
+
+async def test_what_cannot_be_a_link_is_refused_without_reading_the_keys(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    call = await store_call(client, "r1", recording="r1.mp3")
+
+    async def no_database(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the keys were read")
+
+    monkeypatch.setattr(client.app[LINK_KEYS], "ring", no_database)
+    for query in ("", "?expires=1&sig=zz", "?expires=9999999999999&sig=" + "0" * 64):
+        response = await client.get(f"/recordings/{call}{query}")
+        assert response.status == 403, query
 
 
 async def test_links_keep_opening_while_the_keys_cannot_be_read_again(
@@ -192,7 +249,7 @@ async def test_links_keep_opening_while_the_keys_cannot_be_read_again(
     url = link(await stored_key(client), call, int(clock.now) + DAY)
     keys = client.app[LINK_KEYS]
 
-    async def away(name: str, now: float) -> None:
+    async def away(name: str) -> None:
         raise db_error(OperationalError, "unable to open database file")
 
     monkeypatch.setattr(keys, "_read", away)
