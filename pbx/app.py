@@ -81,7 +81,9 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         app[READER] = reader
         app[VISITS] = visits
         app[OUTBOX] = Outbox(settings, app[CLOCK])
-        app[LINK_KEYS] = LinkKeys(engine, app[CLOCK], settings.webhooks.recording_link_ttl)
+        app[LINK_KEYS] = LinkKeys(
+            engine, app[CLOCK], settings.webhooks.recording_link_ttl, reader=reader
+        )
         app[LOGIN_GUARD].share(LoginFailures(engine))
         app[CALLS] = CallStore(engine, settings, visits, app[CLOCK], app[OUTBOX], inline)
         app[STAFF_SESSIONS] = StaffSessionStore(

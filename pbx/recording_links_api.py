@@ -9,6 +9,7 @@ from integrations.recording_links import NOT_VALID, check, well_formed
 from pbx.http import json_error
 from pbx.keys import CLOCK, LINK_KEYS
 from pbx.staff_api import call_id_of, recording_file
+from pbx.storage.link_keys import KeysUnavailable
 
 
 async def signed_recording(request: web.Request) -> web.StreamResponse:
@@ -19,11 +20,14 @@ async def signed_recording(request: web.Request) -> web.StreamResponse:
     if not well_formed(expires, sig):  # no key is read for what cannot be a link
         return json_error(403, NOT_VALID)
     keys, now = request.app[LINK_KEYS], request.app[CLOCK]()
-    refused = check((await keys.ring()).opening(int(expires)), call_id, expires, sig, now)
-    if refused == NOT_VALID:
-        # signed by a daemon that read a rotated key before this one did: read them again
-        ring = await keys.ring(reread=True)
-        refused = check(ring.opening(int(expires)), call_id, expires, sig, now)
+    try:
+        refused = check((await keys.ring()).opening(int(expires)), call_id, expires, sig, now)
+        if refused == NOT_VALID:
+            # signed by a daemon that read a rotated key before this one did: read them again
+            ring = await keys.ring(reread=True)
+            refused = check(ring.opening(int(expires)), call_id, expires, sig, now)
+    except KeysUnavailable:  # the database away since this daemon started: try again later
+        return json_error(503, "recordings cannot be checked now; try again in a minute")
     if refused is not None:
         return json_error(403, refused)
     return await recording_file(request, call_id)

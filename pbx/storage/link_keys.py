@@ -13,12 +13,16 @@ signed before: one forged with a later expiry by whoever holds the old key does 
 Each process reads the keys again KEY_REFRESH seconds after it last did, so a rotation reaches
 every running daemon within that, without a restart; a link none of the keys it holds opens
 makes it read them again at once (at most every REREAD_AFTER seconds), so a link signed by a
-daemon that read the new key first opens on the others too.
+daemon that read the new key first opens on the others too. A read is bounded (READ_TIMEOUT);
+while the keys cannot be read, those read last are used, and a read that failed is not tried
+again within REREAD_AFTER (a first one that failed answers KeysUnavailable meanwhile).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,8 +32,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pbx.storage.db import conflict_insert
-from pbx.storage.errors import is_transient
+from pbx.storage.errors import log_failure
 from pbx.storage.tables import link_keys
+
+log = logging.getLogger(__name__)
 
 RECORDINGS = "recordings"
 #: the row of a name's previous key, `recordings:previous`; its created_at is the rotation's time
@@ -38,6 +44,15 @@ PREVIOUS = ":previous"
 KEY_REFRESH = 30.0
 #: a link no key opens reads the keys again, but not more often than this
 REREAD_AFTER = 1.0
+#: seconds a read of the keys may take before the keys read last are used
+READ_TIMEOUT = 5.0
+#: how much later than the rotation a daemon may still sign with the previous key: its keys
+#: are up to KEY_REFRESH old, and the clocks of the daemons and of `links rotate` may differ
+ROTATION_MARGIN = KEY_REFRESH + 270.0
+
+
+class KeysUnavailable(Exception):
+    """The keys could not be read, and no daemon's keys were read before in this process."""
 
 
 @dataclass(frozen=True)
@@ -58,12 +73,19 @@ class KeyRing:
 
 class LinkKeys:
     def __init__(
-        self, engine: AsyncEngine, clock: Callable[[], float], link_lifetime: float
+        self,
+        engine: AsyncEngine,
+        clock: Callable[[], float],
+        link_lifetime: float,
+        reader: AsyncEngine | None = None,
     ) -> None:
+        """`reader`: an engine whose reads take no write lock (SQLite's read-only one)."""
         self._engine = engine
+        self._reader = reader or engine
         self._clock = clock
         self._lifetime = link_lifetime
         self._known: dict[str, tuple[float, KeyRing]] = {}
+        self._failed: dict[str, float] = {}
         self._reading = asyncio.Lock()
 
     async def key(self, name: str = RECORDINGS) -> bytes:
@@ -74,24 +96,38 @@ class LinkKeys:
         """The keys called `name`, read less than KEY_REFRESH seconds ago (with `reread`, less
         than REREAD_AFTER); the current one made now if no daemon made it before. While the
         database cannot be read, the keys read last are used."""
+        fresh_for = REREAD_AFTER if reread else KEY_REFRESH
+        if (ring := self._fresh(name, fresh_for)) is not None:
+            return ring  # without waiting for a read under way
         async with self._reading:  # one read at a time: the requests waiting take its keys
+            if (ring := self._fresh(name, fresh_for)) is not None:
+                return ring
             now = self._clock()
             known = self._known.get(name)
-            fresh_for = REREAD_AFTER if reread else KEY_REFRESH
-            if known is not None and 0 <= now - known[0] < fresh_for:  # a clock set back: read
-                return known[1]
+            if known is None and 0 <= now - self._failed.get(name, -math.inf) < REREAD_AFTER:
+                raise KeysUnavailable(f"the {name} link keys could not be read a moment ago")
             try:
-                ring = await self._read(name)
+                async with asyncio.timeout(READ_TIMEOUT):
+                    ring = await self._read(name)
             except Exception as error:
-                if known is None or not is_transient(error):
-                    raise
-                self._known[name] = (now, known[1])  # not again for every request meanwhile
+                self._failed[name] = now
+                if known is None:
+                    log_failure(log, "reading the link keys", error)
+                    raise KeysUnavailable(f"the {name} link keys cannot be read") from error
+                log_failure(log, "reading the link keys (the keys read before serve)", error)
+                self._known[name] = (now, known[1])  # not read again for every request
                 return known[1]
             self._known[name] = (now, ring)
             return ring
 
+    def _fresh(self, name: str, fresh_for: float) -> KeyRing | None:
+        known = self._known.get(name)
+        if known is not None and 0 <= self._clock() - known[0] < fresh_for:  # set back: read
+            return known[1]
+        return None
+
     async def _read(self, name: str) -> KeyRing:
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             rows = await _keys(conn, name)
         if name not in rows:  # the first daemon to need it: made once (a read-only replica
             async with self._engine.begin() as conn:  # never gets here after that)
@@ -102,7 +138,8 @@ class LinkKeys:
         if previous is None:
             return KeyRing(bytes.fromhex(current))
         secret, rotated_at = previous
-        return KeyRing(bytes.fromhex(current), bytes.fromhex(secret), rotated_at + self._lifetime)
+        until = rotated_at + self._lifetime + ROTATION_MARGIN
+        return KeyRing(bytes.fromhex(current), bytes.fromhex(secret), until)
 
 
 async def rotate(engine: AsyncEngine, now: float, *, revoke: bool, name: str = RECORDINGS) -> None:

@@ -241,21 +241,50 @@ async def test_what_cannot_be_a_link_is_refused_without_reading_the_keys(
 
 
 async def test_links_keep_opening_while_the_keys_cannot_be_read_again(
-    client: Client, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    client: Client,
+    clock: FakeClock,
+    tmp_path: Path,
+    aiohttp_client: Callable[..., Awaitable[Client]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The keys are read again every KEY_REFRESH seconds: a database away then must not turn
-    every link into a 500 (the keys read last serve); a first read that fails still fails."""
+    every link into a 500 (the keys read last serve). A daemon that never read them answers
+    503 (try again), and reads again at most once in REREAD_AFTER, however many ask."""
     call = await store_call(client, "r1", recording="r1.mp3")
     url = link(await stored_key(client), call, int(clock.now) + DAY)
-    keys = client.app[LINK_KEYS]
+    reads = 0
 
     async def away(name: str) -> None:
+        nonlocal reads
+        reads += 1
         raise db_error(OperationalError, "unable to open database file")
 
-    monkeypatch.setattr(keys, "_read", away)
+    monkeypatch.setattr(client.app[LINK_KEYS], "_read", away)
     clock.advance(KEY_REFRESH)
     assert (await client.get(url)).status == 200
-    ring = await keys.ring()
+    ring = await client.app[LINK_KEYS].ring()
     assert ring.current == await stored_key(client) and ring.previous is None
-    with pytest.raises(OperationalError):
-        await keys.ring("another")
+    assert reads == 1
+    fresh = await aiohttp_client(build_app(settings_for(tmp_path, **config(tmp_path)), clock=clock))
+    monkeypatch.setattr(fresh.app[LINK_KEYS], "_read", away)
+    for _ in range(5):
+        unavailable = await fresh.get(url)
+        assert unavailable.status == 503 and "try again" in (await unavailable.json())["error"]
+    assert reads == 2
+
+
+async def test_a_link_a_daemon_signed_with_the_old_key_after_the_rotation_opens(
+    client: Client, clock: FakeClock
+) -> None:
+    """Daemons sign with the keys they read up to KEY_REFRESH ago: a link signed just after a
+    rotation with the old key (expiring a little after the rotation's lifetime) opens."""
+    call = await store_call(client, "r1", recording="r1.mp3")
+    old_key = await client.app[LINK_KEYS].key()
+    await rotate(client.app[ENGINE], clock.now, revoke=False)
+    clock.advance(KEY_REFRESH - 1)
+    signed = await client.app[LINK_KEYS].key()
+    assert signed == old_key
+    url = link(signed, call, int(clock.now) + 7 * DAY)
+    clock.advance(KEY_REFRESH)
+    assert await client.app[LINK_KEYS].key() != old_key
+    assert (await client.get(url)).status == 200
