@@ -14,7 +14,14 @@ from sqlalchemy import text
 
 from integrations.worker import delivery_worker
 from pbx import crm_api, journey_api, recording_links_api, reports_api, staff_api, staff_ui
-from pbx.http import Handler, error_as_json, internal_error, refuse_unstorable, staff_body_limit
+from pbx.http import (
+    Handler,
+    database_unavailable,
+    error_as_json,
+    internal_error,
+    refuse_unstorable,
+    staff_body_limit,
+)
 from pbx.keys import (
     ANSWERS,
     CALLS,
@@ -47,7 +54,7 @@ from pbx.staff_ui import pools as staff_pools
 from pbx.staff_ui import reports as staff_reports
 from pbx.storage.calls import CallStore
 from pbx.storage.db import is_sqlite, open_engine, require_current_schema
-from pbx.storage.errors import outage_reason
+from pbx.storage.errors import is_transient, outage_reason
 from pbx.storage.health import low_disk
 from pbx.storage.inline_sqlite import open_inline_engine
 from pbx.storage.link_keys import LinkKeys
@@ -224,12 +231,14 @@ def errors_and_navigation(handler: Handler) -> Handler:
             if exc.status < 400 or not api:
                 raise
             return error_as_json(request, exc)
-        except Exception:
+        except Exception as error:
             if request.writer.output_size:
                 # a streamed answer (a CSV export) is under way: another response written now
                 # would go inside its body, and the client would wait for the rest forever.
                 # aiohttp logs the error and closes the connection: the download fails
                 raise
+            if is_transient(error):
+                return database_unavailable(request, error)
             return internal_error(request)
 
     return answer

@@ -19,6 +19,7 @@ from multidict import MultiDictProxy
 from pbx.keys import METRICS, SETTINGS
 from pbx.networks import Network, networks, parse_address, within
 from pbx.settings import Settings
+from pbx.storage.errors import outage_reason
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +267,21 @@ def error_as_json(request: web.Request, error: web.HTTPException) -> web.Respons
     """An API's error (4xx, 5xx) as JSON with its reason."""
     request.app[METRICS].http_errors.labels(str(error.status)).inc()
     return with_error_headers(json_error(error.status, error.reason), error)
+
+
+#: seconds a client is told to wait when the database is away (/healthz says why meanwhile)
+DATABASE_RETRY_AFTER = 30
+
+
+def database_unavailable(request: web.Request, error: Exception) -> web.Response:
+    """The database away or full (pbx.storage.errors.is_transient): not a bug, and not the
+    client's; it may try again. One line at debug: /healthz and the write-health log say the
+    outage once, not once per request."""
+    log.debug("%s %r: database %s", request.method, request.path, outage_reason(error))
+    request.app[METRICS].http_errors.labels("503").inc()
+    response = json_error(503, "the database is not available now; try again in a minute")
+    response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER)
+    return response
 
 
 def internal_error(request: web.Request) -> web.Response:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from sqlalchemy.exc import OperationalError
 
 from attribution.calls import CallReport
 from pbx.app import build_app, errors_and_navigation
@@ -22,6 +23,7 @@ from tests.helpers import (
     PASSWORD,
     STAFF_TOKEN,
     FakeClock,
+    db_error,
     migrate,
     settings_for,
     staff_users,
@@ -266,3 +268,30 @@ async def test_header_bytes_that_are_not_utf8_are_not_a_server_error(
     writer.close()
     status = int(status_line.split()[1])
     assert status < 500, status_line
+
+
+@pytest.mark.parametrize("path", ["/api/v1/away/x", "/away/x"])
+async def test_a_database_away_is_a_503_to_try_again_not_a_logged_bug(
+    tmp_path: Path,
+    aiohttp_client: Callable[..., Awaitable[Client]],
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+) -> None:
+    """A read the database cannot answer (down, locked, full) was a 500 'internal error' with
+    a traceback per request: the client is told to try again, and /healthz says why."""
+    settings = settings_for(tmp_path)
+    await migrate(settings)
+    app = build_app(settings, clock=FakeClock())
+
+    async def away(request: web.Request) -> web.Response:
+        raise db_error(OperationalError, "unable to open database file")
+
+    app.router.add_get(r"/api/v1/away/{tail:.*}", errors_and_navigation(away))
+    app.router.add_get(r"/away/{tail:.*}", errors_and_navigation(away))
+    client = await aiohttp_client(app)
+    with caplog.at_level(logging.WARNING):
+        response = await client.get(path)
+    assert response.status == 503
+    assert response.headers["Retry-After"] == "30"
+    assert "try again" in (await response.json())["error"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
