@@ -315,14 +315,21 @@ def advise(
     """The advice for one pool: `policy` is the daemon's lease policy (its freeze time now),
     `probable_window` how long after a lease ended a call is still matched to it (default: the
     freeze time, as the config's `attribution.probable_window`)."""
-    lost: list[tuple[float, Tracking]] = []  # (arrival, why): a few in a hundred
+    local = _LocalTime(zone)
+    by_day: Counter[tuple[int, Tracking]] = Counter()
+    by_hour: Counter[tuple[int, Tracking]] = Counter()
+    ran_out = [[0] * 24 for _ in range(7)]
 
     def replayed() -> Iterator[tuple[float, float]]:
-        """The visits the replay gives a place, noting the lost ones on the way: one pass
-        over a month of visits, not two."""
+        """The visits the replay gives a place, counting the lost ones on the way: one pass
+        over a month of visits, not two (Arrivals.of takes them all at once)."""
         for visit in record.visits:
             if why := visit.lost:
-                lost.append((visit.started_at, why))
+                day, hour, weekday = local(visit.started_at)
+                by_day[day, why] += 1
+                by_hour[hour, why] += 1
+                if why is Tracking.EXHAUSTED:
+                    ran_out[weekday][hour] += 1
             if visit.replayed:
                 yield visit.started_at, visit.last_seen
 
@@ -336,16 +343,6 @@ def advise(
     sizes = {m: result.smallest_for(target) for m, result in replays.items()}
     now = replays[freeze_now]
 
-    local = _LocalTime(zone)
-    by_day: Counter[tuple[int, Tracking]] = Counter()
-    by_hour: Counter[tuple[int, Tracking]] = Counter()
-    ran_out = [[0] * 24 for _ in range(7)]
-    for started, why in lost:
-        day, hour, weekday = local(started)
-        by_day[day, why] += 1
-        by_hour[hour, why] += 1
-        if why is Tracking.EXHAUSTED:
-            ran_out[weekday][hour] += 1
     days = sorted({day for day, _ in by_day})
     return PoolAdvice(
         site=record.site,

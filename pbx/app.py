@@ -54,7 +54,7 @@ from pbx.staff_ui import pools as staff_pools
 from pbx.staff_ui import reports as staff_reports
 from pbx.storage.calls import CallStore
 from pbx.storage.db import is_sqlite, open_engine, require_current_schema
-from pbx.storage.errors import is_transient, outage_reason
+from pbx.storage.errors import is_outage, outage_reason
 from pbx.storage.health import low_disk
 from pbx.storage.inline_sqlite import open_inline_engine
 from pbx.storage.link_keys import LinkKeys
@@ -237,8 +237,8 @@ def errors_and_navigation(handler: Handler) -> Handler:
                 # would go inside its body, and the client would wait for the rest forever.
                 # aiohttp logs the error and closes the connection: the download fails
                 raise
-            if is_transient(error):
-                return database_unavailable(request, error)
+            if is_outage(error):
+                return database_unavailable(request, outage_reason(error))
             return internal_error(request)
 
     return answer

@@ -19,7 +19,6 @@ from multidict import MultiDictProxy
 from pbx.keys import METRICS, SETTINGS
 from pbx.networks import Network, networks, parse_address, within
 from pbx.settings import Settings
-from pbx.storage.errors import outage_reason
 
 log = logging.getLogger(__name__)
 
@@ -273,11 +272,11 @@ def error_as_json(request: web.Request, error: web.HTTPException) -> web.Respons
 DATABASE_RETRY_AFTER = 30
 
 
-def database_unavailable(request: web.Request, error: Exception) -> web.Response:
-    """The database away or full (pbx.storage.errors.is_transient): not a bug, and not the
+def database_unavailable(request: web.Request, reason: str) -> web.Response:
+    """The database away or full (pbx.storage.errors.is_outage): not a bug, and not the
     client's; it may try again. One line at debug: /healthz and the write-health log say the
     outage once, not once per request."""
-    log.debug("%s %r: database %s", request.method, request.path, outage_reason(error))
+    log.debug("%s %r: database %s", request.method, request.path, reason)
     request.app[METRICS].http_errors.labels("503").inc()
     response = json_error(503, "the database is not available now; try again in a minute")
     response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from integrations.recording_links import NOT_VALID, check, well_formed
-from pbx.http import json_error
+from pbx.http import database_unavailable, json_error
 from pbx.keys import CLOCK, LINK_KEYS
 from pbx.staff_api import call_id_of, recording_file
 from pbx.storage.link_keys import KeysUnavailable
@@ -26,8 +26,8 @@ async def signed_recording(request: web.Request) -> web.StreamResponse:
             # signed by a daemon that read a rotated key before this one did: read them again
             ring = await keys.ring(reread=True)
             refused = check(ring.opening(int(expires)), call_id, expires, sig, now)
-    except KeysUnavailable:  # the database away since this daemon started: try again later
-        return json_error(503, "recordings cannot be checked now; try again in a minute")
+    except KeysUnavailable as unavailable:  # the database away since this daemon started
+        return database_unavailable(request, str(unavailable))
     if refused is not None:
         return json_error(403, refused)
     return await recording_file(request, call_id)

@@ -42,6 +42,29 @@ def is_transient(error: Exception) -> bool:
     )
 
 
+#: what a database failure can be raised as: SQLAlchemy's, or a driver's unwrapped (the short
+#: transactions run on the driver's connection)
+_DATABASE_ERRORS = (
+    exc.DBAPIError,
+    exc.TimeoutError,
+    exc.DisconnectionError,
+    sqlite3.Error,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+
+
+def is_outage(error: Exception) -> bool:
+    """The database away, locked or full, as a request meets it: a database error that
+    is_transient. Not any OSError, which is_transient counts for the write paths (a connection
+    refused): in a request a folder the daemon may not read raises one, which is a fault to fix,
+    not a wait; nor a value asyncpg refused to send (its own DataError, an InterfaceError)."""
+    driver = getattr(error, "orig", None) or error
+    if isinstance(driver, asyncpg.exceptions._base.DataError):
+        return False
+    return isinstance(error, _DATABASE_ERRORS) and is_transient(error)
+
+
 def _sqlite_refuses_the_statement(error: object) -> bool:
     """SQLite's SQLITE_ERROR: the statement is wrong for this database (no such table or column,
     SQL it cannot parse), every time; sqlite3 raises it as an OperationalError, as it does a

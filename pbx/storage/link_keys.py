@@ -102,22 +102,25 @@ class LinkKeys:
         async with self._reading:  # one read at a time: the requests waiting take its keys
             if (ring := self._fresh(name, fresh_for)) is not None:
                 return ring
-            now = self._clock()
             known = self._known.get(name)
-            if known is None and 0 <= now - self._failed.get(name, -math.inf) < REREAD_AFTER:
-                raise KeysUnavailable(f"the {name} link keys could not be read a moment ago")
+            if 0 <= self._clock() - self._failed.get(name, -math.inf) < REREAD_AFTER:
+                # a read failed a moment ago: not another for each request that waited for it
+                if known is None:
+                    raise KeysUnavailable(f"the {name} link keys could not be read a moment ago")
+                return known[1]
             try:
                 async with asyncio.timeout(READ_TIMEOUT):
                     ring = await self._read(name)
             except Exception as error:
-                self._failed[name] = now
+                failed_at = self._clock()  # when it ended: a read that timed out took 5 s
+                self._failed[name] = failed_at
                 if known is None:
                     log_failure(log, "reading the link keys", error)
                     raise KeysUnavailable(f"the {name} link keys cannot be read") from error
                 log_failure(log, "reading the link keys (the keys read before serve)", error)
-                self._known[name] = (now, known[1])  # not read again for every request
+                self._known[name] = (failed_at, known[1])  # not read again for every request
                 return known[1]
-            self._known[name] = (now, ring)
+            self._known[name] = (self._clock(), ring)
             return ring
 
     def _fresh(self, name: str, fresh_for: float) -> KeyRing | None:

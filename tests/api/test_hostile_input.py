@@ -295,3 +295,25 @@ async def test_a_database_away_is_a_503_to_try_again_not_a_logged_bug(
     assert response.headers["Retry-After"] == "30"
     assert "try again" in (await response.json())["error"]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_fault_that_is_not_the_databases_stays_a_logged_500(
+    tmp_path: Path,
+    aiohttp_client: Callable[..., Awaitable[Client]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A recordings folder the daemon may not read raises PermissionError, an OSError, which
+    the write paths count as passing: in a request it is a fault for the admin, not a wait."""
+    settings = settings_for(tmp_path)
+    await migrate(settings)
+    app = build_app(settings, clock=FakeClock())
+
+    async def unreadable(request: web.Request) -> web.Response:
+        raise PermissionError(13, "Permission denied", "/var/spool/asterisk/monitor/c.mp3")
+
+    app.router.add_get(r"/api/v1/unreadable", errors_and_navigation(unreadable))
+    client = await aiohttp_client(app)
+    with caplog.at_level(logging.ERROR, logger="pbx.http"):
+        response = await client.get("/api/v1/unreadable")
+    assert response.status == 500
+    assert [r for r in caplog.records if r.name == "pbx.http"]

@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 
 from pbx.app import build_app
 from pbx.keys import ENGINE, LINK_KEYS
-from pbx.storage.link_keys import KEY_REFRESH, REREAD_AFTER, rotate
+from pbx.storage.link_keys import KEY_REFRESH, READ_TIMEOUT, REREAD_AFTER, rotate
 from pbx.storage.tables import link_keys
 from tests.api.test_cli import calltrack
 from tests.api.test_staff_ui import store_call
@@ -257,6 +257,7 @@ async def test_links_keep_opening_while_the_keys_cannot_be_read_again(
     async def away(name: str) -> None:
         nonlocal reads
         reads += 1
+        clock.advance(READ_TIMEOUT)  # a read that hung until its bound
         raise db_error(OperationalError, "unable to open database file")
 
     monkeypatch.setattr(client.app[LINK_KEYS], "_read", away)
