@@ -49,6 +49,13 @@ async def client(
     return await aiohttp_client(build_app(settings, clock=clock))
 
 
+async def another_daemon(
+    tmp_path: Path, clock: FakeClock, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> Client:
+    """A second daemon on the same database (a restart, or one behind the same balancer)."""
+    return await aiohttp_client(build_app(settings_for(tmp_path, **config(tmp_path)), clock=clock))
+
+
 async def stored_key(client: Client) -> bytes:
     await client.app[LINK_KEYS].key()  # made on first use
     async with client.app[ENGINE].connect() as conn:
@@ -107,17 +114,28 @@ async def test_tampered_links_are_refused(client: Client, clock: FakeClock) -> N
         assert await response.json() == {"error": "this link is not valid"}, url
 
 
-async def test_the_key_survives_a_restart_and_is_shared_by_daemons(
+@pytest.fixture
+async def day_link(client: Client, clock: FakeClock) -> tuple[int, str]:
+    """A call with a recording, and a link to it that expires in a day."""
+    call = await store_call(client, "r1", recording="r1.mp3")
+    return call, link(await stored_key(client), call, int(clock.now) + DAY)
+
+
+@pytest.fixture
+async def second(
     client: Client,
     clock: FakeClock,
     tmp_path: Path,
     aiohttp_client: Callable[..., Awaitable[Client]],
+) -> Client:
+    """Another daemon on `client`'s database."""
+    return await another_daemon(tmp_path, clock, aiohttp_client)
+
+
+async def test_the_key_survives_a_restart_and_is_shared_by_daemons(
+    client: Client, second: Client, day_link: tuple[int, str]
 ) -> None:
-    call = await store_call(client, "r1", recording="r1.mp3")
-    url = link(await stored_key(client), call, int(clock.now) + DAY)
-    second = await aiohttp_client(
-        build_app(settings_for(tmp_path, **config(tmp_path)), clock=clock)
-    )
+    _, url = day_link
     assert await second.app[LINK_KEYS].key() == await stored_key(client)
     assert (await second.get(url)).status == 200
 
@@ -198,23 +216,16 @@ async def test_a_link_signed_with_a_new_key_opens_on_a_daemon_that_read_the_old_
     before = link(await stored_key(client), call, int(clock.now) + DAY)
     assert (await client.get(before)).status == 200  # B (client) holds the old key now
     await rotate(client.app[ENGINE], clock.now, revoke=False)
-    other = await aiohttp_client(build_app(settings_for(tmp_path, **config(tmp_path)), clock=clock))
+    other = await another_daemon(tmp_path, clock, aiohttp_client)
     signed_by_a = link(await other.app[LINK_KEYS].key(), call, int(clock.now) + DAY)
     clock.advance(REREAD_AFTER)
     assert (await client.get(signed_by_a)).status == 200
 
 
 async def test_a_revoked_key_stops_its_links_in_every_daemon(
-    client: Client,
-    clock: FakeClock,
-    tmp_path: Path,
-    aiohttp_client: Callable[..., Awaitable[Client]],
+    client: Client, clock: FakeClock, second: Client, day_link: tuple[int, str]
 ) -> None:
-    call = await store_call(client, "r1", recording="r1.mp3")
-    leaked = link(await stored_key(client), call, int(clock.now) + DAY)
-    second = await aiohttp_client(
-        build_app(settings_for(tmp_path, **config(tmp_path)), clock=clock)
-    )
+    call, leaked = day_link
     assert (await second.get(leaked)).status == 200
     await rotate(client.app[ENGINE], clock.now, revoke=True)
     clock.advance(KEY_REFRESH)
@@ -266,7 +277,7 @@ async def test_links_keep_opening_while_the_keys_cannot_be_read_again(
     ring = await client.app[LINK_KEYS].ring()
     assert ring.current == await stored_key(client) and ring.previous is None
     assert reads == 1
-    fresh = await aiohttp_client(build_app(settings_for(tmp_path, **config(tmp_path)), clock=clock))
+    fresh = await another_daemon(tmp_path, clock, aiohttp_client)
     monkeypatch.setattr(fresh.app[LINK_KEYS], "_read", away)
     for _ in range(5):
         unavailable = await fresh.get(url)

@@ -462,33 +462,24 @@ async def test_a_conversion_whose_commit_answer_was_lost_still_deletes_the_wav(
     assert sorted(p.name for p in lab.folder.iterdir()) == ["lost.mp3"]
 
 
-async def test_a_call_whose_last_commit_a_power_cut_undid_finds_its_converted_file(
-    lab: Lab,
+@pytest.mark.parametrize(
+    ("converted_to", "kept"), [("mp3", "undone.mp3"), ("opus", "undone.ogg")], ids=["mp3", "opus"]
+)
+async def test_a_call_read_back_finds_its_converted_file(
+    lab: Lab, converted_to: str, kept: str
 ) -> None:
     """SQLite's synchronous=NORMAL: a power cut can undo the last commits, so the call may
-    still name c.wav when the WAV is already deleted and c.mp3 is on disk."""
+    still name c.wav when the WAV is already deleted and c.mp3 is on disk. The same after a
+    restore from a backup made before the call was converted, also to Opus when the daemon's
+    recordings.format is mp3 now: its .ogg is read back."""
     call = await lab.call("undone", make_wav(lab.folder / "undone.wav", 2).name)
-    convert(lab.folder / "undone.wav", "mp3")
+    convert(lab.folder / "undone.wav", converted_to)
     (lab.folder / "undone.wav").unlink()
     assert await lab.worker().convert_pending() is None
     row = await lab.recording(call)
-    assert row["recording"] == "undone.mp3"
+    assert row["recording"] == kept
     assert row["recording_seconds"] == pytest.approx(2.0, abs=0.1)
-
-
-async def test_a_call_read_back_finds_its_file_of_the_format_it_was_converted_to(
-    lab: Lab,
-) -> None:
-    """A restore from a backup made before the call was converted to Opus, into a daemon whose
-    recordings.format is mp3 now: the call names its WAV, long gone, and its .ogg is there."""
-    call = await lab.call("before", make_wav(lab.folder / "before.wav", 2).name)
-    convert(lab.folder / "before.wav", "opus")
-    (lab.folder / "before.wav").unlink()
-    assert await lab.worker().convert_pending() is None
-    row = await lab.recording(call)
-    assert row["recording"] == "before.ogg"
-    assert row["recording_seconds"] == pytest.approx(2.0, abs=0.1)
-    assert sorted(p.name for p in lab.folder.iterdir()) == ["before.ogg"]
+    assert sorted(p.name for p in lab.folder.iterdir()) == [kept]
 
 
 async def test_a_conversion_finished_after_its_recording_expired_is_not_left_behind(
