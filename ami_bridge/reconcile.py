@@ -28,7 +28,7 @@ from attribution.calls import CallReport, is_local_channel, local_partner
 from attribution.phone import PhoneNumberError, to_e164
 from dialplan.generator import CDR_START_PREFIX, call_context
 from pbx.settings import Settings
-from recordings.files import FORMATS
+from recordings.files import converted_beside
 
 log = logging.getLogger(__name__)
 
@@ -219,12 +219,7 @@ def _recording_of(uniqueid: str, folder: Path | None) -> str | None:
     name = f"{uniqueid}.wav"
     if folder is None or _recorded(folder / name):
         return name
-    for kind in FORMATS.values():
-        converted = (folder / name).with_suffix(kind.suffix)  # as recordings.files.convert names it
-        with contextlib.suppress(OSError):
-            if converted.is_file():
-                return name
-    return None
+    return name if converted_beside(folder / name) is not None else None
 
 
 def _recorded(path: Path) -> bool:

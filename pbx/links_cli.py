@@ -25,7 +25,8 @@ def add_commands(commands: Any) -> None:
     rotate.add_argument(
         "--revoke",
         action="store_true",
-        help="links sent before stop opening at once (default: they open until they expire)",
+        help="links sent before stop opening, on a running daemon once it has read the new key"
+        " (default: they open until they expire)",
     )
     rotate.set_defaults(run=cmd_rotate)
 

@@ -6,6 +6,7 @@ at a tenth of that. Everything here blocks (pydub runs ffmpeg), so callers run i
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import os
@@ -97,6 +98,21 @@ def _sync(path: Path) -> None:
         os.close(descriptor)
 
 
+def converted_beside(source: Path, first: str | None = None) -> tuple[Path, str] | None:
+    """The file convert() made of the recording `source` beside it, and its container, of any
+    format (recordings.format may have changed since), `first` looked for first; None when there
+    is none, or the folder cannot be looked at (what reads the file says what is wrong)."""
+    kinds = list(FORMATS.values())
+    if first is not None:
+        kinds.sort(key=lambda kind: kind is not FORMATS[first])
+    for kind in kinds:
+        converted = source.with_suffix(kind.suffix)
+        with contextlib.suppress(OSError):
+            if converted.is_file():
+                return converted, kind.container
+    return None
+
+
 def _read_back(target: Path, audio_format: str) -> Converted:
     try:
         audio = AudioSegment.from_file(target, format=audio_format)
@@ -147,10 +163,8 @@ def convert(source: Path, to: str) -> Converted:
     """
     kind = FORMATS[to]
     target = source.with_suffix(kind.suffix)
-    if not source.exists():
-        for written in (kind, *(k for k in FORMATS.values() if k is not kind)):
-            if (converted := source.with_suffix(written.suffix)).exists():
-                return _read_back(converted, written.container)
+    if not source.exists() and (found := converted_beside(source, first=to)) is not None:
+        return _read_back(*found)
     # a name of its own: two daemons on one folder never write into the same unfinished file
     partial = source.with_name(f".{source.stem}.{secrets.token_hex(4)}{kind.suffix}")
     try:

@@ -132,8 +132,9 @@ class LinkKeys:
     async def _read(self, name: str) -> KeyRing:
         async with self._reader.connect() as conn:
             rows = await _keys(conn, name)
-        if name not in rows:  # the first daemon to need it: made once (a read-only replica
-            async with self._engine.begin() as conn:  # never gets here after that)
+        if name not in rows:
+            # the first daemon to need it makes it, once: every later read is a plain SELECT
+            async with self._engine.begin() as conn:
                 await _make(conn, name, self._clock())
                 rows = await _keys(conn, name)
         current, _ = rows[name]

@@ -19,13 +19,7 @@ from attribution.owner import Attribution
 from attribution.pool_advice import PoolCall, PoolRecord, PoolVisits
 from attribution.site_plan import SitePlan
 from pbx.settings import Settings
-from pbx.storage.tables import (
-    call_candidates,
-    calls,
-    page_views,
-    session_pools,
-    sessions,
-)
+from pbx.storage.tables import call_candidates, calls, page_views, session_pools, sessions
 
 _POOL_CALLS = (Attribution.SESSION, Attribution.PROBABLE, Attribution.UNKNOWN)
 _UNHELD = (Attribution.PROBABLE, Attribution.UNKNOWN)
